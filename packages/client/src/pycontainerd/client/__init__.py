@@ -1,0 +1,3 @@
+"""Python client library for containerd and pycontainerd."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Daemon and client configuration for pycontainerd (never imports grpc)."""
+
+from __future__ import annotations

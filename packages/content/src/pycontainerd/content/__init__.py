@@ -1,0 +1,3 @@
+"""Local content store and Content service for pycontainerd."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Shared vocabulary for pycontainerd: plugin model, errdefs, identifiers, filters and contracts."""
+
+from __future__ import annotations

@@ -1,0 +1,45 @@
+"""The pycontainerd plugin model: containerd's shape, pluggy's discovery.
+
+A distribution contributes plugins by exposing a *plugin module* under the
+entry-point group ``pycontainerd.plugins``::
+
+    [project.entry-points."pycontainerd.plugins"]
+    my-snapshotter = "my_package.plugin"
+
+The module implements the core hook ``pycontainerd_plugins`` and returns
+``Registration`` objects. The daemon orders them by ``requires`` and awaits
+each ``init(InitContext)``; an init may raise ``SkipPluginError`` to opt out.
+Subsystems that own further extension points add their hookspecs through the
+historic hook ``pycontainerd_addhooks``.
+
+Importing this package must not import grpc.
+"""
+
+from __future__ import annotations
+
+from pycontainerd.core.plugin.markers import ENTRY_POINT_GROUP, PROJECT, hookimpl, hookspec
+from pycontainerd.core.plugin.registration import (
+    SKIP_PLUGIN_TEXT,
+    Closable,
+    GrpcService,
+    InitContext,
+    Registration,
+    SkipPluginError,
+    TtrpcService,
+)
+from pycontainerd.core.plugin.types import PluginType
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "PROJECT",
+    "SKIP_PLUGIN_TEXT",
+    "Closable",
+    "GrpcService",
+    "InitContext",
+    "PluginType",
+    "Registration",
+    "SkipPluginError",
+    "TtrpcService",
+    "hookimpl",
+    "hookspec",
+]

@@ -1,0 +1,3 @@
+"""The `ctr` command for containerd and pycontainerd."""
+
+from __future__ import annotations

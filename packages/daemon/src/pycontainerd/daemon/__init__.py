@@ -1,0 +1,3 @@
+"""The pycontainerd daemon: the `containerd` command."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""The btrfs snapshotter for pycontainerd (optional)."""
+
+from __future__ import annotations
