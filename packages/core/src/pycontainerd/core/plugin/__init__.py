@@ -17,6 +17,8 @@ Importing this package must not import grpc.
 
 from __future__ import annotations
 
+from pycontainerd.core.plugin.graph import ID_ALREADY_REGISTERED, PluginCycleError, ordered
+from pycontainerd.core.plugin.manager import DISABLE_AUTOLOAD_ENV, collect, make_plugin_manager
 from pycontainerd.core.plugin.markers import ENTRY_POINT_GROUP, PROJECT, hookimpl, hookspec
 from pycontainerd.core.plugin.registration import (
     SKIP_PLUGIN_TEXT,
@@ -30,16 +32,22 @@ from pycontainerd.core.plugin.registration import (
 from pycontainerd.core.plugin.types import PluginType
 
 __all__ = [
+    "DISABLE_AUTOLOAD_ENV",
     "ENTRY_POINT_GROUP",
+    "ID_ALREADY_REGISTERED",
     "PROJECT",
     "SKIP_PLUGIN_TEXT",
     "Closable",
     "GrpcService",
     "InitContext",
+    "PluginCycleError",
     "PluginType",
     "Registration",
     "SkipPluginError",
     "TtrpcService",
+    "collect",
     "hookimpl",
     "hookspec",
+    "make_plugin_manager",
+    "ordered",
 ]
