@@ -18,13 +18,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[MetadataDB]:
-    d = MetadataDB.open(tmp_path / "meta" / "meta.db")
-    yield d
-    d.close()
-
-
 def _add_ns(tx: Tx, name: str) -> None:
     tx.execute(
         "INSERT INTO namespaces (name, created_at, updated_at) VALUES (?, 0, 0)",
