@@ -1,0 +1,119 @@
+"""The introspection service's logic (``io.containerd.service.v1.introspection-service``).
+
+Pure Python: the gRPC adaptor lives in ``services/introspection.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid as uuidlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from pycontainerd.core.errdefs import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+    from pycontainerd.daemon.plugins import PluginResult, PluginSet
+
+UUID_DIR: Final = "io.containerd.grpc.v1.introspection"
+DEPRECATION_PREFIX: Final = "io.containerd.deprecation/"
+
+
+@dataclass(frozen=True, slots=True)
+class Deprecation:
+    """A deprecated feature that was used, with when it was last used (ns since the epoch)."""
+
+    id: str
+    message: str
+    last_occurrence_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """What the ``Server`` RPC answers."""
+
+    uuid: str
+    pid: int
+    pidns: int
+    deprecations: tuple[Deprecation, ...]
+
+
+class _PluginAdaptor:
+    """Exposes a plugin's ``type`` and ``id`` to the filter grammar."""
+
+    def __init__(self, result: PluginResult) -> None:
+        self._result = result
+
+    def field(self, fieldpath: Sequence[str]) -> tuple[str, bool]:
+        if not fieldpath:
+            return "", False
+        reg = self._result.registration
+        if fieldpath[0] == "type":
+            return str(reg.type), True
+        if fieldpath[0] == "id":
+            return reg.id, True
+        return "", False
+
+
+class Introspection:
+    """Answers ``Plugins`` and ``Server`` from the live plugin set and the daemon root."""
+
+    def __init__(self, plugins: PluginSet, root: Path) -> None:
+        self._plugins = plugins
+        self._uuid_path = root / UUID_DIR / "uuid"
+        self._deprecations: dict[str, Deprecation] = {}
+
+    def plugins(self, filters: Sequence[str] = ()) -> list[PluginResult]:
+        """Every plugin in initialisation order, narrowed by ``filters`` (OR of ANDs).
+
+        Raises:
+            InvalidArgumentError: a filter does not parse.
+        """
+        results = list(self._plugins.results)
+        if not any(filters):
+            return results
+        from pycontainerd.core import filters as filter_grammar
+
+        parsed = filter_grammar.parse(*filters)
+        return [r for r in results if parsed.match(_PluginAdaptor(r))]
+
+    def uuid(self) -> str:
+        """The daemon's UUID, created (random v4) and persisted on first use."""
+        with contextlib.suppress(FileNotFoundError):
+            text = self._uuid_path.read_text().strip()
+            if text:
+                return str(uuidlib.UUID(text))
+        self._uuid_path.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+        value = str(uuidlib.uuid4())
+        tmp = self._uuid_path.with_suffix(".tmp")
+        tmp.write_text(value)
+        tmp.replace(self._uuid_path)
+        return value
+
+    def emit_deprecation(self, short_id: str, message: str) -> None:
+        """Record that a deprecated feature was used (shown by ``Server``)."""
+        full = (
+            short_id if short_id.startswith(DEPRECATION_PREFIX) else DEPRECATION_PREFIX + short_id
+        )
+        if not short_id:
+            msg = "deprecation id must not be empty"
+            raise InvalidArgumentError(msg)
+        self._deprecations[full] = Deprecation(full, message, time.time_ns())
+
+    def server(self) -> ServerInfo:
+        """``uuid``, ``pid``, the pid namespace inode and the deprecations seen."""
+        try:
+            pidns = os.stat("/proc/self/ns/pid").st_ino
+        except OSError:
+            pidns = 0
+        return ServerInfo(
+            uuid=self.uuid(),
+            pid=os.getpid(),
+            pidns=pidns,
+            deprecations=tuple(sorted(self._deprecations.values(), key=lambda d: d.id)),
+        )

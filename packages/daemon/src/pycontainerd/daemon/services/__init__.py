@@ -1,0 +1,3 @@
+"""gRPC adaptors of the daemon's own services (imported only by plugin init functions)."""
+
+from __future__ import annotations
