@@ -1,0 +1,157 @@
+"""The local store: conformance suite plus layout, durability and fault tests."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pycontainerd.content.local import LocalStore
+from pycontainerd.content.testing import ContentStoreSuite, read_all, sha256, write_blob
+from pycontainerd.core.errdefs import NotFoundError, UnavailableError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+class TestLocalStore(ContentStoreSuite):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> LocalStore:
+        return LocalStore(tmp_path / "content")
+
+
+async def test_upstream_layout(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    writer = await store.writer("my-ref", total=5)
+    await writer.write(b"hel")
+    ingest = tmp_path / "ingest" / hashlib.sha256(b"my-ref").hexdigest()
+    assert (ingest / "ref").read_text() == "my-ref"
+    assert (ingest / "total").read_text() == "5"
+    assert (ingest / "data").read_bytes() == b"hel"
+    for name in ("startedat", "updatedat"):
+        text = (ingest / name).read_text()
+        assert text.endswith("Z")
+        assert "T" in text
+    await writer.write(b"lo")
+    dgst = await writer.commit(5, sha256(b"hello"))
+    blob = tmp_path / "blobs" / "sha256" / dgst.removeprefix("sha256:")
+    assert blob.read_bytes() == b"hello"
+    assert stat.S_IMODE(blob.stat().st_mode) & 0o222 == 0, "committed blob must be read-only"
+    assert not ingest.exists()
+    assert os.listdir(tmp_path / "ingest") == []
+
+
+async def test_lock_is_shared_across_store_objects_on_one_root(tmp_path: Path) -> None:
+    one = LocalStore(tmp_path, lock_retries=1)
+    two = LocalStore(tmp_path, lock_retries=1)
+    writer = await one.writer("shared")
+    with pytest.raises(UnavailableError, match="ref shared locked for"):
+        await two.writer("shared")
+    await writer.close()
+    await (await two.writer("shared")).close()
+
+
+async def test_stray_files_are_not_content(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    dgst = await write_blob(store, "real", b"real")
+    (tmp_path / "blobs" / "sha256" / "not-a-digest").write_text("junk")
+    assert [i.digest async for i in store.walk()] == [dgst]
+
+
+async def test_interrupted_ingest_resumes_and_never_shows_a_blob(tmp_path: Path) -> None:
+    """A stream cut mid-blob: the writer is dropped, the data stays, the ref resumes."""
+    store = LocalStore(tmp_path)
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    writer = await store.writer("cut", total=len(data), expected=sha256(data))
+    await writer.write(data[: 1024 * 1024])
+    await writer.close()  # what the service does when the client goes away
+    assert [i async for i in store.walk()] == []
+    status = await store.status("cut")
+    assert (status.offset, status.total) == (1024 * 1024, len(data))
+    writer = await store.writer("cut", total=len(data), expected=sha256(data))
+    assert writer.digest() == sha256(data[: 1024 * 1024])
+    await writer.write(data[1024 * 1024 :])
+    dgst = await writer.commit(len(data), sha256(data))
+    assert await read_all(store, dgst) == data
+
+
+async def test_expired_ingests(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    for ref in ("old", "busy"):
+        writer = await store.writer(ref)
+        await writer.write(b"x")
+        await writer.close()
+    busy = await store.writer("busy")
+    now = datetime.now(UTC)
+    assert await store.expired_ingests(now) == []
+    later = now + timedelta(hours=24, seconds=1)
+    assert [s.ref for s in await store.expired_ingests(later)] == ["old"]
+    assert await store.cleanup_expired(later, keep=lambda ref: ref == "old") == []
+    assert await store.cleanup_expired(later) == ["old"]
+    with pytest.raises(NotFoundError):
+        await store.status("old")
+    await busy.close()
+    assert [s.ref for s in await store.list_statuses()] == ["busy"]
+
+
+_KILLED_WRITER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pycontainerd.content.local import LocalStore
+
+    async def main() -> None:
+        store = LocalStore(sys.argv[1])
+        data = open(sys.argv[2], "rb").read()
+        writer = await store.writer("killed", total=len(data))
+        half = len(data) // 2
+        await writer.write(data[:half])
+        print("half", flush=True)
+        await asyncio.sleep(3600)  # killed here
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_sigkill_during_ingest_leaves_no_blob_and_resumes(tmp_path: Path) -> None:
+    root = tmp_path / "content"
+    payload = tmp_path / "payload"
+    data = os.urandom(2 * 1024 * 1024 + 5)
+    payload.write_bytes(data)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _KILLED_WRITER,
+        str(root),
+        str(payload),
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
+        assert line.strip() == b"half"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        await proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+    store = LocalStore(root)
+    assert [i async for i in store.walk()] == []
+    assert not (root / "blobs").exists() or not any((root / "blobs").rglob("*/*"))
+    status = await store.status("killed")
+    half = len(data) // 2
+    assert (status.offset, status.total) == (half, len(data))
+    writer = await store.writer("killed", total=len(data))  # the dead process held no lock
+    assert writer.digest() == sha256(data[:half])
+    await writer.write(data[half:])
+    dgst = await writer.commit(len(data), sha256(data))
+    assert await read_all(store, dgst) == data
