@@ -37,7 +37,7 @@ if TYPE_CHECKING:
         deep_merge,
         default_config,
     )
-    from pycontainerd.config.render import dump, render, render_default
+    from pycontainerd.config.rendering import dump, render, render_default
 
 _EXPORTS: dict[str, str] = {
     "format_duration": "duration",
@@ -57,9 +57,9 @@ _EXPORTS: dict[str, str] = {
     "check_plugin_uri": "model",
     "deep_merge": "model",
     "default_config": "model",
-    "dump": "render",
-    "render": "render",
-    "render_default": "render",
+    "dump": "rendering",
+    "render": "rendering",
+    "render_default": "rendering",
 }
 
 __all__ = [
