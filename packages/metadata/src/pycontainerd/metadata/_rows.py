@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
+from pycontainerd.core import filters
 from pycontainerd.core import labels as labels_mod
 from pycontainerd.core.errdefs import InvalidArgumentError
 from pycontainerd.metadata.db import now_ns
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping, Sequence
 
     from pycontainerd.metadata.db import Tx
+
+T = TypeVar("T")
 
 
 def dump_map(m: Mapping[str, str] | None) -> str:
@@ -88,3 +91,15 @@ def apply_map_paths(
         else:
             out.pop(key, None)
     return out
+
+
+def matcher(fs: Sequence[str], adaptor: Callable[[T], filters.Adaptor]) -> Callable[[T], bool]:
+    """Compile request filters into a predicate over store objects.
+
+    Raises:
+        InvalidArgumentError: a filter does not parse.
+    """
+    parsed = filters.parse(*fs)
+    if isinstance(parsed, filters.Always):
+        return lambda _obj: True
+    return lambda obj: parsed.match(adaptor(obj))
