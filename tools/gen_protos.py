@@ -42,6 +42,14 @@ class GenerationError(RuntimeError):
     """protoc or one of its plugins failed."""
 
 
+def _show(path: Path) -> str:
+    """Render a path relative to the repository when it is inside it."""
+    try:
+        return str(path.relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
 def _is_generated(path: Path) -> bool:
     return path.name.endswith(GENERATED_SUFFIXES)
 
@@ -88,7 +96,7 @@ def generate(out_dir: Path) -> list[Path]:
     """
     protos = _proto_files()
     if not protos:
-        raise GenerationError(f"no .proto files under {PROTO_ROOT.relative_to(REPO)}")
+        raise GenerationError(f"no .proto files under {_show(PROTO_ROOT)}")
     descriptor_set = out_dir / "descriptors.pb"
     args = [
         "grpc_tools.protoc",
@@ -163,17 +171,16 @@ def check() -> list[str]:
         for rel in generated:
             target = OUT_ROOT / rel
             if not target.is_file():
-                problems.append(f"missing: {target.relative_to(REPO)}")
+                problems.append(f"missing: {_show(target)}")
             elif target.read_bytes() != (tmp_dir / rel).read_bytes():
-                problems.append(f"differs: {target.relative_to(REPO)}")
+                problems.append(f"differs: {_show(target)}")
         problems.extend(
-            f"stale: {(OUT_ROOT / rel).relative_to(REPO)}"
-            for rel in sorted(_committed() - set(generated))
+            f"stale: {_show(OUT_ROOT / rel)}" for rel in sorted(_committed() - set(generated))
         )
         for rel in _package_dirs(generated):
             init = OUT_ROOT / rel / "__init__.py"
             if not init.is_file():
-                problems.append(f"missing: {init.relative_to(REPO)}")
+                problems.append(f"missing: {_show(init)}")
     return problems
 
 
@@ -189,15 +196,15 @@ def write() -> list[str]:
             if not target.is_file() or target.read_bytes() != data:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
-                changed.append(f"wrote: {target.relative_to(REPO)}")
+                changed.append(f"wrote: {_show(target)}")
         for rel in sorted(_committed() - set(generated)):
             (OUT_ROOT / rel).unlink()
-            changed.append(f"removed: {(OUT_ROOT / rel).relative_to(REPO)}")
+            changed.append(f"removed: {_show(OUT_ROOT / rel)}")
         for rel in _package_dirs(generated):
             init = OUT_ROOT / rel / "__init__.py"
             if not init.exists():
                 init.write_text("")
-                changed.append(f"wrote: {init.relative_to(REPO)}")
+                changed.append(f"wrote: {_show(init)}")
     return changed
 
 
