@@ -1,0 +1,219 @@
+"""The content store contract: immutable blobs addressed by digest.
+
+This mirrors containerd's ``content`` package. A store holds committed blobs
+(``Info`` describes one) and in-progress ingests (``Status`` describes one).
+Writers are obtained by *ref*, a client-chosen name for an ingest: only one
+writer may hold a ref at a time (others get ``UnavailableError``), and an
+interrupted ingest can be resumed from its offset by asking for the same ref
+again. ``Writer.commit`` checks size and digest and then publishes the blob
+atomically; committing a blob that already exists raises
+``AlreadyExistsError``.
+
+The split into ``Provider``, ``Ingester``, ``Manager`` and ``IngestManager``
+is containerd's; ``Store`` is all four. Everything is async: implementations
+do their I/O off the event loop.
+
+Errors: an unknown digest or ref raises ``NotFoundError``; malformed input
+raises ``InvalidArgumentError``; a size or digest mismatch on commit raises
+``FailedPreconditionError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from pycontainerd.core.types import UNSET_TIME
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping
+    from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Info:
+    """A committed blob.
+
+    Attributes:
+        digest: its ``algorithm:hex`` digest.
+        size: its length in bytes.
+        created_at: when it was committed.
+        updated_at: when its labels last changed.
+        labels: mutable metadata; ``containerd.io/gc.*`` labels hold GC references.
+    """
+
+    digest: str
+    size: int = 0
+    created_at: datetime = UNSET_TIME
+    updated_at: datetime = UNSET_TIME
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Status:
+    """An ingest in progress.
+
+    Attributes:
+        ref: the name the client gave the ingest.
+        offset: bytes received so far.
+        total: expected length, ``0`` when unknown.
+        expected: expected digest, ``""`` when unknown.
+        started_at: when the ingest began.
+        updated_at: when data last arrived.
+    """
+
+    ref: str
+    offset: int = 0
+    total: int = 0
+    expected: str = ""
+    started_at: datetime = UNSET_TIME
+    updated_at: datetime = UNSET_TIME
+
+
+@runtime_checkable
+class ReaderAt(Protocol):
+    """Random access to one committed blob; close it when done."""
+
+    size: int
+
+    async def read_at(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``offset``; fewer (or none) at the end of the blob."""
+        ...
+
+    async def close(self) -> None:
+        """Release the blob."""
+        ...
+
+
+@runtime_checkable
+class Writer(Protocol):
+    """An ingest held open by one client. Append-only.
+
+    ``commit`` or ``close`` releases the ref. After ``close`` the data stays,
+    so the ingest can be resumed; ``Store.abort`` discards it.
+    """
+
+    def digest(self) -> str:
+        """Digest of the bytes written so far."""
+        ...
+
+    async def status(self) -> Status:
+        """Current progress."""
+        ...
+
+    async def write(self, data: bytes) -> int:
+        """Append ``data``; return the number of bytes written."""
+        ...
+
+    async def truncate(self, size: int) -> None:
+        """Discard data beyond ``size`` (containerd supports only ``0``)."""
+        ...
+
+    async def commit(
+        self, size: int = 0, expected: str = "", *, labels: Mapping[str, str] | None = None
+    ) -> str:
+        """Check ``size`` and ``expected`` (when non-zero/non-empty) and publish the blob.
+
+        Returns the committed digest. Raises ``FailedPreconditionError`` on a
+        mismatch and ``AlreadyExistsError`` when the blob exists already.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release the ref, keeping the data for a later resume."""
+        ...
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Gives read access to committed blobs."""
+
+    async def reader_at(self, dgst: str) -> ReaderAt:
+        """Open the blob ``dgst``; ``NotFoundError`` when it does not exist."""
+        ...
+
+
+@runtime_checkable
+class Ingester(Protocol):
+    """Accepts new blobs."""
+
+    async def writer(self, ref: str, *, total: int = 0, expected: str = "") -> Writer:
+        """Open (or resume) the ingest ``ref``.
+
+        ``UnavailableError`` when another writer holds ``ref``;
+        ``AlreadyExistsError`` when ``expected`` is already committed.
+        """
+        ...
+
+
+@runtime_checkable
+class Manager(Protocol):
+    """Inspects and manages committed blobs."""
+
+    async def info(self, dgst: str) -> Info:
+        """What the store knows about ``dgst``; ``NotFoundError`` when absent."""
+        ...
+
+    async def update(self, info: Info, *fieldpaths: str) -> Info:
+        """Update the labels of ``info.digest``.
+
+        ``fieldpaths`` (``labels``, ``labels.<key>``) limit what changes; none
+        means replace all labels. An empty value deletes a label.
+        """
+        ...
+
+    def walk(self, *filters: str) -> AsyncIterator[Info]:
+        """Every committed blob matching any of ``filters``.
+
+        Fields: ``digest``, ``size``, ``labels.<key>``.
+        """
+        ...
+
+    async def delete(self, dgst: str) -> None:
+        """Remove the blob; ``NotFoundError`` when absent."""
+        ...
+
+
+@runtime_checkable
+class IngestManager(Protocol):
+    """Inspects and cancels ingests."""
+
+    async def status(self, ref: str) -> Status:
+        """Progress of ``ref``; ``NotFoundError`` when there is no such ingest."""
+        ...
+
+    async def list_statuses(self, *filters: str) -> list[Status]:
+        """Every ingest matching any of ``filters`` (field ``ref``)."""
+        ...
+
+    async def abort(self, ref: str) -> None:
+        """Discard the ingest ``ref``; ``NotFoundError`` when there is none."""
+        ...
+
+
+@runtime_checkable
+class Store(Provider, Ingester, Manager, IngestManager, Protocol):
+    """A complete content store (containerd's ``content.Store``)."""
+
+
+async def read_blob(provider: Provider, dgst: str) -> bytes:
+    """The whole blob ``dgst`` (containerd's ``content.ReadBlob``).
+
+    Meant for small blobs such as manifests and configs.
+
+    Raises:
+        NotFoundError: the blob does not exist.
+    """
+    reader = await provider.reader_at(dgst)
+    try:
+        chunks: list[bytes] = []
+        offset = 0
+        while offset < reader.size:
+            data = await reader.read_at(offset, reader.size - offset)
+            if not data:
+                break
+            chunks.append(data)
+            offset += len(data)
+        return b"".join(chunks)
+    finally:
+        await reader.close()
