@@ -14,8 +14,16 @@ from pycontainerd.core.errdefs import (
     InvalidArgumentError,
     ResourceExhaustedError,
 )
+from pycontainerd.core.events import Forwarder, Publisher, Subscriber
 from pycontainerd.core.namespaces import with_namespace
-from pycontainerd.events.exchange import Envelope, Exchange, Subscription
+from pycontainerd.core.types import AnyValue
+from pycontainerd.events.exchange import (
+    Envelope,
+    Exchange,
+    Subscription,
+    pack_event,
+    unpack_event,
+)
 
 
 async def drain(sub: Subscription, n: int) -> list[Envelope]:
@@ -38,7 +46,7 @@ async def test_publish_reaches_subscriber_with_envelope() -> None:
     assert env.topic == "/content/delete"
     assert before <= env.timestamp <= datetime.now(UTC)
     assert env.event.type_url == "containerd.events.ContentDelete"
-    assert typeurl.unpack(env.event) == content_pb2.ContentDelete(digest="sha256:ab")
+    assert unpack_event(env.event) == content_pb2.ContentDelete(digest="sha256:ab")
 
 
 async def test_publish_without_namespace_fails() -> None:
@@ -82,7 +90,7 @@ def _envelope(**changes: object) -> Envelope:
         "timestamp": datetime.now(UTC),
         "namespace": "default",
         "topic": "/tasks/exit",
-        "event": typeurl.pack(task_pb2.TaskExit(container_id="c1", id="c1", pid=42)),
+        "event": pack_event(task_pb2.TaskExit(container_id="c1", id="c1", pid=42)),
     }
     fields.update(changes)
     return Envelope(**fields)  # type: ignore[arg-type]
@@ -159,8 +167,7 @@ async def test_unknown_payload_type_matches_only_envelope_fields() -> None:
     exchange = Exchange()
     by_event = exchange.subscribe("event.id==x")
     by_topic = exchange.subscribe('topic=="/custom/thing"')
-    env = _envelope(topic="/custom/thing", event=typeurl.pack(task_pb2.TaskExit()))
-    env.event.type_url = "example.com/Unknown"
+    env = _envelope(topic="/custom/thing", event=AnyValue(type_url="example.com/Unknown"))
     await exchange.forward(env)
     assert pending(by_event) == 0
     assert await drain(by_topic, 1) == [env]
@@ -233,6 +240,29 @@ async def test_aclose_ends_all_subscriptions() -> None:
             await anext(sub)
 
 
+def test_exchange_implements_the_core_contracts() -> None:
+    exchange = Exchange()
+    publisher: Publisher = exchange
+    forwarder: Forwarder = exchange
+    subscriber: Subscriber = exchange
+    for proto in (Publisher, Forwarder, Subscriber):
+        assert isinstance(exchange, proto)
+    assert {id(publisher), id(forwarder), id(subscriber)} == {id(exchange)}
+
+
 def test_queue_size_must_be_positive() -> None:
     with pytest.raises(InvalidArgumentError):
         Exchange(queue_size=0)
+
+
+async def test_publish_accepts_any_and_rejects_non_messages() -> None:
+    exchange = Exchange()
+    sub = exchange.subscribe()
+    packed = typeurl.pack(content_pb2.ContentDelete(digest="d"))
+    with with_namespace("default"):
+        await exchange.publish("/content/delete", packed)
+        with pytest.raises(InvalidArgumentError, match="not a protobuf message"):
+            await exchange.publish("/content/delete", {"digest": "d"})
+    (env,) = await drain(sub, 1)
+    assert env.event == AnyValue(type_url=packed.type_url, value=packed.value)
+    assert pending(sub) == 0

@@ -22,7 +22,7 @@ from pycontainerd.api.types import event_pb2
 from pycontainerd.core.errdefs import InvalidArgumentError
 from pycontainerd.core.plugin import GrpcService, PluginType, TtrpcService
 from pycontainerd.events import plugin as events_plugin
-from pycontainerd.events.exchange import Exchange
+from pycontainerd.events.exchange import Exchange, unpack_event
 from pycontainerd.events.service import TTRPC_SPEC, EventsService
 
 if TYPE_CHECKING:
@@ -125,6 +125,7 @@ async def test_forward_and_its_validation(
     )
     await stub.Forward(events_pb2.ForwardRequest(envelope=env))
     got = await asyncio.wait_for(anext(sub), 5)
+    assert got.event.type_url == "containerd.events.TaskExit"
     assert got.timestamp == datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
     assert (got.namespace, got.topic) == ("n2", "/tasks/exit")
 
@@ -195,7 +196,7 @@ async def test_ttrpc_forward(sockdir: str, exchange: Exchange) -> None:
             )
             await events.call("Forward", ttrpc_events_pb2.ForwardRequest(envelope=env))
             got = await asyncio.wait_for(anext(sub), 5)
-            assert typeurl.unpack(got.event) == task_pb2.TaskExit(
+            assert unpack_event(got.event) == task_pb2.TaskExit(
                 container_id="c", pid=7, exit_status=3
             )
 

@@ -1,9 +1,9 @@
 """The event exchange: publish, forward and subscribe (containerd's ``events/exchange``).
 
-Every event travels in an ``Envelope``: when it happened, the namespace it
-happened in, its topic (``/content/delete``) and the payload as a
-``google.protobuf.Any`` under containerd's type URL
-(``containerd.events.ContentDelete``).
+Every event travels in an ``Envelope`` (``pycontainerd.core.events``): when
+it happened, the namespace it happened in, its topic (``/content/delete``)
+and the payload as a serialized ``google.protobuf.Any`` (``AnyValue``) under
+containerd's type URL (``containerd.events.ContentDelete``).
 
 - ``publish(topic, event)`` builds the envelope (now, the current namespace
   from ``pycontainerd.core.namespaces``) and hands it to every subscriber.
@@ -36,7 +36,6 @@ import asyncio
 import contextlib
 import json
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
@@ -47,12 +46,14 @@ from pycontainerd.core.errdefs import (
     InvalidArgumentError,
     ResourceExhaustedError,
 )
+from pycontainerd.core.events import Envelope
+from pycontainerd.core.types import AnyValue
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from types import TracebackType
 
-    from google.protobuf import any_pb2, message
+    from google.protobuf import message
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +61,16 @@ log = logging.getLogger(__name__)
 DEFAULT_QUEUE_SIZE: Final = 1024
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Envelope:
-    """One event as it travels (``containerd.types.Envelope``)."""
-
-    timestamp: datetime
-    namespace: str
-    topic: str
-    event: any_pb2.Any
+__all__ = [
+    "DEFAULT_QUEUE_SIZE",
+    "Envelope",
+    "Exchange",
+    "Subscription",
+    "pack_event",
+    "unpack_event",
+    "validate_envelope",
+    "validate_topic",
+]
 
 
 def _quote(s: str) -> str:
@@ -118,15 +121,43 @@ def validate_envelope(envelope: Envelope) -> None:
         raise InvalidArgumentError(msg)
 
 
-def pack_event(event: message.Message) -> any_pb2.Any:
-    """``event`` as an ``Any`` under containerd's type URL (an ``Any`` stays as is)."""
+def pack_event(event: object) -> AnyValue:
+    """``event`` as a serialized ``Any`` under containerd's type URL.
+
+    ``event`` may be a protobuf message, a protobuf ``Any`` (kept as is) or an
+    ``AnyValue`` (kept as is).
+
+    Raises:
+        InvalidArgumentError: ``event`` is none of these.
+    """
+    if isinstance(event, AnyValue):
+        return event
     from google.protobuf import any_pb2
+    from google.protobuf import message as pb_message
 
     from pycontainerd.api import typeurl
 
     if isinstance(event, any_pb2.Any):
-        return event
-    return typeurl.pack(event)
+        return AnyValue(type_url=event.type_url, value=event.value)
+    if isinstance(event, pb_message.Message):
+        packed = typeurl.pack(event)
+        return AnyValue(type_url=packed.type_url, value=packed.value)
+    msg = f"cannot publish {type(event).__name__}: not a protobuf message"
+    raise InvalidArgumentError(msg)
+
+
+def unpack_event(event: AnyValue) -> object:
+    """The decoded payload of ``event`` (a message for protobuf types).
+
+    Raises:
+        NotFoundError: the type URL is unknown.
+        InvalidArgumentError: the bytes do not decode.
+    """
+    from google.protobuf import any_pb2
+
+    from pycontainerd.api import typeurl
+
+    return typeurl.unpack(any_pb2.Any(type_url=event.type_url, value=event.value))
 
 
 class _EnvelopeFields:
@@ -141,10 +172,8 @@ class _EnvelopeFields:
         if self._decoded is None and not self._decode_failed:
             from google.protobuf import message as pb_message
 
-            from pycontainerd.api import typeurl
-
             try:
-                value = typeurl.unpack(self._envelope.event)
+                value = unpack_event(self._envelope.event)
             except ContainerdError:
                 value = None
             if isinstance(value, pb_message.Message):
@@ -291,12 +320,12 @@ class Exchange:
         """Number of live subscriptions."""
         return len(self._subscribers)
 
-    async def publish(self, topic: str, event: message.Message) -> None:
-        """Publish ``event`` on ``topic`` in the current namespace.
+    async def publish(self, topic: str, event: object) -> None:
+        """Publish ``event`` (a protobuf message or ``Any``) on ``topic`` in the current namespace.
 
         Raises:
             FailedPreconditionError: ``failed publishing event: namespace is required``.
-            InvalidArgumentError: bad namespace or topic.
+            InvalidArgumentError: bad namespace, topic or event.
         """
         try:
             ns = namespaces.namespace_required()

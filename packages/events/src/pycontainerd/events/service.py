@@ -14,7 +14,7 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import any_pb2, empty_pb2, timestamp_pb2
 
 from pycontainerd.api.errgrpc import aborting_on_error
 from pycontainerd.api.services.events.v1 import events_pb2, events_pb2_grpc
@@ -22,7 +22,8 @@ from pycontainerd.api.services.ttrpc.events.v1 import events_pb2 as ttrpc_events
 from pycontainerd.api.ttrpc.services import ServiceSpec
 from pycontainerd.api.types import event_pb2
 from pycontainerd.core import namespaces
-from pycontainerd.events.exchange import Envelope, Exchange
+from pycontainerd.core.events import Envelope
+from pycontainerd.core.types import AnyValue
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     import grpc
 
     from pycontainerd.api.ttrpc.services import CallContext
+    from pycontainerd.events.exchange import Exchange
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,10 @@ def envelope_to_proto(envelope: Envelope) -> event_pb2.Envelope:
     ts = timestamp_pb2.Timestamp()
     ts.FromDatetime(envelope.timestamp)
     return event_pb2.Envelope(
-        timestamp=ts, namespace=envelope.namespace, topic=envelope.topic, event=envelope.event
+        timestamp=ts,
+        namespace=envelope.namespace,
+        topic=envelope.topic,
+        event=any_pb2.Any(type_url=envelope.event.type_url, value=envelope.event.value),
     )
 
 
@@ -55,7 +60,8 @@ def envelope_from_proto(pb: event_pb2.Envelope) -> Envelope:
         if pb.HasField("timestamp")
         else datetime.fromtimestamp(0, UTC)
     )
-    return Envelope(timestamp=when, namespace=pb.namespace, topic=pb.topic, event=pb.event)
+    event = AnyValue(type_url=pb.event.type_url, value=pb.event.value)
+    return Envelope(timestamp=when, namespace=pb.namespace, topic=pb.topic, event=event)
 
 
 def namespace_of(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
