@@ -17,6 +17,7 @@ import pytest
 
 from pycontainerd.content.local import LocalStore
 from pycontainerd.content.testing import ContentStoreSuite, read_all, sha256, write_blob
+from pycontainerd.core.content import Store
 from pycontainerd.core.errdefs import NotFoundError, UnavailableError
 
 if TYPE_CHECKING:
@@ -27,6 +28,11 @@ class TestLocalStore(ContentStoreSuite):
     @pytest.fixture
     def store(self, tmp_path: Path) -> LocalStore:
         return LocalStore(tmp_path / "content")
+
+
+def test_local_store_implements_the_contract(tmp_path: Path) -> None:
+    store: Store = LocalStore(tmp_path)
+    assert isinstance(store, Store)
 
 
 async def test_upstream_layout(tmp_path: Path) -> None:

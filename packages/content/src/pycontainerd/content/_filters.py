@@ -1,7 +1,8 @@
 """Filter adaptors for content infos and ingest statuses (containerd's ``AdaptInfo``).
 
-Fields: an ``Info`` exposes ``digest`` and ``labels.<key>`` (``size`` is not
-filterable, as upstream); a ``Status`` exposes ``ref``. The grammar is that of
+Fields: an ``Info`` exposes ``digest``, ``size`` (upstream's adaptor leaves
+it out; the core contract lists it) and ``labels.<key>``; a ``Status``
+exposes ``ref``. The grammar is that of
 ``pycontainerd.core.filters``: filter strings are OR-ed, the selectors inside
 one string are AND-ed.
 
@@ -25,6 +26,9 @@ class _HasInfoFields(Protocol):
     @property
     def labels(self) -> Mapping[str, str]: ...
 
+    @property
+    def size(self) -> int: ...
+
 
 class _HasRef(Protocol):
     @property
@@ -32,7 +36,7 @@ class _HasRef(Protocol):
 
 
 def adapt_info(info: _HasInfoFields) -> core_filters.Adaptor:
-    """Field lookup for a blob's info: ``digest``, ``labels.<key>``."""
+    """Field lookup for a blob's info: ``digest``, ``size``, ``labels.<key>``."""
     labels = core_filters.joined_map(info.labels)
 
     def field(fieldpath: Sequence[str]) -> tuple[str, bool]:
@@ -40,6 +44,8 @@ def adapt_info(info: _HasInfoFields) -> core_filters.Adaptor:
             return "", False
         if fieldpath[0] == "digest" and len(fieldpath) == 1:
             return str(info.digest), True
+        if fieldpath[0] == "size" and len(fieldpath) == 1:
+            return str(info.size), True
         if fieldpath[0] == "labels" and len(fieldpath) > 1:
             return labels(fieldpath[1:])
         return "", False

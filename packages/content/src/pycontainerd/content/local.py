@@ -41,7 +41,7 @@ import random
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -53,6 +53,7 @@ from pycontainerd.content._timefmt import (
     parse_rfc3339,
 )
 from pycontainerd.core import digests
+from pycontainerd.core.content import Info, Status
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -64,33 +65,20 @@ from pycontainerd.core.errdefs import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
+__all__ = [
+    "CHUNK_SIZE",
+    "INGEST_EXPIRY",
+    "Info",
+    "LocalReaderAt",
+    "LocalStore",
+    "LocalWriter",
+    "Status",
+]
+
 #: Chunk size used when re-hashing or copying data (bounded memory).
 CHUNK_SIZE: Final = 1 << 20
 #: Age after which an unused ingest is considered abandoned (upstream: 24 h).
 INGEST_EXPIRY: Final = timedelta(hours=24)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Info:
-    """What the store knows about a committed blob."""
-
-    digest: str
-    size: int
-    created_at: datetime
-    updated_at: datetime
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Status:
-    """Progress of an ingest."""
-
-    ref: str
-    offset: int
-    total: int
-    expected: str
-    started_at: datetime
-    updated_at: datetime
 
 
 def _now() -> datetime:
@@ -469,8 +457,7 @@ class LocalStore:
     async def walk(self, *filters: str) -> AsyncIterator[Info]:
         """Yield the info of every blob matching any of ``filters`` (all when none).
 
-        Filter fields: ``digest`` and ``labels.<key>`` (upstream's adaptor;
-        ``size`` is not filterable).
+        Filter fields: ``digest``, ``size`` and ``labels.<key>``.
 
         Raises:
             InvalidArgumentError: a filter does not parse.
