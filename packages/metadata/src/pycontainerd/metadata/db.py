@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 from pycontainerd.core.errdefs import FailedPreconditionError, InternalError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
     from pathlib import Path
 
 T = TypeVar("T")
@@ -234,6 +234,7 @@ class MetadataDB:
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="metadata-read")
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metadata-write")
         self._callbacks: list[Callable[[bool], None]] = []
+        self._gc_waiter: Callable[[], Awaitable[None]] | None = None
         self._closed = False
         self.mutations = 0
         self.deletions = 0
@@ -340,6 +341,19 @@ class MetadataDB:
         scheduler; callbacks must be quick and must not raise.
         """
         self._callbacks.append(callback)
+
+    def set_gc_waiter(self, waiter: Callable[[], Awaitable[None]] | None) -> None:
+        """Install what :meth:`wait_for_gc` awaits (the GC scheduler's "collect now and wait")."""
+        self._gc_waiter = waiter
+
+    async def wait_for_gc(self) -> None:
+        """Run a garbage collection and wait for it (``images rm --sync``, ``leases rm --sync``).
+
+        Until a GC scheduler installs itself with :meth:`set_gc_waiter`, this
+        returns at once: deletions are recorded (``dirty``), nothing is collected.
+        """
+        if self._gc_waiter is not None:
+            await self._gc_waiter()
 
     @property
     def dirty(self) -> bool:

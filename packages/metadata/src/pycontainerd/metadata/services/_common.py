@@ -1,0 +1,71 @@
+"""What the metadata servicers share: request scope, timestamps, publishing.
+
+This module is an edge: it may import grpc and the generated code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any, Protocol
+
+from google.protobuf import timestamp_pb2
+
+from pycontainerd.core import namespaces
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import grpc
+    from google.protobuf import field_mask_pb2, message
+
+
+class Publisher(Protocol):
+    """Where events go (the events exchange): ``publish`` uses the current namespace."""
+
+    async def publish(self, topic: str, event: message.Message) -> None:
+        """Publish ``event`` on ``topic``."""
+
+
+def header(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
+    """The first non-empty value of metadata ``key`` on the call."""
+    for k, value in context.invocation_metadata() or ():
+        if k == key and isinstance(value, str) and value:
+            return value
+    return None
+
+
+@contextlib.contextmanager
+def request_scope(context: grpc.aio.ServicerContext[Any, Any]) -> Iterator[None]:
+    """Make the call's ``containerd-namespace`` and ``containerd-lease`` current.
+
+    The stores validate the namespace (``namespace_required``); nothing is
+    checked here, so a missing header reads as ``namespace is required``.
+    """
+    with (
+        namespaces.with_namespace(header(context, namespaces.GRPC_HEADER)),
+        namespaces.with_lease(header(context, namespaces.LEASE_HEADER)),
+    ):
+        yield
+
+
+def timestamp(ns: int) -> timestamp_pb2.Timestamp:
+    """Stored nanoseconds -> protobuf Timestamp."""
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(ns)
+    return ts
+
+
+def mask_paths(msg: message.Message, field: str = "update_mask") -> list[str]:
+    """The paths of a request's field mask (empty when unset)."""
+    if not msg.HasField(field):
+        return []
+    mask: field_mask_pb2.FieldMask = getattr(msg, field)
+    return list(mask.paths)
+
+
+async def publish_in(publisher: Publisher | None, ns: str | None, topic: str, event: Any) -> None:
+    """Publish ``event`` with ``ns`` as the envelope's namespace (when a publisher is set)."""
+    if publisher is None:
+        return
+    with namespaces.with_namespace(ns):
+        await publisher.publish(topic, event)

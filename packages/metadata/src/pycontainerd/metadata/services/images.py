@@ -1,0 +1,137 @@
+"""The Images service (``containerd.services.images.v1.Images``).
+
+Events: ``/images/create``, ``/images/update``, ``/images/delete`` with type
+URLs ``containerd.services.images.v1.ImageCreate`` etc. ``Delete`` with
+``sync`` waits for a garbage collection (``MetadataDB.wait_for_gc``); until
+the GC scheduler is installed that returns at once.
+
+This module is an edge: it may import grpc and the generated code.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf import empty_pb2
+
+from pycontainerd.api.errgrpc import aborting_on_error
+from pycontainerd.api.events import image_pb2 as events_pb2
+from pycontainerd.api.services.images.v1 import images_pb2 as pb
+from pycontainerd.api.services.images.v1 import images_pb2_grpc as pb_grpc
+from pycontainerd.api.types import descriptor_pb2
+from pycontainerd.core.namespaces import namespace
+from pycontainerd.metadata.services._common import (
+    mask_paths,
+    publish_in,
+    request_scope,
+    timestamp,
+)
+from pycontainerd.metadata.types import Descriptor, Image
+
+if TYPE_CHECKING:
+    import grpc
+
+    from pycontainerd.metadata.db import MetadataDB
+    from pycontainerd.metadata.images import ImageStore
+    from pycontainerd.metadata.services._common import Publisher
+
+_Ctx = Any  # grpc.aio.ServicerContext[request, response]
+
+
+def descriptor_to_proto(d: Descriptor) -> descriptor_pb2.Descriptor:
+    """Domain -> wire."""
+    return descriptor_pb2.Descriptor(
+        media_type=d.media_type, digest=d.digest, size=d.size, annotations=dict(d.annotations)
+    )
+
+
+def descriptor_from_proto(d: descriptor_pb2.Descriptor) -> Descriptor:
+    """Wire -> domain."""
+    return Descriptor(
+        media_type=d.media_type, digest=d.digest, size=d.size, annotations=dict(d.annotations)
+    )
+
+
+def image_to_proto(image: Image) -> pb.Image:
+    """Domain -> wire."""
+    return pb.Image(
+        name=image.name,
+        labels=dict(image.labels),
+        target=descriptor_to_proto(image.target),
+        created_at=timestamp(image.created_at),
+        updated_at=timestamp(image.updated_at),
+    )
+
+
+def image_from_proto(image: pb.Image) -> Image:
+    """Wire -> domain (timestamps are the store's business)."""
+    return Image(
+        name=image.name, labels=dict(image.labels), target=descriptor_from_proto(image.target)
+    )
+
+
+class ImagesService(pb_grpc.ImagesServicer):
+    """Serves images from an ``ImageStore``."""
+
+    def __init__(
+        self, store: ImageStore, db: MetadataDB, publisher: Publisher | None = None
+    ) -> None:
+        self._store = store
+        self._db = db
+        self._publisher = publisher
+
+    def register(self, server: grpc.aio.Server) -> None:
+        pb_grpc.add_ImagesServicer_to_server(self, server)
+
+    async def Get(self, request: pb.GetImageRequest, context: _Ctx) -> pb.GetImageResponse:  # noqa: N802
+        with request_scope(context):
+            async with aborting_on_error(context):
+                image = await self._store.get(request.name)
+        return pb.GetImageResponse(image=image_to_proto(image))
+
+    async def List(self, request: pb.ListImagesRequest, context: _Ctx) -> pb.ListImagesResponse:  # noqa: N802
+        with request_scope(context):
+            async with aborting_on_error(context):
+                found = await self._store.list(*request.filters)
+        return pb.ListImagesResponse(images=[image_to_proto(i) for i in found])
+
+    async def Create(self, request: pb.CreateImageRequest, context: _Ctx) -> pb.CreateImageResponse:  # noqa: N802
+        with request_scope(context):
+            async with aborting_on_error(context):
+                image = await self._store.create(image_from_proto(request.image))
+                await publish_in(
+                    self._publisher,
+                    namespace(),
+                    "/images/create",
+                    events_pb2.ImageCreate(name=image.name, labels=dict(image.labels)),
+                )
+        return pb.CreateImageResponse(image=image_to_proto(image))
+
+    async def Update(self, request: pb.UpdateImageRequest, context: _Ctx) -> pb.UpdateImageResponse:  # noqa: N802
+        with request_scope(context):
+            async with aborting_on_error(context):
+                image = await self._store.update(
+                    image_from_proto(request.image), *mask_paths(request)
+                )
+                await publish_in(
+                    self._publisher,
+                    namespace(),
+                    "/images/update",
+                    events_pb2.ImageUpdate(name=image.name, labels=dict(image.labels)),
+                )
+        return pb.UpdateImageResponse(image=image_to_proto(image))
+
+    async def Delete(self, request: pb.DeleteImageRequest, context: _Ctx) -> empty_pb2.Empty:  # noqa: N802
+        with request_scope(context):
+            async with aborting_on_error(context):
+                target = request.target.digest if request.HasField("target") else ""
+                await self._store.delete(request.name, target=target)
+                await publish_in(
+                    self._publisher,
+                    namespace(),
+                    "/images/delete",
+                    events_pb2.ImageDelete(name=request.name),
+                )
+                if request.sync:
+                    await self._db.wait_for_gc()
+        return empty_pb2.Empty()

@@ -1,0 +1,92 @@
+"""The Leases service (``containerd.services.leases.v1.Leases``).
+
+``Delete`` with ``sync`` waits for a garbage collection
+(``MetadataDB.wait_for_gc``); until the GC scheduler is installed that
+returns at once. Leases publish no events, as upstream.
+
+This module is an edge: it may import grpc and the generated code.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf import empty_pb2
+
+from pycontainerd.api.errgrpc import aborting_on_error
+from pycontainerd.api.services.leases.v1 import leases_pb2 as pb
+from pycontainerd.api.services.leases.v1 import leases_pb2_grpc as pb_grpc
+from pycontainerd.metadata.services._common import request_scope, timestamp
+from pycontainerd.metadata.types import Lease, Resource
+
+if TYPE_CHECKING:
+    import grpc
+
+    from pycontainerd.metadata.db import MetadataDB
+    from pycontainerd.metadata.leases import LeaseStore
+
+_Ctx = Any  # grpc.aio.ServicerContext[request, response]
+
+
+def lease_to_proto(lease: Lease) -> pb.Lease:
+    """Domain -> wire."""
+    return pb.Lease(id=lease.id, labels=dict(lease.labels), created_at=timestamp(lease.created_at))
+
+
+def _resource(r: pb.Resource) -> Resource:
+    return Resource(id=r.id, type=r.type)
+
+
+class LeasesService(pb_grpc.LeasesServicer):
+    """Serves leases from a ``LeaseStore``."""
+
+    def __init__(self, store: LeaseStore, db: MetadataDB) -> None:
+        self._store = store
+        self._db = db
+
+    def register(self, server: grpc.aio.Server) -> None:
+        pb_grpc.add_LeasesServicer_to_server(self, server)
+
+    async def Create(self, request: pb.CreateRequest, context: _Ctx) -> pb.CreateResponse:  # noqa: N802
+        with request_scope(context):
+            async with aborting_on_error(context):
+                lease = await self._store.create(request.id, dict(request.labels))
+        return pb.CreateResponse(lease=lease_to_proto(lease))
+
+    async def Delete(self, request: pb.DeleteRequest, context: _Ctx) -> empty_pb2.Empty:  # noqa: N802
+        with request_scope(context):
+            async with aborting_on_error(context):
+                await self._store.delete(request.id)
+                if request.sync:
+                    await self._db.wait_for_gc()
+        return empty_pb2.Empty()
+
+    async def List(self, request: pb.ListRequest, context: _Ctx) -> pb.ListResponse:  # noqa: N802
+        with request_scope(context):
+            async with aborting_on_error(context):
+                found = await self._store.list(*request.filters)
+        return pb.ListResponse(leases=[lease_to_proto(le) for le in found])
+
+    async def AddResource(self, request: pb.AddResourceRequest, context: _Ctx) -> empty_pb2.Empty:  # noqa: N802
+        with request_scope(context):
+            async with aborting_on_error(context):
+                await self._store.add_resource(request.id, _resource(request.resource))
+        return empty_pb2.Empty()
+
+    async def DeleteResource(  # noqa: N802
+        self, request: pb.DeleteResourceRequest, context: _Ctx
+    ) -> empty_pb2.Empty:
+        with request_scope(context):
+            async with aborting_on_error(context):
+                await self._store.delete_resource(request.id, _resource(request.resource))
+        return empty_pb2.Empty()
+
+    async def ListResources(  # noqa: N802
+        self, request: pb.ListResourcesRequest, context: _Ctx
+    ) -> pb.ListResourcesResponse:
+        with request_scope(context):
+            async with aborting_on_error(context):
+                found = await self._store.list_resources(request.id)
+        return pb.ListResourcesResponse(
+            resources=[pb.Resource(id=r.id, type=r.type) for r in found]
+        )
