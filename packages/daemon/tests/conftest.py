@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pycontainerd.daemon.testing import Daemon, daemon_env
+
+TESTS_DIR = Path(__file__).resolve().parent
+# The daemon subprocesses import the test plugin module from this directory.
+TEST_MODULES = ("pycontainerd.daemon.plugin", "pcd_daemon_testplugins")
+
+MakeDaemon = Callable[..., Daemon]
+
+
+TEST_REVISION = "0123456789abcdef"
+# Fixed, because HEAD moves while the suite runs in a shared checkout.
+
+
+def env_for_tests(extra: dict[str, str] | None = None) -> dict[str, str]:
+    fixed = {"PYCONTAINERD_REVISION": TEST_REVISION, **(extra or {})}
+    return daemon_env(TEST_MODULES, python_path=[str(TESTS_DIR)], extra=fixed)
+
+
+@pytest.fixture
+def env() -> dict[str, str]:
+    return env_for_tests()
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="pcd", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def make_daemon(short_dir: Path) -> Iterator[MakeDaemon]:
+    started: list[Daemon] = []
+
+    def make(
+        *, config: str | None = None, env: dict[str, str] | None = None, name: str = "d"
+    ) -> Daemon:
+        base = short_dir / name
+        base.mkdir(exist_ok=True)
+        d = Daemon(base, config=config, env=env_for_tests(env))
+        started.append(d)
+        return d
+
+    yield make
+    for d in started:
+        d.kill()

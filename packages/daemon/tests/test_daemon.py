@@ -1,0 +1,344 @@
+"""A real daemon subprocess driven by containerd's Go ctr."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pycontainerd.daemon.testing import CTR, containerd_cmd, require_binary, wait_for
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = pytest.mark.system
+
+
+def plugin_rows(out: str) -> list[tuple[str, str, str, str]]:
+    lines = [line.split() for line in out.strip().splitlines()]
+    assert lines[0] == ["TYPE", "ID", "PLATFORMS", "STATUS"]
+    return [(r[0], r[1], r[2], r[3]) for r in lines[1:]]
+
+
+def test_version_uuid_survives_restart(make_daemon: Any) -> None:
+    require_binary(CTR)
+    d = make_daemon().start()
+    out = d.ctr("version").stdout
+    from pycontainerd.daemon.version import version
+
+    server = out.split("Server:", 1)[1]
+    assert f"Version:  {version()}" in server
+    assert "Revision: 0123456789abcdef" in server
+    uuid = re.search(r"UUID: ([0-9a-f-]{36})", server)
+    assert uuid is not None
+    stored = (d.root / "io.containerd.grpc.v1.introspection" / "uuid").read_text().strip()
+    assert stored == uuid.group(1)
+    assert d.stop() == 0
+    assert not os.path.exists(d.address)
+    assert not os.path.exists(d.address + ".ttrpc")
+    d.start()
+    again = re.search(r"UUID: ([0-9a-f-]{36})", d.ctr("version").stdout)
+    assert again is not None
+    assert again.group(1) == uuid.group(1)
+
+
+def test_plugins_ls_status_order_and_details(make_daemon: Any) -> None:
+    d = make_daemon().start()
+    rows = plugin_rows(d.ctr("plugins", "ls").stdout)
+    ids = [r[1] for r in rows]
+    # init order: providers before requirers, otherwise by URI
+    assert ids.index("content") < ids.index("testsnap")
+    assert ids.index("introspection-service") < ids.index("introspection")
+    status = {(r[0], r[1]): r[3] for r in rows}
+    assert status[("io.containerd.snapshotter.v1", "skipper")] == "skip"
+    assert status[("io.containerd.internal.v1", "broken")] == "error"
+    assert status[("io.containerd.grpc.v1", "version")] == "ok"
+    assert status[("io.containerd.internal.v1", "opt")] == "ok"
+    assert {r[1]: r[2] for r in rows}["testsnap"] == "linux/amd64"
+
+    detail = d.ctr("plugins", "ls", "-d", "id==opt").stdout
+    assert "ID:          opt" in detail
+    assert re.search(r"Exports:\s*\n\s+path\s+/\S+/opt\n", detail)
+
+    broken = d.ctr("plugins", "ls", "-d", "id==broken").stdout
+    assert "Error:" in broken
+    assert re.search(r"Code:\s+Unknown", broken)
+    assert re.search(r"Message:\s+broken on purpose", broken)
+
+    skipper = d.ctr("plugins", "ls", "-d", "id==skipper").stdout
+    assert "not on a skipfs filesystem: skip plugin" in skipper
+    assert "[broken on purpose]" not in d.log()
+    assert (
+        'msg="failed to load plugin io.containerd.internal.v1.broken" error="broken on purpose"'
+        in d.log()
+    )
+    assert (
+        'msg="loading plugin \\"io.containerd.internal.v1.opt\\"..." type=io.containerd.internal.v1'
+        in d.log()
+    )
+
+
+def test_plugin_filters_union_intersection_and_errors(make_daemon: Any) -> None:
+    d = make_daemon().start()
+    union = plugin_rows(d.ctr("plugins", "ls", "type~=snapshot", "id==content").stdout)
+    assert sorted((r[0], r[1]) for r in union) == [
+        ("io.containerd.content.v1", "content"),
+        ("io.containerd.snapshotter.v1", "skipper"),
+        ("io.containerd.snapshotter.v1", "testsnap"),
+    ]
+    inter = plugin_rows(d.ctr("plugins", "ls", "id==content,type==io.containerd.content.v1").stdout)
+    assert [(r[0], r[1]) for r in inter] == [("io.containerd.content.v1", "content")]
+    none = plugin_rows(d.ctr("plugins", "ls", "id==content,type==io.containerd.grpc.v1").stdout)
+    assert none == []
+    quiet = d.ctr("plugins", "ls", "-q", "type==io.containerd.snapshotter.v1").stdout.split()
+    assert sorted(quiet) == ["skipper", "testsnap"]
+
+    bad = d.ctr("plugins", "ls", "id=overlayfs", check=False)
+    assert bad.returncode == 1
+    assert "invalid argument" in bad.stderr
+    assert ">|=|<" in bad.stderr  # the offending position is marked
+
+
+def test_required_plugin_failure_stops_startup(make_daemon: Any) -> None:
+    config = 'version = 2\nrequired_plugins = ["io.containerd.internal.v1.broken"]\n'
+    d = make_daemon(config=config).start(wait=False)
+    assert d.proc is not None
+    assert d.proc.wait(30) == 1
+    assert (
+        "containerd: load required plugin io.containerd.internal.v1.broken: broken on purpose"
+        in d.log()
+    )
+    assert not os.path.exists(d.address)
+
+    config = 'version = 2\nrequired_plugins = ["io.containerd.nope.v1.x"]\n'
+    d2 = make_daemon(config=config, name="d2").start(wait=False)
+    assert d2.proc is not None
+    assert d2.proc.wait(30) == 1
+    assert "containerd: required plugin [io.containerd.nope.v1.x] not included" in d2.log()
+
+
+def test_disabled_plugin_is_not_listed(make_daemon: Any) -> None:
+    config = 'version = 2\ndisabled_plugins = ["io.containerd.internal.v1.broken"]\n'
+    d = make_daemon(config=config).start()
+    ids = [r[1] for r in plugin_rows(d.ctr("plugins", "ls").stdout)]
+    assert "broken" not in ids
+    assert "opt" in ids
+
+
+def test_sigterm_removes_sockets_and_exits_zero(make_daemon: Any) -> None:
+    d = make_daemon().start()
+    mode = os.stat(d.address).st_mode
+    assert stat.S_ISSOCK(mode)
+    assert stat.S_IMODE(mode) == 0o660
+    assert stat.S_IMODE(os.stat(d.address + ".ttrpc").st_mode) == 0o660
+    assert stat.S_IMODE(d.root.stat().st_mode) == 0o700
+    assert stat.S_IMODE(d.state.stat().st_mode) == 0o711
+    assert d.stop(signal.SIGTERM) == 0
+    assert not os.path.exists(d.address)
+    assert not os.path.exists(d.address + ".ttrpc")
+    d2 = make_daemon(name="d2").start()
+    assert d2.stop(signal.SIGINT) == 0
+    assert not os.path.exists(d2.address)
+
+
+def test_sigusr1_writes_stacks_file(make_daemon: Any, short_dir: Path) -> None:
+    tmpdir = short_dir / "tmp"
+    tmpdir.mkdir()
+    d = make_daemon(env={"TMPDIR": str(tmpdir)}).start()
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGUSR1)
+    d.proc.send_signal(signal.SIGPIPE)  # ignored
+    stacks = tmpdir / f"containerd.{d.proc.pid}.stacks.log"
+    wait_for(lambda: "goroutine stack dump written to" in d.log(), what="stack dump")
+    text = stacks.read_text()
+    assert "thread " in text
+    assert "task " in text
+    assert "=== BEGIN goroutine stack dump ===" in d.log()
+    assert d.proc.poll() is None
+    assert d.stop() == 0
+
+
+def test_json_log_format_and_level(make_daemon: Any) -> None:
+    d = make_daemon(config='version = 2\n[debug]\nformat = "json"\nlevel = "debug"\n').start()
+    d.ctr("version")
+    assert d.stop() == 0
+    lines = [json.loads(line) for line in d.log().splitlines() if line.startswith("{")]
+    assert lines
+    for obj in lines:
+        assert list(obj) == sorted(obj)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", obj["time"])
+    msgs = [o["msg"] for o in lines]
+    assert "starting containerd" in msgs
+    assert any(m.startswith("containerd successfully booted in ") for m in msgs)
+    assert any(o["level"] == "debug" for o in lines)
+
+
+def test_text_log_lines_parse(make_daemon: Any) -> None:
+    d = make_daemon().start()
+    assert d.stop() == 0
+    pattern = re.compile(
+        r'^time="\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z" level=(info|warning|debug|error) '
+        r'msg=("(?:[^"\\]|\\.)*"|\S+)( [a-z_]+=("(?:[^"\\]|\\.)*"|\S*))*$'
+    )
+    lines = d.log().splitlines()
+    assert lines
+    for line in lines:
+        assert pattern.match(line), line
+    assert re.search(r'msg="containerd successfully booted in \d+\.\d{6}s"', d.log())
+    serving = [line for line in lines if "msg=serving..." in line]
+    assert serving[-1].endswith(f"address={d.address}")
+
+
+def test_bad_start_arguments(short_dir: Path, env: dict[str, str]) -> None:
+    same = subprocess.run(
+        containerd_cmd(
+            "--root",
+            str(short_dir / "x"),
+            "--state",
+            str(short_dir / "x"),
+            "-a",
+            str(short_dir / "s.sock"),
+        ),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+    assert same.returncode == 1
+    assert same.stderr.strip() == "containerd: root and state must be different paths"
+
+    level = subprocess.run(
+        containerd_cmd(
+            "-l",
+            "foo",
+            "--root",
+            str(short_dir / "r"),
+            "--state",
+            str(short_dir / "s"),
+            "-a",
+            str(short_dir / "s.sock"),
+        ),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+    assert level.returncode == 1
+    assert level.stderr.strip() == 'containerd: not a valid logrus Level: "foo"'
+
+    long_sock = str(short_dir / ("x" * 120) / "c.sock")
+    too_long = subprocess.run(
+        containerd_cmd(
+            "--root", str(short_dir / "r"), "--state", str(short_dir / "s"), "-a", long_sock
+        ),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+    assert too_long.returncode == 1
+    assert "too long (> 107 bytes)" in too_long.stderr
+
+    missing = subprocess.run(
+        containerd_cmd("--config", str(short_dir / "nope.toml")),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("containerd: ")
+    assert "nope.toml" in missing.stderr
+
+
+def test_version_flag(env: dict[str, str]) -> None:
+    from pycontainerd.daemon.version import version
+
+    out = subprocess.run(
+        containerd_cmd("--version"), capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout == f"containerd pycontainerd {version()} 0123456789abcdef\n"
+
+
+def http_get(address: str, path: str) -> tuple[int, str]:
+    if address.startswith("/"):
+        sock = socket.socket(socket.AF_UNIX)
+        sock.connect(address)
+    else:
+        host, port = address.rsplit(":", 1)
+        sock = socket.create_connection((host, int(port)))
+    with sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_debug_and_metrics_endpoints(make_daemon: Any) -> None:
+    port = free_port()
+    d = make_daemon(name="m")
+    debug_sock = str(d.base / "debug.sock")
+    d.config_path = d.base / "config.toml"
+    d.config_path.write_text(
+        f'version = 2\n[debug]\naddress = "{debug_sock}"\n[metrics]\naddress = "127.0.0.1:{port}"\n'
+    )
+    d.start()
+    d.ctr("version")
+    d.ctr("plugins", "ls", "id=bad", check=False)
+    status, body = http_get(debug_sock, "/debug/vars")
+    assert status == 200
+    data = json.loads(body)
+    assert data["cmdline"]
+    assert data["process"]["pid"] == d.proc.pid
+    status, body = http_get(debug_sock, "/debug/pprof/goroutine?debug=2")
+    assert status == 200
+    assert "thread " in body
+    assert http_get(debug_sock, "/nope")[0] == 404
+    status, body = http_get(f"127.0.0.1:{port}", "/v1/metrics")
+    assert status == 200
+    assert re.search(r"^process_resident_memory_bytes \d+", body, re.M)
+    assert re.search(r"^process_open_fds \d+", body, re.M)
+    assert re.search(r"^process_start_time_seconds \d", body, re.M)
+    assert re.search(
+        r'^grpc_server_handled_total\{grpc_code="OK",grpc_method="Version",'
+        r'grpc_service="containerd.services.version.v1.Version",grpc_type="unary"\} 1$',
+        body,
+        re.M,
+    )
+    assert re.search(
+        r'^grpc_server_handled_total\{grpc_code="INVALID_ARGUMENT",grpc_method="Plugins"',
+        body,
+        re.M,
+    )
+    assert 'grpc_server_handling_seconds_bucket{grpc_method="Version"' in body
+    assert d.stop() == 0
+    assert not os.path.exists(debug_sock)
+
+
+async def test_health_check(make_daemon: Any) -> None:
+    import grpc.aio
+    from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
+
+    d = make_daemon().start()
+    async with grpc.aio.insecure_channel(f"unix:{d.address}") as channel:
+        resp = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+    assert resp.status == health_pb2.HealthCheckResponse.SERVING
