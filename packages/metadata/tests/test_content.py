@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pycontainerd.content.local import Info, LocalStore
+from pycontainerd.content.local import LocalStore
+from pycontainerd.core.content import Info
 from pycontainerd.core.errdefs import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from pycontainerd.core.leases import Resource
 from pycontainerd.core.namespaces import with_lease, with_namespace
 from pycontainerd.metadata.content import ISOLATED, MetadataContentStore
 from pycontainerd.metadata.leases import LeaseStore
 from pycontainerd.metadata.namespaces import NamespaceStore
-from pycontainerd.metadata.types import Resource
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

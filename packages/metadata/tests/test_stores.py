@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from pycontainerd.core.containers import Container, RuntimeInfo
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -14,19 +15,14 @@ from pycontainerd.core.errdefs import (
     NotFoundError,
     UnimplementedError,
 )
+from pycontainerd.core.images import Image
+from pycontainerd.core.leases import Resource
 from pycontainerd.core.namespaces import with_lease, with_namespace
+from pycontainerd.core.types import UNSET_TIME, AnyValue, Descriptor
 from pycontainerd.metadata.containers import ContainerStore
 from pycontainerd.metadata.images import ImageStore
 from pycontainerd.metadata.leases import LeaseStore, attach
 from pycontainerd.metadata.namespaces import NamespaceStore
-from pycontainerd.metadata.types import (
-    AnyValue,
-    Container,
-    Descriptor,
-    Image,
-    Resource,
-    RuntimeInfo,
-)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -74,7 +70,7 @@ def ids(containers: list[Container]) -> list[str]:
 async def test_image_round_trip_and_timestamps(db: MetadataDB) -> None:
     store = ImageStore(db)
     created = await store.create(img("docker.io/library/busybox:latest", a="1"))
-    assert created.created_at > 0
+    assert created.created_at > UNSET_TIME
     assert created.created_at == created.updated_at
     got = await store.get("docker.io/library/busybox:latest")
     assert got == created
@@ -203,8 +199,7 @@ async def test_image_delete_marks_dirty_and_checks_target(db: MetadataDB) -> Non
     with pytest.raises(FailedPreconditionError):
         await store.delete("i", target=D2)
     before = db.deletions
-    deleted = await store.delete("i", target=D1)
-    assert deleted.name == "i"
+    await store.delete("i", target=D1)
     assert db.deletions == before + 1
     assert await store.list() == []
 
@@ -248,7 +243,7 @@ async def test_container_round_trip(db: MetadataDB) -> None:
         sandbox_id="sb",
     )
     created = await store.create(c)
-    assert created.created_at > 0
+    assert created.created_at > UNSET_TIME
     got = await store.get("c1")
     assert got == created
     assert got.runtime.options == AnyValue(type_url="t/opts", value=b"\x08\x01")
@@ -379,8 +374,8 @@ async def test_container_list_filters(db: MetadataDB) -> None:
 
 async def test_lease_lifecycle(db: MetadataDB) -> None:
     store = LeaseStore(db)
-    lease = await store.create("l1", {"containerd.io/gc.expire": "2030-01-01T00:00:00Z"})
-    assert lease.created_at > 0
+    lease = await store.create("l1", labels={"containerd.io/gc.expire": "2030-01-01T00:00:00Z"})
+    assert lease.created_at > UNSET_TIME
     rand = await store.create()
     assert re.fullmatch(r"\d{1,9}-[A-Za-z0-9_-]{4}", rand.id)
     with pytest.raises(AlreadyExistsError, match=r'^lease "l1": already exists$'):

@@ -6,7 +6,7 @@ Importing this module must not import grpc.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from pycontainerd.core import filters
@@ -57,7 +57,16 @@ def validate_labels(labels: Mapping[str, str], prefix: str) -> None:
 
 def ns_to_datetime(ns: int) -> datetime:
     """Stored nanoseconds -> an aware UTC datetime (microsecond precision)."""
-    return datetime.fromtimestamp(ns / 1_000_000_000, tz=UTC)
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def to_ns(when: datetime) -> int:
+    """An aware datetime -> nanoseconds since the epoch (as stored)."""
+    delta = when - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def ensure_namespace(tx: Tx, namespace: str) -> None:

@@ -20,18 +20,21 @@ from typing import TYPE_CHECKING, Any
 
 from pycontainerd.core import filters, identifiers
 from pycontainerd.core._gostr import go_quote
+from pycontainerd.core.containers import Container, RuntimeInfo
 from pycontainerd.core.errdefs import AlreadyExistsError, InvalidArgumentError, NotFoundError
 from pycontainerd.core.namespaces import namespace_required
+from pycontainerd.core.types import AnyValue
 from pycontainerd.metadata._rows import (
     apply_map_paths,
     dump_map,
     ensure_namespace,
     load_map,
     matcher,
+    ns_to_datetime,
+    to_ns,
     validate_labels,
 )
 from pycontainerd.metadata.db import now_ns
-from pycontainerd.metadata.types import AnyValue, Container, RuntimeInfo
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -66,8 +69,8 @@ def _from_row(row: tuple[Any, ...], extensions: Mapping[str, AnyValue]) -> Conta
         snapshot_key=snapshot_key,
         sandbox_id=sandbox_id,
         extensions=dict(extensions),
-        created_at=created,
-        updated_at=updated,
+        created_at=ns_to_datetime(created),
+        updated_at=ns_to_datetime(updated),
     )
 
 
@@ -157,8 +160,8 @@ def _write(tx: Tx, namespace: str, c: Container, *, insert: bool) -> None:
         c.snapshotter,
         c.snapshot_key,
         c.sandbox_id,
-        c.created_at,
-        c.updated_at,
+        to_ns(c.created_at),
+        to_ns(c.updated_at),
     )
     if insert:
         tx.execute(
@@ -276,7 +279,8 @@ class ContainerStore:
                 msg = f"container {go_quote(container.id)}"
                 raise AlreadyExistsError(msg)
             now = now_ns()
-            created = dataclasses.replace(container, created_at=now, updated_at=now)
+            stamp = ns_to_datetime(now)
+            created = dataclasses.replace(container, created_at=stamp, updated_at=stamp)
             _write(tx, ns, created, insert=True)
             return created
 
@@ -313,7 +317,7 @@ class ContainerStore:
                 msg = f"update failed validation: {exc.message}"
                 raise InvalidArgumentError(msg) from exc
             updated = dataclasses.replace(
-                updated, created_at=current.created_at, updated_at=now_ns()
+                updated, created_at=current.created_at, updated_at=ns_to_datetime(now_ns())
             )
             _write(tx, ns, updated, insert=False)
             if (updated.snapshot_key, updated.image) != (current.snapshot_key, current.image):

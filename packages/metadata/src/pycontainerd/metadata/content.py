@@ -31,9 +31,9 @@ import contextlib
 import dataclasses
 from typing import TYPE_CHECKING, Final
 
-from pycontainerd.content.local import Info, Status
 from pycontainerd.core import digests, filters
 from pycontainerd.core._gostr import go_quote
+from pycontainerd.core.content import Info, Status
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
     ContainerdError,
@@ -57,7 +57,7 @@ from pycontainerd.metadata.leases import CONTENT, INGESTS, attach, detach
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
-    from pycontainerd.content.local import LocalReaderAt, LocalStore, LocalWriter
+    from pycontainerd.core.content import ReaderAt, Store, Writer
     from pycontainerd.metadata.db import MetadataDB, Tx
 
 SHARED: Final = "shared"
@@ -137,7 +137,7 @@ class NamespacedWriter:
         ns: str,
         ref: str,
         lease_id: str | None,
-        backend: LocalWriter,
+        backend: Writer,
     ) -> None:
         self._store = store
         self._ns = ns
@@ -145,18 +145,9 @@ class NamespacedWriter:
         self._lease = lease_id
         self._w = backend
 
-    @property
-    def closed(self) -> bool:
-        """Whether the writer was committed or closed."""
-        return self._w.closed
-
     def digest(self) -> str:
         """Digest of the bytes written so far."""
         return self._w.digest()
-
-    def set_total(self, total: int) -> None:
-        """Record a newly learnt total."""
-        self._w.set_total(total)
 
     async def status(self) -> Status:
         """Progress, under the namespace's ref."""
@@ -225,7 +216,7 @@ class MetadataContentStore:
         policy: ``shared`` or ``isolated`` (see the module docstring).
     """
 
-    def __init__(self, db: MetadataDB, backend: LocalStore, *, policy: str = SHARED) -> None:
+    def __init__(self, db: MetadataDB, backend: Store, *, policy: str = SHARED) -> None:
         if policy not in POLICIES:
             msg = f"unknown content sharing policy {go_quote(policy)}"
             raise InvalidArgumentError(msg)
@@ -323,7 +314,7 @@ class MetadataContentStore:
 
         await self.db.aupdate(run)
 
-    async def reader_at(self, dgst: str) -> LocalReaderAt:
+    async def reader_at(self, dgst: str) -> ReaderAt:
         """Open a blob visible in the namespace for reading.
 
         Raises:

@@ -22,17 +22,20 @@ from pycontainerd.core.errdefs import (
     InvalidArgumentError,
     NotFoundError,
 )
+from pycontainerd.core.images import Image
 from pycontainerd.core.namespaces import namespace_required
+from pycontainerd.core.types import Descriptor
 from pycontainerd.metadata._rows import (
     apply_map_paths,
     dump_map,
     ensure_namespace,
     load_map,
     matcher,
+    ns_to_datetime,
+    to_ns,
     validate_labels,
 )
 from pycontainerd.metadata.db import now_ns
-from pycontainerd.metadata.types import Descriptor, Image
 
 if TYPE_CHECKING:
     import sqlite3
@@ -53,8 +56,8 @@ def _from_row(row: sqlite3.Row | tuple[object, ...]) -> Image:
             size=int(str(size)),
             annotations=load_map(str(annotations)),
         ),
-        created_at=int(str(created)),
-        updated_at=int(str(updated)),
+        created_at=ns_to_datetime(int(str(created))),
+        updated_at=ns_to_datetime(int(str(updated))),
     )
 
 
@@ -127,8 +130,8 @@ def _write(tx: Tx, namespace: str, image: Image) -> None:
             t.size,
             dump_map(t.annotations),
             dump_map(image.labels),
-            image.created_at,
-            image.updated_at,
+            to_ns(image.created_at),
+            to_ns(image.updated_at),
         ),
     )
 
@@ -198,7 +201,8 @@ class ImageStore:
                 msg = f"image {go_quote(image.name)}"
                 raise AlreadyExistsError(msg)
             now = now_ns()
-            created = dataclasses.replace(image, created_at=now, updated_at=now)
+            stamp = ns_to_datetime(now)
+            created = dataclasses.replace(image, created_at=stamp, updated_at=stamp)
             _write(tx, ns, created)
             return created
 
@@ -255,7 +259,9 @@ class ImageStore:
                         raise InvalidArgumentError(msg)
                 updated = dataclasses.replace(current, labels=labels, target=target)
             updated = _clean(
-                dataclasses.replace(updated, created_at=current.created_at, updated_at=now_ns())
+                dataclasses.replace(
+                    updated, created_at=current.created_at, updated_at=ns_to_datetime(now_ns())
+                )
             )
             validate_image(updated)
             _write(tx, ns, updated)
@@ -265,11 +271,13 @@ class ImageStore:
 
         return await self._db.aupdate(run)
 
-    async def delete(self, name: str, *, target: str = "") -> Image:
-        """Delete the image ``name`` and return what it was.
+    async def delete(self, name: str, *, sync: bool = False, target: str = "") -> None:
+        """Delete the image ``name``.
 
         Args:
             name: the image.
+            sync: wait for a garbage collection afterwards
+                (``MetadataDB.wait_for_gc``).
             target: if set, delete only while the image still points at this
                 digest (containerd 2.0's ``DeleteImageRequest.target``).
 
@@ -279,13 +287,14 @@ class ImageStore:
         """
         ns = namespace_required()
 
-        def run(tx: Tx) -> Image:
+        def run(tx: Tx) -> None:
             current = _get(tx, ns, name)
             if target and current.target.digest != target:
                 msg = f"image {go_quote(name)} target {current.target.digest} is not {target}"
                 raise FailedPreconditionError(msg)
             tx.execute("DELETE FROM images WHERE namespace = ? AND name = ?", (ns, name))
             tx.mark_dirty()
-            return current
 
-        return await self._db.aupdate(run)
+        await self._db.aupdate(run)
+        if sync:
+            await self._db.wait_for_gc()

@@ -29,11 +29,17 @@ from pycontainerd.core.errdefs import (
     NotFoundError,
     UnimplementedError,
 )
+from pycontainerd.core.leases import EXPIRE_LABEL, FLAT_LABEL, Lease, Resource
 from pycontainerd.core.namespaces import namespace_required
-from pycontainerd.metadata._rows import dump_map, ensure_namespace, load_map, matcher
+from pycontainerd.metadata._rows import (
+    dump_map,
+    ensure_namespace,
+    load_map,
+    matcher,
+    ns_to_datetime,
+)
 from pycontainerd.metadata._rows import validate_labels as _validate_labels
 from pycontainerd.metadata.db import now_ns
-from pycontainerd.metadata.types import Lease, Resource
 
 if TYPE_CHECKING:
     import builtins
@@ -46,10 +52,19 @@ INGESTS: Final = "ingests"
 IMAGES: Final = "images"
 SNAPSHOTS_PREFIX: Final = "snapshots/"
 
-#: Label whose RFC 3339 value is when the collector may drop the lease.
-EXPIRE_LABEL: Final = "containerd.io/gc.expire"
-#: Label (any non-empty value) making the lease hold only what it lists.
-FLAT_LABEL: Final = "containerd.io/gc.flat"
+__all__ = [
+    "CONTENT",
+    "EXPIRE_LABEL",
+    "FLAT_LABEL",
+    "IMAGES",
+    "INGESTS",
+    "SNAPSHOTS_PREFIX",
+    "LeaseStore",
+    "attach",
+    "check_resource",
+    "detach",
+    "random_id",
+]
 
 
 def random_id() -> str:
@@ -140,7 +155,7 @@ class LeaseStore:
     def __init__(self, db: MetadataDB) -> None:
         self._db = db
 
-    async def create(self, lease_id: str = "", labels: Mapping[str, str] | None = None) -> Lease:
+    async def create(self, lease_id: str = "", *, labels: Mapping[str, str] | None = None) -> Lease:
         """Create a lease; an empty id gets a random one.
 
         Raises:
@@ -163,12 +178,15 @@ class LeaseStore:
             if cur.rowcount == 0:
                 msg = f"lease {go_quote(lease_id)}"
                 raise AlreadyExistsError(msg)
-            return Lease(id=lease_id, labels=labels, created_at=now)
+            return Lease(id=lease_id, labels=labels, created_at=ns_to_datetime(now))
 
         return await self._db.aupdate(run)
 
-    async def delete(self, lease_id: str) -> None:
+    async def delete(self, lease_id: str, *, sync: bool = False) -> None:
         """Delete a lease; what it held becomes collectable.
+
+        With ``sync``, wait for a garbage collection afterwards
+        (``MetadataDB.wait_for_gc``).
 
         Raises:
             NotFoundError: ``lease "<id>": not found``.
@@ -183,6 +201,8 @@ class LeaseStore:
             tx.mark_dirty()
 
         await self._db.aupdate(run)
+        if sync:
+            await self._db.wait_for_gc()
 
     async def list(self, *fs: str) -> list[Lease]:
         """Leases matching any of ``fs`` (all when none), sorted by id.
@@ -197,7 +217,9 @@ class LeaseStore:
             rows = tx.execute(
                 "SELECT id, labels, created_at FROM leases WHERE namespace = ? ORDER BY id", (ns,)
             )
-            leases = (Lease(id=r[0], labels=load_map(r[1]), created_at=r[2]) for r in rows)
+            leases = (
+                Lease(id=r[0], labels=load_map(r[1]), created_at=ns_to_datetime(r[2])) for r in rows
+            )
             return [lease for lease in leases if match(lease)]
 
         return await self._db.aview(run)

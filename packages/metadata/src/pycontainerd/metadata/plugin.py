@@ -1,15 +1,124 @@
-"""Plugin module for pycontainerd-metadata (entry point ``pycontainerd.plugins``).
+"""Plugin module for pycontainerd-metadata (entry point ``pycontainerd.plugins:metadata``).
 
-Importing this module must not import grpc. This subsystem is not built yet:
-it contributes no registrations until its issue lands.
+Registers the metadata database ``io.containerd.metadata.v1.sqlite`` (type
+METADATA, after the content store and the snapshotters) and the gRPC
+services ``io.containerd.grpc.v1.{namespaces,images,containers,leases}``.
+
+Importing this module must not import grpc: service modules are imported
+inside their init functions.
 """
 
 from __future__ import annotations
 
-from pycontainerd.core.plugin import Registration, hookimpl
+from typing import TYPE_CHECKING, Final
+
+from pycontainerd.core.content import Store
+from pycontainerd.core.errdefs import InvalidArgumentError
+from pycontainerd.core.plugin import InitContext, PluginType, Registration, hookimpl
+from pycontainerd.metadata.content import POLICIES, SHARED
+from pycontainerd.metadata.db import DB_FILENAME
+
+if TYPE_CHECKING:
+    from pycontainerd.core.plugin import GrpcService
+    from pycontainerd.metadata.metadata import Metadata
+    from pycontainerd.metadata.services._common import Publisher
+
+PLUGIN_ID: Final = "sqlite"
+#: Config key, as in containerd's bolt plugin.
+POLICY_KEY: Final = "content_sharing_policy"
+
+
+async def _init_metadata(ic: InitContext) -> Metadata:
+    import asyncio
+
+    from pycontainerd.metadata.metadata import Metadata
+
+    policy = ic.config.get(POLICY_KEY, SHARED)
+    if policy not in POLICIES:
+        msg = f"unknown {POLICY_KEY} {policy!r}, expected one of {', '.join(POLICIES)}"
+        raise InvalidArgumentError(msg)
+    content = ic.get_single(PluginType.CONTENT)
+    if not isinstance(content, Store):
+        msg = f"{PluginType.CONTENT} plugin does not implement the content Store"
+        raise TypeError(msg)
+    snapshotters = dict(ic.initialized.get(PluginType.SNAPSHOT, {}))
+    path = ic.root / DB_FILENAME
+    md = await asyncio.to_thread(
+        Metadata, path, content, snapshotters=snapshotters, policy=str(policy)
+    )
+    ic.exports["path"] = str(path)
+    ic.exports["policy"] = str(policy)
+    return md
+
+
+def _metadata(ic: InitContext) -> Metadata:
+    from pycontainerd.metadata.metadata import Metadata
+
+    md = ic.get_single(PluginType.METADATA)
+    if not isinstance(md, Metadata):
+        msg = f"{PluginType.METADATA} plugin is not pycontainerd's metadata database"
+        raise TypeError(msg)
+    return md
+
+
+def _publisher(ic: InitContext) -> Publisher | None:
+    by_id = ic.initialized.get(PluginType.EVENT, {})
+    exchange = next(iter(by_id.values()), None)
+    if exchange is None or not callable(getattr(exchange, "publish", None)):
+        return None
+    return exchange  # type: ignore[return-value]  # duck-typed: anything with publish()
+
+
+async def _init_namespaces(ic: InitContext) -> GrpcService:
+    from pycontainerd.metadata.services.namespaces import NamespacesService
+
+    return NamespacesService(_metadata(ic).namespace_store(), _publisher(ic))
+
+
+async def _init_images(ic: InitContext) -> GrpcService:
+    from pycontainerd.metadata.services.images import ImagesService
+
+    md = _metadata(ic)
+    return ImagesService(md.image_store(), md.db, _publisher(ic))
+
+
+async def _init_containers(ic: InitContext) -> GrpcService:
+    from pycontainerd.metadata.services.containers import ContainersService
+
+    return ContainersService(_metadata(ic).container_store(), _publisher(ic))
+
+
+async def _init_leases(ic: InitContext) -> GrpcService:
+    from pycontainerd.metadata.services.leases import LeasesService
+
+    md = _metadata(ic)
+    return LeasesService(md.lease_store(), md.db)
 
 
 @hookimpl
 def pycontainerd_plugins() -> list[Registration]:
-    """Nothing yet: the subsystem is not implemented."""
-    return []
+    """The metadata database and its four gRPC services."""
+    services = (
+        ("namespaces", _init_namespaces),
+        ("images", _init_images),
+        ("containers", _init_containers),
+        ("leases", _init_leases),
+    )
+    return [
+        Registration(
+            type=PluginType.METADATA,
+            id=PLUGIN_ID,
+            requires=(PluginType.CONTENT, PluginType.SNAPSHOT),
+            init=_init_metadata,
+            config={POLICY_KEY: SHARED},
+        ),
+        *(
+            Registration(
+                type=PluginType.GRPC,
+                id=name,
+                requires=(PluginType.METADATA, PluginType.EVENT),
+                init=init,
+            )
+            for name, init in services
+        ),
+    ]

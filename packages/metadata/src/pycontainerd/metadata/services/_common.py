@@ -14,6 +14,7 @@ from pycontainerd.core import namespaces
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from datetime import datetime
 
     import grpc
     from google.protobuf import field_mask_pb2, message
@@ -48,10 +49,10 @@ def request_scope(context: grpc.aio.ServicerContext[Any, Any]) -> Iterator[None]
         yield
 
 
-def timestamp(ns: int) -> timestamp_pb2.Timestamp:
-    """Stored nanoseconds -> protobuf Timestamp."""
+def timestamp(when: datetime) -> timestamp_pb2.Timestamp:
+    """An aware datetime -> protobuf Timestamp."""
     ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(ns)
+    ts.FromDatetime(when)
     return ts
 
 

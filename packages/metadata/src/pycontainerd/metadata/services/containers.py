@@ -16,14 +16,15 @@ from pycontainerd.api.errgrpc import aborting_on_error
 from pycontainerd.api.events import container_pb2 as events_pb2
 from pycontainerd.api.services.containers.v1 import containers_pb2 as pb
 from pycontainerd.api.services.containers.v1 import containers_pb2_grpc as pb_grpc
+from pycontainerd.core.containers import Container, RuntimeInfo
 from pycontainerd.core.namespaces import namespace
+from pycontainerd.core.types import AnyValue
 from pycontainerd.metadata.services._common import (
     mask_paths,
     publish_in,
     request_scope,
     timestamp,
 )
-from pycontainerd.metadata.types import AnyValue, Container, RuntimeInfo
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -19,14 +19,15 @@ from pycontainerd.api.events import image_pb2 as events_pb2
 from pycontainerd.api.services.images.v1 import images_pb2 as pb
 from pycontainerd.api.services.images.v1 import images_pb2_grpc as pb_grpc
 from pycontainerd.api.types import descriptor_pb2
+from pycontainerd.core.images import Image
 from pycontainerd.core.namespaces import namespace
+from pycontainerd.core.types import Descriptor
 from pycontainerd.metadata.services._common import (
     mask_paths,
     publish_in,
     request_scope,
     timestamp,
 )
-from pycontainerd.metadata.types import Descriptor, Image
 
 if TYPE_CHECKING:
     import grpc
@@ -132,6 +133,6 @@ class ImagesService(pb_grpc.ImagesServicer):
                     "/images/delete",
                     events_pb2.ImageDelete(name=request.name),
                 )
-                if request.sync:
+                if request.sync:  # after the event, as containerd 1.7 does
                     await self._db.wait_for_gc()
         return empty_pb2.Empty()

@@ -16,8 +16,8 @@ from google.protobuf import empty_pb2
 from pycontainerd.api.errgrpc import aborting_on_error
 from pycontainerd.api.services.leases.v1 import leases_pb2 as pb
 from pycontainerd.api.services.leases.v1 import leases_pb2_grpc as pb_grpc
+from pycontainerd.core.leases import Lease, Resource
 from pycontainerd.metadata.services._common import request_scope, timestamp
-from pycontainerd.metadata.types import Lease, Resource
 
 if TYPE_CHECKING:
     import grpc
@@ -50,15 +50,13 @@ class LeasesService(pb_grpc.LeasesServicer):
     async def Create(self, request: pb.CreateRequest, context: _Ctx) -> pb.CreateResponse:  # noqa: N802
         with request_scope(context):
             async with aborting_on_error(context):
-                lease = await self._store.create(request.id, dict(request.labels))
+                lease = await self._store.create(request.id, labels=dict(request.labels))
         return pb.CreateResponse(lease=lease_to_proto(lease))
 
     async def Delete(self, request: pb.DeleteRequest, context: _Ctx) -> empty_pb2.Empty:  # noqa: N802
         with request_scope(context):
             async with aborting_on_error(context):
-                await self._store.delete(request.id)
-                if request.sync:
-                    await self._db.wait_for_gc()
+                await self._store.delete(request.id, sync=request.sync)
         return empty_pb2.Empty()
 
     async def List(self, request: pb.ListRequest, context: _Ctx) -> pb.ListResponse:  # noqa: N802

@@ -1,0 +1,78 @@
+"""The metadata plugin's instance: the database plus the stores built on it.
+
+``ic.get_single(PluginType.METADATA)`` returns a :class:`Metadata`; other
+plugins take their namespaced views from it, e.g. the Content service serves
+``metadata.content_store()`` (a ``pycontainerd.core.content.Store``), never
+the raw backend.
+
+Importing this module must not import grpc.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pycontainerd.metadata.containers import ContainerStore
+from pycontainerd.metadata.content import SHARED, MetadataContentStore
+from pycontainerd.metadata.db import MetadataDB
+from pycontainerd.metadata.images import ImageStore
+from pycontainerd.metadata.leases import LeaseStore
+from pycontainerd.metadata.namespaces import NamespaceStore
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+    from pycontainerd.core.content import Store
+
+
+class Metadata:
+    """The metadata database and its namespaced stores, created once per daemon.
+
+    Args:
+        path: the database file (``<root>/io.containerd.metadata.v1.sqlite/meta.db``).
+        content: the backend content store holding the bytes.
+        snapshotters: backend snapshotters by name (kept for the snapshot views).
+        policy: content sharing policy, ``shared`` or ``isolated``.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        content: Store,
+        *,
+        snapshotters: Mapping[str, object] | None = None,
+        policy: str = SHARED,
+    ) -> None:
+        self.db = MetadataDB.open(path)
+        self.policy = policy
+        self.snapshotters = dict(snapshotters or {})
+        self._content = MetadataContentStore(self.db, content, policy=policy)
+        self._namespaces = NamespaceStore(self.db)
+        self._images = ImageStore(self.db)
+        self._containers = ContainerStore(self.db)
+        self._leases = LeaseStore(self.db)
+
+    def content_store(self) -> MetadataContentStore:
+        """The namespaced content store (what the Content service serves)."""
+        return self._content
+
+    def namespace_store(self) -> NamespaceStore:
+        """Namespaces and their labels."""
+        return self._namespaces
+
+    def image_store(self) -> ImageStore:
+        """Images of the current namespace."""
+        return self._images
+
+    def container_store(self) -> ContainerStore:
+        """Containers of the current namespace."""
+        return self._containers
+
+    def lease_store(self) -> LeaseStore:
+        """Leases of the current namespace."""
+        return self._leases
+
+    async def aclose(self) -> None:
+        """Close the database (the daemon calls this at shutdown)."""
+        await self.db.aclose()
