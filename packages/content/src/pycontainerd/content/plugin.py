@@ -1,15 +1,92 @@
-"""Plugin module for pycontainerd-content (entry point ``pycontainerd.plugins``).
+"""Plugin module for pycontainerd-content (entry point ``pycontainerd.plugins:content``).
 
-Importing this module must not import grpc. This subsystem is not built yet:
-it contributes no registrations until its issue lands.
+Three registrations, layered as containerd layers them:
+
+- ``io.containerd.content.v1.content``: the ``LocalStore`` under the plugin's
+  root (exports ``root``). The metadata plugin builds its namespaced view on it.
+- ``io.containerd.service.v1.content-service``: the metadata plugin's
+  namespaced content store wrapped in ``EventStore``, which publishes
+  ``/content/delete`` on the exchange.
+- ``io.containerd.grpc.v1.content``: the ``ContentService`` over that store.
+
+Importing this module must not import grpc: heavy imports happen inside the
+init functions.
 """
 
 from __future__ import annotations
 
-from pycontainerd.core.plugin import Registration, hookimpl
+from typing import TYPE_CHECKING
+
+from pycontainerd.core.content import Store
+from pycontainerd.core.events import Publisher
+from pycontainerd.core.plugin import InitContext, PluginType, Registration, hookimpl
+
+if TYPE_CHECKING:
+    from pycontainerd.content.local import LocalStore
+
+
+async def _init_local(ic: InitContext) -> LocalStore:
+    from pycontainerd.content.local import LocalStore
+
+    ic.root.mkdir(parents=True, exist_ok=True)
+    store = LocalStore(ic.root)
+    ic.exports.update(store.exports())
+    return store
+
+
+def _metadata_content_store(metadata: object) -> Store:
+    """The namespaced content store the metadata plugin offers.
+
+    Accepts an instance that is a ``Store`` itself or offers one as a
+    ``content_store`` attribute or method (containerd's ``db.ContentStore()``).
+    """
+    if isinstance(metadata, Store):
+        return metadata
+    candidate = getattr(metadata, "content_store", None)
+    if callable(candidate) and not isinstance(candidate, Store):
+        candidate = candidate()
+    if isinstance(candidate, Store):
+        return candidate
+    msg = f"{PluginType.METADATA} plugin offers no content store"
+    raise TypeError(msg)
+
+
+async def _init_content_service(ic: InitContext) -> Store:
+    from pycontainerd.content.store import EventStore
+
+    store = _metadata_content_store(ic.get_single(PluginType.METADATA))
+    publisher = ic.get_single(PluginType.EVENT)
+    if not isinstance(publisher, Publisher):
+        msg = f"{PluginType.EVENT} plugin is not a publisher"
+        raise TypeError(msg)
+    return EventStore(store, publisher)
+
+
+async def _init_grpc(ic: InitContext) -> object:
+    from pycontainerd.content.service import ContentService
+
+    store = ic.get_by_id(PluginType.SERVICE, "content-service")
+    if not isinstance(store, Store):
+        msg = "content-service plugin is not a content store"
+        raise TypeError(msg)
+    return ContentService(store)
 
 
 @hookimpl
 def pycontainerd_plugins() -> list[Registration]:
-    """Nothing yet: the subsystem is not implemented."""
-    return []
+    """The local store, the content service and its gRPC front."""
+    return [
+        Registration(type=PluginType.CONTENT, id="content", init=_init_local),
+        Registration(
+            type=PluginType.SERVICE,
+            id="content-service",
+            requires=(PluginType.METADATA, PluginType.EVENT),
+            init=_init_content_service,
+        ),
+        Registration(
+            type=PluginType.GRPC,
+            id="content",
+            requires=(PluginType.SERVICE,),
+            init=_init_grpc,
+        ),
+    ]

@@ -1,0 +1,315 @@
+"""The Content gRPC service (``containerd.services.content.v1.Content``).
+
+A thin translator over a content ``Store`` (in the daemon: the metadata
+package's namespaced store wrapped by ``EventStore``). The namespace of each
+call comes from the ``containerd-namespace`` header and is made current with
+``pycontainerd.core.namespaces.with_namespace``; the store decides whether it
+needs one (``namespace is required: failed precondition``).
+
+Errors are upstream's: errdefs kinds raised by the store go through
+``aborting_on_error`` (message ending in the sentinel); the checks upstream
+makes with a literal gRPC status (``"<d>" failed validation``,
+``first message must have a reference``, ``write @N must occur at current
+offset M``, ``read past object length N bytes``) are answered the same way,
+without a sentinel.
+
+Memory stays bounded: Read sends at most 1 MiB per message and Write appends
+each message's data as it arrives.
+
+This module is an edge: it may import grpc and the generated code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any, Final
+
+import grpc
+from google.protobuf import empty_pb2, timestamp_pb2
+
+from pycontainerd.api.errgrpc import aborting_on_error
+from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
+from pycontainerd.core import digests, namespaces
+from pycontainerd.core.content import Info, Status
+from pycontainerd.core.errdefs import AlreadyExistsError, ContainerdError
+from pycontainerd.core.types import UNSET_TIME
+from pycontainerd.events.service import namespace_of
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from datetime import datetime
+
+    from pycontainerd.core.content import Store, Writer
+
+log = logging.getLogger(__name__)
+
+#: Infos per List message (upstream's batch size).
+LIST_BATCH: Final = 100
+#: Largest data chunk of one Read message.
+READ_CHUNK: Final = 1 << 20
+
+_Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+def _ts(when: datetime) -> timestamp_pb2.Timestamp | None:
+    if when == UNSET_TIME:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(when)
+    return ts
+
+
+def info_to_proto(info: Info, *, with_updated: bool = True) -> content_pb2.Info:
+    """Domain -> wire (``infoToGRPC``); List leaves ``updated_at`` out, as upstream."""
+    return content_pb2.Info(
+        digest=info.digest,
+        size=info.size,
+        created_at=_ts(info.created_at),
+        updated_at=_ts(info.updated_at) if with_updated else None,
+        labels=dict(info.labels),
+    )
+
+
+def info_from_proto(pb: content_pb2.Info) -> Info:
+    """Wire -> domain (``infoFromGRPC``)."""
+    return Info(
+        digest=pb.digest,
+        size=pb.size,
+        created_at=pb.created_at.ToDatetime(tzinfo=UNSET_TIME.tzinfo)
+        if pb.HasField("created_at")
+        else UNSET_TIME,
+        updated_at=pb.updated_at.ToDatetime(tzinfo=UNSET_TIME.tzinfo)
+        if pb.HasField("updated_at")
+        else UNSET_TIME,
+        labels=dict(pb.labels),
+    )
+
+
+def status_to_proto(status: Status) -> content_pb2.Status:
+    """Domain -> wire."""
+    return content_pb2.Status(
+        started_at=_ts(status.started_at),
+        updated_at=_ts(status.updated_at),
+        ref=status.ref,
+        offset=status.offset,
+        total=status.total,
+        expected=status.expected,
+    )
+
+
+def _quote(s: str) -> str:
+    return json.dumps(s, ensure_ascii=False)
+
+
+async def _check_digest(context: _Ctx, dgst: str) -> None:
+    if not digests.is_valid(dgst):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{_quote(dgst)} failed validation")
+
+
+class ContentService(content_pb2_grpc.ContentServicer):
+    """Serves ``containerd.services.content.v1.Content`` from a content ``Store``."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def register(self, server: grpc.aio.Server) -> None:
+        content_pb2_grpc.add_ContentServicer_to_server(self, server)
+
+    async def Info(  # noqa: N802 - names fixed by the proto
+        self, request: content_pb2.InfoRequest, context: _Ctx
+    ) -> content_pb2.InfoResponse:
+        await _check_digest(context, request.digest)
+        async with aborting_on_error(context):
+            with namespaces.with_namespace(namespace_of(context)):
+                info = await self._store.info(request.digest)
+        return content_pb2.InfoResponse(info=info_to_proto(info))
+
+    async def Update(  # noqa: N802
+        self, request: content_pb2.UpdateRequest, context: _Ctx
+    ) -> content_pb2.UpdateResponse:
+        await _check_digest(context, request.info.digest)
+        async with aborting_on_error(context):
+            with namespaces.with_namespace(namespace_of(context)):
+                info = await self._store.update(
+                    info_from_proto(request.info), *request.update_mask.paths
+                )
+        return content_pb2.UpdateResponse(info=info_to_proto(info))
+
+    async def List(  # noqa: N802
+        self, request: content_pb2.ListContentRequest, context: _Ctx
+    ) -> AsyncIterator[content_pb2.ListContentResponse]:
+        async with aborting_on_error(context):
+            with namespaces.with_namespace(namespace_of(context)):
+                batch: list[content_pb2.Info] = []
+                async for info in self._store.walk(*request.filters):
+                    batch.append(info_to_proto(info, with_updated=False))
+                    if len(batch) >= LIST_BATCH:
+                        yield content_pb2.ListContentResponse(info=batch)
+                        batch = []
+                if batch:
+                    yield content_pb2.ListContentResponse(info=batch)
+
+    async def Delete(  # noqa: N802
+        self, request: content_pb2.DeleteContentRequest, context: _Ctx
+    ) -> empty_pb2.Empty:
+        await _check_digest(context, request.digest)
+        async with aborting_on_error(context):
+            with namespaces.with_namespace(namespace_of(context)):
+                await self._store.delete(request.digest)
+        return empty_pb2.Empty()
+
+    async def Read(  # noqa: N802
+        self, request: content_pb2.ReadContentRequest, context: _Ctx
+    ) -> AsyncIterator[content_pb2.ReadContentResponse]:
+        await _check_digest(context, request.digest)
+        async with aborting_on_error(context):
+            with namespaces.with_namespace(namespace_of(context)):
+                info = await self._store.info(request.digest)
+                reader = await self._store.reader_at(request.digest)
+        try:
+            offset = max(request.offset, 0)
+            if offset > info.size:
+                await context.abort(
+                    grpc.StatusCode.OUT_OF_RANGE, f"read past object length {info.size} bytes"
+                )
+            size = request.size
+            if size <= 0 or offset + size > info.size:
+                size = info.size - offset
+            end = offset + size
+            async with aborting_on_error(context):
+                while offset < end:
+                    data = await reader.read_at(offset, min(READ_CHUNK, end - offset))
+                    if not data:
+                        break
+                    yield content_pb2.ReadContentResponse(offset=offset, data=data)
+                    offset += len(data)
+        finally:
+            await reader.close()
+
+    async def Status(  # noqa: N802
+        self, request: content_pb2.StatusRequest, context: _Ctx
+    ) -> content_pb2.StatusResponse:
+        async with aborting_on_error(context):
+            with namespaces.with_namespace(namespace_of(context)):
+                try:
+                    status = await self._store.status(request.ref)
+                except ContainerdError as exc:
+                    msg = f"could not get status for ref {_quote(request.ref)}: {exc.message}"
+                    raise type(exc)(msg) from exc
+        return content_pb2.StatusResponse(status=status_to_proto(status))
+
+    async def ListStatuses(  # noqa: N802
+        self, request: content_pb2.ListStatusesRequest, context: _Ctx
+    ) -> content_pb2.ListStatusesResponse:
+        async with aborting_on_error(context):
+            with namespaces.with_namespace(namespace_of(context)):
+                statuses = await self._store.list_statuses(*request.filters)
+        return content_pb2.ListStatusesResponse(statuses=[status_to_proto(s) for s in statuses])
+
+    async def Abort(  # noqa: N802
+        self, request: content_pb2.AbortRequest, context: _Ctx
+    ) -> empty_pb2.Empty:
+        async with aborting_on_error(context):
+            with namespaces.with_namespace(namespace_of(context)):
+                await self._store.abort(request.ref)
+        return empty_pb2.Empty()
+
+    async def Write(  # noqa: N802
+        self,
+        request_iterator: AsyncIterator[content_pb2.WriteContentRequest],
+        context: _Ctx,
+    ) -> AsyncIterator[content_pb2.WriteContentResponse]:
+        """The STAT/WRITE/COMMIT protocol over one locked ingest.
+
+        The first message names the ref; the writer is opened (and locked)
+        with its total and expected digest. Each message is answered with the
+        ingest's state after it. COMMIT validates and ends the stream. If the
+        client goes away, the writer is closed and the ingest stays resumable.
+        """
+        first = await anext(aiter(request_iterator), None)
+        if first is None:
+            return
+        if not first.ref:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "first message must have a reference"
+            )
+        ref, total, expected = first.ref, first.total, first.expected
+        with namespaces.with_namespace(namespace_of(context)):
+            async with aborting_on_error(context):
+                writer = await self._store.writer(ref, total=total, expected=expected)
+            try:
+                req: content_pb2.WriteContentRequest | None = first
+                while req is not None:
+                    resp, committed = await self._write_step(context, writer, req, total, expected)
+                    yield resp
+                    if committed:
+                        return
+                    req = await anext(request_iterator, None)
+                    if req is None:
+                        return
+                    if req.total > 0:
+                        total = req.total  # the latest non-zero total wins
+                    if req.expected:
+                        await self._check_late_expected(context, writer, ref, req.expected)
+                        expected = req.expected
+            finally:
+                await writer.close()
+
+    async def _check_late_expected(
+        self, context: _Ctx, writer: Writer, ref: str, expected: str
+    ) -> None:
+        """An expected digest that arrives late and is already present ends the ingest."""
+        async with aborting_on_error(context):
+            try:
+                await self._store.info(expected)
+            except ContainerdError:
+                return
+            await writer.close()
+            await self._store.abort(ref)
+            msg = f"blob with expected digest {expected} exists"
+            raise AlreadyExistsError(msg)
+
+    async def _write_step(
+        self,
+        context: _Ctx,
+        writer: Writer,
+        req: content_pb2.WriteContentRequest,
+        total: int,
+        expected: str,
+    ) -> tuple[content_pb2.WriteContentResponse, bool]:
+        async with aborting_on_error(context):
+            status = await writer.status()
+        offset = status.offset
+        if req.action in (content_pb2.WRITE, content_pb2.COMMIT):
+            if req.offset > 0 and req.offset != offset:
+                await context.abort(
+                    grpc.StatusCode.OUT_OF_RANGE,
+                    f"write @{req.offset} must occur at current offset {offset}",
+                )
+            if req.offset == 0 and offset > 0:
+                async with aborting_on_error(context):
+                    await writer.truncate(0)
+                offset = 0
+        if req.data:
+            async with aborting_on_error(context):
+                n = await writer.write(req.data)
+            if n != len(req.data):
+                await context.abort(
+                    grpc.StatusCode.DATA_LOSS, f"wrote {n} of {len(req.data)} bytes"
+                )
+            offset += n
+        committed = False
+        if req.action == content_pb2.COMMIT:
+            async with aborting_on_error(context):
+                await writer.commit(total, expected, labels=dict(req.labels) or None)
+            committed = True
+        resp = content_pb2.WriteContentResponse(
+            action=req.action,
+            started_at=_ts(status.started_at),
+            updated_at=_ts(status.updated_at),
+            offset=offset,
+            total=total,
+            digest=writer.digest(),
+        )
+        return resp, committed
