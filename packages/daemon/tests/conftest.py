@@ -2,18 +2,19 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from pycontainerd.daemon.testing import Daemon, daemon_env
+from pycontainerd.daemon.testing import Daemon, MakeDaemon, daemon_env
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 TESTS_DIR = Path(__file__).resolve().parent
 # The daemon subprocesses import the test plugin module from this directory.
 TEST_MODULES = ("pycontainerd.daemon.plugin", "pcd_daemon_testplugins")
-
-MakeDaemon = Callable[..., Daemon]
 
 
 TEST_REVISION = "0123456789abcdef"

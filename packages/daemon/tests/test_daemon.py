@@ -9,7 +9,7 @@ import signal
 import socket
 import stat
 import subprocess
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -17,6 +17,8 @@ from pycontainerd.daemon.testing import CTR, containerd_cmd, require_binary, wai
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from pycontainerd.daemon.testing import MakeDaemon
 
 pytestmark = pytest.mark.system
 
@@ -27,7 +29,7 @@ def plugin_rows(out: str) -> list[tuple[str, str, str, str]]:
     return [(r[0], r[1], r[2], r[3]) for r in lines[1:]]
 
 
-def test_version_uuid_survives_restart(make_daemon: Any) -> None:
+def test_version_uuid_survives_restart(make_daemon: MakeDaemon) -> None:
     require_binary(CTR)
     d = make_daemon().start()
     out = d.ctr("version").stdout
@@ -49,7 +51,7 @@ def test_version_uuid_survives_restart(make_daemon: Any) -> None:
     assert again.group(1) == uuid.group(1)
 
 
-def test_plugins_ls_status_order_and_details(make_daemon: Any) -> None:
+def test_plugins_ls_status_order_and_details(make_daemon: MakeDaemon) -> None:
     d = make_daemon().start()
     rows = plugin_rows(d.ctr("plugins", "ls").stdout)
     ids = [r[1] for r in rows]
@@ -85,7 +87,7 @@ def test_plugins_ls_status_order_and_details(make_daemon: Any) -> None:
     )
 
 
-def test_plugin_filters_union_intersection_and_errors(make_daemon: Any) -> None:
+def test_plugin_filters_union_intersection_and_errors(make_daemon: MakeDaemon) -> None:
     d = make_daemon().start()
     union = plugin_rows(d.ctr("plugins", "ls", "type~=snapshot", "id==content").stdout)
     assert sorted((r[0], r[1]) for r in union) == [
@@ -106,7 +108,7 @@ def test_plugin_filters_union_intersection_and_errors(make_daemon: Any) -> None:
     assert ">|=|<" in bad.stderr  # the offending position is marked
 
 
-def test_required_plugin_failure_stops_startup(make_daemon: Any) -> None:
+def test_required_plugin_failure_stops_startup(make_daemon: MakeDaemon) -> None:
     config = 'version = 2\nrequired_plugins = ["io.containerd.internal.v1.broken"]\n'
     d = make_daemon(config=config).start(wait=False)
     assert d.proc is not None
@@ -124,7 +126,7 @@ def test_required_plugin_failure_stops_startup(make_daemon: Any) -> None:
     assert "containerd: required plugin [io.containerd.nope.v1.x] not included" in d2.log()
 
 
-def test_disabled_plugin_is_not_listed(make_daemon: Any) -> None:
+def test_disabled_plugin_is_not_listed(make_daemon: MakeDaemon) -> None:
     config = 'version = 2\ndisabled_plugins = ["io.containerd.internal.v1.broken"]\n'
     d = make_daemon(config=config).start()
     ids = [r[1] for r in plugin_rows(d.ctr("plugins", "ls").stdout)]
@@ -132,7 +134,7 @@ def test_disabled_plugin_is_not_listed(make_daemon: Any) -> None:
     assert "opt" in ids
 
 
-def test_sigterm_removes_sockets_and_exits_zero(make_daemon: Any) -> None:
+def test_sigterm_removes_sockets_and_exits_zero(make_daemon: MakeDaemon) -> None:
     d = make_daemon().start()
     mode = os.stat(d.address).st_mode
     assert stat.S_ISSOCK(mode)
@@ -148,7 +150,7 @@ def test_sigterm_removes_sockets_and_exits_zero(make_daemon: Any) -> None:
     assert not os.path.exists(d2.address)
 
 
-def test_sigusr1_writes_stacks_file(make_daemon: Any, short_dir: Path) -> None:
+def test_sigusr1_writes_stacks_file(make_daemon: MakeDaemon, short_dir: Path) -> None:
     tmpdir = short_dir / "tmp"
     tmpdir.mkdir()
     d = make_daemon(env={"TMPDIR": str(tmpdir)}).start()
@@ -165,7 +167,7 @@ def test_sigusr1_writes_stacks_file(make_daemon: Any, short_dir: Path) -> None:
     assert d.stop() == 0
 
 
-def test_json_log_format_and_level(make_daemon: Any) -> None:
+def test_json_log_format_and_level(make_daemon: MakeDaemon) -> None:
     d = make_daemon(config='version = 2\n[debug]\nformat = "json"\nlevel = "debug"\n').start()
     d.ctr("version")
     assert d.stop() == 0
@@ -180,7 +182,7 @@ def test_json_log_format_and_level(make_daemon: Any) -> None:
     assert any(o["level"] == "debug" for o in lines)
 
 
-def test_text_log_lines_parse(make_daemon: Any) -> None:
+def test_text_log_lines_parse(make_daemon: MakeDaemon) -> None:
     d = make_daemon().start()
     assert d.stop() == 0
     pattern = re.compile(
@@ -196,70 +198,34 @@ def test_text_log_lines_parse(make_daemon: Any) -> None:
     assert serving[-1].endswith(f"address={d.address}")
 
 
+def fails_with(env: dict[str, str], *args: str) -> str:
+    res = subprocess.run(
+        containerd_cmd(*args), capture_output=True, text=True, env=env, timeout=30, check=False
+    )
+    assert res.returncode == 1, res.stderr
+    return res.stderr.strip()
+
+
 def test_bad_start_arguments(short_dir: Path, env: dict[str, str]) -> None:
-    same = subprocess.run(
-        containerd_cmd(
-            "--root",
-            str(short_dir / "x"),
-            "--state",
-            str(short_dir / "x"),
-            "-a",
-            str(short_dir / "s.sock"),
-        ),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=30,
-        check=False,
+    root, state, sock = str(short_dir / "r"), str(short_dir / "s"), str(short_dir / "s.sock")
+    assert (
+        fails_with(env, "--root", root, "--state", root, "-a", sock)
+        == "containerd: root and state must be different paths"
     )
-    assert same.returncode == 1
-    assert same.stderr.strip() == "containerd: root and state must be different paths"
-
-    level = subprocess.run(
-        containerd_cmd(
-            "-l",
-            "foo",
-            "--root",
-            str(short_dir / "r"),
-            "--state",
-            str(short_dir / "s"),
-            "-a",
-            str(short_dir / "s.sock"),
-        ),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=30,
-        check=False,
+    assert (
+        fails_with(env, "-l", "foo", "--root", root, "--state", state, "-a", sock)
+        == 'containerd: not a valid logrus Level: "foo"'
     )
-    assert level.returncode == 1
-    assert level.stderr.strip() == 'containerd: not a valid logrus Level: "foo"'
-
     long_sock = str(short_dir / ("x" * 120) / "c.sock")
-    too_long = subprocess.run(
-        containerd_cmd(
-            "--root", str(short_dir / "r"), "--state", str(short_dir / "s"), "-a", long_sock
-        ),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=30,
-        check=False,
+    assert "too long (> 107 bytes)" in fails_with(
+        env, "--root", root, "--state", state, "-a", long_sock
     )
-    assert too_long.returncode == 1
-    assert "too long (> 107 bytes)" in too_long.stderr
-
-    missing = subprocess.run(
-        containerd_cmd("--config", str(short_dir / "nope.toml")),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=30,
-        check=False,
-    )
-    assert missing.returncode == 1
-    assert missing.stderr.startswith("containerd: ")
-    assert "nope.toml" in missing.stderr
+    missing = fails_with(env, "--config", str(short_dir / "nope.toml"))
+    assert missing.startswith("containerd: ")
+    assert "nope.toml" in missing
+    bad_format = short_dir / "fmt.toml"
+    bad_format.write_text('version = 2\n[debug]\nformat = "xml"\n')
+    assert "xml" in fails_with(env, "--config", str(bad_format), "--root", root, "--state", state)
 
 
 def test_version_flag(env: dict[str, str]) -> None:
@@ -293,7 +259,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_debug_and_metrics_endpoints(make_daemon: Any) -> None:
+def test_debug_and_metrics_endpoints(make_daemon: MakeDaemon) -> None:
     port = free_port()
     d = make_daemon(name="m")
     debug_sock = str(d.base / "debug.sock")
@@ -308,6 +274,7 @@ def test_debug_and_metrics_endpoints(make_daemon: Any) -> None:
     assert status == 200
     data = json.loads(body)
     assert data["cmdline"]
+    assert d.proc is not None
     assert data["process"]["pid"] == d.proc.pid
     status, body = http_get(debug_sock, "/debug/pprof/goroutine?debug=2")
     assert status == 200
@@ -334,7 +301,7 @@ def test_debug_and_metrics_endpoints(make_daemon: Any) -> None:
     assert not os.path.exists(debug_sock)
 
 
-async def test_health_check(make_daemon: Any) -> None:
+async def test_health_check(make_daemon: MakeDaemon) -> None:
     import grpc.aio
     from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
@@ -19,6 +19,8 @@ from pycontainerd.daemon.version import version
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from pycontainerd.daemon.testing import MakeDaemon
 
 pytestmark = pytest.mark.system
 
@@ -87,7 +89,9 @@ async def call_version(port: int, ca: bytes, key: bytes | None, cert: bytes | No
     return str(resp.version)
 
 
-async def test_tcp_tls_requires_client_cert_from_ca(make_daemon: Any, tmp_path: Path) -> None:
+async def test_tcp_tls_requires_client_cert_from_ca(
+    make_daemon: MakeDaemon, tmp_path: Path
+) -> None:
     ca = Issuer("test ca")
     other = Issuer("someone else")
     server_key, server_cert = ca.issue("localhost", server=True)

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import IO, TYPE_CHECKING, Final
+from typing import IO, TYPE_CHECKING, Final, TypeAlias
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -166,3 +166,7 @@ class Daemon:
             with contextlib.suppress(OSError):
                 self._log_file.close()
             self._log_file = None
+
+
+MakeDaemon: TypeAlias = "Callable[..., Daemon]"
+"""The type of a fixture that makes :class:`Daemon` objects."""
