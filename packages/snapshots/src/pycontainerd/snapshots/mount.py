@@ -1,0 +1,421 @@
+"""Mounting snapshot mounts with ``mount(2)``/``umount2(2)`` (containerd's ``mount`` package).
+
+A snapshotter describes a filesystem as a list of :class:`~pycontainerd.core.types.Mount`
+values (``type``, ``source``, ``options`` in ``mount(8)`` syntax). This module
+turns the options into mount flags plus a data string and calls the system
+calls directly through ``ctypes``; nothing is shelled out.
+
+Long overlay option strings are a real limit: the kernel copies at most one
+page of mount data. A 128-layer chain of ``<root>/snapshots/<id>/fs``
+lowerdirs does not fit, so :func:`mount` shortens them before the call. It
+opens the directory the layers have in common once (``O_PATH``) and names each
+layer relative to ``/proc/self/fd/<n>``, which the kernel resolves at mount
+time. Unlike containerd's trick (``chdir`` in a forked child), this is safe in
+a threaded process.
+
+Temporary mounts (for applying or diffing layers) live under a directory the
+daemon sets with :func:`set_temp_location` (``<root>/tmpmounts``); anything
+left there by a crash is unmounted and removed by :func:`clean_temp_mounts`.
+
+Importing this module must not import grpc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import posixpath
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from pycontainerd.core.errdefs import InvalidArgumentError, UnavailableError
+from pycontainerd.core.types import Mount
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+
+__all__ = [
+    "MountOptions",
+    "clean_temp_mounts",
+    "mount",
+    "mount_all",
+    "parse_options",
+    "read_only",
+    "set_temp_location",
+    "temp_location",
+    "unmount",
+    "unmount_all",
+    "with_temp_mounts",
+]
+
+log = logging.getLogger(__name__)
+
+MS_RDONLY: Final = 0x1
+MS_NOSUID: Final = 0x2
+MS_NODEV: Final = 0x4
+MS_NOEXEC: Final = 0x8
+MS_SYNCHRONOUS: Final = 0x10
+MS_REMOUNT: Final = 0x20
+MS_MANDLOCK: Final = 0x40
+MS_DIRSYNC: Final = 0x80
+MS_NOATIME: Final = 0x400
+MS_NODIRATIME: Final = 0x800
+MS_BIND: Final = 0x1000
+MS_REC: Final = 0x4000
+MS_UNBINDABLE: Final = 0x20000
+MS_PRIVATE: Final = 0x40000
+MS_SLAVE: Final = 0x80000
+MS_SHARED: Final = 0x100000
+MS_RELATIME: Final = 0x200000
+MS_STRICTATIME: Final = 0x1000000
+
+MNT_DETACH: Final = 0x2
+UMOUNT_NOFOLLOW: Final = 0x8
+
+#: The kernel copies at most one page of mount data.
+PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
+
+# option -> (clear?, flag)
+_FLAGS: Final[dict[str, tuple[bool, int]]] = {
+    "async": (True, MS_SYNCHRONOUS),
+    "atime": (True, MS_NOATIME),
+    "bind": (False, MS_BIND),
+    "defaults": (False, 0),
+    "dev": (True, MS_NODEV),
+    "diratime": (True, MS_NODIRATIME),
+    "dirsync": (False, MS_DIRSYNC),
+    "exec": (True, MS_NOEXEC),
+    "mand": (False, MS_MANDLOCK),
+    "noatime": (False, MS_NOATIME),
+    "nodev": (False, MS_NODEV),
+    "nodiratime": (False, MS_NODIRATIME),
+    "noexec": (False, MS_NOEXEC),
+    "nomand": (True, MS_MANDLOCK),
+    "norelatime": (True, MS_RELATIME),
+    "nostrictatime": (True, MS_STRICTATIME),
+    "nosuid": (False, MS_NOSUID),
+    "rbind": (False, MS_BIND | MS_REC),
+    "relatime": (False, MS_RELATIME),
+    "remount": (False, MS_REMOUNT),
+    "ro": (False, MS_RDONLY),
+    "rw": (True, MS_RDONLY),
+    "strictatime": (False, MS_STRICTATIME),
+    "suid": (True, MS_NOSUID),
+    "sync": (False, MS_SYNCHRONOUS),
+}
+
+_PROPAGATION: Final[dict[str, int]] = {
+    "private": MS_PRIVATE,
+    "rprivate": MS_PRIVATE | MS_REC,
+    "shared": MS_SHARED,
+    "rshared": MS_SHARED | MS_REC,
+    "slave": MS_SLAVE,
+    "rslave": MS_SLAVE | MS_REC,
+    "unbindable": MS_UNBINDABLE,
+    "runbindable": MS_UNBINDABLE | MS_REC,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MountOptions:
+    """Options of a :class:`Mount` split the way ``mount(2)`` wants them.
+
+    Attributes:
+        flags: ``MS_*`` flags for the mount itself.
+        propagation: ``MS_SHARED``/``MS_PRIVATE``/... applied in a second call.
+        data: the filesystem-specific rest, comma-joined.
+    """
+
+    flags: int
+    propagation: int
+    data: str
+
+
+def parse_options(options: Iterable[str]) -> MountOptions:
+    """Split ``mount(8)`` options into flags, propagation flags and data."""
+    flags = 0
+    propagation = 0
+    data: list[str] = []
+    for option in options:
+        known = _FLAGS.get(option)
+        if known is not None:
+            clear, flag = known
+            flags = flags & ~flag if clear else flags | flag
+        elif option in _PROPAGATION:
+            propagation = _PROPAGATION[option]
+        else:
+            data.append(option)
+    return MountOptions(flags=flags, propagation=propagation, data=",".join(data))
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def _lib() -> ctypes.CDLL:
+    global _libc  # noqa: PLW0603 - loaded once, on first use
+    if _libc is None:
+        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        lib.mount.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_ulong,
+            ctypes.c_char_p,
+        ]
+        lib.mount.restype = ctypes.c_int
+        lib.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        lib.umount2.restype = ctypes.c_int
+        _libc = lib
+    return _libc
+
+
+def _sys_mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
+    rc = _lib().mount(
+        os.fsencode(source),
+        os.fsencode(target),
+        os.fsencode(fstype) if fstype else None,
+        flags,
+        os.fsencode(data) if data else None,
+    )
+    if rc != 0:
+        err = ctypes.get_errno()
+        msg = f"mount {source!r} on {target!r} (type {fstype!r}, data {data[:200]!r})"
+        raise OSError(err, f"{os.strerror(err)}: {msg}")
+
+
+def _common_dir(paths: Sequence[str]) -> str:
+    common = posixpath.commonpath(paths) if paths else "/"
+    # A layer must stay a sub-path of the common directory, never the directory itself.
+    if common in paths:
+        common = posixpath.dirname(common)
+    return common
+
+
+@contextlib.contextmanager
+def _compact_overlay(data: str) -> Iterator[str]:
+    """Shorten ``lowerdir=`` paths in ``data`` through ``/proc/self/fd`` when too long."""
+    if len(data) < PAGE_SIZE:
+        yield data
+        return
+    options = data.split(",")
+    index = next((i for i, o in enumerate(options) if o.startswith("lowerdir=")), -1)
+    if index < 0:
+        yield data
+        return
+    lowers = options[index].removeprefix("lowerdir=").split(":")
+    common = _common_dir(lowers)
+    fd = os.open(common, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        prefix = f"/proc/self/fd/{fd}/"
+        short = [prefix + posixpath.relpath(p, common) for p in lowers]
+        options[index] = "lowerdir=" + ":".join(short)
+        compacted = ",".join(options)
+        if len(compacted) >= PAGE_SIZE:
+            msg = f"overlay mount options too long ({len(compacted)} bytes) even when compacted"
+            raise InvalidArgumentError(msg)
+        yield compacted
+    finally:
+        os.close(fd)
+
+
+def mount(m: Mount, target: str | os.PathLike[str]) -> None:
+    """Mount ``m`` on ``target`` (blocking; call it off the event loop).
+
+    A read-only bind mount is made in two steps (bind, then remount read-only),
+    as the kernel ignores ``MS_RDONLY`` on the first bind call.
+
+    Raises:
+        OSError: the system call failed.
+        InvalidArgumentError: overlay options cannot fit the kernel's limit.
+    """
+    target = os.fspath(target)
+    if m.target:
+        target = posixpath.join(target, m.target.lstrip("/"))
+    opts = parse_options(m.options)
+    fstype = m.type
+    flags = opts.flags
+    if fstype in {"bind", "rbind"}:
+        flags |= MS_BIND | (MS_REC if fstype == "rbind" else 0)
+        fstype = "none"
+    with _compact_overlay(opts.data) as data:
+        _sys_mount(m.source, target, fstype, flags, data)
+    if flags & MS_BIND and flags & MS_RDONLY:
+        remount = MS_REMOUNT | MS_BIND | MS_RDONLY | (flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC))
+        try:
+            _sys_mount("", target, "", remount, "")
+        except OSError:
+            _umount(target, MNT_DETACH)
+            raise
+    if opts.propagation:
+        _sys_mount("", target, "", opts.propagation, "")
+
+
+def mount_all(mounts: Iterable[Mount], target: str | os.PathLike[str]) -> None:
+    """Mount each of ``mounts`` on ``target`` in order; undo them all if one fails."""
+    done = 0
+    try:
+        for m in mounts:
+            mount(m, target)
+            done += 1
+    except BaseException:
+        for _ in range(done):
+            with contextlib.suppress(OSError):
+                _umount(os.fspath(target), MNT_DETACH)
+        raise
+
+
+def _umount(target: str, flags: int) -> None:
+    if _lib().umount2(os.fsencode(target), flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{os.strerror(err)}: unmount {target!r}")
+
+
+def unmount(target: str | os.PathLike[str], flags: int = 0, *, retries: int = 50) -> None:
+    """Unmount ``target``, retrying a little while it is busy.
+
+    Raises:
+        UnavailableError: still busy after the retries.
+        OSError: any other failure (``EINVAL`` when nothing is mounted there).
+    """
+    path = os.fspath(target)
+    for attempt in range(retries):
+        try:
+            _umount(path, flags | UMOUNT_NOFOLLOW)
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise
+            if attempt == retries - 1:
+                msg = f"unmount {path!r}: device or resource busy"
+                raise UnavailableError(msg) from exc
+            time.sleep(0.05)
+        else:
+            return
+
+
+def unmount_all(target: str | os.PathLike[str], flags: int = 0) -> None:
+    """Unmount every mount stacked on ``target``; nothing mounted is fine."""
+    for _ in range(1024):
+        try:
+            unmount(target, flags)
+        except OSError as exc:
+            if exc.errno in {errno.EINVAL, errno.ENOENT}:
+                return
+            raise
+    msg = f"too many mounts stacked on {os.fspath(target)!r}"
+    raise UnavailableError(msg)
+
+
+def read_only(mounts: Iterable[Mount]) -> list[Mount]:
+    """The same mounts, read-only (containerd's ``mount.ReadOnly`` for diffing).
+
+    An overlay with an upper directory becomes a lower-only overlay (the upper
+    directory becomes the top lower), bind mounts gain ``ro``.
+    """
+    out: list[Mount] = []
+    for m in mounts:
+        if m.type == "overlay":
+            upper = ""
+            lowers = ""
+            rest: list[str] = []
+            for option in m.options:
+                if option.startswith("upperdir="):
+                    upper = option.removeprefix("upperdir=")
+                elif option.startswith("lowerdir="):
+                    lowers = option.removeprefix("lowerdir=")
+                elif option.startswith("workdir=") or option == "rw":
+                    continue
+                else:
+                    rest.append(option)
+            if upper:
+                lowers = f"{upper}:{lowers}" if lowers else upper
+            out.append(
+                Mount(
+                    type="overlay",
+                    source=m.source,
+                    target=m.target,
+                    options=(*rest, f"lowerdir={lowers}"),
+                )
+            )
+        else:
+            options = tuple(o for o in m.options if o != "rw")
+            if "ro" not in options:
+                options = (*options, "ro")
+            out.append(Mount(type=m.type, source=m.source, target=m.target, options=options))
+    return out
+
+
+_temp_location: Path | None = None
+
+
+def set_temp_location(location: str | os.PathLike[str]) -> None:
+    """Make ``location`` (``<root>/tmpmounts``) the home of temporary mounts."""
+    global _temp_location  # noqa: PLW0603 - process-wide, set by the daemon at start
+    _temp_location = Path(location)
+
+
+def temp_location() -> Path:
+    """Where temporary mounts go (the system temporary directory by default)."""
+    return _temp_location if _temp_location is not None else Path(tempfile.gettempdir())
+
+
+def clean_temp_mounts(location: str | os.PathLike[str]) -> list[str]:
+    """Unmount and remove whatever a previous run left under ``location``.
+
+    Returns:
+        The directories that were cleaned.
+    """
+    root = Path(location)
+    root.mkdir(parents=True, exist_ok=True)
+    cleaned: list[str] = []
+    for entry in sorted(root.iterdir()):
+        try:
+            unmount_all(entry, MNT_DETACH)
+            entry.rmdir()
+        except OSError as exc:
+            log.warning("cannot clean temporary mount %s: %s", entry, exc)
+            continue
+        cleaned.append(str(entry))
+    return cleaned
+
+
+@contextlib.asynccontextmanager
+async def with_temp_mounts(
+    mounts: Sequence[Mount], *, location: str | os.PathLike[str] | None = None
+) -> AsyncIterator[Path]:
+    """Mount ``mounts`` on a fresh directory for the ``async with`` block.
+
+    Yields:
+        The directory the mounts are stacked on. It is unmounted and removed on
+        exit, also when the block raises.
+    """
+    base = Path(location) if location is not None else temp_location()
+    base.mkdir(parents=True, exist_ok=True)
+    target = Path(tempfile.mkdtemp(prefix="containerd-mount", dir=base))
+    try:
+        await asyncio.to_thread(mount_all, mounts, target)
+    except BaseException:
+        await asyncio.to_thread(target.rmdir)
+        raise
+    try:
+        yield target
+    finally:
+        await asyncio.to_thread(_release, target, len(mounts))
+
+
+def _release(target: Path, count: int) -> None:
+    for _ in range(count):
+        try:
+            unmount(target)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                break
+            raise
+    target.rmdir()
