@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+
 from pycontainerd.core.plugin import (
     InitContext,
     PluginType,
@@ -33,6 +36,8 @@ async def _skipper(ic: InitContext) -> _Thing:
 
 
 async def _broken(ic: InitContext) -> _Thing:
+    if os.environ.get("PCD_TEST_HANG"):  # a hung init, for the SIGTERM-during-start test
+        await asyncio.Event().wait()
     raise RuntimeError("broken on purpose")
 
 

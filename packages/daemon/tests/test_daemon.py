@@ -150,6 +150,16 @@ def test_sigterm_removes_sockets_and_exits_zero(make_daemon: MakeDaemon) -> None
     assert not os.path.exists(d2.address)
 
 
+def test_sigterm_during_hung_plugin_init(make_daemon: MakeDaemon) -> None:
+    d = make_daemon(env={"PCD_TEST_HANG": "1"}).start(wait=False)
+    wait_for(lambda: "io.containerd.internal.v1.broken" in d.log(), what="the hung init")
+    assert d.proc is not None
+    assert d.proc.poll() is None
+    assert d.stop(signal.SIGTERM, timeout=10) == 0
+    assert "successfully booted" not in d.log()
+    assert not os.path.exists(d.address)
+
+
 def test_sigusr1_writes_stacks_file(make_daemon: MakeDaemon, short_dir: Path) -> None:
     tmpdir = short_dir / "tmp"
     tmpdir.mkdir()
