@@ -1,0 +1,195 @@
+"""containerd and pycontainerd side by side, driven by the same Go ``ctr``.
+
+Starts each daemon on its own root, state and socket under a tmpfs
+(``/dev/shm`` when present), measures, prints one row per metric with both
+values and the ratio (ours / containerd's). A benchmark, not a test: it never
+fails on a slow number, only on a daemon that does not come up.
+
+    uv run python bench/daemons.py [--runs N] [--calls N]
+
+Metrics (more are added by later subsystems through ``METRICS``):
+
+- ``start_to_version_s``: process spawn until the first ``ctr version`` succeeds
+  (polled with ``ctr`` itself, so both daemons pay the same client cost);
+- ``ctr_version_ms``: median wall time of ``ctr version`` against a booted daemon;
+- ``idle_rss_mib``: resident memory two seconds after boot.
+
+containerd runs with a generated ``version = 2`` config that disables its CRI
+plugin (we have none), so both serve the same kind of API surface.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CTR = "/usr/bin/ctr"
+GO_CONTAINERD = "/usr/bin/containerd"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tmpfs_dir() -> Path:
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    return Path(tempfile.mkdtemp(prefix="pcdbench", dir=base))
+
+
+@dataclass
+class Peer:
+    """One daemon under test."""
+
+    name: str
+    command: Callable[[Path], list[str]]
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    base: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        assert self.base is not None
+        return str(self.base / "c.sock")
+
+    def start(self) -> float:
+        """Start the daemon; return seconds until ``ctr version`` first succeeds."""
+        self.base = tmpfs_dir()
+        log = (self.base / "daemon.log").open("wb")
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(
+            self.command(self.base), stdout=log, stderr=subprocess.STDOUT, env=self.env
+        )
+        deadline = t0 + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {(self.base / 'daemon.log').read_text()}")
+            if self.ctr("version").returncode == 0:
+                return time.monotonic() - t0
+            time.sleep(0.002)
+        raise RuntimeError(f"{self.name} did not answer within 30 s")
+
+    def ctr(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [CTR, "-a", self.address, "--timeout", "2s", *args], capture_output=True, check=False
+        )
+
+    def rss_mib(self) -> float:
+        assert self.proc is not None
+        with open(f"/proc/{self.proc.pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.base is not None:
+            shutil.rmtree(self.base, ignore_errors=True)
+        self.proc = None
+        self.base = None
+
+
+def containerd_peer() -> Peer:
+    def command(base: Path) -> list[str]:
+        config = base / "config.toml"
+        config.write_text('version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n')
+        return [
+            GO_CONTAINERD, "--config", str(config), "--root", str(base / "root"),
+            "--state", str(base / "state"), "--address", str(base / "c.sock"),
+        ]  # fmt: skip
+
+    return Peer("containerd", command)
+
+
+def pycontainerd_peer() -> Peer:
+    def command(base: Path) -> list[str]:
+        return [
+            sys.executable, "-m", "pycontainerd.daemon", "--root", str(base / "root"),
+            "--state", str(base / "state"), "--address", str(base / "c.sock"),
+        ]  # fmt: skip
+
+    return Peer("pycontainerd", command)
+
+
+@contextlib.contextmanager
+def running(peer: Peer) -> Iterator[float]:
+    try:
+        yield peer.start()
+    finally:
+        peer.stop()
+
+
+Metric = Callable[[Peer, argparse.Namespace], float]
+
+
+def start_to_version_s(peer: Peer, args: argparse.Namespace) -> float:
+    samples = []
+    for _ in range(args.runs):
+        with running(peer) as elapsed:
+            samples.append(elapsed)
+    return statistics.median(samples)
+
+
+def ctr_version_ms(peer: Peer, args: argparse.Namespace) -> float:
+    with running(peer):
+        for _ in range(3):
+            peer.ctr("version")
+        samples = []
+        for _ in range(args.calls):
+            t0 = time.perf_counter()
+            res = peer.ctr("version")
+            samples.append((time.perf_counter() - t0) * 1000)
+            if res.returncode != 0:
+                raise RuntimeError(res.stderr.decode())
+        return statistics.median(samples)
+
+
+def idle_rss_mib(peer: Peer, args: argparse.Namespace) -> float:
+    with running(peer):
+        time.sleep(2.0)
+        return peer.rss_mib()
+
+
+METRICS: dict[str, Metric] = {
+    "start_to_version_s": start_to_version_s,
+    "ctr_version_ms": ctr_version_ms,
+    "idle_rss_mib": idle_rss_mib,
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--runs", type=int, default=5, help="daemon starts per start metric")
+    parser.add_argument("--calls", type=int, default=20, help="calls per round-trip metric")
+    parser.add_argument("metrics", nargs="*", default=list(METRICS), help="metrics to run")
+    args = parser.parse_args()
+    for binary in (CTR, GO_CONTAINERD):
+        if not os.access(binary, os.X_OK):
+            print(f"bench: {binary} not installed (Debian package containerd)", file=sys.stderr)
+            return 1
+    peers = [containerd_peer(), pycontainerd_peer()]
+    print(f"{'metric':<22}{'containerd':>14}{'pycontainerd':>14}{'ratio':>8}")
+    for name in args.metrics:
+        metric = METRICS[name]
+        theirs, ours = (metric(peer, args) for peer in peers)
+        ratio = ours / theirs if theirs else float("nan")
+        print(f"{name:<22}{theirs:>14.3f}{ours:>14.3f}{ratio:>8.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
