@@ -5,12 +5,15 @@ containerd; our client connects to the shim's socket (the ``address`` file in
 the task bundle) and ``Connect``/``State`` report the task's pid and status.
 (b) Our client forwards an event envelope to containerd's ``<address>.ttrpc``
 socket and the Go ``ctr events`` prints it.
+(c) Our server faces Go's ttrpc client: a Go shim started directly forwards
+its task events to our Events service while our client drives its task.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -19,13 +22,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from google.protobuf import empty_pb2, timestamp_pb2
 
 from pycontainerd.api import typeurl
-from pycontainerd.api.ttrpc import Client, ServiceClient, ServiceSpec
+from pycontainerd.api.ttrpc import CallContext, Client, Server, ServiceClient, ServiceSpec
 from pycontainerd.core import errdefs
 
 if TYPE_CHECKING:
@@ -268,3 +271,141 @@ async def test_forwarded_envelope_reaches_ctr_events(containerd: Daemon) -> None
     assert f'"container_id":"{cid}"' in line
     assert '"pid":4242' in line
     assert '"exit_status":7' in line
+
+
+def _bundle(base: Path, args: list[str]) -> Path:
+    """An OCI bundle running ``args`` in the busybox rootfs (spec from ``runc spec``)."""
+    bundle = base / "bundle"
+    bundle.mkdir()
+    _rootfs(bundle)
+    subprocess.run([RUNC, "spec"], cwd=bundle, check=True, capture_output=True)
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["process"]["terminal"] = False
+    spec["process"]["args"] = args
+    spec["root"]["readonly"] = False
+    (bundle / "config.json").write_text(json.dumps(spec))
+    return bundle
+
+
+def _full_task_spec() -> ServiceSpec:
+    from pycontainerd.api.runtime.task.v2 import shim_pb2 as s
+
+    return ServiceSpec(
+        "containerd.task.v2.Task",
+        {
+            "Create": (s.CreateTaskRequest, s.CreateTaskResponse),
+            "Start": (s.StartRequest, s.StartResponse),
+            "Kill": (s.KillRequest, empty_pb2.Empty),
+            "Wait": (s.WaitRequest, s.WaitResponse),
+            "Delete": (s.DeleteRequest, s.DeleteResponse),
+            "Connect": (s.ConnectRequest, s.ConnectResponse),
+            "Shutdown": (s.ShutdownRequest, empty_pb2.Empty),
+        },
+    )
+
+
+class _EventSink:
+    """Our ttrpc Events service: what the Go shim forwards lands here."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str | None, str, Any]] = []
+        self.deleted = asyncio.Event()
+
+    async def Forward(self, ctx: CallContext, req: Any) -> empty_pb2.Empty:  # noqa: N802
+        event = typeurl.unpack(req.envelope.event)
+        self.received.append((ctx.namespace, req.envelope.topic, event))
+        if req.envelope.topic == "/tasks/delete":
+            self.deleted.set()
+        return empty_pb2.Empty()
+
+
+def _cleanup_shim(shim_pid: int, ns: str) -> None:
+    """Undo what a failed run may leave: the shim this test started, runc state."""
+    with contextlib.suppress(OSError):
+        if shim_pid and _argv0(shim_pid).endswith("containerd-shim-runc-v2"):
+            os.kill(shim_pid, 9)
+    subprocess.run(
+        [RUNC, "--root", f"/run/containerd/runc/{ns}", "delete", "-f", "t1"],
+        capture_output=True,
+        check=False,
+    )
+    with contextlib.suppress(OSError):
+        os.rmdir(f"/run/containerd/runc/{ns}")
+
+
+async def test_go_shim_forwards_events_to_our_server() -> None:
+    """The Go shim's ttrpc client talks to our server; our client drives the shim."""
+    from pycontainerd.api.events import task_pb2 as events
+    from pycontainerd.api.runtime.task.v2 import shim_pb2 as s
+    from pycontainerd.api.services.ttrpc.events.v1 import events_pb2
+
+    require(SHIM, RUNC, BUSYBOX)
+    short = Path(tempfile.mkdtemp(dir="/tmp", prefix="gs"))
+    ns = f"pyt{uuid.uuid4().hex[:8]}"
+    bundle = _bundle(short, ["/bin/sleep", "300"])
+    # The shim writes its log into this FIFO; keep a reader open so it can.
+    os.mkfifo(bundle / "log")
+    log_fd = os.open(bundle / "log", os.O_RDONLY | os.O_NONBLOCK)
+    sink = _EventSink()
+    server = Server()
+    server.register_service(
+        ServiceSpec(
+            "containerd.services.events.ttrpc.v1.Events",
+            {"Forward": (events_pb2.ForwardRequest, empty_pb2.Empty)},
+        ),
+        sink,
+    )
+    events_socket = str(short / "ev.sock")
+    await server.listen_unix(events_socket)
+    shim_pid = 0
+    try:
+        start = await asyncio.create_subprocess_exec(
+            SHIM,
+            *("-namespace", ns, "-address", str(short / "none.sock"), "-id", "t1", "start"),
+            cwd=bundle,
+            env={**os.environ, "TTRPC_ADDRESS": events_socket, "NAMESPACE": ns},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await start.communicate()
+        assert start.returncode == 0, err.decode()
+        address = out.decode().strip()
+
+        async with await Client.connect(address, timeout=10) as client:
+            task = ServiceClient(client, _full_task_spec(), namespace=ns)
+            created = await task.call(
+                "Create", s.CreateTaskRequest(id="t1", bundle=str(bundle)), timeout=30
+            )
+            connected = await task.call("Connect", s.ConnectRequest(id="t1"), timeout=10)
+            shim_pid = connected.shim_pid
+            started = await task.call("Start", s.StartRequest(id="t1"), timeout=30)
+            assert started.pid == created.pid == connected.task_pid
+            await task.call("Kill", s.KillRequest(id="t1", signal=9), timeout=10)
+            waited = await task.call("Wait", s.WaitRequest(id="t1"), timeout=30)
+            assert waited.exit_status == 137
+            await task.call("Delete", s.DeleteRequest(id="t1"), timeout=30)
+            async with asyncio.timeout(20):
+                await sink.deleted.wait()
+            with contextlib.suppress(errdefs.UnavailableError):
+                await task.call("Shutdown", s.ShutdownRequest(id="t1"), timeout=10)
+    finally:
+        _cleanup_shim(shim_pid, ns)
+        server.close()
+        await server.wait_closed()
+        os.close(log_fd)
+        shutil.rmtree(short, ignore_errors=True)
+
+    topics = [(namespace, topic) for namespace, topic, _ in sink.received]
+    assert topics == [
+        (ns, "/tasks/create"),
+        (ns, "/tasks/start"),
+        (ns, "/tasks/exit"),
+        (ns, "/tasks/delete"),
+    ]
+    exit_event = sink.received[2][2]
+    assert isinstance(exit_event, events.TaskExit)
+    assert (exit_event.container_id, exit_event.pid, exit_event.exit_status) == (
+        "t1",
+        created.pid,
+        137,
+    )
