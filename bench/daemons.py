@@ -12,7 +12,10 @@ Metrics (more are added by later subsystems through ``METRICS``):
 - ``start_to_version_s``: process spawn until the first ``ctr version`` succeeds
   (polled with ``ctr`` itself, so both daemons pay the same client cost);
 - ``ctr_version_ms``: median wall time of ``ctr version`` against a booted daemon;
-- ``idle_rss_mib``: resident memory two seconds after boot.
+- ``idle_rss_mib``: resident memory two seconds after boot;
+- ``pull_<image>_s``: ``ctr images pull --plain-http`` of each image that
+  ``images.py`` builds and seeds into a local docker-registry (``n/a`` when a
+  daemon cannot do it yet).
 
 containerd runs with a generated ``version = 2`` config that disables its CRI
 plugin (we have none), so both serve the same kind of API surface.
@@ -34,9 +37,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import images  # the sibling module: a script's own directory is on sys.path
+
 CTR = "/usr/bin/ctr"
 GO_CONTAINERD = "/usr/bin/containerd"
-REPO = Path(__file__).resolve().parent.parent
 
 
 def tmpfs_dir() -> Path:
@@ -133,7 +137,7 @@ def running(peer: Peer) -> Iterator[float]:
         peer.stop()
 
 
-Metric = Callable[[Peer, argparse.Namespace], float]
+Metric = Callable[[Peer, argparse.Namespace], "float | None"]
 
 
 def start_to_version_s(peer: Peer, args: argparse.Namespace) -> float:
@@ -164,10 +168,31 @@ def idle_rss_mib(peer: Peer, args: argparse.Namespace) -> float:
         return peer.rss_mib()
 
 
+def pull(which: str) -> Metric:
+    """``ctr images pull --plain-http`` (with unpack) of a seeded image, in seconds."""
+
+    def metric(peer: Peer, args: argparse.Namespace) -> float | None:
+        ref = next((r for r in args.refs if f"/bench/{which}:" in r), None)
+        if ref is None:
+            return None
+        with running(peer):
+            t0 = time.monotonic()
+            res = peer.ctr("images", "pull", "--plain-http", ref)
+            if res.returncode != 0:
+                print(f"  {peer.name}: pull {which} failed: {res.stderr.decode().strip()}")
+                return None
+            return time.monotonic() - t0
+
+    return metric
+
+
 METRICS: dict[str, Metric] = {
     "start_to_version_s": start_to_version_s,
     "ctr_version_ms": ctr_version_ms,
     "idle_rss_mib": idle_rss_mib,
+    "pull_busybox_s": pull("busybox"),
+    "pull_big_s": pull("big"),
+    "pull_multi_s": pull("multi"),
 }
 
 
@@ -182,13 +207,30 @@ def main() -> int:
             print(f"bench: {binary} not installed (Debian package containerd)", file=sys.stderr)
             return 1
     peers = [containerd_peer(), pycontainerd_peer()]
-    print(f"{'metric':<22}{'containerd':>14}{'pycontainerd':>14}{'ratio':>8}")
-    for name in args.metrics:
-        metric = METRICS[name]
-        theirs, ours = (metric(peer, args) for peer in peers)
-        ratio = ours / theirs if theirs else float("nan")
-        print(f"{name:<22}{theirs:>14.3f}{ours:>14.3f}{ratio:>8.2f}")
+    with contextlib.ExitStack() as stack:
+        args.refs = []
+        if any(m.startswith("pull_") for m in args.metrics):
+            if os.access(images.REGISTRY_BIN, os.X_OK):
+                registry = stack.enter_context(images.Registry())
+                args.refs = images.seed(registry)
+            else:
+                print(f"bench: {images.REGISTRY_BIN} missing: pull metrics skipped")
+        print(f"{'metric':<22}{'containerd':>14}{'pycontainerd':>14}{'ratio':>8}")
+        for name in args.metrics:
+            metric = METRICS[name]
+            theirs, ours = (metric(peer, args) for peer in peers)
+            print(f"{name:<22}{_fmt(theirs):>14}{_fmt(ours):>14}{_ratio(ours, theirs):>8}")
     return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _ratio(ours: float | None, theirs: float | None) -> str:
+    if ours is None or not theirs:
+        return "-"
+    return f"{ours / theirs:.2f}"
 
 
 if __name__ == "__main__":
