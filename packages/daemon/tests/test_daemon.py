@@ -126,12 +126,22 @@ def test_required_plugin_failure_stops_startup(make_daemon: MakeDaemon) -> None:
     assert "containerd: required plugin [io.containerd.nope.v1.x] not included" in d2.log()
 
 
-def test_disabled_plugin_is_not_listed(make_daemon: MakeDaemon) -> None:
-    config = 'version = 2\ndisabled_plugins = ["io.containerd.internal.v1.broken"]\n'
+def test_disabled_plugin_oom_score_and_socket_owner(make_daemon: MakeDaemon) -> None:
+    root = os.geteuid() == 0
+    config = (
+        'version = 2\ndisabled_plugins = ["io.containerd.internal.v1.broken"]\n'
+        "oom_score = 123\n" + ("[grpc]\ngid = 1\n" if root else "")
+    )
     d = make_daemon(config=config).start()
     ids = [r[1] for r in plugin_rows(d.ctr("plugins", "ls").stdout)]
     assert "broken" not in ids
     assert "opt" in ids
+    assert d.proc is not None
+    with open(f"/proc/{d.proc.pid}/oom_score_adj") as fh:
+        assert fh.read().strip() == "123"
+    if root:
+        assert os.stat(d.address).st_gid == 1
+        assert os.stat(d.address + ".ttrpc").st_gid == 1  # ttrpc follows grpc's owner
 
 
 def test_sigterm_removes_sockets_and_exits_zero(make_daemon: MakeDaemon) -> None:

@@ -120,6 +120,7 @@ def test_setup_routes_every_logger() -> None:
         assert data["k"] == "v"
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", data["time"])
     finally:
+        logging.captureWarnings(False)
         for h in list(root.handlers):
             if h not in saved[1]:
                 root.removeHandler(h)

@@ -270,6 +270,7 @@ def setup(level: str = "info", fmt: str = "text", stream: IO[str] | None = None)
     handler.setFormatter(formatter)
     root.addHandler(handler)
     root.setLevel(levelno)
+    logging.captureWarnings(True)
 
 
 def level_fields(mapping: Mapping[str, object]) -> dict[str, dict[str, object]]:
