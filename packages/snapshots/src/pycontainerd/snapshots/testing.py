@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import stat
+import tarfile
 import tempfile
 from typing import TYPE_CHECKING
 
@@ -37,9 +39,10 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
     from pathlib import Path
 
+    from pycontainerd.core.content import Store
     from pycontainerd.core.types import Mount
 
-__all__ = ["SnapshotterSuite", "mounted"]
+__all__ = ["SnapshotterSuite", "make_tar", "mounted", "put_blob", "tar_entry"]
 
 
 @contextlib.asynccontextmanager
@@ -92,6 +95,45 @@ def _tree(root: Path) -> dict[str, bytes | str]:
 
 async def _walk(sn: Snapshotter, *filters: str) -> list[Info]:
     return [info async for info in sn.walk(*filters)]
+
+
+async def put_blob(store: Store, data: bytes, ref: str = "test-blob") -> str:
+    """Write ``data`` to ``store`` as a committed blob; return its digest."""
+    writer = await store.writer(ref)
+    await writer.write(data)
+    return await writer.commit(len(data))
+
+
+def make_tar(*entries: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
+    """An uncompressed PAX tar of ``entries`` (from :func:`tar_entry`)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in entries:
+            if data is not None:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                tar.addfile(info)
+    return buf.getvalue()
+
+
+def tar_entry(
+    name: str,
+    kind: bytes = tarfile.REGTYPE,
+    data: bytes | None = None,
+    *,
+    linkname: str = "",
+    mode: int = 0o644,
+) -> tuple[tarfile.TarInfo, bytes | None]:
+    """One tar entry (a regular file unless ``kind`` says otherwise), mtime fixed."""
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = linkname
+    info.mode = mode
+    info.mtime = 1_600_000_000
+    if kind == tarfile.REGTYPE and data is None:
+        data = b""
+    return info, data
 
 
 class SnapshotterSuite:

@@ -1,0 +1,418 @@
+"""The walking differ (``io.containerd.differ.v1.walking``): apply and create layers.
+
+``apply`` reads a layer blob from the content store, decompresses it
+(gzip, zstd or none, recognised by the media type and the stream's magic
+bytes), extracts it into the mounts of an active snapshot with
+:func:`pycontainerd.snapshots.archive.apply_tar`, and returns the
+descriptor of the *uncompressed* stream, whose digest is the layer's diff ID.
+
+``compare`` mounts two snapshots read-only, walks them, and writes the
+difference as a new layer blob (gzip by default) into the content store,
+labelled ``containerd.io/uncompressed=<diff ID>``.
+
+Bytes move between the event loop (content store) and a worker thread
+(filesystem) through a small bounded queue, so a layer is never held in
+memory whole.
+
+Importing this module must not import grpc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import gzip
+import io
+import os
+import queue
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Final, cast
+
+from pycontainerd.core import digests
+from pycontainerd.core.errdefs import (
+    AlreadyExistsError,
+    ContainerdError,
+    InvalidArgumentError,
+    UnimplementedError,
+)
+from pycontainerd.core.types import Descriptor, Mount
+from pycontainerd.snapshots import archive
+from pycontainerd.snapshots.mount import read_only, with_temp_mounts
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from datetime import datetime
+
+    from pycontainerd.core.content import ReaderAt, Store
+
+__all__ = [
+    "MEDIA_TYPE_LAYER",
+    "MEDIA_TYPE_LAYER_GZIP",
+    "MEDIA_TYPE_LAYER_ZSTD",
+    "UNCOMPRESSED_LABEL",
+    "WalkingDiffer",
+    "compression_of",
+]
+
+MEDIA_TYPE_LAYER: Final = "application/vnd.oci.image.layer.v1.tar"
+MEDIA_TYPE_LAYER_GZIP: Final = "application/vnd.oci.image.layer.v1.tar+gzip"
+MEDIA_TYPE_LAYER_ZSTD: Final = "application/vnd.oci.image.layer.v1.tar+zstd"
+UNCOMPRESSED_LABEL: Final = "containerd.io/uncompressed"
+
+_LAYER_BASES: Final = (
+    "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.docker.image.rootfs.diff.tar",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar",
+)
+_CHUNK: Final = 1 << 20
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+_ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
+
+
+def compression_of(media_type: str) -> str:
+    """``""``, ``gzip`` or ``zstd`` for a layer media type.
+
+    Raises:
+        UnimplementedError: not a layer media type this differ can apply.
+    """
+    for base in _LAYER_BASES:
+        if media_type == base:
+            return ""
+        rest = media_type.removeprefix(base)
+        if rest != media_type and rest in {"+gzip", ".gzip"}:
+            return "gzip"
+        if rest != media_type and rest == "+zstd":
+            return "zstd"
+    msg = f"failed to get stream processor for {media_type}: no processor for media-type"
+    raise UnimplementedError(msg)
+
+
+# --- moving bytes between the loop and a worker thread -----------------------------------
+
+
+class _AbandonedError(Exception):
+    """The other side of a pipe went away."""
+
+
+@dataclass
+class _Pipe:
+    """A bounded queue of byte chunks; ``b""`` ends the stream, an exception fails it."""
+
+    q: queue.Queue[bytes | BaseException] = field(default_factory=lambda: queue.Queue(4))
+    abandoned: threading.Event = field(default_factory=threading.Event)
+
+    def put(self, item: bytes | BaseException) -> None:
+        while True:
+            if self.abandoned.is_set():
+                raise _AbandonedError
+            with contextlib.suppress(queue.Full):
+                self.q.put(item, timeout=0.1)
+                return
+
+    def get(self) -> bytes | BaseException:
+        while True:
+            if self.abandoned.is_set():
+                raise _AbandonedError
+            with contextlib.suppress(queue.Empty):
+                return self.q.get(timeout=0.1)
+
+
+class _PipeReader(io.RawIOBase):
+    def __init__(self, pipe: _Pipe) -> None:
+        self._pipe = pipe
+        self._buf = b""
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
+        while not self._buf and not self._eof:
+            item = self._pipe.get()
+            if isinstance(item, BaseException):
+                raise item
+            if not item:
+                self._eof = True
+            self._buf = item
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
+class _PipeWriter(io.RawIOBase):
+    def __init__(self, pipe: _Pipe) -> None:
+        self._pipe = pipe
+        self._buf = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self._buf += b
+        if len(self._buf) >= _CHUNK:
+            self._pipe.put(bytes(self._buf))
+            self._buf.clear()
+        return len(b)
+
+    def finish(self) -> None:
+        if self._buf:
+            self._pipe.put(bytes(self._buf))
+            self._buf.clear()
+        self._pipe.put(b"")
+
+
+class _Hashing(io.RawIOBase):
+    """Pass-through reader or writer that digests and counts what goes through."""
+
+    def __init__(self, inner: IO[bytes] | io.RawIOBase) -> None:
+        self._inner = inner
+        self.hasher = digests.hasher()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
+        data = self._inner.read(len(b))
+        n = len(data)
+        b[:n] = data
+        self.hasher.update(data)
+        self.size += n
+        return n
+
+    def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self._inner.write(b)
+        self.hasher.update(b)
+        self.size += len(b)
+        return len(b)
+
+
+def _decompressed(raw: io.RawIOBase, compression: str) -> IO[bytes]:
+    peek = io.BufferedReader(raw, _CHUNK)
+    head = peek.peek(4)[:4]
+    if compression == "gzip" or head.startswith(_GZIP_MAGIC):
+        return cast("IO[bytes]", gzip.GzipFile(fileobj=peek, mode="rb"))
+    if compression == "zstd" or head.startswith(_ZSTD_MAGIC):
+        import zstandard
+
+        return cast("IO[bytes]", zstandard.ZstdDecompressor().stream_reader(peek))
+    return peek
+
+
+def _syncfs(path: str) -> None:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+    finally:
+        os.close(fd)
+
+
+def _apply_from_pipe(pipe: _Pipe, compression: str, target: str, sync_fs: bool) -> tuple[str, int]:
+    try:
+        hashing = _Hashing(_decompressed(_PipeReader(pipe), compression))
+        stream = io.BufferedReader(hashing, _CHUNK)
+        archive.apply_tar(stream, target)
+        while stream.read(_CHUNK):  # the digest covers the tar's trailing padding too
+            pass
+        if sync_fs:
+            _syncfs(target)
+        return str(hashing.hasher.digest()), hashing.size
+    except Exception as exc:
+        if isinstance(exc, ContainerdError | _AbandonedError) or (
+            isinstance(exc, OSError) and exc.errno is not None
+        ):
+            raise
+        msg = f"invalid compressed layer stream: {exc}"
+        raise InvalidArgumentError(msg) from exc
+    finally:
+        pipe.abandoned.set()
+
+
+def _direct_target(mounts: Sequence[Mount]) -> str | None:
+    """A single read-write bind mount needs no mounting: write to its source."""
+    if len(mounts) == 1:
+        m = mounts[0]
+        if m.type in {"bind", "rbind"} and "ro" not in m.options and not m.target:
+            return m.source
+    return None
+
+
+class WalkingDiffer:
+    """Applies layers to mounts and computes layers from two mount sets."""
+
+    def __init__(
+        self, store: Store, *, temp_location: str | os.PathLike[str] | None = None
+    ) -> None:
+        self._store = store
+        self._temp = temp_location
+
+    async def apply(
+        self,
+        desc: Descriptor,
+        mounts: Sequence[Mount],
+        *,
+        sync_fs: bool = False,
+        payloads: Mapping[str, object] | None = None,
+    ) -> Descriptor:
+        """Extract the layer ``desc`` into ``mounts``; return the uncompressed descriptor.
+
+        Raises:
+            UnimplementedError: unsupported media type.
+            NotFoundError: the blob is not in the content store.
+            InvalidArgumentError: a hostile or malformed archive.
+        """
+        del payloads  # stream processors are not supported; the walking differ ignores them
+        compression = compression_of(desc.media_type)
+        reader = await self._store.reader_at(desc.digest)
+        try:
+            direct = _direct_target(mounts)
+            if direct is not None:
+                dgst, size = await self._apply_into(reader, compression, direct, sync_fs)
+            else:
+                async with with_temp_mounts(mounts, location=self._temp) as target:
+                    dgst, size = await self._apply_into(reader, compression, str(target), sync_fs)
+        finally:
+            await reader.close()
+        return Descriptor(media_type=MEDIA_TYPE_LAYER, digest=dgst, size=size)
+
+    async def _apply_into(
+        self, reader: ReaderAt, compression: str, target: str, sync_fs: bool
+    ) -> tuple[str, int]:
+        pipe = _Pipe()
+
+        async def feed() -> None:
+            offset = 0
+            try:
+                while offset < reader.size:
+                    chunk = await reader.read_at(offset, min(_CHUNK, reader.size - offset))
+                    if not chunk:
+                        break
+                    offset += len(chunk)
+                    await asyncio.to_thread(pipe.put, chunk)
+                await asyncio.to_thread(pipe.put, b"")
+            except _AbandonedError:
+                return
+            except BaseException as exc:
+                with contextlib.suppress(_AbandonedError):
+                    await asyncio.to_thread(pipe.put, exc)
+                raise
+
+        feeder = asyncio.ensure_future(feed())
+        try:
+            return await asyncio.to_thread(_apply_from_pipe, pipe, compression, target, sync_fs)
+        finally:
+            pipe.abandoned.set()
+            with contextlib.suppress(Exception):
+                await feeder
+
+    async def compare(
+        self,
+        lower: Sequence[Mount],
+        upper: Sequence[Mount],
+        *,
+        media_type: str = "",
+        ref: str = "",
+        labels: Mapping[str, str] | None = None,
+        source_date_epoch: datetime | None = None,
+    ) -> Descriptor:
+        """Write the layer from ``lower`` to ``upper`` into the content store.
+
+        Raises:
+            InvalidArgumentError: unsupported output media type.
+        """
+        media_type = media_type or MEDIA_TYPE_LAYER_GZIP
+        if media_type == MEDIA_TYPE_LAYER:
+            compress: Callable[[IO[bytes]], IO[bytes]] | None = None
+        elif media_type == MEDIA_TYPE_LAYER_GZIP:
+            compress = _gzip_writer
+        elif media_type == MEDIA_TYPE_LAYER_ZSTD:
+            compress = _zstd_writer
+        else:
+            msg = f"unsupported diff media type: {media_type}"
+            raise InvalidArgumentError(msg)
+        epoch = int(source_date_epoch.timestamp()) if source_date_epoch is not None else None
+        ref = ref or f"diff-{time.time_ns()}-{secrets.token_hex(4)}"
+        async with (
+            with_temp_mounts(read_only(lower), location=self._temp) as lower_dir,
+            with_temp_mounts(read_only(upper), location=self._temp) as upper_dir,
+        ):
+            writer = await self._store.writer(ref)
+            try:
+                pipe = _Pipe()
+                worker = asyncio.ensure_future(
+                    asyncio.to_thread(
+                        _diff_to_pipe, pipe, str(lower_dir), str(upper_dir), compress, epoch
+                    )
+                )
+                size = 0
+                try:
+                    while True:
+                        item = await asyncio.to_thread(pipe.get)
+                        if isinstance(item, BaseException):
+                            raise item
+                        if not item:
+                            break
+                        await writer.write(item)
+                        size += len(item)
+                    uncompressed = await worker
+                finally:
+                    pipe.abandoned.set()
+                    with contextlib.suppress(BaseException):
+                        await worker
+                all_labels = {**(labels or {}), UNCOMPRESSED_LABEL: uncompressed}
+                try:
+                    dgst = await writer.commit(size, "", labels=all_labels)
+                except AlreadyExistsError:
+                    dgst = writer.digest()
+            finally:
+                await writer.close()
+        return Descriptor(media_type=media_type, digest=dgst, size=size)
+
+
+def _gzip_writer(out: IO[bytes]) -> IO[bytes]:
+    return cast("IO[bytes]", gzip.GzipFile(fileobj=out, mode="wb", mtime=0))
+
+
+def _zstd_writer(out: IO[bytes]) -> IO[bytes]:
+    import zstandard
+
+    return cast("IO[bytes]", zstandard.ZstdCompressor().stream_writer(out, closefd=False))
+
+
+def _diff_to_pipe(
+    pipe: _Pipe,
+    lower: str,
+    upper: str,
+    compress: Callable[[IO[bytes]], IO[bytes]] | None,
+    epoch: int | None,
+) -> str:
+    sink = _PipeWriter(pipe)
+    try:
+        compressed = compress(cast("IO[bytes]", sink)) if compress is not None else None
+        hashing = _Hashing(compressed if compressed is not None else sink)
+        buffered = io.BufferedWriter(cast("io.RawIOBase", hashing), _CHUNK)
+        archive.write_diff(buffered, lower, upper, source_date_epoch=epoch)
+        buffered.flush()
+        if compressed is not None:
+            compressed.close()
+        sink.finish()
+        return str(hashing.hasher.digest())
+    except _AbandonedError:
+        raise
+    except BaseException as exc:
+        with contextlib.suppress(_AbandonedError):
+            pipe.put(exc)
+        raise
