@@ -1,0 +1,250 @@
+"""The ``start`` and ``delete`` subcommands, run once per task by the daemon.
+
+``start`` (cwd = bundle) finds the shim that serves the task's group, or starts
+one, and prints its address. Tasks are grouped like upstream's runc shim groups
+a pod: by the annotation ``io.containerd.runc.v2.group`` or
+``io.kubernetes.cri.sandbox-id`` in the bundle's ``config.json``; without one,
+by the policy in ``PYCONTAINERD_SHIM_GROUPING``: ``namespace`` (the default:
+one shim per daemon and namespace, see the package README for the numbers) or
+``container`` (one shim per task, as upstream).
+
+Reusing a shim must not race with that shim exiting because its last task just
+went away. Both sides take an exclusive ``flock`` on ``<socket>.lock``: ``start``
+holds it while it reserves the new task id in the running shim (a tiny ttrpc
+call, ``pycontainerd.shim.v1.Bootstrap/Reserve``) or while it binds a new
+socket and spawns a new shim; a shim decides to exit, stops listening and
+removes its socket only while holding it. A reservation keeps the shim alive
+until the task is created (or it expires).
+
+``delete`` cleans up after a shim that is gone: ``runc delete --force``,
+unmount the rootfs, and print a ``DeleteResponse`` (exit status 137, as
+upstream) on stdout.
+
+Neither path imports asyncio or protobuf.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from pycontainerd.runtime.shim import paths, wire
+
+if TYPE_CHECKING:
+    from pycontainerd.runtime.shim.main import Flags
+
+__all__ = ["BOOTSTRAP_SERVICE", "GROUP_ANNOTATIONS", "delete", "group_of", "start"]
+
+BOOTSTRAP_SERVICE = "pycontainerd.shim.v1.Bootstrap"
+"""The shim's own ttrpc service; ``Reserve`` takes a task id as raw bytes."""
+
+GROUP_ANNOTATIONS = ("io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id")
+GROUPING_ENV = "PYCONTAINERD_SHIM_GROUPING"
+LISTEN_FD_ENV = "PYCONTAINERD_SHIM_LISTEN_FD"
+"""Set by ``start`` for the server: the inherited fd of its bound, listening socket."""
+STATE_ENV = "PYCONTAINERD_SHIM_STATE"
+OPTIONS_FILE = "options.json"
+SIGKILL_STATUS = 128 + 9
+_CONNECT_TIMEOUT = 5.0
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"containerd-shim-pyrunc-v2: {message}\n")
+    return 1
+
+
+def group_of(bundle: str, task_id: str, policy: str | None = None) -> str:
+    """The group a task's shim is chosen by (empty: the whole namespace)."""
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            spec = json.load(f)
+    except (OSError, ValueError):
+        spec = {}
+    annotations = spec.get("annotations") if isinstance(spec, dict) else None
+    if isinstance(annotations, dict):
+        for key in GROUP_ANNOTATIONS:
+            value = annotations.get(key)
+            if isinstance(value, str) and value:
+                return value
+    policy = policy or os.environ.get(GROUPING_ENV, "namespace")
+    return task_id if policy == "container" else ""
+
+
+def _reserve(path: str, task_id: str) -> int | None:
+    """Reserve ``task_id`` in the shim listening on ``path``; its pid, or None if none answers."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(_CONNECT_TIMEOUT)
+    try:
+        sock.connect(path)
+        sock.sendall(wire.ttrpc_request(1, BOOTSTRAP_SERVICE, "Reserve", task_id.encode()))
+        body = wire.read_response(sock, 1)
+    except OSError:
+        return None
+    finally:
+        sock.close()
+    if not wire.response_ok(body):
+        return None
+    try:
+        return int(wire.response_payload(body) or b"0")
+    except ValueError:
+        return 0
+
+
+def _adjust_oom_score(pid: int) -> None:
+    """Give ``pid`` the daemon's (our parent's) ``oom_score_adj`` + 1, at most 1000."""
+    try:
+        with open(f"/proc/{os.getppid()}/oom_score_adj") as f:
+            score = int(f.read().strip())
+        with open(f"/proc/{pid}/oom_score_adj", "w") as f:
+            f.write(str(min(score + 1, 1000)))
+    except (OSError, ValueError):
+        pass  # unprivileged or in a user namespace: upstream ignores this too
+
+
+def _spawn(flags: Flags, path: str, state: str) -> int:
+    """Bind ``path`` and start a shim server on it; returns the server's pid."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(path)
+        os.chmod(path, 0o600)
+        listener.listen(128)
+        log_path = path + ".log"
+        argv = [
+            sys.executable,
+            "-m",
+            "pycontainerd.runtime.shim",
+            "-namespace",
+            flags.namespace,
+            "-id",
+            flags.id,
+            "-address",
+            flags.address,
+            "-socket",
+            path,
+        ]
+        if flags.debug:
+            argv.append("-debug")
+        env = dict(os.environ)
+        env[STATE_ENV] = state
+        env[LISTEN_FD_ENV] = str(listener.fileno())
+        with open(log_path, "ab") as log, open(os.devnull, "rb") as null:
+            proc = subprocess.Popen(
+                argv,
+                stdin=null,
+                stdout=log,
+                stderr=log,
+                cwd="/",
+                env=env,
+                start_new_session=True,
+                pass_fds=(listener.fileno(),),
+            )
+        _adjust_oom_score(proc.pid)
+        # Popen's bookkeeping must not reap the shim later: forget it.
+        proc.returncode = 0
+        return proc.pid
+    finally:
+        listener.close()
+
+
+def start(flags: Flags) -> int:
+    """``start``: print the address of the shim serving this task, starting it if needed."""
+    if not flags.id:
+        return _fail("shim id cannot be empty")
+    bundle = os.getcwd()
+    state = paths.state_dir(bundle, flags.address)
+    group = group_of(bundle, flags.id)
+    try:
+        path = paths.socket_path(state, flags.address, flags.namespace, group)
+    except ValueError as exc:
+        return _fail(str(exc))
+    os.makedirs(paths.socket_dir(state), mode=0o711, exist_ok=True)
+    lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        pid = _reserve(path, flags.id)
+        if pid is None:
+            try:
+                pid = _spawn(flags, path, state)
+            except OSError as exc:
+                return _fail(f"cannot start shim: {exc}")
+    finally:
+        os.close(lock_fd)
+    address = "unix://" + path
+    _write_file(os.path.join(bundle, "address"), address)
+    _write_file(os.path.join(bundle, "shim.pid"), str(pid))
+    sys.stdout.write(address)
+    sys.stdout.flush()
+    return 0
+
+
+def _write_file(path: str, data: str) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def read_options(bundle: str) -> dict[str, object]:
+    """The runc options this shim saved in the bundle at Create (empty if none)."""
+    try:
+        with open(os.path.join(bundle, OPTIONS_FILE), "rb") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def delete(flags: Flags) -> int:
+    """``delete``: clean up after a dead shim and print a ``DeleteResponse``."""
+    if not flags.id:
+        return _fail("shim id cannot be empty")
+    bundle = flags.bundle or os.getcwd()
+    state = paths.state_dir(bundle, flags.address)
+    options = read_options(bundle)
+    root = options.get("root") or paths.runc_root(state, flags.namespace)
+    binary = options.get("binary_name") or "runc"
+    pid = 0
+    with contextlib.suppress(OSError, ValueError), open(os.path.join(bundle, "init.pid")) as f:
+        pid = int(f.read().strip() or 0)
+    argv = [str(binary), "--root", str(root)]
+    log_json = os.path.join(bundle, "log.json")
+    if os.path.isdir(bundle):
+        argv += ["--log", log_json, "--log-format", "json"]
+    argv += ["delete", "--force", flags.id]
+    try:
+        res = subprocess.run(argv, capture_output=True, check=False, timeout=30)
+        if res.returncode != 0 and b"does not exist" not in res.stderr:
+            sys.stderr.write(f"runc delete {flags.id}: {res.stderr.decode(errors='replace')}\n")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        sys.stderr.write(f"runc delete {flags.id}: {exc}\n")
+    _unmount(os.path.join(bundle, "rootfs"))
+    sys.stdout.buffer.write(wire.delete_response(pid, SIGKILL_STATUS, time.time()))
+    sys.stdout.flush()
+    return 0
+
+
+def _unmount(target: str) -> None:
+    """Unmount everything mounted on ``target`` (lazily); not mounted is fine."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    mnt_detach = 2
+    for _ in range(32):
+        if libc.umount2(target.encode(), mnt_detach) == 0:
+            continue
+        err = ctypes.get_errno()
+        if err in {errno.EINVAL, errno.ENOENT}:
+            return
+        sys.stderr.write(f"unmount {target}: {os.strerror(err)}\n")
+        return
