@@ -9,7 +9,8 @@ daemon's ttrpc socket (``TTRPC_ADDRESS``, else ``<address>.ttrpc``).
 It exits when it serves no task and holds no reservation: after a
 ``Shutdown`` call, after the last ``Delete`` (each after a short linger,
 ``PYCONTAINERD_SHIM_LINGER`` seconds, default 2, so a next ``ctr run`` in the
-same namespace reuses it), or when a reservation expires unused. Exiting
+same namespace reuses it), or when a reservation expires unused
+(``PYCONTAINERD_SHIM_RESERVATION_TTL``, default 60 s). Exiting
 happens under the socket's lock (see :mod:`.bootstrap`).
 """
 
@@ -43,6 +44,7 @@ log = logging.getLogger("pycontainerd.shim")
 
 PR_SET_CHILD_SUBREAPER = 36
 RESERVATION_TTL = 60.0
+RESERVATION_TTL_ENV = "PYCONTAINERD_SHIM_RESERVATION_TTL"
 LINGER_ENV = "PYCONTAINERD_SHIM_LINGER"
 RUNTIME = "io.containerd.pyrunc.v2"
 
@@ -58,9 +60,12 @@ def set_child_subreaper() -> None:
 class Lifecycle:
     """When the shim may exit: no task, no live reservation, and the lock held."""
 
-    def __init__(self, socket_path: str, *, linger: float) -> None:
+    def __init__(
+        self, socket_path: str, *, linger: float, reservation_ttl: float = RESERVATION_TTL
+    ) -> None:
         self.socket_path = socket_path
         self.linger = linger
+        self.reservation_ttl = reservation_ttl
         self.reservations: dict[str, float] = {}
         self.service: TaskService | None = None
         self.stop = asyncio.Event()
@@ -71,8 +76,8 @@ class Lifecycle:
 
     def reserve(self, task_id: str) -> None:
         """Keep the shim alive for ``task_id`` until it is created (or the reservation expires)."""
-        self.reservations[task_id] = time.monotonic() + RESERVATION_TTL
-        self.schedule(RESERVATION_TTL + 0.1)
+        self.reservations[task_id] = time.monotonic() + self.reservation_ttl
+        self.schedule(self.reservation_ttl + 0.05)
 
     def release(self, task_id: str) -> None:
         """``task_id`` was created (or failed): drop its reservation."""
@@ -179,7 +184,8 @@ async def _serve(flags: Flags) -> None:
     reaper.install()
     forwarder = Forwarder(ttrpc_address, flags.namespace)
     forwarder.start()
-    life = Lifecycle(socket_path, linger=linger)
+    ttl = float(os.environ.get(RESERVATION_TTL_ENV, str(RESERVATION_TTL)))
+    life = Lifecycle(socket_path, linger=linger, reservation_ttl=ttl)
     service = TaskService(
         namespace=flags.namespace,
         state=state,

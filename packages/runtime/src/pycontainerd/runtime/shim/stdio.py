@@ -18,6 +18,7 @@ import contextlib
 import errno
 import logging
 import os
+import threading
 from typing import Final
 
 __all__ = ["ProcessIO", "Pump"]
@@ -126,6 +127,7 @@ class ProcessIO:
         self._stdin_pipe_r: int | None = None
         self._out_pipes: list[tuple[int, str]] = []
         self._stdin_task: asyncio.Task[None] | None = None
+        self._stdin_handle: int | None = None
         self.console: int | None = None
         self._closed = False
 
@@ -174,12 +176,43 @@ class ProcessIO:
         return os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
 
     def _start_stdin(self, dst: int, *, close_dst: bool) -> None:
+        """Open the stdin FIFO for reading without blocking the loop, then copy.
+
+        The open waits for the client's writer, in a daemon thread. The FIFO is
+        first opened ``O_PATH`` and the thread opens ``/proc/self/fd/<n>``, so
+        :meth:`close_stdin` can always end the wait by opening the write side
+        through the same inode, even after the client removed the FIFO.
+        """
         loop = asyncio.get_running_loop()
+        try:
+            self._stdin_handle = os.open(self.stdin_path, os.O_PATH | os.O_CLOEXEC)
+        except OSError as exc:
+            log.warning("stdin %s: %s", self.stdin_path, exc)
+            return
+        proc_path = f"/proc/self/fd/{self._stdin_handle}"
+        opened: asyncio.Future[int] = loop.create_future()
+
+        def deliver(fd: int) -> None:
+            if opened.done():
+                os.close(fd)
+            else:
+                opened.set_result(fd)
+
+        def blocking_open() -> None:
+            try:
+                fd = os.open(proc_path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                log.debug("stdin open: %s", exc)
+                return
+            try:
+                loop.call_soon_threadsafe(deliver, fd)
+            except RuntimeError:  # the loop is closed
+                os.close(fd)
+
+        threading.Thread(target=blocking_open, name="stdin-open", daemon=True).start()
 
         async def run() -> None:
-            fd = await loop.run_in_executor(
-                None, os.open, self.stdin_path, os.O_RDONLY | os.O_CLOEXEC
-            )
+            fd = await opened
             if self._closed:
                 os.close(fd)
                 return
@@ -191,12 +224,18 @@ class ProcessIO:
         self._stdin_task = loop.create_task(run())
 
     def _release_stdin_open(self) -> None:
-        """Unblock a pending stdin FIFO open by opening its write side once."""
-        task = self._stdin_task
-        if task is None or task.done() or not self.stdin_path:
+        """End a pending stdin FIFO open by opening its write side once."""
+        handle, self._stdin_handle = self._stdin_handle, None
+        if handle is None:
             return
-        with contextlib.suppress(OSError):
-            os.close(os.open(self.stdin_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+        task = self._stdin_task
+        if task is not None and not task.done():
+            with contextlib.suppress(OSError):
+                os.close(
+                    os.open(f"/proc/self/fd/{handle}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                )
+            task.cancel()
+        os.close(handle)
 
     def close_stdin(self) -> None:
         """Close the process's stdin (``CloseIO``)."""

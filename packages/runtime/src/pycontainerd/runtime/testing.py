@@ -1,0 +1,193 @@
+"""Test helpers for the runtime: real runc, a real containerd, a busybox rootfs.
+
+Used by this package's tests (and usable by end-to-end tests): the
+``containerd`` fixture starts containerd's own daemon in a short temporary
+directory with ``containerd-shim-pyrunc-v2`` first on its PATH.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+CONTAINERD = "/usr/bin/containerd"
+CTR = "/usr/bin/ctr"
+SHIM = "containerd-shim-pyrunc-v2"
+RUNTIME = "io.containerd.pyrunc.v2"
+
+
+def require(*binaries: str) -> None:
+    """Skip (fail under CI=true) when a system binary is missing."""
+    for binary in binaries:
+        if shutil.which(binary) is None:
+            msg = f"{binary} is not installed"
+            if os.environ.get("CI") == "true":
+                pytest.fail(msg)
+            pytest.skip(msg)
+    if os.geteuid() != 0:
+        msg = "running containers needs root"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def shim_script() -> str:
+    """The installed ``containerd-shim-pyrunc-v2`` console script."""
+    path = Path(sys.executable).parent / SHIM
+    if not path.exists():
+        pytest.fail(f"{SHIM} is not installed next to {sys.executable}")
+    return str(path)
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``cond`` until it is truthy or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def make_rootfs(path: Path) -> Path:
+    """A busybox-static root filesystem at ``path``."""
+    (path / "bin").mkdir(parents=True)
+    shutil.copy2("/bin/busybox", path / "bin" / "busybox")
+    for name in ("sh", "echo", "sleep", "true", "cat", "ls", "ps"):
+        (path / "bin" / name).symlink_to("busybox")
+    for d in ("proc", "sys", "dev", "tmp", "etc"):
+        (path / d).mkdir()
+    return path
+
+
+def is_our_shim(pid: int) -> bool:
+    """Whether ``pid`` is a live pyrunc shim server."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"pycontainerd.runtime.shim" in cmdline
+
+
+@dataclass
+class Containerd:
+    """A private containerd with our shim on its PATH."""
+
+    dir: Path
+    proc: subprocess.Popen[bytes]
+    rootfs: Path
+
+    @property
+    def address(self) -> str:
+        return str(self.dir / "c.sock")
+
+    @property
+    def state(self) -> Path:
+        return self.dir / "state"
+
+    def bundle(self, task_id: str, namespace: str = "default") -> Path:
+        return self.state / "io.containerd.runtime.v2.task" / namespace / task_id
+
+    def ctr(
+        self, *args: str, timeout: float = 30, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run(
+            [CTR, "-a", self.address, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+        if check and res.returncode != 0:
+            pytest.fail(f"ctr {' '.join(args)} failed ({res.returncode}): {res.stderr}")
+        return res
+
+    def shim_pids(self) -> set[int]:
+        pids: set[int] = set()
+        for f in self.state.glob("io.containerd.runtime.v2.task/*/*/shim.pid"):
+            with contextlib.suppress(OSError, ValueError):
+                pids.add(int(f.read_text()))
+        return {p for p in pids if is_our_shim(p)}
+
+
+@pytest.fixture
+def containerd() -> Iterator[Containerd]:
+    """A real containerd in a short temporary directory, our shim first on PATH."""
+    require(CONTAINERD, CTR, "runc", "busybox")
+    d = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    bindir = d / "bin"
+    bindir.mkdir()
+    (bindir / SHIM).symlink_to(shim_script())
+    rootfs = make_rootfs(d / "rootfs")
+    (d / "config.toml").write_text(
+        f'version = 2\nroot = "{d}/root"\nstate = "{d}/state"\n'
+        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+        f'[grpc]\n  address = "{d}/c.sock"\n'
+    )
+    env = dict(os.environ)
+    env["PATH"] = f"{bindir}:{env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+    env["PYCONTAINERD_SHIM_LINGER"] = "0.2"
+    log = (d / "containerd.log").open("wb")
+    proc = subprocess.Popen(
+        [CONTAINERD, "--config", str(d / "config.toml")],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    log.close()
+    ctd = Containerd(d, proc, rootfs)
+    try:
+        wait_for(
+            lambda: (d / "c.sock").exists() or proc.poll() is not None, what="containerd socket"
+        )
+        if proc.poll() is not None:
+            pytest.fail(f"containerd exited: {(d / 'containerd.log').read_text()}")
+        yield ctd
+    finally:
+        _teardown(ctd)
+
+
+def _teardown(ctd: Containerd) -> None:
+    if ctd.proc.poll() is None:
+        for line in ctd.ctr("tasks", "ls", "-q").stdout.split():
+            ctd.ctr("tasks", "kill", "-s", "SIGKILL", line)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                ctd.ctr("tasks", "rm", "-f", line, timeout=10)
+    shims = ctd.shim_pids()
+    if ctd.proc.poll() is None:
+        ctd.proc.send_signal(signal.SIGTERM)
+        try:
+            ctd.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            ctd.proc.kill()
+            ctd.proc.wait()
+    for pid in shims:
+        if is_our_shim(pid):
+            os.kill(pid, signal.SIGKILL)
+    runc_root = ctd.state / "runc" / "default"
+    if runc_root.exists():
+        listed = subprocess.run(
+            ["runc", "--root", str(runc_root), "list", "-q"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        for cid in listed.stdout.split():
+            subprocess.run(
+                ["runc", "--root", str(runc_root), "delete", "--force", cid], check=False
+            )
+    shutil.rmtree(ctd.dir, ignore_errors=True)

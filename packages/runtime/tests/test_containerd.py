@@ -1,0 +1,237 @@
+"""Our shim under a real containerd, driven by containerd's own ``ctr``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pycontainerd.runtime.testing import CTR, RUNTIME, Containerd, is_our_shim, wait_for
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+pytestmark = pytest.mark.system
+
+
+def run(
+    ctd: Containerd, *args: str, namespace: str = "default", timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """``ctr run`` with our runtime; leading ``-`` args are flags, then ID and command."""
+    n = 0
+    while n < len(args) and args[n].startswith("-"):
+        n += 1
+    return ctd.ctr(
+        "-n",
+        namespace,
+        "run",
+        "--runtime",
+        RUNTIME,
+        "--rootfs",
+        *args[:n],
+        str(ctd.rootfs),
+        *args[n:],
+        timeout=timeout,
+    )
+
+
+class Events:
+    """``ctr events`` running in the background."""
+
+    def __init__(self, ctd: Containerd) -> None:
+        self.out = ctd.dir / "events.txt"
+        self._f = self.out.open("wb")
+        self.proc = subprocess.Popen(
+            [CTR, "-a", ctd.address, "events"], stdout=self._f, stderr=subprocess.STDOUT
+        )
+
+    def lines(self) -> list[str]:
+        return self.out.read_text().splitlines()
+
+    def topics(self, container: str) -> list[str]:
+        return [
+            line.split()[5]
+            for line in self.lines()
+            if len(line.split()) > 5
+            and f'"{container}"' in line
+            and line.split()[5].startswith("/tasks/")
+        ]
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(5)
+        self._f.close()
+
+
+@pytest.fixture
+def events(containerd: Containerd) -> Iterator[Events]:
+    ev = Events(containerd)
+    # The subscription is live once containerd logs nothing more for it; probe
+    # with an event of our own instead of sleeping.
+    probe = containerd.ctr("namespaces", "create", "probe-ns", check=True)
+    assert probe.returncode == 0
+    wait_for(
+        lambda: any("/namespaces/create" in line for line in ev.lines()), what="events subscription"
+    )
+    try:
+        yield ev
+    finally:
+        ev.close()
+
+
+def test_run_prints_output_and_exit_status(containerd: Containerd) -> None:
+    res = run(containerd, "--rm", "t1", "/bin/sh", "-c", "echo hello; exit 3")
+    assert res.stdout == "hello\n", res.stderr
+    assert res.returncode == 3
+    # --rm deleted the task and the bundle
+    wait_for(lambda: not containerd.bundle("t1").exists(), what="bundle removal")
+
+
+def test_detached_task_lifecycle(containerd: Containerd, events: Events) -> None:
+    res = run(containerd, "-d", "t2", "/bin/sleep", "300")
+    assert res.returncode == 0, res.stderr
+    bundle = containerd.bundle("t2")
+    address = (bundle / "address").read_text()
+    assert address.startswith(f"unix://{containerd.state}/s/")
+    ls = containerd.ctr("tasks", "ls", check=True).stdout
+    assert any(
+        line.split()[:1] == ["t2"] and line.split()[2] == "RUNNING" for line in ls.splitlines()[1:]
+    )
+    pid = int(next(line.split()[1] for line in ls.splitlines()[1:] if line.startswith("t2")))
+
+    ps = containerd.ctr("tasks", "ps", "t2", check=True).stdout
+    assert str(pid) in ps
+
+    ex = containerd.ctr("tasks", "exec", "--exec-id", "e1", "t2", "/bin/echo", "hi", check=True)
+    assert ex.stdout == "hi\n"
+    dup = containerd.ctr("tasks", "exec", "--exec-id", "e1", "t2", "/bin/echo", "again")
+    assert dup.returncode == 0, "a finished exec id is deleted by ctr and may be reused"
+
+    containerd.ctr("tasks", "pause", "t2", check=True)
+    assert "PAUSED" in containerd.ctr("tasks", "ls", check=True).stdout
+    containerd.ctr("tasks", "resume", "t2", check=True)
+    assert "RUNNING" in containerd.ctr("tasks", "ls", check=True).stdout
+
+    metrics = containerd.ctr("tasks", "metrics", "t2", check=True).stdout
+    assert "memory.usage_in_bytes" in metrics or "memory.usage" in metrics
+    assert "pids.current" in metrics
+
+    shim_pid = int((bundle / "shim.pid").read_text())
+    with open(f"/proc/{shim_pid}/oom_score_adj") as f:
+        shim_score = int(f.read())
+    with open(f"/proc/{containerd.proc.pid}/oom_score_adj") as f:
+        daemon_score = int(f.read())
+    assert shim_score == min(daemon_score + 1, 1000)
+
+    containerd.ctr("tasks", "kill", "-s", "SIGKILL", "t2", check=True)
+    wait_for(lambda: "STOPPED" in containerd.ctr("tasks", "ls").stdout, what="task stopped")
+    containerd.ctr("tasks", "rm", "t2", check=True)
+    containerd.ctr("containers", "rm", "t2", check=True)
+    wait_for(lambda: "/tasks/delete" in events.topics("t2"), what="delete event")
+    topics = events.topics("t2")
+    assert topics[:2] == ["/tasks/create", "/tasks/start"]
+    assert topics.count("/tasks/exit") == 3  # e1, the second exec, and init
+    assert topics[-1] == "/tasks/delete"
+    for want in ("/tasks/exec-added", "/tasks/exec-started", "/tasks/paused", "/tasks/resumed"):
+        assert want in topics
+    # The shim serves no task any more and exits after its linger.
+    wait_for(lambda: not is_our_shim(shim_pid), what="idle shim exit")
+    assert not (containerd.state / "s" / address.rsplit("/", 1)[1]).exists()
+
+
+def test_tasks_of_a_namespace_share_one_shim(containerd: Containerd) -> None:
+    for name in ("s1", "s2"):
+        assert run(containerd, "-d", name, "/bin/sleep", "300").returncode == 0
+    a1 = (containerd.bundle("s1") / "address").read_text()
+    a2 = (containerd.bundle("s2") / "address").read_text()
+    assert a1 == a2
+    assert len(containerd.shim_pids()) == 1
+    other = run(containerd, "-d", "s3", "/bin/sleep", "300", namespace="other")
+    assert other.returncode == 0, other.stderr
+    assert (containerd.bundle("s3", "other") / "address").read_text() != a1
+    containerd.ctr("-n", "other", "tasks", "kill", "-s", "SIGKILL", "s3")
+    wait_for(
+        lambda: "STOPPED" in containerd.ctr("-n", "other", "tasks", "ls").stdout, what="s3 stopped"
+    )
+    containerd.ctr("-n", "other", "tasks", "rm", "s3", check=True)
+
+
+def test_bad_input_is_refused(containerd: Containerd) -> None:
+    assert run(containerd, "-d", "b1", "/bin/sleep", "300").returncode == 0
+    missing = run(containerd, "--rm", "b2", "/no/such/binary")
+    assert missing.returncode != 0
+    assert "no such file" in missing.stderr.lower() or "not found" in missing.stderr.lower()
+    kill = containerd.ctr("tasks", "kill", "nosuch")
+    assert kill.returncode != 0
+    assert "not found" in kill.stderr
+    checkpoint = containerd.ctr("tasks", "checkpoint", "b1")
+    assert checkpoint.returncode != 0
+
+
+def test_shim_killed_mid_run_reports_exit_once(containerd: Containerd, events: Events) -> None:
+    assert run(containerd, "-d", "k1", "/bin/sleep", "300").returncode == 0
+    bundle = containerd.bundle("k1")
+    shim_pid = int((bundle / "shim.pid").read_text())
+    init_pid = int((bundle / "init.pid").read_text())
+    os.kill(shim_pid, signal.SIGKILL)
+    wait_for(lambda: "/tasks/delete" in events.topics("k1"), what="cleanup after dead shim")
+    assert events.topics("k1").count("/tasks/exit") == 1
+    wait_for(lambda: not bundle.exists(), what="bundle cleanup")
+    wait_for(
+        lambda: not os.path.exists(f"/proc/{init_pid}") or _zombie(init_pid),
+        what="container killed",
+    )
+    assert "k1" not in containerd.ctr("tasks", "ls", "-q").stdout.split()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_terminal(containerd: Containerd) -> None:
+    """``ctr run -t`` needs a terminal on ctr's side: drive it through a pty."""
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # pragma: no cover - child
+        os.execv(  # noqa: S606 - ctr by absolute path
+            CTR,
+            [
+                CTR,
+                "-a",
+                containerd.address,
+                "run",
+                "--runtime",
+                RUNTIME,
+                "--rootfs",
+                "--rm",
+                "-t",
+                str(containerd.rootfs),
+                "tty1",
+                "/bin/sh",
+                "-c",
+                "[ -t 1 ] && echo is-a-tty; exit 5",
+            ],
+        )
+    out = b""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert b"is-a-tty" in out
+    assert os.waitstatus_to_exitcode(status) == 5
