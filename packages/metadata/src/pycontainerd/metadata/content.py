@@ -177,6 +177,12 @@ class NamespacedWriter:
         """
         labels = {k: v for k, v in (labels or {}).items() if v != ""}
         validate_labels(labels, "content.Labels")
+        # The blob exists in the backend before its row does: keep the
+        # collector's backend cleanup out until the row is written.
+        async with self._store.db.gc_lock.shared():
+            return await self._commit(size, expected, labels)
+
+    async def _commit(self, size: int, expected: str, labels: Mapping[str, str]) -> str:
         written = (await self._w.status()).offset
         dgst = self._w.digest()
         # AlreadyExists from the backend: it had these bytes; the namespace may still need them.
@@ -451,6 +457,11 @@ class MetadataContentStore:
 
     async def _share(self, ns: str, lease_id: str | None, dgst: str, total: int) -> None:
         """Raise AlreadyExists if ``dgst`` is (now) in the namespace, sharing from the backend."""
+        # Between seeing the backend blob and writing its row, the collector must not delete it.
+        async with self.db.gc_lock.shared():
+            await self._share_locked(ns, lease_id, dgst, total)
+
+    async def _share_locked(self, ns: str, lease_id: str | None, dgst: str, total: int) -> None:
         try:
             backend_info = await self.backend.info(dgst)
         except ContainerdError:

@@ -22,8 +22,10 @@ Garbage collection hooks: a write that removes a reference calls
 ``tx.mark_dirty()``. After each committed write the database bumps its
 ``mutations`` counter (and ``deletions`` when dirty) and calls every
 registered mutation callback with the dirty flag, the way containerd's bolt
-database reports mutations to its GC scheduler. Collection itself lives
-elsewhere.
+database reports mutations to its GC scheduler. Code that creates an object in
+a backend and then its row holds :attr:`MetadataDB.gc_lock` shared across both
+steps, so the collector's backend cleanup (exclusive) never deletes an object
+whose row is on its way. Collection itself lives in ``gc.py``.
 
 Importing this module must not import grpc.
 """
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 import threading
 import time
@@ -42,10 +45,55 @@ from typing import TYPE_CHECKING, Final, TypeVar
 from pycontainerd.core.errdefs import FailedPreconditionError, InternalError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
     from pathlib import Path
 
 T = TypeVar("T")
+
+
+class SharedExclusiveLock:
+    """An asyncio readers-writer lock; a waiting exclusive holder blocks new shared ones.
+
+    Shared: writers that put an object into a backend and then record it.
+    Exclusive: the garbage collector's backend cleanup.
+    """
+
+    def __init__(self) -> None:
+        self._cond = asyncio.Condition()
+        self._shared = 0
+        self._exclusive = False
+        self._waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def shared(self) -> AsyncIterator[None]:
+        """Hold the lock together with other shared holders."""
+        async with self._cond:
+            await self._cond.wait_for(lambda: not self._exclusive and not self._waiting)
+            self._shared += 1
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._shared -= 1
+                self._cond.notify_all()
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Hold the lock alone."""
+        async with self._cond:
+            self._waiting += 1
+            try:
+                await self._cond.wait_for(lambda: not self._exclusive and not self._shared)
+            finally:
+                self._waiting -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
 
 #: File name of the database inside the plugin's root directory.
 DB_FILENAME: Final = "meta.db"
@@ -236,6 +284,7 @@ class MetadataDB:
         self._callbacks: list[Callable[[bool], None]] = []
         self._gc_waiter: Callable[[], Awaitable[None]] | None = None
         self._closed = False
+        self.gc_lock = SharedExclusiveLock()
         self.mutations = 0
         self.deletions = 0
 
@@ -296,10 +345,12 @@ class MetadataDB:
         finally:
             conn.execute("ROLLBACK")
 
-    def update(self, fn: Callable[[Tx], T]) -> T:
+    def update(self, fn: Callable[[Tx], T], *, notify: bool = True) -> T:
         """Run ``fn`` in a write transaction; commit if it returns, roll back if it raises.
 
-        Mutation callbacks run after the commit, outside the write lock.
+        Mutation callbacks run after the commit, outside the write lock. With
+        ``notify=False`` (the collector's own transaction) the write is neither
+        counted nor reported.
         """
         conn = self._connection()
         if conn.in_transaction:
@@ -314,10 +365,13 @@ class MetadataDB:
             except BaseException:
                 _rollback(conn)
                 raise
-            self.mutations += 1
-            if tx.dirty:
-                self.deletions += 1
+            if notify:
+                self.mutations += 1
+                if tx.dirty:
+                    self.deletions += 1
         tx.run_after_commit()
+        if not notify:
+            return result
         for callback in list(self._callbacks):
             callback(tx.dirty)
         return result
@@ -327,10 +381,12 @@ class MetadataDB:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self.view, fn)
 
-    async def aupdate(self, fn: Callable[[Tx], T]) -> T:
+    async def aupdate(self, fn: Callable[[Tx], T], *, notify: bool = True) -> T:
         """:meth:`update` on the writer thread, for asyncio callers."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, self.update, fn)
+        return await loop.run_in_executor(
+            self._writer, functools.partial(self.update, fn, notify=notify)
+        )
 
     # -- GC hooks ------------------------------------------------------------
 
