@@ -1,15 +1,130 @@
 """Plugin module for pycontainerd-snapshots (entry point ``pycontainerd.plugins``).
 
-Importing this module must not import grpc. This subsystem is not built yet:
-it contributes no registrations until its issue lands.
+Registers the ``overlayfs`` and ``native`` snapshotters
+(``io.containerd.snapshotter.v1.*``), the walking differ
+(``io.containerd.differ.v1.walking``) and the gRPC services
+``io.containerd.grpc.v1.snapshots`` and ``io.containerd.grpc.v1.diff``.
+
+Importing this module must not import grpc: implementations and services
+are imported inside the init functions.
 """
 
 from __future__ import annotations
 
-from pycontainerd.core.plugin import Registration, hookimpl
+import asyncio
+from typing import TYPE_CHECKING, Any, Final
+
+from pycontainerd.core.plugin import InitContext, PluginType, Registration, hookimpl
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from pycontainerd.core.content import Store
+    from pycontainerd.core.plugin import GrpcService
+    from pycontainerd.core.snapshots import Snapshotter
+    from pycontainerd.snapshots.differ import WalkingDiffer
+
+#: Temporary mounts live under ``<daemon root>/tmpmounts``.
+TEMP_MOUNTS: Final = "tmpmounts"
+#: Differs the Diff service tries, in order (upstream's ``default``).
+DEFAULT_DIFFERS: Final = ("walking",)
+
+
+async def _init_overlayfs(ic: InitContext) -> Snapshotter:
+    from pycontainerd.snapshots.overlay import OverlaySnapshotter, check_overlay_support
+
+    await asyncio.to_thread(check_overlay_support, ic.root)
+    ic.exports["root"] = str(ic.root)
+    return await asyncio.to_thread(OverlaySnapshotter, ic.root)
+
+
+async def _init_native(ic: InitContext) -> Snapshotter:
+    from pycontainerd.snapshots.native import NativeSnapshotter
+
+    ic.exports["root"] = str(ic.root)
+    return await asyncio.to_thread(NativeSnapshotter, ic.root)
+
+
+def _content_store(ic: InitContext) -> Store:
+    """The namespaced content store of the metadata plugin, else the plain one."""
+    md = ic.initialized.get(PluginType.METADATA, {})
+    for instance in md.values():
+        factory = getattr(instance, "content_store", None)
+        if callable(factory):
+            return factory()  # type: ignore[no-any-return]
+    return ic.get_single(PluginType.CONTENT)  # type: ignore[return-value]
+
+
+async def _init_walking(ic: InitContext) -> WalkingDiffer:
+    from pycontainerd.snapshots import mount
+    from pycontainerd.snapshots.differ import WalkingDiffer
+
+    location = ic.root.parent / TEMP_MOUNTS
+    await asyncio.to_thread(mount.clean_temp_mounts, location)
+    mount.set_temp_location(location)
+    return WalkingDiffer(_content_store(ic), temp_location=location)
+
+
+def _namespaced(ic: InitContext) -> dict[str, Snapshotter]:
+    """Namespaced views of every loaded snapshotter, from the metadata plugin."""
+    backends = dict(ic.initialized.get(PluginType.SNAPSHOT, {}))
+    md = next(iter(ic.get_by_type(PluginType.METADATA).values()))
+    factory = getattr(md, "snapshotter", None)
+    if callable(factory):
+        return {name: factory(name) for name in backends}
+    # The metadata distribution builds the wrapper; its database is the one
+    # the metadata plugin opened.
+    from pycontainerd.metadata.snapshotter import NamespacedSnapshotter
+
+    db = md.db  # type: ignore[attr-defined]
+    return {
+        name: NamespacedSnapshotter(db, name, backend)  # type: ignore[arg-type]
+        for name, backend in backends.items()
+    }
+
+
+def _publisher(ic: InitContext) -> Any:
+    exchange = next(iter(ic.initialized.get(PluginType.EVENT, {}).values()), None)
+    return exchange if callable(getattr(exchange, "publish", None)) else None
+
+
+async def _init_snapshots_service(ic: InitContext) -> GrpcService:
+    from pycontainerd.snapshots.service import SnapshotsService
+
+    return SnapshotsService(_namespaced(ic), _publisher(ic))
+
+
+async def _init_diff_service(ic: InitContext) -> GrpcService:
+    from pycontainerd.snapshots.service import DiffService
+
+    names: Mapping[str, object] | list[str] = ic.config.get("default", list(DEFAULT_DIFFERS))
+    differs = [ic.get_by_id(PluginType.DIFF, str(name)) for name in names]
+    return DiffService(differs)  # type: ignore[arg-type]
 
 
 @hookimpl
 def pycontainerd_plugins() -> list[Registration]:
-    """Nothing yet: the subsystem is not implemented."""
-    return []
+    """Snapshotters, the walking differ and the Snapshots/Diff services."""
+    return [
+        Registration(type=PluginType.SNAPSHOT, id="overlayfs", init=_init_overlayfs),
+        Registration(type=PluginType.SNAPSHOT, id="native", init=_init_native),
+        Registration(
+            type=PluginType.DIFF,
+            id="walking",
+            requires=(PluginType.METADATA,),
+            init=_init_walking,
+        ),
+        Registration(
+            type=PluginType.GRPC,
+            id="snapshots",
+            requires=(PluginType.METADATA, PluginType.SNAPSHOT, PluginType.EVENT),
+            init=_init_snapshots_service,
+        ),
+        Registration(
+            type=PluginType.GRPC,
+            id="diff",
+            requires=(PluginType.DIFF,),
+            init=_init_diff_service,
+            config={"default": list(DEFAULT_DIFFERS)},
+        ),
+    ]
