@@ -170,6 +170,11 @@ def test_bad_input_is_refused(containerd: Containerd) -> None:
     assert "not found" in kill.stderr
     checkpoint = containerd.ctr("tasks", "checkpoint", "b1")
     assert checkpoint.returncode != 0
+    first = containerd.ctr("tasks", "exec", "-d", "--exec-id", "x1", "b1", "/bin/sleep", "100")
+    assert first.returncode == 0, first.stderr
+    reused = containerd.ctr("tasks", "exec", "-d", "--exec-id", "x1", "b1", "/bin/sleep", "100")
+    assert reused.returncode != 0
+    assert "already exists" in reused.stderr
 
 
 def test_shim_killed_mid_run_reports_exit_once(containerd: Containerd, events: Events) -> None:

@@ -1,0 +1,29 @@
+"""The shim imports no grpc; its start/delete path imports neither asyncio nor protobuf."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def _loaded(modules: str, heavy: list[str]) -> list[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    probe = f"import sys, {modules}; print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
+    )
+    return [m for m in out.stdout.strip().split(",") if m]
+
+
+def test_shim_server_imports_no_grpc() -> None:
+    modules = "pycontainerd.runtime.shim.main, pycontainerd.runtime.shim.server"
+    assert _loaded(modules, ["grpc"]) == []
+
+
+@pytest.mark.parametrize("heavy", ["asyncio", "google.protobuf", "grpc", "pycontainerd.api"])
+def test_start_and_delete_path_is_light(heavy: str) -> None:
+    modules = "pycontainerd.runtime.shim.main, pycontainerd.runtime.shim.bootstrap"
+    assert _loaded(modules, [heavy]) == []

@@ -1,0 +1,105 @@
+"""stdio through client FIFOs: output copies, stdin with EOF, and closing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pycontainerd.runtime.shim.reaper import Reaper, spawn
+from pycontainerd.runtime.shim.stdio import ProcessIO
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+
+@pytest.fixture
+async def reaper() -> AsyncIterator[Reaper]:
+    r = Reaper()
+    r.install()
+    try:
+        yield r
+    finally:
+        r.uninstall()
+
+
+async def _read_until(fd: int, want: bytes, limit: float = 10) -> bytes:
+    data = b""
+    deadline = asyncio.get_running_loop().time() + limit
+    while want not in data:
+        assert asyncio.get_running_loop().time() < deadline, f"got {data!r}"
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            chunk = b""
+        if not chunk:
+            await asyncio.sleep(0.01)
+        data += chunk
+    return data
+
+
+async def test_output_reaches_the_fifo(tmp_path: Path, reaper: Reaper) -> None:
+    out = tmp_path / "out"
+    os.mkfifo(out)
+    reader = os.open(out, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        io = ProcessIO("", str(out), "", terminal=False)
+        fds = io.child_fds()
+        _, fut = spawn(
+            reaper,
+            ["/bin/sh", "-c", "echo hello; echo err >&2"],
+            stdin=fds[0],
+            stdout=fds[1],
+            stderr=fds[2],
+        )
+        io.started()
+        assert (await fut).status == 0
+        assert await _read_until(reader, b"hello\n") == b"hello\n"
+        await io.wait_output()
+        io.close()
+    finally:
+        os.close(reader)
+
+
+async def test_stdin_is_copied_and_client_close_is_eof(tmp_path: Path, reaper: Reaper) -> None:
+    stdin, out = tmp_path / "in", tmp_path / "out"
+    os.mkfifo(stdin)
+    os.mkfifo(out)
+    reader = os.open(out, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        io = ProcessIO(str(stdin), str(out), "", terminal=False)
+        fds = io.child_fds()
+        _, fut = spawn(reaper, ["/bin/cat"], stdin=fds[0], stdout=fds[1], stderr=fds[2])
+        io.started()
+        # The client opens its writer after the shim started waiting for it.
+        writer = await asyncio.to_thread(os.open, stdin, os.O_WRONLY)
+        os.write(writer, b"abc\n")
+        assert await _read_until(reader, b"abc\n") == b"abc\n"
+        os.close(writer)  # EOF reaches cat, which exits
+        assert (await asyncio.wait_for(fut, 10)).status == 0
+        io.close()
+    finally:
+        os.close(reader)
+
+
+async def test_close_ends_a_pending_stdin_open_even_if_the_fifo_is_gone(tmp_path: Path) -> None:
+    stdin = tmp_path / "in"
+    os.mkfifo(stdin)
+    before = threading.active_count()
+    io = ProcessIO(str(stdin), "", "", terminal=False)
+    fds = io.child_fds()
+    io.started()
+    assert threading.active_count() == before + 1
+    os.unlink(stdin)  # ctr removes its FIFOs before the task is deleted
+    io.close()
+    deadline = asyncio.get_running_loop().time() + 5
+    while threading.active_count() > before:
+        assert asyncio.get_running_loop().time() < deadline, "stdin open thread still blocked"
+        await asyncio.sleep(0.01)
+    with contextlib.suppress(OSError):
+        os.close(fds[0] or -1)
