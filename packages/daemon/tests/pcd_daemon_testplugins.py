@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
+from typing import Any
 
 from pycontainerd.core.plugin import (
     InitContext,
@@ -41,6 +43,32 @@ async def _broken(ic: InitContext) -> _Thing:
     raise RuntimeError("broken on purpose")
 
 
+class _SlowService:
+    """``/pcd.test.Slow/Sleep``: raw bytes in and out; sleeps, then answers ``done``.
+
+    Writes ``$PCD_TEST_MARKER`` when a call starts, so a test knows it is in flight.
+    """
+
+    def register(self, server: Any) -> None:
+        import grpc
+
+        async def sleep(request: bytes, context: Any) -> bytes:
+            marker = os.environ.get("PCD_TEST_MARKER")
+            if marker:
+                Path(marker).touch()  # noqa: ASYNC240 - a test marker, instant
+            await asyncio.sleep(float(request.decode() or "1"))
+            return b"done"
+
+        handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(sleep)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("pcd.test.Slow", {"Sleep": handler}),)
+        )
+
+
+async def _slow(ic: InitContext) -> _SlowService:
+    return _SlowService()
+
+
 @hookimpl
 def pycontainerd_plugins() -> list[Registration]:
     return [
@@ -50,4 +78,5 @@ def pycontainerd_plugins() -> list[Registration]:
         ),
         Registration(type=PluginType.SNAPSHOT, id="skipper", init=_skipper),
         Registration(type=PluginType.INTERNAL, id="broken", init=_broken),
+        Registration(type=PluginType.GRPC, id="slow", init=_slow),
     ]

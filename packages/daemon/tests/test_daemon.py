@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -158,6 +159,26 @@ def test_sigterm_removes_sockets_and_exits_zero(make_daemon: MakeDaemon) -> None
     d2 = make_daemon(name="d2").start()
     assert d2.stop(signal.SIGINT) == 0
     assert not os.path.exists(d2.address)
+
+
+async def test_sigterm_lets_in_flight_calls_finish(
+    make_daemon: MakeDaemon, short_dir: Path
+) -> None:
+    import grpc.aio
+
+    marker = short_dir / "started"
+    d = make_daemon(env={"PCD_TEST_MARKER": str(marker)}).start()
+    assert d.proc is not None
+    async with grpc.aio.insecure_channel(f"unix:{d.address}") as channel:
+        sleep: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/pcd.test.Slow/Sleep"
+        )
+        call = sleep(b"1.5", timeout=20)
+        await asyncio.to_thread(wait_for, marker.exists, 10.0, "the call to start")
+        d.proc.send_signal(signal.SIGTERM)
+        assert await call == b"done"
+    assert await asyncio.to_thread(d.stop) == 0
+    assert not await asyncio.to_thread(os.path.exists, d.address)
 
 
 def test_sigterm_during_hung_plugin_init(make_daemon: MakeDaemon) -> None:

@@ -511,6 +511,18 @@ class Daemon:
             return 0
         finally:
             await self.shutdown()
+            self._ignore_stop_signals()
+
+    def _ignore_stop_signals(self) -> None:
+        """After shutdown, a repeated SIGTERM/SIGINT must not kill the exiting process.
+
+        The loop would restore the default actions when it closes; taking the
+        handlers back first and ignoring the signals keeps the exit status 0.
+        """
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def run(settings: Settings) -> int:
