@@ -1,0 +1,324 @@
+"""The resolver and fetcher against a real docker-registry (plain, basic auth, TLS, tokens)
+and against a misbehaving server."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pycontainerd.client.remotes import mediatypes as mt
+from pycontainerd.client.remotes import reference
+from pycontainerd.client.remotes.auth import parse_challenges
+from pycontainerd.client.remotes.hosts import HostsConfig, TLSOptions
+from pycontainerd.client.remotes.resolver import Resolver
+from pycontainerd.client.remotes.testing import (
+    REGISTRY_BIN,
+    Blob,
+    FaultyBlobServer,
+    Registry,
+    TokenServer,
+    build_image,
+    build_index,
+    make_ca,
+)
+from pycontainerd.core.errdefs import (
+    DataLossError,
+    InvalidArgumentError,
+    NotFoundError,
+    OutOfRangeError,
+    UnauthenticatedError,
+    UnavailableError,
+    UnimplementedError,
+)
+from pycontainerd.core.types import Descriptor
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+
+def require_registry() -> None:
+    if not os.access(REGISTRY_BIN, os.X_OK):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{REGISTRY_BIN} is required under CI")
+        pytest.skip(f"{REGISTRY_BIN} not installed")
+
+
+IMAGE = build_image([{"bin/hello": b"hello\n"}, {"etc/motd": b"hi\n" * 1000}])
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    require_registry()
+    with Registry(tmp_path_factory.mktemp("reg")).running() as reg:
+        reg.seed("test/multi", "v1", IMAGE)
+        yield reg
+
+
+def plain_resolver(**kw: object) -> Resolver:
+    return Resolver(HostsConfig(default_scheme="http"), **kw)  # type: ignore[arg-type]
+
+
+def desc_of(blob: Blob) -> Descriptor:
+    return Descriptor(media_type=blob.media_type, digest=blob.digest, size=len(blob.data))
+
+
+# -- references and challenges --------------------------------------------------------------------
+
+
+def test_reference_parse() -> None:
+    r = reference.parse("127.0.0.1:5000/a/b:v1")
+    assert (r.host, r.repository, r.tag, r.hostname) == ("127.0.0.1:5000", "a/b", "v1", "127.0.0.1")
+    assert reference.parse("example.test/x").tag == "latest"
+    d = "sha256:" + "a" * 64
+    assert reference.parse(f"example.test/x@{d}").object == d
+
+
+@pytest.mark.parametrize("bad", ["busybox", "example.test/UPPER", "example.test/x@sha256:zz", ""])
+def test_reference_rejects(bad: str) -> None:
+    with pytest.raises(InvalidArgumentError):
+        reference.parse(bad)
+
+
+def test_parse_challenges() -> None:
+    [c] = parse_challenges(['Bearer realm="https://a/token",service="reg",scope="repository:x:pull"'])
+    assert c.scheme == "bearer"
+    assert c.params == {"realm": "https://a/token", "service": "reg", "scope": "repository:x:pull"}
+    got = parse_challenges(['Basic realm="r", Bearer realm="t"'])
+    assert [x.scheme for x in got] == ["basic", "bearer"]
+
+
+# -- plain registry -------------------------------------------------------------------------------
+
+
+async def test_resolve_and_fetch(plain: Registry) -> None:
+    async with plain_resolver() as resolver:
+        name, desc = await resolver.resolve(f"{plain.host}/test/multi:v1")
+        assert name == f"{plain.host}/test/multi:v1"
+        assert desc == desc_of(IMAGE.root)
+        fetcher = resolver.fetcher(name)
+        manifest = json.loads(await fetcher.fetch_bytes(desc))
+        layer = IMAGE.blobs[1]
+        assert manifest["layers"][1]["digest"] == layer.digest
+        assert await fetcher.fetch_bytes(desc_of(layer)) == layer.data
+        # by digest, too
+        _, by_digest = await resolver.resolve(f"{plain.host}/test/multi@{IMAGE.root.digest}")
+        assert by_digest.digest == IMAGE.root.digest
+
+
+async def test_resolve_missing_tag_is_not_found(plain: Registry) -> None:
+    async with plain_resolver() as resolver:
+        with pytest.raises(NotFoundError, match="not found"):
+            await resolver.resolve(f"{plain.host}/test/multi:nope")
+        fetcher = resolver.fetcher(f"{plain.host}/test/multi:v1")
+        missing = Descriptor(media_type=mt.OCI_LAYER_GZIP, digest="sha256:" + "0" * 64, size=3)
+        with pytest.raises(NotFoundError):
+            await fetcher.fetch_bytes(missing)
+
+
+async def test_localhost_https_falls_back_to_http(plain: Registry) -> None:
+    # no --plain-http: a loopback registry that only speaks HTTP is still reached
+    async with Resolver() as resolver:
+        _, desc = await resolver.resolve(f"{plain.host}/test/multi:v1")
+        assert desc.digest == IMAGE.root.digest
+
+
+async def test_index_resolves(plain: Registry) -> None:
+    index = build_index(
+        {
+            "linux/amd64": build_image([{"a": b"amd"}]),
+            "linux/arm64/v8": build_image([{"a": b"arm"}], architecture="arm64", variant="v8"),
+        }
+    )
+    plain.seed("test/index", "v1", index)
+    async with plain_resolver() as resolver:
+        _, desc = await resolver.resolve(f"{plain.host}/test/index:v1")
+        assert desc.media_type == mt.OCI_INDEX
+        assert desc.digest == index.root.digest
+
+
+async def test_unknown_root_media_type() -> None:
+    # docker-registry refuses such manifests, so a tiny server of our own serves it
+    odd = Blob("application/vnd.example.thing.v1+json", b'{"schemaVersion": 2}')
+    server = FaultyBlobServer({odd.digest: odd}, {"v1": odd}).start()
+    try:
+        async with plain_resolver() as resolver:
+            with pytest.raises(UnimplementedError, match="unsupported media type"):
+                await resolver.resolve(f"{server.host}/test/odd:v1")
+    finally:
+        server.stop()
+
+
+async def test_oversized_manifest_is_refused(plain: Registry) -> None:
+    big = Descriptor(media_type=mt.OCI_MANIFEST, digest="sha256:" + "1" * 64, size=5 << 20)
+    async with plain_resolver() as resolver:
+        fetcher = resolver.fetcher(f"{plain.host}/test/multi:v1")
+        with pytest.raises(OutOfRangeError, match="exceeds the limit"):
+            await fetcher.fetch_bytes(big)
+
+
+async def test_oversized_manifest_from_registry(tmp_path: Path) -> None:
+    big = Blob(mt.OCI_MANIFEST, b" " * ((4 << 20) + 1))
+    server = FaultyBlobServer({big.digest: big}, {"v1": big}).start()
+    try:
+        async with plain_resolver() as resolver:
+            with pytest.raises(OutOfRangeError, match="exceeds the limit"):
+                await resolver.resolve(f"{server.host}/x/y:v1")
+    finally:
+        server.stop()
+
+
+# -- a misbehaving server -------------------------------------------------------------------------
+
+
+LAYER = Blob(mt.OCI_LAYER_GZIP, os.urandom(300_000))
+
+
+def faulty(kind: str, times: int) -> FaultyBlobServer:
+    def fault(path: str, n: int) -> str | None:
+        return kind if "/blobs/" in path and n <= times else None
+
+    return FaultyBlobServer({LAYER.digest: LAYER}, {}, fault).start()
+
+
+@pytest.mark.parametrize("kind", ["drop", "stall"])
+async def test_fetch_resumes_after_break(kind: str) -> None:
+    server = faulty(kind, 1)
+    try:
+        async with plain_resolver(read_timeout=0.5, backoff=0.01) as resolver:
+            data = await resolver.fetcher(f"{server.host}/x/y:v1").fetch_bytes(desc_of(LAYER))
+        assert data == LAYER.data
+        assert server.ranges
+        assert server.ranges[0].startswith("bytes=")
+        assert server.ranges[0] != "bytes=0-"
+    finally:
+        server.stop()
+
+
+async def test_fetch_gives_up_cleanly() -> None:
+    server = faulty("drop", 100)
+    try:
+        async with plain_resolver(retries=2, backoff=0.01) as resolver:
+            with pytest.raises(UnavailableError, match="after 3 attempts"):
+                await resolver.fetcher(f"{server.host}/x/y:v1").fetch_bytes(desc_of(LAYER))
+    finally:
+        server.stop()
+
+
+async def test_fetch_detects_digest_mismatch() -> None:
+    server = faulty("corrupt", 100)
+    try:
+        async with plain_resolver() as resolver:
+            with pytest.raises(DataLossError, match="digest mismatch"):
+                await resolver.fetcher(f"{server.host}/x/y:v1").fetch_bytes(desc_of(LAYER))
+    finally:
+        server.stop()
+
+
+async def test_fetch_detects_oversize_blob() -> None:
+    server = faulty("none", 0)
+    short = Descriptor(media_type=LAYER.media_type, digest=LAYER.digest, size=1000)
+    try:
+        async with plain_resolver() as resolver:
+            with pytest.raises(DataLossError, match="more than"):
+                await resolver.fetcher(f"{server.host}/x/y:v1").fetch_bytes(short)
+    finally:
+        server.stop()
+
+
+# -- basic auth -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def basic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    require_registry()
+    reg = Registry(tmp_path_factory.mktemp("basic"), htpasswd={"alice": "s3cret"})
+    with reg.running():
+        reg.seed("test/private", "v1", IMAGE, user=("alice", "s3cret"))
+        yield reg
+
+
+async def test_basic_auth(basic: Registry) -> None:
+    ref = f"{basic.host}/test/private:v1"
+    async with plain_resolver(credentials=lambda _h: ("alice", "s3cret")) as resolver:
+        _, desc = await resolver.resolve(ref)
+        data = await resolver.fetcher(ref).fetch_bytes(desc)
+        assert data == IMAGE.root.data
+    async with plain_resolver() as resolver:
+        with pytest.raises(UnauthenticatedError, match="no credentials"):
+            await resolver.resolve(ref)
+    async with plain_resolver(credentials=lambda _h: ("alice", "wrong")) as resolver:
+        with pytest.raises(UnauthenticatedError, match="authorization failed"):
+            await resolver.resolve(ref)
+
+
+# -- TLS ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    require_registry()
+    base = tmp_path_factory.mktemp("tls")
+    ca = make_ca(base / "ca")
+    reg = Registry(base, tls=ca.issue(base, "server"))
+    reg.tls_ca = ca.cert
+    with reg.running():
+        reg.seed("test/secure", "v1", IMAGE)
+        yield reg
+
+
+async def test_tls_with_ca(tls: Registry) -> None:
+    ref = f"{tls.host}/test/secure:v1"
+    assert tls.tls_ca is not None
+    conf = HostsConfig(default_tls=TLSOptions(ca_files=(str(tls.tls_ca),)))
+    async with Resolver(conf) as resolver:
+        _, desc = await resolver.resolve(ref)
+        assert desc.digest == IMAGE.root.digest
+    async with Resolver(HostsConfig(default_tls=TLSOptions(skip_verify=True))) as resolver:
+        await resolver.resolve(ref)
+
+
+async def test_tls_unknown_ca_fails(tls: Registry) -> None:
+    async with Resolver(HostsConfig(default_tls=TLSOptions(skip_verify=False))) as resolver:
+        with pytest.raises(UnavailableError, match="CERTIFICATE_VERIFY_FAILED"):
+            await resolver.resolve(f"{tls.host}/test/secure:v1")
+
+
+# -- Bearer tokens --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    require_registry()
+    base = tmp_path_factory.mktemp("tok")
+    ca = make_ca(base / "ca")
+    server = TokenServer(ca, users={"bob": "pw"}, anonymous=True).start()
+    reg = Registry(base, token=server)
+    try:
+        with reg.running():
+            reg.seed("test/tok", "v1", IMAGE, user=("bob", "pw"))
+            yield reg
+    finally:
+        server.stop()
+
+
+async def test_bearer_token_anonymous_and_with_credentials(token_registry: Registry) -> None:
+    ref = f"{token_registry.host}/test/tok:v1"
+    server = token_registry.token
+    assert server is not None
+    for creds in (None, ("bob", "pw")):
+        server.requests.clear()
+        async with plain_resolver(credentials=(lambda _h, c=creds: c)) as resolver:
+            _, desc = await resolver.resolve(ref)
+            fetcher = resolver.fetcher(ref)
+            await fetcher.fetch_bytes(desc)
+            await fetcher.fetch_bytes(desc_of(IMAGE.blobs[0]))
+        # one token for the repository's pull scope, reused for every request
+        assert server.requests == [(creds[0] if creds else "", ["repository:test/tok:pull"])]
+    async with plain_resolver(credentials=lambda _h: ("bob", "bad")) as resolver:
+        with pytest.raises(UnauthenticatedError, match="refused user 'bob'"):
+            await resolver.resolve(ref)
+
