@@ -28,16 +28,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import socket
-import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING
 
 from pycontainerd.runtime.shim import paths, wire
 
+# typing pulls in re: this module is on the start path, so no typing import.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pycontainerd.runtime.shim.main import Flags
 
@@ -65,9 +64,16 @@ def group_of(bundle: str, task_id: str, policy: str | None = None) -> str:
     """The group a task's shim is chosen by (empty: the whole namespace)."""
     try:
         with open(os.path.join(bundle, "config.json"), "rb") as f:
-            spec = json.load(f)
-    except (OSError, ValueError):
-        spec = {}
+            raw = f.read()
+    except OSError:
+        raw = b""
+    spec: object = {}
+    # Parse (json pulls in re) only when a group annotation can be there at all.
+    if any(key.encode() in raw for key in GROUP_ANNOTATIONS):
+        import json
+
+        with contextlib.suppress(ValueError):
+            spec = json.loads(raw)
     annotations = spec.get("annotations") if isinstance(spec, dict) else None
     if isinstance(annotations, dict):
         for key in GROUP_ANNOTATIONS:
@@ -111,6 +117,8 @@ def _adjust_oom_score(pid: int) -> None:
 
 def _spawn(flags: Flags, path: str, state: str) -> int:
     """Bind ``path`` and start a shim server on it; returns the server's pid."""
+    import subprocess
+
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -196,6 +204,8 @@ def _write_file(path: str, data: str) -> None:
 
 def read_options(bundle: str) -> dict[str, object]:
     """The runc options this shim saved in the bundle at Create (empty if none)."""
+    import json
+
     try:
         with open(os.path.join(bundle, OPTIONS_FILE), "rb") as f:
             data = json.load(f)
@@ -216,25 +226,44 @@ def delete(flags: Flags) -> int:
     pid = 0
     with contextlib.suppress(OSError, ValueError), open(os.path.join(bundle, "init.pid")) as f:
         pid = int(f.read().strip() or 0)
-    argv = [str(binary), "--root", str(root)]
-    log_json = os.path.join(bundle, "log.json")
-    if os.path.isdir(bundle):
-        argv += ["--log", log_json, "--log-format", "json"]
-    argv += ["delete", "--force", flags.id]
-    try:
-        res = subprocess.run(argv, capture_output=True, check=False, timeout=30)
-        if res.returncode != 0 and b"does not exist" not in res.stderr:
-            sys.stderr.write(f"runc delete {flags.id}: {res.stderr.decode(errors='replace')}\n")
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        sys.stderr.write(f"runc delete {flags.id}: {exc}\n")
+    # After a clean Delete runc has no state left for the task: skip the call.
+    if os.path.exists(os.path.join(str(root), flags.id)):
+        _runc_delete(str(binary), str(root), bundle, flags.id)
     _unmount(os.path.join(bundle, "rootfs"))
     sys.stdout.buffer.write(wire.delete_response(pid, SIGKILL_STATUS, time.time()))
     sys.stdout.flush()
     return 0
 
 
+def _is_mountpoint(target: str) -> bool:
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            wanted = b" " + target.encode() + b" "
+            return any(wanted in line for line in f)
+    except OSError:
+        return True
+
+
+def _runc_delete(binary: str, root: str, bundle: str, task_id: str) -> None:
+    import subprocess
+
+    argv = [binary, "--root", root]
+    if os.path.isdir(bundle):
+        argv += ["--log", os.path.join(bundle, "log.json"), "--log-format", "json"]
+    argv += ["delete", "--force", task_id]
+    try:
+        res = subprocess.run(argv, capture_output=True, check=False, timeout=30)
+        if res.returncode != 0 and b"does not exist" not in res.stderr:
+            sys.stderr.write(f"runc delete {task_id}: {res.stderr.decode(errors='replace')}\n")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        sys.stderr.write(f"runc delete {task_id}: {exc}\n")
+
+
 def _unmount(target: str) -> None:
     """Unmount everything mounted on ``target`` (lazily); not mounted is fine."""
+    # Nothing mounted there (the usual case after a clean Delete): skip ctypes.
+    if not _is_mountpoint(target):
+        return
     import ctypes
     import ctypes.util
 

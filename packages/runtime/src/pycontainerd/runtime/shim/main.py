@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
 
 __all__ = ["Flags", "UsageError", "main", "parse_args"]
 
@@ -29,9 +28,8 @@ class UsageError(Exception):
     """The command line is wrong; the text is printed and the exit status is 2."""
 
 
-@dataclass(slots=True)
 class Flags:
-    """The parsed command line.
+    """The parsed command line (a plain class: ``dataclasses`` costs milliseconds to import).
 
     Attributes:
         namespace: containerd namespace of the task (required).
@@ -44,18 +42,33 @@ class Flags:
         debug: log at debug level.
         version: print the version and exit.
         action: ``start``, ``delete`` or ``""`` (serve).
+        extra: arguments after the action.
     """
 
-    namespace: str = ""
-    id: str = ""
-    address: str = ""
-    publish_binary: str = ""
-    bundle: str = ""
-    socket: str = ""
-    debug: bool = False
-    version: bool = False
-    action: str = ""
-    extra: list[str] = field(default_factory=list)
+    __slots__ = (
+        "action",
+        "address",
+        "bundle",
+        "debug",
+        "extra",
+        "id",
+        "namespace",
+        "publish_binary",
+        "socket",
+        "version",
+    )
+
+    def __init__(self) -> None:
+        self.namespace = ""
+        self.id = ""
+        self.address = ""
+        self.publish_binary = ""
+        self.bundle = ""
+        self.socket = ""
+        self.debug = False
+        self.version = False
+        self.action = ""
+        self.extra: list[str] = []
 
 
 def parse_args(argv: list[str]) -> Flags:

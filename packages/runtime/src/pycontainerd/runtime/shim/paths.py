@@ -20,8 +20,15 @@ same shim for the same group.
 
 from __future__ import annotations
 
-import hashlib
 import os
+
+try:  # the builtin module is lighter than hashlib (which loads OpenSSL)
+    from _sha2 import sha256  # type: ignore[import-not-found, unused-ignore]
+except ImportError:  # pragma: no cover - Python < 3.12
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found, no-redef, unused-ignore]
+    except ImportError:
+        from hashlib import sha256  # type: ignore[assignment, unused-ignore]
 
 __all__ = [
     "TASK_PLUGIN_DIR",
@@ -57,7 +64,7 @@ def socket_dir(state: str) -> str:
 
 def group_key(address: str, namespace: str, group: str) -> str:
     """The socket name of the shim serving ``group`` (hex SHA-256, as upstream)."""
-    return hashlib.sha256(f"{address}/{namespace}/{group}".encode()).hexdigest()
+    return str(sha256(f"{address}/{namespace}/{group}".encode()).hexdigest())
 
 
 def socket_path(state: str, address: str, namespace: str, group: str) -> str:

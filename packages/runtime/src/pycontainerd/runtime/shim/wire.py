@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import struct
 import time
-from typing import TYPE_CHECKING
 
+# typing pulls in re: this module is on the start path, so no typing import.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
 
