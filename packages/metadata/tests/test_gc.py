@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -415,3 +416,20 @@ async def test_exclusive_lock_waits_for_shared_holders() -> None:
     release.set()
     await asyncio.gather(r, w)
     assert order == ["shared-in", "shared-out", "exclusive"]
+
+
+async def test_collection_logs_duration_and_counts_at_debug(
+    collector: Collector, cs: MetadataContentStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    d = await put(cs, b"logged")
+    with caplog.at_level(logging.DEBUG, logger="pycontainerd.metadata.gc"):
+        await collector.collect()
+    done = [r for r in caplog.records if r.getMessage() == "garbage collected"]
+    assert len(done) == 1
+    assert done[0].levelno == logging.DEBUG
+    fields = done[0].fields  # type: ignore[attr-defined]
+    assert fields["blobs"] == 1
+    assert fields["backend_blobs"] == 1
+    assert str(fields["d"]).endswith("ms")
+    removed = [r for r in caplog.records if r.getMessage() == "removed content"]
+    assert [r.fields["digest"] for r in removed] == [d]  # type: ignore[attr-defined]

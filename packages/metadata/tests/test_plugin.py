@@ -25,6 +25,7 @@ def test_registrations() -> None:
     regs = plugin.pycontainerd_plugins()
     assert [r.uri for r in regs] == [
         "io.containerd.metadata.v1.sqlite",
+        "io.containerd.gc.v1.scheduler",
         "io.containerd.grpc.v1.namespaces",
         "io.containerd.grpc.v1.images",
         "io.containerd.grpc.v1.containers",
@@ -93,6 +94,8 @@ async def test_bad_policy_is_refused(tmp_path: Path) -> None:
         "pycontainerd.metadata.plugin",
         "pycontainerd.metadata.metadata",
         "pycontainerd.metadata.db",
+        "pycontainerd.metadata.gc",
+        "pycontainerd.metadata.scheduler",
     ],
 )
 def test_module_is_light(module: str) -> None:

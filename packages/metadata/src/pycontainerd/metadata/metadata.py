@@ -45,6 +45,7 @@ class Metadata:
         policy: str = SHARED,
     ) -> None:
         self.db = MetadataDB.open(path)
+        self.content_backend = content
         self.policy = policy
         self.snapshotters = dict(snapshotters or {})
         self._content = MetadataContentStore(self.db, content, policy=policy)

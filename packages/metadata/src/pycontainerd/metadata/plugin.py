@@ -2,7 +2,8 @@
 
 Registers the metadata database ``io.containerd.metadata.v1.sqlite`` (type
 METADATA, after the content store and the snapshotters) and the gRPC
-services ``io.containerd.grpc.v1.{namespaces,images,containers,leases}``.
+services ``io.containerd.grpc.v1.{namespaces,images,containers,leases}``, and
+the garbage collection scheduler ``io.containerd.gc.v1.scheduler``.
 
 Importing this module must not import grpc: service modules are imported
 inside their init functions.
@@ -17,10 +18,12 @@ from pycontainerd.core.errdefs import InvalidArgumentError
 from pycontainerd.core.plugin import InitContext, PluginType, Registration, hookimpl
 from pycontainerd.metadata.content import POLICIES, SHARED
 from pycontainerd.metadata.db import DB_FILENAME
+from pycontainerd.metadata.scheduler import DEFAULTS as GC_DEFAULTS
 
 if TYPE_CHECKING:
     from pycontainerd.core.plugin import GrpcService
     from pycontainerd.metadata.metadata import Metadata
+    from pycontainerd.metadata.scheduler import Scheduler
     from pycontainerd.metadata.services._common import Publisher
 
 PLUGIN_ID: Final = "sqlite"
@@ -95,9 +98,21 @@ async def _init_leases(ic: InitContext) -> GrpcService:
     return LeasesService(md.lease_store(), md.db)
 
 
+async def _init_gc_scheduler(ic: InitContext) -> Scheduler:
+    from pycontainerd.metadata.gc import Collector
+    from pycontainerd.metadata.scheduler import Scheduler, SchedulerConfig
+
+    config = SchedulerConfig.from_mapping(ic.config)
+    md = _metadata(ic)
+    scheduler = Scheduler(Collector(md.db, md.content_backend, md.snapshotters), config)
+    scheduler.start()
+    ic.exports.update(config.exports())
+    return scheduler
+
+
 @hookimpl
 def pycontainerd_plugins() -> list[Registration]:
-    """The metadata database and its four gRPC services."""
+    """The metadata database, its four gRPC services and the GC scheduler."""
     services = (
         ("namespaces", _init_namespaces),
         ("images", _init_images),
@@ -111,6 +126,13 @@ def pycontainerd_plugins() -> list[Registration]:
             requires=(PluginType.CONTENT, PluginType.SNAPSHOT),
             init=_init_metadata,
             config={POLICY_KEY: SHARED},
+        ),
+        Registration(
+            type=PluginType.GC,
+            id="scheduler",
+            requires=(PluginType.METADATA,),
+            init=_init_gc_scheduler,
+            config=GC_DEFAULTS,
         ),
         *(
             Registration(
