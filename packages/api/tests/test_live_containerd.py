@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 CONTAINERD = Path("/usr/bin/containerd")
 NS_MD = (("containerd-namespace", "default"),)
 
-pytestmark = pytest.mark.system
+# A wedged peer must fail the test, not hang the suite.
+pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
 
 
 def _unavailable(reason: str) -> None:
@@ -105,7 +106,7 @@ async def test_namespaces_and_their_event(containerd_socket: str) -> None:
             events_pb2.SubscribeRequest(filters=['topic=="/namespaces/create"'])
         )
         namespaces = namespace_pb2_grpc.NamespacesStub(channel)
-        await channel.channel_ready()
+        await asyncio.wait_for(channel.channel_ready(), timeout=20)
         # The subscription is registered asynchronously: create namespaces
         # until one event arrives (bounded), then check it.
         envelope: event_pb2.Envelope | None = None
