@@ -191,6 +191,30 @@ def test_sigterm_during_hung_plugin_init(make_daemon: MakeDaemon) -> None:
     assert not os.path.exists(d.address)
 
 
+def test_live_socket_is_not_taken_over(make_daemon: MakeDaemon) -> None:
+    first = make_daemon(name="a").start()
+    second = make_daemon(name="b")
+    second.address = first.address
+    second.start(wait=False)
+    assert second.proc is not None
+    assert second.proc.wait(30) == 1
+    assert f"containerd: {first.address}: address already in use by a running server" in (
+        second.log()
+    )
+    first.ctr("version")  # still served by the first daemon
+    assert first.stop() == 0
+
+
+def test_stale_socket_is_replaced(make_daemon: MakeDaemon) -> None:
+    d = make_daemon()
+    d.base.mkdir(exist_ok=True)
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(d.address)
+    stale.close()  # the file stays, nobody listens
+    d.start()
+    d.ctr("version")
+
+
 def test_sigusr1_writes_stacks_file(make_daemon: MakeDaemon, short_dir: Path) -> None:
     tmpdir = short_dir / "tmp"
     tmpdir.mkdir()

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import stat
 import sys
 import time
@@ -94,7 +95,8 @@ def prepare_unix_socket(path: str, uid: int, gid: int) -> None:
     """Check the length, create the parent dir (0770) if missing, remove a stale socket.
 
     Raises:
-        DaemonError: the path is too long, or something that is not a socket is in the way.
+        DaemonError: the path is too long, something that is not a socket is in
+            the way, or a live server is listening on it.
     """
     if len(os.fsencode(path)) > MAX_UNIX_PATH:
         msg = f"unix socket path {path!r} too long (> {MAX_UNIX_PATH} bytes)"
@@ -112,7 +114,27 @@ def prepare_unix_socket(path: str, uid: int, gid: int) -> None:
     if not stat.S_ISSOCK(st.st_mode):
         msg = f"{path} exists and is not a socket"
         raise DaemonError(msg)
+    if _socket_in_use(path):
+        msg = f"{path}: address already in use by a running server"
+        raise DaemonError(msg)
     os.unlink(path)
+
+
+def _socket_in_use(path: str) -> bool:
+    """Whether something accepts connections on the unix socket ``path``.
+
+    containerd removes whatever socket is there; taking over a live daemon's
+    socket is never what anyone wants, so that is refused instead.
+    """
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 def secure_unix_socket(path: str, uid: int, gid: int) -> None:
@@ -430,6 +452,9 @@ class Daemon:
             if isinstance(instance, TtrpcService):
                 ttrpc_services.append(instance)
 
+        if _socket_in_use(cfg.grpc.address):  # before any listener is touched
+            msg = f"{cfg.grpc.address}: address already in use by a running server"
+            raise DaemonError(msg)
         await self._start_debug()
         await self._start_metrics()
         await self._start_ttrpc(ttrpc_services)
