@@ -500,6 +500,12 @@ class Daemon:
 
     async def shutdown(self) -> None:
         """Stop listeners (with grace for in-flight RPCs), close plugins, remove sockets."""
+        if self.plugins is not None:
+            from pycontainerd.daemon.services.health import HealthService
+
+            for _reg, instance in self.plugins.instances:
+                if isinstance(instance, HealthService):
+                    await instance.set_serving(serving=False)
         if self.grpc_server is not None:
             await self.grpc_server.stop(SHUTDOWN_GRACE)
         if self.ttrpc_server is not None:
