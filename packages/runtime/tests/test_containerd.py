@@ -240,3 +240,50 @@ def test_terminal(containerd: Containerd) -> None:
     os.close(fd)
     assert b"is-a-tty" in out
     assert os.waitstatus_to_exitcode(status) == 5
+
+
+@pytest.mark.slow
+def test_many_containers_started_concurrently(containerd: Containerd) -> None:
+    n = 30
+    procs = [
+        subprocess.Popen(
+            [
+                CTR,
+                "-a",
+                containerd.address,
+                "run",
+                "--runtime",
+                RUNTIME,
+                "--rootfs",
+                "-d",
+                str(containerd.rootfs),
+                f"c{i}",
+                "/bin/sleep",
+                "300",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        for i in range(n)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()
+    lines = containerd.ctr("tasks", "ls", check=True).stdout.splitlines()[1:]
+    assert sorted(line.split()[0] for line in lines) == sorted(f"c{i}" for i in range(n))
+    assert all(line.split()[2] == "RUNNING" for line in lines)
+    assert len(containerd.shim_pids()) == 1
+    kills = [
+        subprocess.Popen([CTR, "-a", containerd.address, "tasks", "kill", "-s", "SIGKILL", f"c{i}"])
+        for i in range(n)
+    ]
+    for k in kills:
+        assert k.wait(60) == 0
+    wait_for(
+        lambda: all(
+            "STOPPED" in line for line in containerd.ctr("tasks", "ls").stdout.splitlines()[1:]
+        ),
+        timeout=30,
+        what="all tasks stopped",
+    )
