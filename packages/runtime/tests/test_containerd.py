@@ -193,6 +193,26 @@ def test_shim_killed_mid_run_reports_exit_once(containerd: Containerd, events: E
     assert "k1" not in containerd.ctr("tasks", "ls", "-q").stdout.split()
 
 
+def test_daemon_restart_reconnects_and_reports_one_exit(containerd: Containerd) -> None:
+    assert run(containerd, "-d", "r1", "/bin/sleep", "300").returncode == 0
+    shim_pid = int((containerd.bundle("r1") / "shim.pid").read_text())
+    containerd.restart()
+    ls = containerd.ctr("tasks", "ls", check=True).stdout
+    assert any(line.split()[:1] == ["r1"] and "RUNNING" in line for line in ls.splitlines()[1:]), ls
+    assert is_our_shim(shim_pid), "the shim survives a daemon restart"
+    ev = Events(containerd)
+    try:
+        containerd.ctr("namespaces", "create", "probe-restart", check=True)
+        wait_for(lambda: any("/namespaces/create" in line for line in ev.lines()), what="events")
+        containerd.ctr("tasks", "kill", "-s", "SIGKILL", "r1", check=True)
+        wait_for(lambda: "/tasks/exit" in ev.topics("r1"), what="exit after restart")
+        containerd.ctr("tasks", "rm", "r1", check=True)
+        wait_for(lambda: "/tasks/delete" in ev.topics("r1"), what="delete after restart")
+        assert ev.topics("r1").count("/tasks/exit") == 1
+    finally:
+        ev.close()
+
+
 def _zombie(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -89,6 +89,17 @@ class Containerd:
     dir: Path
     proc: subprocess.Popen[bytes]
     rootfs: Path
+    env: dict[str, str]
+
+    def restart(self) -> None:
+        """SIGTERM containerd (its shims and tasks keep running) and start it again."""
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+        sock = self.dir / "c.sock"
+        with contextlib.suppress(FileNotFoundError):
+            sock.unlink()
+        self.proc = _spawn_containerd(self.dir, self.env)
+        wait_for(lambda: sock.exists() or self.proc.poll() is not None, what="containerd socket")
 
     @property
     def address(self) -> str:
@@ -124,6 +135,16 @@ class Containerd:
         return {p for p in pids if is_our_shim(p)}
 
 
+def _spawn_containerd(d: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with (d / "containerd.log").open("ab") as log:
+        return subprocess.Popen(
+            [CONTAINERD, "--config", str(d / "config.toml")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+
 @pytest.fixture
 def containerd() -> Iterator[Containerd]:
     """A real containerd in a short temporary directory, our shim first on PATH."""
@@ -141,15 +162,8 @@ def containerd() -> Iterator[Containerd]:
     env = dict(os.environ)
     env["PATH"] = f"{bindir}:{env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
     env["PYCONTAINERD_SHIM_LINGER"] = "0.2"
-    log = (d / "containerd.log").open("wb")
-    proc = subprocess.Popen(
-        [CONTAINERD, "--config", str(d / "config.toml")],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    log.close()
-    ctd = Containerd(d, proc, rootfs)
+    ctd = Containerd(d, _spawn_containerd(d, env), rootfs, env)
+    proc = ctd.proc
     try:
         wait_for(
             lambda: (d / "c.sock").exists() or proc.poll() is not None, what="containerd socket"
