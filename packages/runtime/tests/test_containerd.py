@@ -307,3 +307,23 @@ def test_many_containers_started_concurrently(containerd: Containerd) -> None:
         timeout=30,
         what="all tasks stopped",
     )
+
+
+def test_oom_kill_is_reported(containerd: Containerd, events: Events) -> None:
+    from pycontainerd.runtime.shim import cgroups
+
+    if cgroups.is_unified():
+        pytest.skip("OOM events are watched on cgroup v1 only")
+    hog = 'a=xxxxxxxxxxxxxxxx; while true; do a="$a$a"; done'
+    res = run(
+        containerd,
+        "--rm",
+        f"--memory-limit={16 << 20}",
+        "oom1",
+        "/bin/sh",
+        "-c",
+        hog,
+        timeout=60,
+    )
+    assert res.returncode == 137, res.stderr
+    wait_for(lambda: "/tasks/oom" in events.topics("oom1"), what="/tasks/oom")

@@ -266,10 +266,7 @@ class OomWatcher:
         kills = self.oom_kills()
         new = kills > self.kills
         self.kills = max(kills, self.kills)
-        return new or (
-            os.path.isdir(self.dir)
-            and _read_kv(os.path.join(self.dir, "memory.oom_control")).get("under_oom", 0) == 1
-        )
+        return new
 
     def close(self) -> None:
         """Close the eventfd."""

@@ -210,6 +210,9 @@ class TaskService:
         proc.exited_at = ex.at
         # Let the output reach the client before the exit does.
         await proc.io.wait_output(timeout=1.0)
+        # The OOM eventfd can fire after the victim is reaped (seen for a
+        # container's init): check the kill counter so /tasks/oom precedes /tasks/exit.
+        self._check_oom(proc.container)
         self.events.publish(
             "/tasks/exit",
             events.TaskExit(
@@ -221,9 +224,6 @@ class TaskService:
             ),
         )
         proc.exited.set()
-        c = proc.container
-        if proc is c.init and c.oom is not None:
-            asyncio.get_running_loop().remove_reader(c.oom.fd)
 
     def _watch_oom(self, c: Container) -> None:
         if cgroups.is_unified() or not c.cgroup_path:
@@ -234,11 +234,11 @@ class TaskService:
             log.debug("no OOM notification for %s: %s", c.id, exc)
             return
 
-        def fired() -> None:
-            if c.oom is not None and c.oom.fired():
-                self.events.publish("/tasks/oom", events.TaskOOM(container_id=c.id))
+        asyncio.get_running_loop().add_reader(c.oom.fd, self._check_oom, c)
 
-        asyncio.get_running_loop().add_reader(c.oom.fd, fired)
+    def _check_oom(self, c: Container) -> None:
+        if c.oom is not None and c.oom.fired():
+            self.events.publish("/tasks/oom", events.TaskOOM(container_id=c.id))
 
     @staticmethod
     async def _console(listener: socket.socket) -> int:
