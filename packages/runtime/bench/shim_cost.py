@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pycontainerd.runtime.testing import CTR, make_rootfs, shim_script
+from pycontainerd.runtime.testing import CTR, install_shim, make_rootfs
 
 N = 10
 RUNS = 15
@@ -62,7 +62,7 @@ class Daemon:
     def __init__(self, env_extra: dict[str, str]) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="bs", dir="/tmp"))
         (self.dir / "bin").mkdir()
-        (self.dir / "bin" / "containerd-shim-pyrunc-v2").symlink_to(shim_script())
+        install_shim(self.dir / "bin")
         self.rootfs = make_rootfs(self.dir / "rootfs")
         d = self.dir
         (d / "config.toml").write_text(
@@ -142,6 +142,8 @@ def bench_memory(runtime: str, env: dict[str, str], pattern: bytes) -> tuple[int
 def bench_start() -> tuple[float, float]:
     """(new shim until ttrpc answers, start reusing a running shim), in ms."""
     root = Path(tempfile.mkdtemp(prefix="bt", dir="/tmp"))
+    (root / "bin").mkdir()
+    shim = str(install_shim(root / "bin"))
     started: list[int] = []
     try:
 
@@ -152,7 +154,7 @@ def bench_start() -> tuple[float, float]:
             t0 = time.perf_counter()
             out = subprocess.run(
                 [
-                    shim_script(),
+                    shim,
                     "-namespace",
                     "ns",
                     "-address",

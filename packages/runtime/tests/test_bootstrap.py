@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -20,11 +21,10 @@ from pycontainerd.core.errdefs import (
     UnimplementedError,
 )
 from pycontainerd.runtime.shim.service import TASK_SPEC
-from pycontainerd.runtime.testing import is_our_shim, require, shim_script, wait_for
+from pycontainerd.runtime.testing import install_shim, is_our_shim, require, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 
 class Daemon:
@@ -35,6 +35,8 @@ class Daemon:
         self.state = os.path.join(root, "state")
         self.address = os.path.join(root, "c.sock")
         self.started: set[int] = set()
+        os.mkdir(os.path.join(root, "bin"))
+        self.binary = str(install_shim(Path(root) / "bin"))
 
     def bundle(
         self, task_id: str, ns: str = "ns", annotations: dict[str, str] | None = None
@@ -49,7 +51,7 @@ class Daemon:
         self, action: str, task_id: str, bundle: str, ns: str = "ns", **env: str
     ) -> subprocess.CompletedProcess[bytes]:
         argv = [
-            shim_script(),
+            self.binary,
             "-namespace",
             ns,
             "-address",

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+from typing import TYPE_CHECKING
+
 import pytest
 
 from pycontainerd.runtime.shim.main import UsageError, main, parse_args
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def test_upstream_start_invocation_parses() -> None:
@@ -65,3 +71,14 @@ def test_main_exit_codes(
     assert "shim namespace cannot be empty" in capsys.readouterr().err
     assert main(["-v"]) == 0
     assert "io.containerd.pyrunc.v2" in capsys.readouterr().out
+
+
+def test_wrapper_shim_runs_without_a_console_script(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pycontainerd.runtime import testing
+
+    monkeypatch.setattr(testing, "shim_script", lambda: None)
+    wrapper = testing.install_shim(tmp_path)
+    out = subprocess.run([str(wrapper), "-v"], capture_output=True, text=True, check=True).stdout
+    assert "io.containerd.pyrunc.v2" in out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -45,12 +46,33 @@ def require(*binaries: str) -> None:
         pytest.skip(msg)
 
 
-def shim_script() -> str:
-    """The installed ``containerd-shim-pyrunc-v2`` console script."""
+def shim_script() -> str | None:
+    """The installed ``containerd-shim-pyrunc-v2`` console script, if there is one."""
     path = Path(sys.executable).parent / SHIM
-    if not path.exists():
-        pytest.fail(f"{SHIM} is not installed next to {sys.executable}")
-    return str(path)
+    return str(path) if path.exists() else None
+
+
+def install_shim(bindir: Path) -> Path:
+    """Put ``containerd-shim-pyrunc-v2`` into ``bindir``.
+
+    A link to the installed console script; where there is none (a test
+    runner with its own interpreter and no console scripts), a small wrapper
+    that runs ``python -m pycontainerd.runtime.shim`` with this interpreter
+    and import path.
+    """
+    target = bindir / SHIM
+    script = shim_script()
+    if script is not None:
+        target.symlink_to(script)
+        return target
+    pythonpath = os.pathsep.join(p for p in sys.path if p)
+    target.write_text(
+        "#!/bin/sh\n"
+        f"PYTHONPATH={shlex.quote(pythonpath)} "
+        f'exec {shlex.quote(sys.executable)} -m pycontainerd.runtime.shim "$@"\n'
+    )
+    target.chmod(0o755)
+    return target
 
 
 def wait_for(cond: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
@@ -150,15 +172,19 @@ def containerd() -> Iterator[Containerd]:
     """A real containerd in a short temporary directory, our shim first on PATH."""
     require(CONTAINERD, CTR, "runc", "busybox")
     d = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
-    bindir = d / "bin"
-    bindir.mkdir()
-    (bindir / SHIM).symlink_to(shim_script())
-    rootfs = make_rootfs(d / "rootfs")
-    (d / "config.toml").write_text(
-        f'version = 2\nroot = "{d}/root"\nstate = "{d}/state"\n'
-        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
-        f'[grpc]\n  address = "{d}/c.sock"\n'
-    )
+    try:
+        bindir = d / "bin"
+        bindir.mkdir()
+        install_shim(bindir)
+        rootfs = make_rootfs(d / "rootfs")
+        (d / "config.toml").write_text(
+            f'version = 2\nroot = "{d}/root"\nstate = "{d}/state"\n'
+            'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+            f'[grpc]\n  address = "{d}/c.sock"\n'
+        )
+    except BaseException:
+        shutil.rmtree(d, ignore_errors=True)
+        raise
     env = dict(os.environ)
     env["PATH"] = f"{bindir}:{env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
     env["PYCONTAINERD_SHIM_LINGER"] = "0.2"
