@@ -1,15 +1,155 @@
-"""Plugin module for pycontainerd-runtime (entry point ``pycontainerd.plugins``).
+"""Plugin module for pycontainerd-runtime (entry point ``pycontainerd.plugins:runtime``).
 
-Importing this module must not import grpc. This subsystem is not built yet:
-it contributes no registrations until its issue lands.
+Registers the runtime v2 task manager ``io.containerd.runtime.v2.task`` and the
+Tasks gRPC service ``io.containerd.grpc.v1.tasks``, and adds the runtime's
+hookspecs (``pycontainerd_runtime_shim_binary``).
+
+Configuration of ``[plugins."io.containerd.runtime.v2.task"]``:
+
+- ``shims``: runtime name -> shim binary (a name looked up on ``PATH`` with the
+  ``opt`` plugin's ``bin`` first, or an absolute path). By default
+  ``io.containerd.runc.v2`` is served by ``containerd-shim-pyrunc-v2``; one line,
+  ``"io.containerd.runc.v2" = "containerd-shim-runc-v2"``, hands it to
+  containerd's Go shim. Other runtimes follow containerd's naming rule.
+- ``platforms``: exported as the plugin's platforms.
+
+Importing this module must not import grpc or protobuf: the manager and the
+service are imported inside the init functions.
 """
 
 from __future__ import annotations
 
-from pycontainerd.core.plugin import Registration, hookimpl
+import logging
+import weakref
+from typing import TYPE_CHECKING, Any, Final
+
+from pycontainerd.core.plugin import InitContext, PluginType, Registration, hookimpl
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from pycontainerd.core.plugin import GrpcService
+    from pycontainerd.runtime.manager import TaskManager
+
+PLUGIN_ID: Final = "task"
+PROPERTY_GRPC_ADDRESS: Final = "io.containerd.plugin.grpc.address"
+PROPERTY_TTRPC_ADDRESS: Final = "io.containerd.plugin.ttrpc.address"
+DEFAULT_CONFIG: Final[dict[str, object]] = {
+    "platforms": ["linux/amd64"],
+    "shims": {"io.containerd.runc.v2": "containerd-shim-pyrunc-v2"},
+}
+
+_managers: weakref.WeakSet[pluggy.PluginManager] = weakref.WeakSet()
+
+
+@hookimpl
+def pycontainerd_addhooks(pluginmanager: pluggy.PluginManager) -> None:
+    """Add the runtime's hookspecs and remember the manager to ask them."""
+    from pycontainerd.runtime import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+    _managers.add(pluginmanager)
+
+
+def _hook_resolver(runtime: str) -> str | None:
+    from pycontainerd.runtime.hookspecs import shim_binary
+
+    for pm in list(_managers):
+        found = shim_binary(pm, runtime)
+        if found:
+            return found
+    return None
+
+
+def _string_map(value: object, what: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        msg = f"{what} must be a table of strings"
+        raise TypeError(msg)
+    return dict(value)
+
+
+def _single(ic: InitContext, plugin_type: PluginType) -> Any:
+    return next(iter(ic.get_by_type(plugin_type).values()))
+
+
+async def _init_runtime(ic: InitContext) -> TaskManager:
+    from pycontainerd.core.errdefs import NotFoundError
+    from pycontainerd.runtime.manager import TaskManager
+
+    shims = _string_map(ic.config.get("shims", {}), "shims")
+    platforms = ic.config.get("platforms", [])
+    if isinstance(platforms, list):
+        ic.platforms.extend(str(p) for p in platforms)
+    exchange = _single(ic, PluginType.EVENT)
+    md = _single(ic, PluginType.METADATA)
+    opt = ic.initialized.get(PluginType.INTERNAL, {}).get("opt")
+    shim_env = getattr(opt, "shim_env", None)
+
+    async def container_runtime(_ns: str, cid: str) -> str:
+        try:
+            c = await md.container_store().get(cid)
+        except NotFoundError:
+            return ""
+        return str(c.runtime.name)
+
+    grpc_address = ic.properties.get(PROPERTY_GRPC_ADDRESS, "")
+    manager = TaskManager(
+        state_dir=ic.state,
+        root_dir=ic.root,
+        grpc_address=grpc_address,
+        ttrpc_address=ic.properties.get(PROPERTY_TTRPC_ADDRESS, f"{grpc_address}.ttrpc"),
+        events=exchange,
+        shims=shims,
+        resolve=_hook_resolver,
+        env=shim_env if callable(shim_env) else None,
+        container_runtime=container_runtime if hasattr(md, "container_store") else None,
+        debug=logging.getLogger().isEnabledFor(logging.DEBUG),
+    )
+    await manager.start()
+    return manager
+
+
+def _snapshotters(ic: InitContext) -> dict[str, Any]:
+    """Namespaced views of every loaded snapshotter (as the Snapshots service sees them)."""
+    from pycontainerd.metadata.snapshotter import NamespacedSnapshotter
+
+    md = _single(ic, PluginType.METADATA)
+    backends = dict(ic.initialized.get(PluginType.SNAPSHOT, {}))
+    return {
+        name: NamespacedSnapshotter(md.db, name, backend)  # type: ignore[arg-type]
+        for name, backend in backends.items()
+    }
+
+
+async def _init_service(ic: InitContext) -> GrpcService:
+    from pycontainerd.runtime.manager import TaskManager
+    from pycontainerd.runtime.service import TasksService
+
+    manager = ic.get_by_id(PluginType.RUNTIME, PLUGIN_ID)
+    if not isinstance(manager, TaskManager):
+        msg = f"{PluginType.RUNTIME}.{PLUGIN_ID} is not the runtime v2 task manager"
+        raise TypeError(msg)
+    md = _single(ic, PluginType.METADATA)
+    return TasksService(manager, md.container_store(), _snapshotters(ic))
 
 
 @hookimpl
 def pycontainerd_plugins() -> list[Registration]:
-    """Nothing yet: the subsystem is not implemented."""
-    return []
+    """The runtime v2 task manager and the Tasks service."""
+    return [
+        Registration(
+            type=PluginType.RUNTIME,
+            id=PLUGIN_ID,
+            requires=(PluginType.EVENT, PluginType.METADATA, PluginType.INTERNAL),
+            init=_init_runtime,
+            config=DEFAULT_CONFIG,
+        ),
+        Registration(
+            type=PluginType.GRPC,
+            id="tasks",
+            requires=(PluginType.RUNTIME, PluginType.METADATA),
+            init=_init_service,
+        ),
+    ]
