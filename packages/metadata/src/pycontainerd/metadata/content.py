@@ -391,12 +391,14 @@ class MetadataContentStore:
             detach(tx, ns, lease_id, INGESTS, ref)
             tx.mark_dirty()
 
-        await self.db.aupdate(run)
-        try:
-            await self.backend.abort(bref)
-        except NotFoundError:
-            msg = f"reference {ref}"
-            raise NotFoundError(msg) from None
+        # Row gone, backend ingest not yet: the collector must not abort it first.
+        async with self.db.gc_lock.shared():
+            await self.db.aupdate(run)
+            try:
+                await self.backend.abort(bref)
+            except NotFoundError:
+                msg = f"reference {ref}"
+                raise NotFoundError(msg) from None
 
     async def writer(self, ref: str, *, total: int = 0, expected: str = "") -> NamespacedWriter:
         """Open (or resume) the namespace's ingest ``ref``.
@@ -448,11 +450,14 @@ class MetadataContentStore:
             attach(tx, ns, lease_id, INGESTS, ref)
             return bref
 
-        bref = await self.db.aupdate(open_ingest)
-        # The expected digest was checked against the namespace above; the
-        # backend must not short-cut on it, or the namespace would never get
-        # the blob.
-        backend = await self.backend.writer(bref, total=total)
+        # The collector aborts backend ingests without a row: it must not
+        # look between this row and the backend ingest it names.
+        async with self.db.gc_lock.shared():
+            bref = await self.db.aupdate(open_ingest)
+            # The expected digest was checked against the namespace above; the
+            # backend must not short-cut on it, or the namespace would never get
+            # the blob.
+            backend = await self.backend.writer(bref, total=total)
         return NamespacedWriter(self, ns, ref, lease_id, backend)
 
     async def _share(self, ns: str, lease_id: str | None, dgst: str, total: int) -> None:

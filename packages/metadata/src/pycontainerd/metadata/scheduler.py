@@ -28,8 +28,8 @@ returns when a collection that *started after the call* has finished.
 Better than upstream (containerd issue 6294): the scheduler also wakes at the
 earliest expiry of a lease (``containerd.io/gc.expire``) or unleased ingest it
 knows of and collects then, so an idle daemon frees expired leases. It learns
-expiries from each collection and, after writes, from a cheap query on the
-next tick.
+expiries from each collection and, shortly after a burst of writes, from one
+cheap query.
 
 Importing this module must not import grpc.
 """
@@ -61,6 +61,8 @@ INITIAL_INTERVAL: Final = 1.0
 MIN_AVERAGE: Final = 0.005
 #: Extra wait after a failed collection.
 FAILURE_BACKOFF: Final = 1.0
+#: After a write, how soon expiries are looked up again (one cheap query per burst).
+RESCAN_DELAY: Final = 0.05
 
 DEFAULTS: Final[Mapping[str, object]] = {
     "pause_threshold": 0.02,
@@ -158,10 +160,10 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._next_run: float | None = None  # monotonic time of the next tick
         self._expiry_at: float | None = None  # monotonic time of the earliest expiry
+        self._rescan_at: float | None = None  # when to look expiries up again
         self._triggered = False
         self._deletions = 0
         self._mutations = 0
-        self._unscanned = 0  # mutations since expiries were last looked up
         self._last_start = -math.inf
         self._waiters: list[asyncio.Future[Stats]] = []
         self._collections = 0
@@ -212,7 +214,9 @@ class Scheduler:
         if dirty:
             self._deletions += 1
         self._mutations += 1
-        self._unscanned += 1
+        if self._rescan_at is None:
+            self._rescan_at = stamp + RESCAN_DELAY
+            self._wake.set()
         cfg = self.config
         force = cfg.deletion_threshold > 0 and self._deletions >= cfg.deletion_threshold
         idle_trigger = self._next_run is None and (
@@ -261,9 +265,14 @@ class Scheduler:
     async def _run(self) -> None:
         while True:
             now = time.monotonic()
+            if self._rescan_at is not None and now >= self._rescan_at:
+                await self._rescan_expiry()
+                continue
             if not self._due(now):
                 wake_at = min(
-                    t for t in (self._next_run, self._expiry_at, math.inf) if t is not None
+                    t
+                    for t in (self._next_run, self._expiry_at, self._rescan_at, math.inf)
+                    if t is not None
                 )
                 self._wake.clear()
                 timeout = None if wake_at == math.inf else max(wake_at - now, 0.0)
@@ -280,14 +289,12 @@ class Scheduler:
                 or (cfg.mutation_threshold > 0 and self._mutations >= cfg.mutation_threshold)
             )
             if not needed:
-                if self._unscanned:
-                    await self._rescan_expiry()
                 self._next_run = now + self.interval
                 continue
             await self._collect_once()
 
     async def _rescan_expiry(self) -> None:
-        self._unscanned = 0
+        self._rescan_at = None
         try:
             at = await self.collector.db.aview(next_expiry_ns)
         except Exception:
@@ -308,14 +315,14 @@ class Scheduler:
         self._triggered = False
         self._deletions = 0
         self._mutations = 0
-        self._unscanned = 0
+        self._rescan_at = None  # the collection reports the next expiry itself
         try:
             stats = await self.collector.collect()
         except Exception as exc:
             log.exception("garbage collection failed")
             self._next_run = time.monotonic() + self.interval + FAILURE_BACKOFF
-            self._expiry_at = None  # found again by the next rescan; no tight retry loop
-            self._unscanned += 1
+            self._expiry_at = None  # no tight retry loop; looked up again below
+            self._rescan_at = time.monotonic() + self.interval + FAILURE_BACKOFF
             err = UnknownError(f"gc failed: {exc}")
             for fut in waiters:
                 if not fut.done():
