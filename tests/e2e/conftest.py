@@ -1,0 +1,318 @@
+"""End-to-end fixtures: our daemon in a short temporary directory, driven by the Go ``ctr``.
+
+``daemon`` yields a started :class:`Daemon`; ``make_daemon`` makes more (or
+configured) ones. Each daemon owns ``<dir>/root``, ``<dir>/state`` and the
+socket ``<dir>/c.sock`` under a directory from ``tempfile.mkdtemp(dir="/tmp")``
+(unix socket paths must stay under 108 bytes). It loads exactly the plugin
+modules it is given (entry-point autoload off) and is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, TypeAlias
+
+import pytest
+
+from pycontainerd.daemon import testing
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Mapping
+    from typing import Self
+
+CTR: Final = testing.CTR
+"""containerd's Go ``ctr``, by absolute path (ours shadows it on PATH)."""
+
+#: Plugin modules an end-to-end daemon loads: everything issues 5 and 6 need.
+MODULES: Final = (
+    "pycontainerd.daemon.plugin",
+    "pycontainerd.events.plugin",
+    "pycontainerd.content.plugin",
+    "pycontainerd.snapshots.plugin",
+    "pycontainerd.metadata.plugin",
+)
+
+MakeDaemon: TypeAlias = "Callable[..., Daemon]"
+"""The type of the ``make_daemon`` fixture."""
+
+BASE_CONFIG: Final = 'version = 2\n\n[debug]\n  level = "debug"\n'
+
+
+class Daemon:
+    """One of our daemons under ``base``, plus a Go ``ctr`` aimed at it.
+
+    Attributes:
+        base: the private directory (root, state, socket, log, config).
+        address: the gRPC unix socket path.
+        root: the daemon's ``--root``.
+        state: the daemon's ``--state``.
+    """
+
+    def __init__(self, base: Path, *, config: str = "", modules: Iterable[str] = MODULES) -> None:
+        self._proc = testing.Daemon(
+            base,
+            config=BASE_CONFIG + config,
+            env=testing.daemon_env(tuple(modules)),
+        )
+        self.base = base
+        self.address = self._proc.address
+        self.root = self._proc.root
+        self.state = self._proc.state
+
+    @property
+    def pid(self) -> int | None:
+        """The daemon's process id while it runs."""
+        proc = self._proc.proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    @property
+    def content_root(self) -> Path:
+        """Where the local content store keeps blobs and ingests."""
+        return self.root / "io.containerd.content.v1.content"
+
+    def blobs_on_disk(self) -> set[str]:
+        """Digests of every blob file in the content store."""
+        try:
+            names = os.listdir(self.content_root / "blobs" / "sha256")
+        except FileNotFoundError:
+            return set()
+        return {"sha256:" + n for n in names}
+
+    def start(self, *, wait: bool = True) -> Self:
+        """Start the daemon; with ``wait``, return once it booted."""
+        self._proc.start(wait=wait)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Stop it with ``sig`` (by PID) and return its exit status."""
+        return self._proc.stop(sig)
+
+    def kill9(self) -> None:
+        """SIGKILL it (a crash) and reap it."""
+        self._proc.stop(signal.SIGKILL)
+
+    def restart(self, *, wait: bool = True) -> Self:
+        """Stop (SIGTERM) if running, then start again on the same root, state and socket."""
+        if self.pid is not None:
+            self.stop()
+        return self.start(wait=wait)
+
+    def log(self) -> str:
+        """Everything the daemon wrote, all runs."""
+        return self._proc.log()
+
+    def ctr(
+        self,
+        *args: str,
+        namespace: str | None = None,
+        input: bytes | str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``/usr/bin/ctr -a <address> [-n <namespace>] <args>``; never raises on failure."""
+        testing.require_binary(CTR)
+        argv = [CTR, "-a", self.address]
+        if namespace is not None:
+            argv += ["-n", namespace]
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("CONTAINERD_")}
+        full_env.update(env or {})
+        data = input.encode() if isinstance(input, str) else input
+        res = subprocess.run(
+            [*argv, *args],
+            input=data,
+            capture_output=True,
+            timeout=timeout,
+            env=full_env,
+            check=False,
+        )
+        return subprocess.CompletedProcess(
+            res.args,
+            res.returncode,
+            res.stdout.decode(errors="replace"),
+            res.stderr.decode(errors="replace"),
+        )
+
+    def ok(self, *args: str, **kwargs: object) -> str:
+        """:meth:`ctr` that must succeed; returns its stdout."""
+        res = self.ctr(*args, **kwargs)  # type: ignore[arg-type]
+        if res.returncode != 0:
+            msg = f"ctr {' '.join(args)} failed ({res.returncode}): {res.stderr}"
+            raise AssertionError(msg)
+        return res.stdout
+
+    def kill(self) -> None:
+        """Fixture teardown: kill it by PID if it still runs."""
+        self._proc.kill()
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A fresh directory with a short path (for unix sockets), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="pcde2e", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def make_daemon(short_dir: Path) -> Iterator[MakeDaemon]:
+    """``make_daemon(config="...", name="d", start=True)`` -> a :class:`Daemon`.
+
+    Every daemon made is killed (by PID) at the end of the test.
+    """
+    testing.require_binary(CTR)
+    made: list[Daemon] = []
+
+    def make(*, config: str = "", name: str = "d", start: bool = True) -> Daemon:
+        base = short_dir / name
+        base.mkdir()
+        d = Daemon(base, config=config)
+        made.append(d)
+        return d.start() if start else d
+
+    yield make
+    for d in made:
+        d.kill()
+
+
+@pytest.fixture
+def daemon(make_daemon: MakeDaemon) -> Daemon:
+    """A started daemon with the default configuration."""
+    return make_daemon()
+
+
+OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG: Final = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER: Final = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+@dataclass(frozen=True, slots=True)
+class OciImage:
+    """An OCI image archive written by :func:`write_oci_archive`.
+
+    Attributes:
+        path: the tar file.
+        name: the image name recorded in ``index.json``.
+        manifest: digest of the manifest (the image's target).
+        manifest_size: its size.
+        blobs: digests of manifest, config and layers.
+        size: manifest + config + layers, what ``ctr images ls`` sums up.
+    """
+
+    path: Path
+    name: str
+    manifest: str
+    manifest_size: int
+    blobs: tuple[str, ...]
+    size: int
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def layer_tar(files: Mapping[str, bytes]) -> bytes:
+    """A gzipped tar of ``files`` (deterministic: fixed mtimes, no gzip timestamp)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def write_oci_archive(path: Path, name: str, layers: Iterable[bytes]) -> OciImage:
+    """Write an OCI image layout tar (``oci-layout``, ``index.json``, ``blobs/``).
+
+    Each of ``layers`` is the content of a file ``layer`` in its own gzipped
+    layer tar. The index names the image with ``io.containerd.image.name``
+    (what ``ctr images import`` uses) and ``org.opencontainers.image.ref.name``.
+    """
+    layer_list = [layer_tar({"layer": content}) for content in layers]
+    diff_ids = [_digest(gzip.decompress(layer)) for layer in layer_list]
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Cmd": ["/bin/true"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        },
+        sort_keys=True,
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": _digest(config), "size": len(config)},
+            "layers": [
+                {"mediaType": OCI_LAYER, "digest": _digest(layer), "size": len(layer)}
+                for layer in layer_list
+            ],
+        },
+        sort_keys=True,
+    ).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": _digest(manifest),
+                    "size": len(manifest),
+                    "platform": {"architecture": "amd64", "os": "linux"},
+                    "annotations": {
+                        "io.containerd.image.name": name,
+                        "org.opencontainers.image.ref.name": name.rpartition(":")[2],
+                    },
+                }
+            ],
+        },
+        sort_keys=True,
+    ).encode()
+    blobs = [manifest, config, *layer_list]
+    members = {
+        "oci-layout": b'{"imageLayoutVersion":"1.0.0"}',
+        "index.json": index,
+        **{f"blobs/sha256/{_digest(b)[7:]}": b for b in blobs},
+    }
+    with tarfile.open(path, "w") as tar:
+        for member, data in members.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(data))
+    return OciImage(
+        path=path,
+        name=name,
+        manifest=_digest(manifest),
+        manifest_size=len(manifest),
+        blobs=tuple(dict.fromkeys(_digest(b) for b in blobs)),
+        size=sum(len(b) for b in blobs),
+    )
+
+
+@pytest.fixture
+def oci_archive(tmp_path: Path) -> Callable[[str, Iterable[bytes]], OciImage]:
+    """``oci_archive(name, layers)`` writes an OCI archive under tmp_path and describes it."""
+    count = iter(range(1_000_000))
+
+    def make(name: str, layers: Iterable[bytes]) -> OciImage:
+        return write_oci_archive(tmp_path / f"image-{next(count)}.tar", name, layers)
+
+    return make
