@@ -433,3 +433,42 @@ async def test_collection_logs_duration_and_counts_at_debug(
     assert str(fields["d"]).endswith("ms")
     removed = [r for r in caplog.records if r.getMessage() == "removed content"]
     assert [r.fields["digest"] for r in removed] == [d]  # type: ignore[attr-defined]
+
+
+class _PausingCommit(NativeSnapshotter):
+    """Native snapshots whose commit waits, after the backend rename, for ``release``."""
+
+    committed: asyncio.Event
+    release: asyncio.Event
+
+    async def commit(self, name: str, key: str, *, labels: Mapping[str, str] | None = None) -> None:
+        await super().commit(name, key, labels=labels)
+        self.committed.set()
+        await self.release.wait()
+
+
+async def test_collection_during_a_commit_keeps_the_new_layer(
+    tmp_path: Path, db: MetadataDB, backend: LocalStore
+) -> None:
+    # Between the backend commit and the row that names it, a collection must
+    # not see the new backend snapshot as garbage.
+    from pycontainerd.metadata.snapshotter import NamespacedSnapshotter
+
+    sn = _PausingCommit(tmp_path / "native")
+    sn.committed, sn.release = asyncio.Event(), asyncio.Event()
+    meta = NamespacedSnapshotter(db, "native", sn)
+    collector = Collector(db, backend, {"native": sn})
+    lease = (await LeaseStore(db).create("pull")).id
+    with with_lease(lease):
+        await meta.prepare("extract", "")
+        commit = asyncio.create_task(meta.commit("layer", "extract"))
+        await sn.committed.wait()
+        collect = asyncio.create_task(collector.collect())
+        done, _ = await asyncio.wait({collect}, timeout=0.2)
+        assert not done, "the collection ran in the middle of a commit"
+        sn.release.set()
+        await commit
+        await collect
+    assert [i.name async for i in meta.walk()] == ["layer"]
+    assert len([i async for i in sn.walk()]) == 1
+    await sn.close()

@@ -244,7 +244,9 @@ class NamespacedSnapshotter:
             seq = next_sequence(tx, f"snapshots/{self.name}")
             return rec, f"{ns}/{seq}/{name}"
 
-        async with self._lock:
+        # The backend commit creates ``backend_name`` before its row exists: hold the GC
+        # lock shared across both, or a collection in between removes the new layer.
+        async with self._lock, self._db.gc_lock.shared():
             rec, backend_name = await self._db.aupdate(check)
             final = dict(labels) if labels else dict(rec.labels)
             final = {k: v for k, v in final.items() if v}
