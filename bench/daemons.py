@@ -25,117 +25,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
 
 import images  # the sibling module: a script's own directory is on sys.path
-
-CTR = "/usr/bin/ctr"
-GO_CONTAINERD = "/usr/bin/containerd"
-
-
-def tmpfs_dir() -> Path:
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    return Path(tempfile.mkdtemp(prefix="pcdbench", dir=base))
-
-
-@dataclass
-class Peer:
-    """One daemon under test."""
-
-    name: str
-    command: Callable[[Path], list[str]]
-    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
-    base: Path | None = None
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def address(self) -> str:
-        assert self.base is not None
-        return str(self.base / "c.sock")
-
-    def start(self) -> float:
-        """Start the daemon; return seconds until ``ctr version`` first succeeds."""
-        self.base = tmpfs_dir()
-        log = (self.base / "daemon.log").open("wb")
-        t0 = time.monotonic()
-        self.proc = subprocess.Popen(
-            self.command(self.base), stdout=log, stderr=subprocess.STDOUT, env=self.env
-        )
-        deadline = t0 + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {(self.base / 'daemon.log').read_text()}")
-            if self.ctr("version").returncode == 0:
-                return time.monotonic() - t0
-            time.sleep(0.002)
-        raise RuntimeError(f"{self.name} did not answer within 30 s")
-
-    def ctr(self, *args: str) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            [CTR, "-a", self.address, "--timeout", "2s", *args], capture_output=True, check=False
-        )
-
-    def rss_mib(self) -> float:
-        assert self.proc is not None
-        with open(f"/proc/{self.proc.pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.base is not None:
-            shutil.rmtree(self.base, ignore_errors=True)
-        self.proc = None
-        self.base = None
-
-
-def containerd_peer() -> Peer:
-    def command(base: Path) -> list[str]:
-        config = base / "config.toml"
-        config.write_text('version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n')
-        return [
-            GO_CONTAINERD, "--config", str(config), "--root", str(base / "root"),
-            "--state", str(base / "state"), "--address", str(base / "c.sock"),
-        ]  # fmt: skip
-
-    return Peer("containerd", command)
-
-
-def pycontainerd_peer() -> Peer:
-    def command(base: Path) -> list[str]:
-        return [
-            sys.executable, "-m", "pycontainerd.daemon", "--root", str(base / "root"),
-            "--state", str(base / "state"), "--address", str(base / "c.sock"),
-        ]  # fmt: skip
-
-    return Peer("pycontainerd", command)
-
-
-@contextlib.contextmanager
-def running(peer: Peer) -> Iterator[float]:
-    try:
-        yield peer.start()
-    finally:
-        peer.stop()
-
+from _harness import Peer, check_binaries, fmt, peers, running
 
 Metric = Callable[[Peer, argparse.Namespace], "float | None"]
 
@@ -202,15 +98,14 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=20, help="calls per round-trip metric")
     parser.add_argument("metrics", nargs="*", default=list(METRICS), help="metrics to run")
     args = parser.parse_args()
-    for binary in (CTR, GO_CONTAINERD):
-        if not os.access(binary, os.X_OK):
-            print(f"bench: {binary} not installed (Debian package containerd)", file=sys.stderr)
-            return 1
-    peers = [containerd_peer(), pycontainerd_peer()]
+    if (missing := check_binaries()) is not None:
+        print(missing, file=sys.stderr)
+        return 1
+    both = peers()
     with contextlib.ExitStack() as stack:
         args.refs = []
         if any(m.startswith("pull_") for m in args.metrics):
-            if os.access(images.REGISTRY_BIN, os.X_OK):
+            if images.registry_available():
                 registry = stack.enter_context(images.Registry())
                 args.refs = images.seed(registry)
             else:
@@ -218,13 +113,9 @@ def main() -> int:
         print(f"{'metric':<22}{'containerd':>14}{'pycontainerd':>14}{'ratio':>8}")
         for name in args.metrics:
             metric = METRICS[name]
-            theirs, ours = (metric(peer, args) for peer in peers)
-            print(f"{name:<22}{_fmt(theirs):>14}{_fmt(ours):>14}{_ratio(ours, theirs):>8}")
+            theirs, ours = (metric(peer, args) for peer in both)
+            print(f"{name:<22}{fmt(theirs):>14}{fmt(ours):>14}{_ratio(ours, theirs):>8}")
     return 0
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _ratio(ours: float | None, theirs: float | None) -> str:

@@ -271,6 +271,11 @@ class Registry:
             raise RuntimeError(f"manifest {repo}:{ref}: HTTP {status}")
 
 
+def registry_available() -> bool:
+    """Whether Debian's ``docker-registry`` is installed."""
+    return os.access(REGISTRY_BIN, os.X_OK)
+
+
 def seed(registry: Registry, images: list[Image] | None = None) -> list[str]:
     """Push the benchmark images; return their references (``host/repo:tag``)."""
     refs = []
