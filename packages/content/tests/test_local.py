@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import pytest
 
@@ -19,9 +19,6 @@ from pycontainerd.content.local import LocalStore
 from pycontainerd.content.testing import ContentStoreSuite, read_all, sha256, write_blob
 from pycontainerd.core.content import Store
 from pycontainerd.core.errdefs import NotFoundError, UnavailableError
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 
 class TestLocalStore(ContentStoreSuite):
@@ -161,3 +158,74 @@ async def test_sigkill_during_ingest_leaves_no_blob_and_resumes(tmp_path: Path) 
     await writer.write(data[half:])
     dgst = await writer.commit(len(data), sha256(data))
     assert await read_all(store, dgst) == data
+
+
+@pytest.mark.parametrize("where", ["disk", "memory"])
+async def test_small_reads_match_the_file_on_every_path(tmp_path: Path, where: str) -> None:
+    # small reads may skip the worker thread (tmpfs, or RWF_NOWAIT from the page
+    # cache); whichever path runs, the bytes and the short read at the end are the same
+    base = tmp_path
+    if where == "memory":
+        if not Path("/dev/shm").is_dir():  # noqa: ASYNC240 - a test precondition
+            pytest.skip("no /dev/shm")
+        import tempfile
+
+        base = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        store = LocalStore(base / "content")
+        data = os.urandom(300_000)
+        dgst = await write_blob(store, "r", data)
+        reader = await store.reader_at(dgst)
+        try:
+            assert reader.size == len(data)
+            got = [await reader.read_at(off, 32768) for off in range(0, len(data), 32768)]
+            assert b"".join(got) == data
+            assert len(got[-1]) == len(data) % 32768
+            assert await reader.read_at(len(data), 10) == b""
+            assert await reader.read_at(5, 1 << 20) == data[5:]  # above the inline size
+        finally:
+            await reader.close()
+    finally:
+        if base is not tmp_path:
+            import shutil
+
+            shutil.rmtree(base)
+
+
+def test_memory_backed_detection() -> None:
+    from pycontainerd.content.local import _memory_backed
+
+    assert not _memory_backed(Path("/proc/self"))  # procfs
+    if os.path.isdir("/dev/shm"):
+        assert _memory_backed(Path("/dev/shm/not-created-yet"))
+
+
+async def test_uncached_or_unsupported_nowait_falls_back_to_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    store = LocalStore(tmp_path)
+    data = os.urandom(100_000)
+    dgst = await write_blob(store, "r", data)
+    reader = await store.reader_at(dgst)
+    reader._memory = False
+    calls: list[int] = []
+
+    def not_cached(fd: int, bufs: object, offset: int, flags: int = 0) -> int:
+        calls.append(offset)
+        raise BlockingIOError(errno.EAGAIN, "would block")
+
+    monkeypatch.setattr(os, "preadv", not_cached, raising=False)
+    monkeypatch.setattr(os, "RWF_NOWAIT", 8, raising=False)
+    reader._nowait = True
+    assert await reader.read_at(10, 1000) == data[10:1010]
+    assert calls == [10]
+
+    def unsupported(fd: int, bufs: object, offset: int, flags: int = 0) -> int:
+        raise OSError(errno.EOPNOTSUPP, "not supported")
+
+    monkeypatch.setattr(os, "preadv", unsupported)
+    assert await reader.read_at(0, 1000) == data[:1000]
+    assert reader._nowait is False  # remembered: no more attempts
+    await reader.close()

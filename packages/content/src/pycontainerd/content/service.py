@@ -165,17 +165,18 @@ class ContentService(content_pb2_grpc.ContentServicer):
         await _check_digest(context, request.digest)
         async with aborting_on_error(context):
             with namespaces.with_namespace(namespace_of(context)):
-                info = await self._store.info(request.digest)
+                # the reader checks visibility as ``info`` does; its size is the blob's
                 reader = await self._store.reader_at(request.digest)
         try:
+            blob_size = reader.size
             offset = max(request.offset, 0)
-            if offset > info.size:
+            if offset > blob_size:
                 await context.abort(
-                    grpc.StatusCode.OUT_OF_RANGE, f"read past object length {info.size} bytes"
+                    grpc.StatusCode.OUT_OF_RANGE, f"read past object length {blob_size} bytes"
                 )
             size = request.size
-            if size <= 0 or offset + size > info.size:
-                size = info.size - offset
+            if size <= 0 or offset + size > blob_size:
+                size = blob_size - offset
             end = offset + size
             async with aborting_on_error(context):
                 while offset < end:
