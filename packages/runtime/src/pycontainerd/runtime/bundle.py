@@ -5,7 +5,8 @@ parents 0711) and holds the OCI spec ``config.json``, the ``rootfs/`` mount
 point (0711), a ``work`` link to ``<root>/io.containerd.runtime.v2.task/<ns>/<id>``
 (0711, for runtime data that must survive a reboot's tmpfs wipe), the ``log``
 FIFO the shim writes its log to, and the files the shim and the manager write:
-``address`` (the shim's ttrpc address), ``shim-binary-path`` and, for
+``address`` (the shim's ttrpc address), ``shim-binary-path``, ``shim.pid``
+(written by the manager when the shim does not) and, for
 pycontainerd, ``exit-published`` once the task's exit reached the exchange
 (so a restart never announces it twice).
 """
@@ -28,6 +29,7 @@ ROOTFS: Final = "rootfs"
 WORK: Final = "work"
 ADDRESS: Final = "address"
 SHIM_BINARY_PATH: Final = "shim-binary-path"
+SHIM_PID: Final = "shim.pid"
 LOG: Final = "log"
 EXIT_PUBLISHED: Final = "exit-published"
 

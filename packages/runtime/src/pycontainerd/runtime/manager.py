@@ -47,7 +47,7 @@ from pycontainerd.core.errdefs import (
     UnavailableError,
     UnknownError,
 )
-from pycontainerd.runtime.bundle import ADDRESS, SHIM_BINARY_PATH, Bundle
+from pycontainerd.runtime.bundle import ADDRESS, SHIM_BINARY_PATH, SHIM_PID, Bundle
 
 # One description of the shim task API serves both sides (the shim serves it).
 from pycontainerd.runtime.shim.service import TASK_SPEC
@@ -493,6 +493,13 @@ class TaskManager:
         )
         t._log_fd = log_fd
         self._follow_log(t)
+        if not bundle.read(SHIM_PID):
+            # containerd's Go shim does not write it; ours does.
+            with contextlib.suppress(ContainerdError):
+                conn: pb.ConnectResponse = await t.task.call(
+                    "Connect", pb.ConnectRequest(id=t.id), timeout=CONNECT_TIMEOUT
+                )
+                bundle.write(SHIM_PID, str(conn.shim_pid), 0o644)
         return t
 
     def _argv(self, binary: str, namespace: str, task_id: str, *extra: str) -> list[str]:

@@ -1,0 +1,468 @@
+"""The Go ``ctr`` runs containers on our daemon (Tasks service + runtime v2 manager).
+
+Each test starts its own daemon (pycontainerd.daemon.testing) with a
+busybox-static rootfs; no image is needed (``ctr run --rootfs DIR``). Most
+tests run twice: with our shim (the default for ``io.containerd.runc.v2``) and
+with the runtime mapped to containerd's Go ``containerd-shim-runc-v2``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pty
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pycontainerd.runtime.testing import make_rootfs, require
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from pycontainerd.daemon.testing import Daemon
+
+CTR = "/usr/bin/ctr"
+GO_SHIM = "/usr/bin/containerd-shim-runc-v2"
+MODULES = (
+    "pycontainerd.daemon.plugin",
+    "pycontainerd.content.plugin",
+    "pycontainerd.events.plugin",
+    "pycontainerd.metadata.plugin",
+    "pycontainerd.snapshots.plugin",
+    "pycontainerd.runtime.plugin",
+)
+GO_CONFIG = (
+    'version = 2\n[plugins."io.containerd.runtime.v2.task".shims]\n'
+    '"io.containerd.runc.v2" = "containerd-shim-runc-v2"\n'
+)
+
+pytestmark = [pytest.mark.system]
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+class Rig:
+    """Our daemon, a rootfs and helpers for the Go ctr."""
+
+    def __init__(self, daemon: Daemon, rootfs: Path, tag: str) -> None:
+        self.daemon = daemon
+        self.rootfs = rootfs
+        self.tag = tag
+
+    def id(self, name: str) -> str:
+        """A container id unique to this test (the Go shim's runc root is machine-wide)."""
+        return f"{name}-{self.tag}"
+
+    def ctr(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [CTR, "-a", self.daemon.address, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def ok(self, *args: str) -> str:
+        res = self.ctr(*args)
+        assert res.returncode == 0, f"ctr {' '.join(args)}: {res.stderr}\n{self.daemon.log()}"
+        return res.stdout
+
+    def run_d(self, cid: str, *cmd: str) -> None:
+        self.ok("run", "-d", "--rootfs", str(self.rootfs), cid, *cmd)
+
+    def tasks(self) -> dict[str, str]:
+        out = self.ok("tasks", "ls")
+        return {line.split()[0]: line.split()[2] for line in out.splitlines()[1:] if line.strip()}
+
+    def bundle(self, cid: str, ns: str = "default") -> Path:
+        return self.daemon.state / "io.containerd.runtime.v2.task" / ns / cid
+
+    @contextlib.contextmanager
+    def events(self) -> Iterator[list[str]]:
+        """Lines of ``ctr events`` while the block runs (collected by a thread)."""
+        proc = subprocess.Popen(
+            [CTR, "-a", self.daemon.address, "events"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")))  # type: ignore[union-attr]
+        reader.start()
+        try:
+            # Subscribed once a publish shows up: create and remove namespaces until one does.
+            deadline = time.monotonic() + 15
+            n = 0
+            while not any(f"probe-{self.tag}" in line for line in lines):
+                if time.monotonic() > deadline:
+                    pytest.fail("ctr events never subscribed")
+                n += 1
+                self.ok("namespaces", "create", f"probe-{self.tag}-{n}")
+                self.ok("namespaces", "rm", f"probe-{self.tag}-{n}")
+                time.sleep(0.05)
+            yield lines
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            reader.join(10)
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+def topics(lines: list[str], cid: str) -> list[str]:
+    """Lifecycle topics (create, start, exit, delete) of the init process of ``cid``, in order."""
+    out = []
+    for line in lines:
+        parts = line.split()
+        topic = next((p for p in parts if p.startswith("/tasks/")), None)
+        if topic is None or f'"container_id":"{cid}"' not in line:
+            continue
+        if topic == "/tasks/exit" and f'"id":"{cid}"' not in line:
+            continue  # an exec's exit
+        if topic not in {"/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"}:
+            continue
+        out.append(topic)
+    return out
+
+
+def _cleanup(rig: Rig) -> None:
+    d = rig.daemon
+    if d.proc is not None and d.proc.poll() is None:
+        for ns in ("default",):
+            for cid in rig.ctr("-n", ns, "tasks", "ls", "-q").stdout.split():
+                rig.ctr("-n", ns, "tasks", "kill", "-s", "SIGKILL", cid)
+                rig.ctr("-n", ns, "tasks", "rm", "-f", cid)
+    pids = set()
+    for f in d.state.glob("io.containerd.runtime.v2.task/*/*/shim.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            pids.add(int(f.read_text()))
+    d.kill()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"shim" in cmdline:
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(params=["pyshim", "goshim"])
+def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
+    """Our daemon with our shim, or with io.containerd.runc.v2 mapped to the Go shim."""
+    yield from _rig(go=request.param == "goshim")
+
+
+@pytest.fixture
+def pyrig() -> Iterator[Rig]:
+    """Our daemon with our shim only."""
+    yield from _rig(go=False)
+
+
+def _rig(*, go: bool) -> Iterator[Rig]:
+    testing = pytest.importorskip("pycontainerd.daemon.testing")
+    require(CTR, "runc", "busybox")
+    if go:
+        require(GO_SHIM)
+    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="tk-"))
+    rootfs = make_rootfs(base / "rootfs")
+    env = testing.daemon_env(MODULES)
+    d = testing.Daemon(base, config=GO_CONFIG if go else "version = 2\n", env=env)
+    r = Rig(d, rootfs, uuid.uuid4().hex[:8])
+    try:
+        d.start()
+        yield r
+    finally:
+        _cleanup(r)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_run_rm_prints_output_and_exit_status(rig: Rig) -> None:
+    cid = rig.id("t1")
+    res = rig.ctr(
+        "run", "--rm", "--rootfs", str(rig.rootfs), cid, "/bin/sh", "-c", "echo hello; exit 3"
+    )
+    assert res.stdout == "hello\n", res.stderr
+    assert res.returncode == 3
+    assert rig.tasks() == {}
+    assert cid not in rig.ok("containers", "ls")
+    assert not rig.bundle(cid).exists()
+
+
+def test_detached_task_lifecycle_and_events(rig: Rig) -> None:
+    cid = rig.id("t2")
+    with rig.events() as lines:
+        rig.run_d(cid, "/bin/sleep", "300")
+        assert rig.tasks() == {cid: "RUNNING"}
+        pid = rig.ok("tasks", "ls").splitlines()[1].split()[1]
+        ps = rig.ok("tasks", "ps", cid)
+        assert pid in ps.split()
+        assert rig.ok("tasks", "exec", "--exec-id", "e1", cid, "/bin/echo", "hi") == "hi\n"
+        rig.ok("tasks", "pause", cid)
+        assert rig.tasks() == {cid: "PAUSED"}
+        rig.ok("tasks", "resume", cid)
+        assert rig.tasks() == {cid: "RUNNING"}
+        metrics = rig.ok("tasks", "metrics", cid)
+        assert cid in metrics
+        assert "METRIC" in metrics
+        rig.ok("tasks", "kill", "-s", "SIGKILL", cid)
+        wait_for(lambda: rig.tasks() == {cid: "STOPPED"}, what="task to stop")
+        rig.ok("tasks", "rm", cid)
+        assert rig.tasks() == {}
+        rig.ok("containers", "rm", cid)
+        wait_for(lambda: "/tasks/delete" in topics(lines, cid), what="/tasks/delete")
+        time.sleep(0.3)  # anything doubled would arrive right behind
+    assert topics(lines, cid) == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]
+    assert not rig.bundle(cid).exists()
+
+
+def test_exec_id_reused_is_already_exists(rig: Rig) -> None:
+    cid = rig.id("t3")
+    rig.run_d(cid, "/bin/sleep", "300")
+    longer = subprocess.Popen(
+        [
+            CTR,
+            "-a",
+            rig.daemon.address,
+            "tasks",
+            "exec",
+            "--exec-id",
+            "e1",
+            cid,
+            "/bin/sleep",
+            "30",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: "e1" in rig.ok("tasks", "ps", cid), what="exec e1")
+        res = rig.ctr("tasks", "exec", "--exec-id", "e1", cid, "/bin/echo", "hi")
+        assert res.returncode == 1
+        assert res.stderr.strip() == "ctr: id e1: already exists"
+    finally:
+        longer.kill()
+        longer.wait()
+
+
+def test_kill_of_missing_task_is_not_found(pyrig: Rig) -> None:
+    res = pyrig.ctr("tasks", "kill", "nope")
+    assert res.returncode == 1
+    assert res.stderr.strip() == 'ctr: container "nope" in namespace "default": not found'
+    cid = pyrig.id("c")
+    pyrig.ok("containers", "create", "--rootfs", str(pyrig.rootfs), cid, "/bin/true")  # no task
+    res = pyrig.ctr("tasks", "kill", cid)
+    assert res.returncode == 1
+    assert res.stderr.strip() == f"ctr: no running task found: task {cid} not found: not found"
+
+
+def test_missing_shim_binary_has_upstreams_error(pyrig: Rig) -> None:
+    cid = pyrig.id("m")
+    res = pyrig.ctr(
+        "run", "--runtime", "io.containerd.nope.v1", "--rootfs", str(pyrig.rootfs), cid, "/bin/true"
+    )
+    assert res.returncode == 1
+    assert res.stderr.strip() == (
+        "ctr: failed to start shim: failed to resolve runtime path: "
+        'runtime "io.containerd.nope.v1" binary not installed "containerd-shim-nope-v1": '
+        "file does not exist: unknown"
+    )
+    assert not pyrig.bundle(cid).exists()
+    assert pyrig.tasks() == {}
+
+
+def test_bad_spec_is_invalid_argument(pyrig: Rig) -> None:
+    import grpc
+    from google.protobuf import any_pb2
+
+    from pycontainerd.api.services.containers.v1 import containers_pb2, containers_pb2_grpc
+    from pycontainerd.api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+
+    md = (("containerd-namespace", "default"),)
+    cid = pyrig.id("bad")
+    with grpc.insecure_channel(f"unix://{pyrig.daemon.address}") as ch:
+        containers_pb2_grpc.ContainersStub(ch).Create(
+            containers_pb2.CreateContainerRequest(
+                container=containers_pb2.Container(
+                    id=cid,
+                    runtime=containers_pb2.Container.Runtime(name="io.containerd.runc.v2"),
+                    spec=any_pb2.Any(
+                        type_url="types.containerd.io/opencontainers/runtime-spec/1/Spec",
+                        value=b"{not json",
+                    ),
+                )
+            ),
+            metadata=md,
+        )
+        tasks = tasks_pb2_grpc.TasksStub(ch)
+        with pytest.raises(grpc.RpcError) as excinfo:
+            tasks.Create(tasks_pb2.CreateTaskRequest(container_id=cid), metadata=md)
+        assert excinfo.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "invalid OCI spec" in (excinfo.value.details() or "")
+        with pytest.raises(grpc.RpcError) as excinfo:
+            tasks.Checkpoint(tasks_pb2.CheckpointTaskRequest(container_id=cid), metadata=md)
+        assert excinfo.value.code() is grpc.StatusCode.NOT_FOUND
+    assert not pyrig.bundle(cid).exists()
+
+
+def test_checkpoint_is_unimplemented(pyrig: Rig) -> None:
+    import grpc
+
+    from pycontainerd.api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+
+    cid = pyrig.id("cp")
+    pyrig.run_d(cid, "/bin/sleep", "300")
+    with (
+        grpc.insecure_channel(f"unix://{pyrig.daemon.address}") as ch,
+        pytest.raises(grpc.RpcError) as excinfo,
+    ):
+        tasks_pb2_grpc.TasksStub(ch).Checkpoint(
+            tasks_pb2.CheckpointTaskRequest(container_id=cid),
+            metadata=(("containerd-namespace", "default"),),
+        )
+    assert excinfo.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    assert "checkpoint" in (excinfo.value.details() or "")
+
+
+def test_run_t_gives_a_tty(rig: Rig) -> None:
+    cid = rig.id("tty")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [
+            CTR,
+            "-a",
+            rig.daemon.address,
+            "run",
+            "-t",
+            "--rm",
+            "--rootfs",
+            str(rig.rootfs),
+            cid,
+            "/bin/sh",
+        ],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    seen = bytearray()
+
+    def read_until(marker: bytes, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while marker not in seen:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                pytest.fail(f"no {marker!r} on the tty; got {bytes(seen)!r}")
+            ready, _, _ = select.select([master], [], [], left)
+            if ready:
+                with contextlib.suppress(OSError):
+                    seen.extend(os.read(master, 4096))
+
+    try:
+        os.write(master, b"[ -t 0 ] && echo is-a-$((20+22))-tty\n")
+        read_until(b"is-a-42-tty")
+        os.write(master, b"exit 7\n")
+        assert proc.wait(15) == 7
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+
+
+def test_restart_keeps_the_task_and_announces_its_exit_once(rig: Rig) -> None:
+    cid = rig.id("r")
+    rig.run_d(cid, "/bin/sleep", "300")
+    assert rig.daemon.stop(signal.SIGTERM) == 0
+    rig.daemon.start()
+    assert rig.tasks() == {cid: "RUNNING"}
+    with rig.events() as lines:
+        rig.ok("tasks", "kill", "-s", "SIGKILL", cid)
+        wait_for(lambda: rig.tasks() == {cid: "STOPPED"}, what="task to stop")
+        rig.ok("tasks", "rm", cid)
+        wait_for(lambda: "/tasks/delete" in topics(lines, cid), what="/tasks/delete")
+        time.sleep(0.3)
+    assert topics(lines, cid) == ["/tasks/exit", "/tasks/delete"]
+    assert not rig.bundle(cid).exists()
+
+
+def test_task_exited_while_daemon_down_is_announced_once(pyrig: Rig) -> None:
+    cid = pyrig.id("down")
+    pyrig.run_d(cid, "/bin/sleep", "300")
+    pid = int(pyrig.ok("tasks", "ls").splitlines()[1].split()[1])
+    assert pyrig.daemon.stop(signal.SIGTERM) == 0
+    os.kill(pid, signal.SIGKILL)
+    pyrig.daemon.start()
+    with pyrig.events() as lines:
+        wait_for(lambda: pyrig.tasks() == {cid: "STOPPED"}, what="stopped task after restart")
+        wait_for(lambda: "/tasks/exit" in topics(lines, cid), timeout=30, what="the queued exit")
+        pyrig.ok("tasks", "rm", cid)
+        wait_for(lambda: "/tasks/delete" in topics(lines, cid), what="/tasks/delete")
+        time.sleep(0.3)
+    assert topics(lines, cid) == ["/tasks/exit", "/tasks/delete"]
+
+
+def test_shim_killed_mid_run_is_reported_exited_once(rig: Rig) -> None:
+    cid = rig.id("k")
+    with rig.events() as lines:
+        rig.run_d(cid, "/bin/sleep", "300")
+        bundle = rig.bundle(cid)
+        shim_pid = int((bundle / "shim.pid").read_text())
+        os.kill(shim_pid, signal.SIGKILL)
+        wait_for(lambda: not bundle.exists(), what="bundle cleanup")
+        wait_for(lambda: "/tasks/delete" in topics(lines, cid), what="/tasks/delete")
+        assert rig.tasks() == {}
+        time.sleep(0.3)
+    assert topics(lines, cid) == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]
+    exit_line = next(line for line in lines if "/tasks/exit" in line and cid in line)
+    assert '"exit_status":137' in exit_line or '"exit_status":255' in exit_line
+    rig.ok("containers", "rm", cid)
+
+
+@pytest.mark.slow
+def test_fifty_containers_start_concurrently(pyrig: Rig) -> None:
+    ids = [pyrig.id(f"c{i}") for i in range(50)]
+    procs = [
+        subprocess.Popen(
+            [
+                CTR,
+                "-a",
+                pyrig.daemon.address,
+                "run",
+                "-d",
+                "--rootfs",
+                str(pyrig.rootfs),
+                cid,
+                "/bin/sleep",
+                "300",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for cid in ids
+    ]
+    outcomes = [(p.communicate(timeout=120)[1], p.returncode) for p in procs]
+    assert [err for err, code in outcomes if code != 0] == []
+    assert pyrig.tasks() == dict.fromkeys(ids, "RUNNING")
+    for cid in ids:
+        pyrig.ok("tasks", "kill", "-s", "SIGKILL", cid)
+    wait_for(lambda: set(pyrig.tasks().values()) == {"STOPPED"}, timeout=60, what="all stopped")
+    for cid in ids:
+        pyrig.ok("tasks", "rm", cid)
+    assert pyrig.tasks() == {}
