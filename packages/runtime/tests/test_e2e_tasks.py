@@ -466,3 +466,110 @@ def test_fifty_containers_start_concurrently(pyrig: Rig) -> None:
     for cid in ids:
         pyrig.ok("tasks", "rm", cid)
     assert pyrig.tasks() == {}
+
+
+def oci_archive(rootfs: Path, out: Path, name: str) -> Path:
+    """An OCI image archive (one uncompressed layer of ``rootfs``) named ``name``, built offline."""
+    import hashlib
+    import io
+    import json
+    import tarfile
+
+    def digest(data: bytes) -> str:
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for path in sorted(rootfs.rglob("*")):
+            tf.add(path, arcname=str(path.relative_to(rootfs)), recursive=False)
+    layer = buf.getvalue()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Cmd": ["/bin/sh"]},
+            "rootfs": {"type": "layers", "diff_ids": [digest(layer)]},
+        }
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": digest(config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": digest(layer),
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": digest(manifest),
+                    "size": len(manifest),
+                    "annotations": {"io.containerd.image.name": name},
+                    "platform": {"architecture": "amd64", "os": "linux"},
+                }
+            ],
+        }
+    ).encode()
+    with tarfile.open(out, "w") as tf:
+        for member, data in [
+            ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
+            ("index.json", index),
+            *((f"blobs/sha256/{digest(b)[7:]}", b) for b in (layer, config, manifest)),
+        ]:
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return out
+
+
+IMAGE = "example.com/busybox:e2e"
+
+
+def test_run_an_imported_image(rig: Rig) -> None:
+    """Rootfs from a snapshot: ``ctr`` passes the overlay mounts with ``Tasks.Create``."""
+    archive = oci_archive(rig.rootfs, rig.daemon.base / "bb.tar", IMAGE)
+    rig.ok("images", "import", str(archive))
+    cid = rig.id("img")
+    res = rig.ctr("run", "--rm", IMAGE, cid, "/bin/sh", "-c", "echo hello; exit 3")
+    assert res.stdout == "hello\n", res.stderr
+    assert res.returncode == 3
+    assert rig.tasks() == {}
+
+
+def test_create_takes_rootfs_from_the_containers_snapshot(pyrig: Rig) -> None:
+    """Without rootfs mounts in the request, the container's snapshot provides them."""
+    import grpc
+
+    from pycontainerd.api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+
+    archive = oci_archive(pyrig.rootfs, pyrig.daemon.base / "bb.tar", IMAGE)
+    pyrig.ok("images", "import", str(archive))
+    cid = pyrig.id("snap")
+    pyrig.ok(
+        "containers", "create", IMAGE, cid, "--", "/bin/sh", "-c", "[ -x /bin/busybox ] && exit 5"
+    )
+    md = (("containerd-namespace", "default"),)
+    with grpc.insecure_channel(f"unix://{pyrig.daemon.address}") as ch:
+        tasks = tasks_pb2_grpc.TasksStub(ch)
+        created = tasks.Create(tasks_pb2.CreateTaskRequest(container_id=cid), metadata=md)
+        assert created.pid > 0
+        waiting = tasks.Wait.future(tasks_pb2.WaitRequest(container_id=cid), metadata=md)
+        tasks.Start(tasks_pb2.StartRequest(container_id=cid), metadata=md)
+        assert waiting.result(30).exit_status == 5
+        deleted = tasks.Delete(tasks_pb2.DeleteTaskRequest(container_id=cid), metadata=md)
+        assert deleted.exit_status == 5
+        assert deleted.pid == created.pid
+    assert not pyrig.bundle(cid).exists()
