@@ -22,7 +22,7 @@ from pycontainerd.api.events import content_pb2 as content_events
 from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
 from pycontainerd.content.local import LocalStore
 from pycontainerd.content.store import EventStore
-from pycontainerd.core.namespaces import namespace_required
+from pycontainerd.core.namespaces import lease, namespace_required
 from pycontainerd.events.exchange import Exchange, unpack_event
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ class NamespaceRequiredStore:
 
     def __init__(self, store: LocalStore) -> None:
         self.store = store
+        self.writer_leases: list[str | None] = []  # the current lease of each writer() call
 
     async def info(self, dgst: str) -> Info:
         namespace_required()
@@ -81,6 +82,7 @@ class NamespaceRequiredStore:
 
     async def writer(self, ref: str, *, total: int = 0, expected: str = "") -> Writer:
         namespace_required()
+        self.writer_leases.append(lease())
         return await self.store.writer(ref, total=total, expected=expected)
 
 
@@ -323,6 +325,31 @@ async def test_write_protocol_stat_write_commit(stub: content_pb2_grpc.ContentAs
     assert out[0].started_at.seconds > 0
     info = await stub.Info(content_pb2.InfoRequest(digest=sha256(data)), metadata=NS)
     assert dict(info.info.labels) == {"k": "v"}
+
+
+async def test_write_runs_under_the_calls_lease(sockdir: str, local: LocalStore) -> None:
+    # The namespaced store references what a writer commits from the current lease;
+    # without it, a collection during a pull removes the blobs fetched so far.
+    from pycontainerd.content.service import ContentService
+
+    store = NamespaceRequiredStore(local)
+    server = grpc.aio.server()
+    ContentService(store).register(server)
+    address = f"unix://{sockdir}/c.sock"
+    server.add_insecure_port(address)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = content_pb2_grpc.ContentStub(channel)
+            for i, metadata in enumerate([(*NS, ("containerd-lease", "pull-1")), NS]):
+                data = b"leased %d" % i
+                req = content_pb2.WriteContentRequest(
+                    action=COMMIT, ref=f"r{i}", total=len(data), expected=sha256(data), data=data
+                )
+                [resp async for resp in stub.Write(iter([req]), metadata=metadata)]
+    finally:
+        await server.stop(None)
+    assert store.writer_leases == ["pull-1", None]
 
 
 async def test_write_first_message_needs_ref(stub: content_pb2_grpc.ContentAsyncStub) -> None:

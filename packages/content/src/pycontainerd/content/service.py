@@ -21,6 +21,7 @@ This module is an edge: it may import grpc and the generated code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import TYPE_CHECKING, Any, Final
@@ -37,7 +38,7 @@ from pycontainerd.core.types import UNSET_TIME
 from pycontainerd.events.service import namespace_of
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterator
     from datetime import datetime
 
     from pycontainerd.core.content import Store, Writer
@@ -50,6 +51,22 @@ LIST_BATCH: Final = 100
 READ_CHUNK: Final = 1 << 20
 
 _Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+@contextlib.contextmanager
+def _request_scope(context: _Ctx) -> Iterator[None]:
+    """Make the call's ``containerd-namespace`` and ``containerd-lease`` headers current.
+
+    The lease matters for writes: a blob committed (or an ingest opened) under
+    it is referenced by it, so a collection during a pull does not take it.
+    """
+    lease_id = None
+    for key, value in context.invocation_metadata() or ():
+        if key == namespaces.LEASE_HEADER and isinstance(value, str) and value:
+            lease_id = value
+            break
+    with namespaces.with_namespace(namespace_of(context)), namespaces.with_lease(lease_id):
+        yield
 
 
 def _ts(when: datetime) -> timestamp_pb2.Timestamp | None:
@@ -121,7 +138,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
     ) -> content_pb2.InfoResponse:
         await _check_digest(context, request.digest)
         async with aborting_on_error(context):
-            with namespaces.with_namespace(namespace_of(context)):
+            with _request_scope(context):
                 info = await self._store.info(request.digest)
         return content_pb2.InfoResponse(info=info_to_proto(info))
 
@@ -130,7 +147,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
     ) -> content_pb2.UpdateResponse:
         await _check_digest(context, request.info.digest)
         async with aborting_on_error(context):
-            with namespaces.with_namespace(namespace_of(context)):
+            with _request_scope(context):
                 info = await self._store.update(
                     info_from_proto(request.info), *request.update_mask.paths
                 )
@@ -140,7 +157,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
         self, request: content_pb2.ListContentRequest, context: _Ctx
     ) -> AsyncIterator[content_pb2.ListContentResponse]:
         async with aborting_on_error(context):
-            with namespaces.with_namespace(namespace_of(context)):
+            with _request_scope(context):
                 batch: list[content_pb2.Info] = []
                 async for info in self._store.walk(*request.filters):
                     batch.append(info_to_proto(info, with_updated=False))
@@ -155,7 +172,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
     ) -> empty_pb2.Empty:
         await _check_digest(context, request.digest)
         async with aborting_on_error(context):
-            with namespaces.with_namespace(namespace_of(context)):
+            with _request_scope(context):
                 await self._store.delete(request.digest)
         return empty_pb2.Empty()
 
@@ -164,7 +181,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
     ) -> AsyncIterator[content_pb2.ReadContentResponse]:
         await _check_digest(context, request.digest)
         async with aborting_on_error(context):
-            with namespaces.with_namespace(namespace_of(context)):
+            with _request_scope(context):
                 # the reader checks visibility as ``info`` does; its size is the blob's
                 reader = await self._store.reader_at(request.digest)
         try:
@@ -192,7 +209,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
         self, request: content_pb2.StatusRequest, context: _Ctx
     ) -> content_pb2.StatusResponse:
         async with aborting_on_error(context):
-            with namespaces.with_namespace(namespace_of(context)):
+            with _request_scope(context):
                 try:
                     status = await self._store.status(request.ref)
                 except ContainerdError as exc:
@@ -204,7 +221,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
         self, request: content_pb2.ListStatusesRequest, context: _Ctx
     ) -> content_pb2.ListStatusesResponse:
         async with aborting_on_error(context):
-            with namespaces.with_namespace(namespace_of(context)):
+            with _request_scope(context):
                 statuses = await self._store.list_statuses(*request.filters)
         return content_pb2.ListStatusesResponse(statuses=[status_to_proto(s) for s in statuses])
 
@@ -212,7 +229,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
         self, request: content_pb2.AbortRequest, context: _Ctx
     ) -> empty_pb2.Empty:
         async with aborting_on_error(context):
-            with namespaces.with_namespace(namespace_of(context)):
+            with _request_scope(context):
                 await self._store.abort(request.ref)
         return empty_pb2.Empty()
 
@@ -236,7 +253,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
                 grpc.StatusCode.INVALID_ARGUMENT, "first message must have a reference"
             )
         ref, total, expected = first.ref, first.total, first.expected
-        with namespaces.with_namespace(namespace_of(context)):
+        with _request_scope(context):
             async with aborting_on_error(context):
                 writer = await self._store.writer(ref, total=total, expected=expected)
             try:
