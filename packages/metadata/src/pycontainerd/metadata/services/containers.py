@@ -23,7 +23,7 @@ from pycontainerd.metadata.services._common import (
     mask_paths,
     publish_in,
     request_scope,
-    timestamp,
+    set_timestamp,
 )
 
 if TYPE_CHECKING:
@@ -49,22 +49,34 @@ def _any_from_proto(msg: Any, field: str) -> AnyValue | None:
 
 
 def container_to_proto(c: Container) -> pb.Container:
-    """Domain -> wire."""
-    return pb.Container(
+    """Domain -> wire.
+
+    Fields are set in place rather than through nested constructors: listing
+    converts thousands of containers and this is about twice as fast.
+    """
+    out = pb.Container(
         id=c.id,
-        labels=dict(c.labels),
+        labels=c.labels,
         image=c.image,
-        runtime=pb.Container.Runtime(name=c.runtime.name, options=_any_to_proto(c.runtime.options)),
-        spec=_any_to_proto(c.spec),
         snapshotter=c.snapshotter,
         snapshot_key=c.snapshot_key,
-        created_at=timestamp(c.created_at),
-        updated_at=timestamp(c.updated_at),
-        extensions={
-            k: any_pb2.Any(type_url=v.type_url, value=v.value) for k, v in c.extensions.items()
-        },
         sandbox=c.sandbox_id,
     )
+    out.runtime.SetInParent()
+    out.runtime.name = c.runtime.name
+    if (options := c.runtime.options) is not None:
+        out.runtime.options.type_url = options.type_url
+        out.runtime.options.value = options.value
+    if (spec := c.spec) is not None:
+        out.spec.type_url = spec.type_url
+        out.spec.value = spec.value
+    set_timestamp(out.created_at, c.created_at)
+    set_timestamp(out.updated_at, c.updated_at)
+    for k, v in c.extensions.items():
+        ext = out.extensions[k]
+        ext.type_url = v.type_url
+        ext.value = v.value
+    return out
 
 
 def container_from_proto(c: pb.Container) -> Container:

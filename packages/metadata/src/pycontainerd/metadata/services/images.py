@@ -26,7 +26,7 @@ from pycontainerd.metadata.services._common import (
     mask_paths,
     publish_in,
     request_scope,
-    timestamp,
+    set_timestamp,
 )
 
 if TYPE_CHECKING:
@@ -54,14 +54,18 @@ def descriptor_from_proto(d: descriptor_pb2.Descriptor) -> Descriptor:
 
 
 def image_to_proto(image: Image) -> pb.Image:
-    """Domain -> wire."""
-    return pb.Image(
-        name=image.name,
-        labels=dict(image.labels),
-        target=descriptor_to_proto(image.target),
-        created_at=timestamp(image.created_at),
-        updated_at=timestamp(image.updated_at),
-    )
+    """Domain -> wire (fields set in place: listing converts thousands)."""
+    out = pb.Image(name=image.name, labels=image.labels)
+    target, d = out.target, image.target
+    target.SetInParent()
+    target.media_type = d.media_type
+    target.digest = d.digest
+    target.size = d.size
+    if d.annotations:
+        target.annotations.update(d.annotations)
+    set_timestamp(out.created_at, image.created_at)
+    set_timestamp(out.updated_at, image.updated_at)
+    return out
 
 
 def image_from_proto(image: pb.Image) -> Image:
