@@ -476,3 +476,31 @@ def test_pull_with_wrong_diff_id_fails_cleanly(daemon: Daemon, registry: Registr
     assert "wrong diff id" in res.stderr
     # the first layer is committed; nothing is left half-extracted
     assert snapshot_rows(daemon) == {bad.chain[0]: ("", "Committed")}
+
+
+@pytest.mark.slow
+def test_pull_and_mount_128_layers(daemon: Daemon, registry: Registry, mount_dir: Path) -> None:
+    # More writes than the collector's mutation threshold: a collection runs during
+    # the pull and must keep what the pull's lease holds. The mounted overlay has
+    # 128 lowerdirs, more than fit in one page of mount options without shortening.
+    layers = [
+        _tar(
+            _dir(f"l{i:03d}"),
+            _entry(f"l{i:03d}/file", data=b"layer %d\n" % i),
+            _entry("top", data=b"%d\n" % i),
+        )
+        for i in range(128)
+    ]
+    image = push_image(registry, "e2e/deep", layers, docker=False)
+    pull(daemon, image.ref)
+    rows = snapshot_rows(daemon)
+    assert rows[image.chain[-1]] == (image.chain[-2], "Committed")
+    assert len(rows) == 128
+    daemon.ctr("images", "mount", image.ref, str(mount_dir))
+    try:
+        assert (mount_dir / "l000/file").read_bytes() == b"layer 0\n"
+        assert (mount_dir / "l127/file").read_bytes() == b"layer 127\n"
+        assert (mount_dir / "top").read_bytes() == b"127\n"
+        assert len(list(mount_dir.iterdir())) == 129
+    finally:
+        daemon.ctr("images", "unmount", "--rm", str(mount_dir))
