@@ -573,3 +573,39 @@ def test_create_takes_rootfs_from_the_containers_snapshot(pyrig: Rig) -> None:
         assert deleted.exit_status == 5
         assert deleted.pid == created.pid
     assert not pyrig.bundle(cid).exists()
+
+
+def test_client_default_spec_runs(pyrig: Rig) -> None:
+    """The client's default OCI spec (pycontainerd.client.oci) is one runc accepts."""
+    import grpc
+    from google.protobuf import any_pb2
+
+    from pycontainerd.api.services.containers.v1 import containers_pb2, containers_pb2_grpc
+    from pycontainerd.api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+
+    oci = pytest.importorskip("pycontainerd.client.oci")
+    cid = pyrig.id("oci")
+    spec = oci.generate_spec(
+        "default",
+        cid,
+        oci.with_rootfs_path(str(pyrig.rootfs)),
+        oci.with_process_args("/bin/sh", "-c", "[ -s /proc/kcore ] || exit 9"),
+    )
+    md = (("containerd-namespace", "default"),)
+    with grpc.insecure_channel(f"unix://{pyrig.daemon.address}") as ch:
+        containers_pb2_grpc.ContainersStub(ch).Create(
+            containers_pb2.CreateContainerRequest(
+                container=containers_pb2.Container(
+                    id=cid,
+                    runtime=containers_pb2.Container.Runtime(name="io.containerd.runc.v2"),
+                    spec=any_pb2.Any(type_url=oci.SPEC_TYPE_URL, value=oci.spec_bytes(spec)),
+                )
+            ),
+            metadata=md,
+        )
+        tasks = tasks_pb2_grpc.TasksStub(ch)
+        tasks.Create(tasks_pb2.CreateTaskRequest(container_id=cid), metadata=md)
+        waiting = tasks.Wait.future(tasks_pb2.WaitRequest(container_id=cid), metadata=md)
+        tasks.Start(tasks_pb2.StartRequest(container_id=cid), metadata=md)
+        assert waiting.result(30).exit_status == 9  # /proc/kcore is masked (empty)
+        tasks.Delete(tasks_pb2.DeleteTaskRequest(container_id=cid), metadata=md)
