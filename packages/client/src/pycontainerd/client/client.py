@@ -1,0 +1,277 @@
+"""``Client``: one connection to a containerd (or pycontainerd) daemon.
+
+Like containerd's Go client, a ``Client`` owns a gRPC channel to the daemon's
+unix socket and hands out proxies that implement the core contracts over it
+(``content_store()``, ``snapshot_service()``, ``image_store()``...). Every
+call carries the ``containerd-namespace`` header: the namespace set with
+``pycontainerd.core.namespaces.with_namespace`` when there is one, otherwise
+the client's own. The ``containerd-lease`` header is sent the same way
+(``with_lease`` or the client's ``lease``).
+
+The channel is created lazily on first use, inside the running event loop.
+``async with Client(...) as client`` also waits for the daemon to answer
+(``connect_timeout``), so an unreachable socket fails fast with
+``failed to dial "<address>": context deadline exceeded``.
+
+Example:
+    >>> async def main() -> None:  # doctest: +SKIP
+    ...     async with Client("/run/containerd/containerd.sock", "default") as client:
+    ...         print(await client.version())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Final, Self
+
+import grpc
+
+from pycontainerd.client._errors import rpc_errors
+from pycontainerd.config import client as client_config
+from pycontainerd.core import namespaces
+from pycontainerd.core.errdefs import DeadlineExceededError
+from pycontainerd.core.leases import EXPIRE_LABEL
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping
+    from types import TracebackType
+
+    from pycontainerd.client.proxies.containers import RemoteContainerStore
+    from pycontainerd.client.proxies.content import RemoteContentStore
+    from pycontainerd.client.proxies.diff import RemoteDiff
+    from pycontainerd.client.proxies.events import RemoteEventService
+    from pycontainerd.client.proxies.images import RemoteImageStore
+    from pycontainerd.client.proxies.introspection import RemoteIntrospection, ServerInfo
+    from pycontainerd.client.proxies.leases import RemoteLeaseManager
+    from pycontainerd.client.proxies.namespaces import RemoteNamespaceStore
+    from pycontainerd.client.proxies.snapshots import RemoteSnapshotter
+
+DEFAULT_SNAPSHOTTER: Final = "overlayfs"
+"""containerd's default snapshotter on Linux."""
+SNAPSHOTTER_ENV: Final = "CONTAINERD_SNAPSHOTTER"
+MAX_MESSAGE_SIZE: Final = 16 << 20
+"""The Go client's send/receive limit (16 MiB)."""
+DEFAULT_LEASE_EXPIRY: Final = timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Version:
+    """The daemon's version (``Version.Version``).
+
+    Attributes:
+        version: e.g. ``1.6.20~ds1``.
+        revision: the build's source revision.
+    """
+
+    version: str
+    revision: str
+
+
+def generate_lease_id() -> str:
+    """A lease id like containerd's: ``<nanoseconds of this second>-<4 base64url chars>``."""
+    nanos = time.time_ns() % 1_000_000_000
+    suffix = base64.urlsafe_b64encode(os.urandom(3)).decode()
+    return f"{nanos}-{suffix}"
+
+
+class Client:
+    """A connection to a daemon; see the module docstring.
+
+    Args:
+        address: socket path or ``unix://`` URL; default from ``CONTAINERD_ADDRESS``
+            or the platform default (``pycontainerd.config.client``).
+        namespace: default namespace; from ``CONTAINERD_NAMESPACE`` or ``default``.
+        timeout: deadline in seconds for each unary call (``None``: none).
+        connect_timeout: seconds ``connect()`` waits for the daemon.
+        lease: a lease id sent with every call (``containerd-lease``).
+        snapshotter: the default snapshotter name (``CONTAINERD_SNAPSHOTTER``
+            or ``overlayfs``).
+
+    Raises:
+        InvalidArgumentError: an empty or non-unix address, an empty namespace.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        namespace: str | None = None,
+        *,
+        timeout: float | None = None,
+        connect_timeout: float | str | None = None,
+        lease: str | None = None,
+        snapshotter: str | None = None,
+    ) -> None:
+        self.address = client_config.resolve_address(address)
+        self.namespace = client_config.resolve_namespace(namespace)
+        self.timeout = timeout or None
+        self.connect_timeout = client_config.resolve_connect_timeout(connect_timeout)
+        self.lease = lease or None
+        self.snapshotter = snapshotter or os.environ.get(SNAPSHOTTER_ENV) or DEFAULT_SNAPSHOTTER
+        self._channel: grpc.aio.Channel | None = None
+
+    # -- connection ---------------------------------------------------------
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The gRPC channel, created on first use (call from inside the event loop)."""
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(
+                client_config.grpc_target(self.address),
+                options=[
+                    ("grpc.max_receive_message_length", MAX_MESSAGE_SIZE),
+                    ("grpc.max_send_message_length", MAX_MESSAGE_SIZE),
+                    ("grpc.default_authority", "localhost"),
+                ],
+            )
+        return self._channel
+
+    async def connect(self) -> None:
+        """Wait until the daemon's socket answers, at most ``connect_timeout`` seconds.
+
+        Raises:
+            DeadlineExceededError: ``failed to dial "<address>"``.
+        """
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await self.channel.channel_ready()
+        except TimeoutError:
+            msg = f'failed to dial "{self.address}"'
+            raise DeadlineExceededError(msg) from None
+
+    async def close(self) -> None:
+        """Close the channel; the client may be used again (a new channel is made)."""
+        if self._channel is not None:
+            channel, self._channel = self._channel, None
+            await channel.close()
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """Headers for one call: the current namespace and, if any, the lease."""
+        md = [(namespaces.GRPC_HEADER, namespaces.namespace() or self.namespace)]
+        lease = namespaces.lease() or self.lease
+        if lease:
+            md.append((namespaces.LEASE_HEADER, lease))
+        return tuple(md)
+
+    # -- proxies --------------------------------------------------------------
+
+    def content_store(self) -> RemoteContentStore:
+        """The content store (``content.Store`` over the Content service)."""
+        from pycontainerd.client.proxies.content import RemoteContentStore
+
+        return RemoteContentStore(self)
+
+    def snapshot_service(self, snapshotter: str | None = None) -> RemoteSnapshotter:
+        """The snapshotter ``snapshotter`` (default: the client's) over the Snapshots service."""
+        from pycontainerd.client.proxies.snapshots import RemoteSnapshotter
+
+        return RemoteSnapshotter(self, snapshotter or self.snapshotter)
+
+    def image_store(self) -> RemoteImageStore:
+        """Image records (``images.Store`` over the Images service)."""
+        from pycontainerd.client.proxies.images import RemoteImageStore
+
+        return RemoteImageStore(self)
+
+    def container_store(self) -> RemoteContainerStore:
+        """Container records (``containers.Store`` over the Containers service)."""
+        from pycontainerd.client.proxies.containers import RemoteContainerStore
+
+        return RemoteContainerStore(self)
+
+    def lease_manager(self) -> RemoteLeaseManager:
+        """Leases (``leases.Manager`` over the Leases service)."""
+        from pycontainerd.client.proxies.leases import RemoteLeaseManager
+
+        return RemoteLeaseManager(self)
+
+    def namespace_store(self) -> RemoteNamespaceStore:
+        """Namespaces (the Namespaces service)."""
+        from pycontainerd.client.proxies.namespaces import RemoteNamespaceStore
+
+        return RemoteNamespaceStore(self)
+
+    def event_service(self) -> RemoteEventService:
+        """Publish, forward and subscribe (the Events service)."""
+        from pycontainerd.client.proxies.events import RemoteEventService
+
+        return RemoteEventService(self)
+
+    def introspection(self) -> RemoteIntrospection:
+        """Plugins and server information (the Introspection service)."""
+        from pycontainerd.client.proxies.introspection import RemoteIntrospection
+
+        return RemoteIntrospection(self)
+
+    def diff_service(self) -> RemoteDiff:
+        """Apply and create layer diffs (the Diff service)."""
+        from pycontainerd.client.proxies.diff import RemoteDiff
+
+        return RemoteDiff(self)
+
+    # -- small services ---------------------------------------------------------
+
+    async def version(self) -> Version:
+        """The daemon's version and revision."""
+        from google.protobuf import empty_pb2
+
+        from pycontainerd.api.services.version.v1 import version_pb2_grpc
+
+        stub = version_pb2_grpc.VersionStub(self.channel)
+        with rpc_errors():
+            resp = await stub.Version(
+                empty_pb2.Empty(), metadata=self.metadata(), timeout=self.timeout
+            )
+        return Version(version=resp.version, revision=resp.revision)
+
+    async def server(self) -> ServerInfo:
+        """The daemon's UUID (and, from 1.7, pid, pid namespace and deprecations)."""
+        return await self.introspection().server()
+
+    # -- leases -------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def with_lease(
+        self,
+        *,
+        expire: timedelta | None = DEFAULT_LEASE_EXPIRY,
+        labels: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[str]:
+        """Run the block under a new lease, deleted on exit (containerd's ``WithLease``).
+
+        Resources created in the block (content, ingests, snapshots) stay
+        referenced until the lease is deleted. If a lease is already current,
+        it is reused and not deleted.
+        """
+        current = namespaces.lease() or self.lease
+        if current:
+            yield current
+            return
+        all_labels = dict(labels or {})
+        if expire is not None:
+            until = datetime.now(UTC) + expire
+            all_labels[EXPIRE_LABEL] = until.strftime("%Y-%m-%dT%H:%M:%SZ")
+        manager = self.lease_manager()
+        lease = await manager.create(generate_lease_id(), labels=all_labels)
+        try:
+            with namespaces.with_lease(lease.id):
+                yield lease.id
+        finally:
+            await manager.delete(lease.id)

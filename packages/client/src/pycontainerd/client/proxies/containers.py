@@ -1,0 +1,64 @@
+"""``RemoteContainerStore``: the container ``Store`` contract over the Containers service."""
+
+from __future__ import annotations
+
+import builtins
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf import field_mask_pb2
+
+from pycontainerd.api.services.containers.v1 import containers_pb2, containers_pb2_grpc
+from pycontainerd.client._convert import container_from_proto, container_to_proto
+from pycontainerd.client._errors import rpc_errors
+
+if TYPE_CHECKING:
+    from pycontainerd.client.client import Client
+    from pycontainerd.core.containers import Container
+
+
+class RemoteContainerStore:
+    """Container records of the client's namespace."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._stub = containers_pb2_grpc.ContainersStub(client.channel)
+
+    def _opts(self) -> dict[str, Any]:
+        return {"metadata": self._client.metadata(), "timeout": self._client.timeout}
+
+    async def get(self, container_id: str) -> Container:
+        with rpc_errors():
+            resp = await self._stub.Get(
+                containers_pb2.GetContainerRequest(id=container_id), **self._opts()
+            )
+        return container_from_proto(resp.container)
+
+    async def list(self, *filters: str) -> builtins.list[Container]:
+        with rpc_errors():
+            resp = await self._stub.List(
+                containers_pb2.ListContainersRequest(filters=builtins.list(filters)),
+                **self._opts(),
+            )
+        return [container_from_proto(c) for c in resp.containers]
+
+    async def create(self, container: Container) -> Container:
+        with rpc_errors():
+            resp = await self._stub.Create(
+                containers_pb2.CreateContainerRequest(container=container_to_proto(container)),
+                **self._opts(),
+            )
+        return container_from_proto(resp.container)
+
+    async def update(self, container: Container, *fieldpaths: str) -> Container:
+        req = containers_pb2.UpdateContainerRequest(container=container_to_proto(container))
+        if fieldpaths:
+            req.update_mask.CopyFrom(field_mask_pb2.FieldMask(paths=builtins.list(fieldpaths)))
+        with rpc_errors():
+            resp = await self._stub.Update(req, **self._opts())
+        return container_from_proto(resp.container)
+
+    async def delete(self, container_id: str) -> None:
+        with rpc_errors():
+            await self._stub.Delete(
+                containers_pb2.DeleteContainerRequest(id=container_id), **self._opts()
+            )

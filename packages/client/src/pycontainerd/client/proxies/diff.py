@@ -1,0 +1,60 @@
+"""``RemoteDiff``: apply and create layer diffs over the Diff service."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pycontainerd.api.services.diff.v1 import diff_pb2, diff_pb2_grpc
+from pycontainerd.client._convert import descriptor_from_proto, descriptor_to_proto, mount_to_proto
+from pycontainerd.client._errors import rpc_errors
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from pycontainerd.client.client import Client
+    from pycontainerd.core.types import Descriptor, Mount
+
+
+class RemoteDiff:
+    """The daemon's Diff service (containerd's ``diff.Applier`` and ``diff.Comparer``)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._stub = diff_pb2_grpc.DiffStub(client.channel)
+
+    def _opts(self) -> dict[str, Any]:
+        return {"metadata": self._client.metadata(), "timeout": self._client.timeout}
+
+    async def apply(
+        self, desc: Descriptor, mounts: Sequence[Mount], *, sync_fs: bool = False
+    ) -> Descriptor:
+        """Apply the layer ``desc`` onto ``mounts``; returns the uncompressed descriptor."""
+        req = diff_pb2.ApplyRequest(
+            diff=descriptor_to_proto(desc),
+            mounts=[mount_to_proto(m) for m in mounts],
+            sync_fs=sync_fs,
+        )
+        with rpc_errors():
+            resp = await self._stub.Apply(req, **self._opts())
+        return descriptor_from_proto(resp.applied)
+
+    async def compare(
+        self,
+        lower: Sequence[Mount],
+        upper: Sequence[Mount],
+        *,
+        media_type: str = "",
+        ref: str = "",
+        labels: Mapping[str, str] | None = None,
+    ) -> Descriptor:
+        """Write the difference between ``lower`` and ``upper`` as a layer blob."""
+        req = diff_pb2.DiffRequest(
+            left=[mount_to_proto(m) for m in lower],
+            right=[mount_to_proto(m) for m in upper],
+            media_type=media_type,
+            ref=ref,
+            labels=dict(labels or {}),
+        )
+        with rpc_errors():
+            resp = await self._stub.Diff(req, **self._opts())
+        return descriptor_from_proto(resp.diff)

@@ -1,0 +1,60 @@
+"""``RemoteEventService``: publish, forward and subscribe over the Events service.
+
+Satisfies ``pycontainerd.core.events`` ``Publisher``, ``Forwarder`` and
+``Subscriber``. ``publish`` packs a protobuf message as containerd's typeurl
+does (type URL = the message's full name).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from google.protobuf import message
+
+from pycontainerd.api import typeurl
+from pycontainerd.api.services.events.v1 import events_pb2, events_pb2_grpc
+from pycontainerd.client._convert import envelope_from_proto, envelope_to_proto
+from pycontainerd.client._errors import rpc_errors
+from pycontainerd.core.errdefs import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from pycontainerd.client.client import Client
+    from pycontainerd.core.events import Envelope
+
+
+class RemoteEventService:
+    """Events of a daemon."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._stub = events_pb2_grpc.EventsStub(client.channel)
+
+    async def publish(self, topic: str, event: object) -> None:
+        if not isinstance(event, message.Message):
+            msg = f"event must be a protobuf message, not {type(event).__name__}"
+            raise InvalidArgumentError(msg)
+        req = events_pb2.PublishRequest(topic=topic, event=typeurl.pack(event))
+        with rpc_errors():
+            await self._stub.Publish(
+                req, metadata=self._client.metadata(), timeout=self._client.timeout
+            )
+
+    async def forward(self, envelope: Envelope) -> None:
+        req = events_pb2.ForwardRequest(envelope=envelope_to_proto(envelope))
+        with rpc_errors():
+            await self._stub.Forward(
+                req, metadata=self._client.metadata(), timeout=self._client.timeout
+            )
+
+    async def subscribe(self, *filters: str) -> AsyncIterator[Envelope]:
+        call = self._stub.Subscribe(
+            events_pb2.SubscribeRequest(filters=list(filters)), metadata=self._client.metadata()
+        )
+        try:
+            with rpc_errors():
+                async for env in call:
+                    yield envelope_from_proto(env)
+        finally:
+            call.cancel()

@@ -1,0 +1,60 @@
+"""``RemoteImageStore``: the image ``Store`` contract over the Images service."""
+
+from __future__ import annotations
+
+import builtins
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf import field_mask_pb2
+
+from pycontainerd.api.services.images.v1 import images_pb2, images_pb2_grpc
+from pycontainerd.client._convert import image_from_proto, image_to_proto
+from pycontainerd.client._errors import rpc_errors
+
+if TYPE_CHECKING:
+    from pycontainerd.client.client import Client
+    from pycontainerd.core.images import Image
+
+
+class RemoteImageStore:
+    """Image records of the client's namespace."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._stub = images_pb2_grpc.ImagesStub(client.channel)
+
+    def _opts(self) -> dict[str, Any]:
+        return {"metadata": self._client.metadata(), "timeout": self._client.timeout}
+
+    async def get(self, name: str) -> Image:
+        with rpc_errors():
+            resp = await self._stub.Get(images_pb2.GetImageRequest(name=name), **self._opts())
+        return image_from_proto(resp.image)
+
+    async def list(self, *filters: str) -> builtins.list[Image]:
+        with rpc_errors():
+            resp = await self._stub.List(
+                images_pb2.ListImagesRequest(filters=builtins.list(filters)), **self._opts()
+            )
+        return [image_from_proto(i) for i in resp.images]
+
+    async def create(self, image: Image) -> Image:
+        with rpc_errors():
+            resp = await self._stub.Create(
+                images_pb2.CreateImageRequest(image=image_to_proto(image)), **self._opts()
+            )
+        return image_from_proto(resp.image)
+
+    async def update(self, image: Image, *fieldpaths: str) -> Image:
+        req = images_pb2.UpdateImageRequest(image=image_to_proto(image))
+        if fieldpaths:
+            req.update_mask.CopyFrom(field_mask_pb2.FieldMask(paths=builtins.list(fieldpaths)))
+        with rpc_errors():
+            resp = await self._stub.Update(req, **self._opts())
+        return image_from_proto(resp.image)
+
+    async def delete(self, name: str, *, sync: bool = False) -> None:
+        with rpc_errors():
+            await self._stub.Delete(
+                images_pb2.DeleteImageRequest(name=name, sync=sync), **self._opts()
+            )

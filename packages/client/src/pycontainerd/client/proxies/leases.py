@@ -1,0 +1,69 @@
+"""``RemoteLeaseManager``: the lease ``Manager`` contract over the Leases service."""
+
+from __future__ import annotations
+
+import builtins
+from typing import TYPE_CHECKING, Any
+
+from pycontainerd.api.services.leases.v1 import leases_pb2, leases_pb2_grpc
+from pycontainerd.client._convert import lease_from_proto, resource_from_proto, resource_to_proto
+from pycontainerd.client._errors import rpc_errors
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from pycontainerd.client.client import Client
+    from pycontainerd.core.leases import Lease, Resource
+
+
+class RemoteLeaseManager:
+    """Leases of the client's namespace."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._stub = leases_pb2_grpc.LeasesStub(client.channel)
+
+    def _opts(self) -> dict[str, Any]:
+        return {"metadata": self._client.metadata(), "timeout": self._client.timeout}
+
+    async def create(self, lease_id: str = "", *, labels: Mapping[str, str] | None = None) -> Lease:
+        """Create a lease; an empty ``lease_id`` lets the daemon choose one."""
+        with rpc_errors():
+            resp = await self._stub.Create(
+                leases_pb2.CreateRequest(id=lease_id, labels=dict(labels or {})), **self._opts()
+            )
+        return lease_from_proto(resp.lease)
+
+    async def delete(self, lease_id: str, *, sync: bool = False) -> None:
+        with rpc_errors():
+            await self._stub.Delete(
+                leases_pb2.DeleteRequest(id=lease_id, sync=sync), **self._opts()
+            )
+
+    async def list(self, *filters: str) -> builtins.list[Lease]:
+        with rpc_errors():
+            resp = await self._stub.List(
+                leases_pb2.ListRequest(filters=builtins.list(filters)), **self._opts()
+            )
+        return [lease_from_proto(lease) for lease in resp.leases]
+
+    async def add_resource(self, lease_id: str, resource: Resource) -> None:
+        with rpc_errors():
+            await self._stub.AddResource(
+                leases_pb2.AddResourceRequest(id=lease_id, resource=resource_to_proto(resource)),
+                **self._opts(),
+            )
+
+    async def delete_resource(self, lease_id: str, resource: Resource) -> None:
+        with rpc_errors():
+            await self._stub.DeleteResource(
+                leases_pb2.DeleteResourceRequest(id=lease_id, resource=resource_to_proto(resource)),
+                **self._opts(),
+            )
+
+    async def list_resources(self, lease_id: str) -> builtins.list[Resource]:
+        with rpc_errors():
+            resp = await self._stub.ListResources(
+                leases_pb2.ListResourcesRequest(id=lease_id), **self._opts()
+            )
+        return [resource_from_proto(r) for r in resp.resources]
