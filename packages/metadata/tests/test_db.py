@@ -264,3 +264,39 @@ def test_real_schema_upgrades_from_every_earlier_version(tmp_path: Path) -> None
             assert d.integrity_check() == "ok"
         finally:
             d.close()
+
+
+async def test_point_reads_run_on_the_loop_thread_and_see_committed_writes(
+    db: MetadataDB,
+) -> None:
+    await db.aupdate(
+        lambda tx: tx.execute(
+            "INSERT INTO namespaces (name, created_at, updated_at) VALUES ('p', 1, 1)"
+        )
+    )
+    seen: list[tuple[str, object]] = []
+
+    def read(tx: Tx) -> object:
+        seen.append((threading.current_thread().name, tx.writable))
+        return tx.execute("SELECT name FROM namespaces WHERE name = 'p'").fetchone()
+
+    assert await db.aview_point(read) == ("p",)
+    assert seen == [(threading.current_thread().name, False)]
+    # a write in flight on the writer thread does not block the point read
+    started, release = threading.Event(), threading.Event()
+
+    def slow_write(tx: Tx) -> None:
+        tx.execute("UPDATE namespaces SET labels = '{\"a\":\"b\"}' WHERE name = 'p'")
+        started.set()
+        release.wait(5)
+
+    writing = asyncio.ensure_future(db.aupdate(slow_write))
+    await asyncio.to_thread(started.wait, 5)
+    try:
+        labels = await db.aview_point(
+            lambda tx: tx.execute("SELECT labels FROM namespaces WHERE name = 'p'").fetchone()
+        )
+        assert labels == ("{}",)  # the uncommitted write is invisible
+    finally:
+        release.set()
+        await writing

@@ -549,7 +549,7 @@ class LocalStore:
         self._updated.pop(dgst, None)
 
     def open_reader(self, dgst: str) -> LocalReaderAt:
-        """Open the blob for random access (blocking; :meth:`reader_at` runs it in a thread).
+        """Open the blob for random access (blocking; see :meth:`reader_at`).
 
         Raises:
             NotFoundError: the blob does not exist.
@@ -567,9 +567,16 @@ class LocalStore:
     async def reader_at(self, dgst: str) -> LocalReaderAt:
         """Open the blob for random access; close the reader when done.
 
+        On a memory file system the open runs on the calling thread (it cannot
+        wait for a disk); elsewhere in a worker thread.
+
         Raises:
             NotFoundError: the blob does not exist.
         """
+        if self._memory is None:
+            self._memory = _memory_backed(self.root)
+        if self._memory:
+            return self.open_reader(dgst)
         return await asyncio.to_thread(self.open_reader, dgst)
 
     # -- ingests ---------------------------------------------------------

@@ -231,7 +231,7 @@ class ContainerStore:
             NotFoundError: ``container "<id>" in namespace "<ns>": not found``.
         """
         ns = namespace_required()
-        return await self._db.aview(lambda tx: _get(tx, ns, cid))
+        return await self._db.aview_point(lambda tx: _get(tx, ns, cid))
 
     async def list(self, *fs: str) -> list[Container]:
         """Containers matching any of ``fs`` (all when none), sorted by id.

@@ -237,7 +237,7 @@ class MetadataContentStore:
             NotFoundError: ``content digest <dgst>: not found``.
         """
         ns = namespace_required()
-        row = await self.db.aview(lambda tx: _blob_row(tx, ns, dgst))
+        row = await self.db.aview_point(lambda tx: _blob_row(tx, ns, dgst))
         if row is None:
             raise _content_not_found(dgst)
         return _info(dgst, row)
@@ -326,21 +326,8 @@ class MetadataContentStore:
         Raises:
             NotFoundError: ``content digest <dgst>: not found``.
         """
-        ns = namespace_required()
-        open_reader = getattr(self.backend, "open_reader", None)
-        if not callable(open_reader):
-            await self.info(dgst)
-            return await self.backend.reader_at(dgst)
-
-        # The local store can open blocking: check the row and open the file in
-        # one trip to the reader pool (clients read in many small calls).
-        def run(tx: Tx) -> ReaderAt:
-            if _blob_row(tx, ns, dgst) is None:
-                raise _content_not_found(dgst)
-            reader: ReaderAt = open_reader(dgst)
-            return reader
-
-        return await self.db.aview(run)
+        await self.info(dgst)
+        return await self.backend.reader_at(dgst)
 
     async def _backend_ref(self, ns: str, ref: str) -> str:
         row = await self.db.aview(

@@ -161,7 +161,7 @@ class ImageStore:
             NotFoundError: ``image "<name>": not found``.
         """
         ns = namespace_required()
-        return await self._db.aview(lambda tx: _get(tx, ns, name))
+        return await self._db.aview_point(lambda tx: _get(tx, ns, name))
 
     async def list(self, *fs: str) -> list[Image]:
         """Images matching any of ``filters`` (all when none), sorted by name.
