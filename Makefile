@@ -16,7 +16,7 @@ UV = $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.uv-bootstrap/bin/uv)
 PYTEST_ARGS ?= -n auto
 
 # Hand-written code only: mypy's config (root pyproject.toml) excludes *_pb2*.
-MYPY_TARGETS = $(wildcard packages/*/src) $(wildcard packages/*/tests) tests tools
+MYPY_TARGETS = $(wildcard packages/*/src) $(wildcard packages/*/tests) tests tools conftest.py
 
 .PHONY: help setup demo test lint typecheck protos-check pytest pants-test pants-package
 
