@@ -1,6 +1,8 @@
 """Garbage collection: synchronous image delete, a big collection, the scheduler's share.
 
-    uv run python bench/gc.py [--runs 1] [--blobs 100000] [--snapshots 10000]
+(Not ``gc.py``: the standard library's built-in ``gc`` would shadow it on import.)
+
+    uv run python bench/garbage.py [--runs 1] [--blobs 100000] [--snapshots 10000]
                               [--stream-seconds 20] [--rate 50] [metric ...]
 
 Metrics:
