@@ -340,7 +340,7 @@ class Fetcher:
         self.resolver = resolver
         self.ref = ref
 
-    async def fetch(self, desc: Descriptor, *, offset: int = 0) -> AsyncIterator[bytes]:
+    async def fetch(self, desc: Descriptor, *, offset: int = 0) -> AsyncGenerator[bytes, None]:
         """The bytes of ``desc`` from ``offset`` on, verified against its size and digest.
 
         A transfer that breaks or stalls is resumed where it stopped (``Range``)

@@ -1,0 +1,475 @@
+"""Pulling images: fetch an image's graph into the content store, unpack it, record it.
+
+The flow is containerd's client-side pull (Go client ``Pull``/``Fetch``):
+
+1. the whole operation runs under a lease (``Client.with_lease``: random id,
+   ``containerd.io/gc.expire`` 24 h ahead, deleted at the end), so nothing
+   written is collected half-way and nothing is left behind when it fails;
+2. the resolver turns the reference into a root descriptor;
+3. the graph is walked: an index's manifests are filtered by platform
+   (the best match for the host by default, ``platforms`` to choose, or all),
+   each manifest's config and layers are fetched; each blob streams into
+   ``Content.Write`` under the ref ``<kind>-<digest>`` with its expected
+   digest and size, a blob already present is skipped, an interrupted
+   ingest of an earlier pull is resumed from its offset;
+4. parents carry ``containerd.io/gc.ref.content.*`` labels naming their
+   children (``m.<i>``, ``config``, ``l.<i>``) and every blob
+   ``containerd.io/distribution.source.<registry host>=<repository>``;
+5. with ``unpack``, each selected manifest's layers are applied into the
+   snapshotter (:mod:`pycontainerd.client.unpack`);
+6. the image record is created, or updated when the name exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from pycontainerd.client.progress import Tracker
+from pycontainerd.client.remotes import mediatypes as mt
+from pycontainerd.client.remotes import reference
+from pycontainerd.client.unpack import descriptor_from_json, unpack
+from pycontainerd.core import content, platforms
+from pycontainerd.core.errdefs import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
+from pycontainerd.core.images import Image
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from pycontainerd.client.client import Client
+    from pycontainerd.client.remotes.resolver import Fetcher, Resolver
+    from pycontainerd.core import images
+    from pycontainerd.core.platforms import Platform
+    from pycontainerd.core.types import Descriptor
+
+log = logging.getLogger(__name__)
+
+WRITE_BUFFER: Final = 1 << 20
+LOCK_RETRY_SECONDS: Final = 30.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlatformManifest:
+    """A manifest the pull selected, with the platform its index gave it (if any)."""
+
+    descriptor: Descriptor
+    platform: Platform | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class FetchResult:
+    """What :func:`fetch` stored.
+
+    Attributes:
+        image: the image record (created or updated).
+        manifests: the selected manifests.
+        chain_ids: the top chain ID per unpacked manifest digest (pull only).
+    """
+
+    image: Image
+    manifests: list[PlatformManifest] = field(default_factory=list)
+    chain_ids: dict[str, str] = field(default_factory=dict)
+
+
+def _wanted(want: Sequence[Platform]) -> list[Platform]:
+    return list(want) or [platforms.host()]
+
+
+def select_manifests(
+    children: Sequence[Descriptor], want: Sequence[Platform], *, all_platforms: bool
+) -> list[Descriptor]:
+    """The children of an index a pull follows.
+
+    Each wanted platform picks its best match (the platform itself, then the
+    ones it can also run); nested indexes whose platform matches (or that
+    have none) are followed too.
+
+    Raises:
+        NotFoundError: nothing matches.
+    """
+    known = [c for c in children if mt.is_manifest(c.media_type) or mt.is_index(c.media_type)]
+    if all_platforms:
+        return known
+    out: list[Descriptor] = []
+    for plat in _wanted(want):
+        pick: Descriptor | None = None
+        for candidate in platforms.compatible(plat):
+            pick = next(
+                (
+                    c
+                    for c in known
+                    if c.platform is not None and platforms.matches(candidate, c.platform)
+                ),
+                None,
+            )
+            if pick is not None:
+                break
+        if pick is None:
+            pick = next((c for c in known if c.platform is None), None)
+        if pick is not None and pick not in out:
+            out.append(pick)
+    return out
+
+
+class _Walker:
+    def __init__(
+        self,
+        store: content.Store,
+        fetcher: Fetcher,
+        ref: reference.Reference,
+        *,
+        want: Sequence[Platform],
+        all_platforms: bool,
+        tracker: Tracker,
+    ) -> None:
+        self.store = store
+        self.fetcher = fetcher
+        self.want = want
+        self.all_platforms = all_platforms
+        self.tracker = tracker
+        self.source_key = mt.SOURCE_LABEL_PREFIX + ref.hostname
+        self.repository = ref.repository
+        self.manifests: list[PlatformManifest] = []
+
+    # -- labels ---------------------------------------------------------------------
+
+    def _source_labels(self, existing: Mapping[str, str] | None = None) -> dict[str, str]:
+        repos = [r for r in (existing or {}).get(self.source_key, "").split(",") if r]
+        if self.repository not in repos:
+            repos.append(self.repository)
+        return {self.source_key: ",".join(repos)}
+
+    async def _merge_labels(self, dgst: str, labels: Mapping[str, str]) -> None:
+        info = await self.store.info(dgst)
+        new = dict(labels)
+        new.update(self._source_labels(info.labels))
+        if all(info.labels.get(k) == v for k, v in new.items()):
+            return
+        await self.store.update(
+            content.Info(digest=dgst, labels=new), *(f"labels.{k}" for k in new)
+        )
+
+    # -- blobs ------------------------------------------------------------------------
+
+    async def _open(self, ref: str, desc: Descriptor) -> content.Writer | None:
+        """A writer for ``ref``, or ``None`` when the blob exists already."""
+        delay = 0.016
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LOCK_RETRY_SECONDS
+        while True:
+            try:
+                return await self.store.writer(ref, total=desc.size, expected=desc.digest)
+            except AlreadyExistsError:
+                return None
+            except UnavailableError:
+                # another pull holds this ingest: wait for it (upstream's OpenWriter)
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter
+                delay = min(delay * 2, 2.0)
+                try:
+                    await self.store.info(desc.digest)
+                except NotFoundError:
+                    continue
+                return None
+
+    async def store_blob(
+        self,
+        desc: Descriptor,
+        *,
+        data: bytes | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
+        """Put ``desc`` into the content store (from ``data`` or the registry)."""
+        labels = labels or {}
+        ref = mt.ref_key(desc.media_type, desc.digest)
+        all_labels = {**labels, **self._source_labels()}
+        try:
+            await self.store.info(desc.digest)
+        except NotFoundError:
+            pass
+        else:
+            await self._merge_labels(desc.digest, labels)
+            self.tracker.set(ref, "exists", total=desc.size)
+            return
+        writer = await self._open(ref, desc)
+        if writer is None:
+            await self._merge_labels(desc.digest, labels)
+            self.tracker.set(ref, "exists", total=desc.size)
+            return
+        try:
+            await self._write(writer, ref, desc, data)
+            try:
+                await writer.commit(desc.size, desc.digest, labels=all_labels)
+            except AlreadyExistsError:
+                await self._merge_labels(desc.digest, labels)
+        except UnavailableError:
+            # a transfer that kept breaking: keep the ingest, a later pull resumes it
+            self.tracker.set(ref, "error")
+            raise
+        except BaseException:
+            # bad bytes, or cancelled because another blob failed: discard the ingest
+            self.tracker.set(ref, "error")
+            await asyncio.shield(self._discard(writer, ref))
+            raise
+        finally:
+            await writer.close()
+        self.tracker.set(ref, "done", total=desc.size)
+
+    async def _discard(self, writer: content.Writer, ref: str) -> None:
+        await writer.close()
+        with contextlib.suppress(NotFoundError):
+            await self.store.abort(ref)
+
+    async def _write(
+        self, writer: content.Writer, ref: str, desc: Descriptor, data: bytes | None
+    ) -> None:
+        if data is not None:
+            await writer.truncate(0)
+            await writer.write(data)
+            return
+        offset = (await writer.status()).offset
+        if offset > desc.size:
+            await writer.truncate(0)
+            offset = 0
+        if offset:
+            log.debug("resuming %s at %d", ref, offset)
+        self.tracker.set(ref, "downloading", offset=offset, total=desc.size)
+        if offset == desc.size:
+            return
+        buf = bytearray()
+        stream = self.fetcher.fetch(desc, offset=offset)
+        async with contextlib.aclosing(stream):
+            async for chunk in stream:
+                buf += chunk
+                if len(buf) >= WRITE_BUFFER:
+                    await writer.write(bytes(buf))
+                    offset += len(buf)
+                    buf.clear()
+                    self.tracker.set(ref, "downloading", offset=offset)
+        if buf:
+            await writer.write(bytes(buf))
+            offset += len(buf)
+        self.tracker.set(ref, "downloading", offset=offset)
+
+    async def _small(self, desc: Descriptor) -> bytes:
+        ref = mt.ref_key(desc.media_type, desc.digest)
+        try:
+            return await content.read_blob(self.store, desc.digest)
+        except NotFoundError:
+            pass
+        self.tracker.set(ref, "downloading", total=desc.size)
+        return await self.fetcher.fetch_bytes(desc)
+
+    # -- the graph ------------------------------------------------------------------------
+
+    async def walk(self, desc: Descriptor, platform: Platform | None = None) -> None:
+        """Fetch ``desc`` and what it references."""
+        if mt.is_index(desc.media_type):
+            data = await self._small(desc)
+            doc = _json(data, desc)
+            raw = doc.get("manifests") or []
+            if not isinstance(raw, list):
+                msg = f"index {desc.digest}: manifests is not a list"
+                raise InvalidArgumentError(msg)
+            children = [descriptor_from_json(x, desc.digest) for x in raw]
+            chosen = select_manifests(children, self.want, all_platforms=self.all_platforms)
+            if not chosen:
+                want = ", ".join(str(p) for p in _wanted(self.want))
+                msg = f"no match for platform {want} in manifest {desc.digest}"
+                raise NotFoundError(msg)
+            await self.store_blob(desc, data=data, labels=_child_labels(chosen))
+            async with asyncio.TaskGroup() as tg:
+                for child in chosen:
+                    tg.create_task(self.walk(child, child.platform))
+        elif mt.is_manifest(desc.media_type):
+            data = await self._small(desc)
+            doc = _json(data, desc)
+            config = descriptor_from_json(doc.get("config"), desc.digest)
+            raw = doc.get("layers") or []
+            if not isinstance(raw, list):
+                msg = f"manifest {desc.digest}: layers is not a list"
+                raise InvalidArgumentError(msg)
+            layers = [descriptor_from_json(x, desc.digest) for x in raw]
+            await self.store_blob(desc, data=data, labels=_child_labels([config, *layers]))
+            self.manifests.append(PlatformManifest(descriptor=desc, platform=platform))
+            for layer in layers:
+                self.tracker.set(
+                    mt.ref_key(layer.media_type, layer.digest), "waiting", total=layer.size
+                )
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.store_blob(config))
+                for layer in layers:
+                    tg.create_task(self.store_blob(layer))
+        else:
+            await self.store_blob(desc)
+
+
+def _json(data: bytes, desc: Descriptor) -> dict[str, object]:
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        msg = f"{desc.digest} ({desc.media_type}): invalid JSON: {exc}"
+        raise InvalidArgumentError(msg) from None
+    if not isinstance(doc, dict):
+        msg = f"{desc.digest} ({desc.media_type}): not a JSON object"
+        raise InvalidArgumentError(msg)
+    return doc
+
+
+def _child_labels(children: Sequence[Descriptor]) -> dict[str, str]:
+    """``containerd.io/gc.ref.content.*`` labels for ``children`` (upstream's ChildGCLabels)."""
+    counters: dict[str, int] = {}
+    out: dict[str, str] = {}
+    for child in children:
+        prefix = mt.child_label_prefix(child.media_type)
+        if prefix.endswith("config"):
+            out[prefix] = child.digest
+            continue
+        i = counters.get(prefix, 0)
+        counters[prefix] = i + 1
+        out[f"{prefix}{i}"] = child.digest
+    return out
+
+
+async def _unwrap(coro: object) -> None:
+    """Run ``coro``; a TaskGroup's single error is re-raised as itself."""
+    try:
+        await coro  # type: ignore[misc]
+    except ExceptionGroup as group:
+        first = group.exceptions[0]
+        while isinstance(first, ExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+
+
+async def record_image(
+    image_store: images.Store, name: str, target: Descriptor, labels: Mapping[str, str]
+) -> Image:
+    """Create the image ``name``, or point the existing one at ``target``."""
+    image = Image(name=name, target=target, labels=dict(labels))
+    try:
+        return await image_store.create(image)
+    except AlreadyExistsError:
+        return await image_store.update(image)
+
+
+async def fetch(
+    client: Client,
+    ref: str,
+    resolver: Resolver,
+    *,
+    platforms: Sequence[Platform] = (),
+    all_platforms: bool = False,
+    labels: Mapping[str, str] | None = None,
+    tracker: Tracker | None = None,
+    create_image: bool = True,
+) -> FetchResult:
+    """Fetch ``ref`` into the content store and record the image (``ctr content fetch``).
+
+    Runs under a lease of its own unless one is current (as the Go client's
+    ``Fetch``), so the blobs survive until the image record references them.
+
+    Raises:
+        InvalidArgumentError: a malformed reference or manifest.
+        NotFoundError: unknown reference, or no manifest for the platform.
+        DataLossError: a blob did not match its digest (its ingest is discarded).
+        UnavailableError, UnauthenticatedError, OutOfRangeError, UnimplementedError:
+            as :meth:`Resolver.resolve` and :meth:`Fetcher.fetch`.
+    """
+    async with client.with_lease():
+        return await _fetch(
+            client,
+            ref,
+            resolver,
+            platforms=platforms,
+            all_platforms=all_platforms,
+            labels=labels,
+            tracker=tracker or Tracker(),
+            create_image=create_image,
+        )
+
+
+async def _fetch(
+    client: Client,
+    ref: str,
+    resolver: Resolver,
+    *,
+    platforms: Sequence[Platform],
+    all_platforms: bool,
+    labels: Mapping[str, str] | None,
+    tracker: Tracker,
+    create_image: bool,
+) -> FetchResult:
+    tracker.set(ref, "resolving")
+    name, root = await resolver.resolve(ref)
+    tracker.set(ref, "resolved")
+    store = client.content_store()
+    walker = _Walker(
+        store,
+        resolver.fetcher(name),
+        reference.parse(name),
+        want=platforms,
+        all_platforms=all_platforms,
+        tracker=tracker,
+    )
+    await _unwrap(walker.walk(root))
+    result = FetchResult(image=Image(name=name, target=root), manifests=walker.manifests)
+    if create_image:
+        result.image = await record_image(client.image_store(), name, root, labels or {})
+    return result
+
+
+async def pull(
+    client: Client,
+    ref: str,
+    resolver: Resolver,
+    *,
+    platforms: Sequence[Platform] = (),
+    all_platforms: bool = False,
+    labels: Mapping[str, str] | None = None,
+    unpack_layers: bool = True,
+    snapshotter: str | None = None,
+    tracker: Tracker | None = None,
+) -> FetchResult:
+    """Pull ``ref``: fetch under a lease, unpack each selected manifest, record the image.
+
+    Raises:
+        as :func:`fetch`, plus the Snapshots and Diff services' errors.
+    """
+    tracker = tracker or Tracker()
+    name = snapshotter or client.snapshotter
+    async with client.with_lease():
+        result = await fetch(
+            client,
+            ref,
+            resolver,
+            platforms=platforms,
+            all_platforms=all_platforms,
+            labels=labels,
+            tracker=tracker,
+            create_image=False,
+        )
+        if unpack_layers:
+            store = client.content_store()
+            sn = client.snapshot_service(name)
+            applier = client.diff_service()
+            for m in result.manifests:
+                tracker.set(f"unpack-{m.descriptor.digest}", "unpacking")
+                top = await unpack(store, sn, applier, m.descriptor, snapshotter_name=name)
+                tracker.set(f"unpack-{m.descriptor.digest}", "done")
+                result.chain_ids[m.descriptor.digest] = top
+        result.image = await record_image(
+            client.image_store(), result.image.name, result.image.target, labels or {}
+        )
+    return result

@@ -1,0 +1,226 @@
+"""Pull from a real docker-registry into a real containerd and into our daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pycontainerd.client.client import Client
+from pycontainerd.client.progress import Tracker
+from pycontainerd.client.pull import fetch, pull
+from pycontainerd.client.remotes import mediatypes as mt
+from pycontainerd.client.remotes.hosts import HostsConfig
+from pycontainerd.client.remotes.resolver import Resolver
+from pycontainerd.client.remotes.testing import (
+    REGISTRY_BIN,
+    Blob,
+    FaultyBlobServer,
+    Registry,
+    build_image,
+    build_index,
+)
+from pycontainerd.client.unpack import chain_ids
+from pycontainerd.core import content, namespaces, platforms
+from pycontainerd.core.errdefs import DataLossError, NotFoundError, UnavailableError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from pycontainerd.client.testing import RealContainerd
+    from pycontainerd.daemon.testing import Daemon
+
+
+def require_registry() -> None:
+    if not os.access(REGISTRY_BIN, os.X_OK):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{REGISTRY_BIN} is required under CI")
+        pytest.skip(f"{REGISTRY_BIN} not installed")
+
+
+IMAGE = build_image(
+    [{"bin/hello": b"#!/bin/sh\necho hello\n"}, {"etc/motd": b"welcome\n"}, {"etc/x": b"x" * 5000}]
+)
+AMD = build_image([{"arch": b"amd64\n"}])
+ARM = build_image([{"arch": b"arm64\n"}], architecture="arm64", variant="v8")
+INDEX = build_index({"linux/amd64": AMD, "linux/arm64/v8": ARM})
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    require_registry()
+    with Registry(tmp_path_factory.mktemp("reg")).running() as reg:
+        reg.seed("test/multi", "v1", IMAGE)
+        reg.seed("test/index", "v1", INDEX)
+        yield reg
+
+
+@pytest.fixture(params=["containerd", "ours"])
+def address(request: pytest.FixtureRequest) -> str:
+    daemon: RealContainerd | Daemon = request.getfixturevalue(request.param)
+    return daemon.address
+
+
+def resolver() -> Resolver:
+    return Resolver(HostsConfig(default_scheme="http"))
+
+
+async def labels_of(client: Client, dgst: str) -> dict[str, str]:
+    return dict((await client.content_store().info(dgst)).labels)
+
+
+async def test_pull_multi_layer_image(registry: Registry, address: str, namespace: str) -> None:
+    ref = f"{registry.host}/test/multi:v1"
+    async with Client(address, namespace) as client, resolver() as res:
+        tracker = Tracker()
+        result = await pull(client, ref, res, tracker=tracker, snapshotter="native")
+        assert result.image.name == ref
+        assert result.image.target.digest == IMAGE.root.digest
+        image = await client.image_store().get(ref)
+        assert image.target.digest == IMAGE.root.digest
+        top = chain_ids(IMAGE.diff_ids)[-1]
+        assert result.chain_ids == {IMAGE.root.digest: top}
+        # labels the way containerd's pull writes them
+        layers, config = IMAGE.blobs[:-1], IMAGE.blobs[-1]
+        source = {"containerd.io/distribution.source.127.0.0.1": "test/multi"}
+        manifest_labels = await labels_of(client, IMAGE.root.digest)
+        assert manifest_labels == {
+            "containerd.io/gc.ref.content.config": config.digest,
+            **{f"containerd.io/gc.ref.content.l.{i}": b.digest for i, b in enumerate(layers)},
+            **source,
+        }
+        assert await labels_of(client, config.digest) == {
+            **source,
+            "containerd.io/gc.ref.snapshot.native": top,
+        }
+        for blob, diff_id in zip(layers, IMAGE.diff_ids, strict=True):
+            assert await labels_of(client, blob.digest) == {
+                **source,
+                mt.UNCOMPRESSED_LABEL: diff_id,
+            }
+        sn = client.snapshot_service("native")
+        info = await sn.stat(top)
+        assert info.name == top
+        # the pull's lease is gone
+        assert await client.lease_manager().list() == []
+        assert {j.status for j in tracker.jobs.values() if j.ref.startswith("layer-")} == {"done"}
+        # pulling again finds everything present
+        tracker2 = Tracker()
+        await pull(client, ref, res, tracker=tracker2, snapshotter="native")
+        assert {j.status for j in tracker2.jobs.values() if j.ref.startswith("layer-")} == {
+            "exists"
+        }
+
+
+async def test_pull_index_platforms(registry: Registry, address: str, namespace: str) -> None:
+    ref = f"{registry.host}/test/index:v1"
+    async with Client(address, namespace) as client, resolver() as res:
+        result = await fetch(client, ref, res, platforms=[platforms.parse("linux/amd64")])
+        assert [m.descriptor.digest for m in result.manifests] == [AMD.root.digest]
+        store = client.content_store()
+        with pytest.raises(NotFoundError):
+            await store.info(ARM.root.digest)
+        index_labels = await labels_of(client, INDEX.root.digest)
+        assert index_labels["containerd.io/gc.ref.content.m.0"] == AMD.root.digest
+
+        result = await fetch(client, ref, res, platforms=[platforms.parse("linux/arm64")])
+        assert [m.descriptor.digest for m in result.manifests] == [ARM.root.digest]
+        assert await content.read_blob(store, ARM.blobs[0].digest) == ARM.blobs[0].data
+
+        result = await fetch(client, ref, res, all_platforms=True)
+        assert {m.descriptor.digest for m in result.manifests} == {
+            AMD.root.digest,
+            ARM.root.digest,
+        }
+
+
+async def test_pull_unknown_platform(registry: Registry, address: str, namespace: str) -> None:
+    async with Client(address, namespace) as client, resolver() as res:
+        with pytest.raises(NotFoundError, match="no match for platform linux/s390x"):
+            await fetch(
+                client,
+                f"{registry.host}/test/index:v1",
+                res,
+                platforms=[platforms.parse("linux/s390x")],
+            )
+        with pytest.raises(NotFoundError):
+            await client.image_store().get(f"{registry.host}/test/index:v1")
+
+
+# -- bad registries: nothing half-committed -------------------------------------------------
+
+
+def _serve(image: Blob, blobs: list[Blob], fault: str, times: int) -> FaultyBlobServer:
+    def hook(path: str, n: int) -> str | None:
+        return fault if "/blobs/" in path and n <= times else None
+
+    return FaultyBlobServer({b.digest: b for b in [*blobs, image]}, {"v1": image}, hook).start()
+
+
+@pytest.mark.parametrize("address", ["ours"], indirect=True)
+async def test_corrupt_blob_leaves_nothing(address: str, namespace: str) -> None:
+    image = build_image([{"f": os.urandom(200_000)}])
+    server = _serve(image.root, image.blobs, "corrupt", 100)
+    ref = f"{server.host}/bad/img:v1"
+    try:
+        async with Client(address, namespace) as client, resolver() as res:
+            with pytest.raises(DataLossError, match="digest mismatch"):
+                await pull(client, ref, res, snapshotter="native")
+            store = client.content_store()
+            with pytest.raises(NotFoundError):
+                await client.image_store().get(ref)
+            with pytest.raises(NotFoundError):
+                await store.info(image.blobs[0].digest)
+            assert [s.ref for s in await store.list_statuses()] == []
+            assert await client.lease_manager().list() == []
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("address", ["ours"], indirect=True)
+async def test_dropped_connection_resumes(address: str, namespace: str) -> None:
+    image = build_image([{"f": os.urandom(300_000)}])
+    server = _serve(image.root, image.blobs, "drop", 1)
+    ref = f"{server.host}/bad/img:v1"
+    try:
+        async with Client(address, namespace) as client, resolver() as res:
+            res.backoff = 0.01
+            await pull(client, ref, res, unpack_layers=False)
+            layer = image.blobs[0]
+            assert await content.read_blob(client.content_store(), layer.digest) == layer.data
+            assert any(r != "bytes=0-" for r in server.ranges)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("address", ["ours"], indirect=True)
+async def test_registry_that_keeps_dropping_fails_cleanly(address: str, namespace: str) -> None:
+    image = build_image([{"f": os.urandom(300_000)}])
+    server = _serve(image.root, image.blobs, "drop", 1000)
+    ref = f"{server.host}/bad/img:v1"
+    try:
+        async with Client(address, namespace) as client:
+            res = Resolver(HostsConfig(default_scheme="http"), retries=1, backoff=0.01)
+            async with res:
+                with pytest.raises(UnavailableError, match="failed at byte"):
+                    await pull(client, ref, res, unpack_layers=False)
+            with pytest.raises(NotFoundError):
+                await client.image_store().get(ref)
+            with pytest.raises(NotFoundError):
+                await client.content_store().info(image.blobs[0].digest)
+            assert await client.lease_manager().list() == []
+    finally:
+        server.stop()
+
+
+def test_chain_ids() -> None:
+    a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    ids = chain_ids([a, b])
+    assert ids[0] == a
+    import hashlib
+
+    assert ids[1] == "sha256:" + hashlib.sha256(f"{a} {b}".encode()).hexdigest()
+    assert json.dumps(ids)
+    assert namespaces.namespace() is None
