@@ -1,0 +1,3 @@
+"""``ctr`` subcommands, one module per command group; loaded only when run."""
+
+from __future__ import annotations

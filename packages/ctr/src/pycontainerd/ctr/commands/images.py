@@ -1,0 +1,186 @@
+"""``ctr images``: image records (list, check, tag, label, remove)."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from pycontainerd.core.errdefs import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from pycontainerd.ctr.common import group, join_labels, log, object_with_labels, run
+from pycontainerd.ctr.tabwriter import TabWriter
+from pycontainerd.ctr.units import bytes_size
+
+if TYPE_CHECKING:
+    from pycontainerd.client.client import Client
+    from pycontainerd.core.images import Image
+
+images = group("images", "Manage images")
+
+
+@images.command_with_aliases("list", "ls")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the image refs")
+@click.argument("filters", nargs=-1)
+@click.pass_context
+def list_images(ctx: click.Context, quiet: bool, filters: tuple[str, ...]) -> None:
+    """List images known to containerd."""
+    from pycontainerd.client import imagewalk
+    from pycontainerd.core.platforms import format_platform
+
+    async def work(client: Client) -> list[tuple[Image, int, str]]:
+        try:
+            found = await client.image_store().list(*filters)
+        except Exception as exc:
+            raise type(exc)(f"failed to list images: {exc}") from exc
+        if quiet:
+            return [(i, 0, "") for i in found]
+        cs = client.content_store()
+        rows = []
+        for image in found:
+            size, err = await imagewalk.image_size(cs, image.target)
+            if err is not None:
+                log("error", f"failed calculating size for image {image.name}", error=err)
+            column = "-"
+            try:
+                specs = await imagewalk.image_platforms(cs, image.target)
+            except Exception as exc:
+                log("error", f"failed resolving platform for image {image.name}", error=exc)
+            else:
+                if specs:
+                    column = ",".join(sorted({format_platform(p) for p in specs}))
+            rows.append((image, size, column))
+        return rows
+
+    rows = run(ctx, work)
+    if quiet:
+        for image, _, _ in rows:
+            click.echo(image.name)
+        return
+    w = TabWriter(sys.stdout, 1, 8, 1, " ")
+    w.write("REF\tTYPE\tDIGEST\tSIZE\tPLATFORMS\tLABELS\t\n")
+    for image, size, column in rows:
+        t = image.target
+        labels = join_labels(image.labels, "-")
+        w.write(
+            f"{image.name}\t{t.media_type}\t{t.digest}\t{bytes_size(size)}\t{column}\t{labels}\t\n"
+        )
+    w.flush()
+
+
+@images.command("check")
+@click.option("--snapshotter", envvar="CONTAINERD_SNAPSHOTTER", default="", help="Snapshotter name")
+@click.argument("filters", nargs=-1)
+@click.pass_context
+def check(ctx: click.Context, snapshotter: str, filters: tuple[str, ...]) -> None:
+    """Check existing images to ensure all content is available locally."""
+    from pycontainerd.client import imagewalk
+
+    async def work(client: Client) -> list[str]:
+        cs = client.content_store()
+        lines = []
+        for image in await client.image_store().list(*filters):
+            available, required, present, missing = await imagewalk.check(cs, cs, image.target)
+            status = "incomplete" if missing else "complete"
+            req_size = sum(d.size for d in required)
+            pres_size = sum(d.size for d in present)
+            if available:
+                status += f" ({len(present)}/{len(required)})"
+                size = f"{bytes_size(pres_size)}/{bytes_size(req_size)}"
+            else:
+                status = f"unavailable ({len(present)}/?)"
+                size = f"{bytes_size(pres_size)}/?"
+            unpacked = "false"
+            t = image.target
+            lines.append(
+                f"{image.name}\t{t.media_type}\t{t.digest}\t{status}\t{size}\t{unpacked}\n"
+            )
+        return lines
+
+    lines = run(ctx, work)
+    if not lines:
+        return
+    w = TabWriter(sys.stdout, 1, 8, 1, " ")
+    w.write("REF\tTYPE\tDIGEST\tSTATUS\tSIZE\tUNPACKED\t\n")
+    for line in lines:
+        w.write(line)
+    w.flush()
+
+
+@images.command("tag")
+@click.option(
+    "--force", is_flag=True, help="Force target_ref to be created, regardless if it already exists"
+)
+@click.argument("source")
+@click.argument("targets", nargs=-1, required=True)
+@click.pass_context
+def tag(ctx: click.Context, force: bool, source: str, targets: tuple[str, ...]) -> None:
+    """Tag an image: <source_ref> <target_ref> [<target_ref>, ...]."""
+    from dataclasses import replace
+
+    async def work(client: Client) -> None:
+        store = client.image_store()
+        image = await store.get(source)
+        for target in targets:
+            record = replace(image, name=target)
+            try:
+                await store.create(record)
+            except AlreadyExistsError:
+                if not force:
+                    raise
+                await store.delete(target)
+                await store.create(record)
+            click.echo(target)
+
+    run(ctx, work)
+
+
+@images.command("label")
+@click.option("--replace-all", "-r", is_flag=True, help="Replace all labels")
+@click.argument("args", nargs=-1)
+@click.pass_context
+def label(ctx: click.Context, replace_all: bool, args: tuple[str, ...]) -> None:
+    """Set and clear labels for an image: <name> [<key>=<value>, ...]."""
+    from pycontainerd.core.images import Image
+
+    name, labels = object_with_labels(args)
+    if not name:
+        msg = "please specify an image"
+        raise InvalidArgumentError(msg)
+
+    async def work(client: Client) -> Image:
+        paths = ["labels"] if replace_all and labels else [f"labels.{k}" for k in labels]
+        record = Image(name=name, labels={k: v for k, v in labels.items() if v})
+        return await client.image_store().update(record, *paths)
+
+    click.echo(join_labels(run(ctx, work).labels))
+
+
+@images.command_with_aliases("delete", "del", "remove", "rm")
+@click.option(
+    "--sync", is_flag=True, help="Synchronously remove image and all associated resources"
+)
+@click.argument("refs", nargs=-1)
+@click.pass_context
+def delete(ctx: click.Context, sync: bool, refs: tuple[str, ...]) -> None:
+    """Remove one or more images by reference."""
+
+    async def work(client: Client) -> Exception | None:
+        first: Exception | None = None
+        store = client.image_store()
+        for i, ref in enumerate(refs):
+            try:
+                await store.delete(ref, sync=sync and i == len(refs) - 1)
+            except NotFoundError:
+                log("warning", f"{ref}: image not found")
+                continue
+            except Exception as exc:
+                log("error", f"unable to delete {ref}", error=exc)
+                first = first or type(exc)(f"unable to delete {ref}: {exc}")
+                continue
+            click.echo(ref)
+        return first
+
+    err = run(ctx, work)
+    if err is not None:
+        raise err

@@ -1,0 +1,169 @@
+"""What every ``ctr`` command shares: the global options, aliases, running async work.
+
+Importing this module must not import grpc: ``pycontainerd.client`` is
+imported only inside :func:`run`, when a command really talks to a daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
+
+    from pycontainerd.client.client import Client
+
+T = TypeVar("T")
+
+
+class CommandError(Exception):
+    """The command already reported its failure; exit with ``code``."""
+
+    def __init__(self, code: int = 1) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CtrContext:
+    """The global flags, as given on the command line."""
+
+    address: str | None
+    namespace: str
+    timeout: str = "0s"
+    connect_timeout: str = "0s"
+    debug: bool = False
+
+    def client(self, **kwargs: Any) -> Client:
+        """A client for the daemon the flags name (imports grpc)."""
+        from pycontainerd.client.client import Client
+
+        return Client(
+            self.address,
+            self.namespace,
+            connect_timeout=self.connect_timeout or None,
+            **kwargs,
+        )
+
+    def total_timeout(self) -> float | None:
+        """``--timeout`` in seconds; ``None`` for no limit."""
+        from pycontainerd.config.duration import parse_duration
+
+        seconds = parse_duration(self.timeout) if self.timeout else 0.0
+        return seconds or None
+
+
+class AliasGroup(click.Group):
+    """A group whose commands may have aliases (``ls`` for ``list``), listed in help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.aliases: dict[str, str] = {}
+
+    def command_with_aliases(
+        self, name: str, *aliases: str, **kwargs: Any
+    ) -> Callable[[Callable[..., Any]], click.Command]:
+        """Like ``@group.command(name)``, also reachable as each of ``aliases``."""
+
+        def decorator(f: Callable[..., Any]) -> click.Command:
+            cmd = self.command(name, **kwargs)(f)
+            for alias in aliases:
+                self.aliases[alias] = name
+            return cmd
+
+        return decorator
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, self.aliases.get(cmd_name, cmd_name))
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        return (cmd.name if cmd is not None else name), cmd, rest
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is None or cmd.hidden:
+                continue
+            names = [name, *(a for a, target in self.aliases.items() if target == name)]
+            rows.append((", ".join(names), cmd.get_short_help_str(limit=80)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def group(name: str, help_text: str) -> AliasGroup:
+    """A subcommand group with alias support."""
+    return AliasGroup(
+        name=name, help=help_text, context_settings={"help_option_names": ["-h", "--help"]}
+    )
+
+
+def run(ctx: click.Context, work: Callable[[Client], Awaitable[T]], **client_kwargs: Any) -> T:
+    """Run ``work(client)`` in a fresh event loop with ``--timeout`` applied.
+
+    The client is connected first (``--connect-timeout``) and closed after.
+    """
+    obj = ctx.find_object(CtrContext)
+    if obj is None:  # pragma: no cover - always set by the root group
+        msg = "ctr context missing"
+        raise RuntimeError(msg)
+
+    async def main() -> T:
+        async with asyncio.timeout(obj.total_timeout()):
+            async with obj.client(**client_kwargs) as client:
+                return await work(client)
+
+    try:
+        return asyncio.run(main())
+    except TimeoutError:
+        from pycontainerd.core.errdefs import DeadlineExceededError
+
+        raise DeadlineExceededError from None
+
+
+def object_with_labels(args: Iterable[str]) -> tuple[str, dict[str, str]]:
+    """First argument, and the rest parsed as ``key=value`` labels (containerd's rule)."""
+    items = list(args)
+    first = items[0] if items else ""
+    return first, label_args(items[1:])
+
+
+def label_args(items: Iterable[str]) -> dict[str, str]:
+    """``key=value`` strings as a dict; a bare ``key`` means ``key=true``."""
+    labels: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        labels[key] = value if sep else "true"
+    return labels
+
+
+def join_labels(labels: Mapping[str, str], empty: str = "") -> str:
+    """``k=v`` pairs sorted and joined by ``,``; ``empty`` when there are none."""
+    if not labels:
+        return empty
+    return ",".join(sorted(f"{k}={v}" for k, v in labels.items()))
+
+
+def go_json(value: Any) -> str:
+    """JSON indented with four spaces, ``<``, ``>`` and ``&`` escaped as Go does."""
+    text = json.dumps(value, indent=4, ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def log(level: str, msg: str, **fields: object) -> None:
+    """A logrus-style line on stderr, as ``ctr`` logs per-item failures."""
+    now = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    parts = [f'time="{now}"', f"level={level}", f"msg={json.dumps(msg)}"]
+    parts += [f"{k}={json.dumps(str(v))}" for k, v in fields.items()]
+    sys.stderr.write(" ".join(parts) + "\n")

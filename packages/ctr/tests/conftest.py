@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pycontainerd.client.testing import RealContainerd
+from pycontainerd.daemon.testing import Daemon, daemon_env
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+MODULES = (
+    "pycontainerd.daemon.plugin",
+    "pycontainerd.events.plugin",
+    "pycontainerd.content.plugin",
+    "pycontainerd.snapshots.plugin",
+    "pycontainerd.metadata.plugin",
+)
+
+
+def ours_ctr(
+    address: str, *args: str, namespace: str = "default", stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run our ``ctr`` (this interpreter) against ``address``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTAINERD_")}
+    return subprocess.run(
+        [sys.executable, "-m", "pycontainerd.ctr", "-a", address, "-n", namespace, *args],
+        capture_output=True,
+        input=stdin,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def go_ctr(
+    address: str, *args: str, namespace: str = "default", stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run containerd's Go ``ctr`` against ``address``."""
+    return subprocess.run(
+        ["/usr/bin/ctr", "-a", address, "-n", namespace, *args],
+        capture_output=True,
+        input=stdin,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def go() -> Callable[..., subprocess.CompletedProcess[bytes]]:
+    return go_ctr
+
+
+@pytest.fixture(scope="session")
+def py() -> Callable[..., subprocess.CompletedProcess[bytes]]:
+    return ours_ctr
+
+
+@pytest.fixture(scope="module")
+def module_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="pctr", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def containerd(module_dir: Path) -> Iterator[RealContainerd]:
+    base = module_dir / "g"
+    base.mkdir()
+    daemon = RealContainerd(base)
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def ours(module_dir: Path) -> Iterator[Daemon]:
+    base = module_dir / "p"
+    base.mkdir()
+    daemon = Daemon(base, env=daemon_env(MODULES))
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.kill()
