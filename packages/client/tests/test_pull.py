@@ -15,12 +15,12 @@ from pycontainerd.client.remotes import mediatypes as mt
 from pycontainerd.client.remotes.hosts import HostsConfig
 from pycontainerd.client.remotes.resolver import Resolver
 from pycontainerd.client.remotes.testing import (
-    REGISTRY_BIN,
     Blob,
     FaultyBlobServer,
     Registry,
     build_image,
     build_index,
+    require_registry,
 )
 from pycontainerd.client.unpack import chain_ids
 from pycontainerd.core import content, namespaces, platforms
@@ -31,13 +31,6 @@ if TYPE_CHECKING:
 
     from pycontainerd.client.testing import RealContainerd
     from pycontainerd.daemon.testing import Daemon
-
-
-def require_registry() -> None:
-    if not os.access(REGISTRY_BIN, os.X_OK):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{REGISTRY_BIN} is required under CI")
-        pytest.skip(f"{REGISTRY_BIN} not installed")
 
 
 IMAGE = build_image(

@@ -15,7 +15,6 @@ from pycontainerd.client.remotes.auth import parse_challenges
 from pycontainerd.client.remotes.hosts import HostsConfig, TLSOptions
 from pycontainerd.client.remotes.resolver import Resolver
 from pycontainerd.client.remotes.testing import (
-    REGISTRY_BIN,
     Blob,
     FaultyBlobServer,
     Registry,
@@ -23,6 +22,7 @@ from pycontainerd.client.remotes.testing import (
     build_image,
     build_index,
     make_ca,
+    require_registry,
 )
 from pycontainerd.core.errdefs import (
     DataLossError,
@@ -38,13 +38,6 @@ from pycontainerd.core.types import Descriptor
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
-
-
-def require_registry() -> None:
-    if not os.access(REGISTRY_BIN, os.X_OK):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{REGISTRY_BIN} is required under CI")
-        pytest.skip(f"{REGISTRY_BIN} not installed")
 
 
 IMAGE = build_image([{"bin/hello": b"hello\n"}, {"etc/motd": b"hi\n" * 1000}])
@@ -84,7 +77,9 @@ def test_reference_rejects(bad: str) -> None:
 
 
 def test_parse_challenges() -> None:
-    [c] = parse_challenges(['Bearer realm="https://a/token",service="reg",scope="repository:x:pull"'])
+    [c] = parse_challenges(
+        ['Bearer realm="https://a/token",service="reg",scope="repository:x:pull"']
+    )
     assert c.scheme == "bearer"
     assert c.params == {"realm": "https://a/token", "service": "reg", "scope": "repository:x:pull"}
     got = parse_challenges(['Basic realm="r", Bearer realm="t"'])
@@ -321,4 +316,3 @@ async def test_bearer_token_anonymous_and_with_credentials(token_registry: Regis
     async with plain_resolver(credentials=lambda _h: ("bob", "bad")) as resolver:
         with pytest.raises(UnauthenticatedError, match="refused user 'bob'"):
             await resolver.resolve(ref)
-

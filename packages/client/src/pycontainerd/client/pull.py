@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from typing import TYPE_CHECKING, Final
 from pycontainerd.client.progress import Tracker
 from pycontainerd.client.remotes import mediatypes as mt
 from pycontainerd.client.remotes import reference
-from pycontainerd.client.unpack import descriptor_from_json, unpack
+from pycontainerd.client.unpack import descriptor_from_json, parse_json, unpack
 from pycontainerd.core import content, platforms
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
@@ -277,7 +276,7 @@ class _Walker:
         """Fetch ``desc`` and what it references."""
         if mt.is_index(desc.media_type):
             data = await self._small(desc)
-            doc = _json(data, desc)
+            doc = parse_json(data, desc)
             raw = doc.get("manifests") or []
             if not isinstance(raw, list):
                 msg = f"index {desc.digest}: manifests is not a list"
@@ -294,7 +293,7 @@ class _Walker:
                     tg.create_task(self.walk(child, child.platform))
         elif mt.is_manifest(desc.media_type):
             data = await self._small(desc)
-            doc = _json(data, desc)
+            doc = parse_json(data, desc)
             config = descriptor_from_json(doc.get("config"), desc.digest)
             raw = doc.get("layers") or []
             if not isinstance(raw, list):
@@ -313,18 +312,6 @@ class _Walker:
                     tg.create_task(self.store_blob(layer))
         else:
             await self.store_blob(desc)
-
-
-def _json(data: bytes, desc: Descriptor) -> dict[str, object]:
-    try:
-        doc = json.loads(data)
-    except ValueError as exc:
-        msg = f"{desc.digest} ({desc.media_type}): invalid JSON: {exc}"
-        raise InvalidArgumentError(msg) from None
-    if not isinstance(doc, dict):
-        msg = f"{desc.digest} ({desc.media_type}): not a JSON object"
-        raise InvalidArgumentError(msg)
-    return doc
 
 
 def _child_labels(children: Sequence[Descriptor]) -> dict[str, str]:

@@ -83,7 +83,15 @@ async def read_json(store: content.Provider, desc: Descriptor) -> dict[str, obje
 
         msg = f"{desc.digest}: size {desc.size} exceeds the limit of {mt.MAX_MANIFEST_SIZE} bytes"
         raise OutOfRangeError(msg)
-    data = await content.read_blob(store, desc.digest)
+    return parse_json(await content.read_blob(store, desc.digest), desc)
+
+
+def parse_json(data: bytes, desc: Descriptor) -> dict[str, object]:
+    """``data`` (the blob ``desc``) as a JSON object.
+
+    Raises:
+        InvalidArgumentError: not a JSON object.
+    """
     try:
         doc = json.loads(data)
     except ValueError as exc:

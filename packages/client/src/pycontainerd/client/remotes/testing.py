@@ -46,6 +46,16 @@ if TYPE_CHECKING:
 REGISTRY_BIN: Final = "/usr/bin/docker-registry"
 
 
+def require_registry() -> None:
+    """Skip the test (fail it when ``CI=true``) when ``docker-registry`` is missing."""
+    import pytest
+
+    if not os.access(REGISTRY_BIN, os.X_OK):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{REGISTRY_BIN} is required under CI")
+        pytest.skip(f"{REGISTRY_BIN} not installed")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:
@@ -612,7 +622,7 @@ class FaultyBlobServer:
     ``fault(path, attempt)`` returns ``None`` (serve normally), ``"drop"``
     (send half the body, then close), ``"stall"`` (send half, then hang) or
     ``"corrupt"`` (flip a byte). ``Range`` requests are honoured. ``hits``
-    counts requests per path.
+    counts requests per path; ``requests`` lists ``<method> <path?query>``.
     """
 
     def __init__(
@@ -626,6 +636,7 @@ class FaultyBlobServer:
         self.fault = fault or (lambda _p, _n: None)
         self.hits: dict[str, int] = {}
         self.ranges: list[str] = []
+        self.requests: list[str] = []
         self.port = 0
         self._server: ThreadingHTTPServer | None = None
         self._stop = threading.Event()
@@ -646,6 +657,7 @@ class FaultyBlobServer:
                 pass
 
             def _find(self) -> Blob | None:
+                outer.requests.append(f"{self.command} {self.path}")
                 path = urlsplit(self.path).path
                 last = path.rsplit("/", 1)[-1]
                 if "/manifests/" in path and last in outer.tags:
