@@ -57,9 +57,11 @@ COMMANDS: dict[str, Lazy] = {
         "Manage namespaces",
         ("namespace", "ns"),
     ),
+    "run": Lazy("pycontainerd.ctr.commands.run:run_command", "Run a container"),
     "snapshots": Lazy(
         "pycontainerd.ctr.commands.snapshots:snapshots", "Manage snapshots", ("snapshot",)
     ),
+    "tasks": Lazy("pycontainerd.ctr.commands.tasks:tasks", "Manage tasks", ("t", "task")),
 }
 
 

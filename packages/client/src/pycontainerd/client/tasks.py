@@ -1,0 +1,610 @@
+"""Tasks: the running processes of containers, and their stdio (containerd's ``Task`` and ``cio``).
+
+:class:`TaskService` is the Tasks gRPC service with the client's namespace
+header on every call. :class:`FifoSet` creates the named pipes a task's
+stdio goes through (``<dir>/<id>-stdin``, ``-stdout``, ``-stderr``; no
+stderr with a terminal, as containerd's ``cio`` does) and
+:class:`StdioCopier` copies between them and local file descriptors in
+threads: the daemon's shim opens its ends when the task is created, a
+reader here sees end-of-file once the shim closes the write side after the
+process exited.
+
+:func:`new_task` creates a task for a container record from the mounts of
+its snapshot (or, with ``rootfs=None`` and no snapshot, the rootfs path in
+its spec), :class:`Task` starts, waits for, signals and deletes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import stat
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+from google.protobuf import any_pb2
+
+from pycontainerd.api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
+from pycontainerd.api.types.task import task_pb2
+from pycontainerd.client._convert import mount_to_proto, time_from_proto
+from pycontainerd.client._errors import rpc_errors
+from pycontainerd.client.oci import spec_bytes
+from pycontainerd.core.errdefs import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from pycontainerd.core.types import UNSET_TIME, AnyValue
+
+if TYPE_CHECKING:
+    import builtins
+    from collections.abc import Callable, Mapping, Sequence
+    from datetime import datetime
+
+    from pycontainerd.client.client import Client
+    from pycontainerd.core.containers import Container
+    from pycontainerd.core.types import Mount
+
+PROCESS_SPEC_TYPE_URL: Final = "types.containerd.io/opencontainers/runtime-spec/1/Process"
+DEFAULT_FIFO_DIR: Final = "/run/pycontainerd/fifo"
+"""Where FIFOs go when running as root (containerd uses ``/run/containerd/fifo``)."""
+_CHUNK: Final = 32 * 1024
+
+#: Signal names ``ctr`` accepts (with or without ``SIG``), as ``signal.Signals`` knows them.
+_SIGNALS: Final = {
+    s.name.removeprefix("SIG"): s for s in signal.Signals if not s.name.startswith("SIG_")
+}
+
+
+def parse_signal(raw: str) -> signal.Signals:
+    """``SIGKILL``, ``kill``, ``9`` -> the signal (``unknown signal "x"`` otherwise).
+
+    Raises:
+        InvalidArgumentError: not a known signal name or number.
+    """
+    if raw.isdigit():
+        with contextlib.suppress(ValueError):
+            return signal.Signals(int(raw))
+    else:
+        sig = _SIGNALS.get(raw.upper().removeprefix("SIG"))
+        if sig is not None:
+            return sig
+    msg = f'unknown signal "{raw}"'
+    raise InvalidArgumentError(msg)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExitStatus:
+    """How a process ended.
+
+    Attributes:
+        code: the exit status (128 + signal for a killed process, as runc reports).
+        exited_at: when; :data:`UNSET_TIME` if unknown.
+    """
+
+    code: int
+    exited_at: datetime = UNSET_TIME
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessState:
+    """A task or exec process as the Tasks service reports it.
+
+    Attributes:
+        container_id: the container it belongs to.
+        id: the process id within the task (the container id for the init process).
+        pid: the host pid (0 once deleted or before create finished).
+        status: ``CREATED``, ``RUNNING``, ``STOPPED``, ``PAUSED``, ``PAUSING`` or ``UNKNOWN``.
+        stdin: the stdin FIFO path ("" when none).
+        stdout: the stdout FIFO path.
+        stderr: the stderr FIFO path.
+        terminal: whether it has a terminal.
+        exit_status: valid when stopped.
+        exited_at: valid when stopped.
+    """
+
+    container_id: str
+    id: str
+    pid: int
+    status: str
+    stdin: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    terminal: bool = False
+    exit_status: int = 0
+    exited_at: datetime = UNSET_TIME
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Metric:
+    """One metrics sample (``Tasks.Metrics``); ``data`` is runtime-specific."""
+
+    id: str
+    timestamp: datetime
+    data: AnyValue | None
+
+
+def _process_from_proto(p: task_pb2.Process) -> ProcessState:
+    return ProcessState(
+        container_id=p.container_id,
+        id=p.id,
+        pid=p.pid,
+        status=task_pb2.Status.Name(p.status),
+        stdin=p.stdin,
+        stdout=p.stdout,
+        stderr=p.stderr,
+        terminal=p.terminal,
+        exit_status=p.exit_status,
+        exited_at=time_from_proto(p.exited_at) if p.HasField("exited_at") else UNSET_TIME,
+    )
+
+
+class TaskService:
+    """The Tasks service (``containerd.services.tasks.v1.Tasks``) of the client's namespace."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._stub = tasks_pb2_grpc.TasksStub(client.channel)
+
+    def _opts(self) -> dict[str, Any]:
+        return {"metadata": self._client.metadata(), "timeout": self._client.timeout}
+
+    async def create(
+        self,
+        container_id: str,
+        *,
+        rootfs: Sequence[Mount] = (),
+        stdin: str = "",
+        stdout: str = "",
+        stderr: str = "",
+        terminal: bool = False,
+        options: AnyValue | None = None,
+    ) -> int:
+        """Create the task of ``container_id``; return its pid."""
+        req = tasks_pb2.CreateTaskRequest(
+            container_id=container_id,
+            rootfs=[mount_to_proto(m) for m in rootfs],
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            terminal=terminal,
+        )
+        if options is not None:
+            req.options.CopyFrom(any_pb2.Any(type_url=options.type_url, value=options.value))
+        with rpc_errors():
+            resp = await self._stub.Create(req, **self._opts())
+        return resp.pid
+
+    async def start(self, container_id: str, exec_id: str = "") -> int:
+        """Start the init process (or exec ``exec_id``); return its pid."""
+        with rpc_errors():
+            resp = await self._stub.Start(
+                tasks_pb2.StartRequest(container_id=container_id, exec_id=exec_id), **self._opts()
+            )
+        return resp.pid
+
+    async def delete(self, container_id: str, exec_id: str = "") -> ExitStatus:
+        """Delete the task (or only its exec ``exec_id``); return how it ended."""
+        with rpc_errors():
+            if exec_id:
+                resp = await self._stub.DeleteProcess(
+                    tasks_pb2.DeleteProcessRequest(container_id=container_id, exec_id=exec_id),
+                    **self._opts(),
+                )
+            else:
+                resp = await self._stub.Delete(
+                    tasks_pb2.DeleteTaskRequest(container_id=container_id), **self._opts()
+                )
+        exited = time_from_proto(resp.exited_at) if resp.HasField("exited_at") else UNSET_TIME
+        return ExitStatus(code=resp.exit_status, exited_at=exited)
+
+    async def get(self, container_id: str, exec_id: str = "") -> ProcessState:
+        """The state of the init process (or exec ``exec_id``)."""
+        with rpc_errors():
+            resp = await self._stub.Get(
+                tasks_pb2.GetRequest(container_id=container_id, exec_id=exec_id), **self._opts()
+            )
+        return _process_from_proto(resp.process)
+
+    async def list(self, filter: str = "") -> builtins.list[ProcessState]:
+        """Every task of the namespace."""
+        with rpc_errors():
+            resp = await self._stub.List(tasks_pb2.ListTasksRequest(filter=filter), **self._opts())
+        return [_process_from_proto(p) for p in resp.tasks]
+
+    async def kill(
+        self,
+        container_id: str,
+        sig: int,
+        *,
+        exec_id: str = "",
+        all: bool = False,
+    ) -> None:
+        """Send ``sig`` to the init process, exec ``exec_id``, or (``all``) every process."""
+        with rpc_errors():
+            await self._stub.Kill(
+                tasks_pb2.KillRequest(
+                    container_id=container_id, exec_id=exec_id, signal=sig, all=all
+                ),
+                **self._opts(),
+            )
+
+    async def exec(
+        self,
+        container_id: str,
+        exec_id: str,
+        process: Mapping[str, Any],
+        *,
+        stdin: str = "",
+        stdout: str = "",
+        stderr: str = "",
+        terminal: bool = False,
+    ) -> None:
+        """Add the process ``process`` (an OCI ``Process`` dict) as exec ``exec_id``."""
+        spec = any_pb2.Any(type_url=PROCESS_SPEC_TYPE_URL, value=spec_bytes(dict(process)))
+        with rpc_errors():
+            await self._stub.Exec(
+                tasks_pb2.ExecProcessRequest(
+                    container_id=container_id,
+                    exec_id=exec_id,
+                    spec=spec,
+                    stdin=stdin,
+                    stdout=stdout,
+                    stderr=stderr,
+                    terminal=terminal,
+                ),
+                **self._opts(),
+            )
+
+    async def resize_pty(
+        self, container_id: str, width: int, height: int, exec_id: str = ""
+    ) -> None:
+        """Set the terminal size of a process with a terminal."""
+        with rpc_errors():
+            await self._stub.ResizePty(
+                tasks_pb2.ResizePtyRequest(
+                    container_id=container_id, exec_id=exec_id, width=width, height=height
+                ),
+                **self._opts(),
+            )
+
+    async def close_io(self, container_id: str, exec_id: str = "") -> None:
+        """Close the process's stdin."""
+        with rpc_errors():
+            await self._stub.CloseIO(
+                tasks_pb2.CloseIORequest(container_id=container_id, exec_id=exec_id, stdin=True),
+                **self._opts(),
+            )
+
+    async def pause(self, container_id: str) -> None:
+        """Freeze every process of the task."""
+        with rpc_errors():
+            await self._stub.Pause(
+                tasks_pb2.PauseTaskRequest(container_id=container_id), **self._opts()
+            )
+
+    async def resume(self, container_id: str) -> None:
+        """Thaw a paused task."""
+        with rpc_errors():
+            await self._stub.Resume(
+                tasks_pb2.ResumeTaskRequest(container_id=container_id), **self._opts()
+            )
+
+    async def pids(self, container_id: str) -> builtins.list[tuple[int, AnyValue | None]]:
+        """Host pids of the task's processes, each with runtime details (``ProcessDetails``)."""
+        with rpc_errors():
+            resp = await self._stub.ListPids(
+                tasks_pb2.ListPidsRequest(container_id=container_id), **self._opts()
+            )
+        return [
+            (
+                p.pid,
+                AnyValue(type_url=p.info.type_url, value=p.info.value)
+                if p.HasField("info")
+                else None,
+            )
+            for p in resp.processes
+        ]
+
+    async def metrics(self, *filters: str) -> builtins.list[Metric]:
+        """One metrics sample per task matching any of ``filters`` (``id==<container>``)."""
+        with rpc_errors():
+            resp = await self._stub.Metrics(
+                tasks_pb2.MetricsRequest(filters=list(filters)), **self._opts()
+            )
+        return [
+            Metric(
+                id=m.id,
+                timestamp=time_from_proto(m.timestamp),
+                data=AnyValue(type_url=m.data.type_url, value=m.data.value)
+                if m.HasField("data")
+                else None,
+            )
+            for m in resp.metrics
+        ]
+
+    async def wait(self, container_id: str, exec_id: str = "") -> ExitStatus:
+        """Block until the process exits (no deadline); return how it ended."""
+        with rpc_errors():
+            resp = await self._stub.Wait(
+                tasks_pb2.WaitRequest(container_id=container_id, exec_id=exec_id),
+                metadata=self._client.metadata(),
+            )
+        exited = time_from_proto(resp.exited_at) if resp.HasField("exited_at") else UNSET_TIME
+        return ExitStatus(code=resp.exit_status, exited_at=exited)
+
+
+# -- stdio ---------------------------------------------------------------------
+
+
+def default_fifo_dir() -> str:
+    """``/run/pycontainerd/fifo`` as root, the temporary directory otherwise."""
+    return DEFAULT_FIFO_DIR if os.geteuid() == 0 else tempfile.gettempdir()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FifoSet:
+    """The FIFO paths of one process ("" for a stream it does not have).
+
+    Attributes:
+        dir: the directory holding them ("" for paths given by the daemon).
+        stdin: the process's stdin.
+        stdout: its stdout (with a terminal: the terminal's output).
+        stderr: its stderr; "" with a terminal.
+        terminal: whether the process has a terminal.
+    """
+
+    dir: str = ""
+    stdin: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    terminal: bool = False
+
+    @classmethod
+    def create(
+        cls, process_id: str, *, root: str = "", stdin: bool = True, terminal: bool = False
+    ) -> FifoSet:
+        """Make FIFOs for ``process_id`` in a new private directory under ``root``."""
+        base = root or default_fifo_dir()
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        directory = tempfile.mkdtemp(dir=base)
+        names = {"stdin": stdin, "stdout": True, "stderr": not terminal}
+        paths: dict[str, str] = {}
+        for stream, wanted in names.items():
+            path = os.path.join(directory, f"{process_id}-{stream}") if wanted else ""
+            if path:
+                os.mkfifo(path, 0o700)
+            paths[stream] = path
+        return cls(dir=directory, terminal=terminal, **paths)
+
+    @classmethod
+    def of(cls, state: ProcessState) -> FifoSet:
+        """The FIFOs a running process was created with (``ctr tasks attach``)."""
+        return cls(
+            stdin=state.stdin, stdout=state.stdout, stderr=state.stderr, terminal=state.terminal
+        )
+
+    def remove(self) -> None:
+        """Delete the FIFO directory (only one this set created)."""
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _is_fifo(path: str) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+@dataclass
+class StdioCopier:
+    """Copies local file descriptors to and from a :class:`FifoSet`, one thread per stream.
+
+    Readers (stdout, stderr) start at once and wait in ``open`` until the
+    shim opens its end; the stdin writer starts with :meth:`start_stdin`
+    (after the process started) and calls ``on_stdin_eof`` when the local
+    input ends, so the caller can close the process's stdin.
+
+    Attributes:
+        fifos: the FIFOs.
+        stdin: local fd to read the process's input from (``None``: no input).
+        stdout: local fd for its output.
+        stderr: local fd for its error output.
+    """
+
+    fifos: FifoSet
+    stdin: int | None = None
+    stdout: int | None = 1
+    stderr: int | None = 2
+    _readers: list[threading.Thread] = field(default_factory=list)
+
+    def start_output(self) -> None:
+        """Start copying the process's stdout and stderr."""
+        for path, fd in ((self.fifos.stdout, self.stdout), (self.fifos.stderr, self.stderr)):
+            if path and fd is not None:
+                t = threading.Thread(target=self._copy_out, args=(path, fd), daemon=True)
+                t.start()
+                self._readers.append(t)
+
+    def start_stdin(self, on_stdin_eof: Callable[[], None] | None = None) -> None:
+        """Start copying local input into the process's stdin."""
+        if self.fifos.stdin and self.stdin is not None:
+            threading.Thread(
+                target=self._copy_in, args=(self.fifos.stdin, self.stdin, on_stdin_eof), daemon=True
+            ).start()
+
+    def wait_output(self, timeout: float = 5.0) -> bool:
+        """Wait until the output streams reached end-of-file; False on timeout."""
+        for t in self._readers:
+            t.join(timeout)
+        return not any(t.is_alive() for t in self._readers)
+
+    def unblock(self) -> None:
+        """Make readers still waiting for the shim see end-of-file (the task was never created)."""
+        for path in (self.fifos.stdout, self.fifos.stderr):
+            if path and _is_fifo(path):
+                with contextlib.suppress(OSError):
+                    os.close(os.open(path, os.O_RDWR | os.O_NONBLOCK))
+
+    @staticmethod
+    def _copy_out(path: str, fd: int) -> None:
+        with contextlib.suppress(OSError):
+            src = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                while chunk := os.read(src, _CHUNK):
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+            finally:
+                os.close(src)
+
+    @staticmethod
+    def _copy_in(path: str, fd: int, on_eof: Callable[[], None] | None) -> None:
+        with contextlib.suppress(OSError):
+            dst = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                while chunk := os.read(fd, _CHUNK):
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(dst, view) :]
+            finally:
+                os.close(dst)
+        if on_eof is not None:
+            on_eof()
+
+
+# -- tasks -----------------------------------------------------------------------
+
+
+class Task:
+    """A container's task (or one exec process of it) bound to a :class:`TaskService`."""
+
+    def __init__(
+        self, service: TaskService, container_id: str, pid: int = 0, exec_id: str = ""
+    ) -> None:
+        self.service = service
+        self.container_id = container_id
+        self.pid = pid
+        self.exec_id = exec_id
+
+    @property
+    def id(self) -> str:
+        """The process id: the exec id, or the container id for the init process."""
+        return self.exec_id or self.container_id
+
+    async def start(self) -> int:
+        """Start it; returns (and records) its pid."""
+        self.pid = await self.service.start(self.container_id, self.exec_id)
+        return self.pid
+
+    async def wait(self) -> ExitStatus:
+        """Block until it exits."""
+        return await self.service.wait(self.container_id, self.exec_id)
+
+    async def kill(self, sig: int, *, all: bool = False) -> None:
+        """Signal it (``all``: every process of the task)."""
+        await self.service.kill(self.container_id, sig, exec_id=self.exec_id, all=all)
+
+    async def state(self) -> ProcessState:
+        """Its current state."""
+        return await self.service.get(self.container_id, self.exec_id)
+
+    async def resize(self, width: int, height: int) -> None:
+        """Resize its terminal."""
+        await self.service.resize_pty(self.container_id, width, height, self.exec_id)
+
+    async def close_io(self) -> None:
+        """Close its stdin."""
+        await self.service.close_io(self.container_id, self.exec_id)
+
+    async def delete(self, *, force: bool = False) -> ExitStatus:
+        """Delete it; it must have stopped unless ``force`` (SIGKILL and wait first).
+
+        Raises:
+            FailedPreconditionError: ``task must be stopped before deletion: running``.
+        """
+        state = await self.state()
+        stopped = state.status in {"STOPPED", "UNKNOWN"} or (
+            state.status == "CREATED" and state.pid == 0
+        )
+        if not stopped:
+            if not force:
+                msg = f"task must be stopped before deletion: {state.status.lower()}"
+                raise FailedPreconditionError(msg)
+            waiter = asyncio.ensure_future(self.wait())
+            try:
+                await self.kill(signal.SIGKILL, all=not self.exec_id)
+                await waiter
+            except BaseException:
+                waiter.cancel()
+                raise
+        return await self.service.delete(self.container_id, self.exec_id)
+
+
+async def load_task(client: Client, container_id: str, exec_id: str = "") -> Task:
+    """The task of ``container_id`` (or its exec ``exec_id``).
+
+    Raises:
+        NotFoundError: ``no running task found: ...`` when it has none.
+    """
+    service = TaskService(client)
+    try:
+        state = await service.get(container_id, exec_id)
+    except NotFoundError as exc:
+        msg = f"no running task found: {exc}"
+        raise NotFoundError(msg) from None
+    return Task(service, container_id, state.pid, exec_id)
+
+
+async def new_task(
+    client: Client,
+    container: Container,
+    fifos: FifoSet | None,
+    *,
+    options: AnyValue | None = None,
+) -> Task:
+    """Create the task of ``container`` with stdio through ``fifos`` (``None``: no stdio).
+
+    The root filesystem is the mounts of the container's snapshot, when it
+    has one; otherwise the spec's ``root.path`` is used by the runtime.
+    """
+    rootfs: list[Mount] = []
+    if container.snapshot_key:
+        sn = client.snapshot_service(container.snapshotter or None)
+        rootfs = await sn.mounts(container.snapshot_key)
+    io = fifos or FifoSet()
+    service = TaskService(client)
+    pid = await service.create(
+        container.id,
+        rootfs=rootfs,
+        stdin=io.stdin,
+        stdout=io.stdout,
+        stderr=io.stderr,
+        terminal=io.terminal,
+        options=options,
+    )
+    return Task(service, container.id, pid)
+
+
+async def exec_process(
+    client: Client,
+    container_id: str,
+    exec_id: str,
+    process: Mapping[str, Any],
+    fifos: FifoSet | None,
+) -> Task:
+    """Add exec ``exec_id`` running ``process`` to the task of ``container_id`` (not started)."""
+    io = fifos or FifoSet()
+    service = TaskService(client)
+    await service.exec(
+        container_id,
+        exec_id,
+        process,
+        stdin=io.stdin,
+        stdout=io.stdout,
+        stderr=io.stderr,
+        terminal=io.terminal,
+    )
+    return Task(service, container_id, 0, exec_id)

@@ -1,0 +1,768 @@
+"""``ctr tasks``: the running processes of containers (list, ps, exec, kill, pause, metrics...).
+
+Also home of what ``ctr run`` shares with ``tasks start``/``exec``/``attach``:
+:func:`attach_and_wait` copies stdio through the task's FIFOs, puts the local
+terminal in raw mode and forwards its size for a TTY, forwards signals to the
+task otherwise, and returns the exit status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING, Any, Final
+
+import click
+
+from pycontainerd.core.errdefs import InvalidArgumentError
+from pycontainerd.ctr.common import CommandError, group, log, run
+from pycontainerd.ctr.tabwriter import TabWriter
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from datetime import datetime
+    from typing import TextIO
+
+    from pycontainerd.client.client import Client
+    from pycontainerd.client.tasks import ExitStatus, FifoSet, Metric, StdioCopier, Task
+    from pycontainerd.core.types import AnyValue
+
+tasks = group("tasks", "Manage tasks")
+
+#: Signals a foreground ``ctr`` passes on to its task (upstream forwards all it can catch).
+FORWARDED_SIGNALS: Final = (
+    signal.SIGHUP,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTERM,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGALRM,
+    signal.SIGCONT,
+)
+PROCESS_DETAILS: Final = "containerd.runc.v1.ProcessDetails"
+
+
+def need_id(value: str | None) -> str:
+    """``value``, or upstream's error when the container id is missing."""
+    if not value:
+        msg = "container id must be provided"
+        raise InvalidArgumentError(msg)
+    return value
+
+
+def exit_with(code: int) -> None:
+    """End ``ctr`` with the task's exit status (nothing printed), like ``cli.NewExitError``."""
+    if code != 0:
+        raise CommandError(code)
+
+
+# -- the local terminal and the copying ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def raw_terminal(enabled: bool) -> Iterator[int | None]:
+    """Put stdin's terminal in raw mode while the block runs; yields its fd (None: not a tty)."""
+    fd = sys.stdin.fileno() if enabled else -1
+    if not enabled or not os.isatty(fd):
+        yield None
+        return
+    import termios
+    import tty
+
+    saved = termios.tcgetattr(fd)
+    tty.setraw(fd)
+    try:
+        yield fd
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def make_copier(fifos: FifoSet) -> StdioCopier:
+    """Copy between this process's stdio and ``fifos`` (stdout and stderr start at once)."""
+    from pycontainerd.client.tasks import StdioCopier
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    copier = StdioCopier(fifos, stdin=sys.stdin.fileno() if fifos.stdin else None)
+    copier.start_output()
+    return copier
+
+
+async def attach_and_wait(
+    task: Task,
+    waiter: asyncio.Future[ExitStatus],
+    copier: StdioCopier | None,
+    *,
+    tty: bool,
+    console: int | None,
+) -> ExitStatus:
+    """Feed stdin, forward resizes (TTY) or signals (no TTY) until ``waiter`` resolves."""
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Future[Any]] = set()
+
+    def spawn(coro: Any) -> None:
+        fut = asyncio.ensure_future(coro)
+        pending.add(fut)
+        fut.add_done_callback(pending.discard)
+
+    async def close_stdin() -> None:
+        with contextlib.suppress(Exception):
+            await task.close_io()
+
+    if copier is not None:
+
+        def on_stdin_eof() -> None:  # runs in the copier's thread
+            loop.call_soon_threadsafe(lambda: spawn(close_stdin()))
+
+        copier.start_stdin(None if tty else on_stdin_eof)
+    installed: list[int] = []
+    if tty:
+        if console is not None:
+
+            async def resize() -> None:
+                try:
+                    size = os.get_terminal_size(console)
+                    await task.resize(size.columns, size.lines)
+                except Exception as exc:
+                    log("error", "console resize", error=exc)
+
+            await resize()
+            loop.add_signal_handler(signal.SIGWINCH, lambda: spawn(resize()))
+            installed.append(signal.SIGWINCH)
+    else:
+
+        async def forward(sig: signal.Signals) -> None:
+            try:
+                await task.kill(sig)
+            except Exception as exc:
+                log("error", f"forward signal {sig.name}", error=exc)
+
+        def spawn_forward(sig: signal.Signals) -> None:
+            spawn(forward(sig))
+
+        for forwarded in FORWARDED_SIGNALS:
+            loop.add_signal_handler(forwarded, spawn_forward, forwarded)
+            installed.append(forwarded)
+    try:
+        return await waiter
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        for fut in list(pending):
+            fut.cancel()
+
+
+def finish_output(copier: StdioCopier | None) -> None:
+    """Let the output threads drain what the process wrote."""
+    if copier is not None and not copier.wait_output(5.0):
+        copier.unblock()
+
+
+async def load_container_task(client: Client, container_id: str, exec_id: str = "") -> Task:
+    """``LoadContainer`` then ``container.Task``: the record must exist, then the task."""
+    from pycontainerd.client.tasks import load_task
+
+    await client.container_store().get(container_id)
+    return await load_task(client, container_id, exec_id)
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+@tasks.command_with_aliases("list", "ls")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the task id")
+@click.pass_context
+def list_tasks(ctx: click.Context, quiet: bool) -> None:
+    """List tasks."""
+    from pycontainerd.client.tasks import TaskService
+
+    found = run(ctx, lambda client: TaskService(client).list())
+    if quiet:
+        for t in found:
+            click.echo(t.id)
+        return
+    w = TabWriter(sys.stdout, 4, 8, 4, " ")
+    w.write("TASK\tPID\tSTATUS\t\n")
+    for t in found:
+        w.write(f"{t.id}\t{t.pid}\t{t.status}\n")
+    w.flush()
+
+
+def format_process_info(info: AnyValue | None) -> str:
+    """The INFO column of ``ctr tasks ps``: the exec id of a runc process, ``-`` without info."""
+    if info is None:
+        return "-"
+    if info.type_url.rpartition("/")[2] == PROCESS_DETAILS:
+        exec_id = _decode(info.value).get(1, [b""])[0]
+        text = exec_id.decode(errors="replace") if isinstance(exec_id, bytes) else ""
+        return f"&ProcessDetails{{ExecID:{text},XXX_unrecognized:[],}}"
+    return info.type_url
+
+
+@tasks.command("ps")
+@click.argument("container", required=False)
+@click.pass_context
+def ps(ctx: click.Context, container: str | None) -> None:
+    """List processes for container."""
+    cid = need_id(container)
+
+    async def work(client: Client) -> list[tuple[int, AnyValue | None]]:
+        task = await load_container_task(client, cid)
+        return await task.service.pids(cid)
+
+    w = TabWriter(sys.stdout, 1, 8, 4, " ")
+    w.write("PID\tINFO\n")
+    for pid, info in run(ctx, work):
+        w.write(f"{pid}\t{format_process_info(info)}\n")
+    w.flush()
+
+
+@tasks.command("pause")
+@click.argument("container", required=False)
+@click.pass_context
+def pause(ctx: click.Context, container: str | None) -> None:
+    """Pause an existing container."""
+
+    async def work(client: Client) -> None:
+        task = await load_container_task(client, container or "")
+        await task.service.pause(task.container_id)
+
+    run(ctx, work)
+
+
+@tasks.command("resume")
+@click.argument("container", required=False)
+@click.pass_context
+def resume(ctx: click.Context, container: str | None) -> None:
+    """Resume a paused container."""
+
+    async def work(client: Client) -> None:
+        task = await load_container_task(client, container or "")
+        await task.service.resume(task.container_id)
+
+    run(ctx, work)
+
+
+@tasks.command("kill")
+@click.option("--signal", "-s", "sig", default="", help="Signal to send to the container")
+@click.option("--exec-id", default="", help="Process ID to kill")
+@click.option(
+    "--all", "-a", "all_", is_flag=True, help="Send signal to all processes inside the container"
+)
+@click.argument("container", required=False)
+@click.pass_context
+def kill(ctx: click.Context, sig: str, exec_id: str, all_: bool, container: str | None) -> None:
+    """Signal a container (default: SIGTERM)."""
+    from pycontainerd.client.containers import STOP_SIGNAL_LABEL
+    from pycontainerd.client.tasks import parse_signal
+
+    cid = need_id(container)
+    if all_ and exec_id:
+        msg = "specify an exec-id or all; not both"
+        raise InvalidArgumentError(msg)
+    number = parse_signal(sig) if sig else None
+
+    async def work(client: Client) -> None:
+        record = await client.container_store().get(cid)
+        signum = number
+        if signum is None:
+            signum = parse_signal(record.labels.get(STOP_SIGNAL_LABEL) or "SIGTERM")
+        task = await load_container_task(client, cid, exec_id)
+        await task.kill(signum, all=all_)
+
+    run(ctx, work)
+
+
+@tasks.command_with_aliases("delete", "del", "remove", "rm")
+@click.option("--force", "-f", is_flag=True, help="Force delete task process")
+@click.option("--exec-id", default="", help="Process ID to kill")
+@click.argument("containers", nargs=-1)
+@click.pass_context
+def delete(ctx: click.Context, force: bool, exec_id: str, containers: tuple[str, ...]) -> None:
+    """Delete one or more tasks."""
+
+    async def work(client: Client) -> tuple[Exception | None, int]:
+        if exec_id:
+            task = await load_container_task(client, containers[0] if containers else "", exec_id)
+            status = await task.delete(force=force)
+            return None, status.code
+        first: Exception | None = None
+        for target in containers:
+            try:
+                task = await load_container_task(client, target)
+            except Exception as exc:
+                log("error", f"failed to load task from {target}", error=exc)
+                first = first or exc
+                continue
+            try:
+                status = await task.delete(force=force)
+            except Exception as exc:
+                log("error", f"unable to delete {target}", error=exc)
+                first = first or exc
+                continue
+            if status.code != 0:
+                log("warning", f"task {target} exit with non-zero exit code {status.code}")
+        return first, 0
+
+    err, code = run(ctx, work)
+    if err is not None:
+        raise err
+    exit_with(code)
+
+
+@tasks.command(
+    "exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
+)
+@click.option("--cwd", default="", help="Working directory of the new process")
+@click.option("--tty", "-t", is_flag=True, help="Allocate a TTY for the container")
+@click.option(
+    "--detach", "-d", is_flag=True, help="Detach from the task after it has started execution"
+)
+@click.option("--exec-id", default="", help="Exec specific id for the process")
+@click.option("--fifo-dir", default="", help="Directory used for storing IO FIFOs")
+@click.option("--env", multiple=True, help="Additional environment variables (e.g. FOO=bar)")
+@click.option("--user", default="", help="User id or name")
+@click.argument("container", required=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def exec_(  # noqa: PLR0917 - click passes one parameter per flag
+    ctx: click.Context,
+    cwd: str,
+    tty: bool,
+    detach: bool,
+    exec_id: str,
+    fifo_dir: str,
+    env: tuple[str, ...],
+    user: str,
+    container: str | None,
+    args: tuple[str, ...],
+) -> None:
+    """Execute additional processes in an existing container."""
+    from pycontainerd.client.containers import container_spec, resolve_user
+    from pycontainerd.client.oci import with_env
+    from pycontainerd.client.tasks import FifoSet, exec_process
+
+    cid = need_id(container)
+
+    async def work(client: Client) -> int:
+        record = await client.container_store().get(cid)
+        spec = container_spec(record)
+        await load_container_task(client, cid)
+        process = dict(spec.get("process") or {})
+        process["terminal"] = tty
+        process["args"] = list(args)
+        if cwd:
+            process["cwd"] = cwd
+        if env:
+            holder = {"process": process}
+            with_env(env)(holder)
+        if user:
+            mounts = []
+            if record.snapshot_key:
+                mounts = await client.snapshot_service(record.snapshotter or None).mounts(
+                    record.snapshot_key
+                )
+            uid, gid = resolve_user(user, mounts, str((spec.get("root") or {}).get("path", "")))
+            process["user"] = {"uid": uid, "gid": gid}
+        fifos = FifoSet.create(exec_id or cid, root=fifo_dir, terminal=tty)
+        copier = None if detach else make_copier(fifos)
+        try:
+            task = await exec_process(client, cid, exec_id, process, fifos)
+        except BaseException:
+            if copier is not None:
+                copier.unblock()
+            fifos.remove()
+            raise
+        try:
+            waiter = asyncio.ensure_future(task.wait())
+            with raw_terminal(tty and not detach) as console:
+                await task.start()
+                if detach:
+                    waiter.cancel()
+                    return 0
+                status = await attach_and_wait(task, waiter, copier, tty=tty, console=console)
+                finish_output(copier)
+            return status.code
+        finally:
+            if not detach:
+                with contextlib.suppress(Exception):
+                    await task.service.delete(cid, task.exec_id)
+                fifos.remove()
+
+    exit_with(run(ctx, work))
+
+
+@tasks.command("start")
+@click.option("--null-io", is_flag=True, help="Send all IO to /dev/null")
+@click.option("--fifo-dir", default="", help="Directory used for storing IO FIFOs")
+@click.option("--pid-file", default="", help="File path to write the task's pid")
+@click.option(
+    "--detach", "-d", is_flag=True, help="Detach from the task after it has started execution"
+)
+@click.argument("container", required=False)
+@click.pass_context
+def start(  # noqa: PLR0917 - click passes one parameter per flag
+    ctx: click.Context,
+    null_io: bool,
+    fifo_dir: str,
+    pid_file: str,
+    detach: bool,
+    container: str | None,
+) -> None:
+    """Start a container that has been created."""
+    from pycontainerd.client.containers import container_spec
+
+    cid = need_id(container)
+
+    async def work(client: Client) -> int:
+        record = await client.container_store().get(cid)
+        tty = bool((container_spec(record).get("process") or {}).get("terminal"))
+        return await start_task(
+            client,
+            record,
+            tty=tty,
+            detach=detach,
+            null_io=null_io,
+            fifo_dir=fifo_dir,
+            pid_file=pid_file,
+        )
+
+    exit_with(run(ctx, work))
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    """Write ``pid`` to ``path`` atomically (a dot-file renamed into place)."""
+    path = os.path.abspath(path)
+    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path))
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_SYNC, 0o666)
+    try:
+        os.write(fd, str(pid).encode())
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+async def start_task(
+    client: Client,
+    record: Any,
+    *,
+    tty: bool,
+    detach: bool,
+    null_io: bool,
+    fifo_dir: str,
+    pid_file: str = "",
+) -> int:
+    """Create and start the task of ``record``; unless ``detach``, attach and return its status.
+
+    Returns:
+        The exit status (0 when detached).
+    """
+    from pycontainerd.client.tasks import FifoSet, new_task
+
+    if tty and null_io:
+        msg = "tty and null-io cannot be used together"
+        raise InvalidArgumentError(msg)
+    fifos = None if null_io else FifoSet.create(record.id, root=fifo_dir, terminal=tty)
+    copier = None if detach or fifos is None else make_copier(fifos)
+    with raw_terminal(tty and not detach) as console:
+        try:
+            task = await new_task(client, record, fifos)
+        except BaseException:
+            if copier is not None:
+                copier.unblock()
+            if fifos is not None:
+                fifos.remove()
+            raise
+        try:
+            waiter = None if detach else asyncio.ensure_future(task.wait())
+            if pid_file:
+                write_pid_file(pid_file, task.pid)
+            await task.start()
+            if waiter is None:
+                return 0
+            status = await attach_and_wait(task, waiter, copier, tty=tty, console=console)
+            await task.service.delete(task.container_id)
+            finish_output(copier)
+            return status.code
+        except BaseException:
+            if not detach:
+                with contextlib.suppress(Exception):
+                    await task.delete(force=True)
+            raise
+        finally:
+            if not detach and fifos is not None:
+                fifos.remove()
+
+
+@tasks.command("attach")
+@click.argument("container", required=False)
+@click.pass_context
+def attach(ctx: click.Context, container: str | None) -> None:
+    """Attach to the IO of a running container."""
+    from pycontainerd.client.containers import container_spec
+    from pycontainerd.client.tasks import FifoSet
+
+    cid = need_id(container)
+
+    async def work(client: Client) -> int:
+        record = await client.container_store().get(cid)
+        tty = bool((container_spec(record).get("process") or {}).get("terminal"))
+        task = await load_container_task(client, cid)
+        fifos = FifoSet.of(await task.state())
+        with raw_terminal(tty) as console:
+            copier = make_copier(fifos)
+            waiter = asyncio.ensure_future(task.wait())
+            status = await attach_and_wait(task, waiter, copier, tty=tty, console=console)
+            with contextlib.suppress(Exception):
+                await task.service.delete(cid)
+            finish_output(copier)
+        return status.code
+
+    exit_with(run(ctx, work))
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+_V1_MEMORY_FIELDS: Final = (
+    "cache", "rss", "rss_huge", "mapped_file", "dirty", "writeback", "pg_pg_in", "pg_pg_out",
+    "pg_fault", "pg_maj_fault", "inactive_anon", "active_anon", "inactive_file", "active_file",
+    "unevictable", "hierarchical_memory_limit", "hierarchical_swap_limit", "total_cache",
+    "total_rss", "total_rss_huge", "total_mapped_file", "total_dirty", "total_writeback",
+    "total_pg_pg_in", "total_pg_pg_out", "total_pg_fault", "total_pg_maj_fault",
+    "total_inactive_anon",
+    "total_active_anon", "total_inactive_file", "total_active_file", "total_unevictable",
+)  # fmt: skip
+_V2_MEMORY_FIELDS: Final = (
+    "anon", "file", "kernel_stack", "slab", "sock", "shmem", "file_mapped", "file_dirty",
+    "file_writeback", "anon_thp", "inactive_anon", "active_anon", "inactive_file", "active_file",
+    "unevictable", "slab_reclaimable", "slab_unreclaimable", "pgfault", "pgmajfault",
+    "workingset_refault", "workingset_activate", "workingset_nodereclaim", "pgrefill", "pgscan",
+    "pgsteal", "pgactivate", "pgdeactivate", "pglazyfree", "pglazyfreed", "thp_fault_alloc",
+    "thp_collapse_alloc", "usage", "usage_limit", "swap_usage", "swap_limit",
+)  # fmt: skip
+_ENTRY_FIELDS: Final = ("limit", "usage", "max", "failcnt")
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data):
+            msg = "truncated varint in metrics"
+            raise InvalidArgumentError(msg)
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return value, pos
+
+
+def _decode(data: bytes) -> dict[int, list[int | bytes]]:
+    """Protobuf fields by number (varints as ints, length-delimited as bytes)."""
+    out: dict[int, list[int | bytes]] = {}
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        num, wire = key >> 3, key & 7
+        value: int | bytes
+        if wire == 0:
+            value, pos = _varint(data, pos)
+        elif wire == 2:
+            size, pos = _varint(data, pos)
+            value, pos = data[pos : pos + size], pos + size
+        elif wire == 1:
+            value, pos = int.from_bytes(data[pos : pos + 8], "little"), pos + 8
+        elif wire == 5:
+            value, pos = int.from_bytes(data[pos : pos + 4], "little"), pos + 4
+        else:
+            msg = f"unsupported wire type {wire} in metrics"
+            raise InvalidArgumentError(msg)
+        out.setdefault(num, []).append(value)
+    return out
+
+
+def _msg(fields: dict[int, list[int | bytes]], num: int) -> dict[int, list[int | bytes]] | None:
+    raw = fields.get(num)
+    return _decode(raw[-1]) if raw and isinstance(raw[-1], bytes) else None
+
+
+def _int(fields: dict[int, list[int | bytes]] | None, num: int) -> int:
+    if not fields:
+        return 0
+    raw = fields.get(num)
+    return raw[-1] if raw and isinstance(raw[-1], int) else 0
+
+
+def _packed(fields: dict[int, list[int | bytes]], num: int) -> list[int]:
+    out: list[int] = []
+    for item in fields.get(num, []):
+        if isinstance(item, int):
+            out.append(item)
+        else:
+            pos = 0
+            while pos < len(item):
+                v, pos = _varint(item, pos)
+                out.append(v)
+    return out
+
+
+def _named(fields: dict[int, list[int | bytes]] | None, names: tuple[str, ...]) -> dict[str, int]:
+    return {n: v for i, n in enumerate(names) if (v := _int(fields, i + 1))}
+
+
+def cgroup_v1_metrics(data: bytes) -> dict[str, Any]:
+    """``io.containerd.cgroups.v1.Metrics`` as the nested dict ctr's JSON shows (zeros omitted)."""
+    top = _decode(data)
+    doc: dict[str, Any] = {}
+    if (pids := _msg(top, 2)) is not None:
+        doc["pids"] = _named(pids, ("current", "limit"))
+    if (cpu := _msg(top, 3)) is not None:
+        usage = _msg(cpu, 1) or {}
+        cpu_doc: dict[str, Any] = {"usage": _named(usage, ("total", "kernel", "user"))}
+        if per_cpu := _packed(usage, 4):
+            cpu_doc["usage"]["per_cpu"] = per_cpu
+        cpu_doc["throttling"] = _named(
+            _msg(cpu, 2), ("periods", "throttled_periods", "throttled_time")
+        )
+        doc["cpu"] = cpu_doc
+    if (memory := _msg(top, 4)) is not None:
+        mem_doc: dict[str, Any] = _named(memory, _V1_MEMORY_FIELDS)
+        for num, name in ((33, "usage"), (34, "swap"), (35, "kernel"), (36, "kernel_tcp")):
+            entry = _msg(memory, num)
+            if entry is not None:
+                mem_doc[name] = _named(entry, _ENTRY_FIELDS)
+        doc["memory"] = mem_doc
+    return doc
+
+
+def cgroup_v2_metrics(data: bytes) -> dict[str, Any]:
+    """``io.containerd.cgroups.v2.Metrics`` as a nested dict (zeros omitted)."""
+    top = _decode(data)
+    doc: dict[str, Any] = {}
+    if (pids := _msg(top, 1)) is not None:
+        doc["pids"] = _named(pids, ("current", "limit"))
+    if (cpu := _msg(top, 2)) is not None:
+        doc["cpu"] = _named(
+            cpu,
+            (
+                "usage_usec",
+                "user_usec",
+                "system_usec",
+                "nr_periods",
+                "nr_throttled",
+                "throttled_usec",
+            ),
+        )
+    if (memory := _msg(top, 4)) is not None:
+        doc["memory"] = _named(memory, _V2_MEMORY_FIELDS)
+    return doc
+
+
+def go_time(ts: datetime) -> str:
+    """A timestamp as Go prints a ``time.Time``: ``2006-01-02 15:04:05.999999999 +0000 UTC``."""
+    from datetime import UTC
+
+    t = ts.astimezone(UTC)
+    frac = f"{t.microsecond * 1000:09d}".rstrip("0")
+    return t.strftime("%Y-%m-%d %H:%M:%S") + (f".{frac}" if frac else "") + " +0000 UTC"
+
+
+def write_metrics_table(out: TextIO, metric: Metric) -> None:
+    """Write the table ``ctr tasks metrics`` prints for one sample."""
+    if metric.data is None:
+        msg = "cannot convert metric data to cgroups.Metrics or windows.Statistics"
+        raise InvalidArgumentError(msg)
+    kind = metric.data.type_url.rpartition("/")[2]
+    w = TabWriter(out, 1, 8, 4, " ")
+    w.write("ID\tTIMESTAMP\t\n")
+    w.write(f"{metric.id}\t{go_time(metric.timestamp)}\t\n\n")
+    w.write("METRIC\tVALUE\t\n")
+    if kind == "io.containerd.cgroups.v1.Metrics":
+        top = _decode(metric.data.value)
+        if (memory := _msg(top, 4)) is not None:
+            usage = _msg(memory, 33)
+            w.write(f"memory.usage_in_bytes\t{_int(usage, 2)}\t\n")
+            w.write(f"memory.limit_in_bytes\t{_int(usage, 1)}\t\n")
+            w.write(f"memory.stat.cache\t{_int(memory, 18)}\t\n")
+        if (cpu := _msg(top, 3)) is not None:
+            cpu_usage = _msg(cpu, 1) or {}
+            per_cpu = " ".join(str(v) for v in _packed(cpu_usage, 4))
+            w.write(f"cpuacct.usage\t{_int(cpu_usage, 1)}\t\n")
+            w.write(f"cpuacct.usage_percpu\t[{per_cpu}]\t\n")
+        if (pids := _msg(top, 2)) is not None:
+            w.write(f"pids.current\t{_int(pids, 1)}\t\n")
+            w.write(f"pids.limit\t{_int(pids, 2)}\t\n")
+    elif kind == "io.containerd.cgroups.v2.Metrics":
+        doc = cgroup_v2_metrics(metric.data.value)
+        top = _decode(metric.data.value)
+        if "pids" in doc:
+            w.write(f"pids.current\t{doc['pids'].get('current', 0)}\t\n")
+            w.write(f"pids.limit\t{doc['pids'].get('limit', 0)}\t\n")
+        if (cpu := _msg(top, 2)) is not None:
+            names = (
+                "usage_usec",
+                "user_usec",
+                "system_usec",
+                "nr_periods",
+                "nr_throttled",
+                "throttled_usec",
+            )
+            for i, name in enumerate(names):
+                w.write(f"cpu.{name}\t{_int(cpu, i + 1)}\t\n")
+        if (memory := _msg(top, 4)) is not None:
+            for num, name in (
+                (32, "usage"),
+                (33, "usage_limit"),
+                (34, "swap_usage"),
+                (35, "swap_limit"),
+            ):
+                w.write(f"memory.{name}\t{_int(memory, num)}\t\n")
+    else:
+        msg = "cannot convert metric data to cgroups.Metrics or windows.Statistics"
+        raise InvalidArgumentError(msg)
+    w.flush()
+
+
+@tasks.command_with_aliases("metrics", "metric")
+@click.option("--format", "fmt", default="table", help='"table" or "json"')
+@click.argument("container", required=False)
+@click.pass_context
+def metrics(ctx: click.Context, fmt: str, container: str | None) -> None:
+    """Get a single data point of metrics for a task with the built-in Linux runtime."""
+    import json
+
+    cid = container or ""
+
+    async def work(client: Client) -> Metric:
+        task = await load_container_task(client, cid)
+        found = await task.service.metrics(f"id=={cid}")
+        if not found:
+            from pycontainerd.core.errdefs import NotFoundError
+
+            msg = f"no metrics received for {cid}"
+            raise NotFoundError(msg)
+        return found[0]
+
+    metric = run(ctx, work)
+    if fmt == "table":
+        write_metrics_table(sys.stdout, metric)
+    elif fmt == "json":
+        if metric.data is None:
+            msg = "cannot convert metric data to cgroups.Metrics or windows.Statistics"
+            raise InvalidArgumentError(msg)
+        kind = metric.data.type_url.rpartition("/")[2]
+        if kind == "io.containerd.cgroups.v1.Metrics":
+            doc = cgroup_v1_metrics(metric.data.value)
+        elif kind == "io.containerd.cgroups.v2.Metrics":
+            doc = cgroup_v2_metrics(metric.data.value)
+        else:
+            msg = "cannot convert metric data to cgroups.Metrics or windows.Statistics"
+            raise InvalidArgumentError(msg)
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        msg = "format must be table or json"
+        raise InvalidArgumentError(msg)
