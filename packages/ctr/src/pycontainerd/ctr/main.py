@@ -62,6 +62,7 @@ COMMANDS: dict[str, Lazy] = {
         "pycontainerd.ctr.commands.snapshots:snapshots", "Manage snapshots", ("snapshot",)
     ),
     "tasks": Lazy("pycontainerd.ctr.commands.tasks:tasks", "Manage tasks", ("t", "task")),
+    "install": Lazy("pycontainerd.ctr.commands.install:install_command", "Install a new package"),
 }
 
 

@@ -180,3 +180,10 @@ def delete(ctx: click.Context, args: tuple[str, ...]) -> None:
     err = run(ctx, work)
     if err is not None:
         raise err
+
+
+# -- registry commands (fetch, fetch-object, push-object) live in content_remote.py ---
+from pycontainerd.ctr.commands import content_remote as _content_remote  # noqa: E402
+
+_content_remote.register(content)
+# -- end registry commands --------------------------------------------------------------

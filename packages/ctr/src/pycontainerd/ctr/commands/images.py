@@ -184,3 +184,10 @@ def delete(ctx: click.Context, sync: bool, refs: tuple[str, ...]) -> None:
     err = run(ctx, work)
     if err is not None:
         raise err
+
+
+# -- registry commands (pull, push) live in images_remote.py --------------------------
+from pycontainerd.ctr.commands import images_remote as _images_remote  # noqa: E402
+
+_images_remote.register(images)
+# -- end registry commands --------------------------------------------------------------

@@ -1,0 +1,256 @@
+"""``ctr images pull`` and ``ctr images push``: images from and to registries.
+
+Attached to the ``images`` group by :func:`register` (called at the end of
+:mod:`pycontainerd.ctr.commands.images`). Like upstream's ``ctr`` 1.6/1.7,
+the pull runs client-side: the blobs are fetched into the daemon's content
+store under a lease with a progress table on stdout (redrawn in place on a
+terminal, printed once at the end otherwise; none with ``--debug``), then
+each platform is unpacked into the snapshotter::
+
+    unpacking linux/amd64 sha256:<target digest>...
+    image chain ID: sha256:...        (with --print-chainid)
+    done: 1.234s
+
+Importing this module must not import grpc.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import click
+
+from pycontainerd.core.errdefs import InvalidArgumentError
+from pycontainerd.ctr.common import CtrContext, label_args, run
+from pycontainerd.ctr.registry import RegistryOptions, registry_flags, resolver
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from pycontainerd.client.client import Client
+    from pycontainerd.client.pull import FetchResult, PlatformManifest
+    from pycontainerd.core.platforms import Platform
+    from pycontainerd.ctr.common import AliasGroup
+
+PULL_DESCRIPTION = """Fetch and prepare an image for use in containerd.
+
+After pulling an image, it should be ready to use the same reference in a run
+command. As part of this process, we do the following:
+
+1. Fetch all resources into containerd.
+2. Prepare the snapshot filesystem with the pulled resources.
+3. Register metadata for the image.
+"""
+
+PUSH_DESCRIPTION = """Pushes an image reference from containerd.
+
+All resources associated with the manifest reference will be pushed.
+The ref is used to resolve to a locally existing image manifest.
+The image manifest must exist before push. Creating a new image
+manifest can be done through calculating the diff for layers,
+creating the associated configuration, and creating the manifest
+which references those resources.
+"""
+
+
+def parse_platforms(specs: Sequence[str]) -> list[Platform]:
+    """``--platform`` values as platforms.
+
+    Raises:
+        InvalidArgumentError: a malformed specifier.
+    """
+    from pycontainerd.core import platforms
+
+    return [platforms.parse(s) for s in specs]
+
+
+def debug_enabled(ctx: click.Context) -> bool:
+    """Whether ``ctr --debug`` was given (upstream shows no progress then)."""
+    obj = ctx.find_object(CtrContext)
+    return bool(obj and obj.debug)
+
+
+def pick_manifest(manifests: Sequence[PlatformManifest], want: Platform) -> PlatformManifest | None:
+    """The fetched manifest that serves ``want`` best (a platform-less one as a last resort)."""
+    from pycontainerd.core import platforms
+
+    for candidate in platforms.compatible(want):
+        for m in manifests:
+            if m.platform is not None and platforms.matches(candidate, m.platform):
+                return m
+    return next((m for m in manifests if m.platform is None), None)
+
+
+async def unpack_platforms(
+    client: Client,
+    result: FetchResult,
+    targets: Sequence[Platform],
+    *,
+    snapshotter: str,
+    print_chainid: bool,
+) -> None:
+    """Unpack the fetched image for each of ``targets``, printing upstream's lines."""
+    from pycontainerd.client.unpack import unpack
+    from pycontainerd.config.duration import format_duration
+    from pycontainerd.core.errdefs import NotFoundError
+    from pycontainerd.core.platforms import format_platform
+
+    name = snapshotter or client.snapshotter
+    store = client.content_store()
+    sn = client.snapshot_service(name)
+    differ = client.diff_service()
+    start = time.monotonic()
+    for plat in targets:
+        click.echo(f"unpacking {format_platform(plat)} {result.image.target.digest}...")
+        chosen = pick_manifest(result.manifests, plat)
+        if chosen is None:
+            msg = f"no match for platform {format_platform(plat)} in {result.image.target.digest}"
+            raise NotFoundError(msg)
+        top = await unpack(store, sn, differ, chosen.descriptor, snapshotter_name=name)
+        if print_chainid:
+            click.echo(f"image chain ID: {top}")
+    click.echo(f"done: {format_duration(time.monotonic() - start)}\t")
+
+
+def register(images: AliasGroup) -> None:
+    """Attach ``pull`` and ``push`` to the ``images`` group."""
+    images.add_command(pull)
+    images.add_command(push)
+
+
+@click.command(
+    "pull",
+    help=PULL_DESCRIPTION,
+    short_help="Pull an image from a remote",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@registry_flags
+@click.option(
+    "--snapshotter",
+    envvar="CONTAINERD_SNAPSHOTTER",
+    default="",
+    help="snapshotter name. Empty value stands for the default value. [$CONTAINERD_SNAPSHOTTER]",
+)
+@click.option("--label", "labels", multiple=True, help="labels to attach to the image")
+@click.option("--platform", "platform_specs", multiple=True, help="Pull content from a specific platform")
+@click.option("--all-platforms", is_flag=True, help="pull content and metadata from all platforms")
+@click.option("--print-chainid", is_flag=True, help="Print the resulting image's chain ID")
+@click.option(
+    "--max-concurrent-downloads",
+    type=int,
+    default=0,
+    help="Set the max concurrent downloads for each pull (default: 0)",
+)
+@click.option(
+    "--local/--no-local",
+    default=True,
+    help="Fetch content from local client rather than using transfer service (always on here)",
+)
+@click.argument("ref", required=False, default="")
+@click.pass_context
+def pull(  # noqa: PLR0913, PLR0917 - upstream's flags
+    ctx: click.Context,
+    registry: RegistryOptions,
+    snapshotter: str,
+    labels: tuple[str, ...],
+    platform_specs: tuple[str, ...],
+    all_platforms: bool,
+    print_chainid: bool,
+    max_concurrent_downloads: int,
+    local: bool,
+    ref: str,
+) -> None:
+    """Pull an image from a remote: [flags] <ref>."""
+    from pycontainerd.client.imagewalk import image_platforms
+    from pycontainerd.client.progress import Tracker
+    from pycontainerd.client.pull import fetch
+    from pycontainerd.core import platforms
+    from pycontainerd.ctr.progress import Progress
+
+    if not ref:
+        msg = "please provide an image reference to pull"
+        raise InvalidArgumentError(msg)
+    if not local:
+        msg = "the transfer service is not supported: pulls always run in the client"
+        raise InvalidArgumentError(msg)
+    wanted = parse_platforms(platform_specs)
+    image_labels = label_args(labels)
+    show = not debug_enabled(ctx)
+
+    async def work(client: Client) -> None:
+        tracker = Tracker()
+        progress = Progress(tracker, sys.stdout, enabled=show)
+        async with (
+            resolver(registry, max_concurrent=max_concurrent_downloads) as res,
+            client.with_lease(),
+        ):
+            async with progress.showing():
+                result = await fetch(
+                    client,
+                    ref,
+                    res,
+                    platforms=wanted,
+                    all_platforms=all_platforms,
+                    labels=image_labels,
+                    tracker=tracker,
+                )
+            if all_platforms:
+                targets = await image_platforms(client.content_store(), result.image.target)
+            else:
+                targets = wanted or [platforms.host()]
+            await unpack_platforms(
+                client, result, targets, snapshotter=snapshotter, print_chainid=print_chainid
+            )
+
+    run(ctx, work)
+
+
+@click.command(
+    "push",
+    help=PUSH_DESCRIPTION,
+    short_help="Push an image to a remote",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@registry_flags
+@click.option("--platform", "platform_spec", default="", help="push content from a specific platform")
+@click.option(
+    "--max-concurrent-uploaded-layers",
+    type=int,
+    default=0,
+    help="Set the max concurrent uploaded layers for each push (default: 0)",
+)
+@click.argument("remote", required=False, default="")
+@click.argument("local", required=False, default="")
+@click.pass_context
+def push(  # noqa: PLR0913, PLR0917 - upstream's flags
+    ctx: click.Context,
+    registry: RegistryOptions,
+    platform_spec: str,
+    max_concurrent_uploaded_layers: int,
+    remote: str,
+    local: str,
+) -> None:
+    """Push an image to a remote: [flags] <remote> [<local>]."""
+    from pycontainerd.client.progress import Tracker
+    from pycontainerd.client.push import push as push_image
+    from pycontainerd.ctr.progress import Progress
+
+    if not remote:
+        msg = "please provide a remote image reference to push"
+        raise InvalidArgumentError(msg)
+    plat = parse_platforms([platform_spec])[0] if platform_spec else None
+    show = not debug_enabled(ctx)
+
+    async def work(client: Client) -> None:
+        tracker = Tracker()
+        tracker.set(remote, "resolved")
+        progress = Progress(tracker, sys.stdout, enabled=show)
+        async with resolver(registry, max_concurrent=max_concurrent_uploaded_layers) as res:
+            async with progress.showing():
+                await push_image(
+                    client, remote, res, local=local or None, platform=plat, tracker=tracker
+                )
+
+    run(ctx, work)
