@@ -8,6 +8,7 @@ subsystem's own hookspecs are included as soon as its plugin module adds them.
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import re
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -37,12 +38,27 @@ def _plugin_manager() -> pluggy.PluginManager:
 
 
 def _specs() -> dict[str, Callable[..., object]]:
+    """Specs the plugin manager knows, plus those of every ``pycontainerd.<x>.hookspecs``.
+
+    The modules are scanned too because, without installed distributions (under
+    Pants), entry points, and so the subsystems' ``pycontainerd_addhooks``, are absent.
+    """
     pm = _plugin_manager()
     specs: dict[str, Callable[..., object]] = {}
     for name in dir(pm.hook):
         caller = getattr(pm.hook, name)
         if isinstance(caller, pluggy.HookCaller) and caller.spec is not None:
             specs[name] = caller.spec.function
+    namespace = importlib.import_module("pycontainerd")
+    for info in pkgutil.iter_modules(namespace.__path__):
+        module_name = f"pycontainerd.{info.name}.hookspecs"
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        module = importlib.import_module(module_name)
+        for name in dir(module):
+            function = getattr(module, name)
+            if callable(function) and hasattr(function, f"{PROJECT}_spec"):
+                specs.setdefault(name, function)
     return specs
 
 
