@@ -493,6 +493,8 @@ class ImportOptions:
         index_name: also record the whole index under this name.
         platform: which manifests of an index to keep (default: the host's).
         all_platforms: keep every manifest.
+        discard_layers: no ``gc.ref.content.l.*`` labels on manifests, so the
+            collector may drop layers once they are unpacked.
     """
 
     ref_translator: Callable[[str], str] = field(default=lambda ref: ref)
@@ -501,6 +503,7 @@ class ImportOptions:
     index_name: str = ""
     platform: Callable[[Platform], bool] | None = None
     all_platforms: bool = False
+    discard_layers: bool = False
 
 
 def _named(entries: Sequence[Descriptor], opts: ImportOptions) -> list[Image]:
@@ -554,8 +557,9 @@ async def import_images(
                     raise NotFoundError(msg) from None
             if match is not None:
                 kids = [k for k in kids if k.platform is None or match(k.platform)]
-            if kids:
-                labels = child_gc_labels(kids)
+            labelled = [k for k in kids if not (opts.discard_layers and mt.is_layer(k.media_type))]
+            if labelled:
+                labels = child_gc_labels(labelled)
                 await store.update(
                     content.Info(digest=desc.digest, labels=labels),
                     *(f"labels.{k}" for k in labels),

@@ -191,3 +191,9 @@ from pycontainerd.ctr.commands import images_remote as _images_remote  # noqa: E
 
 _images_remote.register(images)
 # -- end registry commands --------------------------------------------------------------
+
+# -- archive and rootfs commands (import, export, mount, unmount, usage) live in images_io.py --
+from pycontainerd.ctr.commands import images_io as _images_io  # noqa: E402
+
+_images_io.register(images)
+# -- end archive and rootfs commands ----------------------------------------------------
