@@ -31,7 +31,7 @@ import posixpath
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Final
+from typing import IO, TYPE_CHECKING, Final, cast
 
 from pycontainerd.client.pull import select_manifests
 from pycontainerd.client.remotes import mediatypes as mt
@@ -73,9 +73,7 @@ async def opt_path(client: Client) -> str:
     return path
 
 
-async def _manifest_for(
-    store: content.Store, target: Descriptor, want: Platform
-) -> Descriptor:
+async def _manifest_for(store: content.Store, target: Descriptor, want: Platform) -> Descriptor:
     desc = target
     for _ in range(8):  # nested indexes, bounded
         if mt.is_manifest(desc.media_type):
@@ -108,7 +106,7 @@ def _target_name(name: str, libs: bool) -> str | None:
 def _open_layer(fileobj: IO[bytes], media_type: str) -> IO[bytes]:
     kind = mt.compression(media_type)
     if kind == "gzip":
-        return gzip.GzipFile(fileobj=fileobj, mode="rb")
+        return cast("IO[bytes]", gzip.GzipFile(fileobj=fileobj, mode="rb"))
     if kind == "zstd":
         try:
             import zstandard  # type: ignore[import-not-found,unused-ignore]
@@ -232,7 +230,7 @@ async def install(
     """
     image = await client.image_store().get(image_name)
     root = Path(path if path else await opt_path(client))
-    if not root.is_dir():
+    if not await asyncio.to_thread(root.is_dir):
         msg = f"mkdir {root / 'bin'}: no such file or directory"
         raise FailedPreconditionError(msg)
     store = client.content_store()

@@ -133,9 +133,7 @@ class Progress:
     @contextlib.asynccontextmanager
     async def showing(self) -> AsyncIterator[Progress]:
         """Redraw while the block runs (terminal mode); the final table when it ends well."""
-        task = (
-            asyncio.create_task(self._refresh()) if self.enabled and self.live else None
-        )
+        task = asyncio.create_task(self._refresh()) if self.enabled and self.live else None
         try:
             yield self
         finally:

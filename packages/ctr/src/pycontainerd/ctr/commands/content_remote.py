@@ -48,11 +48,13 @@ def register(content: AliasGroup) -> None:
 )
 @registry_flags
 @click.option("--label", "labels", multiple=True, help="labels to attach to the image")
-@click.option("--platform", "platform_specs", multiple=True, help="Pull content from a specific platform")
+@click.option(
+    "--platform", "platform_specs", multiple=True, help="Pull content from a specific platform"
+)
 @click.option("--all-platforms", is_flag=True, help="pull content from all platforms")
 @click.argument("ref", required=False, default="")
 @click.pass_context
-def fetch(  # noqa: PLR0913, PLR0917 - upstream's flags
+def fetch(  # noqa: PLR0917 - upstream's flags
     ctx: click.Context,
     registry: RegistryOptions,
     labels: tuple[str, ...],

@@ -134,7 +134,9 @@ def register(images: AliasGroup) -> None:
     help="snapshotter name. Empty value stands for the default value. [$CONTAINERD_SNAPSHOTTER]",
 )
 @click.option("--label", "labels", multiple=True, help="labels to attach to the image")
-@click.option("--platform", "platform_specs", multiple=True, help="Pull content from a specific platform")
+@click.option(
+    "--platform", "platform_specs", multiple=True, help="Pull content from a specific platform"
+)
 @click.option("--all-platforms", is_flag=True, help="pull content and metadata from all platforms")
 @click.option("--print-chainid", is_flag=True, help="Print the resulting image's chain ID")
 @click.option(
@@ -150,7 +152,7 @@ def register(images: AliasGroup) -> None:
 )
 @click.argument("ref", required=False, default="")
 @click.pass_context
-def pull(  # noqa: PLR0913, PLR0917 - upstream's flags
+def pull(  # noqa: PLR0917 - upstream's flags
     ctx: click.Context,
     registry: RegistryOptions,
     snapshotter: str,
@@ -214,7 +216,9 @@ def pull(  # noqa: PLR0913, PLR0917 - upstream's flags
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 @registry_flags
-@click.option("--platform", "platform_spec", default="", help="push content from a specific platform")
+@click.option(
+    "--platform", "platform_spec", default="", help="push content from a specific platform"
+)
 @click.option(
     "--max-concurrent-uploaded-layers",
     type=int,
@@ -224,7 +228,7 @@ def pull(  # noqa: PLR0913, PLR0917 - upstream's flags
 @click.argument("remote", required=False, default="")
 @click.argument("local", required=False, default="")
 @click.pass_context
-def push(  # noqa: PLR0913, PLR0917 - upstream's flags
+def push(  # noqa: PLR0917 - upstream's flags
     ctx: click.Context,
     registry: RegistryOptions,
     platform_spec: str,
@@ -247,10 +251,10 @@ def push(  # noqa: PLR0913, PLR0917 - upstream's flags
         tracker = Tracker()
         tracker.set(remote, "resolved")
         progress = Progress(tracker, sys.stdout, enabled=show)
-        async with resolver(registry, max_concurrent=max_concurrent_uploaded_layers) as res:
-            async with progress.showing():
-                await push_image(
-                    client, remote, res, local=local or None, platform=plat, tracker=tracker
-                )
+        res = resolver(registry, max_concurrent=max_concurrent_uploaded_layers)
+        async with res, progress.showing():
+            await push_image(
+                client, remote, res, local=local or None, platform=plat, tracker=tracker
+            )
 
     run(ctx, work)
