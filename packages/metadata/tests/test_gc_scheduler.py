@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from datetime import UTC, datetime, timedelta
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pycontainerd.content.local import LocalStore
-from pycontainerd.core.errdefs import InvalidArgumentError, UnknownError
+from pycontainerd.core.errdefs import InvalidArgumentError, NotFoundError, UnknownError
 from pycontainerd.core.images import Image
 from pycontainerd.core.leases import EXPIRE_LABEL
 from pycontainerd.core.namespaces import with_lease, with_namespace
@@ -209,6 +210,66 @@ async def test_interval_keeps_pause_threshold(scheduler: Scheduler) -> None:
     avg = max(stats.seconds, 0.005)
     assert scheduler.interval == pytest.approx(avg / 0.02 - avg)
     assert scheduler.interval >= 0.245 - 1e-9
+
+
+class Costly(Collector):
+    """A collector whose runs take at least ``cost`` seconds; records each run's span."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.cost = 0.0
+        self.spans: list[tuple[float, float]] = []
+
+    async def collect(self) -> Stats:
+        started = time.monotonic()
+        stats = await super().collect()
+        await asyncio.sleep(max(self.cost - (time.monotonic() - started), 0.0))
+        stats.seconds = time.monotonic() - started
+        self.spans.append((started, started + stats.seconds))
+        return stats
+
+
+def busy_share(spans: list[tuple[float, float]], start: float, end: float) -> float:
+    """Share of ``[start, end]`` covered by the collection spans."""
+    busy = sum(max(0.0, min(b, end) - max(a, start)) for a, b in spans)
+    return busy / (end - start)
+
+
+async def test_share_stays_under_threshold_when_collections_get_costlier(
+    db: MetadataDB, backend: LocalStore, cs: MetadataContentStore
+) -> None:
+    # Many cheap collections first (an empty store at start-up), then every
+    # collection costs 40 ms while a delete arrives every 10 ms: the pauses
+    # must follow the recent cost, not a mean dragged down by the cheap runs.
+    pause = 0.25
+    collector = Costly(db, backend)
+    s = Scheduler(collector, SchedulerConfig(startup_delay=0.01, pause_threshold=pause))
+    s.start()
+    n = 0
+
+    async def delete_one() -> None:
+        nonlocal n
+        n += 1
+        blob = await put(cs, b"garbage %d" % n)
+        with contextlib.suppress(NotFoundError):  # a collection may have been quicker
+            await cs.delete(blob)
+        await asyncio.sleep(0.01)
+
+    try:
+        while collections(s) < 15:
+            await delete_one()
+        collector.cost = 0.04
+        start = time.monotonic()
+        while time.monotonic() - start < 1.6:
+            await delete_one()
+        end = time.monotonic()
+        share = busy_share(collector.spans, start, end)
+        assert collections(s) >= 20  # the stream kept it collecting
+        # Each collection plus the pause after it is at most ``pause`` busy; the
+        # margin covers the window's edges (at most one collection).
+        assert share <= pause * 1.3, f"collector busy {share:.0%} of the time"
+    finally:
+        await s.aclose()
 
 
 # -- synchronous delete -------------------------------------------------------

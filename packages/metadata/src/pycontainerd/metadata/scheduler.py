@@ -19,11 +19,15 @@ How it runs: every committed write of the database reports itself (a
 *mutation*, a *deletion* when it dropped a reference). A timer ticks every
 ``interval``; a tick collects when something was deleted, enough was written,
 or a collection was requested, and otherwise re-arms. After each collection
-``interval = avg / pause_threshold - avg`` (``avg`` is the mean collection
-time, at least 5 ms), which keeps the collector's share of wall time at or
-below ``pause_threshold``. :meth:`Scheduler.schedule_and_wait` (synchronous
-image and lease deletes) forces a collection after ``schedule_delay`` and
-returns when a collection that *started after the call* has finished.
+the next tick is ``interval = cost / pause_threshold - cost`` after it ended,
+where ``cost`` is the larger of the last collection's wall time and a moving
+average that weighs recent runs most (at least 5 ms). Each collection and the
+pause after it then spend at most ``pause_threshold`` of their wall time
+collecting, so cheap collections at start-up cannot shorten the pauses after
+the expensive ones that follow (a mean over every run since start did).
+:meth:`Scheduler.schedule_and_wait` (synchronous image and lease deletes)
+forces a collection after ``schedule_delay`` and returns when a collection
+that *started after the call* has finished.
 
 Better than upstream (containerd issue 6294): the scheduler also wakes at the
 earliest expiry of a lease (``containerd.io/gc.expire``) or unleased ingest it
@@ -57,8 +61,10 @@ log = logging.getLogger(__name__)
 
 #: Interval before any collection has been timed, as upstream.
 INITIAL_INTERVAL: Final = 1.0
-#: Floor of the average collection time used to compute the interval.
+#: Floor of the collection cost used to compute the interval.
 MIN_AVERAGE: Final = 0.005
+#: Weight of the newest collection in the moving average of collection times.
+RECENT_WEIGHT: Final = 0.5
 #: Extra wait after a failed collection.
 FAILURE_BACKOFF: Final = 1.0
 #: After a write, how soon expiries are looked up again (one cheap query per burst).
@@ -167,7 +173,7 @@ class Scheduler:
         self._last_start = -math.inf
         self._waiters: list[asyncio.Future[Stats]] = []
         self._collections = 0
-        self._gc_seconds = 0.0
+        self._recent_seconds = 0.0  # moving average of collection wall times
         self.interval = INITIAL_INTERVAL
         self.last_stats: Stats | None = None
 
@@ -328,11 +334,7 @@ class Scheduler:
                 if not fut.done():
                     fut.set_exception(err)
             return
-        self._collections += 1
-        self._gc_seconds += stats.seconds
-        if self.config.pause_threshold > 0:
-            avg = max(self._gc_seconds / self._collections, MIN_AVERAGE)
-            self.interval = avg / self.config.pause_threshold - avg
+        self._note_duration(stats.seconds)
         self.last_stats = stats
         self._set_expiry(stats.next_expiry_ns)
         # A request that arrived while this collection ran needs one more.
@@ -341,6 +343,17 @@ class Scheduler:
         for fut in waiters:
             if not fut.done():
                 fut.set_result(stats)
+
+    def _note_duration(self, took: float) -> None:
+        """Fold one collection's wall time into the interval (see the module docstring)."""
+        if self._collections == 0:
+            self._recent_seconds = took
+        else:
+            self._recent_seconds += RECENT_WEIGHT * (took - self._recent_seconds)
+        self._collections += 1
+        if self.config.pause_threshold > 0:
+            cost = max(self._recent_seconds, took, MIN_AVERAGE)
+            self.interval = cost / self.config.pause_threshold - cost
 
     # -- metrics ---------------------------------------------------------
 
