@@ -15,14 +15,25 @@ try:
     main()
 except SystemExit:
     pass
-heavy = [m for m in ("grpc", "google.protobuf", "pycontainerd.api", "pycontainerd.client.client")
+heavy = [m for m in ("grpc", "google.protobuf", "pycontainerd.api", "pycontainerd.client.client",
+                     "httpx")
          if m in sys.modules]
 print("HEAVY=" + ",".join(heavy))
 """
 
 
 @pytest.mark.parametrize(
-    "args", [["--help"], ["version", "--help"], ["namespaces", "--help"], ["ns", "ls", "--help"]]
+    "args",
+    [
+        ["--help"],
+        ["version", "--help"],
+        ["namespaces", "--help"],
+        ["ns", "ls", "--help"],
+        ["images", "pull", "--help"],
+        ["images", "push", "--help"],
+        ["content", "fetch", "--help"],
+        ["install", "--help"],
+    ],
 )
 def test_help_imports_no_grpc(args: list[str]) -> None:
     out = subprocess.run(

@@ -8,8 +8,9 @@ are extracted under the install directory, as containerd's client-side
 ``Install`` does: ``bin/tool`` is installed, ``bin/sub/tool`` is not (the
 directory entry ``bin/sub`` itself is created).
 
-The install directory is ``path`` when given, else what the daemon's
-``io.containerd.internal.v1.opt`` plugin exports as ``path``.
+The install directory is ``path`` when given (it must exist), else what the
+daemon's ``io.containerd.internal.v1.opt`` plugin exports as ``path``
+(created when missing: pycontainerd's daemon makes it lazily).
 
 Safety (unlike a plain tar extraction): names are normalised and nothing
 outside ``<dir>/bin`` and ``<dir>/lib`` is ever written; a file replaces an
@@ -54,6 +55,20 @@ log = logging.getLogger(__name__)
 OPT_PLUGIN_ID: Final = "opt"
 _READ_CHUNK: Final = 1 << 20
 _SPOOL_MAX: Final = 16 << 20
+
+
+class ReplaceRefusedError(AlreadyExistsError):
+    """A target exists and ``replace`` is off; ``str()`` is upstream's text, without a suffix."""
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class MissingDirectoryError(NotFoundError):
+    """The install directory does not exist; ``str()`` is upstream's ``mkdir`` error text."""
+
+    def __str__(self) -> str:
+        return self.message
 
 
 async def opt_path(client: Client) -> str:
@@ -130,7 +145,7 @@ class _Extractor:
     def _check_free(self, name: str, dest: Path) -> None:
         if not self.replace and (dest.exists() or dest.is_symlink()):
             msg = f"cannot replace {name} in {self.root}"
-            raise AlreadyExistsError(msg)
+            raise ReplaceRefusedError(msg)
 
     def _put_file(self, dest: Path, src: IO[bytes], mode: int) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".install-", dir=dest.parent)
@@ -224,15 +239,21 @@ async def install(
 
     Raises:
         NotFoundError: the image, its manifest for the platform or a blob is missing.
-        FailedPreconditionError: no opt path, or the install directory does not exist.
-        AlreadyExistsError: a target exists and ``replace`` is false.
+        FailedPreconditionError: no opt path.
+        MissingDirectoryError: the install directory does not exist (a ``NotFoundError``).
+        ReplaceRefusedError: a target exists and ``replace`` is false (an ``AlreadyExistsError``).
         UnimplementedError: a layer of a media type that cannot be read.
     """
     image = await client.image_store().get(image_name)
-    root = Path(path if path else await opt_path(client))
+    if path:
+        root = Path(path)
+    else:
+        # the daemon may create its managed directory lazily (pycontainerd's opt plugin does)
+        root = Path(await opt_path(client))
+        await asyncio.to_thread(root.mkdir, mode=0o711, parents=True, exist_ok=True)
     if not await asyncio.to_thread(root.is_dir):
         msg = f"mkdir {root / 'bin'}: no such file or directory"
-        raise FailedPreconditionError(msg)
+        raise MissingDirectoryError(msg)
     store = client.content_store()
     manifest = await _manifest_for(store, image.target, platform or platforms.host())
     _config, layers = await manifest_parts(store, manifest)
