@@ -53,25 +53,21 @@ _CHUNK: Final = 32 * 1024
 
 #: Signal names ``ctr`` accepts (with or without ``SIG``), as ``signal.Signals`` knows them.
 _SIGNALS: Final = {
-    s.name.removeprefix("SIG"): s for s in signal.Signals if not s.name.startswith("SIG_")
+    s.name.removeprefix("SIG"): int(s) for s in signal.Signals if not s.name.startswith("SIG_")
 }
 
 
-def parse_signal(raw: str) -> signal.Signals:
-    """``SIGKILL``, ``kill``, ``9`` -> the signal (``unknown signal "x"`` otherwise).
+def parse_signal(raw: str) -> int:
+    """``SIGKILL``, ``kill`` or ``9`` -> the signal number (moby's ``ParseSignal`` rules).
 
     Raises:
-        InvalidArgumentError: not a known signal name or number.
+        InvalidArgumentError: ``invalid signal: <raw>`` for an unknown name or 0.
     """
-    if raw.isdigit():
-        with contextlib.suppress(ValueError):
-            return signal.Signals(int(raw))
-    else:
-        sig = _SIGNALS.get(raw.upper().removeprefix("SIG"))
-        if sig is not None:
-            return sig
-    msg = f'unknown signal "{raw}"'
-    raise InvalidArgumentError(msg)
+    number = int(raw) if raw.isdigit() else _SIGNALS.get(raw.upper().removeprefix("SIG"), 0)
+    if number <= 0:
+        msg = f"invalid signal: {raw}"
+        raise InvalidArgumentError(msg)
+    return number
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

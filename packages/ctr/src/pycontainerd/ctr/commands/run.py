@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pycontainerd.core.errdefs import InvalidArgumentError
-from pycontainerd.ctr.commands.tasks import exit_with, start_task
+from pycontainerd.ctr.commands.tasks import UsageError, exit_with, start_task
 from pycontainerd.ctr.common import label_args, run
 
 if TYPE_CHECKING:
@@ -37,7 +36,7 @@ def parse_mount(text: str) -> dict[str, Any]:
             key, sep, value = item.partition("=")
             if not sep:
                 msg = "invalid mount specification: expected key=val"
-                raise InvalidArgumentError(msg)
+                raise UsageError(msg)
             if key == "type":
                 mount["type"] = value
             elif key in {"source", "src"}:
@@ -48,7 +47,7 @@ def parse_mount(text: str) -> dict[str, Any]:
                 mount["options"] = value.split(":")
             else:
                 msg = f'mount option "{key}" not supported'
-                raise InvalidArgumentError(msg)
+                raise UsageError(msg)
     return mount
 
 
@@ -59,7 +58,7 @@ def read_env_file(path: str) -> list[str]:
             lines = f.read().splitlines()
     except OSError as exc:
         msg = f"env file {path}: {exc.strerror or exc}"
-        raise InvalidArgumentError(msg) from None
+        raise UsageError(msg) from None
     return [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
@@ -70,7 +69,7 @@ def parse_annotations(items: tuple[str, ...]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep:
             msg = f"invalid key=value format annotation: {item}"
-            raise InvalidArgumentError(msg)
+            raise UsageError(msg)
         out[key] = value
     return out
 
@@ -251,15 +250,15 @@ def run_command(  # noqa: PLR0917 - click passes one parameter per flag
     """
     if remove and detach:
         msg = "flags --detach and --rm cannot be specified together"
-        raise InvalidArgumentError(msg)
+        raise UsageError(msg)
     ref = args[0] if args else ""
     container_id = args[1] if len(args) > 1 else ""
     if not ref:
         msg = "image ref must be provided"
-        raise InvalidArgumentError(msg)
+        raise UsageError(msg)
     if not container_id:
         msg = "container id must be provided"
-        raise InvalidArgumentError(msg)
+        raise UsageError(msg)
     opts = spec_options(
         args=args[2:],
         env=env,

@@ -22,7 +22,7 @@ from pycontainerd.ctr.common import CommandError, group, log, run
 from pycontainerd.ctr.tabwriter import TabWriter
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Awaitable, Callable, Iterator
     from datetime import datetime
     from typing import TextIO
 
@@ -46,11 +46,18 @@ FORWARDED_SIGNALS: Final = (
 PROCESS_DETAILS: Final = "containerd.runc.v1.ProcessDetails"
 
 
+class UsageError(InvalidArgumentError):
+    """A mistake on the command line, printed as bare text (upstream's ``errors.New``)."""
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def need_id(value: str | None) -> str:
     """``value``, or upstream's error when the container id is missing."""
     if not value:
         msg = "container id must be provided"
-        raise InvalidArgumentError(msg)
+        raise UsageError(msg)
     return value
 
 
@@ -99,8 +106,13 @@ async def attach_and_wait(
     *,
     tty: bool,
     console: int | None,
+    start: Callable[[], Awaitable[object]] | None = None,
 ) -> ExitStatus:
-    """Feed stdin, forward resizes (TTY) or signals (no TTY) until ``waiter`` resolves."""
+    """Start the process (``start``), feed stdin, forward resizes or signals until it exits.
+
+    Signals are caught before ``start`` runs, so one that arrives as the
+    process starts is forwarded to it rather than ending ``ctr``.
+    """
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Future[Any]] = set()
 
@@ -109,45 +121,46 @@ async def attach_and_wait(
         pending.add(fut)
         fut.add_done_callback(pending.discard)
 
-    async def close_stdin() -> None:
-        with contextlib.suppress(Exception):
-            await task.close_io()
+    async def forward(sig: signal.Signals) -> None:
+        try:
+            await task.kill(sig)
+        except Exception as exc:  # upstream logs and goes on
+            log("error", f"forward signal {sig.name}", error=exc)
 
-    if copier is not None:
+    async def resize() -> None:
+        if console is None:
+            return
+        try:
+            size = os.get_terminal_size(console)
+            await task.resize(size.columns, size.lines)
+        except Exception as exc:  # upstream logs and goes on
+            log("error", "console resize", error=exc)
 
-        def on_stdin_eof() -> None:  # runs in the copier's thread
-            loop.call_soon_threadsafe(lambda: spawn(close_stdin()))
+    def spawn_forward(sig: signal.Signals) -> None:
+        spawn(forward(sig))
 
-        copier.start_stdin(None if tty else on_stdin_eof)
     installed: list[int] = []
-    if tty:
-        if console is not None:
-
-            async def resize() -> None:
-                try:
+    try:
+        if not tty:
+            for forwarded in FORWARDED_SIGNALS:
+                loop.add_signal_handler(forwarded, spawn_forward, forwarded)
+                installed.append(forwarded)
+        if start is not None:
+            if tty and console is not None and not task.exec_id:
+                # The init process's terminal exists once the task is created:
+                # size it before the process runs, so it never sees 0x0.
+                with contextlib.suppress(Exception):
                     size = os.get_terminal_size(console)
                     await task.resize(size.columns, size.lines)
-                except Exception as exc:
-                    log("error", "console resize", error=exc)
-
+            await start()
+        if copier is not None:
+            # Closing the FIFO's only writer at the end of the input is the
+            # process's EOF; no CloseIO, which could cut off input still buffered.
+            copier.start_stdin()
+        if tty and console is not None:
             await resize()
             loop.add_signal_handler(signal.SIGWINCH, lambda: spawn(resize()))
             installed.append(signal.SIGWINCH)
-    else:
-
-        async def forward(sig: signal.Signals) -> None:
-            try:
-                await task.kill(sig)
-            except Exception as exc:
-                log("error", f"forward signal {sig.name}", error=exc)
-
-        def spawn_forward(sig: signal.Signals) -> None:
-            spawn(forward(sig))
-
-        for forwarded in FORWARDED_SIGNALS:
-            loop.add_signal_handler(forwarded, spawn_forward, forwarded)
-            installed.append(forwarded)
-    try:
         return await waiter
     finally:
         for sig in installed:
@@ -263,8 +276,11 @@ def kill(ctx: click.Context, sig: str, exec_id: str, all_: bool, container: str 
     cid = need_id(container)
     if all_ and exec_id:
         msg = "specify an exec-id or all; not both"
-        raise InvalidArgumentError(msg)
-    number = parse_signal(sig) if sig else None
+        raise UsageError(msg)
+    try:
+        number = parse_signal(sig) if sig else None
+    except InvalidArgumentError as exc:
+        raise UsageError(exc.message) from None
 
     async def work(client: Client) -> None:
         record = await client.container_store().get(cid)
@@ -380,11 +396,13 @@ def exec_(  # noqa: PLR0917 - click passes one parameter per flag
         try:
             waiter = asyncio.ensure_future(task.wait())
             with raw_terminal(tty and not detach) as console:
-                await task.start()
                 if detach:
+                    await task.start()
                     waiter.cancel()
                     return 0
-                status = await attach_and_wait(task, waiter, copier, tty=tty, console=console)
+                status = await attach_and_wait(
+                    task, waiter, copier, tty=tty, console=console, start=task.start
+                )
                 finish_output(copier)
             return status.code
         finally:
@@ -465,7 +483,7 @@ async def start_task(
 
     if tty and null_io:
         msg = "tty and null-io cannot be used together"
-        raise InvalidArgumentError(msg)
+        raise UsageError(msg)
     fifos = None if null_io else FifoSet.create(record.id, root=fifo_dir, terminal=tty)
     copier = None if detach or fifos is None else make_copier(fifos)
     with raw_terminal(tty and not detach) as console:
@@ -481,10 +499,12 @@ async def start_task(
             waiter = None if detach else asyncio.ensure_future(task.wait())
             if pid_file:
                 write_pid_file(pid_file, task.pid)
-            await task.start()
             if waiter is None:
+                await task.start()
                 return 0
-            status = await attach_and_wait(task, waiter, copier, tty=tty, console=console)
+            status = await attach_and_wait(
+                task, waiter, copier, tty=tty, console=console, start=task.start
+            )
             await task.service.delete(task.container_id)
             finish_output(copier)
             return status.code
@@ -552,7 +572,7 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
     while True:
         if pos >= len(data):
             msg = "truncated varint in metrics"
-            raise InvalidArgumentError(msg)
+            raise UsageError(msg)
         b = data[pos]
         pos += 1
         value |= (b & 0x7F) << shift
@@ -580,7 +600,7 @@ def _decode(data: bytes) -> dict[int, list[int | bytes]]:
             value, pos = int.from_bytes(data[pos : pos + 4], "little"), pos + 4
         else:
             msg = f"unsupported wire type {wire} in metrics"
-            raise InvalidArgumentError(msg)
+            raise UsageError(msg)
         out.setdefault(num, []).append(value)
     return out
 
@@ -675,7 +695,7 @@ def write_metrics_table(out: TextIO, metric: Metric) -> None:
     """Write the table ``ctr tasks metrics`` prints for one sample."""
     if metric.data is None:
         msg = "cannot convert metric data to cgroups.Metrics or windows.Statistics"
-        raise InvalidArgumentError(msg)
+        raise UsageError(msg)
     kind = metric.data.type_url.rpartition("/")[2]
     w = TabWriter(out, 1, 8, 4, " ")
     w.write("ID\tTIMESTAMP\t\n")
@@ -723,7 +743,7 @@ def write_metrics_table(out: TextIO, metric: Metric) -> None:
                 w.write(f"memory.{name}\t{_int(memory, num)}\t\n")
     else:
         msg = "cannot convert metric data to cgroups.Metrics or windows.Statistics"
-        raise InvalidArgumentError(msg)
+        raise UsageError(msg)
     w.flush()
 
 
@@ -753,7 +773,7 @@ def metrics(ctx: click.Context, fmt: str, container: str | None) -> None:
     elif fmt == "json":
         if metric.data is None:
             msg = "cannot convert metric data to cgroups.Metrics or windows.Statistics"
-            raise InvalidArgumentError(msg)
+            raise UsageError(msg)
         kind = metric.data.type_url.rpartition("/")[2]
         if kind == "io.containerd.cgroups.v1.Metrics":
             doc = cgroup_v1_metrics(metric.data.value)
@@ -761,8 +781,8 @@ def metrics(ctx: click.Context, fmt: str, container: str | None) -> None:
             doc = cgroup_v2_metrics(metric.data.value)
         else:
             msg = "cannot convert metric data to cgroups.Metrics or windows.Statistics"
-            raise InvalidArgumentError(msg)
+            raise UsageError(msg)
         click.echo(json.dumps(doc, indent=2))
     else:
         msg = "format must be table or json"
-        raise InvalidArgumentError(msg)
+        raise UsageError(msg)
