@@ -12,6 +12,7 @@ from pycontainerd.core.plugin import (
     Closable,
     GrpcService,
     InitContext,
+    MetricsSource,
     PluginType,
     Registration,
     SkipPluginError,
@@ -104,3 +105,12 @@ def test_service_protocols_are_structural() -> None:
     assert isinstance(Svc(), TtrpcService)
     assert isinstance(Svc(), Closable)
     assert not isinstance(object(), GrpcService)
+
+
+def test_metrics_source_is_structural() -> None:
+    class Counting:
+        def metrics_lines(self) -> list[str]:
+            return ["pycontainerd_x_total 1"]
+
+    assert isinstance(Counting(), MetricsSource)
+    assert not isinstance(object(), MetricsSource)

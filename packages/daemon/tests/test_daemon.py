@@ -366,6 +366,32 @@ def test_debug_and_metrics_endpoints(make_daemon: MakeDaemon) -> None:
     assert not os.path.exists(debug_sock)
 
 
+def test_metrics_include_plugin_sources(make_daemon: MakeDaemon) -> None:
+    # The GC scheduler (metadata) is a MetricsSource: its counters join the page.
+    modules = ",".join(
+        f"pycontainerd.{name}.plugin"
+        for name in ("daemon", "events", "content", "snapshots", "metadata")
+    )
+    port = free_port()
+    d = make_daemon(name="g", env={"PYCONTAINERD_EXTRA_PLUGINS": modules})
+    d.config_path = d.base / "config.toml"
+    d.config_path.write_text(f'version = 2\n[metrics]\naddress = "127.0.0.1:{port}"\n')
+    d.start()  # the first collection runs after the scheduler's startup_delay
+
+    def collected() -> bool:
+        body = http_get(f"127.0.0.1:{port}", "/v1/metrics")[1]
+        return re.search(r"^pycontainerd_gc_collections_total [1-9]", body, re.M) is not None
+
+    wait_for(collected, what="a collection counted on /v1/metrics")
+    status, body = http_get(f"127.0.0.1:{port}", "/v1/metrics")
+    assert status == 200
+    assert "# TYPE pycontainerd_gc_collections_total counter" in body
+    assert re.search(r"^pycontainerd_gc_seconds_total \S+$", body, re.M)
+    assert re.search(r"^pycontainerd_gc_interval_seconds \S+$", body, re.M)
+    assert re.search(r"^process_open_fds \d+", body, re.M)  # the daemon's own lines stay
+    assert d.stop() == 0
+
+
 async def test_health_check(make_daemon: MakeDaemon) -> None:
     import grpc.aio
     from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]

@@ -10,12 +10,22 @@ exposition format is written by hand: no client library needed.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import resource
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+from pycontainerd.daemon.log import fields
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from pycontainerd.core.plugin import MetricsSource
+
+log = logging.getLogger(__name__)
 
 BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Prometheus' default histogram buckets, in seconds."""
@@ -186,11 +196,19 @@ def render_process() -> list[str]:
     return out
 
 
-def render(grpc_metrics: GrpcMetrics | None) -> bytes:
-    """The whole ``/v1/metrics`` page."""
+def render(grpc_metrics: GrpcMetrics | None, sources: Iterable[MetricsSource] = ()) -> bytes:
+    """The whole ``/v1/metrics`` page: process, gRPC, then each plugin's own lines.
+
+    A source that raises is logged and left out; the rest of the page is served.
+    """
     lines = render_process()
     if grpc_metrics is not None:
         lines += grpc_metrics.render()
+    for source in sources:
+        try:
+            lines += list(source.metrics_lines())
+        except Exception:
+            log.exception("metrics source failed", extra=fields(source=repr(source)))
     return ("\n".join(lines) + "\n").encode()
 
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Final
 import grpc
 import grpc.aio
 
-from pycontainerd.core.plugin import GrpcService, PluginType, TtrpcService
+from pycontainerd.core.plugin import GrpcService, MetricsSource, PluginType, TtrpcService
 from pycontainerd.daemon import metrics as metrics_mod
 from pycontainerd.daemon.httpserve import HttpServer
 from pycontainerd.daemon.log import LogConfigError, fields
@@ -399,14 +399,15 @@ class Daemon:
         text = f"/debug/vars\n{STACK_DUMP_PATH}?debug=2\n"
         return 200, "text/plain; charset=utf-8", text.encode()
 
-    async def _start_metrics(self) -> None:
+    async def _start_metrics(self, sources: list[MetricsSource]) -> None:
         cfg = self.config.metrics
         if not cfg.address:
             return
         recorder = self.grpc_metrics
 
         async def page(_query: str) -> tuple[int, str, bytes]:
-            return 200, "text/plain; version=0.0.4; charset=utf-8", metrics_mod.render(recorder)
+            body = metrics_mod.render(recorder, sources)
+            return 200, "text/plain; version=0.0.4; charset=utf-8", body
 
         server = HttpServer({"/v1/metrics": page})
         host, port = _split_host_port(cfg.address)
@@ -451,12 +452,13 @@ class Daemon:
                 grpc_services.append(instance)
             if isinstance(instance, TtrpcService):
                 ttrpc_services.append(instance)
+        metrics_sources = [i for _, i in plugins.instances if isinstance(i, MetricsSource)]
 
         if _socket_in_use(cfg.grpc.address):  # before any listener is touched
             msg = f"{cfg.grpc.address}: address already in use by a running server"
             raise DaemonError(msg)
         await self._start_debug()
-        await self._start_metrics()
+        await self._start_metrics(metrics_sources)
         await self._start_ttrpc(ttrpc_services)
 
         server = grpc.aio.server(

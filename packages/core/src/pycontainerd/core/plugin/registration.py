@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from pycontainerd.core.errdefs import NotFoundError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
     from pathlib import Path
 
     import grpc.aio
@@ -63,6 +63,22 @@ class Closable(Protocol):
 
     async def aclose(self) -> None:
         """Release resources. Called once."""
+
+
+@runtime_checkable
+class MetricsSource(Protocol):
+    """An instance with metrics of its own for the daemon's ``/v1/metrics`` page.
+
+    The daemon appends the lines of every plugin instance that has this method,
+    after its own, each time the page is served.
+    """
+
+    def metrics_lines(self) -> Iterable[str]:
+        """Prometheus text exposition lines (``# HELP``, ``# TYPE`` and samples).
+
+        Called on the event loop for every scrape: cheap, no I/O. Metric names
+        should carry a ``pycontainerd_<subsystem>_`` prefix.
+        """
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
