@@ -1,14 +1,15 @@
-"""The main job behind ``make demo``: show what pycontainerd does today, for real.
+"""The main job behind ``make demo``: show what pycontainerd does, for real.
 
-The full flow, once the daemon and the runtime exist:
-
-1. start our daemon (``containerd``, the pycontainerd console script) with
-   embedded defaults in a temporary directory;
-2. get a small image **offline**: an OCI archive built here from the system's
-   static busybox, imported with containerd's Go ``ctr`` (or, when
-   ``DEMO_IMAGE=<ref>`` is set, pulled instead);
-3. run a container from it that prints a line, with the Go ``ctr``;
-4. stop the daemon.
+1. start our daemon (``python -m pycontainerd.daemon``) with its embedded
+   defaults (no config file) on a root, state directory and socket in a new
+   temporary directory;
+2. get a small image **offline**: an OCI archive built here from the
+   system's static busybox (one layer: ``bin/busybox`` plus applet links),
+   imported with our ``ctr images import`` (or, when ``DEMO_IMAGE=<ref>`` is
+   set, pulled with our ``ctr images pull`` instead);
+3. run a container from it with our ``ctr run --rm`` that prints a line, and
+   show that line;
+4. stop the daemon by its PID and remove the temporary directory.
 
 Every stage either runs for real or prints ``not yet available`` with the
 reason. The exit status is 0 only when every stage that ran succeeded, and the
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 GO_CTR: Final = "/usr/bin/ctr"
 GO_CONTAINERD: Final = "/usr/bin/containerd"
 DEMO_REF: Final = "localhost/pycontainerd-demo/busybox:latest"
-DEMO_LINE: Final = "hello from a pycontainerd container"
+DEMO_LINE: Final = "hello from pycontainerd"
 NAMESPACE: Final = "pycontainerd-demo"
 PT_INTERP: Final = 3
 GOARCH: Final = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le"}
@@ -218,41 +219,43 @@ def build_oci_archive(busybox: Path, dest: Path, ref: str = DEMO_REF) -> str:
 # --- the daemon ------------------------------------------------------------------------
 
 
-def our_console_script(name: str) -> Path:
-    """Return the path of one of our console scripts in the running venv."""
-    return Path(sys.executable).parent / name
+def ours(module: str) -> list[str]:
+    """The command line of one of our programs, run with this interpreter."""
+    return [sys.executable, "-m", module]
 
 
 @contextlib.contextmanager
 def daemon(workdir: Path) -> Iterator[str]:
-    """Start our daemon with a config that keeps everything under ``workdir``.
+    """Start our daemon with embedded defaults, its root, state and socket in ``workdir``.
 
     Yields:
-        The gRPC socket path. The daemon is stopped (SIGTERM, then SIGKILL) on exit.
+        The gRPC socket path. The daemon is stopped by its PID (SIGTERM, then
+        SIGKILL after 15 s) on exit.
     """
     sock = workdir / "containerd.sock"
-    config = workdir / "config.toml"
-    config.write_text(
-        "version = 2\n"
-        f'root = "{workdir / "root"}"\n'
-        f'state = "{workdir / "state"}"\n'
-        f'[grpc]\naddress = "{sock}"\n'
-        f'[ttrpc]\naddress = "{sock}.ttrpc"\n'
-    )
     log = workdir / "daemon.log"
-    argv = [str(our_console_script("containerd")), "--config", str(config)]
+    argv = [
+        *ours("pycontainerd.daemon"),
+        "--root",
+        str(workdir / "root"),
+        "--state",
+        str(workdir / "state"),
+        "--address",
+        str(sock),
+    ]
     print(f"  $ {' '.join(argv)} &")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTAINERD_")}
     with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 30
-        while not sock.exists():
+        while "successfully booted" not in log.read_text(errors="replace"):
             if proc.poll() is not None:
                 print(log.read_text(errors="replace"))
                 msg = f"the daemon exited with {proc.returncode} before serving"
                 raise DemoError(msg)
             if time.monotonic() > deadline:
-                msg = "the daemon did not create its socket within 30 s"
+                msg = "the daemon did not boot within 30 s"
                 raise DemoError(msg)
             time.sleep(0.05)
         print(f"  daemon pid {proc.pid} serving on {sock}")
@@ -265,14 +268,13 @@ def daemon(workdir: Path) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        print(f"  daemon stopped (exit status {proc.returncode})")
+        print(f"  daemon (pid {proc.pid}) stopped, exit status {proc.returncode}")
 
 
-def ctr(sock: str, *args: str, timeout: float = 120, check: bool = True) -> str:
-    """Run containerd's Go ``ctr`` against our daemon."""
-    return run(
-        [GO_CTR, "--address", sock, "--namespace", NAMESPACE, *args], timeout=timeout, check=check
-    )
+def ctr(sock: str, *args: str, timeout: float = 120, check: bool = True, echo: bool = True) -> str:
+    """Run our ``ctr`` against our daemon."""
+    base = [*ours("pycontainerd.ctr"), "--address", sock, "--namespace", NAMESPACE]
+    return run([*base, *args], timeout=timeout, check=check, echo=echo)
 
 
 def plugin_ok(plugins_ls: str, plugin_type: str, plugin_id: str | None = None) -> bool:
@@ -349,14 +351,11 @@ def stage_distributions(report: Report) -> None:
 
 def stage_daemon(report: Report) -> None:
     """Start our daemon, talk to it with the Go ``ctr``, get an image, run it, stop."""
-    heading("our daemon, driven by containerd's Go ctr")
-    if find_spec("pycontainerd.daemon.main") is None:
-        report.not_available("daemon", "the daemon (pycontainerd.daemon.main) is not built yet")
+    heading("our daemon (embedded defaults), driven by our ctr")
+    if find_spec("pycontainerd.daemon.main") is None or find_spec("pycontainerd.ctr.main") is None:
+        report.not_available("daemon", "the daemon or ctr is not installed")
         report.missing.extend(["image", "run"])
         return
-    if not Path(GO_CTR).exists():
-        msg = f"{GO_CTR} is missing: install the containerd package"
-        raise DemoError(msg)
     workdir = Path(tempfile.mkdtemp(prefix="pcd-demo-", dir="/tmp"))
     try:
         with daemon(workdir) as sock:
@@ -392,7 +391,7 @@ def stage_image(report: Report, sock: str, plugins: str, workdir: Path) -> str |
         archive = workdir / "busybox-oci.tar"
         digest = build_oci_archive(find_static_busybox(), archive)
         print(f"  built {archive.name} offline from the static busybox (manifest {digest})")
-        ctr(sock, "images", "import", str(archive))
+        ctr(sock, "images", "import", str(archive), timeout=300)
         image = DEMO_REF
     ctr(sock, "images", "ls")
     report.ran.append("image")
@@ -411,8 +410,15 @@ def stage_run(report: Report, sock: str, plugins: str, image: str) -> None:
         report.not_available("run", "running containers needs root (rootless is not supported)")
         return
     out = ctr(sock, "run", "--rm", image, f"demo-{os.getpid()}", "/bin/echo", DEMO_LINE)
-    if DEMO_LINE not in out:
-        msg = f"the container did not print {DEMO_LINE!r}"
+    if out.strip() != DEMO_LINE:
+        msg = f"the container printed {out!r}, not {DEMO_LINE!r}"
+        raise DemoError(msg)
+    print(f"\n  the container said: {out.strip()}")
+    left = ctr(sock, "tasks", "ls", "-q", echo=False) + ctr(
+        sock, "containers", "ls", "-q", echo=False
+    )
+    if left.strip():
+        msg = f"run --rm left tasks or containers behind: {left.split()}"
         raise DemoError(msg)
     report.ran.append("run")
 
