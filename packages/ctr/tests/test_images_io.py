@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pycontainerd.client.remotes.testing import build_image
+from pycontainerd.client.unpack import chain_ids
 
 if TYPE_CHECKING:
     import subprocess
@@ -62,22 +63,17 @@ def _ok(res: subprocess.CompletedProcess[bytes]) -> str:
     return res.stdout.decode()
 
 
+def _import(py: Ctr, daemon: RealContainerd | Daemon, ns: str, tmp_path: Path, *extra: str) -> str:
+    archive = tmp_path / "in.tar"
+    archive.write_bytes(oci_archive())
+    args = ("images", "import", "--base-name", "example.com/t", *extra, str(archive))
+    return _ok(py(daemon.address, *args, namespace=ns))
+
+
 def test_import_export_both_ways_with_go_ctr(
     daemon: RealContainerd | Daemon, ns: str, tmp_path: Path, go: Ctr, py: Ctr
 ) -> None:
-    archive = tmp_path / "in.tar"
-    archive.write_bytes(oci_archive())
-    out = _ok(
-        py(
-            daemon.address,
-            "images",
-            "import",
-            "--base-name",
-            "example.com/t",
-            str(archive),
-            namespace=ns,
-        )
-    )
+    out = _import(py, daemon, ns, tmp_path)
     assert out == f"unpacking {NAME} ({IMAGE.root.digest})...done\n"
     listed = _ok(py(daemon.address, "images", "ls", "-q", namespace=ns))
     assert listed.split() == [NAME]
@@ -118,19 +114,7 @@ def test_import_export_both_ways_with_go_ctr(
 def test_mount_usage_unmount(
     daemon: RealContainerd | Daemon, ns: str, tmp_path: Path, py: Ctr, go: Ctr
 ) -> None:
-    archive = tmp_path / "in.tar"
-    archive.write_bytes(oci_archive())
-    _ok(
-        py(
-            daemon.address,
-            "images",
-            "import",
-            "--base-name",
-            "example.com/t",
-            str(archive),
-            namespace=ns,
-        )
-    )
+    _import(py, daemon, ns, tmp_path)
     target = tmp_path / "mnt"
     target.mkdir()
     out = _ok(py(daemon.address, "images", "mount", NAME, str(target), namespace=ns)).splitlines()
@@ -198,3 +182,28 @@ def test_hostile_and_corrupt_archives_are_refused(
     assert "not found" in res.stderr.decode()
     assert not (tmp_path / "x.tar").exists()
     assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
+
+
+def test_snapshots_unpack_and_diff(
+    daemon: RealContainerd | Daemon, ns: str, tmp_path: Path, py: Ctr, go: Ctr
+) -> None:
+    assert _import(py, daemon, ns, tmp_path, "--no-unpack") == ""
+    dgst = IMAGE.root.digest
+    out = _ok(py(daemon.address, "snapshots", "unpack", dgst, namespace=ns))
+    assert out == f"unpacking {dgst} (application/vnd.oci.image.manifest.v1+json)...done\n"
+    top = chain_ids(IMAGE.diff_ids)[-1]
+    assert top in _ok(go(daemon.address, "snapshots", "ls", namespace=ns))
+    ours = py(daemon.address, "snapshots", "diff", top, namespace=ns)
+    theirs = go(daemon.address, "snapshots", "diff", top, namespace=ns)
+    for res in (ours, theirs):
+        assert res.returncode == 0, res.stderr.decode()
+        with tarfile.open(fileobj=io.BytesIO(res.stdout), mode="r:gz") as tf:
+            names = tf.getnames()
+            assert names == ["etc", "etc/motd"]
+            assert tf.extractfile("etc/motd").read() == b"welcome\n"  # type: ignore[union-attr]
+    res = py(daemon.address, "snapshots", "unpack", "sha256:" + "0" * 64, namespace=ns)
+    assert res.returncode == 1
+    assert "manifest not found" in res.stderr.decode()
+    res = py(daemon.address, "snapshots", "diff", namespace=ns)
+    assert res.returncode == 1
+    assert "snapshot id must be provided" in res.stderr.decode()

@@ -260,3 +260,10 @@ def tree(ctx: click.Context) -> None:
     for name in order:
         if not parents[name]:
             show(name, 0)
+
+
+# -- diff and unpack live in snapshots_io.py ----------------------------------------------
+from pycontainerd.ctr.commands import snapshots_io as _snapshots_io  # noqa: E402
+
+_snapshots_io.register(snapshots)
+# -- end diff and unpack ------------------------------------------------------------------
