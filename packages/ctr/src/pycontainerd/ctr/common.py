@@ -6,11 +6,9 @@ imported only inside :func:`run`, when a command really talks to a daemon.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -114,6 +112,7 @@ def run(ctx: click.Context, work: Callable[[Client], Awaitable[T]], **client_kwa
 
     The client is connected first (``--connect-timeout``) and closed after.
     """
+    import asyncio  # here, not at the top: ``ctr --help`` never needs it (~50 ms)
     obj = ctx.find_object(CtrContext)
     if obj is None:  # pragma: no cover - always set by the root group
         msg = "ctr context missing"
@@ -163,6 +162,8 @@ def go_json(value: Any) -> str:
 
 def log(level: str, msg: str, **fields: object) -> None:
     """A logrus-style line on stderr, as ``ctr`` logs per-item failures."""
+    from datetime import UTC, datetime
+
     now = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     parts = [f'time="{now}"', f"level={level}", f"msg={json.dumps(msg)}"]
     parts += [f"{k}={json.dumps(str(v))}" for k, v in fields.items()]
