@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from pycontainerd.ctr.registry import RegistryOptions
 
 IMPORT_DESCRIPTION = """Import images from a tar stream.
+
+\b
 Implemented formats:
 - oci.v1
 - docker.v1.1
@@ -44,6 +46,7 @@ For OCI v1, you may need to specify --base-name because an OCI archive may
 contain only partial image references (tags without the base image name).
 If no base image name is provided, a name will be generated as "import-%{yyyy-MM-dd}".
 
+\b
 e.g.
   $ ctr images import --base-name foo/bar foobar.tar
 
@@ -53,6 +56,7 @@ will create "foo/bar:latest" and "foo/bar@sha256:deadbeef" images in the contain
 
 EXPORT_DESCRIPTION = """Export images to an OCI tar archive.
 
+\b
 Tar output is formatted as an OCI archive, a Docker manifest is provided for the platform.
 Use '--skip-manifest-json' to avoid including the Docker manifest.json file.
 Use '--platform' to define the output platform.

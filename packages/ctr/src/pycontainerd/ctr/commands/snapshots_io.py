@@ -52,8 +52,7 @@ async def _with_mounts(
 @click.command(
     "diff",
     short_help=(
-        "get the diff of two snapshots. the default second snapshot is the first snapshot's "
-        "parent."
+        "get the diff of two snapshots. the default second snapshot is the first snapshot's parent."
     ),
 )
 @click.option(
