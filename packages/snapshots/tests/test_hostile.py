@@ -13,7 +13,7 @@ import pytest
 
 from pycontainerd.core.errdefs import InvalidArgumentError
 from pycontainerd.core.types import Descriptor, Mount
-from pycontainerd.snapshots.archive import apply_tar
+from pycontainerd.snapshots.archive import OverlayUpper, apply_chunks, apply_tar
 from pycontainerd.snapshots.differ import MEDIA_TYPE_LAYER, WalkingDiffer
 from pycontainerd.snapshots.testing import make_tar, put_blob, tar_entry
 
@@ -113,6 +113,21 @@ def test_hostile_tarball_is_refused(sandbox: tuple[Path, Path], case: str) -> No
         apply_tar(io.BytesIO(hostile_cases(outside)[case]), target)
     assert fingerprint(outside) == before
     assert sorted(p.name for p in box.iterdir()) == before_box
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_hostile_tarball_is_refused_in_an_overlay_upper(
+    sandbox: tuple[Path, Path], case: str, needs_root: None
+) -> None:
+    target, outside = sandbox
+    before = fingerprint(outside)
+    lower = target.parent / "lower"
+    lower.mkdir()
+    with pytest.raises(InvalidArgumentError, match=r"refusing tar entry|too many levels"):
+        apply_chunks(
+            [hostile_cases(outside)[case]], target, overlay=OverlayUpper(lowers=(str(lower),))
+        )
+    assert fingerprint(outside) == before
 
 
 def test_symlinks_are_created_but_never_followed(sandbox: tuple[Path, Path]) -> None:

@@ -23,13 +23,16 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gzip
 import io
+import itertools
 import os
 import queue
 import secrets
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Final, cast
 
@@ -45,7 +48,7 @@ from pycontainerd.snapshots import archive
 from pycontainerd.snapshots.mount import read_only, with_temp_mounts
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
     from datetime import datetime
 
     from pycontainerd.core.content import ReaderAt, Store
@@ -72,6 +75,7 @@ _LAYER_BASES: Final = (
 )
 _CHUNK: Final = 1 << 20
 _GZIP_MAGIC: Final = b"\x1f\x8b"
+_GZIP_WBITS: Final = 16 + zlib.MAX_WBITS  # a gzip header and trailer around deflate
 _ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
 
 
@@ -123,29 +127,6 @@ class _Pipe:
                 return self.q.get(timeout=0.1)
 
 
-class _PipeReader(io.RawIOBase):
-    def __init__(self, pipe: _Pipe) -> None:
-        self._pipe = pipe
-        self._buf = b""
-        self._eof = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
-        while not self._buf and not self._eof:
-            item = self._pipe.get()
-            if isinstance(item, BaseException):
-                raise item
-            if not item:
-                self._eof = True
-            self._buf = item
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-
 class _PipeWriter(io.RawIOBase):
     def __init__(self, pipe: _Pipe) -> None:
         self._pipe = pipe
@@ -169,26 +150,15 @@ class _PipeWriter(io.RawIOBase):
 
 
 class _Hashing(io.RawIOBase):
-    """Pass-through reader or writer that digests and counts what goes through."""
+    """Pass-through writer that digests and counts what goes through."""
 
     def __init__(self, inner: IO[bytes] | io.RawIOBase) -> None:
         self._inner = inner
         self.hasher = digests.hasher()
         self.size = 0
 
-    def readable(self) -> bool:
-        return True
-
     def writable(self) -> bool:
         return True
-
-    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
-        data = self._inner.read(len(b))
-        n = len(data)
-        b[:n] = data
-        self.hasher.update(data)
-        self.size += n
-        return n
 
     def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
         self._inner.write(b)
@@ -197,16 +167,97 @@ class _Hashing(io.RawIOBase):
         return len(b)
 
 
-def _decompressed(raw: io.RawIOBase, compression: str) -> IO[bytes]:
-    peek = io.BufferedReader(raw, _CHUNK)
-    head = peek.peek(4)[:4]
-    if compression == "gzip" or head.startswith(_GZIP_MAGIC):
-        return cast("IO[bytes]", gzip.GzipFile(fileobj=peek, mode="rb"))
-    if compression == "zstd" or head.startswith(_ZSTD_MAGIC):
-        import zstandard
+def _gunzip(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Inflate a gzip stream of one or more members, at most :data:`_CHUNK` out at a time.
 
-        return cast("IO[bytes]", zstandard.ZstdDecompressor().stream_reader(peek))
-    return peek
+    zlib checks each member's CRC and length; a truncated stream, trailing
+    bytes that are not another member, or corrupt data raise ``zlib.error``
+    or :class:`InvalidArgumentError`.
+    """
+    inflater = zlib.decompressobj(_GZIP_WBITS)
+    fed = False  # the current member has had input
+    for chunk in chunks:
+        data = chunk
+        while data:
+            fed = True
+            out = inflater.decompress(data, _CHUNK)
+            if out:
+                yield out
+            if inflater.eof:
+                data = inflater.unused_data
+                inflater, fed = zlib.decompressobj(_GZIP_WBITS), False
+            else:
+                data = inflater.unconsumed_tail
+    if fed:
+        if out := inflater.flush():
+            yield out
+        if not inflater.eof:
+            msg = "invalid compressed layer stream: unexpected end of gzip data"
+            raise InvalidArgumentError(msg)
+
+
+class _ChunkSource:
+    """A ``read(n)`` face over an iterator of chunks (for zstandard's stream reader)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+
+    def read(self, size: int = -1) -> bytes:
+        del size
+        return next(self._chunks, b"")
+
+
+def _unzstd(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    import zstandard
+
+    source = cast("IO[bytes]", _ChunkSource(chunks))
+    reader = zstandard.ZstdDecompressor().stream_reader(
+        source, read_size=_CHUNK, read_across_frames=True
+    )
+    while out := reader.read(_CHUNK):
+        yield out
+
+
+def _decompressed(chunks: Iterator[bytes], compression: str) -> Iterator[bytes]:
+    """The uncompressed stream, by media type or, failing that, by magic bytes."""
+    first = next(chunks, b"")
+    while len(first) < len(_ZSTD_MAGIC):
+        more = next(chunks, b"")
+        if not more:
+            break
+        first += more
+    rest = itertools.chain([first], chunks)
+    if compression == "gzip" or first.startswith(_GZIP_MAGIC):
+        return _gunzip(rest)
+    if compression == "zstd" or first.startswith(_ZSTD_MAGIC):
+        return _unzstd(rest)
+    return rest
+
+
+def _digesting(chunks: Iterator[bytes], hasher: digests.Hasher) -> Iterator[bytes]:
+    for chunk in chunks:
+        hasher.update(chunk)
+        yield chunk
+
+
+def _fd_chunks(fd: int, size: int) -> Iterator[bytes]:
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, min(_CHUNK, size - offset), offset)
+        if not chunk:
+            return
+        offset += len(chunk)
+        yield chunk
+
+
+def _pipe_chunks(pipe: _Pipe) -> Iterator[bytes]:
+    while True:
+        item = pipe.get()
+        if isinstance(item, BaseException):
+            raise item
+        if not item:
+            return
+        yield item
 
 
 def _syncfs(path: str) -> None:
@@ -220,16 +271,23 @@ def _syncfs(path: str) -> None:
         os.close(fd)
 
 
-def _apply_from_pipe(pipe: _Pipe, compression: str, target: str, sync_fs: bool) -> tuple[str, int]:
+def _apply_chunks(
+    chunks: Iterator[bytes],
+    compression: str,
+    target: str,
+    sync_fs: bool,
+    overlay: archive.OverlayUpper | None = None,
+) -> tuple[str, int]:
+    """Decompress, digest and extract ``chunks`` into ``target``; ``(diff ID, size)``."""
+    hasher = digests.hasher()
     try:
-        hashing = _Hashing(_decompressed(_PipeReader(pipe), compression))
-        stream = io.BufferedReader(hashing, _CHUNK)
-        archive.apply_tar(stream, target)
-        while stream.read(_CHUNK):  # the digest covers the tar's trailing padding too
+        stream = _digesting(_decompressed(chunks, compression), hasher)
+        archive.apply_chunks(stream, target, overlay=overlay)
+        for _ in stream:  # the digest covers the tar's trailing padding too
             pass
         if sync_fs:
             _syncfs(target)
-        return str(hashing.hasher.digest()), hashing.size
+        return str(hasher.digest()), hasher.size
     except Exception as exc:
         if isinstance(exc, ContainerdError | _AbandonedError) or (
             isinstance(exc, OSError) and exc.errno is not None
@@ -237,6 +295,17 @@ def _apply_from_pipe(pipe: _Pipe, compression: str, target: str, sync_fs: bool) 
             raise
         msg = f"invalid compressed layer stream: {exc}"
         raise InvalidArgumentError(msg) from exc
+
+
+def _apply_from_pipe(
+    pipe: _Pipe,
+    compression: str,
+    target: str,
+    sync_fs: bool,
+    overlay: archive.OverlayUpper | None,
+) -> tuple[str, int]:
+    try:
+        return _apply_chunks(_pipe_chunks(pipe), compression, target, sync_fs, overlay)
     finally:
         pipe.abandoned.set()
 
@@ -248,6 +317,43 @@ def _direct_target(mounts: Sequence[Mount]) -> str | None:
         if m.type in {"bind", "rbind"} and "ro" not in m.options and not m.target:
             return m.source
     return None
+
+
+@functools.cache
+def _can_write_whiteouts() -> bool:
+    """Root in the initial user namespace: may create the 0/0 devices of overlay whiteouts."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        with open("/proc/self/uid_map") as fh:
+            fields = fh.read().split()
+    except OSError:
+        return False
+    return fields == ["0", "0", "4294967295"]
+
+
+def _overlay_upper(mounts: Sequence[Mount]) -> tuple[str, archive.OverlayUpper] | None:
+    """The upper directory and layout of a single read-write overlay with plain paths."""
+    if len(mounts) != 1 or mounts[0].type != "overlay" or mounts[0].target:
+        return None
+    upper = ""
+    lowers: list[str] = []
+    prefix = "trusted.overlay."
+    for option in mounts[0].options:
+        key, _, value = option.partition("=")
+        if "\\" in value:
+            return None  # escaped separators: leave it to the kernel
+        if key == "upperdir":
+            upper = value
+        elif key == "lowerdir":
+            lowers = value.split(":")
+        elif key == "userxattr":
+            prefix = "user.overlay."
+        elif key == "ro":
+            return None
+    if not upper or not all(os.path.isabs(p) for p in [upper, *lowers]):
+        return None
+    return upper, archive.OverlayUpper(lowers=tuple(lowers), xattr_prefix=prefix)
 
 
 class WalkingDiffer:
@@ -279,8 +385,14 @@ class WalkingDiffer:
         reader = await self._store.reader_at(desc.digest)
         try:
             direct = _direct_target(mounts)
+            overlay = _overlay_upper(mounts) if _can_write_whiteouts() else None
             if direct is not None:
                 dgst, size = await self._apply_into(reader, compression, direct, sync_fs)
+            elif overlay is not None:
+                # as containerd: write the layer into the upper directory, no mount
+                dgst, size = await self._apply_into(
+                    reader, compression, overlay[0], sync_fs, overlay[1]
+                )
             else:
                 async with with_temp_mounts(mounts, location=self._temp) as target:
                     dgst, size = await self._apply_into(reader, compression, str(target), sync_fs)
@@ -289,8 +401,20 @@ class WalkingDiffer:
         return Descriptor(media_type=MEDIA_TYPE_LAYER, digest=dgst, size=size)
 
     async def _apply_into(
-        self, reader: ReaderAt, compression: str, target: str, sync_fs: bool
+        self,
+        reader: ReaderAt,
+        compression: str,
+        target: str,
+        sync_fs: bool,
+        overlay: archive.OverlayUpper | None = None,
     ) -> tuple[str, int]:
+        fileno = getattr(reader, "fileno", None)
+        if callable(fileno):
+            # a local blob: one worker thread reads, inflates, digests and extracts
+            chunks = _fd_chunks(cast("int", fileno()), reader.size)
+            return await asyncio.to_thread(
+                _apply_chunks, chunks, compression, target, sync_fs, overlay
+            )
         pipe = _Pipe()
 
         async def feed() -> None:
@@ -312,7 +436,9 @@ class WalkingDiffer:
 
         feeder = asyncio.ensure_future(feed())
         try:
-            return await asyncio.to_thread(_apply_from_pipe, pipe, compression, target, sync_fs)
+            return await asyncio.to_thread(
+                _apply_from_pipe, pipe, compression, target, sync_fs, overlay
+            )
         finally:
             pipe.abandoned.set()
             with contextlib.suppress(Exception):

@@ -1,0 +1,230 @@
+"""The streaming tar reader, overlay upper-directory applies and layer decompression."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import stat
+import tarfile
+from typing import TYPE_CHECKING
+
+import pytest
+import zstandard
+
+from pycontainerd.core.errdefs import InvalidArgumentError
+from pycontainerd.snapshots.archive import OverlayUpper, TarReader, apply_chunks
+from pycontainerd.snapshots.differ import _apply_chunks, _decompressed
+from pycontainerd.snapshots.testing import make_tar, tar_entry
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+D, S, L = tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE
+
+
+def _tar(fmt: int, *members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def _chunks(data: bytes, size: int) -> Iterator[bytes]:
+    return (data[i : i + size] for i in range(0, len(data), size))
+
+
+def _read_all(data: bytes, chunk: int = 1 << 20) -> list[tuple[str, int, int, str, bytes]]:
+    reader = TarReader(_chunks(data, chunk))
+    out = []
+    for entry in reader:
+        body = b""
+        if entry.isreg():
+            r, w = os.pipe()
+            try:
+                reader.write_data(entry, w)
+                os.close(w)
+                body = os.read(r, 1 << 20)
+            finally:
+                os.close(r)
+        out.append((entry.name, entry.uid, entry.mtime_ns, entry.linkname, body))
+    return out
+
+
+LONG = "d/" + "n" * 150 + "/file"
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])
+@pytest.mark.parametrize("chunk", [1, 511, 4096, 1 << 20])
+def test_reader_names_links_and_numbers(fmt: int, chunk: int) -> None:
+    big_uid = 3_000_000 if fmt != tarfile.USTAR_FORMAT else 1000
+    info, data = tar_entry(LONG, data=b"long name\n")
+    info.uid = big_uid  # GNU: base-256, PAX: a record
+    link, _ = tar_entry("d/l", S, linkname="t" * (120 if fmt != tarfile.USTAR_FORMAT else 90))
+    blob = _tar(fmt, (info, data), (link, None), tar_entry("empty", data=b""))
+    entries = _read_all(blob, chunk)
+    assert [e[0] for e in entries] == [LONG, "d/l", "empty"]
+    assert entries[0][1] == big_uid
+    assert entries[0][2] == 1_600_000_000 * 1_000_000_000
+    assert entries[0][4] == b"long name\n"
+    assert entries[1][3] == link.linkname
+
+
+def test_reader_pax_times_xattrs_and_global_headers() -> None:
+    info, data = tar_entry("f", data=b"x")
+    info.pax_headers = {"mtime": "1600000000.25", "SCHILY.xattr.user.k": "v\u00e9"}
+    buf = io.BytesIO()
+    with tarfile.open(
+        fileobj=buf, mode="w", format=tarfile.PAX_FORMAT, pax_headers={"a": "b"}
+    ) as t:
+        t.addfile(info, io.BytesIO(data or b""))
+    entry = next(iter(TarReader(iter([buf.getvalue()]))))
+    assert entry.name == "f"
+    assert entry.mtime_ns == 1_600_000_000_250_000_000
+    assert entry.xattrs == {"user.k": "v\u00e9".encode()}
+
+
+def test_reader_old_style_directory_and_empty_stream() -> None:
+    info = tarfile.TarInfo("olddir/")
+    info.type = tarfile.AREGTYPE
+    entries = list(TarReader(iter([_tar(tarfile.USTAR_FORMAT, (info, None))])))
+    assert [e.isdir() for e in entries] == [True]
+    assert list(TarReader(iter([]))) == []
+
+
+@pytest.mark.parametrize(
+    ("mangle", "match"),
+    [
+        (lambda b: b[:100] + b"X" + b[101:], "bad header checksum"),
+        (lambda b: b[:300], "unexpected end of data"),
+        (lambda b: b[: 512 * 3 + 10], "unexpected end of data"),
+    ],
+)
+def test_reader_refuses_malformed_archives(tmp_path: Path, mangle: object, match: str) -> None:
+    blob = make_tar(tar_entry("f", data=b"y" * 2000))
+    assert callable(mangle)
+    with pytest.raises(InvalidArgumentError, match=match):
+        apply_chunks([mangle(blob)], tmp_path)
+
+
+def test_reader_refuses_sparse_files(tmp_path: Path) -> None:
+    info, data = tar_entry("sparse", data=b"z")
+    blob = bytearray(_tar(tarfile.GNU_FORMAT, (info, data)))
+    blob[156:157] = b"S"
+    chksum = sum(blob[:148]) + 8 * 0x20 + sum(blob[156:512])
+    blob[148:156] = f"{chksum:06o}\0 ".encode()
+    with pytest.raises(InvalidArgumentError, match="sparse"):
+        apply_chunks([bytes(blob)], tmp_path)
+
+
+def test_apply_replaces_files_in_a_cached_parent(tmp_path: Path) -> None:
+    layer = make_tar(
+        tar_entry("d", D, mode=0o755),
+        tar_entry("d/a", data=b"1"),
+        tar_entry("d/a", data=b"2"),
+        tar_entry(".wh.d"),
+        tar_entry("d/b", data=b"3"),
+    )
+    apply_chunks(_chunks(layer, 700), tmp_path)
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["b"]
+
+
+# --- overlay upper directories -----------------------------------------------------------
+
+
+@pytest.fixture
+def layers(tmp_path: Path, needs_root: None) -> tuple[Path, Path]:
+    del needs_root
+    lower, upper = tmp_path / "lower", tmp_path / "upper"
+    (lower / "etc").mkdir(parents=True)
+    (lower / "etc" / "gone").write_bytes(b"gone")
+    (lower / "etc" / "keep").write_bytes(b"keep")
+    (lower / "opaque").mkdir()
+    (lower / "opaque" / "hidden").write_bytes(b"")
+    (lower / "owned").mkdir(mode=0o750)
+    os.chown(lower / "owned", 1000, 1001)
+    os.setxattr(lower / "owned", "user.note", b"n")
+    upper.mkdir()
+    return lower, upper
+
+
+def test_overlay_whiteouts_opaque_dirs_and_parents(layers: tuple[Path, Path]) -> None:
+    lower, upper = layers
+    layer = make_tar(
+        tar_entry("etc/.wh.gone"),
+        tar_entry("opaque", D, mode=0o755),
+        tar_entry("opaque/.wh..wh..opq"),
+        tar_entry("opaque/new", data=b"n"),
+        tar_entry("owned/file", data=b"f"),
+    )
+    apply_chunks([layer], upper, overlay=OverlayUpper(lowers=(str(lower),)))
+    gone = os.lstat(upper / "etc" / "gone")
+    assert stat.S_ISCHR(gone.st_mode)
+    assert gone.st_rdev == 0
+    assert not (upper / "etc" / "keep").exists()
+    assert os.getxattr(upper / "opaque", "trusted.overlay.opaque") == b"y"
+    assert sorted(p.name for p in (upper / "opaque").iterdir()) == ["new"]
+    owned = os.stat(upper / "owned")
+    assert (owned.st_uid, owned.st_gid, stat.S_IMODE(owned.st_mode)) == (1000, 1001, 0o750)
+    assert os.getxattr(upper / "owned", "user.note") == b"n"
+
+
+def test_overlay_hardlink_copies_the_target_up(layers: tuple[Path, Path]) -> None:
+    lower, upper = layers
+    os.chmod(lower / "etc" / "keep", 0o640)
+    layer = make_tar(tar_entry("etc/alias", L, linkname="etc/keep"))
+    apply_chunks([layer], upper, overlay=OverlayUpper(lowers=(str(lower),)))
+    assert (upper / "etc" / "keep").read_bytes() == b"keep"
+    assert stat.S_IMODE((upper / "etc" / "keep").stat().st_mode) == 0o640
+    assert (upper / "etc" / "alias").stat().st_ino == (upper / "etc" / "keep").stat().st_ino
+    assert (lower / "etc" / "keep").stat().st_nlink == 1
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [tar_entry("etc/.wh.keep"), tar_entry("etc/alias", L, linkname="etc/keep")],
+        [tar_entry("alias", L, linkname="nowhere")],
+        [tar_entry("alias", L, linkname="etc")],
+    ],
+)
+def test_overlay_hardlink_to_missing_target_is_refused(
+    layers: tuple[Path, Path], entries: list[tuple[tarfile.TarInfo, bytes | None]]
+) -> None:
+    lower, upper = layers
+    with pytest.raises(InvalidArgumentError, match="hard link target"):
+        apply_chunks([make_tar(*entries)], upper, overlay=OverlayUpper(lowers=(str(lower),)))
+
+
+# --- decompression ----------------------------------------------------------------------
+
+
+def test_gzip_members_and_zstd_frames_are_concatenated() -> None:
+    one, two = os.urandom(3 << 20), b"b" * (5 << 20)
+    gz = gzip.compress(one) + gzip.compress(two)
+    zst = zstandard.ZstdCompressor().compress(one) + zstandard.ZstdCompressor().compress(two)
+    for blob, kind in ((gz, "gzip"), (zst, "zstd"), (gz, ""), (zst, "")):
+        out = list(_decompressed(_chunks(blob, 100_000), kind))
+        assert b"".join(out) == one + two
+        assert max(len(c) for c in out) <= 1 << 20
+
+
+_TAR = make_tar(tar_entry("f", data=b"data" * 1000))
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        gzip.compress(_TAR)[:-3],
+        gzip.compress(_TAR) + b"trailing garbage",
+        gzip.compress(_TAR)[:40] + b"\0" * 20 + gzip.compress(_TAR)[60:],
+    ],
+    ids=["truncated", "trailing-garbage", "corrupt"],
+)
+def test_bad_gzip_streams_fail(tmp_path: Path, blob: bytes) -> None:
+    with pytest.raises(InvalidArgumentError, match="invalid compressed layer stream"):
+        _apply_chunks(iter([blob]), "gzip", str(tmp_path), sync_fs=False)
