@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import shutil
 import signal
-import stat
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -387,21 +387,17 @@ class FifoSet:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _is_fifo(path: str) -> bool:
-    try:
-        return stat.S_ISFIFO(os.stat(path).st_mode)
-    except OSError:
-        return False
-
-
 @dataclass
 class StdioCopier:
     """Copies local file descriptors to and from a :class:`FifoSet`, one thread per stream.
 
-    Readers (stdout, stderr) start at once and wait in ``open`` until the
-    shim opens its end; the stdin writer starts with :meth:`start_stdin`
-    (after the process started) and calls ``on_stdin_eof`` when the local
-    input ends, so the caller can close the process's stdin.
+    Readers (stdout, stderr) start at once: each opens its FIFO without
+    blocking and polls it, so it sees data once the shim writes and
+    end-of-file once the shim, having opened the write side, closes it (a
+    FIFO no writer ever opened reports nothing). :meth:`unblock` stops
+    readers that wait for a shim that never came. The stdin writer starts
+    with :meth:`start_stdin` (after the process started); closing its end
+    when the local input ends is the process's end-of-file.
 
     Attributes:
         fifos: the FIFOs.
@@ -415,17 +411,22 @@ class StdioCopier:
     stdout: int | None = 1
     stderr: int | None = 2
     _readers: list[threading.Thread] = field(default_factory=list)
+    _stop: tuple[int, int] | None = None
 
     def start_output(self) -> None:
         """Start copying the process's stdout and stderr."""
+        if self._stop is None:
+            self._stop = os.pipe()
         for path, fd in ((self.fifos.stdout, self.stdout), (self.fifos.stderr, self.stderr)):
             if path and fd is not None:
-                t = threading.Thread(target=self._copy_out, args=(path, fd), daemon=True)
+                t = threading.Thread(
+                    target=self._copy_out, args=(path, fd, self._stop[0]), daemon=True
+                )
                 t.start()
                 self._readers.append(t)
 
     def start_stdin(self, on_stdin_eof: Callable[[], None] | None = None) -> None:
-        """Start copying local input into the process's stdin."""
+        """Start copying local input into the process's stdin; ``on_stdin_eof`` runs at its end."""
         if self.fifos.stdin and self.stdin is not None:
             threading.Thread(
                 target=self._copy_in, args=(self.fifos.stdin, self.stdin, on_stdin_eof), daemon=True
@@ -435,21 +436,37 @@ class StdioCopier:
         """Wait until the output streams reached end-of-file; False on timeout."""
         for t in self._readers:
             t.join(timeout)
-        return not any(t.is_alive() for t in self._readers)
+        done = not any(t.is_alive() for t in self._readers)
+        if done and self._stop is not None:
+            for end in self._stop:
+                os.close(end)
+            self._stop = None
+        return done
 
     def unblock(self) -> None:
-        """Make readers still waiting for the shim see end-of-file (the task was never created)."""
-        for path in (self.fifos.stdout, self.fifos.stderr):
-            if path and _is_fifo(path):
-                with contextlib.suppress(OSError):
-                    os.close(os.open(path, os.O_RDWR | os.O_NONBLOCK))
+        """Stop the readers (the task was never created, or its output never ended)."""
+        if self._stop is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._stop[1], b"x")
 
     @staticmethod
-    def _copy_out(path: str, fd: int) -> None:
+    def _copy_out(path: str, fd: int, stop: int) -> None:
         with contextlib.suppress(OSError):
-            src = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            src = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             try:
-                while chunk := os.read(src, _CHUNK):
+                poller = select.poll()
+                poller.register(src, select.POLLIN)
+                poller.register(stop, select.POLLIN)
+                while True:
+                    ready = dict(poller.poll())
+                    if src not in ready:
+                        return  # stopped
+                    try:
+                        chunk = os.read(src, _CHUNK)
+                    except BlockingIOError:
+                        continue
+                    if not chunk:
+                        return  # every writer closed: end-of-file
                     view = memoryview(chunk)
                     while view:
                         view = view[os.write(fd, view) :]
