@@ -8,7 +8,6 @@ task otherwise, and returns the exit status.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -22,7 +21,8 @@ from pycontainerd.ctr.common import CommandError, group, log, run
 from pycontainerd.ctr.tabwriter import TabWriter
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    import asyncio
+    from collections.abc import Awaitable, Callable, Coroutine, Iterator
     from datetime import datetime
     from typing import TextIO
 
@@ -113,6 +113,8 @@ async def attach_and_wait(
     Signals are caught before ``start`` runs, so one that arrives as the
     process starts is forwarded to it rather than ending ``ctr``.
     """
+    import asyncio
+
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Future[Any]] = set()
 
@@ -167,6 +169,13 @@ async def attach_and_wait(
             loop.remove_signal_handler(sig)
         for fut in list(pending):
             fut.cancel()
+
+
+def ensure_future(coro: Coroutine[Any, Any, ExitStatus]) -> asyncio.Future[ExitStatus]:
+    """Schedule ``coro`` on the running loop (asyncio is imported only when a command runs)."""
+    import asyncio
+
+    return asyncio.ensure_future(coro)
 
 
 def finish_output(copier: StdioCopier | None) -> None:
@@ -394,7 +403,7 @@ def exec_(  # noqa: PLR0917 - click passes one parameter per flag
             fifos.remove()
             raise
         try:
-            waiter = asyncio.ensure_future(task.wait())
+            waiter = ensure_future(task.wait())
             with raw_terminal(tty and not detach) as console:
                 if detach:
                     await task.start()
@@ -496,7 +505,7 @@ async def start_task(
                 fifos.remove()
             raise
         try:
-            waiter = None if detach else asyncio.ensure_future(task.wait())
+            waiter = None if detach else ensure_future(task.wait())
             if pid_file:
                 write_pid_file(pid_file, task.pid)
             if waiter is None:
@@ -535,7 +544,7 @@ def attach(ctx: click.Context, container: str | None) -> None:
         fifos = FifoSet.of(await task.state())
         with raw_terminal(tty) as console:
             copier = make_copier(fifos)
-            waiter = asyncio.ensure_future(task.wait())
+            waiter = ensure_future(task.wait())
             status = await attach_and_wait(task, waiter, copier, tty=tty, console=console)
             with contextlib.suppress(Exception):
                 await task.service.delete(cid)
