@@ -10,12 +10,14 @@ import grpc
 import pytest
 
 from pycontainerd.content.local import LocalStore
-from pycontainerd.core import containers, content, images, leases
-from pycontainerd.core.errdefs import InvalidArgumentError
+from pycontainerd.core import containers, content, images, leases, snapshots
+from pycontainerd.core.errdefs import InvalidArgumentError, NotFoundError
+from pycontainerd.core.namespaces import with_namespace
 from pycontainerd.core.plugin import GrpcService, InitContext, PluginType
 from pycontainerd.events.exchange import Exchange
 from pycontainerd.metadata import plugin
 from pycontainerd.metadata.metadata import Metadata
+from pycontainerd.snapshots.native import NativeSnapshotter
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -72,6 +74,29 @@ async def test_init_metadata_and_services(tmp_path: Path) -> None:
             svc.register(server)
         await server.stop(None)
         await exchange.aclose()
+    finally:
+        await md.aclose()
+
+
+async def test_metadata_hands_out_one_namespaced_snapshotter_per_backend(tmp_path: Path) -> None:
+    native = NativeSnapshotter(tmp_path / "native")
+    md = Metadata(
+        tmp_path / "meta.db",
+        LocalStore(tmp_path / "content"),
+        snapshotters={"native": native, "odd": object()},
+    )
+    try:
+        assert isinstance(md, snapshots.SnapshotterProvider)
+        view = md.snapshotter("native")
+        assert isinstance(view, snapshots.Snapshotter)
+        assert md.snapshotter("native") is view  # shared by every service
+        with with_namespace("default"):
+            await view.prepare("k")
+            assert [i.name async for i in view.walk()] == ["k"]
+        with pytest.raises(NotFoundError, match="snapshotter 'overlayfs' is not loaded"):
+            md.snapshotter("overlayfs")
+        with pytest.raises(NotFoundError, match="snapshotter 'odd' is not loaded"):
+            md.snapshotter("odd")  # not a snapshotter
     finally:
         await md.aclose()
 

@@ -164,3 +164,17 @@ class Cleaner(Protocol):
     async def cleanup(self) -> None:
         """Delete data of snapshots that no longer exist."""
         ...
+
+
+@runtime_checkable
+class SnapshotterProvider(Protocol):
+    """Hands out namespaced snapshotters by backend name (containerd's ``db.Snapshotter``).
+
+    The metadata plugin's instance implements this: the Snapshots service and
+    the Tasks service take their snapshotters from it, so every caller shares
+    one namespaced view per backend without importing the metadata package.
+    """
+
+    def snapshotter(self, name: str) -> Snapshotter:
+        """The namespaced view of backend ``name``; ``NotFoundError`` when none is loaded."""
+        ...

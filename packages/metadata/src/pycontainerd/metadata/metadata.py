@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pycontainerd.core.errdefs import NotFoundError
+from pycontainerd.core.snapshots import Snapshotter
 from pycontainerd.metadata.containers import ContainerStore
 from pycontainerd.metadata.content import SHARED, MetadataContentStore
 from pycontainerd.metadata.db import MetadataDB
 from pycontainerd.metadata.images import ImageStore
 from pycontainerd.metadata.leases import LeaseStore
 from pycontainerd.metadata.namespaces import NamespaceStore
+from pycontainerd.metadata.snapshotter import NamespacedSnapshotter
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -48,6 +51,7 @@ class Metadata:
         self.content_backend = content
         self.policy = policy
         self.snapshotters = dict(snapshotters or {})
+        self._snapshotters: dict[str, NamespacedSnapshotter] = {}
         self._content = MetadataContentStore(self.db, content, policy=policy)
         self._namespaces = NamespaceStore(self.db)
         self._images = ImageStore(self.db)
@@ -57,6 +61,23 @@ class Metadata:
     def content_store(self) -> MetadataContentStore:
         """The namespaced content store (what the Content service serves)."""
         return self._content
+
+    def snapshotter(self, name: str) -> NamespacedSnapshotter:
+        """The namespaced view of backend snapshotter ``name``, one per name.
+
+        Implements :class:`pycontainerd.core.snapshots.SnapshotterProvider`.
+
+        Raises:
+            NotFoundError: no snapshotter ``name`` was loaded.
+        """
+        view = self._snapshotters.get(name)
+        if view is None:
+            backend = self.snapshotters.get(name)
+            if not isinstance(backend, Snapshotter):
+                msg = f"snapshotter {name!r} is not loaded"
+                raise NotFoundError(msg)
+            view = self._snapshotters[name] = NamespacedSnapshotter(self.db, name, backend)
+        return view
 
     def namespace_store(self) -> NamespaceStore:
         """Namespaces and their labels."""

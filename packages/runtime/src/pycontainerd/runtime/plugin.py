@@ -112,15 +112,9 @@ async def _init_runtime(ic: InitContext) -> TaskManager:
 
 
 def _snapshotters(ic: InitContext) -> dict[str, Any]:
-    """Namespaced views of every loaded snapshotter (as the Snapshots service sees them)."""
-    from pycontainerd.metadata.snapshotter import NamespacedSnapshotter
-
+    """Namespaced views of every loaded snapshotter (the ones the Snapshots service serves)."""
     md = _single(ic, PluginType.METADATA)
-    backends = dict(ic.initialized.get(PluginType.SNAPSHOT, {}))
-    return {
-        name: NamespacedSnapshotter(md.db, name, backend)  # type: ignore[arg-type]
-        for name, backend in backends.items()
-    }
+    return {name: md.snapshotter(name) for name in ic.initialized.get(PluginType.SNAPSHOT, {})}
 
 
 async def _init_service(ic: InitContext) -> GrpcService:

@@ -15,6 +15,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Final
 
 from pycontainerd.core.plugin import InitContext, PluginType, Registration, hookimpl
+from pycontainerd.core.snapshots import SnapshotterProvider
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -66,21 +67,16 @@ async def _init_walking(ic: InitContext) -> WalkingDiffer:
 
 
 def _namespaced(ic: InitContext) -> dict[str, Snapshotter]:
-    """Namespaced views of every loaded snapshotter, from the metadata plugin."""
-    backends = dict(ic.initialized.get(PluginType.SNAPSHOT, {}))
-    md = next(iter(ic.get_by_type(PluginType.METADATA).values()))
-    factory = getattr(md, "snapshotter", None)
-    if callable(factory):
-        return {name: factory(name) for name in backends}
-    # The metadata distribution builds the wrapper; its database is the one
-    # the metadata plugin opened.
-    from pycontainerd.metadata.snapshotter import NamespacedSnapshotter
+    """Namespaced views of every loaded snapshotter, from the metadata plugin.
 
-    db = md.db  # type: ignore[attr-defined]
-    return {
-        name: NamespacedSnapshotter(db, name, backend)  # type: ignore[arg-type]
-        for name, backend in backends.items()
-    }
+    Raises:
+        TypeError: the metadata plugin does not hand out snapshotters.
+    """
+    md = ic.get_single(PluginType.METADATA)
+    if not isinstance(md, SnapshotterProvider):
+        msg = f"{PluginType.METADATA} plugin does not provide snapshotters (snapshotter(name))"
+        raise TypeError(msg)
+    return {name: md.snapshotter(name) for name in ic.initialized.get(PluginType.SNAPSHOT, {})}
 
 
 def _publisher(ic: InitContext) -> Any:
