@@ -13,8 +13,8 @@ import hashlib
 import re
 from typing import TYPE_CHECKING, Final, Self
 
-from pycontainerd.core._gostr import go_quote
 from pycontainerd.core.errdefs import InvalidArgumentError
+from pycontainerd.core.gostr import go_quote
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -46,8 +46,8 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Final, Protocol, TypeAlias, runtime_checkable
 
-from pycontainerd.core._gostr import go_is_space, go_quote
 from pycontainerd.core.errdefs import InvalidArgumentError
+from pycontainerd.core.gostr import go_is_space, go_quote
 
 __all__ = [
     "ALWAYS",

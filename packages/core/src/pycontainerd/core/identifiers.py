@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from pycontainerd.core._gostr import go_quote
 from pycontainerd.core.errdefs import InvalidArgumentError
+from pycontainerd.core.gostr import go_quote
 
 MAX_LENGTH: Final = 76
 PATTERN: Final = r"^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$"

@@ -16,8 +16,8 @@ import sys
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-from pycontainerd.core._gostr import go_quote
 from pycontainerd.core.errdefs import InvalidArgumentError, UnimplementedError
+from pycontainerd.core.gostr import go_quote
 
 _COMPONENT: Final = re.compile(r"[A-Za-z0-9_-]+")
 COMPONENT_PATTERN: Final = "^[A-Za-z0-9_-]+$"

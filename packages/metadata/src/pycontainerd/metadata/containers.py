@@ -19,9 +19,9 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from pycontainerd.core import filters, identifiers
-from pycontainerd.core._gostr import go_quote
 from pycontainerd.core.containers import Container, RuntimeInfo
 from pycontainerd.core.errdefs import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.namespaces import namespace_required
 from pycontainerd.core.types import AnyValue
 from pycontainerd.metadata._rows import (

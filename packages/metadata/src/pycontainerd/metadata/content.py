@@ -32,7 +32,6 @@ import dataclasses
 from typing import TYPE_CHECKING, Final
 
 from pycontainerd.core import digests, filters
-from pycontainerd.core._gostr import go_quote
 from pycontainerd.core.content import Info, Status
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
@@ -40,6 +39,7 @@ from pycontainerd.core.errdefs import (
     InvalidArgumentError,
     NotFoundError,
 )
+from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.namespaces import lease, namespace_required
 from pycontainerd.metadata._rows import (
     apply_map_paths,

@@ -15,13 +15,13 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from pycontainerd.core import digests, filters
-from pycontainerd.core._gostr import go_quote
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
 )
+from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.images import Image
 from pycontainerd.core.namespaces import namespace_required
 from pycontainerd.core.types import Descriptor

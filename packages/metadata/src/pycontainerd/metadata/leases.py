@@ -22,13 +22,13 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from pycontainerd.core import digests, filters
-from pycontainerd.core._gostr import go_quote
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
     InvalidArgumentError,
     NotFoundError,
     UnimplementedError,
 )
+from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.leases import EXPIRE_LABEL, FLAT_LABEL, Lease, Resource
 from pycontainerd.core.namespaces import namespace_required
 from pycontainerd.metadata._rows import (

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pycontainerd.core import identifiers
-from pycontainerd.core._gostr import go_quote
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
 )
+from pycontainerd.core.gostr import go_quote
 from pycontainerd.metadata._rows import (
     apply_map_paths,
     dump_map,

@@ -14,13 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pycontainerd.core._gostr import go_quote
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
 )
+from pycontainerd.core.gostr import go_quote
 from pycontainerd.metadata._rows import (
     dump_map,
     ensure_namespace,

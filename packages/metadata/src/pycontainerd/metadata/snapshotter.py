@@ -29,13 +29,13 @@ import logging
 from typing import TYPE_CHECKING
 
 from pycontainerd.core import filters, namespaces
-from pycontainerd.core._gostr import go_quote
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
 )
+from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.snapshots import Cleaner, Info, Kind, Snapshotter, Usage
 from pycontainerd.metadata import snapshots as records
 from pycontainerd.metadata._rows import (

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from pycontainerd.core import digests
-from pycontainerd.core._gostr import go_quote
 from pycontainerd.core.errdefs import InvalidArgumentError
+from pycontainerd.core.gostr import go_quote
 
 _TAG: Final = re.compile(r"[\w][\w.-]{0,127}")
 _PATH: Final = re.compile(
