@@ -113,6 +113,7 @@ def run(ctx: click.Context, work: Callable[[Client], Awaitable[T]], **client_kwa
     The client is connected first (``--connect-timeout``) and closed after.
     """
     import asyncio  # here, not at the top: ``ctr --help`` never needs it (~50 ms)
+
     obj = ctx.find_object(CtrContext)
     if obj is None:  # pragma: no cover - always set by the root group
         msg = "ctr context missing"
