@@ -35,10 +35,11 @@ def pycontainerd_sources():
 def pycontainerd_tests(extra_dependencies=(), **kwargs):
     """Every ``test_*.py`` under ``tests/``, its conftest/helper modules and data files.
 
-    The tests depend on all of their package's modules (subprocess probes import
-    modules no test imports) and on the root conftest (see conftest.py).
+    The tests depend on the whole workspace (``//:workspace``: every
+    distribution's sources and every third-party requirement, as ``uv sync``
+    installs them), since the daemons, shims and ``ctr`` processes they start
+    import modules no test imports, and on the root conftest (see conftest.py).
     """
-    package = build_file_dir().parent
     python_test_utils(name="test_utils", sources=["**/*.py", "!**/test_*.py"])
     # Test data keeps its path (test files are not stripped): Path(__file__).parent / ...
     files(name="test_data", sources=["**/*", "!**/*.py", "!**/*.pyc", "!BUILD"])
@@ -48,7 +49,7 @@ def pycontainerd_tests(extra_dependencies=(), **kwargs):
         dependencies=[
             ":test_utils",
             ":test_data",
-            f"{package}/src:src",
+            "//:workspace",
             "//:root_conftest",
             *extra_dependencies,
         ],
