@@ -1,9 +1,9 @@
 """Every side-by-side benchmark in one run, one summary table at the end.
 
-    uv run python bench/run_all.py [--quick] [--only daemons,content,metadata,gc]
+    uv run python bench/run_all.py [--quick] [--only daemons,content,metadata,gc,runtime]
 
 Runs ``daemons.py`` (start, ``ctr version``, idle RSS), ``content.py``,
-``metadata.py`` and ``garbage.py`` with their defaults (``--quick``: smaller sizes,
+``metadata.py``, ``garbage.py`` and ``runtime.py`` with their defaults (``--quick``: smaller sizes,
 for a smoke run), printing each part's table as it finishes and all rows
 together at the end. A benchmark, never a test: it exits non-zero only when a
 daemon cannot be started or a part crashes, never on a missed target. Takes
@@ -22,12 +22,13 @@ import content
 import daemons
 import garbage
 import metadata
+import runtime
 from _harness import Row, check_binaries, peers, print_table
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-PARTS = ("daemons", "content", "metadata", "gc")
+PARTS = ("daemons", "content", "metadata", "gc", "runtime")
 
 
 def daemon_rows(quick: bool) -> list[Row]:
@@ -62,6 +63,7 @@ def main() -> int:
         "content": lambda: content.rows(64 if q else 512, 2 if q else 3),
         "metadata": lambda: metadata.rows(50 if q else 500, 1000 if q else 10_000),
         "gc": lambda: gc_rows(q),
+        "runtime": lambda: runtime.rows(5 if q else 15, 10, 3 if q else 5, image=True),
     }
     every: list[Row] = []
     failed = False
