@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from typing import TYPE_CHECKING
@@ -65,6 +66,11 @@ def test_missing_config_json(tmp_path: Path) -> None:
         prepare(["/bin/true"], b'{"id": "c"}', {})
 
 
+# Pants installs no distribution: its sources are importable through
+# PEX_EXTRA_SYS_PATH (see the root conftest.py), which a scrubbed environment keeps.
+PANTS_IMPORT_PATH = {k: v for k, v in os.environ.items() if k == "PEX_EXTRA_SYS_PATH"}
+
+
 def run_hook(
     args: list[str], stdin: bytes, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -95,7 +101,7 @@ def test_oci_hook_command_execs_with_templates(tmp_path: Path) -> None:
             "{{status}}",
         ],
         state_json(b),
-        env={"PATH": "/usr/bin:/bin", "MYV": "{{id}}-env"},
+        env={"PATH": "/usr/bin:/bin", "MYV": "{{id}}-env", **PANTS_IMPORT_PATH},
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout == f"c1 4242 {b}/rootfs {b} yy created c1-env\n"
