@@ -13,6 +13,8 @@ Metrics (``ratio`` = pycontainerd / containerd):
   snapshot): containerd with its Go shim against our daemon with our shim;
 - ``run_rm_rootfs_goshim_ms``: the same, our daemon with ``io.containerd.runc.v2``
   mapped to containerd's Go shim: what our daemon costs without our shim;
+- ``run_rm_new_ns_ms``: the same, each run in a namespace of its own, so our
+  daemon starts a new shim every time (the Go shim always does);
 - ``run_rm_image_ms``: ``ctr run --rm IMAGE id /bin/true`` of a one-layer busybox
   image imported into both daemons (overlayfs snapshots);
 - ``run_rm_image_goshim_ms``: the same with the Go shim mapped;
@@ -68,16 +70,29 @@ GO_SHIM_CONFIG = (
 APPLETS = ("sh", "true", "sleep", "echo", "cat")
 
 
+#: Our daemon and shims run with bytecode caching on, as installed ones do (pip
+#: compiles, ``uv sync --compile-bytecode`` too): with ``PYTHONDONTWRITEBYTECODE=1``
+#: and a stale cache every shim start recompiles what it imports (~4x the CPU).
+BYTECODE_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def our_peer() -> Peer:
+    """Our daemon (``io.containerd.runc.v2`` served by our shim)."""
+    peer = pycontainerd_peer()
+    peer.env = dict(BYTECODE_ENV)
+    return peer
+
+
 def pycontainerd_goshim_peer() -> Peer:
     """Our daemon with ``io.containerd.runc.v2`` handed to containerd's Go shim."""
-    base = pycontainerd_peer()
+    base = our_peer()
 
     def command(where: Path) -> list[str]:
         config = where / "config.toml"
         config.write_text(GO_SHIM_CONFIG)
         return [*base.command(where), "--config", str(config)]
 
-    return Peer("pycontainerd+goshim", command)
+    return Peer("pycontainerd+goshim", command, env=dict(BYTECODE_ENV))
 
 
 def make_rootfs(path: Path) -> Path:
@@ -153,28 +168,49 @@ def _timed_ctr(peer: Peer, *args: str) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
-def run_rm_ms(peer: Peer, rootfs: Path | None, runs: int) -> float | None:
-    """Median ms of ``ctr run --rm`` of ``/bin/true`` (rootfs dir, or the imported image)."""
+def run_rm_ms(
+    group: list[Peer], rootfs: Path | None, runs: int, *, new_namespace: bool = False
+) -> list[float | None]:
+    """Median ms of ``ctr run --rm ... /bin/true`` on each daemon of ``group``.
+
+    The daemons run at the same time and take turns, run by run, so machine
+    noise falls on all of them alike. ``rootfs`` None runs the imported image.
+    ``new_namespace``: every run in a namespace of its own (a new shim for ours
+    too); otherwise two warm-up runs first.
+    """
     tag = uuid.uuid4().hex[:6]
+    samples: list[list[float]] = [[] for _ in group]
+    alive = [True] * len(group)
     try:
-        peer.start()
-        if rootfs is None:
-            assert peer.base is not None
-            peer.ctr_ok("images", "import", str(oci_archive(peer.base / "busybox.tar")))
-            source = ["--snapshotter", "overlayfs", IMAGE]
-        else:
-            source = ["--rootfs", str(rootfs)]
-        samples = []
-        for i in range(runs + 2):
-            ms = _timed_ctr(peer, "run", "--rm", *source, f"t{i}-{tag}", "/bin/true")
-            if i >= 2:
-                samples.append(ms)
-        return statistics.median(samples)
-    except RuntimeError as exc:
-        print(f"  {peer.name}: {exc}", file=sys.stderr)
-        return None
+        for peer in group:
+            peer.start()
+        for i in range(runs + (0 if new_namespace else 2)):
+            for n, peer in enumerate(group):
+                if not alive[n]:
+                    continue
+                ns = ["-n", f"ns{i}"] if new_namespace else []
+                if rootfs is None:
+                    assert peer.base is not None
+                    if i == 0 or new_namespace:
+                        archive = oci_archive(peer.base / "busybox.tar")
+                        peer.ctr_ok(*ns, "images", "import", str(archive))
+                    source = ["--snapshotter", "overlayfs", IMAGE]
+                else:
+                    source = ["--rootfs", str(rootfs)]
+                try:
+                    ms = _timed_ctr(peer, *ns, "run", "--rm", *source, f"t{i}-{tag}", "/bin/true")
+                except RuntimeError as exc:
+                    print(f"  {peer.name}: {exc}", file=sys.stderr)
+                    alive[n] = False
+                    continue
+                if new_namespace or i >= 2:
+                    samples[n].append(ms)
+        return [
+            statistics.median(s) if ok and s else None for s, ok in zip(samples, alive, strict=True)
+        ]
     finally:
-        _clean(peer)
+        for peer in group:
+            _clean(peer)
 
 
 def rss_pss_kib(pid: int) -> tuple[int, int]:
@@ -317,25 +353,24 @@ def rows(runs: int = 15, containers: int = 10, starts: int = 5, image: bool = Tr
     try:
         rootfs = make_rootfs(work / "rootfs")
         out = []
-        go = run_rm_ms(containerd_peer(), rootfs, runs)
-        ours = run_rm_ms(pycontainerd_peer(), rootfs, runs)
+        trio = [containerd_peer, our_peer, pycontainerd_goshim_peer]
+        go, ours, mapped = run_rm_ms([p() for p in trio], rootfs, runs)
         out.append(Row("run_rm_rootfs_ms", go, ours, "<= 1.5x"))
-        mapped = run_rm_ms(pycontainerd_goshim_peer(), rootfs, runs)
         out.append(Row("run_rm_rootfs_goshim_ms", go, mapped, "", "our daemon, Go shim"))
+        go, ours = run_rm_ms([p() for p in trio[:2]], rootfs, max(3, runs // 3), new_namespace=True)
+        out.append(Row("run_rm_new_ns_ms", go, ours, "", "each run in a new namespace"))
         if image:
-            go = run_rm_ms(containerd_peer(), None, runs)
-            ours = run_rm_ms(pycontainerd_peer(), None, runs)
+            go, ours, mapped = run_rm_ms([p() for p in trio], None, runs)
             out.append(Row("run_rm_image_ms", go, ours, "<= 1.5x"))
-            mapped = run_rm_ms(pycontainerd_goshim_peer(), None, runs)
             out.append(Row("run_rm_image_goshim_ms", go, mapped, "", "our daemon, Go shim"))
         go_mem = shim_memory(containerd_peer(), rootfs, containers)
-        our_mem = shim_memory(pycontainerd_peer(), rootfs, containers)
+        our_mem = shim_memory(our_peer(), rootfs, containers)
         out.append(Row("shim_rss_per_ctr_mib", _pick(go_mem, 0), _pick(our_mem, 0), "<= 20"))
         out.append(Row("shim_pss_per_ctr_mib", _pick(go_mem, 1), _pick(our_mem, 1)))
         out.append(
             Row("shim_procs", _pick(go_mem, 2), _pick(our_mem, 2), "", f"{containers} containers")
         )
-        env = dict(os.environ)
+        env = dict(BYTECODE_ENV)
         out.append(
             Row(
                 "shim_ready_ms",

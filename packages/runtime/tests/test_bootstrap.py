@@ -20,6 +20,7 @@ from pycontainerd.core.errdefs import (
     NotFoundError,
     UnimplementedError,
 )
+from pycontainerd.runtime.shim import bootstrap
 from pycontainerd.runtime.shim.service import TASK_SPEC
 from pycontainerd.runtime.testing import install_shim, is_our_shim, require, wait_for
 
@@ -106,6 +107,23 @@ def test_start_reuses_the_namespace_shim(daemon: Daemon) -> None:
     # another namespace, another shim
     r3 = daemon.shim("start", "c", daemon.bundle("c", ns="other"), ns="other")
     assert r3.stdout.decode() != address
+
+
+def test_reuse_in_process_reserves_a_running_shim_only(daemon: Daemon) -> None:
+    b1, b2, b3 = daemon.bundle("a"), daemon.bundle("b"), daemon.bundle("c", ns="other")
+    # No shim runs for the namespace: reuse declines (``start`` must spawn one).
+    assert bootstrap.reuse(b1, "ns", "a", daemon.address, "namespace") is None
+    assert not os.path.exists(os.path.join(b1, "address"))
+    address = daemon.shim("start", "a", b1).stdout.decode()
+    got = bootstrap.reuse(b2, "ns", "b", daemon.address, "namespace")
+    assert got == address
+    with open(os.path.join(b2, "address")) as f:
+        assert f.read() == address
+    with open(os.path.join(b2, "shim.pid")) as f:
+        assert int(f.read()) in daemon.started
+    # Another namespace, or one shim per container: that shim does not run yet.
+    assert bootstrap.reuse(b3, "other", "c", daemon.address, "namespace") is None
+    assert bootstrap.reuse(b2, "ns", "b", daemon.address, "container") is None
 
 
 def test_group_annotation_and_container_policy(daemon: Daemon) -> None:

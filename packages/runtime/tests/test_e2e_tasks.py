@@ -421,6 +421,8 @@ def test_shim_killed_mid_run_is_reported_exited_once(rig: Rig) -> None:
     cid = rig.id("k")
     with rig.events() as lines:
         rig.run_d(cid, "/bin/sleep", "300")
+        # Shims forward events from a queue, after the call returns: let /tasks/start out first.
+        wait_for(lambda: "/tasks/start" in topics(lines, cid), what="/tasks/start")
         bundle = rig.bundle(cid)
         shim_pid = int((bundle / "shim.pid").read_text())
         os.kill(shim_pid, signal.SIGKILL)

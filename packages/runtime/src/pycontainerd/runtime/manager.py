@@ -48,6 +48,7 @@ from pycontainerd.core.errdefs import (
     UnknownError,
 )
 from pycontainerd.runtime.bundle import ADDRESS, SHIM_BINARY_PATH, SHIM_PID, Bundle
+from pycontainerd.runtime.shim import bootstrap
 
 # One description of the shim task API serves both sides (the shim serves it).
 from pycontainerd.runtime.shim.service import TASK_SPEC
@@ -79,6 +80,9 @@ DEFAULT_SHIMS: Final[Mapping[str, str]] = {"io.containerd.runc.v2": "containerd-
 ``containerd-shim-runc-v2`` in the plugin's ``shims`` table hands it to
 containerd's Go shim instead.
 """
+
+PYRUNC_SHIM: Final = "containerd-shim-pyrunc-v2"
+"""Our shim's binary name: the manager reserves a running one in-process (``bootstrap.reuse``)."""
 
 UNKNOWN_EXIT: Final = 255
 """Exit status announced for a task whose shim died without telling (upstream's)."""
@@ -521,12 +525,26 @@ class TaskManager:
         return argv
 
     async def _run_start(self, bundle: Bundle, launch: _Launch) -> str:
+        env = self.shim_env(launch.namespace)
+        if os.path.basename(launch.binary) == PYRUNC_SHIM:
+            # Our own shim: reserving a running one needs no ``start`` process
+            # (a Python start-up, ~40 ms); only a new shim does.
+            address = await asyncio.to_thread(
+                bootstrap.reuse,
+                str(bundle.path),
+                launch.namespace,
+                launch.task_id,
+                self.grpc_address,
+                env.get(bootstrap.GROUPING_ENV) or "namespace",
+            )
+            if address is not None:
+                return address
         argv = self._argv(launch.binary, launch.namespace, launch.task_id, "start")
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 cwd=bundle.path,
-                env=self.shim_env(launch.namespace),
+                env=env,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,

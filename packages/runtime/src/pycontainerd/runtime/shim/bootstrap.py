@@ -40,7 +40,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pycontainerd.runtime.shim.main import Flags
 
-__all__ = ["BOOTSTRAP_SERVICE", "GROUP_ANNOTATIONS", "delete", "group_of", "start"]
+__all__ = ["BOOTSTRAP_SERVICE", "GROUP_ANNOTATIONS", "delete", "group_of", "reuse", "start"]
 
 BOOTSTRAP_SERVICE = "pycontainerd.shim.v1.Bootstrap"
 """The shim's own ttrpc service; ``Reserve`` takes a task id as raw bytes."""
@@ -164,15 +164,20 @@ def _spawn(flags: Flags, path: str, state: str) -> int:
         listener.close()
 
 
+def _socket_of(bundle: str, namespace: str, task_id: str, address: str, policy: str | None) -> str:
+    """The socket path of the shim serving this task's group (ValueError: too long)."""
+    state = paths.state_dir(bundle, address)
+    return paths.socket_path(state, address, namespace, group_of(bundle, task_id, policy))
+
+
 def start(flags: Flags) -> int:
     """``start``: print the address of the shim serving this task, starting it if needed."""
     if not flags.id:
         return _fail("shim id cannot be empty")
     bundle = os.getcwd()
     state = paths.state_dir(bundle, flags.address)
-    group = group_of(bundle, flags.id)
     try:
-        path = paths.socket_path(state, flags.address, flags.namespace, group)
+        path = _socket_of(bundle, flags.namespace, flags.id, flags.address, None)
     except ValueError as exc:
         return _fail(str(exc))
     os.makedirs(paths.socket_dir(state), mode=0o711, exist_ok=True)
@@ -187,12 +192,58 @@ def start(flags: Flags) -> int:
                 return _fail(f"cannot start shim: {exc}")
     finally:
         os.close(lock_fd)
-    address = "unix://" + path
-    _write_file(os.path.join(bundle, "address"), address)
-    _write_file(os.path.join(bundle, "shim.pid"), str(pid))
+    address = _record(bundle, path, pid)
     sys.stdout.write(address)
     sys.stdout.flush()
     return 0
+
+
+def reuse(
+    bundle: str, namespace: str, task_id: str, address: str, policy: str | None
+) -> str | None:
+    """What ``start`` does when the group's shim already runs, without a ``start`` process.
+
+    The daemon calls this in-process for its own pyrunc shim: a running shim is
+    reserved for ``task_id`` under the same lock ``start`` takes, and the
+    bundle gets ``address`` and ``shim.pid``. Spawning a new shim is left to
+    ``start`` (the daemon must not become the shim's parent).
+
+    Args:
+        bundle: the task's bundle directory.
+        namespace: the task's namespace.
+        task_id: the task id.
+        address: the daemon's gRPC address (``-address``).
+        policy: ``PYCONTAINERD_SHIM_GROUPING`` of the shim's environment.
+
+    Returns:
+        The shim's address (``unix://...``), or None when no shim of the group answers.
+    """
+    try:
+        path = _socket_of(bundle, namespace, task_id, address, policy)
+    except ValueError:
+        return None
+    if not os.path.exists(path):
+        return None
+    try:
+        lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        pid = _reserve(path, task_id)
+    finally:
+        os.close(lock_fd)
+    if pid is None:
+        return None
+    return _record(bundle, path, pid)
+
+
+def _record(bundle: str, path: str, pid: int) -> str:
+    """Write ``address`` and ``shim.pid`` into the bundle; return the address."""
+    address = "unix://" + path
+    _write_file(os.path.join(bundle, "address"), address)
+    _write_file(os.path.join(bundle, "shim.pid"), str(pid))
+    return address
 
 
 def _write_file(path: str, data: str) -> None:
