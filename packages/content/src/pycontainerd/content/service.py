@@ -1,10 +1,13 @@
 """The Content gRPC service (``containerd.services.content.v1.Content``).
 
 A thin translator over a content ``Store`` (in the daemon: the metadata
-package's namespaced store wrapped by ``EventStore``). The namespace of each
-call comes from the ``containerd-namespace`` header and is made current with
-``pycontainerd.core.namespaces.with_namespace``; the store decides whether it
-needs one (``namespace is required: failed precondition``).
+package's namespaced store wrapped by ``EventStore``). The namespace and lease
+of each call come from the ``containerd-namespace`` and ``containerd-lease``
+headers and are made current with :mod:`pycontainerd.api.grpcutil` (in the
+streams, only around steps that do not yield); the store decides whether it
+needs a namespace (``namespace is required: failed precondition``). The lease
+matters for writes: a blob committed (or an ingest opened) under it is
+referenced by it, so a collection during a pull does not take it.
 
 Errors are upstream's: errdefs kinds raised by the store go through
 ``aborting_on_error`` (message ending in the sentinel); the checks upstream
@@ -21,7 +24,6 @@ This module is an edge: it may import grpc and the generated code.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from typing import TYPE_CHECKING, Any, Final
@@ -30,15 +32,15 @@ import grpc
 from google.protobuf import empty_pb2, timestamp_pb2
 
 from pycontainerd.api.errgrpc import aborting_on_error
+from pycontainerd.api.grpcutil import CallScope, request_scope
 from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
-from pycontainerd.core import digests, namespaces
+from pycontainerd.core import digests
 from pycontainerd.core.content import Info, Status
 from pycontainerd.core.errdefs import AlreadyExistsError, ContainerdError
 from pycontainerd.core.types import UNSET_TIME
-from pycontainerd.events.service import namespace_of
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator
     from datetime import datetime
 
     from pycontainerd.core.content import Store, Writer
@@ -51,22 +53,6 @@ LIST_BATCH: Final = 100
 READ_CHUNK: Final = 1 << 20
 
 _Ctx = grpc.aio.ServicerContext[Any, Any]
-
-
-@contextlib.contextmanager
-def _request_scope(context: _Ctx) -> Iterator[None]:
-    """Make the call's ``containerd-namespace`` and ``containerd-lease`` headers current.
-
-    The lease matters for writes: a blob committed (or an ingest opened) under
-    it is referenced by it, so a collection during a pull does not take it.
-    """
-    lease_id = None
-    for key, value in context.invocation_metadata() or ():
-        if key == namespaces.LEASE_HEADER and isinstance(value, str) and value:
-            lease_id = value
-            break
-    with namespaces.with_namespace(namespace_of(context)), namespaces.with_lease(lease_id):
-        yield
 
 
 def _ts(when: datetime) -> timestamp_pb2.Timestamp | None:
@@ -138,7 +124,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
     ) -> content_pb2.InfoResponse:
         await _check_digest(context, request.digest)
         async with aborting_on_error(context):
-            with _request_scope(context):
+            with request_scope(context):
                 info = await self._store.info(request.digest)
         return content_pb2.InfoResponse(info=info_to_proto(info))
 
@@ -147,7 +133,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
     ) -> content_pb2.UpdateResponse:
         await _check_digest(context, request.info.digest)
         async with aborting_on_error(context):
-            with _request_scope(context):
+            with request_scope(context):
                 info = await self._store.update(
                     info_from_proto(request.info), *request.update_mask.paths
                 )
@@ -157,22 +143,23 @@ class ContentService(content_pb2_grpc.ContentServicer):
         self, request: content_pb2.ListContentRequest, context: _Ctx
     ) -> AsyncIterator[content_pb2.ListContentResponse]:
         async with aborting_on_error(context):
-            with _request_scope(context):
-                batch: list[content_pb2.Info] = []
-                async for info in self._store.walk(*request.filters):
-                    batch.append(info_to_proto(info, with_updated=False))
-                    if len(batch) >= LIST_BATCH:
-                        yield content_pb2.ListContentResponse(info=batch)
-                        batch = []
-                if batch:
+            with request_scope(context):
+                walk = self._store.walk(*request.filters)  # may check the filters at once
+            batch: list[content_pb2.Info] = []
+            async for info in CallScope.of(context).iterate(walk):
+                batch.append(info_to_proto(info, with_updated=False))
+                if len(batch) >= LIST_BATCH:
                     yield content_pb2.ListContentResponse(info=batch)
+                    batch = []
+            if batch:
+                yield content_pb2.ListContentResponse(info=batch)
 
     async def Delete(  # noqa: N802
         self, request: content_pb2.DeleteContentRequest, context: _Ctx
     ) -> empty_pb2.Empty:
         await _check_digest(context, request.digest)
         async with aborting_on_error(context):
-            with _request_scope(context):
+            with request_scope(context):
                 await self._store.delete(request.digest)
         return empty_pb2.Empty()
 
@@ -181,7 +168,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
     ) -> AsyncIterator[content_pb2.ReadContentResponse]:
         await _check_digest(context, request.digest)
         async with aborting_on_error(context):
-            with _request_scope(context):
+            with request_scope(context):
                 # the reader checks visibility as ``info`` does; its size is the blob's
                 reader = await self._store.reader_at(request.digest)
         try:
@@ -209,7 +196,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
         self, request: content_pb2.StatusRequest, context: _Ctx
     ) -> content_pb2.StatusResponse:
         async with aborting_on_error(context):
-            with _request_scope(context):
+            with request_scope(context):
                 try:
                     status = await self._store.status(request.ref)
                 except ContainerdError as exc:
@@ -221,7 +208,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
         self, request: content_pb2.ListStatusesRequest, context: _Ctx
     ) -> content_pb2.ListStatusesResponse:
         async with aborting_on_error(context):
-            with _request_scope(context):
+            with request_scope(context):
                 statuses = await self._store.list_statuses(*request.filters)
         return content_pb2.ListStatusesResponse(statuses=[status_to_proto(s) for s in statuses])
 
@@ -229,7 +216,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
         self, request: content_pb2.AbortRequest, context: _Ctx
     ) -> empty_pb2.Empty:
         async with aborting_on_error(context):
-            with _request_scope(context):
+            with request_scope(context):
                 await self._store.abort(request.ref)
         return empty_pb2.Empty()
 
@@ -253,25 +240,29 @@ class ContentService(content_pb2_grpc.ContentServicer):
                 grpc.StatusCode.INVALID_ARGUMENT, "first message must have a reference"
             )
         ref, total, expected = first.ref, first.total, first.expected
-        with _request_scope(context):
+        scope = CallScope.of(context)  # current around each step, never across a yield
+        with scope.current():
             async with aborting_on_error(context):
                 writer = await self._store.writer(ref, total=total, expected=expected)
-            try:
-                req: content_pb2.WriteContentRequest | None = first
-                while req is not None:
+        try:
+            req: content_pb2.WriteContentRequest | None = first
+            while req is not None:
+                with scope.current():
                     resp, committed = await self._write_step(context, writer, req, total, expected)
-                    yield resp
-                    if committed:
-                        return
-                    req = await anext(request_iterator, None)
-                    if req is None:
-                        return
-                    if req.total > 0:
-                        total = req.total  # the latest non-zero total wins
-                    if req.expected:
+                yield resp
+                if committed:
+                    return
+                req = await anext(request_iterator, None)
+                if req is None:
+                    return
+                if req.total > 0:
+                    total = req.total  # the latest non-zero total wins
+                if req.expected:
+                    with scope.current():
                         await self._check_late_expected(context, writer, ref, req.expected)
-                        expected = req.expected
-            finally:
+                    expected = req.expected
+        finally:
+            with scope.current():
                 await writer.close()
 
     async def _check_late_expected(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import any_pb2, empty_pb2, timestamp_pb2
 
 from pycontainerd.api.errgrpc import aborting_on_error
+from pycontainerd.api.grpcutil import namespace_of
 from pycontainerd.api.services.events.v1 import events_pb2, events_pb2_grpc
 from pycontainerd.api.services.ttrpc.events.v1 import events_pb2 as ttrpc_events_pb2
 from pycontainerd.api.ttrpc.services import ServiceSpec
@@ -62,14 +63,6 @@ def envelope_from_proto(pb: event_pb2.Envelope) -> Envelope:
     )
     event = AnyValue(type_url=pb.event.type_url, value=pb.event.value)
     return Envelope(timestamp=when, namespace=pb.namespace, topic=pb.topic, event=event)
-
-
-def namespace_of(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
-    """The ``containerd-namespace`` header of a call (first value wins)."""
-    for key, value in context.invocation_metadata() or ():
-        if key == namespaces.GRPC_HEADER and isinstance(value, str) and value:
-            return value
-    return None
 
 
 class EventsService(events_pb2_grpc.EventsServicer):

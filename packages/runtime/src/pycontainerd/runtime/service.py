@@ -13,13 +13,13 @@ This module is an edge: it may import grpc and the generated code.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from google.protobuf import empty_pb2, timestamp_pb2
 
 from pycontainerd.api.errgrpc import aborting_on_error
+from pycontainerd.api.grpcutil import request_scope
 from pycontainerd.api.runtime.task.v2 import shim_pb2 as shim
 from pycontainerd.api.services.tasks.v1 import tasks_pb2 as pb
 from pycontainerd.api.services.tasks.v1 import tasks_pb2_grpc as pb_grpc
@@ -29,7 +29,7 @@ from pycontainerd.core import filters, namespaces
 from pycontainerd.core.errdefs import InvalidArgumentError, UnimplementedError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Mapping
 
     import grpc
 
@@ -42,22 +42,6 @@ __all__ = ["TasksService"]
 
 _Ctx = Any  # grpc.aio.ServicerContext[request, response]
 CHECKPOINT_UNSUPPORTED: Final = "checkpoint and restore are not supported by pycontainerd"
-
-
-def _header(context: _Ctx, key: str) -> str | None:
-    for k, value in context.invocation_metadata() or ():
-        if k == key and isinstance(value, str) and value:
-            return value
-    return None
-
-
-@contextlib.contextmanager
-def _scope(context: _Ctx) -> Iterator[None]:
-    with (
-        namespaces.with_namespace(_header(context, namespaces.GRPC_HEADER)),
-        namespaces.with_lease(_header(context, namespaces.LEASE_HEADER)),
-    ):
-        yield
 
 
 def _process(state: shim.StateResponse, container_id: str) -> task_types.Process:
@@ -136,7 +120,7 @@ class TasksService(pb_grpc.TasksServicer):
     async def Create(  # noqa: N802
         self, request: pb.CreateTaskRequest, context: _Ctx
     ) -> pb.CreateTaskResponse:
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 ns = namespaces.namespace_required()
                 c = await self._containers.get(request.container_id)
@@ -170,7 +154,7 @@ class TasksService(pb_grpc.TasksServicer):
         return pb.CreateTaskResponse(container_id=request.container_id, pid=t.pid)
 
     async def Start(self, request: pb.StartRequest, context: _Ctx) -> pb.StartResponse:  # noqa: N802
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 t = await self._task(request.container_id)
                 resp: shim.StartResponse = await t.call(
@@ -179,7 +163,7 @@ class TasksService(pb_grpc.TasksServicer):
         return pb.StartResponse(pid=resp.pid)
 
     async def Delete(self, request: pb.DeleteTaskRequest, context: _Ctx) -> pb.DeleteResponse:  # noqa: N802
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 t = await self._task(request.container_id)
                 resp = await self._manager.delete(t.namespace, t.id)
@@ -193,7 +177,7 @@ class TasksService(pb_grpc.TasksServicer):
     async def DeleteProcess(  # noqa: N802
         self, request: pb.DeleteProcessRequest, context: _Ctx
     ) -> pb.DeleteResponse:
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 t = await self._task(request.container_id)
                 if not request.exec_id:
@@ -211,14 +195,14 @@ class TasksService(pb_grpc.TasksServicer):
         )
 
     async def Get(self, request: pb.GetRequest, context: _Ctx) -> pb.GetResponse:  # noqa: N802
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 t = await self._task(request.container_id)
                 state = await t.state(request.exec_id)
         return pb.GetResponse(process=_process(state, t.id))
 
     async def List(self, request: pb.ListTasksRequest, context: _Ctx) -> pb.ListTasksResponse:  # noqa: N802
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 ns = namespaces.namespace_required()
                 tasks = self._manager.tasks(ns)
@@ -231,7 +215,7 @@ class TasksService(pb_grpc.TasksServicer):
         return out
 
     async def Kill(self, request: pb.KillRequest, context: _Ctx) -> empty_pb2.Empty:  # noqa: N802
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 t = await self._task(request.container_id)
                 if request.exec_id:
@@ -245,7 +229,7 @@ class TasksService(pb_grpc.TasksServicer):
         return empty_pb2.Empty()
 
     async def Exec(self, request: pb.ExecProcessRequest, context: _Ctx) -> empty_pb2.Empty:  # noqa: N802
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 if not request.exec_id:
                     msg = "exec id cannot be empty"
@@ -273,7 +257,7 @@ class TasksService(pb_grpc.TasksServicer):
         return empty_pb2.Empty()
 
     async def ResizePty(self, request: pb.ResizePtyRequest, context: _Ctx) -> empty_pb2.Empty:  # noqa: N802
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 t = await self._task(request.container_id)
                 await t.call(
@@ -288,7 +272,7 @@ class TasksService(pb_grpc.TasksServicer):
         return empty_pb2.Empty()
 
     async def CloseIO(self, request: pb.CloseIORequest, context: _Ctx) -> empty_pb2.Empty:  # noqa: N802
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 t = await self._task(request.container_id)
                 await t.call(
@@ -306,14 +290,14 @@ class TasksService(pb_grpc.TasksServicer):
     async def _simple(
         self, context: _Ctx, container_id: str, method: str, req_type: Callable[..., Any]
     ) -> empty_pb2.Empty:
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 t = await self._task(container_id)
                 await t.call(method, req_type(id=t.id))
         return empty_pb2.Empty()
 
     async def ListPids(self, request: pb.ListPidsRequest, context: _Ctx) -> pb.ListPidsResponse:  # noqa: N802
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 t = await self._task(request.container_id)
                 resp: shim.PidsResponse = await t.call("Pids", shim.PidsRequest(id=t.id))
@@ -322,14 +306,14 @@ class TasksService(pb_grpc.TasksServicer):
     async def Checkpoint(  # noqa: N802
         self, request: pb.CheckpointTaskRequest, context: _Ctx
     ) -> pb.CheckpointTaskResponse:
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 await self._task(request.container_id)
                 _checkpoint_unsupported()
         return pb.CheckpointTaskResponse()
 
     async def Update(self, request: pb.UpdateTaskRequest, context: _Ctx) -> empty_pb2.Empty:  # noqa: N802
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 t = await self._task(request.container_id)
                 await t.call(
@@ -343,7 +327,7 @@ class TasksService(pb_grpc.TasksServicer):
         return empty_pb2.Empty()
 
     async def Metrics(self, request: pb.MetricsRequest, context: _Ctx) -> pb.MetricsResponse:  # noqa: N802
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 ns = namespaces.namespace_required()
                 flt = filters.parse(*request.filters)
@@ -368,7 +352,7 @@ class TasksService(pb_grpc.TasksServicer):
         return out
 
     async def Wait(self, request: pb.WaitRequest, context: _Ctx) -> pb.WaitResponse:  # noqa: N802
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 t = await self._task(request.container_id)
                 if request.exec_id:

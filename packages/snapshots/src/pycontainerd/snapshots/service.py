@@ -14,7 +14,6 @@ This module is an edge: it imports grpc and the generated code.
 
 from __future__ import annotations
 
-import contextlib
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -22,17 +21,17 @@ from google.protobuf import empty_pb2, timestamp_pb2
 
 from pycontainerd.api.errgrpc import aborting_on_error
 from pycontainerd.api.events import snapshot_pb2 as events_pb2
+from pycontainerd.api.grpcutil import CallScope, request_scope
 from pycontainerd.api.services.diff.v1 import diff_pb2, diff_pb2_grpc
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2_grpc
 from pycontainerd.api.types import descriptor_pb2, mount_pb2
-from pycontainerd.core import namespaces
 from pycontainerd.core.errdefs import InvalidArgumentError, UnimplementedError
 from pycontainerd.core.snapshots import Cleaner, Info, Kind, Snapshotter
 from pycontainerd.core.types import Descriptor, Mount
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+    from collections.abc import AsyncIterator, Mapping, Sequence
     from datetime import datetime
 
     import grpc
@@ -51,22 +50,6 @@ class Publisher(Protocol):
 
     async def publish(self, topic: str, event: message.Message) -> None:
         """Publish ``event`` on ``topic``."""
-
-
-def _header(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
-    for k, value in context.invocation_metadata() or ():
-        if k == key and isinstance(value, str) and value:
-            return value
-    return None
-
-
-@contextlib.contextmanager
-def _scope(context: grpc.aio.ServicerContext[Any, Any]) -> Iterator[None]:
-    with (
-        namespaces.with_namespace(_header(context, namespaces.GRPC_HEADER)),
-        namespaces.with_lease(_header(context, namespaces.LEASE_HEADER)),
-    ):
-        yield
 
 
 def _timestamp(when: datetime) -> timestamp_pb2.Timestamp:
@@ -165,7 +148,7 @@ class SnapshotsService(snapshots_pb2_grpc.SnapshotsServicer):
     async def Prepare(  # noqa: N802 - name fixed by the proto
         self, request: pb.PrepareSnapshotRequest, context: Any
     ) -> pb.PrepareSnapshotResponse:
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 mounts = await self._get(request.snapshotter).prepare(
                     request.key, request.parent, labels=dict(request.labels)
@@ -181,7 +164,7 @@ class SnapshotsService(snapshots_pb2_grpc.SnapshotsServicer):
     async def View(  # noqa: N802
         self, request: pb.ViewSnapshotRequest, context: Any
     ) -> pb.ViewSnapshotResponse:
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 mounts = await self._get(request.snapshotter).view(
                     request.key, request.parent, labels=dict(request.labels)
@@ -191,7 +174,7 @@ class SnapshotsService(snapshots_pb2_grpc.SnapshotsServicer):
     async def Mounts(  # noqa: N802
         self, request: pb.MountsRequest, context: Any
     ) -> pb.MountsResponse:
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 mounts = await self._get(request.snapshotter).mounts(request.key)
         return pb.MountsResponse(mounts=mounts_to_proto(mounts))
@@ -199,7 +182,7 @@ class SnapshotsService(snapshots_pb2_grpc.SnapshotsServicer):
     async def Commit(  # noqa: N802
         self, request: pb.CommitSnapshotRequest, context: Any
     ) -> empty_pb2.Empty:
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 await self._get(request.snapshotter).commit(
                     request.name, request.key, labels=dict(request.labels) or None
@@ -215,7 +198,7 @@ class SnapshotsService(snapshots_pb2_grpc.SnapshotsServicer):
     async def Remove(  # noqa: N802
         self, request: pb.RemoveSnapshotRequest, context: Any
     ) -> empty_pb2.Empty:
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 await self._get(request.snapshotter).remove(request.key)
                 await self._publish(
@@ -227,7 +210,7 @@ class SnapshotsService(snapshots_pb2_grpc.SnapshotsServicer):
     async def Stat(  # noqa: N802
         self, request: pb.StatSnapshotRequest, context: Any
     ) -> pb.StatSnapshotResponse:
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 info = await self._get(request.snapshotter).stat(request.key)
         return pb.StatSnapshotResponse(info=info_to_proto(info))
@@ -235,7 +218,7 @@ class SnapshotsService(snapshots_pb2_grpc.SnapshotsServicer):
     async def Update(  # noqa: N802
         self, request: pb.UpdateSnapshotRequest, context: Any
     ) -> pb.UpdateSnapshotResponse:
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 paths = list(request.update_mask.paths) if request.HasField("update_mask") else []
                 info = await self._get(request.snapshotter).update(
@@ -246,21 +229,22 @@ class SnapshotsService(snapshots_pb2_grpc.SnapshotsServicer):
     async def List(  # noqa: N802
         self, request: pb.ListSnapshotsRequest, context: Any
     ) -> AsyncIterator[pb.ListSnapshotsResponse]:
-        with _scope(context):
-            batch: list[pb.Info] = []
-            async with aborting_on_error(context):
-                async for info in self._get(request.snapshotter).walk(*request.filters):
-                    batch.append(info_to_proto(info))
-                    if len(batch) >= LIST_BATCH:
-                        yield pb.ListSnapshotsResponse(info=batch)
-                        batch = []
-            if batch:
-                yield pb.ListSnapshotsResponse(info=batch)
+        batch: list[pb.Info] = []
+        async with aborting_on_error(context):
+            with request_scope(context):
+                walk = self._get(request.snapshotter).walk(*request.filters)
+            async for info in CallScope.of(context).iterate(walk):
+                batch.append(info_to_proto(info))
+                if len(batch) >= LIST_BATCH:
+                    yield pb.ListSnapshotsResponse(info=batch)
+                    batch = []
+        if batch:
+            yield pb.ListSnapshotsResponse(info=batch)
 
     async def Usage(  # noqa: N802
         self, request: pb.UsageRequest, context: Any
     ) -> pb.UsageResponse:
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 usage = await self._get(request.snapshotter).usage(request.key)
         return pb.UsageResponse(size=usage.size, inodes=usage.inodes)
@@ -268,7 +252,7 @@ class SnapshotsService(snapshots_pb2_grpc.SnapshotsServicer):
     async def Cleanup(  # noqa: N802
         self, request: pb.CleanupRequest, context: Any
     ) -> empty_pb2.Empty:
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 sn = self._get(request.snapshotter)
                 if not isinstance(sn, Cleaner):
@@ -291,7 +275,7 @@ class DiffService(diff_pb2_grpc.DiffServicer):
     async def Apply(  # noqa: N802
         self, request: diff_pb2.ApplyRequest, context: Any
     ) -> diff_pb2.ApplyResponse:
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 desc = descriptor_from_proto(request.diff)
                 mounts = mounts_from_proto(request.mounts)
@@ -312,7 +296,7 @@ class DiffService(diff_pb2_grpc.DiffServicer):
     async def Diff(  # noqa: N802
         self, request: diff_pb2.DiffRequest, context: Any
     ) -> diff_pb2.DiffResponse:
-        with _scope(context):
+        with request_scope(context):
             async with aborting_on_error(context):
                 epoch = (
                     request.source_date_epoch.ToDatetime(tzinfo=UTC)

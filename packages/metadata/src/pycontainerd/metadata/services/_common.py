@@ -1,23 +1,26 @@
 """What the metadata servicers share: request scope, timestamps, publishing.
 
+``request_scope`` is :func:`pycontainerd.api.grpcutil.request_scope`: the stores
+validate the namespace (``namespace_required``), so a missing header reads as
+``namespace is required``.
+
 This module is an edge: it may import grpc and the generated code.
 """
 
 from __future__ import annotations
 
-import contextlib
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from google.protobuf import timestamp_pb2
 
+from pycontainerd.api.grpcutil import request_scope
 from pycontainerd.core import namespaces
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-    import grpc
     from google.protobuf import field_mask_pb2, message
+
+__all__ = ["Publisher", "mask_paths", "publish_in", "request_scope", "set_timestamp", "timestamp"]
 
 
 class Publisher(Protocol):
@@ -25,28 +28,6 @@ class Publisher(Protocol):
 
     async def publish(self, topic: str, event: message.Message) -> None:
         """Publish ``event`` on ``topic``."""
-
-
-def header(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
-    """The first non-empty value of metadata ``key`` on the call."""
-    for k, value in context.invocation_metadata() or ():
-        if k == key and isinstance(value, str) and value:
-            return value
-    return None
-
-
-@contextlib.contextmanager
-def request_scope(context: grpc.aio.ServicerContext[Any, Any]) -> Iterator[None]:
-    """Make the call's ``containerd-namespace`` and ``containerd-lease`` current.
-
-    The stores validate the namespace (``namespace_required``); nothing is
-    checked here, so a missing header reads as ``namespace is required``.
-    """
-    with (
-        namespaces.with_namespace(header(context, namespaces.GRPC_HEADER)),
-        namespaces.with_lease(header(context, namespaces.LEASE_HEADER)),
-    ):
-        yield
 
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)

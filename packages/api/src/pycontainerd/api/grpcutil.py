@@ -1,0 +1,100 @@
+"""The call's namespace and lease, for gRPC servicers.
+
+containerd clients send the namespace in the ``containerd-namespace`` metadata
+header and the lease in ``containerd-lease``; the stores read both from
+:mod:`pycontainerd.core.namespaces` context variables. :func:`request_scope`
+makes a call's headers current for a block of a unary handler.
+
+Streaming handlers are async generators, and a context variable must not stay
+set across their ``yield``: when the client goes away while the generator is
+suspended there, grpc drops it and the event loop closes it later from another
+task, whose context cannot reset the variable ("Token ... was created in a
+different Context", logged as a task exception nobody retrieved). So a
+streaming handler takes a :class:`CallScope` and makes it current around each
+step that does not yield (``with scope.current():``), or iterates a store
+through :meth:`CallScope.iterate`.
+
+This module is an edge: it imports grpc only for annotations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pycontainerd.core import namespaces
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+    import grpc.aio
+
+__all__ = ["CallScope", "header", "lease_of", "namespace_of", "request_scope"]
+
+T = TypeVar("T")
+
+
+def header(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
+    """The first non-empty value of metadata ``key`` on the call."""
+    for k, value in context.invocation_metadata() or ():
+        if k == key and isinstance(value, str) and value:
+            return value
+    return None
+
+
+def namespace_of(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    """The call's ``containerd-namespace`` header (not validated: the stores do that)."""
+    return header(context, namespaces.GRPC_HEADER)
+
+
+def lease_of(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    """The call's ``containerd-lease`` header."""
+    return header(context, namespaces.LEASE_HEADER)
+
+
+@dataclass(frozen=True, slots=True)
+class CallScope:
+    """A call's namespace and lease, read once, made current block by block."""
+
+    namespace: str | None
+    lease: str | None
+
+    @classmethod
+    def of(cls, context: grpc.aio.ServicerContext[Any, Any]) -> CallScope:
+        """The scope of the call behind ``context``."""
+        return cls(namespace_of(context), lease_of(context))
+
+    @contextlib.contextmanager
+    def current(self) -> Iterator[None]:
+        """Make the namespace and lease current in the block (no ``yield`` inside it)."""
+        with namespaces.with_namespace(self.namespace), namespaces.with_lease(self.lease):
+            yield
+
+    async def iterate(self, iterator: AsyncIterator[T]) -> AsyncIterator[T]:
+        """Items of ``iterator``, each produced with the scope current.
+
+        The scope is current only while ``iterator`` runs, never while the
+        caller holds an item, so the handler may ``yield`` it. Closing this
+        generator closes ``iterator``.
+        """
+        try:
+            while True:
+                with self.current():
+                    try:
+                        item = await anext(iterator)
+                    except StopAsyncIteration:
+                        return
+                yield item
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                with self.current():
+                    await aclose()
+
+
+def request_scope(
+    context: grpc.aio.ServicerContext[Any, Any],
+) -> contextlib.AbstractContextManager[None]:
+    """Make the call's namespace and lease current in a ``with`` block (unary handlers)."""
+    return CallScope.of(context).current()
