@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import grpc
 import grpc.aio
 import pytest
-from google.rpc import status_pb2  # type: ignore[import-untyped, unused-ignore]
+from google.rpc import status_pb2
 
 from pycontainerd.api import errgrpc, status
 from pycontainerd.core import errdefs

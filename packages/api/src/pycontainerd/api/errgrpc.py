@@ -25,7 +25,7 @@ from pycontainerd.core import errdefs
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from google.rpc import status_pb2  # type: ignore[import-untyped, unused-ignore]
+    from google.rpc import status_pb2
 
 __all__ = [
     "aborting_on_error",

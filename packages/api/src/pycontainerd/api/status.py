@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from pycontainerd.core import errdefs
 
 if TYPE_CHECKING:
-    from google.rpc import status_pb2  # type: ignore[import-untyped, unused-ignore]
+    from google.rpc import status_pb2
 
 
 class Code(enum.IntEnum):

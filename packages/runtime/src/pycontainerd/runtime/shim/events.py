@@ -17,10 +17,10 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from google.protobuf import empty_pb2  # noqa: TID253 - the shim is a wire edge
+from google.protobuf import empty_pb2
 
-from pycontainerd.api.services.ttrpc.events.v1 import events_pb2  # noqa: TID253
-from pycontainerd.api.ttrpc import Client, ServiceSpec  # noqa: TID253
+from pycontainerd.api.services.ttrpc.events.v1 import events_pb2
+from pycontainerd.api.ttrpc import Client, ServiceSpec
 
 if TYPE_CHECKING:
     from google.protobuf import message

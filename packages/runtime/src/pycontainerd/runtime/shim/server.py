@@ -29,7 +29,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from pycontainerd.api.ttrpc import CallContext, Server  # noqa: TID253 - the shim is a wire edge
+from pycontainerd.api.ttrpc import CallContext, Server
 from pycontainerd.runtime.shim import bootstrap, paths
 from pycontainerd.runtime.shim.events import Forwarder
 from pycontainerd.runtime.shim.reaper import Reaper
