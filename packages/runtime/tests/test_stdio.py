@@ -103,3 +103,58 @@ async def test_close_ends_a_pending_stdin_open_even_if_the_fifo_is_gone(tmp_path
         await asyncio.sleep(0.01)
     with contextlib.suppress(OSError):
         os.close(fds[0] or -1)
+
+
+async def _read_exactly(fd: int, size: int, limit: float = 20) -> bytes:
+    data = bytearray()
+    deadline = asyncio.get_running_loop().time() + limit
+    while len(data) < size:
+        assert asyncio.get_running_loop().time() < deadline, f"got {len(data)} of {size} bytes"
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            chunk = b""
+        if not chunk:
+            await asyncio.sleep(0.005)
+        data += chunk
+    return bytes(data)
+
+
+@pytest.mark.parametrize("pump_running", [True, False], ids=["copying", "open-pending"])
+async def test_close_io_ends_stdin_only_after_buffered_input(
+    tmp_path: Path, reaper: Reaper, pump_running: bool
+) -> None:
+    """CloseIO right after a write: everything written still reaches the process, then EOF."""
+    stdin, out = tmp_path / "in", tmp_path / "out"
+    os.mkfifo(stdin)
+    os.mkfifo(out)
+    reader = os.open(out, os.O_RDONLY | os.O_NONBLOCK)
+    # More than a pipe holds when the copy is running; within one pipe otherwise
+    # (nothing reads the FIFO before the shim's open is delivered).
+    payload = os.urandom(300_000 if pump_running else 60_000)
+    writer = -1
+    try:
+        io = ProcessIO(str(stdin), str(out), "", terminal=False)
+        fds = io.child_fds()
+        _, fut = spawn(reaper, ["/bin/cat"], stdin=fds[0], stdout=fds[1], stderr=fds[2])
+        io.started()
+        if pump_running:
+            writer = await asyncio.to_thread(os.open, stdin, os.O_WRONLY)
+            received = asyncio.ensure_future(_read_exactly(reader, len(payload)))
+            await asyncio.to_thread(os.write, writer, payload)
+        else:
+            # Open and write without yielding to the loop: the shim has not
+            # seen its end of the FIFO open yet when CloseIO arrives.
+            writer = os.open(stdin, os.O_WRONLY)
+            assert os.write(writer, payload) == len(payload)
+            received = None
+        io.close_stdin()  # the client keeps its writer open: EOF must come from CloseIO
+        if received is None:
+            received = asyncio.ensure_future(_read_exactly(reader, len(payload)))
+        assert await received == payload
+        assert (await asyncio.wait_for(fut, 10)).status == 0  # cat saw EOF
+        io.close()
+    finally:
+        if writer >= 0:
+            os.close(writer)
+        os.close(reader)

@@ -7,8 +7,8 @@ container with SIGPIPE. Output FIFOs are opened read-write, which never blocks
 and keeps a reader on them; a client that stops reading applies back-pressure
 (the copy pauses, the container's pipe fills). The stdin FIFO is opened
 read-only in a worker thread (that open waits for the client's writer), so the
-client closing its end reaches the container as EOF; ``CloseIO`` closes stdin
-too.
+client closing its end reaches the container as EOF; ``CloseIO`` ends stdin
+too, after copying what the client had already written into the FIFO.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ class Pump:
     """Copies bytes from ``src`` to ``dst`` on the event loop until EOF, then closes both.
 
     ``close_dst`` False leaves ``dst`` open (a pty master written by two pumps).
+    After :meth:`drain`, "nothing to read right now" counts as EOF too: what
+    was written into ``src`` before is still copied, then the pump finishes.
     """
 
     def __init__(self, src: int, dst: int, *, close_dst: bool = True, name: str = "") -> None:
@@ -46,15 +48,20 @@ class Pump:
         self._close_dst = close_dst
         self._pending = b""
         self._eof = False
+        self._drain = False
         self.name = name
         self.done: asyncio.Future[None] = self._loop.create_future()
         self._loop.add_reader(self.src, self._readable)
 
     def _readable(self) -> None:
+        if self.done.done() or self._pending:
+            return
         try:
             data = os.read(self.src, _CHUNK)
         except BlockingIOError:
-            return
+            if not self._drain:
+                return
+            data = b""  # draining: the source is empty, so this is the end
         except OSError as exc:
             # EIO: the pty's other side is gone, the usual end of a terminal.
             if exc.errno not in {errno.EIO, errno.EBADF}:
@@ -67,6 +74,17 @@ class Pump:
                 self.finish()
             return
         self._write(data)
+        if self._drain and not self._pending:
+            # An empty source with a writer still open never wakes the reader: poll once more.
+            self._loop.call_soon(self._readable)
+
+    def drain(self) -> None:
+        """Copy what ``src`` holds now, then finish (``CloseIO``: no later input is wanted)."""
+        if self.done.done() or self._drain:
+            return
+        self._drain = True
+        if not self._pending:
+            self._loop.call_soon(self._readable)
 
     def _write(self, data: bytes) -> None:
         try:
@@ -92,6 +110,8 @@ class Pump:
             self.finish()
         else:
             self._loop.add_reader(self.src, self._readable)
+            if self._drain:
+                self._loop.call_soon(self._readable)
 
     def finish(self) -> None:
         """Stop copying and close the fds (idempotent)."""
@@ -130,6 +150,7 @@ class ProcessIO:
         self._stdin_handle: int | None = None
         self.console: int | None = None
         self._closed = False
+        self._stdin_eof = False  # CloseIO came: end stdin once the FIFO is drained
 
     def child_fds(self) -> tuple[int | None, int | None, int | None]:
         """Create the pipes and return the fds for the child's stdin, stdout, stderr."""
@@ -220,6 +241,8 @@ class ProcessIO:
             self._pumps.append(pump)
             if close_dst:
                 self._stdin_w = None  # the pump owns it now
+            if self._stdin_eof:
+                pump.drain()
 
         self._stdin_task = loop.create_task(run())
 
@@ -237,12 +260,44 @@ class ProcessIO:
             task.cancel()
         os.close(handle)
 
+    def _wake_stdin_open(self) -> bool:
+        """Open and close the stdin FIFO's write side once; False if no reader is there.
+
+        A reader waiting in (or done with) the open of the FIFO counts, so this
+        ends a pending open without losing what the client wrote.
+        """
+        handle = self._stdin_handle
+        if handle is None:
+            return False
+        try:
+            fd = os.open(f"/proc/self/fd/{handle}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return False
+        os.close(fd)
+        return True
+
     def close_stdin(self) -> None:
-        """Close the process's stdin (``CloseIO``)."""
+        """End the process's stdin (``CloseIO``) after what the client already wrote.
+
+        Bytes already in the FIFO are still copied to the process; then its
+        stdin pipe is closed (for a terminal, the copy to the pty stops). A
+        stdin FIFO whose open is still pending is woken first and drained the
+        same way once open.
+        """
+        self._stdin_eof = True
+        pumps = [p for p in self._pumps if p.name == "stdin"]
+        for pump in pumps:
+            pump.drain()
+        if pumps:
+            return
+        task = self._stdin_task
+        if task is not None and not task.done() and self._wake_stdin_open():
+            return  # the open completes now; ``run`` drains the FIFO and closes
+        # Nobody opened the FIFO for reading, so nothing can be in it.
         self._release_stdin_open()
-        for pump in self._pumps:
-            if pump.name == "stdin":
-                pump.finish()
+        self._close_stdin_w()
+
+    def _close_stdin_w(self) -> None:
         if self._stdin_w is not None:
             with contextlib.suppress(OSError):
                 os.close(self._stdin_w)
@@ -259,7 +314,8 @@ class ProcessIO:
     def close(self) -> None:
         """Stop all copies and close every fd (the process is deleted)."""
         self._closed = True
-        self.close_stdin()
+        self._release_stdin_open()
+        self._close_stdin_w()
         for pump in self._pumps:
             pump.finish()
         for fd in self._child:
