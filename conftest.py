@@ -8,10 +8,10 @@ Pants installs no workspace distribution: it puts the source roots on the
 pytest process' ``sys.path`` through ``PEX_EXTRA_SYS_PATH``, relative to the
 sandbox. This module gives a Pants run the same world:
 
-- ``sys.path``, ``PEX_EXTRA_SYS_PATH`` and ``PYTHONPATH`` become absolute, so
-  child interpreters started in another directory (a shim runs in its bundle)
+- ``sys.path`` and ``PEX_EXTRA_SYS_PATH`` become absolute, so child
+  interpreters started in another directory (a shim runs in its bundle)
   import the same modules; the pex venv's interpreter reads
-  ``PEX_EXTRA_SYS_PATH`` at start-up even when a test replaces ``PYTHONPATH``;
+  ``PEX_EXTRA_SYS_PATH`` at start-up, even when a test replaces ``PYTHONPATH``;
 - a temporary directory gets a ``<dist>-<version>.dist-info`` (``METADATA``,
   ``entry_points.txt``) per ``packages/*/pyproject.toml``, and goes on the
   import path: ``importlib.metadata`` (hence pluggy's
@@ -38,6 +38,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 SITE_ENV = "PYCONTAINERD_PANTS_SITE"
+PEX_PATH_ENV = "PEX_EXTRA_SYS_PATH"
+PEX_SUBPROCESS_PATH_ENV = "__PEX_EXTRA_SYS_PATH__"
 
 
 def _dist_info(site: Path, pyproject: Path) -> dict[str, str]:
@@ -90,19 +92,24 @@ def _make_site(extra_path: list[str]) -> Path:
 
 
 def _under_pants() -> None:
-    extra = [
-        os.path.abspath(p) for p in os.environ.get("PEX_EXTRA_SYS_PATH", "").split(os.pathsep) if p
+    # Pants passes the source roots in PEX_EXTRA_SYS_PATH; pex's entry point
+    # renames it to __PEX_EXTRA_SYS_PATH__ for subprocesses. Both are read by
+    # the pex venv's site-packages/PEX_EXTRA_SYS_PATH.pth at interpreter start-up.
+    roots = [
+        os.path.abspath(p)
+        for var in (PEX_PATH_ENV, PEX_SUBPROCESS_PATH_ENV)
+        for p in os.environ.get(var, "").split(os.pathsep)
+        if p
     ]
     site_env = os.environ.get(SITE_ENV)
-    site = Path(site_env) if site_env else _make_site(extra)
-    extra = list(dict.fromkeys([*extra, str(site)]))
+    site = Path(site_env) if site_env else _make_site(list(dict.fromkeys(roots)))
+    extra = list(dict.fromkeys([*roots, str(site)]))
     sys.path[:] = list(dict.fromkeys(os.path.abspath(p) if p else p for p in sys.path))
     sys.path.extend(p for p in extra if p not in sys.path)
     importlib.invalidate_caches()
     os.environ[SITE_ENV] = str(site)
-    os.environ["PEX_EXTRA_SYS_PATH"] = os.pathsep.join(extra)
-    # Also for children whose environment a test rebuilds without PEX_EXTRA_SYS_PATH.
-    os.environ["PYTHONPATH"] = os.pathsep.join(extra)
+    os.environ[PEX_PATH_ENV] = os.pathsep.join(extra)
+    os.environ.pop(PEX_SUBPROCESS_PATH_ENV, None)
     path = [str(site / "bin"), os.path.dirname(sys.executable)]
     os.environ["PATH"] = os.pathsep.join([*path, os.environ.get("PATH", os.defpath)])
 
