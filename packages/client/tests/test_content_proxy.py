@@ -1,16 +1,21 @@
 """RemoteContentStore passes the content conformance suite against real daemons.
 
 The suite runs through our proxy against our daemon and against containerd's
-Go daemon, each test in a namespace of its own.
+Go daemon, each test in a namespace of its own and under a lease of its own:
+blobs the suite commits are referenced by nothing else, and the daemon shares
+its garbage collector across the module's tests, so one test's delete would
+otherwise let the next tick collect another test's blobs between its commit
+and its reads (as a real client that writes content holds a lease).
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import pytest
 
-from pycontainerd.client.client import Client
+from pycontainerd.client.client import Client, generate_lease_id
 from pycontainerd.content.testing import ContentStoreSuite
 from pycontainerd.core.errdefs import InvalidArgumentError
 
@@ -21,6 +26,19 @@ if TYPE_CHECKING:
     from pycontainerd.client.testing import RealContainerd
     from pycontainerd.core.content import Store
     from pycontainerd.daemon.testing import Daemon
+
+
+@contextlib.asynccontextmanager
+async def leased_store(address: str, namespace: str) -> AsyncIterator[RemoteContentStore]:
+    """The content store of a client whose every call carries a new lease."""
+    async with Client(address, namespace) as client:
+        leases = client.lease_manager()
+        lease = await leases.create(generate_lease_id())
+        client.lease = lease.id
+        try:
+            yield client.content_store()
+        finally:
+            await leases.delete(lease.id)
 
 
 class RemoteSuite(ContentStoreSuite):
@@ -36,8 +54,8 @@ class RemoteSuite(ContentStoreSuite):
 class TestRemoteContentStoreOurs(RemoteSuite):
     @pytest.fixture
     async def store(self, ours: Daemon, namespace: str) -> AsyncIterator[RemoteContentStore]:
-        async with Client(ours.address, namespace) as client:
-            yield client.content_store()
+        async with leased_store(ours.address, namespace) as store:
+            yield store
 
 
 @pytest.mark.system
@@ -46,8 +64,8 @@ class TestRemoteContentStoreContainerd(RemoteSuite):
     async def store(
         self, containerd: RealContainerd, namespace: str
     ) -> AsyncIterator[RemoteContentStore]:
-        async with Client(containerd.address, namespace) as client:
-            yield client.content_store()
+        async with leased_store(containerd.address, namespace) as store:
+            yield store
 
     # Where containerd 1.6.20 itself differs from the suite (not the proxy):
     @pytest.mark.xfail(reason="containerd 1.6 resumes an ingest whatever total is given")
