@@ -1,15 +1,25 @@
-"""``ctr containers``: container records (list, info, label, remove)."""
+"""``ctr containers``: container records (create, list, info, label, remove)."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from pycontainerd.core.errdefs import InvalidArgumentError
-from pycontainerd.ctr.common import go_json, group, join_labels, log, object_with_labels, run
+from pycontainerd.ctr.commands.run import container_flags, flag_spec_options
+from pycontainerd.ctr.common import (
+    go_json,
+    group,
+    join_labels,
+    label_args,
+    log,
+    object_with_labels,
+    run,
+)
 from pycontainerd.ctr.tabwriter import TabWriter
 from pycontainerd.ctr.units import rfc3339nano
 
@@ -18,6 +28,119 @@ if TYPE_CHECKING:
     from pycontainerd.core.containers import Container
 
 containers = group("containers", "Manage containers")
+
+#: Upstream's wording: the spec version its decoder speaks.
+_SPEC_VERSION = "v1.0.2-dev"
+
+
+def load_spec_file(path: str) -> dict[str, Any]:
+    """The OCI spec in ``path`` (``--config``), with upstream's error texts.
+
+    Raises:
+        UsageError: the file cannot be read or is not a JSON object.
+    """
+    from pycontainerd.ctr.commands.tasks import UsageError
+
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        msg = f"cannot load spec config file: open {path}: {(exc.strerror or str(exc)).lower()}"
+        raise UsageError(msg) from None
+    try:
+        spec = json.loads(raw)
+    except ValueError as exc:
+        msg = (
+            "decoding spec config file failed, current supported OCI runtime-spec : "
+            f"{_SPEC_VERSION}: {exc}"
+        )
+        raise UsageError(msg) from None
+    if not isinstance(spec, dict):
+        msg = (
+            "decoding spec config file failed, current supported OCI runtime-spec : "
+            f"{_SPEC_VERSION}: not a JSON object"
+        )
+        raise UsageError(msg)
+    return spec
+
+
+@containers.command(
+    "create",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@container_flags
+@click.option("--config", "-c", default="", help="Path to the runtime-specific spec config file")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def create(ctx: click.Context, /, config: str, args: tuple[str, ...], **flags: Any) -> None:
+    """Create container.
+
+    ctr containers create [flags] Image|RootFS CONTAINER [COMMAND] [ARG...]
+
+    With --config, the spec comes from that file as it is and the only
+    argument is the container id (upstream's rule).
+    """
+    if config:
+        container_id = args[0] if args else ""
+        if len(args) > 1:
+            msg = "with spec config file, only container id should be provided"
+            raise InvalidArgumentError(msg)
+        ref = ""
+    else:
+        ref = args[0] if args else ""
+        container_id = args[1] if len(args) > 1 else ""
+        if not ref:
+            msg = "image ref must be provided"
+            raise InvalidArgumentError(msg)
+    if not container_id:
+        msg = "container id must be provided"
+        raise InvalidArgumentError(msg)
+    labels = label_args(flags["label"])
+    file_spec = load_spec_file(config) if config else None
+    opts = [] if config else flag_spec_options(args[2:], flags)
+    rootfs_dir = os.path.abspath(ref) if flags["rootfs"] and ref else ""
+
+    async def work(client: Client) -> None:
+        if file_spec is not None:
+            await _create_from_spec(client, container_id, file_spec, labels, flags["runtime"])
+            return
+        from pycontainerd.client.containers import new_container
+
+        await new_container(
+            client,
+            container_id,
+            image="" if rootfs_dir else ref,
+            rootfs=rootfs_dir,
+            snapshotter=flags["snapshotter"],
+            runtime=flags["runtime"],
+            labels=labels,
+            snapshot_labels=label_args(flags["snapshotter_label"]),
+            spec_opts=opts,
+        )
+
+    run(ctx, work)
+
+
+async def _create_from_spec(
+    client: Client, container_id: str, spec: dict[str, Any], labels: dict[str, str], runtime: str
+) -> None:
+    """A container record with ``spec`` as given (no image, no snapshot), as upstream's ``-c``.
+
+    Upstream also copies the container's labels into the spec's annotations.
+    """
+    from pycontainerd.client.oci import SPEC_TYPE_URL, spec_bytes
+    from pycontainerd.core.containers import Container, RuntimeInfo
+    from pycontainerd.core.types import AnyValue
+
+    if labels:
+        spec.setdefault("annotations", {}).update(labels)
+    record = Container(
+        id=container_id,
+        runtime=RuntimeInfo(name=runtime),
+        labels=labels,
+        spec=AnyValue(type_url=SPEC_TYPE_URL, value=spec_bytes(spec)),
+    )
+    await client.container_store().create(record)
 
 
 @containers.command_with_aliases("list", "ls")

@@ -20,6 +20,10 @@ from pycontainerd.ctr.commands.tasks import UsageError, exit_with, start_task
 from pycontainerd.ctr.common import label_args, run
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from click.decorators import FC
+
     from pycontainerd.client.client import Client
     from pycontainerd.client.oci import SpecOpt
 
@@ -134,6 +138,94 @@ def spec_options(  # noqa: PLR0912 - one branch per flag
     return opts
 
 
+#: The flags ``run`` and ``containers create`` share (upstream's snapshotter and
+#: container flags), in the order their help lists them.
+CONTAINER_FLAGS: tuple[Callable[[FC], FC], ...] = (
+    click.option(
+        "--snapshotter",
+        envvar="CONTAINERD_SNAPSHOTTER",
+        default="",
+        help="Snapshotter name. Empty value stands for the default value.",
+    ),
+    click.option(
+        "--snapshotter-label",
+        multiple=True,
+        help="Labels added to the new snapshot for this container.",
+    ),
+    click.option("--cwd", default="", help="Specify the working directory of the process"),
+    click.option(
+        "--env",
+        multiple=True,
+        help="Specify additional container environment variables (e.g. FOO=bar)",
+    ),
+    click.option(
+        "--env-file",
+        default="",
+        help="Specify additional container environment variables in a file"
+        "(e.g. FOO=bar, one per line)",
+    ),
+    click.option("--label", multiple=True, help="Specify additional labels (e.g. foo=bar)"),
+    click.option(
+        "--annotation", multiple=True, help="Specify additional OCI annotations (e.g. foo=bar)"
+    ),
+    click.option(
+        "--mount",
+        "mounts",
+        multiple=True,
+        help="Specify additional container mount "
+        "(e.g. type=bind,src=/tmp,dst=/host,options=rbind:ro)",
+    ),
+    click.option("--net-host", is_flag=True, help="Enable host networking for the container"),
+    click.option("--privileged", is_flag=True, help="Run privileged container"),
+    click.option("--read-only", is_flag=True, help="Set the containers filesystem as readonly"),
+    click.option(
+        "--runtime", default="io.containerd.runc.v2", show_default=True, help="Runtime name"
+    ),
+    click.option("--tty", "-t", is_flag=True, help="Allocate a TTY for the container"),
+    click.option(
+        "--allow-new-privs", is_flag=True, help="Turn off OCI spec's NoNewPrivileges feature flag"
+    ),
+    click.option(
+        "--memory-limit",
+        type=click.IntRange(min=0),
+        default=0,
+        help="Memory limit (in bytes) for the container",
+    ),
+    click.option(
+        "--rootfs",
+        is_flag=True,
+        help="Use custom rootfs that is not managed by containerd snapshotter",
+    ),
+)
+
+
+def container_flags(command: FC) -> FC:
+    """Add :data:`CONTAINER_FLAGS` to a click command."""
+    for option in reversed(CONTAINER_FLAGS):
+        command = option(command)
+    return command
+
+
+def flag_spec_options(args: tuple[str, ...], flags: dict[str, Any]) -> list[SpecOpt]:
+    """:func:`spec_options` from the parsed :data:`CONTAINER_FLAGS` (and ``run``'s own, if any)."""
+    return spec_options(
+        args=args,
+        env=flags["env"],
+        env_file=flags["env_file"],
+        mounts=flags["mounts"],
+        cwd=flags["cwd"],
+        tty=flags["tty"],
+        privileged=flags["privileged"],
+        net_host=flags["net_host"],
+        read_only=flags["read_only"],
+        memory_limit=flags["memory_limit"],
+        cpus=flags.get("cpus", 0.0),
+        hostname=flags.get("hostname", ""),
+        annotations=flags["annotation"],
+        allow_new_privs=flags["allow_new_privs"],
+    )
+
+
 @click.command(
     "run",
     context_settings={
@@ -158,50 +250,6 @@ def spec_options(  # noqa: PLR0912 - one branch per flag
 @click.option("--fifo-dir", default="", help="Directory used for storing IO FIFOs")
 @click.option("--pid-file", default="", help="File path to write the task's pid")
 @click.option("--cpus", type=float, default=0.0, help="Set the CFS cpu quota")
-@click.option(
-    "--snapshotter",
-    envvar="CONTAINERD_SNAPSHOTTER",
-    default="",
-    help="Snapshotter name. Empty value stands for the default value.",
-)
-@click.option(
-    "--snapshotter-label",
-    multiple=True,
-    help="Labels added to the new snapshot for this container.",
-)
-@click.option("--cwd", default="", help="Specify the working directory of the process")
-@click.option(
-    "--env", multiple=True, help="Specify additional container environment variables (e.g. FOO=bar)"
-)
-@click.option(
-    "--env-file",
-    default="",
-    help="Specify additional container environment variables in a file(e.g. FOO=bar, one per line)",
-)
-@click.option("--label", multiple=True, help="Specify additional labels (e.g. foo=bar)")
-@click.option(
-    "--annotation", multiple=True, help="Specify additional OCI annotations (e.g. foo=bar)"
-)
-@click.option(
-    "--mount",
-    "mounts",
-    multiple=True,
-    help="Specify additional container mount (e.g. type=bind,src=/tmp,dst=/host,options=rbind:ro)",
-)
-@click.option("--net-host", is_flag=True, help="Enable host networking for the container")
-@click.option("--privileged", is_flag=True, help="Run privileged container")
-@click.option("--read-only", is_flag=True, help="Set the containers filesystem as readonly")
-@click.option("--runtime", default="io.containerd.runc.v2", show_default=True, help="Runtime name")
-@click.option("--tty", "-t", is_flag=True, help="Allocate a TTY for the container")
-@click.option(
-    "--allow-new-privs", is_flag=True, help="Turn off OCI spec's NoNewPrivileges feature flag"
-)
-@click.option(
-    "--memory-limit",
-    type=click.IntRange(min=0),
-    default=0,
-    help="Memory limit (in bytes) for the container",
-)
 @click.option("--hostname", default="", help="Set the container's host name")
 @click.option(
     "--user",
@@ -210,39 +258,21 @@ def spec_options(  # noqa: PLR0912 - one branch per flag
     help="Username or user id, group optional (format: <name|uid>[:<group|gid>])",
 )
 @click.option("--platform", default="", help="Run image for specific platform")
-@click.option(
-    "--rootfs", is_flag=True, help="Use custom rootfs that is not managed by containerd snapshotter"
-)
+@container_flags
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def run_command(  # noqa: PLR0917 - click passes one parameter per flag
     ctx: click.Context,
+    /,
     remove: bool,
     null_io: bool,
     detach: bool,
     fifo_dir: str,
     pid_file: str,
-    cpus: float,
-    snapshotter: str,
-    snapshotter_label: tuple[str, ...],
-    cwd: str,
-    env: tuple[str, ...],
-    env_file: str,
-    label: tuple[str, ...],
-    annotation: tuple[str, ...],
-    mounts: tuple[str, ...],
-    net_host: bool,
-    privileged: bool,
-    read_only: bool,
-    runtime: str,
-    tty: bool,
-    allow_new_privs: bool,
-    memory_limit: int,
-    hostname: str,
     user: str,
     platform: str,
-    rootfs: bool,
     args: tuple[str, ...],
+    **flags: Any,
 ) -> None:
     """Run a container.
 
@@ -259,23 +289,9 @@ def run_command(  # noqa: PLR0917 - click passes one parameter per flag
     if not container_id:
         msg = "container id must be provided"
         raise UsageError(msg)
-    opts = spec_options(
-        args=args[2:],
-        env=env,
-        env_file=env_file,
-        mounts=mounts,
-        cwd=cwd,
-        tty=tty,
-        privileged=privileged,
-        net_host=net_host,
-        read_only=read_only,
-        memory_limit=memory_limit,
-        cpus=cpus,
-        hostname=hostname,
-        annotations=annotation,
-        allow_new_privs=allow_new_privs,
-    )
+    opts = flag_spec_options(args[2:], flags)
 
+    rootfs = bool(flags["rootfs"])
     rootfs_dir = os.path.abspath(ref) if rootfs else ""
 
     async def work(client: Client) -> int:
@@ -287,10 +303,10 @@ def run_command(  # noqa: PLR0917 - click passes one parameter per flag
             container_id,
             image="" if rootfs else ref,
             rootfs=rootfs_dir,
-            snapshotter=snapshotter,
-            runtime=runtime,
-            labels=label_args(label),
-            snapshot_labels=label_args(snapshotter_label),
+            snapshotter=flags["snapshotter"],
+            runtime=flags["runtime"],
+            labels=label_args(flags["label"]),
+            snapshot_labels=label_args(flags["snapshotter_label"]),
             spec_opts=opts,
             user=user,
             platform=platforms.parse(platform) if platform else None,
@@ -299,7 +315,7 @@ def run_command(  # noqa: PLR0917 - click passes one parameter per flag
             return await start_task(
                 client,
                 record,
-                tty=tty,
+                tty=flags["tty"],
                 detach=detach,
                 null_io=null_io,
                 fifo_dir=fifo_dir,
