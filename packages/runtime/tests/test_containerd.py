@@ -70,13 +70,21 @@ class Events:
 @pytest.fixture
 def events(containerd: Containerd) -> Iterator[Events]:
     ev = Events(containerd)
-    # The subscription is live once containerd logs nothing more for it; probe
-    # with an event of our own instead of sleeping.
-    probe = containerd.ctr("namespaces", "create", "probe-ns", check=True)
-    assert probe.returncode == 0
-    wait_for(
-        lambda: any("/namespaces/create" in line for line in ev.lines()), what="events subscription"
-    )
+    # The subscription is live once an event of our own shows up: probe with
+    # namespaces created and removed until one does (a single probe can come
+    # before ``ctr events`` has subscribed, on a loaded machine).
+    probes = 0
+
+    def subscribed() -> bool:
+        nonlocal probes
+        if any("/namespaces/create" in line for line in ev.lines()):
+            return True
+        probes += 1
+        containerd.ctr("namespaces", "create", f"probe-ns{probes}", check=True)
+        containerd.ctr("namespaces", "rm", f"probe-ns{probes}", check=True)
+        return False
+
+    wait_for(subscribed, timeout=30, what="events subscription")
     try:
         yield ev
     finally:
