@@ -6,6 +6,7 @@ command, against ours). Output must be byte-identical where scripts parse it.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -23,18 +24,28 @@ if TYPE_CHECKING:
     Run = Callable[..., subprocess.CompletedProcess[bytes]]
 
 
+#: How long ``same_second`` tries for a window in which the AGE column did not tick.
+AGE_WINDOW_DEADLINE = 90.0
+
+
 def same_second(
     address: str, args: list[str], go: Run, py: Run
 ) -> tuple[subprocess.CompletedProcess[bytes], subprocess.CompletedProcess[bytes]]:
-    """Go's and our output, taken while the AGE column did not change (Go before and after)."""
-    before = after = ours = go(address, *args)
-    for _ in range(5):
+    """Go's and our output, taken while the AGE column did not change (Go before and after).
+
+    ``content ls`` prints each blob's age in whole seconds, so a Go run, ours
+    and a Go run again must fit between two ticks. On a loaded machine a try
+    can take about a second and many tries in a row straddle a tick: keep
+    trying until a deadline (past a minute of age, Go prints "About a minute",
+    which holds for a minute) instead of a fixed number of tries.
+    """
+    deadline = time.monotonic() + AGE_WINDOW_DEADLINE
+    while True:
         before = go(address, *args)
         ours = py(address, *args)
         after = go(address, *args)
-        if before.stdout == after.stdout:
-            break
-    return after, ours
+        if before.stdout == after.stdout or time.monotonic() > deadline:
+            return after, ours
 
 
 @pytest.fixture(scope="module")
