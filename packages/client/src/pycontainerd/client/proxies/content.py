@@ -43,10 +43,12 @@ if TYPE_CHECKING:
     from pycontainerd.client.client import Client
     from pycontainerd.core.content import Info
 
-#: Bytes per WRITE message; well under the 16 MiB message limit.
-WRITE_CHUNK = 1 << 20
-#: WRITE messages in flight before the writer waits for answers.
-WRITE_WINDOW = 8
+#: Bytes per WRITE message; well under the 16 MiB message limit (containerd's and
+#: ours). Each message costs a round through gRPC's completion queue and a few copies
+#: of its data: 4 MiB messages take about a quarter less CPU than 1 MiB ones.
+WRITE_CHUNK = 4 << 20
+#: WRITE messages in flight before the writer waits for answers (8 MiB at most).
+WRITE_WINDOW = 2
 
 
 class RemoteContentStore:
@@ -223,7 +225,7 @@ class RemoteWriter:
         self._hasher = hashlib.sha256() if resp.offset == 0 else None
 
     def digest(self) -> str:
-        if self._due and self._hasher is not None:
+        if self._hasher is not None:
             return "sha256:" + str(self._hasher.hexdigest())
         return self._digest
 
@@ -236,7 +238,11 @@ class RemoteWriter:
         self._check_open()
         view = memoryview(data)
         for start in range(0, len(view), WRITE_CHUNK):
-            chunk = bytes(view[start : start + WRITE_CHUNK])
+            # a message's data must be bytes; a write that fits one message is sent as is
+            if type(data) is bytes and len(data) <= WRITE_CHUNK:
+                chunk = data
+            else:
+                chunk = bytes(view[start : start + WRITE_CHUNK])
             before = self._offset
             with rpc_errors():
                 await self._call.write(

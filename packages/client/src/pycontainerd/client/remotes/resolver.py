@@ -24,7 +24,8 @@ import asyncio
 import contextlib
 import logging
 import random
-from typing import TYPE_CHECKING, Final, Self
+import urllib.request
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import httpx
 
@@ -57,6 +58,38 @@ CHUNK: Final = 1 << 20
 
 class _HostFailedError(Exception):
     """This server cannot serve the request: try the next one."""
+
+
+class _LazyTLSTransport(httpx.AsyncBaseTransport):
+    """``http://`` requests on a transport without TLS; ``https://`` on one made when needed.
+
+    Building an SSL context with the system's roots costs tens of milliseconds
+    of CPU (the CA bundle is parsed), which a pull from a plain-HTTP registry
+    never needs. The HTTPS transport, with ``tls``'s context, is made on the
+    first ``https://`` request (a redirect to HTTPS storage included).
+    """
+
+    def __init__(self, tls: TLSOptions) -> None:
+        self._tls = tls
+        self._plain: httpx.AsyncHTTPTransport | None = None
+        self._secure: httpx.AsyncHTTPTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme == "http":
+            if self._plain is None:
+                # a context is required but never used: no request over it speaks TLS
+                self._plain = httpx.AsyncHTTPTransport(verify=False)
+            transport = self._plain
+        else:
+            if self._secure is None:
+                self._secure = httpx.AsyncHTTPTransport(verify=self._tls.ssl_context())
+            transport = self._secure
+        return await transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        for transport in (self._plain, self._secure):
+            if transport is not None:
+                await transport.aclose()
 
 
 def _is_plain_http_answer(exc: httpx.ConnectError) -> bool:
@@ -127,12 +160,17 @@ class Resolver:
     def _client(self, host: RegistryHost) -> httpx.AsyncClient:
         client = self._clients.get(host.tls)
         if client is None:
-            client = httpx.AsyncClient(
-                verify=host.tls.ssl_context(),
-                timeout=self._timeout,
-                follow_redirects=True,
-                headers={"User-Agent": USER_AGENT},
-            )
+            options: dict[str, Any] = {
+                "timeout": self._timeout,
+                "follow_redirects": True,
+                "headers": {"User-Agent": USER_AGENT},
+            }
+            if urllib.request.getproxies():
+                # proxy transports take the client's TLS settings: build them now
+                options["verify"] = host.tls.ssl_context()
+            else:
+                options["transport"] = _LazyTLSTransport(host.tls)
+            client = httpx.AsyncClient(**options)
             self._clients[host.tls] = client
         return client
 
@@ -340,12 +378,16 @@ class Fetcher:
         self.resolver = resolver
         self.ref = ref
 
-    async def fetch(self, desc: Descriptor, *, offset: int = 0) -> AsyncGenerator[bytes, None]:
+    async def fetch(
+        self, desc: Descriptor, *, offset: int = 0, verify: bool = True
+    ) -> AsyncGenerator[bytes, None]:
         """The bytes of ``desc`` from ``offset`` on, verified against its size and digest.
 
         A transfer that breaks or stalls is resumed where it stopped (``Range``)
         up to ``retries`` times. Use with ``contextlib.aclosing`` when the
-        stream may be abandoned early.
+        stream may be abandoned early. ``verify=False`` skips hashing (the size
+        is still checked): for a caller that hashes the bytes itself anyway,
+        such as a pull whose content writer does.
 
         Raises:
             NotFoundError: no server has the blob.
@@ -363,7 +405,7 @@ class Fetcher:
         errors: list[str] = []
         async with self.resolver.limit:
             for host in hosts:
-                stream = self._from_host(host, endpoint, desc, offset)
+                stream = self._from_host(host, endpoint, desc, offset, verify=verify)
                 try:
                     async with contextlib.aclosing(stream):
                         async for chunk in stream:
@@ -378,12 +420,14 @@ class Fetcher:
         raise NotFoundError(msg)
 
     async def _from_host(  # noqa: PLR0912, PLR0915 - one resumable transfer loop
-        self, host: RegistryHost, endpoint: str, desc: Descriptor, offset: int
+        self, host: RegistryHost, endpoint: str, desc: Descriptor, offset: int, *, verify: bool
     ) -> AsyncGenerator[bytes, None]:
         resolver = self.resolver
         url = resolver.url(host, self.ref, endpoint, desc.digest)
         scopes = [scope(self.ref.repository)]
-        hasher = digests.hasher(digests.parse(desc.digest).algorithm) if offset == 0 else None
+        hasher = (
+            digests.hasher(digests.parse(desc.digest).algorithm) if offset == 0 and verify else None
+        )
         pos = offset
         attempt = 0
         sent_any = False
