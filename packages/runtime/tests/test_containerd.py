@@ -67,12 +67,13 @@ class Events:
         self._f.close()
 
 
-@pytest.fixture
-def events(containerd: Containerd) -> Iterator[Events]:
-    ev = Events(containerd)
-    # The subscription is live once an event of our own shows up: probe with
-    # namespaces created and removed until one does (a single probe can come
-    # before ``ctr events`` has subscribed, on a loaded machine).
+def wait_subscribed(containerd: Containerd, ev: Events) -> None:
+    """Return once ``ev`` receives events.
+
+    The subscription is live once an event of our own shows up: probe with
+    namespaces created and removed until one does (a single probe can come
+    before ``ctr events`` has subscribed, on a loaded machine).
+    """
     probes = 0
 
     def subscribed() -> bool:
@@ -85,6 +86,12 @@ def events(containerd: Containerd) -> Iterator[Events]:
         return False
 
     wait_for(subscribed, timeout=30, what="events subscription")
+
+
+@pytest.fixture
+def events(containerd: Containerd) -> Iterator[Events]:
+    ev = Events(containerd)
+    wait_subscribed(containerd, ev)
     try:
         yield ev
     finally:
@@ -210,8 +217,7 @@ def test_daemon_restart_reconnects_and_reports_one_exit(containerd: Containerd) 
     assert is_our_shim(shim_pid), "the shim survives a daemon restart"
     ev = Events(containerd)
     try:
-        containerd.ctr("namespaces", "create", "probe-restart", check=True)
-        wait_for(lambda: any("/namespaces/create" in line for line in ev.lines()), what="events")
+        wait_subscribed(containerd, ev)
         containerd.ctr("tasks", "kill", "-s", "SIGKILL", "r1", check=True)
         wait_for(lambda: "/tasks/exit" in ev.topics("r1"), what="exit after restart")
         containerd.ctr("tasks", "rm", "r1", check=True)
