@@ -54,8 +54,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Bytes gathered from the registry per ``Writer.write`` (one WRITE message).
-WRITE_BUFFER: Final = 4 << 20
+#: Bytes gathered from the registry per ``Writer.write`` (one WRITE message each).
+WRITE_BUFFER: Final = 1 << 20
 LOCK_RETRY_SECONDS: Final = 30.0
 
 
