@@ -34,6 +34,18 @@ def full_checkout() -> Path:
 
 
 @pytest.fixture(scope="session")
+def checkout_files() -> Path:
+    """The checkout's root, for tests that only read its files (no uv build).
+
+    Under Pants the files they read (uv.lock, the Pants lockfile) are declared
+    by ``//:workspace_files``, so these tests run there too.
+    """
+    if not (ROOT / "uv.lock").is_file():
+        pytest.skip("needs the checkout's uv.lock")
+    return ROOT
+
+
+@pytest.fixture(scope="session")
 def uv() -> str:
     """The uv executable."""
     return _need_tool("uv")

@@ -86,9 +86,9 @@ def test_config_installs_alone_without_grpc(full_checkout: Path, uv: str, tmp_pa
     assert proc.returncode == 0, proc.stderr
 
 
-def test_every_package_is_a_workspace_member(full_checkout: Path) -> None:
-    root = tomllib.loads((full_checkout / "pyproject.toml").read_text())
+def test_every_package_is_a_workspace_member(checkout_files: Path) -> None:
+    root = tomllib.loads((checkout_files / "pyproject.toml").read_text())
     assert root["tool"]["uv"]["workspace"]["members"] == ["packages/*"]
-    lock = (full_checkout / "uv.lock").read_text()
+    lock = (checkout_files / "uv.lock").read_text()
     for package in PACKAGES:
         assert f'name = "pycontainerd-{package}"' in lock, f"{package} missing from uv.lock"

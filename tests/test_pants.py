@@ -35,12 +35,12 @@ def _normalise(requirement: str) -> str:
     return re.sub(r"\s*;\s*", ";", requirement).replace("'", '"')
 
 
-def test_lockfile_was_generated_from_the_requirements(full_checkout: Path) -> None:
-    reqs = full_checkout / "3rdparty" / "python" / "requirements.txt"
+def test_lockfile_was_generated_from_the_requirements(checkout_files: Path) -> None:
+    reqs = checkout_files / "3rdparty" / "python" / "requirements.txt"
     wanted = sorted(
         _normalise(line) for line in reqs.read_text().splitlines() if line and line[0] != "#"
     )
-    lock = (full_checkout / "3rdparty" / "python" / "default.lock").read_text()
+    lock = (checkout_files / "3rdparty" / "python" / "default.lock").read_text()
     header = re.search(
         r"--- BEGIN PANTS LOCKFILE METADATA: DO NOT EDIT OR REMOVE ---\n(.*?)\n"
         r"// --- END PANTS LOCKFILE METADATA ---",
