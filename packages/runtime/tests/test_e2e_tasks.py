@@ -385,9 +385,21 @@ def test_run_t_gives_a_tty(rig: Rig) -> None:
         os.close(master)
 
 
+def run_d_started(rig: Rig, cid: str, *cmd: str) -> None:
+    """``run_d``, then wait until the daemon has published the task's ``/tasks/start``.
+
+    Shims forward events from a queue, after the call returns; a daemon stopped
+    before that gets the event from the shim once it is back, after the test's
+    own subscription started.
+    """
+    with rig.events() as lines:
+        rig.run_d(cid, *cmd)
+        wait_for(lambda: "/tasks/start" in topics(lines, cid), what="/tasks/start")
+
+
 def test_restart_keeps_the_task_and_announces_its_exit_once(rig: Rig) -> None:
     cid = rig.id("r")
-    rig.run_d(cid, "/bin/sleep", "300")
+    run_d_started(rig, cid, "/bin/sleep", "300")
     assert rig.daemon.stop(signal.SIGTERM) == 0
     rig.daemon.start()
     assert rig.tasks() == {cid: "RUNNING"}
@@ -403,7 +415,7 @@ def test_restart_keeps_the_task_and_announces_its_exit_once(rig: Rig) -> None:
 
 def test_task_exited_while_daemon_down_is_announced_once(pyrig: Rig) -> None:
     cid = pyrig.id("down")
-    pyrig.run_d(cid, "/bin/sleep", "300")
+    run_d_started(pyrig, cid, "/bin/sleep", "300")
     pid = int(pyrig.ok("tasks", "ls").splitlines()[1].split()[1])
     assert pyrig.daemon.stop(signal.SIGTERM) == 0
     os.kill(pid, signal.SIGKILL)
