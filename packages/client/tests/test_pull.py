@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ from pycontainerd.client.remotes.resolver import Resolver
 from pycontainerd.client.remotes.testing import (
     Blob,
     FaultyBlobServer,
+    Image,
     Registry,
     build_image,
     build_index,
@@ -25,6 +27,7 @@ from pycontainerd.client.remotes.testing import (
 from pycontainerd.client.unpack import chain_ids
 from pycontainerd.core import content, namespaces, platforms
 from pycontainerd.core.errdefs import DataLossError, NotFoundError, UnavailableError
+from pycontainerd.core.snapshots import Kind
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -217,3 +220,60 @@ def test_chain_ids() -> None:
     assert ids[1] == "sha256:" + hashlib.sha256(f"{a} {b}".encode()).hexdigest()
     assert json.dumps(ids)
     assert namespaces.namespace() is None
+
+
+# -- unpacking while fetching -----------------------------------------------------------------
+
+
+def _serve_stalling(image: Image, stalled: str) -> FaultyBlobServer:
+    """A registry that hangs half-way through the blob ``stalled``."""
+
+    def hook(path: str, n: int) -> str | None:
+        return "stall" if path.endswith(stalled) else None
+
+    return FaultyBlobServer(
+        {b.digest: b for b in [*image.blobs, image.root]}, {"v1": image.root}, hook
+    ).start()
+
+
+async def _wait_committed(client: Client, chain: str, task: asyncio.Task[object]) -> None:
+    sn = client.snapshot_service("native")
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:
+        assert not task.done(), "the pull ended before its lower layer was unpacked"
+        try:
+            await sn.stat(chain)
+        except NotFoundError:
+            pass
+        else:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"{chain} was never committed"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("address", ["ours", "containerd"], indirect=True)
+async def test_lower_layers_unpack_while_upper_fetch(address: str, namespace: str) -> None:
+    image = build_image([{"low": b"low\n"}, {"high": os.urandom(300_000)}])
+    upper = image.blobs[1]
+    server = _serve_stalling(image, upper.digest)
+    ref = f"{server.host}/slow/img:v1"
+    chains = chain_ids(image.diff_ids)
+    try:
+        async with Client(address, namespace) as client, resolver() as res:
+            task = asyncio.create_task(pull(client, ref, res, snapshotter="native"))
+            # the bottom layer is committed while the top one is still downloading
+            await _wait_committed(client, chains[0], task)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # cancelled: no image, no active snapshot, no ingest, no lease
+            with pytest.raises(NotFoundError):
+                await client.image_store().get(ref)
+            kinds = [s.kind async for s in client.snapshot_service("native").walk()]
+            assert Kind.ACTIVE not in kinds
+            with pytest.raises(NotFoundError):
+                await client.snapshot_service("native").stat(chains[1])
+            assert [s.ref for s in await client.content_store().list_statuses()] == []
+            assert await client.lease_manager().list() == []
+    finally:
+        server.stop()

@@ -15,8 +15,12 @@ The flow is containerd's client-side pull (Go client ``Pull``/``Fetch``):
 4. parents carry ``containerd.io/gc.ref.content.*`` labels naming their
    children (``m.<i>``, ``config``, ``l.<i>``) and every blob
    ``containerd.io/distribution.source.<registry host>=<repository>``;
-5. with ``unpack``, each selected manifest's layers are applied into the
-   snapshotter (:mod:`pycontainerd.client.unpack`);
+5. with unpacking, each selected manifest's layers are applied into the
+   snapshotter (:mod:`pycontainerd.client.unpack`) while the fetch goes on:
+   a layer is applied as soon as it, the layers below it and the config are
+   in the content store (containerd 1.7's unpacker), so applying lower
+   layers overlaps downloading upper ones; a failed fetch or apply cancels
+   the rest (active snapshots are removed, ingests discarded);
 6. the image record is created, or updated when the name exists.
 """
 
@@ -32,7 +36,8 @@ from typing import TYPE_CHECKING, Final
 from pycontainerd.client.progress import Tracker
 from pycontainerd.client.remotes import mediatypes as mt
 from pycontainerd.client.remotes import reference
-from pycontainerd.client.unpack import descriptor_from_json, parse_json, unpack
+from pycontainerd.client.unpack import descriptor_from_json, parse_json
+from pycontainerd.client.unpack import unpack_layers as apply_layers
 from pycontainerd.core import content, platforms
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
@@ -44,12 +49,14 @@ from pycontainerd.core.errdefs import (
 from pycontainerd.core.images import Image
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from pycontainerd.client.client import Client
     from pycontainerd.client.remotes.resolver import Fetcher, Resolver
+    from pycontainerd.client.unpack import Applier
     from pycontainerd.core import images
     from pycontainerd.core.platforms import Platform
+    from pycontainerd.core.snapshots import Snapshotter
     from pycontainerd.core.types import Descriptor
 
 log = logging.getLogger(__name__)
@@ -67,6 +74,26 @@ class PlatformManifest:
     platform: Platform | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unpacking:
+    """Unpacking done by a fetch while it fetches.
+
+    Attributes:
+        snapshotter_name: the snapshotter's name (for the config's
+            ``containerd.io/gc.ref.snapshot.<name>`` label).
+        snapshotter: where the layers go.
+        applier: the differ that applies them (the Diff service).
+        select: which fetched manifests to unpack (all when ``None``).
+        track: record ``unpack-<manifest digest>`` jobs in the tracker.
+    """
+
+    snapshotter_name: str
+    snapshotter: Snapshotter
+    applier: Applier
+    select: Callable[[PlatformManifest], bool] | None = None
+    track: bool = True
+
+
 @dataclass(slots=True, kw_only=True)
 class FetchResult:
     """What :func:`fetch` stored.
@@ -74,7 +101,7 @@ class FetchResult:
     Attributes:
         image: the image record (created or updated).
         manifests: the selected manifests.
-        chain_ids: the top chain ID per unpacked manifest digest (pull only).
+        chain_ids: the top chain ID per unpacked manifest digest (when unpacking).
     """
 
     image: Image
@@ -132,6 +159,7 @@ class _Walker:
         want: Sequence[Platform],
         all_platforms: bool,
         tracker: Tracker,
+        unpacking: Unpacking | None = None,
     ) -> None:
         self.store = store
         self.fetcher = fetcher
@@ -141,6 +169,10 @@ class _Walker:
         self.source_key = mt.SOURCE_LABEL_PREFIX + ref.hostname
         self.repository = ref.repository
         self.manifests: list[PlatformManifest] = []
+        self.unpacking = unpacking
+        self.chain_ids: dict[str, str] = {}
+        #: set once the blob of that digest is in the content store (with its labels)
+        self._stored: dict[str, asyncio.Event] = {}
 
     # -- labels ---------------------------------------------------------------------
 
@@ -184,6 +216,16 @@ class _Walker:
                     continue
                 return None
 
+    def _event(self, dgst: str) -> asyncio.Event:
+        event = self._stored.get(dgst)
+        if event is None:
+            event = self._stored[dgst] = asyncio.Event()
+        return event
+
+    async def stored(self, desc: Descriptor) -> None:
+        """Wait until this walk has put ``desc`` into the content store."""
+        await self._event(desc.digest).wait()
+
     async def store_blob(
         self,
         desc: Descriptor,
@@ -192,6 +234,16 @@ class _Walker:
         labels: Mapping[str, str] | None = None,
     ) -> None:
         """Put ``desc`` into the content store (from ``data`` or the registry)."""
+        await self._store_blob(desc, data=data, labels=labels)
+        self._event(desc.digest).set()
+
+    async def _store_blob(
+        self,
+        desc: Descriptor,
+        *,
+        data: bytes | None,
+        labels: Mapping[str, str] | None,
+    ) -> None:
         labels = labels or {}
         ref = mt.ref_key(desc.media_type, desc.digest)
         all_labels = {**labels, **self._source_labels()}
@@ -312,17 +364,47 @@ class _Walker:
                 raise InvalidArgumentError(msg)
             layers = [descriptor_from_json(x, desc.digest) for x in raw]
             await self.store_blob(desc, data=data, labels=_child_labels([config, *layers]))
-            self.manifests.append(PlatformManifest(descriptor=desc, platform=platform))
+            chosen_manifest = PlatformManifest(descriptor=desc, platform=platform)
+            self.manifests.append(chosen_manifest)
             for layer in layers:
                 self.tracker.set(
                     mt.ref_key(layer.media_type, layer.digest), "waiting", total=layer.size
                 )
+            unpacking = self.unpacking
+            if unpacking is not None and unpacking.select is not None:
+                unpacking = unpacking if unpacking.select(chosen_manifest) else None
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.store_blob(config))
                 for layer in layers:
                     tg.create_task(self.store_blob(layer))
+                if unpacking is not None:
+                    # in the same group: a failed fetch cancels it, a failed apply the fetches
+                    tg.create_task(self._unpack(unpacking, desc, config, layers))
         else:
             await self.store_blob(desc)
+
+    async def _unpack(
+        self,
+        unpacking: Unpacking,
+        manifest: Descriptor,
+        config: Descriptor,
+        layers: Sequence[Descriptor],
+    ) -> None:
+        job = f"unpack-{manifest.digest}"
+        if unpacking.track:
+            self.tracker.set(job, "unpacking")
+        top = await apply_layers(
+            self.store,
+            unpacking.snapshotter,
+            unpacking.applier,
+            config,
+            layers,
+            snapshotter_name=unpacking.snapshotter_name,
+            ready=self.stored,
+        )
+        self.chain_ids[manifest.digest] = top
+        if unpacking.track:
+            self.tracker.set(job, "done")
 
 
 def _child_labels(children: Sequence[Descriptor]) -> dict[str, str]:
@@ -372,11 +454,15 @@ async def fetch(
     labels: Mapping[str, str] | None = None,
     tracker: Tracker | None = None,
     create_image: bool = True,
+    unpacking: Unpacking | None = None,
 ) -> FetchResult:
     """Fetch ``ref`` into the content store and record the image (``ctr content fetch``).
 
     Runs under a lease of its own unless one is current (as the Go client's
     ``Fetch``), so the blobs survive until the image record references them.
+    With ``unpacking``, the selected manifests are unpacked as their layers
+    arrive (their top chain IDs in ``chain_ids``); the image is recorded
+    only once everything is fetched and unpacked.
 
     Raises:
         InvalidArgumentError: a malformed reference or manifest.
@@ -395,6 +481,7 @@ async def fetch(
             labels=labels,
             tracker=tracker or Tracker(),
             create_image=create_image,
+            unpacking=unpacking,
         )
 
 
@@ -408,6 +495,7 @@ async def _fetch(
     labels: Mapping[str, str] | None,
     tracker: Tracker,
     create_image: bool,
+    unpacking: Unpacking | None,
 ) -> FetchResult:
     tracker.set(ref, "resolving")
     name, root = await resolver.resolve(ref)
@@ -420,9 +508,14 @@ async def _fetch(
         want=platforms,
         all_platforms=all_platforms,
         tracker=tracker,
+        unpacking=unpacking,
     )
     await _unwrap(walker.walk(root))
-    result = FetchResult(image=Image(name=name, target=root), manifests=walker.manifests)
+    result = FetchResult(
+        image=Image(name=name, target=root),
+        manifests=walker.manifests,
+        chain_ids=walker.chain_ids,
+    )
     if create_image:
         result.image = await record_image(client.image_store(), name, root, labels or {})
     return result
@@ -440,13 +533,22 @@ async def pull(
     snapshotter: str | None = None,
     tracker: Tracker | None = None,
 ) -> FetchResult:
-    """Pull ``ref``: fetch under a lease, unpack each selected manifest, record the image.
+    """Pull ``ref``: fetch and unpack each selected manifest under a lease, record the image.
+
+    Layers are unpacked while later ones are still being fetched.
 
     Raises:
         as :func:`fetch`, plus the Snapshots and Diff services' errors.
     """
     tracker = tracker or Tracker()
     name = snapshotter or client.snapshotter
+    unpacking = None
+    if unpack_layers:
+        unpacking = Unpacking(
+            snapshotter_name=name,
+            snapshotter=client.snapshot_service(name),
+            applier=client.diff_service(),
+        )
     async with client.with_lease():
         result = await fetch(
             client,
@@ -457,16 +559,8 @@ async def pull(
             labels=labels,
             tracker=tracker,
             create_image=False,
+            unpacking=unpacking,
         )
-        if unpack_layers:
-            store = client.content_store()
-            sn = client.snapshot_service(name)
-            applier = client.diff_service()
-            for m in result.manifests:
-                tracker.set(f"unpack-{m.descriptor.digest}", "unpacking")
-                top = await unpack(store, sn, applier, m.descriptor, snapshotter_name=name)
-                tracker.set(f"unpack-{m.descriptor.digest}", "done")
-                result.chain_ids[m.descriptor.digest] = top
         result.image = await record_image(
             client.image_store(), result.image.name, result.image.target, labels or {}
         )

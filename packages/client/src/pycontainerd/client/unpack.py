@@ -15,6 +15,7 @@ garbage collector keeps the snapshots while the image exists.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -36,7 +37,7 @@ from pycontainerd.core.errdefs import (
 from pycontainerd.core.types import Descriptor
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from pycontainerd.core.snapshots import Snapshotter
     from pycontainerd.core.types import Mount
@@ -173,6 +174,42 @@ async def unpack(
             unpacks to a different digest than the config says.
     """
     config, layers = await manifest_parts(store, manifest)
+    return await unpack_layers(
+        store,
+        snapshotter,
+        applier,
+        config,
+        layers,
+        snapshotter_name=snapshotter_name,
+        progress=progress,
+    )
+
+
+async def unpack_layers(
+    store: content.Store,
+    snapshotter: Snapshotter,
+    applier: Applier,
+    config: Descriptor,
+    layers: Sequence[Descriptor],
+    *,
+    snapshotter_name: str,
+    progress: Callable[[str, str], None] | None = None,
+    ready: Callable[[Descriptor], Awaitable[None]] | None = None,
+) -> str:
+    """Unpack ``layers`` (bottom first) as the image ``config`` describes; return the top chain ID.
+
+    With ``ready``, each blob (the config first, then every layer just before
+    it is applied) is awaited through it: a pull that is still fetching
+    passes a wait for that blob to be in the content store, so lower layers
+    are applied while upper ones download.
+
+    Raises:
+        UnimplementedError: a layer of an unsupported media type.
+        FailedPreconditionError: layers and diff IDs disagree, or a layer
+            unpacks to a different digest than the config says.
+    """
+    if ready is not None:
+        await ready(config)
     cfg = await read_json(store, config)
     rootfs = cfg.get("rootfs")
     diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
@@ -187,6 +224,8 @@ async def unpack(
     chains = chain_ids([str(d) for d in diff_ids])
     parent = ""
     for layer, diff_id, chain in zip(layers, diff_ids, chains, strict=True):
+        if ready is not None:
+            await ready(layer)
         if progress:
             progress(layer.digest, "extracting")
         await _apply_layer(
@@ -244,8 +283,9 @@ async def _apply_layer(
             committed = True
     finally:
         if not committed:
+            # shielded: a pull cancelled mid-apply (another blob failed) still removes it
             with contextlib.suppress(ContainerdError):
-                await sn.remove(key)
+                await asyncio.shield(sn.remove(key))
     await _label_uncompressed(store, layer, diff_id)
 
 

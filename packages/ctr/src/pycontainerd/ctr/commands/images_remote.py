@@ -91,7 +91,10 @@ async def unpack_platforms(
     snapshotter: str,
     print_chainid: bool,
 ) -> None:
-    """Unpack the fetched image for each of ``targets``, printing upstream's lines."""
+    """Unpack the fetched image for each of ``targets``, printing upstream's lines.
+
+    A manifest the fetch unpacked already (``result.chain_ids``) is only reported.
+    """
     from pycontainerd.client.unpack import unpack
     from pycontainerd.config.duration import format_duration
     from pycontainerd.core.errdefs import NotFoundError
@@ -108,7 +111,9 @@ async def unpack_platforms(
         if chosen is None:
             msg = f"no match for platform {format_platform(plat)} in {result.image.target.digest}"
             raise NotFoundError(msg)
-        top = await unpack(store, sn, differ, chosen.descriptor, snapshotter_name=name)
+        top = result.chain_ids.get(chosen.descriptor.digest)
+        if top is None:
+            top = await unpack(store, sn, differ, chosen.descriptor, snapshotter_name=name)
         if print_chainid:
             click.echo(f"image chain ID: {top}")
     click.echo(f"done: {format_duration(time.monotonic() - start)}\t")
@@ -167,7 +172,7 @@ def pull(  # noqa: PLR0917 - upstream's flags
     """Pull an image from a remote: [flags] <ref>."""
     from pycontainerd.client.imagewalk import image_platforms
     from pycontainerd.client.progress import Tracker
-    from pycontainerd.client.pull import fetch
+    from pycontainerd.client.pull import Unpacking, fetch
     from pycontainerd.core import platforms
     from pycontainerd.ctr.progress import Progress
 
@@ -181,9 +186,25 @@ def pull(  # noqa: PLR0917 - upstream's flags
     image_labels = label_args(labels)
     show = not debug_enabled(ctx)
 
+    def unpacked_early(m: PlatformManifest) -> bool:
+        # with --all-platforms the targets are the image's known platforms
+        # (image_platforms leaves out unknown/unknown entries such as attestations)
+        if not all_platforms or m.platform is None:
+            return True
+        return "unknown" not in (m.platform.os, m.platform.architecture)
+
     async def work(client: Client) -> None:
         tracker = Tracker()
         progress = Progress(tracker, sys.stdout, enabled=show)
+        name = snapshotter or client.snapshotter
+        # layers are applied while later ones download; unpack_platforms then reports them
+        unpacking = Unpacking(
+            snapshotter_name=name,
+            snapshotter=client.snapshot_service(name),
+            applier=client.diff_service(),
+            select=unpacked_early,
+            track=False,
+        )
         async with (
             resolver(registry, max_concurrent=max_concurrent_downloads) as res,
             client.with_lease(),
@@ -197,6 +218,7 @@ def pull(  # noqa: PLR0917 - upstream's flags
                     all_platforms=all_platforms,
                     labels=image_labels,
                     tracker=tracker,
+                    unpacking=unpacking,
                 )
             if all_platforms:
                 targets = await image_platforms(client.content_store(), result.image.target)
