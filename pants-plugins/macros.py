@@ -43,6 +43,10 @@ def pycontainerd_tests(extra_dependencies=(), **kwargs):
     python_test_utils(name="test_utils", sources=["**/*.py", "!**/test_*.py"])
     # Test data keeps its path (test files are not stripped): Path(__file__).parent / ...
     files(name="test_data", sources=["**/*", "!**/*.py", "!**/*.pyc", "!BUILD"])
+    # One pytest process per package (as `uv run pytest` runs one for everything):
+    # per-file processes spent most of a run starting pytest and its workers, and
+    # every test depends on the whole workspace anyway, so nothing caches finer.
+    kwargs.setdefault("batch_compatibility_tag", build_file_dir().parent.name)
     python_tests(
         name="tests",
         sources=["**/test_*.py"],
