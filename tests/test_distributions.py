@@ -57,17 +57,15 @@ def wheel_name(wheel: Path) -> str:
 
 
 def test_config_installs_alone_without_grpc(full_checkout: Path, uv: str, tmp_path: Path) -> None:
-    # Only core and config from this checkout; every other requirement comes
-    # from the index, so an undeclared or server-side dependency shows up here.
-    wheels = [
-        _build(uv, full_checkout, pkg, tmp_path / pkg, wheel_only=True)
-        for pkg in ("core", "config")
-    ]
+    # Only config from this checkout, into an empty venv: every requirement
+    # comes from the index, so a dependency on another pycontainerd
+    # distribution (which is on no index) or a server-side one shows up here.
+    wheel = _build(uv, full_checkout, "config", tmp_path / "config", wheel_only=True)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
     proc = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", *map(str, wheels)],
+        [str(python), "-m", "pip", "install", "-q", str(wheel)],
         capture_output=True,
         text=True,
         check=False,
@@ -79,11 +77,24 @@ def test_config_installs_alone_without_grpc(full_checkout: Path, uv: str, tmp_pa
         text=True,
         check=True,
     ).stdout.lower()
-    for forbidden in ("grpcio", "protobuf", "pycontainerd-api", "pycontainerd-daemon"):
+    assert "pycontainerd-config==" in installed
+    for forbidden in ("grpcio", "protobuf", "pycontainerd-core", "pycontainerd-api"):
         assert f"{forbidden}==" not in installed
-    check = "import pycontainerd.config, sys; assert 'grpc' not in sys.modules, sys.modules.keys()"
-    proc = subprocess.run([str(python), "-c", check], capture_output=True, text=True, check=False)
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import sys\n"
+        "import pycontainerd.config\n"
+        "assert 'grpc' not in sys.modules, sorted(sys.modules)\n"
+        "from pycontainerd.config import ConfigError, loads\n"
+        "try:\n"
+        "    loads('version = 2\\nroot = 1\\n', name='x.toml', rootless=False)\n"
+        "except ConfigError as exc:\n"
+        "    print(exc)\n"
+        "assert 'grpc' not in sys.modules, sorted(sys.modules)\n"
+    )
+    proc = subprocess.run([str(python), str(probe)], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "x.toml: root: expected a string, got 1: invalid argument\n"
 
 
 def test_every_package_is_a_workspace_member(checkout_files: Path) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from pycontainerd.config import client
-from pycontainerd.core.errdefs import InvalidArgumentError
+from pycontainerd.config.errors import ConfigValueError
 
 ROOT_SOCKET = "/run/pycontainerd/containerd.sock"
 
@@ -46,12 +46,12 @@ def test_rootless_default_address(monkeypatch: pytest.MonkeyPatch, tmp_path: obj
     ],
 )
 def test_resolve_address_rejects(flag: str, message: str) -> None:
-    with pytest.raises(InvalidArgumentError, match=message):
+    with pytest.raises(ConfigValueError, match=message):
         client.resolve_address(flag, {}, rootless=False)
 
 
 def test_bad_address_in_env_is_rejected() -> None:
-    with pytest.raises(InvalidArgumentError, match='scheme "http"'):
+    with pytest.raises(ConfigValueError, match='scheme "http"'):
         client.resolve_address(None, {"CONTAINERD_ADDRESS": "http://x"}, rootless=False)
 
 
@@ -70,7 +70,7 @@ def test_resolve_namespace(flag: str | None, env: dict[str, str], expected: str)
 
 
 def test_empty_namespace_flag_is_rejected() -> None:
-    with pytest.raises(InvalidArgumentError, match="namespace cannot be empty"):
+    with pytest.raises(ConfigValueError, match="namespace cannot be empty"):
         client.resolve_namespace("", {})
 
 
@@ -84,7 +84,7 @@ def test_connect_timeout(flag: str | float | None, expected: float) -> None:
 
 @pytest.mark.parametrize(("flag", "message"), [("-1s", "negative"), ("soon", "invalid duration")])
 def test_connect_timeout_rejects(flag: str, message: str) -> None:
-    with pytest.raises(InvalidArgumentError, match=message):
+    with pytest.raises(ConfigValueError, match=message):
         client.resolve_connect_timeout(flag)
 
 

@@ -10,7 +10,7 @@ from pycontainerd.config.duration import (
     parse_duration,
     parse_duration_ns,
 )
-from pycontainerd.core.errdefs import InvalidArgumentError
+from pycontainerd.config.errors import ConfigValueError
 
 
 @pytest.mark.parametrize(
@@ -55,7 +55,7 @@ def test_parse(text: str, ns: int) -> None:
     ],
 )
 def test_parse_rejects(text: str, message: str) -> None:
-    with pytest.raises(InvalidArgumentError) as excinfo:
+    with pytest.raises(ConfigValueError) as excinfo:
         parse_duration(text)
     assert str(excinfo.value) == f"{message}: invalid argument"
 

@@ -86,6 +86,4 @@ def test_only_allowed_dependencies(path: Path) -> None:
         top = name.split(".")[0]
         if top in sys.stdlib_module_names or top in ALLOWED_THIRD_PARTY or top == "__future__":
             continue
-        assert name.startswith(("pycontainerd.core", "pycontainerd.config")), (
-            f"{path.name} imports {name}"
-        )
+        assert name.startswith("pycontainerd.config"), f"{path.name} imports {name}"

@@ -8,7 +8,6 @@ import pytest
 from pycontainerd.config import ConfigError, load, loads
 from pycontainerd.config import paths as config_paths
 from pycontainerd.config.model import default_config
-from pycontainerd.core.errdefs import InvalidArgumentError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -24,7 +23,7 @@ def load_error(path: Path) -> ConfigError:
     with pytest.raises(ConfigError) as excinfo:
         load(path, rootless=False)
     err = excinfo.value
-    assert isinstance(err, InvalidArgumentError)
+    assert isinstance(err, ValueError)
     assert str(err).endswith(": invalid argument")
     return err
 

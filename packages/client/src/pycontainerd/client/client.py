@@ -34,8 +34,9 @@ import grpc
 
 from pycontainerd.client._errors import rpc_errors
 from pycontainerd.config import client as client_config
+from pycontainerd.config.errors import ConfigError
 from pycontainerd.core import namespaces
-from pycontainerd.core.errdefs import DeadlineExceededError
+from pycontainerd.core.errdefs import DeadlineExceededError, InvalidArgumentError
 from pycontainerd.core.leases import EXPIRE_LABEL
 
 if TYPE_CHECKING:
@@ -107,10 +108,13 @@ class Client:
         lease: str | None = None,
         snapshotter: str | None = None,
     ) -> None:
-        self.address = client_config.resolve_address(address)
-        self.namespace = client_config.resolve_namespace(namespace)
+        try:
+            self.address = client_config.resolve_address(address)
+            self.namespace = client_config.resolve_namespace(namespace)
+            self.connect_timeout = client_config.resolve_connect_timeout(connect_timeout)
+        except ConfigError as exc:
+            raise InvalidArgumentError(exc.message) from exc
         self.timeout = timeout or None
-        self.connect_timeout = client_config.resolve_connect_timeout(connect_timeout)
         self.lease = lease or None
         self.snapshotter = snapshotter or os.environ.get(SNAPSHOTTER_ENV) or DEFAULT_SNAPSHOTTER
         self._channel: grpc.aio.Channel | None = None

@@ -11,8 +11,8 @@
 
 Names are imported lazily on first use, so ``import pycontainerd.config``
 (and ``pycontainerd.config.client``, which ``ctr --help`` needs) costs almost
-nothing. This package never imports grpc, protobuf or another pycontainerd
-distribution than core.
+nothing. This package never imports grpc, protobuf or any other pycontainerd
+distribution: its errors are :class:`ConfigError` (a ``ValueError``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pycontainerd.config.duration import format_duration, parse_duration
-    from pycontainerd.config.errors import ConfigError
+    from pycontainerd.config.errors import ConfigError, ConfigValueError
     from pycontainerd.config.loader import LoadedConfig, load, loads
     from pycontainerd.config.model import (
         CgroupConfig,
@@ -43,6 +43,7 @@ _EXPORTS: dict[str, str] = {
     "format_duration": "duration",
     "parse_duration": "duration",
     "ConfigError": "errors",
+    "ConfigValueError": "errors",
     "LoadedConfig": "loader",
     "load": "loader",
     "loads": "loader",
@@ -66,6 +67,7 @@ __all__ = [
     "CgroupConfig",
     "Config",
     "ConfigError",
+    "ConfigValueError",
     "DebugConfig",
     "GrpcConfig",
     "LoadedConfig",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Final
 
 from pycontainerd.config import paths
 from pycontainerd.config.duration import parse_duration
-from pycontainerd.core.errdefs import InvalidArgumentError
+from pycontainerd.config.errors import ConfigValueError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -36,7 +36,7 @@ def normalize_address(address: str) -> str:
     """Strip a ``unix://`` (or ``unix:``) scheme and return the socket path.
 
     Raises:
-        InvalidArgumentError: The address is empty or has another scheme.
+        ConfigValueError: The address is empty or has another scheme.
     """
     if address.startswith("unix://"):
         path = address[len("unix://") :]
@@ -46,10 +46,10 @@ def normalize_address(address: str) -> str:
         scheme, sep, _ = address.partition("://")
         if sep:
             msg = f'unsupported address scheme "{scheme}" in "{address}": only unix sockets'
-            raise InvalidArgumentError(msg)
+            raise ConfigValueError(msg)
         path = address
     if not path:
-        raise InvalidArgumentError(f'address "{address}" names no socket path')
+        raise ConfigValueError(f'address "{address}" names no socket path')
     return path
 
 
@@ -71,13 +71,13 @@ def resolve_address(
         A bare socket path (no scheme); see :func:`grpc_target`.
 
     Raises:
-        InvalidArgumentError: The flag is empty or the address has a scheme
+        ConfigValueError: The flag is empty or the address has a scheme
             other than ``unix``.
     """
     environ = os.environ if env is None else env
     if flag is not None:
         if not flag:
-            raise InvalidArgumentError("address cannot be empty")
+            raise ConfigValueError("address cannot be empty")
         return normalize_address(flag)
     from_env = environ.get(ADDRESS_ENV, "")
     if from_env:
@@ -92,12 +92,12 @@ def resolve_namespace(flag: str | None = None, env: Mapping[str, str] | None = N
     invalid one with InvalidArgument).
 
     Raises:
-        InvalidArgumentError: The flag is given but empty.
+        ConfigValueError: The flag is given but empty.
     """
     environ = os.environ if env is None else env
     if flag is not None:
         if not flag:
-            raise InvalidArgumentError("namespace cannot be empty")
+            raise ConfigValueError("namespace cannot be empty")
         return flag
     return environ.get(NAMESPACE_ENV, "") or DEFAULT_NAMESPACE
 
@@ -109,13 +109,13 @@ def resolve_connect_timeout(flag: str | float | None = None) -> float:
     mean the default, as in ``ctr``.
 
     Raises:
-        InvalidArgumentError: Not a duration, or negative.
+        ConfigValueError: Not a duration, or negative.
     """
     if flag is None:
         return DEFAULT_CONNECT_TIMEOUT
     seconds = parse_duration(flag) if isinstance(flag, str) else float(flag)
     if seconds < 0:
-        raise InvalidArgumentError(f"connect timeout cannot be negative: {flag}")
+        raise ConfigValueError(f"connect timeout cannot be negative: {flag}")
     return seconds or DEFAULT_CONNECT_TIMEOUT
 
 

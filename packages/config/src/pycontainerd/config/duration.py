@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from pycontainerd.core.errdefs import InvalidArgumentError
+from pycontainerd.config.errors import ConfigValueError
 
 _NS_PER_UNIT: Final[dict[str, int]] = {
     "ns": 1,
@@ -48,7 +48,7 @@ def parse_duration_ns(text: str) -> int:
         The duration in nanoseconds (fractions below a nanosecond are dropped).
 
     Raises:
-        InvalidArgumentError: ``text`` is not a duration.
+        ConfigValueError: ``text`` is not a duration.
     """
     rest = text
     negative = False
@@ -58,26 +58,26 @@ def parse_duration_ns(text: str) -> int:
     if rest == "0":
         return 0
     if not rest:
-        raise InvalidArgumentError(f'invalid duration "{text}"')
+        raise ConfigValueError(f'invalid duration "{text}"')
     total = 0
     pos = 0
     while pos < len(rest):
         match = _TERM.match(rest, pos)
         if match is None:
-            raise InvalidArgumentError(f'invalid duration "{text}"')
+            raise ConfigValueError(f'invalid duration "{text}"')
         number, unit = match.groups()
         if not unit:
-            raise InvalidArgumentError(f'missing unit in duration "{text}"')
+            raise ConfigValueError(f'missing unit in duration "{text}"')
         scale = _NS_PER_UNIT.get(unit)
         if scale is None:
-            raise InvalidArgumentError(f'unknown unit "{unit}" in duration "{text}"')
+            raise ConfigValueError(f'unknown unit "{unit}" in duration "{text}"')
         whole, _, fraction = number.partition(".")
         value = int(whole or "0") * scale
         if fraction:
             value += int(fraction) * scale // 10 ** len(fraction)
         total += value
         if total > _MAX_NS:
-            raise InvalidArgumentError(f'invalid duration "{text}": out of range')
+            raise ConfigValueError(f'invalid duration "{text}": out of range')
         pos = match.end()
     return -total if negative else total
 
@@ -92,7 +92,7 @@ def parse_duration(text: str) -> float:
         The duration in seconds, ready for ``asyncio.sleep`` or ``wait_for``.
 
     Raises:
-        InvalidArgumentError: ``text`` is not a duration.
+        ConfigValueError: ``text`` is not a duration.
     """
     return parse_duration_ns(text) / 1e9
 

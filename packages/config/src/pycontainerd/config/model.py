@@ -24,7 +24,6 @@ from pycontainerd.config import paths
 from pycontainerd.config._decode import TableReader, show
 from pycontainerd.config.duration import parse_duration, parse_duration_ns
 from pycontainerd.config.errors import ConfigError
-from pycontainerd.core.errdefs import InvalidArgumentError
 
 VERSION: Final = 2
 """The only config version pycontainerd reads and writes."""
@@ -364,8 +363,8 @@ def _decode_timeouts(reader: TableReader, default: Mapping[str, str]) -> Mapping
             )
         try:
             ns = parse_duration_ns(value)
-        except InvalidArgumentError as exc:
-            raise reader.error(key, exc.message) from None
+        except ConfigError as exc:
+            raise reader.error(key, exc.problem) from None
         if ns < 0:
             raise reader.error(key, f'negative duration "{value}"')
         out[key] = value

@@ -41,11 +41,10 @@ def registered_plugin_defaults() -> dict[str, Mapping[str, Any]]:
 
 def _load(config_path: str | None) -> LoadedConfig:
     from pycontainerd.config import load
-    from pycontainerd.core.errdefs import ContainerdError
 
     try:
         return load(config_path)
-    except (ContainerdError, OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # ConfigError is a ValueError
         raise SettingsError(str(exc)) from exc
 
 

@@ -81,13 +81,14 @@ DEFAULTS: Final[Mapping[str, object]] = {
 
 def _duration(key: str, value: object) -> float:
     from pycontainerd.config.duration import parse_duration
+    from pycontainerd.config.errors import ConfigError
 
     if not isinstance(value, str):
         msg = f'gc scheduler: {key} must be a duration string like "100ms", got {value!r}'
         raise InvalidArgumentError(msg)
     try:
         seconds = parse_duration(value)
-    except InvalidArgumentError as exc:
+    except ConfigError as exc:
         msg = f"gc scheduler: {key}: {exc.message}"
         raise InvalidArgumentError(msg) from None
     if seconds < 0:
