@@ -74,27 +74,38 @@ class GrpcMetrics:
         self._started: dict[_Labels, int] = {}
         self._handled: dict[_Labels, int] = {}
         self._latency: dict[_Labels, _Histogram] = {}
+        self._bases: dict[tuple[str, str], _Labels] = {}
 
     @staticmethod
     def _split(full_method: str) -> tuple[str, str]:
         service, _, method = full_method.lstrip("/").partition("/")
         return service, method
 
+    def _base(self, full_method: str, rpc_type: str) -> _Labels:
+        """The method's labels, built once per (method, type): this runs on every call."""
+        base = self._bases.get((full_method, rpc_type))
+        if base is None:
+            service, method = self._split(full_method)
+            base = (("grpc_method", method), ("grpc_service", service), ("grpc_type", rpc_type))
+            self._bases[full_method, rpc_type] = base
+        return base
+
     def started(self, full_method: str, rpc_type: str) -> None:
         """Count an RPC that began (``grpc_server_started_total``)."""
-        service, method = self._split(full_method)
-        key = (("grpc_method", method), ("grpc_service", service), ("grpc_type", rpc_type))
+        key = self._base(full_method, rpc_type)
         with self._lock:
             self._started[key] = self._started.get(key, 0) + 1
 
     def handled(self, full_method: str, rpc_type: str, code: str, seconds: float) -> None:
         """Count an RPC that finished with ``code`` and record its latency."""
-        service, method = self._split(full_method)
-        base = (("grpc_method", method), ("grpc_service", service), ("grpc_type", rpc_type))
+        base = self._base(full_method, rpc_type)
         key = (("grpc_code", code), *base)
         with self._lock:
             self._handled[key] = self._handled.get(key, 0) + 1
-            self._latency.setdefault(base, _Histogram()).observe(seconds)
+            hist = self._latency.get(base)
+            if hist is None:
+                hist = self._latency[base] = _Histogram()
+            hist.observe(seconds)
 
     def render(self) -> list[str]:
         """Exposition lines for the gRPC metrics."""
