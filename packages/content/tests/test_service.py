@@ -303,6 +303,24 @@ async def test_read_offsets_and_sizes(stub: content_pb2_grpc.ContentAsyncStub) -
     )
 
 
+async def test_read_of_several_messages(stub: content_pb2_grpc.ContentAsyncStub) -> None:
+    """Every message but the last is written ahead; offsets and bytes are the stream's."""
+    chunk = 1 << 20
+    data = hashlib.sha256(b"several").digest() * ((chunk * 5 // 2) // 32)
+    dgst = await ingest(stub, "several", data)
+    msgs = await collect(
+        stub.Read(content_pb2.ReadContentRequest(digest=dgst, offset=10), metadata=NS)
+    )
+    assert [m.offset for m in msgs] == [10, 10 + chunk, 10 + 2 * chunk]
+    assert b"".join(m.data for m in msgs) == data[10:]
+    msgs = await collect(
+        stub.Read(
+            content_pb2.ReadContentRequest(digest=dgst, offset=chunk, size=chunk), metadata=NS
+        )
+    )
+    assert [(m.offset, m.data) for m in msgs] == [(chunk, data[chunk : 2 * chunk])]
+
+
 # -- Write protocol ------------------------------------------------------------
 
 
