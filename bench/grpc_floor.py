@@ -1,0 +1,275 @@
+"""What a bare gRPC server costs per ``Content.Read`` call, driven by the Go ``ctr``.
+
+    uv run python bench/grpc_floor.py [--mib 64] [--variants aio,aio-write,...]
+
+Serves one in-memory blob through a minimal ``Content`` servicer (``Info`` and
+``Read`` only, no store, no namespace) and times ``ctr content get`` of it, which
+asks for the blob in 32 KiB ``Read`` calls, one call per chunk. Each variant
+changes one thing about the server, so the table shows what the transport
+alone allows and what each choice costs:
+
+- ``aio``: ``grpc.aio`` with an async-generator ``Read``;
+- ``aio-write``: ``await context.write()`` instead of ``yield``;
+- ``aio-raw``: the ``Read`` handler's response serializer is the identity and
+  the servicer yields pre-serialized ``ReadContentResponse`` bytes;
+- ``aio-unary``: ``Read`` served by a unary-unary handler (what the daemon
+  does): leading messages written, the last returned with the status;
+- ``aio-intercept``: ``aio`` behind the daemon's ``MetricsInterceptor``;
+- ``aio-opts``: ``aio`` with ``grpc.optimization_target=throughput`` and no
+  ``so_reuseport``;
+- ``sync``: the synchronous ``grpc.server`` with a thread pool.
+
+Prints MiB/s (best run), wall and server CPU per call, and containerd's
+throughput for the same blob as the reference. A benchmark, never a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+from _harness import CTR, GC_ROOT, channel, containerd_peer, running, tmpfs_dir, write_blob
+
+VARIANTS = ("aio", "aio-write", "aio-raw", "aio-unary", "aio-intercept", "aio-opts", "sync")
+
+
+def _servicer(blob: bytes, digest: str, mode: str) -> Any:
+    import grpc
+    from google.protobuf import timestamp_pb2
+
+    from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
+
+    ts = timestamp_pb2.Timestamp(seconds=int(time.time()))
+    info = content_pb2.Info(digest=digest, size=len(blob), created_at=ts, updated_at=ts)
+    chunk = 1 << 20
+
+    def ranges(req: Any) -> Any:
+        off = max(req.offset, 0)
+        size = req.size if req.size > 0 else len(blob) - off
+        end = min(len(blob), off + size)
+        while off < end:
+            n = min(chunk, end - off)
+            yield off, blob[off : off + n]
+            off += n
+
+    class Servicer(content_pb2_grpc.ContentServicer):
+        async def Info(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return content_pb2.InfoResponse(info=info)
+
+        if mode == "aio-write":
+
+            async def Read(self, request: Any, context: Any) -> None:  # noqa: N802
+                for off, data in ranges(request):
+                    await context.write(content_pb2.ReadContentResponse(offset=off, data=data))
+
+        elif mode == "aio-unary":
+
+            async def Read(self, request: Any, context: Any) -> Any:  # noqa: N802
+                last = None
+                for off, data in ranges(request):
+                    if last is not None:
+                        await context.write(last.SerializeToString())
+                    last = content_pb2.ReadContentResponse(offset=off, data=data)
+                if last is None:
+                    await context.abort(grpc.StatusCode.OK)
+                return last
+
+        elif mode == "aio-raw":
+
+            async def Read(self, request: Any, context: Any) -> Any:  # noqa: N802
+                for off, data in ranges(request):
+                    yield content_pb2.ReadContentResponse(offset=off, data=data).SerializeToString()
+
+        else:
+
+            async def Read(self, request: Any, context: Any) -> Any:  # noqa: N802
+                for off, data in ranges(request):
+                    yield content_pb2.ReadContentResponse(offset=off, data=data)
+
+    class SyncServicer(content_pb2_grpc.ContentServicer):
+        def Info(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return content_pb2.InfoResponse(info=info)
+
+        def Read(self, request: Any, context: Any) -> Any:  # noqa: N802
+            for off, data in ranges(request):
+                yield content_pb2.ReadContentResponse(offset=off, data=data)
+
+    return SyncServicer() if mode == "sync" else Servicer()
+
+
+def _register(server: Any, servicer: Any, mode: str) -> None:
+    import grpc
+
+    from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
+
+    if mode not in ("aio-raw", "aio-unary"):
+        content_pb2_grpc.add_ContentServicer_to_server(servicer, server)
+        return
+    factory = (
+        grpc.unary_unary_rpc_method_handler
+        if mode == "aio-unary"
+        else grpc.unary_stream_rpc_method_handler
+    )
+    handlers = {
+        "Info": grpc.unary_unary_rpc_method_handler(
+            servicer.Info,
+            request_deserializer=content_pb2.InfoRequest.FromString,
+            response_serializer=content_pb2.InfoResponse.SerializeToString,
+        ),
+        "Read": factory(
+            servicer.Read,
+            request_deserializer=content_pb2.ReadContentRequest.FromString,
+            response_serializer=None if mode == "aio-raw" else _serialize,
+        ),
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("containerd.services.content.v1.Content", handlers),)
+    )
+
+
+def _serialize(message: Any) -> bytes:
+    return message if isinstance(message, bytes) else message.SerializeToString()  # type: ignore[no-any-return]
+
+
+def serve(address: str, blob_path: str, mode: str) -> None:
+    """The server process: serve ``blob_path`` on ``address`` until killed."""
+    import grpc
+    import grpc.aio
+
+    blob = Path(blob_path).read_bytes()
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    servicer = _servicer(blob, digest, mode)
+    opts: list[tuple[str, Any]] = [("grpc.max_send_message_length", 16 << 20)]
+    if mode == "sync":
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=opts)
+        _register(server, servicer, mode)
+        server.add_insecure_port(f"unix:{address}")
+        server.start()
+        server.wait_for_termination()
+        return
+
+    async def main() -> None:
+        interceptors: list[Any] = []
+        o = [*opts, ("grpc.so_reuseport", 0)]
+        if mode == "aio-intercept":
+            from pycontainerd.daemon.metrics import GrpcMetrics
+            from pycontainerd.daemon.server import MetricsInterceptor
+
+            interceptors.append(MetricsInterceptor(GrpcMetrics()))
+        if mode == "aio-opts":
+            o = [*opts, ("grpc.optimization_target", "throughput")]
+        server = grpc.aio.server(interceptors=interceptors, options=o)
+        _register(server, servicer, mode)
+        server.add_insecure_port(f"unix:{address}")
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(main())
+
+
+def ctr_get(address: str, digest: str) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(
+        [CTR, "-a", address, "content", "get", digest],
+        stdout=subprocess.DEVNULL,
+        check=True,
+    )
+    return time.perf_counter() - t0
+
+
+def wait_socket(address: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if os.path.exists(address):
+            res = subprocess.run([CTR, "-a", address, "version"], capture_output=True, check=False)
+            if b"Client" in res.stdout:
+                time.sleep(0.05)
+                return
+        time.sleep(0.02)
+
+
+def _cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_variant(mode: str, blob: Path, digest: str, runs: int) -> tuple[float, float]:
+    """(best MiB/s, server CPU seconds per get)."""
+    base = tmpfs_dir()
+    address = str(base / "s.sock")
+    proc = multiprocessing.get_context("spawn").Process(
+        target=serve, args=(address, str(blob), mode), daemon=True
+    )
+    proc.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(address) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        mib = blob.stat().st_size / (1 << 20)
+        ctr_get(address, digest)  # warm-up
+        c0 = _cpu(proc.pid)
+        best = max(mib / ctr_get(address, digest) for _ in range(runs))
+        return best, (_cpu(proc.pid) - c0) / runs
+    finally:
+        proc.terminate()
+        proc.join(5)
+        with contextlib.suppress(OSError):
+            os.unlink(address)
+        base.rmdir()
+
+
+def containerd_rate(blob: Path, runs: int) -> float:
+    peer = containerd_peer()
+    mib = blob.stat().st_size / (1 << 20)
+    with running(peer):
+        with channel(peer) as ch:
+            digest = write_blob(ch, blob, ref="floor", labels=GC_ROOT)
+        ctr_get(peer.address, digest)
+        return max(mib / ctr_get(peer.address, digest) for _ in range(runs))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--mib", type=int, default=64)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--no-containerd", action="store_true")
+    args = parser.parse_args()
+    base = tmpfs_dir()
+    blob = base / "blob"
+    try:
+        blob.write_bytes(os.urandom(args.mib << 20))
+        digest = "sha256:" + hashlib.sha256(blob.read_bytes()).hexdigest()
+        calls = (args.mib << 20) // (32 << 10)
+        if not args.no_containerd:
+            rate = containerd_rate(blob, args.runs)
+            us = args.mib / rate / calls * 1e6
+            print(f"{'containerd':<16}{rate:8.1f} MiB/s  {us:6.0f} us/call", flush=True)
+        for mode in args.variants.split(","):
+            rate, cpu = measure_variant(mode, blob, digest, args.runs)
+            us = args.mib / rate / calls * 1e6
+            cpu_us = cpu / calls * 1e6
+            print(
+                f"{mode:<16}{rate:8.1f} MiB/s  {us:6.0f} us/call  {cpu_us:6.0f} us server CPU/call",
+                flush=True,
+            )
+    finally:
+        blob.unlink(missing_ok=True)
+        base.rmdir()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
