@@ -19,12 +19,14 @@ How it runs: every committed write of the database reports itself (a
 *mutation*, a *deletion* when it dropped a reference). A timer ticks every
 ``interval``; a tick collects when something was deleted, enough was written,
 or a collection was requested, and otherwise re-arms. After each collection
-the next tick is ``interval = cost / pause_threshold - cost`` after it ended,
-where ``cost`` is the larger of the last collection's wall time and a moving
-average that weighs recent runs most (at least 5 ms). Each collection and the
-pause after it then spend at most ``pause_threshold`` of their wall time
-collecting, so cheap collections at start-up cannot shorten the pauses after
-the expensive ones that follow (a mean over every run since start did).
+the next tick is ``interval = cost / pause_threshold`` after it ended, where
+``cost`` is the larger of the last collection's wall time and a moving average
+that weighs recent runs most (at least 5 ms). Each collection and the pause
+after it then spend ``pause_threshold / (1 + pause_threshold)`` of their wall
+time collecting (1.96 % for the default), under the threshold with a margin for
+a collection that costs a little more than the one before; cheap collections
+at start-up cannot shorten the pauses after the expensive ones that follow (a
+mean over every run since start did).
 :meth:`Scheduler.schedule_and_wait` (synchronous image and lease deletes)
 forces a collection after ``schedule_delay`` and returns when a collection
 that *started after the call* has finished.
@@ -354,7 +356,7 @@ class Scheduler:
         self._collections += 1
         if self.config.pause_threshold > 0:
             cost = max(self._recent_seconds, took, MIN_AVERAGE)
-            self.interval = cost / self.config.pause_threshold - cost
+            self.interval = cost / self.config.pause_threshold
 
     # -- metrics ---------------------------------------------------------
 
