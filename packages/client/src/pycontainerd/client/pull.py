@@ -33,6 +33,7 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+from pycontainerd.client._cleanup import finish_shielded
 from pycontainerd.client.progress import Tracker
 from pycontainerd.client.remotes import mediatypes as mt
 from pycontainerd.client.remotes import reference
@@ -273,7 +274,7 @@ class _Walker:
         except BaseException:
             # bad bytes, or cancelled because another blob failed: discard the ingest
             self.tracker.set(ref, "error")
-            await asyncio.shield(self._discard(writer, ref))
+            await finish_shielded(self._discard(writer, ref))
             raise
         finally:
             await writer.close()

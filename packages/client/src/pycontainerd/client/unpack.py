@@ -15,7 +15,6 @@ garbage collector keeps the snapshots while the image exists.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import hashlib
@@ -25,6 +24,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Protocol
 
+from pycontainerd.client._cleanup import finish_shielded
 from pycontainerd.client.remotes import mediatypes as mt
 from pycontainerd.core import content
 from pycontainerd.core.errdefs import (
@@ -285,7 +285,7 @@ async def _apply_layer(
         if not committed:
             # shielded: a pull cancelled mid-apply (another blob failed) still removes it
             with contextlib.suppress(ContainerdError):
-                await asyncio.shield(sn.remove(key))
+                await finish_shielded(sn.remove(key))
     await _label_uncompressed(store, layer, diff_id)
 
 

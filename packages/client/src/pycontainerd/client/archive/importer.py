@@ -40,6 +40,7 @@ import tarfile
 from dataclasses import dataclass, field, replace
 from typing import IO, TYPE_CHECKING, Any, Final, TypeVar
 
+from pycontainerd.client._cleanup import finish_shielded
 from pycontainerd.client.archive import refs
 from pycontainerd.client.remotes import mediatypes as mt
 from pycontainerd.client.unpack import descriptor_from_json, parse_json
@@ -213,7 +214,7 @@ async def _ingest(store: content.Store, f: IO[bytes], name: str, size: int) -> D
         await writer.close()
         if not committed:
             with contextlib.suppress(NotFoundError):
-                await asyncio.shield(store.abort(ref))
+                await finish_shielded(store.abort(ref))
 
 
 async def _entry(

@@ -16,6 +16,8 @@ end of each ``write``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,7 @@ import grpc
 from google.protobuf import field_mask_pb2
 
 from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
+from pycontainerd.client._cleanup import finish_shielded
 from pycontainerd.client._convert import (
     content_info_from_proto,
     content_info_to_proto,
@@ -34,6 +37,7 @@ from pycontainerd.core.content import Status
 from pycontainerd.core.errdefs import (
     FailedPreconditionError,
     InvalidArgumentError,
+    NotFoundError,
     UnknownError,
 )
 
@@ -115,12 +119,29 @@ class RemoteContentStore:
             raise InvalidArgumentError(msg)
         call = self._stub.Write(metadata=self._client.metadata())
         writer = RemoteWriter(call, ref)
+        opening = asyncio.ensure_future(writer.open(total, expected))
         try:
-            await writer.open(total, expected)
+            await finish_shielded(opening)
+        except asyncio.CancelledError:
+            # The daemon may have opened (and locked) the ingest already, and
+            # the caller gets no writer to discard it with: end the stream and
+            # remove an ingest this open created before the cancellation goes on.
+            await finish_shielded(self._abandon(writer, opening))
+            raise
         except BaseException:
             call.cancel()
             raise
         return writer
+
+    async def _abandon(self, writer: RemoteWriter, opening: asyncio.Future[None]) -> None:
+        """Undo a ``writer()`` call that was cancelled while it opened the ingest."""
+        if opening.cancelled() or opening.exception() is not None:
+            writer.cancel()
+            return
+        await writer.close()
+        if writer.started_empty:
+            with contextlib.suppress(NotFoundError):
+                await self.abort(writer.ref)
 
 
 class RemoteReaderAt:
@@ -160,6 +181,7 @@ class RemoteWriter:
     def __init__(self, call: Any, ref: str) -> None:
         self._call = call
         self._ref = ref
+        self.ref = ref
         self._offset = 0
         self._digest = ""
         self._total = 0
@@ -224,6 +246,16 @@ class RemoteWriter:
             )
         )
         self._hasher = hashlib.sha256() if resp.offset == 0 else None
+
+    @property
+    def started_empty(self) -> bool:
+        """Whether the ingest had no bytes when this writer opened it."""
+        return self._hasher is not None
+
+    def cancel(self) -> None:
+        """Cut the stream (the daemon releases the ref; the ingest stays)."""
+        self._done = True
+        self._call.cancel()
 
     def digest(self) -> str:
         if self._hasher is not None:
@@ -293,6 +325,10 @@ class RemoteWriter:
 
     async def _finish(self) -> None:
         """Half-close the stream and wait until the daemon ended it (and released the ref)."""
+        if self._call.done():
+            # Ended already; a call cut by a cancelled write or read would
+            # raise CancelledError from every further operation.
+            return
         try:
             await self._call.done_writing()
             # Drain what is left: containerd's Go server sends its last answer
