@@ -106,11 +106,19 @@ class Daemon:
             self.args(), env=self.env, stdout=self._log_file, stderr=subprocess.STDOUT
         )
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:
+                self.kill()  # the caller's fixture has no daemon to stop yet
+                raise
         return self
 
-    def wait_ready(self, timeout: float = 15.0) -> None:
-        """Wait for ``successfully booted`` in this run's log (AssertionError if it exits)."""
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait for ``successfully booted`` in this run's log (AssertionError if it exits).
+
+        The deadline is generous: a boot takes a second or two, but on a
+        machine busy with the rest of the suite it has taken more than 15.
+        """
 
         def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
