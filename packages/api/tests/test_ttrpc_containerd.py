@@ -176,19 +176,22 @@ async def test_connect_and_state_against_the_go_shim(containerd: Daemon) -> None
     from pycontainerd.api.runtime.task.v2 import shim_pb2
     from pycontainerd.api.types.task import task_pb2
 
-    with running_container(containerd, "t1") as bundle:
+    # An id of its own: the Go shim's runc root and the cgroup (/default/<id>)
+    # are machine-wide, and other tests run containers in "default" at the same time.
+    cid = f"t1-{uuid.uuid4().hex[:8]}"
+    with running_container(containerd, cid) as bundle:
         address = (bundle / "address").read_text().strip()
         assert address.startswith("unix://")
         init_pid = int((bundle / "init.pid").read_text())
 
         async with await Client.connect(address, timeout=10) as client:
             task = ServiceClient(client, _task_spec(), namespace="default")
-            conn = await task.call("Connect", shim_pb2.ConnectRequest(id="t1"), timeout=10)
+            conn = await task.call("Connect", shim_pb2.ConnectRequest(id=cid), timeout=10)
             assert conn.task_pid == init_pid
             assert _argv0(conn.shim_pid).endswith("containerd-shim-runc-v2")
 
-            state = await task.call("State", shim_pb2.StateRequest(id="t1"), timeout=10)
-            assert state.id == "t1"
+            state = await task.call("State", shim_pb2.StateRequest(id=cid), timeout=10)
+            assert state.id == cid
             assert state.pid == init_pid
             assert state.status == task_pb2.RUNNING
             assert state.bundle == str(bundle)
@@ -204,7 +207,7 @@ async def test_connect_and_state_against_the_go_shim(containerd: Daemon) -> None
             assert unimpl.value.message == "method Nope"
 
         rows = [line.split() for line in containerd.ctr("task", "ls").splitlines()]
-        assert ["t1", str(init_pid), "RUNNING"] in rows
+        assert [cid, str(init_pid), "RUNNING"] in rows
 
 
 async def test_forwarded_envelope_reaches_ctr_events(containerd: Daemon) -> None:
