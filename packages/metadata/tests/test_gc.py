@@ -35,9 +35,10 @@ from pycontainerd.metadata.leases import LeaseStore
 from pycontainerd.snapshots.native import NativeSnapshotter
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import AsyncIterator, Iterator, Mapping
     from pathlib import Path
 
+    from pycontainerd.core.snapshots import Info
     from pycontainerd.metadata.db import MetadataDB, Tx
 
 INDEX = "application/vnd.oci.image.index.v1+json"
@@ -470,5 +471,45 @@ async def test_collection_during_a_commit_keeps_the_new_layer(
         await commit
         await collect
     assert [i.name async for i in meta.walk()] == ["layer"]
+    assert len([i async for i in sn.walk()]) == 1
+    await sn.close()
+
+
+class _PausingWalk(NativeSnapshotter):
+    """Native snapshots whose walk waits for ``release`` before it lists anything."""
+
+    walking: asyncio.Event
+    release: asyncio.Event
+
+    async def walk(self, *filters: str) -> AsyncIterator[Info]:
+        self.walking.set()
+        await self.release.wait()
+        async for info in super().walk(*filters):
+            yield info
+
+
+async def test_prepare_during_a_collection_keeps_the_new_snapshot(
+    tmp_path: Path, db: MetadataDB, backend: LocalStore
+) -> None:
+    # The collection reads the rows it keeps, then walks the backend: a prepare
+    # in between (its row after the read, its snapshot before the walk) must
+    # not leave a snapshot the walk sees as garbage.
+    from pycontainerd.metadata.snapshotter import NamespacedSnapshotter
+
+    sn = _PausingWalk(tmp_path / "native")
+    sn.walking, sn.release = asyncio.Event(), asyncio.Event()
+    meta = NamespacedSnapshotter(db, "native", sn)
+    collector = Collector(db, backend, {"native": sn})
+    lease = (await LeaseStore(db).create("pull")).id
+    with with_lease(lease):
+        collect = asyncio.create_task(collector.collect())
+        await asyncio.wait_for(sn.walking.wait(), 10)
+        prepare = asyncio.create_task(meta.prepare("extract", ""))
+        done, _ = await asyncio.wait({prepare}, timeout=0.2)
+        assert not done, "the prepare ran in the middle of a collection"
+        sn.release.set()
+        await collect
+        await prepare
+        assert [i.name async for i in meta.walk()] == ["extract"]
     assert len([i async for i in sn.walk()]) == 1
     await sn.close()

@@ -205,7 +205,10 @@ class NamespacedSnapshotter:
             )
             return rec, parent_key
 
-        async with self._lock:
+        # The row comes first, but a collection may have read the rows it keeps
+        # before this one and walk the backend after the snapshot exists: hold the
+        # GC lock shared across both, as commit does, or it removes the new snapshot.
+        async with self._lock, self._db.gc_lock.shared():
             rec, parent_key = await self._db.aupdate(record)
             try:
                 if kind is Kind.VIEW:
