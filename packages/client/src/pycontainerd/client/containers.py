@@ -320,49 +320,53 @@ async def new_container(
     snapshot_key = ""
     snapshotter_name = ""
     image_name = ""
-    if image:
-        img = await client.image_store().get(image)
-        manifest = await image_manifest(client, img, platform)
-        config = await image_config(client, manifest)
-        snapshotter_name = snapshotter or client.snapshotter
-        chain = await ensure_unpacked(client, manifest, config, snapshotter_name)
-        opts.append(with_image_config(config))
-        if config.stop_signal:
-            all_labels.setdefault(STOP_SIGNAL_LABEL, config.stop_signal)
-        sn = client.snapshot_service(snapshotter_name)
-        mounts = await sn.prepare(container_id, chain, labels=snapshot_labels)
-        snapshot_key = container_id
-        image_name = img.name
-        if not user and config.user:
-            user = config.user
-    else:
-        from pycontainerd.client.oci import with_rootfs_path
-
-        opts.append(with_rootfs_path(rootfs))
-    try:
-        opts.extend(spec_opts)
-        if user:
-            uid, gid = resolve_user(user, mounts, rootfs)
-            from pycontainerd.client.oci import with_user_id
-
-            opts.append(with_user_id(uid, gid))
-        spec = generate_spec(namespace, container_id, *opts)
-        record = Container(
-            id=container_id,
-            runtime=RuntimeInfo(name=runtime or DEFAULT_RUNTIME),
-            labels=all_labels,
-            image=image_name,
-            spec=AnyValue(type_url=SPEC_TYPE_URL, value=spec_bytes(spec)),
-            snapshotter=snapshotter_name,
-            snapshot_key=snapshot_key,
-        )
-        return await client.container_store().create(record)
-    except BaseException:
-        if snapshot_key:
+    # Under a lease, as the Go client's NewContainer: the new snapshot is
+    # referenced by nothing until the record exists, and a collection in
+    # between (after an image delete or an unpack's lease) removes it.
+    async with client.with_lease():
+        if image:
+            img = await client.image_store().get(image)
+            manifest = await image_manifest(client, img, platform)
+            config = await image_config(client, manifest)
+            snapshotter_name = snapshotter or client.snapshotter
+            chain = await ensure_unpacked(client, manifest, config, snapshotter_name)
+            opts.append(with_image_config(config))
+            if config.stop_signal:
+                all_labels.setdefault(STOP_SIGNAL_LABEL, config.stop_signal)
             sn = client.snapshot_service(snapshotter_name)
-            with contextlib.suppress(Exception):  # the original error matters more
-                await sn.remove(snapshot_key)
-        raise
+            mounts = await sn.prepare(container_id, chain, labels=snapshot_labels)
+            snapshot_key = container_id
+            image_name = img.name
+            if not user and config.user:
+                user = config.user
+        else:
+            from pycontainerd.client.oci import with_rootfs_path
+
+            opts.append(with_rootfs_path(rootfs))
+        try:
+            opts.extend(spec_opts)
+            if user:
+                uid, gid = resolve_user(user, mounts, rootfs)
+                from pycontainerd.client.oci import with_user_id
+
+                opts.append(with_user_id(uid, gid))
+            spec = generate_spec(namespace, container_id, *opts)
+            record = Container(
+                id=container_id,
+                runtime=RuntimeInfo(name=runtime or DEFAULT_RUNTIME),
+                labels=all_labels,
+                image=image_name,
+                spec=AnyValue(type_url=SPEC_TYPE_URL, value=spec_bytes(spec)),
+                snapshotter=snapshotter_name,
+                snapshot_key=snapshot_key,
+            )
+            return await client.container_store().create(record)
+        except BaseException:
+            if snapshot_key:
+                sn = client.snapshot_service(snapshotter_name)
+                with contextlib.suppress(Exception):  # the original error matters more
+                    await sn.remove(snapshot_key)
+            raise
 
 
 def container_spec(container: Container) -> dict[str, Any]:
