@@ -19,6 +19,7 @@ import signal
 import subprocess
 import tarfile
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeAlias
@@ -189,8 +190,21 @@ def make_daemon(short_dir: Path) -> Iterator[MakeDaemon]:
 
 @pytest.fixture
 def daemon(make_daemon: MakeDaemon) -> Daemon:
-    """A started daemon with the default configuration."""
-    return make_daemon()
+    """A started daemon with the default configuration, past its startup collection.
+
+    The GC scheduler collects once ``startup_delay`` after boot. On a loaded
+    machine that can fall after a test's first ``ctr content ingest`` (an
+    unreferenced blob, which the collection rightly removes), so tests start
+    once it has run.
+    """
+    d = make_daemon()
+    deadline = time.monotonic() + 30
+    while "garbage collected" not in d.log():
+        if time.monotonic() > deadline:
+            msg = f"no startup collection within 30 s:\n{d.log()}"
+            raise AssertionError(msg)
+        time.sleep(0.02)
+    return d
 
 
 OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
