@@ -3,7 +3,8 @@
 A snapshotter describes a filesystem as a list of :class:`~pycontainerd.core.types.Mount`
 values (``type``, ``source``, ``options`` in ``mount(8)`` syntax). This module
 turns the options into mount flags plus a data string and calls the system
-calls directly through ``ctypes``; nothing is shelled out.
+calls directly through ``ctypes`` (both shared with the client, in
+:mod:`pycontainerd.core.mount`); nothing is shelled out.
 
 Long overlay option strings are a real limit: the kernel copies at most one
 page of mount data. A 128-layer chain of ``<root>/snapshots/<id>/fs``
@@ -24,25 +25,49 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import logging
 import os
 import posixpath
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from pycontainerd.core.errdefs import InvalidArgumentError, UnavailableError
+from pycontainerd.core.mount import (
+    MNT_DETACH,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    UMOUNT_NOFOLLOW,
+    MountOptions,
+    parse_options,
+    sys_mount,
+    sys_umount,
+)
 from pycontainerd.core.types import Mount
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 
 __all__ = [
+    "MNT_DETACH",
+    "MS_BIND",
+    "MS_NODEV",
+    "MS_NOEXEC",
+    "MS_NOSUID",
+    "MS_PRIVATE",
+    "MS_RDONLY",
+    "MS_REC",
+    "MS_REMOUNT",
+    "PAGE_SIZE",
+    "UMOUNT_NOFOLLOW",
     "MountOptions",
     "clean_temp_mounts",
     "mount",
@@ -58,137 +83,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MS_RDONLY: Final = 0x1
-MS_NOSUID: Final = 0x2
-MS_NODEV: Final = 0x4
-MS_NOEXEC: Final = 0x8
-MS_SYNCHRONOUS: Final = 0x10
-MS_REMOUNT: Final = 0x20
-MS_MANDLOCK: Final = 0x40
-MS_DIRSYNC: Final = 0x80
-MS_NOATIME: Final = 0x400
-MS_NODIRATIME: Final = 0x800
-MS_BIND: Final = 0x1000
-MS_REC: Final = 0x4000
-MS_UNBINDABLE: Final = 0x20000
-MS_PRIVATE: Final = 0x40000
-MS_SLAVE: Final = 0x80000
-MS_SHARED: Final = 0x100000
-MS_RELATIME: Final = 0x200000
-MS_STRICTATIME: Final = 0x1000000
-
-MNT_DETACH: Final = 0x2
-UMOUNT_NOFOLLOW: Final = 0x8
-
 #: The kernel copies at most one page of mount data.
 PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
-
-# option -> (clear?, flag)
-_FLAGS: Final[dict[str, tuple[bool, int]]] = {
-    "async": (True, MS_SYNCHRONOUS),
-    "atime": (True, MS_NOATIME),
-    "bind": (False, MS_BIND),
-    "defaults": (False, 0),
-    "dev": (True, MS_NODEV),
-    "diratime": (True, MS_NODIRATIME),
-    "dirsync": (False, MS_DIRSYNC),
-    "exec": (True, MS_NOEXEC),
-    "mand": (False, MS_MANDLOCK),
-    "noatime": (False, MS_NOATIME),
-    "nodev": (False, MS_NODEV),
-    "nodiratime": (False, MS_NODIRATIME),
-    "noexec": (False, MS_NOEXEC),
-    "nomand": (True, MS_MANDLOCK),
-    "norelatime": (True, MS_RELATIME),
-    "nostrictatime": (True, MS_STRICTATIME),
-    "nosuid": (False, MS_NOSUID),
-    "rbind": (False, MS_BIND | MS_REC),
-    "relatime": (False, MS_RELATIME),
-    "remount": (False, MS_REMOUNT),
-    "ro": (False, MS_RDONLY),
-    "rw": (True, MS_RDONLY),
-    "strictatime": (False, MS_STRICTATIME),
-    "suid": (True, MS_NOSUID),
-    "sync": (False, MS_SYNCHRONOUS),
-}
-
-_PROPAGATION: Final[dict[str, int]] = {
-    "private": MS_PRIVATE,
-    "rprivate": MS_PRIVATE | MS_REC,
-    "shared": MS_SHARED,
-    "rshared": MS_SHARED | MS_REC,
-    "slave": MS_SLAVE,
-    "rslave": MS_SLAVE | MS_REC,
-    "unbindable": MS_UNBINDABLE,
-    "runbindable": MS_UNBINDABLE | MS_REC,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class MountOptions:
-    """Options of a :class:`Mount` split the way ``mount(2)`` wants them.
-
-    Attributes:
-        flags: ``MS_*`` flags for the mount itself.
-        propagation: ``MS_SHARED``/``MS_PRIVATE``/... applied in a second call.
-        data: the filesystem-specific rest, comma-joined.
-    """
-
-    flags: int
-    propagation: int
-    data: str
-
-
-def parse_options(options: Iterable[str]) -> MountOptions:
-    """Split ``mount(8)`` options into flags, propagation flags and data."""
-    flags = 0
-    propagation = 0
-    data: list[str] = []
-    for option in options:
-        known = _FLAGS.get(option)
-        if known is not None:
-            clear, flag = known
-            flags = flags & ~flag if clear else flags | flag
-        elif option in _PROPAGATION:
-            propagation = _PROPAGATION[option]
-        else:
-            data.append(option)
-    return MountOptions(flags=flags, propagation=propagation, data=",".join(data))
-
-
-_libc: ctypes.CDLL | None = None
-
-
-def _lib() -> ctypes.CDLL:
-    global _libc  # noqa: PLW0603 - loaded once, on first use
-    if _libc is None:
-        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        lib.mount.argtypes = [
-            ctypes.c_char_p,
-            ctypes.c_char_p,
-            ctypes.c_char_p,
-            ctypes.c_ulong,
-            ctypes.c_char_p,
-        ]
-        lib.mount.restype = ctypes.c_int
-        lib.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-        lib.umount2.restype = ctypes.c_int
-        _libc = lib
-    return _libc
-
-
-def _sys_mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
-    rc = _lib().mount(
-        os.fsencode(source),
-        os.fsencode(target),
-        os.fsencode(fstype) if fstype else None,
-        flags,
-        os.fsencode(data) if data else None,
-    )
-    if rc != 0:
-        err = ctypes.get_errno()
-        msg = f"mount {source!r} on {target!r} (type {fstype!r}, data {data[:200]!r})"
-        raise OSError(err, f"{os.strerror(err)}: {msg}")
 
 
 def _common_dir(paths: Sequence[str]) -> str:
@@ -246,16 +142,16 @@ def mount(m: Mount, target: str | os.PathLike[str]) -> None:
         flags |= MS_BIND | (MS_REC if fstype == "rbind" else 0)
         fstype = "none"
     with _compact_overlay(opts.data) as data:
-        _sys_mount(m.source, target, fstype, flags, data)
+        sys_mount(m.source, target, fstype, flags, data)
     if flags & MS_BIND and flags & MS_RDONLY:
         remount = MS_REMOUNT | MS_BIND | MS_RDONLY | (flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC))
         try:
-            _sys_mount("", target, "", remount, "")
+            sys_mount("", target, "", remount, "")
         except OSError:
-            _umount(target, MNT_DETACH)
+            sys_umount(target, MNT_DETACH)
             raise
     if opts.propagation:
-        _sys_mount("", target, "", opts.propagation, "")
+        sys_mount("", target, "", opts.propagation, "")
 
 
 def mount_all(mounts: Iterable[Mount], target: str | os.PathLike[str]) -> None:
@@ -268,14 +164,8 @@ def mount_all(mounts: Iterable[Mount], target: str | os.PathLike[str]) -> None:
     except BaseException:
         for _ in range(done):
             with contextlib.suppress(OSError):
-                _umount(os.fspath(target), MNT_DETACH)
+                sys_umount(os.fspath(target), MNT_DETACH)
         raise
-
-
-def _umount(target: str, flags: int) -> None:
-    if _lib().umount2(os.fsencode(target), flags) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{os.strerror(err)}: unmount {target!r}")
 
 
 def unmount(target: str | os.PathLike[str], flags: int = 0, *, retries: int = 50) -> None:
@@ -288,7 +178,7 @@ def unmount(target: str | os.PathLike[str], flags: int = 0, *, retries: int = 50
     path = os.fspath(target)
     for attempt in range(retries):
         try:
-            _umount(path, flags | UMOUNT_NOFOLLOW)
+            sys_umount(path, flags | UMOUNT_NOFOLLOW)
         except OSError as exc:
             if exc.errno != errno.EBUSY:
                 raise
