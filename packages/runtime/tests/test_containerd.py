@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from typing import TYPE_CHECKING
 
 import pytest
@@ -16,6 +17,18 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 pytestmark = pytest.mark.system
+
+
+def unique(name: str) -> str:
+    """``name`` with a random suffix, for a container id.
+
+    Each test has a containerd of its own, but what runc makes for a container
+    is machine-wide: its cgroup (``/<namespace>/<id>`` in the default spec) and,
+    under the Go shim, runc's state root. Another test of the parallel suite
+    (this package's or another's) running a container of the same id in the same
+    namespace would share them.
+    """
+    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 def run(
@@ -99,39 +112,41 @@ def events(containerd: Containerd) -> Iterator[Events]:
 
 
 def test_run_prints_output_and_exit_status(containerd: Containerd) -> None:
-    res = run(containerd, "--rm", "t1", "/bin/sh", "-c", "echo hello; exit 3")
+    t1 = unique("t1")
+    res = run(containerd, "--rm", t1, "/bin/sh", "-c", "echo hello; exit 3")
     assert res.stdout == "hello\n", res.stderr
     assert res.returncode == 3
     # --rm deleted the task and the bundle
-    wait_for(lambda: not containerd.bundle("t1").exists(), what="bundle removal")
+    wait_for(lambda: not containerd.bundle(t1).exists(), what="bundle removal")
 
 
 def test_detached_task_lifecycle(containerd: Containerd, events: Events) -> None:
-    res = run(containerd, "-d", "t2", "/bin/sleep", "300")
+    t2 = unique("t2")
+    res = run(containerd, "-d", t2, "/bin/sleep", "300")
     assert res.returncode == 0, res.stderr
-    bundle = containerd.bundle("t2")
+    bundle = containerd.bundle(t2)
     address = (bundle / "address").read_text()
     assert address.startswith(f"unix://{containerd.state}/s/")
     ls = containerd.ctr("tasks", "ls", check=True).stdout
     assert any(
-        line.split()[:1] == ["t2"] and line.split()[2] == "RUNNING" for line in ls.splitlines()[1:]
+        line.split()[:1] == [t2] and line.split()[2] == "RUNNING" for line in ls.splitlines()[1:]
     )
-    pid = int(next(line.split()[1] for line in ls.splitlines()[1:] if line.startswith("t2")))
+    pid = int(next(line.split()[1] for line in ls.splitlines()[1:] if line.split()[0] == t2))
 
-    ps = containerd.ctr("tasks", "ps", "t2", check=True).stdout
+    ps = containerd.ctr("tasks", "ps", t2, check=True).stdout
     assert str(pid) in ps
 
-    ex = containerd.ctr("tasks", "exec", "--exec-id", "e1", "t2", "/bin/echo", "hi", check=True)
+    ex = containerd.ctr("tasks", "exec", "--exec-id", "e1", t2, "/bin/echo", "hi", check=True)
     assert ex.stdout == "hi\n"
-    dup = containerd.ctr("tasks", "exec", "--exec-id", "e1", "t2", "/bin/echo", "again")
+    dup = containerd.ctr("tasks", "exec", "--exec-id", "e1", t2, "/bin/echo", "again")
     assert dup.returncode == 0, "a finished exec id is deleted by ctr and may be reused"
 
-    containerd.ctr("tasks", "pause", "t2", check=True)
+    containerd.ctr("tasks", "pause", t2, check=True)
     assert "PAUSED" in containerd.ctr("tasks", "ls", check=True).stdout
-    containerd.ctr("tasks", "resume", "t2", check=True)
+    containerd.ctr("tasks", "resume", t2, check=True)
     assert "RUNNING" in containerd.ctr("tasks", "ls", check=True).stdout
 
-    metrics = containerd.ctr("tasks", "metrics", "t2", check=True).stdout
+    metrics = containerd.ctr("tasks", "metrics", t2, check=True).stdout
     assert "memory.usage_in_bytes" in metrics or "memory.usage" in metrics
     assert "pids.current" in metrics
 
@@ -142,12 +157,12 @@ def test_detached_task_lifecycle(containerd: Containerd, events: Events) -> None
         daemon_score = int(f.read())
     assert shim_score == min(daemon_score + 1, 1000)
 
-    containerd.ctr("tasks", "kill", "-s", "SIGKILL", "t2", check=True)
+    containerd.ctr("tasks", "kill", "-s", "SIGKILL", t2, check=True)
     wait_for(lambda: "STOPPED" in containerd.ctr("tasks", "ls").stdout, what="task stopped")
-    containerd.ctr("tasks", "rm", "t2", check=True)
-    containerd.ctr("containers", "rm", "t2", check=True)
-    wait_for(lambda: "/tasks/delete" in events.topics("t2"), what="delete event")
-    topics = events.topics("t2")
+    containerd.ctr("tasks", "rm", t2, check=True)
+    containerd.ctr("containers", "rm", t2, check=True)
+    wait_for(lambda: "/tasks/delete" in events.topics(t2), what="delete event")
+    topics = events.topics(t2)
     assert topics[:2] == ["/tasks/create", "/tasks/start"]
     assert topics.count("/tasks/exit") == 3  # e1, the second exec, and init
     assert topics[-1] == "/tasks/delete"
@@ -159,70 +174,74 @@ def test_detached_task_lifecycle(containerd: Containerd, events: Events) -> None
 
 
 def test_tasks_of_a_namespace_share_one_shim(containerd: Containerd) -> None:
-    for name in ("s1", "s2"):
+    s1, s2, s3 = unique("s1"), unique("s2"), unique("s3")
+    for name in (s1, s2):
         assert run(containerd, "-d", name, "/bin/sleep", "300").returncode == 0
-    a1 = (containerd.bundle("s1") / "address").read_text()
-    a2 = (containerd.bundle("s2") / "address").read_text()
+    a1 = (containerd.bundle(s1) / "address").read_text()
+    a2 = (containerd.bundle(s2) / "address").read_text()
     assert a1 == a2
     assert len(containerd.shim_pids()) == 1
-    other = run(containerd, "-d", "s3", "/bin/sleep", "300", namespace="other")
+    other = run(containerd, "-d", s3, "/bin/sleep", "300", namespace="other")
     assert other.returncode == 0, other.stderr
-    assert (containerd.bundle("s3", "other") / "address").read_text() != a1
-    containerd.ctr("-n", "other", "tasks", "kill", "-s", "SIGKILL", "s3")
+    assert (containerd.bundle(s3, "other") / "address").read_text() != a1
+    containerd.ctr("-n", "other", "tasks", "kill", "-s", "SIGKILL", s3)
     wait_for(
         lambda: "STOPPED" in containerd.ctr("-n", "other", "tasks", "ls").stdout, what="s3 stopped"
     )
-    containerd.ctr("-n", "other", "tasks", "rm", "s3", check=True)
+    containerd.ctr("-n", "other", "tasks", "rm", s3, check=True)
 
 
 def test_bad_input_is_refused(containerd: Containerd) -> None:
-    assert run(containerd, "-d", "b1", "/bin/sleep", "300").returncode == 0
-    missing = run(containerd, "--rm", "b2", "/no/such/binary")
+    b1, b2 = unique("b1"), unique("b2")
+    assert run(containerd, "-d", b1, "/bin/sleep", "300").returncode == 0
+    missing = run(containerd, "--rm", b2, "/no/such/binary")
     assert missing.returncode != 0
     assert "no such file" in missing.stderr.lower() or "not found" in missing.stderr.lower()
     kill = containerd.ctr("tasks", "kill", "nosuch")
     assert kill.returncode != 0
     assert "not found" in kill.stderr
-    checkpoint = containerd.ctr("tasks", "checkpoint", "b1")
+    checkpoint = containerd.ctr("tasks", "checkpoint", b1)
     assert checkpoint.returncode != 0
-    first = containerd.ctr("tasks", "exec", "-d", "--exec-id", "x1", "b1", "/bin/sleep", "100")
+    first = containerd.ctr("tasks", "exec", "-d", "--exec-id", "x1", b1, "/bin/sleep", "100")
     assert first.returncode == 0, first.stderr
-    reused = containerd.ctr("tasks", "exec", "-d", "--exec-id", "x1", "b1", "/bin/sleep", "100")
+    reused = containerd.ctr("tasks", "exec", "-d", "--exec-id", "x1", b1, "/bin/sleep", "100")
     assert reused.returncode != 0
     assert "already exists" in reused.stderr
 
 
 def test_shim_killed_mid_run_reports_exit_once(containerd: Containerd, events: Events) -> None:
-    assert run(containerd, "-d", "k1", "/bin/sleep", "300").returncode == 0
-    bundle = containerd.bundle("k1")
+    k1 = unique("k1")
+    assert run(containerd, "-d", k1, "/bin/sleep", "300").returncode == 0
+    bundle = containerd.bundle(k1)
     shim_pid = int((bundle / "shim.pid").read_text())
     init_pid = int((bundle / "init.pid").read_text())
     os.kill(shim_pid, signal.SIGKILL)
-    wait_for(lambda: "/tasks/delete" in events.topics("k1"), what="cleanup after dead shim")
-    assert events.topics("k1").count("/tasks/exit") == 1
+    wait_for(lambda: "/tasks/delete" in events.topics(k1), what="cleanup after dead shim")
+    assert events.topics(k1).count("/tasks/exit") == 1
     wait_for(lambda: not bundle.exists(), what="bundle cleanup")
     wait_for(
         lambda: not os.path.exists(f"/proc/{init_pid}") or _zombie(init_pid),
         what="container killed",
     )
-    assert "k1" not in containerd.ctr("tasks", "ls", "-q").stdout.split()
+    assert k1 not in containerd.ctr("tasks", "ls", "-q").stdout.split()
 
 
 def test_daemon_restart_reconnects_and_reports_one_exit(containerd: Containerd) -> None:
-    assert run(containerd, "-d", "r1", "/bin/sleep", "300").returncode == 0
-    shim_pid = int((containerd.bundle("r1") / "shim.pid").read_text())
+    r1 = unique("r1")
+    assert run(containerd, "-d", r1, "/bin/sleep", "300").returncode == 0
+    shim_pid = int((containerd.bundle(r1) / "shim.pid").read_text())
     containerd.restart()
     ls = containerd.ctr("tasks", "ls", check=True).stdout
-    assert any(line.split()[:1] == ["r1"] and "RUNNING" in line for line in ls.splitlines()[1:]), ls
+    assert any(line.split()[:1] == [r1] and "RUNNING" in line for line in ls.splitlines()[1:]), ls
     assert is_our_shim(shim_pid), "the shim survives a daemon restart"
     ev = Events(containerd)
     try:
         wait_subscribed(containerd, ev)
-        containerd.ctr("tasks", "kill", "-s", "SIGKILL", "r1", check=True)
-        wait_for(lambda: "/tasks/exit" in ev.topics("r1"), what="exit after restart")
-        containerd.ctr("tasks", "rm", "r1", check=True)
-        wait_for(lambda: "/tasks/delete" in ev.topics("r1"), what="delete after restart")
-        assert ev.topics("r1").count("/tasks/exit") == 1
+        containerd.ctr("tasks", "kill", "-s", "SIGKILL", r1, check=True)
+        wait_for(lambda: "/tasks/exit" in ev.topics(r1), what="exit after restart")
+        containerd.ctr("tasks", "rm", r1, check=True)
+        wait_for(lambda: "/tasks/delete" in ev.topics(r1), what="delete after restart")
+        assert ev.topics(r1).count("/tasks/exit") == 1
     finally:
         ev.close()
 
@@ -254,7 +273,7 @@ def test_terminal(containerd: Containerd) -> None:
                 "--rm",
                 "-t",
                 str(containerd.rootfs),
-                "tty1",
+                unique("tty1"),
                 "/bin/sh",
                 "-c",
                 "[ -t 1 ] && echo is-a-tty; exit 5",
@@ -278,7 +297,7 @@ def test_terminal(containerd: Containerd) -> None:
 
 @pytest.mark.slow
 def test_many_containers_started_concurrently(containerd: Containerd) -> None:
-    n = 30
+    ids = [unique(f"c{i}") for i in range(30)]
     procs = [
         subprocess.Popen(
             [
@@ -291,7 +310,7 @@ def test_many_containers_started_concurrently(containerd: Containerd) -> None:
                 "--rootfs",
                 "-d",
                 str(containerd.rootfs),
-                f"c{i}",
+                cid,
                 "/bin/sleep",
                 "300",
             ],
@@ -299,18 +318,18 @@ def test_many_containers_started_concurrently(containerd: Containerd) -> None:
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
         )
-        for i in range(n)
+        for cid in ids
     ]
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err.decode()
     lines = containerd.ctr("tasks", "ls", check=True).stdout.splitlines()[1:]
-    assert sorted(line.split()[0] for line in lines) == sorted(f"c{i}" for i in range(n))
+    assert sorted(line.split()[0] for line in lines) == sorted(ids)
     assert all(line.split()[2] == "RUNNING" for line in lines)
     assert len(containerd.shim_pids()) == 1
     kills = [
-        subprocess.Popen([CTR, "-a", containerd.address, "tasks", "kill", "-s", "SIGKILL", f"c{i}"])
-        for i in range(n)
+        subprocess.Popen([CTR, "-a", containerd.address, "tasks", "kill", "-s", "SIGKILL", cid])
+        for cid in ids
     ]
     for k in kills:
         assert k.wait(60) == 0
@@ -326,6 +345,8 @@ def test_many_containers_started_concurrently(containerd: Containerd) -> None:
 def test_oom_kill_is_reported(containerd: Containerd, events: Events) -> None:
     from pycontainerd.runtime.shim import cgroups
 
+    oom1 = unique("oom1")
+
     if cgroups.is_unified():
         pytest.skip("OOM events are watched on cgroup v1 only")
     hog = 'a=xxxxxxxxxxxxxxxx; while true; do a="$a$a"; done'
@@ -333,11 +354,11 @@ def test_oom_kill_is_reported(containerd: Containerd, events: Events) -> None:
         containerd,
         "--rm",
         f"--memory-limit={16 << 20}",
-        "oom1",
+        oom1,
         "/bin/sh",
         "-c",
         hog,
         timeout=60,
     )
     assert res.returncode == 137, res.stderr
-    wait_for(lambda: "/tasks/oom" in events.topics("oom1"), what="/tasks/oom")
+    wait_for(lambda: "/tasks/oom" in events.topics(oom1), what="/tasks/oom")
