@@ -219,14 +219,41 @@ EVENT_LINE = re.compile(
 )
 
 
-def test_events_lines(daemon: Daemon, oci_archive: MakeArchive) -> None:
-    with subprocess.Popen(
-        ["/usr/bin/ctr", "-a", daemon.address, "events"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    ) as events:
-        time.sleep(0.3)  # the subscription must exist before the first event
+def test_events_lines(daemon: Daemon, oci_archive: MakeArchive, tmp_path: Path) -> None:
+    out_path = tmp_path / "events.txt"
+
+    def lines() -> list[str]:
+        return out_path.read_text().splitlines()
+
+    def wait(pred: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 30
+        while not pred():
+            if time.monotonic() > deadline:
+                msg = f"timed out waiting for {what}: {lines()}"
+                raise AssertionError(msg)
+            time.sleep(0.05)
+
+    with (
+        out_path.open("w") as out_file,
+        subprocess.Popen(
+            ["/usr/bin/ctr", "-a", daemon.address, "events"],
+            stdout=out_file,
+            stderr=subprocess.DEVNULL,
+        ) as events,
+    ):
+        # The subscription is up once an event of ours arrives: until then,
+        # publish probes (on a loaded machine ctr takes a while to subscribe).
+        probes = 0
+
+        def subscribed() -> bool:
+            nonlocal probes
+            if any("/namespaces/create" in line for line in lines()):
+                return True
+            probes += 1
+            daemon.ok("namespaces", "create", f"probe-{probes}")
+            return False
+
+        wait(subscribed, "the events subscription")
         daemon.ok("namespaces", "create", "evtest", "a=b")
         daemon.ok("namespaces", "label", "evtest", "c=d")
         image = oci_archive("example.test/ev/img:1", [b"event layer"])
@@ -237,11 +264,14 @@ def test_events_lines(daemon: Daemon, oci_archive: MakeArchive) -> None:
         daemon.ok("content", "ingest", "x", input=blob, namespace="evtest")
         daemon.ok("content", "rm", digest(blob), namespace="evtest")
         daemon.ok("namespaces", "rm", "evtest")
-        time.sleep(0.3)
+        wait(
+            lambda: any(line.split()[4:6] == ["evtest", "/namespaces/delete"] for line in lines()),
+            "the last event",
+        )
         events.send_signal(signal.SIGTERM)
-        out, _ = events.communicate(timeout=10)
+        events.wait(10)
     seen = []
-    for line in out.splitlines():
+    for line in lines():
         m = EVENT_LINE.match(line)
         assert m, f"not upstream's event line format: {line!r}"
         seen.append((m.group(2), m.group(3), json.loads(m.group(4))))
