@@ -87,7 +87,10 @@ def test_image_rm_sync_and_shared_layers(daemon: Daemon, oci_archive: MakeArchiv
     three = oci_archive("example.test/gc/three:1", [b"only in three"])
     for image in (one, two, three):
         daemon.ok("images", "import", "--no-unpack", str(image.path))
-    time.sleep(0.3)  # let the collection that import's lease deletion triggers run
+    # A synchronous lease removal returns after a collection that started after
+    # it, so one has seen every import's lease deleted.
+    daemon.ok("leases", "create", "--id", "flush")
+    daemon.ok("leases", "rm", "--sync", "flush")
     assert set(one.blobs) | set(two.blobs) | set(three.blobs) <= listed(daemon)
 
     daemon.ok("images", "rm", "--sync", one.name)
