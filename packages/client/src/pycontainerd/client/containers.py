@@ -12,13 +12,13 @@ spec points at that host directory instead and no snapshot is made.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from pycontainerd.client.oci import SPEC_TYPE_URL, generate_spec, spec_bytes
+from pycontainerd.client.unpack import chain_ids, descriptor_from_json, read_json, unpack
 from pycontainerd.core import platforms
 from pycontainerd.core.containers import Container, RuntimeInfo
 from pycontainerd.core.errdefs import InvalidArgumentError, NotFoundError
@@ -67,48 +67,8 @@ class ImageConfig:
     @property
     def chain_id(self) -> str:
         """The top layer's chain ID (OCI: ``sha256(parent + " " + diff_id)`` upward)."""
-        chain = ""
-        for diff_id in self.diff_ids:
-            chain = (
-                diff_id
-                if not chain
-                else "sha256:" + hashlib.sha256(f"{chain} {diff_id}".encode()).hexdigest()
-            )
-        return chain
-
-
-async def _read_json(client: Client, desc: Descriptor) -> dict[str, Any]:
-    reader = await client.content_store().reader_at(desc.digest)
-    data = await reader.read_at(0, reader.size)
-    try:
-        doc = json.loads(data)
-    except ValueError as exc:
-        msg = f"{desc.digest}: not JSON: {exc}"
-        raise InvalidArgumentError(msg) from None
-    if not isinstance(doc, dict):
-        msg = f"{desc.digest}: not a JSON object"
-        raise InvalidArgumentError(msg)
-    return doc
-
-
-def _descriptor(raw: object, where: str) -> Descriptor:
-    if not isinstance(raw, dict) or not isinstance(raw.get("digest"), str):
-        msg = f"{where}: malformed descriptor"
-        raise InvalidArgumentError(msg)
-    plat = raw.get("platform")
-    platform = None
-    if isinstance(plat, dict):
-        platform = platforms.Platform(
-            os=str(plat.get("os", "")),
-            architecture=str(plat.get("architecture", "")),
-            variant=str(plat.get("variant", "")),
-        )
-    return Descriptor(
-        media_type=str(raw.get("mediaType", "")),
-        digest=str(raw["digest"]),
-        size=int(raw.get("size", 0)),
-        platform=platform,
-    )
+        chains = chain_ids(self.diff_ids)
+        return chains[-1] if chains else ""
 
 
 async def image_manifest(
@@ -124,8 +84,12 @@ async def image_manifest(
     for _ in range(8):
         if desc.media_type not in _INDEX_TYPES:
             return desc
-        index = await _read_json(client, desc)
-        candidates = [_descriptor(m, desc.digest) for m in index.get("manifests") or []]
+        index = await read_json(client.content_store(), desc)
+        raw = index.get("manifests") or []
+        if not isinstance(raw, list):
+            msg = f"index {desc.digest}: manifests is not a list"
+            raise InvalidArgumentError(msg)
+        candidates = [descriptor_from_json(m, desc.digest) for m in raw]
         for candidate in platforms.compatible(want):
             found = next(
                 (
@@ -147,10 +111,13 @@ async def image_manifest(
 
 async def image_config(client: Client, manifest: Descriptor) -> ImageConfig:
     """The config of the image manifest ``manifest``."""
-    doc = await _read_json(client, manifest)
-    cfg = await _read_json(client, _descriptor(doc.get("config"), manifest.digest))
-    run = cfg.get("config") or {}
-    rootfs = cfg.get("rootfs") or {}
+    store = client.content_store()
+    doc = await read_json(store, manifest)
+    cfg = await read_json(store, descriptor_from_json(doc.get("config"), manifest.digest))
+    run = cfg.get("config")
+    if not isinstance(run, dict):
+        run = {}
+    rootfs = cfg.get("rootfs")
 
     def strings(value: object) -> tuple[str, ...]:
         return tuple(str(v) for v in value) if isinstance(value, list) else ()
@@ -177,8 +144,6 @@ async def ensure_unpacked(
     try:
         await sn.stat(chain)
     except NotFoundError:
-        from pycontainerd.client.unpack import unpack
-
         async with client.with_lease():
             await unpack(
                 client.content_store(),
