@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from google.protobuf import any_pb2
 
+from pycontainerd.api.convert import mount_to_proto, time_from_proto
 from pycontainerd.api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from pycontainerd.api.types.task import task_pb2
-from pycontainerd.client._convert import mount_to_proto, time_from_proto
 from pycontainerd.client._errors import rpc_errors
 from pycontainerd.client.oci import spec_bytes
 from pycontainerd.core.errdefs import FailedPreconditionError, InvalidArgumentError, NotFoundError

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import field_mask_pb2
 
+from pycontainerd.api.convert import container_from_proto, container_to_proto
 from pycontainerd.api.services.containers.v1 import containers_pb2, containers_pb2_grpc
-from pycontainerd.client._convert import container_from_proto, container_to_proto
 from pycontainerd.client._errors import rpc_errors
 
 if TYPE_CHECKING:

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf import field_mask_pb2
 
+from pycontainerd.api.convert import time_from_proto
 from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
 from pycontainerd.client._cleanup import finish_shielded
 from pycontainerd.client._convert import (
     content_info_from_proto,
     content_info_to_proto,
     status_from_proto,
-    time_from_proto,
 )
 from pycontainerd.client._errors import rpc_errors
 from pycontainerd.core.content import Status

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pycontainerd.api.convert import descriptor_from_proto, descriptor_to_proto, mount_to_proto
 from pycontainerd.api.services.diff.v1 import diff_pb2, diff_pb2_grpc
-from pycontainerd.client._convert import descriptor_from_proto, descriptor_to_proto, mount_to_proto
 from pycontainerd.client._errors import rpc_errors
 
 if TYPE_CHECKING:

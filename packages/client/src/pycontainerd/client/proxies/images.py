@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import field_mask_pb2
 
+from pycontainerd.api.convert import image_from_proto, image_to_proto
 from pycontainerd.api.services.images.v1 import images_pb2, images_pb2_grpc
-from pycontainerd.client._convert import image_from_proto, image_to_proto
 from pycontainerd.client._errors import rpc_errors
 
 if TYPE_CHECKING:

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import empty_pb2
 
+from pycontainerd.api.convert import platform_from_proto, time_from_proto
 from pycontainerd.api.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
-from pycontainerd.client._convert import platform_from_proto, time_from_proto
 from pycontainerd.client._errors import rpc_errors
 
 if TYPE_CHECKING:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import builtins
 from typing import TYPE_CHECKING, Any
 
+from pycontainerd.api.convert import lease_from_proto, resource_from_proto, resource_to_proto
 from pycontainerd.api.services.leases.v1 import leases_pb2, leases_pb2_grpc
-from pycontainerd.client._convert import lease_from_proto, resource_from_proto, resource_to_proto
 from pycontainerd.client._errors import rpc_errors
 
 if TYPE_CHECKING:

@@ -14,20 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import empty_pb2
 
+from pycontainerd.api.convert import image_from_proto, image_to_proto
 from pycontainerd.api.errgrpc import aborting_on_error
 from pycontainerd.api.events import image_pb2 as events_pb2
 from pycontainerd.api.services.images.v1 import images_pb2 as pb
 from pycontainerd.api.services.images.v1 import images_pb2_grpc as pb_grpc
-from pycontainerd.api.types import descriptor_pb2
-from pycontainerd.core.images import Image
 from pycontainerd.core.namespaces import namespace
-from pycontainerd.core.types import Descriptor
-from pycontainerd.metadata.services._common import (
-    mask_paths,
-    publish_in,
-    request_scope,
-    set_timestamp,
-)
+from pycontainerd.metadata.services._common import mask_paths, publish_in, request_scope
 
 if TYPE_CHECKING:
     import grpc
@@ -37,42 +30,6 @@ if TYPE_CHECKING:
     from pycontainerd.metadata.services._common import Publisher
 
 _Ctx = Any  # grpc.aio.ServicerContext[request, response]
-
-
-def descriptor_to_proto(d: Descriptor) -> descriptor_pb2.Descriptor:
-    """Domain -> wire."""
-    return descriptor_pb2.Descriptor(
-        media_type=d.media_type, digest=d.digest, size=d.size, annotations=dict(d.annotations)
-    )
-
-
-def descriptor_from_proto(d: descriptor_pb2.Descriptor) -> Descriptor:
-    """Wire -> domain."""
-    return Descriptor(
-        media_type=d.media_type, digest=d.digest, size=d.size, annotations=dict(d.annotations)
-    )
-
-
-def image_to_proto(image: Image) -> pb.Image:
-    """Domain -> wire (fields set in place: listing converts thousands)."""
-    out = pb.Image(name=image.name, labels=image.labels)
-    target, d = out.target, image.target
-    target.SetInParent()
-    target.media_type = d.media_type
-    target.digest = d.digest
-    target.size = d.size
-    if d.annotations:
-        target.annotations.update(d.annotations)
-    set_timestamp(out.created_at, image.created_at)
-    set_timestamp(out.updated_at, image.updated_at)
-    return out
-
-
-def image_from_proto(image: pb.Image) -> Image:
-    """Wire -> domain (timestamps are the store's business)."""
-    return Image(
-        name=image.name, labels=dict(image.labels), target=descriptor_from_proto(image.target)
-    )
 
 
 class ImagesService(pb_grpc.ImagesServicer):

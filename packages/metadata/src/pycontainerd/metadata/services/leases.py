@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import empty_pb2
 
+from pycontainerd.api.convert import lease_to_proto, resource_from_proto, resource_to_proto
 from pycontainerd.api.errgrpc import aborting_on_error
 from pycontainerd.api.services.leases.v1 import leases_pb2 as pb
 from pycontainerd.api.services.leases.v1 import leases_pb2_grpc as pb_grpc
-from pycontainerd.core.leases import Lease, Resource
-from pycontainerd.metadata.services._common import request_scope, timestamp
+from pycontainerd.metadata.services._common import request_scope
 
 if TYPE_CHECKING:
     import grpc
@@ -26,15 +26,6 @@ if TYPE_CHECKING:
     from pycontainerd.metadata.leases import LeaseStore
 
 _Ctx = Any  # grpc.aio.ServicerContext[request, response]
-
-
-def lease_to_proto(lease: Lease) -> pb.Lease:
-    """Domain -> wire."""
-    return pb.Lease(id=lease.id, labels=dict(lease.labels), created_at=timestamp(lease.created_at))
-
-
-def _resource(r: pb.Resource) -> Resource:
-    return Resource(id=r.id, type=r.type)
 
 
 class LeasesService(pb_grpc.LeasesServicer):
@@ -68,7 +59,7 @@ class LeasesService(pb_grpc.LeasesServicer):
     async def AddResource(self, request: pb.AddResourceRequest, context: _Ctx) -> empty_pb2.Empty:  # noqa: N802
         with request_scope(context):
             async with aborting_on_error(context):
-                await self._store.add_resource(request.id, _resource(request.resource))
+                await self._store.add_resource(request.id, resource_from_proto(request.resource))
         return empty_pb2.Empty()
 
     async def DeleteResource(  # noqa: N802
@@ -76,7 +67,7 @@ class LeasesService(pb_grpc.LeasesServicer):
     ) -> empty_pb2.Empty:
         with request_scope(context):
             async with aborting_on_error(context):
-                await self._store.delete_resource(request.id, _resource(request.resource))
+                await self._store.delete_resource(request.id, resource_from_proto(request.resource))
         return empty_pb2.Empty()
 
     async def ListResources(  # noqa: N802
@@ -85,6 +76,4 @@ class LeasesService(pb_grpc.LeasesServicer):
         with request_scope(context):
             async with aborting_on_error(context):
                 found = await self._store.list_resources(request.id)
-        return pb.ListResourcesResponse(
-            resources=[pb.Resource(id=r.id, type=r.type) for r in found]
-        )
+        return pb.ListResourcesResponse(resources=[resource_to_proto(r) for r in found])
