@@ -10,8 +10,10 @@ from google.protobuf import timestamp_pb2
 from pycontainerd.api import convert
 from pycontainerd.api.services.containers.v1 import containers_pb2
 from pycontainerd.api.services.images.v1 import images_pb2
-from pycontainerd.api.types import descriptor_pb2
+from pycontainerd.api.types import descriptor_pb2, event_pb2
+from pycontainerd.core import snapshots
 from pycontainerd.core.containers import Container, RuntimeInfo
+from pycontainerd.core.events import Envelope
 from pycontainerd.core.images import Image
 from pycontainerd.core.leases import Lease, Resource
 from pycontainerd.core.types import UNSET_TIME, AnyValue, Descriptor, Mount
@@ -126,3 +128,27 @@ def test_mount_lease_resource_round_trips() -> None:
     assert convert.lease_from_proto(convert.lease_to_proto(lease)) == lease
     r = Resource(id="sha256:x", type="content")
     assert convert.resource_from_proto(convert.resource_to_proto(r)) == r
+
+
+def test_snapshot_info_round_trip() -> None:
+    info = snapshots.Info(
+        kind=snapshots.Kind.ACTIVE,
+        name="n",
+        parent="p",
+        labels={"a": "b"},
+        created_at=WHEN,
+        updated_at=UNSET_TIME,
+    )
+    msg = convert.snapshot_info_to_proto(info)
+    assert msg.kind == int(snapshots.Kind.ACTIVE)
+    assert convert.snapshot_info_from_proto(msg) == info
+
+
+def test_envelope_round_trip_and_unset_timestamp() -> None:
+    env = Envelope(
+        timestamp=WHEN, namespace="ns", topic="/x", event=AnyValue(type_url="t", value=b"1")
+    )
+    assert convert.envelope_from_proto(convert.envelope_to_proto(env)) == env
+    bare = convert.envelope_from_proto(event_pb2.Envelope(topic="/y"))
+    assert bare.timestamp == UNSET_TIME
+    assert bare.timestamp.timestamp() == 0

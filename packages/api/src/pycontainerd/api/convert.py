@@ -27,8 +27,11 @@ from google.protobuf import any_pb2, timestamp_pb2
 from pycontainerd.api.services.containers.v1 import containers_pb2
 from pycontainerd.api.services.images.v1 import images_pb2
 from pycontainerd.api.services.leases.v1 import leases_pb2
-from pycontainerd.api.types import descriptor_pb2, mount_pb2
+from pycontainerd.api.services.snapshots.v1 import snapshots_pb2
+from pycontainerd.api.types import descriptor_pb2, event_pb2, mount_pb2
+from pycontainerd.core import snapshots
 from pycontainerd.core.containers import Container, RuntimeInfo
+from pycontainerd.core.events import Envelope
 from pycontainerd.core.images import Image
 from pycontainerd.core.leases import Lease, Resource
 from pycontainerd.core.platforms import Platform
@@ -44,6 +47,8 @@ __all__ = [
     "container_to_proto",
     "descriptor_from_proto",
     "descriptor_to_proto",
+    "envelope_from_proto",
+    "envelope_to_proto",
     "image_from_proto",
     "image_to_proto",
     "lease_from_proto",
@@ -54,6 +59,8 @@ __all__ = [
     "resource_from_proto",
     "resource_to_proto",
     "set_timestamp",
+    "snapshot_info_from_proto",
+    "snapshot_info_to_proto",
     "time_from_proto",
     "time_to_proto",
 ]
@@ -225,3 +232,47 @@ def resource_to_proto(r: Resource) -> leases_pb2.Resource:
 def resource_from_proto(r: leases_pb2.Resource) -> Resource:
     """A core lease ``Resource``."""
     return Resource(id=r.id, type=r.type)
+
+
+def snapshot_info_to_proto(info: snapshots.Info) -> snapshots_pb2.Info:
+    """A wire snapshot ``Info``."""
+    return snapshots_pb2.Info(
+        kind=int(info.kind),  # type: ignore[arg-type]  # the enum values are the wire's
+        name=info.name,
+        parent=info.parent,
+        labels=dict(info.labels),
+        created_at=time_to_proto(info.created_at),
+        updated_at=time_to_proto(info.updated_at),
+    )
+
+
+def snapshot_info_from_proto(info: snapshots_pb2.Info) -> snapshots.Info:
+    """A snapshot ``Info``."""
+    return snapshots.Info(
+        kind=snapshots.Kind(info.kind),
+        name=info.name,
+        parent=info.parent,
+        labels=dict(info.labels),
+        created_at=time_from_proto(info.created_at),
+        updated_at=time_from_proto(info.updated_at),
+    )
+
+
+def envelope_to_proto(env: Envelope) -> event_pb2.Envelope:
+    """A wire event ``Envelope``."""
+    return event_pb2.Envelope(
+        timestamp=time_to_proto(env.timestamp),
+        namespace=env.namespace,
+        topic=env.topic,
+        event=any_to_proto(env.event),
+    )
+
+
+def envelope_from_proto(env: event_pb2.Envelope) -> Envelope:
+    """A core event ``Envelope``; an unset timestamp is the Unix epoch (``UNSET_TIME``)."""
+    return Envelope(
+        timestamp=time_from_proto(env.timestamp),
+        namespace=env.namespace,
+        topic=env.topic,
+        event=any_from_proto(env.event),
+    )

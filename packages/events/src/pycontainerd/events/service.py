@@ -11,20 +11,17 @@ This module is an edge: it may import grpc and the generated code.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from google.protobuf import any_pb2, empty_pb2, timestamp_pb2
+from google.protobuf import empty_pb2
 
+from pycontainerd.api.convert import envelope_from_proto, envelope_to_proto
 from pycontainerd.api.errgrpc import aborting_on_error
 from pycontainerd.api.grpcutil import namespace_of
 from pycontainerd.api.services.events.v1 import events_pb2, events_pb2_grpc
 from pycontainerd.api.services.ttrpc.events.v1 import events_pb2 as ttrpc_events_pb2
 from pycontainerd.api.ttrpc.services import ServiceSpec
-from pycontainerd.api.types import event_pb2
 from pycontainerd.core import namespaces
-from pycontainerd.core.events import Envelope
-from pycontainerd.core.types import AnyValue
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -32,6 +29,7 @@ if TYPE_CHECKING:
     import grpc
 
     from pycontainerd.api.ttrpc.services import CallContext
+    from pycontainerd.api.types import event_pb2
     from pycontainerd.events.exchange import Exchange
 
 log = logging.getLogger(__name__)
@@ -40,29 +38,6 @@ TTRPC_SERVICE = "containerd.services.events.ttrpc.v1.Events"
 TTRPC_SPEC = ServiceSpec(
     TTRPC_SERVICE, {"Forward": (ttrpc_events_pb2.ForwardRequest, empty_pb2.Empty)}
 )
-
-
-def envelope_to_proto(envelope: Envelope) -> event_pb2.Envelope:
-    """Domain -> wire."""
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(envelope.timestamp)
-    return event_pb2.Envelope(
-        timestamp=ts,
-        namespace=envelope.namespace,
-        topic=envelope.topic,
-        event=any_pb2.Any(type_url=envelope.event.type_url, value=envelope.event.value),
-    )
-
-
-def envelope_from_proto(pb: event_pb2.Envelope) -> Envelope:
-    """Wire -> domain; an unset timestamp becomes the Unix epoch (rejected by ``forward``)."""
-    when = (
-        pb.timestamp.ToDatetime(tzinfo=UTC)
-        if pb.HasField("timestamp")
-        else datetime.fromtimestamp(0, UTC)
-    )
-    event = AnyValue(type_url=pb.event.type_url, value=pb.event.value)
-    return Envelope(timestamp=when, namespace=pb.namespace, topic=pb.topic, event=event)
 
 
 class EventsService(events_pb2_grpc.EventsServicer):

@@ -17,26 +17,33 @@ from __future__ import annotations
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import empty_pb2
 
+from pycontainerd.api.convert import (
+    descriptor_from_proto,
+    descriptor_to_proto,
+    mount_from_proto,
+    mount_to_proto,
+    snapshot_info_from_proto,
+    snapshot_info_to_proto,
+)
 from pycontainerd.api.errgrpc import aborting_on_error
 from pycontainerd.api.events import snapshot_pb2 as events_pb2
 from pycontainerd.api.grpcutil import CallScope, request_scope
 from pycontainerd.api.services.diff.v1 import diff_pb2, diff_pb2_grpc
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2 as pb
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2_grpc
-from pycontainerd.api.types import descriptor_pb2, mount_pb2
 from pycontainerd.core.errdefs import InvalidArgumentError, UnimplementedError
-from pycontainerd.core.snapshots import Cleaner, Info, Kind, Snapshotter
-from pycontainerd.core.types import Descriptor, Mount
+from pycontainerd.core.snapshots import Cleaner, Snapshotter
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
-    from datetime import datetime
 
     import grpc
     from google.protobuf import message
 
+    from pycontainerd.api.types import mount_pb2
+    from pycontainerd.core.types import Mount
     from pycontainerd.snapshots.differ import WalkingDiffer
 
 __all__ = ["DiffService", "SnapshotsService"]
@@ -52,70 +59,14 @@ class Publisher(Protocol):
         """Publish ``event`` on ``topic``."""
 
 
-def _timestamp(when: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(when)
-    return ts
-
-
 def mounts_to_proto(mounts: Sequence[Mount]) -> list[mount_pb2.Mount]:
     """Domain mounts -> wire mounts."""
-    return [
-        mount_pb2.Mount(type=m.type, source=m.source, target=m.target, options=list(m.options))
-        for m in mounts
-    ]
+    return [mount_to_proto(m) for m in mounts]
 
 
 def mounts_from_proto(mounts: Sequence[mount_pb2.Mount]) -> list[Mount]:
     """Wire mounts -> domain mounts."""
-    return [
-        Mount(type=m.type, source=m.source, target=m.target, options=tuple(m.options))
-        for m in mounts
-    ]
-
-
-def info_to_proto(info: Info) -> pb.Info:
-    """Domain info -> wire info."""
-    return pb.Info(
-        name=info.name,
-        parent=info.parent,
-        kind=int(info.kind),  # type: ignore[arg-type]
-        created_at=_timestamp(info.created_at),
-        updated_at=_timestamp(info.updated_at),
-        labels=dict(info.labels),
-    )
-
-
-def info_from_proto(info: pb.Info) -> Info:
-    """Wire info -> domain info."""
-    return Info(
-        kind=Kind(int(info.kind)),
-        name=info.name,
-        parent=info.parent,
-        labels=dict(info.labels),
-        created_at=info.created_at.ToDatetime(tzinfo=UTC),
-        updated_at=info.updated_at.ToDatetime(tzinfo=UTC),
-    )
-
-
-def descriptor_to_proto(desc: Descriptor) -> descriptor_pb2.Descriptor:
-    """Domain descriptor -> wire descriptor."""
-    return descriptor_pb2.Descriptor(
-        media_type=desc.media_type,
-        digest=desc.digest,
-        size=desc.size,
-        annotations=dict(desc.annotations),
-    )
-
-
-def descriptor_from_proto(desc: descriptor_pb2.Descriptor) -> Descriptor:
-    """Wire descriptor -> domain descriptor."""
-    return Descriptor(
-        media_type=desc.media_type,
-        digest=desc.digest,
-        size=desc.size,
-        annotations=dict(desc.annotations),
-    )
+    return [mount_from_proto(m) for m in mounts]
 
 
 class SnapshotsService(snapshots_pb2_grpc.SnapshotsServicer):
@@ -213,7 +164,7 @@ class SnapshotsService(snapshots_pb2_grpc.SnapshotsServicer):
         with request_scope(context):
             async with aborting_on_error(context):
                 info = await self._get(request.snapshotter).stat(request.key)
-        return pb.StatSnapshotResponse(info=info_to_proto(info))
+        return pb.StatSnapshotResponse(info=snapshot_info_to_proto(info))
 
     async def Update(  # noqa: N802
         self, request: pb.UpdateSnapshotRequest, context: Any
@@ -222,9 +173,9 @@ class SnapshotsService(snapshots_pb2_grpc.SnapshotsServicer):
             async with aborting_on_error(context):
                 paths = list(request.update_mask.paths) if request.HasField("update_mask") else []
                 info = await self._get(request.snapshotter).update(
-                    info_from_proto(request.info), *paths
+                    snapshot_info_from_proto(request.info), *paths
                 )
-        return pb.UpdateSnapshotResponse(info=info_to_proto(info))
+        return pb.UpdateSnapshotResponse(info=snapshot_info_to_proto(info))
 
     async def List(  # noqa: N802
         self, request: pb.ListSnapshotsRequest, context: Any
@@ -234,7 +185,7 @@ class SnapshotsService(snapshots_pb2_grpc.SnapshotsServicer):
             with request_scope(context):
                 walk = self._get(request.snapshotter).walk(*request.filters)
             async for info in CallScope.of(context).iterate(walk):
-                batch.append(info_to_proto(info))
+                batch.append(snapshot_info_to_proto(info))
                 if len(batch) >= LIST_BATCH:
                     yield pb.ListSnapshotsResponse(info=batch)
                     batch = []

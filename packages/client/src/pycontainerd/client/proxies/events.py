@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from google.protobuf import message
 
 from pycontainerd.api import typeurl
+from pycontainerd.api.convert import envelope_from_proto, envelope_to_proto
 from pycontainerd.api.services.events.v1 import events_pb2, events_pb2_grpc
-from pycontainerd.client._convert import envelope_from_proto, envelope_to_proto
 from pycontainerd.client._errors import rpc_errors
 from pycontainerd.core.errdefs import InvalidArgumentError
 

@@ -10,9 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import field_mask_pb2
 
-from pycontainerd.api.convert import mount_from_proto
+from pycontainerd.api.convert import (
+    mount_from_proto,
+    snapshot_info_from_proto,
+    snapshot_info_to_proto,
+)
 from pycontainerd.api.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_grpc
-from pycontainerd.client._convert import snapshot_info_from_proto, snapshot_info_to_proto
 from pycontainerd.client._errors import rpc_errors
 from pycontainerd.core.snapshots import Usage
 
