@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from google.protobuf import timestamp_pb2  # noqa: TID253 - runtime edge
+from google.protobuf import timestamp_pb2
 
-from pycontainerd.api.events import task_pb2 as events_pb2  # noqa: TID253
-from pycontainerd.api.runtime.task.v2 import shim_pb2 as pb  # noqa: TID253
-from pycontainerd.api.ttrpc import Client, ServiceClient  # noqa: TID253
-from pycontainerd.api.types.task import task_pb2 as task_types  # noqa: TID253
+from pycontainerd.api.events import task_pb2 as events_pb2
+from pycontainerd.api.runtime.task.v2 import shim_pb2 as pb
+from pycontainerd.api.ttrpc import Client, ServiceClient
+from pycontainerd.api.types.task import task_pb2 as task_types
 from pycontainerd.core import identifiers, namespaces
 from pycontainerd.core.errdefs import (
     ContainerdError,
