@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import subprocess
@@ -108,20 +107,23 @@ async def test_namespaces_and_their_event(containerd_socket: str) -> None:
         namespaces = namespace_pb2_grpc.NamespacesStub(channel)
         await asyncio.wait_for(channel.channel_ready(), timeout=20)
         # The subscription is registered asynchronously: create namespaces
-        # until one event arrives (bounded), then check it.
-        envelope: event_pb2.Envelope | None = None
+        # until one event arrives (bounded), then check it. One read stays
+        # pending throughout: a read cancelled by a timeout cancels the stream.
+        received = asyncio.ensure_future(events.read())
         for attempt in range(50):
             request = namespace_pb2.CreateNamespaceRequest(
                 namespace=namespace_pb2.Namespace(name=f"pcd-{attempt}", labels={"k": "v"})
             )
             await namespaces.Create(request, metadata=NS_MD)
-            with contextlib.suppress(TimeoutError):
-                received = await asyncio.wait_for(events.read(), timeout=0.2)
-                assert isinstance(received, event_pb2.Envelope)
-                envelope = received
+            await asyncio.wait({received}, timeout=0.2)
+            if received.done():
                 break
         events.cancel()
-        assert envelope is not None
+        if not received.done():
+            received.cancel()
+            pytest.fail("no event after 50 namespaces")
+        envelope = received.result()
+        assert isinstance(envelope, event_pb2.Envelope)
         assert envelope.topic == "/namespaces/create"
         assert envelope.event.type_url == "containerd.events.NamespaceCreate"
         payload = namespace_events.NamespaceCreate.FromString(envelope.event.value)
