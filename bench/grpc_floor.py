@@ -17,7 +17,11 @@ alone allows and what each choice costs:
 - ``aio-intercept``: ``aio`` behind the daemon's ``MetricsInterceptor``;
 - ``aio-opts``: ``aio`` with ``grpc.optimization_target=throughput`` and no
   ``so_reuseport``;
-- ``sync``: the synchronous ``grpc.server`` with a thread pool.
+- ``sync``: the synchronous ``grpc.server`` with a thread pool;
+- ``h2``: ``aio-unary``'s servicer on our own HTTP/2 server
+  (:mod:`pycontainerd.api.h2grpc`, what the daemon serves its socket with),
+  behind the daemon's ``MetricsInterceptor``;
+- ``h2-stream``: ``aio``'s async-generator servicer on the same server.
 
 Prints MiB/s (best run), wall and server CPU per call, and containerd's
 throughput for the same blob as the reference. A benchmark, never a test.
@@ -40,7 +44,17 @@ from typing import Any
 
 from _harness import CTR, GC_ROOT, channel, containerd_peer, running, tmpfs_dir, write_blob
 
-VARIANTS = ("aio", "aio-write", "aio-raw", "aio-unary", "aio-intercept", "aio-opts", "sync")
+VARIANTS = (
+    "aio",
+    "aio-write",
+    "aio-raw",
+    "aio-unary",
+    "aio-intercept",
+    "aio-opts",
+    "sync",
+    "h2",
+    "h2-stream",
+)
 
 
 def _servicer(blob: bytes, digest: str, mode: str) -> Any:
@@ -72,7 +86,7 @@ def _servicer(blob: bytes, digest: str, mode: str) -> Any:
                 for off, data in ranges(request):
                     await context.write(content_pb2.ReadContentResponse(offset=off, data=data))
 
-        elif mode == "aio-unary":
+        elif mode in ("aio-unary", "h2"):
 
             async def Read(self, request: Any, context: Any) -> Any:  # noqa: N802
                 last = None
@@ -112,12 +126,12 @@ def _register(server: Any, servicer: Any, mode: str) -> None:
 
     from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
 
-    if mode not in ("aio-raw", "aio-unary"):
+    if mode not in ("aio-raw", "aio-unary", "h2"):
         content_pb2_grpc.add_ContentServicer_to_server(servicer, server)
         return
     factory = (
         grpc.unary_unary_rpc_method_handler
-        if mode == "aio-unary"
+        if mode in ("aio-unary", "h2")
         else grpc.unary_stream_rpc_method_handler
     )
     handlers = {
@@ -156,6 +170,20 @@ def serve(address: str, blob_path: str, mode: str) -> None:
         server.add_insecure_port(f"unix:{address}")
         server.start()
         server.wait_for_termination()
+        return
+
+    async def main_h2() -> None:
+        from pycontainerd.api import h2grpc
+        from pycontainerd.daemon.metrics import GrpcMetrics
+        from pycontainerd.daemon.server import MetricsInterceptor
+
+        server = h2grpc.Server(interceptors=[MetricsInterceptor(GrpcMetrics())])
+        _register(server, servicer, mode)
+        await server.listen_unix(address)
+        await asyncio.Event().wait()
+
+    if mode.startswith("h2"):
+        asyncio.run(main_h2())
         return
 
     async def main() -> None:

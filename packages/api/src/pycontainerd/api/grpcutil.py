@@ -19,14 +19,14 @@ This module is an edge: it imports grpc only for annotations.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pycontainerd.core import namespaces
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    import contextlib
+    from collections.abc import AsyncIterator
 
     import grpc.aio
 
@@ -41,6 +41,19 @@ def header(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
         if k == key and isinstance(value, str) and value:
             return value
     return None
+
+
+def _scope_headers(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str | None, str | None]:
+    """The namespace and lease headers in one pass over the metadata."""
+    ns: str | None = None
+    lease: str | None = None
+    for k, value in context.invocation_metadata() or ():
+        if k == namespaces.GRPC_HEADER:
+            if ns is None and isinstance(value, str) and value:
+                ns = value
+        elif k == namespaces.LEASE_HEADER and lease is None and isinstance(value, str) and value:
+            lease = value
+    return ns, lease
 
 
 def namespace_of(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
@@ -63,13 +76,11 @@ class CallScope:
     @classmethod
     def of(cls, context: grpc.aio.ServicerContext[Any, Any]) -> CallScope:
         """The scope of the call behind ``context``."""
-        return cls(namespace_of(context), lease_of(context))
+        return cls(*_scope_headers(context))
 
-    @contextlib.contextmanager
-    def current(self) -> Iterator[None]:
+    def current(self) -> contextlib.AbstractContextManager[None]:
         """Make the namespace and lease current in the block (no ``yield`` inside it)."""
-        with namespaces.with_namespace(self.namespace), namespaces.with_lease(self.lease):
-            yield
+        return namespaces.with_scope(self.namespace, self.lease)
 
     async def iterate(self, iterator: AsyncIterator[T]) -> AsyncIterator[T]:
         """Items of ``iterator``, each produced with the scope current.
@@ -97,4 +108,4 @@ def request_scope(
     context: grpc.aio.ServicerContext[Any, Any],
 ) -> contextlib.AbstractContextManager[None]:
     """Make the call's namespace and lease current in a ``with`` block (unary handlers)."""
-    return CallScope.of(context).current()
+    return namespaces.with_scope(*_scope_headers(context))

@@ -432,6 +432,7 @@ class LocalStore:
 
     def __init__(self, root: Path | str, *, lock_retries: int = 6) -> None:
         self.root = Path(root)
+        self._blobs_dir = str(self.root / "blobs")
         self._lock_retries = lock_retries
         self._labels: dict[str, dict[str, str]] = {}
         self._updated: dict[str, datetime] = {}
@@ -568,7 +569,9 @@ class LocalStore:
         Raises:
             NotFoundError: the blob does not exist.
         """
-        path = self.blob_path(dgst)
+        parsed = digests.parse(dgst)
+        # A string path: pathlib's joins cost more than the open on this hot path.
+        path = f"{self._blobs_dir}/{parsed.algorithm}/{parsed.encoded}"
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:

@@ -11,7 +11,6 @@ and by nobody else.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 from typing import TYPE_CHECKING, Final
 
@@ -19,7 +18,7 @@ from pycontainerd.core import identifiers
 from pycontainerd.core.errdefs import FailedPreconditionError, InvalidArgumentError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    import contextlib
 
 DEFAULT_NAMESPACE: Final = "default"
 #: Environment variable clients read for their namespace (ctr ``-n``).
@@ -41,18 +40,37 @@ _lease: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
-@contextlib.contextmanager
-def with_namespace(ns: str | None) -> Iterator[str | None]:
+class _Set:
+    """``with``-block that sets a context variable and resets it on exit.
+
+    A plain class: every RPC enters one or two of these, and a generator-based
+    context manager costs several times more per use.
+    """
+
+    __slots__ = ("_token", "_value", "_var")
+
+    def __init__(self, var: contextvars.ContextVar[str | None], value: str | None) -> None:
+        self._var = var
+        self._value = value or None
+        self._token: contextvars.Token[str | None] | None = None
+
+    def __enter__(self) -> str | None:
+        self._token = self._var.set(self._value)
+        return self._value
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            self._var.reset(self._token)
+            self._token = None
+
+
+def with_namespace(ns: str | None) -> contextlib.AbstractContextManager[str | None]:
     """Make ``ns`` the current namespace inside the ``with`` block.
 
     The value is not validated here, as containerd's ``WithNamespace`` does not
     validate; ``namespace_required`` does. ``None`` or ``""`` clears it.
     """
-    token = _namespace.set(ns or None)
-    try:
-        yield ns or None
-    finally:
-        _namespace.reset(token)
+    return _Set(_namespace, ns)
 
 
 def namespace() -> str | None:
@@ -71,27 +89,57 @@ def namespace_required() -> str:
     ns = _namespace.get()
     if not ns:
         raise FailedPreconditionError(NAMESPACE_REQUIRED)
+    if ns in _valid:
+        return ns
     try:
         identifiers.validate(ns)
     except InvalidArgumentError as exc:
         msg = f"namespace validation: {exc.message}"
         raise InvalidArgumentError(msg) from exc
+    if len(_valid) >= 1024:
+        _valid.clear()
+    _valid.add(ns)
     return ns
 
 
-@contextlib.contextmanager
-def with_lease(lease_id: str | None) -> Iterator[str | None]:
+_valid: set[str] = set()
+"""Namespaces already validated (every call of a busy client names the same few)."""
+
+
+def with_lease(lease_id: str | None) -> contextlib.AbstractContextManager[str | None]:
     """Make ``lease_id`` the current lease inside the ``with`` block.
 
     Resources created while a lease is current are referenced by it, so the
     garbage collector keeps them until the lease is deleted or expires.
     ``None`` or ``""`` clears it.
     """
-    token = _lease.set(lease_id or None)
-    try:
-        yield lease_id or None
-    finally:
-        _lease.reset(token)
+    return _Set(_lease, lease_id)
+
+
+def with_scope(ns: str | None, lease_id: str | None) -> contextlib.AbstractContextManager[None]:
+    """Make both the namespace and the lease current inside the ``with`` block."""
+    return _Scope(ns, lease_id)
+
+
+class _Scope:
+    __slots__ = ("_lease", "_ns", "_tokens")
+
+    def __init__(self, ns: str | None, lease_id: str | None) -> None:
+        self._ns = ns or None
+        self._lease = lease_id or None
+        self._tokens: tuple[contextvars.Token[str | None], contextvars.Token[str | None]] | None = (
+            None
+        )
+
+    def __enter__(self) -> None:
+        self._tokens = (_namespace.set(self._ns), _lease.set(self._lease))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._tokens is not None:
+            ns_token, lease_token = self._tokens
+            _lease.reset(lease_token)
+            _namespace.reset(ns_token)
+            self._tokens = None
 
 
 def lease() -> str | None:

@@ -28,7 +28,7 @@ import stat
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import grpc
 import grpc.aio
@@ -51,6 +51,7 @@ from pycontainerd.daemon.version import revision, version
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from pycontainerd.api import h2grpc
     from pycontainerd.config.model import Config
     from pycontainerd.daemon.settings import Settings
 
@@ -325,6 +326,7 @@ class Daemon:
         self.started = started if started is not None else time.monotonic()
         self.plugins: PluginSet | None = None
         self.grpc_server: grpc.aio.Server | None = None
+        self.h2_server: h2grpc.Server | None = None
         self.ttrpc_server: Any = None
         self.http_servers: list[HttpServer] = []
         self.sockets: list[str] = []
@@ -493,42 +495,68 @@ class Daemon:
         await self._start_metrics(metrics_sources)
         await self._start_ttrpc(ttrpc_services)
 
-        server = grpc.aio.server(
-            interceptors=[MetricsInterceptor(self.grpc_metrics)],
-            options=self._grpc_options(),
-        )
-        for svc in grpc_services:
-            svc.register(server)
-        self.grpc_server = server
-
-        tcp_address = ""
-        if cfg.grpc.tcp_address:
-            creds = self._tcp_credentials()
-            if creds is None:
-                port = server.add_insecure_port(cfg.grpc.tcp_address)
-            else:
-                port = server.add_secure_port(cfg.grpc.tcp_address, creds)
-            if port == 0:
-                msg = f"failed to listen on {cfg.grpc.tcp_address}"
-                raise DaemonError(msg)
-            host, _ = _split_host_port(cfg.grpc.tcp_address)
-            tcp_address = f"{host}:{port}"
-
+        tcp_address = await self._start_grpc(grpc_services)
         path = cfg.grpc.address
-        prepare_unix_socket(path, cfg.grpc.uid, cfg.grpc.gid)
-        old_umask = os.umask(0o117)
-        try:
-            if server.add_insecure_port(f"unix:{path}") == 0:
-                msg = f"failed to listen on {path}"
-                raise DaemonError(msg)
-            self.sockets.append(path)
-            await server.start()
-        finally:
-            os.umask(old_umask)
         secure_unix_socket(path, cfg.grpc.uid, cfg.grpc.gid)
         if tcp_address:
             log.info("serving...", extra=fields(address=tcp_address))
         log.info("serving...", extra=fields(address=path))
+
+    async def _start_grpc(self, services: list[GrpcService]) -> str:
+        """Serve the unix socket (our HTTP/2 server) and the TCP address (grpcio).
+
+        Returns the TCP address actually bound ("" when none is configured).
+        ``PYCONTAINERD_GRPC_SERVER=grpcio`` serves the unix socket with grpcio too.
+        """
+        from pycontainerd.api import h2grpc
+
+        cfg = self.config.grpc
+        interceptor = MetricsInterceptor(self.grpc_metrics)
+        own = h2grpc.enabled()
+        tcp_address = ""
+        if not own or cfg.tcp_address:
+            server = grpc.aio.server(interceptors=[interceptor], options=self._grpc_options())
+            for svc in services:
+                svc.register(server)
+            self.grpc_server = server
+            if cfg.tcp_address:
+                tcp_address = self._add_tcp_port(server, cfg.tcp_address)
+        prepare_unix_socket(cfg.address, cfg.uid, cfg.gid)
+        old_umask = os.umask(0o117)
+        try:
+            if own:
+                h2 = h2grpc.Server(
+                    interceptors=[interceptor],
+                    max_receive_message_length=cfg.max_recv_message_size,
+                    max_send_message_length=cfg.max_send_message_size,
+                )
+                for svc in services:
+                    svc.register(cast("grpc.aio.Server", h2))
+                self.h2_server = h2
+                await h2.listen_unix(cfg.address)
+            elif self.grpc_server is None or not self.grpc_server.add_insecure_port(
+                f"unix:{cfg.address}"
+            ):
+                msg = f"failed to listen on {cfg.address}"
+                raise DaemonError(msg)
+            self.sockets.append(cfg.address)
+            if self.grpc_server is not None:
+                await self.grpc_server.start()
+        finally:
+            os.umask(old_umask)
+        return tcp_address
+
+    def _add_tcp_port(self, server: grpc.aio.Server, address: str) -> str:
+        creds = self._tcp_credentials()
+        if creds is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, creds)
+        if port == 0:
+            msg = f"failed to listen on {address}"
+            raise DaemonError(msg)
+        host, _ = _split_host_port(address)
+        return f"{host}:{port}"
 
     # -- shutdown ------------------------------------------------------------
 
@@ -540,8 +568,13 @@ class Daemon:
             for _reg, instance in self.plugins.instances:
                 if isinstance(instance, HealthService):
                     await instance.set_serving(serving=False)
+        stops = []
+        if self.h2_server is not None:
+            stops.append(self.h2_server.stop(SHUTDOWN_GRACE))
         if self.grpc_server is not None:
-            await self.grpc_server.stop(SHUTDOWN_GRACE)
+            stops.append(self.grpc_server.stop(SHUTDOWN_GRACE))
+        if stops:
+            await asyncio.gather(*stops)
         if self.ttrpc_server is not None:
             with contextlib.suppress(Exception):
                 await self.ttrpc_server.shutdown(SHUTDOWN_GRACE)

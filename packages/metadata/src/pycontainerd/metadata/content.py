@@ -94,11 +94,14 @@ def _info(dgst: str, row: tuple[int, str, int, int]) -> Info:
     )
 
 
+_BLOB_SEEN: Final = "SELECT 1 FROM blobs WHERE namespace = ? AND digest = ?"
+_BLOB_ROW: Final = (
+    "SELECT size, labels, created_at, updated_at FROM blobs WHERE namespace = ? AND digest = ?"
+)
+
+
 def _blob_row(tx: Tx, ns: str, dgst: str) -> tuple[int, str, int, int] | None:
-    row = tx.execute(
-        "SELECT size, labels, created_at, updated_at FROM blobs WHERE namespace = ? AND digest = ?",
-        (ns, dgst),
-    ).fetchone()
+    row = tx.execute(_BLOB_ROW, (ns, dgst)).fetchone()
     return None if row is None else (row[0], row[1], row[2], row[3])
 
 
@@ -237,7 +240,7 @@ class MetadataContentStore:
             NotFoundError: ``content digest <dgst>: not found``.
         """
         ns = namespace_required()
-        row = await self.db.aview_point(lambda tx: _blob_row(tx, ns, dgst))
+        row = self.db.point_row(_BLOB_ROW, (ns, dgst))
         if row is None:
             raise _content_not_found(dgst)
         return _info(dgst, row)
@@ -326,7 +329,9 @@ class MetadataContentStore:
         Raises:
             NotFoundError: ``content digest <dgst>: not found``.
         """
-        await self.info(dgst)
+        ns = namespace_required()
+        if self.db.point_row(_BLOB_SEEN, (ns, dgst)) is None:
+            raise _content_not_found(dgst)
         return await self.backend.reader_at(dgst)
 
     async def _backend_ref(self, ns: str, ref: str) -> str:

@@ -40,7 +40,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from pycontainerd.core.errdefs import FailedPreconditionError, InternalError
 
@@ -391,6 +391,18 @@ class MetadataDB:
         anything that may read many pages go through :meth:`aview`.
         """
         return self.view(fn)
+
+    def point_row(self, sql: str, params: Sequence[object]) -> tuple[Any, ...] | None:
+        """The first row of one ``SELECT``, on the calling thread, without BEGIN/ROLLBACK.
+
+        SQLite runs a lone statement in its own read transaction, so a single
+        query is as consistent as in :meth:`view`, two statements fewer. For
+        lookups by key on hot paths (``Content.Read`` checks the blob on every
+        32 KiB call); anything that runs several statements uses :meth:`view`.
+        """
+        conn = self._connection()
+        row: tuple[Any, ...] | None = conn.execute(sql, params).fetchone()
+        return row
 
     async def aupdate(self, fn: Callable[[Tx], T], *, notify: bool = True) -> T:
         """:meth:`update` on the writer thread, for asyncio callers."""
