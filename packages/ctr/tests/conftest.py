@@ -1,20 +1,18 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from pycontainerd.client.testing import RealContainerd
-from pycontainerd.daemon.testing import Daemon, daemon_env
+from pycontainerd.daemon.testing import Daemon, daemon_env, short_tempdir
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from pathlib import Path
 
 MODULES = (
     "pycontainerd.daemon.plugin",
@@ -65,32 +63,21 @@ def py() -> Callable[..., subprocess.CompletedProcess[bytes]]:
 
 @pytest.fixture(scope="module")
 def module_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="pctr", dir="/tmp"))
-    try:
+    with short_tempdir("pctr") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def containerd(module_dir: Path) -> Iterator[RealContainerd]:
     base = module_dir / "g"
     base.mkdir()
-    daemon = RealContainerd(base)
-    try:
-        daemon.start()
+    with RealContainerd(base) as daemon:
         yield daemon
-    finally:
-        daemon.stop()
 
 
 @pytest.fixture(scope="module")
 def ours(module_dir: Path) -> Iterator[Daemon]:
     base = module_dir / "p"
     base.mkdir()
-    daemon = Daemon(base, env=daemon_env(MODULES))
-    daemon.start()
-    try:
+    with Daemon(base, env=daemon_env(MODULES)) as daemon:
         yield daemon
-    finally:
-        daemon.kill()

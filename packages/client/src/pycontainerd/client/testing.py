@@ -20,6 +20,7 @@ from typing import IO, TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
+    from types import TracebackType
 
 CONTAINERD: Final = "/usr/bin/containerd"
 """containerd's Go daemon (Debian package), by absolute path: ours shadows it on PATH."""
@@ -105,6 +106,23 @@ class RealContainerd:
 
         wait_for(ready, what="containerd to listen")
         return self
+
+    def __enter__(self) -> RealContainerd:
+        """Start it; stopped again if it does not come up."""
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop it."""
+        self.stop()
 
     def log(self) -> str:
         """What the daemon logged."""

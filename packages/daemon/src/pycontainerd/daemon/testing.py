@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final, TypeAlias
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
-    from pathlib import Path
+    from collections.abc import Callable, Iterable, Iterator
+    from types import TracebackType
 
 CTR: Final = "/usr/bin/ctr"
 """containerd's Go ``ctr`` (Debian package), called by absolute path: ours shadows it on PATH."""
@@ -45,6 +48,20 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "
         time.sleep(0.02)
     msg = f"timed out waiting for {what}"
     raise AssertionError(msg)
+
+
+@contextlib.contextmanager
+def short_tempdir(prefix: str) -> Iterator[Path]:
+    """A new directory directly under ``/tmp``, removed with its contents on exit.
+
+    pytest's ``tmp_path`` can be too long for a unix socket path (at most 107
+    bytes); a daemon's base directory and other socket homes come from here.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def daemon_env(
@@ -90,6 +107,19 @@ class Daemon:
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
         self._log_offset = 0
+
+    def __enter__(self) -> Daemon:
+        """Start it and wait for the boot (a daemon that does not boot is killed)."""
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Kill it if it still runs."""
+        self.kill()
 
     def args(self) -> list[str]:
         """The command line."""
