@@ -536,6 +536,8 @@ class _Stream:
                 if self.cancelled:
                     raise _Reset
                 return None
+            if len(self.buffer) >= 5:
+                self._open_window_for_partial()
             self.waiter = self.conn.loop.create_future()
             try:
                 await self.waiter
@@ -548,6 +550,22 @@ class _Stream:
                 self.conn.write(_frame(WINDOW_UPDATE, 0, self.id, self.unacked.to_bytes(4, "big")))
                 self.unacked = 0
         return data
+
+    def _open_window_for_partial(self) -> None:
+        """Let the client send the rest of a message that the window would cut off.
+
+        Taken messages reopen the window, so a message larger than what is left
+        of it (a big message, or one after small ones not yet acknowledged)
+        would never complete. With no message queued the client may still send
+        ``STREAM_WINDOW - len(buffer) - unacked`` bytes; the missing amount is
+        granted now and counted against ``unacked``.
+        """
+        need = 5 + int.from_bytes(self.buffer[1:5], "big") - len(self.buffer)
+        room = STREAM_WINDOW - len(self.buffer) - self.unacked
+        if need > room:
+            grant = need - room
+            self.unacked -= grant
+            self.conn.write(_frame(WINDOW_UPDATE, 0, self.id, grant.to_bytes(4, "big")))
 
     async def next_request(self) -> Any:
         data = await self.next_raw()
