@@ -196,8 +196,9 @@ def test_run_rm_prints_output_and_exit_status(rig: Rig) -> None:
     res = rig.ctr(
         "run", "--rm", "--rootfs", str(rig.rootfs), cid, "/bin/sh", "-c", "echo hello; exit 3"
     )
-    assert res.stdout == "hello\n", res.stderr
-    assert res.returncode == 3
+    why = f"exit {res.returncode}, stderr {res.stderr!r}, daemon log:\n{rig.daemon.log()[-6000:]}"
+    assert res.stdout == "hello\n", why
+    assert res.returncode == 3, why
     assert rig.tasks() == {}
     assert cid not in rig.ok("containers", "ls")
     assert not rig.bundle(cid).exists()
@@ -558,8 +559,9 @@ def test_run_an_imported_image(rig: Rig) -> None:
     rig.ok("images", "import", str(archive))
     cid = rig.id("img")
     res = rig.ctr("run", "--rm", IMAGE, cid, "/bin/sh", "-c", "echo hello; exit 3")
-    assert res.stdout == "hello\n", res.stderr
-    assert res.returncode == 3
+    why = f"exit {res.returncode}, stderr {res.stderr!r}, daemon log:\n{rig.daemon.log()[-6000:]}"
+    assert res.stdout == "hello\n", why
+    assert res.returncode == 3, why
     assert rig.tasks() == {}
 
 
