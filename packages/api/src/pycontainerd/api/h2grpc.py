@@ -42,7 +42,7 @@ import logging
 import os
 import struct
 import time
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, cast
 
 import grpc
 import grpc.aio
@@ -52,7 +52,7 @@ from hpack.table import HeaderTable
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
-__all__ = ["Server", "ServicerContext"]
+__all__ = ["CallObserver", "Server", "ServicerContext", "rpc_type"]
 
 log = logging.getLogger("pycontainerd.api.h2grpc")
 
@@ -455,6 +455,7 @@ class _Stream:
         "buffer",
         "cancelled",
         "closed",
+        "code",
         "conn",
         "context",
         "deadline",
@@ -491,6 +492,7 @@ class _Stream:
         self.task: asyncio.Task[None] | None = None
         self.deserializer: Callable[[bytes], Any] | None = None
         self.context: ServicerContext | None = None
+        self.code = -1  # the status sent; -1 until then
 
     # -- receiving -------------------------------------------------------
 
@@ -571,8 +573,16 @@ class _Stream:
         data = await self.next_raw()
         if data is None:
             return None
+        return self.decode(data)
+
+    def decode(self, data: bytes) -> Any:
+        """A request message; bytes that do not parse end the call with INTERNAL (as grpc-go)."""
         deserialize = self.deserializer or _identity
-        return deserialize(data)
+        try:
+            return deserialize(data)
+        except Exception as exc:
+            msg = f"grpc: error unmarshalling request: {exc}"
+            raise _CallError(grpc.StatusCode.INTERNAL, msg) from exc
 
     async def requests(self) -> AsyncIterator[Any]:
         while True:
@@ -631,6 +641,7 @@ class _Stream:
             self.headers_sent = True
         out.append(conn.headers_frames(self.id, block, end_stream=True))
         self.closed = True
+        self.code = code
         conn.write(b"".join(out))
         conn.stream_closed(self)
 
@@ -941,13 +952,24 @@ class _Connection(asyncio.Protocol):
     # -- writing -----------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        """Queue ``data``; everything queued in one loop iteration goes out in one write."""
+        """Queue ``data``; what is queued in one loop iteration goes out in one write.
+
+        A connection with at most one call in flight (a client making one call
+        after another, as the Go ``ctr`` does) gains nothing by waiting for
+        other calls' frames: its answer is written at once, with whatever
+        control frames are queued before it.
+        """
         self.out.append(data)
-        if not self.flush_scheduled and not self.receiving:
+        if self.receiving:
+            return
+        if len(self.streams) <= 1:
+            self.flush()
+        elif not self.flush_scheduled:
             self.flush_scheduled = True
             self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
+        """Write everything queued, in one ``write``."""
         self.flush_scheduled = False
         out = self.out
         if not out:
@@ -1030,6 +1052,8 @@ class Server:
     Args:
         interceptors: ``grpc.aio.ServerInterceptor`` objects, applied per call
             in order (the first is the outermost).
+        observer: told when each call starts and ends (the daemon's metrics);
+            cheaper than an interceptor that wraps every handler.
         max_receive_message_length: the largest request message accepted.
         max_send_message_length: the largest response message sent.
     """
@@ -1038,10 +1062,13 @@ class Server:
         self,
         *,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        observer: CallObserver | None = None,
         max_receive_message_length: int = 16 << 20,
         max_send_message_length: int = 16 << 20,
     ) -> None:
         self.interceptors = tuple(interceptors)
+        self.observer = observer
+        self._kinds: dict[str, str] = {}
         self.max_receive = max_receive_message_length
         self.max_send = max_send_message_length
         self.methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
@@ -1129,11 +1156,17 @@ class Server:
         if seconds is not None:
             handle = stream.conn.loop.call_later(seconds, self._expire, stream)
         context: ServicerContext | None = None
+        kind = ""
+        started = 0.0
         try:
             handler = await self._lookup(stream)
             if handler is None:
                 self._unimplemented(stream)
                 return
+            if self.observer is not None:
+                kind = self._kinds.get(stream.method) or self._kind(stream.method, handler)
+                self.observer.started(stream.method, kind)
+                started = time.perf_counter()
             context = ServicerContext(stream, handler.response_serializer)
             stream.context = context
             stream.deserializer = handler.request_deserializer or _identity
@@ -1153,7 +1186,18 @@ class Server:
             if handle is not None:
                 handle.cancel()
             if context is not None:
-                context._run_callbacks()
+                self._end(context, stream, kind, started)
+
+    def _end(self, context: ServicerContext, stream: _Stream, kind: str, started: float) -> None:
+        context._run_callbacks()
+        if self.observer is not None:
+            code = _STATUS_NAMES.get(stream.code, grpc.StatusCode.CANCELLED)
+            self.observer.handled(stream.method, kind, code.name, time.perf_counter() - started)
+
+    def _kind(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> str:
+        kind = rpc_type(handler)
+        self._kinds[method] = kind
+        return kind
 
     def _unimplemented(self, stream: _Stream) -> None:
         service, _, name = stream.method[1:].rpartition("/")
@@ -1186,8 +1230,7 @@ class Server:
             raise _CallError(
                 grpc.StatusCode.INTERNAL, "grpc: too many request messages for a unary method"
             )
-        assert stream.deserializer is not None  # noqa: S101 - set by run_call
-        return stream.deserializer(raw)
+        return stream.decode(raw)
 
     @staticmethod
     async def _stream_out(
@@ -1282,6 +1325,39 @@ class Server:
     def _trailing(context: ServicerContext) -> bytes:
         md = context.trailing_metadata()
         return _metadata_block(md) if md else b""
+
+
+RPC_TYPE_ATTR: Final = "grpc_rpc_type"
+"""Attribute a handler's behaviour may carry to name its wire type for the metrics.
+
+A server-streaming method may be served by a unary-unary handler that writes
+its leading messages with ``context.write`` and returns the last one; such a
+behaviour sets this attribute to ``"server_stream"`` so the method's
+``grpc_type`` metrics label stays the proto's.
+"""
+
+
+def rpc_type(handler: grpc.RpcMethodHandler[Any, Any]) -> str:
+    """``unary``, ``client_stream``, ``server_stream`` or ``bidi_stream`` (the metrics label)."""
+    for attr in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+        declared = getattr(getattr(handler, attr, None), RPC_TYPE_ATTR, None)
+        if isinstance(declared, str):
+            return declared
+    if handler.request_streaming and handler.response_streaming:
+        return "bidi_stream"
+    if handler.request_streaming:
+        return "client_stream"
+    if handler.response_streaming:
+        return "server_stream"
+    return "unary"
+
+
+class CallObserver(Protocol):
+    """What :class:`Server` tells about every call (``GrpcMetrics`` has this shape)."""
+
+    def started(self, full_method: str, rpc_type: str) -> None: ...
+
+    def handled(self, full_method: str, rpc_type: str, code: str, seconds: float) -> None: ...
 
 
 def _identity(data: Any) -> Any:

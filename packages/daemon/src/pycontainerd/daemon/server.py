@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import grpc
 import grpc.aio
 
+from pycontainerd.api import h2grpc
 from pycontainerd.core.plugin import GrpcService, MetricsSource, PluginType, TtrpcService
 from pycontainerd.daemon import metrics as metrics_mod
 from pycontainerd.daemon.httpserve import HttpServer
@@ -51,7 +52,6 @@ from pycontainerd.daemon.version import revision, version
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from pycontainerd.api import h2grpc
     from pycontainerd.config.model import Config
     from pycontainerd.daemon.settings import Settings
 
@@ -170,29 +170,11 @@ def _make_dir(path: str, mode: int) -> None:
         os.chmod(path, mode)
 
 
-RPC_TYPE_ATTR: Final = "grpc_rpc_type"
-"""Attribute a handler's behaviour may carry to name its wire type for the metrics.
-
-A server-streaming method may be served by a unary-unary handler that writes
-its leading messages with ``context.write`` and returns the last one (grpc then
-sends the last message and the status in one batch, the same bytes on the
-wire); such a behaviour sets this attribute to ``"server_stream"`` so the
-method's ``grpc_type`` label stays the proto's.
-"""
+RPC_TYPE_ATTR: Final = h2grpc.RPC_TYPE_ATTR
 
 
 def _rpc_type(handler: grpc.RpcMethodHandler[Any, Any]) -> str:
-    for attr, _factory in _HANDLER_FACTORIES:
-        declared = getattr(getattr(handler, attr, None), RPC_TYPE_ATTR, None)
-        if isinstance(declared, str):
-            return declared
-    if handler.request_streaming and handler.response_streaming:
-        return "bidi_stream"
-    if handler.request_streaming:
-        return "client_stream"
-    if handler.response_streaming:
-        return "server_stream"
-    return "unary"
+    return h2grpc.rpc_type(handler)
 
 
 def _code_name(context: grpc.aio.ServicerContext[Any, Any], failed: bool) -> str:
@@ -508,8 +490,6 @@ class Daemon:
         Returns the TCP address actually bound ("" when none is configured).
         ``PYCONTAINERD_GRPC_SERVER=grpcio`` serves the unix socket with grpcio too.
         """
-        from pycontainerd.api import h2grpc
-
         cfg = self.config.grpc
         interceptor = MetricsInterceptor(self.grpc_metrics)
         own = h2grpc.enabled()
@@ -526,7 +506,7 @@ class Daemon:
         try:
             if own:
                 h2 = h2grpc.Server(
-                    interceptors=[interceptor],
+                    observer=self.grpc_metrics,
                     max_receive_message_length=cfg.max_recv_message_size,
                     max_send_message_length=cfg.max_send_message_size,
                 )
