@@ -139,7 +139,10 @@ def mount_to_proto(m: Mount) -> mount_pb2.Mount:
 
 def image_to_proto(image: Image) -> images_pb2.Image:
     """A wire image (fields set in place)."""
-    out = images_pb2.Image(name=image.name, labels=image.labels)
+    out = images_pb2.Image(name=image.name)
+    labels = out.labels
+    for key, value in image.labels.items():  # cheaper than the map's update()
+        labels[key] = value
     target, d = out.target, image.target
     target.SetInParent()
     target.media_type = d.media_type
@@ -167,12 +170,14 @@ def container_to_proto(c: Container) -> containers_pb2.Container:
     """A wire container (fields set in place)."""
     out = containers_pb2.Container(
         id=c.id,
-        labels=c.labels,
         image=c.image,
         snapshotter=c.snapshotter,
         snapshot_key=c.snapshot_key,
         sandbox=c.sandbox_id,
     )
+    labels = out.labels
+    for key, value in c.labels.items():  # cheaper than the map's update()
+        labels[key] = value
     out.runtime.SetInParent()
     out.runtime.name = c.runtime.name
     if (options := c.runtime.options) is not None:

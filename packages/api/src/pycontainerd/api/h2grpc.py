@@ -968,6 +968,17 @@ class _Connection(asyncio.Protocol):
             self.flush_scheduled = True
             self.loop.call_soon(self.flush)
 
+    def queue(self, data: bytes) -> None:
+        """Queue ``data`` for the end of this loop iteration (a stream's messages).
+
+        Messages of a stream leave together; the call's last frames (trailers,
+        written with :meth:`write`) take them along at once.
+        """
+        self.out.append(data)
+        if not self.flush_scheduled and not self.receiving:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
     def flush(self) -> None:
         """Write everything queued, in one ``write``."""
         self.flush_scheduled = False
@@ -1023,7 +1034,7 @@ class _Connection(asyncio.Protocol):
             self.send_window -= allowed
             stream.send_window -= allowed
             view = view[allowed:]
-            self.write(b"".join(frames))
+            self.queue(b"".join(frames))
 
     def _abort_connection(self, code: int, reason: str) -> None:
         log.debug("closing HTTP/2 connection", extra={"fields": {"reason": reason}})

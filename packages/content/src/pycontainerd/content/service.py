@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import grpc
 from google.protobuf import empty_pb2, timestamp_pb2
 
+from pycontainerd.api.convert import set_timestamp
 from pycontainerd.api.errgrpc import aborting_on_error
 from pycontainerd.api.grpcutil import CallScope, request_scope
 from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
@@ -64,14 +65,20 @@ def _ts(when: datetime) -> timestamp_pb2.Timestamp | None:
 
 
 def info_to_proto(info: Info, *, with_updated: bool = True) -> content_pb2.Info:
-    """Domain -> wire (``infoToGRPC``); List leaves ``updated_at`` out, as upstream."""
-    return content_pb2.Info(
-        digest=info.digest,
-        size=info.size,
-        created_at=_ts(info.created_at),
-        updated_at=_ts(info.updated_at) if with_updated else None,
-        labels=dict(info.labels),
-    )
+    """Domain -> wire (``infoToGRPC``); List leaves ``updated_at`` out, as upstream.
+
+    Fields are set in place (a hot path: ``ctr images ls`` asks for three Infos
+    per image); unset times stay off the wire.
+    """
+    out = content_pb2.Info(digest=info.digest, size=info.size)
+    if info.created_at != UNSET_TIME:
+        set_timestamp(out.created_at, info.created_at)
+    if with_updated and info.updated_at != UNSET_TIME:
+        set_timestamp(out.updated_at, info.updated_at)
+    labels = out.labels
+    for key, value in info.labels.items():
+        labels[key] = value
+    return out
 
 
 def info_from_proto(pb: content_pb2.Info) -> Info:
