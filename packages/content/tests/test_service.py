@@ -12,7 +12,7 @@ import hashlib
 import shutil
 import tempfile
 import tracemalloc
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import pytest
@@ -103,19 +103,28 @@ def local(tmp_path: Path) -> LocalStore:
     return LocalStore(tmp_path / "content", lock_retries=2)
 
 
-@pytest.fixture
+@pytest.fixture(params=["grpcio", "h2grpc"])
 async def stub(
-    sockdir: str, local: LocalStore, exchange: Exchange
+    request: pytest.FixtureRequest, sockdir: str, local: LocalStore, exchange: Exchange
 ) -> AsyncIterator[content_pb2_grpc.ContentAsyncStub]:
+    """A client of the service on grpcio's server and on ours (what the daemon's socket runs)."""
+    from pycontainerd.api import h2grpc
     from pycontainerd.content.service import ContentService
 
-    server = grpc.aio.server()
-    ContentService(EventStore(NamespaceRequiredStore(local), exchange)).register(server)
-    address = f"unix://{sockdir}/c.sock"
-    server.add_insecure_port(address)
-    await server.start()
+    service = ContentService(EventStore(NamespaceRequiredStore(local), exchange))
+    path = f"{sockdir}/c.sock"
+    server: Any
+    if request.param == "grpcio":
+        server = grpc.aio.server()
+        service.register(server)
+        server.add_insecure_port(f"unix://{path}")
+        await server.start()
+    else:
+        server = h2grpc.Server()
+        service.register(server)
+        await server.listen_unix(path)
     try:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with grpc.aio.insecure_channel(f"unix://{path}") as channel:
             yield content_pb2_grpc.ContentStub(channel)
     finally:
         await server.stop(None)
@@ -319,6 +328,20 @@ async def test_read_of_several_messages(stub: content_pb2_grpc.ContentAsyncStub)
         )
     )
     assert [(m.offset, m.data) for m in msgs] == [(chunk, data[chunk : 2 * chunk])]
+
+
+async def test_read_at_the_end_sends_no_data(
+    request: pytest.FixtureRequest, stub: content_pb2_grpc.ContentAsyncStub
+) -> None:
+    """An empty range: no message from a stream (our server), one empty one from read_unary."""
+    data = b"twelve bytes"
+    dgst = await ingest(stub, "at-end", data)
+    msgs = await collect(
+        stub.Read(content_pb2.ReadContentRequest(digest=dgst, offset=len(data)), metadata=NS)
+    )
+    assert b"".join(m.data for m in msgs) == b""
+    on_ours = request.node.callspec.params["stub"] == "h2grpc"
+    assert len(msgs) == (0 if on_ours else 1)
 
 
 # -- Write protocol ------------------------------------------------------------

@@ -139,7 +139,18 @@ class ContentService(content_pb2_grpc.ContentServicer):
         self._store = store
 
     def register(self, server: grpc.aio.Server) -> None:
-        """Add the service to ``server``, ``Read`` served by :meth:`read_unary`."""
+        """Add the service to ``server``.
+
+        On grpcio's server ``Read`` is served by :meth:`read_unary` (one batch
+        less per call); the daemon's own server (:mod:`pycontainerd.api.h2grpc`)
+        streams as cheaply as it answers, so there ``Read`` is the plain
+        stream, which sends no message at all for an empty range.
+        """
+        from pycontainerd.api import h2grpc
+
+        if isinstance(server, h2grpc.Server):
+            content_pb2_grpc.add_ContentServicer_to_server(self, server)
+            return
         capture = _CaptureHandlers()
         content_pb2_grpc.add_ContentServicer_to_server(self, cast("grpc.aio.Server", capture))
         handlers = dict(capture.handlers)
@@ -223,7 +234,8 @@ class ContentService(content_pb2_grpc.ContentServicer):
     ) -> AsyncIterator[content_pb2.ReadContentResponse]:
         """The range in messages of at most ``READ_CHUNK`` bytes (the servicer API's form).
 
-        The server runs :meth:`read_unary` instead: same messages, one batch less.
+        The daemon's socket serves this; grpcio's server (the TCP listener) runs
+        :meth:`read_unary` instead: same messages, one batch less.
         """
         reader, offset, end = await self._open_range(request, context)
         try:
