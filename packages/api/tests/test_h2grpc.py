@@ -115,6 +115,12 @@ class Recorder:
         await self._hold(context)
         return b"late"
 
+    async def big_trailers(self, request: bytes, context: Context) -> bytes:
+        size = int(request)
+        await context.send_initial_metadata((("x-big-initial", "i" * size),))
+        context.set_trailing_metadata((("x-big-trailer", "t" * size),))
+        return b"ok"
+
     async def big(self, request: bytes, context: Context) -> bytes:
         return pattern(int(request))
 
@@ -128,6 +134,10 @@ class Recorder:
     async def count(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
         for i in range(int(request)):
             yield b"%d" % i
+
+    async def big_stream(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
+        yield b"small"
+        yield pattern(int(request))
 
     async def writes(self, request: bytes, context: Context) -> None:
         for i in range(int(request)):
@@ -205,12 +215,14 @@ class Recorder:
             "Fail": uu(self.fail),
             "Slow": uu(self.slow),
             "Big": uu(self.big),
+            "BigTrailers": uu(self.big_trailers),
             "Typed": uu(
                 self.typed,
                 request_deserializer=ts.FromString,
                 response_serializer=ts.SerializeToString,
             ),
             "Count": us(self.count),
+            "BigStream": us(self.big_stream),
             "Writes": us(self.writes),
             "CountThenAbort": us(self.count_then_abort),
             "CountThenFail": us(self.count_then_fail),
@@ -266,6 +278,16 @@ def unary(
     )
 
 
+def server_stream(
+    channel: grpc.aio.Channel, method: str
+) -> grpc.aio.UnaryStreamMultiCallable[bytes, bytes]:
+    """A bytes-in/bytes-out server-streaming callable for ``/SERVICE/method``."""
+    return cast(
+        "grpc.aio.UnaryStreamMultiCallable[bytes, bytes]",
+        channel.unary_stream(f"/{SERVICE}/{method}"),
+    )
+
+
 class Env:
     """A served recorder and a grpcio channel to it."""
 
@@ -281,7 +303,7 @@ class Env:
         return unary(self.channel, method)
 
     def server_stream(self, method: str) -> grpc.aio.UnaryStreamMultiCallable[bytes, bytes]:
-        return self.channel.unary_stream(f"/{SERVICE}/{method}")
+        return server_stream(self.channel, method)
 
     def client_stream(self, method: str) -> grpc.aio.StreamUnaryMultiCallable[bytes, bytes]:
         return cast(
@@ -412,6 +434,20 @@ async def test_metadata_in_and_out(env: Env) -> None:
     assert ("x-trailer", "t-value") in trailing
     assert ("x-trailer-bin", b"\x00\xff") in trailing
     assert env.rec.done_codes == [None]
+
+
+async def test_metadata_larger_than_a_frame(sockdir: str) -> None:
+    # Header blocks above the client's 16 KiB frame size go out as CONTINUATION frames.
+    size = 100 * 1024
+    options = (("grpc.max_metadata_size", 4 * MIB), ("grpc.absolute_max_metadata_size", 4 * MIB))
+    async with (
+        serving(sockdir, Recorder()) as (_server, path),
+        grpc.aio.insecure_channel(f"unix:{path}", options=options) as channel,
+    ):
+        call = unary(channel, "BigTrailers")(b"%d" % size)
+        assert await within(call) == b"ok"
+        assert ("x-big-initial", "i" * size) in tuple(await call.initial_metadata())
+        assert ("x-big-trailer", "t" * size) in tuple(await call.trailing_metadata())
 
 
 async def test_no_deadline_means_no_time_remaining(env: Env) -> None:
@@ -572,24 +608,45 @@ def writer_blocked(server: h2grpc.Server) -> bool:
     return False
 
 
-async def test_server_stream_waits_for_a_slow_reader(env: Env) -> None:
-    total = 64
-    call = env.server_stream("Flood")(b"%d" % total)
-    await within(env.rec.started.wait())
-    await until(lambda: writer_blocked(env.server), "the handler to wait for the reader")
-    # Calls on the same connection go on meanwhile, and the stream stays held:
-    # what went out is bounded by the client's windows and the socket buffers,
-    # not by what the handler would produce.
-    for i in range(5):
-        assert await within(env.unary("Echo")(b"tick %d" % i)) == b"tick %d" % i
-    await until(lambda: writer_blocked(env.server), "the handler to wait for the reader")
-    assert env.rec.produced < total // 4
-    for i in range(total):
-        message = await within(call.read())
-        assert message == bytes((i % 256,)) * MIB
-    assert await call.read() is grpc.aio.EOF
-    assert env.rec.produced == total
-    assert await call.code() is grpc.StatusCode.OK
+def server_buffered(server: h2grpc.Server) -> int:
+    """Bytes the server holds for its peers: queued frames and transport buffers."""
+    total = 0
+    for conn in server.connections:
+        total += sum(map(len, conn.out))
+        if conn.transport is not None:
+            total += conn.transport.get_write_buffer_size()
+    return total
+
+
+async def test_server_stream_waits_for_a_slow_reader(sockdir: str) -> None:
+    rec = Recorder()
+    total = 1024  # 1 GiB if nothing held the handler back
+    # Without BDP probing grpcio keeps its stream window fixed, so the bound is exact.
+    options = (*CHANNEL_OPTIONS, ("grpc.http2.bdp_probe", 0))
+    async with (
+        serving(sockdir, rec) as (server, path),
+        grpc.aio.insecure_channel(f"unix:{path}", options=options) as channel,
+    ):
+        call = server_stream(channel, "Flood")(b"%d" % total)
+        await within(rec.started.wait())
+        await until(lambda: writer_blocked(server), "the handler to wait for the reader")
+        # Calls on the same connection go on meanwhile (the client keeps reading
+        # the socket) and the stream stays held: what went out is bounded by the
+        # client's window, not by what the handler would produce.
+        for i in range(5):
+            assert await within(unary(channel, "Echo")(b"tick %d" % i)) == b"tick %d" % i
+        await until(lambda: writer_blocked(server), "the handler to wait for the reader")
+        ahead = rec.produced
+        assert ahead <= 8
+        assert server_buffered(server) < 2 * MIB
+        # Reading lets the handler go on, in order and intact, never far ahead.
+        for i in range(64):
+            assert await within(call.read()) == bytes((i % 256,)) * MIB
+            assert rec.produced <= i + 1 + ahead + 1
+            assert server_buffered(server) < 2 * MIB
+        call.cancel()
+        await within(rec.tasks[0])
+        assert rec.produced < 64 + ahead + 2
 
 
 async def test_request_above_max_receive_is_resource_exhausted(sockdir: str) -> None:
@@ -613,6 +670,18 @@ async def test_response_above_max_send_is_resource_exhausted(sockdir: str) -> No
         big = unary(channel, "Big")
         assert len(await big(b"4096")) == 4096
         err = await rpc_error(big(b"4097"))
+        assert err.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "larger than max (4097 vs. 4096)" in (err.details() or "")
+
+
+async def test_streamed_message_above_max_send_is_resource_exhausted(sockdir: str) -> None:
+    async with (
+        serving(sockdir, Recorder(), max_send_message_length=4096) as (_server, path),
+        channel_to(path) as channel,
+    ):
+        call = server_stream(channel, "BigStream")(b"4097")
+        assert await within(call.read()) == b"small"
+        err = await rpc_error(call.read())
         assert err.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "larger than max (4097 vs. 4096)" in (err.details() or "")
 
@@ -778,6 +847,17 @@ class RawClient:
             await self.writer.wait_closed()
 
 
+async def assert_connection_error(
+    env: Env, client: RawClient, code: int, text: bytes | None = None
+) -> None:
+    """GOAWAY ``code`` (debug ``text``) closes this connection; the server serves on."""
+    got_code, got_text = await client.goaway()
+    assert got_code == code
+    if text is not None:
+        assert got_text == text
+    assert await env.unary("Echo")(b"others") == b"others"
+
+
 @contextlib.asynccontextmanager
 async def raw(path: str) -> AsyncIterator[RawClient]:
     client = await RawClient.connect(path)
@@ -798,10 +878,9 @@ async def raw(path: str) -> AsyncIterator[RawClient]:
 async def test_garbage_instead_of_preface(env: Env, garbage: bytes) -> None:
     async with raw(env.path) as client:
         client.send(garbage)
-        code, text = await client.goaway()
-    assert code == h2grpc.PROTOCOL_ERROR
-    assert text == b"not an HTTP/2 client preface"
-    assert await env.unary("Echo")(b"others") == b"others"
+        await assert_connection_error(
+            env, client, h2grpc.PROTOCOL_ERROR, b"not an HTTP/2 client preface"
+        )
     await until(lambda: len(env.server.connections) == 1, "the broken connection to go")
 
 
@@ -818,21 +897,69 @@ async def test_malformed_header_block(env: Env, block: bytes) -> None:
     async with raw(env.path) as client:
         client.start()
         client.frame(h2grpc.HEADERS, h2grpc.END_HEADERS | h2grpc.END_STREAM, 1, block)
-        code, _text = await client.goaway()
-    assert code == h2grpc.COMPRESSION_ERROR
-    assert await env.unary("Echo")(b"others") == b"others"
+        await assert_connection_error(env, client, h2grpc.COMPRESSION_ERROR)
+
+
+async def test_header_block_split_over_continuation_frames(env: Env) -> None:
+    async with raw(env.path) as client:
+        client.start()
+        block = client.encoder.encode(
+            [
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":path", f"/{SERVICE}/Echo"),
+                (":authority", "localhost"),
+                ("content-type", "application/grpc"),
+                ("x-padding", "p" * 300),
+            ]
+        )
+        client.frame(h2grpc.HEADERS, 0, 1, block[:10])
+        client.frame(h2grpc.CONTINUATION, 0, 1, block[10:100])
+        client.frame(h2grpc.CONTINUATION, h2grpc.END_HEADERS, 1, block[100:])
+        client.frame(h2grpc.DATA, h2grpc.END_STREAM, 1, b"\x00\x00\x00\x00\x02hi")
+        fields = await client.response(1)
+    assert ("grpc-status", "0") in fields
+
+
+async def test_frame_between_headers_and_continuation(env: Env) -> None:
+    async with raw(env.path) as client:
+        client.start()
+        client.frame(h2grpc.HEADERS, 0, 1, client.encoder.encode([(":path", "/x/y")]))
+        client.frame(h2grpc.PING, 0, 0, b"\x00" * 8)
+        await assert_connection_error(env, client, h2grpc.PROTOCOL_ERROR, b"expected CONTINUATION")
+
+
+async def test_endless_continuation_is_refused(env: Env) -> None:
+    # A header block that never ends must not grow without bound in the server.
+    async with raw(env.path) as client:
+        advertised = (await client.settings())[h2grpc.SETTINGS_MAX_HEADER_LIST_SIZE]
+        client.start()
+        first = client.encoder.encode([(":path", "/x/y")])
+        client.frame(h2grpc.HEADERS, 0, 1, first)
+        # One byte over the limit, and nothing after it: the server closes at
+        # once, and what the client still had to write would break the pipe.
+        rest = advertised + 1 - len(first)
+        chunk = 256 * 1024
+        for off in range(0, rest, chunk):
+            client.frame(h2grpc.CONTINUATION, 0, 1, b"\x00" * min(chunk, rest - off))
+        await assert_connection_error(env, client, h2grpc.PROTOCOL_ERROR, b"header block too large")
+
+
+async def test_even_stream_id_is_a_protocol_error(env: Env) -> None:
+    async with raw(env.path) as client:
+        client.start()
+        client.headers(2, "Echo", end=True)
+        await assert_connection_error(env, client, h2grpc.PROTOCOL_ERROR, b"invalid stream id 2")
 
 
 async def test_frame_above_advertised_max_size(env: Env) -> None:
     async with raw(env.path) as client:
         advertised = (await client.settings())[h2grpc.SETTINGS_MAX_FRAME_SIZE]
         client.begin("Total")
+        # Only the frame header: the server must refuse it before any payload.
         client.send(struct.pack(">I", advertised + 1)[1:] + bytes((h2grpc.DATA, 0)))
-        client.send(struct.pack(">I", 1) + b"\x00" * 1024)
-        code, text = await client.goaway()
-    assert code == h2grpc.FRAME_SIZE_ERROR
-    assert text == b"frame too large"
-    assert await env.unary("Echo")(b"others") == b"others"
+        client.send(struct.pack(">I", 1))
+        await assert_connection_error(env, client, h2grpc.FRAME_SIZE_ERROR, b"frame too large")
 
 
 async def test_frame_of_advertised_max_size_is_accepted(env: Env) -> None:

@@ -787,6 +787,9 @@ class _Connection(asyncio.Protocol):
                 self._abort_connection(PROTOCOL_ERROR, "unexpected CONTINUATION")
                 return
             self.header_block += payload
+            if len(self.header_block) > MAX_HEADER_LIST:
+                self._abort_connection(PROTOCOL_ERROR, "header block too large")
+                return
             if flags & END_HEADERS:
                 block = bytes(self.header_block)
                 self.header_block = None
