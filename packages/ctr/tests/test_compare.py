@@ -55,12 +55,13 @@ def same_second(
 def held_ingest(address: str, go: Run, lease: str, ref: str, data: bytes) -> int:
     """``ctr content ingest ref`` of ``data``, its digest put in ``lease`` first; the exit code.
 
-    Nothing references a blob the Go ctr ingests (it writes under a temporary
-    lease of its own), and deleting that lease makes the next collection remove
-    it, in containerd as in ours: the listings compared would hold no content,
-    or lose it between two runs of ``same_second``. A digest added to a lease
-    before the blob exists holds it from the start (the Go ctr has no command
-    for Leases.AddResource).
+    Nothing references a blob the Go ctr ingests, so the next collection
+    removes it, in containerd as in ours: the first one runs ``startup_delay``
+    (100 ms) after boot, which on a loaded machine can come after the ingest,
+    and any deletion triggers another. The listings compared would then hold
+    no content, or lose it between two runs of ``same_second``. A digest added
+    to a lease before the blob exists holds it from the start (the Go ctr has
+    no command for Leases.AddResource).
     """
     dgst = "sha256:" + hashlib.sha256(data).hexdigest()
     with grpc.insecure_channel(f"unix://{address}") as channel:
