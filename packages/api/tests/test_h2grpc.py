@@ -822,8 +822,7 @@ class RawClient:
             assert frame is not None, "connection closed without GOAWAY"
             if frame[0] == h2grpc.GOAWAY:
                 break
-        while await self.read_frame() is not None:
-            pass
+        await self.until_closed()
         payload = frame[3]
         return int.from_bytes(payload[4:8], "big"), payload[8:]
 
@@ -840,6 +839,19 @@ class RawClient:
                 fields.extend((str(k), str(v)) for k, v in self.decoder.decode(payload, raw=False))
             if kind == h2grpc.RST_STREAM or flags & h2grpc.END_STREAM:
                 return fields
+
+    async def until_closed(self) -> None:
+        """Read (and drop) frames until the server closes the connection."""
+        while await self.read_frame() is not None:
+            pass
+
+    async def reset_code(self, sid: int) -> int:
+        """The error code of the RST_STREAM the server sends on ``sid``."""
+        while True:
+            frame = await self.read_frame()
+            assert frame is not None, "connection closed before RST_STREAM"
+            if frame[0] == h2grpc.RST_STREAM and frame[2] == sid:
+                return int.from_bytes(frame[3], "big")
 
     async def close(self) -> None:
         self.writer.close()
@@ -1023,32 +1035,36 @@ async def test_compressed_message_is_refused(env: Env) -> None:
 async def test_stop_lets_in_flight_calls_finish_and_refuses_new_ones(sockdir: str) -> None:
     rec = Recorder()
     async with serving(sockdir, rec) as (server, path), channel_to(path) as channel:
-        slow = asyncio.ensure_future(unary(channel, "Slow")(b""))
-        await within(rec.started.wait())
-        idle = await RawClient.connect(path)
-        busy = await RawClient.connect(path)
-        busy.start()
-        await until(lambda: len(server.connections) == 3, "the raw connections")
-        started = time.monotonic()
-        stopping = asyncio.ensure_future(server.stop(30))
-        await until(lambda: server.stopping, "stop to begin")
+        assert await unary(channel, "Echo")(b"connect") == b"connect"  # an idle connection
+        async with raw(path) as busy, raw(path) as idle:
+            busy.begin("Slow")
+            busy.frame(h2grpc.DATA, h2grpc.END_STREAM, 1, b"\x00\x00\x00\x00\x00")
+            idle.start()
+            await within(rec.started.wait())
+            await until(lambda: len(server.connections) == 3, "the raw connections")
+            started = time.monotonic()
+            stopping = asyncio.ensure_future(server.stop(30))
+            await until(lambda: server.stopping, "stop to begin")
 
-        # An idle connection is told to go away and closed at once.
-        code, _ = await idle.goaway()
-        assert code == h2grpc.NO_ERROR
-        await idle.close()
-        # New connections are refused; a new stream on a kept one is refused.
-        with pytest.raises((ConnectionRefusedError, FileNotFoundError)):
-            await RawClient.connect(path)
-        err = await rpc_error(unary(channel, "Echo")(b"new", timeout=5))
-        assert err.code() is grpc.StatusCode.UNAVAILABLE
+            # Idle connections are told to go away and closed at once.
+            code, _ = await idle.goaway()
+            assert code == h2grpc.NO_ERROR
+            err = await rpc_error(unary(channel, "Echo")(b"new", timeout=5))
+            assert err.code() is grpc.StatusCode.UNAVAILABLE
+            # New connections are refused, and so is a new stream on a busy one.
+            with pytest.raises((ConnectionRefusedError, FileNotFoundError)):
+                await RawClient.connect(path)
+            busy.headers(3, "Echo", end=True)
+            assert await busy.reset_code(3) == h2grpc.REFUSED_STREAM
 
-        assert not stopping.done()
-        rec.gate.set()
-        assert await within(slow) == b"late"
-        await within(stopping)
-        assert time.monotonic() - started < 10
-        await busy.close()
+            # The call in flight finishes; then its connection closes and stop returns.
+            assert not stopping.done()
+            rec.gate.set()
+            assert ("grpc-status", "0") in await busy.response(1)
+            await busy.until_closed()
+            await within(stopping)
+            assert time.monotonic() - started < 10
+            assert not server.connections
 
 
 async def test_stop_cancels_a_hung_handler_after_the_grace(sockdir: str) -> None:
