@@ -760,6 +760,7 @@ class RawClient:
         self.writer = writer
         self.encoder = Encoder()
         self.decoder = Decoder()
+        self.bodies: dict[int, bytes] = {}
 
     @classmethod
     async def connect(cls, path: str) -> RawClient:
@@ -827,8 +828,9 @@ class RawClient:
         return int.from_bytes(payload[4:8], "big"), payload[8:]
 
     async def response(self, sid: int) -> list[tuple[str, str]]:
-        """All header fields the server sends on ``sid`` up to END_STREAM."""
+        """All header fields the server sends on ``sid`` up to END_STREAM (DATA to ``bodies``)."""
         fields: list[tuple[str, str]] = []
+        body = bytearray()
         while True:
             frame = await self.read_frame()
             assert frame is not None, "connection closed before the response ended"
@@ -837,7 +839,10 @@ class RawClient:
                 continue
             if kind == h2grpc.HEADERS:
                 fields.extend((str(k), str(v)) for k, v in self.decoder.decode(payload, raw=False))
+            elif kind == h2grpc.DATA:
+                body += payload
             if kind == h2grpc.RST_STREAM or flags & h2grpc.END_STREAM:
+                self.bodies[sid] = bytes(body)
                 return fields
 
     async def until_closed(self) -> None:
@@ -930,6 +935,24 @@ async def test_header_block_split_over_continuation_frames(env: Env) -> None:
         client.frame(h2grpc.CONTINUATION, h2grpc.END_HEADERS, 1, block[100:])
         client.frame(h2grpc.DATA, h2grpc.END_STREAM, 1, b"\x00\x00\x00\x00\x02hi")
         fields = await client.response(1)
+    assert ("grpc-status", "0") in fields
+
+
+async def test_padded_and_prioritised_frames(env: Env) -> None:
+    async with raw(env.path) as client:
+        client.start()
+        block = client.encoder.encode(
+            [(":method", "POST"), (":path", f"/{SERVICE}/Echo"), ("te", "trailers")]
+        )
+        # HEADERS: pad length, stream dependency + weight, block, padding.
+        payload = bytes((7,)) + struct.pack(">IB", 0, 15) + block + b"\x00" * 7
+        flags = h2grpc.END_HEADERS | h2grpc.PADDED | h2grpc.PRIORITY_FLAG
+        client.frame(h2grpc.HEADERS, flags, 1, payload)
+        message = b"\x00\x00\x00\x00\x05hello"
+        data = bytes((20,)) + message + b"\x00" * 20
+        client.frame(h2grpc.DATA, h2grpc.PADDED | h2grpc.END_STREAM, 1, data)
+        fields = await client.response(1)
+    assert client.bodies[1] == message
     assert ("grpc-status", "0") in fields
 
 
