@@ -597,7 +597,10 @@ class _Stream:
         if self.headers_sent or self.closed:
             return
         self.headers_sent = True
-        self.conn.write_headers(self.id, _RESPONSE_HEADERS + extra, end_stream=False)
+        # Queued: response headers leave with the first message or the trailers.
+        self.conn.queue(
+            self.conn.headers_frames(self.id, _RESPONSE_HEADERS + extra, end_stream=False)
+        )
 
     async def send_message(self, data: bytes) -> None:
         if self.closed:
@@ -609,7 +612,15 @@ class _Stream:
         if not self.headers_sent:
             self.send_headers()
         payload = b"\x00" + len(data).to_bytes(4, "big") + data
-        await self.conn.send_data(self, payload)
+        conn = self.conn
+        size = len(payload)
+        if conn.paused is None and size <= min(conn.send_window, self.send_window, conn.max_frame):
+            # The common small message: one frame, queued with the others of this step.
+            conn.send_window -= size
+            self.send_window -= size
+            conn.queue(_frame(DATA, 0, self.id, payload))
+            return
+        await conn.send_data(self, payload)
 
     def finish(
         self, code: int, details: str, trailing: bytes = b"", last: bytes | None = None
@@ -1004,9 +1015,6 @@ class _Connection(asyncio.Protocol):
             chunk, rest = rest[:limit], rest[limit:]
             parts.append(_frame(CONTINUATION, 0 if rest else END_HEADERS, sid, chunk))
         return b"".join(parts)
-
-    def write_headers(self, sid: int, block: bytes, *, end_stream: bool) -> None:
-        self.write(self.headers_frames(sid, block, end_stream=end_stream))
 
     async def send_data(self, stream: _Stream, payload: bytes) -> None:
         """Send ``payload`` as DATA frames within the peer's windows."""
