@@ -293,13 +293,14 @@ async def test_aborting_on_error_unexpected_is_unknown_and_logged(
 
 
 class _RecordingContext:
-    """Records abort() calls; only used where a real server cannot show the property."""
+    """Records abort() calls (raising as grpc.aio's do), where a server cannot show it."""
 
     def __init__(self) -> None:
         self.aborts: list[tuple[grpc.StatusCode, str]] = []
 
     async def abort(self, code: grpc.StatusCode, details: str) -> None:
         self.aborts.append((code, details))
+        raise grpc.aio.AbortError
 
 
 def _raise(exc: BaseException) -> None:
@@ -314,6 +315,7 @@ async def test_aborting_on_error_does_not_swallow_cancellation() -> None:
         async with errgrpc.aborting_on_error(ctx):  # type: ignore[arg-type]
             raise asyncio.CancelledError
     assert ctx.aborts == []
-    async with errgrpc.aborting_on_error(ctx):  # type: ignore[arg-type]
-        _raise(errdefs.AbortedError("lost a race"))
+    with pytest.raises(grpc.aio.AbortError):
+        async with errgrpc.aborting_on_error(ctx):  # type: ignore[arg-type]
+            _raise(errdefs.AbortedError("lost a race"))
     assert ctx.aborts == [(SC.ABORTED, "lost a race: aborted")]
