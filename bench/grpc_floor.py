@@ -20,7 +20,7 @@ alone allows and what each choice costs:
 - ``sync``: the synchronous ``grpc.server`` with a thread pool;
 - ``h2``: ``aio-unary``'s servicer on our own HTTP/2 server
   (:mod:`pycontainerd.api.h2grpc`, what the daemon serves its socket with),
-  behind the daemon's ``MetricsInterceptor``;
+  observed by the daemon's ``GrpcMetrics``;
 - ``h2-stream``: ``aio``'s async-generator servicer on the same server.
 
 Prints MiB/s (best run), wall and server CPU per call, and containerd's
@@ -175,9 +175,8 @@ def serve(address: str, blob_path: str, mode: str) -> None:
     async def main_h2() -> None:
         from pycontainerd.api import h2grpc
         from pycontainerd.daemon.metrics import GrpcMetrics
-        from pycontainerd.daemon.server import MetricsInterceptor
 
-        server = h2grpc.Server(interceptors=[MetricsInterceptor(GrpcMetrics())])
+        server = h2grpc.Server(observer=GrpcMetrics())
         _register(server, servicer, mode)
         await server.listen_unix(address)
         await asyncio.Event().wait()
