@@ -143,6 +143,13 @@ class Recorder:
         for i in range(int(request)):
             await context.write(b"w%d" % i)
 
+    async def writes_then_returns(self, request: bytes, context: Context) -> bytes | None:
+        """Writes all but the last message and returns the last (None: no messages)."""
+        n = int(request)
+        for i in range(n - 1):
+            await context.write(b"w%d" % i)
+        return b"w%d" % (n - 1) if n else None
+
     async def count_then_abort(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
         yield b"0"
         yield b"1"
@@ -224,6 +231,7 @@ class Recorder:
             "Count": us(self.count),
             "BigStream": us(self.big_stream),
             "Writes": us(self.writes),
+            "WritesThenReturns": us(self.writes_then_returns),
             "CountThenAbort": us(self.count_then_abort),
             "CountThenFail": us(self.count_then_fail),
             "Flood": us(self.flood),
@@ -389,6 +397,14 @@ async def test_server_stream_from_context_write(env: Env) -> None:
     call = env.server_stream("Writes")(b"20")
     got = [m async for m in call]
     assert got == [b"w%d" % i for i in range(20)]
+    assert await call.code() is grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize("n", [0, 1, 5])
+async def test_server_stream_coroutine_returns_its_last_message(env: Env, n: int) -> None:
+    call = env.server_stream("WritesThenReturns")(b"%d" % n)
+    got = [m async for m in call]
+    assert got == [b"w%d" % i for i in range(n)]
     assert await call.code() is grpc.StatusCode.OK
 
 

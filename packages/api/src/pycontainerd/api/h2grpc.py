@@ -1260,16 +1260,24 @@ class Server:
         handler: grpc.RpcMethodHandler[Any, Any],
         request: Any,
         context: ServicerContext,
-    ) -> None:
-        """Run a server-streaming behaviour: an async generator, or a coroutine that writes."""
+    ) -> Any:
+        """Run a server-streaming behaviour: an async generator, or a coroutine that writes.
+
+        A coroutine may return its stream's last message instead of writing it
+        (None: no more messages); the server sends it with the status, in one
+        write. grpcio ignores such a return value, so only behaviours meant
+        for this server use it (the Content service's ``Read``).
+        """
         serializer = handler.response_serializer or _identity
         behavior: Any = handler.unary_stream or handler.stream_stream
         result = behavior(request, context)
         if hasattr(result, "__anext__"):
             async for item in result:
                 await stream.send_message(item if isinstance(item, bytes) else serializer(item))
-        elif result is not None:
-            await result
+            return None
+        if result is not None:
+            return await result
+        return None
 
     async def _dispatch(
         self,
@@ -1281,7 +1289,7 @@ class Server:
         try:
             request = await self._request(stream, handler)
             if handler.response_streaming:
-                await self._stream_out(stream, handler, request, context)
+                response = await self._stream_out(stream, handler, request, context)
             else:
                 behavior: Any = handler.unary_unary or handler.stream_unary
                 response = await behavior(request, context)
@@ -1306,7 +1314,7 @@ class Server:
         code = context.code()
         if code is not None and code is not grpc.StatusCode.OK:
             self._finish_status(stream, context, code)
-        elif handler.response_streaming:
+        elif handler.response_streaming and response is None:
             stream.finish(grpc.StatusCode.OK.value[0], "", self._trailing(context))
         else:
             await self._finish_unary(stream, handler, context, response)
@@ -1324,7 +1332,7 @@ class Server:
         context: ServicerContext,
         response: Any,
     ) -> None:
-        """Send a unary response and the OK status, in one write when the windows allow."""
+        """Send the last response message and the OK status, in one write when the windows allow."""
         if response is None:
             context.set_code(grpc.StatusCode.INTERNAL)
             stream.finish(grpc.StatusCode.INTERNAL.value[0], "handler returned no response")

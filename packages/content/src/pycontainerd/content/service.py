@@ -141,24 +141,27 @@ class ContentService(content_pb2_grpc.ContentServicer):
     def register(self, server: grpc.aio.Server) -> None:
         """Add the service to ``server``.
 
-        On grpcio's server ``Read`` is served by :meth:`read_unary` (one batch
-        less per call); the daemon's own server (:mod:`pycontainerd.api.h2grpc`)
-        streams as cheaply as it answers, so there ``Read`` is the plain
-        stream, which sends no message at all for an empty range.
+        ``Read`` is served by :meth:`read_last` on the daemon's own server
+        (:mod:`pycontainerd.api.h2grpc`) and by :meth:`read_unary` on grpcio's:
+        either way the last message leaves with the status in one write.
         """
         from pycontainerd.api import h2grpc
 
-        if isinstance(server, h2grpc.Server):
-            content_pb2_grpc.add_ContentServicer_to_server(self, server)
-            return
         capture = _CaptureHandlers()
         content_pb2_grpc.add_ContentServicer_to_server(self, cast("grpc.aio.Server", capture))
         handlers = dict(capture.handlers)
-        handlers["Read"] = grpc.unary_unary_rpc_method_handler(
-            self.read_unary,
-            request_deserializer=content_pb2.ReadContentRequest.FromString,
-            response_serializer=content_pb2.ReadContentResponse.SerializeToString,
-        )
+        if isinstance(server, h2grpc.Server):
+            handlers["Read"] = grpc.unary_stream_rpc_method_handler(
+                self.read_last,
+                request_deserializer=content_pb2.ReadContentRequest.FromString,
+                response_serializer=content_pb2.ReadContentResponse.SerializeToString,
+            )
+        else:
+            handlers["Read"] = grpc.unary_unary_rpc_method_handler(
+                self.read_unary,
+                request_deserializer=content_pb2.ReadContentRequest.FromString,
+                response_serializer=content_pb2.ReadContentResponse.SerializeToString,
+            )
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(capture.service, handlers),)
         )
@@ -234,8 +237,8 @@ class ContentService(content_pb2_grpc.ContentServicer):
     ) -> AsyncIterator[content_pb2.ReadContentResponse]:
         """The range in messages of at most ``READ_CHUNK`` bytes (the servicer API's form).
 
-        The daemon's socket serves this; grpcio's server (the TCP listener) runs
-        :meth:`read_unary` instead: same messages, one batch less.
+        The servers run :meth:`read_last` or :meth:`read_unary` instead: same
+        messages, the last one sent with the status.
         """
         reader, offset, end = await self._open_range(request, context)
         try:
@@ -265,6 +268,27 @@ class ContentService(content_pb2_grpc.ContentServicer):
         answers none: a unary handler always sends a message, and grpc refuses
         to end a call with OK through ``abort``. Readers see the same bytes.
         """
+        last, offset = await self._read_leading(request, context)
+        if last is None:
+            return content_pb2.ReadContentResponse(offset=offset)
+        return last
+
+    async def read_last(
+        self, request: content_pb2.ReadContentRequest, context: _Ctx
+    ) -> content_pb2.ReadContentResponse | None:
+        """``Read`` for the daemon's own server: a server stream whose last message is returned.
+
+        :mod:`pycontainerd.api.h2grpc` sends a returned message with the status
+        in one write, as grpcio does for a unary answer, and an empty range
+        answers no message at all, as upstream's stream does.
+        """
+        last, _ = await self._read_leading(request, context)
+        return last
+
+    async def _read_leading(
+        self, request: content_pb2.ReadContentRequest, context: _Ctx
+    ) -> tuple[content_pb2.ReadContentResponse | None, int]:
+        """Write every message of the range but the last; return the last and the end offset."""
         reader, offset, end = await self._open_range(request, context)
         try:
             last: content_pb2.ReadContentResponse | None = None
@@ -279,9 +303,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
                     offset += len(data)
         finally:
             await reader.close()
-        if last is None:
-            return content_pb2.ReadContentResponse(offset=offset)
-        return last
+        return last, offset
 
     # the daemon's metrics label the method with its proto kind, not the handler's
     read_unary.grpc_rpc_type = "server_stream"  # type: ignore[attr-defined]
