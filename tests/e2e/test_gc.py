@@ -55,9 +55,9 @@ def add_to_lease(d: Daemon, lease_id: str, dgst: str, namespace: str = "default"
 
 
 def test_plain_goes_root_stays_lease_holds_until_sync_rm(daemon: Daemon) -> None:
-    # Go ctr's ingest runs under a temporary lease of its own, and deleting that lease
-    # triggers a collection: a lease holds each digest before the blob exists until
-    # the test has made it what it should be.
+    # An ingested blob is unreferenced until the test labels it or a lease holds it,
+    # and any collection in between (the startup one, or one a deletion triggers)
+    # rightly removes it: a lease holds each digest before the blob exists.
     daemon.ok("leases", "create", "--id", "setup")
     add_to_lease(daemon, "setup", digest(b"rooted blob"))
     plain = ingest(daemon, "plain", b"no root label")
