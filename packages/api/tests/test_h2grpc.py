@@ -1206,3 +1206,84 @@ async def test_go_ctr_against_h2grpc(sockdir: str) -> None:
     assert "r3v" in server_part
     rows = [line.split() for line in namespaces.splitlines()]
     assert rows == [["NAME", "LABELS"], ["alpha", "team=h2"], ["beta"]]
+
+
+# -- fast paths ------------------------------------------------------------------
+
+
+class Observed:
+    """An observer (``GrpcMetrics``' shape) that records what it is told."""
+
+    def __init__(self) -> None:
+        self.starts: list[tuple[str, str]] = []
+        self.ends: list[tuple[str, str, str]] = []
+
+    def started(self, full_method: str, rpc_type: str) -> None:
+        self.starts.append((full_method, rpc_type))
+
+    def handled(self, full_method: str, rpc_type: str, code: str, seconds: float) -> None:
+        self.ends.append((full_method, rpc_type, code))
+
+
+async def test_fast_path_answers_without_the_handler(sockdir: str) -> None:
+    observed = Observed()
+    recorder = Recorder()
+    seen: list[tuple[bytes, tuple[tuple[str, str | bytes], ...]]] = []
+
+    def fast(request: bytes, metadata: tuple[tuple[str, str | bytes], ...]) -> bytes | None:
+        seen.append((request, metadata))
+        if request == b"decline":
+            return None
+        if request == b"raise":
+            msg = "the fast path cannot"
+            raise ValueError(msg)
+        return b"fast:" + request
+
+    async with serving(sockdir, recorder, observer=observed) as (server, path):
+        server.add_fast_path(f"/{SERVICE}/Echo", fast)
+        async with channel_to(path) as channel:
+            call = unary(channel, "Echo")
+            assert await call(b"x", metadata=(("k", "v"),)) == b"fast:x"
+            # None or an error: the handler serves the call as if there were no fast path
+            assert await call(b"decline") == b"decline"
+            assert await call(b"raise") == b"raise"
+            # a request bigger than one frame still goes through the fast path
+            big = pattern(100_000)
+            assert await call(big) == b"fast:" + big
+    assert ("k", "v") in seen[0][1]
+    assert [r for r, _ in seen] == [b"x", b"decline", b"raise", big]
+    method = f"/{SERVICE}/Echo"
+    assert observed.starts == [(method, "unary")] * 4
+    assert [c for _, _, c in observed.ends] == ["OK"] * 4
+
+
+async def test_fast_path_is_ignored_behind_interceptors(sockdir: str) -> None:
+    recorder = Recorder()
+    order: list[tuple[str, str]] = []
+    async with serving(sockdir, recorder, interceptors=[Recording("outer", order)]) as (
+        server,
+        path,
+    ):
+        server.add_fast_path(f"/{SERVICE}/Echo", lambda request, metadata: b"fast")
+        async with channel_to(path) as channel:
+            assert await unary(channel, "Echo")(b"slow") == b"slow"
+    assert order == [("outer", f"/{SERVICE}/Echo")]
+
+
+async def test_fast_path_stream_reset_before_the_request_ends(sockdir: str) -> None:
+    """A client that resets a fast-path call before its request is complete leaks nothing."""
+    recorder = Recorder()
+    async with serving(sockdir, recorder) as (server, path):
+        server.add_fast_path(f"/{SERVICE}/Echo", lambda request, metadata: b"fast")
+        async with channel_to(path) as channel:
+            stream_call = cast(
+                "grpc.aio.StreamUnaryMultiCallable[bytes, bytes]",
+                channel.stream_unary(f"/{SERVICE}/Echo"),
+            )
+            call = stream_call()
+            await call.write(b"part")  # a message, but no END_STREAM yet
+            await until(lambda: any(c.streams for c in server.connections), "the stream")
+            call.cancel()
+            await until(lambda: not any(c.streams for c in server.connections), "the stream to go")
+            # the connection still serves, through the fast path
+            assert await unary(channel, "Echo")(b"next") == b"fast"

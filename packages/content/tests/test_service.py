@@ -85,6 +85,14 @@ class NamespaceRequiredStore:
         self.writer_leases.append(lease())
         return await self.store.writer(ref, total=total, expected=expected)
 
+    def read_now(self, ns: str, dgst: str, offset: int, size: int) -> tuple[int, bytes] | None:
+        """The fast path's store side, counting what it answered."""
+        got = self.store.read_now(dgst, offset, size)
+        self.fast_answers += got is not None
+        return got
+
+    fast_answers = 0
+
 
 @pytest.fixture
 def sockdir() -> Iterator[str]:
@@ -597,3 +605,49 @@ async def test_large_blob_streams_in_bounded_memory(
     assert size == chunk * count
     assert "sha256:" + got.hexdigest() == dgst
     assert peak < 12 * chunk, f"peak Python allocations {peak} bytes for a {size}-byte blob"
+
+
+# -- the Read fast path (the daemon's own server) ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("offset", "size", "want", "fast"),
+    [
+        (0, 0, b"0123456789abcdef", True),
+        (4, 4, b"4567", True),
+        (10, 100, b"abcdef", True),
+        (-5, 3, b"012", False),  # a negative offset reads from 0 (the full path decides)
+        (16, 0, None, False),  # an empty range: no message at all
+        (17, 0, grpc.StatusCode.OUT_OF_RANGE, False),
+    ],
+)
+async def test_read_fast_path_answers_like_the_full_path(
+    sockdir: str, offset: int, size: int, want: bytes | grpc.StatusCode | None, fast: bool
+) -> None:
+    """Small reads from a memory file system are answered on the loop; the rest go the
+    full way, and both give the stream's messages and errors."""
+    from pycontainerd.api import h2grpc
+    from pycontainerd.content.service import ContentService
+
+    shm = tempfile.mkdtemp(dir="/dev/shm", prefix="ct-")
+    try:
+        store = NamespaceRequiredStore(LocalStore(f"{shm}/content"))
+        server: Any = h2grpc.Server()
+        ContentService(EventStore(store, Exchange())).register(server)
+        await server.listen_unix(f"{sockdir}/c.sock")
+        try:
+            async with grpc.aio.insecure_channel(f"unix://{sockdir}/c.sock") as channel:
+                stub = content_pb2_grpc.ContentStub(channel)
+                dgst = await ingest(stub, "fast", b"0123456789abcdef")
+                req = content_pb2.ReadContentRequest(digest=dgst, offset=offset, size=size)
+                if isinstance(want, grpc.StatusCode):
+                    await expect_error(collect(stub.Read(req, metadata=NS)), want)
+                else:
+                    msgs = await collect(stub.Read(req, metadata=NS))
+                    assert [m.data for m in msgs] == ([want] if want is not None else [])
+                    assert all(m.offset == max(offset, 0) for m in msgs)
+        finally:
+            await server.stop(None)
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)
+    assert store.fast_answers == (1 if fast else 0)

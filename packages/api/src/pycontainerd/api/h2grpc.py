@@ -42,7 +42,7 @@ import logging
 import os
 import struct
 import time
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, cast
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, TypeAlias, cast
 
 import grpc
 import grpc.aio
@@ -52,7 +52,7 @@ from hpack.table import HeaderTable
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
-__all__ = ["CallObserver", "Server", "ServicerContext", "rpc_type"]
+__all__ = ["CallObserver", "FastPath", "Server", "ServicerContext", "rpc_type"]
 
 log = logging.getLogger("pycontainerd.api.h2grpc")
 
@@ -461,6 +461,7 @@ class _Stream:
         "deadline",
         "deserializer",
         "ended",
+        "fast",
         "headers_sent",
         "id",
         "messages",
@@ -468,6 +469,7 @@ class _Stream:
         "method",
         "send_window",
         "task",
+        "timeout",
         "unacked",
         "waiter",
         "window_waiter",
@@ -493,6 +495,8 @@ class _Stream:
         self.deserializer: Callable[[bytes], Any] | None = None
         self.context: ServicerContext | None = None
         self.code = -1  # the status sent; -1 until then
+        self.fast: FastPath | None = None
+        self.timeout: float | None = None
 
     # -- receiving -------------------------------------------------------
 
@@ -691,6 +695,7 @@ class _Connection(asyncio.Protocol):
         self.out: list[bytes] = []
         self.flush_scheduled = False
         self.receiving = False
+        self.spawned = False
         self.idle: asyncio.Event = asyncio.Event()
         self.idle.set()
 
@@ -738,11 +743,14 @@ class _Connection(asyncio.Protocol):
         # Frames written while these are handled (PING and SETTINGS acks) go out
         # after the calls they start have run their first step, with their answers.
         self.receiving = True
+        self.spawned = False
         try:
             self._receive(data)
         finally:
             self.receiving = False
-            if self.out and not self.flush_scheduled:
+            if self.out and not self.spawned:
+                self.flush()  # answered here (fast path) or only acks: nothing to wait for
+            elif self.out and not self.flush_scheduled:
                 self.flush_scheduled = True
                 self.loop.call_soon(self.flush)
 
@@ -840,6 +848,8 @@ class _Connection(asyncio.Protocol):
             stream.on_data(payload)
         if flags & END_STREAM:
             stream.on_end()
+            if stream.fast is not None and not stream.closed:
+                self._run_fast(stream)
 
     def _on_headers(self, flags: int, sid: int, payload: bytes) -> None:
         start = 0
@@ -930,7 +940,37 @@ class _Connection(asyncio.Protocol):
         self.idle.clear()
         if flags & END_STREAM:
             stream.ended = True
+        elif method in self.server.fast:
+            # Wait for the request: the fast path may answer it without a task.
+            stream.fast = self.server.fast[method]
+            stream.timeout = timeout
+            return
+        self._spawn(stream, timeout)
+
+    def _spawn(self, stream: _Stream, timeout: float | None) -> None:
         stream.task = self.loop.create_task(self.server.run_call(stream, timeout))
+        self.spawned = True
+
+    def _run_fast(self, stream: _Stream) -> None:
+        """Answer a complete unary request through its method's fast path, or start the call."""
+        fast, stream.fast = stream.fast, None
+        assert fast is not None  # noqa: S101 - the caller checked
+        answer: bytes | None = None
+        if len(stream.messages) == 1 and not stream.buffer:
+            try:
+                answer = fast(stream.messages[0], stream.metadata)
+            except Exception:  # the full path gives the error its proper status
+                log.debug("fast path declined with an error", exc_info=True)
+                answer = None
+        if (
+            answer is None
+            or len(answer) > self.server.max_send
+            or len(answer) + 5 > min(self.send_window, stream.send_window)
+        ):
+            self._spawn(stream, stream.timeout)
+            return
+        stream.messages.clear()
+        self.server.answered_fast(stream, answer)
 
     def stream_closed(self, stream: _Stream) -> None:
         if self.streams.get(stream.id) is stream:
@@ -1091,6 +1131,7 @@ class Server:
         self.interceptors = tuple(interceptors)
         self.observer = observer
         self._kinds: dict[str, str] = {}
+        self.fast: dict[str, FastPath] = {}
         self.max_receive = max_receive_message_length
         self.max_send = max_send_message_length
         self.methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
@@ -1109,6 +1150,33 @@ class Server:
     ) -> None:
         for name, handler in method_handlers.items():
             self.methods[f"/{service_name}/{name}"] = handler
+
+    def add_fast_path(self, method: str, fast: FastPath) -> None:
+        """Let ``fast`` answer unary calls of ``method`` (``/package.Service/Method``).
+
+        ``fast(request_bytes, metadata)`` runs on the event loop as soon as the
+        request is complete, before any task exists; it returns the serialized
+        response, or None to let the registered handler serve the call as
+        usual (errors included: the fast path only answers what it can answer
+        without waiting). Interceptors do not see fast answers, so the server
+        ignores fast paths when it has interceptors; the observer does.
+        """
+        if not self.interceptors:
+            self.fast[method] = fast
+
+    def answered_fast(self, stream: _Stream, answer: bytes) -> None:
+        """Send a fast path's answer with the OK status, and tell the observer."""
+        observer = self.observer
+        if observer is not None:
+            handler = self.methods.get(stream.method)
+            kind = self._kinds.get(stream.method) or (
+                self._kind(stream.method, handler) if handler is not None else "unary"
+            )
+            observer.started(stream.method, kind)
+            stream.finish(grpc.StatusCode.OK.value[0], "", b"", answer)
+            observer.handled(stream.method, kind, "OK", 0.0)
+            return
+        stream.finish(grpc.StatusCode.OK.value[0], "", b"", answer)
 
     # -- listening -------------------------------------------------------------
 
@@ -1380,6 +1448,10 @@ def rpc_type(handler: grpc.RpcMethodHandler[Any, Any]) -> str:
     if handler.response_streaming:
         return "server_stream"
     return "unary"
+
+
+FastPath: TypeAlias = "Callable[[bytes, tuple[tuple[str, str | bytes], ...]], bytes | None]"
+"""A method's fast path: (request bytes, metadata) -> serialized response, or None."""
 
 
 class CallObserver(Protocol):

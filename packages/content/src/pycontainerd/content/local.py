@@ -563,6 +563,40 @@ class LocalStore:
         self._labels.pop(dgst, None)
         self._updated.pop(dgst, None)
 
+    def read_now(self, dgst: str, offset: int, size: int) -> tuple[int, bytes] | None:
+        """``(blob size, bytes)`` of a small range, if they can be had without waiting.
+
+        For the daemon's fast path (``Content.Read`` answered on the event
+        loop): a range of at most :data:`INLINE_READ_MAX` bytes from a memory
+        file system or the page cache. ``size <= 0`` reads to the end. None
+        when that cannot be done at once (a missing blob, a range past the
+        end, bytes on disk): the caller then takes the normal path, which
+        also produces the errors.
+        """
+        if not digests.is_valid(dgst):
+            return None
+        algorithm, _, encoded = dgst.partition(":")
+        try:
+            fd = os.open(f"{self._blobs_dir}/{algorithm}/{encoded}", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            blob_size = os.fstat(fd).st_size
+            if offset < 0 or offset > blob_size:
+                return None
+            if size <= 0 or offset + size > blob_size:
+                size = blob_size - offset
+            if size == 0 or size > INLINE_READ_MAX:
+                return None
+            if self._memory is None:
+                self._memory = _memory_backed(self.root)
+            data = LocalReaderAt(fd, blob_size, memory=self._memory)._read_inline(fd, offset, size)
+        finally:
+            os.close(fd)
+        if data is None or len(data) != size:
+            return None
+        return blob_size, data
+
     def open_reader(self, dgst: str) -> LocalReaderAt:
         """Open the blob for random access (blocking; see :meth:`reader_at`).
 

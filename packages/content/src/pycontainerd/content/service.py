@@ -35,7 +35,7 @@ from pycontainerd.api.convert import set_timestamp
 from pycontainerd.api.errgrpc import aborting_on_error
 from pycontainerd.api.grpcutil import CallScope, request_scope
 from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
-from pycontainerd.core import digests
+from pycontainerd.core import digests, namespaces
 from pycontainerd.core.content import Info, Status
 from pycontainerd.core.errdefs import AlreadyExistsError, ContainerdError
 from pycontainerd.core.types import UNSET_TIME
@@ -117,6 +117,11 @@ async def _check_digest(context: _Ctx, dgst: str) -> None:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{_quote(dgst)} failed validation")
 
 
+def _namespace_header(metadata: tuple[tuple[str, str | bytes], ...]) -> str | None:
+    ns = next((v for k, v in metadata if k == namespaces.GRPC_HEADER), None)
+    return ns if isinstance(ns, str) and ns else None
+
+
 class _CaptureHandlers:
     """Stands in for a server to take the generated method handlers."""
 
@@ -151,6 +156,8 @@ class ContentService(content_pb2_grpc.ContentServicer):
         content_pb2_grpc.add_ContentServicer_to_server(self, cast("grpc.aio.Server", capture))
         handlers = dict(capture.handlers)
         if isinstance(server, h2grpc.Server):
+            server.add_fast_path(f"/{capture.service}/Read", self.read_now)
+            server.add_fast_path(f"/{capture.service}/Info", self.info_now)
             handlers["Read"] = grpc.unary_stream_rpc_method_handler(
                 self.read_last,
                 request_deserializer=content_pb2.ReadContentRequest.FromString,
@@ -272,6 +279,44 @@ class ContentService(content_pb2_grpc.ContentServicer):
         if last is None:
             return content_pb2.ReadContentResponse(offset=offset)
         return last
+
+    def info_now(self, raw: bytes, metadata: tuple[tuple[str, str | bytes], ...]) -> bytes | None:
+        """``Info`` answered on the event loop (h2grpc's fast path); None: the normal path."""
+        fast = getattr(self._store, "info_now", None)
+        ns = _namespace_header(metadata)
+        if fast is None or ns is None:
+            return None
+        request = content_pb2.InfoRequest.FromString(raw)
+        if not digests.is_valid(request.digest):
+            return None
+        info: Info | None = fast(ns, request.digest)
+        if info is None:
+            return None
+        return content_pb2.InfoResponse(info=info_to_proto(info)).SerializeToString()
+
+    def read_now(self, raw: bytes, metadata: tuple[tuple[str, str | bytes], ...]) -> bytes | None:
+        """``Read`` of a small range answered on the event loop (h2grpc's fast path).
+
+        ``ctr content get`` and image listings read blobs in calls of 32 KiB
+        or less; a blob the namespace sees, on a memory file system or in the
+        page cache, is answered before any task or handler exists. Anything
+        else (a bigger range, bytes on disk, any error) answers None and the
+        call goes to :meth:`read_last`, which also reports the errors.
+        """
+        fast = getattr(self._store, "read_now", None)
+        if fast is None:
+            return None
+        ns = _namespace_header(metadata)
+        if ns is None:
+            return None
+        request = content_pb2.ReadContentRequest.FromString(raw)
+        if request.size > READ_CHUNK:
+            return None
+        got: tuple[int, bytes] | None = fast(ns, request.digest, request.offset, request.size)
+        if got is None:
+            return None
+        _, data = got
+        return content_pb2.ReadContentResponse(offset=request.offset, data=data).SerializeToString()
 
     async def read_last(
         self, request: content_pb2.ReadContentRequest, context: _Ctx

@@ -49,6 +49,22 @@ class EventStore:
     async def reader_at(self, dgst: str) -> ReaderAt:
         return await self.store.reader_at(dgst)
 
+    def info_now(self, ns: str, dgst: str) -> Info | None:
+        """The wrapped store's ``info_now`` (the Info fast path), if it has one."""
+        fast = getattr(self.store, "info_now", None)
+        if fast is None:
+            return None
+        result: Info | None = fast(ns, dgst)
+        return result
+
+    def read_now(self, ns: str, dgst: str, offset: int, size: int) -> tuple[int, bytes] | None:
+        """The wrapped store's ``read_now`` (the Read fast path), if it has one."""
+        fast = getattr(self.store, "read_now", None)
+        if fast is None:
+            return None
+        result: tuple[int, bytes] | None = fast(ns, dgst, offset, size)
+        return result
+
     async def status(self, ref: str) -> Status:
         return await self.store.status(ref)
 

@@ -102,6 +102,20 @@ def namespace_required() -> str:
     return ns
 
 
+def namespace_is_valid(ns: str) -> bool:
+    """Whether ``ns`` is a valid namespace name (remembered, as in :func:`namespace_required`)."""
+    if ns in _valid:
+        return True
+    try:
+        identifiers.validate(ns)
+    except InvalidArgumentError:
+        return False
+    if len(_valid) >= 1024:
+        _valid.clear()
+    _valid.add(ns)
+    return True
+
+
 _valid: set[str] = set()
 """Namespaces already validated (every call of a busy client names the same few)."""
 
