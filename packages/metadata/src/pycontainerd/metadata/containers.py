@@ -16,7 +16,7 @@ Importing this module must not import grpc.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from pycontainerd.core import filters, identifiers
 from pycontainerd.core.containers import Container, RuntimeInfo
@@ -37,14 +37,22 @@ from pycontainerd.metadata._rows import (
 from pycontainerd.metadata.db import now_ns
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    import builtins
+    from collections.abc import Callable, Iterable, Mapping
 
     from pycontainerd.metadata.db import MetadataDB, Tx
+
+T = TypeVar("T")
 
 _COLUMNS = (
     "id, labels, image, runtime_name, runtime_options_type_url, runtime_options_value,"
     " spec_type_url, spec_value, snapshotter, snapshot_key, sandbox_id, created_at, updated_at"
 )
+
+ROW_COLUMNS: Final = tuple(c.strip() for c in _COLUMNS.split(","))
+"""The columns of a row :meth:`ContainerStore.list_rows` hands its encoder, in order."""
+
+_NO_EXTENSIONS: Final[Mapping[str, AnyValue]] = {}
 
 #: Paths replaced when an update carries no field mask.
 _FULL_REPLACE = ("labels", "spec", "extensions", "image", "snapshotkey")
@@ -250,6 +258,28 @@ class ContainerStore:
             )
             out = (_from_row(row, exts.get(row[0], {})) for row in rows)
             return [c for c in out if match(c)]
+
+        return await self._db.aview(run)
+
+    async def list_rows(
+        self, encode: Callable[[tuple[Any, ...], Mapping[str, AnyValue]], T]
+    ) -> builtins.list[T]:
+        """Every container of the namespace, sorted by id, as ``encode(row, extensions)``.
+
+        For the unfiltered listing on the wire (``ctr containers ls``): the
+        service turns each stored row straight into its message, without the
+        :class:`Container` in between. ``row`` holds the columns of
+        :data:`ROW_COLUMNS`, times in nanoseconds since the epoch.
+        """
+        ns = namespace_required()
+
+        def run(tx: Tx) -> builtins.list[T]:
+            exts = _extensions(tx, ns, None)
+            rows = tx.execute(
+                f"SELECT {_COLUMNS} FROM containers WHERE namespace = ? ORDER BY id",  # noqa: S608
+                (ns,),
+            )
+            return [encode(row, exts.get(row[0], _NO_EXTENSIONS)) for row in rows]
 
         return await self._db.aview(run)
 

@@ -8,6 +8,7 @@ This module is an edge: it may import grpc and the generated code.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf import empty_pb2
@@ -21,11 +22,12 @@ from pycontainerd.core.namespaces import namespace
 from pycontainerd.metadata.services._common import mask_paths, publish_in, request_scope
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Mapping
 
     import grpc
 
     from pycontainerd.core.containers import Container
+    from pycontainerd.core.types import AnyValue
     from pycontainerd.metadata.containers import ContainerStore
     from pycontainerd.metadata.services._common import Publisher
 
@@ -53,6 +55,9 @@ class ContainersService(pb_grpc.ContainersServicer):
     ) -> pb.ListContainersResponse:
         with request_scope(context):
             async with aborting_on_error(context):
+                if not request.filters:
+                    rows = await self._store.list_rows(_container_from_row)
+                    return pb.ListContainersResponse(containers=rows)
                 found = await self._store.list(*request.filters)
         return pb.ListContainersResponse(containers=[container_to_proto(c) for c in found])
 
@@ -61,8 +66,14 @@ class ContainersService(pb_grpc.ContainersServicer):
     ) -> AsyncIterator[pb.ListContainerMessage]:
         with request_scope(context):
             found: list[Container] = []
+            messages: list[pb.ListContainerMessage] = []
             async with aborting_on_error(context):
-                found = await self._store.list(*request.filters)
+                if request.filters:
+                    found = await self._store.list(*request.filters)
+                else:
+                    messages = await self._store.list_rows(_message_from_row)
+        for message in messages:
+            yield message
         for c in found:
             yield pb.ListContainerMessage(container=container_to_proto(c))
 
@@ -118,3 +129,52 @@ class ContainersService(pb_grpc.ContainersServicer):
                     events_pb2.ContainerDelete(id=request.id),
                 )
         return empty_pb2.Empty()
+
+
+def _container_from_row(row: tuple[Any, ...], extensions: Mapping[str, AnyValue]) -> pb.Container:
+    """A stored row (``ContainerStore.ROW_COLUMNS``) as the wire container.
+
+    The same message :func:`container_to_proto` builds from the record (times
+    to the microsecond, as the record keeps them), built without the record:
+    this runs once per container of an unfiltered listing.
+    """
+    (cid, labels, image, rt_name, rt_url, rt_value, spec_url, spec_value) = row[:8]
+    (snapshotter, snapshot_key, sandbox_id, created, updated) = row[8:]
+    out = pb.Container(
+        id=cid, image=image, snapshotter=snapshotter, snapshot_key=snapshot_key, sandbox=sandbox_id
+    )
+    if labels and labels != "{}":
+        out_labels = out.labels
+        for key, value in json.loads(labels).items():
+            out_labels[key] = value
+    runtime = out.runtime
+    runtime.SetInParent()
+    runtime.name = rt_name
+    if rt_url is not None:
+        runtime.options.type_url = rt_url
+        runtime.options.value = bytes(rt_value or b"")
+    if spec_url is not None:
+        out.spec.type_url = spec_url
+        out.spec.value = bytes(spec_value or b"")
+    _set_ns(out.created_at, created)
+    _set_ns(out.updated_at, updated)
+    for name, value in extensions.items():
+        ext = out.extensions[name]
+        ext.type_url = value.type_url
+        ext.value = value.value
+    return out
+
+
+def _message_from_row(
+    row: tuple[Any, ...], extensions: Mapping[str, AnyValue]
+) -> pb.ListContainerMessage:
+    message = pb.ListContainerMessage()
+    message.container.CopyFrom(_container_from_row(row, extensions))
+    return message
+
+
+def _set_ns(ts: Any, ns: int) -> None:
+    """Stored nanoseconds into a Timestamp, truncated to the microsecond as records are."""
+    seconds, rest = divmod(ns, 1_000_000_000)
+    ts.seconds = seconds
+    ts.nanos = rest // 1000 * 1000
