@@ -14,7 +14,7 @@ from pycontainerd.metadata.db import MetadataDB, Migration, Tx, migrate, schema_
 from pycontainerd.metadata.schema import MIGRATIONS
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 
@@ -300,3 +300,53 @@ async def test_point_reads_run_on_the_loop_thread_and_see_committed_writes(
     finally:
         release.set()
         await writing
+
+
+async def test_point_writes_run_on_the_loop_thread_unless_a_write_is_under_way(
+    db: MetadataDB,
+) -> None:
+    threads: list[str] = []
+    dirty: list[bool] = []
+    db.add_mutation_callback(dirty.append)
+
+    def add(name: str) -> Callable[[Tx], None]:
+        def run(tx: Tx) -> None:
+            threads.append(threading.current_thread().name)
+            _add_ns(tx, name)
+
+        return run
+
+    await db.aupdate_point(add("a"))
+    assert threads == [threading.current_thread().name]
+    assert dirty == [False]  # committed, reported like any write
+
+    # While another write holds the lock, the call queues on the writer thread.
+    started, release = threading.Event(), threading.Event()
+
+    def slow(tx: Tx) -> None:
+        _add_ns(tx, "slow")
+        started.set()
+        release.wait(5)
+
+    writing = asyncio.ensure_future(db.aupdate(slow))
+    await asyncio.to_thread(started.wait, 5)
+    queued = asyncio.ensure_future(db.aupdate_point(add("b")))
+    await asyncio.sleep(0)  # the loop is free: the queued write waits off the loop
+    assert not queued.done()
+    release.set()
+    await writing
+    await queued
+    assert threads[1] != threading.current_thread().name
+    assert db.view(_names) == ["a", "b", "slow"]
+
+    # A failing point write rolls back and leaves the lock free.
+    def fail(tx: Tx) -> None:
+        _add_ns(tx, "never")
+        msg = "boom"
+        raise RuntimeError(msg)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await db.aupdate_point(fail)
+    assert "never" not in db.view(_names)
+    await db.aupdate_point(add("c"))
+    assert threads[-1] == threading.current_thread().name

@@ -314,7 +314,7 @@ class ContainerStore:
             _write(tx, ns, created, insert=True)
             return created
 
-        return await self._db.aupdate(run)
+        return await self._db.aupdate_point(run)
 
     async def update(self, container: Container, *paths: str) -> Container:
         """Update ``container.id`` from ``container``; ``paths`` is the field mask.
@@ -354,7 +354,7 @@ class ContainerStore:
                 tx.mark_dirty()
             return updated
 
-        return await self._db.aupdate(run)
+        return await self._db.aupdate_point(run)
 
     async def delete(self, cid: str) -> None:
         """Delete the container ``cid``.
@@ -371,4 +371,4 @@ class ContainerStore:
                 raise NotFoundError(msg)
             tx.mark_dirty()
 
-        await self._db.aupdate(run)
+        await self._db.aupdate_point(run)

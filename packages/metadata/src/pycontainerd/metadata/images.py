@@ -206,7 +206,7 @@ class ImageStore:
             _write(tx, ns, created)
             return created
 
-        return await self._db.aupdate(run)
+        return await self._db.aupdate_point(run)
 
     async def update(self, image: Image, *paths: str) -> Image:
         """Update ``image.name`` from ``image``; ``paths`` is the field mask.
@@ -269,7 +269,7 @@ class ImageStore:
                 tx.mark_dirty()  # the old target may now be unreferenced
             return updated
 
-        return await self._db.aupdate(run)
+        return await self._db.aupdate_point(run)
 
     async def delete(self, name: str, *, sync: bool = False, target: str = "") -> None:
         """Delete the image ``name``.
@@ -295,6 +295,6 @@ class ImageStore:
             tx.execute("DELETE FROM images WHERE namespace = ? AND name = ?", (ns, name))
             tx.mark_dirty()
 
-        await self._db.aupdate(run)
+        await self._db.aupdate_point(run)
         if sync:
             await self._db.wait_for_gc()

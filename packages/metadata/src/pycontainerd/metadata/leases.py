@@ -180,7 +180,7 @@ class LeaseStore:
                 raise AlreadyExistsError(msg)
             return Lease(id=lease_id, labels=labels, created_at=ns_to_datetime(now))
 
-        return await self._db.aupdate(run)
+        return await self._db.aupdate_point(run)
 
     async def delete(self, lease_id: str, *, sync: bool = False) -> None:
         """Delete a lease; what it held becomes collectable.
@@ -200,7 +200,7 @@ class LeaseStore:
                 raise NotFoundError(msg)
             tx.mark_dirty()
 
-        await self._db.aupdate(run)
+        await self._db.aupdate_point(run)
         if sync:
             await self._db.wait_for_gc()
 
@@ -242,7 +242,7 @@ class LeaseStore:
                 (ns, lease_id, resource.type, resource.id),
             )
 
-        await self._db.aupdate(run)
+        await self._db.aupdate_point(run)
 
     async def delete_resource(self, lease_id: str, resource: Resource) -> None:
         """Stop ``lease_id`` holding ``resource`` (no error if it did not).
@@ -264,7 +264,7 @@ class LeaseStore:
             if cur.rowcount:
                 tx.mark_dirty()
 
-        await self._db.aupdate(run)
+        await self._db.aupdate_point(run)
 
     async def list_resources(self, lease_id: str) -> builtins.list[Resource]:
         """What ``lease_id`` holds: content, then ingests, images, snapshots.

@@ -114,7 +114,7 @@ class NamespaceStore:
                 raise AlreadyExistsError(msg)
             return Namespace(name=name, labels=labels)
 
-        return await self._db.aupdate(run)
+        return await self._db.aupdate_point(run)
 
     async def get(self, name: str) -> Namespace:
         """The namespace ``name`` with its labels.
@@ -170,7 +170,7 @@ class NamespaceStore:
             )
             return Namespace(name=name, labels=new)
 
-        return await self._db.aupdate(run)
+        return await self._db.aupdate_point(run)
 
     async def set_label(self, name: str, key: str, value: str) -> Namespace:
         """Set one label (``""`` removes it); see :meth:`update`."""
@@ -200,4 +200,4 @@ class NamespaceStore:
             tx.execute("DELETE FROM namespaces WHERE name = ?", (name,))
             tx.mark_dirty()  # its leases and ingests are gone
 
-        await self._db.aupdate(run)
+        await self._db.aupdate_point(run)
