@@ -143,6 +143,13 @@ class Recorder:
         for i in range(int(request)):
             await context.write(b"w%d" % i)
 
+    async def encoded(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
+        """Sends ``request`` messages (sizes 0, 1, ... wrapping at 40 000) in one run."""
+        n = int(request)
+        await context.write_encoded([pattern(i * 997 % 40_000) for i in range(n)])
+        if n < 0:  # never: this only makes the method an async generator that yields nothing
+            yield b""
+
     async def writes_then_returns(self, request: bytes, context: Context) -> bytes | None:
         """Writes all but the last message and returns the last (None: no messages)."""
         n = int(request)
@@ -232,6 +239,7 @@ class Recorder:
             "BigStream": us(self.big_stream),
             "Writes": us(self.writes),
             "WritesThenReturns": us(self.writes_then_returns),
+            "Encoded": us(self.encoded),
             "CountThenAbort": us(self.count_then_abort),
             "CountThenFail": us(self.count_then_fail),
             "Flood": us(self.flood),
@@ -405,6 +413,14 @@ async def test_server_stream_coroutine_returns_its_last_message(env: Env, n: int
     call = env.server_stream("WritesThenReturns")(b"%d" % n)
     got = [m async for m in call]
     assert got == [b"w%d" % i for i in range(n)]
+    assert await call.code() is grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize("n", [0, 1, 300])
+async def test_server_stream_of_encoded_messages(env: Env, n: int) -> None:
+    call = env.server_stream("Encoded")(b"%d" % n)
+    got = [m async for m in call]
+    assert got == [pattern(i * 997 % 40_000) for i in range(n)]
     assert await call.code() is grpc.StatusCode.OK
 
 

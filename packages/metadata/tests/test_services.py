@@ -56,19 +56,28 @@ class Api:
     content: MetadataContentStore
 
 
-@pytest.fixture
-async def api(db: MetadataDB, tmp_path: Path) -> AsyncIterator[Api]:
+@pytest.fixture(params=["grpcio", "h2grpc"])
+async def api(
+    request: pytest.FixtureRequest, db: MetadataDB, tmp_path: Path
+) -> AsyncIterator[Api]:
+    """The services on grpcio's server and on ours (what the daemon's socket runs)."""
+    from pycontainerd.api import h2grpc
+
     exchange = Exchange()
     sub = exchange.subscribe()
-    server = grpc.aio.server()
+    server: Any = grpc.aio.server() if request.param == "grpcio" else h2grpc.Server()
     NamespacesService(NamespaceStore(db), exchange).register(server)
     ImagesService(ImageStore(db), db, exchange).register(server)
     ContainersService(ContainerStore(db), exchange).register(server)
     LeasesService(LeaseStore(db), db).register(server)
     sockdir = tempfile.mkdtemp(dir="/tmp")
-    address = f"unix://{Path(sockdir) / 'm.sock'}"
-    server.add_insecure_port(address)
-    await server.start()
+    path = str(Path(sockdir) / "m.sock")
+    address = f"unix://{path}"
+    if request.param == "grpcio":
+        server.add_insecure_port(address)
+        await server.start()
+    else:
+        await server.listen_unix(path)
     try:
         async with grpc.aio.insecure_channel(address) as channel:
             yield Api(

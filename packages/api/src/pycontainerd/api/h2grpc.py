@@ -17,6 +17,7 @@ few times lower, and serves the servicers grpcio's generated
 - the handler's ``context`` (:class:`ServicerContext`) offers what grpc.aio's
   does: ``invocation_metadata``, ``abort`` (raises :class:`grpc.aio.AbortError`),
   ``set_code``/``set_details``/``code``/``details``, ``write``, ``read``,
+  (and ``write_encoded`` for pre-serialized runs of messages),
   ``send_initial_metadata``, ``set_trailing_metadata``, ``time_remaining``,
   ``cancelled``, ``done``, ``peer``, ``add_done_callback``;
 - ``grpc.aio.ServerInterceptor`` objects are applied per call, as grpcio does.
@@ -418,6 +419,30 @@ class ServicerContext:
         """Send one response message; bytes go out as they are (pre-serialized)."""
         data = message if isinstance(message, bytes) else self._serialize(message)
         await self._stream.send_message(data)
+
+    async def write_encoded(self, messages: Sequence[bytes]) -> None:
+        """Send a server stream's serialized messages in one pass over the windows.
+
+        For long listings: one length-prefixed run of bytes instead of a trip
+        through the handler's generator per message. Not part of grpc.aio's
+        context; handlers look for it with ``getattr``.
+        """
+        stream = self._stream
+        if stream.closed:
+            raise _Reset
+        limit = stream.conn.server.max_send
+        for m in messages:
+            if len(m) > limit:
+                msg = f"grpc: trying to send message larger than max ({len(m)} vs. {limit})"
+                raise _CallError(grpc.StatusCode.RESOURCE_EXHAUSTED, msg)
+        if not messages:
+            return
+        if not stream.headers_sent:
+            stream.send_headers()
+        # a message's prefix: a zero compression flag, then its length in 4 bytes
+        await stream.conn.send_data(
+            stream, b"".join(len(m).to_bytes(5, "big") + m for m in messages)
+        )
 
     async def read(self) -> Any:
         """The next request message of a client stream (``grpc.aio.EOF`` at the end)."""
