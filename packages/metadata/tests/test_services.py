@@ -57,9 +57,7 @@ class Api:
 
 
 @pytest.fixture(params=["grpcio", "h2grpc"])
-async def api(
-    request: pytest.FixtureRequest, db: MetadataDB, tmp_path: Path
-) -> AsyncIterator[Api]:
+async def api(request: pytest.FixtureRequest, db: MetadataDB, tmp_path: Path) -> AsyncIterator[Api]:
     """The services on grpcio's server and on ours (what the daemon's socket runs)."""
     from pycontainerd.api import h2grpc
 
