@@ -585,3 +585,57 @@ def test_import_loads_no_grpc() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "False"
+
+
+PEER_SCRIPT = """
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+service, method = b"pycontainerd.test.v1.Echo", b"Echo"
+body = bytes([0x0A, len(service)]) + service + bytes([0x12, len(method)]) + method  # Request
+try:
+    s.sendall(struct.pack(">IIBB", len(body), 1, 1, 0) + body)
+    got = s.recv(64)
+except (ConnectionResetError, BrokenPipeError):
+    got = b""
+print("closed" if got == b"" else "answered")
+"""
+SYSTEM_PYTHON = "/usr/bin/python3"  # runnable by any user, unlike a venv under a private home
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a peer as another user")
+@pytest.mark.skipif(not os.path.exists(SYSTEM_PYTHON), reason="no system python3 for the peer")
+async def test_only_the_same_user_may_connect(sockdir: Path) -> None:
+    """As containerd's ttrpc servers: a peer with another uid is refused before any request."""
+    server = Server()
+    server.register_service(SPEC, EchoService())
+    os.chmod(sockdir, 0o755)  # noqa: S103 - the other user must reach the socket
+    path = str(sockdir / "t.sock")
+    await server.listen_unix(path, mode=0o666)
+    try:
+        other = await asyncio.create_subprocess_exec(
+            SYSTEM_PYTHON,
+            "-c",
+            PEER_SCRIPT,
+            path,
+            user=65534,
+            group=65534,
+            extra_groups=[],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(other.communicate(), 30)
+        assert out.decode().strip() == "closed", err.decode()
+        async with await Client.connect(f"unix://{path}", timeout=5) as c:  # the same user
+            got = await c.call(SPEC.name, "Echo", KeyValue(key="k", value="v"), KeyValue)
+            assert got.value == "v"
+        # and the same script as our own user is answered
+        ours = await asyncio.create_subprocess_exec(
+            SYSTEM_PYTHON, "-c", PEER_SCRIPT, path, stdout=subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(ours.communicate(), 30)
+        assert out.decode().strip() == "answered"
+    finally:
+        server.close()
+        await server.wait_closed()

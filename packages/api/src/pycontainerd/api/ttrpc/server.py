@@ -25,8 +25,10 @@ import contextlib
 import functools
 import logging
 import os
+import socket
 import stat
-from typing import TYPE_CHECKING, Any
+import struct
+from typing import TYPE_CHECKING, Any, Final
 
 from google.protobuf import message
 from google.protobuf.message import DecodeError
@@ -43,13 +45,39 @@ from pycontainerd.core.errdefs import (
 )
 
 if TYPE_CHECKING:
-    import socket
     from collections.abc import Mapping
     from types import TracebackType
 
 __all__ = ["Server"]
 
 log = logging.getLogger(__name__)
+
+
+_UCRED: Final = struct.Struct("3i")
+"""``struct ucred``: pid, uid, gid (``SO_PEERCRED``)."""
+
+
+def _same_user(transport: asyncio.BaseTransport) -> bool:
+    """Whether the peer of a unix connection runs as our effective uid and gid.
+
+    containerd's ttrpc servers (the daemon's and the shims') accept only
+    such peers (``UnixSocketRequireSameUser``); anyone else who can reach the
+    socket is refused before a request is read.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family != socket.AF_UNIX:
+        return True
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    except OSError:
+        return False
+    pid, uid, gid = _UCRED.unpack(raw)
+    if uid == os.geteuid() and gid == os.getegid():
+        return True
+    log.warning(
+        "ttrpc: refused a connection from pid %d (uid %d, gid %d): not the same user", pid, uid, gid
+    )
+    return False
 
 
 class _Connection(_wire.FramedProtocol):
@@ -66,7 +94,7 @@ class _Connection(_wire.FramedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.server._connections.add(self)
-        if self.server._closing:
+        if self.server._closing or (self.server.require_same_user and not _same_user(transport)):
             transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -229,7 +257,8 @@ class Server:
         >>> await server.shutdown(grace=5)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, require_same_user: bool = True) -> None:
+        self.require_same_user = require_same_user
         self._services: dict[str, dict[str, Handler]] = {}
         self._listeners: list[tuple[asyncio.Server, str | None]] = []
         self._connections: set[_Connection] = set()
