@@ -132,6 +132,50 @@ async def test_pull_index_platforms(registry: Registry, address: str, namespace:
         }
 
 
+async def present(store: content.Store, dgst: str) -> bool:
+    try:
+        await store.info(dgst)
+    except NotFoundError:
+        return False
+    return True
+
+
+async def test_fetch_all_metadata_and_metadata_only(
+    registry: Registry, address: str, namespace: str
+) -> None:
+    """--all-metadata: every platform's manifest and config, layers of the wanted one only;
+    --metadata-only: manifests and configs, no layers (upstream's FilterManifestByPlatform)."""
+    ref = f"{registry.host}/test/index:v1"
+    amd_layers, amd_config = AMD.blobs[:-1], AMD.blobs[-1]
+    arm_layers, arm_config = ARM.blobs[:-1], ARM.blobs[-1]
+    async with Client(address, namespace) as client, resolver() as res:
+        store = client.content_store()
+        result = await fetch(
+            client, ref, res, platforms=[platforms.parse("linux/amd64")], all_metadata=True
+        )
+        assert [m.descriptor.digest for m in result.manifests] == [AMD.root.digest]
+        for blob in (AMD.root, amd_config, *amd_layers, ARM.root, arm_config):
+            assert await present(store, blob.digest), blob.digest
+        for blob in arm_layers:
+            assert not await present(store, blob.digest)
+        index_labels = await labels_of(client, INDEX.root.digest)
+        assert {v for k, v in index_labels.items() if ".m." in k} == {
+            AMD.root.digest,
+            ARM.root.digest,
+        }
+
+    async with Client(address, f"{namespace}-meta") as client, resolver() as res:
+        store = client.content_store()
+        result = await fetch(client, ref, res, metadata_only=True)
+        assert result.manifests == []
+        for blob in (INDEX.root, AMD.root, amd_config, ARM.root, arm_config):
+            assert await present(store, blob.digest), blob.digest
+        for blob in (*amd_layers, *arm_layers):
+            assert not await present(store, blob.digest)
+        images = await client.image_store().list()
+        assert [i.target.digest for i in images] == [INDEX.root.digest]
+
+
 async def test_pull_unknown_platform(registry: Registry, address: str, namespace: str) -> None:
     async with Client(address, namespace) as client, resolver() as res:
         with pytest.raises(NotFoundError, match="no match for platform linux/s390x"):

@@ -157,6 +157,39 @@ def test_pull_all_platforms(registry: Registry, address: str, ns: str, py: Ctr) 
     assert {ARM.blobs[0].digest, AMD.blobs[0].digest} <= have
 
 
+def test_pull_all_metadata_and_fetch_metadata_only(
+    registry: Registry, address: str, ns: str, py: Ctr
+) -> None:
+    ref = f"{registry.host}/test/index:v1"
+    ok(
+        py(
+            address,
+            "images",
+            "pull",
+            "--plain-http",
+            "--snapshotter",
+            "native",
+            "--platform",
+            "linux/arm64",
+            "--all-metadata",
+            ref,
+            namespace=ns,
+        )
+    )
+    have = content_digests(py, address, ns)
+    assert {ARM.root.digest, ARM.blobs[-1].digest, ARM.blobs[0].digest} <= have
+    assert {AMD.root.digest, AMD.blobs[-1].digest} <= have  # amd64's manifest and config
+    assert AMD.blobs[0].digest not in have  # but not its layers
+
+    meta_ns = f"{ns}-meta"
+    ok(py(address, "content", "fetch", "--plain-http", "--metadata-only", ref, namespace=meta_ns))
+    have = content_digests(py, address, meta_ns)
+    assert {INDEX.root.digest, AMD.root.digest, ARM.root.digest} <= have
+    assert {AMD.blobs[-1].digest, ARM.blobs[-1].digest} <= have  # configs
+    assert not {AMD.blobs[0].digest, ARM.blobs[0].digest} & have  # no layers
+    assert ok(py(address, "images", "ls", "-q", namespace=meta_ns)).split() == [ref]
+
+
 def test_pull_unknown_tag_and_bad_platform(
     registry: Registry, ours: Daemon, ns: str, py: Ctr
 ) -> None:

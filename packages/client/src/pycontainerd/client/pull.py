@@ -161,11 +161,15 @@ class _Walker:
         all_platforms: bool,
         tracker: Tracker,
         unpacking: Unpacking | None = None,
+        all_metadata: bool = False,
+        metadata_only: bool = False,
     ) -> None:
         self.store = store
         self.fetcher = fetcher
         self.want = want
         self.all_platforms = all_platforms
+        self.all_metadata = all_metadata or metadata_only
+        self.metadata_only = metadata_only
         self.tracker = tracker
         self.source_key = mt.SOURCE_LABEL_PREFIX + ref.hostname
         self.repository = ref.repository
@@ -336,53 +340,82 @@ class _Walker:
 
     # -- the graph ------------------------------------------------------------------------
 
-    async def walk(self, desc: Descriptor, platform: Platform | None = None) -> None:
-        """Fetch ``desc`` and what it references."""
+    async def walk(
+        self, desc: Descriptor, platform: Platform | None = None, *, with_layers: bool = True
+    ) -> None:
+        """Fetch ``desc`` and what it references (a manifest's layers only ``with_layers``).
+
+        With all metadata (``ctr content fetch --all-metadata``), an index's
+        manifests of every platform are fetched with their configs; the
+        layers only of those the wanted platforms select (none with
+        metadata only), as upstream's ``FilterManifestByPlatformHandler``.
+        """
         if mt.is_index(desc.media_type):
-            data = await self._small(desc)
-            doc = parse_json(data, desc)
-            raw = doc.get("manifests") or []
-            if not isinstance(raw, list):
-                msg = f"index {desc.digest}: manifests is not a list"
-                raise InvalidArgumentError(msg)
-            children = [descriptor_from_json(x, desc.digest) for x in raw]
-            chosen = select_manifests(children, self.want, all_platforms=self.all_platforms)
-            if not chosen:
-                want = ", ".join(str(p) for p in _wanted(self.want))
-                msg = f"no match for platform {want} in manifest {desc.digest}"
-                raise NotFoundError(msg)
-            await self.store_blob(desc, data=data, labels=_child_labels(chosen))
-            async with asyncio.TaskGroup() as tg:
-                for child in chosen:
-                    tg.create_task(self.walk(child, child.platform))
+            await self._walk_index(desc, with_layers=with_layers)
         elif mt.is_manifest(desc.media_type):
-            data = await self._small(desc)
-            doc = parse_json(data, desc)
-            config = descriptor_from_json(doc.get("config"), desc.digest)
-            raw = doc.get("layers") or []
-            if not isinstance(raw, list):
-                msg = f"manifest {desc.digest}: layers is not a list"
-                raise InvalidArgumentError(msg)
-            layers = [descriptor_from_json(x, desc.digest) for x in raw]
-            await self.store_blob(desc, data=data, labels=_child_labels([config, *layers]))
-            chosen_manifest = PlatformManifest(descriptor=desc, platform=platform)
-            self.manifests.append(chosen_manifest)
-            for layer in layers:
-                self.tracker.set(
-                    mt.ref_key(layer.media_type, layer.digest), "waiting", total=layer.size
-                )
-            unpacking = self.unpacking
-            if unpacking is not None and unpacking.select is not None:
-                unpacking = unpacking if unpacking.select(chosen_manifest) else None
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.store_blob(config))
-                for layer in layers:
-                    tg.create_task(self.store_blob(layer))
-                if unpacking is not None:
-                    # in the same group: a failed fetch cancels it, a failed apply the fetches
-                    tg.create_task(self._unpack(unpacking, desc, config, layers))
+            await self._walk_manifest(desc, platform, with_layers=with_layers)
         else:
             await self.store_blob(desc)
+
+    async def _walk_index(self, desc: Descriptor, *, with_layers: bool) -> None:
+        data = await self._small(desc)
+        doc = parse_json(data, desc)
+        raw = doc.get("manifests") or []
+        if not isinstance(raw, list):
+            msg = f"index {desc.digest}: manifests is not a list"
+            raise InvalidArgumentError(msg)
+        children = [descriptor_from_json(x, desc.digest) for x in raw]
+        chosen = (
+            []
+            if self.metadata_only
+            else select_manifests(children, self.want, all_platforms=self.all_platforms)
+        )
+        followed = chosen
+        if self.all_metadata:
+            followed = [
+                c for c in children if mt.is_manifest(c.media_type) or mt.is_index(c.media_type)
+            ]
+        elif not chosen:
+            want = ", ".join(str(p) for p in _wanted(self.want))
+            msg = f"no match for platform {want} in manifest {desc.digest}"
+            raise NotFoundError(msg)
+        await self.store_blob(desc, data=data, labels=_child_labels(followed))
+        async with asyncio.TaskGroup() as tg:
+            for child in followed:
+                full = with_layers and child in chosen
+                tg.create_task(self.walk(child, child.platform, with_layers=full))
+
+    async def _walk_manifest(
+        self, desc: Descriptor, platform: Platform | None, *, with_layers: bool
+    ) -> None:
+        data = await self._small(desc)
+        doc = parse_json(data, desc)
+        config = descriptor_from_json(doc.get("config"), desc.digest)
+        raw = doc.get("layers") or []
+        if not isinstance(raw, list):
+            msg = f"manifest {desc.digest}: layers is not a list"
+            raise InvalidArgumentError(msg)
+        layers = [descriptor_from_json(x, desc.digest) for x in raw]
+        await self.store_blob(desc, data=data, labels=_child_labels([config, *layers]))
+        if not with_layers:  # metadata of a platform not pulled: the manifest and its config
+            await self.store_blob(config)
+            return
+        chosen_manifest = PlatformManifest(descriptor=desc, platform=platform)
+        self.manifests.append(chosen_manifest)
+        for layer in layers:
+            self.tracker.set(
+                mt.ref_key(layer.media_type, layer.digest), "waiting", total=layer.size
+            )
+        unpacking = self.unpacking
+        if unpacking is not None and unpacking.select is not None:
+            unpacking = unpacking if unpacking.select(chosen_manifest) else None
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.store_blob(config))
+            for layer in layers:
+                tg.create_task(self.store_blob(layer))
+            if unpacking is not None:
+                # in the same group: a failed fetch cancels it, a failed apply the fetches
+                tg.create_task(self._unpack(unpacking, desc, config, layers))
 
     async def _unpack(
         self,
@@ -456,6 +489,8 @@ async def fetch(
     tracker: Tracker | None = None,
     create_image: bool = True,
     unpacking: Unpacking | None = None,
+    all_metadata: bool = False,
+    metadata_only: bool = False,
 ) -> FetchResult:
     """Fetch ``ref`` into the content store and record the image (``ctr content fetch``).
 
@@ -483,6 +518,8 @@ async def fetch(
             tracker=tracker or Tracker(),
             create_image=create_image,
             unpacking=unpacking,
+            all_metadata=all_metadata,
+            metadata_only=metadata_only,
         )
 
 
@@ -497,6 +534,8 @@ async def _fetch(
     tracker: Tracker,
     create_image: bool,
     unpacking: Unpacking | None,
+    all_metadata: bool = False,
+    metadata_only: bool = False,
 ) -> FetchResult:
     tracker.set(ref, "resolving")
     name, root = await resolver.resolve(ref)
@@ -510,6 +549,8 @@ async def _fetch(
         all_platforms=all_platforms,
         tracker=tracker,
         unpacking=unpacking,
+        all_metadata=all_metadata,
+        metadata_only=metadata_only,
     )
     await _unwrap(walker.walk(root))
     result = FetchResult(
@@ -533,6 +574,7 @@ async def pull(
     unpack_layers: bool = True,
     snapshotter: str | None = None,
     tracker: Tracker | None = None,
+    all_metadata: bool = False,
 ) -> FetchResult:
     """Pull ``ref``: fetch and unpack each selected manifest under a lease, record the image.
 
@@ -561,6 +603,7 @@ async def pull(
             tracker=tracker,
             create_image=False,
             unpacking=unpacking,
+            all_metadata=all_metadata,
         )
         result.image = await record_image(
             client.image_store(), result.image.name, result.image.target, labels or {}

@@ -52,6 +52,10 @@ def register(content: AliasGroup) -> None:
     "--platform", "platform_specs", multiple=True, help="Pull content from a specific platform"
 )
 @click.option("--all-platforms", is_flag=True, help="pull content from all platforms")
+@click.option("--all-metadata", is_flag=True, help="Pull metadata for all platforms")
+@click.option(
+    "--metadata-only", is_flag=True, help="Pull all metadata including manifests and configs"
+)
 @click.argument("ref", required=False, default="")
 @click.pass_context
 def fetch(  # noqa: PLR0917 - upstream's flags
@@ -60,6 +64,8 @@ def fetch(  # noqa: PLR0917 - upstream's flags
     labels: tuple[str, ...],
     platform_specs: tuple[str, ...],
     all_platforms: bool,
+    all_metadata: bool,
+    metadata_only: bool,
     ref: str,
 ) -> None:
     """Fetch all content for an image into containerd: [flags] <remote>."""
@@ -85,6 +91,8 @@ def fetch(  # noqa: PLR0917 - upstream's flags
                 all_platforms=all_platforms,
                 labels=label_args(labels),
                 tracker=tracker,
+                all_metadata=all_metadata,
+                metadata_only=metadata_only,
             )
 
     run(ctx, work)

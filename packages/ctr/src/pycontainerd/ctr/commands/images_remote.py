@@ -143,6 +143,7 @@ def register(images: AliasGroup) -> None:
     "--platform", "platform_specs", multiple=True, help="Pull content from a specific platform"
 )
 @click.option("--all-platforms", is_flag=True, help="pull content and metadata from all platforms")
+@click.option("--all-metadata", is_flag=True, help="Pull metadata for all platforms")
 @click.option("--print-chainid", is_flag=True, help="Print the resulting image's chain ID")
 @click.option(
     "--max-concurrent-downloads",
@@ -164,6 +165,7 @@ def pull(  # noqa: PLR0917 - upstream's flags
     labels: tuple[str, ...],
     platform_specs: tuple[str, ...],
     all_platforms: bool,
+    all_metadata: bool,
     print_chainid: bool,
     max_concurrent_downloads: int,
     local: bool,
@@ -219,6 +221,7 @@ def pull(  # noqa: PLR0917 - upstream's flags
                     labels=image_labels,
                     tracker=tracker,
                     unpacking=unpacking,
+                    all_metadata=all_metadata,
                 )
             if all_platforms:
                 targets = await image_platforms(client.content_store(), result.image.target)
