@@ -162,6 +162,28 @@ def test_sigterm_removes_sockets_and_exits_zero(make_daemon: MakeDaemon) -> None
     assert not os.path.exists(d2.address)
 
 
+def test_sd_notify_ready_after_listeners_and_stopping_on_sigterm(
+    make_daemon: MakeDaemon, short_dir: Path
+) -> None:
+    """READY=1 once the sockets accept (before the boot line), STOPPING=1 on SIGTERM."""
+    import socket
+
+    notify = str(short_dir / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(notify)
+        sock.settimeout(60)
+        d = make_daemon(env={"NOTIFY_SOCKET": notify}).start()
+        assert sock.recv(64) == b"READY=1"
+        assert os.path.exists(d.address)
+        assert "successfully booted" in d.log()
+        assert d.stop(signal.SIGTERM) == 0
+        assert sock.recv(64) == b"STOPPING=1"
+    # a notify socket that is gone is only logged
+    d2 = make_daemon(name="d2", env={"NOTIFY_SOCKET": str(short_dir / "gone.sock")}).start()
+    assert d2.stop(signal.SIGTERM) == 0
+    assert "sd notification failed" in d2.log()
+
+
 async def test_sigterm_lets_in_flight_calls_finish(
     make_daemon: MakeDaemon, short_dir: Path
 ) -> None:

@@ -9,9 +9,11 @@ Order of events, as containerd does it:
 4. services registered on the servers only after every init, then listeners
    come up in containerd's order — debug, metrics, ttrpc, tcp, grpc — each
    logging ``serving...`` with its address;
-5. ``containerd successfully booted in <s>s``;
-6. on SIGTERM/SIGINT: stop accepting, give in-flight calls a grace period,
-   close plugins in reverse init order, remove the sockets, exit 0.
+5. ``READY=1`` to systemd (when ``NOTIFY_SOCKET`` is set), then
+   ``containerd successfully booted in <s>s``;
+6. on SIGTERM/SIGINT: ``STOPPING=1`` to systemd, stop accepting, give
+   in-flight calls a grace period, close plugins in reverse init order,
+   remove the sockets, exit 0.
 """
 
 from __future__ import annotations
@@ -149,6 +151,27 @@ def _remove_socket(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISSOCK(os.lstat(path).st_mode):
             os.unlink(path)
+
+
+def sd_notify(state: str) -> bool:
+    """Tell systemd ``state`` (``READY=1``, ``STOPPING=1``) when it asked to be told.
+
+    systemd's notify protocol: one datagram to the unix socket named by
+    ``NOTIFY_SOCKET`` (a leading ``@`` is the abstract namespace). Nothing is
+    sent without it; a socket that is gone is logged and ignored, as upstream.
+    Returns whether the message was sent.
+    """
+    target = os.environ.get("NOTIFY_SOCKET", "")
+    if not target:
+        return False
+    address = "\0" + target[1:] if target.startswith("@") else target
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.sendto(state.encode(), address)
+    except OSError as exc:
+        log.warning("sd notification failed", extra=fields(state=state, error=str(exc)))
+        return False
+    return True
 
 
 def _write_oom_score(score: int) -> None:
@@ -327,6 +350,7 @@ class Daemon:
 
     def _on_stop_signal(self, sig: signal.Signals) -> None:
         log.debug("received signal", extra=fields(signal=sig.name))
+        sd_notify("STOPPING=1")
         self.stop_event.set()
 
     # -- start-up ------------------------------------------------------------
@@ -584,6 +608,7 @@ class Daemon:
                 return 0
             self.plugins = loading.result()
             await self.start_servers(self.plugins)
+            sd_notify("READY=1")
             log.info("containerd successfully booted in %fs", time.monotonic() - self.started)
             await stopping
             return 0
