@@ -327,6 +327,38 @@ def test_push_to_new_repository_then_pull_back(
     assert ok(got) == IMAGE.root.data.decode()
 
 
+def test_push_by_manifest_digest(registry: Registry, address: str, ns: str, py: Ctr) -> None:
+    """`images push --manifest <digest>` pushes that manifest (and what it references)
+    from the content store, with no image record needed."""
+    ref = f"{registry.host}/test/index:v1"
+    ok(py(address, "content", "fetch", "--plain-http", "--all-platforms", ref, namespace=ns))
+    pushed = f"{registry.host}/test/bymanifest-{ns}:arm"
+    out = ok(
+        py(
+            address,
+            "images",
+            "push",
+            "--plain-http",
+            "--manifest",
+            ARM.root.digest,
+            pushed,
+            namespace=ns,
+        )
+    )
+    assert f"manifest-{ARM.root.digest}:" in out
+    got = py(address, "content", "fetch-object", "--plain-http", pushed, namespace=ns)
+    assert ok(got) == ARM.root.data.decode()
+    bad = py(address, "images", "push", "--plain-http", "--manifest", "sha256:nope", pushed)
+    assert bad.returncode == 1
+    assert b"invalid manifest digest" in bad.stderr
+    missing = "sha256:" + "0" * 64
+    gone = py(
+        address, "images", "push", "--plain-http", "--manifest", missing, pushed, namespace=ns
+    )
+    assert gone.returncode == 1
+    assert f"manifest {missing} is not in the content store".encode() in gone.stderr
+
+
 def test_push_object_then_fetch_object(registry: Registry, ours: Daemon, ns: str, py: Ctr) -> None:
     ref = f"{registry.host}/test/multi:v1"
     ok(py(ours.address, "content", "fetch", "--plain-http", ref, namespace=ns))

@@ -21,6 +21,7 @@ from pycontainerd.client.remotes import reference
 from pycontainerd.client.unpack import descriptor_from_json, parse_json
 from pycontainerd.core import content, platforms
 from pycontainerd.core.errdefs import NotFoundError
+from pycontainerd.core.types import Descriptor
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Coroutine, Iterable
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from pycontainerd.client.client import Client
     from pycontainerd.client.remotes.resolver import Pusher, Resolver
     from pycontainerd.core.platforms import Platform
-    from pycontainerd.core.types import Descriptor
 
 _READ_CHUNK = 1 << 20
 
@@ -59,8 +59,13 @@ async def push(
     platform: Platform | None = None,
     chunk_size: int = 0,
     tracker: Tracker | None = None,
+    manifest: Descriptor | None = None,
 ) -> Descriptor:
     """Push the image ``local`` (default: ``ref``) to ``ref``; return the root descriptor.
+
+    With ``manifest`` (``ctr images push --manifest <digest>``) that manifest
+    or index from the content store is pushed instead of an image's target;
+    its size is looked up there.
 
     Raises:
         NotFoundError: the image, or content it references, is not in the store.
@@ -68,8 +73,18 @@ async def push(
             registry refused or could not be reached.
     """
     tracker = tracker or Tracker()
-    image = await client.image_store().get(local or ref)
     store = client.content_store()
+    if manifest is None:
+        image = await client.image_store().get(local or ref)
+        root, name = image.target, image.name
+    else:
+        try:
+            info = await store.info(manifest.digest)
+        except NotFoundError:
+            msg = f"manifest {manifest.digest} is not in the content store"
+            raise NotFoundError(msg) from None
+        root = Descriptor(media_type=manifest.media_type, digest=manifest.digest, size=info.size)
+        name = ref
     target = reference.parse(ref)
     pusher = resolver.pusher(ref)
     source_key = mt.SOURCE_LABEL_PREFIX + target.hostname
@@ -85,7 +100,7 @@ async def push(
             await visit(child)
         order.append(desc)
 
-    await visit(image.target)
+    await visit(root)
     blobs = [d for d in order if not (mt.is_index(d.media_type) or mt.is_manifest(d.media_type))]
     manifests = [d for d in order if d not in blobs]
 
@@ -94,7 +109,7 @@ async def push(
         try:
             info = await store.info(desc.digest)
         except NotFoundError:
-            msg = f"content {desc.digest} of {image.name} is not in the content store"
+            msg = f"content {desc.digest} of {name} is not in the content store"
             raise NotFoundError(msg) from None
         if await pusher.exists(desc):
             tracker.set(key, "exists", total=desc.size)
@@ -119,10 +134,8 @@ async def push(
     await _gather(push_one(d) for d in blobs)
     for desc in manifests:
         await _push_manifest(store, pusher, desc, tag="", tracker=tracker, root=False)
-    await _push_manifest(
-        store, pusher, image.target, tag=target.tag or "", tracker=tracker, root=True
-    )
-    return image.target
+    await _push_manifest(store, pusher, root, tag=target.tag or "", tracker=tracker, root=True)
+    return root
 
 
 async def _push_manifest(

@@ -241,6 +241,13 @@ def pull(  # noqa: PLR0917 - upstream's flags
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 @registry_flags
+@click.option("--manifest", default="", help="digest of manifest")
+@click.option(
+    "--manifest-type",
+    default="application/vnd.oci.image.manifest.v1+json",
+    show_default=True,
+    help="media type of manifest digest",
+)
 @click.option(
     "--platform", "platform_spec", default="", help="push content from a specific platform"
 )
@@ -256,6 +263,8 @@ def pull(  # noqa: PLR0917 - upstream's flags
 def push(  # noqa: PLR0917 - upstream's flags
     ctx: click.Context,
     registry: RegistryOptions,
+    manifest: str,
+    manifest_type: str,
     platform_spec: str,
     max_concurrent_uploaded_layers: int,
     remote: str,
@@ -264,11 +273,21 @@ def push(  # noqa: PLR0917 - upstream's flags
     """Push an image to a remote: [flags] <remote> [<local>]."""
     from pycontainerd.client.progress import Tracker
     from pycontainerd.client.push import push as push_image
+    from pycontainerd.core import digests
+    from pycontainerd.core.types import Descriptor
     from pycontainerd.ctr.progress import Progress
 
     if not remote:
         msg = "please provide a remote image reference to push"
         raise InvalidArgumentError(msg)
+    root: Descriptor | None = None
+    if manifest:
+        try:
+            digests.parse(manifest)
+        except InvalidArgumentError as exc:
+            msg = f"invalid manifest digest: {exc.message}"
+            raise InvalidArgumentError(msg) from exc
+        root = Descriptor(media_type=manifest_type, digest=manifest, size=0)
     plat = parse_platforms([platform_spec])[0] if platform_spec else None
     show = not debug_enabled(ctx)
 
@@ -279,7 +298,13 @@ def push(  # noqa: PLR0917 - upstream's flags
         res = resolver(registry, max_concurrent=max_concurrent_uploaded_layers)
         async with res, progress.showing():
             await push_image(
-                client, remote, res, local=local or None, platform=plat, tracker=tracker
+                client,
+                remote,
+                res,
+                local=local or None,
+                platform=plat,
+                tracker=tracker,
+                manifest=root,
             )
 
     run(ctx, work)
