@@ -158,3 +158,24 @@ async def test_close_io_ends_stdin_only_after_buffered_input(
         if writer >= 0:
             os.close(writer)
         os.close(reader)
+
+
+async def test_close_copies_output_the_loop_has_not_copied_yet(tmp_path: Path) -> None:
+    """A process deleted before the loop ran its output copy still gets its output out
+    (ctr exec on a loaded machine: the exit, then Delete, came before the copy)."""
+    out = tmp_path / "out"
+    os.mkfifo(out)
+    reader = os.open(out, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        io = ProcessIO("", str(out), "", terminal=False)
+        _, stdout, _ = io.child_fds()
+        assert stdout is not None
+        process_end = os.dup(stdout)  # the process's copy (started() closes ours)
+        io.started()  # the copy now waits for the loop
+        os.write(process_end, b"hi\n")  # the process writes, then exits
+        os.close(process_end)
+        io.close()  # no loop turn in between: the copy never ran
+        assert os.read(reader, 4096) == b"hi\n"
+        assert os.read(reader, 4096) == b""  # and the FIFO's writer is closed
+    finally:
+        os.close(reader)

@@ -113,6 +113,35 @@ class Pump:
             if self._drain:
                 self._loop.call_soon(self._readable)
 
+    def flush_now(self, limit: int = 1 << 20) -> None:
+        """Copy what ``src`` holds right now to ``dst`` without waiting, then finish.
+
+        For a process being deleted: its output may still sit in the pipe when
+        the loop had no time to copy it (a loaded machine), and the client
+        reads the FIFO until we close it. At most ``limit`` bytes; a FIFO that
+        is full keeps what does not fit out, as nobody reads it.
+        """
+        if self.done.done():
+            return
+        data = self._pending
+        self._pending = b""
+        while len(data) < limit:
+            try:
+                chunk = os.read(self.src, _CHUNK)
+            except OSError:  # nothing more now (EAGAIN), or the source is gone
+                break
+            if not chunk:
+                break
+            data += chunk
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self.dst, view)
+            except OSError:
+                break
+            view = view[n:]
+        self.finish()
+
     def finish(self) -> None:
         """Stop copying and close the fds (idempotent)."""
         if self.done.done():
@@ -317,7 +346,10 @@ class ProcessIO:
         self._release_stdin_open()
         self._close_stdin_w()
         for pump in self._pumps:
-            pump.finish()
+            if pump.name == "stdin":
+                pump.finish()
+            else:
+                pump.flush_now()  # output the loop had no time to copy yet
         for fd in self._child:
             with contextlib.suppress(OSError):
                 os.close(fd)
