@@ -12,6 +12,7 @@ ttrpc); this module adds the ``grpc.StatusCode`` face.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,8 @@ from pycontainerd.api import status
 from pycontainerd.core import errdefs
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from google.rpc import status_pb2
 
 __all__ = [
@@ -156,3 +159,12 @@ def _rpc_details(err: grpc.RpcError) -> str:
     details = getattr(err, "details", None)
     value = details() if callable(details) else None
     return value if isinstance(value, str) else str(err)
+
+
+@contextlib.contextmanager
+def rpc_errors() -> Iterator[None]:
+    """Re-raise a failed gRPC call inside the block as its errdefs kind (client side)."""
+    try:
+        yield
+    except grpc.RpcError as err:
+        raise from_rpc_error(err) from err

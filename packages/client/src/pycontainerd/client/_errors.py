@@ -8,21 +8,6 @@ does with ``errgrpc.ToNative``.
 
 from __future__ import annotations
 
-import contextlib
-from typing import TYPE_CHECKING
+from pycontainerd.api.errgrpc import rpc_errors
 
-import grpc
-
-from pycontainerd.api.errgrpc import from_rpc_error
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-
-@contextlib.contextmanager
-def rpc_errors() -> Iterator[None]:
-    """Re-raise a failed gRPC call inside the block as its errdefs kind."""
-    try:
-        yield
-    except grpc.RpcError as err:
-        raise from_rpc_error(err) from err
+__all__ = ["rpc_errors"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import json
 import logging
@@ -36,7 +37,14 @@ import grpc
 import grpc.aio
 
 from pycontainerd.api import h2grpc
-from pycontainerd.core.plugin import GrpcService, MetricsSource, PluginType, TtrpcService
+from pycontainerd.core.plugin import (
+    GrpcService,
+    InitContext,
+    MetricsSource,
+    PluginType,
+    Registration,
+    TtrpcService,
+)
 from pycontainerd.daemon import metrics as metrics_mod
 from pycontainerd.daemon.httpserve import HttpServer
 from pycontainerd.daemon.log import LogConfigError, fields
@@ -172,6 +180,70 @@ def sd_notify(state: str) -> bool:
         log.warning("sd notification failed", extra=fields(state=state, error=str(exc)))
         return False
     return True
+
+
+PROXY_TYPES: Final = {"snapshot": PluginType.SNAPSHOT}
+"""``[proxy_plugins]`` types this daemon serves through a gRPC client."""
+
+
+def proxy_registrations(config: Config) -> list[Registration]:
+    """A registration per ``[proxy_plugins.<name>]`` of a supported type.
+
+    A ``snapshot`` proxy becomes ``io.containerd.snapshotter.v1.<name>``, a
+    snapshotter whose calls go to the Snapshots service at ``address`` with
+    the snapshotter name ``<name>`` (as upstream); the metadata plugin then
+    offers it like any other. Other types are logged and skipped.
+    """
+    regs: list[Registration] = []
+    for name, proxy in sorted(config.proxy_plugins.items()):
+        kind = PROXY_TYPES.get(proxy.type)
+        if kind is None:
+            log.warning(
+                "unsupported proxy plugin type",
+                extra=fields(name=name, type=proxy.type, address=proxy.address),
+            )
+            continue
+        regs.append(
+            Registration(
+                type=kind,
+                id=name,
+                init=functools.partial(_init_snapshot_proxy, name, proxy.address),
+            )
+        )
+    return regs
+
+
+async def _init_snapshot_proxy(name: str, address: str, ic: InitContext) -> object:
+    import grpc.aio
+
+    from pycontainerd.api.snapshots_proxy import SnapshotsProxy
+    from pycontainerd.core import namespaces
+
+    target = address if "://" in address else f"unix://{address}"
+    channel = grpc.aio.insecure_channel(target)
+
+    def options() -> dict[str, Any]:
+        ns = namespaces.namespace()  # the calling request's, as upstream's context carries it
+        return {"metadata": ((namespaces.GRPC_HEADER, ns),)} if ns else {}
+
+    return _ClosingProxy(SnapshotsProxy(channel, name, options), channel)
+
+
+class _ClosingProxy:
+    """A proxy snapshotter that also closes its channel when the daemon stops."""
+
+    def __init__(self, proxy: Any, channel: Any) -> None:
+        self._proxy = proxy
+        self._channel = channel
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._proxy, attr)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def aclose(self) -> None:
+        await self.close()
 
 
 def _write_oom_score(score: int) -> None:
@@ -369,7 +441,7 @@ class Daemon:
         cfg = self.config
         pm = make_manager()
         try:
-            regs = ordered(collect(pm), set(cfg.disabled_plugins))
+            regs = ordered([*collect(pm), *proxy_registrations(cfg)], set(cfg.disabled_plugins))
         except (ValueError, LookupError) as exc:
             raise DaemonError(str(exc)) from exc
         except Exception as exc:

@@ -1,124 +1,26 @@
-"""``RemoteSnapshotter``: the ``Snapshotter`` contract over the Snapshots service.
+"""``RemoteSnapshotter``: the ``Snapshotter`` contract over a daemon's Snapshots service.
 
-One proxy serves one snapshotter by name (``overlayfs``, ``native``...); the
-name travels in every request, as in containerd's ``snapshots/proxy``.
+The calls themselves are :class:`pycontainerd.api.snapshots_proxy.SnapshotsProxy`
+(shared with the daemon's proxy plugins); this adds the client's namespace and
+lease headers and its call timeout.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from google.protobuf import field_mask_pb2
-
-from pycontainerd.api.convert import (
-    mount_from_proto,
-    snapshot_info_from_proto,
-    snapshot_info_to_proto,
-)
-from pycontainerd.api.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_grpc
-from pycontainerd.client._errors import rpc_errors
-from pycontainerd.core.snapshots import Usage
+from pycontainerd.api.snapshots_proxy import SnapshotsProxy
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
-
     from pycontainerd.client.client import Client
-    from pycontainerd.core.snapshots import Info
-    from pycontainerd.core.types import Mount
 
 
-class RemoteSnapshotter:
+class RemoteSnapshotter(SnapshotsProxy):
     """A ``Snapshotter`` backed by a daemon's Snapshots service."""
 
     def __init__(self, client: Client, name: str) -> None:
+        def options() -> dict[str, Any]:
+            return {"metadata": client.metadata(), "timeout": client.timeout}
+
+        super().__init__(client.channel, name, options)
         self._client = client
-        self.name = name
-        self._stub = snapshots_pb2_grpc.SnapshotsStub(client.channel)
-
-    def _opts(self) -> dict[str, Any]:
-        return {"metadata": self._client.metadata(), "timeout": self._client.timeout}
-
-    async def stat(self, key: str) -> Info:
-        with rpc_errors():
-            resp = await self._stub.Stat(
-                snapshots_pb2.StatSnapshotRequest(snapshotter=self.name, key=key), **self._opts()
-            )
-        return snapshot_info_from_proto(resp.info)
-
-    async def update(self, info: Info, *fieldpaths: str) -> Info:
-        req = snapshots_pb2.UpdateSnapshotRequest(
-            snapshotter=self.name, info=snapshot_info_to_proto(info)
-        )
-        if fieldpaths:
-            req.update_mask.CopyFrom(field_mask_pb2.FieldMask(paths=list(fieldpaths)))
-        with rpc_errors():
-            resp = await self._stub.Update(req, **self._opts())
-        return snapshot_info_from_proto(resp.info)
-
-    async def usage(self, key: str) -> Usage:
-        with rpc_errors():
-            resp = await self._stub.Usage(
-                snapshots_pb2.UsageRequest(snapshotter=self.name, key=key), **self._opts()
-            )
-        return Usage(inodes=resp.inodes, size=resp.size)
-
-    async def mounts(self, key: str) -> list[Mount]:
-        with rpc_errors():
-            resp = await self._stub.Mounts(
-                snapshots_pb2.MountsRequest(snapshotter=self.name, key=key), **self._opts()
-            )
-        return [mount_from_proto(m) for m in resp.mounts]
-
-    async def prepare(
-        self, key: str, parent: str = "", *, labels: Mapping[str, str] | None = None
-    ) -> list[Mount]:
-        req = snapshots_pb2.PrepareSnapshotRequest(
-            snapshotter=self.name, key=key, parent=parent, labels=dict(labels or {})
-        )
-        with rpc_errors():
-            resp = await self._stub.Prepare(req, **self._opts())
-        return [mount_from_proto(m) for m in resp.mounts]
-
-    async def view(
-        self, key: str, parent: str = "", *, labels: Mapping[str, str] | None = None
-    ) -> list[Mount]:
-        req = snapshots_pb2.ViewSnapshotRequest(
-            snapshotter=self.name, key=key, parent=parent, labels=dict(labels or {})
-        )
-        with rpc_errors():
-            resp = await self._stub.View(req, **self._opts())
-        return [mount_from_proto(m) for m in resp.mounts]
-
-    async def commit(self, name: str, key: str, *, labels: Mapping[str, str] | None = None) -> None:
-        req = snapshots_pb2.CommitSnapshotRequest(
-            snapshotter=self.name, name=name, key=key, labels=dict(labels or {})
-        )
-        with rpc_errors():
-            await self._stub.Commit(req, **self._opts())
-
-    async def remove(self, key: str) -> None:
-        with rpc_errors():
-            await self._stub.Remove(
-                snapshots_pb2.RemoveSnapshotRequest(snapshotter=self.name, key=key),
-                **self._opts(),
-            )
-
-    async def walk(self, *filters: str) -> AsyncIterator[Info]:
-        call = self._stub.List(
-            snapshots_pb2.ListSnapshotsRequest(snapshotter=self.name, filters=list(filters)),
-            metadata=self._client.metadata(),
-        )
-        with rpc_errors():
-            async for resp in call:
-                for info in resp.info:
-                    yield snapshot_info_from_proto(info)
-
-    async def cleanup(self) -> None:
-        """Ask the snapshotter to reclaim space of removed snapshots."""
-        with rpc_errors():
-            await self._stub.Cleanup(
-                snapshots_pb2.CleanupRequest(snapshotter=self.name), **self._opts()
-            )
-
-    async def close(self) -> None:
-        return None
