@@ -352,7 +352,6 @@ class ServicerContext:
     __slots__ = (
         "_callbacks",
         "_code",
-        "_deadline",
         "_details",
         "_serializer",
         "_stream",
@@ -366,7 +365,6 @@ class ServicerContext:
         self._details = ""
         self._trailing: tuple[tuple[str, str | bytes], ...] = ()
         self._callbacks: list[Callable[[ServicerContext], None]] | None = None
-        self._deadline = stream.deadline
 
     def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
         return self._stream.metadata
@@ -375,9 +373,10 @@ class ServicerContext:
         return "unix:"
 
     def time_remaining(self) -> float | None:
-        if self._deadline is None:
+        deadline = self._stream.deadline
+        if deadline is None:
             return None
-        return max(0.0, self._deadline - time.monotonic())
+        return max(0.0, deadline - time.monotonic())
 
     def set_code(self, code: grpc.StatusCode) -> None:
         self._code = code
@@ -1489,11 +1488,6 @@ class CallObserver(Protocol):
 
 def _identity(data: Any) -> Any:
     return data
-
-
-def status_code(value: int) -> grpc.StatusCode:
-    """The :class:`grpc.StatusCode` with the numeric ``value`` (UNKNOWN if none)."""
-    return _STATUS_NAMES.get(value, grpc.StatusCode.UNKNOWN)
 
 
 def enabled() -> bool:

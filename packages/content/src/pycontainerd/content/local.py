@@ -226,10 +226,9 @@ class LocalReaderAt:
         if fd is None:
             msg = "reader is closed"
             raise FailedPreconditionError(msg)
-        if size <= INLINE_READ_MAX:
-            data = self._read_inline(fd, offset, size)
-            if data is not None:
-                return data
+        data = self.read_now(offset, size)
+        if data is not None:
+            return data
         return await asyncio.to_thread(os.pread, fd, size, offset)
 
     async def chunks(
@@ -259,8 +258,23 @@ class LocalReaderAt:
             raise FailedPreconditionError(msg)
         return self._fd
 
+    def read_now(self, offset: int, size: int) -> bytes | None:
+        """Up to ``size`` bytes at ``offset`` if they can be had without waiting, else None.
+
+        At most :data:`INLINE_READ_MAX` bytes, from a memory file system or
+        the page cache (what :meth:`read_at` answers on the calling thread).
+        """
+        fd = self._fd
+        if fd is None or offset < 0 or not 0 <= size <= INLINE_READ_MAX:
+            return None
+        return self._read_inline(fd, offset, size)
+
     async def close(self) -> None:
         """Release the file; further reads fail."""
+        self.close_now()
+
+    def close_now(self) -> None:
+        """:meth:`close` for synchronous callers."""
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
@@ -573,29 +587,21 @@ class LocalStore:
         end, bytes on disk): the caller then takes the normal path, which
         also produces the errors.
         """
-        if not digests.is_valid(dgst):
-            return None
-        algorithm, _, encoded = dgst.partition(":")
         try:
-            fd = os.open(f"{self._blobs_dir}/{algorithm}/{encoded}", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+            reader = self.open_reader(dgst)
+        except (NotFoundError, InvalidArgumentError):
             return None
         try:
-            blob_size = os.fstat(fd).st_size
-            if offset < 0 or offset > blob_size:
+            if offset < 0 or offset > reader.size:
                 return None
-            if size <= 0 or offset + size > blob_size:
-                size = blob_size - offset
-            if size == 0 or size > INLINE_READ_MAX:
-                return None
-            if self._memory is None:
-                self._memory = _memory_backed(self.root)
-            data = LocalReaderAt(fd, blob_size, memory=self._memory)._read_inline(fd, offset, size)
+            if size <= 0 or offset + size > reader.size:
+                size = reader.size - offset
+            data = reader.read_now(offset, size) if size else None
         finally:
-            os.close(fd)
+            reader.close_now()
         if data is None or len(data) != size:
             return None
-        return blob_size, data
+        return reader.size, data
 
     def open_reader(self, dgst: str) -> LocalReaderAt:
         """Open the blob for random access (blocking; see :meth:`reader_at`).

@@ -89,21 +89,17 @@ def namespace_required() -> str:
     ns = _namespace.get()
     if not ns:
         raise FailedPreconditionError(NAMESPACE_REQUIRED)
-    if ns in _valid:
-        return ns
-    try:
-        identifiers.validate(ns)
-    except InvalidArgumentError as exc:
-        msg = f"namespace validation: {exc.message}"
-        raise InvalidArgumentError(msg) from exc
-    if len(_valid) >= 1024:
-        _valid.clear()
-    _valid.add(ns)
+    if not namespace_is_valid(ns):
+        try:
+            identifiers.validate(ns)
+        except InvalidArgumentError as exc:
+            msg = f"namespace validation: {exc.message}"
+            raise InvalidArgumentError(msg) from exc
     return ns
 
 
 def namespace_is_valid(ns: str) -> bool:
-    """Whether ``ns`` is a valid namespace name (remembered, as in :func:`namespace_required`)."""
+    """Whether ``ns`` is a valid namespace name; valid names are remembered (hot path)."""
     if ns in _valid:
         return True
     try:

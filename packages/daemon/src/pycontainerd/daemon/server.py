@@ -268,10 +268,6 @@ def _make_dir(path: str, mode: int) -> None:
 RPC_TYPE_ATTR: Final = h2grpc.RPC_TYPE_ATTR
 
 
-def _rpc_type(handler: grpc.RpcMethodHandler[Any, Any]) -> str:
-    return h2grpc.rpc_type(handler)
-
-
 def _code_name(context: grpc.aio.ServicerContext[Any, Any], failed: bool) -> str:
     code: object = None
     with contextlib.suppress(Exception):
@@ -329,7 +325,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
     def _wrap(
         self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
     ) -> grpc.RpcMethodHandler[Any, Any]:
-        rpc_type = _rpc_type(handler)
+        rpc_type = h2grpc.rpc_type(handler)
         recorder = self._recorder
 
         def wrap(behavior: Any) -> Any:
