@@ -26,18 +26,23 @@ from pycontainerd.core import namespaces
 
 if TYPE_CHECKING:
     import contextlib
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterable
 
     import grpc.aio
 
-__all__ = ["CallScope", "header", "lease_of", "namespace_of", "request_scope"]
+__all__ = ["CallScope", "header", "lease_of", "metadata_value", "namespace_of", "request_scope"]
 
 T = TypeVar("T")
 
 
 def header(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
     """The first non-empty value of metadata ``key`` on the call."""
-    for k, value in context.invocation_metadata() or ():
+    return metadata_value(context.invocation_metadata() or (), key)
+
+
+def metadata_value(metadata: Iterable[tuple[str, str | bytes]], key: str) -> str | None:
+    """The first non-empty string value of ``key`` in ``metadata`` (also for fast paths)."""
+    for k, value in metadata:
         if k == key and isinstance(value, str) and value:
             return value
     return None

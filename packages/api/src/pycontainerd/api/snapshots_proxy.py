@@ -39,6 +39,7 @@ class SnapshotsProxy:
         name: the snapshotter's name, sent in every request.
         options: per-call keyword arguments for the stub (``metadata``,
             ``timeout``), asked for on every call.
+        owns_channel: :meth:`aclose` closes ``channel`` (a proxy plugin's own).
     """
 
     def __init__(
@@ -46,10 +47,13 @@ class SnapshotsProxy:
         channel: grpc.aio.Channel,
         name: str,
         options: Callable[[], dict[str, Any]] = dict,
+        *,
+        owns_channel: bool = False,
     ) -> None:
         self.name = name
         self._options = options
         self._stub = snapshots_pb2_grpc.SnapshotsStub(channel)
+        self._channel = channel if owns_channel else None
 
     def _opts(self) -> dict[str, Any]:
         return self._options()
@@ -138,3 +142,8 @@ class SnapshotsProxy:
 
     async def close(self) -> None:
         return None
+
+    async def aclose(self) -> None:
+        """Close the channel if this proxy owns it (the daemon calls this at shutdown)."""
+        if self._channel is not None:
+            await self._channel.close()

@@ -33,7 +33,7 @@ from google.protobuf import empty_pb2, timestamp_pb2
 
 from pycontainerd.api.convert import set_timestamp
 from pycontainerd.api.errgrpc import aborting_on_error
-from pycontainerd.api.grpcutil import CallScope, request_scope
+from pycontainerd.api.grpcutil import CallScope, metadata_value, request_scope
 from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
 from pycontainerd.core import digests, namespaces
 from pycontainerd.core.content import Info, Status
@@ -118,8 +118,7 @@ async def _check_digest(context: _Ctx, dgst: str) -> None:
 
 
 def _namespace_header(metadata: tuple[tuple[str, str | bytes], ...]) -> str | None:
-    ns = next((v for k, v in metadata if k == namespaces.GRPC_HEADER), None)
-    return ns if isinstance(ns, str) and ns else None
+    return metadata_value(metadata, namespaces.GRPC_HEADER)
 
 
 class _CaptureHandlers:

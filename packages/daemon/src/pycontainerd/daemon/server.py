@@ -226,24 +226,7 @@ async def _init_snapshot_proxy(name: str, address: str, ic: InitContext) -> obje
         ns = namespaces.namespace()  # the calling request's, as upstream's context carries it
         return {"metadata": ((namespaces.GRPC_HEADER, ns),)} if ns else {}
 
-    return _ClosingProxy(SnapshotsProxy(channel, name, options), channel)
-
-
-class _ClosingProxy:
-    """A proxy snapshotter that also closes its channel when the daemon stops."""
-
-    def __init__(self, proxy: Any, channel: Any) -> None:
-        self._proxy = proxy
-        self._channel = channel
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self._proxy, attr)
-
-    async def close(self) -> None:
-        await self._channel.close()
-
-    async def aclose(self) -> None:
-        await self.close()
+    return SnapshotsProxy(channel, name, options, owns_channel=True)
 
 
 def _write_oom_score(score: int) -> None:
