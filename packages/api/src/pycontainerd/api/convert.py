@@ -132,6 +132,17 @@ def mount_from_proto(m: mount_pb2.Mount) -> Mount:
     return Mount(type=m.type, source=m.source, target=m.target, options=tuple(m.options))
 
 
+def set_timestamp_ns(ts: timestamp_pb2.Timestamp, ns: int) -> None:
+    """Fill ``ts`` from nanoseconds since the epoch, truncated to the microsecond.
+
+    The same value :func:`set_timestamp` gives for the ``datetime`` of a stored
+    record (records keep microseconds), without building the ``datetime``.
+    """
+    seconds, rest = divmod(ns, 1_000_000_000)
+    ts.seconds = seconds
+    ts.nanos = rest // 1000 * 1000
+
+
 def mount_to_proto(m: Mount) -> mount_pb2.Mount:
     """A wire mount."""
     return mount_pb2.Mount(type=m.type, source=m.source, target=m.target, options=list(m.options))

@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import empty_pb2
 
-from pycontainerd.api.convert import any_to_proto, container_from_proto, container_to_proto
+from pycontainerd.api.convert import (
+    any_to_proto,
+    container_from_proto,
+    container_to_proto,
+    set_timestamp_ns,
+)
 from pycontainerd.api.errgrpc import aborting_on_error
 from pycontainerd.api.events import container_pb2 as events_pb2
 from pycontainerd.api.services.containers.v1 import containers_pb2 as pb
@@ -163,8 +168,8 @@ def _container_from_row(row: tuple[Any, ...], extensions: Mapping[str, AnyValue]
     if spec_url is not None:
         out.spec.type_url = spec_url
         out.spec.value = bytes(spec_value or b"")
-    _set_ns(out.created_at, created)
-    _set_ns(out.updated_at, updated)
+    set_timestamp_ns(out.created_at, created)
+    set_timestamp_ns(out.updated_at, updated)
     for name, value in extensions.items():
         ext = out.extensions[name]
         ext.type_url = value.type_url
@@ -182,10 +187,3 @@ def _message_from_row(
 
 def _encoded_from_row(row: tuple[Any, ...], extensions: Mapping[str, AnyValue]) -> bytes:
     return bytes(_message_from_row(row, extensions).SerializeToString())
-
-
-def _set_ns(ts: Any, ns: int) -> None:
-    """Stored nanoseconds into a Timestamp, truncated to the microsecond as records are."""
-    seconds, rest = divmod(ns, 1_000_000_000)
-    ts.seconds = seconds
-    ts.nanos = rest // 1000 * 1000
