@@ -239,11 +239,10 @@ class MetadataContentStore:
         Raises:
             NotFoundError: ``content digest <dgst>: not found``.
         """
-        ns = namespace_required()
-        row = self.db.point_row(_BLOB_ROW, (ns, dgst))
-        if row is None:
+        info = self._visible_info(namespace_required(), dgst)
+        if info is None:
             raise _content_not_found(dgst)
-        return _info(dgst, row)
+        return info
 
     async def update(self, info: Info, *fieldpaths: str) -> Info:
         """Update a blob's labels (paths ``labels`` and ``labels.<key>``; none = all).
@@ -340,8 +339,10 @@ class MetadataContentStore:
         The ``Content.Info`` fast path (three calls per image in ``ctr images
         ls``); None also for an invalid namespace, which the normal path reports.
         """
-        if not namespace_is_valid(ns):
-            return None
+        return self._visible_info(ns, dgst) if namespace_is_valid(ns) else None
+
+    def _visible_info(self, ns: str, dgst: str) -> Info | None:
+        """One point query on the calling thread: the blob's Info in ``ns``, if it sees it."""
         row = self.db.point_row(_BLOB_ROW, (ns, dgst))
         return None if row is None else _info(dgst, (row[0], row[1], row[2], row[3]))
 
