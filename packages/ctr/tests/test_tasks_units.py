@@ -53,6 +53,40 @@ V1 = (
 )
 
 
+def test_v2_metrics_decode_and_table() -> None:
+    from pycontainerd.api.types.cgroups.v2 import metrics_pb2
+    from pycontainerd.ctr.commands.tasks import cgroup_v2_metrics
+
+    m = metrics_pb2.Metrics()
+    m.pids.current = 2
+    m.cpu.usage_usec = 10
+    m.memory.anon = 5
+    m.memory.usage = 300
+    data = m.SerializeToString()
+    assert cgroup_v2_metrics(data) == {
+        "pids": {"current": 2},
+        "cpu": {"usage_usec": 10},
+        "memory": {"anon": 5, "usage": 300},
+    }
+    out = io.StringIO()
+    write_metrics_table(
+        out,
+        Metric(
+            id="t2",
+            timestamp=datetime(2024, 1, 2, tzinfo=UTC),
+            data=AnyValue(type_url="io.containerd.cgroups.v2.Metrics", value=data),
+        ),
+    )
+    table = [line.split() for line in out.getvalue().splitlines()[4:]]
+    assert table[:3] == [["pids.current", "2"], ["pids.limit", "0"], ["cpu.usage_usec", "10"]]
+    assert ["memory.usage", "300"] in table
+
+
+def test_malformed_metrics_are_a_clear_error() -> None:
+    with pytest.raises(UsageError, match="malformed metrics"):
+        cgroup_v1_metrics(b"\x0a\xff")
+
+
 def test_parse_mount_accepts_upstream_keys() -> None:
     assert parse_mount("type=bind,src=/a,dst=/b,options=rbind:ro") == {
         "type": "bind",

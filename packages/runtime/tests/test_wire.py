@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import socket
+from typing import TYPE_CHECKING
+
+import pytest
 
 from pycontainerd.api.runtime.task.v2 import shim_pb2
 from pycontainerd.api.ttrpc.ttrpc_pb2 import Request, Response
 from pycontainerd.runtime.shim import cgroups, wire
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def test_delete_response_decodes() -> None:
@@ -45,20 +51,65 @@ def test_read_response_over_a_socket() -> None:
         assert wire.read_response(a, 3) == body
 
 
-def test_v1_metrics_field_numbers(tmp_path: object) -> None:
-    # Decode with a descriptor built from the upstream field numbers.
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+def _write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
 
-    fdp = descriptor_pb2.FileDescriptorProto(name="m1.proto", package="t1", syntax="proto3")
-    pids = fdp.message_type.add(name="PidsStat")
-    pids.field.add(name="current", number=1, type=4, label=1)
-    pids.field.add(name="limit", number=2, type=4, label=1)
-    metrics = fdp.message_type.add(name="Metrics")
-    metrics.field.add(name="pids", number=2, type=11, label=1, type_name=".t1.PidsStat")
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    cls = message_factory.GetMessageClass(pool.FindMessageTypeByName("t1.Metrics"))
-    data = cgroups._msg((2, cgroups._msg((1, 3), (2, 10))))
-    m = cls()
-    m.ParseFromString(data)
-    assert (m.pids.current, m.pids.limit) == (3, 10)  # type: ignore[attr-defined]
+
+def test_v1_metrics_from_a_cgroup_tree(tmp_path: Path) -> None:
+    from pycontainerd.api.types.cgroups.v1 import metrics_pb2
+
+    _write(
+        tmp_path,
+        {
+            "pids/c1/pids.current": "3\n",
+            "pids/c1/pids.max": "max\n",
+            "cpuacct/c1/cpuacct.usage": "500\n",
+            "cpuacct/c1/cpuacct.usage_percpu": "200 300 \n",
+            "cpu/c1/cpu.stat": "nr_periods 4\nnr_throttled 2\nthrottled_time 99\n",
+            "memory/c1/memory.stat": "cache 7\npgpgin 11\nhierarchical_memsw_limit 12\n"
+            "total_pgmajfault 13\nnot_a_field 5\n",
+            "memory/c1/memory.usage_in_bytes": "777\n",
+            "memory/c1/memory.limit_in_bytes": f"{1 << 30}\n",
+        },
+    )
+    type_url, data = cgroups.metrics("/c1", str(tmp_path))
+    assert type_url == "io.containerd.cgroups.v1.Metrics"
+    m = metrics_pb2.Metrics.FromString(data)
+    assert (m.pids.current, m.pids.limit) == (3, 0)
+    assert (m.cpu.usage.total, list(m.cpu.usage.per_cpu)) == (500, [200, 300])
+    assert (m.cpu.throttling.periods, m.cpu.throttling.throttled_time) == (4, 99)
+    assert (m.memory.cache, m.memory.pg_pg_in) == (7, 11)
+    assert (m.memory.hierarchical_swap_limit, m.memory.total_pg_maj_fault) == (12, 13)
+    assert (m.memory.usage.usage, m.memory.usage.limit) == (777, 1 << 30)
+
+
+def test_v2_metrics_from_a_cgroup_tree(tmp_path: Path) -> None:
+    from pycontainerd.api.types.cgroups.v2 import metrics_pb2
+
+    _write(
+        tmp_path,
+        {
+            "cgroup.controllers": "cpu memory pids\n",
+            "c1/pids.current": "2\n",
+            "c1/pids.max": "64\n",
+            "c1/cpu.stat": "usage_usec 10\nuser_usec 6\nsystem_usec 4\nnr_bursts 1\n",
+            "c1/memory.stat": "anon 100\nfile 200\nworkingset_refault_anon 3\n",
+            "c1/memory.current": "300\n",
+            "c1/memory.max": "max\n",
+        },
+    )
+    type_url, data = cgroups.metrics("/c1", str(tmp_path))
+    assert type_url == "io.containerd.cgroups.v2.Metrics"
+    m = metrics_pb2.Metrics.FromString(data)
+    assert (m.pids.current, m.pids.limit) == (2, 64)
+    assert (m.cpu.usage_usec, m.cpu.user_usec, m.cpu.nr_bursts) == (10, 6, 1)
+    assert (m.memory.anon, m.memory.file, m.memory.workingset_refault_anon) == (100, 200, 3)
+    assert (m.memory.usage, m.memory.usage_limit) == (300, 0)
+
+
+def test_metrics_of_a_missing_cgroup(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="not found"):
+        cgroups.metrics("/gone", str(tmp_path))

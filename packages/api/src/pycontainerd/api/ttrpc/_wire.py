@@ -56,16 +56,6 @@ def frame(stream_id: int, mtype: int, payload: bytes, flags: int = 0) -> bytes:
     return HEADER.pack(len(payload), stream_id, mtype, flags) + payload
 
 
-def uvarint(n: int) -> bytes:
-    """``n`` as a protobuf base-128 varint."""
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 class FramedProtocol(asyncio.Protocol):
     """Splits the byte stream into frames; subclasses handle them.
 

@@ -37,6 +37,7 @@ from pycontainerd.api.status import Code, code_of, message_of, resolve
 from pycontainerd.api.ttrpc import _wire
 from pycontainerd.api.ttrpc.services import CallContext, Handler, ServiceSpec
 from pycontainerd.api.ttrpc.ttrpc_pb2 import Request, Response
+from pycontainerd.api.varint import uvarint
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
     InternalError,
@@ -198,7 +199,7 @@ class _Connection(_wire.FramedProtocol):
             self.send_status(stream_id, code_of(exc), message_of(exc))
             return
         # Success: no status field (Go leaves it nil) and the payload as field 2.
-        data = b"\x12" + _wire.uvarint(len(body)) + body if body else b""
+        data = b"\x12" + uvarint(len(body)) + body if body else b""
         if len(data) > _wire.MESSAGE_LENGTH_MAX:
             log.error(
                 "ttrpc: response of /%s/%s is %d bytes, above the limit",

@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import click
 
@@ -26,11 +26,15 @@ if TYPE_CHECKING:
     from datetime import datetime
     from typing import TextIO
 
+    from google.protobuf.message import Message
+
     from pycontainerd.client.client import Client
     from pycontainerd.client.tasks import ExitStatus, FifoSet, Metric, StdioCopier, Task
     from pycontainerd.core.types import AnyValue
 
 tasks = group("tasks", "Manage tasks")
+
+_M = TypeVar("_M", bound="Message")
 
 #: Signals a foreground ``ctr`` passes on to its task (upstream forwards all it can catch).
 FORWARDED_SIGNALS: Final = (
@@ -219,9 +223,10 @@ def format_process_info(info: AnyValue | None) -> str:
     if info is None:
         return "-"
     if info.type_url.rpartition("/")[2] == PROCESS_DETAILS:
-        exec_id = _decode(info.value).get(1, [b""])[0]
-        text = exec_id.decode(errors="replace") if isinstance(exec_id, bytes) else ""
-        return f"&ProcessDetails{{ExecID:{text},XXX_unrecognized:[],}}"
+        from pycontainerd.api.types.runc.options import oci_pb2
+
+        details = _parse(oci_pb2.ProcessDetails, info.value)
+        return f"&ProcessDetails{{ExecID:{details.exec_id},XXX_unrecognized:[],}}"
     return info.type_url
 
 
@@ -556,139 +561,51 @@ def attach(ctx: click.Context, container: str | None) -> None:
 
 # -- metrics ------------------------------------------------------------------------------------
 
-_V1_MEMORY_FIELDS: Final = (
-    "cache", "rss", "rss_huge", "mapped_file", "dirty", "writeback", "pg_pg_in", "pg_pg_out",
-    "pg_fault", "pg_maj_fault", "inactive_anon", "active_anon", "inactive_file", "active_file",
-    "unevictable", "hierarchical_memory_limit", "hierarchical_swap_limit", "total_cache",
-    "total_rss", "total_rss_huge", "total_mapped_file", "total_dirty", "total_writeback",
-    "total_pg_pg_in", "total_pg_pg_out", "total_pg_fault", "total_pg_maj_fault",
-    "total_inactive_anon",
-    "total_active_anon", "total_inactive_file", "total_active_file", "total_unevictable",
-)  # fmt: skip
-_V2_MEMORY_FIELDS: Final = (
-    "anon", "file", "kernel_stack", "slab", "sock", "shmem", "file_mapped", "file_dirty",
-    "file_writeback", "anon_thp", "inactive_anon", "active_anon", "inactive_file", "active_file",
-    "unevictable", "slab_reclaimable", "slab_unreclaimable", "pgfault", "pgmajfault",
-    "workingset_refault", "workingset_activate", "workingset_nodereclaim", "pgrefill", "pgscan",
-    "pgsteal", "pgactivate", "pgdeactivate", "pglazyfree", "pglazyfreed", "thp_fault_alloc",
-    "thp_collapse_alloc", "usage", "usage_limit", "swap_usage", "swap_limit",
-)  # fmt: skip
-_ENTRY_FIELDS: Final = ("limit", "usage", "max", "failcnt")
+_V1_METRICS: Final = "io.containerd.cgroups.v1.Metrics"
+_V2_METRICS: Final = "io.containerd.cgroups.v2.Metrics"
+_NOT_CGROUPS: Final = "cannot convert metric data to cgroups.Metrics or windows.Statistics"
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data):
-            msg = "truncated varint in metrics"
-            raise UsageError(msg)
-        b = data[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return value, pos
-
-
-def _decode(data: bytes) -> dict[int, list[int | bytes]]:
-    """Protobuf fields by number (varints as ints, length-delimited as bytes)."""
-    out: dict[int, list[int | bytes]] = {}
-    pos = 0
-    while pos < len(data):
-        key, pos = _varint(data, pos)
-        num, wire = key >> 3, key & 7
-        value: int | bytes
-        if wire == 0:
-            value, pos = _varint(data, pos)
-        elif wire == 2:
-            size, pos = _varint(data, pos)
-            value, pos = data[pos : pos + size], pos + size
-        elif wire == 1:
-            value, pos = int.from_bytes(data[pos : pos + 8], "little"), pos + 8
-        elif wire == 5:
-            value, pos = int.from_bytes(data[pos : pos + 4], "little"), pos + 4
+def _document(msg: Message) -> dict[str, Any]:
+    """A message as ctr's JSON shows it: fields by proto name, unset and zero fields left out."""
+    doc: dict[str, Any] = {}
+    for field, value in msg.ListFields():
+        if field.type == field.TYPE_MESSAGE:
+            if field.is_repeated:
+                doc[field.name] = [_document(item) for item in value]
+            else:
+                doc[field.name] = _document(value)
+        elif field.is_repeated:
+            doc[field.name] = list(value)
         else:
-            msg = f"unsupported wire type {wire} in metrics"
-            raise UsageError(msg)
-        out.setdefault(num, []).append(value)
-    return out
+            doc[field.name] = value
+    return doc
 
 
-def _msg(fields: dict[int, list[int | bytes]], num: int) -> dict[int, list[int | bytes]] | None:
-    raw = fields.get(num)
-    return _decode(raw[-1]) if raw and isinstance(raw[-1], bytes) else None
+def _parse(cls: type[_M], data: bytes) -> _M:
+    from google.protobuf.message import DecodeError
 
-
-def _int(fields: dict[int, list[int | bytes]] | None, num: int) -> int:
-    if not fields:
-        return 0
-    raw = fields.get(num)
-    return raw[-1] if raw and isinstance(raw[-1], int) else 0
-
-
-def _packed(fields: dict[int, list[int | bytes]], num: int) -> list[int]:
-    out: list[int] = []
-    for item in fields.get(num, []):
-        if isinstance(item, int):
-            out.append(item)
-        else:
-            pos = 0
-            while pos < len(item):
-                v, pos = _varint(item, pos)
-                out.append(v)
-    return out
-
-
-def _named(fields: dict[int, list[int | bytes]] | None, names: tuple[str, ...]) -> dict[str, int]:
-    return {n: v for i, n in enumerate(names) if (v := _int(fields, i + 1))}
+    msg = cls()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError as e:
+        msg_text = f"malformed metrics: {e}"
+        raise UsageError(msg_text) from e
+    return msg
 
 
 def cgroup_v1_metrics(data: bytes) -> dict[str, Any]:
     """``io.containerd.cgroups.v1.Metrics`` as the nested dict ctr's JSON shows (zeros omitted)."""
-    top = _decode(data)
-    doc: dict[str, Any] = {}
-    if (pids := _msg(top, 2)) is not None:
-        doc["pids"] = _named(pids, ("current", "limit"))
-    if (cpu := _msg(top, 3)) is not None:
-        usage = _msg(cpu, 1) or {}
-        cpu_doc: dict[str, Any] = {"usage": _named(usage, ("total", "kernel", "user"))}
-        if per_cpu := _packed(usage, 4):
-            cpu_doc["usage"]["per_cpu"] = per_cpu
-        cpu_doc["throttling"] = _named(
-            _msg(cpu, 2), ("periods", "throttled_periods", "throttled_time")
-        )
-        doc["cpu"] = cpu_doc
-    if (memory := _msg(top, 4)) is not None:
-        mem_doc: dict[str, Any] = _named(memory, _V1_MEMORY_FIELDS)
-        for num, name in ((33, "usage"), (34, "swap"), (35, "kernel"), (36, "kernel_tcp")):
-            entry = _msg(memory, num)
-            if entry is not None:
-                mem_doc[name] = _named(entry, _ENTRY_FIELDS)
-        doc["memory"] = mem_doc
-    return doc
+    from pycontainerd.api.types.cgroups.v1 import metrics_pb2
+
+    return _document(_parse(metrics_pb2.Metrics, data))
 
 
 def cgroup_v2_metrics(data: bytes) -> dict[str, Any]:
     """``io.containerd.cgroups.v2.Metrics`` as a nested dict (zeros omitted)."""
-    top = _decode(data)
-    doc: dict[str, Any] = {}
-    if (pids := _msg(top, 1)) is not None:
-        doc["pids"] = _named(pids, ("current", "limit"))
-    if (cpu := _msg(top, 2)) is not None:
-        doc["cpu"] = _named(
-            cpu,
-            (
-                "usage_usec",
-                "user_usec",
-                "system_usec",
-                "nr_periods",
-                "nr_throttled",
-                "throttled_usec",
-            ),
-        )
-    if (memory := _msg(top, 4)) is not None:
-        doc["memory"] = _named(memory, _V2_MEMORY_FIELDS)
-    return doc
+    from pycontainerd.api.types.cgroups.v2 import metrics_pb2
+
+    return _document(_parse(metrics_pb2.Metrics, data))
 
 
 def go_time(ts: datetime) -> str:
@@ -703,56 +620,49 @@ def go_time(ts: datetime) -> str:
 def write_metrics_table(out: TextIO, metric: Metric) -> None:
     """Write the table ``ctr tasks metrics`` prints for one sample."""
     if metric.data is None:
-        msg = "cannot convert metric data to cgroups.Metrics or windows.Statistics"
-        raise UsageError(msg)
+        raise UsageError(_NOT_CGROUPS)
     kind = metric.data.type_url.rpartition("/")[2]
     w = TabWriter(out, 1, 8, 4, " ")
     w.write("ID\tTIMESTAMP\t\n")
     w.write(f"{metric.id}\t{go_time(metric.timestamp)}\t\n\n")
     w.write("METRIC\tVALUE\t\n")
-    if kind == "io.containerd.cgroups.v1.Metrics":
-        top = _decode(metric.data.value)
-        if (memory := _msg(top, 4)) is not None:
-            usage = _msg(memory, 33)
-            w.write(f"memory.usage_in_bytes\t{_int(usage, 2)}\t\n")
-            w.write(f"memory.limit_in_bytes\t{_int(usage, 1)}\t\n")
-            w.write(f"memory.stat.cache\t{_int(memory, 18)}\t\n")
-        if (cpu := _msg(top, 3)) is not None:
-            cpu_usage = _msg(cpu, 1) or {}
-            per_cpu = " ".join(str(v) for v in _packed(cpu_usage, 4))
-            w.write(f"cpuacct.usage\t{_int(cpu_usage, 1)}\t\n")
+    if kind == _V1_METRICS:
+        from pycontainerd.api.types.cgroups.v1 import metrics_pb2 as v1
+
+        m1 = _parse(v1.Metrics, metric.data.value)
+        if m1.HasField("memory"):
+            w.write(f"memory.usage_in_bytes\t{m1.memory.usage.usage}\t\n")
+            w.write(f"memory.limit_in_bytes\t{m1.memory.usage.limit}\t\n")
+            w.write(f"memory.stat.cache\t{m1.memory.total_cache}\t\n")
+        if m1.HasField("cpu"):
+            per_cpu = " ".join(str(v) for v in m1.cpu.usage.per_cpu)
+            w.write(f"cpuacct.usage\t{m1.cpu.usage.total}\t\n")
             w.write(f"cpuacct.usage_percpu\t[{per_cpu}]\t\n")
-        if (pids := _msg(top, 2)) is not None:
-            w.write(f"pids.current\t{_int(pids, 1)}\t\n")
-            w.write(f"pids.limit\t{_int(pids, 2)}\t\n")
-    elif kind == "io.containerd.cgroups.v2.Metrics":
-        doc = cgroup_v2_metrics(metric.data.value)
-        top = _decode(metric.data.value)
-        if "pids" in doc:
-            w.write(f"pids.current\t{doc['pids'].get('current', 0)}\t\n")
-            w.write(f"pids.limit\t{doc['pids'].get('limit', 0)}\t\n")
-        if (cpu := _msg(top, 2)) is not None:
-            names = (
+        if m1.HasField("pids"):
+            w.write(f"pids.current\t{m1.pids.current}\t\n")
+            w.write(f"pids.limit\t{m1.pids.limit}\t\n")
+    elif kind == _V2_METRICS:
+        from pycontainerd.api.types.cgroups.v2 import metrics_pb2 as v2
+
+        m2 = _parse(v2.Metrics, metric.data.value)
+        if m2.HasField("pids"):
+            w.write(f"pids.current\t{m2.pids.current}\t\n")
+            w.write(f"pids.limit\t{m2.pids.limit}\t\n")
+        if m2.HasField("cpu"):
+            for name in (
                 "usage_usec",
                 "user_usec",
                 "system_usec",
                 "nr_periods",
                 "nr_throttled",
                 "throttled_usec",
-            )
-            for i, name in enumerate(names):
-                w.write(f"cpu.{name}\t{_int(cpu, i + 1)}\t\n")
-        if (memory := _msg(top, 4)) is not None:
-            for num, name in (
-                (32, "usage"),
-                (33, "usage_limit"),
-                (34, "swap_usage"),
-                (35, "swap_limit"),
             ):
-                w.write(f"memory.{name}\t{_int(memory, num)}\t\n")
+                w.write(f"cpu.{name}\t{getattr(m2.cpu, name)}\t\n")
+        if m2.HasField("memory"):
+            for name in ("usage", "usage_limit", "swap_usage", "swap_limit"):
+                w.write(f"memory.{name}\t{getattr(m2.memory, name)}\t\n")
     else:
-        msg = "cannot convert metric data to cgroups.Metrics or windows.Statistics"
-        raise UsageError(msg)
+        raise UsageError(_NOT_CGROUPS)
     w.flush()
 
 
@@ -781,16 +691,14 @@ def metrics(ctx: click.Context, fmt: str, container: str | None) -> None:
         write_metrics_table(sys.stdout, metric)
     elif fmt == "json":
         if metric.data is None:
-            msg = "cannot convert metric data to cgroups.Metrics or windows.Statistics"
-            raise UsageError(msg)
+            raise UsageError(_NOT_CGROUPS)
         kind = metric.data.type_url.rpartition("/")[2]
-        if kind == "io.containerd.cgroups.v1.Metrics":
+        if kind == _V1_METRICS:
             doc = cgroup_v1_metrics(metric.data.value)
-        elif kind == "io.containerd.cgroups.v2.Metrics":
+        elif kind == _V2_METRICS:
             doc = cgroup_v2_metrics(metric.data.value)
         else:
-            msg = "cannot convert metric data to cgroups.Metrics or windows.Statistics"
-            raise UsageError(msg)
+            raise UsageError(_NOT_CGROUPS)
         click.echo(json.dumps(doc, indent=2))
     else:
         msg = "format must be table or json"

@@ -4,9 +4,9 @@
 (hybrid/legacy hierarchy: one mount per controller under ``/sys/fs/cgroup``)
 or ``io.containerd.cgroups.v2.Metrics`` (unified hierarchy, detected by
 ``/sys/fs/cgroup/cgroup.controllers``), the types containerd's ``ctr tasks
-metrics`` prints. The messages are encoded here by hand with the field
-numbers of containerd/cgroups' ``metrics.proto``; only pids, CPU and memory
-are filled in (what ``ctr`` shows).
+metrics`` prints, built with the generated classes of
+``pycontainerd.api.types.cgroups``; pids, CPU and memory are filled in (what
+``ctr`` shows).
 
 OOM: with cgroup v1 the shim registers an eventfd on ``memory.oom_control``
 through ``cgroup.event_control`` and reports ``/tasks/oom`` when it fires and
@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from pycontainerd.runtime.shim.wire import uvarint
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from google.protobuf.message import Message
+
 
 __all__ = [
     "CGROUP_ROOT",
@@ -34,93 +38,24 @@ CGROUP_ROOT: Final = "/sys/fs/cgroup"
 V1_METRICS: Final = "io.containerd.cgroups.v1.Metrics"
 V2_METRICS: Final = "io.containerd.cgroups.v2.Metrics"
 
-# memory.stat keys in the order of MemoryStat's first fields (1, 2, ...).
-_V1_MEMORY_STAT = tuple(
-    [
-        "cache",
-        "rss",
-        "rss_huge",
-        "mapped_file",
-        "dirty",
-        "writeback",
-        "pgpgin",
-        "pgpgout",
-        "pgfault",
-        "pgmajfault",
-        "inactive_anon",
-        "active_anon",
-        "inactive_file",
-        "active_file",
-        "unevictable",
-        "hierarchical_memory_limit",
-        "hierarchical_memsw_limit",
-        "total_cache",
-        "total_rss",
-        "total_rss_huge",
-        "total_mapped_file",
-        "total_dirty",
-        "total_writeback",
-        "total_pgpgin",
-        "total_pgpgout",
-        "total_pgfault",
-        "total_pgmajfault",
-        "total_inactive_anon",
-        "total_active_anon",
-        "total_inactive_file",
-        "total_active_file",
-        "total_unevictable",
-    ]
-)
-_V2_MEMORY_STAT = tuple(
-    [
-        "anon",
-        "file",
-        "kernel_stack",
-        "slab",
-        "sock",
-        "shmem",
-        "file_mapped",
-        "file_dirty",
-        "file_writeback",
-        "anon_thp",
-        "inactive_anon",
-        "active_anon",
-        "inactive_file",
-        "active_file",
-        "unevictable",
-        "slab_reclaimable",
-        "slab_unreclaimable",
-        "pgfault",
-        "pgmajfault",
-        "workingset_refault",
-        "workingset_activate",
-        "workingset_nodereclaim",
-        "pgrefill",
-        "pgscan",
-        "pgsteal",
-        "pgactivate",
-        "pgdeactivate",
-        "pglazyfree",
-        "pglazyfreed",
-        "thp_fault_alloc",
-        "thp_collapse_alloc",
-    ]
-)
+# memory.stat keys whose MemoryStat field is spelled differently (v1); every
+# other key of memory.stat that MemoryStat has is stored under its own name.
+_V1_RENAMED: Final = {
+    "pgpgin": "pg_pg_in",
+    "pgpgout": "pg_pg_out",
+    "pgfault": "pg_fault",
+    "pgmajfault": "pg_maj_fault",
+    "hierarchical_memsw_limit": "hierarchical_swap_limit",
+    "total_pgpgin": "total_pg_pg_in",
+    "total_pgpgout": "total_pg_pg_out",
+    "total_pgfault": "total_pg_fault",
+    "total_pgmajfault": "total_pg_maj_fault",
+}
 
 
 def is_unified(root: str = CGROUP_ROOT) -> bool:
     """Whether ``root`` is a cgroup v2 (unified) mount."""
     return os.path.exists(os.path.join(root, "cgroup.controllers"))
-
-
-def _msg(*fields: tuple[int, int | bytes]) -> bytes:
-    out = bytearray()
-    for num, value in fields:
-        if isinstance(value, bytes):
-            out += uvarint(num << 3 | 2) + uvarint(len(value)) + value
-        elif value:
-            out += uvarint(num << 3) + uvarint(value)
-    return bytes(out)
 
 
 def _read_int(path: str) -> int:
@@ -147,74 +82,71 @@ def _read_kv(path: str) -> dict[str, int]:
     return out
 
 
+def _set_stat(msg: Message, stat: dict[str, int], renamed: Mapping[str, str]) -> None:
+    """Copy the ``memory.stat`` counters that ``msg`` (a MemoryStat) has a field for."""
+    fields = msg.DESCRIPTOR.fields_by_name
+    for key, value in stat.items():
+        name = renamed.get(key, key)
+        if name in fields and fields[name].type == fields[name].TYPE_UINT64:
+            setattr(msg, name, value)
+
+
 def _v1(path: str, root: str) -> bytes:
+    from pycontainerd.api.types.cgroups.v1 import metrics_pb2 as v1
+
     def ctl(controller: str, name: str) -> str:
         return os.path.join(root, controller, path.lstrip("/"), name)
 
-    pids = _msg(
-        (1, _read_int(ctl("pids", "pids.current"))), (2, _read_int(ctl("pids", "pids.max")))
-    )
-    per_cpu = b""
-    with contextlib.suppress(OSError), open(ctl("cpuacct", "cpuacct.usage_percpu")) as f:
-        packed = b"".join(uvarint(int(v)) for v in f.read().split())
-        per_cpu = packed
-    usage = _msg(
-        (1, _read_int(ctl("cpuacct", "cpuacct.usage"))),
-        (2, _read_int(ctl("cpuacct", "cpuacct.usage_sys"))),
-        (3, _read_int(ctl("cpuacct", "cpuacct.usage_user"))),
-        (4, per_cpu) if per_cpu else (4, 0),
-    )
-    throttle_kv = _read_kv(ctl("cpu", "cpu.stat"))
-    throttle = _msg(
-        (1, throttle_kv.get("nr_periods", 0)),
-        (2, throttle_kv.get("nr_throttled", 0)),
-        (3, throttle_kv.get("throttled_time", 0)),
-    )
-    cpu = _msg((1, usage), (2, throttle))
-    stat = _read_kv(ctl("memory", "memory.stat"))
-    names = _V1_MEMORY_STAT
-    entry = _msg(
-        (1, _read_int(ctl("memory", "memory.limit_in_bytes"))),
-        (2, _read_int(ctl("memory", "memory.usage_in_bytes"))),
-        (3, _read_int(ctl("memory", "memory.max_usage_in_bytes"))),
-        (4, _read_int(ctl("memory", "memory.failcnt"))),
-    )
-    memory = _msg(*[(i + 1, stat.get(n, 0)) for i, n in enumerate(names)], (33, entry))
-    return _msg((2, pids), (3, cpu), (4, memory))
+    m = v1.Metrics()
+    m.pids.current = _read_int(ctl("pids", "pids.current"))
+    m.pids.limit = _read_int(ctl("pids", "pids.max"))
+    usage = m.cpu.usage
+    usage.total = _read_int(ctl("cpuacct", "cpuacct.usage"))
+    usage.kernel = _read_int(ctl("cpuacct", "cpuacct.usage_sys"))
+    usage.user = _read_int(ctl("cpuacct", "cpuacct.usage_user"))
+    with (
+        contextlib.suppress(OSError, ValueError),
+        open(ctl("cpuacct", "cpuacct.usage_percpu")) as f,
+    ):
+        usage.per_cpu.extend(int(v) for v in f.read().split())
+    throttle = _read_kv(ctl("cpu", "cpu.stat"))
+    m.cpu.throttling.periods = throttle.get("nr_periods", 0)
+    m.cpu.throttling.throttled_periods = throttle.get("nr_throttled", 0)
+    m.cpu.throttling.throttled_time = throttle.get("throttled_time", 0)
+    _set_stat(m.memory, _read_kv(ctl("memory", "memory.stat")), _V1_RENAMED)
+    entry = m.memory.usage
+    entry.limit = _read_int(ctl("memory", "memory.limit_in_bytes"))
+    entry.usage = _read_int(ctl("memory", "memory.usage_in_bytes"))
+    entry.max = _read_int(ctl("memory", "memory.max_usage_in_bytes"))
+    entry.failcnt = _read_int(ctl("memory", "memory.failcnt"))
+    return m.SerializeToString()
 
 
 def _v2(path: str, root: str) -> bytes:
+    from pycontainerd.api.types.cgroups.v2 import metrics_pb2 as v2
+
     base = os.path.join(root, path.lstrip("/"))
-    pids = _msg(
-        (1, _read_int(os.path.join(base, "pids.current"))),
-        (2, _read_int(os.path.join(base, "pids.max"))),
-    )
-    cpu_kv = _read_kv(os.path.join(base, "cpu.stat"))
-    cpu = _msg(
-        *[
-            (i + 1, cpu_kv.get(n, 0))
-            for i, n in enumerate(
-                (
-                    "usage_usec",
-                    "user_usec",
-                    "system_usec",
-                    "nr_periods",
-                    "nr_throttled",
-                    "throttled_usec",
-                )
-            )
-        ]
-    )
-    mem_kv = _read_kv(os.path.join(base, "memory.stat"))
-    names = _V2_MEMORY_STAT
-    memory = _msg(
-        *[(i + 1, mem_kv.get(n, 0)) for i, n in enumerate(names)],
-        (32, _read_int(os.path.join(base, "memory.current"))),
-        (33, _read_int(os.path.join(base, "memory.max"))),
-        (34, _read_int(os.path.join(base, "memory.swap.current"))),
-        (35, _read_int(os.path.join(base, "memory.swap.max"))),
-    )
-    return _msg((1, pids), (2, cpu), (4, memory))
+    m = v2.Metrics()
+    m.pids.current = _read_int(os.path.join(base, "pids.current"))
+    m.pids.limit = _read_int(os.path.join(base, "pids.max"))
+    cpu = _read_kv(os.path.join(base, "cpu.stat"))
+    for name in (
+        "usage_usec",
+        "user_usec",
+        "system_usec",
+        "nr_periods",
+        "nr_throttled",
+        "throttled_usec",
+        "nr_bursts",
+        "burst_usec",
+    ):
+        setattr(m.cpu, name, cpu.get(name, 0))
+    _set_stat(m.memory, _read_kv(os.path.join(base, "memory.stat")), {})
+    m.memory.usage = _read_int(os.path.join(base, "memory.current"))
+    m.memory.usage_limit = _read_int(os.path.join(base, "memory.max"))
+    m.memory.swap_usage = _read_int(os.path.join(base, "memory.swap.current"))
+    m.memory.swap_limit = _read_int(os.path.join(base, "memory.swap.max"))
+    return m.SerializeToString()
 
 
 def metrics(cgroup_path: str, root: str = CGROUP_ROOT) -> tuple[str, bytes]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import struct
 import time
 
+from pycontainerd.api.varint import uvarint
+
 # typing pulls in re: this module is on the start path, so no typing import.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -23,22 +25,11 @@ __all__ = [
     "delete_response",
     "read_response",
     "ttrpc_request",
-    "uvarint",
 ]
 
 _HEADER = struct.Struct(">IIBB")
 _TYPE_REQUEST = 1
 _TYPE_RESPONSE = 2
-
-
-def uvarint(n: int) -> bytes:
-    """``n`` as a protobuf base-128 varint."""
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def _varint_field(num: int, value: int) -> bytes:
