@@ -3,7 +3,8 @@
 Subcommand modules (``pycontainerd.ctr.commands.*``) import grpc and the API
 stubs; this module does not, so ``ctr --help`` and ``ctr <cmd> --help`` for a
 command that is never run stay light. The table below carries each command's
-aliases and one-line help so listing commands imports nothing (STYLE §9.8).
+aliases and one-line help so listing commands imports nothing: ``ctr --help`` must
+not pay for grpc (tests/test_import_weight.py holds it to that).
 
 Errors end the program the way containerd's ``ctr`` does: ``ctr: <error>``
 on stderr and exit status 1.
