@@ -400,6 +400,12 @@ class TaskManager:
         )
         raise UnknownError(msg)
 
+    async def plugin_info(self, type_url: str, value: bytes) -> tuple[str, bytes]:
+        """Introspection ``PluginInfo`` extra: a runtime's ``-info`` (:mod:`..runtime_info`)."""
+        from pycontainerd.runtime.runtime_info import plugin_info
+
+        return await plugin_info(self, type_url, value)
+
     # -- create / delete ----------------------------------------------------
 
     async def create(
