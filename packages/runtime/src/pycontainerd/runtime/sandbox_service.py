@@ -22,6 +22,7 @@ from pycontainerd.api.events import sandbox_pb2 as events_pb2
 from pycontainerd.api.grpcutil import request_scope
 from pycontainerd.api.services.sandbox.v1 import sandbox_pb2 as pb
 from pycontainerd.api.services.sandbox.v1 import sandbox_pb2_grpc as pb_grpc
+from pycontainerd.core.errdefs import UnknownError
 from pycontainerd.core.namespaces import namespace_required
 
 if TYPE_CHECKING:
@@ -96,7 +97,12 @@ class ControllerService(pb_grpc.ControllerServicer):
         ctrl = await self._controller(request.sandboxer, context)
         with request_scope(context):
             async with aborting_on_error(context):
-                result = await ctrl.start(namespace_required(), request.sandbox_id)
+                try:
+                    result = await ctrl.start(namespace_required(), request.sandbox_id)
+                except UnknownError as exc:
+                    # A plain error upstream: its text goes out as is, without ": unknown".
+                    await context.abort(grpc.StatusCode.UNKNOWN, exc.message)
+                    raise  # abort raised already
                 await self._events.publish(
                     "/sandboxes/start", events_pb2.SandboxStart(sandbox_id=request.sandbox_id)
                 )
