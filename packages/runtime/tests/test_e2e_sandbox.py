@@ -15,15 +15,21 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
+from google.protobuf import any_pb2
 
+from pycontainerd.api.events import sandbox_pb2 as events_pb2
 from pycontainerd.api.services.containers.v1 import containers_pb2 as cpb
 from pycontainerd.api.services.containers.v1 import containers_pb2_grpc as cgrpc
+from pycontainerd.api.services.events.v1 import events_pb2 as epb
+from pycontainerd.api.services.events.v1 import events_pb2_grpc as egrpc
 from pycontainerd.api.services.sandbox.v1 import sandbox_pb2 as spb
 from pycontainerd.api.services.sandbox.v1 import sandbox_pb2_grpc as sgrpc
 from pycontainerd.api.services.tasks.v1 import tasks_pb2 as tpb
@@ -75,16 +81,18 @@ class Api:
     def id(self, name: str) -> str:
         return f"{name}-{self.tag}"
 
-    def spec(self, *args: str) -> bytes:
+    def spec(self, cid: str, *args: str) -> bytes:
+        """The default spec running ``args``, in a cgroup of its own (as ``ctr run`` makes)."""
         spec = json.loads(json.dumps(self.base_spec))
         spec["process"]["args"] = list(args)
+        spec["linux"]["cgroupsPath"] = f"/default/{cid}"
         return json.dumps(spec).encode()
 
     def new_sandbox(self, sid: str) -> types_pb.Sandbox:
         sb = types_pb.Sandbox(sandbox_id=sid, sandboxer="shim", labels={"app": "test"})
         sb.runtime.name = RUNC
         sb.spec.type_url = SPEC_URL
-        sb.spec.value = self.spec("/bin/sleep", "1000")
+        sb.spec.value = self.spec(sid, "/bin/sleep", "1000")
         self.store.Create(spb.StoreCreateRequest(sandbox=sb), metadata=NS)
         self.controller.Create(
             spb.ControllerCreateRequest(sandbox_id=sid, sandbox=sb, sandboxer="shim"), metadata=NS
@@ -126,6 +134,51 @@ def api() -> Iterator[Api]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def sandbox_events(api: Api) -> Iterator[list[tuple[str, str]]]:
+    """(topic, sandbox id) of the ``/sandboxes/*`` events published while the block runs."""
+    events = egrpc.EventsStub(api.channel)
+    stream = events.Subscribe(epb.SubscribeRequest())
+    seen: list[tuple[str, str]] = []
+    probed = threading.Event()
+
+    def read() -> None:
+        with contextlib.suppress(grpc.RpcError):
+            for env in stream:
+                if env.topic == "/probe":
+                    probed.set()
+                elif env.topic.startswith("/sandboxes/"):
+                    # SandboxCreate, SandboxStart and SandboxExit all carry it as field 1.
+                    msg = events_pb2.SandboxCreate()
+                    msg.ParseFromString(env.event.value)
+                    assert (
+                        env.event.type_url
+                        == "containerd.events."
+                        + {
+                            "/sandboxes/create": "SandboxCreate",
+                            "/sandboxes/start": "SandboxStart",
+                            "/sandboxes/exit": "SandboxExit",
+                        }[env.topic]
+                    )
+                    seen.append((env.topic, msg.sandbox_id))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 15
+        while not probed.is_set():  # subscribed once our own publish comes back
+            assert time.monotonic() < deadline, "never subscribed"
+            events.Publish(
+                epb.PublishRequest(topic="/probe", event=any_pb2.Any(type_url="probe")),
+                metadata=NS,
+            )
+            probed.wait(0.1)
+        yield seen
+    finally:
+        stream.cancel()
+        reader.join(10)
+
+
 def _error(call: Any, *args: Any, **kwargs: Any) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as info:
         call(*args, **kwargs)
@@ -133,6 +186,18 @@ def _error(call: Any, *args: Any, **kwargs: Any) -> grpc.RpcError:
 
 
 def test_sandbox_lifecycle_with_a_container(api: Api) -> None:
+    with sandbox_events(api) as seen:
+        _lifecycle(api)
+        wait_for(lambda: len(seen) >= 3, 10, "sandbox events")
+    sid = api.id("sb")
+    assert seen == [
+        ("/sandboxes/create", sid),
+        ("/sandboxes/start", sid),
+        ("/sandboxes/exit", sid),
+    ]
+
+
+def _lifecycle(api: Api) -> None:
     sid = api.id("sb")
     api.new_sandbox(sid)
     created = api.status(sid)
@@ -162,7 +227,7 @@ def test_sandbox_lifecycle_with_a_container(api: Api) -> None:
     container = cpb.Container(id=cid, sandbox=sid)
     container.runtime.name = RUNC
     container.spec.type_url = SPEC_URL
-    container.spec.value = api.spec("/bin/sleep", "1000")
+    container.spec.value = api.spec(cid, "/bin/sleep", "1000")
     api.containers.Create(cpb.CreateContainerRequest(container=container), metadata=NS)
     api.tasks.Create(tpb.CreateTaskRequest(container_id=cid), metadata=NS)
     api.tasks.Start(tpb.StartRequest(container_id=cid), metadata=NS)
