@@ -66,17 +66,21 @@ class Api:
         self.daemon = daemon
         self.rootfs = rootfs
         self.tag = tag
-        self.channel = grpc.insecure_channel(f"unix://{daemon.address}")
-        self.store = sgrpc.StoreStub(self.channel)
-        self.controller = sgrpc.ControllerStub(self.channel)
-        self.containers = cgrpc.ContainersStub(self.channel)
-        self.tasks = tgrpc.TasksStub(self.channel)
+        self.reconnect()
         spec = json.loads(
             subprocess.run([CTR, "oci", "spec"], capture_output=True, check=True).stdout
         )
         spec["root"] = {"path": str(rootfs), "readonly": False}
         spec["process"]["terminal"] = False
         self.base_spec = spec
+
+    def reconnect(self) -> None:
+        """A new channel and stubs (after a daemon restart)."""
+        self.channel = grpc.insecure_channel(f"unix://{self.daemon.address}")
+        self.store = sgrpc.StoreStub(self.channel)
+        self.controller = sgrpc.ControllerStub(self.channel)
+        self.containers = cgrpc.ContainersStub(self.channel)
+        self.tasks = tgrpc.TasksStub(self.channel)
 
     def id(self, name: str) -> str:
         return f"{name}-{self.tag}"
@@ -323,3 +327,38 @@ def test_sandbox_whose_shim_dies(api: Api) -> None:
     )
     err = _error(api.status, sid)
     assert err.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_sandbox_survives_a_daemon_restart(api: Api) -> None:
+    sid = api.id("keep")
+    api.new_sandbox(sid)
+    pid = api.controller.Start(
+        spb.ControllerStartRequest(sandbox_id=sid, sandboxer="shim"), metadata=NS
+    ).pid
+    api.channel.close()
+    assert api.daemon.stop() == 0
+    assert is_our_shim(pid)  # the shim keeps the sandbox while the daemon is down
+    api.daemon.start()
+    api.reconnect()
+    st = api.status(sid)
+    assert (st.state, st.pid) == ("SANDBOX_READY", pid)
+    api.controller.Stop(spb.ControllerStopRequest(sandbox_id=sid, sandboxer="shim"), metadata=NS)
+    api.controller.Shutdown(
+        spb.ControllerShutdownRequest(sandbox_id=sid, sandboxer="shim"), metadata=NS
+    )
+    wait_for(lambda: not is_our_shim(pid), 20, "the sandbox's shim to exit")
+    # A bundle whose shim is gone is removed at the next start.
+    gone = api.id("gone")
+    api.new_sandbox(gone)
+    gone_pid = api.controller.Start(
+        spb.ControllerStartRequest(sandbox_id=gone, sandboxer="shim"), metadata=NS
+    ).pid
+    api.channel.close()
+    assert api.daemon.stop() == 0
+    os.kill(gone_pid, signal.SIGKILL)
+    wait_for(lambda: not is_our_shim(gone_pid), 20, "the killed shim to go")
+    api.daemon.start()
+    api.reconnect()
+    err = _error(api.status, gone)
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    assert not (api.daemon.state / "io.containerd.runtime.v2.task" / "default" / gone).exists()

@@ -140,7 +140,9 @@ async def _init_sandbox_controller(ic: InitContext) -> ShimController:
     if not isinstance(manager, TaskManager):
         msg = f"{PluginType.RUNTIME}.{PLUGIN_ID} is not the runtime v2 task manager"
         raise TypeError(msg)
-    return ShimController(manager)
+    controller = ShimController(manager)
+    await controller.restore()
+    return controller
 
 
 async def _init_sandbox_service(ic: InitContext) -> GrpcService:

@@ -17,8 +17,10 @@ controller does:
   exit time and ``info["reason"] = "shim exited"``, until ``shutdown``
   forgets the sandbox.
 
-Sandboxes are not recovered after a daemon restart yet: their bundles are
-left alone by the task manager's restore and their shims keep running.
+After a daemon restart the controller reconnects to the shims of the sandbox
+bundles it finds (``sandbox-shim`` marker; the task manager's restore leaves
+them alone) and keeps each whose shim still knows the sandbox (``PingSandbox``);
+bundles of gone shims are removed.
 
 This module imports protobuf and the ttrpc client, never grpc.
 """
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Final
 
 from pycontainerd.api.runtime.sandbox.v1 import sandbox_pb2 as pb
 from pycontainerd.api.runtime.task.v2 import shim_pb2 as task_pb
-from pycontainerd.api.ttrpc import ServiceClient
+from pycontainerd.api.ttrpc import Client, ServiceClient
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
     ContainerdError,
@@ -42,17 +44,18 @@ from pycontainerd.core.errdefs import (
     UnavailableError,
     UnknownError,
 )
-from pycontainerd.runtime.bundle import Bundle
-from pycontainerd.runtime.manager import SANDBOX_MARK, TASK_SPEC, UNKNOWN_EXIT
+from pycontainerd.runtime.bundle import ADDRESS, SHIM_BINARY_PATH, Bundle
+from pycontainerd.runtime.manager import SANDBOX_MARK, TASK_SPEC, UNKNOWN_EXIT, ShimTask
 from pycontainerd.runtime.shim.sandbox import SANDBOX_SPEC, STOPPED
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
+    from pathlib import Path
 
     from google.protobuf import any_pb2
 
     from pycontainerd.api.types import metrics_pb2, mount_pb2, platform_pb2
-    from pycontainerd.runtime.manager import ShimTask, TaskManager
+    from pycontainerd.runtime.manager import TaskManager
 
 __all__ = ["SHIM_API_VERSION", "ControllerStatus", "ExitStatus", "ShimController", "StartResult"]
 
@@ -133,6 +136,49 @@ class ShimController:
         self._manager = manager
         self._sandboxes: dict[tuple[str, str], _Running] = {}
         manager.sandbox_socket = self._socket
+
+    async def restore(self) -> None:
+        """Reconnect to the sandbox shims an earlier run left (or drop their bundles)."""
+        state = self._manager.state_dir
+        for ns_dir in sorted(_subdirs(state)):
+            for path in sorted(_subdirs(ns_dir)):
+                if (path / SANDBOX_MARK).exists():
+                    try:
+                        await self._restore_one(ns_dir.name, path.name)
+                    except Exception:
+                        log.exception("failed to load sandbox %s", path.name)
+
+    async def _restore_one(self, namespace: str, sandbox_id: str) -> None:
+        manager = self._manager
+        bundle = Bundle(manager.state_dir, manager.root_dir, namespace, sandbox_id)
+        address = bundle.read(ADDRESS)
+        client: Client | None = None
+        if address:
+            with contextlib.suppress(ContainerdError, ValueError, OSError):
+                client = await Client.connect(address, timeout=_SHUTDOWN_TIMEOUT)
+        shim = ShimTask(
+            namespace=namespace,
+            id=sandbox_id,
+            bundle=bundle,
+            binary=bundle.read(SHIM_BINARY_PATH),
+            runtime="",
+            client=client,
+        )
+        sb = _Running(namespace=namespace, id=sandbox_id, bundle=bundle, shim=shim)
+        if client is not None:
+            try:
+                await sb.api().call(
+                    "PingSandbox", pb.PingRequest(sandbox_id=sandbox_id), timeout=_SHUTDOWN_TIMEOUT
+                )
+            except ContainerdError:
+                client.close()
+            else:
+                log.info("reconnected to sandbox", extra={"id": sandbox_id, "namespace": namespace})
+                self._sandboxes[(namespace, sandbox_id)] = sb
+                sb.watcher = asyncio.ensure_future(self._watch(sb))
+                return
+        log.info("removing bundle of a gone sandbox", extra={"id": sandbox_id})
+        await asyncio.to_thread(bundle.delete)
 
     def _socket(self, namespace: str, sandbox_id: str) -> str | None:
         sb = self._sandboxes.get((namespace, sandbox_id))
@@ -406,3 +452,10 @@ class ShimController:
         await self._cleanup_shim(sb)
         if not sb.died.done():
             sb.died.set_result(ExitStatus(0, time.time_ns()))
+
+
+def _subdirs(path: Path) -> list[Path]:
+    try:
+        return [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    except FileNotFoundError:
+        return []
