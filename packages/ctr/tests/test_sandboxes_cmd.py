@@ -105,3 +105,11 @@ def test_sandboxes_run_ls_rm(daemon: Daemon, tmp_path: Path, py: Callable[..., A
     code, _, err = ctr("sandboxes", "remove", "sb2")
     assert code == 0
     assert "deleted: sb2" in err
+
+
+def test_created_prints_like_go_time_string() -> None:
+    from pycontainerd.ctr.commands.sandboxes import go_time
+
+    assert go_time(0, 0) == "1970-01-01 00:00:00 +0000 UTC"
+    assert go_time(1_800_000_000, 120_000_000) == "2027-01-15 08:00:00.12 +0000 UTC"
+    assert go_time(1_800_000_000, 5) == "2027-01-15 08:00:00.000000005 +0000 UTC"
