@@ -6,7 +6,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pycontainerd.core.errdefs import InvalidArgumentError
+from pycontainerd.core.errdefs import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnimplementedError,
+)
 from pycontainerd.core.plugin import PluginType, Registration
 from pycontainerd.daemon.introspection import Introspection
 from pycontainerd.daemon.plugins import PluginResult, PluginSet
@@ -66,3 +71,44 @@ def test_plugin_filters(tmp_path: Path) -> None:
     assert ids("platforms==x") == []  # only type and id are fields
     with pytest.raises(InvalidArgumentError, match=r">\|=\|<"):
         local.plugins(["id=zfs"])
+
+
+class _Provider:
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, bytes]] = []
+
+    async def plugin_info(self, type_url: str, value: bytes) -> tuple[str, bytes]:
+        self.asked.append((type_url, value))
+        return "example.com/Info", b"answer"
+
+
+async def test_plugin_info(tmp_path: Path) -> None:
+    provider = _Provider()
+    regs = [
+        PluginResult(
+            registration=Registration(type=PluginType.RUNTIME, id="task", init=_none),
+            instance=provider,
+        ),
+        PluginResult(registration=Registration(type=PluginType.CONTENT, id="content", init=_none)),
+        PluginResult(
+            registration=Registration(type=PluginType.SNAPSHOT, id="zfs", init=_none),
+            error=RuntimeError("skip plugin"),
+        ),
+    ]
+    local = Introspection(PluginSet(regs), tmp_path)
+    result, extra = await local.plugin_info("io.containerd.runtime.v2", "task", None)
+    assert (result.registration.id, extra) == ("task", None)
+    assert provider.asked == []
+    _, extra = await local.plugin_info("io.containerd.runtime.v2", "task", ("t/Req", b"q"))
+    assert extra == ("example.com/Info", b"answer")
+    assert provider.asked == [("t/Req", b"q")]
+    with pytest.raises(NotFoundError) as nf:
+        await local.plugin_info("io.containerd.runtime.v2", "nope", None)
+    assert str(nf.value) == "plugin io.containerd.runtime.v2.nope not found: not found"
+    with pytest.raises(UnimplementedError):
+        await local.plugin_info("io.containerd.content.v1", "content", ("t/Req", b""))
+    with pytest.raises(FailedPreconditionError):
+        await local.plugin_info("io.containerd.snapshotter.v1", "zfs", ("t/Req", b""))
+    # Without options a plugin that failed to load is still described.
+    result, _ = await local.plugin_info("io.containerd.snapshotter.v1", "zfs", None)
+    assert result.status == "skip"

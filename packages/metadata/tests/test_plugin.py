@@ -32,6 +32,8 @@ def test_registrations() -> None:
         "io.containerd.grpc.v1.images",
         "io.containerd.grpc.v1.containers",
         "io.containerd.grpc.v1.leases",
+        "io.containerd.sandbox.store.v1.local",
+        "io.containerd.grpc.v1.sandboxes",
     ]
     assert regs[0].requires == (PluginType.CONTENT, PluginType.SNAPSHOT)
     assert dict(regs[0].config) == {"content_sharing_policy": "shared"}

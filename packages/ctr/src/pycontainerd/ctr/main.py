@@ -64,6 +64,11 @@ COMMANDS: dict[str, Lazy] = {
     ),
     "tasks": Lazy("pycontainerd.ctr.commands.tasks:tasks", "Manage tasks", ("t", "task")),
     "install": Lazy("pycontainerd.ctr.commands.install:install_command", "Install a new package"),
+    "sandboxes": Lazy(
+        "pycontainerd.ctr.commands.sandboxes:sandboxes",
+        "Manage sandboxes",
+        ("sandbox", "sb", "s"),
+    ),
 }
 
 

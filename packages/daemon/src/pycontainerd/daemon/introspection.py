@@ -12,7 +12,12 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from pycontainerd.core.errdefs import InvalidArgumentError
+from pycontainerd.core.errdefs import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnimplementedError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -61,7 +66,7 @@ class _PluginAdaptor:
 
 
 class Introspection:
-    """Answers ``Plugins`` and ``Server`` from the live plugin set and the daemon root."""
+    """Answers ``Plugins``, ``PluginInfo`` and ``Server`` from the live plugin set and the root."""
 
     def __init__(self, plugins: PluginSet, root: Path) -> None:
         self._plugins = plugins
@@ -81,6 +86,47 @@ class Introspection:
 
         parsed = filter_grammar.parse(*filters)
         return [r for r in results if parsed.match(_PluginAdaptor(r))]
+
+    def plugin(self, plugin_type: str, plugin_id: str) -> PluginResult:
+        """The plugin ``<type>.<id>``, loaded or not.
+
+        Raises:
+            NotFoundError: ``plugin <type>.<id> not found`` (upstream's text).
+        """
+        for result in self._plugins.results:
+            reg = result.registration
+            if str(reg.type) == plugin_type and reg.id == plugin_id:
+                return result
+        msg = f"plugin {plugin_type}.{plugin_id} not found"
+        raise NotFoundError(msg)
+
+    async def plugin_info(
+        self, plugin_type: str, plugin_id: str, options: tuple[str, bytes] | None
+    ) -> tuple[PluginResult, tuple[str, bytes] | None]:
+        """The plugin and, when ``options`` (an ``Any``) are given, the extra info it provides.
+
+        A plugin provides extra info through an async ``plugin_info(type_url,
+        value) -> (type_url, value)`` method on its instance (the runtime v2
+        task manager answers a ``RuntimeRequest`` with the runtime's
+        ``RuntimeInfo``), as containerd 2.x's ``PluginInfo``.
+
+        Raises:
+            NotFoundError: no such plugin.
+            FailedPreconditionError: the plugin did not load.
+            UnimplementedError: the plugin provides no extra information.
+        """
+        result = self.plugin(plugin_type, plugin_id)
+        if options is None:
+            return result, None
+        if result.error is not None:
+            msg = "cannot get extra info, plugin not successfully loaded"
+            raise FailedPreconditionError(msg)
+        provider = getattr(result.instance, "plugin_info", None)
+        if not callable(provider):
+            msg = "plugin does not provided extra information"  # sic, upstream's text
+            raise UnimplementedError(msg)
+        extra: tuple[str, bytes] = await provider(*options)
+        return result, extra
 
     def uuid(self) -> str:
         """The daemon's UUID, created (random v4) and persisted on first use."""

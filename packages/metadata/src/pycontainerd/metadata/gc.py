@@ -3,8 +3,8 @@
 A collection has two phases.
 
 1. **Mark and sweep** in one write transaction of the database. Roots are
-   images, containers, leases that have not expired (and every resource they
-   hold), blobs and snapshots labelled ``containerd.io/gc.root``, and unleased
+   images, containers, sandboxes, leases that have not expired (and every
+   resource they hold), blobs and snapshots labelled ``containerd.io/gc.root``, and unleased
    ingests that have not expired. From the roots the collector follows edges:
    an image's target, ``containerd.io/gc.ref.content[.<x>|/<x>]`` labels (to a
    blob), ``containerd.io/gc.ref.snapshot.<snapshotter>[/<x>]`` labels (to a
@@ -268,6 +268,11 @@ def _mark_and_sweep(tx: Tx, db: MetadataDB, now: int) -> _Sweep:  # noqa: PLR091
             mark(node)
         if snapshotter and key:
             mark((SNAPSHOTS_PREFIX + snapshotter, ns, key))
+
+    # A sandbox is a root: what its gc.ref labels name is kept (upstream 2.x).
+    for ns, raw in tx.execute("SELECT namespace, labels FROM sandboxes"):
+        for node in label_refs(ns, load_map(raw)):
+            mark(node)
 
     expired_leases: list[tuple[str, str]] = []
     live_leases: dict[tuple[str, str], bool] = {}  # -> flat

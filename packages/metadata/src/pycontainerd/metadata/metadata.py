@@ -20,6 +20,7 @@ from pycontainerd.metadata.db import MetadataDB
 from pycontainerd.metadata.images import ImageStore
 from pycontainerd.metadata.leases import LeaseStore
 from pycontainerd.metadata.namespaces import NamespaceStore
+from pycontainerd.metadata.sandboxes import SandboxStore
 from pycontainerd.metadata.snapshotter import NamespacedSnapshotter
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class Metadata:
         self._images = ImageStore(self.db)
         self._containers = ContainerStore(self.db)
         self._leases = LeaseStore(self.db)
+        self._sandboxes = SandboxStore(self.db)
 
     def content_store(self) -> MetadataContentStore:
         """The namespaced content store (what the Content service serves)."""
@@ -94,6 +96,10 @@ class Metadata:
     def lease_store(self) -> LeaseStore:
         """Leases of the current namespace."""
         return self._leases
+
+    def sandbox_store(self) -> SandboxStore:
+        """Sandboxes of the current namespace (the ``local`` sandbox store)."""
+        return self._sandboxes
 
     async def aclose(self) -> None:
         """Close the database (the daemon calls this at shutdown)."""

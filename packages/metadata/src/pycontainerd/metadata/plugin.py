@@ -23,6 +23,7 @@ from pycontainerd.metadata.scheduler import DEFAULTS as GC_DEFAULTS
 if TYPE_CHECKING:
     from pycontainerd.core.plugin import GrpcService
     from pycontainerd.metadata.metadata import Metadata
+    from pycontainerd.metadata.sandboxes import SandboxStore
     from pycontainerd.metadata.scheduler import Scheduler
     from pycontainerd.metadata.services._common import Publisher
 
@@ -98,6 +99,21 @@ async def _init_leases(ic: InitContext) -> GrpcService:
     return LeasesService(md.lease_store(), md.db)
 
 
+async def _init_sandbox_store(ic: InitContext) -> SandboxStore:
+    return _metadata(ic).sandbox_store()
+
+
+async def _init_sandboxes(ic: InitContext) -> GrpcService:
+    from pycontainerd.metadata.sandboxes import SandboxStore
+    from pycontainerd.metadata.services.sandboxes import SandboxStoreService
+
+    store = ic.get_by_id(PluginType.SANDBOX_STORE, "local")
+    if not isinstance(store, SandboxStore):
+        msg = f"{PluginType.SANDBOX_STORE}.local is not pycontainerd's sandbox store"
+        raise TypeError(msg)
+    return SandboxStoreService(store)
+
+
 async def _init_gc_scheduler(ic: InitContext) -> Scheduler:
     from pycontainerd.metadata.gc import Collector
     from pycontainerd.metadata.scheduler import Scheduler, SchedulerConfig
@@ -142,5 +158,17 @@ def pycontainerd_plugins() -> list[Registration]:
                 init=init,
             )
             for name, init in services
+        ),
+        Registration(
+            type=PluginType.SANDBOX_STORE,
+            id="local",
+            requires=(PluginType.METADATA,),
+            init=_init_sandbox_store,
+        ),
+        Registration(
+            type=PluginType.GRPC,
+            id="sandboxes",
+            requires=(PluginType.SANDBOX_STORE,),
+            init=_init_sandboxes,
         ),
     ]

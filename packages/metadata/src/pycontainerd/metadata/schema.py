@@ -122,6 +122,34 @@ _V1: Final = (
     "CREATE INDEX lease_resources_by_resource ON lease_resources (namespace, type, id)",
 )
 
+# Sandboxes (containerd 2.x's sandbox store): the record, its extensions.
+_V2: Final = (
+    "CREATE TABLE sandboxes ("
+    " namespace TEXT NOT NULL REFERENCES namespaces (name) ON DELETE CASCADE,"
+    " id TEXT NOT NULL,"
+    " runtime_name TEXT NOT NULL DEFAULT '',"
+    " runtime_options_type_url TEXT,"
+    " runtime_options_value BLOB,"
+    " spec_type_url TEXT,"
+    " spec_value BLOB,"
+    " labels TEXT NOT NULL DEFAULT '{}',"
+    " sandboxer TEXT NOT NULL DEFAULT '',"
+    " created_at INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL,"
+    " PRIMARY KEY (namespace, id)"
+    ") WITHOUT ROWID",
+    "CREATE TABLE sandbox_extensions ("
+    " namespace TEXT NOT NULL,"
+    " sandbox_id TEXT NOT NULL,"
+    " name TEXT NOT NULL,"
+    " type_url TEXT NOT NULL,"
+    " value BLOB NOT NULL,"
+    " PRIMARY KEY (namespace, sandbox_id, name),"
+    " FOREIGN KEY (namespace, sandbox_id) REFERENCES sandboxes (namespace, id)"
+    "  ON DELETE CASCADE"
+    ") WITHOUT ROWID",
+)
+
 #: The schema, oldest step first.
 MIGRATIONS: Final = (
     Migration(
@@ -129,4 +157,5 @@ MIGRATIONS: Final = (
         description="namespaces, images, containers, content, ingests, snapshots, leases",
         statements=_V1,
     ),
+    Migration(version=2, description="sandboxes", statements=_V2),
 )

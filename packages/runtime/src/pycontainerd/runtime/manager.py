@@ -84,6 +84,8 @@ containerd's Go shim instead.
 PYRUNC_SHIM: Final = "containerd-shim-pyrunc-v2"
 """Our shim's binary name: the manager reserves a running one in-process (``bootstrap.reuse``)."""
 
+SANDBOX_MARK: Final = "sandbox-shim"
+"""A bundle file naming the sandbox when the bundle is a sandbox's own (not a task's)."""
 UNKNOWN_EXIT: Final = 255
 """Exit status announced for a task whose shim died without telling (upstream's)."""
 START_TIMEOUT: Final = 30.0
@@ -227,6 +229,10 @@ class _Launch:
     task_id: str
     binary: str
     options: bytes
+    grouping: str = ""
+    """``PYCONTAINERD_SHIM_GROUPING`` for this start ("" = the daemon's environment)."""
+    join: str = ""
+    """Socket path of a running shim (a sandbox's) that must serve the task."""
 
 
 class TaskManager:
@@ -279,6 +285,8 @@ class TaskManager:
         self._background: set[asyncio.Task[None]] = set()
         self._exit_watch: asyncio.Task[None] | None = None
         self._closing = False
+        self.sandbox_socket: Callable[[str, str], str | None] = lambda _ns, _sid: None
+        """The socket of the shim serving a sandbox (set by the sandbox controller)."""
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -392,6 +400,12 @@ class TaskManager:
         )
         raise UnknownError(msg)
 
+    async def plugin_info(self, type_url: str, value: bytes) -> tuple[str, bytes]:
+        """Introspection ``PluginInfo`` extra: a runtime's ``-info`` (:mod:`..runtime_info`)."""
+        from pycontainerd.runtime.runtime_info import plugin_info
+
+        return await plugin_info(self, type_url, value)
+
     # -- create / delete ----------------------------------------------------
 
     async def create(
@@ -409,8 +423,12 @@ class TaskManager:
         stdout: str = "",
         stderr: str = "",
         terminal: bool = False,
+        sandbox_id: str = "",
     ) -> ShimTask:
         """Make the bundle, start the shim and create the task in it.
+
+        A task of a container in a running sandbox is served by the sandbox's
+        shim; without one (no such sandbox, or not started) a shim starts as usual.
 
         Raises:
             AlreadyExistsError: the task exists (``task <id>: already exists``).
@@ -438,8 +456,9 @@ class TaskManager:
             )
             options = b"" if runtime_options is None else runtime_options.SerializeToString()
             try:
+                join = (self.sandbox_socket(namespace, sandbox_id) or "") if sandbox_id else ""
                 t = await self._start_shim(
-                    bundle, _Launch(namespace, task_id, binary, options), runtime
+                    bundle, _Launch(namespace, task_id, binary, options, join=join), runtime
                 )
             except BaseException:
                 await asyncio.to_thread(bundle.delete)
@@ -471,6 +490,28 @@ class TaskManager:
             return t
         finally:
             self._creating.discard(key)
+
+    async def start_shim(
+        self,
+        namespace: str,
+        shim_id: str,
+        bundle: Bundle,
+        binary: str,
+        options: bytes = b"",
+        *,
+        grouping: str = "",
+    ) -> ShimTask:
+        """Start (or reuse) the shim for ``shim_id`` in ``bundle`` and connect to it.
+
+        For callers other than task creation (the sandbox controller): the
+        returned :class:`ShimTask` is not tracked by the manager.
+
+        Raises:
+            UnknownError: the shim could not be started.
+            UnavailableError: it does not answer.
+        """
+        launch = _Launch(namespace, shim_id, binary, options, grouping=grouping)
+        return await self._start_shim(bundle, launch, "")
 
     async def _start_shim(self, bundle: Bundle, launch: _Launch, runtime: str) -> ShimTask:
         """Run ``<shim> start`` in the bundle and connect to the address it prints."""
@@ -526,6 +567,14 @@ class TaskManager:
 
     async def _run_start(self, bundle: Bundle, launch: _Launch) -> str:
         env = self.shim_env(launch.namespace)
+        if launch.grouping:
+            env[bootstrap.GROUPING_ENV] = launch.grouping
+        if launch.join:
+            address = await asyncio.to_thread(
+                bootstrap.join, str(bundle.path), launch.join, launch.task_id
+            )
+            if address is not None:
+                return address
         if os.path.basename(launch.binary) == PYRUNC_SHIM:
             # Our own shim: reserving a running one needs no ``start`` process
             # (a Python start-up, ~40 ms); only a new shim does.
@@ -760,6 +809,8 @@ class TaskManager:
         if await asyncio.to_thread(_remove_if_empty, path):
             return
         bundle = Bundle(self.state_dir, self.root_dir, ns, path.name)
+        if bundle.read(SANDBOX_MARK):
+            return  # a sandbox's shim: the sandbox controller's, not a task
         binary = bundle.read(SHIM_BINARY_PATH)
         if not binary:
             runtime = ""

@@ -1,7 +1,9 @@
 """Plugin module for pycontainerd-runtime (entry point ``pycontainerd.plugins:runtime``).
 
-Registers the runtime v2 task manager ``io.containerd.runtime.v2.task`` and the
-Tasks gRPC service ``io.containerd.grpc.v1.tasks``, and adds the runtime's
+Registers the runtime v2 task manager ``io.containerd.runtime.v2.task``, the
+Tasks gRPC service ``io.containerd.grpc.v1.tasks``, the ``shim`` sandbox
+controller ``io.containerd.sandbox.controller.v1.shim`` and the sandbox
+Controller gRPC service ``io.containerd.grpc.v1.sandbox-controllers``, and adds the runtime's
 hookspecs (``pycontainerd_runtime_shim_binary``).
 
 Configuration of ``[plugins."io.containerd.runtime.v2.task"]``:
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 
     from pycontainerd.core.plugin import GrpcService
     from pycontainerd.runtime.manager import TaskManager
+    from pycontainerd.runtime.sandbox import ShimController
 
 PLUGIN_ID: Final = "task"
 PROPERTY_GRPC_ADDRESS: Final = "io.containerd.plugin.grpc.address"
@@ -129,9 +132,34 @@ async def _init_service(ic: InitContext) -> GrpcService:
     return TasksService(manager, md.container_store(), _snapshotters(ic))
 
 
+async def _init_sandbox_controller(ic: InitContext) -> ShimController:
+    from pycontainerd.runtime.manager import TaskManager
+    from pycontainerd.runtime.sandbox import ShimController
+
+    manager = ic.get_by_id(PluginType.RUNTIME, PLUGIN_ID)
+    if not isinstance(manager, TaskManager):
+        msg = f"{PluginType.RUNTIME}.{PLUGIN_ID} is not the runtime v2 task manager"
+        raise TypeError(msg)
+    controller = ShimController(manager)
+    await controller.restore()
+    return controller
+
+
+async def _init_sandbox_service(ic: InitContext) -> GrpcService:
+    from pycontainerd.runtime.sandbox import ShimController
+    from pycontainerd.runtime.sandbox_service import ControllerService
+
+    controllers = {
+        name: c
+        for name, c in ic.get_by_type(PluginType.SANDBOX_CONTROLLER).items()
+        if isinstance(c, ShimController)
+    }
+    return ControllerService(controllers, _single(ic, PluginType.EVENT))
+
+
 @hookimpl
 def pycontainerd_plugins() -> list[Registration]:
-    """The runtime v2 task manager and the Tasks service."""
+    """The runtime v2 task manager, the Tasks service and the ``shim`` sandbox controller."""
     return [
         Registration(
             type=PluginType.RUNTIME,
@@ -145,5 +173,17 @@ def pycontainerd_plugins() -> list[Registration]:
             id="tasks",
             requires=(PluginType.RUNTIME, PluginType.METADATA),
             init=_init_service,
+        ),
+        Registration(
+            type=PluginType.SANDBOX_CONTROLLER,
+            id="shim",
+            requires=(PluginType.RUNTIME, PluginType.EVENT),
+            init=_init_sandbox_controller,
+        ),
+        Registration(
+            type=PluginType.GRPC,
+            id="sandbox-controllers",
+            requires=(PluginType.SANDBOX_CONTROLLER, PluginType.EVENT),
+            init=_init_sandbox_service,
         ),
     ]

@@ -150,6 +150,7 @@ class TasksService(pb_grpc.TasksServicer):
                     stdout=request.stdout,
                     stderr=request.stderr,
                     terminal=request.terminal,
+                    sandbox_id=c.sandbox_id,
                 )
         return pb.CreateTaskResponse(container_id=request.container_id, pid=t.pid)
 

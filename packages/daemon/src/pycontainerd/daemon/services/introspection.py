@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import grpc
 from google.protobuf import empty_pb2, timestamp_pb2
 
-from pycontainerd.api.errgrpc import aborting_on_error, to_status_code, to_status_proto
+from pycontainerd.api.errgrpc import aborting_on_error, to_status_proto
 from pycontainerd.api.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
 from pycontainerd.api.types import platform_pb2
-from pycontainerd.core.errdefs import UnimplementedError
+from pycontainerd.core.errdefs import UnknownError
 
 if TYPE_CHECKING:
-    import grpc.aio
-
     from pycontainerd.daemon.introspection import Introspection
     from pycontainerd.daemon.plugins import PluginResult
 
@@ -86,5 +85,17 @@ class IntrospectionService(introspection_pb2_grpc.IntrospectionServicer):
         request: introspection_pb2.PluginInfoRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> introspection_pb2.PluginInfoResponse:
-        exc = UnimplementedError("plugin info")
-        await context.abort(to_status_code(exc), str(exc))
+        options = None
+        if request.HasField("options"):
+            options = (request.options.type_url, request.options.value)
+        async with aborting_on_error(context):
+            try:
+                result, extra = await self._local.plugin_info(request.type, request.id, options)
+            except UnknownError as exc:
+                # A plain error upstream: its text goes out as is, without ": unknown".
+                await context.abort(grpc.StatusCode.UNKNOWN, exc.message)
+                raise  # abort raised already
+        resp = introspection_pb2.PluginInfoResponse(plugin=plugin_to_proto(result))
+        if extra is not None:
+            resp.extra.type_url, resp.extra.value = extra
+        return resp

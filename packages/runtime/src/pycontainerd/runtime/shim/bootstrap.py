@@ -40,7 +40,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pycontainerd.runtime.shim.main import Flags
 
-__all__ = ["BOOTSTRAP_SERVICE", "GROUP_ANNOTATIONS", "delete", "group_of", "reuse", "start"]
+__all__ = [
+    "BOOTSTRAP_SERVICE",
+    "GROUP_ANNOTATIONS",
+    "delete",
+    "group_of",
+    "join",
+    "reuse",
+    "start",
+]
 
 BOOTSTRAP_SERVICE = "pycontainerd.shim.v1.Bootstrap"
 """The shim's own ttrpc service; ``Reserve`` takes a task id as raw bytes."""
@@ -236,6 +244,24 @@ def reuse(
     if pid is None:
         return None
     return _record(bundle, path, pid)
+
+
+def join(bundle: str, path: str, task_id: str) -> str | None:
+    """Reserve ``task_id`` in the shim on socket ``path`` (a sandbox's), as :func:`reuse`.
+
+    Returns:
+        The shim's address, or None when it does not answer.
+    """
+    try:
+        lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        pid = _reserve(path, task_id)
+    finally:
+        os.close(lock_fd)
+    return None if pid is None else _record(bundle, path, pid)
 
 
 def _record(bundle: str, path: str, pid: int) -> str:

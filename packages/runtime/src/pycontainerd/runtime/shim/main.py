@@ -20,7 +20,7 @@ __all__ = ["Flags", "UsageError", "main", "parse_args"]
 VERSION = "0.1.0.dev0"
 RUNTIME_NAME = "io.containerd.pyrunc.v2"
 
-_BOOL_FLAGS = frozenset({"debug", "v"})
+_BOOL_FLAGS = frozenset({"debug", "v", "info"})
 _VALUE_FLAGS = frozenset({"namespace", "id", "socket", "bundle", "address", "publish-binary"})
 
 
@@ -41,6 +41,8 @@ class Flags:
         socket: the socket to serve on (serve mode, set by ``start``).
         debug: log at debug level.
         version: print the version and exit.
+        info: answer containerd 2.x's runtime info protocol (options on stdin,
+            ``RuntimeInfo`` on stdout) and exit.
         action: ``start``, ``delete`` or ``""`` (serve).
         extra: arguments after the action.
     """
@@ -52,6 +54,7 @@ class Flags:
         "debug",
         "extra",
         "id",
+        "info",
         "namespace",
         "publish_binary",
         "socket",
@@ -67,6 +70,7 @@ class Flags:
         self.socket = ""
         self.debug = False
         self.version = False
+        self.info = False
         self.action = ""
         self.extra: list[str] = []
 
@@ -95,7 +99,7 @@ def parse_args(argv: list[str]) -> Flags:
             if value is not None and value.lower() not in {"0", "1", "t", "f", "true", "false"}:
                 msg = f'invalid boolean value "{value}" for -{name}'
                 raise UsageError(msg)
-            setattr(flags, "debug" if name == "debug" else "version", on)
+            setattr(flags, {"debug": "debug", "v": "version"}.get(name, name), on)
         elif name in _VALUE_FLAGS:
             if value is None:
                 i += 1
@@ -117,6 +121,20 @@ def parse_args(argv: list[str]) -> Flags:
     return flags
 
 
+def _answer_and_exit(flags: Flags) -> int | None:
+    """``-v`` and ``-info``: answer and exit (None: neither was asked)."""
+    if flags.version:
+        sys.stdout.write(
+            f"containerd-shim-pyrunc-v2:\n  Version:  {VERSION}\n  Runtime:  {RUNTIME_NAME}\n"
+        )
+        return 0
+    if flags.info:
+        from pycontainerd.runtime.shim import info
+
+        return info.run(RUNTIME_NAME, VERSION)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the shim; returns the process exit status."""
     args = sys.argv[1:] if argv is None else argv
@@ -125,11 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         sys.stderr.write(f"{exc}\n")
         return 2
-    if flags.version:
-        sys.stdout.write(
-            f"containerd-shim-pyrunc-v2:\n  Version:  {VERSION}\n  Runtime:  {RUNTIME_NAME}\n"
-        )
-        return 0
+    early = _answer_and_exit(flags)
+    if early is not None:
+        return early
     if not flags.namespace:
         flags.namespace = os.environ.get("NAMESPACE", "")
     if not flags.namespace:

@@ -2,11 +2,12 @@
 
 ``start`` hands this process a bound, listening socket (fd number in
 ``PYCONTAINERD_SHIM_LISTEN_FD``) and the daemon's state directory. It makes
-itself a child subreaper, installs the reaper, serves ``containerd.task.v2.Task``
-and the ``Bootstrap/Reserve`` call over ttrpc, and forwards events to the
+itself a child subreaper, installs the reaper, serves ``containerd.task.v2.Task``,
+``containerd.runtime.sandbox.v1.Sandbox`` (:mod:`.sandbox`) and the
+``Bootstrap/Reserve`` call over ttrpc, and forwards events to the
 daemon's ttrpc socket (``TTRPC_ADDRESS``, else ``<address>.ttrpc``).
 
-It exits when it serves no task and holds no reservation: after a
+It exits when it serves no task, no sandbox and holds no reservation: after a
 ``Shutdown`` call, after the last ``Delete`` (each after a short linger,
 ``PYCONTAINERD_SHIM_LINGER`` seconds, default 2, so a next ``ctr run`` in the
 same namespace reuses it), or when a reservation expires unused
@@ -33,6 +34,7 @@ from pycontainerd.api.ttrpc import CallContext, Server
 from pycontainerd.runtime.shim import bootstrap, paths
 from pycontainerd.runtime.shim.events import Forwarder
 from pycontainerd.runtime.shim.reaper import Reaper
+from pycontainerd.runtime.shim.sandbox import SANDBOX_SPEC, SandboxService
 from pycontainerd.runtime.shim.service import TASK_SPEC, TaskService
 
 if TYPE_CHECKING:
@@ -68,6 +70,7 @@ class Lifecycle:
         self.reservation_ttl = reservation_ttl
         self.reservations: dict[str, float] = {}
         self.service: TaskService | None = None
+        self.sandbox: SandboxService | None = None
         self.stop = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._socket_ino: int | None = None
@@ -90,7 +93,11 @@ class Lifecycle:
             if expiry <= now:
                 log.info("reservation of %s expired", task_id)
                 del self.reservations[task_id]
-        return not self.reservations and not (self.service and self.service.containers)
+        return (
+            not self.reservations
+            and not (self.service and self.service.containers)
+            and not (self.sandbox and self.sandbox.sandboxes)
+        )
 
     def schedule(self, delay: float) -> None:
         """Check for idleness after ``delay`` seconds (replacing an earlier check)."""
@@ -210,6 +217,8 @@ async def _serve(flags: Flags) -> None:
 
     server = Server()
     server.register_service(TASK_SPEC, service)
+    life.sandbox = SandboxService(service, on_change=life.changed, release=life.release)
+    server.register_service(SANDBOX_SPEC, life.sandbox)
     server.register(bootstrap.BOOTSTRAP_SERVICE, {"Reserve": reserve})
     await server.serve_socket(sock)
     loop = asyncio.get_running_loop()

@@ -1,0 +1,253 @@
+"""``ctr sandboxes``: run, list and remove sandboxes (containerd 2.x's ``ctr sandboxes``).
+
+Flags, aliases and output follow the 2.x ``ctr``: ``run|create|c|r
+[--runtime] <pod-config.json> <sandbox-id>`` prints the id; ``list|ls
+[--filters]`` prints ``ID CREATED RUNTIME``; ``remove|rm [--force|-f] <id>...``
+stops and shuts each sandbox down and logs ``deleted: <id>``.
+
+``run`` takes the path containerd 2.2 took to make it work (2.1's ``ctr``
+started a sandbox it never created, with no sandboxer, which 2.1's daemon
+refused): the record names a sandboxer (the namespace's label
+``containerd.io/defaults/sandboxer``, else ``shim``), then the controller
+creates and starts the sandbox.
+
+The calls go through the generated stubs on the client's channel.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+import click
+
+from pycontainerd.ctr.common import group, log, run
+from pycontainerd.ctr.tabwriter import TabWriter
+
+if TYPE_CHECKING:
+    from pycontainerd.api.types import sandbox_pb2
+    from pycontainerd.client.client import Client
+
+DEFAULT_RUNTIME: Final = "io.containerd.runc.v2"
+DEFAULT_SANDBOXER: Final = "shim"
+SANDBOXER_LABEL: Final = "containerd.io/defaults/sandboxer"
+SPEC_URL: Final = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+EMPTY_URL: Final = "google.protobuf.Empty"
+
+sandboxes = group("sandboxes", "Manage sandboxes")
+
+
+def _stubs(client: Client) -> tuple[Any, Any]:
+    from pycontainerd.api.services.sandbox.v1 import sandbox_pb2_grpc
+
+    return (
+        sandbox_pb2_grpc.StoreStub(client.channel),
+        sandbox_pb2_grpc.ControllerStub(client.channel),
+    )
+
+
+async def _default_sandboxer(client: Client) -> str:
+    """The namespace's ``containerd.io/defaults/sandboxer`` label, else ``shim``."""
+    from pycontainerd.api.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
+
+    stub = namespace_pb2_grpc.NamespacesStub(client.channel)
+    try:
+        resp = await stub.Get(
+            namespace_pb2.GetNamespaceRequest(name=client.namespace),
+            metadata=client.metadata(),
+            timeout=client.timeout,
+        )
+    except Exception:
+        return DEFAULT_SANDBOXER
+    return str(resp.namespace.labels.get(SANDBOXER_LABEL, "")) or DEFAULT_SANDBOXER
+
+
+def go_time(seconds: int, nanos: int) -> str:
+    """A UTC time as Go's ``time.Time.String()`` prints it (``... +0000 UTC``)."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
+    frac = f"{nanos:09d}".rstrip("0")
+    return f"{stamp}{'.' + frac if frac else ''} +0000 UTC"
+
+
+@sandboxes.command_with_aliases("run", "create", "c", "r")
+@click.option("--runtime", default=DEFAULT_RUNTIME, show_default=True, help="Runtime name")
+@click.argument("args", nargs=-1)
+@click.pass_context
+def run_sandbox(ctx: click.Context, runtime: str, args: tuple[str, ...]) -> None:
+    """Run a new sandbox (arguments: <pod-config.json> <sandbox-id>)."""
+    if len(args) != 2:
+        click.echo(ctx.get_help())
+        return
+    config, sandbox_id = args
+    try:
+        with open(config, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        msg = f"failed to read sandbox config: open {config}: {(exc.strerror or str(exc)).lower()}"
+        raise click.ClickException(msg) from None
+    try:
+        json.loads(raw)
+    except ValueError as exc:
+        msg = f"failed to parse sandbox config: {exc}"
+        raise click.ClickException(msg) from None
+
+    async def work(client: Client) -> str:
+        from pycontainerd.api.errgrpc import rpc_errors
+        from pycontainerd.api.services.sandbox.v1 import sandbox_pb2 as pb
+        from pycontainerd.api.types import sandbox_pb2 as types_pb
+
+        store, controller = _stubs(client)
+        md, timeout = client.metadata(), client.timeout
+        sandboxer = await _default_sandboxer(client)
+        sb = types_pb.Sandbox(sandbox_id=sandbox_id, sandboxer=sandboxer)
+        sb.runtime.name = runtime
+        sb.runtime.options.type_url = EMPTY_URL
+        sb.spec.type_url = SPEC_URL
+        sb.spec.value = raw
+        now = time.time_ns()
+        sb.created_at.FromNanoseconds(now)
+        sb.updated_at.FromNanoseconds(now)
+        try:
+            with rpc_errors():
+                created: types_pb.Sandbox = (
+                    await store.Create(
+                        pb.StoreCreateRequest(sandbox=sb), metadata=md, timeout=timeout
+                    )
+                ).sandbox
+            try:
+                with rpc_errors():
+                    await controller.Create(
+                        pb.ControllerCreateRequest(
+                            sandbox_id=sandbox_id, sandbox=created, sandboxer=sandboxer
+                        ),
+                        metadata=md,
+                        timeout=timeout,
+                    )
+            except Exception as exc:
+                msg = f"failed to create sandbox with {sandboxer} sandboxer: {exc}"
+                raise RuntimeError(msg) from exc
+        except Exception as exc:
+            msg = f"failed to create new sandbox: {exc}"
+            raise RuntimeError(msg) from exc
+        try:
+            with rpc_errors():
+                await controller.Start(
+                    pb.ControllerStartRequest(sandbox_id=sandbox_id, sandboxer=sandboxer),
+                    metadata=md,
+                    timeout=timeout,
+                )
+        except Exception as exc:
+            msg = f"failed to start: {exc}"
+            raise RuntimeError(msg) from exc
+        return sandbox_id
+
+    click.echo(run(ctx, work))
+
+
+@sandboxes.command_with_aliases("list", "ls")
+@click.option(
+    "--filters",
+    multiple=True,
+    help="The list of filters to apply when querying sandboxes from the store",
+)
+@click.pass_context
+def list_sandboxes(ctx: click.Context, filters: tuple[str, ...]) -> None:
+    """List sandboxes."""
+
+    async def work(client: Client) -> list[sandbox_pb2.Sandbox]:
+        from pycontainerd.api.errgrpc import rpc_errors
+        from pycontainerd.api.services.sandbox.v1 import sandbox_pb2 as pb
+
+        store, _ = _stubs(client)
+        try:
+            with rpc_errors():
+                resp = await store.List(
+                    pb.StoreListRequest(filters=list(filters)),
+                    metadata=client.metadata(),
+                    timeout=client.timeout,
+                )
+        except Exception as exc:
+            msg = f"failed to list sandboxes: {exc}"
+            raise RuntimeError(msg) from exc
+        return list(resp.list)
+
+    found = run(ctx, work)
+    w = TabWriter(sys.stdout, 1, 8, 1, " ")
+    w.write("ID\tCREATED\tRUNTIME\t\n")
+    for sb in found:
+        created = go_time(sb.created_at.seconds, sb.created_at.nanos)
+        w.write(f"{sb.sandbox_id}\t{created}\t{sb.runtime.name}\t\n")
+    w.flush()
+
+
+@sandboxes.command_with_aliases("remove", "rm")
+@click.option("--force", "-f", is_flag=True, help="Ignore shutdown errors when removing sandbox")
+@click.argument("ids", nargs=-1)
+@click.pass_context
+def remove(ctx: click.Context, force: bool, ids: tuple[str, ...]) -> None:
+    """Remove sandboxes (arguments: <id> [<id>, ...])."""
+
+    async def work(client: Client) -> None:
+        from pycontainerd.api.errgrpc import rpc_errors
+        from pycontainerd.api.services.sandbox.v1 import sandbox_pb2 as pb
+        from pycontainerd.core.errdefs import NotFoundError
+
+        store, controller = _stubs(client)
+        md, timeout = client.metadata(), client.timeout
+        for sandbox_id in ids:
+            try:
+                with rpc_errors():
+                    sb = (
+                        await store.Get(
+                            pb.StoreGetRequest(sandbox_id=sandbox_id), metadata=md, timeout=timeout
+                        )
+                    ).sandbox
+            except Exception as exc:
+                log("error", f"failed to load sandbox {sandbox_id}", error=exc)
+                continue
+            try:
+                with rpc_errors():
+                    await controller.Stop(
+                        pb.ControllerStopRequest(sandbox_id=sandbox_id, sandboxer=sb.sandboxer),
+                        metadata=md,
+                        timeout=timeout,
+                    )
+            except Exception as exc:
+                log("error", f"failed to stop sandbox {sandbox_id}", error=exc)
+                if not force:
+                    continue
+            try:
+                try:
+                    with rpc_errors():
+                        await controller.Shutdown(
+                            pb.ControllerShutdownRequest(
+                                sandbox_id=sandbox_id, sandboxer=sb.sandboxer
+                            ),
+                            metadata=md,
+                            timeout=timeout,
+                        )
+                except NotFoundError:
+                    pass
+                except Exception as exc:
+                    msg = f"failed to shutdown sandbox: {exc}"
+                    raise RuntimeError(msg) from exc
+                try:
+                    with rpc_errors():
+                        await store.Delete(
+                            pb.StoreDeleteRequest(sandbox_id=sandbox_id),
+                            metadata=md,
+                            timeout=timeout,
+                        )
+                except NotFoundError:
+                    pass
+                except Exception as exc:
+                    msg = f"failed to delete sandbox from store: {exc}"
+                    raise RuntimeError(msg) from exc
+            except Exception as exc:
+                log("error", f"failed to shutdown sandbox {sandbox_id}", error=exc)
+                continue
+            log("info", f"deleted: {sandbox_id}")
+
+    run(ctx, work)
