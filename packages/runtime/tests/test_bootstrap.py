@@ -68,6 +68,7 @@ class Daemon:
             [*argv, action],
             cwd=bundle,
             capture_output=True,
+            stdin=subprocess.DEVNULL,
             check=False,
             timeout=30,
             env={**os.environ, **env},

@@ -28,6 +28,7 @@ __all__ = [
     "OomWatcher",
     "is_unified",
     "metrics",
+    "pid_path",
 ]
 
 CGROUP_ROOT: Final = "/sys/fs/cgroup"
@@ -215,6 +216,24 @@ def _v2(path: str, root: str) -> bytes:
         (35, _read_int(os.path.join(base, "memory.swap.max"))),
     )
     return _msg((1, pids), (2, cpu), (4, memory))
+
+
+def pid_path(pid: int, root: str = CGROUP_ROOT) -> str:
+    """The cgroup of process ``pid`` ("" if unknown), as :func:`metrics` takes it.
+
+    The unified entry on cgroup v2, the ``memory`` controller's on v1.
+    """
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return ""
+    wanted = "" if is_unified(root) else "memory"
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == wanted or wanted in controllers.split(","):
+            return path
+    return ""
 
 
 def metrics(cgroup_path: str, root: str = CGROUP_ROOT) -> tuple[str, bytes]:

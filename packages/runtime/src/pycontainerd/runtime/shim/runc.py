@@ -6,6 +6,10 @@ failed call raises with the last error line, mapped to an errdefs kind the
 way upstream's shim maps runc's texts (``does not exist`` → NotFound,
 ``already exists`` → AlreadyExists, ``not running``/``not paused`` →
 FailedPrecondition).
+
+``Kill`` maps runc's answers as upstream's shim does (:func:`kill_error`), and
+a runc binary that cannot be executed fails with Go's ``os/exec`` text (clients
+match ``exec: "<name>": executable file not found in $PATH``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pycontainerd.core.errdefs import (
 )
 from pycontainerd.runtime.shim.reaper import Reaper, spawn
 
-__all__ = ["Runc", "RuncError"]
+__all__ = ["Runc", "RuncError", "kill_error"]
 
 
 class RuncError(UnknownError):
@@ -45,6 +49,33 @@ def _classify(text: str) -> ContainerdError:
     ):
         return FailedPreconditionError(text)
     return RuncError(text)
+
+
+def kill_error(exc: ContainerdError) -> ContainerdError:
+    """A failed ``runc kill`` as upstream's shim reports it.
+
+    Gone processes and containers are NotFound (``process already finished`` for
+    "not running" / "no such process", ``no such container`` for "does not
+    exist"); anything else is Unknown (``unknown error after kill: ...``).
+    """
+    text = exc.message
+    if (
+        "process already finished" in text
+        or "container not running" in text
+        or "no such process" in text.lower()
+    ):
+        return NotFoundError("process already finished")
+    if "does not exist" in text:
+        return NotFoundError("no such container")
+    return UnknownError(f"unknown error after kill: {text}")
+
+
+def _exec_error(binary: str, exc: OSError) -> str:
+    """Go's ``os/exec`` text for a runc binary that could not be started."""
+    if "/" not in binary and isinstance(exc, FileNotFoundError):
+        return f'exec: "{binary}": executable file not found in $PATH'
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return f"fork/exec {binary}: {reason.lower()}"
 
 
 async def _read_all(fd: int) -> bytes:
@@ -84,13 +115,27 @@ class Runc:
     root: str
     binary: str = "runc"
     log: str = ""
+    systemd_cgroup: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def _argv(self, *args: str) -> list[str]:
         argv = [self.binary, "--root", self.root]
         if self.log:
             argv += ["--log", self.log, "--log-format", "json"]
+        if self.systemd_cgroup:
+            argv.append("--systemd-cgroup")
         return [*argv, *args]
+
+    def _spawn_error(self, exc: OSError) -> RuncError:
+        """The runc binary could not be started: Go's text, as upstream's shim reports it."""
+        text = _exec_error(self.binary, exc)
+        if self.log and not os.path.exists(self.log):
+            # Upstream reads runc's log for the reason first; runc never wrote one.
+            text = (
+                f"unable to retrieve OCI runtime error (open {self.log}: "
+                f"no such file or directory): {text}"
+            )
+        return RuncError(text)
 
     def _log_size(self) -> int:
         try:
@@ -130,7 +175,12 @@ class Runc:
         argv = self._argv(*args)
         offset = self._log_size()
         if stdio is not None:
-            _, exited = spawn(self.reaper, argv, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2])
+            try:
+                _, exited = spawn(
+                    self.reaper, argv, stdin=stdio[0], stdout=stdio[1], stderr=stdio[2]
+                )
+            except OSError as exc:
+                raise self._spawn_error(exc) from exc
             ex = await exited
             if ex.status != 0:
                 raise _classify(self._error_text(b"", offset))
@@ -139,9 +189,11 @@ class Runc:
         err_r, err_w = os.pipe()
         try:
             _, exited = spawn(self.reaper, argv, stdout=out_w, stderr=err_w)
-        except BaseException:
+        except BaseException as exc:
             for fd in (out_r, err_r):
                 os.close(fd)
+            if isinstance(exc, OSError):
+                raise self._spawn_error(exc) from exc
             raise
         finally:
             os.close(out_w)
