@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pty
+import select
 import shutil
 import signal
 import subprocess
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pycontainerd.runtime.testing import make_rootfs, require
+from pycontainerd.runtime.testing import RUNTIME, Containerd, make_rootfs, require
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -52,16 +54,26 @@ GO_CONFIG = (
 SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 OPTIONS_TYPE = "containerd.runc.v1.Options"
 NS = "default"
+BIG = 300_000
+"""Lines of output through a terminal (about 2 MiB)."""
 
 
 class Rig:
-    """Our daemon (with our shim or the Go shim), a busybox rootfs, the Go ctr and a gRPC client."""
+    """A daemon and shim, a busybox rootfs, the Go ctr and a gRPC client.
 
-    def __init__(self, daemon: Daemon, base: Path, rootfs: Path, *, go: bool) -> None:
+    ``kind``: ``pyshim`` (our daemon, our shim), ``goshim`` (our daemon,
+    containerd's Go shim) or ``containerd`` (containerd itself, our shim).
+    """
+
+    def __init__(
+        self, daemon: Daemon | ContainerdDaemon, base: Path, rootfs: Path, kind: str
+    ) -> None:
         self.daemon = daemon
         self.base = base
         self.rootfs = rootfs
-        self.go = go
+        self.kind = kind
+        self.go = kind == "goshim"
+        self.runtime = RUNTIME if kind == "containerd" else "io.containerd.runc.v2"
         self.tag = uuid.uuid4().hex[:8]
         self._channel: grpc.Channel | None = None
 
@@ -88,6 +100,10 @@ class Rig:
         res = self.ctr(*args)
         assert res.returncode == 0, f"ctr {' '.join(args)}: {res.stderr}\n{self.daemon.log()}"
         return res.stdout
+
+    def run_d(self, cid: str, *cmd: str) -> None:
+        """``ctr run -d`` of the rootfs with this rig's runtime."""
+        self.ok("run", "-d", "--runtime", self.runtime, "--rootfs", str(self.rootfs), cid, *cmd)
 
     # -- the gRPC client ------------------------------------------------------
 
@@ -131,7 +147,7 @@ class Rig:
 
         from pycontainerd.api.services.containers.v1 import containers_pb2
 
-        runtime = containers_pb2.Container.Runtime(name="io.containerd.runc.v2")
+        runtime = containers_pb2.Container.Runtime(name=self.runtime)
         if options is not None:
             runtime.options.CopyFrom(
                 any_pb2.Any(type_url=OPTIONS_TYPE, value=options.SerializeToString())
@@ -216,6 +232,22 @@ def _cleanup(rig: Rig) -> None:
             )
 
 
+class ContainerdDaemon:
+    """containerd (the ``containerd`` fixture) as the rig's daemon."""
+
+    def __init__(self, ctd: Containerd) -> None:
+        self.ctd = ctd
+        self.address = ctd.address
+        self.state = ctd.state
+        self.proc = ctd.proc
+
+    def log(self) -> str:
+        return (self.ctd.dir / "containerd.log").read_text(errors="replace")
+
+    def kill(self) -> None:
+        """Nothing: the ``containerd`` fixture stops it."""
+
+
 def _rig(*, go: bool) -> Iterator[Rig]:
     testing = pytest.importorskip("pycontainerd.daemon.testing")
     require(CTR, "runc", "busybox")
@@ -227,7 +259,7 @@ def _rig(*, go: bool) -> Iterator[Rig]:
     d = testing.Daemon(
         base, config=GO_CONFIG if go else "version = 2\n", env=testing.daemon_env(MODULES)
     )
-    r = Rig(d, base, rootfs, go=go)
+    r = Rig(d, base, rootfs, "goshim" if go else "pyshim")
     try:
         d.start()
         yield r
@@ -236,10 +268,19 @@ def _rig(*, go: bool) -> Iterator[Rig]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(params=["pyshim", "goshim"])
+@pytest.fixture(params=["pyshim", "goshim", "containerd"])
 def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
-    """Our daemon with our shim, or with io.containerd.runc.v2 mapped to the Go shim."""
-    yield from _rig(go=request.param == "goshim")
+    """Our daemon with our shim or the Go shim, or containerd with our shim."""
+    if request.param != "containerd":
+        yield from _rig(go=request.param == "goshim")
+        return
+    ctd: Containerd = request.getfixturevalue("containerd")
+    ctd.dir.chmod(0o711)  # as a daemon's parent directories are: a userns root must pass through
+    r = Rig(ContainerdDaemon(ctd), ctd.dir, ctd.rootfs, "containerd")
+    try:
+        yield r
+    finally:
+        _cleanup(r)
 
 
 @pytest.fixture
@@ -268,7 +309,7 @@ def test_exec_with_terminal_on_a_non_tty_process_spec_gets_a_whole_tty(rig: Rig)
 
     pb = _tasks_pb()
     cid = rig.id("ex")
-    rig.ok("run", "-d", "--rootfs", str(rig.rootfs), cid, "/bin/sleep", "300")
+    rig.run_d(cid, "/bin/sleep", "300")
     spec = rig.go_spec("/bin/sleep", "300")
     process = spec["process"]
     assert not process.get("terminal")  # the Go client leaves it out when false
@@ -276,7 +317,7 @@ def test_exec_with_terminal_on_a_non_tty_process_spec_gets_a_whole_tty(rig: Rig)
     process["args"] = [
         "/bin/sh",
         "-c",
-        "[ -t 1 ] && echo is-a-tty; i=0; while [ $i -lt 30000 ]; do echo line-$i; i=$((i+1)); done",
+        f"[ -t 1 ] && echo is-a-tty; exec /bin/busybox seq 1 {BIG}",
     ]
     out = rig.fifo("out")
     reader = Reader(out)
@@ -302,15 +343,51 @@ def test_exec_with_terminal_on_a_non_tty_process_spec_gets_a_whole_tty(rig: Rig)
     assert got.process.terminal is True
     rig.call("tasks", "DeleteProcess", pb.DeleteProcessRequest(container_id=cid, exec_id="tty"))
     data = reader.wait()
-    expected = "is-a-tty\r\n" + "".join(f"line-{i}\r\n" for i in range(30000))
+    expected = "is-a-tty\r\n" + "".join(f"{i}\r\n" for i in range(1, BIG + 1))
     assert len(data) == len(expected)
     assert data.decode() == expected
+
+
+def test_go_ctr_exec_t_delivers_large_output_whole(rig: Rig) -> None:
+    cid = rig.id("bigtty")
+    rig.run_d(cid, "/bin/sleep", "300")
+    master, slave = pty.openpty()
+    argv = [CTR, "-a", rig.daemon.address, "tasks", "exec", "-t", "--exec-id", "big", cid]
+    proc = subprocess.Popen(
+        [*argv, "/bin/busybox", "seq", "1", str(BIG)],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    seen = bytearray()
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 60)
+            assert ready, f"the output stopped after {len(seen)} bytes"
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: ctr exited and closed the terminal
+                break
+            if not chunk:
+                break
+            seen.extend(chunk)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    lines = bytes(seen).replace(b"\r", b"").split(b"\n")
+    assert lines[-1] == b""
+    assert lines[:-1] == [str(i).encode() for i in range(1, BIG + 1)]
 
 
 def test_resize_of_a_process_without_terminal_succeeds(rig: Rig) -> None:
     pb = _tasks_pb()
     cid = rig.id("rs")
-    rig.ok("run", "-d", "--rootfs", str(rig.rootfs), cid, "/bin/sleep", "300")
+    rig.run_d(cid, "/bin/sleep", "300")
     rig.call("tasks", "ResizePty", pb.ResizePtyRequest(container_id=cid, width=80, height=24))
     # ... and of an exec process without one (the Go ctr resizes only with -t, so gRPC here).
     from google.protobuf import any_pb2
@@ -337,7 +414,7 @@ def test_resize_of_a_process_without_terminal_succeeds(rig: Rig) -> None:
 
 def test_kill_of_a_task_deleted_behind_the_shims_back_is_not_found(rig: Rig) -> None:
     cid = rig.id("gone")
-    rig.ok("run", "-d", "--rootfs", str(rig.rootfs), cid, "/bin/sleep", "300")
+    rig.run_d(cid, "/bin/sleep", "300")
     subprocess.run(
         ["runc", "--root", str(rig.runc_root), "delete", "-f", cid], check=True, timeout=30
     )
@@ -423,11 +500,23 @@ def test_shim_cgroup_puts_the_shim_serving_the_task_into_it(rig: Rig, shim_cgrou
 
 
 def test_binary_name_of_a_missing_runc_fails_create_with_gos_text(rig: Rig) -> None:
+    import grpc
+
+    text = 'exec: "no-runc": executable file not found in $PATH'
+    if rig.runtime == "io.containerd.runc.v2":  # ctr sets runc options for this runtime only
+        cid = rig.id("nrctr")
+        res = rig.ctr(
+            "run", "--runc-binary", "no-runc", "--rootfs", str(rig.rootfs), cid, "/bin/true"
+        )
+        assert res.returncode == 1
+        assert text in res.stderr
+        assert res.stderr.startswith("ctr: failed to create shim task: OCI runtime create failed: ")
     cid = rig.id("nr")
-    res = rig.ctr("run", "--runc-binary", "no-runc", "--rootfs", str(rig.rootfs), cid, "/bin/true")
-    assert res.returncode == 1
-    assert 'exec: "no-runc": executable file not found in $PATH' in res.stderr
-    assert res.stderr.startswith("ctr: failed to create shim task: OCI runtime create failed: ")
+    rig.create_container(cid, rig.go_spec("/bin/true"), _options(binary_name="no-runc"))
+    with pytest.raises(grpc.RpcError) as excinfo:
+        _start_task(rig, cid)
+    assert excinfo.value.code() is grpc.StatusCode.UNKNOWN
+    assert text in (excinfo.value.details() or "")
 
 
 def test_io_uid_and_gid_own_the_stdio_pipes(rig: Rig) -> None:

@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
@@ -28,8 +29,12 @@ from pycontainerd.core.errdefs import (
     UnknownError,
 )
 from pycontainerd.runtime.shim.reaper import Reaper, spawn
+from pycontainerd.runtime.shim.wire import RUNC_OPTIONS
 
-__all__ = ["Runc", "RuncError", "kill_error"]
+if TYPE_CHECKING:
+    from google.protobuf import any_pb2
+
+__all__ = ["Runc", "RuncError", "RuncOptions", "kill_error"]
 
 
 class RuncError(UnknownError):
@@ -105,6 +110,58 @@ async def _read_all(fd: int) -> bytes:
         loop.remove_reader(fd)
         os.close(fd)
     return b"".join(chunks)
+
+
+@dataclass(frozen=True, slots=True)
+class RuncOptions:
+    """The ``containerd.runc.v1.Options`` a task is created with, as this shim honours them.
+
+    ``root``, ``binary_name`` and ``systemd_cgroup`` go to every runc call
+    (``--root``, the binary, ``--systemd-cgroup``); ``no_pivot_root`` and
+    ``no_new_keyring`` to ``runc create`` (``--no-pivot``, ``--no-new-keyring``);
+    ``io_uid``/``io_gid`` own the stdio pipes of the task's processes (so a
+    non-root process can reopen ``/proc/self/fd/1``). ``shim_cgroup`` is
+    applied when the shim starts (see :mod:`.bootstrap`). The CRIU fields are
+    unused: this shim does not checkpoint.
+    """
+
+    root: str
+    binary_name: str = "runc"
+    systemd_cgroup: bool = False
+    no_pivot_root: bool = False
+    no_new_keyring: bool = False
+    io_uid: int = 0
+    io_gid: int = 0
+
+    @classmethod
+    def parse(cls, options: any_pb2.Any | None, default_root: str) -> RuncOptions:
+        """The options in ``options`` (runc's defaults when it holds none)."""
+        if options is None or not options.type_url.endswith(RUNC_OPTIONS):
+            return cls(default_root)
+        from pycontainerd.api.types.runc.options import oci_pb2
+
+        opts = oci_pb2.Options()
+        opts.ParseFromString(options.value)
+        return cls(
+            root=opts.root or default_root,
+            binary_name=opts.binary_name or "runc",
+            systemd_cgroup=opts.systemd_cgroup,
+            no_pivot_root=opts.no_pivot_root,
+            no_new_keyring=opts.no_new_keyring,
+            io_uid=opts.io_uid,
+            io_gid=opts.io_gid,
+        )
+
+    def create_flags(self) -> list[str]:
+        """Extra flags of ``runc create``."""
+        return [
+            *(["--no-pivot"] if self.no_pivot_root else []),
+            *(["--no-new-keyring"] if self.no_new_keyring else []),
+        ]
+
+    def io_owner(self) -> tuple[int, int] | None:
+        """Owner for the stdio pipes (None: leave them the shim's)."""
+        return (self.io_uid, self.io_gid) if self.io_uid or self.io_gid else None
 
 
 @dataclass(slots=True)

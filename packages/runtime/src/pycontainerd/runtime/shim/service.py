@@ -38,7 +38,7 @@ from pycontainerd.core.errdefs import (
     UnimplementedError,
 )
 from pycontainerd.runtime.shim import bootstrap, cgroups, paths
-from pycontainerd.runtime.shim.runc import Runc, kill_error
+from pycontainerd.runtime.shim.runc import Runc, RuncOptions, kill_error
 from pycontainerd.runtime.shim.stdio import ProcessIO
 
 if TYPE_CHECKING:
@@ -77,7 +77,6 @@ TASK_SPEC = ServiceSpec(
 )
 """The shim task service (17 methods, as upstream)."""
 
-RUNC_OPTIONS = "containerd.runc.v1.Options"
 PROCESS_DETAILS = "containerd.runc.v1.ProcessDetails"
 VERSION = "pyrunc-v2"
 CREATED, RUNNING, STOPPED, PAUSED = (
@@ -162,58 +161,6 @@ class Container:
             msg = f"process {exec_id} does not exist"
             raise NotFoundError(msg)
         return proc
-
-
-@dataclass(frozen=True, slots=True)
-class RuncOptions:
-    """The ``containerd.runc.v1.Options`` a task is created with, as this shim honours them.
-
-    ``root``, ``binary_name`` and ``systemd_cgroup`` go to every runc call
-    (``--root``, the binary, ``--systemd-cgroup``); ``no_pivot_root`` and
-    ``no_new_keyring`` to ``runc create`` (``--no-pivot``, ``--no-new-keyring``);
-    ``io_uid``/``io_gid`` own the stdio pipes of the task's processes (so a
-    non-root process can reopen ``/proc/self/fd/1``). ``shim_cgroup`` is
-    applied when the shim starts (see :mod:`.bootstrap`). The CRIU fields are
-    unused: this shim does not checkpoint.
-    """
-
-    root: str
-    binary_name: str = "runc"
-    systemd_cgroup: bool = False
-    no_pivot_root: bool = False
-    no_new_keyring: bool = False
-    io_uid: int = 0
-    io_gid: int = 0
-
-    @classmethod
-    def parse(cls, options: any_pb2.Any | None, default_root: str) -> RuncOptions:
-        """The options in ``options`` (runc's defaults when it holds none)."""
-        if options is None or not options.type_url.endswith(RUNC_OPTIONS):
-            return cls(default_root)
-        from pycontainerd.api.types.runc.options import oci_pb2
-
-        opts = oci_pb2.Options()
-        opts.ParseFromString(options.value)
-        return cls(
-            root=opts.root or default_root,
-            binary_name=opts.binary_name or "runc",
-            systemd_cgroup=opts.systemd_cgroup,
-            no_pivot_root=opts.no_pivot_root,
-            no_new_keyring=opts.no_new_keyring,
-            io_uid=opts.io_uid,
-            io_gid=opts.io_gid,
-        )
-
-    def create_flags(self) -> list[str]:
-        """Extra flags of ``runc create``."""
-        return [
-            *(["--no-pivot"] if self.no_pivot_root else []),
-            *(["--no-new-keyring"] if self.no_new_keyring else []),
-        ]
-
-    def io_owner(self) -> tuple[int, int] | None:
-        """Owner for the stdio pipes (None: leave them the shim's)."""
-        return (self.io_uid, self.io_gid) if self.io_uid or self.io_gid else None
 
 
 class TaskService:

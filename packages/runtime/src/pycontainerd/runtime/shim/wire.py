@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 RUNC_OPTIONS = "containerd.runc.v1.Options"
+"""Type URL (suffix) of runc's options in an ``Any``."""
 _SHIM_CGROUP_FIELD = 3  # containerd.runc.v1.Options.shim_cgroup
 
 _HEADER = struct.Struct(">IIBB")
