@@ -62,3 +62,19 @@ def test_v1_metrics_field_numbers(tmp_path: object) -> None:
     m = cls()
     m.ParseFromString(data)
     assert (m.pids.current, m.pids.limit) == (3, 10)  # type: ignore[attr-defined]
+
+
+def test_shim_cgroup_is_read_from_runc_options_in_an_any() -> None:
+    from google.protobuf import any_pb2
+
+    from pycontainerd.api.types.runc.options import oci_pb2
+
+    opts = oci_pb2.Options(binary_name="runc", shim_cgroup="/pods/shim", io_uid=7, root="/r")
+    wrapped = any_pb2.Any(type_url=wire.RUNC_OPTIONS, value=opts.SerializeToString())
+    assert wire.shim_cgroup(wrapped.SerializeToString()) == "/pods/shim"
+    other = any_pb2.Any(type_url="other.Options", value=opts.SerializeToString())
+    assert wire.shim_cgroup(other.SerializeToString()) == ""
+    assert wire.shim_cgroup(b"") == ""
+    assert wire.shim_cgroup(b"\x0a\xff") == ""  # truncated: no options, no crash
+    fields = wire.fields(opts.SerializeToString())
+    assert (fields[6], fields[4], fields[7]) == (b"runc", 7, b"/r")
