@@ -201,5 +201,7 @@ def test_a_shim_cgroup_gets_its_own_group_unless_a_group_annotation_decides(
 
 
 def test_joining_a_missing_shim_cgroup_has_upstreams_text() -> None:
-    with pytest.raises(OSError, match=r"^failed to load cgroup /no-such-cgroup-x: cgroup deleted$"):
+    with pytest.raises(
+        OSError, match=r"^failed to load cgroup /no-such-cgroup-x: cgroups: cgroup deleted$"
+    ):
         bootstrap.join_cgroup("/no-such-cgroup-x", os.getpid())

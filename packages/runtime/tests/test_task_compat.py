@@ -499,6 +499,19 @@ def test_shim_cgroup_puts_the_shim_serving_the_task_into_it(rig: Rig, shim_cgrou
     assert str(int(other_shim.read_text())) not in procs.read_text().split()
 
 
+def test_a_missing_shim_cgroup_fails_the_shim_start(rig: Rig) -> None:
+    import grpc
+
+    cid = rig.id("nocgroup")
+    missing = f"/pyctd-missing-{rig.tag}"
+    rig.create_container(cid, rig.go_spec("/bin/true"), _options(shim_cgroup=missing))
+    with pytest.raises(grpc.RpcError) as excinfo:
+        _start_task(rig, cid)
+    details = excinfo.value.details() or ""
+    assert f"failed to load cgroup {missing}: cgroups: cgroup deleted" in details
+    assert details.startswith("failed to start shim: start failed: ")
+
+
 def test_binary_name_of_a_missing_runc_fails_create_with_gos_text(rig: Rig) -> None:
     import grpc
 

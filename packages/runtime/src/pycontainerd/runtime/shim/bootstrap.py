@@ -203,7 +203,7 @@ def join_cgroup(path: str, pid: int, root: str = "/sys/fs/cgroup") -> None:
     """Move ``pid`` into the cgroup ``path`` (v2; on v1 every hierarchy that has it).
 
     Raises:
-        OSError: with upstream's text, ``failed to load cgroup <path>: cgroup
+        OSError: with upstream's text, ``failed to load cgroup <path>: cgroups: cgroup
             deleted`` when no hierarchy has it, ``failed to join cgroup <path>:
             ...`` when the move fails.
     """
@@ -222,7 +222,7 @@ def join_cgroup(path: str, pid: int, root: str = "/sys/fs/cgroup") -> None:
             if h != "unified" and os.path.isdir(os.path.join(root, h, rel))
         ]
     if not dirs:
-        msg = f"failed to load cgroup {path}: cgroup deleted"
+        msg = f"failed to load cgroup {path}: cgroups: cgroup deleted"
         raise OSError(msg)
     for d in dirs:
         try:
