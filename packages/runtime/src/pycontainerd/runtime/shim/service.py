@@ -36,6 +36,7 @@ from pycontainerd.core.errdefs import (
     InvalidArgumentError,
     NotFoundError,
     UnimplementedError,
+    UnknownError,
 )
 from pycontainerd.runtime.shim import bootstrap, cgroups, paths
 from pycontainerd.runtime.shim.runc import Runc, RuncOptions, kill_error
@@ -662,9 +663,9 @@ def _cgroups_path(task_id: str, bundle: str) -> str:
     return str(linux.get("cgroupsPath", "")) if isinstance(linux, dict) else ""
 
 
-def _oci_failed(exc: ContainerdError, op: str) -> ContainerdError:
-    """``OCI runtime <op> failed: <runc's reason>``, upstream's wording, same kind."""
-    return type(exc)(f"OCI runtime {op} failed: {exc.message}")
+def _oci_failed(exc: ContainerdError, op: str) -> UnknownError:
+    """``OCI runtime <op> failed: <runc's reason>``: upstream's wording and kind (Unknown)."""
+    return UnknownError(f"OCI runtime {op} failed: {exc.message}")
 
 
 def _read_pid(path: str) -> int:
