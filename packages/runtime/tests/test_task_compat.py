@@ -571,7 +571,21 @@ def test_systemd_cgroup_reaches_runc(rig: Rig) -> None:
     spec = rig.go_spec("/bin/sleep", "300")
     spec["linux"]["cgroupsPath"] = f"system.slice:pyctd:{cid}"
     rig.create_container(cid, spec, _options(systemd_cgroup=True))
-    if Path("/run/systemd/system").is_dir():  # systemd runs here: runc uses it
+    systemd = Path("/run/systemd/system").is_dir()
+    if rig.runtime == "io.containerd.runc.v2" and not systemd:  # the Go ctr's flag too
+        res = rig.ctr(
+            "run",
+            "--runc-systemd-cgroup",
+            "--cgroup",
+            f"system.slice:pyctd:{cid}x",
+            "--rootfs",
+            str(rig.rootfs),
+            f"{cid}x",
+            "/bin/true",
+        )
+        assert res.returncode == 1
+        assert "systemd not running on this host" in res.stderr
+    if systemd:  # systemd runs here: runc uses it
         _start_task(rig, cid)
         state = json.loads((rig.runc_root / cid / "state.json").read_text())
         assert state["config"]["cgroups"].get("Systemd") is True
