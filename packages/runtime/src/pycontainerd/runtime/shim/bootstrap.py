@@ -209,8 +209,7 @@ def join_cgroup(path: str, pid: int, root: str = "/sys/fs/cgroup") -> None:
     """
     rel = os.path.normpath("/" + path).lstrip("/")
     if os.path.exists(os.path.join(root, "cgroup.controllers")):
-        dirs = [os.path.join(root, rel)]
-        dirs = [d for d in dirs if os.path.isdir(d)]
+        dirs = [d for d in [os.path.join(root, rel)] if os.path.isdir(d)]
     else:
         try:
             hierarchies = sorted(os.listdir(root))

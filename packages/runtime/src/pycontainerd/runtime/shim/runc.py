@@ -7,9 +7,11 @@ way upstream's shim maps runc's texts (``does not exist`` → NotFound,
 ``already exists`` → AlreadyExists, ``not running``/``not paused`` →
 FailedPrecondition).
 
-``Kill`` maps runc's answers as upstream's shim does (:func:`kill_error`), and
-a runc binary that cannot be executed fails with Go's ``os/exec`` text (clients
-match ``exec: "<name>": executable file not found in $PATH``).
+The task service reports ``create``/``start``/``exec`` failures as Unknown
+(``OCI runtime <op> failed: ...``) and ``kill`` failures through
+:func:`kill_error`, as upstream's shim does. A runc binary that cannot be
+executed fails with Go's ``os/exec`` text (clients match ``exec: "<name>":
+executable file not found in $PATH``).
 """
 
 from __future__ import annotations
@@ -119,8 +121,9 @@ class RuncOptions:
     ``root``, ``binary_name`` and ``systemd_cgroup`` go to every runc call
     (``--root``, the binary, ``--systemd-cgroup``); ``no_pivot_root`` and
     ``no_new_keyring`` to ``runc create`` (``--no-pivot``, ``--no-new-keyring``);
-    ``io_uid``/``io_gid`` own the stdio pipes of the task's processes (so a
-    non-root process can reopen ``/proc/self/fd/1``). ``shim_cgroup`` is
+    ``io_uid``/``io_gid`` own the stdio pipes of the task's processes (runc
+    itself gives them to the process's uid; the group, and the owner seen
+    from a user namespace, are the option's). ``shim_cgroup`` is
     applied when the shim starts (see :mod:`.bootstrap`). The CRIU fields are
     unused: this shim does not checkpoint.
     """

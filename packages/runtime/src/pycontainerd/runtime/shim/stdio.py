@@ -164,8 +164,8 @@ class ProcessIO:
     master to the console socket, see :meth:`attach_console`). After the spawn,
     :meth:`started` closes the child's ends here and starts copying. With
     ``owner`` (runc options ``IoUid``/``IoGid``) the pipes belong to that uid
-    and gid, so a process running as that user can reopen them
-    (``/proc/self/fd/1``, ``/dev/stdout``).
+    and gid, as upstream's shim makes them, so a process of that user can
+    reopen them (``/proc/self/fd/1``, ``/dev/stdout``).
     """
 
     def __init__(
