@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pycontainerd.runtime.testing import RUNTIME, Containerd, make_rootfs, require
+from pycontainerd.runtime.testing import RUNTIME, Containerd, make_rootfs, require, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -471,12 +471,20 @@ def shim_cgroup() -> Iterator[str]:
     try:
         yield f"/{name}"
     finally:
+        # The rig still runs (torn down after this): a shim may fork while it moves out.
         for d in dirs:
-            for pid in (d / "cgroup.procs").read_text().split():
-                with contextlib.suppress(OSError):
-                    (d.parent / "cgroup.procs").write_text(pid)
-            with contextlib.suppress(OSError):
-                d.rmdir()
+
+            def emptied(d: Path = d) -> bool:
+                for pid in (d / "cgroup.procs").read_text().split():
+                    with contextlib.suppress(OSError):
+                        (d.parent / "cgroup.procs").write_text(pid)
+                try:
+                    d.rmdir()
+                except OSError:
+                    return False
+                return True
+
+            wait_for(emptied, what=f"cgroup {d} to be removed")
 
 
 def test_shim_cgroup_puts_the_shim_serving_the_task_into_it(rig: Rig, shim_cgroup: str) -> None:
