@@ -70,8 +70,10 @@ def test_every_first_write_creates_its_namespace(daemon: Daemon, oci_archive: Ma
     daemon.ok(
         "containers", "create", "--snapshotter", "native", image.name, "c1", namespace="ns-img"
     )
-    assert {"ns-img", "ns-lease", "ns-blob", "ns-snap"} <= namespaces(daemon).keys()
+    daemon.ok("containers", "create", "--rootfs", str(daemon.base), "c2", namespace="ns-ctr")
+    assert {"ns-img", "ns-lease", "ns-blob", "ns-snap", "ns-ctr"} <= namespaces(daemon).keys()
     assert daemon.ok("containers", "ls", "-q", namespace="ns-img").split() == ["c1"]
+    assert daemon.ok("containers", "ls", "-q", namespace="ns-ctr").split() == ["c2"]
     # Leases alone do not keep a namespace: it goes, as upstream.
     daemon.ok("namespaces", "rm", "ns-lease")
     res = daemon.ctr("namespaces", "rm", "ns-snap")
