@@ -265,7 +265,7 @@ def test_kill9_during_an_ingest_resumes_at_its_offset(daemon: Daemon) -> None:
     # Resume at the offset: a write at any other offset is refused, the rest completes it.
     def requests() -> Iterator[Any]:
         yield content_pb2.WriteContentRequest(action=content_pb2.STAT, ref="big")
-        step = 4 * MIB
+        step = 4 * 1024 * 1024  # under gRPC's 16 MiB message limit
         for off in range(cut, size, step):
             yield content_pb2.WriteContentRequest(
                 action=content_pb2.WRITE, ref="big", offset=off, data=data[off : off + step]
