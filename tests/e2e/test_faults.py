@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 SNAPSHOTTERS = ("overlayfs", "native")
 MIB = 1024 * 1024
+ROOTED = {"containerd.io/gc.root": "faults"}
 
 
 def digest(data: bytes) -> str:
@@ -388,8 +389,9 @@ def test_kill9_during_snapshot_commits(daemon: Daemon) -> None:
                 key, name = f"active-{n}-{i}", f"layer-{n}-{i}"
                 try:
                     s.snapshots.Prepare(
+                        # Rooted: a collection between the two calls must not take it.
                         snapshots_pb2.PrepareSnapshotRequest(
-                            snapshotter=sn, key=key, parent=parent
+                            snapshotter=sn, key=key, parent=parent, labels=ROOTED
                         ),
                         metadata=s.md,
                         timeout=10,
@@ -399,7 +401,7 @@ def test_kill9_during_snapshot_commits(daemon: Daemon) -> None:
                             snapshotter=sn,
                             name=name,
                             key=key,
-                            labels={"containerd.io/gc.root": "faults"},
+                            labels=ROOTED,
                         ),
                         metadata=s.md,
                         timeout=10,
@@ -418,6 +420,7 @@ def test_kill9_during_snapshot_commits(daemon: Daemon) -> None:
         t.start()
     try:
         eventually(lambda: len(acknowledged) >= 40, within=120, what="commits under way")
+        stop.set()  # calls in flight die with the daemon; none start after
         daemon.kill9()
     finally:
         stop.set()
