@@ -13,7 +13,7 @@ import pytest
 
 from pycontainerd.content.local import LocalStore
 from pycontainerd.core.containers import Container, RuntimeInfo
-from pycontainerd.core.errdefs import AlreadyExistsError, NotFoundError
+from pycontainerd.core.errdefs import AlreadyExistsError, NotFoundError, UnavailableError
 from pycontainerd.core.images import Image
 from pycontainerd.core.leases import EXPIRE_LABEL, FLAT_LABEL, Resource
 from pycontainerd.core.namespaces import with_lease, with_namespace
@@ -554,4 +554,31 @@ async def test_a_commit_cut_by_a_crash_leaves_nothing_dangling(
         await meta.prepare("extract", "base")
         await meta.commit("layer", "extract")
     assert sorted([i.name async for i in meta.walk()]) == ["base", "layer"]
+    await sn.close()
+
+
+class _Unreachable(NativeSnapshotter):
+    """A snapshotter that lists nothing and cannot answer a stat (a proxy that went away)."""
+
+    async def walk(self, *filters: str) -> AsyncIterator[Info]:
+        for _ in ():
+            yield _
+
+    async def stat(self, key: str) -> Info:
+        msg = "connection refused"
+        raise UnavailableError(msg)
+
+
+async def test_rows_stay_when_the_backend_cannot_say(
+    tmp_path: Path, db: MetadataDB, backend: LocalStore
+) -> None:
+    from pycontainerd.metadata.snapshotter import NamespacedSnapshotter
+
+    sn = _Unreachable(tmp_path / "native")
+    meta = NamespacedSnapshotter(db, "native", sn)
+    lease = (await LeaseStore(db).create("hold")).id
+    with with_lease(lease):
+        await meta.prepare("kept", "")
+    await Collector(db, backend, {"native": sn}).collect()
+    assert [i.name async for i in meta.walk()] == ["kept"]
     await sn.close()

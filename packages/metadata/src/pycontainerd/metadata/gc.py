@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
-from pycontainerd.core.errdefs import FailedPreconditionError, NotFoundError
+from pycontainerd.core.errdefs import ContainerdError, FailedPreconditionError, NotFoundError
 from pycontainerd.core.leases import EXPIRE_LABEL, FLAT_LABEL
 from pycontainerd.core.snapshots import Cleaner, Snapshotter
 from pycontainerd.metadata._rows import load_map
@@ -481,7 +481,7 @@ class Collector:
                     with contextlib.suppress(NotFoundError):
                         await content.abort(st.ref)
                         stats.backend_ingests += 1
-            if dangling := refs - present:
+            if dangling := {r for r in refs - present if not await _ingest_exists(content, r)}:
                 await self.db.aupdate(lambda tx: _forget_ingests(tx, dangling), notify=False)
         if garbage:
             log.debug("content garbage collected", extra={"fields": {"blobs": len(garbage)}})
@@ -500,7 +500,7 @@ class Collector:
             parents: dict[str, str] = {}
             async for info in sn.walk():
                 parents[info.name] = info.parent
-            if dangling := keep - parents.keys():
+            if dangling := {k for k in keep - parents.keys() if not await _snapshot_exists(sn, k)}:
                 await self.db.aupdate(
                     lambda tx: _forget_snapshots(tx, name, dangling), notify=False
                 )
@@ -516,6 +516,28 @@ class Collector:
                 log.debug("removed snapshot", extra={"fields": {"snapshotter": name, "key": key}})
         if isinstance(sn, Cleaner):
             await sn.cleanup()
+
+
+async def _ingest_exists(content: Store, ref: str) -> bool:
+    """False only when the backend says the ingest does not exist (NotFound)."""
+    try:
+        await content.status(ref)
+    except NotFoundError:
+        return False
+    except ContainerdError:
+        return True  # unsure (a remote store that failed): keep the row
+    return True
+
+
+async def _snapshot_exists(sn: Snapshotter, key: str) -> bool:
+    """False only when the snapshotter says the snapshot does not exist (NotFound)."""
+    try:
+        await sn.stat(key)
+    except NotFoundError:
+        return False
+    except ContainerdError:
+        return True  # unsure (a proxy snapshotter that failed): keep the row
+    return True
 
 
 def _forget_ingests(tx: Tx, backend_refs: set[str]) -> None:
