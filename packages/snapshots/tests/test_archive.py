@@ -179,7 +179,8 @@ def test_overlay_hardlink_copies_the_target_up(layers: tuple[Path, Path]) -> Non
     layer = make_tar(tar_entry("etc/alias", L, linkname="etc/keep"))
     apply_chunks([layer], upper, overlay=OverlayUpper(lowers=(str(lower),)))
     assert (upper / "etc" / "keep").read_bytes() == b"keep"
-    assert stat.S_IMODE((upper / "etc" / "keep").stat().st_mode) == 0o640
+    # the link entry's own metadata lands on the inode, as containerd's applier does
+    assert stat.S_IMODE((upper / "etc" / "keep").stat().st_mode) == 0o644
     assert (upper / "etc" / "alias").stat().st_ino == (upper / "etc" / "keep").stat().st_ino
     assert (lower / "etc" / "keep").stat().st_nlink == 1
 
