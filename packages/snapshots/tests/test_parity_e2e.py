@@ -4,7 +4,7 @@
   applier has an opinion on (opaque whiteouts in every order, whiteouts in
   every position, symbolic-link parents and ``..``, the root entry, hard
   links, devices, FIFOs, extended attributes, set-id bits, long and
-  non-ASCII names, consecutive PAX headers, out-of-range times and ids, GNU
+  non-ASCII names, consecutive PAX headers, out-of-range times and ids, PAX
   sparse files, a layer without end-of-archive blocks) are pushed to a
   registry and pulled by the Go ``ctr`` into a real containerd and into our
   daemon, with the overlayfs and the native snapshotter; the mounted images
@@ -263,7 +263,10 @@ def theirs() -> Iterator[RealContainerd]:
 
 
 def run_ctr(address: str, *args: str) -> bytes:
-    res = subprocess.run([CTR, "-a", address, *args], capture_output=True, timeout=120, check=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTAINERD_")}
+    res = subprocess.run(
+        [CTR, "-a", address, *args], capture_output=True, timeout=120, check=False, env=env
+    )
     assert res.returncode == 0, f"ctr {args} failed: {res.stderr.decode(errors='replace')}"
     return res.stdout
 
@@ -277,7 +280,10 @@ def tree(root: Path) -> dict[str, tuple[object, ...]]:
         for name in [*dirnames, *filenames]:
             path = Path(dirpath) / name
             rel = str(path.relative_to(root))
-            st = path.lstat()
+            try:
+                st = path.lstat()
+            except FileNotFoundError:  # a whiteout overlayfs lists in a one-layer directory
+                continue
             try:
                 keys = sorted(os.listxattr(path, follow_symlinks=False))
             except OSError:
@@ -303,14 +309,41 @@ def tree(root: Path) -> dict[str, tuple[object, ...]]:
     return out
 
 
-def pulled_tree(address: str, ref: str, snapshotter: str, target: Path) -> dict[str, Any]:
+def chain_id(layers: list[bytes]) -> str:
+    out = ""
+    for tar in layers:
+        diff_id = _sha256(tar)
+        out = _sha256(f"{out} {diff_id}".encode()) if out else diff_id
+    return out
+
+
+def pulled_tree(
+    address: str, ref: str, snapshotter: str, target: Path, layers: list[bytes]
+) -> dict[str, Any]:
+    """Pull ``ref``, mount a snapshot on its top layer, return its :func:`tree`.
+
+    (The Go ctr 1.6's ``images mount`` always uses overlayfs, so the mount is made here.)
+    """
     run_ctr(address, "images", "pull", "--plain-http", "--snapshotter", snapshotter, ref)
+    key = f"view-{snapshotter}"
+    run_ctr(
+        address,
+        "snapshots",
+        "--snapshotter",
+        snapshotter,
+        "prepare",  # (ctr labels it a GC root; a view it would not)
+        key,
+        chain_id(layers),
+    )
     target.mkdir()
-    run_ctr(address, "images", "mount", "--snapshotter", snapshotter, ref, str(target))
+    command = run_ctr(
+        address, "snapshots", "--snapshotter", snapshotter, "mounts", str(target), key
+    ).decode()
+    subprocess.run(["sh", "-c", command], check=True)
     try:
         return tree(target)
     finally:
-        run_ctr(address, "images", "unmount", str(target))
+        unmount(str(target), MNT_DETACH)
 
 
 # -- the differential test ------------------------------------------------------------
@@ -320,19 +353,20 @@ def pulled_tree(address: str, ref: str, snapshotter: str, target: Path) -> dict[
 def test_layers_apply_as_containerd_applies_them(
     ours: Daemon, theirs: RealContainerd, registry: Registry, tmp_path: Path, snapshotter: str
 ) -> None:
-    layers = [
-        base_layer(),
-        top_layer(),
-        sparse_layer(tmp_path, "gnu"),
-        sparse_layer(tmp_path, "posix"),
-    ]
+    # (old GNU sparse entries, type S, are left out: Go reads them but containerd's applier
+    # then refuses the type, "unhandled tar header type 83"; pycontainerd expands them)
+    layers = [base_layer(), top_layer(), sparse_layer(tmp_path, "posix")]
     ref = push(registry, f"parity/{snapshotter}", layers)
-    expected = pulled_tree(theirs.address, ref, snapshotter, tmp_path / "theirs")
-    got = pulled_tree(ours.address, ref, snapshotter, tmp_path / "ours")
+    expected = pulled_tree(theirs.address, ref, snapshotter, tmp_path / "theirs", layers)
+    got = pulled_tree(ours.address, ref, snapshotter, tmp_path / "ours", layers)
     assert got == expected
     # a few results spelled out, so the test also says what containerd does
-    assert "run/pid" in got
-    assert "run/lock/lk" in got
+    if snapshotter == "native":
+        assert "run/pid" in got
+        assert "run/lock/lk" in got
+    else:  # written into the upper directory, where the lower layer's symlink is not seen
+        assert "var/run/pid" in got
+        assert "var/lock/lk" in got
     assert {"escape1", "escape2", "escape3", "elsewhere/pwned"} <= set(got)
     assert "opq1/a/b/old" not in got
     assert "opq1/a/b/deeper" not in got
@@ -393,6 +427,10 @@ def _change(root: Path, *, deletions: bool) -> None:
     }
     for path, ns in stamps.items():
         os.utime(path, ns=(ns, ns))
+    # everything else the time of the base, not the time the test ran
+    for path in sorted(root.rglob("*"), reverse=True):
+        if path not in stamps and path.lstat().st_mtime_ns != MTIME * 10**9:
+            os.utime(path, ns=(MTIME * 10**9, MTIME * 10**9), follow_symlinks=False)
 
 
 def snapshot_diff(address: str, work: Path, *, deletions: bool) -> bytes:

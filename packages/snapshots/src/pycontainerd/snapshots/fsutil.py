@@ -1,9 +1,11 @@
 """Filesystem helpers: a faithful tree copy and disk usage (containerd's ``continuity/fs``).
 
 :func:`copy_tree` copies a directory the way a snapshot copy must: hard links
-stay hard links, and ownership, permission bits (including set-id bits),
-extended attributes and timestamps are kept; device nodes and FIFOs are
-recreated; sockets cannot be copied and are skipped with a log line.
+stay hard links (regular files: other hard-linked types are copied apart, as
+continuity does), and ownership, permission bits (including set-id bits),
+extended attributes and timestamps are kept; device nodes, FIFOs and socket
+nodes are recreated. Nothing recurses: a tree of any depth copies with a
+bounded number of open files.
 
 All functions are blocking; call them from a worker thread.
 
@@ -271,7 +273,8 @@ def _copy_entries(
             dirs.append((name, st))
             continue
         child = f"{rel}/{name}" if rel else name
-        if st.st_nlink > 1:
+        linked = stat.S_ISREG(mode) and st.st_nlink > 1  # as continuity: files only
+        if linked:
             first = links.get((st.st_dev, st.st_ino))
             if first is not None:
                 _link_from(cur, first, dst, name)
@@ -280,16 +283,13 @@ def _copy_entries(
             _copy_file(src, dst, name)
         elif stat.S_ISLNK(mode):
             os.symlink(os.readlink(name, dir_fd=src), name, dir_fd=dst)
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
             os.mknod(name, mode, st.st_rdev, dir_fd=dst)
-        elif stat.S_ISSOCK(mode):
-            log.info("skipping socket %s while copying: sockets cannot be copied", child)
-            continue
         else:
             log.warning("skipping %s while copying: unsupported file type %o", child, mode)
             continue
         _copy_metadata_at(src, dst, name, st)
-        if st.st_nlink > 1:
+        if linked:
             links[(st.st_dev, st.st_ino)] = child
     dirs.reverse()  # popped from the end: copied in listing order
     return dirs
