@@ -504,3 +504,95 @@ def test_snapshots_diff_content_is_what_containerd_writes(ours: Daemon, tmp_path
     assert all("user." not in key for m in members.values() for key in m.pax_headers)
     assert members["new/deep/er/file"].mtime == MTIME
     assert layer.endswith(bytes(1024))
+
+
+# -- an image built by umoci ----------------------------------------------------------
+
+UMOCI = "/usr/bin/umoci"
+RUN_MODULES = (*MODULES, "pycontainerd.runtime.plugin")
+
+
+def umoci_image(work: Path) -> Path:
+    """An OCI layout built by Debian's umoci: busybox, then ``umoci insert`` of a 700-byte file.
+
+    umoci writes the inserted layer without padding or end-of-archive blocks.
+    """
+    layout = work / "layout"
+    bundle = work / "bundle"
+
+    def umoci(*args: str) -> None:
+        subprocess.run([UMOCI, *args], check=True, capture_output=True)
+
+    umoci("init", "--layout", str(layout))
+    umoci("new", "--image", f"{layout}:t")
+    umoci("unpack", "--image", f"{layout}:t", str(bundle))
+    (bundle / "rootfs" / "bin").mkdir()
+    shutil.copy("/bin/busybox", bundle / "rootfs" / "bin" / "busybox")
+    os.symlink("busybox", bundle / "rootfs" / "bin" / "sh")
+    os.symlink("busybox", bundle / "rootfs" / "bin" / "cat")
+    umoci("repack", "--image", f"{layout}:t", str(bundle))
+    (work / "note").write_bytes(b"made by umoci\n" + b"." * 686)
+    umoci("insert", "--image", f"{layout}:t", str(work / "note"), "/opt/note")
+    umoci("config", "--image", f"{layout}:t", "--config.cmd", "/bin/sh")
+    return layout
+
+
+def push_layout(registry: Registry, layout: Path, repo: str) -> tuple[str, list[bytes]]:
+    """Push the layout's image; its ref and its uncompressed layers."""
+    rt = pytest.importorskip("pycontainerd.client.remotes.testing")
+
+    def blob(desc: dict[str, Any]) -> Any:
+        data = (layout / "blobs" / "sha256" / desc["digest"].removeprefix("sha256:")).read_bytes()
+        return rt.Blob(desc["mediaType"], data)
+
+    index = json.loads((layout / "index.json").read_text())
+    root = blob(index["manifests"][0])
+    manifest = json.loads(root.data)
+    layers = [blob(d) for d in manifest["layers"]]
+    image = rt.Image(root=root, blobs=[*layers, blob(manifest["config"])])
+    ref = str(registry.seed(repo, "latest", image))
+    return ref, [gzip.decompress(b.data) for b in layers]
+
+
+@pytest.fixture
+def runner() -> Iterator[Daemon]:
+    testing = pytest.importorskip("pycontainerd.daemon.testing")
+    for binary in (CTR, UMOCI, "/usr/sbin/runc", "/bin/busybox"):
+        testing.require_binary(binary)
+    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="par-run-"))
+    d = testing.Daemon(base, env=testing.daemon_env(RUN_MODULES))
+    try:
+        d.start()
+        yield d
+    finally:
+        for cid in ("umoci-overlayfs", "umoci-native"):
+            d.ctr("tasks", "kill", "-s", "KILL", cid, check=False)
+            d.ctr("containers", "rm", cid, check=False)
+        d.kill()
+        print(d.log()[-20000:])
+        _unmount_below(base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("snapshotter", ["overlayfs", "native"])
+def test_umoci_image_pulls_and_runs(
+    runner: Daemon, registry: Registry, tmp_path: Path, snapshotter: str
+) -> None:
+    layout = umoci_image(tmp_path)
+    ref, layers = push_layout(registry, layout, f"umoci/{snapshotter}")
+    last = layers[-1]
+    assert len(last) % 512 != 0  # ends right after the file's data
+    assert not last.endswith(bytes(512))
+    run_ctr(runner.address, "images", "pull", "--plain-http", "--snapshotter", snapshotter, ref)
+    out = run_ctr(
+        runner.address,
+        "run",
+        "--rm",
+        "--snapshotter",
+        snapshotter,
+        ref,
+        f"umoci-{snapshotter}",
+        "/bin/cat",
+        "/opt/note",
+    )
+    assert out == (tmp_path / "note").read_bytes()
