@@ -375,6 +375,65 @@ def test_layers_apply_as_containerd_applies_them(
     assert "wh/d1" not in got
 
 
+def _without_symlink_link_groups(t: dict[str, tuple[object, ...]]) -> dict[str, tuple[object, ...]]:
+    return {k: v[:7] if stat.S_ISLNK(int(str(v[0]))) else v for k, v in t.items()}
+
+
+async def test_mounted_path_applies_as_containerd(
+    theirs: RealContainerd,
+    registry: Registry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The path used when whiteout devices cannot be made (not root): through a mounted overlay.
+
+    containerd takes that path in a user namespace; what it makes there is what its
+    naive applier makes, i.e. the native snapshotter's tree. The one difference:
+    native copies break hard links between symbolic links (continuity copies only
+    regular files as links), an overlay keeps them.
+    """
+    from pycontainerd.core.types import Descriptor
+    from pycontainerd.snapshots import differ as differ_module
+    from pycontainerd.snapshots.differ import MEDIA_TYPE_LAYER, WalkingDiffer
+    from pycontainerd.snapshots.overlay import OverlaySnapshotter
+    from pycontainerd.snapshots.testing import put_blob
+
+    local = pytest.importorskip("pycontainerd.content.local")
+    layers = [base_layer(), top_layer(), sparse_layer(tmp_path, "posix")]
+    ref = push(registry, "parity/mounted", layers)
+    expected = pulled_tree(theirs.address, ref, "native", tmp_path / "theirs", layers)
+
+    monkeypatch.setattr(differ_module, "_can_write_whiteouts", lambda: False)
+    store = local.LocalStore(tmp_path / "content")
+    sn = OverlaySnapshotter(tmp_path / "sn")
+    target = tmp_path / "ours"
+    target.mkdir()
+    try:
+        differ = WalkingDiffer(store, temp_location=tmp_path / "mnt")
+        parent = ""
+        for i, layer in enumerate(layers):
+            mounts = await sn.prepare(f"l{i}", parent)
+            assert mounts[0].type == "overlay" or not parent
+            dgst = await put_blob(store, layer, ref=f"l{i}")
+            desc = Descriptor(media_type=MEDIA_TYPE_LAYER, digest=dgst, size=len(layer))
+            await differ.apply(desc, mounts)
+            await sn.commit(f"c{i}", f"l{i}")
+            parent = f"c{i}"
+        mounts = await sn.view("v", parent)
+        command = " ".join(["mount", "-t", mounts[0].type, mounts[0].source])
+        subprocess.run(
+            [*command.split(), "-o", ",".join(mounts[0].options), str(target)], check=True
+        )
+        try:
+            got = tree(target)
+        finally:
+            unmount(str(target), MNT_DETACH)
+    finally:
+        await sn.close()
+    assert _without_symlink_link_groups(got) == _without_symlink_link_groups(expected)
+    assert "run/pid" in got  # the lower layer's var/run -> /run is seen through the mount
+
+
 # -- the diff test --------------------------------------------------------------------
 
 
