@@ -17,7 +17,8 @@ import zstandard
 from pycontainerd.core.errdefs import InvalidArgumentError
 from pycontainerd.snapshots.archive import OverlayUpper, TarReader, apply_chunks
 from pycontainerd.snapshots.differ import _apply_chunks, _decompressed
-from pycontainerd.snapshots.diffwrite import GoTarWriter, _pax_record as _pax
+from pycontainerd.snapshots.diffwrite import GoTarWriter
+from pycontainerd.snapshots.diffwrite import _pax_record as _pax
 from pycontainerd.snapshots.testing import make_tar, tar_entry
 
 if TYPE_CHECKING:
@@ -216,7 +217,7 @@ def test_huge_pax_times_and_ids_and_the_root_entry(tmp_path: Path, needs_root: N
     )
     tw.header(b"g", ord("0"), records={b"mtime": b"-100"})
     tw.close()
-    os.chmod(tmp_path, 0o751)
+    os.chmod(tmp_path, 0o751)  # noqa: S103
     before = os.stat(tmp_path)
     apply_chunks([out.getvalue()], tmp_path)
     st = os.stat(tmp_path / "f")

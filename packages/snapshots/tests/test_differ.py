@@ -72,9 +72,8 @@ def as_diffed(tree: dict[str, tuple[object, ...]]) -> dict[str, tuple[object, ..
     extended attributes.
     """
     out: dict[str, tuple[object, ...]] = {}
-    for rel, (mode, uid, gid, rdev, mtime, xattrs, content, first) in tree.items():
-        if isinstance(mtime, int):
-            mtime -= mtime % 1_000_000_000
+    for rel, (mode, uid, gid, rdev, exact, xattrs, content, first) in tree.items():
+        mtime = exact - exact % 1_000_000_000 if isinstance(exact, int) else exact
         assert isinstance(xattrs, tuple)
         caps = tuple(x for x in xattrs if x[0] == "security.capability")
         out[rel] = (mode, uid, gid, rdev, mtime, caps, content, first)

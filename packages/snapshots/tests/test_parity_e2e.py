@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pycontainerd.snapshots.diffwrite import GoTarWriter
-from pycontainerd.snapshots.mount import unmount
+from pycontainerd.snapshots.mount import mount_all, unmount
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -88,7 +88,7 @@ class Layer:
         return self.entry(name, "0", data, **fields)
 
     def raw_pax(self, records: bytes) -> Layer:
-        self.tw._raw_file(b"PaxHeaders.0/x", records)  # noqa: SLF001
+        self.tw._raw_file(b"PaxHeaders.0/x", records)
         return self
 
     def done(self, *, end: bool = True) -> bytes:
@@ -420,10 +420,7 @@ async def test_mounted_path_applies_as_containerd(
             await sn.commit(f"c{i}", f"l{i}")
             parent = f"c{i}"
         mounts = await sn.view("v", parent)
-        command = " ".join(["mount", "-t", mounts[0].type, mounts[0].source])
-        subprocess.run(
-            [*command.split(), "-o", ",".join(mounts[0].options), str(target)], check=True
-        )
+        mount_all(mounts, target)
         try:
             got = tree(target)
         finally:
@@ -519,7 +516,7 @@ def _headers(layer: bytes, *, whiteout_time: Callable[[int], int]) -> list[tuple
                 m.uid,
                 m.gid,
                 m.size,
-                whiteout_time(m.mtime) if "/.wh." in f"/{m.name}" else m.mtime,
+                whiteout_time(int(m.mtime)) if "/.wh." in f"/{m.name}" else m.mtime,
                 m.linkname,
                 m.devmajor,
                 m.devminor,
@@ -538,7 +535,9 @@ def test_snapshots_diff_is_byte_identical(
     assert got == expected  # hence the same diff ID
 
 
-def test_snapshots_diff_with_deletions(ours: Daemon, theirs: RealContainerd, tmp_path: Path) -> None:
+def test_snapshots_diff_with_deletions(
+    ours: Daemon, theirs: RealContainerd, tmp_path: Path
+) -> None:
     """Whiteouts too; containerd 1.6 stamps them with the time of the diff, 2.x with 0 (ours)."""
     expected = snapshot_diff(theirs.address, tmp_path / "theirs", deletions=True)
     got = snapshot_diff(ours.address, tmp_path / "ours", deletions=True)

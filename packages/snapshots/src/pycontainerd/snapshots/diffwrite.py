@@ -62,7 +62,8 @@ _NO_DATA: Final = frozenset({_LNK, _SYM, _CHR, _BLK, _DIR, _FIFO})
 
 
 def _fits(value: int, width: int) -> bool:
-    return 0 <= value < 8 ** (width - 1)
+    limit: int = 8 ** (width - 1)
+    return 0 <= value < limit
 
 
 def _octal(value: int, width: int) -> bytes:
@@ -124,7 +125,7 @@ class GoTarWriter:
     def __init__(self, out: IO[bytes]) -> None:
         self.out = out
 
-    def header(  # noqa: PLR0913
+    def header(
         self,
         name: bytes,
         typeflag: int,
@@ -140,7 +141,11 @@ class GoTarWriter:
         records: dict[bytes, bytes] | None = None,
         pax: bool = True,
     ) -> None:
-        """One entry's header(s). ``pax=False`` lets the format be chosen (ustar first)."""
+        """Write one entry's header, after a PAX header when ustar cannot hold it.
+
+        ``pax=False`` lets the format be chosen as Go does without one set
+        (ustar first, its name prefix used); ``True`` is Go's explicit PAX.
+        """
         pax_hdrs: dict[bytes, bytes] = {}
         prefix = b""
         long_name = len(name) > _NAME or not name.isascii()
@@ -235,11 +240,18 @@ def _same_content(lfd: int, ufd: int, name: str) -> bool:
         os.close(a)
 
 
-def _same_file(lfd: int, ufd: int, name: str, sl: os.stat_result, su: os.stat_result) -> bool:
-    """continuity's ``sameFile``: what makes an entry present in both trees unchanged."""
+def _same_file(  # noqa: PLR0911
+    lfd: int, ufd: int, name: str, sl: os.stat_result, su: os.stat_result
+) -> bool:
+    """Continuity's ``sameFile``: what makes an entry present in both trees unchanged."""
     if sl.st_dev == su.st_dev and sl.st_ino == su.st_ino:
         return True
-    if (sl.st_mode, sl.st_uid, sl.st_gid, sl.st_rdev) != (su.st_mode, su.st_uid, su.st_gid, su.st_rdev):
+    if (sl.st_mode, sl.st_uid, sl.st_gid, sl.st_rdev) != (
+        su.st_mode,
+        su.st_uid,
+        su.st_gid,
+        su.st_rdev,
+    ):
         return False
     if _capability(lfd, name) != _capability(ufd, name):
         return False
@@ -298,7 +310,7 @@ class _DiffWriter:
                     st, cap = os.fstat(fd), _dir_capability(fd)
                 finally:
                     os.close(fd)
-            self.write_entry(path, st, cap, None, None, _MODIFY)
+            self.write_entry(path, st, kind=_MODIFY, cap=cap)
 
     def whiteout(self, rel: str) -> None:
         parent, _, base = rel.rpartition("/")
@@ -306,16 +318,17 @@ class _DiffWriter:
         self.include_parents(name)
         self.tw.header(_encode(name), _REG, pax=False)
 
-    def write_entry(  # noqa: PLR0912
+    def write_entry(  # noqa: PLR0912, PLR0915
         self,
         rel: str,
         st: os.stat_result,
-        cap: bytes | None,
-        dir_fd: int | None,
-        base: str | None,
+        *,
         kind: int,
+        cap: bytes | None = None,
+        dir_fd: int | None = None,
+        base: str | None = None,
     ) -> None:
-        """containerd's ``HandleChange`` for an added, modified or linked unmodified entry.
+        """Containerd's ``HandleChange`` for an added, modified or linked unmodified entry.
 
         ``dir_fd``/``base`` name the entry in the upper tree (``None`` for a
         directory from :attr:`chain`, whose capability is ``cap``).
@@ -389,8 +402,7 @@ class _DiffWriter:
                 devminor=minor,
                 records=records,
             )
-            if entry_type == _REG and entry_size > 0:
-                assert dir_fd is not None and base is not None
+            if entry_type == _REG and entry_size > 0 and dir_fd is not None and base is not None:
                 self.copy_data(dir_fd, base, entry_size, rel)
 
     def copy_data(self, dir_fd: int, base: str, size: int, rel: str) -> None:
@@ -450,25 +462,21 @@ def _walk(writer: _DiffWriter, cur: TreeCursor) -> None:
         if su is None:
             writer.whiteout(child)
             continue
-        ufd = cur.fd(1)
-        assert ufd is not None
-        if sl is None:
+        ufd, lfd = cur.fd(1), cur.fd(0)
+        if ufd is None:
+            raise FileNotFoundError(errno.ENOENT, "the upper tree went away", child)
+        if sl is None or lfd is None:
             kind = _ADD
+        elif not _same_file(lfd, ufd, name, sl, su):
+            kind = _MODIFY
+        elif stat.S_ISDIR(su.st_mode) or su.st_nlink <= 1:
+            kind = -1  # unchanged: nothing to write
         else:
-            lfd = cur.fd(0)
-            assert lfd is not None
-            if not _same_file(lfd, ufd, name, sl, su):
-                kind = _MODIFY
-            elif stat.S_ISDIR(su.st_mode) or su.st_nlink <= 1:
-                kind = -1  # unchanged: nothing to write
-            else:
-                kind = _UNMODIFIED
+            kind = _UNMODIFIED
         if kind >= 0:
-            writer.write_entry(child, su, None, ufd, name, kind)
+            writer.write_entry(child, su, kind=kind, dir_fd=ufd, base=name)
         if stat.S_ISDIR(su.st_mode):
-            cur.down(name)
-            if sl is not None and not stat.S_ISDIR(sl.st_mode):
-                pass  # the cursor parks the lower tree: all of this is added
+            cur.down(name)  # (a lower tree without that directory stays parked)
             here = cur.fd(1)
             if here is None:  # gone meanwhile
                 cur.up()
