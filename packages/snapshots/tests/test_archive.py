@@ -178,6 +178,25 @@ def test_gnu_sparse_files_are_expanded(tmp_path: Path, fmt: str) -> None:
     assert (out / "after").read_bytes() == b"next entry"
 
 
+@pytest.mark.parametrize("fragments", [b"0,100", b"150,10", b"0,5,2,5"])
+def test_bad_sparse_maps_are_refused(tmp_path: Path, fragments: bytes) -> None:
+    """More data than stored, data past the end, overlapping fragments."""
+    out = io.BytesIO()
+    tw = GoTarWriter(out)
+    records = {
+        b"GNU.sparse.major": b"0",
+        b"GNU.sparse.minor": b"1",
+        b"GNU.sparse.map": fragments,
+        b"GNU.sparse.size": b"155",
+    }
+    tw.header(b"s", ord("0"), size=10, records=records)
+    out.write(b"x" * 10)
+    tw.pad(10)
+    tw.close()
+    with pytest.raises(InvalidArgumentError, match="sparse map"):
+        apply_chunks([out.getvalue()], tmp_path)
+
+
 def test_consecutive_pax_headers_replace_each_other() -> None:
     """Only the last extended header applies; thousands of big ones stay in bounded memory."""
     out = io.BytesIO()

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tarfile
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -21,8 +24,6 @@ from pycontainerd.snapshots.overlay import OverlaySnapshotter
 from pycontainerd.snapshots.testing import make_tar, tar_entry
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from pycontainerd.snapshots.base import DirSnapshotter
 
 DEPTH = 10_000
@@ -146,3 +147,33 @@ async def test_snapshot_removal_and_cleanup(tmp_path: Path, kind: str, needs_roo
         assert sorted(os.listdir(tmp_path / "sn" / "snapshots")) == []
     finally:
         await sn.close()
+
+
+@pytest.mark.system
+def test_daemon_garbage_collection_after_a_deep_snapshot(tmp_path: Path, needs_root: None) -> None:
+    """The issue's report: removing one deep snapshot must not break every later collection."""
+    testing = pytest.importorskip("pycontainerd.daemon.testing")
+    testing.require_binary("/usr/bin/ctr")
+    modules = (
+        "pycontainerd.daemon.plugin",
+        "pycontainerd.content.plugin",
+        "pycontainerd.events.plugin",
+        "pycontainerd.metadata.plugin",
+        "pycontainerd.snapshots.plugin",
+    )
+    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="deep-gc-"))
+    daemon = testing.Daemon(base, env=testing.daemon_env(modules))
+    snapshots = base / "root" / "io.containerd.snapshotter.v1.overlayfs" / "snapshots"
+    try:
+        daemon.start()
+        for key, deep in (("deep", True), ("after", False)):
+            daemon.ctr("snapshots", "prepare", key, "")
+            (found,) = [p for p in snapshots.iterdir() if not p.name.startswith(("new-", "rm-"))]
+            if deep:
+                make_deep(found / "fs")
+            daemon.ctr("snapshots", "rm", key)
+            testing.wait_for(lambda: not any(snapshots.iterdir()), timeout=120, what="cleanup")
+        assert "garbage collection failed" not in daemon.log()
+    finally:
+        daemon.kill()
+        shutil.rmtree(base, ignore_errors=True)

@@ -361,6 +361,8 @@ class TarReader:
             kind = ord("0")
         elif "GNU.sparse.major" in records or "GNU.sparse.offset" in records:
             sparse, real_size, name = self._pax_sparse(pax, records, name, size)
+        if sparse is not None and sum(n for _, n in sparse) != size - self._data_consumed:
+            raise invalid(f"sparse map of {name!r} does not match its data")
         entry = Entry(name, kind, real_size)
         entry.sparse = sparse
         entry.mode = _number(block[100:108])
