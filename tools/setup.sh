@@ -20,6 +20,7 @@ declare -A SYSTEM_DEPS=(
   [btrfs-progs]="mkfs.btrfs"
   [busybox-static]="busybox"
   [protobuf-compiler]="protoc"
+  [umoci]="umoci"
 )
 
 have_binary() {
