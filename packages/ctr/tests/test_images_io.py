@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pycontainerd.client.remotes.testing import build_image
-from pycontainerd.client.unpack import chain_ids
+from pycontainerd.remotes.testing import build_image
+from pycontainerd.remotes.unpack import chain_ids
 
 if TYPE_CHECKING:
     import subprocess

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pycontainerd.client.remotes.testing import (
+from pycontainerd.remotes.testing import (
     Registry,
     build_image,
     build_index,
@@ -24,7 +24,7 @@ from pycontainerd.client.remotes.testing import (
     make_ca,
     require_registry,
 )
-from pycontainerd.client.unpack import chain_ids
+from pycontainerd.remotes.unpack import chain_ids
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

@@ -1,6 +1,6 @@
 r"""The transfer progress table of ``ctr images pull/push`` and ``ctr content fetch``.
 
-:func:`render` lays a :class:`~pycontainerd.client.progress.Tracker` out as
+:func:`render` lays a :class:`~pycontainerd.remotes.progress.Tracker` out as
 upstream's ``Display`` does, one line per blob and a total::
 
     <ref>:  <status>  |<bar>|  <offset>/<total>
@@ -30,7 +30,7 @@ from pycontainerd.ctr.units import bytes_size
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from pycontainerd.client.progress import Tracker
+    from pycontainerd.remotes.progress import Tracker
 
 BAR_WIDTH: Final = 40
 REFRESH_SECONDS: Final = 0.1

@@ -88,7 +88,7 @@ async def unpack_image(
 ) -> str:
     """Unpack ``image`` for ``platform`` (default: the host) into ``snapshotter``; top chain ID."""
     from pycontainerd.client.containers import image_config, image_manifest
-    from pycontainerd.client.unpack import unpack
+    from pycontainerd.remotes.unpack import unpack
 
     manifest = await image_manifest(client, image, platform)
     config = await image_config(client, manifest)
@@ -175,9 +175,9 @@ def import_command(
     source: str,
 ) -> None:
     """Import images."""
-    from pycontainerd.client.archive import ImportOptions, import_images, refs
-    from pycontainerd.client.archive.importer import strict_matcher
     from pycontainerd.core import platforms
+    from pycontainerd.remotes.archive import ImportOptions, import_images, refs
+    from pycontainerd.remotes.archive.importer import strict_matcher
 
     if not local:
         msg = "import through the transfer service is not supported; use --local"
@@ -265,8 +265,8 @@ def export_command(
     names: tuple[str, ...],
 ) -> None:
     """Export images."""
-    from pycontainerd.client.archive import ExportOptions, export_images
     from pycontainerd.core import platforms
+    from pycontainerd.remotes.archive import ExportOptions, export_images
 
     if not local:
         msg = "export through the transfer service is not supported; use --local"

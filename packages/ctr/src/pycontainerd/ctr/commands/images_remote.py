@@ -30,9 +30,9 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from pycontainerd.client.client import Client
-    from pycontainerd.client.pull import FetchResult, PlatformManifest
     from pycontainerd.core.platforms import Platform
     from pycontainerd.ctr.common import AliasGroup
+    from pycontainerd.remotes.pull import FetchResult, PlatformManifest
 
 PULL_DESCRIPTION = """Fetch and prepare an image for use in containerd.
 
@@ -95,10 +95,10 @@ async def unpack_platforms(
 
     A manifest the fetch unpacked already (``result.chain_ids``) is only reported.
     """
-    from pycontainerd.client.unpack import unpack
     from pycontainerd.config.duration import format_duration
     from pycontainerd.core.errdefs import NotFoundError
     from pycontainerd.core.platforms import format_platform
+    from pycontainerd.remotes.unpack import unpack
 
     name = snapshotter or client.snapshotter
     store = client.content_store()
@@ -172,11 +172,11 @@ def pull(  # noqa: PLR0917 - upstream's flags
     ref: str,
 ) -> None:
     """Pull an image from a remote: [flags] <ref>."""
-    from pycontainerd.client.imagewalk import image_platforms
-    from pycontainerd.client.progress import Tracker
-    from pycontainerd.client.pull import Unpacking, fetch
     from pycontainerd.core import platforms
     from pycontainerd.ctr.progress import Progress
+    from pycontainerd.remotes.imagewalk import image_platforms
+    from pycontainerd.remotes.progress import Tracker
+    from pycontainerd.remotes.pull import Unpacking, fetch
 
     if not ref:
         msg = "please provide an image reference to pull"
@@ -271,11 +271,11 @@ def push(  # noqa: PLR0917 - upstream's flags
     local: str,
 ) -> None:
     """Push an image to a remote: [flags] <remote> [<local>]."""
-    from pycontainerd.client.progress import Tracker
-    from pycontainerd.client.push import push as push_image
     from pycontainerd.core import digests
     from pycontainerd.core.types import Descriptor
     from pycontainerd.ctr.progress import Progress
+    from pycontainerd.remotes.progress import Tracker
+    from pycontainerd.remotes.push import push as push_image
 
     if not remote:
         msg = "please provide a remote image reference to push"

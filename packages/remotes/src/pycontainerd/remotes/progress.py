@@ -1,0 +1,65 @@
+"""Progress of a pull or push: one status per blob, as containerd's ``ctr`` shows it.
+
+The transfer code updates a :class:`Tracker`; a renderer (``ctr``'s
+progress table) reads ``Tracker.jobs`` whenever it likes. No I/O here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Job:
+    """One blob's state.
+
+    Attributes:
+        ref: ``<kind>-<digest>`` (``layer-sha256:...``) or the image reference.
+        status: ``resolving``, ``resolved``, ``waiting``, ``downloading``,
+            ``uploading``, ``done``, ``exists``, ``mounted`` or ``error``.
+        offset: bytes transferred.
+        total: expected bytes (0 when unknown).
+        started: monotonic start time.
+        updated: monotonic time of the last change.
+    """
+
+    ref: str
+    status: str = "waiting"
+    offset: int = 0
+    total: int = 0
+    started: float = field(default_factory=time.monotonic)
+    updated: float = field(default_factory=time.monotonic)
+
+
+class Tracker:
+    """Blob statuses in the order they first appeared."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, Job] = {}
+        self.started = time.monotonic()
+
+    def set(self, ref: str, status: str, *, offset: int | None = None, total: int = 0) -> Job:
+        """Create or update the job ``ref``."""
+        job = self.jobs.get(ref)
+        if job is None:
+            job = self.jobs[ref] = Job(ref=ref, status=status, total=total)
+        job.status = status
+        if total:
+            job.total = total
+        if offset is not None:
+            job.offset = offset
+        if status in ("done", "exists", "mounted") and job.total:
+            job.offset = job.total
+        job.updated = time.monotonic()
+        return job
+
+    @property
+    def transferred(self) -> int:
+        """Bytes moved so far (blobs that existed already do not count)."""
+        return sum(j.offset for j in self.jobs.values() if j.status != "exists")
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the tracker was made."""
+        return time.monotonic() - self.started

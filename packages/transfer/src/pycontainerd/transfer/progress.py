@@ -1,0 +1,79 @@
+"""Progress events of a transfer (containerd's ``transfer.Progress``), from a remotes ``Tracker``.
+
+The remotes code reports each blob's state to a
+:class:`pycontainerd.remotes.progress.Tracker`; :class:`EventTracker` turns
+those reports into the events containerd 2.x's transfer service sends on the
+progress stream, in the order they happen:
+
+- ``waiting`` when a blob is first seen (progress 0, its size as total);
+- ``downloading`` / ``uploading`` as bytes move (at most one event per blob
+  every ``interval`` seconds; upstream polls every 300 ms);
+- ``complete`` when it is stored or pushed; ``already exists`` when it was
+  there already; ``mounted`` when a registry mounted it from another repository.
+
+Each blob event is named by the blob's ref key (``layer-sha256:…``) and has
+the transfer's root name as its parent, so ``ctr`` draws the blobs under it.
+Status events (``Resolving from …``, ``saved``) are sent by the transferrer.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pycontainerd.remotes.progress import Job, Tracker
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["Event", "EventTracker"]
+
+_BLOB_PREFIXES = ("index-", "manifest-", "config-", "layer-", "attestation-", "unknown-")
+_TERMINAL = {"done": "complete", "exists": "already exists", "mounted": "mounted"}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One progress event (``containerd.types.transfer.Progress`` without the descriptor)."""
+
+    event: str
+    name: str = ""
+    parents: tuple[str, ...] = ()
+    progress: int = 0
+    total: int = 0
+    digest: str = ""
+    media_type: str = field(default="")
+
+
+class EventTracker(Tracker):
+    """A ``Tracker`` that also emits :class:`Event` objects to ``emit``."""
+
+    def __init__(
+        self, root: str, emit: Callable[[Event], None], *, interval: float = 0.1
+    ) -> None:
+        super().__init__()
+        self.root = root
+        self._emit = emit
+        self._interval = interval
+        self._last: dict[str, float] = {}
+        self._finished: set[str] = set()
+
+    def set(self, ref: str, status: str, *, offset: int | None = None, total: int = 0) -> Job:
+        new = ref not in self.jobs
+        job = super().set(ref, status, offset=offset, total=total)
+        if not ref.startswith(_BLOB_PREFIXES) or ref in self._finished:
+            return job
+        parents = (self.root,)
+        digest = ref.split("-", 1)[1]
+        if new:
+            self._emit(Event("waiting", ref, parents, 0, job.total, digest))
+        if status in ("downloading", "uploading"):
+            now = time.monotonic()
+            if job.offset and now - self._last.get(ref, 0.0) >= self._interval:
+                self._last[ref] = now
+                self._emit(Event(status, ref, parents, job.offset, job.total, digest))
+        elif status in _TERMINAL:
+            self._finished.add(ref)
+            self._emit(Event(_TERMINAL[status], ref, parents, job.total, job.total, digest))
+        return job
