@@ -50,6 +50,8 @@ MAX_READ: Final = 32 * 1024
 """Largest ``Data`` payload a sender puts in one message."""
 WINDOW_SIZE: Final = 2 * MAX_READ
 """Credit a receiver grants in one ``WindowUpdate``."""
+CLOSE_WAIT: Final = 5.0
+"""Seconds a sender waits, after ending its stream, for the receiver to close its side."""
 
 
 class StreamClosedError(EOFError):
@@ -191,9 +193,16 @@ class Sender:
             view = view[n:]
 
     async def close(self) -> None:
-        """End the byte stream."""
+        """End the byte stream, then wait (at most ``CLOSE_WAIT`` s) for the receiver to close.
+
+        The credit reader is not cancelled at once: with grpc.aio, cancelling a
+        pending read cancels the whole call, and the receiver would see a reset
+        instead of the end of the stream.
+        """
         await self._stream.close()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            done, _ = await asyncio.wait([self._task], timeout=CLOSE_WAIT)
+            if not done:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task

@@ -49,9 +49,7 @@ class Event:
 class EventTracker(Tracker):
     """A ``Tracker`` that also emits :class:`Event` objects to ``emit``."""
 
-    def __init__(
-        self, root: str, emit: Callable[[Event], None], *, interval: float = 0.1
-    ) -> None:
+    def __init__(self, root: str, emit: Callable[[Event], None], *, interval: float = 0.1) -> None:
         super().__init__()
         self.root = root
         self._emit = emit

@@ -66,6 +66,10 @@ class ManagedStream:
             return nxt.result()
         except StopAsyncIteration:
             raise StreamClosedError("stream closed by the client") from None
+        except Exception as exc:  # the call broke (client reset, connection lost)
+            self.close_now()
+            msg = f"stream broken: {type(exc).__name__}"
+            raise StreamClosedError(msg) from None
 
     async def close(self) -> None:
         self.close_now()
@@ -98,7 +102,7 @@ class StreamManager:
     def __init__(self) -> None:
         self._streams: dict[tuple[str, str], ManagedStream] = {}
 
-    def register(self, namespace: str, name: str, stream: ManagedStream) -> None:
+    def add(self, namespace: str, name: str, stream: ManagedStream) -> None:
         """Register ``stream`` as ``name`` until it closes.
 
         Raises:
