@@ -44,6 +44,12 @@ INDEX = build_index({"linux/amd64": AMD, "linux/arm64/v8": ARM})
 USERS = {"alice": "s3cret"}
 
 
+@pytest.fixture(scope="session")
+def py(py_local: Callable[..., subprocess.CompletedProcess[bytes]]) -> Callable[..., object]:
+    """These tests drive the client-side paths: ``--local`` on image transfer commands."""
+    return py_local
+
+
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     require_registry()
@@ -420,6 +426,7 @@ def test_pull_progress_on_a_terminal(registry: Registry, ours: Daemon, ns: str) 
             ns,
             "images",
             "pull",
+            "--local",
             "--plain-http",
             "--snapshotter",
             "native",

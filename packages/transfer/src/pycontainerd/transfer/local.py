@@ -360,7 +360,8 @@ class LocalTransferrer:
         name = store.name or reg.reference
         image = await self.services.image_store().get(name)
         emit(Event(f"Pushing to {reg}"))
-        tracker = EventTracker(reg.reference, emit)
+        emit(Event("pushing content", image.name))
+        tracker = EventTracker(image.name, emit)
         platform = store.platforms[0] if len(store.platforms) == 1 else None
         async with self._resolver(
             reg, concurrency=self.config.max_concurrent_uploaded_layers
@@ -373,7 +374,7 @@ class LocalTransferrer:
                 platform=platform,
                 tracker=tracker,
             )
-        emit(Event("pushed", reg.reference))
+        emit(Event("pushed content", image.name))
         emit(Event(f"Completed push to {reg}"))
 
     # -- image store ---------------------------------------------------------------
@@ -409,9 +410,8 @@ class LocalTransferrer:
     async def tag(self, src: Store, dst: Store, emit: Callable[[Event], None]) -> None:
         """Name ``src``'s target with ``dst``'s names."""
         image = await self.services.image_store().get(src.name)
-        saved = await self._store(replace(dst, labels=dst.labels or image.labels), image.target)
-        for img in saved:
-            emit(Event("saved", img.name))
+        del emit  # upstream's tag sends no progress
+        await self._store(replace(dst, labels=dst.labels or image.labels), image.target)
 
     # -- archives ------------------------------------------------------------------
 
@@ -431,6 +431,7 @@ class LocalTransferrer:
             skip_manifest_json=dst.skip_compatibility_manifest,
             skip_non_distributable=dst.skip_non_distributable,
         )
+        emit(Event("Exporting"))
         sender = Sender(dst.stream)
         sender.start()
         try:
@@ -441,8 +442,7 @@ class LocalTransferrer:
                     await sender.write(chunk)
         finally:
             await sender.close()
-        for name in names:
-            emit(Event("exported", name))
+        emit(Event("Completed export"))
 
     async def import_(self, src: ImportStream, dst: Store, emit: Callable[[Event], None]) -> None:
         """Read an archive from ``src``'s stream into the content store; record and unpack."""
@@ -467,6 +467,7 @@ class LocalTransferrer:
             if ref.add_digest:
                 opts.digest_ref = refs.digest_ref(ref.name)
                 opts.skip_digest_for_named = ref.skip_named_digest
+        emit(Event("Importing"))
         receiver = Receiver(src.stream)
         with tempfile.TemporaryFile() as spool:
             received = await _spool(receiver, spool)
@@ -484,7 +485,6 @@ class LocalTransferrer:
                 manifest = await self._manifest_for(image.target, platform)
                 if manifest is None:
                     continue
-                emit(Event("unpacking", image.name))
                 await unpack(
                     self.services.content_store(),
                     self.services.snapshot_service(sn_name),

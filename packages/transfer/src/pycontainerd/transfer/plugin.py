@@ -38,6 +38,13 @@ async def _init_manager(ic: InitContext) -> StreamManager:
 
 
 async def _init_local(ic: InitContext) -> LocalTransferrer:
+    import logging
+
+    # loaded now, not on the first pull (httpx and the resolver cost a few hundred ms)
+    import pycontainerd.remotes.archive
+    import pycontainerd.remotes.pull
+    import pycontainerd.remotes.push
+    import pycontainerd.remotes.resolver  # noqa: F401
     from pycontainerd.transfer.local import (
         DEFAULT_SNAPSHOTTER,
         LocalServices,
@@ -45,6 +52,7 @@ async def _init_local(ic: InitContext) -> LocalTransferrer:
         TransferConfig,
     )
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # no log line per registry request
     md = ic.get_single(PluginType.METADATA)
     differ = ic.get_by_id(PluginType.DIFF, "walking")
     config = TransferConfig(

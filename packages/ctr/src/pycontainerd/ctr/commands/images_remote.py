@@ -1,8 +1,10 @@
 """``ctr images pull`` and ``ctr images push``: images from and to registries.
 
 Attached to the ``images`` group by :func:`register` (called at the end of
-:mod:`pycontainerd.ctr.commands.images`). Like upstream's ``ctr`` 1.6/1.7,
-the pull runs client-side: the blobs are fetched into the daemon's content
+:mod:`pycontainerd.ctr.commands.images`). As containerd 2.x's ``ctr``, both
+go through the daemon's Transfer service (progress streamed back and drawn
+as a tree) unless ``--local`` is given. With ``--local`` the pull runs
+client-side, as upstream's ``ctr`` 1.6/1.7: the blobs are fetched into the daemon's content
 store under a lease with a progress table on stdout (redrawn in place on a
 terminal, printed once at the end otherwise; none with ``--debug``), then
 each platform is unpacked into the snapshotter::
@@ -152,9 +154,14 @@ def register(images: AliasGroup) -> None:
     help="Set the max concurrent downloads for each pull (default: 0)",
 )
 @click.option(
-    "--local/--no-local",
-    default=True,
-    help="Fetch content from local client rather than using transfer service (always on here)",
+    "--skip-metadata",
+    is_flag=True,
+    help="Skips metadata for unused platforms (Image may be unable to be pushed without metadata)",
+)
+@click.option(
+    "--local",
+    is_flag=True,
+    help="Fetch content from local client rather than using transfer service",
 )
 @click.argument("ref", required=False, default="")
 @click.pass_context
@@ -168,6 +175,7 @@ def pull(  # noqa: PLR0917 - upstream's flags
     all_metadata: bool,
     print_chainid: bool,
     max_concurrent_downloads: int,
+    skip_metadata: bool,
     local: bool,
     ref: str,
 ) -> None:
@@ -181,12 +189,22 @@ def pull(  # noqa: PLR0917 - upstream's flags
     if not ref:
         msg = "please provide an image reference to pull"
         raise InvalidArgumentError(msg)
-    if not local:
-        msg = "the transfer service is not supported: pulls always run in the client"
-        raise InvalidArgumentError(msg)
     wanted = parse_platforms(platform_specs)
     image_labels = label_args(labels)
     show = not debug_enabled(ctx)
+    if not local:
+        _pull_transfer(
+            ctx,
+            registry,
+            ref,
+            wanted=wanted,
+            all_platforms=all_platforms,
+            all_metadata=not skip_metadata,
+            labels=image_labels,
+            snapshotter=snapshotter,
+            show=show,
+        )
+        return
 
     def unpacked_early(m: PlatformManifest) -> bool:
         # with --all-platforms the targets are the image's known platforms
@@ -234,6 +252,39 @@ def pull(  # noqa: PLR0917 - upstream's flags
     run(ctx, work)
 
 
+def _pull_transfer(
+    ctx: click.Context,
+    registry: RegistryOptions,
+    ref: str,
+    *,
+    wanted: list[Platform],
+    all_platforms: bool,
+    all_metadata: bool,
+    labels: dict[str, str],
+    snapshotter: str,
+    show: bool,
+) -> None:
+    """The daemon pulls (containerd 2.x's default): registry -> image store, unpacked."""
+    from pycontainerd.client.transfer import ImageStore
+    from pycontainerd.core import platforms
+    from pycontainerd.ctr.transfer import REGISTRY_LOCAL_ONLY, require_local, run_transfer
+    from pycontainerd.ctr.transfer import registry as endpoint
+
+    require_local(ctx, ("max-concurrent-downloads", "print-chainid", *REGISTRY_LOCAL_ONLY))
+    if wanted and all_platforms:
+        msg = "cannot specify both --platform and --all-platforms"
+        raise InvalidArgumentError(msg)
+    targets = [] if all_platforms else (wanted or [platforms.host()])
+    store = ImageStore(
+        ref,
+        labels=labels,
+        platforms=targets,
+        all_metadata=all_metadata,
+        unpacks=[(p, snapshotter) for p in targets],
+    )
+    run_transfer(ctx, lambda _client: (endpoint(registry, ref), store), show=show)
+
+
 @click.command(
     "push",
     help=PUSH_DESCRIPTION,
@@ -257,6 +308,12 @@ def pull(  # noqa: PLR0917 - upstream's flags
     default=0,
     help="Set the max concurrent uploaded layers for each push (default: 0)",
 )
+@click.option(
+    "--local",
+    "local_path",
+    is_flag=True,
+    help="Push content from local client rather than using transfer service",
+)
 @click.argument("remote", required=False, default="")
 @click.argument("local", required=False, default="")
 @click.pass_context
@@ -267,6 +324,7 @@ def push(  # noqa: PLR0917 - upstream's flags
     manifest_type: str,
     platform_spec: str,
     max_concurrent_uploaded_layers: int,
+    local_path: bool,
     remote: str,
     local: str,
 ) -> None:
@@ -290,6 +348,25 @@ def push(  # noqa: PLR0917 - upstream's flags
         root = Descriptor(media_type=manifest_type, digest=manifest, size=0)
     plat = parse_platforms([platform_spec])[0] if platform_spec else None
     show = not debug_enabled(ctx)
+    if not local_path:
+        from pycontainerd.client.transfer import ImageStore
+        from pycontainerd.ctr.transfer import REGISTRY_LOCAL_ONLY, require_local, run_transfer
+        from pycontainerd.ctr.transfer import registry as endpoint
+
+        require_local(
+            ctx,
+            (
+                "manifest",
+                "manifest-type",
+                "max-concurrent-uploaded-layers",
+                *REGISTRY_LOCAL_ONLY,
+                "http-dump",
+                "http-trace",
+            ),
+        )
+        store = ImageStore(local or remote, platforms=[plat] if plat else [])
+        run_transfer(ctx, lambda _client: (store, endpoint(registry, remote)), show=show)
+        return
 
     async def work(client: Client) -> None:
         tracker = Tracker()
