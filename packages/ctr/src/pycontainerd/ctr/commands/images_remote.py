@@ -338,21 +338,12 @@ def push(  # noqa: PLR0917 - upstream's flags
     if not remote:
         msg = "please provide a remote image reference to push"
         raise InvalidArgumentError(msg)
-    root: Descriptor | None = None
-    if manifest:
-        try:
-            digests.parse(manifest)
-        except InvalidArgumentError as exc:
-            msg = f"invalid manifest digest: {exc.message}"
-            raise InvalidArgumentError(msg) from exc
-        root = Descriptor(media_type=manifest_type, digest=manifest, size=0)
-    plat = parse_platforms([platform_spec])[0] if platform_spec else None
-    show = not debug_enabled(ctx)
     if not local_path:
         from pycontainerd.client.transfer import ImageStore
         from pycontainerd.ctr.transfer import REGISTRY_LOCAL_ONLY, require_local, run_transfer
         from pycontainerd.ctr.transfer import registry as endpoint
 
+        wanted = parse_platforms([platform_spec]) if platform_spec else []
         require_local(
             ctx,
             (
@@ -364,9 +355,23 @@ def push(  # noqa: PLR0917 - upstream's flags
                 "http-trace",
             ),
         )
-        store = ImageStore(local or remote, platforms=[plat] if plat else [])
-        run_transfer(ctx, lambda _client: (store, endpoint(registry, remote)), show=show)
+        store = ImageStore(local or remote, platforms=wanted)
+        run_transfer(
+            ctx,
+            lambda _client: (store, endpoint(registry, remote)),
+            show=not debug_enabled(ctx),
+        )
         return
+    root: Descriptor | None = None
+    if manifest:
+        try:
+            digests.parse(manifest)
+        except InvalidArgumentError as exc:
+            msg = f"invalid manifest digest: {exc.message}"
+            raise InvalidArgumentError(msg) from exc
+        root = Descriptor(media_type=manifest_type, digest=manifest, size=0)
+    plat = parse_platforms([platform_spec])[0] if platform_spec else None
+    show = not debug_enabled(ctx)
 
     async def work(client: Client) -> None:
         tracker = Tracker()
