@@ -20,6 +20,7 @@ class Job:
             ``uploading``, ``done``, ``exists``, ``mounted`` or ``error``.
         offset: bytes transferred.
         total: expected bytes (0 when unknown).
+        media_type: the blob's media type, when the caller gave it.
         started: monotonic start time.
         updated: monotonic time of the last change.
     """
@@ -28,6 +29,7 @@ class Job:
     status: str = "waiting"
     offset: int = 0
     total: int = 0
+    media_type: str = ""
     started: float = field(default_factory=time.monotonic)
     updated: float = field(default_factory=time.monotonic)
 
@@ -39,11 +41,21 @@ class Tracker:
         self.jobs: dict[str, Job] = {}
         self.started = time.monotonic()
 
-    def set(self, ref: str, status: str, *, offset: int | None = None, total: int = 0) -> Job:
+    def set(
+        self,
+        ref: str,
+        status: str,
+        *,
+        offset: int | None = None,
+        total: int = 0,
+        media_type: str = "",
+    ) -> Job:
         """Create or update the job ``ref``."""
         job = self.jobs.get(ref)
         if job is None:
             job = self.jobs[ref] = Job(ref=ref, status=status, total=total)
+        if media_type:
+            job.media_type = media_type
         job.status = status
         if total:
             job.total = total

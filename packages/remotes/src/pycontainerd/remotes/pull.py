@@ -258,12 +258,12 @@ class _Walker:
             pass
         else:
             await self._merge_labels(desc.digest, labels)
-            self.tracker.set(ref, "exists", total=desc.size)
+            self.tracker.set(ref, "exists", total=desc.size, media_type=desc.media_type)
             return
         writer = await self._open(ref, desc)
         if writer is None:
             await self._merge_labels(desc.digest, labels)
-            self.tracker.set(ref, "exists", total=desc.size)
+            self.tracker.set(ref, "exists", total=desc.size, media_type=desc.media_type)
             return
         try:
             await self._write(writer, ref, desc, data)
@@ -302,7 +302,9 @@ class _Walker:
             offset = 0
         if offset:
             log.debug("resuming %s at %d", ref, offset)
-        self.tracker.set(ref, "downloading", offset=offset, total=desc.size)
+        self.tracker.set(
+            ref, "downloading", offset=offset, total=desc.size, media_type=desc.media_type
+        )
         if offset == desc.size:
             return
         # The writer hashes what it is given (or the daemon does), so the
@@ -335,7 +337,7 @@ class _Walker:
             return await content.read_blob(self.store, desc.digest)
         except NotFoundError:
             pass
-        self.tracker.set(ref, "downloading", total=desc.size)
+        self.tracker.set(ref, "downloading", total=desc.size, media_type=desc.media_type)
         return await self.fetcher.fetch_bytes(desc)
 
     # -- the graph ------------------------------------------------------------------------
@@ -404,7 +406,10 @@ class _Walker:
         self.manifests.append(chosen_manifest)
         for layer in layers:
             self.tracker.set(
-                mt.ref_key(layer.media_type, layer.digest), "waiting", total=layer.size
+                mt.ref_key(layer.media_type, layer.digest),
+                "waiting",
+                total=layer.size,
+                media_type=layer.media_type,
             )
         unpacking = self.unpacking
         if unpacking is not None and unpacking.select is not None:

@@ -112,13 +112,13 @@ async def push(
             msg = f"content {desc.digest} of {name} is not in the content store"
             raise NotFoundError(msg) from None
         if await pusher.exists(desc):
-            tracker.set(key, "exists", total=desc.size)
+            tracker.set(key, "exists", total=desc.size, media_type=desc.media_type)
             return
         for repo in info.labels.get(source_key, "").split(","):
             if repo and repo != target.repository and await pusher.mount(desc, repo):
-                tracker.set(key, "mounted", total=desc.size)
+                tracker.set(key, "mounted", total=desc.size, media_type=desc.media_type)
                 return
-        tracker.set(key, "uploading", offset=0, total=desc.size)
+        tracker.set(key, "uploading", offset=0, total=desc.size, media_type=desc.media_type)
 
         def progress(n: int) -> None:
             tracker.set(key, "uploading", offset=n)
@@ -129,7 +129,7 @@ async def push(
             chunk_size=chunk_size,
             progress=progress,
         )
-        tracker.set(key, "done", total=desc.size)
+        tracker.set(key, "done", total=desc.size, media_type=desc.media_type)
 
     await _gather(push_one(d) for d in blobs)
     for desc in manifests:
@@ -149,11 +149,11 @@ async def _push_manifest(
 ) -> None:
     key = mt.ref_key(desc.media_type, desc.digest)
     if not root and await pusher.exists(desc):
-        tracker.set(key, "exists", total=desc.size)
+        tracker.set(key, "exists", total=desc.size, media_type=desc.media_type)
         return
     data = await content.read_blob(store, desc.digest)
     await pusher.push_manifest(desc, data, tag if root else "")
-    tracker.set(key, "done", total=desc.size)
+    tracker.set(key, "done", total=desc.size, media_type=desc.media_type)
 
 
 async def _read(store: content.Store, dgst: str, offset: int) -> AsyncIterator[bytes]:

@@ -57,21 +57,32 @@ class EventTracker(Tracker):
         self._last: dict[str, float] = {}
         self._finished: set[str] = set()
 
-    def set(self, ref: str, status: str, *, offset: int | None = None, total: int = 0) -> Job:
+    def set(
+        self,
+        ref: str,
+        status: str,
+        *,
+        offset: int | None = None,
+        total: int = 0,
+        media_type: str = "",
+    ) -> Job:
         new = ref not in self.jobs
-        job = super().set(ref, status, offset=offset, total=total)
+        job = super().set(ref, status, offset=offset, total=total, media_type=media_type)
         if not ref.startswith(_BLOB_PREFIXES) or ref in self._finished:
             return job
         parents = (self.root,)
         digest = ref.split("-", 1)[1]
         if new:
-            self._emit(Event("waiting", ref, parents, 0, job.total, digest))
+            self._emit(Event("waiting", ref, parents, 0, job.total, digest, job.media_type))
         if status in ("downloading", "uploading"):
             now = time.monotonic()
             if job.offset and now - self._last.get(ref, 0.0) >= self._interval:
                 self._last[ref] = now
-                self._emit(Event(status, ref, parents, job.offset, job.total, digest))
+                self._emit(
+                    Event(status, ref, parents, job.offset, job.total, digest, job.media_type)
+                )
         elif status in _TERMINAL:
             self._finished.add(ref)
-            self._emit(Event(_TERMINAL[status], ref, parents, job.total, job.total, digest))
+            final = _TERMINAL[status]
+            self._emit(Event(final, ref, parents, job.total, job.total, digest, job.media_type))
         return job
