@@ -107,8 +107,14 @@ async def test_pull_unpacks_and_records(
         f"Completed pull from OCI Registry ({ref})",
     ]
     # every blob: waiting first, complete last, bytes never going back
-    blobs = {e.name for e in events if e.parents == (ref,)}
+    blobs = {e.name for e in events if e.name != ref and e.name}
     assert len(blobs) == len(image.blobs) + 1  # type: ignore[attr-defined]
+    # the tree: the manifest under the image, its config and layers under the manifest
+    manifest = next(n for n in blobs if n.startswith("manifest-"))
+    assert {e.parents for e in events if e.name == manifest} == {(ref,)}
+    assert {e.parents for e in events if e.name in blobs - {manifest}} == {(manifest,)}
+    root = next(e for e in events if e.name == manifest)
+    assert (root.digest, root.media_type) == (image.root.digest, image.root.media_type)  # type: ignore[attr-defined]
     for name in blobs:
         mine = [e for e in events if e.name == name]
         assert mine[0].event == "waiting"
@@ -127,8 +133,12 @@ async def test_pull_index_with_two_platforms(
 ) -> None:
     ref = f"{registry.host}/test/index:v1"
     async with Client(daemon.address, namespace) as client:
-        await pull(client, ref, platforms=BOTH)
+        events = await pull(client, ref, platforms=BOTH)
         assert (await client.image_store().get(ref)).target.digest == INDEX.root.digest
+        index = f"index-{INDEX.root.digest}"
+        assert {e.parents for e in events if e.name == index} == {(ref,)}
+        manifests = {e.name for e in events if e.parents == (index,)}
+        assert manifests == {f"manifest-{AMD.root.digest}", f"manifest-{ARM.root.digest}"}
         for blob in INDEX.blobs:
             await client.content_store().info(blob.digest)
         # only the host's platform was unpacked
@@ -217,7 +227,7 @@ async def test_credentials_come_from_the_callback(
         return "alice", "s3cret"
 
     async with Client(daemon.address, namespace) as client:
-        with pytest.raises(UnauthenticatedError):
+        with pytest.raises(UnauthenticatedError, match="failed to resolve image: "):
             await client.transfer(plain(ref), ImageStore(ref))
         await client.transfer(plain(ref, credentials=creds), ImageStore(ref))
         assert asked
@@ -244,6 +254,17 @@ async def test_unknown_types_are_invalid_arguments(daemon: Daemon, namespace: st
                 ImageStore("x"),
                 any_pb2.Any(type_url="example.test/NoSuchDestination"),
             )
+
+
+@pytest.mark.system
+async def test_pull_of_missing_reference(
+    daemon: Daemon, registry: Registry, namespace: str
+) -> None:
+    ref = f"{registry.host}/test/none:v1"
+    async with Client(daemon.address, namespace) as client:
+        with pytest.raises(NotFoundError, match=f"failed to resolve image: {ref}: not found"):
+            await client.transfer(plain(ref), ImageStore(ref))
+        await no_leases(client)
 
 
 @pytest.mark.system

@@ -40,6 +40,15 @@ class Tracker:
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
         self.started = time.monotonic()
+        #: child ref -> the refs of the blobs that reference it (an index, a manifest)
+        self.parents: dict[str, list[str]] = {}
+
+    def add_children(self, parent: str, children: list[str]) -> None:
+        """Record that the blob ``parent`` references ``children`` (for a tree view)."""
+        for child in children:
+            known = self.parents.setdefault(child, [])
+            if parent not in known:
+                known.append(parent)
 
     def set(
         self,

@@ -381,6 +381,10 @@ class _Walker:
             want = ", ".join(str(p) for p in _wanted(self.want))
             msg = f"no match for platform {want} in manifest {desc.digest}"
             raise NotFoundError(msg)
+        self.tracker.add_children(
+            mt.ref_key(desc.media_type, desc.digest),
+            [mt.ref_key(c.media_type, c.digest) for c in followed],
+        )
         await self.store_blob(desc, data=data, labels=_child_labels(followed))
         async with asyncio.TaskGroup() as tg:
             for child in followed:
@@ -398,6 +402,13 @@ class _Walker:
             msg = f"manifest {desc.digest}: layers is not a list"
             raise InvalidArgumentError(msg)
         layers = [descriptor_from_json(x, desc.digest) for x in raw]
+        self.tracker.add_children(
+            mt.ref_key(desc.media_type, desc.digest),
+            [
+                mt.ref_key(c.media_type, c.digest)
+                for c in (config, *(layers if with_layers else ()))
+            ],
+        )
         await self.store_blob(desc, data=data, labels=_child_labels([config, *layers]))
         if not with_layers:  # metadata of a platform not pulled: the manifest and its config
             await self.store_blob(config)
@@ -496,8 +507,12 @@ async def fetch(
     unpacking: Unpacking | None = None,
     all_metadata: bool = False,
     metadata_only: bool = False,
+    resolved: tuple[str, Descriptor] | None = None,
 ) -> FetchResult:
     """Fetch ``ref`` into the content store and record the image (``ctr content fetch``).
+
+    ``resolved`` is ``(name, root descriptor)`` when the caller resolved ``ref``
+    already (the transfer service reports resolution on its own).
 
     Runs under a lease of its own unless one is current (as the Go client's
     ``Fetch``), so the blobs survive until the image record references them.
@@ -525,6 +540,7 @@ async def fetch(
             unpacking=unpacking,
             all_metadata=all_metadata,
             metadata_only=metadata_only,
+            resolved=resolved,
         )
 
 
@@ -541,10 +557,14 @@ async def _fetch(
     unpacking: Unpacking | None,
     all_metadata: bool = False,
     metadata_only: bool = False,
+    resolved: tuple[str, Descriptor] | None = None,
 ) -> FetchResult:
-    tracker.set(ref, "resolving")
-    name, root = await resolver.resolve(ref)
-    tracker.set(ref, "resolved")
+    if resolved is None:
+        tracker.set(ref, "resolving")
+        name, root = await resolver.resolve(ref)
+        tracker.set(ref, "resolved")
+    else:
+        name, root = resolved
     store = client.content_store()
     walker = _Walker(
         store,

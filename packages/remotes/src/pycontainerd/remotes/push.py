@@ -96,7 +96,12 @@ async def push(
         if desc.digest in seen:
             return
         seen.add(desc.digest)
-        for child in await _children(store, desc, platform):
+        kids = await _children(store, desc, platform)
+        tracker.add_children(
+            mt.ref_key(desc.media_type, desc.digest),
+            [mt.ref_key(c.media_type, c.digest) for c in kids],
+        )
+        for child in kids:
             await visit(child)
         order.append(desc)
 

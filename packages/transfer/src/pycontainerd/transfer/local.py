@@ -318,8 +318,6 @@ class LocalTransferrer:
         from pycontainerd.remotes.pull import PlatformManifest, Unpacking, fetch
 
         emit(Event(f"Resolving from {reg}"))
-        emit(Event(f"Pulling from {reg}"))
-        emit(Event("fetching image content", reg.reference))
         tracker = EventTracker(reg.reference, emit)
         unpacking = None
         if store.unpacks:
@@ -337,6 +335,16 @@ class LocalTransferrer:
                 track=False,
             )
         async with self._resolver(reg, concurrency=self.config.max_concurrent_downloads) as res:
+            try:
+                name, root = await res.resolve(reg.reference)
+            except Exception as exc:
+                raise _prefixed(exc, "failed to resolve image: ") from None
+            if root.media_type in SCHEMA1:
+                msg = "schema 1 image manifests are no longer supported: invalid argument"
+                raise InvalidArgumentError(msg)
+            emit(Event(f"Pulling from {reg}"))
+            emit(Event("fetching image content", name))
+            tracker.root = name
             result = await fetch(
                 self.services,
                 reg.reference,
@@ -347,6 +355,7 @@ class LocalTransferrer:
                 create_image=False,
                 unpacking=unpacking,
                 all_metadata=store.all_metadata,
+                resolved=(name, root),
             )
         saved = await self._store(store, result.image.target, default_name=result.image.name)
         for image in saved:
@@ -478,7 +487,16 @@ class LocalTransferrer:
             spool.seek(0)
             imported = await import_images(self.services, spool, opts)
         for image in imported:
-            emit(Event("saved", image.name))
+            target = image.target
+            emit(
+                Event(
+                    "saved",
+                    image.name,
+                    digest=target.digest,
+                    media_type=target.media_type,
+                    total=target.size,
+                )
+            )
         for platform, name in dst.unpacks:
             sn_name = name or self.config.default_snapshotter
             for image in imported:
@@ -522,6 +540,26 @@ class LocalTransferrer:
                 return None
             desc = pick
         return None
+
+
+SCHEMA1 = frozenset(
+    {
+        "application/vnd.docker.distribution.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    }
+)
+
+
+def _prefixed(exc: Exception, prefix: str) -> Exception:
+    """``exc`` again, of the same errdefs kind, with ``prefix`` before its message."""
+    from pycontainerd.core.errdefs import ContainerdError
+
+    if isinstance(exc, ContainerdError):
+        try:
+            return type(exc)(prefix + exc.message)
+        except TypeError:
+            return exc
+    return exc
 
 
 async def _spool(receiver: Receiver, out: IO[bytes]) -> int:

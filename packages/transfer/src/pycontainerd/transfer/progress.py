@@ -9,10 +9,11 @@ progress stream, in the order they happen:
 - ``downloading`` / ``uploading`` as bytes move (at most one event per blob
   every ``interval`` seconds; upstream polls every 300 ms);
 - ``complete`` when it is stored or pushed; ``already exists`` when it was
-  there already; ``mounted`` when a registry mounted it from another repository.
+  there already (or a registry mounted it from another repository).
 
 Each blob event is named by the blob's ref key (``layer-sha256:…``) and has
-the transfer's root name as its parent, so ``ctr`` draws the blobs under it.
+as parents the blobs that reference it (an index, a manifest) or else the
+transfer's root name, so ``ctr`` draws the image's tree.
 Status events (``Resolving from …``, ``saved``) are sent by the transferrer.
 """
 
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
 __all__ = ["Event", "EventTracker"]
 
 _BLOB_PREFIXES = ("index-", "manifest-", "config-", "layer-", "attestation-", "unknown-")
-_TERMINAL = {"done": "complete", "exists": "already exists", "mounted": "mounted"}
+# a blob a registry mounted from another repository is "already exists" upstream too
+_TERMINAL = {"done": "complete", "exists": "already exists", "mounted": "already exists"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +72,7 @@ class EventTracker(Tracker):
         job = super().set(ref, status, offset=offset, total=total, media_type=media_type)
         if not ref.startswith(_BLOB_PREFIXES) or ref in self._finished:
             return job
-        parents = (self.root,)
+        parents = tuple(self.parents.get(ref, ())) or (self.root,)
         digest = ref.split("-", 1)[1]
         if new:
             self._emit(Event("waiting", ref, parents, 0, job.total, digest, job.media_type))
