@@ -50,7 +50,7 @@ async def _children(
     return [descriptor_from_json(doc.get("config"), desc.digest), *layers]
 
 
-async def push(
+async def push(  # noqa: PLR0915 - one flow, kept in one piece
     client: ImageServices,
     ref: str,
     resolver: Resolver,
@@ -90,12 +90,14 @@ async def push(
     source_key = mt.SOURCE_LABEL_PREFIX + target.hostname
 
     order: list[Descriptor] = []
+    top_down: list[Descriptor] = []
     seen: set[str] = set()
 
     async def visit(desc: Descriptor) -> None:
         if desc.digest in seen:
             return
         seen.add(desc.digest)
+        top_down.append(desc)
         kids = await _children(store, desc, platform)
         tracker.add_children(
             mt.ref_key(desc.media_type, desc.digest),
@@ -106,6 +108,13 @@ async def push(
         order.append(desc)
 
     await visit(root)
+    for desc in top_down:  # the tree appears parents first, as upstream's push shows it
+        tracker.set(
+            mt.ref_key(desc.media_type, desc.digest),
+            "waiting",
+            total=desc.size,
+            media_type=desc.media_type,
+        )
     blobs = [d for d in order if not (mt.is_index(d.media_type) or mt.is_manifest(d.media_type))]
     manifests = [d for d in order if d not in blobs]
 

@@ -361,6 +361,7 @@ class LocalTransferrer:
         for image in saved:
             emit(Event("saved", image.name))
         emit(Event(f"Completed pull from {reg}"))
+        tracker.repeat_latest()
 
     async def push(self, store: Store, reg: Registry, emit: Callable[[Event], None]) -> None:
         """Push ``store``'s image to ``reg``."""
@@ -385,6 +386,7 @@ class LocalTransferrer:
             )
         emit(Event("pushed content", image.name))
         emit(Event(f"Completed push to {reg}"))
+        tracker.repeat_latest()
 
     # -- image store ---------------------------------------------------------------
 

@@ -58,6 +58,22 @@ class EventTracker(Tracker):
         self._interval = interval
         self._last: dict[str, float] = {}
         self._finished: set[str] = set()
+        self._latest: Event | None = None
+
+    def _send(self, e: Event) -> None:
+        self._latest = e
+        self._emit(e)
+
+    def repeat_latest(self) -> None:
+        """Send the latest blob event again (after the final status event).
+
+        containerd's tracker reports its last blob states after the transfer's
+        ``Completed …`` status, and containerd 2.x's ``ctr`` redraws only on
+        events that name something: without a named event after the status,
+        its last line would keep the previous status.
+        """
+        if self._latest is not None:
+            self._emit(self._latest)
 
     def set(
         self,
@@ -75,16 +91,16 @@ class EventTracker(Tracker):
         parents = tuple(self.parents.get(ref, ())) or (self.root,)
         digest = ref.split("-", 1)[1]
         if new:
-            self._emit(Event("waiting", ref, parents, 0, job.total, digest, job.media_type))
+            self._send(Event("waiting", ref, parents, 0, job.total, digest, job.media_type))
         if status in ("downloading", "uploading"):
             now = time.monotonic()
             if job.offset and now - self._last.get(ref, 0.0) >= self._interval:
                 self._last[ref] = now
-                self._emit(
+                self._send(
                     Event(status, ref, parents, job.offset, job.total, digest, job.media_type)
                 )
         elif status in _TERMINAL:
             self._finished.add(ref)
             final = _TERMINAL[status]
-            self._emit(Event(final, ref, parents, job.total, job.total, digest, job.media_type))
+            self._send(Event(final, ref, parents, job.total, job.total, digest, job.media_type))
         return job

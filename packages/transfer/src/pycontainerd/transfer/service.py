@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 
 _Ctx = Any  # grpc.aio.ServicerContext[request, response]
 
+ENDING_WAIT = 1.0
+"""Seconds the Transfer call waits for its progress stream's end to go out."""
+
 
 class StreamingService(streaming_pb2_grpc.StreamingServicer):
     """Registers client streams with the stream manager."""
@@ -70,6 +73,7 @@ class StreamingService(streaming_pb2_grpc.StreamingServicer):
         async with aborting_on_error(context):
             init = typeurl.unpack_as(first, streaming_pb2.StreamInit)
         stream = ManagedStream(incoming, context.write)
+        context.add_done_callback(lambda _ctx: stream.mark_ended())
         async with aborting_on_error(context):
             self._manager.add(namespace_of(context) or "", init.id, stream)
         log.debug("registered stream %s", init.id)
@@ -111,10 +115,19 @@ class _ProgressSender:
                 return
 
     async def finish(self) -> None:
+        """Send what is queued, close the stream and let its end reach the client.
+
+        The Transfer call answers only after the progress stream has ended, so
+        a client that stops reading when the call returns (containerd 2.x's
+        ``ctr``) has the last events (``Completed pull …``) already.
+        """
         self._queue.put_nowait(None)
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         await self._stream.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ENDING_WAIT):
+                await self._stream.wait_ended()
 
 
 def _streams_of(ep: Endpoint) -> list[ManagedStream]:

@@ -38,6 +38,7 @@ class ManagedStream:
         self._incoming = incoming
         self._write = write
         self._closed = asyncio.Event()
+        self._ended = asyncio.Event()
         self._on_close: list[Callable[[], None]] = []
 
     async def send(self, msg: any_pb2.Any) -> None:
@@ -94,6 +95,14 @@ class ManagedStream:
     async def wait_closed(self) -> None:
         """Wait until the stream is closed."""
         await self._closed.wait()
+
+    def mark_ended(self) -> None:
+        """The Streaming call is over: its end (status) has gone out to the client."""
+        self._ended.set()
+
+    async def wait_ended(self) -> None:
+        """Wait until the Streaming call is over (after :meth:`close`)."""
+        await self._ended.wait()
 
 
 class StreamManager:
