@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from typing import TYPE_CHECKING
 
 import grpc
@@ -23,7 +24,12 @@ from pycontainerd.client.transfer import (
     Progress,
     _ClientStream,
 )
-from pycontainerd.core.errdefs import InvalidArgumentError, NotFoundError, UnauthenticatedError
+from pycontainerd.core.errdefs import (
+    InvalidArgumentError,
+    NotFoundError,
+    UnauthenticatedError,
+    UnimplementedError,
+)
 from pycontainerd.core.platforms import Platform
 from pycontainerd.remotes.archive import export_images
 from pycontainerd.remotes.testing import Registry, build_image, build_index, require_registry
@@ -255,6 +261,15 @@ async def test_unknown_types_are_invalid_arguments(daemon: Daemon, namespace: st
             await stub.Transfer(req, metadata=client.metadata())
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "example.test/NoSuchSource" in (info.value.details() or "")
+
+        with pytest.raises(
+            UnimplementedError,
+            match=re.escape(
+                "method Transfer not implemented for containerd.types.transfer.OCIRegistry "
+                "to containerd.types.transfer.OCIRegistry"
+            ),
+        ):
+            await client.transfer(OCIRegistry("example.test/a:1"), OCIRegistry("example.test/b:1"))
 
         with pytest.raises(InvalidArgumentError, match="NoSuchDestination"):
             await client.transfer(

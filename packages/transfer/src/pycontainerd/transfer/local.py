@@ -62,6 +62,7 @@ __all__ = [
     "ImportStream",
     "LocalServices",
     "LocalTransferrer",
+    "NoTransferError",
     "Registry",
     "Store",
     "TransferConfig",
@@ -261,6 +262,10 @@ def endpoint(value: any_pb2.Any, manager: StreamManager, ns: str, role: str) -> 
 # -- the transferrer -----------------------------------------------------------------
 
 
+class NoTransferError(UnimplementedError):
+    """No operation moves this source type to this destination type."""
+
+
 def _nothing(_: Event) -> None:
     return None
 
@@ -295,7 +300,7 @@ class LocalTransferrer:
             if isinstance(src, Store) and isinstance(dst, Store):
                 return await self.tag(src, dst, emit)
         msg = f"unable to transfer from {src} to {dst}: not implemented"
-        raise UnimplementedError(msg)
+        raise NoTransferError(msg)
 
     # -- registry ----------------------------------------------------------------
 

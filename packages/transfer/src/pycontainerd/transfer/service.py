@@ -31,7 +31,14 @@ from pycontainerd.api.services.transfer.v1 import transfer_pb2, transfer_pb2_grp
 from pycontainerd.api.streams import StreamClosedError
 from pycontainerd.api.types import descriptor_pb2
 from pycontainerd.api.types.transfer import progress_pb2
-from pycontainerd.transfer.local import ExportStream, ImportStream, Registry, endpoint
+from pycontainerd.core.errdefs import UnimplementedError
+from pycontainerd.transfer.local import (
+    ExportStream,
+    ImportStream,
+    NoTransferError,
+    Registry,
+    endpoint,
+)
 from pycontainerd.transfer.streams import ManagedStream
 
 if TYPE_CHECKING:
@@ -165,9 +172,14 @@ class TransferService(transfer_pb2_grpc.TransferServicer):
                     streams += _streams_of(src)
                     dst = endpoint(request.destination, self._manager, ns, "destination")
                     streams += _streams_of(dst)
-                    await self._transferrer.transfer(
-                        src, dst, sender.emit if sender is not None else None
-                    )
+                    try:
+                        await self._transferrer.transfer(
+                            src, dst, sender.emit if sender is not None else None
+                        )
+                    except NoTransferError:
+                        src_url, dst_url = request.source.type_url, request.destination.type_url
+                        msg = f"method Transfer not implemented for {src_url} to {dst_url}"
+                        raise UnimplementedError(msg) from None
                 finally:
                     if sender is not None:
                         await sender.finish()
