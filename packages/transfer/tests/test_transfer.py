@@ -246,6 +246,12 @@ async def test_credentials_come_from_the_callback(
         assert asked
         assert set(asked) == {private.host}
         assert (await client.image_store().get(ref)).target.digest == IMAGE.root.digest
+        # a push uploads blobs concurrently: requests sent before the registry's first
+        # challenge was known are retried with the credentials, not taken as refused
+        pushed = f"{private.host}/test/pushed:v1"
+        await client.transfer(ImageStore(ref), plain(pushed, credentials=creds))
+        await client.transfer(plain(pushed, credentials=creds), ImageStore("back:v1"))
+        assert (await client.image_store().get("back:v1")).target.digest == IMAGE.root.digest
         await no_leases(client)
 
 

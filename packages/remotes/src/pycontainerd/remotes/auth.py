@@ -149,27 +149,29 @@ class Authorizer:
             msg = f"{host}: unauthorized and no supported authentication challenge"
             raise UnauthenticatedError(msg)
         state = self._hosts.setdefault(host, _HostAuth())
-        previous = state.challenge
         state.challenge = chosen
+        # What the refused request carried: an anonymous request sent before a
+        # concurrent one learnt the challenge is no sign of bad credentials.
+        sent = _sent_authorization(response)
         scope_set = set(scopes)
         if chosen.scheme == "basic":
             creds = await self.credentials(host)
             if creds is None:
                 msg = f"{host}: authorization required (basic auth); no credentials given"
                 raise UnauthenticatedError(msg)
-            if previous is not None and previous.scheme == "basic":
+            if sent.lower().startswith("basic "):
                 msg = f"{host}: authorization failed for user {creds[0]!r}"
                 raise UnauthenticatedError(msg)
             return basic_header(*creds)
         if chosen.params.get("scope"):
             scope_set.update(chosen.params["scope"].split(" "))
         key = tuple(sorted(scope_set))
-        if key in state.tokens:
+        cached = state.tokens.get(key)
+        if cached is not None and sent == f"Bearer {cached.value}":
             # the token we sent was refused: do not loop on it
             del state.tokens[key]
-            if previous is not None and previous == chosen:
-                msg = f"{host}: token rejected for scope {' '.join(key)}"
-                raise UnauthenticatedError(msg)
+            msg = f"{host}: token rejected for scope {' '.join(key)}"
+            raise UnauthenticatedError(msg)
         return "Bearer " + await self._token(client, host, state, key)
 
     async def _token(
@@ -223,6 +225,15 @@ class Authorizer:
             raise UnauthenticatedError(msg)
         ttl = body.get("expires_in", _DEFAULT_TOKEN_TTL)
         return token, float(ttl) if isinstance(ttl, int | float) else _DEFAULT_TOKEN_TTL
+
+
+def _sent_authorization(response: httpx.Response) -> str:
+    """The ``Authorization`` header of the request ``response`` answers ("" if none)."""
+    try:
+        request = response.request
+    except RuntimeError:  # a response built without a request
+        return ""
+    return str(request.headers.get("authorization", ""))
 
 
 def scope(repository: str, *actions: str) -> str:
