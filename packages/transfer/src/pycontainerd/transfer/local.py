@@ -591,6 +591,8 @@ def _credentials(reg: Registry) -> Callable[[str], Any]:
                 answer = typeurl.unpack_as(await stream.recv(), registry_pb2.AuthResponse)
             except StreamClosedError:
                 return None
+        if not answer.secret and not answer.username:
+            return None  # containerd 2.x's ctr answers empty credentials when it has none
         if answer.authType == registry_pb2.CREDENTIALS:
             return answer.username, answer.secret
         if answer.authType == registry_pb2.REFRESH:
