@@ -7,7 +7,7 @@ progress stream, in the order they happen:
 
 - ``waiting`` when a blob is first seen (progress 0, its size as total);
 - ``downloading`` / ``uploading`` as bytes move (at most one event per blob
-  every ``interval`` seconds; upstream polls every 300 ms);
+  every ``interval`` seconds, 300 ms by default, as upstream polls);
 - ``complete`` when it is stored or pushed; ``already exists`` when it was
   there already (or a registry mounted it from another repository).
 
@@ -51,7 +51,7 @@ class Event:
 class EventTracker(Tracker):
     """A ``Tracker`` that also emits :class:`Event` objects to ``emit``."""
 
-    def __init__(self, root: str, emit: Callable[[Event], None], *, interval: float = 0.1) -> None:
+    def __init__(self, root: str, emit: Callable[[Event], None], *, interval: float = 0.3) -> None:
         super().__init__()
         self.root = root
         self._emit = emit
