@@ -5,9 +5,9 @@ hands out proxies (:mod:`pycontainerd.client.proxies`) that implement the core
 contracts over gRPC. Importing this package is cheap; ``Client`` and the
 proxies import grpc when first used.
 
-Planned sibling modules: ``pycontainerd.client.remotes`` (registry resolver,
-``hosts.toml``), ``pycontainerd.client.pull``/``push`` and
-``pycontainerd.client.archive`` (OCI layout and ``docker save`` import/export);
+Planned sibling modules: ``pycontainerd.remotes`` (registry resolver,
+``hosts.toml``), ``pycontainerd.remotes.pull``/``push`` and
+``pycontainerd.remotes.archive`` (OCI layout and ``docker save`` import/export);
 they build on ``Client`` and the proxies only.
 """
 

@@ -40,9 +40,10 @@ from pycontainerd.core.errdefs import DeadlineExceededError, InvalidArgumentErro
 from pycontainerd.core.leases import EXPIRE_LABEL
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator, Callable, Mapping
     from types import TracebackType
 
+    from pycontainerd.client import transfer
     from pycontainerd.client.proxies.containers import RemoteContainerStore
     from pycontainerd.client.proxies.content import RemoteContentStore
     from pycontainerd.client.proxies.diff import RemoteDiff
@@ -229,6 +230,18 @@ class Client:
         from pycontainerd.client.proxies.diff import RemoteDiff
 
         return RemoteDiff(self)
+
+    async def transfer(
+        self,
+        source: transfer.Endpoint,
+        destination: transfer.Endpoint,
+        *,
+        progress: Callable[[transfer.Progress], None] | None = None,
+    ) -> None:
+        """Have the daemon move ``source`` to ``destination`` (``pycontainerd.client.transfer``)."""
+        from pycontainerd.client.transfer import transfer as run_transfer
+
+        await run_transfer(self, source, destination, progress=progress)
 
     # -- small services ---------------------------------------------------------
 
