@@ -31,7 +31,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 from google.protobuf import timestamp_pb2
 
@@ -54,17 +54,16 @@ from pycontainerd.runtime.shim import bootstrap
 from pycontainerd.runtime.shim.service import TASK_SPEC
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
 
     from google.protobuf import any_pb2
 
     from pycontainerd.api.types import mount_pb2
-    from pycontainerd.core.events import Envelope
+    from pycontainerd.core.events import Envelope, EventBus
 
 __all__ = [
     "DEFAULT_SHIMS",
     "TASK_SPEC",
-    "EventBus",
     "ShimTask",
     "TaskManager",
     "binary_name",
@@ -100,16 +99,6 @@ Shims retry a failed forward after 1, 2, 3, 4 and 5 seconds; after this delay
 a still missing exit is published by the manager.
 """
 _EXIT_TOPIC: Final = "/tasks/exit"
-
-
-class EventBus(Protocol):
-    """What the manager needs from the event exchange."""
-
-    async def publish(self, topic: str, event: object) -> None:
-        """Publish ``event`` in the current namespace."""
-
-    def subscribe(self, *filters: str) -> AsyncIterator[Envelope]:
-        """Envelopes matching ``filters`` from now on."""
 
 
 def binary_name(runtime: str) -> str:
