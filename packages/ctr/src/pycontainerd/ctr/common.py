@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from pycontainerd.core.errdefs import InvalidArgumentError
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping
 
@@ -27,6 +29,19 @@ class CommandError(Exception):
     def __init__(self, code: int = 1) -> None:
         super().__init__(code)
         self.code = code
+
+
+class UsageError(InvalidArgumentError):
+    """A mistake on the command line, printed as bare text (upstream's ``errors.New``)."""
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def exit_with(code: int) -> None:
+    """End ``ctr`` with the task's exit status (nothing printed), like ``cli.NewExitError``."""
+    if code != 0:
+        raise CommandError(code)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
