@@ -202,7 +202,8 @@ async def initialize(
     Raises:
         DaemonError: a required plugin failed or skipped
             (``load required plugin <uri>: <error>``) or was never included
-            (``required plugin [<uri> ...] not included``).
+            (``required plugin [<uri> ...] not included: install <distribution>``,
+            see :mod:`pycontainerd.daemon.missing`).
     """
     from pycontainerd.config.model import deep_merge
 
@@ -254,7 +255,10 @@ async def initialize(
             )
         if pending_required:
             await plugins.aclose()
-            msg = f"required plugin [{' '.join(sorted(pending_required))}] not included"
+            from pycontainerd.daemon.missing import install_hint
+
+            missing = sorted(pending_required)
+            msg = f"required plugin [{' '.join(missing)}] not included: {install_hint(missing)}"
             raise DaemonError(msg)
     finally:
         current_plugins.reset(token)
