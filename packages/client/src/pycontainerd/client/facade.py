@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from pycontainerd.client.oci import SpecOpt
     from pycontainerd.client.progress import Job, Tracker
     from pycontainerd.client.remotes.resolver import Resolver
+    from types import TracebackType
+
     from pycontainerd.core.events import Envelope
     from pycontainerd.core.platforms import Platform
     from pycontainerd.core.types import Descriptor
@@ -286,15 +288,116 @@ class ClientFacade:
 
     # -- events -------------------------------------------------------------------------
 
-    async def subscribe(self, *filters: str) -> AsyncIterator[Event]:
+    def subscribe(self, *filters: str) -> Subscription:
         """Events of every namespace matching any of ``filters``, as they happen.
 
         Filters use containerd's syntax: ``topic=="/tasks/exit"``,
-        ``namespace==default``, ``topic~="/images/"``. The stream ends when
-        the iterator is closed (``break`` out of ``async for``) or the client is.
+        ``namespace==default``, ``topic~="/images/"``. Iterate the result
+        with ``async for``. Used as ``async with client.subscribe(...) as
+        events:``, the block starts only once the daemon delivers to this
+        subscription (see :class:`Subscription`), so nothing that happens
+        in it is missed; the stream ends with the block.
         """
-        async for envelope in self._client().event_service().subscribe(*filters):
-            yield _event(envelope)
+        return Subscription(self._client(), filters)
+
+
+class Subscription:
+    """An event stream: an async iterator of :class:`Event`, and an async context manager.
+
+    Entering it starts the stream and waits until it is live: it publishes a
+    probe event (topic ``/pycontainerd/subscribe/<random>``, payload
+    ``google.protobuf.Empty``) in the client's namespace until the probe
+    comes back through the stream, then drops the probes. Events that came
+    before the probe are kept. Without ``async with`` the stream starts at
+    the first ``anext`` and nothing is published.
+    """
+
+    PROBE_PREFIX: Final = "/pycontainerd/subscribe/"
+
+    def __init__(self, client: Client, filters: Sequence[str]) -> None:
+        self._client = client
+        self._filters = tuple(filters)
+        self._probe = ""
+        self._stream: AsyncIterator[Envelope] | None = None
+        self._buffered: list[Event] = []
+        self._next: asyncio.Future[Envelope] | None = None
+
+    def _open(self) -> AsyncIterator[Envelope]:
+        if self._stream is None:
+            filters = self._filters
+            if self._probe and filters:
+                filters = (*filters, f'topic=="{self._probe}"')
+            self._stream = self._client.event_service().subscribe(*filters)
+        return self._stream
+
+    async def start(self) -> Subscription:
+        """Start the stream and wait until it is live (see the class docstring)."""
+        import uuid
+
+        from google.protobuf import empty_pb2
+
+        if self._stream is not None:
+            return self
+        self._probe = f"{self.PROBE_PREFIX}{uuid.uuid4().hex}"
+        stream = self._open()
+        events = self._client.event_service()
+        delay = 0.01
+        self._next = asyncio.ensure_future(anext(stream))
+        try:
+            while True:
+                await events.publish(self._probe, empty_pb2.Empty())
+                done, _ = await asyncio.wait({self._next}, timeout=delay)
+                delay = min(delay * 2, 1.0)
+                while done:
+                    envelope = self._next.result()
+                    self._next = asyncio.ensure_future(anext(stream))
+                    if envelope.topic == self._probe:
+                        return self
+                    if not envelope.topic.startswith(self.PROBE_PREFIX):
+                        self._buffered.append(_event(envelope))
+                    done, _ = await asyncio.wait({self._next}, timeout=0)
+        except BaseException:
+            await self.aclose()
+            raise
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._buffered:
+            return self._buffered.pop(0)
+        stream = self._open()
+        while True:
+            if self._next is not None:
+                following, self._next = self._next, None
+                envelope = await following
+            else:
+                envelope = await anext(stream)
+            if not envelope.topic.startswith(self.PROBE_PREFIX):
+                return _event(envelope)
+
+    async def aclose(self) -> None:
+        """End the stream."""
+        following, self._next = self._next, None
+        if following is not None and not following.done():
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await following
+        stream, self._stream = self._stream, None
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    async def __aenter__(self) -> Subscription:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
 
 def _event(envelope: Envelope) -> Event:
