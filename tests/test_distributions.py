@@ -23,6 +23,7 @@ META = "pycontainerd"
 def _dist_name(package: str) -> str:
     return package if package == META else f"pycontainerd-{package}"
 
+
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
 

@@ -21,8 +21,8 @@ Importing this module does not import grpc.
 from __future__ import annotations
 
 import os
-import ssl
 import socket
+import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -152,7 +152,9 @@ def resolve(address: str | None = None, env: Mapping[str, str] | None = None) ->
         raise InvalidArgumentError(exc.message) from exc
 
 
-def diagnose_tls(address: Address, tls: TLSConfig, timeout: float = 5.0) -> str:
+def diagnose_tls(  # noqa: PLR0911 - one answer per way a handshake fails
+    address: Address, tls: TLSConfig, timeout: float = 5.0
+) -> str:
     """Why a TLS connection to ``address`` fails, in words ("" if a handshake succeeds).
 
     gRPC reports a refused certificate only as an unreachable server; this
@@ -172,10 +174,12 @@ def diagnose_tls(address: Address, tls: TLSConfig, timeout: float = 5.0) -> str:
             ctx.wrap_socket(raw, server_hostname=name) as conn,
         ):
             conn.settimeout(min(timeout, 1.0))
-            try:  # TLS 1.3: a refused client certificate arrives as an alert after the handshake
-                conn.recv(1)
+            try:  # TLS 1.3: a refused client certificate shows only after the handshake
+                closed = conn.recv(1) == b""
             except TimeoutError:
-                pass
+                closed = False
+            if closed:
+                return _refused(tls, "it closed the connection after the handshake")
     except ssl.SSLCertVerificationError as exc:
         where = f"the CA {tls.ca}" if tls.ca else "the system's CAs"
         return (
@@ -184,12 +188,21 @@ def diagnose_tls(address: Address, tls: TLSConfig, timeout: float = 5.0) -> str:
         )
     except ssl.SSLError as exc:
         reason = exc.reason or str(exc)
-        if "CERTIFICATE_REQUIRED" in reason.upper() or "UNKNOWN_CA" in reason.upper():
-            return (
-                f"tls: the daemon refused this client ({reason}): it wants a client "
-                f"certificate signed by its CA (--tls-cert/--tls-key, {TLS_CERT_ENV}/{TLS_KEY_ENV})"
-            )
+        if any(k in reason.upper() for k in ("CERTIFICATE_REQUIRED", "UNKNOWN_CA", "BAD_CERT")):
+            return _refused(tls, reason)
         return f"tls handshake failed: {reason}"
     except OSError as exc:
         return f"connect {address}: {exc.strerror or exc}"
     return ""
+
+
+def _refused(tls: TLSConfig, reason: str) -> str:
+    what = (
+        f"it did not accept the client certificate {tls.cert}"
+        if tls.cert
+        else "it wants a client certificate"
+    )
+    return (
+        f"tls: the daemon refused this client ({reason}): {what} signed by its CA "
+        f"(--tls-cert/--tls-key, {TLS_CERT_ENV}/{TLS_KEY_ENV})"
+    )

@@ -31,13 +31,12 @@ from pycontainerd.client.objects import Container, Event, Image, parse_platform
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+    from types import TracebackType
 
     from pycontainerd.client.client import Client
     from pycontainerd.client.oci import SpecOpt
     from pycontainerd.client.progress import Job, Tracker
     from pycontainerd.client.remotes.resolver import Resolver
-    from types import TracebackType
-
     from pycontainerd.core.events import Envelope
     from pycontainerd.core.platforms import Platform
     from pycontainerd.core.types import Descriptor
@@ -97,7 +96,10 @@ class ClientFacade:
 
         client = self._client()
         want = parse_platform(platform)
-        async with _resolver(resolver, plain_http, hosts_dir) as res, _progress(progress) as tracker:
+        async with (
+            _resolver(resolver, plain_http, hosts_dir) as res,
+            _progress(progress) as tracker,
+        ):
             result = await pull_image(
                 client,
                 ref,
@@ -148,7 +150,10 @@ class ClientFacade:
         from pycontainerd.client.push import push as push_image
 
         client = self._client()
-        async with _resolver(resolver, plain_http, hosts_dir) as res, _progress(progress) as tracker:
+        async with (
+            _resolver(resolver, plain_http, hosts_dir) as res,
+            _progress(progress) as tracker,
+        ):
             return await push_image(
                 client,
                 ref,
@@ -471,7 +476,7 @@ async def _progress(
 @contextlib.contextmanager
 def _open(target: str | os.PathLike[str] | IO[bytes], mode: str) -> Iterator[IO[bytes]]:
     if isinstance(target, str | os.PathLike):
-        with open(target, mode) as f:  # noqa: PTH123 - a plain binary file
+        with open(target, mode) as f:
             yield cast("IO[bytes]", f)
     else:
         yield target

@@ -25,8 +25,8 @@ from pycontainerd.client.containers import (
     image_manifest,
 )
 from pycontainerd.client.stdio import ProcessIO
-from pycontainerd.client.tasks import TaskService, exec_process, load_task, new_task
 from pycontainerd.client.tasks import Task as _LowTask
+from pycontainerd.client.tasks import TaskService, exec_process, load_task, new_task
 from pycontainerd.core import platforms as platforms_mod
 from pycontainerd.core.errdefs import FailedPreconditionError, NotFoundError, UnimplementedError
 
@@ -207,9 +207,7 @@ class Process:
 class Task(Process):
     """A container's running task (containerd's ``Task``): its init process and the rest."""
 
-    def __init__(
-        self, client: Client, container: Container, low: _LowTask, io: ProcessIO
-    ) -> None:
+    def __init__(self, client: Client, container: Container, low: _LowTask, io: ProcessIO) -> None:
         super().__init__(client, low, io)
         self.container = container
 
@@ -253,7 +251,7 @@ class Task(Process):
         try:
             low = await exec_process(self.client, self.container_id, exec_id, proc, io.fifos)
         except BaseException:
-            await io.close(timeout=0)
+            await io.close(grace=0)
             raise
         return Process(self.client, low, io)
 
@@ -352,14 +350,16 @@ class Container:
         )
         return self.record.labels
 
-    async def new_task(self, stdio: Stdio | None = None, *, options: AnyValue | None = None) -> Task:
+    async def new_task(
+        self, stdio: Stdio | None = None, *, options: AnyValue | None = None
+    ) -> Task:
         """Create its task (not started: call ``start()``), stdio connected as ``stdio``."""
         io = ProcessIO(self.id, stdio)
         io.start_output()
         try:
             low = await new_task(self.client, self.record, io.fifos, options=options)
         except BaseException:
-            await io.close(timeout=0)
+            await io.close(grace=0)
             raise
         return Task(self.client, self, low, io)
 

@@ -187,9 +187,7 @@ class ProcessIO:
         """Start feeding stdin (after the process started)."""
         s = self.stdio
         if isinstance(s.stdin, bytes) and self.fifos.stdin:
-            threading.Thread(
-                target=_feed, args=(self.fifos.stdin, s.stdin), daemon=True
-            ).start()
+            threading.Thread(target=_feed, args=(self.fifos.stdin, s.stdin), daemon=True).start()
         elif self.copier is not None:
             self.copier.start_stdin()
 
@@ -210,17 +208,17 @@ class ProcessIO:
         out = {name: await c.wait() for name, c in self.captures.items()}
         return Output(stdout=out.get("stdout", b""), stderr=out.get("stderr", b""))
 
-    async def close(self, timeout: float = 5.0) -> None:
-        """Wait (at most ``timeout``) for the output to end, then remove the FIFOs."""
+    async def close(self, grace: float = 5.0) -> None:
+        """Wait (at most ``grace`` seconds) for the output to end, then remove the FIFOs."""
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(grace):
                 for capture in self.captures.values():
                     await capture.wait()
         for capture in self.captures.values():
             capture.close()
         if self.copier is not None:
             copier = self.copier
-            if not await asyncio.to_thread(copier.wait_output, timeout):
+            if not await asyncio.to_thread(copier.wait_output, grace):
                 copier.unblock()
         self.fifos.remove()
 

@@ -41,11 +41,10 @@ import threading
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-from pycontainerd.client.client import Client as AsyncClient
 from pycontainerd.client.client import DEFAULT_LEASE_EXPIRY, Version, generate_lease_id
-from pycontainerd.client.facade import Subscription as AsyncSubscription
-from pycontainerd.client.objects import Event, ProcessInfo
+from pycontainerd.client.client import Client as AsyncClient
 from pycontainerd.client.objects import Container as AsyncContainer
+from pycontainerd.client.objects import Event, ProcessInfo
 from pycontainerd.client.objects import Image as AsyncImage
 from pycontainerd.client.objects import Process as AsyncProcess
 from pycontainerd.client.objects import Task as AsyncTask
@@ -62,6 +61,7 @@ if TYPE_CHECKING:
 
     from pycontainerd.client.address import TLSConfig
     from pycontainerd.client.containers import ImageConfig
+    from pycontainerd.client.facade import Subscription as AsyncSubscription
     from pycontainerd.client.oci import SpecOpt
     from pycontainerd.client.progress import Job
     from pycontainerd.client.proxies.introspection import ServerInfo
