@@ -33,7 +33,6 @@ Calling the sync client from inside its own loop (for example from a
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import contextvars
 import inspect
@@ -98,40 +97,42 @@ class _Loop:
         self.thread.start()
 
     def run(self, awaitable: Awaitable[T]) -> T:
-        """Run ``awaitable`` on the loop in the caller's context; block for its result."""
+        """Run ``awaitable`` on the loop in the caller's context; block for its result.
+
+        The caller waits on a plain lock the loop releases when the work is
+        done (cheaper than a ``concurrent.futures.Future``'s condition).
+        """
         if threading.current_thread() is self.thread:
             msg = "the sync client was called from its own event loop: use the async client there"
             raise RuntimeError(msg)
         context = contextvars.copy_context()
-        done: concurrent.futures.Future[T] = concurrent.futures.Future()
-        holder: list[asyncio.Future[T]] = []
+        finished = threading.Lock()
+        finished.acquire()
+        outcome: list[asyncio.Future[T]] = []
 
         def settle(task: asyncio.Future[T]) -> None:
-            if task.cancelled():
-                done.cancel()
-            elif (exc := task.exception()) is not None:
-                done.set_exception(exc)
-            else:
-                done.set_result(task.result())
+            finished.release()
 
         def start() -> None:
             try:
-                task = asyncio.ensure_future(awaitable, loop=self.loop)
-            except BaseException as exc:  # not awaitable: report it to the caller
-                done.set_exception(exc)
-                return
-            holder.append(task)
+                task: asyncio.Future[T] = asyncio.ensure_future(awaitable, loop=self.loop)
+            except BaseException as exc:  # not awaitable: fail the call, not the loop
+                failed = self.loop.create_future()
+                failed.set_exception(exc)
+                task = failed
+            outcome.append(task)
             task.add_done_callback(settle)
 
         self.loop.call_soon_threadsafe(context.run, start)
         try:
-            return done.result()
-        except concurrent.futures.CancelledError:
-            raise asyncio.CancelledError from None
-        except BaseException:
-            if holder and not done.done():  # interrupted (KeyboardInterrupt): stop the work
-                self.loop.call_soon_threadsafe(holder[0].cancel)
+            finished.acquire()
+        except BaseException:  # interrupted (KeyboardInterrupt): stop the work
+            self.loop.call_soon_threadsafe(lambda: outcome and outcome[0].cancel())
             raise
+        task = outcome[0]
+        if task.cancelled():
+            raise asyncio.CancelledError
+        return task.result()
 
     def iterate(self, iterator: AsyncIterator[T]) -> Iterator[T]:
         """``iterator`` as a blocking iterator; closing it closes the async one."""
