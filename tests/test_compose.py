@@ -28,7 +28,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -248,5 +248,5 @@ def test_d_third_party_plugin_appears_and_serves(venv: Venv, base: Path) -> None
         import grpc
 
         with grpc.insecure_channel(f"unix://{daemon.address}") as channel:
-            say = channel.unary_unary("/pcdexample.v1.Greeter/Say")
+            say: Any = channel.unary_unary("/pcdexample.v1.Greeter/Say")
             assert say(b"world", timeout=10) == b"hello world"
