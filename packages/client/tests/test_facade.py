@@ -215,4 +215,4 @@ def test_sync_subscription_iterates_and_closes(address: str, namespace: str) -> 
             event = next(events)
         assert event.topic == "/namespaces/create"
         assert event.fields["name"] == unique
-        assert uuid.UUID(client.server().uuid)
+        assert uuid.UUID(client.server().uuid).version == 4
