@@ -6,8 +6,10 @@
    (``await client.version()`` in one coroutine) and with the sync twin
    (``client.version()`` from the main thread, the coroutine run on the
    client's loop thread), against containerd and against our daemon.
-   Rounds alternate async and sync; the median round is reported.
-   Target: sync <= 1.05x async.
+   Rounds alternate async and sync; the median round is reported, as wall
+   time and as this process's CPU time (all threads: the client's own cost,
+   which a machine busy with other work does not distort). Target: sync
+   <= 1.05x async.
 2. Import time: ``import pycontainerd.client.client`` (the async client)
    against ``import pycontainerd.client.sync``, each in a fresh interpreter,
    timed inside it (interpreter start-up excluded); median of ``--imports``,
@@ -32,29 +34,31 @@ IMPORT_PROBE = (
 )
 
 
-def async_loop(address: str, calls: int) -> float:
+def async_loop(address: str, calls: int) -> tuple[float, float]:
+    """Wall and CPU seconds of ``calls`` awaited ``version()`` calls."""
     from pycontainerd.client.client import Client
 
-    async def main() -> float:
+    async def main() -> tuple[float, float]:
         async with Client(address, "default") as client:
             await client.version()  # warm: channel and stubs
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(calls):
                 await client.version()
-            return time.perf_counter() - t0
+            return time.perf_counter() - t0, time.process_time() - c0
 
     return asyncio.run(main())
 
 
-def sync_loop(address: str, calls: int) -> float:
+def sync_loop(address: str, calls: int) -> tuple[float, float]:
+    """Wall and CPU seconds of ``calls`` blocking ``version()`` calls."""
     from pycontainerd.client.sync import Client
 
     with Client(address, "default") as client:
         client.version()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(calls):
             client.version()
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
 
 def import_seconds(module: str) -> float:
@@ -70,7 +74,7 @@ def import_seconds(module: str) -> float:
 def row(name: str, a: float, s: float, target: float) -> str:
     ratio = s / a
     ok = "yes" if ratio <= target else "NO"
-    return f"{name:<34}{a:>10.4f}{s:>10.4f}{ratio:>8.3f}{f'<= {target:.2f}x':>10}  {ok}"
+    return f"{name:<38}{a:>10.4f}{s:>10.4f}{ratio:>8.3f}{f'<= {target:.2f}x':>10}  {ok}"
 
 
 def main() -> int:
@@ -90,14 +94,16 @@ def main() -> int:
             for _ in range(args.rounds):
                 a_runs.append(async_loop(peer.address, args.calls))
                 s_runs.append(sync_loop(peer.address, args.calls))
-            a, s = statistics.median(a_runs), statistics.median(s_runs)
-            lines.append(row(f"version_x{args.calls}_s ({peer.name})", a, s, 1.05))
+            for i, kind in ((0, "wall"), (1, "cpu")):
+                a = statistics.median(r[i] for r in a_runs)
+                s = statistics.median(r[i] for r in s_runs)
+                lines.append(row(f"version_x{args.calls}_{kind}_s ({peer.name})", a, s, 1.05))
     a_imp, s_imp = [], []
     for _ in range(args.imports):
         a_imp.append(import_seconds("pycontainerd.client.client"))
         s_imp.append(import_seconds("pycontainerd.client.sync"))
     lines.append(row("import_s", statistics.median(a_imp), statistics.median(s_imp), 1.10))
-    print(f"{'metric':<34}{'async':>10}{'sync':>10}{'ratio':>8}{'target':>10}  ok")
+    print(f"{'metric':<38}{'async':>10}{'sync':>10}{'ratio':>8}{'target':>10}  ok")
     print("\n".join(lines))
     return 0
 
