@@ -19,6 +19,7 @@ from pycontainerd.core.errdefs import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    UnimplementedError,
 )
 from pycontainerd.daemon.testing import Daemon, daemon_env, require_binary, short_tempdir
 
@@ -216,3 +217,17 @@ def test_sync_subscription_iterates_and_closes(address: str, namespace: str) -> 
         assert event.topic == "/namespaces/create"
         assert event.fields["name"] == unique
         assert uuid.UUID(client.server().uuid).version == 4
+
+
+async def test_against_a_daemon_without_the_runtime(
+    ours: Daemon, image_ref: str, namespace: str
+) -> None:
+    async with Client(ours.address, namespace) as client:
+        image = await client.pull(image_ref)
+        container = await client.new_container("no-runtime", image)
+        with pytest.raises(UnimplementedError) as excinfo:
+            await container.new_task(Stdio.capture())
+        assert str(excinfo.value).startswith("unknown service containerd.services.tasks.v1.Tasks")
+        await container.delete()  # no Tasks service: nothing can block the delete
+        with pytest.raises(NotFoundError):
+            await client.load_container("no-runtime")
