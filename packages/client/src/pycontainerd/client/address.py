@@ -21,8 +21,6 @@ Importing this module does not import grpc.
 from __future__ import annotations
 
 import os
-import socket
-import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -160,6 +158,9 @@ def diagnose_tls(  # noqa: PLR0911 - one answer per way a handshake fails
     gRPC reports a refused certificate only as an unreachable server; this
     repeats the handshake with Python's ``ssl`` to name the reason.
     """
+    import socket
+    import ssl
+
     ctx = ssl.create_default_context(cafile=tls.ca or None)
     ctx.set_alpn_protocols(["h2"])
     if tls.cert:
