@@ -103,6 +103,8 @@ class _Loop:
         done (cheaper than a ``concurrent.futures.Future``'s condition).
         """
         if threading.current_thread() is self.thread:
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()  # never awaited, on purpose
             msg = "the sync client was called from its own event loop: use the async client there"
             raise RuntimeError(msg)
         context = contextvars.copy_context()

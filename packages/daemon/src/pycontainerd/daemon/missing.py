@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Collection, Iterable
 
 STANDARD_EXTRA: Final = "pycontainerd-daemon[standard]"
 """The extra that installs the standard subsystems (also pulled in by ``pycontainerd``)."""
@@ -59,16 +59,24 @@ def provider(uri: str) -> str:
     return next((dist for prefix, dist in _PROVIDERS if uri.startswith(prefix)), "")
 
 
-def install_hint(uris: Iterable[str]) -> str:
-    """What to install for the missing plugins ``uris``, as a phrase for an error message.
+def install_hint(uris: Iterable[str], disabled: Collection[str] = ()) -> str:
+    """What to do about the missing plugins ``uris``, as a phrase for an error message.
+
+    Plugins in ``disabled`` are installed but left out by ``disabled_plugins``;
+    for the others, the distribution to install.
 
     Example:
         >>> install_hint(["io.containerd.grpc.v1.tasks"])
         "install pycontainerd-runtime (or 'pycontainerd-daemon[standard]' for the standard set)"
     """
-    dists = sorted({provider(u) for u in uris} - {""})
-    unknown = sorted(u for u in uris if not provider(u))
+    wanted = list(uris)
+    off = sorted(u for u in wanted if u in disabled)
+    absent = [u for u in wanted if u not in disabled]
+    dists = sorted({provider(u) for u in absent} - {""})
+    unknown = sorted(u for u in absent if not provider(u))
     parts: list[str] = []
+    if off:
+        parts.append(" ".join(off) + " left out by disabled_plugins")
     if dists:
         hint = "install " + ", ".join(dists)
         if _STANDARD.intersection(dists):

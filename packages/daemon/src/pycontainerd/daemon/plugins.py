@@ -187,6 +187,7 @@ async def initialize(
     plugin_config: Mapping[str, Mapping[str, Any]] | None = None,
     required: Collection[str] = (),
     properties: Mapping[str, str] | None = None,
+    disabled: Collection[str] = (),
 ) -> PluginSet:
     """Initialise ``registrations`` in the given order and record each outcome.
 
@@ -198,6 +199,7 @@ async def initialize(
             over each registration's defaults.
         required: URIs that must initialise, or start-up fails.
         properties: daemon-wide values handed to every plugin (addresses, ...).
+        disabled: the ``disabled_plugins`` (named as such when required).
 
     Raises:
         DaemonError: a required plugin failed or skipped
@@ -258,7 +260,8 @@ async def initialize(
             from pycontainerd.daemon.missing import install_hint
 
             missing = sorted(pending_required)
-            msg = f"required plugin [{' '.join(missing)}] not included: {install_hint(missing)}"
+            hint = install_hint(missing, disabled)
+            msg = f"required plugin [{' '.join(missing)}] not included: {hint}"
             raise DaemonError(msg)
     finally:
         current_plugins.reset(token)
