@@ -27,13 +27,12 @@ import dataclasses
 import os
 from typing import IO, TYPE_CHECKING, Any, Final, cast
 
-from pycontainerd.client.objects import Container, Event, Image, parse_platform
-
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
     from types import TracebackType
 
     from pycontainerd.client.client import Client
+    from pycontainerd.client.objects import Container, Event, Image
     from pycontainerd.client.oci import SpecOpt
     from pycontainerd.client.progress import Job, Tracker
     from pycontainerd.client.remotes.resolver import Resolver
@@ -92,6 +91,7 @@ class ClientFacade:
             NotFoundError, UnauthenticatedError, UnavailableError, ...: as
                 :func:`pycontainerd.client.pull.pull`.
         """
+        from pycontainerd.client.objects import Image, parse_platform
         from pycontainerd.client.pull import pull as pull_image
 
         client = self._client()
@@ -119,11 +119,15 @@ class ClientFacade:
         Raises:
             NotFoundError: ``image "<name>": not found``.
         """
+        from pycontainerd.client.objects import Image
+
         client = self._client()
         return Image(client, await client.image_store().get(name))
 
     async def list_images(self, *filters: str) -> list[Image]:
         """Images matching any of ``filters`` (``name==...``, ``labels.<key>``...); all without."""
+        from pycontainerd.client.objects import Image
+
         client = self._client()
         return [Image(client, record) for record in await client.image_store().list(*filters)]
 
@@ -147,6 +151,7 @@ class ClientFacade:
         ``platform`` limits an index's manifests to one platform; see
         :meth:`pull` for the other arguments.
         """
+        from pycontainerd.client.objects import parse_platform
         from pycontainerd.client.push import push as push_image
 
         client = self._client()
@@ -183,6 +188,7 @@ class ClientFacade:
             import_images,
             strict_matcher,
         )
+        from pycontainerd.client.objects import Image, parse_platform
 
         client = self._client()
         want = parse_platform(platform)
@@ -208,6 +214,7 @@ class ClientFacade:
     ) -> None:
         """Write the images ``names`` as an OCI layout tar (also loadable by ``docker load``)."""
         from pycontainerd.client.archive.exporter import ExportOptions, export_images
+        from pycontainerd.client.objects import parse_platform
 
         wanted = tuple(p for p in (parse_platform(x) for x in platforms) if p is not None)
         options = ExportOptions(platforms=wanted, all_platforms=all_platforms)
@@ -249,6 +256,7 @@ class ClientFacade:
         """
         from pycontainerd.client import oci
         from pycontainerd.client.containers import new_container
+        from pycontainerd.client.objects import Container, Image, parse_platform
 
         opts: list[SpecOpt] = []
         if args:
@@ -283,11 +291,15 @@ class ClientFacade:
         Raises:
             NotFoundError: ``container "<id>" in namespace "<ns>": not found``.
         """
+        from pycontainerd.client.objects import Container
+
         client = self._client()
         return Container(client, await client.container_store().get(container_id))
 
     async def list_containers(self, *filters: str) -> list[Container]:
         """Containers matching any of ``filters`` (``image==...``, ``labels.<key>``...)."""
+        from pycontainerd.client.objects import Container
+
         client = self._client()
         return [Container(client, r) for r in await client.container_store().list(*filters)]
 
@@ -409,6 +421,7 @@ def _event(envelope: Envelope) -> Event:
     from google.protobuf import any_pb2, json_format
 
     from pycontainerd.api import typeurl
+    from pycontainerd.client.objects import Event
 
     payload = envelope.event
     fields: dict[str, Any] = {}

@@ -25,11 +25,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal
 
-from pycontainerd.client.tasks import FifoSet, StdioCopier
 from pycontainerd.core.errdefs import InvalidArgumentError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    from pycontainerd.client.tasks import StdioCopier
 
 CAPTURE: Final = "capture"
 _CHUNK: Final = 64 * 1024
@@ -146,6 +147,8 @@ class ProcessIO:
     """The FIFOs of one process and what copies them (made before the process exists)."""
 
     def __init__(self, process_id: str, stdio: Stdio | None) -> None:
+        from pycontainerd.client.tasks import FifoSet, StdioCopier
+
         self.stdio = stdio or Stdio.null()
         s = self.stdio
         if s.terminal and s.stderr is not None:

@@ -42,11 +42,6 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from pycontainerd.client.client import DEFAULT_LEASE_EXPIRY, Version, generate_lease_id
 from pycontainerd.client.client import Client as AsyncClient
-from pycontainerd.client.objects import Container as AsyncContainer
-from pycontainerd.client.objects import Event, ProcessInfo
-from pycontainerd.client.objects import Image as AsyncImage
-from pycontainerd.client.objects import Process as AsyncProcess
-from pycontainerd.client.objects import Task as AsyncTask
 from pycontainerd.client.stdio import Output, Stdio
 from pycontainerd.core import namespaces
 from pycontainerd.core.leases import EXPIRE_LABEL
@@ -61,6 +56,11 @@ if TYPE_CHECKING:
     from pycontainerd.client.address import TLSConfig
     from pycontainerd.client.containers import ImageConfig
     from pycontainerd.client.facade import Subscription as AsyncSubscription
+    from pycontainerd.client.objects import Container as AsyncContainer
+    from pycontainerd.client.objects import Event, ProcessInfo
+    from pycontainerd.client.objects import Image as AsyncImage
+    from pycontainerd.client.objects import Process as AsyncProcess
+    from pycontainerd.client.objects import Task as AsyncTask
     from pycontainerd.client.oci import SpecOpt
     from pycontainerd.client.progress import Job
     from pycontainerd.client.proxies.introspection import ServerInfo
@@ -84,6 +84,15 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+def __getattr__(name: str) -> Any:
+    # Re-exported value types, imported when first used (they bring the Tasks stubs).
+    if name in {"Event", "ProcessInfo"}:
+        from pycontainerd.client import objects
+
+        return getattr(objects, name)
+    raise AttributeError(name)
 
 
 class _Loop:
