@@ -42,7 +42,6 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from pycontainerd.client.client import DEFAULT_LEASE_EXPIRY, Version, generate_lease_id
 from pycontainerd.client.client import Client as AsyncClient
-from pycontainerd.client.stdio import Output, Stdio
 from pycontainerd.core import namespaces
 from pycontainerd.core.leases import EXPIRE_LABEL
 
@@ -65,6 +64,7 @@ if TYPE_CHECKING:
     from pycontainerd.client.progress import Job
     from pycontainerd.client.proxies.introspection import ServerInfo
     from pycontainerd.client.remotes.resolver import Resolver
+    from pycontainerd.client.stdio import Output, Stdio
     from pycontainerd.client.tasks import ExitStatus, Metric, ProcessState
     from pycontainerd.core.platforms import Platform
     from pycontainerd.core.types import AnyValue, Descriptor
@@ -87,11 +87,15 @@ T = TypeVar("T")
 
 
 def __getattr__(name: str) -> Any:
-    # Re-exported value types, imported when first used (they bring the Tasks stubs).
+    # Re-exported types, imported when first used (objects brings the Tasks stubs).
     if name in {"Event", "ProcessInfo"}:
         from pycontainerd.client import objects
 
         return getattr(objects, name)
+    if name in {"Output", "Stdio"}:
+        from pycontainerd.client import stdio
+
+        return getattr(stdio, name)
     raise AttributeError(name)
 
 
