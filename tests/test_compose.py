@@ -85,7 +85,12 @@ def wheels(full_checkout: Path, uv: str, tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.fixture(scope="session")
-def wheelhouse(full_checkout: Path, uv: str, request: pytest.FixtureRequest) -> Path:
+def wheelhouse(
+    full_checkout: Path,
+    uv: str,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
     """The third-party wheels ``uv.lock`` pins, downloaded once and kept in pytest's cache."""
     reqs = _run(
         [uv, "export", "--frozen", "--no-hashes", "--no-emit-workspace", "--no-header",
@@ -93,7 +98,12 @@ def wheelhouse(full_checkout: Path, uv: str, request: pytest.FixtureRequest) -> 
         cwd=full_checkout,
     ).stdout  # fmt: skip
     key = hashlib.sha256(reqs.encode()).hexdigest()[:16]
-    house = Path(request.config.cache.mkdir(f"wheelhouse-{key}"))
+    cache = getattr(request.config, "cache", None)  # absent with -p no:cacheprovider
+    if cache is not None:
+        house = Path(cache.mkdir(f"wheelhouse-{key}"))
+    else:
+        house = tmp_path_factory.getbasetemp().parent / f"wheelhouse-{key}"
+        house.mkdir(parents=True, exist_ok=True)
     with _locked(house / ".lock"):
         if not (house / ".complete").exists():
             (house / "requirements.txt").write_text(reqs)
