@@ -53,15 +53,27 @@ class CtrContext:
     timeout: str = "0s"
     connect_timeout: str = "0s"
     debug: bool = False
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
 
     def client(self, **kwargs: Any) -> Client:
-        """A client for the daemon the flags name (imports grpc)."""
+        """A client for the daemon the flags name (imports grpc).
+
+        ``--tls-ca``, ``--tls-cert`` and ``--tls-key`` (or ``CONTAINERD_TLS_*``)
+        apply to a ``tcp://`` address.
+        """
+        from pycontainerd.client.address import TLSConfig
         from pycontainerd.client.client import Client
 
+        tls = None
+        if self.tls_ca or self.tls_cert or self.tls_key:
+            tls = TLSConfig(ca=self.tls_ca, cert=self.tls_cert, key=self.tls_key)
         return Client(
             self.address,
             self.namespace,
             connect_timeout=self.connect_timeout or None,
+            tls=tls,
             **kwargs,
         )
 

@@ -432,6 +432,7 @@ class Daemon:
             plugin_config=cfg.plugins,
             required=cfg.required_plugins,
             properties=self._properties(),
+            disabled=set(cfg.disabled_plugins),
         )
 
     def _grpc_options(self) -> list[tuple[str, Any]]:
