@@ -236,6 +236,8 @@ def test_c_ctr_alone_talks_to_a_daemon(venv: Venv, base: Path) -> None:
         "pycontainerd-config",
         "pycontainerd-core",
         "pycontainerd-api",
+        # the registry and archive code the client re-exports: core and httpx, no server code
+        "pycontainerd-remotes",
     }
     modules = [f"pycontainerd.{n}.plugin" for n in ("daemon", "events", "content", "snapshots")]
     workspace_daemon = Daemon(base, env=daemon_env([*modules, "pycontainerd.metadata.plugin"]))
