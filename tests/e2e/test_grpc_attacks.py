@@ -229,16 +229,16 @@ def under_attack(
             errors.append(exc)
 
     thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(testing.load_exclusion(exclusive=False))
+        thread.start()
+        stack.callback(thread.join, 120)
+        stack.callback(stop.set)
         # The witnesses start once the attack has run at least one round.
         testing.wait_for(lambda: bool(outcomes) or bool(errors), 60, "the first attack round")
         for _ in range(witnesses):
             ctr_version(d.address)
             peak = max(peak, rss(pid))
-    finally:
-        stop.set()
-        thread.join(120)
     assert not errors, errors
     peak = max(peak, rss(pid))
     assert peak - before < RSS_BOUND, f"daemon RSS grew by {(peak - before) >> 20} MiB"
