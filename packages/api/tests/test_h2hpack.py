@@ -9,8 +9,10 @@ header list cap stops an HPACK bomb.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
-from hpack import Decoder, Encoder, HPACKError, NeverIndexedHeaderTuple
+from hpack import Decoder, Encoder, HeaderTuple, HPACKError, NeverIndexedHeaderTuple
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +23,9 @@ from pycontainerd.api.h2hpack import (
     encode_int,
     literal,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 NAMES = st.sampled_from(
     [":path", ":method", "content-type", "te", "grpc-timeout", "containerd-namespace", "x-b-bin"]
@@ -44,11 +49,13 @@ def theirs() -> Decoder:
     return d
 
 
-def as_text(fields: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    return [
-        (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
-        for n, v in fields
-    ]
+def as_text(fields: Iterable[HeaderTuple]) -> list[tuple[str, str]]:
+    out = []
+    for n, v in fields:
+        assert isinstance(n, bytes)
+        assert isinstance(v, bytes)
+        out.append((n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")))
+    return out
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
