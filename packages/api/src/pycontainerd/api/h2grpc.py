@@ -28,9 +28,20 @@ UNIMPLEMENTED), server push. The daemon keeps grpcio for its TCP listener.
 
 Flow control: each stream may have ``STREAM_WINDOW`` bytes in flight from the
 client; the window reopens as the handler takes messages, so a slow handler
-holds back its own client, not the connection. The connection window is
-reopened as DATA arrives. Outgoing DATA respects the client's windows and the
-transport's high-water mark, so ``context.write`` waits for a slow reader.
+holds back its own client, not the connection. The connection window
+(``CONN_WINDOW``) reopens as far as the bytes no handler has taken yet allow,
+which bounds what one connection holds of requests. Outgoing DATA respects the
+client's windows and the transport's high-water mark, so ``context.write``
+waits for a slow reader, and the server stops reading a client that does not
+read its answers.
+
+Hostile clients: every RFC 9113 rule ends in the error the RFC names
+(GOAWAY for connection errors, RST_STREAM for stream errors), and
+:class:`Limits` bounds calls per connection, connections, the handshake and
+idle time and the header list; frames that make the server work for no call
+(PING, SETTINGS, RST_STREAM, empty frames, tiny WINDOW_UPDATEs) are counted
+and a flood ends in GOAWAY ENHANCE_YOUR_CALM. HPACK lives in
+:mod:`pycontainerd.api.h2hpack`. The api README has the table.
 """
 
 from __future__ import annotations
