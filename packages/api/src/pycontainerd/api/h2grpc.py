@@ -1091,7 +1091,8 @@ class _Connection(asyncio.Protocol):
         stream.closed = True
         stream.code = grpc.StatusCode.CANCELLED.value[0]
         self._cancel(stream)
-        self.stream_closed(stream)
+        self.stream_closed(stream, answered=False)
+        self._strike("stream error")
 
     # -- flow control of requests -----------------------------------------------
 
@@ -1196,8 +1197,9 @@ class _Connection(asyncio.Protocol):
         stream.drop()
         self.server.answered_fast(stream, answer)
 
-    def stream_closed(self, stream: _Stream) -> None:
-        self.strikes = 0  # a call answered: the client is doing work, not flooding
+    def stream_closed(self, stream: _Stream, *, answered: bool = True) -> None:
+        if answered:
+            self.strikes = 0  # a call answered: the client is doing work, not flooding
         if self.streams.get(stream.id) is stream:
             if not stream.ended:
                 # The client may still be sending: tell it to stop.
