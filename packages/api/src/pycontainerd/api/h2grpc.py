@@ -615,6 +615,18 @@ class _CallError(Exception):
         self.details = details
 
 
+class _CallHeaders(NamedTuple):
+    """What a request's header fields say."""
+
+    method: str
+    metadata: tuple[tuple[str, str | bytes], ...]
+    timeout: float | None
+    error: str  # a malformed gRPC field (the call ends INTERNAL); empty if none
+
+
+_NO_CALL: Final = _CallHeaders("", (), None, "")
+
+
 class _ConnectionError(Exception):
     """A connection error (RFC 9113 §5.4.1): GOAWAY ``code`` with ``reason``, then close."""
 
@@ -663,6 +675,8 @@ class _Connection(asyncio.Protocol):
         self.idle.set()
         self.idle_since = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
+        self.last_headers: list[tuple[str, str]] | None = None
+        self.last_parsed = _NO_CALL
 
     # -- asyncio.Protocol ------------------------------------------------
 
@@ -1126,17 +1140,15 @@ class _Connection(asyncio.Protocol):
 
     # -- calls -------------------------------------------------------------
 
-    def _start_call(self, sid: int, flags: int, headers: list[tuple[str, str]]) -> None:  # noqa: PLR0912
+    def _parse_call(self, headers: list[tuple[str, str]]) -> _CallHeaders | None:
+        """What a request's fields say (None: malformed, RFC 9113 §8.1.1)."""
         method = ""
         metadata: list[tuple[str, str | bytes]] = []
         timeout: float | None = None
         error = ""
         for name, value in headers:
             if not name or not name.isascii() or name != name.lower() or not _valid_value(value):
-                # A malformed request (RFC 9113 §8.1.1): a stream error.
-                self._strike("malformed HEADERS")
-                self.write(_frame(RST_STREAM, 0, sid, PROTOCOL_ERROR.to_bytes(4, "big")))
-                return
+                return None
             if name[0] == ":":
                 if name == ":path":
                     method = value
@@ -1153,8 +1165,22 @@ class _Connection(asyncio.Protocol):
                     metadata.append((name, raw))
             elif name not in ("content-type", "te", "grpc-accept-encoding", "grpc-encoding"):
                 metadata.append((name, value))
+        return _CallHeaders(method, tuple(metadata), timeout, error)
+
+    def _start_call(self, sid: int, flags: int, headers: list[tuple[str, str]]) -> None:
+        # The decoder hands back the same list for a repeated block (a client's
+        # next call of the same method): its reading is kept with it.
+        if headers is not self.last_headers:
+            fresh = self._parse_call(headers)
+            if fresh is None:
+                self._strike("malformed HEADERS")
+                self.write(_frame(RST_STREAM, 0, sid, PROTOCOL_ERROR.to_bytes(4, "big")))
+                return
+            self.last_headers, self.last_parsed = headers, fresh
+        parsed = self.last_parsed
+        method, metadata, timeout, error = parsed
         stream = _Stream(self, sid, method)
-        stream.metadata = tuple(metadata)
+        stream.metadata = metadata
         if timeout is not None:
             stream.deadline = time.monotonic() + timeout
         self.streams[sid] = stream
