@@ -492,7 +492,10 @@ class _Stream:
         n = len(data) + 5
         if self.held >= n:
             self.held -= n
-            self.conn.consumed(n)
+            conn = self.conn
+            conn.buffered -= n
+            if CONN_WINDOW - conn.recv_window - conn.buffered >= CONN_WINDOW // 2:
+                conn.replenish()
         if not self.ended:
             self.unacked += n
             if self.unacked >= STREAM_WINDOW // 2:
@@ -902,12 +905,12 @@ class _Connection(asyncio.Protocol):
                 raise _ConnectionError(PROTOCOL_ERROR, f"DATA on idle stream {sid}")
             if stream is not None:  # half-closed (remote): RFC 9113 §5.1
                 self._reset_stream(stream, STREAM_CLOSED)
-            self._replenish()
+            self.replenish()
             return
         stream.recv_window -= size
         if stream.recv_window < 0:
             self._reset_stream(stream, FLOW_CONTROL_ERROR)
-            self._replenish()
+            self.replenish()
             return
         if flags & PADDED:
             if not size or payload[0] >= size:
@@ -920,7 +923,7 @@ class _Connection(asyncio.Protocol):
         elif not flags & END_STREAM:
             self._strike("empty DATA")
         if size - len(payload):
-            self._replenish()
+            self.replenish()
         if flags & END_STREAM:
             stream.on_end()
             if stream.fast is not None and not stream.closed:
@@ -1113,9 +1116,9 @@ class _Connection(asyncio.Protocol):
     def consumed(self, n: int) -> None:
         """A handler took ``n`` buffered request bytes: reopen the connection window."""
         self.buffered -= n
-        self._replenish()
+        self.replenish()
 
-    def _replenish(self) -> None:
+    def replenish(self) -> None:
         """Reopen the connection window as far as the buffered requests allow.
 
         The client may send up to ``CONN_WINDOW`` bytes that no handler has
@@ -1231,7 +1234,8 @@ class _Connection(asyncio.Protocol):
                 # The client may still be sending: tell it to stop.
                 self.write(_frame(RST_STREAM, 0, stream.id, NO_ERROR.to_bytes(4, "big")))
             del self.streams[stream.id]
-            stream.drop()
+            if stream.held or stream.messages:
+                stream.drop()
         self.window_waiters.discard(stream)
         self._check_idle()
 
