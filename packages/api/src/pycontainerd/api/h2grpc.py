@@ -138,8 +138,10 @@ RST_STREAM, PRIORITY, empty DATA or CONTINUATION, tiny WINDOW_UPDATEs, refused s
 a connection may send between two responses before it is closed with ENHANCE_YOUR_CALM."""
 
 MIN_DATA_CHUNK: Final = 1024
-"""Outgoing DATA frames are at least this large unless they end a message: a peer that
-opens its window a byte at a time gets no stream of one-byte frames (data dribble)."""
+"""A WINDOW_UPDATE below this and below a quarter of the peer's initial window (or
+any, for a window under 256 bytes) counts as a flood strike: a peer opening its
+window a byte at a time (data dribble) gets a few small frames, then GOAWAY
+ENHANCE_YOUR_CALM."""
 
 SEND_CHUNK: Final = 256 << 10
 """The most one writer queues on the transport before it checks the back-pressure again."""
@@ -1039,7 +1041,7 @@ class _Connection(asyncio.Protocol):
         if sid == 0:
             if inc == 0:
                 raise _ConnectionError(PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
-            if inc < MIN_DATA_CHUNK:
+            if inc < MIN_DATA_CHUNK and inc < DEFAULT_WINDOW // 4:
                 self._strike("small WINDOW_UPDATE")
             self.send_window += inc
             if self.send_window > MAX_WINDOW:
@@ -1054,7 +1056,10 @@ class _Connection(asyncio.Protocol):
         if inc == 0:
             self._reset_stream(stream, PROTOCOL_ERROR)
             return
-        if inc < MIN_DATA_CHUNK:
+        # Clients reopen a window by a quarter of it or more; a smaller step, or
+        # any step of a window under 256 bytes, is the dribble of CVE-2019-9511.
+        initial = self.peer_initial_window
+        if inc < MIN_DATA_CHUNK and (inc < initial // 4 or initial < 256):
             self._strike("small WINDOW_UPDATE")
         stream.send_window += inc
         if stream.send_window > MAX_WINDOW:
@@ -1318,8 +1323,8 @@ class _Connection(asyncio.Protocol):
     async def send_data(self, stream: _Stream, payload: bytes) -> None:
         """Send ``payload`` as DATA frames within the peer's windows and the back-pressure.
 
-        At most ``SEND_CHUNK`` bytes are queued at a time, and no frame below
-        ``MIN_DATA_CHUNK`` bytes leaves unless it ends ``payload``.
+        At most ``SEND_CHUNK`` bytes are queued at a time (then the transport's
+        back-pressure is checked again).
         """
         view = memoryview(payload)
         while view:
@@ -1329,7 +1334,7 @@ class _Connection(asyncio.Protocol):
                 await self.paused
                 continue
             allowed = min(self.send_window, stream.send_window, len(view), SEND_CHUNK)
-            if allowed < min(len(view), MIN_DATA_CHUNK):
+            if allowed <= 0:
                 stream.window_waiter = self.loop.create_future()
                 self.window_waiters.add(stream)
                 try:
