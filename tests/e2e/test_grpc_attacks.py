@@ -12,7 +12,7 @@ attack, and that the daemon's resident memory grows by less than
 from __future__ import annotations
 
 import contextlib
-import os
+import resource
 import socket
 import struct
 import subprocess
@@ -728,11 +728,23 @@ def test_rule(daemon: testing.Daemon, rule: str) -> None:
     expect(under_attack(daemon, attack, witnesses=1), want)
 
 
-def test_rlimit_nofile_raised(daemon: testing.Daemon) -> None:
-    """The daemon raised its soft RLIMIT_NOFILE to the hard limit at start, as Go does."""
-    assert daemon.proc is not None
-    with open(f"/proc/{daemon.proc.pid}/limits") as fh:
-        line = next(x for x in fh if x.startswith("Max open files"))
-    soft, hard = line.split()[3:5]
-    assert soft == hard
-    assert os.sysconf("SC_OPEN_MAX") <= int(hard) or hard == "unlimited"
+def test_rlimit_nofile_raised(short_dir_cap: Path) -> None:
+    """Started with a soft RLIMIT_NOFILE of 1024, the daemon raises it to the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 1024:
+        pytest.skip(f"the hard limit ({hard}) leaves nothing to raise")
+    d = testing.Daemon(short_dir_cap, env=testing.daemon_env(MODULES))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        d.start(wait=False)  # the daemon inherits the low soft limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        d.wait_ready()
+        assert d.proc is not None
+        with open(f"/proc/{d.proc.pid}/limits") as fh:
+            line = next(x for x in fh if x.startswith("Max open files"))
+        got_soft, got_hard = line.split()[3:5]
+        assert got_soft == got_hard != "1024"
+    finally:
+        d.kill()
