@@ -568,7 +568,11 @@ class _Stream:
         payload = b"\x00" + len(data).to_bytes(4, "big") + data
         conn = self.conn
         size = len(payload)
-        if conn.paused is None and size <= min(conn.send_window, self.send_window, conn.max_frame):
+        if (
+            conn.paused is None
+            and conn.out_size < SEND_CHUNK
+            and size <= min(conn.send_window, self.send_window, conn.max_frame)
+        ):
             # The common small message: one frame, queued with the others of this step.
             conn.send_window -= size
             self.send_window -= size
@@ -673,6 +677,7 @@ class _Connection(asyncio.Protocol):
         self.paused: asyncio.Future[None] | None = None
         self.going_away = False
         self.out: list[bytes] = []
+        self.out_size = 0  # bytes in ``out``
         self.flush_scheduled = False
         self.receiving = False
         self.spawned = False
@@ -1225,6 +1230,7 @@ class _Connection(asyncio.Protocol):
             or len(answer) > self.server.max_send
             or len(answer) + 5 > min(self.send_window, stream.send_window)
             or self.paused is not None
+            or self.out_size + len(answer) > SEND_CHUNK
         ):
             self._spawn(stream, stream.timeout)
             return
@@ -1278,6 +1284,7 @@ class _Connection(asyncio.Protocol):
         control frames are queued before it.
         """
         self.out.append(data)
+        self.out_size += len(data)
         if self.receiving:
             return
         if len(self.streams) <= 1:
@@ -1293,6 +1300,7 @@ class _Connection(asyncio.Protocol):
         written with :meth:`write`) take them along at once.
         """
         self.out.append(data)
+        self.out_size += len(data)
         if not self.flush_scheduled and not self.receiving:
             self.flush_scheduled = True
             self.loop.call_soon(self.flush)
@@ -1305,6 +1313,7 @@ class _Connection(asyncio.Protocol):
             return
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
+        self.out_size = 0
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
@@ -1330,6 +1339,8 @@ class _Connection(asyncio.Protocol):
         while view:
             if stream.closed or self.transport is None or self.transport.is_closing():
                 raise _Reset
+            if self.out_size >= SEND_CHUNK:
+                self.flush()  # the transport learns the size, and may push back
             if self.paused is not None:
                 await self.paused
                 continue
@@ -1705,7 +1716,11 @@ class Server:
             stream.finish(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], text)
             return
         conn = stream.conn
-        if conn.paused is not None or len(last) + 5 > min(conn.send_window, stream.send_window):
+        if (
+            conn.paused is not None
+            or conn.out_size + len(last) > SEND_CHUNK
+            or len(last) + 5 > min(conn.send_window, stream.send_window)
+        ):
             await stream.send_message(last)
             last = None
         stream.finish(grpc.StatusCode.OK.value[0], "", self._trailing(context), last)
