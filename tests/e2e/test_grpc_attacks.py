@@ -298,6 +298,9 @@ def data_dribble(address: str) -> Outcome:
     with connected(address) as c:
         c.start((SETTINGS_INITIAL_WINDOW_SIZE, 0))
         c.send(c.headers(1, PLUGINS) + c.frame(DATA, END_STREAM, 1, b"\x00\x00\x00\x00\x00"))
+        # The answer's HEADERS come once its writer waits for the closed window.
+        while (frame := c.read_frame()) is not None and not (frame[0] == HEADERS and frame[2] == 1):
+            pass
         c.send(c.frame(WINDOW_UPDATE, 0, 1, struct.pack(">I", 1)) * 3000)
         while True:
             frame = c.read_frame()

@@ -138,10 +138,10 @@ RST_STREAM, PRIORITY, empty DATA or CONTINUATION, tiny WINDOW_UPDATEs, refused s
 a connection may send between two responses before it is closed with ENHANCE_YOUR_CALM."""
 
 MIN_DATA_CHUNK: Final = 1024
-"""A WINDOW_UPDATE below this and below a quarter of the peer's initial window (or
-any, for a window under 256 bytes) counts as a flood strike: a peer opening its
-window a byte at a time (data dribble) gets a few small frames, then GOAWAY
-ENHANCE_YOUR_CALM."""
+"""A WINDOW_UPDATE below this, for a window a writer waits on, and below a quarter
+of the peer's initial window (or any, for a window under 256 bytes) counts as a
+flood strike: a peer opening its window a byte at a time (data dribble) gets a
+few small frames, then GOAWAY ENHANCE_YOUR_CALM."""
 
 SEND_CHUNK: Final = 256 << 10
 """The most one writer queues on the transport before it checks the back-pressure again."""
@@ -1046,7 +1046,7 @@ class _Connection(asyncio.Protocol):
         if sid == 0:
             if inc == 0:
                 raise _ConnectionError(PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
-            if inc < MIN_DATA_CHUNK and inc < DEFAULT_WINDOW // 4:
+            if inc < MIN_DATA_CHUNK and self.window_waiters:
                 self._strike("small WINDOW_UPDATE")
             self.send_window += inc
             if self.send_window > MAX_WINDOW:
@@ -1061,10 +1061,16 @@ class _Connection(asyncio.Protocol):
         if inc == 0:
             self._reset_stream(stream, PROTOCOL_ERROR)
             return
-        # Clients reopen a window by a quarter of it or more; a smaller step, or
-        # any step of a window under 256 bytes, is the dribble of CVE-2019-9511.
+        # A closed window that a writer waits on, reopened by less than a quarter
+        # of the client's window (any step, for a window under 256 bytes), is the
+        # dribble of CVE-2019-9511; small steps of an open window are ordinary
+        # (grpcio's client acknowledges every message it reads).
         initial = self.peer_initial_window
-        if inc < MIN_DATA_CHUNK and (inc < initial // 4 or initial < 256):
+        if (
+            inc < MIN_DATA_CHUNK
+            and stream.window_waiter is not None
+            and (inc < initial // 4 or initial < 256)
+        ):
             self._strike("small WINDOW_UPDATE")
         stream.send_window += inc
         if stream.send_window > MAX_WINDOW:
