@@ -135,7 +135,8 @@ MAX_HEADER_LIST: Final = h2hpack.MAX_HEADER_LIST
 FLOOD_STRIKES: Final = 1000
 """Frames that make the server work without a call making progress (PING, SETTINGS,
 RST_STREAM, PRIORITY, empty DATA or CONTINUATION, tiny WINDOW_UPDATEs, refused streams)
-a connection may send between two responses before it is closed with ENHANCE_YOUR_CALM."""
+a connection may send within a second and between two answers before it is closed
+with ENHANCE_YOUR_CALM."""
 
 MIN_DATA_CHUNK: Final = 1024
 """A WINDOW_UPDATE below this, for a window a writer waits on, and below a quarter
@@ -670,6 +671,7 @@ class _Connection(asyncio.Protocol):
         self.recv_window = CONN_WINDOW  # what the client may still send on the connection
         self.buffered = 0  # request bytes received and not yet taken by handlers
         self.strikes = 0
+        self.strikes_since = time.monotonic()
         self.header_block: bytearray | None = None
         self.header_stream = 0
         self.header_flags = 0
@@ -852,10 +854,18 @@ class _Connection(asyncio.Protocol):
     # -- frames ------------------------------------------------------------
 
     def _strike(self, what: str) -> None:
-        """Count a frame that makes the server work for no call's progress."""
+        """Count a frame that makes the server work for no call's progress.
+
+        ``FLOOD_STRIKES`` of them within one second, with no call answered in
+        between, is a flood; a slower trickle (a long call's pings) is not.
+        """
         self.strikes += 1
         if self.strikes > FLOOD_STRIKES:
-            raise _ConnectionError(ENHANCE_YOUR_CALM, f"too many {what} frames")
+            now = time.monotonic()
+            if now - self.strikes_since < 1.0:
+                raise _ConnectionError(ENHANCE_YOUR_CALM, f"too many {what} frames")
+            self.strikes = 1
+            self.strikes_since = now
 
     def _on_frame(self, kind: int, flags: int, sid: int, payload: bytes) -> None:  # noqa: PLR0912
         if self.header_block is not None and kind != CONTINUATION:
@@ -1246,6 +1256,7 @@ class _Connection(asyncio.Protocol):
     def stream_closed(self, stream: _Stream, *, answered: bool = True) -> None:
         if answered:
             self.strikes = 0  # a call answered: the client is doing work, not flooding
+            self.strikes_since = self.idle_since
         if self.streams.get(stream.id) is stream:
             if not stream.ended:
                 # The client may still be sending: tell it to stop.
