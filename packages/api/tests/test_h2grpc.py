@@ -1303,3 +1303,38 @@ async def test_fast_path_stream_reset_before_the_request_ends(sockdir: str) -> N
             await until(lambda: not any(c.streams for c in server.connections), "the stream to go")
             # the connection still serves, through the fast path
             assert await unary(channel, "Echo")(b"next") == b"fast"
+
+
+async def test_a_client_that_does_not_read_is_not_read_either(env: Env) -> None:
+    """Back-pressure: once the answers pile up, the server stops reading that connection.
+
+    The client opens large windows, asks for 16 MiB of answers and never reads
+    them; the server fills its transport up to the high-water mark, pauses
+    reading, and so answers none of the PINGs that follow.
+    """
+    async with raw(env.path) as client:
+        client.send(h2grpc.PREFACE)
+        client.frame(
+            h2grpc.SETTINGS, 0, 0, struct.pack(">HI", h2grpc.SETTINGS_INITIAL_WINDOW_SIZE, 1 << 30)
+        )
+        client.frame(h2grpc.WINDOW_UPDATE, 0, 0, struct.pack(">I", 1 << 30))
+        message = b"\x00\x00\x00\x00\x07" + b"%07d" % MIB
+        for sid in range(1, 33, 2):
+            client.headers(sid, "Big")
+            client.frame(h2grpc.DATA, h2grpc.END_STREAM, sid, message)
+        await client.writer.drain()
+        await until(
+            lambda: any(c.paused is not None for c in env.server.connections),
+            "the transport to push back",
+        )
+        (conn,) = [c for c in env.server.connections if c.paused is not None]
+        assert conn.transport is not None
+        assert not conn.transport.is_reading()
+        # Queued: at most the high-water mark, one writer's chunk and a few frames more.
+        assert conn.transport.get_write_buffer_size() < 2 * MIB
+        for _ in range(100):
+            client.frame(h2grpc.PING, 0, 0, b"12345678")
+        await client.writer.drain()
+        assert conn.transport.get_write_buffer_size() < 2 * MIB
+    await until(lambda: len(env.server.connections) <= 1, "the connection to go")
+    assert await env.unary("Echo")(b"others") == b"others"

@@ -34,6 +34,11 @@ def test_root_defaults() -> None:
     assert config.grpc.address == "/run/pycontainerd/containerd.sock"
     assert config.grpc.uid == 0
     assert config.grpc.max_recv_message_size == DEFAULT_MAX_MESSAGE_SIZE == 16 * 1024 * 1024
+    # the unix socket server's limits (pycontainerd's own keys)
+    assert config.grpc.max_concurrent_streams == 1000
+    assert config.grpc.max_connections == 10_000
+    assert (config.grpc.handshake_timeout, config.grpc.idle_timeout) == (10, 1800)
+    assert config.grpc.max_header_list_size == 16 << 20
     assert config.debug.address == ""
     assert config.metrics.address == ""
     assert config.ttrpc.address == ""

@@ -44,6 +44,11 @@ uid = 1
 gid = 2
 max_recv_message_size = 1024
 max_send_message_size = 2048
+max_concurrent_streams = 7
+max_connections = 8
+handshake_timeout = 0
+idle_timeout = 9
+max_header_list_size = 65536
 
 [ttrpc]
 address = "/run/pyc/ttrpc.sock"

@@ -28,9 +28,20 @@ UNIMPLEMENTED), server push. The daemon keeps grpcio for its TCP listener.
 
 Flow control: each stream may have ``STREAM_WINDOW`` bytes in flight from the
 client; the window reopens as the handler takes messages, so a slow handler
-holds back its own client, not the connection. The connection window is
-reopened as DATA arrives. Outgoing DATA respects the client's windows and the
-transport's high-water mark, so ``context.write`` waits for a slow reader.
+holds back its own client, not the connection. The connection window
+(``CONN_WINDOW``) reopens as far as the bytes no handler has taken yet allow,
+which bounds what one connection holds of requests. Outgoing DATA respects the
+client's windows and the transport's high-water mark, so ``context.write``
+waits for a slow reader, and the server stops reading a client that does not
+read its answers.
+
+Hostile clients: every RFC 9113 rule ends in the error the RFC names
+(GOAWAY for connection errors, RST_STREAM for stream errors), and
+:class:`Limits` bounds calls per connection, connections, the handshake and
+idle time and the header list; frames that make the server work for no call
+(PING, SETTINGS, RST_STREAM, empty frames, tiny WINDOW_UPDATEs) are counted
+and a flood ends in GOAWAY ENHANCE_YOUR_CALM. HPACK lives in
+:mod:`pycontainerd.api.h2hpack`. The api README has the table.
 """
 
 from __future__ import annotations
@@ -43,17 +54,24 @@ import logging
 import os
 import struct
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, TypeAlias, cast
 
 import grpc
 import grpc.aio
-from hpack.huffman_table import decode_huffman
-from hpack.table import HeaderTable
+
+from pycontainerd.api import h2hpack
+from pycontainerd.api.h2hpack import (
+    HeaderListTooLargeError,
+    HpackDecoder,
+    HpackError,
+)
+from pycontainerd.api.h2hpack import literal as _literal
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
-__all__ = ["CallObserver", "FastPath", "Server", "ServicerContext", "rpc_type"]
+__all__ = ["CallObserver", "FastPath", "Limits", "Server", "ServicerContext", "rpc_type"]
 
 log = logging.getLogger("pycontainerd.api.h2grpc")
 
@@ -88,6 +106,7 @@ FRAME_SIZE_ERROR: Final = 0x6
 REFUSED_STREAM: Final = 0x7
 CANCEL: Final = 0x8
 COMPRESSION_ERROR: Final = 0x9
+ENHANCE_YOUR_CALM: Final = 0xB
 
 # Settings.
 SETTINGS_HEADER_TABLE_SIZE: Final = 0x1
@@ -100,6 +119,7 @@ SETTINGS_MAX_HEADER_LIST_SIZE: Final = 0x6
 DEFAULT_WINDOW: Final = 65_535
 MAX_WINDOW: Final = 2**31 - 1
 DEFAULT_FRAME: Final = 16_384
+MAX_FRAME_SIZE: Final = 2**24 - 1
 MAX_FRAME_ACCEPTED: Final = 1 << 20
 """The largest frame this server accepts (advertised in SETTINGS_MAX_FRAME_SIZE)."""
 
@@ -109,7 +129,48 @@ STREAM_WINDOW: Final = 4 << 20
 CONN_WINDOW: Final = 32 << 20
 """The connection-level receive window (reopened as DATA arrives)."""
 
-MAX_HEADER_LIST: Final = 16 << 20
+MAX_HEADER_LIST: Final = h2hpack.MAX_HEADER_LIST
+"""The default cap on a request's header list (grpc-go's): encoded block and decoded fields."""
+
+FLOOD_STRIKES: Final = 1000
+"""Frames that make the server work without a call making progress (PING, SETTINGS,
+RST_STREAM, PRIORITY, empty DATA or CONTINUATION, tiny WINDOW_UPDATEs, refused streams)
+a connection may send within a second and between two answers before it is closed
+with ENHANCE_YOUR_CALM."""
+
+MIN_DATA_CHUNK: Final = 1024
+"""A WINDOW_UPDATE below this, for a window a writer waits on, and below a quarter
+of the peer's initial window (or any, for a window under 256 bytes) counts as a
+flood strike: a peer opening its window a byte at a time (data dribble) gets a
+few small frames, then GOAWAY ENHANCE_YOUR_CALM."""
+
+SEND_CHUNK: Final = 256 << 10
+"""The most one writer queues on the transport before it checks the back-pressure again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one client may hold of the server (the daemon's ``[grpc]`` keys set these).
+
+    Attributes:
+        max_concurrent_streams: calls in flight on one connection (advertised in
+            SETTINGS_MAX_CONCURRENT_STREAMS; a call whose handler still runs after
+            the client reset it counts until it ends). Beyond: RST_STREAM REFUSED_STREAM.
+        max_connections: open connections; the next one gets GOAWAY ENHANCE_YOUR_CALM.
+        handshake_timeout: seconds for a new connection to send the client preface
+            and its SETTINGS (0: no limit).
+        idle_timeout: seconds a connection may stay without a call before it is
+            closed with GOAWAY NO_ERROR (0: no limit).
+        max_header_list_size: the largest header list of a request, encoded and
+            decoded (RFC 7541 sizes), advertised in SETTINGS_MAX_HEADER_LIST_SIZE.
+    """
+
+    max_concurrent_streams: int = 1000
+    max_connections: int = 10_000
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 1800.0
+    max_header_list_size: int = MAX_HEADER_LIST
+
 
 _FRAME_HEADER: Final = struct.Struct(">I B I")
 """Length (24 bits, packed with the type byte), flags, stream id."""
@@ -122,167 +183,6 @@ _RESPONSE_HEADERS: Final = (
     b"\x88"  # :status 200 (static index 8)
     + b"\x0f\x10\x10application/grpc"  # content-type (static name 31), literal value
 )
-
-
-class HpackError(Exception):
-    """A header block this server cannot decode (a connection error: COMPRESSION_ERROR)."""
-
-
-_STATIC: Final = tuple((n.decode(), v.decode()) for n, v in HeaderTable.STATIC_TABLE)
-
-
-class HpackDecoder:
-    """HPACK (RFC 7541) decoding with the dynamic table, tuned for gRPC's repeats.
-
-    A client sends nearly the same header block on every call of a method; once
-    its fields are in the dynamic table the block is a few index bytes. A block
-    that does not change the table decodes to the same headers for as long as
-    the table stays the same, so such results are kept per (table generation,
-    block) and the common call decodes with one dictionary lookup.
-    """
-
-    __slots__ = ("_cache", "_generation", "_max_size", "_size", "_table")
-
-    def __init__(self, max_size: int = 4096) -> None:
-        self._table: collections.deque[tuple[str, str]] = collections.deque()
-        self._size = 0
-        self._max_size = max_size
-        self._generation = 0
-        self._cache: dict[tuple[int, bytes], list[tuple[str, str]]] = {}
-
-    def decode(self, block: bytes) -> list[tuple[str, str]]:
-        """The (name, value) fields of ``block``, in order.
-
-        Raises:
-            HpackError: a malformed block or an index outside the tables.
-        """
-        key = (self._generation, block)
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
-        generation = self._generation
-        try:
-            headers = self._decode(block)
-        except (IndexError, UnicodeDecodeError) as exc:
-            msg = f"malformed header block: {exc}"
-            raise HpackError(msg) from exc
-        if self._generation == generation:
-            if len(self._cache) >= 512:
-                self._cache.clear()
-            self._cache[key] = headers
-        return headers
-
-    def _field(self, index: int) -> tuple[str, str]:
-        if index <= 0:
-            msg = "header index 0"
-            raise HpackError(msg)
-        if index <= len(_STATIC):
-            return _STATIC[index - 1]
-        dyn = index - len(_STATIC) - 1
-        if dyn >= len(self._table):
-            msg = f"header index {index} outside the tables"
-            raise HpackError(msg)
-        return self._table[dyn]
-
-    def _add(self, name: str, value: str) -> None:
-        self._generation += 1
-        size = 32 + len(name.encode()) + len(value.encode())
-        self._table.appendleft((name, value))
-        self._size += size
-        self._evict()
-
-    def _evict(self) -> None:
-        while self._size > self._max_size and self._table:
-            n, v = self._table.pop()
-            self._size -= 32 + len(n.encode()) + len(v.encode())
-
-    @staticmethod
-    def _int(data: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
-        limit = (1 << prefix_bits) - 1
-        value = data[pos] & limit
-        pos += 1
-        if value < limit:
-            return value, pos
-        shift = 0
-        while True:
-            b = data[pos]
-            pos += 1
-            value += (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                return value, pos
-            if shift > 28:
-                msg = "header integer too large"
-                raise HpackError(msg)
-
-    def _string(self, data: bytes, pos: int) -> tuple[str, int]:
-        huffman = data[pos] & 0x80
-        length, pos = self._int(data, pos, 7)
-        end = pos + length
-        if end > len(data):
-            msg = "header string runs past the block"
-            raise HpackError(msg)
-        raw = data[pos:end]
-        if huffman:
-            try:
-                raw = decode_huffman(raw)
-            except Exception as exc:
-                msg = f"bad Huffman string: {exc}"
-                raise HpackError(msg) from exc
-        return raw.decode("utf-8", "surrogateescape"), end
-
-    def _literal(self, data: bytes, pos: int, prefix_bits: int) -> tuple[str, str, int]:
-        index, pos = self._int(data, pos, prefix_bits)
-        if index:
-            name = self._field(index)[0]
-        else:
-            name, pos = self._string(data, pos)
-        value, pos = self._string(data, pos)
-        return name, value, pos
-
-    def _decode(self, data: bytes) -> list[tuple[str, str]]:
-        out: list[tuple[str, str]] = []
-        pos = 0
-        end = len(data)
-        while pos < end:
-            b = data[pos]
-            if b & 0x80:  # indexed field
-                index, pos = self._int(data, pos, 7)
-                out.append(self._field(index))
-            elif b & 0x40:  # literal with incremental indexing
-                name, value, pos = self._literal(data, pos, 6)
-                out.append((name, value))
-                self._add(name, value)
-            elif b & 0x20:  # dynamic table size update
-                size, pos = self._int(data, pos, 5)
-                if size > 4096:
-                    msg = f"table size {size} above the advertised 4096"
-                    raise HpackError(msg)
-                self._generation += 1
-                self._max_size = size
-                self._evict()
-            else:  # literal without indexing / never indexed
-                name, value, pos = self._literal(data, pos, 4)
-                out.append((name, value))
-        return out
-
-
-def _hpack_int(value: int, prefix_bits: int, first: int) -> bytes:
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes((first | value,))
-    out = bytearray((first | limit,))
-    value -= limit
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _literal(name: bytes, value: bytes) -> bytes:
-    """A literal header field without indexing, new name, no Huffman coding."""
-    return b"\x00" + _hpack_int(len(name), 7, 0) + name + _hpack_int(len(value), 7, 0) + value
 
 
 def _percent_encode(text: str) -> bytes:
@@ -324,8 +224,12 @@ _TIMEOUT_UNITS: Final = {
 
 
 def parse_timeout(value: str) -> float | None:
-    """Seconds in a ``grpc-timeout`` header (``"100m"``, ``"5S"``); None if malformed."""
-    if len(value) < 2 or not value[:-1].isdigit() or len(value) > 9:
+    """Seconds in a ``grpc-timeout`` header (``"100m"``, ``"5S"``); None if malformed.
+
+    At most 8 ASCII digits and a unit, as gRPC's wire format says.
+    """
+    digits = value[:-1]
+    if not 2 <= len(value) <= 9 or not digits.isascii() or not digits.isdigit():
         return None
     unit = _TIMEOUT_UNITS.get(value[-1])
     return int(value[:-1]) * unit if unit is not None else None
@@ -487,10 +391,12 @@ class _Stream:
         "ended",
         "fast",
         "headers_sent",
+        "held",
         "id",
         "messages",
         "metadata",
         "method",
+        "recv_window",
         "send_window",
         "task",
         "timeout",
@@ -510,6 +416,8 @@ class _Stream:
         self.ended = False  # the client half-closed (END_STREAM received)
         self.waiter: asyncio.Future[None] | None = None
         self.send_window = conn.peer_initial_window
+        self.recv_window = STREAM_WINDOW  # what the client may still send on this stream
+        self.held = 0  # request bytes received and not yet taken by the handler
         self.window_waiter: asyncio.Future[None] | None = None
         self.headers_sent = False
         self.closed = False  # our side ended (trailers or RST_STREAM sent)
@@ -527,6 +435,8 @@ class _Stream:
     def on_data(self, data: bytes) -> None:
         buf = self.buffer
         buf += data
+        self.held += len(data)
+        self.conn.buffered += len(data)
         limit = self.conn.server.max_receive
         while len(buf) >= 5:
             length = int.from_bytes(buf[1:5], "big")
@@ -549,6 +459,14 @@ class _Stream:
             self.messages.append(bytes(buf[5 : 5 + length]))
             del buf[: 5 + length]
         self._wake()
+
+    def drop(self) -> None:
+        """Forget the request bytes nobody will take (the call ended or was reset)."""
+        if self.held:
+            self.conn.consumed(self.held)
+            self.held = 0
+        self.messages.clear()
+        self.buffer.clear()
 
     def on_end(self) -> None:
         self.ended = True
@@ -574,9 +492,17 @@ class _Stream:
             finally:
                 self.waiter = None
         data = self.messages.popleft()
+        n = len(data) + 5
+        if self.held >= n:
+            self.held -= n
+            conn = self.conn
+            conn.buffered -= n
+            if CONN_WINDOW - conn.recv_window - conn.buffered >= CONN_WINDOW // 2:
+                conn.replenish()
         if not self.ended:
-            self.unacked += len(data) + 5
+            self.unacked += n
             if self.unacked >= STREAM_WINDOW // 2:
+                self.recv_window += self.unacked
                 self.conn.write(_frame(WINDOW_UPDATE, 0, self.id, self.unacked.to_bytes(4, "big")))
                 self.unacked = 0
         return data
@@ -591,11 +517,12 @@ class _Stream:
         granted now and counted against ``unacked``.
         """
         need = 5 + int.from_bytes(self.buffer[1:5], "big") - len(self.buffer)
-        room = STREAM_WINDOW - len(self.buffer) - self.unacked
-        if need > room:
-            grant = need - room
+        if need > self.recv_window:
+            grant = need - self.recv_window
             self.unacked -= grant
+            self.recv_window += grant
             self.conn.write(_frame(WINDOW_UPDATE, 0, self.id, grant.to_bytes(4, "big")))
+        self.conn.grant(need)
 
     async def next_request(self) -> Any:
         data = await self.next_raw()
@@ -642,7 +569,11 @@ class _Stream:
         payload = b"\x00" + len(data).to_bytes(4, "big") + data
         conn = self.conn
         size = len(payload)
-        if conn.paused is None and size <= min(conn.send_window, self.send_window, conn.max_frame):
+        if (
+            conn.paused is None
+            and conn.out_size < SEND_CHUNK
+            and size <= min(conn.send_window, self.send_window, conn.max_frame)
+        ):
             # The common small message: one frame, queued with the others of this step.
             conn.send_window -= size
             self.send_window -= size
@@ -694,22 +625,53 @@ class _CallError(Exception):
         self.details = details
 
 
+class _CallHeaders(NamedTuple):
+    """What a request's header fields say."""
+
+    method: str
+    metadata: tuple[tuple[str, str | bytes], ...]
+    timeout: float | None
+    error: str  # a malformed gRPC field (the call ends INTERNAL); empty if none
+
+
+_NO_CALL: Final = _CallHeaders("", (), None, "")
+
+
+class _ConnectionError(Exception):
+    """A connection error (RFC 9113 §5.4.1): GOAWAY ``code`` with ``reason``, then close."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+_SETTINGS_ENTRY: Final = struct.Struct(">HI")
+
+
 class _Connection(asyncio.Protocol):
-    """One client connection: frame parsing, HPACK, windows and streams."""
+    """One client connection: frame parsing, HPACK, windows, streams and limits."""
 
     def __init__(self, server: Server) -> None:
         self.server = server
+        self.limits = server.limits
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
+        self.need = 0  # bytes ``buf`` must hold before a frame can be parsed
         self.preface = False
-        self.decoder = HpackDecoder()
+        self.settled = False  # the client's first SETTINGS arrived
+        self.decoder = HpackDecoder(max_list=self.limits.max_header_list_size)
         self.streams: dict[int, _Stream] = {}
+        self.orphans = 0  # handlers still running for streams the client reset
         self.last_stream = 0
         self.peer_initial_window = DEFAULT_WINDOW
         self.send_window = DEFAULT_WINDOW
         self.max_frame = DEFAULT_FRAME
-        self.conn_unacked = 0
+        self.recv_window = CONN_WINDOW  # what the client may still send on the connection
+        self.buffered = 0  # request bytes received and not yet taken by handlers
+        self.strikes = 0
+        self.strikes_since = time.monotonic()
         self.header_block: bytearray | None = None
         self.header_stream = 0
         self.header_flags = 0
@@ -717,59 +679,135 @@ class _Connection(asyncio.Protocol):
         self.paused: asyncio.Future[None] | None = None
         self.going_away = False
         self.out: list[bytes] = []
+        self.out_size = 0  # bytes in ``out``
         self.flush_scheduled = False
         self.receiving = False
         self.spawned = False
         self.idle: asyncio.Event = asyncio.Event()
         self.idle.set()
+        self.idle_since = time.monotonic()
+        self.timer: asyncio.TimerHandle | None = None
+        self.last_headers: list[tuple[str, str]] | None = None
+        self.last_parsed = _NO_CALL
 
     # -- asyncio.Protocol ------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast("asyncio.Transport", transport)
+        limits = self.limits
+        if len(self.server.connections) >= limits.max_connections:
+            # Our preface, then the refusal: a client reads why instead of a bare close.
+            self.transport.write(
+                _frame(SETTINGS, 0, 0) + _goaway(0, ENHANCE_YOUR_CALM, b"too many connections")
+            )
+            self.transport.close()
+            self.transport = None
+            return
         self.server.connections.add(self)
+        self.transport.set_write_buffer_limits(high=SEND_CHUNK)
         settings = struct.pack(
-            ">HIHIHI",
+            ">HIHIHIHI",
+            SETTINGS_MAX_CONCURRENT_STREAMS,
+            limits.max_concurrent_streams,
             SETTINGS_INITIAL_WINDOW_SIZE,
             STREAM_WINDOW,
             SETTINGS_MAX_FRAME_SIZE,
             MAX_FRAME_ACCEPTED,
             SETTINGS_MAX_HEADER_LIST_SIZE,
-            MAX_HEADER_LIST,
+            limits.max_header_list_size,
         )
         self.transport.write(
             _frame(SETTINGS, 0, 0, settings)
             + _frame(WINDOW_UPDATE, 0, 0, (CONN_WINDOW - DEFAULT_WINDOW).to_bytes(4, "big"))
         )
+        if limits.handshake_timeout > 0:
+            self.timer = self.loop.call_later(limits.handshake_timeout, self._handshake_expired)
+        elif limits.idle_timeout > 0:
+            self.timer = self.loop.call_later(limits.idle_timeout, self._idle_check)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         for stream in list(self.streams.values()):
             self._cancel(stream)
+            stream.drop()
         self.streams.clear()
         self.idle.set()
         for stream in self.window_waiters:
             _wake(stream.window_waiter)
         if self.paused is not None and not self.paused.done():
             self.paused.set_result(None)
+        self.transport = None
 
     def pause_writing(self) -> None:
+        # The client does not read what it is sent: read nothing more from it
+        # either, so it cannot make us queue answers (PING and SETTINGS acks,
+        # RST_STREAMs) it never takes (CVE-2019-9512, 9515, 9517).
         if self.paused is None:
             self.paused = self.loop.create_future()
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         if self.paused is not None:
             if not self.paused.done():
                 self.paused.set_result(None)
             self.paused = None
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    # -- timers ------------------------------------------------------------
+
+    def _handshake_expired(self) -> None:
+        self.timer = None
+        if not self.settled:
+            self._abort_connection(PROTOCOL_ERROR, "no client preface and SETTINGS in time")
+            return
+        self._arm_idle()
+
+    def _arm_idle(self) -> None:
+        if self.limits.idle_timeout > 0 and self.transport is not None:
+            self.timer = self.loop.call_later(self.limits.idle_timeout, self._idle_check)
+
+    def _idle_check(self) -> None:
+        """Close a connection that has had no call for ``idle_timeout`` seconds."""
+        self.timer = None
+        if self.transport is None:
+            return
+        if not self.streams and not self.orphans and self.header_block is None:
+            left = self.idle_since + self.limits.idle_timeout - time.monotonic()
+            if left <= 0:
+                log.debug("closing an idle HTTP/2 connection")
+                self.write(_goaway(self.last_stream, NO_ERROR, b"idle"))
+                self.flush()
+                self.transport.close()
+                return
+            self.timer = self.loop.call_later(left, self._idle_check)
+            return
+        self._arm_idle()
+
+    # -- receiving -----------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
         # Frames written while these are handled (PING and SETTINGS acks) go out
         # after the calls they start have run their first step, with their answers.
+        if self.buf:
+            self.buf += data
+            if len(self.buf) < self.need:
+                return  # a frame dribbled in: nothing to parse yet, and no copy
+            data = bytes(self.buf)
+            self.buf.clear()
         self.receiving = True
         self.spawned = False
         try:
             self._receive(data)
+        except _ConnectionError as exc:
+            self._abort_connection(exc.code, exc.reason)
+        except Exception:  # a bug must cost this connection, never the event loop
+            log.exception("h2grpc: internal error reading a connection")
+            self._abort_connection(INTERNAL_ERROR, "internal error")
         finally:
             self.receiving = False
             if self.out and not self.spawned:
@@ -779,192 +817,409 @@ class _Connection(asyncio.Protocol):
                 self.loop.call_soon(self.flush)
 
     def _receive(self, data: bytes) -> None:
-        if self.buf:
-            self.buf += data
-            data = bytes(self.buf)
-            self.buf.clear()
         pos = 0
         if not self.preface:
             if len(data) < len(PREFACE):
                 if not PREFACE.startswith(data):
-                    self._abort_connection(PROTOCOL_ERROR, "not an HTTP/2 client preface")
-                    return
+                    raise _ConnectionError(PROTOCOL_ERROR, "not an HTTP/2 client preface")
                 self.buf += data
+                self.need = len(PREFACE)
                 return
             if not data.startswith(PREFACE):
-                self._abort_connection(PROTOCOL_ERROR, "not an HTTP/2 client preface")
-                return
+                raise _ConnectionError(PROTOCOL_ERROR, "not an HTTP/2 client preface")
             pos = len(PREFACE)
             self.preface = True
         end = len(data)
+        on_frame = self._on_frame
         while end - pos >= 9:
             length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
             if length > MAX_FRAME_ACCEPTED:
-                self._abort_connection(FRAME_SIZE_ERROR, "frame too large")
-                return
+                raise _ConnectionError(FRAME_SIZE_ERROR, "frame too large")
             if end - pos < 9 + length:
+                self.need = 9 + length
                 break
             kind = data[pos + 3]
             flags = data[pos + 4]
             sid = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
             payload = data[pos + 9 : pos + 9 + length]
             pos += 9 + length
-            self._on_frame(kind, flags, sid, payload)
+            on_frame(kind, flags, sid, payload)
             if self.transport is None or self.transport.is_closing():
                 return
+        else:
+            self.need = 9
         if pos < end:
             self.buf += data[pos:]
 
     # -- frames ------------------------------------------------------------
 
+    def _strike(self, what: str) -> None:
+        """Count a frame that makes the server work for no call's progress.
+
+        ``FLOOD_STRIKES`` of them within one second, with no call answered in
+        between, is a flood; a slower trickle (a long call's pings) is not.
+        """
+        self.strikes += 1
+        if self.strikes > FLOOD_STRIKES:
+            now = time.monotonic()
+            if now - self.strikes_since < 1.0:
+                raise _ConnectionError(ENHANCE_YOUR_CALM, f"too many {what} frames")
+            self.strikes = 1
+            self.strikes_since = now
+
     def _on_frame(self, kind: int, flags: int, sid: int, payload: bytes) -> None:  # noqa: PLR0912
         if self.header_block is not None and kind != CONTINUATION:
-            self._abort_connection(PROTOCOL_ERROR, "expected CONTINUATION")
-            return
+            raise _ConnectionError(PROTOCOL_ERROR, "expected CONTINUATION")
+        if not self.settled and kind != SETTINGS:
+            raise _ConnectionError(PROTOCOL_ERROR, "the client preface must start with SETTINGS")
         if kind == DATA:
             self._on_data(flags, sid, payload)
         elif kind == HEADERS:
             self._on_headers(flags, sid, payload)
         elif kind == CONTINUATION:
-            if self.header_block is None or sid != self.header_stream:
-                self._abort_connection(PROTOCOL_ERROR, "unexpected CONTINUATION")
-                return
-            self.header_block += payload
-            if len(self.header_block) > MAX_HEADER_LIST:
-                self._abort_connection(PROTOCOL_ERROR, "header block too large")
-                return
-            if flags & END_HEADERS:
-                block = bytes(self.header_block)
-                self.header_block = None
-                self._on_header_block(self.header_stream, self.header_flags, block)
+            self._on_continuation(flags, sid, payload)
         elif kind == SETTINGS:
-            if not flags & ACK:
-                self._on_settings(payload)
+            self._on_settings(flags, sid, payload)
         elif kind == WINDOW_UPDATE:
             self._on_window_update(sid, payload)
         elif kind == PING:
+            if sid != 0:
+                raise _ConnectionError(PROTOCOL_ERROR, "PING on a stream")
+            if len(payload) != 8:
+                raise _ConnectionError(FRAME_SIZE_ERROR, "PING payload not 8 octets")
             if not flags & ACK:
+                self._strike("PING")
                 self.write(_frame(PING, ACK, 0, payload))
         elif kind == RST_STREAM:
-            stream = self.streams.pop(sid, None)
-            if stream is not None:
-                stream.closed = True
-                self._cancel(stream)
-                self._check_idle()
+            self._on_reset(sid, payload)
+        elif kind == PRIORITY:
+            if sid == 0:
+                raise _ConnectionError(PROTOCOL_ERROR, "PRIORITY on stream 0")
+            if len(payload) != 5:
+                self._stream_error(sid, FRAME_SIZE_ERROR)
+            self._strike("PRIORITY")
         elif kind == GOAWAY:
+            if sid != 0:
+                raise _ConnectionError(PROTOCOL_ERROR, "GOAWAY on a stream")
+            if len(payload) < 8:
+                raise _ConnectionError(FRAME_SIZE_ERROR, "GOAWAY shorter than 8 octets")
             self.going_away = True
-        # PRIORITY, PUSH_PROMISE (never sent by clients) and unknown types: ignored.
+        elif kind == PUSH_PROMISE:
+            raise _ConnectionError(PROTOCOL_ERROR, "PUSH_PROMISE from a client")
+        else:  # unknown frame types are ignored (RFC 9113 §4.1), but not for free
+            self._strike("unknown")
 
-    def _on_data(self, flags: int, sid: int, payload: bytes) -> None:
+    def _on_data(self, flags: int, sid: int, payload: bytes) -> None:  # noqa: PLR0912
+        if sid == 0:
+            raise _ConnectionError(PROTOCOL_ERROR, "DATA on stream 0")
         size = len(payload)
-        self.conn_unacked += size
-        if self.conn_unacked >= CONN_WINDOW // 2:
-            self.write(_frame(WINDOW_UPDATE, 0, 0, self.conn_unacked.to_bytes(4, "big")))
-            self.conn_unacked = 0
+        self.recv_window -= size
+        if self.recv_window < 0:
+            raise _ConnectionError(FLOW_CONTROL_ERROR, "DATA beyond the connection window")
         stream = self.streams.get(sid)
         if stream is None or stream.ended:
+            if sid > self.last_stream:
+                raise _ConnectionError(PROTOCOL_ERROR, f"DATA on idle stream {sid}")
+            if stream is not None:  # half-closed (remote): RFC 9113 §5.1
+                self._reset_stream(stream, STREAM_CLOSED)
+            self.replenish()
+            return
+        stream.recv_window -= size
+        if stream.recv_window < 0:
+            self._reset_stream(stream, FLOW_CONTROL_ERROR)
+            self.replenish()
             return
         if flags & PADDED:
+            if not size or payload[0] >= size:
+                raise _ConnectionError(PROTOCOL_ERROR, "DATA padding longer than the frame")
             pad = payload[0]
             payload = payload[1 : size - pad]
             stream.unacked += pad + 1
         if payload:
             stream.on_data(payload)
+        elif not flags & END_STREAM:
+            self._strike("empty DATA")
+        if size - len(payload):
+            self.replenish()
         if flags & END_STREAM:
             stream.on_end()
             if stream.fast is not None and not stream.closed:
                 self._run_fast(stream)
 
     def _on_headers(self, flags: int, sid: int, payload: bytes) -> None:
+        if sid == 0:
+            raise _ConnectionError(PROTOCOL_ERROR, "HEADERS on stream 0")
         start = 0
         end = len(payload)
         if flags & PADDED:
+            if not end or payload[0] >= end:
+                raise _ConnectionError(PROTOCOL_ERROR, "HEADERS padding longer than the frame")
             start = 1
             end -= payload[0]
         if flags & PRIORITY_FLAG:
             start += 5
+            if start > end:
+                raise _ConnectionError(FRAME_SIZE_ERROR, "HEADERS too short for its priority")
         block = payload[start:end]
         if flags & END_HEADERS:
             self._on_header_block(sid, flags, block)
         else:
+            if len(block) > self.limits.max_header_list_size:
+                raise _ConnectionError(PROTOCOL_ERROR, "header block too large")
+            if not block:
+                self._strike("empty HEADERS")
             self.header_block = bytearray(block)
             self.header_stream = sid
             self.header_flags = flags
 
+    def _on_continuation(self, flags: int, sid: int, payload: bytes) -> None:
+        if self.header_block is None or sid != self.header_stream:
+            raise _ConnectionError(PROTOCOL_ERROR, "unexpected CONTINUATION")
+        if not payload and not flags & END_HEADERS:
+            self._strike("empty CONTINUATION")
+        self.header_block += payload
+        if len(self.header_block) > self.limits.max_header_list_size:
+            raise _ConnectionError(PROTOCOL_ERROR, "header block too large")
+        if flags & END_HEADERS:
+            block = bytes(self.header_block)
+            self.header_block = None
+            self._on_header_block(self.header_stream, self.header_flags, block)
+
     def _on_header_block(self, sid: int, flags: int, block: bytes) -> None:
         try:
             headers = self.decoder.decode(block)
+        except HeaderListTooLargeError as exc:
+            raise _ConnectionError(COMPRESSION_ERROR, str(exc)) from None
         except HpackError as exc:
-            self._abort_connection(COMPRESSION_ERROR, f"header block: {exc}")
-            return
+            raise _ConnectionError(COMPRESSION_ERROR, f"header block: {exc}") from None
         stream = self.streams.get(sid)
         if stream is not None:  # trailers from a client: only END_STREAM matters
-            if flags & END_STREAM:
+            if stream.ended:
+                self._reset_stream(stream, STREAM_CLOSED)
+            elif not flags & END_STREAM:
+                self._reset_stream(stream, PROTOCOL_ERROR)  # trailers must end the stream
+            else:
                 stream.on_end()
+                if stream.fast is not None and not stream.closed:
+                    self._run_fast(stream)
             return
         if sid % 2 == 0 or sid <= self.last_stream:
-            self._abort_connection(PROTOCOL_ERROR, f"invalid stream id {sid}")
-            return
+            if sid % 2 or sid == 0:
+                raise _ConnectionError(PROTOCOL_ERROR, f"HEADERS on closed stream {sid}")
+            raise _ConnectionError(PROTOCOL_ERROR, f"invalid stream id {sid}")
         self.last_stream = sid
         if self.going_away or self.server.stopping:
             self.write(_frame(RST_STREAM, 0, sid, REFUSED_STREAM.to_bytes(4, "big")))
             return
+        if len(self.streams) + self.orphans >= self.limits.max_concurrent_streams:
+            self._strike("refused HEADERS")
+            self.write(_frame(RST_STREAM, 0, sid, REFUSED_STREAM.to_bytes(4, "big")))
+            return
         self._start_call(sid, flags, headers)
 
-    def _on_settings(self, payload: bytes) -> None:
-        for off in range(0, len(payload) - 5, 6):
-            ident, value = struct.unpack_from(">HI", payload, off)
+    def _on_settings(self, flags: int, sid: int, payload: bytes) -> None:  # noqa: PLR0912
+        if sid != 0:
+            raise _ConnectionError(PROTOCOL_ERROR, "SETTINGS on a stream")
+        if flags & ACK:
+            if payload:
+                raise _ConnectionError(FRAME_SIZE_ERROR, "SETTINGS ack with a payload")
+            return
+        if len(payload) % 6:
+            raise _ConnectionError(FRAME_SIZE_ERROR, "SETTINGS payload not a multiple of 6")
+        if self.settled:
+            self._strike("SETTINGS")
+        else:
+            self.settled = True
+        for ident, value in _SETTINGS_ENTRY.iter_unpack(payload):
             if ident == SETTINGS_INITIAL_WINDOW_SIZE:
+                if value > MAX_WINDOW:
+                    raise _ConnectionError(FLOW_CONTROL_ERROR, "initial window above 2^31-1")
                 delta = value - self.peer_initial_window
                 self.peer_initial_window = value
                 for stream in self.streams.values():
                     stream.send_window += delta
+                    if stream.send_window > MAX_WINDOW:
+                        raise _ConnectionError(FLOW_CONTROL_ERROR, "stream window above 2^31-1")
                 self._wake_writers()
             elif ident == SETTINGS_MAX_FRAME_SIZE:
+                if not DEFAULT_FRAME <= value <= MAX_FRAME_SIZE:
+                    raise _ConnectionError(PROTOCOL_ERROR, f"invalid max frame size {value}")
                 self.max_frame = value
+            elif ident == SETTINGS_ENABLE_PUSH and value > 1:
+                raise _ConnectionError(PROTOCOL_ERROR, f"invalid enable push {value}")
         self.write(_frame(SETTINGS, ACK, 0))
 
     def _on_window_update(self, sid: int, payload: bytes) -> None:
-        inc = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+        if len(payload) != 4:
+            raise _ConnectionError(FRAME_SIZE_ERROR, "WINDOW_UPDATE payload not 4 octets")
+        inc = int.from_bytes(payload, "big") & 0x7FFFFFFF
         if sid == 0:
+            if inc == 0:
+                raise _ConnectionError(PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
+            if inc < MIN_DATA_CHUNK and self.window_waiters:
+                self._strike("small WINDOW_UPDATE")
             self.send_window += inc
+            if self.send_window > MAX_WINDOW:
+                raise _ConnectionError(FLOW_CONTROL_ERROR, "connection window above 2^31-1")
             self._wake_writers()
             return
         stream = self.streams.get(sid)
+        if stream is None:
+            if sid > self.last_stream:
+                raise _ConnectionError(PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {sid}")
+            return
+        if inc == 0:
+            self._reset_stream(stream, PROTOCOL_ERROR)
+            return
+        # A closed window that a writer waits on, reopened by less than a quarter
+        # of the client's window (any step, for a window under 256 bytes), is the
+        # dribble of CVE-2019-9511; small steps of an open window are ordinary
+        # (grpcio's client acknowledges every message it reads).
+        initial = self.peer_initial_window
+        if (
+            inc < MIN_DATA_CHUNK
+            and stream.window_waiter is not None
+            and (inc < initial // 4 or initial < 256)
+        ):
+            self._strike("small WINDOW_UPDATE")
+        stream.send_window += inc
+        if stream.send_window > MAX_WINDOW:
+            self._reset_stream(stream, FLOW_CONTROL_ERROR)
+            return
+        if stream in self.window_waiters:
+            _wake(stream.window_waiter)
+
+    def _on_reset(self, sid: int, payload: bytes) -> None:
+        if sid == 0:
+            raise _ConnectionError(PROTOCOL_ERROR, "RST_STREAM on stream 0")
+        if len(payload) != 4:
+            raise _ConnectionError(FRAME_SIZE_ERROR, "RST_STREAM payload not 4 octets")
+        if sid > self.last_stream:
+            raise _ConnectionError(PROTOCOL_ERROR, f"RST_STREAM on idle stream {sid}")
+        self._strike("RST_STREAM")  # rapid reset (CVE-2023-44487) ends here
+        stream = self.streams.pop(sid, None)
         if stream is not None:
-            stream.send_window += inc
-            if stream in self.window_waiters:
-                _wake(stream.window_waiter)
+            stream.closed = True
+            self._cancel(stream)
+            stream.drop()
+            self.window_waiters.discard(stream)
+            if stream.task is not None and not stream.task.done():
+                # Its handler still runs: the slot stays taken until it ends.
+                self.orphans += 1
+                stream.task.add_done_callback(self._orphan_done)
+            self._check_idle()
+
+    def _orphan_done(self, task: asyncio.Task[None]) -> None:
+        self.orphans -= 1
+        self._check_idle()
 
     def _wake_writers(self) -> None:
         for stream in self.window_waiters:
             _wake(stream.window_waiter)
 
+    def _stream_error(self, sid: int, code: int) -> None:
+        stream = self.streams.get(sid)
+        if stream is not None:
+            self._reset_stream(stream, code)
+        else:
+            self.write(_frame(RST_STREAM, 0, sid, code.to_bytes(4, "big")))
+
+    def _reset_stream(self, stream: _Stream, code: int) -> None:
+        """A stream error (RFC 9113 §5.4.2): RST_STREAM ``code``, the handler cancelled."""
+        log.debug(
+            "resetting an HTTP/2 stream", extra={"fields": {"stream": stream.id, "code": code}}
+        )
+        self.write(_frame(RST_STREAM, 0, stream.id, code.to_bytes(4, "big")))
+        stream.ended = True  # no RST_STREAM NO_ERROR after this one
+        stream.closed = True
+        stream.code = grpc.StatusCode.CANCELLED.value[0]
+        self._cancel(stream)
+        self.stream_closed(stream, answered=False)
+        self._strike("stream error")
+
+    # -- flow control of requests -----------------------------------------------
+
+    def consumed(self, n: int) -> None:
+        """A handler took ``n`` buffered request bytes: reopen the connection window."""
+        self.buffered -= n
+        self.replenish()
+
+    def replenish(self) -> None:
+        """Reopen the connection window as far as the buffered requests allow.
+
+        The client may send up to ``CONN_WINDOW`` bytes that no handler has
+        taken yet, whatever its stream windows say: what one connection holds
+        of requests is bounded by that, plus the grants below.
+        """
+        free = CONN_WINDOW - self.recv_window - self.buffered
+        if free >= CONN_WINDOW // 2:
+            self.recv_window += free
+            self.write(_frame(WINDOW_UPDATE, 0, 0, free.to_bytes(4, "big")))
+
+    def grant(self, need: int) -> None:
+        """Let the connection window take ``need`` more bytes of one incomplete message.
+
+        Only while what is buffered stays under ``CONN_WINDOW`` plus one
+        largest message; otherwise the message waits for other calls to take theirs.
+        """
+        short = need - self.recv_window
+        if short > 0 and self.buffered + need <= CONN_WINDOW + self.server.max_receive:
+            self.recv_window += short
+            self.write(_frame(WINDOW_UPDATE, 0, 0, short.to_bytes(4, "big")))
+
     # -- calls -------------------------------------------------------------
 
-    def _start_call(self, sid: int, flags: int, headers: list[tuple[str, str]]) -> None:
+    def _parse_call(self, headers: list[tuple[str, str]]) -> _CallHeaders | None:
+        """What a request's fields say (None: malformed, RFC 9113 §8.1.1)."""
         method = ""
         metadata: list[tuple[str, str | bytes]] = []
         timeout: float | None = None
+        error = ""
         for name, value in headers:
+            if not name or not name.isascii() or name != name.lower() or not _valid_value(value):
+                return None
             if name[0] == ":":
                 if name == ":path":
                     method = value
             elif name == "grpc-timeout":
                 timeout = parse_timeout(value)
+                if timeout is None:
+                    error = f"malformed grpc-timeout: {value!r}"
             elif name.endswith("-bin"):
-                metadata.append((name, base64.b64decode(value + "=" * (-len(value) % 4))))
+                try:
+                    raw = base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
+                except ValueError:
+                    error = f"malformed binary metadata {value!r} in header {name!r}"
+                else:
+                    metadata.append((name, raw))
             elif name not in ("content-type", "te", "grpc-accept-encoding", "grpc-encoding"):
                 metadata.append((name, value))
+        return _CallHeaders(method, tuple(metadata), timeout, error)
+
+    def _start_call(self, sid: int, flags: int, headers: list[tuple[str, str]]) -> None:
+        # The decoder hands back the same list for a repeated block (a client's
+        # next call of the same method): its reading is kept with it.
+        if headers is not self.last_headers:
+            fresh = self._parse_call(headers)
+            if fresh is None:
+                self._strike("malformed HEADERS")
+                self.write(_frame(RST_STREAM, 0, sid, PROTOCOL_ERROR.to_bytes(4, "big")))
+                return
+            self.last_headers, self.last_parsed = headers, fresh
+        parsed = self.last_parsed
+        method, metadata, timeout, error = parsed
         stream = _Stream(self, sid, method)
-        stream.metadata = tuple(metadata)
+        stream.metadata = metadata
         if timeout is not None:
             stream.deadline = time.monotonic() + timeout
         self.streams[sid] = stream
         self.idle.clear()
         if flags & END_STREAM:
             stream.ended = True
-        elif method in self.server.fast:
+        if error:  # what grpc-go answers: the call fails, the connection goes on
+            stream.finish(grpc.StatusCode.INTERNAL.value[0], error)
+            return
+        if not stream.ended and method in self.server.fast:
             # Wait for the request: the fast path may answer it without a task.
             stream.fast = self.server.fast[method]
             stream.timeout = timeout
@@ -990,24 +1245,32 @@ class _Connection(asyncio.Protocol):
             answer is None
             or len(answer) > self.server.max_send
             or len(answer) + 5 > min(self.send_window, stream.send_window)
+            or self.paused is not None
+            or self.out_size + len(answer) > SEND_CHUNK
         ):
             self._spawn(stream, stream.timeout)
             return
-        stream.messages.clear()
+        stream.drop()
         self.server.answered_fast(stream, answer)
 
-    def stream_closed(self, stream: _Stream) -> None:
+    def stream_closed(self, stream: _Stream, *, answered: bool = True) -> None:
+        if answered:
+            self.strikes = 0  # a call answered: the client is doing work, not flooding
+            self.strikes_since = self.idle_since
         if self.streams.get(stream.id) is stream:
             if not stream.ended:
                 # The client may still be sending: tell it to stop.
                 self.write(_frame(RST_STREAM, 0, stream.id, NO_ERROR.to_bytes(4, "big")))
             del self.streams[stream.id]
+            if stream.held or stream.messages:
+                stream.drop()
         self.window_waiters.discard(stream)
         self._check_idle()
 
     def _check_idle(self) -> None:
         if not self.streams:
             self.idle.set()
+            self.idle_since = time.monotonic()
             if self.going_away and self.server.stopping and self.transport is not None:
                 self.flush()
                 self.transport.close()
@@ -1038,6 +1301,7 @@ class _Connection(asyncio.Protocol):
         control frames are queued before it.
         """
         self.out.append(data)
+        self.out_size += len(data)
         if self.receiving:
             return
         if len(self.streams) <= 1:
@@ -1053,6 +1317,7 @@ class _Connection(asyncio.Protocol):
         written with :meth:`write`) take them along at once.
         """
         self.out.append(data)
+        self.out_size += len(data)
         if not self.flush_scheduled and not self.receiving:
             self.flush_scheduled = True
             self.loop.call_soon(self.flush)
@@ -1065,6 +1330,7 @@ class _Connection(asyncio.Protocol):
             return
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
+        self.out_size = 0
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
@@ -1081,15 +1347,21 @@ class _Connection(asyncio.Protocol):
         return b"".join(parts)
 
     async def send_data(self, stream: _Stream, payload: bytes) -> None:
-        """Send ``payload`` as DATA frames within the peer's windows."""
+        """Send ``payload`` as DATA frames within the peer's windows and the back-pressure.
+
+        At most ``SEND_CHUNK`` bytes are queued at a time (then the transport's
+        back-pressure is checked again).
+        """
         view = memoryview(payload)
         while view:
             if stream.closed or self.transport is None or self.transport.is_closing():
                 raise _Reset
+            if self.out_size >= SEND_CHUNK:
+                self.flush()  # the transport learns the size, and may push back
             if self.paused is not None:
                 await self.paused
                 continue
-            allowed = min(self.send_window, stream.send_window, len(view))
+            allowed = min(self.send_window, stream.send_window, len(view), SEND_CHUNK)
             if allowed <= 0:
                 stream.window_waiter = self.loop.create_future()
                 self.window_waiters.add(stream)
@@ -1110,21 +1382,41 @@ class _Connection(asyncio.Protocol):
             stream.send_window -= allowed
             view = view[allowed:]
             self.queue(b"".join(frames))
+            if view:
+                self.flush()  # let the transport see the size, and push back
 
     def _abort_connection(self, code: int, reason: str) -> None:
         log.debug("closing HTTP/2 connection", extra={"fields": {"reason": reason}})
-        self.write(
-            _frame(GOAWAY, 0, 0, struct.pack(">II", self.last_stream, code) + reason.encode())
-        )
+        self.write(_goaway(self.last_stream, code, reason.encode()))
         self.flush()
         if self.transport is not None:
             self.transport.close()
+        for stream in list(self.streams.values()):
+            self._cancel(stream)
 
     def go_away(self) -> None:
         """Refuse new streams; in-flight ones may finish."""
         self.going_away = True
-        self.write(_frame(GOAWAY, 0, 0, struct.pack(">II", self.last_stream, NO_ERROR)))
+        self.write(_goaway(self.last_stream, NO_ERROR, b""))
         self._check_idle()
+
+
+def _goaway(last_stream: int, code: int, debug: bytes) -> bytes:
+    return _frame(GOAWAY, 0, 0, struct.pack(">II", last_stream, code) + debug)
+
+
+_BAD_IN_VALUE: Final = frozenset("\x00\r\n")
+
+
+def _valid_value(value: str) -> bool:
+    """Whether a field value is well-formed: UTF-8 (no escaped bytes), no NUL, CR or LF."""
+    if value.isascii():
+        return not ("\x00" in value or "\r" in value or "\n" in value)
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return _BAD_IN_VALUE.isdisjoint(value)
 
 
 def _wake(fut: asyncio.Future[None] | None) -> None:
@@ -1142,6 +1434,7 @@ class Server:
             cheaper than an interceptor that wraps every handler.
         max_receive_message_length: the largest request message accepted.
         max_send_message_length: the largest response message sent.
+        limits: what one client may hold (:class:`Limits`).
     """
 
     def __init__(
@@ -1151,8 +1444,10 @@ class Server:
         observer: CallObserver | None = None,
         max_receive_message_length: int = 16 << 20,
         max_send_message_length: int = 16 << 20,
+        limits: Limits | None = None,
     ) -> None:
         self.interceptors = tuple(interceptors)
+        self.limits = limits or Limits()
         self.observer = observer
         self._kinds: dict[str, str] = {}
         self.fast: dict[str, FastPath] = {}
@@ -1438,7 +1733,11 @@ class Server:
             stream.finish(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], text)
             return
         conn = stream.conn
-        if len(last) + 5 > min(conn.send_window, stream.send_window):
+        if (
+            conn.paused is not None
+            or conn.out_size + len(last) > SEND_CHUNK
+            or len(last) + 5 > min(conn.send_window, stream.send_window)
+        ):
             await stream.send_message(last)
             last = None
         stream.finish(grpc.StatusCode.OK.value[0], "", self._trailing(context), last)

@@ -56,7 +56,14 @@ def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GrpcConfig:
-    """``[grpc]``: the main API listener."""
+    """``[grpc]``: the main API listener.
+
+    The last five keys are pycontainerd's (containerd has none of them) and
+    bound what one client may hold of the unix socket's server: calls in
+    flight per connection, open connections, seconds to send the HTTP/2
+    preface and seconds a connection may stay without a call (0: no limit
+    for either), and the largest request header list in bytes.
+    """
 
     address: str
     tcp_address: str = ""
@@ -67,6 +74,11 @@ class GrpcConfig:
     gid: int = 0
     max_recv_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     max_send_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    max_concurrent_streams: int = 1000
+    max_connections: int = 10_000
+    handshake_timeout: int = 10
+    idle_timeout: int = 1800
+    max_header_list_size: int = 16 << 20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -294,6 +306,21 @@ def _decode_grpc(reader: TableReader, default: GrpcConfig) -> GrpcConfig:
         ),
         max_send_message_size=reader.integer(
             "max_send_message_size", default.max_send_message_size, minimum=1, maximum=_INT32_MAX
+        ),
+        max_concurrent_streams=reader.integer(
+            "max_concurrent_streams", default.max_concurrent_streams, minimum=1, maximum=_INT32_MAX
+        ),
+        max_connections=reader.integer(
+            "max_connections", default.max_connections, minimum=1, maximum=_INT32_MAX
+        ),
+        handshake_timeout=reader.integer(
+            "handshake_timeout", default.handshake_timeout, minimum=0, maximum=86_400
+        ),
+        idle_timeout=reader.integer(
+            "idle_timeout", default.idle_timeout, minimum=0, maximum=_INT32_MAX
+        ),
+        max_header_list_size=reader.integer(
+            "max_header_list_size", default.max_header_list_size, minimum=4096, maximum=_INT32_MAX
         ),
     )
     reader.finish()

@@ -585,6 +585,13 @@ class Daemon:
                     observer=self.grpc_metrics,
                     max_receive_message_length=cfg.max_recv_message_size,
                     max_send_message_length=cfg.max_send_message_size,
+                    limits=h2grpc.Limits(
+                        max_concurrent_streams=cfg.max_concurrent_streams,
+                        max_connections=cfg.max_connections,
+                        handshake_timeout=cfg.handshake_timeout,
+                        idle_timeout=cfg.idle_timeout,
+                        max_header_list_size=cfg.max_header_list_size,
+                    ),
                 )
                 for svc in services:
                     svc.register(cast("grpc.aio.Server", h2))
@@ -647,6 +654,7 @@ class Daemon:
         cfg = self.config
         log.info("starting containerd", extra=fields(revision=revision(), version=server_version()))
         try:
+            raise_nofile_limit()
             _write_oom_score(cfg.oom_score)
             _make_dir(cfg.root, 0o700)
             _make_dir(cfg.state, 0o711)
@@ -678,6 +686,26 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
             signal.signal(sig, signal.SIG_IGN)
+
+
+def raise_nofile_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit, as Go's runtime does at start.
+
+    Every client connection, content writer and shim socket is a descriptor;
+    the usual soft limit (1024) would cap the daemon far below what its
+    ``[grpc] max_connections`` allows. Returns the soft limit now in force.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError) as exc:
+            log.warning("cannot raise RLIMIT_NOFILE", extra=fields(error=str(exc)))
+            return soft
+        return hard
+    return soft
 
 
 def run(settings: Settings) -> int:

@@ -64,6 +64,27 @@ def short_tempdir(prefix: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+HEAVY_LOCK: Final = Path(tempfile.gettempdir()) / "pycontainerd-load-tests.lock"
+
+
+@contextlib.contextmanager
+def load_exclusion(*, exclusive: bool) -> Iterator[None]:
+    """Keep load tests and timing-bound tests apart across pytest-xdist workers.
+
+    A load test (hundreds of Go ``ctr`` processes) holds the lock ``exclusive``;
+    a test that asserts a latency (an answer within a second) holds it shared,
+    so the two never overlap while the rest of the suite runs in parallel.
+    """
+    import fcntl
+
+    with HEAVY_LOCK.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def daemon_env(
     modules: Iterable[str] = DEFAULT_MODULES,
     *,
