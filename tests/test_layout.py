@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIRS = sorted(p.parent for p in (ROOT / "packages").glob("*/pyproject.toml"))
 EXPECTED = {
     "core", "config", "api", "events", "content", "snapshots", "snapshots-btrfs",
-    "metadata", "runtime", "daemon", "client", "ctr",
+    "metadata", "runtime", "daemon", "client", "ctr", "cri",
 }  # fmt: skip
 
 

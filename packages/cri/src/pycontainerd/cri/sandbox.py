@@ -1,0 +1,412 @@
+"""Pod sandboxes: a pause container in a pinned network namespace set up by CNI.
+
+RunPodSandbox, in order, each step undone when a later one fails, so a failed
+run leaves nothing behind: reserve the name; resolve ``sandbox_image``;
+create and pin the network namespace (not for hostNetwork) and ADD it to the
+CNI networks; prepare the pause container's snapshot; store its container
+record (namespace ``k8s.io``, label ``io.cri-containerd.kind=sandbox``); create
+and start its task through the runtime v2 task manager.
+
+Stop kills the pause task (SIGKILL, as containerd does for sandboxes), deletes
+it, runs CNI DEL and removes the namespace; it is idempotent. Remove stops
+first if needed, then drops the snapshot and the record; removing an unknown
+sandbox succeeds (the CRI asks removal to be idempotent).
+
+State is kept in memory here; recovery after a daemon restart is future work.
+
+Importing this module must not import grpc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pycontainerd.core.containers import Container, RuntimeInfo
+from pycontainerd.core.errdefs import (
+    AlreadyExistsError,
+    ContainerdError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnknownError,
+)
+from pycontainerd.core.namespaces import with_namespace
+from pycontainerd.core.types import AnyValue
+from pycontainerd.cri import netns
+from pycontainerd.cri.cni import Attachment, Cni, CniError, CniNotReadyError
+from pycontainerd.cri.images import image_config, normalize
+from pycontainerd.cri.spec import cgroups_path, parse_user, sandbox_spec
+
+if TYPE_CHECKING:
+    from pycontainerd.cri.config import CriConfig
+    from pycontainerd.metadata.metadata import Metadata
+    from pycontainerd.runtime.manager import TaskManager
+
+log = logging.getLogger(__name__)
+
+K8S_NAMESPACE = "k8s.io"
+KIND_LABEL = "io.cri-containerd.kind"
+SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+READY = "SANDBOX_READY"
+NOTREADY = "SANDBOX_NOTREADY"
+STOP_TIMEOUT = 10.0
+
+
+@dataclass(slots=True)
+class PodSandbox:
+    """One pod sandbox as the CRI sees it."""
+
+    id: str
+    name: str
+    metadata: dict[str, Any]
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    runtime_handler: str
+    created_at: int
+    host_network: bool
+    netns_path: str = ""
+    ips: list[str] = field(default_factory=list)
+    cni_results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    state: str = READY
+    pid: int = 0
+    namespace_options: dict[str, int] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def sandbox_name(meta: dict[str, Any]) -> str:
+    """containerd's reservation key: ``name_namespace_uid_attempt``."""
+    parts = (meta.get("name", ""), meta.get("namespace", ""), meta.get("uid", ""))
+    return "_".join([*map(str, parts), str(meta.get("attempt", 0))])
+
+
+class SandboxManager:
+    """Runs, stops and removes pod sandboxes; holds their state."""
+
+    def __init__(self, config: CriConfig, md: Metadata, tasks: TaskManager, state: Path) -> None:
+        self.config = config
+        self.md = md
+        self.tasks = tasks
+        self.state = state
+        self.netns_dir = state / "netns"
+        self.cni = Cni(config.cni.conf_dir, config.cni.bin_dir, config.cni.max_conf_num)
+        self.sandboxes: dict[str, PodSandbox] = {}
+        self.names: dict[str, str] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _lock(self, sid: str) -> asyncio.Lock:
+        return self._locks.setdefault(sid, asyncio.Lock())
+
+    # -- lookups --------------------------------------------------------------
+
+    def get(self, id_or_prefix: str) -> PodSandbox:
+        """A sandbox by id or unique id prefix.
+
+        Raises:
+            NotFoundError: none (or no unique one) matches.
+        """
+        if id_or_prefix in self.sandboxes:
+            return self.sandboxes[id_or_prefix]
+        found = [
+            s for k, s in self.sandboxes.items() if id_or_prefix and k.startswith(id_or_prefix)
+        ]
+        if len(found) == 1:
+            return found[0]
+        msg = f"an error occurred when try to find sandbox {id_or_prefix!r}"
+        raise NotFoundError(msg)
+
+    def list(
+        self, *, sid: str = "", state: str | None = None, labels: dict[str, str] | None = None
+    ) -> list[PodSandbox]:
+        out: list[PodSandbox] = []
+        for sb in self.sandboxes.values():
+            if sid and not sb.id.startswith(sid):
+                continue
+            if state is not None and sb.state != state:
+                continue
+            if labels and any(sb.labels.get(k) != v for k, v in labels.items()):
+                continue
+            out.append(sb)
+        return out
+
+    # -- run ------------------------------------------------------------------
+
+    async def run(
+        self, config: dict[str, Any], runtime_handler: str, host_network: bool
+    ) -> PodSandbox:
+        """Create and start a sandbox from a CRI PodSandboxConfig (as a dict).
+
+        Raises:
+            InvalidArgumentError: no metadata or an unknown runtime handler.
+            AlreadyExistsError: the name is taken (upstream's text).
+            NotFoundError: the sandbox image is not in the ``k8s.io`` namespace.
+            FailedPreconditionError: the network is not ready (no CNI config).
+            UnknownError: CNI or the runtime failed; everything was undone.
+        """
+        meta = config.get("metadata") or {}
+        if not meta.get("name"):
+            msg = "sandbox config must include metadata"
+            raise InvalidArgumentError(msg)
+        try:
+            runtime = self.config.runtime_for(runtime_handler)
+        except KeyError:
+            msg = f"no runtime for {runtime_handler!r} is configured"
+            raise InvalidArgumentError(msg) from None
+        name = sandbox_name(meta)
+        sid = secrets.token_hex(32)
+        if name in self.names:
+            msg = (
+                f"failed to reserve sandbox name {name!r}: "
+                f"name {name!r} is reserved for {self.names[name]!r}"
+            )
+            raise AlreadyExistsError(msg)
+        self.names[name] = sid
+        undo: list[Any] = []
+        try:
+            sb = await self._run(
+                sid, name, meta, config, runtime_handler, runtime, host_network, undo
+            )
+        except BaseException:
+            for step in reversed(undo):
+                try:
+                    await step()
+                except Exception:
+                    log.exception("cleanup after a failed RunPodSandbox %s", sid)
+            self.names.pop(name, None)
+            raise
+        self.sandboxes[sid] = sb
+        return sb
+
+    async def _run(  # noqa: PLR0913
+        self,
+        sid: str,
+        name: str,
+        meta: dict[str, Any],
+        config: dict[str, Any],
+        handler: str,
+        runtime: Any,
+        host_network: bool,  # noqa: FBT001
+        undo: list[Any],
+    ) -> PodSandbox:
+        with with_namespace(K8S_NAMESPACE):
+            image_name = normalize(self.config.sandbox_image)
+            try:
+                image = await self.md.image_store().get(image_name)
+            except NotFoundError:
+                msg = (
+                    f"failed to get sandbox image {self.config.sandbox_image!r}: "
+                    f"image {image_name!r} not found in namespace {K8S_NAMESPACE!r}"
+                )
+                raise NotFoundError(msg) from None
+            img = await image_config(
+                self.md.content_store(), image.target.media_type, image.target.digest
+            )
+        linux = config.get("linux") or {}
+        sec = linux.get("security_context") or {}
+        ns_opts = sec.get("namespace_options") or {}
+        sb = PodSandbox(
+            id=sid,
+            name=name,
+            metadata=meta,
+            labels=dict(config.get("labels") or {}),
+            annotations=dict(config.get("annotations") or {}),
+            runtime_handler=handler,
+            created_at=time.time_ns(),
+            host_network=host_network,
+            namespace_options={k: int(v) for k, v in ns_opts.items() if isinstance(v, int)},
+            config=config,
+        )
+        if not host_network:
+            path = self.netns_dir / sid
+            await netns.create(path)
+            undo.append(lambda: asyncio.to_thread(netns.remove, path))
+            sb.netns_path = str(path)
+            att = self._attachment(sb)
+            try:
+                results = await self.cni.add(att)
+            except CniNotReadyError as exc:
+                msg = f"failed to setup network for sandbox {sid!r}: {exc}"
+                raise FailedPreconditionError(msg) from exc
+            except CniError as exc:
+                msg = f"failed to setup network for sandbox {sid!r}: {exc}"
+                raise UnknownError(msg) from exc
+            sb.cni_results = {r.network: r.result for r in results}
+            undo.append(lambda: self._cni_del(sb))
+            sb.ips = [ip for r in results for ip in r.ips]
+        try:
+            uid_gid = parse_user(img.user)
+        except ValueError:
+            uid_gid = (65535, 65535) if img.user else (0, 0)
+        args = [*img.entrypoint, *img.cmd] or ["/pause"]
+        hostname = str(config.get("hostname") or "")
+        spec = sandbox_spec(
+            args=args,
+            env=list(img.env),
+            user=uid_gid,
+            hostname=hostname,
+            netns=sb.netns_path or None,
+            cgroups=cgroups_path(
+                str(linux.get("cgroup_parent") or ""), sid, systemd=runtime.systemd_cgroup
+            ),
+            sysctls={str(k): str(v) for k, v in (linux.get("sysctls") or {}).items()},
+            host_pid=ns_opts.get("pid") == 2,
+            host_ipc=ns_opts.get("ipc") == 2,
+            annotations={
+                "io.kubernetes.cri.container-type": "sandbox",
+                "io.kubernetes.cri.sandbox-id": sid,
+                "io.kubernetes.cri.sandbox-name": str(meta.get("name", "")),
+                "io.kubernetes.cri.sandbox-namespace": str(meta.get("namespace", "")),
+                "io.kubernetes.cri.sandbox-uid": str(meta.get("uid", "")),
+            },
+        )
+        spec_bytes = json.dumps(spec).encode()
+        with with_namespace(K8S_NAMESPACE):
+            snap = self.md.snapshotter(self.config.snapshotter)
+            mounts = await snap.prepare(sid, img.chain_id)
+            undo.append(lambda: self._in_ns(snap.remove(sid)))
+            await self.md.container_store().create(
+                Container(
+                    id=sid,
+                    runtime=RuntimeInfo(name=runtime.runtime_type),
+                    labels={KIND_LABEL: "sandbox", **sb.labels},
+                    image=image_name,
+                    spec=AnyValue(type_url=SPEC_TYPE_URL, value=spec_bytes),
+                    snapshotter=self.config.snapshotter,
+                    snapshot_key=sid,
+                )
+            )
+            undo.append(lambda: self._in_ns(self.md.container_store().delete(sid)))
+        from pycontainerd.api.convert import mount_to_proto
+        from pycontainerd.api.runtime.task.v2 import shim_pb2 as shim
+
+        t = await self.tasks.create(
+            K8S_NAMESPACE,
+            sid,
+            spec=spec_bytes,
+            runtime=runtime.runtime_type,
+            rootfs=[mount_to_proto(m) for m in mounts],
+        )
+        undo.append(lambda: self._delete_task(sid))
+        await t.call("Start", shim.StartRequest(id=sid))
+        sb.pid = t.pid
+        return sb
+
+    async def _in_ns(self, coro: Any) -> None:
+        with with_namespace(K8S_NAMESPACE):
+            await coro
+
+    def _attachment(self, sb: PodSandbox) -> Attachment:
+        meta = sb.metadata
+        ports = []
+        for pm in sb.config.get("port_mappings") or []:
+            if int(pm.get("host_port", 0) or 0) <= 0:
+                continue
+            ports.append(
+                {
+                    "hostPort": int(pm["host_port"]),
+                    "containerPort": int(pm.get("container_port", 0)),
+                    "protocol": {0: "tcp", 1: "udp", 2: "sctp"}.get(
+                        int(pm.get("protocol", 0)), "tcp"
+                    ),
+                    "hostIP": str(pm.get("host_ip", "")),
+                }
+            )
+        return Attachment(
+            container_id=sb.id,
+            netns=sb.netns_path,
+            args=(
+                ("K8S_POD_NAMESPACE", str(meta.get("namespace", ""))),
+                ("K8S_POD_NAME", str(meta.get("name", ""))),
+                ("K8S_POD_INFRA_CONTAINER_ID", sb.id),
+                ("K8S_POD_UID", str(meta.get("uid", ""))),
+            ),
+            port_mappings=tuple(ports),
+        )
+
+    async def _cni_del(self, sb: PodSandbox) -> None:
+        if not sb.netns_path:
+            return
+        try:
+            await self.cni.delete(self._attachment(sb), sb.cni_results)
+        except CniNotReadyError:
+            log.warning("sandbox %s: no CNI config left to tear its network down", sb.id)
+
+    async def _delete_task(self, sid: str) -> None:
+        from pycontainerd.api.runtime.task.v2 import shim_pb2 as shim
+
+        if not self.tasks.exists(K8S_NAMESPACE, sid):
+            return
+        t = self.tasks.get(K8S_NAMESPACE, sid)
+        with contextlib.suppress(NotFoundError):
+            await t.call("Kill", shim.KillRequest(id=sid, signal=int(signal.SIGKILL), all=True))
+        with contextlib.suppress(NotFoundError):
+            await asyncio.wait_for(t.wait(), STOP_TIMEOUT)
+        with contextlib.suppress(NotFoundError):
+            await self.tasks.delete(K8S_NAMESPACE, sid)
+
+    # -- stop / remove ----------------------------------------------------------
+
+    async def stop(self, id_or_prefix: str) -> None:
+        """Stop a sandbox: its task, its network, its namespace. Idempotent.
+
+        Raises:
+            NotFoundError: no such sandbox.
+            UnknownError: CNI DEL failed (the call may be retried).
+        """
+        sb = self.get(id_or_prefix)
+        async with self._lock(sb.id):
+            await self._delete_task(sb.id)
+            sb.state = NOTREADY
+            if sb.netns_path:
+                try:
+                    await self._cni_del(sb)
+                except CniError as exc:
+                    msg = f"failed to destroy network for sandbox {sb.id!r}: {exc}"
+                    raise UnknownError(msg) from exc
+                await asyncio.to_thread(netns.remove, Path(sb.netns_path))
+                sb.netns_path = ""
+            sb.ips = []
+
+    async def remove(self, id_or_prefix: str) -> None:
+        """Stop (if needed) and remove a sandbox; an unknown one is not an error."""
+        try:
+            sb = self.get(id_or_prefix)
+        except NotFoundError:
+            return
+        await self.stop(sb.id)
+        async with self._lock(sb.id):
+            with with_namespace(K8S_NAMESPACE):
+                with contextlib.suppress(NotFoundError):
+                    await self.md.container_store().delete(sb.id)
+                with contextlib.suppress(NotFoundError):
+                    await self.md.snapshotter(self.config.snapshotter).remove(sb.id)
+            self.sandboxes.pop(sb.id, None)
+            if self.names.get(sb.name) == sb.id:
+                del self.names[sb.name]
+        self._locks.pop(sb.id, None)
+
+    async def refresh(self, sb: PodSandbox) -> PodSandbox:
+        """Mark a sandbox NOTREADY when its pause task is gone or exited."""
+        if sb.state != READY:
+            return sb
+        try:
+            t = self.tasks.get(K8S_NAMESPACE, sb.id)
+            st = await t.state()
+        except (NotFoundError, ContainerdError):
+            sb.state = NOTREADY
+            return sb
+        if int(st.status) not in (1, 2):  # CREATED, RUNNING
+            sb.state = NOTREADY
+        return sb
+
+    async def aclose(self) -> None:
+        """Nothing to release: pods outlive the daemon (their shims keep running)."""
+        return

@@ -1,0 +1,257 @@
+"""The CRI gRPC services: ``runtime.v1.RuntimeService`` and ``runtime.v1.ImageService``.
+
+What is built answers as containerd's CRI does; every other method aborts
+with UNIMPLEMENTED and a message saying so (Exec, Attach and PortForward
+name the streaming server, which comes with the next issue).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf import json_format
+
+from pycontainerd.api.cri.v1 import api_pb2 as pb
+from pycontainerd.api.cri.v1 import api_pb2_grpc as pb_grpc
+from pycontainerd.api.errgrpc import aborting_on_error
+
+if TYPE_CHECKING:
+    from pycontainerd.cri.config import CriConfig
+    from pycontainerd.cri.sandbox import PodSandbox, SandboxManager
+
+_Ctx = grpc.aio.ServicerContext[Any, Any]
+
+RUNTIME_NAME = "containerd"
+RUNTIME_API_VERSION = "v1"
+KUBE_API_VERSION = "0.1.0"
+NETWORK_NOT_READY_REASON = "NetworkPluginNotReady"
+NETWORK_NOT_READY_MESSAGE = "Network plugin returns error: cni plugin not initialized"
+STREAMING_LATER = (
+    "is not implemented yet: it needs pycontainerd-cri's streaming server "
+    "(exec/attach/port-forward), which is not built yet"
+)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("pycontainerd-cri")
+    except metadata.PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+def _to_dict(message: Any) -> dict[str, Any]:
+    result: dict[str, Any] = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, use_integers_for_enums=True
+    )
+    return result
+
+
+class CriService:
+    """Both CRI services on the daemon's gRPC server."""
+
+    def __init__(self, config: CriConfig, sandboxes: SandboxManager) -> None:
+        self.config = config
+        self.sandboxes = sandboxes
+        self.runtime = RuntimeService(self)
+        self.images = ImageService(self)
+
+    def register(self, server: grpc.aio.Server) -> None:
+        pb_grpc.add_RuntimeServiceServicer_to_server(self.runtime, server)
+        pb_grpc.add_ImageServiceServicer_to_server(self.images, server)
+
+    async def aclose(self) -> None:
+        await self.sandboxes.aclose()
+
+
+def _sandbox_metadata(sb: PodSandbox) -> pb.PodSandboxMetadata:
+    m = sb.metadata
+    return pb.PodSandboxMetadata(
+        name=str(m.get("name", "")),
+        uid=str(m.get("uid", "")),
+        namespace=str(m.get("namespace", "")),
+        attempt=int(m.get("attempt", 0)),
+    )
+
+
+class RuntimeService(pb_grpc.RuntimeServiceServicer):
+    """``runtime.v1.RuntimeService``."""
+
+    def __init__(self, cri: CriService) -> None:
+        self.cri = cri
+
+    async def Version(self, request: pb.VersionRequest, context: _Ctx) -> pb.VersionResponse:  # noqa: N802
+        return pb.VersionResponse(
+            version=KUBE_API_VERSION,
+            runtime_name=RUNTIME_NAME,
+            runtime_version=_version(),
+            runtime_api_version=RUNTIME_API_VERSION,
+        )
+
+    async def Status(self, request: pb.StatusRequest, context: _Ctx) -> pb.StatusResponse:  # noqa: N802
+        runtime_ready = pb.RuntimeCondition(type="RuntimeReady", status=True)
+        network_ready = pb.RuntimeCondition(type="NetworkReady", status=True)
+        networks = self.cri.sandboxes.cni.networks()
+        if not networks:
+            network_ready.status = False
+            network_ready.reason = NETWORK_NOT_READY_REASON
+            network_ready.message = NETWORK_NOT_READY_MESSAGE
+        resp = pb.StatusResponse(
+            status=pb.RuntimeStatus(conditions=[runtime_ready, network_ready]),
+            runtime_handlers=[pb.RuntimeHandler(name=n) for n in sorted(self.cri.config.runtimes)],
+        )
+        if request.verbose:
+            cfg = self.cri.config
+            resp.info["config"] = json.dumps(
+                {
+                    "sandboxImage": cfg.sandbox_image,
+                    "cni": {"binDir": cfg.cni.bin_dir, "confDir": cfg.cni.conf_dir},
+                    "defaultRuntimeName": cfg.default_runtime_name,
+                    "snapshotter": cfg.snapshotter,
+                }
+            )
+            resp.info["cniconfig"] = json.dumps(
+                {"networks": [{"name": n.name, "source": n.source.name} for n in networks]}
+            )
+        return resp
+
+    async def RuntimeConfig(  # noqa: N802
+        self, request: pb.RuntimeConfigRequest, context: _Ctx
+    ) -> pb.RuntimeConfigResponse:
+        driver = pb.SYSTEMD if self.cri.config.cgroup_driver == "systemd" else pb.CGROUPFS
+        return pb.RuntimeConfigResponse(linux=pb.LinuxRuntimeConfiguration(cgroup_driver=driver))
+
+    # -- pod sandboxes ------------------------------------------------------------
+
+    async def RunPodSandbox(  # noqa: N802
+        self, request: pb.RunPodSandboxRequest, context: _Ctx
+    ) -> pb.RunPodSandboxResponse:
+        config = request.config
+        host_network = config.linux.security_context.namespace_options.network == pb.NODE
+        async with aborting_on_error(context):
+            sb = await self.cri.sandboxes.run(
+                _to_dict(config), request.runtime_handler, host_network
+            )
+        return pb.RunPodSandboxResponse(pod_sandbox_id=sb.id)
+
+    async def StopPodSandbox(  # noqa: N802
+        self, request: pb.StopPodSandboxRequest, context: _Ctx
+    ) -> pb.StopPodSandboxResponse:
+        async with aborting_on_error(context):
+            await self.cri.sandboxes.stop(request.pod_sandbox_id)
+        return pb.StopPodSandboxResponse()
+
+    async def RemovePodSandbox(  # noqa: N802
+        self, request: pb.RemovePodSandboxRequest, context: _Ctx
+    ) -> pb.RemovePodSandboxResponse:
+        async with aborting_on_error(context):
+            await self.cri.sandboxes.remove(request.pod_sandbox_id)
+        return pb.RemovePodSandboxResponse()
+
+    async def PodSandboxStatus(  # noqa: N802
+        self, request: pb.PodSandboxStatusRequest, context: _Ctx
+    ) -> pb.PodSandboxStatusResponse:
+        async with aborting_on_error(context):
+            sb = await self.cri.sandboxes.refresh(self.cri.sandboxes.get(request.pod_sandbox_id))
+        ns = sb.namespace_options
+        status = pb.PodSandboxStatus(
+            id=sb.id,
+            metadata=_sandbox_metadata(sb),
+            state=pb.PodSandboxState.Value(sb.state),
+            created_at=sb.created_at,
+            labels=sb.labels,
+            annotations=sb.annotations,
+            runtime_handler=sb.runtime_handler,
+        )
+        if sb.ips:
+            status.network.ip = sb.ips[0]
+            status.network.additional_ips.extend(pb.PodIP(ip=ip) for ip in sb.ips[1:])
+        opts = status.linux.namespaces.options
+        opts.network = pb.NODE if sb.host_network else pb.POD
+        opts.pid = ns.get("pid", pb.POD)
+        opts.ipc = ns.get("ipc", pb.POD)
+        resp = pb.PodSandboxStatusResponse(status=status, timestamp=time.time_ns())
+        if request.verbose:
+            resp.info["info"] = json.dumps(
+                {
+                    "pid": sb.pid,
+                    "netNamespacePath": sb.netns_path,
+                    "runtimeHandler": sb.runtime_handler,
+                    "image": self.cri.config.sandbox_image,
+                    "cniResult": sb.cni_results,
+                    "config": sb.config,
+                }
+            )
+        return resp
+
+    async def ListPodSandbox(  # noqa: N802
+        self, request: pb.ListPodSandboxRequest, context: _Ctx
+    ) -> pb.ListPodSandboxResponse:
+        f = request.filter
+        state = None
+        if request.HasField("filter") and f.HasField("state"):
+            state = pb.PodSandboxState.Name(f.state.state)
+        items = []
+        for sb in self.cri.sandboxes.list(sid=f.id, labels=dict(f.label_selector)):
+            await self.cri.sandboxes.refresh(sb)
+            if state is not None and sb.state != state:
+                continue
+            items.append(
+                pb.PodSandbox(
+                    id=sb.id,
+                    metadata=_sandbox_metadata(sb),
+                    state=pb.PodSandboxState.Value(sb.state),
+                    created_at=sb.created_at,
+                    labels=sb.labels,
+                    annotations=sb.annotations,
+                    runtime_handler=sb.runtime_handler,
+                )
+            )
+        return pb.ListPodSandboxResponse(items=items)
+
+    # -- not built yet --------------------------------------------------------------
+
+    async def Exec(self, request: pb.ExecRequest, context: _Ctx) -> pb.ExecResponse:  # noqa: N802
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"Exec {STREAMING_LATER}")
+        raise AssertionError  # abort raises
+
+    async def Attach(self, request: pb.AttachRequest, context: _Ctx) -> pb.AttachResponse:  # noqa: N802
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"Attach {STREAMING_LATER}")
+        raise AssertionError
+
+    async def PortForward(  # noqa: N802
+        self, request: pb.PortForwardRequest, context: _Ctx
+    ) -> pb.PortForwardResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"PortForward {STREAMING_LATER}")
+        raise AssertionError
+
+
+class ImageService(pb_grpc.ImageServiceServicer):
+    """``runtime.v1.ImageService`` (nothing built yet: every method is UNIMPLEMENTED)."""
+
+    def __init__(self, cri: CriService) -> None:
+        self.cri = cri
+
+
+def _not_built(service: str, method: str) -> Any:
+    async def handler(self: object, request: object, context: _Ctx) -> None:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"{service}.{method} is not implemented yet in pycontainerd-cri",
+        )
+
+    handler.__name__ = method
+    return handler
+
+
+def _fill_unimplemented() -> None:
+    for cls, name in ((RuntimeService, "RuntimeService"), (ImageService, "ImageService")):
+        for method in pb.DESCRIPTOR.services_by_name[name].methods_by_name:
+            if method not in cls.__dict__:
+                setattr(cls, method, _not_built(name, method))
+
+
+_fill_unimplemented()
