@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,44 +17,10 @@ from pycontainerd.api.cri.v1 import api_pb2 as pb
 from pycontainerd.api.cri.v1 import api_pb2_grpc as pb_grpc
 from pycontainerd.cri import testing
 from pycontainerd.cri.netns import remove as remove_netns
+from pycontainerd.cri.testing import Cri
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-
-    from pycontainerd.daemon.testing import Daemon
-
-
-@dataclass
-class Cri:
-    """A running daemon with the CRI plugin, and stubs on its socket."""
-
-    daemon: Daemon
-    channel: grpc.Channel
-    runtime: pb_grpc.RuntimeServiceStub
-    images: pb_grpc.ImageServiceStub
-    base: Path
-    conf_dir: Path
-    tag: str
-    subnet: str = ""
-
-    def pod_config(self, name: str = "pod", **kwargs: object) -> pb.PodSandboxConfig:
-        config = pb.PodSandboxConfig(
-            metadata=pb.PodSandboxMetadata(name=f"{name}-{self.tag}", uid=self.tag, namespace="ns"),
-            hostname=name,
-            labels={"app": name, "tag": self.tag},
-            **kwargs,  # type: ignore[arg-type]
-        )
-        return config
-
-    def run(self, config: pb.PodSandboxConfig) -> str:
-        resp = self.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=config))
-        return str(resp.pod_sandbox_id)
-
-    def status(self, sid: str, *, verbose: bool = False) -> pb.PodSandboxStatusResponse:
-        resp: pb.PodSandboxStatusResponse = self.runtime.PodSandboxStatus(
-            pb.PodSandboxStatusRequest(pod_sandbox_id=sid, verbose=verbose)
-        )
-        return resp
 
 
 def _make(
@@ -147,7 +112,8 @@ def _failing_bin_dir(base: Path) -> str:
     fail.write_text(
         "#!/bin/sh\n"
         'if [ "$CNI_COMMAND" = ADD ]; then\n'
-        '  echo \'{"cniVersion":"0.4.0","code":11,"msg":"failnet refuses","details":"by design"}\'\n'
+        '  echo \'{"cniVersion":"0.4.0","code":11,\'\n'
+        '  echo \'"msg":"failnet refuses","details":"by design"}\'\n'
         "  exit 1\n"
         "fi\n"
         "exit 0\n"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
@@ -10,7 +10,7 @@ import pytest
 from pycontainerd.api.cri.v1 import api_pb2 as pb
 
 if TYPE_CHECKING:
-    from conftest import Cri
+    from pycontainerd.cri.testing import Cri
 
 pytestmark = [pytest.mark.system]
 
@@ -53,11 +53,12 @@ def test_runtime_config_reports_the_cgroupfs_driver(cri_without_cni: Cri) -> Non
 
 
 def test_streaming_calls_name_the_streaming_server(cri_without_cni: Cri) -> None:
-    for call, request in (
+    calls: list[tuple[Any, object]] = [
         (cri_without_cni.runtime.Exec, pb.ExecRequest(container_id="x", cmd=["sh"])),
         (cri_without_cni.runtime.Attach, pb.AttachRequest(container_id="x")),
         (cri_without_cni.runtime.PortForward, pb.PortForwardRequest(pod_sandbox_id="x")),
-    ):
+    ]
+    for call, request in calls:
         with pytest.raises(grpc.RpcError) as info:
             call(request)
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED

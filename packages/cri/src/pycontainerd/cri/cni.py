@@ -162,7 +162,7 @@ class Cni:
             prev: dict[str, Any] | None = previous.get(net.name)
             for plugin in reversed(net.plugins):
                 try:
-                    await self._exec(net, plugin, "DEL", att, ifname, prev)
+                    await self._exec(net, plugin, "DEL", att=att, ifname=ifname, prev=prev)
                 except CniError as exc:
                     errors.append(str(exc))
         if errors:
@@ -173,14 +173,14 @@ class Cni:
             if net.name == name:
                 for plugin in reversed(net.plugins):
                     try:
-                        await self._exec(net, plugin, "DEL", att, att.ifname, prev)
+                        await self._exec(net, plugin, "DEL", att=att, ifname=att.ifname, prev=prev)
                     except CniError:
                         continue
 
     async def _add_one(self, net: NetworkList, att: Attachment, ifname: str) -> dict[str, Any]:
         prev: dict[str, Any] | None = None
         for plugin in net.plugins:
-            prev = await self._exec(net, plugin, "ADD", att, ifname, prev)
+            prev = await self._exec(net, plugin, "ADD", att=att, ifname=ifname, prev=prev)
         return prev or {}
 
     def _binary(self, plugin_type: str) -> str:
@@ -196,6 +196,7 @@ class Cni:
         net: NetworkList,
         plugin: dict[str, Any],
         command: str,
+        *,
         att: Attachment,
         ifname: str,
         prev: dict[str, Any] | None,

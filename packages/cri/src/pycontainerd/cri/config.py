@@ -222,7 +222,7 @@ class _Reader:
             self.fail(name, "expected an array of strings", value)
         return list(value)
 
-    def boolean(self, name: str, default: bool) -> bool:  # noqa: FBT001
+    def boolean(self, name: str, default: bool) -> bool:
         value = self.raw.get(name, default)
         if not isinstance(value, bool):
             self.fail(name, "expected a boolean", value)

@@ -71,6 +71,7 @@ def chain_id(diff_ids: list[str]) -> str:
 
 
 async def read_blob(provider: Provider, digest: str) -> bytes:
+    """The whole blob ``digest``."""
     reader = await provider.reader_at(digest)
     try:
         return await reader.read_at(0, reader.size)

@@ -16,7 +16,10 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 MNT_DETACH = 2
 UNSHARE = "unshare"
@@ -32,8 +35,7 @@ async def create(path: Path) -> Path:
     Raises:
         NetnsError: ``unshare`` failed (the file is removed again).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(exist_ok=False)
+    await asyncio.to_thread(_new_file, path)
     proc = await asyncio.create_subprocess_exec(
         UNSHARE,
         f"--net={path}",
@@ -44,10 +46,15 @@ async def create(path: Path) -> Path:
     _, err = await proc.communicate()
     if proc.returncode != 0:
         with contextlib.suppress(OSError):
-            path.unlink()
+            os.unlink(path)
         msg = f"failed to create network namespace: {err.decode(errors='replace').strip()}"
         raise NetnsError(msg)
     return path
+
+
+def _new_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(exist_ok=False)
 
 
 def is_pinned(path: Path) -> bool:

@@ -39,6 +39,7 @@ from pycontainerd.core.errdefs import (
     NotFoundError,
     UnknownError,
 )
+from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.namespaces import with_namespace
 from pycontainerd.core.types import AnyValue
 from pycontainerd.cri import netns
@@ -47,6 +48,8 @@ from pycontainerd.cri.images import image_config, normalize
 from pycontainerd.cri.spec import cgroups_path, parse_user, sandbox_spec
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from pycontainerd.cri.config import CriConfig
     from pycontainerd.metadata.metadata import Metadata
     from pycontainerd.runtime.manager import TaskManager
@@ -83,7 +86,7 @@ class PodSandbox:
 
 
 def sandbox_name(meta: dict[str, Any]) -> str:
-    """containerd's reservation key: ``name_namespace_uid_attempt``."""
+    """Containerd's reservation key: ``name_namespace_uid_attempt``."""
     parts = (meta.get("name", ""), meta.get("namespace", ""), meta.get("uid", ""))
     return "_".join([*map(str, parts), str(meta.get("attempt", 0))])
 
@@ -120,10 +123,10 @@ class SandboxManager:
         ]
         if len(found) == 1:
             return found[0]
-        msg = f"an error occurred when try to find sandbox {id_or_prefix!r}"
+        msg = f"an error occurred when try to find sandbox {go_quote(id_or_prefix)}"
         raise NotFoundError(msg)
 
-    def list(
+    def select(
         self, *, sid: str = "", state: str | None = None, labels: dict[str, str] | None = None
     ) -> list[PodSandbox]:
         out: list[PodSandbox] = []
@@ -158,21 +161,28 @@ class SandboxManager:
         try:
             runtime = self.config.runtime_for(runtime_handler)
         except KeyError:
-            msg = f"no runtime for {runtime_handler!r} is configured"
+            msg = f"no runtime for {go_quote(runtime_handler)} is configured"
             raise InvalidArgumentError(msg) from None
         name = sandbox_name(meta)
         sid = secrets.token_hex(32)
         if name in self.names:
             msg = (
-                f"failed to reserve sandbox name {name!r}: "
-                f"name {name!r} is reserved for {self.names[name]!r}"
+                f"failed to reserve sandbox name {go_quote(name)}: "
+                f"name {go_quote(name)} is reserved for {go_quote(self.names[name])}"
             )
             raise AlreadyExistsError(msg)
         self.names[name] = sid
-        undo: list[Any] = []
+        undo: list[Callable[[], Awaitable[object]]] = []
         try:
             sb = await self._run(
-                sid, name, meta, config, runtime_handler, runtime, host_network, undo
+                sid,
+                name=name,
+                meta=meta,
+                config=config,
+                handler=runtime_handler,
+                runtime=runtime,
+                host_network=host_network,
+                undo=undo,
             )
         except BaseException:
             for step in reversed(undo):
@@ -185,16 +195,17 @@ class SandboxManager:
         self.sandboxes[sid] = sb
         return sb
 
-    async def _run(  # noqa: PLR0913
+    async def _run(
         self,
         sid: str,
+        *,
         name: str,
         meta: dict[str, Any],
         config: dict[str, Any],
         handler: str,
         runtime: Any,
-        host_network: bool,  # noqa: FBT001
-        undo: list[Any],
+        host_network: bool,
+        undo: list[Callable[[], Awaitable[object]]],
     ) -> PodSandbox:
         with with_namespace(K8S_NAMESPACE):
             image_name = normalize(self.config.sandbox_image)
@@ -202,8 +213,8 @@ class SandboxManager:
                 image = await self.md.image_store().get(image_name)
             except NotFoundError:
                 msg = (
-                    f"failed to get sandbox image {self.config.sandbox_image!r}: "
-                    f"image {image_name!r} not found in namespace {K8S_NAMESPACE!r}"
+                    f"failed to get sandbox image {go_quote(self.config.sandbox_image)}: "
+                    f"image {go_quote(image_name)} not found in namespace {go_quote(K8S_NAMESPACE)}"
                 )
                 raise NotFoundError(msg) from None
             img = await image_config(
@@ -233,10 +244,10 @@ class SandboxManager:
             try:
                 results = await self.cni.add(att)
             except CniNotReadyError as exc:
-                msg = f"failed to setup network for sandbox {sid!r}: {exc}"
+                msg = f"failed to setup network for sandbox {go_quote(sid)}: {exc}"
                 raise FailedPreconditionError(msg) from exc
             except CniError as exc:
-                msg = f"failed to setup network for sandbox {sid!r}: {exc}"
+                msg = f"failed to setup network for sandbox {go_quote(sid)}: {exc}"
                 raise UnknownError(msg) from exc
             sb.cni_results = {r.network: r.result for r in results}
             undo.append(lambda: self._cni_del(sb))
@@ -369,7 +380,7 @@ class SandboxManager:
                 try:
                     await self._cni_del(sb)
                 except CniError as exc:
-                    msg = f"failed to destroy network for sandbox {sb.id!r}: {exc}"
+                    msg = f"failed to destroy network for sandbox {go_quote(sb.id)}: {exc}"
                     raise UnknownError(msg) from exc
                 await asyncio.to_thread(netns.remove, Path(sb.netns_path))
                 sb.netns_path = ""

@@ -56,8 +56,10 @@ class CriService:
     def __init__(self, config: CriConfig, sandboxes: SandboxManager) -> None:
         self.config = config
         self.sandboxes = sandboxes
-        self.runtime = RuntimeService(self)
-        self.images = ImageService(self)
+        # The methods not built yet are filled in by _fill_unimplemented() below,
+        # which mypy cannot see.
+        self.runtime = RuntimeService(self)  # type: ignore[abstract]
+        self.images = ImageService(self)  # type: ignore[abstract]
 
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_RuntimeServiceServicer_to_server(self.runtime, server)
@@ -171,8 +173,8 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             status.network.additional_ips.extend(pb.PodIP(ip=ip) for ip in sb.ips[1:])
         opts = status.linux.namespaces.options
         opts.network = pb.NODE if sb.host_network else pb.POD
-        opts.pid = ns.get("pid", pb.POD)
-        opts.ipc = ns.get("ipc", pb.POD)
+        opts.pid = pb.NamespaceMode.ValueType(ns.get("pid", pb.POD))
+        opts.ipc = pb.NamespaceMode.ValueType(ns.get("ipc", pb.POD))
         resp = pb.PodSandboxStatusResponse(status=status, timestamp=time.time_ns())
         if request.verbose:
             resp.info["info"] = json.dumps(
@@ -195,7 +197,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         if request.HasField("filter") and f.HasField("state"):
             state = pb.PodSandboxState.Name(f.state.state)
         items = []
-        for sb in self.cri.sandboxes.list(sid=f.id, labels=dict(f.label_selector)):
+        for sb in self.cri.sandboxes.select(sid=f.id, labels=dict(f.label_selector)):
             await self.cri.sandboxes.refresh(sb)
             if state is not None and sb.state != state:
                 continue

@@ -50,6 +50,10 @@ READONLY_PATHS = [
 ]
 
 
+def _mount(destination: str, kind: str, source: str, *options: str) -> dict[str, Any]:
+    return {"destination": destination, "type": kind, "source": source, "options": list(options)}
+
+
 def parse_user(user: str) -> tuple[int, int]:
     """A numeric ``uid[:gid]`` image user; names are resolved in a later step.
 
@@ -94,13 +98,17 @@ def sandbox_spec(
         namespaces.append({"type": "network", "path": netns})
     if not any(e.startswith("PATH=") for e in env):
         env = [f"PATH={DEFAULT_PATH}", *env]
-    mounts: list[dict[str, Any]] = [
-        {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-        {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+    nosuid_noexec_nodev = ("nosuid", "noexec", "nodev")
+    mounts = [
+        _mount("/proc", "proc", "proc", *nosuid_noexec_nodev),
+        _mount("/dev", "tmpfs", "tmpfs", "nosuid", "strictatime", "mode=755", "size=65536k"),
+        _mount(
+            "/dev/pts", "devpts", "devpts",
+            "nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5",
+        ),
+        _mount("/dev/mqueue", "mqueue", "mqueue", *nosuid_noexec_nodev),
+        _mount("/sys", "sysfs", "sysfs", *nosuid_noexec_nodev, "ro"),
+        _mount("/dev/shm", "tmpfs", "shm", *nosuid_noexec_nodev, "mode=1777", "size=65536k"),  # noqa: S108
     ]  # fmt: skip
     return {
         "ociVersion": "1.1.0",

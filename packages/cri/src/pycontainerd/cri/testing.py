@@ -14,15 +14,21 @@ import json
 import os
 import platform
 import secrets
-import shutil
 import subprocess
 import sys
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    import grpc
+
+    from pycontainerd.api.cri.v1 import api_pb2 as pb
+    from pycontainerd.api.cri.v1 import api_pb2_grpc as pb_grpc
+    from pycontainerd.daemon.testing import Daemon
 
 CNI_BIN_DIR: Final = "/usr/lib/cni"
 """Where Debian's ``containernetworking-plugins`` puts the CNI plugins."""
@@ -199,5 +205,40 @@ def netns_files(state: Path) -> list[Path]:
     return sorted(d.iterdir()) if d.is_dir() else []
 
 
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+@dataclass
+class Cri:
+    """A running daemon with the CRI plugin, and stubs on its socket (for the tests)."""
+
+    daemon: Daemon
+    channel: grpc.Channel
+    runtime: pb_grpc.RuntimeServiceStub
+    images: pb_grpc.ImageServiceStub
+    base: Path
+    conf_dir: Path
+    tag: str
+    subnet: str = ""
+
+    def pod_config(self, name: str = "pod", **kwargs: object) -> pb.PodSandboxConfig:
+        from pycontainerd.api.cri.v1 import api_pb2 as pb
+
+        config = pb.PodSandboxConfig(
+            metadata=pb.PodSandboxMetadata(name=f"{name}-{self.tag}", uid=self.tag, namespace="ns"),
+            hostname=name,
+            labels={"app": name, "tag": self.tag},
+            **kwargs,  # type: ignore[arg-type]
+        )
+        return config
+
+    def run(self, config: pb.PodSandboxConfig) -> str:
+        from pycontainerd.api.cri.v1 import api_pb2 as pb
+
+        resp = self.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=config))
+        return str(resp.pod_sandbox_id)
+
+    def status(self, sid: str, *, verbose: bool = False) -> pb.PodSandboxStatusResponse:
+        from pycontainerd.api.cri.v1 import api_pb2 as pb
+
+        resp: pb.PodSandboxStatusResponse = self.runtime.PodSandboxStatus(
+            pb.PodSandboxStatusRequest(pod_sandbox_id=sid, verbose=verbose)
+        )
+        return resp

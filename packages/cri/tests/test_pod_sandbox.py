@@ -1,0 +1,164 @@
+"""Pod sandboxes on our daemon with real runc, overlayfs and Debian's CNI bridge plugin.
+
+Run, status (pod IP from the bridge's subnet, inside the pinned namespace),
+list with filters, the duplicate-name error, stop and remove (idempotent),
+hostNetwork, a missing CNI config and a failing CNI plugin (nothing left
+behind).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+from typing import TYPE_CHECKING
+
+import grpc
+import pytest
+
+from pycontainerd.api.cri.v1 import api_pb2 as pb
+from pycontainerd.cri import testing
+
+if TYPE_CHECKING:
+    from pycontainerd.cri.testing import Cri
+
+pytestmark = [pytest.mark.system]
+
+
+def _k8s_containers(cri: Cri) -> list[str]:
+    out = cri.daemon.ctr("-n", "k8s.io", "containers", "ls", "-q").stdout
+    return out.split()
+
+
+def _k8s_tasks(cri: Cri) -> str:
+    return cri.daemon.ctr("-n", "k8s.io", "tasks", "ls").stdout
+
+
+def _error(call: object, request: object) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call(request)  # type: ignore[operator]
+    return info.value
+
+
+def test_pod_sandbox_lifecycle_with_networking(cri: Cri) -> None:
+    sid = cri.run(cri.pod_config("web"))
+
+    st = cri.status(sid, verbose=True)
+    assert st.status.id == sid
+    assert st.status.state == pb.SANDBOX_READY
+    assert st.status.metadata.name == f"web-{cri.tag}"
+    assert st.status.labels["app"] == "web"
+    assert st.status.linux.namespaces.options.network == pb.POD
+    ip = ipaddress.ip_address(st.status.network.ip)
+    assert ip in ipaddress.ip_network(cri.subnet)
+    info = json.loads(st.info["info"])
+    assert info["pid"] > 0
+    netns = info["netNamespacePath"]
+    assert [str(p) for p in testing.netns_files(cri.daemon.state)] == [netns]
+    # The address is on eth0 inside the pinned namespace, and reachable from the host.
+    inside = subprocess.run(
+        ["nsenter", f"--net={netns}", "ip", "-4", "-o", "addr", "show", "eth0"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert f"inet {ip}/" in inside
+    busybox = testing.static_busybox()
+    assert busybox is not None
+    ping = subprocess.run(
+        [str(busybox), "ping", "-c", "1", "-W", "5", str(ip)], capture_output=True, check=False
+    )
+    assert ping.returncode == 0, ping.stdout
+    # The pause container is a task of namespace k8s.io.
+    assert sid in _k8s_containers(cri)
+    assert sid in _k8s_tasks(cri)
+
+    # The same name again: upstream's reservation error.
+    err = _error(cri.runtime.RunPodSandbox, pb.RunPodSandboxRequest(config=cri.pod_config("web")))
+    assert err.code() == grpc.StatusCode.ALREADY_EXISTS
+    name = f"web-{cri.tag}_ns_{cri.tag}_0"
+    assert f'failed to reserve sandbox name "{name}": name "{name}" is reserved for "{sid}"' in (
+        err.details() or ""
+    )
+
+    # Filters: label, id prefix, state.
+    other = cri.run(cri.pod_config("db"))
+
+    def listed(f: pb.PodSandboxFilter) -> list[str]:
+        return sorted(
+            s.id for s in cri.runtime.ListPodSandbox(pb.ListPodSandboxRequest(filter=f)).items
+        )
+
+    assert listed(pb.PodSandboxFilter(label_selector={"tag": cri.tag})) == sorted([sid, other])
+    assert listed(pb.PodSandboxFilter(label_selector={"app": "db", "tag": cri.tag})) == [other]
+    assert listed(pb.PodSandboxFilter(id=sid[:12])) == [sid]
+    ready = pb.PodSandboxFilter(state=pb.PodSandboxStateValue(state=pb.SANDBOX_READY))
+    assert listed(ready) == sorted([sid, other])
+
+    # Stop: not ready, no IP, namespace gone; twice is fine.
+    for _ in range(2):
+        cri.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sid))
+    st = cri.status(sid)
+    assert st.status.state == pb.SANDBOX_NOTREADY
+    assert st.status.network.ip == ""
+    assert str(netns) not in [str(p) for p in testing.netns_files(cri.daemon.state)]
+    assert sid not in _k8s_tasks(cri)
+    assert listed(ready) == [other]
+    notready = pb.PodSandboxFilter(state=pb.PodSandboxStateValue(state=pb.SANDBOX_NOTREADY))
+    assert listed(notready) == [sid]
+
+    # Remove: gone from the list and the metadata; twice is fine; a running one is stopped first.
+    for _ in range(2):
+        cri.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
+    assert listed(pb.PodSandboxFilter()) == [other]
+    assert sid not in _k8s_containers(cri)
+    err = _error(cri.runtime.PodSandboxStatus, pb.PodSandboxStatusRequest(pod_sandbox_id=sid))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    cri.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=other))
+    assert listed(pb.PodSandboxFilter()) == []
+    assert _k8s_containers(cri) == []
+    assert testing.netns_files(cri.daemon.state) == []
+    # The name is free again.
+    again = cri.run(cri.pod_config("web"))
+    assert cri.status(again).status.state == pb.SANDBOX_READY
+
+
+def test_host_network_pod_has_no_namespace_of_its_own(cri: Cri) -> None:
+    config = cri.pod_config("host")
+    config.linux.security_context.namespace_options.network = pb.NODE
+    sid = cri.run(config)
+    st = cri.status(sid, verbose=True)
+    assert st.status.state == pb.SANDBOX_READY
+    assert st.status.linux.namespaces.options.network == pb.NODE
+    assert st.status.network.ip == ""
+    assert json.loads(st.info["info"])["netNamespacePath"] == ""
+    assert testing.netns_files(cri.daemon.state) == []
+
+
+def test_run_without_cni_config_fails_cleanly(cri_without_cni: Cri) -> None:
+    cri = cri_without_cni
+    err = _error(cri.runtime.RunPodSandbox, pb.RunPodSandboxRequest(config=cri.pod_config()))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no network config found" in (err.details() or "")
+    assert testing.netns_files(cri.daemon.state) == []
+    assert _k8s_containers(cri) == []
+    assert cri.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items == []
+    # hostNetwork pods need no CNI.
+    config = cri.pod_config("host")
+    config.linux.security_context.namespace_options.network = pb.NODE
+    assert cri.status(cri.run(config)).status.state == pb.SANDBOX_READY
+
+
+def test_failing_cni_plugin_leaves_nothing_behind(cri_failing_cni: Cri) -> None:
+    cri = cri_failing_cni
+    err = _error(cri.runtime.RunPodSandbox, pb.RunPodSandboxRequest(config=cri.pod_config()))
+    assert err.code() == grpc.StatusCode.UNKNOWN
+    assert "failnet refuses; by design" in (err.details() or "")
+    assert testing.netns_files(cri.daemon.state) == []
+    assert _k8s_containers(cri) == []
+    assert _k8s_tasks(cri).strip().splitlines()[1:] == []
+    assert cri.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items == []
+    # The bridge plugin's DEL ran: its address allocation was released.
+    leases = [p for p in (cri.base / "ipam").rglob("*") if p.is_file() and p.name[0].isdigit()]
+    assert leases == []
+    # And the name is not left reserved: the same pod fails the same way, not as a duplicate.
+    err = _error(cri.runtime.RunPodSandbox, pb.RunPodSandboxRequest(config=cri.pod_config()))
+    assert err.code() == grpc.StatusCode.UNKNOWN
