@@ -20,6 +20,7 @@ declare -A SYSTEM_DEPS=(
   [btrfs-progs]="mkfs.btrfs"
   [busybox-static]="busybox"
   [protobuf-compiler]="protoc"
+  [umoci]="umoci"
   # CNI plugins for the CRI (Debian installs them in /usr/lib/cni, not on PATH)
   [containernetworking-plugins]="/usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/portmap"
 )
