@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set a machine up for pycontainerd: the system peers the tests and the demo
 # drive (runc, containerd, docker-registry, btrfs-progs, busybox-static,
-# protobuf-compiler, containernetworking-plugins), uv, and the workspace venv from the committed uv.lock.
+# protobuf-compiler, umoci, containernetworking-plugins), uv, and the workspace
+# venv from the committed uv.lock.
 #
 # System packages are installed with apt-get only when missing and when running
 # as root; otherwise the missing ones are listed. With CI=true a system peer that

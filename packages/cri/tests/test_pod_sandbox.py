@@ -162,3 +162,33 @@ def test_failing_cni_plugin_leaves_nothing_behind(cri_failing_cni: Cri) -> None:
     # And the name is not left reserved: the same pod fails the same way, not as a duplicate.
     err = _error(cri.runtime.RunPodSandbox, pb.RunPodSandboxRequest(config=cri.pod_config()))
     assert err.code() == grpc.StatusCode.UNKNOWN
+
+
+def test_sandboxes_survive_a_daemon_restart(cri: Cri) -> None:
+    running = cri.run(cri.pod_config("keep"))
+    stopped = cri.run(cri.pod_config("stopped"))
+    cri.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=stopped))
+    before = cri.status(running, verbose=True)
+    netns = json.loads(before.info["info"])["netNamespacePath"]
+
+    cri.daemon.stop()
+    cri.daemon.start()
+
+    after = cri.status(running, verbose=True)
+    assert after.status.state == pb.SANDBOX_READY
+    assert after.status.network.ip == before.status.network.ip
+    assert after.status.created_at == before.status.created_at
+    assert after.status.labels == before.status.labels
+    assert json.loads(after.info["info"])["pid"] == json.loads(before.info["info"])["pid"]
+    assert cri.status(stopped).status.state == pb.SANDBOX_NOTREADY
+    # The name is still taken.
+    err = _error(cri.runtime.RunPodSandbox, pb.RunPodSandboxRequest(config=cri.pod_config("keep")))
+    assert err.code() == grpc.StatusCode.ALREADY_EXISTS
+    # And the restored sandbox is torn down completely.
+    for sid in (running, stopped):
+        cri.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
+    assert cri.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items == []
+    assert str(netns) not in [str(p) for p in testing.netns_files(cri.daemon.state)]
+    assert _k8s_containers(cri) == []
+    leases = [p for p in (cri.base / "ipam").rglob("*") if p.is_file() and p.name[0].isdigit()]
+    assert leases == []

@@ -46,6 +46,7 @@ async def _init(ic: InitContext) -> CriService:
     ic.exports["cni_conf_dir"] = config.cni.conf_dir
     ic.exports["cni_bin_dir"] = config.cni.bin_dir
     sandboxes = SandboxManager(config, md, tasks, ic.state)
+    await sandboxes.restore()
     return CriService(config, sandboxes)
 
 

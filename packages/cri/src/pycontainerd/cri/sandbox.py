@@ -12,7 +12,11 @@ it, runs CNI DEL and removes the namespace; it is idempotent. Remove stops
 first if needed, then drops the snapshot and the record; removing an unknown
 sandbox succeeds (the CRI asks removal to be idempotent).
 
-State is kept in memory here; recovery after a daemon restart is future work.
+Each sandbox's CRI state is kept, as JSON, in an extension of its pause
+container's record (``io.cri-containerd.sandbox.metadata``) and rewritten when
+it stops, so :meth:`SandboxManager.restore` rebuilds the sandboxes after a
+daemon restart (ready when the pause task, reconnected by the task manager,
+still runs).
 
 Importing this module must not import grpc.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import secrets
@@ -62,6 +67,8 @@ SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 READY = "SANDBOX_READY"
 NOTREADY = "SANDBOX_NOTREADY"
 STOP_TIMEOUT = 10.0
+METADATA_EXTENSION = "io.cri-containerd.sandbox.metadata"
+METADATA_TYPE_URL = "pycontainerd.cri.v1.PodSandbox"
 
 
 @dataclass(slots=True)
@@ -83,6 +90,29 @@ class PodSandbox:
     pid: int = 0
     namespace_options: dict[str, int] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        """The persisted form (everything but the pid, which comes from the task)."""
+        data = dataclasses.asdict(self)
+        data.pop("pid")
+        return json.dumps(data, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> PodSandbox:
+        """Read the persisted form back.
+
+        Raises:
+            ValueError: not a persisted sandbox.
+        """
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            msg = "sandbox metadata is not a JSON object"
+            raise ValueError(msg)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def extension(self) -> AnyValue:
+        return AnyValue(type_url=METADATA_TYPE_URL, value=self.to_json())
 
 
 def sandbox_name(meta: dict[str, Any]) -> str:
@@ -292,6 +322,7 @@ class SandboxManager:
                     spec=AnyValue(type_url=SPEC_TYPE_URL, value=spec_bytes),
                     snapshotter=self.config.snapshotter,
                     snapshot_key=sid,
+                    extensions={METADATA_EXTENSION: sb.extension()},
                 )
             )
             undo.append(lambda: self._in_ns(self.md.container_store().delete(sid)))
@@ -385,6 +416,47 @@ class SandboxManager:
                 await asyncio.to_thread(netns.remove, Path(sb.netns_path))
                 sb.netns_path = ""
             sb.ips = []
+            sb.cni_results = {}
+            await self._persist(sb)
+
+    async def _persist(self, sb: PodSandbox) -> None:
+        with with_namespace(K8S_NAMESPACE):
+            store = self.md.container_store()
+            try:
+                current = await store.get(sb.id)
+            except NotFoundError:
+                return
+            extensions = {**current.extensions, METADATA_EXTENSION: sb.extension()}
+            await store.update(dataclasses.replace(current, extensions=extensions), "extensions")
+
+    async def restore(self) -> None:
+        """Rebuild the sandboxes from the pause containers' records (daemon start).
+
+        A record without readable CRI metadata is skipped with a warning. A
+        sandbox whose pause task is gone is NOTREADY; its network is torn down
+        by StopPodSandbox or RemovePodSandbox as usual.
+        """
+        with with_namespace(K8S_NAMESPACE):
+            records = await self.md.container_store().list()
+        for c in records:
+            if c.labels.get(KIND_LABEL) != "sandbox":
+                continue
+            ext = c.extensions.get(METADATA_EXTENSION)
+            try:
+                if ext is None:
+                    raise ValueError(METADATA_EXTENSION)
+                sb = PodSandbox.from_json(ext.value)
+            except (ValueError, TypeError):
+                log.warning("sandbox %s: no readable CRI metadata, not restored", c.id)
+                continue
+            sb.pid = 0
+            if self.tasks.exists(K8S_NAMESPACE, sb.id):
+                sb.pid = self.tasks.get(K8S_NAMESPACE, sb.id).pid
+            else:
+                sb.state = NOTREADY
+            await self.refresh(sb)
+            self.sandboxes[sb.id] = sb
+            self.names[sb.name] = sb.id
 
     async def remove(self, id_or_prefix: str) -> None:
         """Stop (if needed) and remove a sandbox; an unknown one is not an error."""
