@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
@@ -131,6 +132,30 @@ def test_host_network_pod_has_no_namespace_of_its_own(cri: Cri) -> None:
     assert st.status.network.ip == ""
     assert json.loads(st.info["info"])["netNamespacePath"] == ""
     assert testing.netns_files(cri.daemon.state) == []
+    files = cri.daemon.root / "io.containerd.grpc.v1.cri" / "sandboxes" / sid
+    assert (files / "hostname").read_text() == "host\n"
+    assert (files / "hosts").read_text() == Path("/etc/hosts").read_text()
+
+
+def test_pod_files_follow_the_dns_config(cri: Cri) -> None:
+    config = cri.pod_config(
+        "dns",
+        dns_config=pb.DNSConfig(
+            servers=["10.96.0.10"], searches=["ns.svc.cluster.local", "svc"], options=["ndots:5"]
+        ),
+    )
+    sid = cri.run(config)
+    files = cri.daemon.root / "io.containerd.grpc.v1.cri" / "sandboxes" / sid
+    assert (files / "resolv.conf").read_text() == (
+        "search ns.svc.cluster.local svc\nnameserver 10.96.0.10\noptions ndots:5\n"
+    )
+    assert (files / "hostname").read_text() == "dns\n"
+    assert "127.0.0.1\tlocalhost\n" in (files / "hosts").read_text()
+    plain = cri.run(cri.pod_config("plain"))
+    plain_files = cri.daemon.root / "io.containerd.grpc.v1.cri" / "sandboxes" / plain
+    assert (plain_files / "resolv.conf").read_text() == Path("/etc/resolv.conf").read_text()
+    cri.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
+    assert not files.exists()
 
 
 def test_run_without_cni_config_fails_cleanly(cri_without_cni: Cri) -> None:

@@ -29,6 +29,7 @@ import dataclasses
 import json
 import logging
 import secrets
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from pycontainerd.core.namespaces import with_namespace
 from pycontainerd.core.types import AnyValue
 from pycontainerd.cri import netns
 from pycontainerd.cri.cni import Attachment, Cni, CniError, CniNotReadyError
+from pycontainerd.cri.files import write_sandbox_files
 from pycontainerd.cri.images import image_config, normalize
 from pycontainerd.cri.spec import cgroups_path, parse_user, sandbox_spec
 
@@ -124,12 +126,15 @@ def sandbox_name(meta: dict[str, Any]) -> str:
 class SandboxManager:
     """Runs, stops and removes pod sandboxes; holds their state."""
 
-    def __init__(self, config: CriConfig, md: Metadata, tasks: TaskManager, state: Path) -> None:
+    def __init__(
+        self, config: CriConfig, md: Metadata, tasks: TaskManager, state: Path, root: Path
+    ) -> None:
         self.config = config
         self.md = md
         self.tasks = tasks
         self.state = state
         self.netns_dir = state / "netns"
+        self.sandboxes_dir = root / "sandboxes"
         self.cni = Cni(config.cni.conf_dir, config.cni.bin_dir, config.cni.max_conf_num)
         self.sandboxes: dict[str, PodSandbox] = {}
         self.names: dict[str, str] = {}
@@ -266,28 +271,21 @@ class SandboxManager:
             config=config,
         )
         if not host_network:
-            path = self.netns_dir / sid
-            await netns.create(path)
-            undo.append(lambda: asyncio.to_thread(netns.remove, path))
-            sb.netns_path = str(path)
-            att = self._attachment(sb)
-            try:
-                results = await self.cni.add(att)
-            except CniNotReadyError as exc:
-                msg = f"failed to setup network for sandbox {go_quote(sid)}: {exc}"
-                raise FailedPreconditionError(msg) from exc
-            except CniError as exc:
-                msg = f"failed to setup network for sandbox {go_quote(sid)}: {exc}"
-                raise UnknownError(msg) from exc
-            sb.cni_results = {r.network: r.result for r in results}
-            undo.append(lambda: self._cni_del(sb))
-            sb.ips = [ip for r in results for ip in r.ips]
+            await self._setup_network(sb, undo)
         try:
             uid_gid = parse_user(img.user)
         except ValueError:
             uid_gid = (65535, 65535) if img.user else (0, 0)
         args = [*img.entrypoint, *img.cmd] or ["/pause"]
-        hostname = str(config.get("hostname") or "")
+        files_dir = self.sandboxes_dir / sid
+        undo.append(lambda: asyncio.to_thread(shutil.rmtree, files_dir, True))
+        hostname = await asyncio.to_thread(
+            write_sandbox_files,
+            files_dir,
+            hostname=str(config.get("hostname") or ""),
+            dns=dict(config.get("dns_config") or {}),
+            host_network=host_network,
+        )
         spec = sandbox_spec(
             args=args,
             env=list(img.env),
@@ -340,6 +338,27 @@ class SandboxManager:
         await t.call("Start", shim.StartRequest(id=sid))
         sb.pid = t.pid
         return sb
+
+    async def _setup_network(
+        self, sb: PodSandbox, undo: list[Callable[[], Awaitable[object]]]
+    ) -> None:
+        """Create and pin the pod's namespace and ADD it to the CNI networks."""
+        path = self.netns_dir / sb.id
+        await netns.create(path)
+        undo.append(lambda: asyncio.to_thread(netns.remove, path))
+        sb.netns_path = str(path)
+        att = self._attachment(sb)
+        try:
+            results = await self.cni.add(att)
+        except CniNotReadyError as exc:
+            msg = f"failed to setup network for sandbox {go_quote(sb.id)}: {exc}"
+            raise FailedPreconditionError(msg) from exc
+        except CniError as exc:
+            msg = f"failed to setup network for sandbox {go_quote(sb.id)}: {exc}"
+            raise UnknownError(msg) from exc
+        sb.cni_results = {r.network: r.result for r in results}
+        undo.append(lambda: self._cni_del(sb))
+        sb.ips = [ip for r in results for ip in r.ips]
 
     async def _in_ns(self, coro: Any) -> None:
         with with_namespace(K8S_NAMESPACE):
@@ -471,6 +490,7 @@ class SandboxManager:
                     await self.md.container_store().delete(sb.id)
                 with contextlib.suppress(NotFoundError):
                     await self.md.snapshotter(self.config.snapshotter).remove(sb.id)
+            await asyncio.to_thread(shutil.rmtree, self.sandboxes_dir / sb.id, True)
             self.sandboxes.pop(sb.id, None)
             if self.names.get(sb.name) == sb.id:
                 del self.names[sb.name]
