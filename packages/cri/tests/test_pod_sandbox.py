@@ -54,6 +54,8 @@ def test_pod_sandbox_lifecycle_with_networking(cri: Cri) -> None:
     assert ip in ipaddress.ip_network(cri.subnet)
     info = json.loads(st.info["info"])
     assert info["pid"] > 0
+    # The pause process runs in a cgroup of its own, named after the sandbox.
+    assert sid in Path(f"/proc/{info['pid']}/cgroup").read_text()
     netns = info["netNamespacePath"]
     assert [str(p) for p in testing.netns_files(cri.daemon.state)] == [netns]
     # The address is on eth0 inside the pinned namespace, and reachable from the host.
@@ -196,8 +198,14 @@ def test_sandboxes_survive_a_daemon_restart(cri: Cri) -> None:
     before = cri.status(running, verbose=True)
     netns = json.loads(before.info["info"])["netNamespacePath"]
 
+    orphan = cri.daemon.state / "io.containerd.grpc.v1.cri" / "netns" / "orphan"
+    orphan.touch()
+    subprocess.run(["unshare", f"--net={orphan}", "true"], check=True)
+
     cri.daemon.stop()
     cri.daemon.start()
+
+    assert not orphan.exists()
 
     after = cri.status(running, verbose=True)
     assert after.status.state == pb.SANDBOX_READY

@@ -196,7 +196,10 @@ class SandboxManager:
         try:
             runtime = self.config.runtime_for(runtime_handler)
         except KeyError:
-            msg = f"no runtime for {go_quote(runtime_handler)} is configured"
+            msg = (
+                "failed to get sandbox runtime: "
+                f"no runtime for {go_quote(runtime_handler)} is configured"
+            )
             raise InvalidArgumentError(msg) from None
         name = sandbox_name(meta)
         sid = secrets.token_hex(32)
@@ -476,6 +479,20 @@ class SandboxManager:
             await self.refresh(sb)
             self.sandboxes[sb.id] = sb
             self.names[sb.name] = sb.id
+        await asyncio.to_thread(self._remove_orphan_netns)
+
+    def _remove_orphan_netns(self) -> None:
+        """Unpin namespaces no sandbox owns (left by a crash between create and record)."""
+        owned = {sb.netns_path for sb in self.sandboxes.values() if sb.netns_path}
+        if not self.netns_dir.is_dir():
+            return
+        for path in self.netns_dir.iterdir():
+            if str(path) not in owned:
+                log.warning("removing orphan network namespace %s", path.name)
+                try:
+                    netns.remove(path)
+                except netns.NetnsError:
+                    log.exception("orphan network namespace %s", path.name)
 
     async def remove(self, id_or_prefix: str) -> None:
         """Stop (if needed) and remove a sandbox; an unknown one is not an error."""
