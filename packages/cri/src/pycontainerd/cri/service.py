@@ -18,6 +18,7 @@ from google.protobuf import json_format
 from pycontainerd.api.cri.v1 import api_pb2 as pb
 from pycontainerd.api.cri.v1 import api_pb2_grpc as pb_grpc
 from pycontainerd.api.errgrpc import aborting_on_error
+from pycontainerd.cri.catalog import CriImage, ImageCatalog
 
 if TYPE_CHECKING:
     from pycontainerd.cri.config import CriConfig
@@ -56,6 +57,7 @@ class CriService:
     def __init__(self, config: CriConfig, sandboxes: SandboxManager) -> None:
         self.config = config
         self.sandboxes = sandboxes
+        self.catalog = ImageCatalog(sandboxes.md)
         # The methods not built yet are filled in by _fill_unimplemented() below,
         # which mypy cannot see.
         self.runtime = RuntimeService(self)  # type: ignore[abstract]
@@ -231,11 +233,58 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         raise AssertionError
 
 
+def _image_to_proto(img: CriImage) -> pb.Image:
+    out = pb.Image(
+        id=img.id,
+        repo_tags=img.repo_tags,
+        repo_digests=img.repo_digests,
+        size=img.size,
+        username=img.username,
+        spec=pb.ImageSpec(image=img.id),
+    )
+    if img.uid is not None:
+        out.uid.value = img.uid
+    return out
+
+
 class ImageService(pb_grpc.ImageServiceServicer):
-    """``runtime.v1.ImageService`` (nothing built yet: every method is UNIMPLEMENTED)."""
+    """``runtime.v1.ImageService``: list, status and removal of the ``k8s.io`` images.
+
+    PullImage and ImageFsInfo are not built yet (pulling waits for the Transfer service).
+    """
 
     def __init__(self, cri: CriService) -> None:
         self.cri = cri
+
+    async def ListImages(  # noqa: N802
+        self, request: pb.ListImagesRequest, context: _Ctx
+    ) -> pb.ListImagesResponse:
+        async with aborting_on_error(context):
+            if request.filter.image.image:
+                found = await self.cri.catalog.find(request.filter.image.image)
+                images = [found] if found is not None else []
+            else:
+                images = await self.cri.catalog.list()
+        return pb.ListImagesResponse(images=[_image_to_proto(i) for i in images])
+
+    async def ImageStatus(  # noqa: N802
+        self, request: pb.ImageStatusRequest, context: _Ctx
+    ) -> pb.ImageStatusResponse:
+        async with aborting_on_error(context):
+            img = await self.cri.catalog.find(request.image.image)
+        if img is None:
+            return pb.ImageStatusResponse()
+        resp = pb.ImageStatusResponse(image=_image_to_proto(img))
+        if request.verbose:
+            resp.info["info"] = json.dumps({"imageSpec": img.config})
+        return resp
+
+    async def RemoveImage(  # noqa: N802
+        self, request: pb.RemoveImageRequest, context: _Ctx
+    ) -> pb.RemoveImageResponse:
+        async with aborting_on_error(context):
+            await self.cri.catalog.remove(request.image.image)
+        return pb.RemoveImageResponse()
 
 
 def _not_built(service: str, method: str) -> Any:

@@ -217,6 +217,7 @@ class Cri:
     conf_dir: Path
     tag: str
     subnet: str = ""
+    pause_digest: str = ""
 
     def pod_config(self, name: str = "pod", **kwargs: object) -> pb.PodSandboxConfig:
         from pycontainerd.api.cri.v1 import api_pb2 as pb
