@@ -225,3 +225,23 @@ def test_sandboxes_survive_a_daemon_restart(cri: Cri) -> None:
     assert _k8s_containers(cri) == []
     leases = [p for p in (cri.base / "ipam").rglob("*") if p.is_file() and p.name[0].isdigit()]
     assert leases == []
+
+
+def _nat_rules() -> str:
+    return subprocess.run(
+        ["iptables", "-w", "-t", "nat", "-S"], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_port_mappings_reach_the_portmap_plugin(cri: Cri) -> None:
+    port = 20000 + int(cri.tag, 16) % 20000
+    config = cri.pod_config(
+        "ports",
+        port_mappings=[pb.PortMapping(protocol=pb.TCP, container_port=80, host_port=port)],
+    )
+    sid = cri.run(config)
+    ip = cri.status(sid).status.network.ip
+    rules = [line for line in _nat_rules().splitlines() if f"--dport {port}" in line]
+    assert any(f"{ip}:80" in line for line in rules), rules
+    cri.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sid))
+    assert f"--dport {port}" not in _nat_rules()
