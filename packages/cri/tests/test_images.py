@@ -46,3 +46,13 @@ def test_list_status_and_remove(cri_without_cni: Cri) -> None:
         cri.images.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=testing.PAUSE_REF)))
     assert list(cri.images.ListImages(pb.ListImagesRequest()).images) == []
     assert testing.PAUSE_REF not in cri.daemon.ctr("-n", "k8s.io", "images", "ls", "-q").stdout
+
+
+def test_image_fs_info_reports_the_snapshotter_directory(cri_without_cni: Cri) -> None:
+    cri = cri_without_cni
+    resp = cri.images.ImageFsInfo(pb.ImageFsInfoRequest())
+    (fs,) = resp.image_filesystems
+    assert fs.fs_id.mountpoint == str(cri.daemon.root / "io.containerd.snapshotter.v1.overlayfs")
+    assert fs.used_bytes.value > 1_000_000  # at least the unpacked static busybox
+    assert fs.inodes_used.value > 5
+    assert fs.timestamp > 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,8 @@ from pycontainerd.core.namespaces import with_namespace
 from pycontainerd.cri.images import INDEX_TYPES, normalize, read_blob
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from pycontainerd.core.images import Image
     from pycontainerd.metadata.metadata import Metadata
 
@@ -133,6 +136,24 @@ class ImageCatalog:
                 with contextlib.suppress(NotFoundError):
                     await self.md.image_store().delete(name)
         return True
+
+
+def disk_usage(root: Path) -> tuple[int, int]:
+    """(bytes, inodes) used under ``root``, counting each inode once (``du``-like)."""
+    seen: set[tuple[int, int]] = set()
+    used = 0
+    for directory, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            try:
+                st = os.lstat(os.path.join(directory, name))
+            except OSError:
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                continue
+            seen.add(key)
+            used += st.st_blocks * 512
+    return used, len(seen)
 
 
 def _add(items: list[str], value: str) -> None:

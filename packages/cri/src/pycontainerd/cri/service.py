@@ -7,6 +7,7 @@ name the streaming server, which comes with the next issue).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from importlib import metadata
@@ -18,9 +19,11 @@ from google.protobuf import json_format
 from pycontainerd.api.cri.v1 import api_pb2 as pb
 from pycontainerd.api.cri.v1 import api_pb2_grpc as pb_grpc
 from pycontainerd.api.errgrpc import aborting_on_error
-from pycontainerd.cri.catalog import CriImage, ImageCatalog
+from pycontainerd.cri.catalog import CriImage, ImageCatalog, disk_usage
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from pycontainerd.cri.config import CriConfig
     from pycontainerd.cri.sandbox import PodSandbox, SandboxManager
 
@@ -54,8 +57,10 @@ def _to_dict(message: Any) -> dict[str, Any]:
 class CriService:
     """Both CRI services on the daemon's gRPC server."""
 
-    def __init__(self, config: CriConfig, sandboxes: SandboxManager) -> None:
+    def __init__(self, config: CriConfig, sandboxes: SandboxManager, image_fs: Path) -> None:
         self.config = config
+        self.image_fs = image_fs
+        """The snapshotter's directory, whose usage ImageFsInfo reports."""
         self.sandboxes = sandboxes
         self.catalog = ImageCatalog(sandboxes.md)
         # The methods not built yet are filled in by _fill_unimplemented() below,
@@ -250,7 +255,7 @@ def _image_to_proto(img: CriImage) -> pb.Image:
 class ImageService(pb_grpc.ImageServiceServicer):
     """``runtime.v1.ImageService``: list, status and removal of the ``k8s.io`` images.
 
-    PullImage and ImageFsInfo are not built yet (pulling waits for the Transfer service).
+    PullImage is not built yet (pulling waits for the Transfer service).
     """
 
     def __init__(self, cri: CriService) -> None:
@@ -278,6 +283,20 @@ class ImageService(pb_grpc.ImageServiceServicer):
         if request.verbose:
             resp.info["info"] = json.dumps({"imageSpec": img.config})
         return resp
+
+    async def ImageFsInfo(  # noqa: N802
+        self, request: pb.ImageFsInfoRequest, context: _Ctx
+    ) -> pb.ImageFsInfoResponse:
+        root = self.cri.image_fs
+        async with aborting_on_error(context):
+            used, inodes = await asyncio.to_thread(disk_usage, root)
+        usage = pb.FilesystemUsage(
+            timestamp=time.time_ns(),
+            fs_id=pb.FilesystemIdentifier(mountpoint=str(root)),
+            used_bytes=pb.UInt64Value(value=used),
+            inodes_used=pb.UInt64Value(value=inodes),
+        )
+        return pb.ImageFsInfoResponse(image_filesystems=[usage], container_filesystems=[usage])
 
     async def RemoveImage(  # noqa: N802
         self, request: pb.RemoveImageRequest, context: _Ctx
