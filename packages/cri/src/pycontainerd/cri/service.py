@@ -20,6 +20,7 @@ from pycontainerd.api.cri.v1 import api_pb2 as pb
 from pycontainerd.api.cri.v1 import api_pb2_grpc as pb_grpc
 from pycontainerd.api.errgrpc import aborting_on_error
 from pycontainerd.cri.catalog import CriImage, ImageCatalog, disk_usage
+from pycontainerd.cri.containers import ContainerManager, CriContainer
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -63,6 +64,7 @@ class CriService:
         """The snapshotter's directory, whose usage ImageFsInfo reports."""
         self.sandboxes = sandboxes
         self.catalog = ImageCatalog(sandboxes.md)
+        self.containers = ContainerManager(sandboxes, self.catalog)
         # The methods not built yet are filled in by _fill_unimplemented() below,
         # which mypy cannot see.
         self.runtime = RuntimeService(self)  # type: ignore[abstract]
@@ -83,6 +85,12 @@ def _sandbox_metadata(sb: PodSandbox) -> pb.PodSandboxMetadata:
         uid=str(m.get("uid", "")),
         namespace=str(m.get("namespace", "")),
         attempt=int(m.get("attempt", 0)),
+    )
+
+
+def _container_metadata(c: CriContainer) -> pb.ContainerMetadata:
+    return pb.ContainerMetadata(
+        name=str(c.metadata.get("name", "")), attempt=int(c.metadata.get("attempt", 0))
     )
 
 
@@ -150,6 +158,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         self, request: pb.StopPodSandboxRequest, context: _Ctx
     ) -> pb.StopPodSandboxResponse:
         async with aborting_on_error(context):
+            await self.cri.containers.stop_in(request.pod_sandbox_id)
             await self.cri.sandboxes.stop(request.pod_sandbox_id)
         return pb.StopPodSandboxResponse()
 
@@ -157,6 +166,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         self, request: pb.RemovePodSandboxRequest, context: _Ctx
     ) -> pb.RemovePodSandboxResponse:
         async with aborting_on_error(context):
+            await self.cri.containers.remove_in(request.pod_sandbox_id)
             await self.cri.sandboxes.remove(request.pod_sandbox_id)
         return pb.RemovePodSandboxResponse()
 
@@ -220,6 +230,92 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
                 )
             )
         return pb.ListPodSandboxResponse(items=items)
+
+    # -- containers ---------------------------------------------------------------------
+
+    async def CreateContainer(  # noqa: N802
+        self, request: pb.CreateContainerRequest, context: _Ctx
+    ) -> pb.CreateContainerResponse:
+        async with aborting_on_error(context):
+            c = await self.cri.containers.create(request.pod_sandbox_id, _to_dict(request.config))
+        return pb.CreateContainerResponse(container_id=c.id)
+
+    async def StartContainer(  # noqa: N802
+        self, request: pb.StartContainerRequest, context: _Ctx
+    ) -> pb.StartContainerResponse:
+        async with aborting_on_error(context):
+            await self.cri.containers.start(request.container_id)
+        return pb.StartContainerResponse()
+
+    async def StopContainer(  # noqa: N802
+        self, request: pb.StopContainerRequest, context: _Ctx
+    ) -> pb.StopContainerResponse:
+        async with aborting_on_error(context):
+            await self.cri.containers.stop(request.container_id, float(request.timeout))
+        return pb.StopContainerResponse()
+
+    async def RemoveContainer(  # noqa: N802
+        self, request: pb.RemoveContainerRequest, context: _Ctx
+    ) -> pb.RemoveContainerResponse:
+        async with aborting_on_error(context):
+            await self.cri.containers.remove(request.container_id)
+        return pb.RemoveContainerResponse()
+
+    async def ListContainers(  # noqa: N802
+        self, request: pb.ListContainersRequest, context: _Ctx
+    ) -> pb.ListContainersResponse:
+        f = request.filter
+        state = None
+        if request.HasField("filter") and f.HasField("state"):
+            state = pb.ContainerState.Name(f.state.state)
+        found = self.cri.containers.select(
+            cid=f.id, sandbox_id=f.pod_sandbox_id, state=state, labels=dict(f.label_selector)
+        )
+        return pb.ListContainersResponse(
+            containers=[
+                pb.Container(
+                    id=c.id,
+                    pod_sandbox_id=c.sandbox_id,
+                    metadata=_container_metadata(c),
+                    image=pb.ImageSpec(image=c.image),
+                    image_ref=c.image_id,
+                    image_id=c.image_id,
+                    state=pb.ContainerState.Value(c.state),
+                    created_at=c.created_at,
+                    labels=c.labels,
+                    annotations=c.annotations,
+                )
+                for c in found
+            ]
+        )
+
+    async def ContainerStatus(  # noqa: N802
+        self, request: pb.ContainerStatusRequest, context: _Ctx
+    ) -> pb.ContainerStatusResponse:
+        async with aborting_on_error(context):
+            c = self.cri.containers.get(request.container_id)
+        status = pb.ContainerStatus(
+            id=c.id,
+            metadata=_container_metadata(c),
+            state=pb.ContainerState.Value(c.state),
+            created_at=c.created_at,
+            started_at=c.started_at,
+            finished_at=c.finished_at,
+            exit_code=c.exit_code,
+            image=pb.ImageSpec(image=c.image),
+            image_ref=c.image_id,
+            image_id=c.image_id,
+            reason=c.reason,
+            labels=c.labels,
+            annotations=c.annotations,
+            log_path=c.log_path,
+        )
+        resp = pb.ContainerStatusResponse(status=status)
+        if request.verbose:
+            resp.info["info"] = json.dumps(
+                {"pid": c.pid, "sandboxID": c.sandbox_id, "runtimeSpec": json.loads(c.spec)}
+            )
+        return resp
 
     # -- not built yet --------------------------------------------------------------
 
