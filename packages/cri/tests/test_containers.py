@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +42,7 @@ def _container(
         image=pb.ImageSpec(image=testing.SHELL_REF),
         command=list(command),
         labels={"c": name},
+        log_path=f"{name}.log",
     )
     config.linux.security_context.namespace_options.pid = pid  # type: ignore[assignment]
     resp = cri.runtime.CreateContainer(
@@ -68,7 +70,9 @@ def _wait_exited(cri: Cri, cid: str) -> pb.ContainerStatus:
 
 def test_container_lifecycle_in_a_pod(cri: Cri) -> None:
     _import_shell(cri)
-    pod = cri.pod_config("app")
+    logs = cri.base / "logs"
+    logs.mkdir()
+    pod = cri.pod_config("app", log_directory=str(logs))
     sid = cri.run(pod)
     import json
 
@@ -112,6 +116,33 @@ def test_container_lifecycle_in_a_pod(cri: Cri) -> None:
         c.id
         for c in cri.runtime.ListContainers(pb.ListContainersRequest(filter=running)).containers
     ] == [cid]
+
+    # ExecSync: output, exit code, and a timeout.
+    resp = cri.runtime.ExecSync(
+        pb.ExecSyncRequest(container_id=cid, cmd=["sh", "-c", "echo hi; echo bad >&2; exit 4"])
+    )
+    assert (resp.stdout, resp.stderr, resp.exit_code) == (b"hi\n", b"bad\n", 4)
+    with pytest.raises(grpc.RpcError) as info:
+        cri.runtime.ExecSync(pb.ExecSyncRequest(container_id=cid, cmd=["sleep", "30"], timeout=1))
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+    # Logs in the CRI format, both streams, the unterminated last line included.
+    talker = _container(cri, sid, pod, "talker", "sh", "-c", "echo out; echo err >&2; printf tail")
+    cri.runtime.StartContainer(pb.StartContainerRequest(container_id=talker))
+    _wait_exited(cri, talker)
+    assert _status(cri, talker).status.log_path == str(logs / "talker.log")
+
+    def log_lines() -> list[str]:
+        path = logs / "talker.log"
+        return path.read_text().splitlines() if path.exists() else []
+
+    deadline = time.monotonic() + 10
+    while len(log_lines()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    entries = sorted(line.split(" ", 1)[1] for line in log_lines())
+    assert entries == ["stderr F err", "stdout F out", "stdout F tail"]
+    stamp = log_lines()[0].split(" ", 1)[0]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", stamp), stamp
 
     # sleep is PID 1 of its own PID namespace: it ignores SIGTERM, so the timeout ends in SIGKILL.
     started = time.monotonic()

@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import secrets
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from pycontainerd.core.containers import Container, RuntimeInfo
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
+    DeadlineExceededError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
@@ -37,6 +39,7 @@ from pycontainerd.core.errdefs import (
 from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.namespaces import with_namespace
 from pycontainerd.core.types import AnyValue
+from pycontainerd.cri import cio
 from pycontainerd.cri.images import chain_id
 from pycontainerd.cri.sandbox import K8S_NAMESPACE, KIND_LABEL, READY, SPEC_TYPE_URL
 from pycontainerd.cri.spec import (
@@ -48,6 +51,8 @@ from pycontainerd.cri.spec import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from pycontainerd.cri.catalog import ImageCatalog
     from pycontainerd.cri.sandbox import PodSandbox, SandboxManager
 
@@ -57,6 +62,8 @@ CREATED = "CONTAINER_CREATED"
 RUNNING = "CONTAINER_RUNNING"
 EXITED = "CONTAINER_EXITED"
 CAP_SETS = ("bounding", "effective", "permitted")
+PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
+EXEC_OUTPUT_LIMIT = 16 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -163,6 +170,7 @@ class ContainerManager:
         self.containers: dict[str, CriContainer] = {}
         self.names: dict[str, str] = {}
         self._watchers: set[asyncio.Task[None]] = set()
+        self.io_dir = sandboxes.state / "io"
 
     def get(self, id_or_prefix: str) -> CriContainer:
         """A container by id or unique prefix.
@@ -373,13 +381,21 @@ class ContainerManager:
         sb = self.sandboxes.get(c.sandbox_id)
         runtime = self.sandboxes.config.runtime_for(sb.runtime_handler)
         tasks = self.sandboxes.tasks
-        t = await tasks.create(
-            K8S_NAMESPACE,
-            c.id,
-            spec=c.spec,
-            runtime=runtime.runtime_type,
-            rootfs=[mount_to_proto(m) for m in mounts],
-        )
+        fifos = self._log_fifos(c) if c.log_path else {}
+        try:
+            t = await tasks.create(
+                K8S_NAMESPACE,
+                c.id,
+                spec=c.spec,
+                runtime=runtime.runtime_type,
+                rootfs=[mount_to_proto(m) for m in mounts],
+                stdout=str(fifos.get("stdout", "")),
+                stderr=str(fifos.get("stderr", "")),
+            )
+        except BaseException:
+            for path in fifos.values():
+                cio.unblock(path)
+            raise
         try:
             await t.call("Start", shim.StartRequest(id=c.id))
         except BaseException:
@@ -392,6 +408,86 @@ class ContainerManager:
         watcher = asyncio.get_running_loop().create_task(self._watch(c))
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
+
+    def _log_fifos(self, c: CriContainer) -> dict[str, Path]:
+        """FIFOs for the container's output and the tasks copying it into its CRI log."""
+        fifos: dict[str, Path] = {}
+        max_size = self.sandboxes.config.max_container_log_line_size
+        loop = asyncio.get_running_loop()
+        for stream in ("stdout", "stderr"):
+            path = cio.make_fifo(self.io_dir / c.id / stream)
+            fifos[stream] = path
+            copier = loop.create_task(cio.copy_to_log(path, stream, c.log_path, max_size))
+            self._watchers.add(copier)
+            copier.add_done_callback(self._watchers.discard)
+        return fifos
+
+    async def exec_sync(
+        self,
+        id_or_prefix: str,
+        cmd: list[str],
+        timeout: float,  # noqa: ASYNC109
+    ) -> tuple[bytes, bytes, int]:
+        """Run ``cmd`` in the running container; its output and exit code.
+
+        Raises:
+            NotFoundError: no such container.
+            FailedPreconditionError: it is not running.
+            DeadlineExceededError: ``timeout`` (seconds, 0 = none) passed; the process is killed.
+        """
+        from google.protobuf import any_pb2
+
+        from pycontainerd.api.runtime.task.v2 import shim_pb2 as shim
+
+        c = self.get(id_or_prefix)
+        if c.state != RUNNING:
+            msg = f"container {go_quote(c.id)} is not running"
+            raise FailedPreconditionError(msg)
+        t = self.sandboxes.tasks.get(K8S_NAMESPACE, c.id)
+        exec_id = secrets.token_hex(8)
+        process = dict(json.loads(c.spec)["process"])
+        process["args"] = list(cmd)
+        process["terminal"] = False
+        out_path = cio.make_fifo(self.io_dir / c.id / f"{exec_id}-stdout")
+        err_path = cio.make_fifo(self.io_dir / c.id / f"{exec_id}-stderr")
+        out = asyncio.ensure_future(cio.collect(out_path, EXEC_OUTPUT_LIMIT))
+        err = asyncio.ensure_future(cio.collect(err_path, EXEC_OUTPUT_LIMIT))
+        try:
+            await t.call(
+                "Exec",
+                shim.ExecProcessRequest(
+                    id=c.id,
+                    exec_id=exec_id,
+                    stdout=str(out_path),
+                    stderr=str(err_path),
+                    spec=any_pb2.Any(type_url=PROCESS_TYPE_URL, value=json.dumps(process).encode()),
+                ),
+            )
+            await t.call("Start", shim.StartRequest(id=c.id, exec_id=exec_id))
+            try:
+                resp = await asyncio.wait_for(t.wait(exec_id), timeout or None)
+            except TimeoutError:
+                with contextlib.suppress(Exception):
+                    await t.call(
+                        "Kill",
+                        shim.KillRequest(id=c.id, exec_id=exec_id, signal=int(signal.SIGKILL)),
+                    )
+                    await t.wait(exec_id)
+                msg = f"timeout {timeout:g}s exceeded running {cmd!r} in {go_quote(c.id)}"
+                raise DeadlineExceededError(msg) from None
+            stdout, stderr = await asyncio.gather(out, err)
+            return stdout, stderr, int(resp.exit_status)
+        finally:
+            for path in (out_path, err_path):
+                cio.unblock(path)
+            for fut in (out, err):
+                if not fut.done():
+                    fut.cancel()
+            with contextlib.suppress(Exception):
+                await t.call("Delete", shim.DeleteRequest(id=c.id, exec_id=exec_id))
+            for path in (out_path, err_path):
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
     async def _watch(self, c: CriContainer) -> None:
         tasks = self.sandboxes.tasks
@@ -437,6 +533,7 @@ class ContainerManager:
         except NotFoundError:
             return
         await self.stop(c.id, 0)
+        await asyncio.to_thread(shutil.rmtree, self.io_dir / c.id, True)
         tasks = self.sandboxes.tasks
         if tasks.exists(K8S_NAMESPACE, c.id):
             with contextlib.suppress(NotFoundError):

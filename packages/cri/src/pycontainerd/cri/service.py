@@ -317,6 +317,13 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             )
         return resp
 
+    async def ExecSync(self, request: pb.ExecSyncRequest, context: _Ctx) -> pb.ExecSyncResponse:  # noqa: N802
+        async with aborting_on_error(context):
+            stdout, stderr, code = await self.cri.containers.exec_sync(
+                request.container_id, list(request.cmd), float(request.timeout)
+            )
+        return pb.ExecSyncResponse(stdout=stdout, stderr=stderr, exit_code=code)
+
     # -- not built yet --------------------------------------------------------------
 
     async def Exec(self, request: pb.ExecRequest, context: _Ctx) -> pb.ExecResponse:  # noqa: N802
