@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +30,7 @@ def _import_shell(cri: Cri) -> None:
         testing.SHELL_REF,
         entrypoint=(),
         user="",
-        applets=("sh", "sleep", "cat", "hostname"),
+        applets=("sh", "sleep", "cat", "hostname", "httpd", "wget", "mkdir"),
     )
     cri.daemon.ctr("-n", "k8s.io", "images", "import", str(archive))
 
@@ -165,3 +166,29 @@ def test_container_lifecycle_in_a_pod(cri: Cri) -> None:
     with pytest.raises(grpc.RpcError) as info:
         _container(cri, sid, pod, "late", "sleep", "1")
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_two_containers_share_the_pod_network(cri: Cri) -> None:
+    _import_shell(cri)
+    pod = cri.pod_config("web")
+    sid = cri.run(pod)
+    ip = cri.status(sid).status.network.ip
+    server = _container(
+        cri, sid, pod, "server",
+        "sh", "-c", "mkdir -p /tmp/www && echo hello > /tmp/www/index.html && "
+        "exec httpd -f -p 8080 -h /tmp/www",
+    )  # fmt: skip
+    client = _container(cri, sid, pod, "client", "sleep", "1000")
+    for cid in (server, client):
+        cri.runtime.StartContainer(pb.StartContainerRequest(container_id=cid))
+    fetch = ["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"]
+    deadline = time.monotonic() + 20
+    while True:  # until the server listens
+        resp = cri.runtime.ExecSync(pb.ExecSyncRequest(container_id=client, cmd=fetch, timeout=5))
+        if resp.exit_code == 0 or time.monotonic() > deadline:
+            break
+    assert (resp.exit_code, resp.stdout) == (0, b"hello\n")
+    # The pod IP serves the host too.
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with direct.open(f"http://{ip}:8080/", timeout=10) as page:
+        assert page.read() == b"hello\n"

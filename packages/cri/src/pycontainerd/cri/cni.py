@@ -44,6 +44,14 @@ class NetworkList:
     source: Path
 
 
+LOOPBACK = NetworkList(
+    name="cni-loopback",
+    cni_version="0.3.1",
+    plugins=({"type": "loopback"},),
+    source=Path("cni-loopback"),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Attachment:
     """What a pod needs to attach: ids and the runtime-provided config."""
@@ -139,10 +147,26 @@ class Cni:
             raise CniNotReadyError(msg)
         return nets
 
+    def _loopback(self) -> NetworkList | None:
+        """The built-in network that brings ``lo`` up, when the ``loopback`` plugin exists."""
+        try:
+            self._binary("loopback")
+        except CniError:
+            return None
+        return LOOPBACK
+
     async def add(self, att: Attachment) -> list[AddResult]:
-        """ADD the pod to every network; on failure, DEL what was added and raise."""
+        """ADD the pod to every network; on failure, DEL what was added and raise.
+
+        The pod's ``lo`` is brought up first by the ``loopback`` plugin (as
+        containerd's CNI library does), when ``bin_dir`` has it.
+        """
         results: list[AddResult] = []
-        for index, net in enumerate(self._networks_or_fail()):
+        nets = self._networks_or_fail()
+        loopback = self._loopback()
+        if loopback is not None:
+            await self._add_one(loopback, att, "lo")
+        for index, net in enumerate(nets):
             ifname = att.ifname if index == 0 else f"net{index}"
             try:
                 result = await self._add_one(net, att, ifname)
@@ -150,6 +174,8 @@ class Cni:
                 for done in reversed(results):
                     await self._del_quietly(done.network, att, done.result)
                 await self._del_quietly(net.name, att, None)
+                if loopback is not None:
+                    await self._del_net_quietly(loopback, att, "lo")
                 raise
             results.append(AddResult(net.name, result, _ips(result)))
         return results
@@ -165,8 +191,18 @@ class Cni:
                     await self._exec(net, plugin, "DEL", att=att, ifname=ifname, prev=prev)
                 except CniError as exc:
                     errors.append(str(exc))
+        loopback = self._loopback()
+        if loopback is not None:
+            await self._del_net_quietly(loopback, att, "lo")
         if errors:
             raise CniError("; ".join(errors))
+
+    async def _del_net_quietly(self, net: NetworkList, att: Attachment, ifname: str) -> None:
+        for plugin in reversed(net.plugins):
+            try:
+                await self._exec(net, plugin, "DEL", att=att, ifname=ifname, prev=None)
+            except CniError:
+                continue
 
     async def _del_quietly(self, name: str, att: Attachment, prev: dict[str, Any] | None) -> None:
         for net in self.networks():

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import secrets
 import shutil
 import signal
@@ -130,6 +131,16 @@ def merge_env(image_env: list[str], envs: list[dict[str, Any]]) -> list[str]:
     for kv in envs:
         out[str(kv.get("key", ""))] = str(kv.get("value", ""))
     return [f"{k}={v}" for k, v in out.items() if k]
+
+
+def _log_file(log_dir: str, log_path: str) -> str:
+    """The container's log file: ``log_path`` under the pod's ``log_directory``.
+
+    A relative path without a directory means no log (never the daemon's cwd).
+    """
+    if log_dir and log_path:
+        return os.path.join(log_dir, log_path)
+    return log_path if os.path.isabs(log_path) else ""
 
 
 def _user(image_user: str, sec: dict[str, Any]) -> tuple[int, int]:
@@ -335,7 +346,7 @@ class ContainerManager:
             annotations=dict(config.get("annotations") or {}),
             created_at=time.time_ns(),
             spec=spec_bytes,
-            log_path=f"{log_dir.rstrip('/')}/{log_path}" if log_dir and log_path else log_path,
+            log_path=_log_file(log_dir, log_path),
             config=config,
         )
         md = self.sandboxes.md
@@ -396,6 +407,7 @@ class ContainerManager:
             for path in fifos.values():
                 cio.unblock(path)
             raise
+        started = time.time_ns()
         try:
             await t.call("Start", shim.StartRequest(id=c.id))
         except BaseException:
@@ -403,7 +415,7 @@ class ContainerManager:
                 await tasks.delete(K8S_NAMESPACE, c.id)
             raise
         c.pid = t.pid
-        c.started_at = time.time_ns()
+        c.started_at = started
         c.state = RUNNING
         watcher = asyncio.get_running_loop().create_task(self._watch(c))
         self._watchers.add(watcher)
