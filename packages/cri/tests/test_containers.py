@@ -192,3 +192,35 @@ def test_two_containers_share_the_pod_network(cri: Cri) -> None:
     direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with direct.open(f"http://{ip}:8080/", timeout=10) as page:
         assert page.read() == b"hello\n"
+
+
+def test_containers_survive_a_daemon_restart(cri: Cri) -> None:
+    _import_shell(cri)
+    logs = cri.base / "logs"
+    logs.mkdir()
+    pod = cri.pod_config("restart", log_directory=str(logs))
+    sid = cri.run(pod)
+    runner = _container(cri, sid, pod, "looper", "sh", "-c", "echo before; exec sleep 1000")
+    done = _container(cri, sid, pod, "done", "sh", "-c", "exit 2")
+    created = _container(cri, sid, pod, "created", "sleep", "1")
+    for cid in (runner, done):
+        cri.runtime.StartContainer(pb.StartContainerRequest(container_id=cid))
+    _wait_exited(cri, done)
+
+    cri.daemon.stop()
+    cri.daemon.start()
+
+    st = _status(cri, runner).status
+    assert st.state == pb.CONTAINER_RUNNING
+    assert _status(cri, done).status.exit_code == 2
+    assert _status(cri, created).status.state == pb.CONTAINER_CREATED
+    resp = cri.runtime.ExecSync(
+        pb.ExecSyncRequest(container_id=runner, cmd=["sh", "-c", "echo again"])
+    )
+    assert resp.stdout == b"again\n"
+    # Its exit is still seen after the restart.
+    cri.runtime.StopContainer(pb.StopContainerRequest(container_id=runner, timeout=5))
+    assert _status(cri, runner).status.state == pb.CONTAINER_EXITED
+    assert "stdout F before" in (logs / "looper.log").read_text()
+    cri.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
+    assert cri.runtime.ListContainers(pb.ListContainersRequest()).containers == []

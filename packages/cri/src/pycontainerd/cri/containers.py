@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -65,6 +66,8 @@ EXITED = "CONTAINER_EXITED"
 CAP_SETS = ("bounding", "effective", "permitted")
 PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 EXEC_OUTPUT_LIMIT = 16 * 1024 * 1024
+METADATA_EXTENSION = "io.cri-containerd.container.metadata"
+METADATA_TYPE_URL = "pycontainerd.cri.v1.Container"
 
 
 @dataclass(slots=True)
@@ -90,6 +93,32 @@ class CriContainer:
     pid: int = 0
     config: dict[str, Any] = field(default_factory=dict)
     exited: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def to_json(self) -> bytes:
+        """The persisted form (without the spec, which the record holds, and the pid)."""
+        data = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in {"exited", "spec", "pid"}
+        }
+        return json.dumps(data, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes, spec: bytes) -> CriContainer:
+        """Read the persisted form back.
+
+        Raises:
+            ValueError: not a persisted container.
+        """
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            msg = "container metadata is not a JSON object"
+            raise ValueError(msg)
+        names = {f.name for f in dataclasses.fields(cls)} - {"exited", "spec", "pid"}
+        return cls(**{k: v for k, v in data.items() if k in names}, spec=spec)
+
+    def extension(self) -> AnyValue:
+        return AnyValue(type_url=METADATA_TYPE_URL, value=self.to_json())
 
 
 def container_name(meta: dict[str, Any], sandbox: PodSandbox) -> str:
@@ -364,6 +393,7 @@ class ContainerManager:
                         spec=AnyValue(type_url=SPEC_TYPE_URL, value=spec_bytes),
                         snapshotter=snapshotter,
                         snapshot_key=cid,
+                        extensions={METADATA_EXTENSION: c.extension()},
                     )
                 )
             except BaseException:
@@ -417,22 +447,26 @@ class ContainerManager:
         c.pid = t.pid
         c.started_at = started
         c.state = RUNNING
+        await self._persist(c)
         watcher = asyncio.get_running_loop().create_task(self._watch(c))
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
 
     def _log_fifos(self, c: CriContainer) -> dict[str, Path]:
         """FIFOs for the container's output and the tasks copying it into its CRI log."""
-        fifos: dict[str, Path] = {}
+        fifos = {s: cio.make_fifo(self.io_dir / c.id / s) for s in ("stdout", "stderr")}
+        self._copy_logs(c)
+        return fifos
+
+    def _copy_logs(self, c: CriContainer) -> None:
+        """Start copying the output FIFOs into the CRI log (again, after a restart)."""
         max_size = self.sandboxes.config.max_container_log_line_size
         loop = asyncio.get_running_loop()
         for stream in ("stdout", "stderr"):
-            path = cio.make_fifo(self.io_dir / c.id / stream)
-            fifos[stream] = path
+            path = self.io_dir / c.id / stream
             copier = loop.create_task(cio.copy_to_log(path, stream, c.log_path, max_size))
             self._watchers.add(copier)
             copier.add_done_callback(self._watchers.discard)
-        return fifos
 
     async def exec_sync(
         self,
@@ -505,15 +539,71 @@ class ContainerManager:
         tasks = self.sandboxes.tasks
         try:
             resp = await tasks.get(K8S_NAMESPACE, c.id).wait()
-            c.exit_code = int(resp.exit_status)
-            ts = resp.exited_at
-            c.finished_at = ts.seconds * 1_000_000_000 + ts.nanos if ts.seconds else time.time_ns()
         except Exception:
-            log.exception("container %s: waiting for its exit", c.id)
-            c.finished_at = time.time_ns()
+            # Not an exit (a dead shim answers with its exit): the daemon is
+            # going away or lost the task. Nothing is recorded, so a restarted
+            # daemon finds the container as it was.
+            log.warning("container %s: lost track of its task", c.id, exc_info=True)
+            c.exited.set()
+            return
+        c.exit_code = int(resp.exit_status)
+        ts = resp.exited_at
+        c.finished_at = ts.seconds * 1_000_000_000 + ts.nanos if ts.seconds else time.time_ns()
         c.reason = "Completed" if c.exit_code == 0 else "Error"
         c.state = EXITED
         c.exited.set()
+        try:
+            await self._persist(c)
+        except Exception:
+            log.exception("container %s: recording its exit", c.id)
+
+    async def _persist(self, c: CriContainer) -> None:
+        with with_namespace(K8S_NAMESPACE):
+            store = self.sandboxes.md.container_store()
+            try:
+                current = await store.get(c.id)
+            except NotFoundError:
+                return
+            extensions = {**current.extensions, METADATA_EXTENSION: c.extension()}
+            await store.update(dataclasses.replace(current, extensions=extensions), "extensions")
+
+    async def restore(self) -> None:
+        """Rebuild the containers from their records after a daemon restart.
+
+        A container whose task still runs is RUNNING again (its exit watched,
+        its log FIFOs read again); one whose task is gone is EXITED (exit code
+        and reason as last recorded, or ``Unknown`` with 255 when it was
+        running when the daemon went away).
+        """
+        with with_namespace(K8S_NAMESPACE):
+            records = await self.sandboxes.md.container_store().list()
+        tasks = self.sandboxes.tasks
+        for record in records:
+            ext = record.extensions.get(METADATA_EXTENSION)
+            if record.labels.get(KIND_LABEL) != "container" or ext is None:
+                continue
+            try:
+                c = CriContainer.from_json(ext.value, record.spec.value if record.spec else b"")
+            except (ValueError, TypeError):
+                log.warning("container %s: no readable CRI metadata, not restored", record.id)
+                continue
+            self.containers[c.id] = c
+            self.names[c.name] = c.id
+            if c.state != RUNNING:
+                c.exited.set()
+                continue
+            if tasks.exists(K8S_NAMESPACE, c.id):
+                t = tasks.get(K8S_NAMESPACE, c.id)
+                c.pid = t.pid
+                if c.log_path:
+                    self._copy_logs(c)
+                watcher = asyncio.get_running_loop().create_task(self._watch(c))
+                self._watchers.add(watcher)
+                watcher.add_done_callback(self._watchers.discard)
+            else:
+                c.state, c.exit_code, c.reason = EXITED, 255, "Unknown"
+                c.finished_at = c.finished_at or time.time_ns()
+                c.exited.set()
 
     async def stop(self, id_or_prefix: str, timeout: float) -> None:  # noqa: ASYNC109
         """StopContainer: SIGTERM, ``timeout`` seconds, then SIGKILL. Idempotent."""

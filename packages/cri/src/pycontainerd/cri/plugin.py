@@ -48,7 +48,9 @@ async def _init(ic: InitContext) -> CriService:
     sandboxes = SandboxManager(config, md, tasks, ic.state, ic.root)
     await sandboxes.restore()
     image_fs = ic.root.parent / f"{PluginType.SNAPSHOT}.{config.snapshotter}"
-    return CriService(config, sandboxes, image_fs)
+    service = CriService(config, sandboxes, image_fs)
+    await service.containers.restore()
+    return service
 
 
 @hookimpl
