@@ -145,6 +145,18 @@ def test_container_lifecycle_in_a_pod(cri: Cri) -> None:
     stamp = log_lines()[0].split(" ", 1)[0]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", stamp), stamp
 
+    # Stats from the container's cgroup.
+    stats = cri.runtime.ContainerStats(pb.ContainerStatsRequest(container_id=cid)).stats
+    assert stats.attributes.id == cid
+    assert stats.attributes.metadata.name == "sleeper"
+    assert stats.cpu.usage_core_nano_seconds.value > 0
+    assert stats.memory.usage_bytes.value > 0
+    assert 0 < stats.memory.working_set_bytes.value <= stats.memory.usage_bytes.value
+    listed_stats = cri.runtime.ListContainerStats(
+        pb.ListContainerStatsRequest(filter=pb.ContainerStatsFilter(pod_sandbox_id=sid))
+    ).stats
+    assert {s.attributes.id for s in listed_stats} == {cid, quitter, talker}
+
     # sleep is PID 1 of its own PID namespace: it ignores SIGTERM, so the timeout ends in SIGKILL.
     started = time.monotonic()
     cri.runtime.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=1))

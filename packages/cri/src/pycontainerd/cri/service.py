@@ -21,6 +21,7 @@ from pycontainerd.api.cri.v1 import api_pb2_grpc as pb_grpc
 from pycontainerd.api.errgrpc import aborting_on_error
 from pycontainerd.cri.catalog import CriImage, ImageCatalog, disk_usage
 from pycontainerd.cri.containers import ContainerManager, CriContainer
+from pycontainerd.cri.stats import read_usage
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -323,6 +324,49 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
                 request.container_id, list(request.cmd), float(request.timeout)
             )
         return pb.ExecSyncResponse(stdout=stdout, stderr=stderr, exit_code=code)
+
+    async def ContainerStats(  # noqa: N802
+        self, request: pb.ContainerStatsRequest, context: _Ctx
+    ) -> pb.ContainerStatsResponse:
+        async with aborting_on_error(context):
+            c = self.cri.containers.get(request.container_id)
+            stats = await self._stats(c)
+        return pb.ContainerStatsResponse(stats=stats)
+
+    async def ListContainerStats(  # noqa: N802
+        self, request: pb.ListContainerStatsRequest, context: _Ctx
+    ) -> pb.ListContainerStatsResponse:
+        f = request.filter
+        found = self.cri.containers.select(
+            cid=f.id, sandbox_id=f.pod_sandbox_id, labels=dict(f.label_selector)
+        )
+        async with aborting_on_error(context):
+            stats = [await self._stats(c) for c in found]
+        return pb.ListContainerStatsResponse(stats=stats)
+
+    async def _stats(self, c: CriContainer) -> pb.ContainerStats:
+        cgroups = str(json.loads(c.spec).get("linux", {}).get("cgroupsPath", ""))
+        usage = await asyncio.to_thread(read_usage, cgroups)
+        now = time.time_ns()
+        out = pb.ContainerStats(
+            attributes=pb.ContainerAttributes(
+                id=c.id,
+                metadata=_container_metadata(c),
+                labels=c.labels,
+                annotations=c.annotations,
+            )
+        )
+        out.cpu.timestamp = now
+        if usage.cpu_ns is not None:
+            out.cpu.usage_core_nano_seconds.value = usage.cpu_ns
+        out.memory.timestamp = now
+        if usage.working_set_bytes is not None:
+            out.memory.working_set_bytes.value = usage.working_set_bytes
+        if usage.memory_bytes is not None:
+            out.memory.usage_bytes.value = usage.memory_bytes
+        out.writable_layer.timestamp = now
+        out.writable_layer.fs_id.mountpoint = str(self.cri.image_fs)
+        return out
 
     # -- not built yet --------------------------------------------------------------
 
