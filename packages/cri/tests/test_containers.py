@@ -156,6 +156,13 @@ def test_container_lifecycle_in_a_pod(cri: Cri) -> None:
         pb.ListContainerStatsRequest(filter=pb.ContainerStatsFilter(pod_sandbox_id=sid))
     ).stats
     assert {s.attributes.id for s in listed_stats} == {cid, quitter, talker}
+    pod_stats = cri.runtime.PodSandboxStats(pb.PodSandboxStatsRequest(pod_sandbox_id=sid)).stats
+    assert pod_stats.attributes.id == sid
+    assert [c.attributes.id for c in pod_stats.linux.containers] == [cid]
+    assert pod_stats.linux.memory.usage_bytes.value >= stats.memory.usage_bytes.value > 0
+    assert pod_stats.linux.cpu.usage_core_nano_seconds.value > 0
+    all_pods = cri.runtime.ListPodSandboxStats(pb.ListPodSandboxStatsRequest()).stats
+    assert [p.attributes.id for p in all_pods] == [sid]
 
     # sleep is PID 1 of its own PID namespace: it ignores SIGTERM, so the timeout ends in SIGKILL.
     started = time.monotonic()

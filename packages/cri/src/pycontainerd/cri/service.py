@@ -21,7 +21,8 @@ from pycontainerd.api.cri.v1 import api_pb2_grpc as pb_grpc
 from pycontainerd.api.errgrpc import aborting_on_error
 from pycontainerd.cri.catalog import CriImage, ImageCatalog, disk_usage
 from pycontainerd.cri.containers import ContainerManager, CriContainer
-from pycontainerd.cri.stats import read_usage
+from pycontainerd.cri.spec import cgroups_path
+from pycontainerd.cri.stats import Usage, read_usage
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -366,6 +367,65 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             out.memory.usage_bytes.value = usage.memory_bytes
         out.writable_layer.timestamp = now
         out.writable_layer.fs_id.mountpoint = str(self.cri.image_fs)
+        return out
+
+    async def PodSandboxStats(  # noqa: N802
+        self, request: pb.PodSandboxStatsRequest, context: _Ctx
+    ) -> pb.PodSandboxStatsResponse:
+        async with aborting_on_error(context):
+            sb = self.cri.sandboxes.get(request.pod_sandbox_id)
+            stats = await self._pod_stats(sb)
+        return pb.PodSandboxStatsResponse(stats=stats)
+
+    async def ListPodSandboxStats(  # noqa: N802
+        self, request: pb.ListPodSandboxStatsRequest, context: _Ctx
+    ) -> pb.ListPodSandboxStatsResponse:
+        f = request.filter
+        found = self.cri.sandboxes.select(sid=f.id, labels=dict(f.label_selector))
+        async with aborting_on_error(context):
+            stats = [await self._pod_stats(sb) for sb in found]
+        return pb.ListPodSandboxStatsResponse(stats=stats)
+
+    async def _pod_stats(self, sb: PodSandbox) -> pb.PodSandboxStats:
+        """The pod's usage: its cgroup parent's when it has one, else the sum of its parts."""
+        containers = [
+            await self._stats(c) for c in self.cri.containers.select(sandbox_id=sb.id)
+            if c.state == "CONTAINER_RUNNING"
+        ]  # fmt: skip
+        parent = str((sb.config.get("linux") or {}).get("cgroup_parent") or "")
+        if parent and self.cri.config.cgroup_driver == "cgroupfs":
+            pod = await asyncio.to_thread(read_usage, parent)
+        else:
+            pause = await asyncio.to_thread(read_usage, cgroups_path(parent, sb.id, systemd=False))
+            parts = [pause.cpu_ns, *(c.cpu.usage_core_nano_seconds.value for c in containers)]
+            mems = [pause.memory_bytes, *(c.memory.usage_bytes.value for c in containers)]
+            sets = [
+                pause.working_set_bytes,
+                *(c.memory.working_set_bytes.value for c in containers),
+            ]
+            pod = Usage(
+                cpu_ns=sum(p or 0 for p in parts),
+                memory_bytes=sum(m or 0 for m in mems),
+                working_set_bytes=sum(w or 0 for w in sets),
+            )
+        now = time.time_ns()
+        out = pb.PodSandboxStats(
+            attributes=pb.PodSandboxAttributes(
+                id=sb.id,
+                metadata=_sandbox_metadata(sb),
+                labels=sb.labels,
+                annotations=sb.annotations,
+            )
+        )
+        out.linux.cpu.timestamp = now
+        if pod.cpu_ns is not None:
+            out.linux.cpu.usage_core_nano_seconds.value = pod.cpu_ns
+        out.linux.memory.timestamp = now
+        if pod.memory_bytes is not None:
+            out.linux.memory.usage_bytes.value = pod.memory_bytes
+        if pod.working_set_bytes is not None:
+            out.linux.memory.working_set_bytes.value = pod.working_set_bytes
+        out.linux.containers.extend(containers)
         return out
 
     # -- not built yet --------------------------------------------------------------
