@@ -45,7 +45,9 @@ def test_copy_to_log_keeps_every_line_and_splits_partials(tmp_path: Path) -> Non
 
     thread = threading.Thread(target=writer)
     thread.start()
-    asyncio.run(cio.copy_to_log(fifo, "stdout", str(log), 10))
+    out = cio.LogFile(str(log))
+    asyncio.run(cio.copy_to_log(fifo, "stdout", out, 10))
+    out.close()
     thread.join()
     lines = log.read_text().splitlines()
     assert all(re.match(r"\S+Z stdout [FP] ", line) for line in lines)
@@ -59,3 +61,26 @@ def test_copy_to_log_keeps_every_line_and_splits_partials(tmp_path: Path) -> Non
         ("F", "x" * 5),
         ("F", "end"),
     ]
+
+
+def test_a_missing_log_directory_drops_output_until_a_reopen_works(tmp_path: Path) -> None:
+    log = tmp_path / "gone" / "c.log"
+    out = cio.open_log(str(log))
+    assert out.fd == -1
+    fifo = cio.make_fifo(tmp_path / "out")
+
+    def writer() -> None:
+        fd = os.open(fifo, os.O_WRONLY)
+        os.write(fd, b"lost\n" * 1000)
+        os.close(fd)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    asyncio.run(cio.copy_to_log(fifo, "stdout", out, 0))  # returns: the output was drained
+    thread.join()
+    assert out.dropped > 5000
+    log.parent.mkdir()
+    out.reopen()
+    out.write(b"kept\n")
+    out.close()
+    assert log.read_text() == "kept\n"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import time
 import urllib.request
 from pathlib import Path
@@ -75,8 +77,6 @@ def test_container_lifecycle_in_a_pod(cri: Cri) -> None:
     logs.mkdir()
     pod = cri.pod_config("app", log_directory=str(logs))
     sid = cri.run(pod)
-    import json
-
     pause_pid = json.loads(cri.status(sid, verbose=True).info["info"])["pid"]
 
     cid = _container(cri, sid, pod, "sleeper", "sleep", "1000", pid=pb.CONTAINER)
@@ -243,3 +243,42 @@ def test_containers_survive_a_daemon_restart(cri: Cri) -> None:
     assert "stdout F before" in (logs / "looper.log").read_text()
     cri.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
     assert cri.runtime.ListContainers(pb.ListContainersRequest()).containers == []
+
+
+def test_log_rotation_and_a_vanished_log_directory(cri: Cri) -> None:
+    _import_shell(cri)
+    logs = cri.base / "logs"
+    logs.mkdir()
+    pod = cri.pod_config("logs", log_directory=str(logs))
+    sid = cri.run(pod)
+    ticker = _container(cri, sid, pod, "ticker", "sh", "-c", "while :; do echo tick; sleep 1; done")
+    cri.runtime.StartContainer(pb.StartContainerRequest(container_id=ticker))
+    log = logs / "ticker.log"
+
+    def wait_for_tick(path: Path) -> None:
+        deadline = time.monotonic() + 15
+        while not (path.exists() and "stdout F tick" in path.read_text()):
+            assert time.monotonic() < deadline, f"no tick in {path}"
+            time.sleep(0.1)
+
+    wait_for_tick(log)
+    rotated = logs / "ticker.log.1"
+    log.rename(rotated)
+    cri.runtime.ReopenContainerLog(pb.ReopenContainerLogRequest(container_id=ticker))
+    wait_for_tick(log)  # new lines go to the new file
+
+    # The whole directory goes away: the container keeps running (its output is dropped)
+    # and a reopen says why it cannot.
+    shutil.rmtree(logs)
+    with pytest.raises(grpc.RpcError) as info:
+        cri.runtime.ReopenContainerLog(pb.ReopenContainerLogRequest(container_id=ticker))
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "failed to reopen container log" in (info.value.details() or "")
+    resp = cri.runtime.ExecSync(
+        pb.ExecSyncRequest(container_id=ticker, cmd=["sh", "-c", "echo ok"])
+    )
+    assert resp.stdout == b"ok\n"
+    assert _status(cri, ticker).status.state == pb.CONTAINER_RUNNING
+    logs.mkdir()
+    cri.runtime.ReopenContainerLog(pb.ReopenContainerLogRequest(container_id=ticker))
+    wait_for_tick(log)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 _CHUNK = 64 * 1024
+log = logging.getLogger(__name__)
 
 
 def make_fifo(path: Path) -> Path:
@@ -80,25 +82,78 @@ def cri_lines(stream: str, data: bytes, max_size: int) -> list[bytes]:
     return out
 
 
-async def copy_to_log(path: Path, stream: str, log_path: str, max_size: int) -> None:
-    """Turn the output read from FIFO ``path`` into CRI log lines in ``log_path``."""
-    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640) if log_path else -1
+class LogFile:
+    """A container's CRI log file, shared by its stdout and stderr copiers.
+
+    A file that cannot be opened or written (its directory is gone, the disk
+    is full) does not stop the copying: output is then read and dropped, so
+    the container never blocks on a full pipe, and :meth:`reopen` (the CRI's
+    ReopenContainerLog, after a log rotation) tries again.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+        self.dropped = 0
+        self.error = ""
+        self.reopen()
+
+    def reopen(self) -> None:
+        """Close and open the file again (creating it).
+
+        Raises:
+            OSError: it cannot be opened; output is dropped until a reopen works.
+        """
+        self.close()
+        try:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            self.error = ""
+        except OSError as exc:
+            self.error = f"{self.path}: {exc.strerror}"
+            log.warning("container log %s", self.error)
+            raise
+
+    def write(self, data: bytes) -> None:
+        if self.fd < 0:
+            self.dropped += len(data)
+            return
+        try:
+            os.write(self.fd, data)
+        except OSError as exc:
+            self.dropped += len(data)
+            if not self.error:
+                self.error = f"{self.path}: {exc.strerror}"
+                log.warning("container log %s", self.error)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def open_log(path: str) -> LogFile:
+    """A :class:`LogFile`, also when it cannot be opened yet (then it drops output)."""
+    with contextlib.suppress(OSError):
+        return LogFile(path)
+    holder = LogFile.__new__(LogFile)
+    holder.path, holder.fd, holder.dropped, holder.error = path, -1, 0, "not opened"
+    return holder
+
+
+async def copy_to_log(path: Path, stream: str, out: LogFile, max_size: int) -> None:
+    """Turn the output read from FIFO ``path`` into CRI log lines in ``out``."""
     pending = b""
-    try:
-        async for chunk in read_chunks(path):
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            lines_out = [ln for line in lines for ln in cri_lines(stream, line, max_size)]
-            while max_size and len(pending) >= max_size:
-                head, pending = pending[:max_size], pending[max_size:]
-                lines_out.append(f"{timestamp()} {stream} P ".encode() + head + b"\n")
-            if fd >= 0 and lines_out:
-                os.write(fd, b"".join(lines_out))
-        if pending and fd >= 0:
-            os.write(fd, b"".join(cri_lines(stream, pending, max_size)))
-    finally:
-        if fd >= 0:
-            os.close(fd)
+    async for chunk in read_chunks(path):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        lines_out = [ln for line in lines for ln in cri_lines(stream, line, max_size)]
+        while max_size and len(pending) >= max_size:
+            head, pending = pending[:max_size], pending[max_size:]
+            lines_out.append(f"{timestamp()} {stream} P ".encode() + head + b"\n")
+        if lines_out:
+            out.write(b"".join(lines_out))
+    if pending:
+        out.write(b"".join(cri_lines(stream, pending, max_size)))
 
 
 async def collect(path: Path, limit: int) -> bytes:

@@ -211,6 +211,7 @@ class ContainerManager:
         self.names: dict[str, str] = {}
         self._watchers: set[asyncio.Task[None]] = set()
         self.io_dir = sandboxes.state / "io"
+        self.logs: dict[str, cio.LogFile] = {}
 
     def get(self, id_or_prefix: str) -> CriContainer:
         """A container by id or unique prefix.
@@ -462,11 +463,42 @@ class ContainerManager:
         """Start copying the output FIFOs into the CRI log (again, after a restart)."""
         max_size = self.sandboxes.config.max_container_log_line_size
         loop = asyncio.get_running_loop()
-        for stream in ("stdout", "stderr"):
-            path = self.io_dir / c.id / stream
-            copier = loop.create_task(cio.copy_to_log(path, stream, c.log_path, max_size))
+        out = self.logs[c.id] = cio.open_log(c.log_path)
+        copiers = [
+            loop.create_task(cio.copy_to_log(self.io_dir / c.id / s, s, out, max_size))
+            for s in ("stdout", "stderr")
+        ]
+        for copier in copiers:
             self._watchers.add(copier)
             copier.add_done_callback(self._watchers.discard)
+
+        async def close_when_done() -> None:
+            await asyncio.gather(*copiers, return_exceptions=True)
+            out.close()
+            if self.logs.get(c.id) is out:
+                del self.logs[c.id]
+
+        closer = loop.create_task(close_when_done())
+        self._watchers.add(closer)
+        closer.add_done_callback(self._watchers.discard)
+
+    def reopen_log(self, id_or_prefix: str) -> None:
+        """ReopenContainerLog: open the log file again (after the kubelet rotated it).
+
+        Raises:
+            NotFoundError: no such container.
+            FailedPreconditionError: it is not running, or the file cannot be opened.
+        """
+        c = self.get(id_or_prefix)
+        out = self.logs.get(c.id)
+        if c.state != RUNNING or out is None:
+            msg = f"container {go_quote(c.id)} is not running"
+            raise FailedPreconditionError(msg)
+        try:
+            out.reopen()
+        except OSError as exc:
+            msg = f"failed to reopen container log {go_quote(c.log_path)}: {exc.strerror}"
+            raise FailedPreconditionError(msg) from exc
 
     async def exec_sync(
         self,

@@ -428,6 +428,13 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         out.linux.containers.extend(containers)
         return out
 
+    async def ReopenContainerLog(  # noqa: N802
+        self, request: pb.ReopenContainerLogRequest, context: _Ctx
+    ) -> pb.ReopenContainerLogResponse:
+        async with aborting_on_error(context):
+            self.cri.containers.reopen_log(request.container_id)
+        return pb.ReopenContainerLogResponse()
+
     # -- not built yet --------------------------------------------------------------
 
     async def Exec(self, request: pb.ExecRequest, context: _Ctx) -> pb.ExecResponse:  # noqa: N802
