@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -282,3 +284,49 @@ def test_log_rotation_and_a_vanished_log_directory(cri: Cri) -> None:
     logs.mkdir()
     cri.runtime.ReopenContainerLog(pb.ReopenContainerLogRequest(container_id=ticker))
     wait_for_tick(log)
+
+
+def test_container_events_stream(cri: Cri) -> None:
+    _import_shell(cri)
+    stream = cri.runtime.GetContainerEvents(pb.GetEventsRequest())
+    seen: list[pb.ContainerEventResponse] = []
+    got_one = threading.Event()
+
+    def read() -> None:
+        with contextlib.suppress(grpc.RpcError):
+            for event in stream:
+                seen.append(event)
+                got_one.set()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        pod = cri.pod_config("events")
+        sid = cri.run(pod)
+        attempt = 0
+        while not got_one.wait(0.5):  # until the stream is subscribed
+            attempt += 1
+            assert attempt < 30, "no event ever arrived"
+            probe = cri.run(cri.pod_config(f"probe{attempt}"))
+            cri.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=probe))
+        cid = _container(cri, sid, pod, "short", "sh", "-c", "exit 0")
+        cri.runtime.StartContainer(pb.StartContainerRequest(container_id=cid))
+        _wait_exited(cri, cid)
+        cri.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=cid))
+        deadline = time.monotonic() + 10
+        while sum(e.container_id == cid for e in seen) < 4:
+            assert time.monotonic() < deadline, [e.container_event_type for e in seen]
+            time.sleep(0.05)
+    finally:
+        stream.cancel()
+        reader.join(10)
+    mine = [e for e in seen if e.container_id == cid]
+    assert [e.container_event_type for e in mine] == [
+        pb.CONTAINER_CREATED_EVENT,
+        pb.CONTAINER_STARTED_EVENT,
+        pb.CONTAINER_STOPPED_EVENT,
+        pb.CONTAINER_DELETED_EVENT,
+    ]
+    assert all(e.pod_sandbox_status.id == sid for e in mine)
+    stopped = mine[2]
+    assert [s.exit_code for s in stopped.containers_statuses if s.id == cid] == [0]

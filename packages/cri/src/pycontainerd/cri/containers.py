@@ -53,6 +53,7 @@ from pycontainerd.cri.spec import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from pycontainerd.cri.catalog import ImageCatalog
@@ -212,6 +213,8 @@ class ContainerManager:
         self._watchers: set[asyncio.Task[None]] = set()
         self.io_dir = sandboxes.state / "io"
         self.logs: dict[str, cio.LogFile] = {}
+        self.on_exit: Callable[[CriContainer], None] | None = None
+        """Called when a container's exit is seen (the service sends the event)."""
 
     def get(self, id_or_prefix: str) -> CriContainer:
         """A container by id or unique prefix.
@@ -584,6 +587,8 @@ class ContainerManager:
         c.reason = "Completed" if c.exit_code == 0 else "Error"
         c.state = EXITED
         c.exited.set()
+        if self.on_exit is not None:
+            self.on_exit(c)
         try:
             await self._persist(c)
         except Exception:

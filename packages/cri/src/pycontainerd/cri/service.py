@@ -8,6 +8,7 @@ name the streaming server, which comes with the next issue).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from importlib import metadata
@@ -19,12 +20,14 @@ from google.protobuf import json_format
 from pycontainerd.api.cri.v1 import api_pb2 as pb
 from pycontainerd.api.cri.v1 import api_pb2_grpc as pb_grpc
 from pycontainerd.api.errgrpc import aborting_on_error
+from pycontainerd.core.errdefs import NotFoundError
 from pycontainerd.cri.catalog import CriImage, ImageCatalog, disk_usage
 from pycontainerd.cri.containers import ContainerManager, CriContainer
 from pycontainerd.cri.spec import cgroups_path
 from pycontainerd.cri.stats import Usage, read_usage
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
     from pycontainerd.cri.config import CriConfig
@@ -67,10 +70,30 @@ class CriService:
         self.sandboxes = sandboxes
         self.catalog = ImageCatalog(sandboxes.md)
         self.containers = ContainerManager(sandboxes, self.catalog)
+        self.containers.on_exit = lambda c: self.emit(c.id, pb.CONTAINER_STOPPED_EVENT)
+        self.subscribers: set[asyncio.Queue[pb.ContainerEventResponse]] = set()
         # The methods not built yet are filled in by _fill_unimplemented() below,
         # which mypy cannot see.
         self.runtime = RuntimeService(self)  # type: ignore[abstract]
         self.images = ImageService(self)  # type: ignore[abstract]
+
+    def emit(self, cid: str, kind: pb.ContainerEventType.ValueType, sandbox_id: str = "") -> None:
+        """Send a container (or sandbox) event to every GetContainerEvents stream."""
+        if not self.subscribers:
+            return
+        event = pb.ContainerEventResponse(
+            container_id=cid, container_event_type=kind, created_at=time.time_ns()
+        )
+        c = self.containers.containers.get(cid)
+        sandbox_id = sandbox_id or (c.sandbox_id if c is not None else cid)
+        sb = self.sandboxes.sandboxes.get(sandbox_id)
+        if sb is not None:
+            event.pod_sandbox_status.CopyFrom(_pod_status(sb))
+            event.containers_statuses.extend(
+                _container_status(x) for x in self.containers.select(sandbox_id=sb.id)
+            )
+        for queue in list(self.subscribers):
+            queue.put_nowait(event)
 
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_RuntimeServiceServicer_to_server(self.runtime, server)
@@ -87,6 +110,46 @@ def _sandbox_metadata(sb: PodSandbox) -> pb.PodSandboxMetadata:
         uid=str(m.get("uid", "")),
         namespace=str(m.get("namespace", "")),
         attempt=int(m.get("attempt", 0)),
+    )
+
+
+def _pod_status(sb: PodSandbox) -> pb.PodSandboxStatus:
+    ns = sb.namespace_options
+    status = pb.PodSandboxStatus(
+        id=sb.id,
+        metadata=_sandbox_metadata(sb),
+        state=pb.PodSandboxState.Value(sb.state),
+        created_at=sb.created_at,
+        labels=sb.labels,
+        annotations=sb.annotations,
+        runtime_handler=sb.runtime_handler,
+    )
+    if sb.ips:
+        status.network.ip = sb.ips[0]
+        status.network.additional_ips.extend(pb.PodIP(ip=ip) for ip in sb.ips[1:])
+    opts = status.linux.namespaces.options
+    opts.network = pb.NODE if sb.host_network else pb.POD
+    opts.pid = pb.NamespaceMode.ValueType(ns.get("pid", pb.POD))
+    opts.ipc = pb.NamespaceMode.ValueType(ns.get("ipc", pb.POD))
+    return status
+
+
+def _container_status(c: CriContainer) -> pb.ContainerStatus:
+    return pb.ContainerStatus(
+        id=c.id,
+        metadata=_container_metadata(c),
+        state=pb.ContainerState.Value(c.state),
+        created_at=c.created_at,
+        started_at=c.started_at,
+        finished_at=c.finished_at,
+        exit_code=c.exit_code,
+        image=pb.ImageSpec(image=c.image),
+        image_ref=c.image_id,
+        image_id=c.image_id,
+        reason=c.reason,
+        labels=c.labels,
+        annotations=c.annotations,
+        log_path=c.log_path,
     )
 
 
@@ -154,6 +217,8 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             sb = await self.cri.sandboxes.run(
                 _to_dict(config), request.runtime_handler, host_network
             )
+        self.cri.emit(sb.id, pb.CONTAINER_CREATED_EVENT)
+        self.cri.emit(sb.id, pb.CONTAINER_STARTED_EVENT)
         return pb.RunPodSandboxResponse(pod_sandbox_id=sb.id)
 
     async def StopPodSandbox(  # noqa: N802
@@ -162,6 +227,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         async with aborting_on_error(context):
             await self.cri.containers.stop_in(request.pod_sandbox_id)
             await self.cri.sandboxes.stop(request.pod_sandbox_id)
+        self.cri.emit(request.pod_sandbox_id, pb.CONTAINER_STOPPED_EVENT)
         return pb.StopPodSandboxResponse()
 
     async def RemovePodSandbox(  # noqa: N802
@@ -170,6 +236,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         async with aborting_on_error(context):
             await self.cri.containers.remove_in(request.pod_sandbox_id)
             await self.cri.sandboxes.remove(request.pod_sandbox_id)
+        self.cri.emit(request.pod_sandbox_id, pb.CONTAINER_DELETED_EVENT)
         return pb.RemovePodSandboxResponse()
 
     async def PodSandboxStatus(  # noqa: N802
@@ -177,24 +244,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
     ) -> pb.PodSandboxStatusResponse:
         async with aborting_on_error(context):
             sb = await self.cri.sandboxes.refresh(self.cri.sandboxes.get(request.pod_sandbox_id))
-        ns = sb.namespace_options
-        status = pb.PodSandboxStatus(
-            id=sb.id,
-            metadata=_sandbox_metadata(sb),
-            state=pb.PodSandboxState.Value(sb.state),
-            created_at=sb.created_at,
-            labels=sb.labels,
-            annotations=sb.annotations,
-            runtime_handler=sb.runtime_handler,
-        )
-        if sb.ips:
-            status.network.ip = sb.ips[0]
-            status.network.additional_ips.extend(pb.PodIP(ip=ip) for ip in sb.ips[1:])
-        opts = status.linux.namespaces.options
-        opts.network = pb.NODE if sb.host_network else pb.POD
-        opts.pid = pb.NamespaceMode.ValueType(ns.get("pid", pb.POD))
-        opts.ipc = pb.NamespaceMode.ValueType(ns.get("ipc", pb.POD))
-        resp = pb.PodSandboxStatusResponse(status=status, timestamp=time.time_ns())
+        resp = pb.PodSandboxStatusResponse(status=_pod_status(sb), timestamp=time.time_ns())
         if request.verbose:
             resp.info["info"] = json.dumps(
                 {
@@ -240,6 +290,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
     ) -> pb.CreateContainerResponse:
         async with aborting_on_error(context):
             c = await self.cri.containers.create(request.pod_sandbox_id, _to_dict(request.config))
+        self.cri.emit(c.id, pb.CONTAINER_CREATED_EVENT)
         return pb.CreateContainerResponse(container_id=c.id)
 
     async def StartContainer(  # noqa: N802
@@ -247,6 +298,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
     ) -> pb.StartContainerResponse:
         async with aborting_on_error(context):
             await self.cri.containers.start(request.container_id)
+        self.cri.emit(self.cri.containers.get(request.container_id).id, pb.CONTAINER_STARTED_EVENT)
         return pb.StartContainerResponse()
 
     async def StopContainer(  # noqa: N802
@@ -260,7 +312,13 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         self, request: pb.RemoveContainerRequest, context: _Ctx
     ) -> pb.RemoveContainerResponse:
         async with aborting_on_error(context):
+            cid, sandbox_id = "", ""
+            with contextlib.suppress(NotFoundError):
+                found = self.cri.containers.get(request.container_id)
+                cid, sandbox_id = found.id, found.sandbox_id
             await self.cri.containers.remove(request.container_id)
+        if cid:
+            self.cri.emit(cid, pb.CONTAINER_DELETED_EVENT, sandbox_id)
         return pb.RemoveContainerResponse()
 
     async def ListContainers(  # noqa: N802
@@ -296,23 +354,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
     ) -> pb.ContainerStatusResponse:
         async with aborting_on_error(context):
             c = self.cri.containers.get(request.container_id)
-        status = pb.ContainerStatus(
-            id=c.id,
-            metadata=_container_metadata(c),
-            state=pb.ContainerState.Value(c.state),
-            created_at=c.created_at,
-            started_at=c.started_at,
-            finished_at=c.finished_at,
-            exit_code=c.exit_code,
-            image=pb.ImageSpec(image=c.image),
-            image_ref=c.image_id,
-            image_id=c.image_id,
-            reason=c.reason,
-            labels=c.labels,
-            annotations=c.annotations,
-            log_path=c.log_path,
-        )
-        resp = pb.ContainerStatusResponse(status=status)
+        resp = pb.ContainerStatusResponse(status=_container_status(c))
         if request.verbose:
             resp.info["info"] = json.dumps(
                 {"pid": c.pid, "sandboxID": c.sandbox_id, "runtimeSpec": json.loads(c.spec)}
@@ -434,6 +476,17 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         async with aborting_on_error(context):
             self.cri.containers.reopen_log(request.container_id)
         return pb.ReopenContainerLogResponse()
+
+    async def GetContainerEvents(  # noqa: N802
+        self, request: pb.GetEventsRequest, context: _Ctx
+    ) -> AsyncIterator[pb.ContainerEventResponse]:
+        queue: asyncio.Queue[pb.ContainerEventResponse] = asyncio.Queue()
+        self.cri.subscribers.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self.cri.subscribers.discard(queue)
 
     # -- not built yet --------------------------------------------------------------
 
