@@ -50,6 +50,7 @@ def _container(
         log_path=f"{name}.log",
     )
     config.linux.security_context.namespace_options.pid = pid  # type: ignore[assignment]
+    config.linux.resources.memory_limit_in_bytes = 64 * 1024 * 1024
     resp = cri.runtime.CreateContainer(
         pb.CreateContainerRequest(pod_sandbox_id=sid, config=config, sandbox_config=pod)
     )
@@ -165,6 +166,22 @@ def test_container_lifecycle_in_a_pod(cri: Cri) -> None:
     assert pod_stats.linux.cpu.usage_core_nano_seconds.value > 0
     all_pods = cri.runtime.ListPodSandboxStats(pb.ListPodSandboxStatsRequest()).stats
     assert [p.attributes.id for p in all_pods] == [sid]
+
+    # Resources: the limit from the config, then an update of the running container.
+    def memory_limit() -> int:
+        v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+        base = Path("/sys/fs/cgroup") if v2 else Path("/sys/fs/cgroup/memory")
+        name = "memory.max" if v2 else "memory.limit_in_bytes"
+        return int((base / "k8s.io" / cid / name).read_text())
+
+    assert memory_limit() == 64 * 1024 * 1024
+    cri.runtime.UpdateContainerResources(
+        pb.UpdateContainerResourcesRequest(
+            container_id=cid,
+            linux=pb.LinuxContainerResources(memory_limit_in_bytes=128 * 1024 * 1024),
+        )
+    )
+    assert memory_limit() == 128 * 1024 * 1024
 
     # sleep is PID 1 of its own PID namespace: it ignores SIGTERM, so the timeout ends in SIGKILL.
     started = time.monotonic()

@@ -71,13 +71,9 @@ def test_methods_not_built_yet_are_unimplemented_with_their_name(cri_without_cni
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "ImageService.PullImage is not implemented" in (info.value.details() or "")
     with pytest.raises(grpc.RpcError) as info:
-        cri_without_cni.runtime.UpdateContainerResources(
-            pb.UpdateContainerResourcesRequest(container_id="x")
-        )
+        cri_without_cni.runtime.CheckpointContainer(pb.CheckpointContainerRequest(container_id="x"))
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "RuntimeService.UpdateContainerResources is not implemented" in (
-        info.value.details() or ""
-    )
+    assert "RuntimeService.CheckpointContainer is not implemented" in (info.value.details() or "")
 
 
 def test_an_unknown_runtime_handler_is_refused(cri_without_cni: Cri) -> None:

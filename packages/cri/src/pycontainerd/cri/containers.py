@@ -67,6 +67,7 @@ EXITED = "CONTAINER_EXITED"
 CAP_SETS = ("bounding", "effective", "permitted")
 PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 EXEC_OUTPUT_LIMIT = 16 * 1024 * 1024
+RESOURCES_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
 METADATA_EXTENSION = "io.cri-containerd.container.metadata"
 METADATA_TYPE_URL = "pycontainerd.cri.v1.Container"
 
@@ -171,6 +172,37 @@ def _log_file(log_dir: str, log_path: str) -> str:
     if log_dir and log_path:
         return os.path.join(log_dir, log_path)
     return log_path if os.path.isabs(log_path) else ""
+
+
+def oci_resources(res: dict[str, Any]) -> dict[str, Any]:
+    """OCI ``LinuxResources`` from CRI ``LinuxContainerResources`` (as a dict); unset = absent."""
+    out: dict[str, Any] = {}
+    cpu: dict[str, Any] = {}
+    for src, dst in (("cpu_shares", "shares"), ("cpu_quota", "quota"), ("cpu_period", "period")):
+        if int(res.get(src, 0) or 0):
+            cpu[dst] = int(res[src])
+    if res.get("cpuset_cpus"):
+        cpu["cpus"] = str(res["cpuset_cpus"])
+    if res.get("cpuset_mems"):
+        cpu["mems"] = str(res["cpuset_mems"])
+    if cpu:
+        out["cpu"] = cpu
+    memory: dict[str, Any] = {}
+    if int(res.get("memory_limit_in_bytes", 0) or 0):
+        memory["limit"] = int(res["memory_limit_in_bytes"])
+    if int(res.get("memory_swap_limit_in_bytes", 0) or 0):
+        memory["swap"] = int(res["memory_swap_limit_in_bytes"])
+    if memory:
+        out["memory"] = memory
+    pages = [
+        {"pageSize": str(h.get("page_size", "")), "limit": int(h.get("limit", 0))}
+        for h in res.get("hugepage_limits") or []
+    ]
+    if pages:
+        out["hugepageLimits"] = pages
+    if res.get("unified"):
+        out["unified"] = {str(k): str(v) for k, v in res["unified"].items()}
+    return out
 
 
 def _user(image_user: str, sec: dict[str, Any]) -> tuple[int, int]:
@@ -360,7 +392,10 @@ class ContainerManager:
                 "cgroupsPath": cgroups_path(
                     str(sb_linux.get("cgroup_parent") or ""), cid, systemd=runtime.systemd_cgroup
                 ),
-                "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+                "resources": {
+                    "devices": [{"allow": False, "access": "rwm"}],
+                    **oci_resources(linux.get("resources") or {}),
+                },
                 "maskedPaths": list(MASKED_PATHS),
                 "readonlyPaths": list(READONLY_PATHS),
             },
@@ -686,6 +721,36 @@ class ContainerManager:
         self.containers.pop(c.id, None)
         if self.names.get(c.name) == c.id:
             del self.names[c.name]
+
+    async def update_resources(self, id_or_prefix: str, resources: dict[str, Any]) -> None:
+        """UpdateContainerResources: ``runc update`` through the shim when running.
+
+        The container's spec is updated too (so a later start uses them); the
+        record is not.
+
+        Raises:
+            NotFoundError: no such container.
+        """
+        from google.protobuf import any_pb2
+
+        from pycontainerd.api.runtime.task.v2 import shim_pb2 as shim
+
+        c = self.get(id_or_prefix)
+        oci = oci_resources(resources)
+        if c.state == RUNNING:
+            t = self.sandboxes.tasks.get(K8S_NAMESPACE, c.id)
+            await t.call(
+                "Update",
+                shim.UpdateTaskRequest(
+                    id=c.id,
+                    resources=any_pb2.Any(
+                        type_url=RESOURCES_TYPE_URL, value=json.dumps(oci).encode()
+                    ),
+                ),
+            )
+        spec = json.loads(c.spec)
+        spec.setdefault("linux", {}).setdefault("resources", {}).update(oci)
+        c.spec = json.dumps(spec).encode()
 
     async def stop_in(self, sandbox_id: str) -> None:
         for c in self.select(sandbox_id=sandbox_id):

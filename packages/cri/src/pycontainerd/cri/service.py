@@ -477,6 +477,15 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             self.cri.containers.reopen_log(request.container_id)
         return pb.ReopenContainerLogResponse()
 
+    async def UpdateContainerResources(  # noqa: N802
+        self, request: pb.UpdateContainerResourcesRequest, context: _Ctx
+    ) -> pb.UpdateContainerResourcesResponse:
+        async with aborting_on_error(context):
+            await self.cri.containers.update_resources(
+                request.container_id, _to_dict(request.linux)
+            )
+        return pb.UpdateContainerResourcesResponse()
+
     async def GetContainerEvents(  # noqa: N802
         self, request: pb.GetEventsRequest, context: _Ctx
     ) -> AsyncIterator[pb.ContainerEventResponse]:
