@@ -16,13 +16,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = sorted(p.parent.name for p in (ROOT / "packages").glob("*/pyproject.toml"))
+META = "pycontainerd"
+"""The meta-distribution (``packages/pycontainerd``): named without a prefix, ships no code."""
+
+
+def _dist_name(package: str) -> str:
+    return package if package == META else f"pycontainerd-{package}"
+
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
 
 def _build(uv: str, root: Path, package: str, out: Path, *, wheel_only: bool = False) -> Path:
     """Build ``pycontainerd-<package>`` alone with uv and return its wheel."""
-    argv = [uv, "build", "--package", f"pycontainerd-{package}", "--out-dir", str(out), "-q"]
+    argv = [uv, "build", "--package", _dist_name(package), "--out-dir", str(out), "-q"]
     if wheel_only:
         argv.append("--wheel")
     proc = subprocess.run(argv, cwd=root, capture_output=True, text=True, check=False)
@@ -43,6 +50,11 @@ def test_distribution_builds_alone(
         files = zf.namelist()
         metadata = next(f for f in files if f.endswith(".dist-info/METADATA"))
         meta = zf.read(metadata).decode()
+    if package == META:
+        assert [f for f in files if not f.startswith(wheel_name(wheel))] == []
+        assert "Name: pycontainerd\n" in meta
+        assert "Requires-Dist: pycontainerd-daemon[standard]\n" in meta
+        return
     assert "pycontainerd/__init__.py" not in files
     assert f"pycontainerd/{name}/py.typed" in files
     outside = [f for f in files if not f.startswith((f"pycontainerd/{name}/", wheel_name(wheel)))]
@@ -102,4 +114,4 @@ def test_every_package_is_a_workspace_member(checkout_files: Path) -> None:
     assert root["tool"]["uv"]["workspace"]["members"] == ["packages/*"]
     lock = (checkout_files / "uv.lock").read_text()
     for package in PACKAGES:
-        assert f'name = "pycontainerd-{package}"' in lock, f"{package} missing from uv.lock"
+        assert f'name = "{_dist_name(package)}"' in lock, f"{package} missing from uv.lock"

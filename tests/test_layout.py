@@ -13,10 +13,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE_DIRS = sorted(p.parent for p in (ROOT / "packages").glob("*/pyproject.toml"))
+ALL_DIRS = sorted(p.parent for p in (ROOT / "packages").glob("*/pyproject.toml"))
+META = "pycontainerd"
+"""The meta-distribution: dependencies only, no package of its own."""
+PACKAGE_DIRS = [p for p in ALL_DIRS if p.name != META]
 EXPECTED = {
     "core", "config", "api", "events", "content", "snapshots", "snapshots-btrfs",
-    "metadata", "runtime", "daemon", "client", "ctr", "cri",
+    "metadata", "runtime", "daemon", "remotes", "transfer", "client", "ctr", "cri",
 }  # fmt: skip
 
 
@@ -32,6 +35,23 @@ def _project(package_dir: Path) -> dict[str, object]:
 
 def test_every_distribution_exists() -> None:
     assert {p.name for p in PACKAGE_DIRS} == EXPECTED
+    assert {p.name for p in ALL_DIRS} == {*EXPECTED, META}
+
+
+def test_meta_distribution_ships_nothing_but_metadata() -> None:
+    meta = ROOT / "packages" / META
+    data = _pyproject(meta / "pyproject.toml")
+    project = data["project"]
+    assert isinstance(project, dict)
+    assert project["name"] == META
+    assert (meta / "README.md").is_file()
+    assert not (meta / "src").exists()
+    tool = data["tool"]
+    assert isinstance(tool, dict)
+    assert tool["hatch"]["build"]["targets"]["wheel"] == {"bypass-selection": True}
+    assert "python_distribution(" in (meta / "BUILD").read_text()
+    assert "pycontainerd_tests(" in (meta / "tests" / "BUILD").read_text()
+    assert list((meta / "tests").glob("test_*.py"))
 
 
 @pytest.mark.parametrize("package_dir", PACKAGE_DIRS, ids=lambda p: p.name)
@@ -64,7 +84,7 @@ def test_package_builds_with_hatchling_from_src(package_dir: Path) -> None:
 
 
 def test_versions_are_in_lockstep() -> None:
-    versions = {p.name: _project(p)["version"] for p in PACKAGE_DIRS}
+    versions = {p.name: _project(p)["version"] for p in ALL_DIRS}
     root_version = _project(ROOT)["version"]
     assert set(versions.values()) == {root_version}, versions
 
@@ -87,7 +107,7 @@ def test_mypy_path_lists_every_src_dir() -> None:
 
 def test_sibling_dependencies_come_from_the_workspace() -> None:
     # Every pycontainerd-* requirement must be resolved from disk by uv.
-    for package_dir in PACKAGE_DIRS:
+    for package_dir in ALL_DIRS:
         data = _pyproject(package_dir / "pyproject.toml")
         project = _project(package_dir)
         deps = list(project.get("dependencies", []))  # type: ignore[call-overload]

@@ -9,20 +9,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pycontainerd.client.archive import (
-    ExportOptions,
-    ImportOptions,
-    export_images,
-    import_images,
-    refs,
-)
-from pycontainerd.client.archive.importer import strict_matcher
 from pycontainerd.client.client import Client
-from pycontainerd.client.remotes import mediatypes as mt
-from pycontainerd.client.remotes.testing import Image as Built
-from pycontainerd.client.remotes.testing import build_image, build_index, layer_tar, sha256
 from pycontainerd.client.testing import CTR, require_binary
-from pycontainerd.client.unpack import chain_ids, unpack
 from pycontainerd.core import content, platforms
 from pycontainerd.core.errdefs import (
     DataLossError,
@@ -30,6 +18,18 @@ from pycontainerd.core.errdefs import (
     NotFoundError,
     UnimplementedError,
 )
+from pycontainerd.remotes import mediatypes as mt
+from pycontainerd.remotes.archive import (
+    ExportOptions,
+    ImportOptions,
+    export_images,
+    import_images,
+    refs,
+)
+from pycontainerd.remotes.archive.importer import strict_matcher
+from pycontainerd.remotes.testing import Image as Built
+from pycontainerd.remotes.testing import build_image, build_index, layer_tar, sha256
+from pycontainerd.remotes.unpack import chain_ids, unpack
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -15,7 +15,7 @@ from pycontainerd.core.errdefs import InvalidArgumentError
     ("kwargs", "text"),
     [
         ({"address": ""}, "address cannot be empty: invalid argument"),
-        ({"address": "tcp://127.0.0.1:1"}, 'unsupported address scheme "tcp"'),
+        ({"address": "http://127.0.0.1:1"}, 'unsupported address scheme "http"'),
         ({"address": "/x.sock", "namespace": ""}, "namespace cannot be empty: invalid argument"),
         ({"address": "/x.sock", "connect_timeout": "soon"}, 'invalid duration "soon"'),
     ],

@@ -10,12 +10,15 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pycontainerd.client.client import Client
-from pycontainerd.client.progress import Tracker
-from pycontainerd.client.pull import fetch, pull
-from pycontainerd.client.remotes import mediatypes as mt
-from pycontainerd.client.remotes.hosts import HostsConfig
-from pycontainerd.client.remotes.resolver import Resolver
-from pycontainerd.client.remotes.testing import (
+from pycontainerd.core import content, namespaces, platforms
+from pycontainerd.core.errdefs import DataLossError, NotFoundError, UnavailableError
+from pycontainerd.core.snapshots import Kind
+from pycontainerd.remotes import mediatypes as mt
+from pycontainerd.remotes.hosts import HostsConfig
+from pycontainerd.remotes.progress import Tracker
+from pycontainerd.remotes.pull import fetch, pull
+from pycontainerd.remotes.resolver import Resolver
+from pycontainerd.remotes.testing import (
     Blob,
     FaultyBlobServer,
     Image,
@@ -24,10 +27,7 @@ from pycontainerd.client.remotes.testing import (
     build_index,
     require_registry,
 )
-from pycontainerd.client.unpack import chain_ids
-from pycontainerd.core import content, namespaces, platforms
-from pycontainerd.core.errdefs import DataLossError, NotFoundError, UnavailableError
-from pycontainerd.core.snapshots import Kind
+from pycontainerd.remotes.unpack import chain_ids
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pycontainerd.client.client import Client
-from pycontainerd.client.progress import Tracker
-from pycontainerd.client.pull import fetch
-from pycontainerd.client.push import push
-from pycontainerd.client.remotes.hosts import HostsConfig
-from pycontainerd.client.remotes.resolver import Resolver
-from pycontainerd.client.remotes.testing import Registry, build_image, build_index, require_registry
 from pycontainerd.core.errdefs import NotFoundError
+from pycontainerd.remotes.hosts import HostsConfig
+from pycontainerd.remotes.progress import Tracker
+from pycontainerd.remotes.pull import fetch
+from pycontainerd.remotes.push import push
+from pycontainerd.remotes.resolver import Resolver
+from pycontainerd.remotes.testing import Registry, build_image, build_index, require_registry
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

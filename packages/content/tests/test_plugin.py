@@ -82,5 +82,9 @@ async def test_metadata_without_content_store_is_an_error(tmp_path: Path) -> Non
             PluginType.EVENT: {"exchange": Exchange()},
         },
     )
-    with pytest.raises(TypeError, match="offers no content store"):
+    with pytest.raises(
+        TypeError,
+        match=r"plugin io\.containerd\.metadata\.v1\.sqlite does not implement "
+        r"ContentStoreProvider: object lacks content_store\(\)",
+    ):
         await regs["io.containerd.service.v1.content-service"].init(ic)

@@ -85,6 +85,10 @@ class NamespaceRequiredStore:
         self.writer_leases.append(lease())
         return await self.store.writer(ref, total=total, expected=expected)
 
+    def info_now(self, ns: str, dgst: str) -> Info | None:
+        """The Info fast path's store side: never at once (the normal path answers)."""
+        return None
+
     def read_now(self, ns: str, dgst: str, offset: int, size: int) -> tuple[int, bytes] | None:
         """The fast path's store side, counting what it answered."""
         got = self.store.read_now(dgst, offset, size)

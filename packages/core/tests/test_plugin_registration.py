@@ -7,20 +7,27 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pycontainerd.core.errdefs import NotFoundError
+from pycontainerd.core.events import Publisher
 from pycontainerd.core.plugin import (
     SKIP_PLUGIN_TEXT,
     Closable,
+    ContentStoreProvider,
     GrpcService,
     InitContext,
+    MetadataProvider,
     MetricsSource,
+    PluginContractError,
     PluginType,
     Registration,
+    ShimEnvironment,
     SkipPluginError,
     TtrpcService,
 )
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from pycontainerd.core.content import Store
 
 
 async def _init(ic: InitContext) -> object:
@@ -114,3 +121,56 @@ def test_metrics_source_is_structural() -> None:
 
     assert isinstance(Counting(), MetricsSource)
     assert not isinstance(object(), MetricsSource)
+
+
+class _ContentOnly:
+    def content_store(self) -> Store:
+        raise NotImplementedError
+
+
+def test_typed_accessor_returns_an_instance_of_the_contract(tmp_path: Path) -> None:
+    md: ContentStoreProvider = _ContentOnly()
+    ic = _ctx(tmp_path, {PluginType.METADATA: {"sqlite": md}})
+    got: ContentStoreProvider = ic.get_single(PluginType.METADATA, ContentStoreProvider)
+    assert got is md
+    assert ic.get_by_id(PluginType.METADATA, "sqlite", ContentStoreProvider) is md
+    assert dict(ic.get_by_type(PluginType.METADATA, ContentStoreProvider)) == {"sqlite": md}
+
+
+def test_typed_accessor_names_the_plugin_and_what_it_lacks(tmp_path: Path) -> None:
+    ic = _ctx(tmp_path, {PluginType.METADATA: {"sqlite": _ContentOnly()}})
+    with pytest.raises(PluginContractError) as excinfo:
+        ic.get_single(PluginType.METADATA, MetadataProvider)
+    assert str(excinfo.value) == (
+        "plugin io.containerd.metadata.v1.sqlite does not implement MetadataProvider: "
+        "_ContentOnly lacks container_store(), snapshotter(name)"
+    )
+    assert excinfo.value.uri == "io.containerd.metadata.v1.sqlite"
+    assert excinfo.value.missing == ("container_store()", "snapshotter(name)")
+    assert isinstance(excinfo.value, TypeError)
+    for lookup in (
+        lambda: ic.get_by_id(PluginType.METADATA, "sqlite", MetadataProvider),
+        lambda: ic.get_by_type(PluginType.METADATA, MetadataProvider),
+        lambda: ic.get_optional(PluginType.METADATA, MetadataProvider),
+        lambda: ic.find_by_id(PluginType.METADATA, "sqlite", MetadataProvider),
+    ):
+        with pytest.raises(PluginContractError, match="lacks container_store"):
+            lookup()
+
+
+def test_typed_accessor_with_a_class_contract(tmp_path: Path) -> None:
+    ic = _ctx(tmp_path, {PluginType.EVENT: {"exchange": 42}})
+    with pytest.raises(
+        PluginContractError,
+        match=r"^plugin io\.containerd\.event\.v1\.exchange does not implement str: it is a int$",
+    ):
+        ic.get_single(PluginType.EVENT, str)
+    assert ic.get_single(PluginType.EVENT, int) == 42
+
+
+def test_optional_lookups_answer_none_when_not_loaded(tmp_path: Path) -> None:
+    ic = _ctx(tmp_path, {})
+    assert ic.get_optional(PluginType.EVENT, Publisher) is None
+    assert ic.find_by_id(PluginType.INTERNAL, "opt", ShimEnvironment) is None
+    with pytest.raises(NotFoundError):
+        ic.get_single(PluginType.EVENT, Publisher)

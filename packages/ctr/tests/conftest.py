@@ -20,6 +20,7 @@ MODULES = (
     "pycontainerd.content.plugin",
     "pycontainerd.snapshots.plugin",
     "pycontainerd.metadata.plugin",
+    "pycontainerd.transfer.plugin",
 )
 
 
@@ -61,6 +62,25 @@ def py() -> Callable[..., subprocess.CompletedProcess[bytes]]:
     return ours_ctr
 
 
+#: image commands that go through the Transfer service unless ``--local`` is given
+TRANSFER_COMMANDS = frozenset({"pull", "push", "import", "export", "tag"})
+
+
+def ours_local_ctr(
+    address: str, *args: str, namespace: str = "default", stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Our ``ctr`` with ``--local`` added to image transfer commands (the client-side path)."""
+    argv = list(args)
+    if (
+        len(argv) >= 2
+        and argv[0] in ("images", "image", "i")
+        and argv[1] in TRANSFER_COMMANDS
+        and not any(a.startswith("--local") for a in argv)
+    ):
+        argv.insert(2, "--local")
+    return ours_ctr(address, *argv, namespace=namespace, stdin=stdin)
+
+
 @pytest.fixture(scope="module")
 def module_dir() -> Iterator[Path]:
     with short_tempdir("pctr") as path:
@@ -81,3 +101,8 @@ def ours(module_dir: Path) -> Iterator[Daemon]:
     base.mkdir()
     with Daemon(base, env=daemon_env(MODULES)) as daemon:
         yield daemon
+
+
+@pytest.fixture(scope="session")
+def py_local() -> Callable[..., subprocess.CompletedProcess[bytes]]:
+    return ours_local_ctr

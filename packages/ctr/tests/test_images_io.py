@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pycontainerd.client.remotes.testing import build_image
-from pycontainerd.client.unpack import chain_ids
+from pycontainerd.remotes.testing import build_image
+from pycontainerd.remotes.unpack import chain_ids
 
 if TYPE_CHECKING:
     import subprocess
@@ -25,6 +25,12 @@ if TYPE_CHECKING:
 
 IMAGE = build_image([{"bin/hello": b"#!/bin/sh\necho hi\n"}, {"etc/motd": b"welcome\n"}])
 NAME = "example.com/t:v1"
+
+
+@pytest.fixture(scope="session")
+def py(py_local: Callable[..., subprocess.CompletedProcess[bytes]]) -> Callable[..., object]:
+    """These tests drive the client-side paths: ``--local`` on image transfer commands."""
+    return py_local
 
 
 def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -147,7 +153,6 @@ def test_mount_usage_unmount(
             ("images", "import", "--skip-digest-for-named", "x.tar"),
             "must be specified with --digests",
         ),
-        (("images", "import", "--local=false", "x.tar"), "transfer service is not supported"),
         (("images", "mount", "x"), "please provide a target path to mount to"),
         (("images", "unmount"), "please provide a target path to unmount from"),
         (("images", "usage"), "please provide an image reference"),

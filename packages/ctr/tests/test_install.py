@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pycontainerd.client.install import _Extractor
-from pycontainerd.client.remotes.testing import Registry, build_image, require_registry
 from pycontainerd.core.errdefs import AlreadyExistsError
 from pycontainerd.daemon.testing import Daemon, daemon_env
+from pycontainerd.remotes.testing import Registry, build_image, require_registry
 
 if TYPE_CHECKING:
     import subprocess

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from pycontainerd.client.progress import Tracker
 from pycontainerd.ctr.progress import CLEAR_LINE, Progress, bar, render
+from pycontainerd.remotes.progress import Tracker
 
 REF = "127.0.0.1:5000/test/a:v1"
 MANIFEST = "manifest-sha256:" + "f" * 64

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pycontainerd.client.remotes.testing import (
+from pycontainerd.remotes.testing import (
     Registry,
     build_image,
     build_index,
@@ -24,7 +24,7 @@ from pycontainerd.client.remotes.testing import (
     make_ca,
     require_registry,
 )
-from pycontainerd.client.unpack import chain_ids
+from pycontainerd.remotes.unpack import chain_ids
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -42,6 +42,12 @@ AMD = build_image([{"arch": b"amd64\n"}])
 ARM = build_image([{"arch": b"arm64\n"}], architecture="arm64", variant="v8")
 INDEX = build_index({"linux/amd64": AMD, "linux/arm64/v8": ARM})
 USERS = {"alice": "s3cret"}
+
+
+@pytest.fixture(scope="session")
+def py(py_local: Callable[..., subprocess.CompletedProcess[bytes]]) -> Callable[..., object]:
+    """These tests drive the client-side paths: ``--local`` on image transfer commands."""
+    return py_local
 
 
 @pytest.fixture(scope="module")
@@ -420,6 +426,7 @@ def test_pull_progress_on_a_terminal(registry: Registry, ours: Daemon, ns: str) 
             ns,
             "images",
             "pull",
+            "--local",
             "--plain-http",
             "--snapshotter",
             "native",

@@ -17,14 +17,10 @@ from pycontainerd.client.tasks import FifoSet, Metric, StdioCopier, parse_signal
 from pycontainerd.core.errdefs import InvalidArgumentError, NotFoundError
 from pycontainerd.core.types import AnyValue, Mount
 from pycontainerd.ctr.commands.run import parse_mount, read_env_file, spec_options
-from pycontainerd.ctr.commands.tasks import (
-    UsageError,
-    cgroup_v1_metrics,
-    format_process_info,
-    go_time,
-    write_metrics_table,
-)
+from pycontainerd.ctr.commands.tasks import format_process_info
+from pycontainerd.ctr.common import UsageError
 from pycontainerd.ctr.main import cli
+from pycontainerd.ctr.metrics import cgroup_v1_metrics, go_time, write_metrics_table
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -55,7 +51,7 @@ V1 = (
 
 def test_v2_metrics_decode_and_table() -> None:
     from pycontainerd.api.types.cgroups.v2 import metrics_pb2
-    from pycontainerd.ctr.commands.tasks import cgroup_v2_metrics
+    from pycontainerd.ctr.metrics import cgroup_v2_metrics
 
     m = metrics_pb2.Metrics()
     m.pids.current = 2

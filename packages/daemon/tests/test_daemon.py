@@ -35,10 +35,10 @@ def test_version_uuid_survives_restart(make_daemon: MakeDaemon) -> None:
     require_binary(CTR)
     d = make_daemon().start()
     out = d.ctr("version").stdout
-    from pycontainerd.daemon.version import version
+    from pycontainerd.daemon.version import server_version
 
     server = out.split("Server:", 1)[1]
-    assert f"Version:  {version()}" in server
+    assert f"Version:  {server_version()}" in server
     assert "Revision: 0123456789abcdef" in server
     uuid = re.search(r"UUID: ([0-9a-f-]{36})", server)
     assert uuid is not None
@@ -317,12 +317,12 @@ def test_bad_start_arguments(short_dir: Path, env: dict[str, str]) -> None:
 
 
 def test_version_flag(env: dict[str, str]) -> None:
-    from pycontainerd.daemon.version import version
+    from pycontainerd.daemon.version import server_version
 
     out = subprocess.run(
         containerd_cmd("--version"), capture_output=True, text=True, check=True, env=env
     )
-    assert out.stdout == f"containerd pycontainerd {version()} 0123456789abcdef\n"
+    assert out.stdout == f"containerd pycontainerd {server_version()} 0123456789abcdef\n"
 
 
 def http_get(address: str, path: str) -> tuple[int, str]:

@@ -118,8 +118,26 @@ async def test_required_plugin_disabled_is_not_included(tmp_path: Path) -> None:
             state=tmp_path / "s",
             required=["io.containerd.snapshotter.v1.native", "io.containerd.nope.v1.x"],
         )
+    # containerd's text, then what to do (here: native's distribution, as nobody said
+    # it was disabled).
+    assert str(excinfo.value).startswith(
+        "required plugin [io.containerd.nope.v1.x io.containerd.snapshotter.v1.native]"
+        " not included: install pycontainerd-snapshots (or "
+    )
+    disabled = {"io.containerd.snapshotter.v1.native"}
+    with pytest.raises(DaemonError) as excinfo:
+        await initialize(
+            ordered(regs, disabled=disabled),
+            root=tmp_path / "r",
+            state=tmp_path / "s",
+            required=["io.containerd.snapshotter.v1.native", "io.containerd.nope.v1.x"],
+            disabled=disabled,
+        )
     assert str(excinfo.value) == (
         "required plugin [io.containerd.nope.v1.x io.containerd.snapshotter.v1.native] not included"
+        ": io.containerd.snapshotter.v1.native left out by disabled_plugins; no known"
+        " distribution provides io.containerd.nope.v1.x: install the one that declares it"
+        " in the pycontainerd.plugins entry points"
     )
     assert "init native" not in rec.events
 

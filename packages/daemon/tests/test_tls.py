@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 from google.protobuf import empty_pb2
 
 from pycontainerd.api.services.version.v1 import version_pb2_grpc
-from pycontainerd.daemon.version import version
+from pycontainerd.daemon.version import server_version
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -116,7 +116,7 @@ async def test_tcp_tls_requires_client_cert_from_ca(
     d = make_daemon(config=config).start()
     assert f'address="127.0.0.1:{port}"' in d.log()
 
-    assert await call_version(port, ca.pem(), client_key, client_cert) == version()
+    assert await call_version(port, ca.pem(), client_key, client_cert) == server_version()
     with pytest.raises(grpc.aio.AioRpcError) as excinfo:
         await call_version(port, ca.pem(), None, None)
     assert excinfo.value.code() is grpc.StatusCode.UNAVAILABLE

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from typing import TYPE_CHECKING
 
-from pycontainerd.daemon.version import _git_revision
+from pycontainerd.daemon.version import API_VERSION, _git_revision, server_version, version
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -40,3 +41,11 @@ def test_help_and_version_stay_light() -> None:
     assert "HEAVY []" in out
     assert "config" in out
     assert "oci-hook" in out
+
+
+def test_server_version_is_the_api_level_with_ours_as_build_metadata() -> None:
+    reported = server_version()
+    assert reported.startswith(API_VERSION + "+pycontainerd.")
+    # semver 2.0: v<major>.<minor>.<patch>+<dot-separated [0-9A-Za-z-] identifiers>
+    assert re.fullmatch(r"v\d+\.\d+\.\d+\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*", reported)
+    assert version() in reported or "-" in reported

@@ -23,7 +23,22 @@ def test_shim_server_imports_no_grpc() -> None:
     assert _loaded(modules, ["grpc"]) == []
 
 
-@pytest.mark.parametrize("heavy", ["asyncio", "google.protobuf", "grpc", "pycontainerd.api"])
+_START_PATH = "pycontainerd.runtime.shim.main, pycontainerd.runtime.shim.bootstrap"
+
+
+@pytest.mark.parametrize("heavy", ["asyncio", "google.protobuf", "grpc"])
 def test_start_and_delete_path_is_light(heavy: str) -> None:
-    modules = "pycontainerd.runtime.shim.main, pycontainerd.runtime.shim.bootstrap"
-    assert _loaded(modules, [heavy]) == []
+    assert _loaded(_START_PATH, [heavy]) == []
+
+
+def test_start_and_delete_path_takes_only_the_varint_from_the_api() -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    probe = (
+        f"import sys, {_START_PATH}; "
+        "print(','.join(sorted(m for m in sys.modules if m.startswith('pycontainerd.api'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
+    )
+    # pycontainerd.api's __init__ and the varint module import nothing (api/tests/test_varint.py)
+    assert out.stdout.strip().split(",") == ["pycontainerd.api", "pycontainerd.api.varint"]

@@ -17,7 +17,8 @@ from pycontainerd.core.plugin import PROJECT, PluginType, hookimpl
 from pycontainerd.events.exchange import Exchange
 from pycontainerd.runtime import hookspecs, plugin
 from pycontainerd.runtime.bundle import Bundle
-from pycontainerd.runtime.manager import TaskManager, binary_name, parse_address
+from pycontainerd.runtime.manager import TaskManager
+from pycontainerd.runtime.shims import binary_name, parse_address
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -61,7 +61,9 @@ async def test_service_serves_the_metadata_plugins_views(tmp_path: Path) -> None
 
 async def test_metadata_without_snapshotters_is_a_clear_error(tmp_path: Path) -> None:
     reg = _registration("io.containerd.grpc.v1.snapshots")
-    with pytest.raises(TypeError, match=r"does not provide snapshotters \(snapshotter\(name\)\)"):
+    with pytest.raises(
+        TypeError, match=r"does not implement SnapshotterProvider: object lacks snapshotter\(name\)"
+    ):
         await reg.init(_service_context(tmp_path, object()))
 
 

@@ -32,8 +32,8 @@ from pycontainerd.snapshots.mount import unmount
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from pycontainerd.client.remotes.testing import Blob, Registry
     from pycontainerd.daemon.testing import Daemon
+    from pycontainerd.remotes.testing import Blob, Registry
 
 MODULES = (
     "pycontainerd.daemon.plugin",
@@ -173,8 +173,8 @@ def push_image(
     diff_ids: list[str] | None = None,
 ) -> Seeded:
     """Push ``layers`` (uncompressed tars, gzipped here) as ``repo:latest``."""
-    mt = pytest.importorskip("pycontainerd.client.remotes.mediatypes")
-    rt = pytest.importorskip("pycontainerd.client.remotes.testing")
+    mt = pytest.importorskip("pycontainerd.remotes.mediatypes")
+    rt = pytest.importorskip("pycontainerd.remotes.testing")
     layer_type = mt.DOCKER_LAYER_GZIP if docker else mt.OCI_LAYER_GZIP
     blobs: list[Blob] = [rt.Blob(layer_type, gzip.compress(tar, mtime=0)) for tar in layers]
     if diff_ids is None:
@@ -208,7 +208,7 @@ def push_image(
 def registry() -> Iterator[Registry]:
     daemon_testing = pytest.importorskip("pycontainerd.daemon.testing")
     daemon_testing.require_binary(REGISTRY_BIN)
-    rt = pytest.importorskip("pycontainerd.client.remotes.testing")
+    rt = pytest.importorskip("pycontainerd.remotes.testing")
     base = Path(tempfile.mkdtemp(prefix="pull-e2e-reg-"))
     try:
         with rt.Registry(base).running() as reg:

@@ -32,17 +32,24 @@ from typing import TYPE_CHECKING, Final, Self
 
 import grpc
 
+from pycontainerd.client import address as addresses
 from pycontainerd.client._errors import rpc_errors
+from pycontainerd.client.facade import ClientFacade
 from pycontainerd.config import client as client_config
 from pycontainerd.config.errors import ConfigError
 from pycontainerd.core import namespaces
-from pycontainerd.core.errdefs import DeadlineExceededError, InvalidArgumentError
+from pycontainerd.core.errdefs import (
+    DeadlineExceededError,
+    InvalidArgumentError,
+    UnavailableError,
+)
 from pycontainerd.core.leases import EXPIRE_LABEL
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator, Callable, Mapping
     from types import TracebackType
 
+    from pycontainerd.client import transfer
     from pycontainerd.client.proxies.containers import RemoteContainerStore
     from pycontainerd.client.proxies.content import RemoteContentStore
     from pycontainerd.client.proxies.diff import RemoteDiff
@@ -81,21 +88,28 @@ def generate_lease_id() -> str:
     return f"{nanos}-{suffix}"
 
 
-class Client:
+class Client(ClientFacade):
     """A connection to a daemon; see the module docstring.
 
+    The high-level methods (``pull``, ``new_container``, ``subscribe``, ...)
+    come from :class:`~pycontainerd.client.facade.ClientFacade`.
+
     Args:
-        address: socket path or ``unix://`` URL; default from ``CONTAINERD_ADDRESS``
-            or the platform default (``pycontainerd.config.client``).
+        address: socket path, ``unix://`` URL or ``tcp://host:port``
+            (:mod:`pycontainerd.client.address`); default from
+            ``CONTAINERD_ADDRESS`` or the platform default
+            (``pycontainerd.config.client``).
         namespace: default namespace; from ``CONTAINERD_NAMESPACE`` or ``default``.
         timeout: deadline in seconds for each unary call (``None``: none).
         connect_timeout: seconds ``connect()`` waits for the daemon.
         lease: a lease id sent with every call (``containerd-lease``).
         snapshotter: the default snapshotter name (``CONTAINERD_SNAPSHOTTER``
             or ``overlayfs``).
+        tls: TLS for a ``tcp://`` address (default: ``CONTAINERD_TLS_*``;
+            none means plaintext TCP).
 
     Raises:
-        InvalidArgumentError: an empty or non-unix address, an empty namespace.
+        InvalidArgumentError: an empty or unsupported address, an empty namespace.
     """
 
     def __init__(
@@ -107,9 +121,12 @@ class Client:
         connect_timeout: float | str | None = None,
         lease: str | None = None,
         snapshotter: str | None = None,
+        tls: addresses.TLSConfig | None = None,
     ) -> None:
+        self.target = addresses.resolve(address)
+        self.address = str(self.target)
+        self.tls = (tls or addresses.TLSConfig.from_env()) if self.target.is_tcp else None
         try:
-            self.address = client_config.resolve_address(address)
             self.namespace = client_config.resolve_namespace(namespace)
             self.connect_timeout = client_config.resolve_connect_timeout(connect_timeout)
         except ConfigError as exc:
@@ -125,28 +142,59 @@ class Client:
     def channel(self) -> grpc.aio.Channel:
         """The gRPC channel, created on first use (call from inside the event loop)."""
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(
-                client_config.grpc_target(self.address),
-                options=[
-                    ("grpc.max_receive_message_length", MAX_MESSAGE_SIZE),
-                    ("grpc.max_send_message_length", MAX_MESSAGE_SIZE),
-                    ("grpc.default_authority", "localhost"),
-                ],
-            )
+            options: list[tuple[str, str | int]] = [
+                ("grpc.max_receive_message_length", MAX_MESSAGE_SIZE),
+                ("grpc.max_send_message_length", MAX_MESSAGE_SIZE),
+            ]
+            target = self.target.grpc_target()
+            if not self.target.is_tcp:
+                options.append(("grpc.default_authority", "localhost"))
+                self._channel = grpc.aio.insecure_channel(target, options=options)
+            elif self.tls is None:
+                self._channel = grpc.aio.insecure_channel(target, options=options)
+            else:
+                ca, key, cert = self.tls.read()
+                if self.tls.server_name:
+                    options.append(("grpc.ssl_target_name_override", self.tls.server_name))
+                creds = grpc.ssl_channel_credentials(
+                    root_certificates=ca, private_key=key, certificate_chain=cert
+                )
+                self._channel = grpc.aio.secure_channel(target, creds, options=options)
         return self._channel
 
     async def connect(self) -> None:
         """Wait until the daemon's socket answers, at most ``connect_timeout`` seconds.
 
+        Over TLS, a handshake the daemon or this client refuses (a wrong CA,
+        a missing client certificate) fails at once with the reason.
+
         Raises:
             DeadlineExceededError: ``failed to dial "<address>"``.
+            UnavailableError: ``failed to dial "<address>": tls: ...``.
         """
+        channel = self.channel
         try:
             async with asyncio.timeout(self.connect_timeout):
-                await self.channel.channel_ready()
+                if self.tls is None:
+                    await channel.channel_ready()
+                    return
+                state = channel.get_state(try_to_connect=True)
+                while state is not grpc.ChannelConnectivity.READY:
+                    if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                        await self._raise_tls_failure()
+                    await channel.wait_for_state_change(state)
+                    state = channel.get_state(try_to_connect=True)
         except TimeoutError:
             msg = f'failed to dial "{self.address}"'
             raise DeadlineExceededError(msg) from None
+
+    async def _raise_tls_failure(self) -> None:
+        """Raise the reason a TLS connection fails, if the handshake names one."""
+        assert self.tls is not None  # noqa: S101 - only called for TLS
+        reason = await asyncio.to_thread(addresses.diagnose_tls, self.target, self.tls)
+        if reason:
+            msg = f'failed to dial "{self.address}": {reason}'
+            raise UnavailableError(msg)
 
     async def close(self) -> None:
         """Close the channel; the client may be used again (a new channel is made)."""
@@ -229,6 +277,18 @@ class Client:
         from pycontainerd.client.proxies.diff import RemoteDiff
 
         return RemoteDiff(self)
+
+    async def transfer(
+        self,
+        source: transfer.Endpoint,
+        destination: transfer.Endpoint,
+        *,
+        progress: Callable[[transfer.Progress], None] | None = None,
+    ) -> None:
+        """Have the daemon move ``source`` to ``destination`` (``pycontainerd.client.transfer``)."""
+        from pycontainerd.client.transfer import transfer as run_transfer
+
+        await run_transfer(self, source, destination, progress=progress)
 
     # -- small services ---------------------------------------------------------
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from pycontainerd.client.oci import SPEC_TYPE_URL, generate_spec, spec_bytes
-from pycontainerd.client.unpack import chain_ids, descriptor_from_json, read_json, unpack
 from pycontainerd.core import platforms
 from pycontainerd.core.containers import Container, RuntimeInfo
 from pycontainerd.core.errdefs import InvalidArgumentError, NotFoundError
 from pycontainerd.core.types import AnyValue, Descriptor
+from pycontainerd.remotes.unpack import chain_ids, descriptor_from_json, read_json, unpack
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence

@@ -34,9 +34,6 @@ import tempfile
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final, cast
 
-from pycontainerd.client.pull import select_manifests
-from pycontainerd.client.remotes import mediatypes as mt
-from pycontainerd.client.unpack import manifest_parts
 from pycontainerd.core import content, platforms
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
@@ -44,6 +41,9 @@ from pycontainerd.core.errdefs import (
     NotFoundError,
     UnimplementedError,
 )
+from pycontainerd.remotes import mediatypes as mt
+from pycontainerd.remotes.pull import select_manifests
+from pycontainerd.remotes.unpack import manifest_parts
 
 if TYPE_CHECKING:
     from pycontainerd.client.client import Client
@@ -96,7 +96,7 @@ async def _manifest_for(store: content.Store, target: Descriptor, want: Platform
         if not mt.is_index(desc.media_type):
             msg = f"unsupported image media type {desc.media_type!r}"
             raise UnimplementedError(msg)
-        from pycontainerd.client.imagewalk import children
+        from pycontainerd.remotes.imagewalk import children
 
         chosen = select_manifests(await children(store, desc), [want], all_platforms=False)
         if not chosen:

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING
 
 from pycontainerd.core.content import Store
 from pycontainerd.core.events import Publisher
-from pycontainerd.core.plugin import InitContext, PluginType, Registration, hookimpl
+from pycontainerd.core.plugin import (
+    ContentStoreProvider,
+    InitContext,
+    PluginType,
+    Registration,
+    hookimpl,
+)
 
 if TYPE_CHECKING:
     from pycontainerd.content.local import LocalStore
@@ -34,42 +40,17 @@ async def _init_local(ic: InitContext) -> LocalStore:
     return store
 
 
-def _metadata_content_store(metadata: object) -> Store:
-    """The namespaced content store the metadata plugin offers.
-
-    Accepts an instance that is a ``Store`` itself or offers one as a
-    ``content_store`` attribute or method (containerd's ``db.ContentStore()``).
-    """
-    if isinstance(metadata, Store):
-        return metadata
-    candidate = getattr(metadata, "content_store", None)
-    if callable(candidate) and not isinstance(candidate, Store):
-        candidate = candidate()
-    if isinstance(candidate, Store):
-        return candidate
-    msg = f"{PluginType.METADATA} plugin offers no content store"
-    raise TypeError(msg)
-
-
 async def _init_content_service(ic: InitContext) -> Store:
     from pycontainerd.content.store import EventStore
 
-    store = _metadata_content_store(ic.get_single(PluginType.METADATA))
-    publisher = ic.get_single(PluginType.EVENT)
-    if not isinstance(publisher, Publisher):
-        msg = f"{PluginType.EVENT} plugin is not a publisher"
-        raise TypeError(msg)
-    return EventStore(store, publisher)
+    store = ic.get_single(PluginType.METADATA, ContentStoreProvider).content_store()
+    return EventStore(store, ic.get_single(PluginType.EVENT, Publisher))
 
 
 async def _init_grpc(ic: InitContext) -> object:
     from pycontainerd.content.service import ContentService
 
-    store = ic.get_by_id(PluginType.SERVICE, "content-service")
-    if not isinstance(store, Store):
-        msg = "content-service plugin is not a content store"
-        raise TypeError(msg)
-    return ContentService(store)
+    return ContentService(ic.get_by_id(PluginType.SERVICE, "content-service", Store))
 
 
 @hookimpl

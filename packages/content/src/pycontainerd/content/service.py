@@ -36,7 +36,7 @@ from pycontainerd.api.errgrpc import aborting_on_error
 from pycontainerd.api.grpcutil import CallScope, metadata_value, request_scope
 from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
 from pycontainerd.core import digests, namespaces
-from pycontainerd.core.content import Info, Status
+from pycontainerd.core.content import FastReader, Info, Status
 from pycontainerd.core.errdefs import AlreadyExistsError, ContainerdError
 from pycontainerd.core.types import UNSET_TIME
 
@@ -141,6 +141,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._fast = store if isinstance(store, FastReader) else None
 
     def register(self, server: grpc.aio.Server) -> None:
         """Add the service to ``server``.
@@ -281,14 +282,14 @@ class ContentService(content_pb2_grpc.ContentServicer):
 
     def info_now(self, raw: bytes, metadata: tuple[tuple[str, str | bytes], ...]) -> bytes | None:
         """``Info`` answered on the event loop (h2grpc's fast path); None: the normal path."""
-        fast = getattr(self._store, "info_now", None)
+        fast = self._fast
         ns = _namespace_header(metadata)
         if fast is None or ns is None:
             return None
         request = content_pb2.InfoRequest.FromString(raw)
         if not digests.is_valid(request.digest):
             return None
-        info: Info | None = fast(ns, request.digest)
+        info = fast.info_now(ns, request.digest)
         if info is None:
             return None
         return content_pb2.InfoResponse(info=info_to_proto(info)).SerializeToString()
@@ -302,7 +303,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
         else (a bigger range, bytes on disk, any error) answers None and the
         call goes to :meth:`read_last`, which also reports the errors.
         """
-        fast = getattr(self._store, "read_now", None)
+        fast = self._fast
         if fast is None:
             return None
         ns = _namespace_header(metadata)
@@ -311,7 +312,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
         request = content_pb2.ReadContentRequest.FromString(raw)
         if request.size > READ_CHUNK:
             return None
-        got: tuple[int, bytes] | None = fast(ns, request.digest, request.offset, request.size)
+        got = fast.read_now(ns, request.digest, request.offset, request.size)
         if got is None:
             return None
         _, data = got

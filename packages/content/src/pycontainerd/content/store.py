@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from pycontainerd.core.content import FastReader
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
@@ -29,6 +31,7 @@ class EventStore:
     def __init__(self, store: Store, publisher: Publisher) -> None:
         self.store = store
         self._publisher = publisher
+        self._fast = store if isinstance(store, FastReader) else None
 
     async def info(self, dgst: str) -> Info:
         return await self.store.info(dgst)
@@ -50,20 +53,12 @@ class EventStore:
         return await self.store.reader_at(dgst)
 
     def info_now(self, ns: str, dgst: str) -> Info | None:
-        """The wrapped store's ``info_now`` (the Info fast path), if it has one."""
-        fast = getattr(self.store, "info_now", None)
-        if fast is None:
-            return None
-        result: Info | None = fast(ns, dgst)
-        return result
+        """The wrapped store's ``info_now`` (the Info fast path), if it is a ``FastReader``."""
+        return None if self._fast is None else self._fast.info_now(ns, dgst)
 
     def read_now(self, ns: str, dgst: str, offset: int, size: int) -> tuple[int, bytes] | None:
-        """The wrapped store's ``read_now`` (the Read fast path), if it has one."""
-        fast = getattr(self.store, "read_now", None)
-        if fast is None:
-            return None
-        result: tuple[int, bytes] | None = fast(ns, dgst, offset, size)
-        return result
+        """The wrapped store's ``read_now`` (the Read fast path), if it is a ``FastReader``."""
+        return None if self._fast is None else self._fast.read_now(ns, dgst, offset, size)
 
     async def status(self, ref: str) -> Status:
         return await self.store.status(ref)

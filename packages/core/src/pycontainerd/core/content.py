@@ -196,6 +196,40 @@ class Store(Provider, Ingester, Manager, IngestManager, Protocol):
     """A complete content store (containerd's ``content.Store``)."""
 
 
+@runtime_checkable
+class FastReader(Protocol):
+    """Synchronous reads a namespaced store answers on the event loop, when it can at once.
+
+    The daemon's fast path for ``Content.Info`` and small ``Content.Read``
+    calls: the gRPC service asks before any task exists. Both answer None
+    when they cannot answer without waiting (bytes on disk, an invalid
+    namespace, a blob the namespace does not see); the caller then takes the
+    async path, which also reports the errors. ``ns`` is explicit because no
+    request context is set up yet.
+    """
+
+    def info_now(self, ns: str, dgst: str) -> Info | None:
+        """The blob's ``Info`` as ``ns`` sees it, or None."""
+        ...
+
+    def read_now(self, ns: str, dgst: str, offset: int, size: int) -> tuple[int, bytes] | None:
+        """``(blob size, bytes)`` of the range, or None; ``size <= 0`` reads to the end."""
+        ...
+
+
+@runtime_checkable
+class BlobFastReader(Protocol):
+    """The backend side of :class:`FastReader`: a small range of a blob, without namespaces.
+
+    The metadata store checks visibility, then asks its backend (the local
+    store) for the bytes.
+    """
+
+    def read_now(self, dgst: str, offset: int, size: int) -> tuple[int, bytes] | None:
+        """``(blob size, bytes)`` of the range if they can be had without waiting, else None."""
+        ...
+
+
 async def read_blob(provider: Provider, dgst: str) -> bytes:
     """The whole blob ``dgst`` (containerd's ``content.ReadBlob``).
 

@@ -65,3 +65,11 @@ class Subscriber(Protocol):
     def subscribe(self, *filters: str) -> AsyncIterator[Envelope]:
         """Envelopes from all namespaces matching any of ``filters``, as they happen."""
         ...
+
+
+@runtime_checkable
+class EventBus(Publisher, Subscriber, Protocol):
+    """Publishes and subscribes: what the event plugin (the exchange) offers.
+
+    The task manager publishes task events and watches ``/tasks/exit`` on it.
+    """

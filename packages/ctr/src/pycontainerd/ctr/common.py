@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from pycontainerd.core.errdefs import InvalidArgumentError
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping
 
@@ -29,6 +31,19 @@ class CommandError(Exception):
         self.code = code
 
 
+class UsageError(InvalidArgumentError):
+    """A mistake on the command line, printed as bare text (upstream's ``errors.New``)."""
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def exit_with(code: int) -> None:
+    """End ``ctr`` with the task's exit status (nothing printed), like ``cli.NewExitError``."""
+    if code != 0:
+        raise CommandError(code)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CtrContext:
     """The global flags, as given on the command line."""
@@ -38,15 +53,27 @@ class CtrContext:
     timeout: str = "0s"
     connect_timeout: str = "0s"
     debug: bool = False
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
 
     def client(self, **kwargs: Any) -> Client:
-        """A client for the daemon the flags name (imports grpc)."""
+        """A client for the daemon the flags name (imports grpc).
+
+        ``--tls-ca``, ``--tls-cert`` and ``--tls-key`` (or ``CONTAINERD_TLS_*``)
+        apply to a ``tcp://`` address.
+        """
+        from pycontainerd.client.address import TLSConfig
         from pycontainerd.client.client import Client
 
+        tls = None
+        if self.tls_ca or self.tls_cert or self.tls_key:
+            tls = TLSConfig(ca=self.tls_ca, cert=self.tls_cert, key=self.tls_key)
         return Client(
             self.address,
             self.namespace,
             connect_timeout=self.connect_timeout or None,
+            tls=tls,
             **kwargs,
         )
 

@@ -115,7 +115,26 @@ class LazyGroup(AliasGroup):
     "-a",
     envvar="CONTAINERD_ADDRESS",
     default=None,
-    help="Address for containerd's GRPC server (env CONTAINERD_ADDRESS)",
+    help="Address for containerd's GRPC server: a socket path, unix://PATH or "
+    "tcp://HOST:PORT (env CONTAINERD_ADDRESS)",
+)
+@click.option(
+    "--tls-ca",
+    envvar="CONTAINERD_TLS_CA",
+    default="",
+    help="CA certificate for a tcp:// address with TLS (env CONTAINERD_TLS_CA)",
+)
+@click.option(
+    "--tls-cert",
+    envvar="CONTAINERD_TLS_CERT",
+    default="",
+    help="Client certificate for a tcp:// address with TLS (env CONTAINERD_TLS_CERT)",
+)
+@click.option(
+    "--tls-key",
+    envvar="CONTAINERD_TLS_KEY",
+    default="",
+    help="Client certificate key for a tcp:// address with TLS (env CONTAINERD_TLS_KEY)",
 )
 @click.option("--timeout", default="0s", help="Total timeout for ctr commands")
 @click.option("--connect-timeout", default="0s", help="Timeout for connecting to containerd")
@@ -132,6 +151,9 @@ def cli(  # noqa: PLR0917 - click passes options as arguments
     ctx: click.Context,
     debug: bool,
     address: str | None,
+    tls_ca: str,
+    tls_cert: str,
+    tls_key: str,
     timeout: str,
     connect_timeout: str,
     namespace: str,
@@ -145,6 +167,9 @@ def cli(  # noqa: PLR0917 - click passes options as arguments
         timeout=timeout,
         connect_timeout=connect_timeout,
         debug=debug,
+        tls_ca=tls_ca,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
 
 

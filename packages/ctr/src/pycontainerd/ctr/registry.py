@@ -4,7 +4,7 @@ Upstream's ``commands.RegistryFlags`` (``--skip-verify/-k``, ``--plain-http``,
 ``--user/-u``, ``--refresh``, ``--hosts-dir``, ``--tlscacert``,
 ``--tlscert``, ``--tlskey``, ``--http-dump``, ``--http-trace``) as one
 decorator, and :func:`resolver` turning their values into a
-:class:`~pycontainerd.client.remotes.resolver.Resolver`.
+:class:`~pycontainerd.remotes.resolver.Resolver`.
 
 Importing this module must not import grpc or the HTTP client: the
 resolver is built only when a command runs.
@@ -25,7 +25,7 @@ from pycontainerd.core.errdefs import InvalidArgumentError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from pycontainerd.client.remotes.resolver import Resolver
+    from pycontainerd.remotes.resolver import Resolver
 
 F = TypeVar("F", bound="Callable[..., Any]")
 
@@ -118,8 +118,8 @@ def resolver(opts: RegistryOptions, *, max_concurrent: int = 0) -> Resolver:
         InvalidArgumentError: ``--tlskey`` without ``--tlscert`` or the other way
             round, or a missing ``--hosts-dir``.
     """
-    from pycontainerd.client.remotes.hosts import HostsConfig, TLSOptions
-    from pycontainerd.client.remotes.resolver import Resolver
+    from pycontainerd.remotes.hosts import HostsConfig, TLSOptions
+    from pycontainerd.remotes.resolver import Resolver
 
     if bool(opts.tlscert) != bool(opts.tlskey):
         msg = "both --tlscert and --tlskey must be given for a client certificate"
@@ -136,7 +136,7 @@ def resolver(opts: RegistryOptions, *, max_concurrent: int = 0) -> Resolver:
     creds = credentials(opts.user)
     if opts.http_dump or opts.http_trace:
         logging.basicConfig(stream=sys.stderr, level=logging.DEBUG)
-        for name in ("httpx", "httpcore", "pycontainerd.client.remotes"):
+        for name in ("httpx", "httpcore", "pycontainerd.remotes"):
             logging.getLogger(name).setLevel(logging.DEBUG)
     config = HostsConfig(
         hosts_dir=hosts_dir,

@@ -18,6 +18,7 @@ from pycontainerd.core.errdefs import (
     NotFoundError,
     UnimplementedError,
 )
+from pycontainerd.core.plugin import PluginInfoProvider
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -121,11 +122,11 @@ class Introspection:
         if result.error is not None:
             msg = "cannot get extra info, plugin not successfully loaded"
             raise FailedPreconditionError(msg)
-        provider = getattr(result.instance, "plugin_info", None)
-        if not callable(provider):
+        provider = result.instance
+        if not isinstance(provider, PluginInfoProvider):
             msg = "plugin does not provided extra information"  # sic, upstream's text
             raise UnimplementedError(msg)
-        extra: tuple[str, bytes] = await provider(*options)
+        extra = await provider.plugin_info(*options)
         return result, extra
 
     def uuid(self) -> str:

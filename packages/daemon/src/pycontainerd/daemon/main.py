@@ -21,9 +21,9 @@ def _fail(message: object) -> None:
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
-    from pycontainerd.daemon.version import PACKAGE, revision, version
+    from pycontainerd.daemon.version import PACKAGE, revision, server_version
 
-    click.echo(f"containerd {PACKAGE} {version()} {revision()}")
+    click.echo(f"containerd {PACKAGE} {server_version()} {revision()}")
     ctx.exit()
 
 

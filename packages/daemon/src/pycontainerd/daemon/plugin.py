@@ -34,10 +34,7 @@ async def _init_introspection_local(ic: InitContext) -> Introspection:
 async def _init_introspection_grpc(ic: InitContext) -> object:
     from pycontainerd.daemon.services.introspection import IntrospectionService
 
-    local = ic.get_by_id(PluginType.SERVICE, "introspection-service")
-    if not isinstance(local, Introspection):
-        msg = "introspection-service is not an Introspection instance"
-        raise TypeError(msg)
+    local = ic.get_by_id(PluginType.SERVICE, "introspection-service", Introspection)
     return IntrospectionService(local)
 
 

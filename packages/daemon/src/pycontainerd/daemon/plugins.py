@@ -187,6 +187,7 @@ async def initialize(
     plugin_config: Mapping[str, Mapping[str, Any]] | None = None,
     required: Collection[str] = (),
     properties: Mapping[str, str] | None = None,
+    disabled: Collection[str] = (),
 ) -> PluginSet:
     """Initialise ``registrations`` in the given order and record each outcome.
 
@@ -198,11 +199,13 @@ async def initialize(
             over each registration's defaults.
         required: URIs that must initialise, or start-up fails.
         properties: daemon-wide values handed to every plugin (addresses, ...).
+        disabled: the ``disabled_plugins`` (named as such when required).
 
     Raises:
         DaemonError: a required plugin failed or skipped
             (``load required plugin <uri>: <error>``) or was never included
-            (``required plugin [<uri> ...] not included``).
+            (``required plugin [<uri> ...] not included: install <distribution>``,
+            see :mod:`pycontainerd.daemon.missing`).
     """
     from pycontainerd.config.model import deep_merge
 
@@ -254,7 +257,11 @@ async def initialize(
             )
         if pending_required:
             await plugins.aclose()
-            msg = f"required plugin [{' '.join(sorted(pending_required))}] not included"
+            from pycontainerd.daemon.missing import install_hint
+
+            missing = sorted(pending_required)
+            hint = install_hint(missing, disabled)
+            msg = f"required plugin [{' '.join(missing)}] not included: {hint}"
             raise DaemonError(msg)
     finally:
         current_plugins.reset(token)

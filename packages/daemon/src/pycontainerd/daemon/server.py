@@ -57,7 +57,7 @@ from pycontainerd.daemon.plugins import (
     ordered,
 )
 from pycontainerd.daemon.stacks import dump_stacks
-from pycontainerd.daemon.version import revision, version
+from pycontainerd.daemon.version import revision, server_version, version
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -432,6 +432,7 @@ class Daemon:
             plugin_config=cfg.plugins,
             required=cfg.required_plugins,
             properties=self._properties(),
+            disabled=set(cfg.disabled_plugins),
         )
 
     def _grpc_options(self) -> list[tuple[str, Any]]:
@@ -644,7 +645,7 @@ class Daemon:
         """Run until SIGTERM/SIGINT; returns the exit status."""
         self.install_signals()
         cfg = self.config
-        log.info("starting containerd", extra=fields(revision=revision(), version=version()))
+        log.info("starting containerd", extra=fields(revision=revision(), version=server_version()))
         try:
             _write_oom_score(cfg.oom_score)
             _make_dir(cfg.root, 0o700)

@@ -1,9 +1,22 @@
-"""The daemon's version and revision (``containerd --version``, the Version service)."""
+"""The daemon's version and revision (``containerd --version``, the Version service).
+
+What the daemon reports as its version is the containerd API level it
+implements with pycontainerd's own version as semver build metadata:
+``v2.1.0+pycontainerd.0.1.0.dev0`` (:func:`server_version`). Clients that gate
+features on the server's version (nerdctl and others parse it as semver,
+dropping the leading ``v``; build metadata does not take part in comparisons)
+see containerd 2.1, whose paths (Transfer, Streaming, Sandbox) we serve; a
+person or a bug report still sees which pycontainerd answered. The revision
+is pycontainerd's source revision. containerd's Go ``ctr version`` still
+prints ``WARNING: version mismatch`` unless client and server strings are
+equal, as it does between any two containerd builds.
+"""
 
 from __future__ import annotations
 
 import functools
 import os
+import re
 from pathlib import Path
 from typing import Final
 
@@ -11,6 +24,9 @@ PACKAGE: Final = "pycontainerd"
 """What ``containerd --version`` prints where upstream prints its Go module path."""
 
 REVISION_ENV: Final = "PYCONTAINERD_REVISION"
+
+API_VERSION: Final = "v2.1.0"
+"""The containerd release whose API pycontainerd implements."""
 
 
 @functools.cache
@@ -23,6 +39,15 @@ def version() -> str:
         return dist_version("pycontainerd-daemon")
     except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
         return "0.0.0+unknown"
+
+
+def server_version() -> str:
+    """What the Version service reports: ``<API_VERSION>+pycontainerd.<version()>``.
+
+    Characters semver does not allow in build metadata (``+``, ``_``) become ``-``.
+    """
+    ours = re.sub(r"[^0-9A-Za-z.-]", "-", version())
+    return f"{API_VERSION}+pycontainerd.{ours}"
 
 
 def _git_revision(start: Path) -> str | None:

@@ -25,11 +25,7 @@ async def _init_exchange(ic: InitContext) -> Exchange:
 async def _init_service(ic: InitContext) -> object:
     from pycontainerd.events.service import EventsService
 
-    exchange = ic.get_single(PluginType.EVENT)
-    if not isinstance(exchange, Exchange):
-        msg = f"{PluginType.EVENT} plugin is not an event exchange"
-        raise TypeError(msg)
-    return EventsService(exchange)
+    return EventsService(ic.get_single(PluginType.EVENT, Exchange))
 
 
 @hookimpl

@@ -33,7 +33,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Final
 
 from pycontainerd.core import digests, filters
-from pycontainerd.core.content import Info, Status
+from pycontainerd.core.content import BlobFastReader, Info, Status
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
     ContainerdError,
@@ -390,11 +390,12 @@ class MetadataContentStore:
         """
         if not namespace_is_valid(ns):
             return None
-        fast = getattr(self.backend, "read_now", None)
-        if fast is None or self.db.point_row(_BLOB_SEEN, (ns, dgst)) is None:
+        backend = self.backend
+        if not isinstance(backend, BlobFastReader):
             return None
-        result: tuple[int, bytes] | None = fast(dgst, offset, size)
-        return result
+        if self.db.point_row(_BLOB_SEEN, (ns, dgst)) is None:
+            return None
+        return backend.read_now(dgst, offset, size)
 
     async def _backend_ref(self, ns: str, ref: str) -> str:
         row = await self.db.aview(

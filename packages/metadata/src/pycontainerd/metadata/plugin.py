@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Final
 
 from pycontainerd.core.content import Store
 from pycontainerd.core.errdefs import InvalidArgumentError
+from pycontainerd.core.events import Publisher
 from pycontainerd.core.plugin import InitContext, PluginType, Registration, hookimpl
 from pycontainerd.metadata.content import POLICIES, SHARED
 from pycontainerd.metadata.db import DB_FILENAME
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from pycontainerd.metadata.metadata import Metadata
     from pycontainerd.metadata.sandboxes import SandboxStore
     from pycontainerd.metadata.scheduler import Scheduler
-    from pycontainerd.metadata.services._common import Publisher
 
 PLUGIN_ID: Final = "sqlite"
 #: Config key, as in containerd's bolt plugin.
@@ -41,10 +41,7 @@ async def _init_metadata(ic: InitContext) -> Metadata:
     if policy not in POLICIES:
         msg = f"unknown {POLICY_KEY} {policy!r}, expected one of {', '.join(POLICIES)}"
         raise InvalidArgumentError(msg)
-    content = ic.get_single(PluginType.CONTENT)
-    if not isinstance(content, Store):
-        msg = f"{PluginType.CONTENT} plugin does not implement the content Store"
-        raise TypeError(msg)
+    content = ic.get_single(PluginType.CONTENT, Store)
     snapshotters = dict(ic.initialized.get(PluginType.SNAPSHOT, {}))
     path = ic.root / DB_FILENAME
     md = await asyncio.to_thread(
@@ -58,19 +55,11 @@ async def _init_metadata(ic: InitContext) -> Metadata:
 def _metadata(ic: InitContext) -> Metadata:
     from pycontainerd.metadata.metadata import Metadata
 
-    md = ic.get_single(PluginType.METADATA)
-    if not isinstance(md, Metadata):
-        msg = f"{PluginType.METADATA} plugin is not pycontainerd's metadata database"
-        raise TypeError(msg)
-    return md
+    return ic.get_single(PluginType.METADATA, Metadata)
 
 
 def _publisher(ic: InitContext) -> Publisher | None:
-    by_id = ic.initialized.get(PluginType.EVENT, {})
-    exchange = next(iter(by_id.values()), None)
-    if exchange is None or not callable(getattr(exchange, "publish", None)):
-        return None
-    return exchange  # type: ignore[return-value]  # duck-typed: anything with publish()
+    return ic.get_optional(PluginType.EVENT, Publisher)
 
 
 async def _init_namespaces(ic: InitContext) -> GrpcService:
@@ -107,11 +96,7 @@ async def _init_sandboxes(ic: InitContext) -> GrpcService:
     from pycontainerd.metadata.sandboxes import SandboxStore
     from pycontainerd.metadata.services.sandboxes import SandboxStoreService
 
-    store = ic.get_by_id(PluginType.SANDBOX_STORE, "local")
-    if not isinstance(store, SandboxStore):
-        msg = f"{PluginType.SANDBOX_STORE}.local is not pycontainerd's sandbox store"
-        raise TypeError(msg)
-    return SandboxStoreService(store)
+    return SandboxStoreService(ic.get_by_id(PluginType.SANDBOX_STORE, "local", SandboxStore))
 
 
 async def _init_gc_scheduler(ic: InitContext) -> Scheduler:

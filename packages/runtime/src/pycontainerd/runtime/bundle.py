@@ -18,8 +18,10 @@ working as the container's root inside the new user namespace, can still reach
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 from typing import TYPE_CHECKING, Final
@@ -30,6 +32,8 @@ from pycontainerd.core.errdefs import AlreadyExistsError, InvalidArgumentError
 if TYPE_CHECKING:
     from pathlib import Path
 
+log = logging.getLogger("pycontainerd.runtime")
+
 CONFIG: Final = "config.json"
 ROOTFS: Final = "rootfs"
 WORK: Final = "work"
@@ -38,6 +42,8 @@ SHIM_BINARY_PATH: Final = "shim-binary-path"
 SHIM_PID: Final = "shim.pid"
 LOG: Final = "log"
 EXIT_PUBLISHED: Final = "exit-published"
+SANDBOX_MARK: Final = "sandbox-shim"
+"""A bundle file naming the sandbox when the bundle is a sandbox's own (not a task's)."""
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -170,3 +176,41 @@ class Bundle:
             raise OSError(msg)
         shutil.rmtree(self.work_path, ignore_errors=True)
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def check_spec(spec: bytes) -> None:
+    """Refuse a spec that is not a JSON object: ``InvalidArgumentError`` (``invalid OCI spec``)."""
+    try:
+        doc = json.loads(spec)
+    except ValueError as exc:
+        msg = f"invalid OCI spec: {exc}"
+        raise InvalidArgumentError(msg) from exc
+    if not isinstance(doc, dict):
+        msg = "invalid OCI spec: not a JSON object"
+        raise InvalidArgumentError(msg)
+
+
+def open_log(bundle: Bundle) -> int | None:
+    """Open the bundle's ``log`` FIFO for reading (read-write: it never reports EOF)."""
+    try:
+        return os.open(bundle.log_path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def close_log(fd: int | None) -> None:
+    """Stop watching and close a log FIFO from :func:`open_log` (None: nothing to do)."""
+    if fd is None:
+        return
+    with contextlib.suppress(Exception):
+        asyncio.get_running_loop().remove_reader(fd)
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+def delete_quietly(bundle: Bundle) -> None:
+    """Delete ``bundle``, logging (not raising) what fails."""
+    try:
+        bundle.delete()
+    except OSError as exc:
+        log.warning("failed to delete bundle: %s", exc, extra={"id": bundle.id})

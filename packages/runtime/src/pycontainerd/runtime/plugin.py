@@ -25,7 +25,16 @@ import logging
 import weakref
 from typing import TYPE_CHECKING, Any, Final
 
-from pycontainerd.core.plugin import InitContext, PluginType, Registration, hookimpl
+from pycontainerd.core.events import EventBus
+from pycontainerd.core.plugin import (
+    ContainerStoreProvider,
+    InitContext,
+    PluginType,
+    Registration,
+    ShimEnvironment,
+    hookimpl,
+)
+from pycontainerd.core.snapshots import SnapshotterProvider
 
 if TYPE_CHECKING:
     import pluggy
@@ -73,10 +82,6 @@ def _string_map(value: object, what: str) -> dict[str, str]:
     return dict(value)
 
 
-def _single(ic: InitContext, plugin_type: PluginType) -> Any:
-    return next(iter(ic.get_by_type(plugin_type).values()))
-
-
 async def _init_runtime(ic: InitContext) -> TaskManager:
     from pycontainerd.core.errdefs import NotFoundError
     from pycontainerd.runtime.manager import TaskManager
@@ -85,14 +90,13 @@ async def _init_runtime(ic: InitContext) -> TaskManager:
     platforms = ic.config.get("platforms", [])
     if isinstance(platforms, list):
         ic.platforms.extend(str(p) for p in platforms)
-    exchange = _single(ic, PluginType.EVENT)
-    md = _single(ic, PluginType.METADATA)
-    opt = ic.initialized.get(PluginType.INTERNAL, {}).get("opt")
-    shim_env = getattr(opt, "shim_env", None)
+    exchange = ic.get_single(PluginType.EVENT, EventBus)
+    containers = ic.get_single(PluginType.METADATA, ContainerStoreProvider).container_store()
+    opt = ic.find_by_id(PluginType.INTERNAL, "opt", ShimEnvironment)
 
     async def container_runtime(_ns: str, cid: str) -> str:
         try:
-            c = await md.container_store().get(cid)
+            c = await containers.get(cid)
         except NotFoundError:
             return ""
         return str(c.runtime.name)
@@ -106,8 +110,8 @@ async def _init_runtime(ic: InitContext) -> TaskManager:
         events=exchange,
         shims=shims,
         resolve=_hook_resolver,
-        env=shim_env if callable(shim_env) else None,
-        container_runtime=container_runtime if hasattr(md, "container_store") else None,
+        env=None if opt is None else opt.shim_env,
+        container_runtime=container_runtime,
         debug=logging.getLogger().isEnabledFor(logging.DEBUG),
     )
     await manager.start()
@@ -116,7 +120,7 @@ async def _init_runtime(ic: InitContext) -> TaskManager:
 
 def _snapshotters(ic: InitContext) -> dict[str, Any]:
     """Namespaced views of every loaded snapshotter (the ones the Snapshots service serves)."""
-    md = _single(ic, PluginType.METADATA)
+    md = ic.get_single(PluginType.METADATA, SnapshotterProvider)
     return {name: md.snapshotter(name) for name in ic.initialized.get(PluginType.SNAPSHOT, {})}
 
 
@@ -124,11 +128,8 @@ async def _init_service(ic: InitContext) -> GrpcService:
     from pycontainerd.runtime.manager import TaskManager
     from pycontainerd.runtime.service import TasksService
 
-    manager = ic.get_by_id(PluginType.RUNTIME, PLUGIN_ID)
-    if not isinstance(manager, TaskManager):
-        msg = f"{PluginType.RUNTIME}.{PLUGIN_ID} is not the runtime v2 task manager"
-        raise TypeError(msg)
-    md = _single(ic, PluginType.METADATA)
+    manager = ic.get_by_id(PluginType.RUNTIME, PLUGIN_ID, TaskManager)
+    md = ic.get_single(PluginType.METADATA, ContainerStoreProvider)
     return TasksService(manager, md.container_store(), _snapshotters(ic))
 
 
@@ -136,10 +137,7 @@ async def _init_sandbox_controller(ic: InitContext) -> ShimController:
     from pycontainerd.runtime.manager import TaskManager
     from pycontainerd.runtime.sandbox import ShimController
 
-    manager = ic.get_by_id(PluginType.RUNTIME, PLUGIN_ID)
-    if not isinstance(manager, TaskManager):
-        msg = f"{PluginType.RUNTIME}.{PLUGIN_ID} is not the runtime v2 task manager"
-        raise TypeError(msg)
+    manager = ic.get_by_id(PluginType.RUNTIME, PLUGIN_ID, TaskManager)
     controller = ShimController(manager)
     await controller.restore()
     return controller
@@ -154,7 +152,7 @@ async def _init_sandbox_service(ic: InitContext) -> GrpcService:
         for name, c in ic.get_by_type(PluginType.SANDBOX_CONTROLLER).items()
         if isinstance(c, ShimController)
     }
-    return ControllerService(controllers, _single(ic, PluginType.EVENT))
+    return ControllerService(controllers, ic.get_single(PluginType.EVENT, EventBus))
 
 
 @hookimpl

@@ -44,9 +44,9 @@ from pycontainerd.core.errdefs import (
     UnavailableError,
     UnknownError,
 )
-from pycontainerd.runtime.bundle import ADDRESS, SHIM_BINARY_PATH, Bundle
-from pycontainerd.runtime.manager import SANDBOX_MARK, TASK_SPEC, UNKNOWN_EXIT, ShimTask
+from pycontainerd.runtime.bundle import ADDRESS, SANDBOX_MARK, SHIM_BINARY_PATH, Bundle
 from pycontainerd.runtime.shim.sandbox import SANDBOX_SPEC, STOPPED
+from pycontainerd.runtime.shims import TASK_SPEC, UNKNOWN_EXIT, ShimTask
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping

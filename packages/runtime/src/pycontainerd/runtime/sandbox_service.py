@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from google.protobuf import timestamp_pb2
 
-    from pycontainerd.runtime.manager import EventBus
+    from pycontainerd.core.events import EventBus
     from pycontainerd.runtime.sandbox import ShimController
 
 _Ctx = Any  # grpc.aio.ServicerContext[request, response]

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from pycontainerd.core.containers import Container
     from pycontainerd.core.containers import Store as ContainerStore
     from pycontainerd.core.snapshots import Snapshotter
-    from pycontainerd.runtime.manager import ShimTask, TaskManager
+    from pycontainerd.runtime.manager import TaskManager
+    from pycontainerd.runtime.shims import ShimTask
 
 __all__ = ["TasksService"]
 

@@ -12,15 +12,22 @@ are imported inside the init functions.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
-from pycontainerd.core.plugin import InitContext, PluginType, Registration, hookimpl
+from pycontainerd.core.content import Store
+from pycontainerd.core.events import Publisher
+from pycontainerd.core.plugin import (
+    ContentStoreProvider,
+    InitContext,
+    PluginType,
+    Registration,
+    hookimpl,
+)
 from pycontainerd.core.snapshots import SnapshotterProvider
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from pycontainerd.core.content import Store
     from pycontainerd.core.plugin import GrpcService
     from pycontainerd.core.snapshots import Snapshotter
     from pycontainerd.snapshots.differ import WalkingDiffer
@@ -48,12 +55,10 @@ async def _init_native(ic: InitContext) -> Snapshotter:
 
 def _content_store(ic: InitContext) -> Store:
     """The namespaced content store of the metadata plugin, else the plain one."""
-    md = ic.initialized.get(PluginType.METADATA, {})
-    for instance in md.values():
-        factory = getattr(instance, "content_store", None)
-        if callable(factory):
-            return factory()  # type: ignore[no-any-return]
-    return ic.get_single(PluginType.CONTENT)  # type: ignore[return-value]
+    md = ic.get_optional(PluginType.METADATA, ContentStoreProvider)
+    if md is not None:
+        return md.content_store()
+    return ic.get_single(PluginType.CONTENT, Store)
 
 
 async def _init_walking(ic: InitContext) -> WalkingDiffer:
@@ -70,18 +75,14 @@ def _namespaced(ic: InitContext) -> dict[str, Snapshotter]:
     """Namespaced views of every loaded snapshotter, from the metadata plugin.
 
     Raises:
-        TypeError: the metadata plugin does not hand out snapshotters.
+        PluginContractError: the metadata plugin does not hand out snapshotters.
     """
-    md = ic.get_single(PluginType.METADATA)
-    if not isinstance(md, SnapshotterProvider):
-        msg = f"{PluginType.METADATA} plugin does not provide snapshotters (snapshotter(name))"
-        raise TypeError(msg)
+    md = ic.get_single(PluginType.METADATA, SnapshotterProvider)
     return {name: md.snapshotter(name) for name in ic.initialized.get(PluginType.SNAPSHOT, {})}
 
 
-def _publisher(ic: InitContext) -> Any:
-    exchange = next(iter(ic.initialized.get(PluginType.EVENT, {}).values()), None)
-    return exchange if callable(getattr(exchange, "publish", None)) else None
+def _publisher(ic: InitContext) -> Publisher | None:
+    return ic.get_optional(PluginType.EVENT, Publisher)
 
 
 async def _init_snapshots_service(ic: InitContext) -> GrpcService:
@@ -91,11 +92,11 @@ async def _init_snapshots_service(ic: InitContext) -> GrpcService:
 
 
 async def _init_diff_service(ic: InitContext) -> GrpcService:
+    from pycontainerd.snapshots.differ import WalkingDiffer
     from pycontainerd.snapshots.service import DiffService
 
     names: Mapping[str, object] | list[str] = ic.config.get("default", list(DEFAULT_DIFFERS))
-    differs = [ic.get_by_id(PluginType.DIFF, str(name)) for name in names]
-    return DiffService(differs)  # type: ignore[arg-type]
+    return DiffService([ic.get_by_id(PluginType.DIFF, str(name), WalkingDiffer) for name in names])
 
 
 @hookimpl

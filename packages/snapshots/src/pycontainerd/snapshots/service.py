@@ -15,7 +15,7 @@ This module is an edge: it imports grpc and the generated code.
 from __future__ import annotations
 
 from datetime import UTC
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 from google.protobuf import empty_pb2
 
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from google.protobuf import message
 
     from pycontainerd.api.types import mount_pb2
+    from pycontainerd.core.events import Publisher
     from pycontainerd.core.types import Mount
     from pycontainerd.snapshots.differ import WalkingDiffer
 
@@ -50,13 +51,6 @@ __all__ = ["DiffService", "SnapshotsService"]
 
 #: Infos per ListSnapshotsResponse message.
 LIST_BATCH: Final = 100
-
-
-class Publisher(Protocol):
-    """Where events go (the exchange); ``publish`` uses the current namespace."""
-
-    async def publish(self, topic: str, event: message.Message) -> None:
-        """Publish ``event`` on ``topic``."""
 
 
 def mounts_to_proto(mounts: Sequence[Mount]) -> list[mount_pb2.Mount]:

@@ -26,7 +26,6 @@ from google.protobuf import field_mask_pb2
 
 from pycontainerd.api.convert import time_from_proto
 from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
-from pycontainerd.client._cleanup import finish_shielded
 from pycontainerd.client._convert import (
     content_info_from_proto,
     content_info_to_proto,
@@ -40,6 +39,7 @@ from pycontainerd.core.errdefs import (
     NotFoundError,
     UnknownError,
 )
+from pycontainerd.remotes._cleanup import finish_shielded
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping

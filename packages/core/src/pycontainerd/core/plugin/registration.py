@@ -7,9 +7,10 @@ under ``TYPE_CHECKING``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload, runtime_checkable
 
 from pycontainerd.core.errdefs import NotFoundError
+from pycontainerd.core.plugin.contracts import PluginContractError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from pycontainerd.core.plugin.types import PluginType
 
 SKIP_PLUGIN_TEXT = "skip plugin"
+
+T = TypeVar("T")
 
 
 class SkipPluginError(Exception):
@@ -132,39 +135,99 @@ class InitContext:
     platforms: list[str] = field(default_factory=list)
     initialized: Mapping[PluginType, Mapping[str, object]] = field(default_factory=dict, repr=False)
 
-    def get_by_type(self, plugin_type: PluginType) -> Mapping[str, object]:
+    @overload
+    def get_by_type(self, plugin_type: PluginType) -> Mapping[str, object]: ...
+    @overload
+    def get_by_type(self, plugin_type: PluginType, contract: type[T]) -> Mapping[str, T]: ...
+    def get_by_type(
+        self, plugin_type: PluginType, contract: type[T] | None = None
+    ) -> Mapping[str, object]:
         """All initialised instances of ``plugin_type`` by id.
+
+        With ``contract``, every instance must implement it.
 
         Raises:
             NotFoundError: none is loaded (containerd's message).
+            PluginContractError: an instance does not implement ``contract``.
         """
         by_id = self.initialized.get(plugin_type, {})
         if not by_id:
             msg = f"no plugins registered for {plugin_type}"
             raise NotFoundError(msg)
+        if contract is not None:
+            for plugin_id, instance in by_id.items():
+                _check(plugin_type, plugin_id, instance, contract)
         return by_id
 
-    def get_single(self, plugin_type: PluginType) -> object:
-        """Return the only instance of ``plugin_type``.
+    @overload
+    def get_single(self, plugin_type: PluginType) -> object: ...
+    @overload
+    def get_single(self, plugin_type: PluginType, contract: type[T]) -> T: ...
+    def get_single(self, plugin_type: PluginType, contract: type[T] | None = None) -> object:
+        """Return the only instance of ``plugin_type``, checked against ``contract`` if given.
 
         Raises:
             NotFoundError: none is loaded.
             LookupError: more than one is loaded.
+            PluginContractError: the instance does not implement ``contract``.
         """
         by_id = self.get_by_type(plugin_type)
         if len(by_id) != 1:
             msg = f"expected exactly one {plugin_type} plugin, found {sorted(by_id)}"
             raise LookupError(msg)
-        return next(iter(by_id.values()))
+        ((plugin_id, instance),) = by_id.items()
+        if contract is not None:
+            _check(plugin_type, plugin_id, instance, contract)
+        return instance
 
-    def get_by_id(self, plugin_type: PluginType, plugin_id: str) -> object:
-        """Return the instance ``plugin_type.plugin_id``.
+    def get_optional(self, plugin_type: PluginType, contract: type[T]) -> T | None:
+        """:meth:`get_single`, but None when no plugin of ``plugin_type`` is loaded.
+
+        For a dependency a plugin can do without (events for a service
+        built without an exchange).
+
+        Raises:
+            LookupError: more than one is loaded.
+            PluginContractError: the instance does not implement ``contract``.
+        """
+        if not self.initialized.get(plugin_type):
+            return None
+        return self.get_single(plugin_type, contract)
+
+    @overload
+    def get_by_id(self, plugin_type: PluginType, plugin_id: str) -> object: ...
+    @overload
+    def get_by_id(self, plugin_type: PluginType, plugin_id: str, contract: type[T]) -> T: ...
+    def get_by_id(
+        self, plugin_type: PluginType, plugin_id: str, contract: type[T] | None = None
+    ) -> object:
+        """Return the instance ``plugin_type.plugin_id``, checked against ``contract`` if given.
 
         Raises:
             NotFoundError: it is not loaded.
+            PluginContractError: it does not implement ``contract``.
         """
         by_id = self.initialized.get(plugin_type, {})
         if plugin_id not in by_id:
             msg = f"plugin {plugin_type}.{plugin_id}"
             raise NotFoundError(msg)
-        return by_id[plugin_id]
+        instance = by_id[plugin_id]
+        if contract is not None:
+            _check(plugin_type, plugin_id, instance, contract)
+        return instance
+
+    def find_by_id(self, plugin_type: PluginType, plugin_id: str, contract: type[T]) -> T | None:
+        """:meth:`get_by_id`, but None when that plugin is not loaded.
+
+        Raises:
+            PluginContractError: it is loaded and does not implement ``contract``.
+        """
+        if plugin_id not in self.initialized.get(plugin_type, {}):
+            return None
+        return self.get_by_id(plugin_type, plugin_id, contract)
+
+
+def _check(plugin_type: PluginType, plugin_id: str, instance: object, contract: type[T]) -> T:
+    if not isinstance(instance, contract):
+        raise PluginContractError(f"{plugin_type}.{plugin_id}", instance, contract)
+    return instance

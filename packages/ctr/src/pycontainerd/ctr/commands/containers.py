@@ -39,7 +39,7 @@ def load_spec_file(path: str) -> dict[str, Any]:
     Raises:
         UsageError: the file cannot be read or is not a JSON object.
     """
-    from pycontainerd.ctr.commands.tasks import UsageError
+    from pycontainerd.ctr.common import UsageError
 
     try:
         with open(path, "rb") as f:

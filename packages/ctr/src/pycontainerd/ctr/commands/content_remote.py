@@ -69,9 +69,9 @@ def fetch(  # noqa: PLR0917 - upstream's flags
     ref: str,
 ) -> None:
     """Fetch all content for an image into containerd: [flags] <remote>."""
-    from pycontainerd.client.progress import Tracker
-    from pycontainerd.client.pull import fetch as fetch_image
     from pycontainerd.ctr.progress import Progress
+    from pycontainerd.remotes.progress import Tracker
+    from pycontainerd.remotes.pull import fetch as fetch_image
 
     if not ref:
         msg = "please provide an image reference to fetch"
@@ -147,10 +147,10 @@ def push_object(
     ctx: click.Context, registry: RegistryOptions, ref: str, obj: str, media_type: str
 ) -> None:
     """Push a blob of the content store to a remote: [flags] <remote> <object> <type>."""
-    from pycontainerd.client.remotes import mediatypes as mt
-    from pycontainerd.client.remotes import reference
     from pycontainerd.core import content, digests
     from pycontainerd.core.types import Descriptor
+    from pycontainerd.remotes import mediatypes as mt
+    from pycontainerd.remotes import reference
 
     if not (ref and obj and media_type):
         msg = "please provide <remote> <object> <type>"

@@ -111,12 +111,30 @@ def check(ctx: click.Context, snapshotter: str, filters: tuple[str, ...]) -> Non
 @click.option(
     "--force", is_flag=True, help="Force target_ref to be created, regardless if it already exists"
 )
+@click.option(
+    "--local",
+    is_flag=True,
+    help="Run tag locally rather than through transfer API",
+)
 @click.argument("source")
 @click.argument("targets", nargs=-1, required=True)
 @click.pass_context
-def tag(ctx: click.Context, force: bool, source: str, targets: tuple[str, ...]) -> None:
+def tag(
+    ctx: click.Context, force: bool, local: bool, source: str, targets: tuple[str, ...]
+) -> None:
     """Tag an image: <source_ref> <target_ref> [<target_ref>, ...]."""
     from dataclasses import replace
+
+    if not local:
+        from pycontainerd.client.transfer import ImageStore
+
+        async def by_transfer(client: Client) -> None:
+            for target in targets:
+                await client.transfer(ImageStore(source), ImageStore(target))
+                click.echo(target)
+
+        run(ctx, by_transfer)
+        return
 
     async def work(client: Client) -> None:
         store = client.image_store()

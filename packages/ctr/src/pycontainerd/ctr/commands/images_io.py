@@ -88,7 +88,7 @@ async def unpack_image(
 ) -> str:
     """Unpack ``image`` for ``platform`` (default: the host) into ``snapshotter``; top chain ID."""
     from pycontainerd.client.containers import image_config, image_manifest
-    from pycontainerd.client.unpack import unpack
+    from pycontainerd.remotes.unpack import unpack
 
     manifest = await image_manifest(client, image, platform)
     config = await image_config(client, manifest)
@@ -133,10 +133,7 @@ async def unpack_image(
 )
 @click.option(
     "--local",
-    type=click.BOOL,
-    default=True,
-    is_flag=False,
-    flag_value=True,
+    is_flag=True,
     help="run import locally rather than through transfer API",
 )
 @click.option(
@@ -175,19 +172,31 @@ def import_command(
     source: str,
 ) -> None:
     """Import images."""
-    from pycontainerd.client.archive import ImportOptions, import_images, refs
-    from pycontainerd.client.archive.importer import strict_matcher
     from pycontainerd.core import platforms
+    from pycontainerd.remotes.archive import ImportOptions, import_images, refs
+    from pycontainerd.remotes.archive.importer import strict_matcher
 
-    if not local:
-        msg = "import through the transfer service is not supported; use --local"
-        raise UnimplementedError(msg)
-    if compress_blobs:
-        msg = "--compress-blobs is not supported"
-        raise UnimplementedError(msg)
     if not source:
         msg = "please provide an archive to import (a path, or - for stdin)"
         raise InvalidArgumentError(msg)
+    if not local:
+        _import_transfer(
+            ctx,
+            source,
+            base_name=base_name,
+            digests=digests,
+            skip_digest_for_named=skip_digest_for_named,
+            index_name=index_name,
+            all_platforms=all_platforms,
+            platform=platform,
+            no_unpack=no_unpack,
+            compress_blobs=compress_blobs,
+            snapshotter=snapshotter,
+        )
+        return
+    if compress_blobs:
+        msg = "--compress-blobs is not supported"
+        raise UnimplementedError(msg)
     prefix = base_name or f"import-{datetime.now().astimezone().strftime('%Y-%m-%d')}"
     opts = ImportOptions(
         ref_translator=refs.filter_ref_prefix(prefix) if base_name else refs.add_ref_prefix(prefix),
@@ -244,10 +253,7 @@ def import_command(
 @click.option("--all-platforms", is_flag=True, help="exports content from all platforms")
 @click.option(
     "--local",
-    type=click.BOOL,
-    default=True,
-    is_flag=False,
-    flag_value=True,
+    is_flag=True,
     help="run export locally rather than through transfer API",
 )
 @click.argument("out", metavar="<out>", required=False, default="")
@@ -265,15 +271,23 @@ def export_command(
     names: tuple[str, ...],
 ) -> None:
     """Export images."""
-    from pycontainerd.client.archive import ExportOptions, export_images
     from pycontainerd.core import platforms
+    from pycontainerd.remotes.archive import ExportOptions, export_images
 
-    if not local:
-        msg = "export through the transfer service is not supported; use --local"
-        raise UnimplementedError(msg)
     if not out or not names:
         msg = "please provide both an output filename and an image reference to export"
         raise InvalidArgumentError(msg)
+    if not local:
+        _export_transfer(
+            ctx,
+            out,
+            names,
+            platform_specs=platform_specs,
+            all_platforms=all_platforms,
+            skip_manifest_json=skip_manifest_json,
+            skip_non_distributable=skip_non_distributable,
+        )
+        return
     opts = ExportOptions(
         platforms=[platforms.parse(p) for p in platform_specs],
         all_platforms=all_platforms,
@@ -295,6 +309,103 @@ def export_command(
                 os.unlink(partial)
 
     run(ctx, work)
+
+
+def _import_transfer(
+    ctx: click.Context,
+    source: str,
+    *,
+    base_name: str,
+    digests: bool,
+    skip_digest_for_named: bool,
+    index_name: str,
+    all_platforms: bool,
+    platform: str,
+    no_unpack: bool,
+    compress_blobs: bool,
+    snapshotter: str,
+) -> None:
+    """The daemon imports (containerd 2.x's default): the archive streams to it."""
+    from pycontainerd.client.transfer import ImageImportStream, ImageReference, ImageStore
+    from pycontainerd.core import platforms
+    from pycontainerd.ctr.transfer import require_local, run_transfer
+
+    require_local(ctx, ("discard-unpacked-layers",))
+    prefix, overwrite = base_name, False
+    if not prefix:
+        prefix = f"import-{datetime.now().astimezone().strftime('%Y-%m-%d')}"
+        overwrite = True  # an automatic prefix gives way to the names in the archive
+    ref = ImageReference(
+        prefix,
+        is_prefix=True,
+        allow_overwrite=overwrite,
+        add_digest=digests,
+        skip_named_digest=digests and skip_digest_for_named,
+    )
+    target = platforms.parse(platform) if platform and not all_platforms else platforms.host()
+    store = ImageStore(
+        index_name,
+        platforms=[] if all_platforms else [target],
+        extra_references=[ref],
+        unpacks=[] if no_unpack else [(target, snapshotter)],
+    )
+    stream = _open_input(source)
+    try:
+        run_transfer(
+            ctx,
+            lambda _client: (ImageImportStream(stream, force_compress=compress_blobs), store),
+        )
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+def _export_transfer(
+    ctx: click.Context,
+    out: str,
+    names: tuple[str, ...],
+    *,
+    platform_specs: tuple[str, ...],
+    all_platforms: bool,
+    skip_manifest_json: bool,
+    skip_non_distributable: bool,
+) -> None:
+    """The daemon exports (containerd 2.x's default): the archive streams back."""
+    from pycontainerd.client.transfer import ImageExportStream, ImageReference, ImageStore
+    from pycontainerd.core import platforms
+    from pycontainerd.ctr.transfer import run_transfer
+
+    wanted = [platforms.parse(p) for p in platform_specs]
+    store = ImageStore("", extra_references=[ImageReference(n) for n in names])
+    if out == "-":
+        sink: IO[bytes] = sys.stdout.buffer
+        partial = ""
+    else:
+        partial = f"{out}.partial-{os.getpid()}"
+        sink = open(partial, "wb")  # noqa: SIM115 - closed below, renamed on success
+    try:
+        run_transfer(
+            ctx,
+            lambda _client: (
+                store,
+                ImageExportStream(
+                    sink,
+                    platforms=wanted,
+                    all_platforms=all_platforms,
+                    skip_compatibility_manifest=skip_manifest_json,
+                    skip_non_distributable=skip_non_distributable,
+                ),
+            ),
+            show=out != "-",
+        )
+        if partial:
+            sink.close()
+            os.replace(partial, out)
+    finally:
+        if partial:
+            sink.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
 
 
 @click.command("mount", short_help="mount an image to a target path")

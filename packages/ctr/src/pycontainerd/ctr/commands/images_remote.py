@@ -1,8 +1,10 @@
 """``ctr images pull`` and ``ctr images push``: images from and to registries.
 
 Attached to the ``images`` group by :func:`register` (called at the end of
-:mod:`pycontainerd.ctr.commands.images`). Like upstream's ``ctr`` 1.6/1.7,
-the pull runs client-side: the blobs are fetched into the daemon's content
+:mod:`pycontainerd.ctr.commands.images`). As containerd 2.x's ``ctr``, both
+go through the daemon's Transfer service (progress streamed back and drawn
+as a tree) unless ``--local`` is given. With ``--local`` the pull runs
+client-side, as upstream's ``ctr`` 1.6/1.7: the blobs are fetched into the daemon's content
 store under a lease with a progress table on stdout (redrawn in place on a
 terminal, printed once at the end otherwise; none with ``--debug``), then
 each platform is unpacked into the snapshotter::
@@ -30,9 +32,9 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from pycontainerd.client.client import Client
-    from pycontainerd.client.pull import FetchResult, PlatformManifest
     from pycontainerd.core.platforms import Platform
     from pycontainerd.ctr.common import AliasGroup
+    from pycontainerd.remotes.pull import FetchResult, PlatformManifest
 
 PULL_DESCRIPTION = """Fetch and prepare an image for use in containerd.
 
@@ -95,10 +97,10 @@ async def unpack_platforms(
 
     A manifest the fetch unpacked already (``result.chain_ids``) is only reported.
     """
-    from pycontainerd.client.unpack import unpack
     from pycontainerd.config.duration import format_duration
     from pycontainerd.core.errdefs import NotFoundError
     from pycontainerd.core.platforms import format_platform
+    from pycontainerd.remotes.unpack import unpack
 
     name = snapshotter or client.snapshotter
     store = client.content_store()
@@ -152,9 +154,14 @@ def register(images: AliasGroup) -> None:
     help="Set the max concurrent downloads for each pull (default: 0)",
 )
 @click.option(
-    "--local/--no-local",
-    default=True,
-    help="Fetch content from local client rather than using transfer service (always on here)",
+    "--skip-metadata",
+    is_flag=True,
+    help="Skips metadata for unused platforms (Image may be unable to be pushed without metadata)",
+)
+@click.option(
+    "--local",
+    is_flag=True,
+    help="Fetch content from local client rather than using transfer service",
 )
 @click.argument("ref", required=False, default="")
 @click.pass_context
@@ -168,25 +175,36 @@ def pull(  # noqa: PLR0917 - upstream's flags
     all_metadata: bool,
     print_chainid: bool,
     max_concurrent_downloads: int,
+    skip_metadata: bool,
     local: bool,
     ref: str,
 ) -> None:
     """Pull an image from a remote: [flags] <ref>."""
-    from pycontainerd.client.imagewalk import image_platforms
-    from pycontainerd.client.progress import Tracker
-    from pycontainerd.client.pull import Unpacking, fetch
     from pycontainerd.core import platforms
     from pycontainerd.ctr.progress import Progress
+    from pycontainerd.remotes.imagewalk import image_platforms
+    from pycontainerd.remotes.progress import Tracker
+    from pycontainerd.remotes.pull import Unpacking, fetch
 
     if not ref:
         msg = "please provide an image reference to pull"
         raise InvalidArgumentError(msg)
-    if not local:
-        msg = "the transfer service is not supported: pulls always run in the client"
-        raise InvalidArgumentError(msg)
     wanted = parse_platforms(platform_specs)
     image_labels = label_args(labels)
     show = not debug_enabled(ctx)
+    if not local:
+        _pull_transfer(
+            ctx,
+            registry,
+            ref,
+            wanted=wanted,
+            all_platforms=all_platforms,
+            all_metadata=not skip_metadata,
+            labels=image_labels,
+            snapshotter=snapshotter,
+            show=show,
+        )
+        return
 
     def unpacked_early(m: PlatformManifest) -> bool:
         # with --all-platforms the targets are the image's known platforms
@@ -234,6 +252,39 @@ def pull(  # noqa: PLR0917 - upstream's flags
     run(ctx, work)
 
 
+def _pull_transfer(
+    ctx: click.Context,
+    registry: RegistryOptions,
+    ref: str,
+    *,
+    wanted: list[Platform],
+    all_platforms: bool,
+    all_metadata: bool,
+    labels: dict[str, str],
+    snapshotter: str,
+    show: bool,
+) -> None:
+    """The daemon pulls (containerd 2.x's default): registry -> image store, unpacked."""
+    from pycontainerd.client.transfer import ImageStore
+    from pycontainerd.core import platforms
+    from pycontainerd.ctr.transfer import REGISTRY_LOCAL_ONLY, require_local, run_transfer
+    from pycontainerd.ctr.transfer import registry as endpoint
+
+    require_local(ctx, ("max-concurrent-downloads", "print-chainid", *REGISTRY_LOCAL_ONLY))
+    if wanted and all_platforms:
+        msg = "cannot specify both --platform and --all-platforms"
+        raise InvalidArgumentError(msg)
+    targets = [] if all_platforms else (wanted or [platforms.host()])
+    store = ImageStore(
+        ref,
+        labels=labels,
+        platforms=targets,
+        all_metadata=all_metadata,
+        unpacks=[(p, snapshotter) for p in targets],
+    )
+    run_transfer(ctx, lambda _client: (endpoint(registry, ref), store), show=show)
+
+
 @click.command(
     "push",
     help=PUSH_DESCRIPTION,
@@ -257,6 +308,12 @@ def pull(  # noqa: PLR0917 - upstream's flags
     default=0,
     help="Set the max concurrent uploaded layers for each push (default: 0)",
 )
+@click.option(
+    "--local",
+    "local_path",
+    is_flag=True,
+    help="Push content from local client rather than using transfer service",
+)
 @click.argument("remote", required=False, default="")
 @click.argument("local", required=False, default="")
 @click.pass_context
@@ -267,19 +324,44 @@ def push(  # noqa: PLR0917 - upstream's flags
     manifest_type: str,
     platform_spec: str,
     max_concurrent_uploaded_layers: int,
+    local_path: bool,
     remote: str,
     local: str,
 ) -> None:
     """Push an image to a remote: [flags] <remote> [<local>]."""
-    from pycontainerd.client.progress import Tracker
-    from pycontainerd.client.push import push as push_image
     from pycontainerd.core import digests
     from pycontainerd.core.types import Descriptor
     from pycontainerd.ctr.progress import Progress
+    from pycontainerd.remotes.progress import Tracker
+    from pycontainerd.remotes.push import push as push_image
 
     if not remote:
         msg = "please provide a remote image reference to push"
         raise InvalidArgumentError(msg)
+    if not local_path:
+        from pycontainerd.client.transfer import ImageStore
+        from pycontainerd.ctr.transfer import REGISTRY_LOCAL_ONLY, require_local, run_transfer
+        from pycontainerd.ctr.transfer import registry as endpoint
+
+        wanted = parse_platforms([platform_spec]) if platform_spec else []
+        require_local(
+            ctx,
+            (
+                "manifest",
+                "manifest-type",
+                "max-concurrent-uploaded-layers",
+                *REGISTRY_LOCAL_ONLY,
+                "http-dump",
+                "http-trace",
+            ),
+        )
+        store = ImageStore(local or remote, platforms=wanted)
+        run_transfer(
+            ctx,
+            lambda _client: (store, endpoint(registry, remote)),
+            show=not debug_enabled(ctx),
+        )
+        return
     root: Descriptor | None = None
     if manifest:
         try:

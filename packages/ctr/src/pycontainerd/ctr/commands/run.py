@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pycontainerd.ctr.commands.tasks import UsageError, exit_with, start_task
-from pycontainerd.ctr.common import label_args, run
+from pycontainerd.ctr.attach import start_task
+from pycontainerd.ctr.common import UsageError, exit_with, label_args, run
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pycontainerd.api.services.version.v1 import version_pb2, version_pb2_grpc
-from pycontainerd.daemon.version import revision, version
+from pycontainerd.daemon.version import revision, server_version
 
 if TYPE_CHECKING:
     import grpc.aio
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 class VersionService(version_pb2_grpc.VersionServicer):
-    """Answers ``Version`` with our package version and source revision."""
+    """Answers ``Version`` with the API level, our version (build metadata) and revision."""
 
     def register(self, server: grpc.aio.Server) -> None:
         version_pb2_grpc.add_VersionServicer_to_server(self, server)
@@ -23,4 +23,4 @@ class VersionService(version_pb2_grpc.VersionServicer):
         request: empty_pb2.Empty,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> version_pb2.VersionResponse:
-        return version_pb2.VersionResponse(version=version(), revision=revision())
+        return version_pb2.VersionResponse(version=server_version(), revision=revision())

@@ -9,7 +9,7 @@ This module is an edge: it may import grpc and the generated code.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from pycontainerd.api.grpcutil import request_scope
 from pycontainerd.core import namespaces
@@ -17,14 +17,9 @@ from pycontainerd.core import namespaces
 if TYPE_CHECKING:
     from google.protobuf import field_mask_pb2, message
 
-__all__ = ["Publisher", "mask_paths", "publish_in", "request_scope"]
+    from pycontainerd.core.events import Publisher
 
-
-class Publisher(Protocol):
-    """Where events go (the events exchange): ``publish`` uses the current namespace."""
-
-    async def publish(self, topic: str, event: message.Message) -> None:
-        """Publish ``event`` on ``topic``."""
+__all__ = ["mask_paths", "publish_in", "request_scope"]
 
 
 def mask_paths(msg: message.Message, field: str = "update_mask") -> list[str]:

@@ -32,9 +32,9 @@ if TYPE_CHECKING:
     import grpc
 
     from pycontainerd.core.containers import Container
+    from pycontainerd.core.events import Publisher
     from pycontainerd.core.types import AnyValue
     from pycontainerd.metadata.containers import ContainerStore
-    from pycontainerd.metadata.services._common import Publisher
 
 _Ctx = Any  # grpc.aio.ServicerContext[request, response]
 

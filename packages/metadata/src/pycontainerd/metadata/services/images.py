@@ -25,9 +25,9 @@ from pycontainerd.metadata.services._common import mask_paths, publish_in, reque
 if TYPE_CHECKING:
     import grpc
 
+    from pycontainerd.core.events import Publisher
     from pycontainerd.metadata.db import MetadataDB
     from pycontainerd.metadata.images import ImageStore
-    from pycontainerd.metadata.services._common import Publisher
 
 _Ctx = Any  # grpc.aio.ServicerContext[request, response]
 

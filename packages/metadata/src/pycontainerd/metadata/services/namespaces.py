@@ -24,8 +24,8 @@ from pycontainerd.metadata.services._common import mask_paths, publish_in
 if TYPE_CHECKING:
     import grpc
 
+    from pycontainerd.core.events import Publisher
     from pycontainerd.metadata.namespaces import Namespace, NamespaceStore
-    from pycontainerd.metadata.services._common import Publisher
 
 _Ctx = Any  # grpc.aio.ServicerContext[request, response]
 

@@ -9,21 +9,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pycontainerd.client.remotes import mediatypes as mt
-from pycontainerd.client.remotes import reference
-from pycontainerd.client.remotes.auth import parse_challenges
-from pycontainerd.client.remotes.hosts import HostsConfig, TLSOptions
-from pycontainerd.client.remotes.resolver import Resolver
-from pycontainerd.client.remotes.testing import (
-    Blob,
-    FaultyBlobServer,
-    Registry,
-    TokenServer,
-    build_image,
-    build_index,
-    make_ca,
-    require_registry,
-)
 from pycontainerd.core.errdefs import (
     DataLossError,
     InvalidArgumentError,
@@ -34,6 +19,21 @@ from pycontainerd.core.errdefs import (
     UnimplementedError,
 )
 from pycontainerd.core.types import Descriptor
+from pycontainerd.remotes import mediatypes as mt
+from pycontainerd.remotes import reference
+from pycontainerd.remotes.auth import parse_challenges
+from pycontainerd.remotes.hosts import HostsConfig, TLSOptions
+from pycontainerd.remotes.resolver import Resolver
+from pycontainerd.remotes.testing import (
+    Blob,
+    FaultyBlobServer,
+    Registry,
+    TokenServer,
+    build_image,
+    build_index,
+    make_ca,
+    require_registry,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -7,16 +7,16 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pycontainerd.client.remotes.hosts import Capability, HostsConfig, host_dir_candidates
-from pycontainerd.client.remotes.resolver import Resolver
-from pycontainerd.client.remotes.testing import (
+from pycontainerd.core.errdefs import InvalidArgumentError, NotFoundError
+from pycontainerd.remotes.hosts import Capability, HostsConfig, host_dir_candidates
+from pycontainerd.remotes.resolver import Resolver
+from pycontainerd.remotes.testing import (
     FaultyBlobServer,
     Registry,
     build_image,
     free_port,
     require_registry,
 )
-from pycontainerd.core.errdefs import InvalidArgumentError, NotFoundError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -110,7 +110,7 @@ def test_typos_are_errors(tmp_path: Path, text: str, match: str) -> None:
 
 def test_effective_hosts_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     write(tmp_path, "r.example", 'server = "https://r.example"\n[host."http://m.example"]\n')
-    with caplog.at_level(logging.DEBUG, logger="pycontainerd.client.remotes.hosts"):
+    with caplog.at_level(logging.DEBUG, logger="pycontainerd.remotes.hosts"):
         HostsConfig(hosts_dir=tmp_path).hosts("r.example")
     assert "http://m.example/v2 [pull,resolve,push]; https://r.example/v2" in caplog.text
 

@@ -1,0 +1,127 @@
+"""Server-side pulls through the Transfer service: containerd 2.x and pycontainerd, interleaved.
+
+containerd 2.x's ``ctr images pull`` (without ``--local``) asks the daemon to
+pull; this compares that path on both daemons with the same 2.x ``ctr``. The
+Debian packages ship containerd 1.6, so the 2.x ``ctr`` and ``containerd`` are
+given on the command line (built by hand from containerd's v2.1 tag; nothing
+here builds them). Each pull is cold (a fresh root on tmpfs per run) and the
+runs alternate between the daemons, so drift on a shared machine hits both.
+
+    uv run python bench/transfer.py --ctr PATH --containerd PATH [--runs N]
+
+Metrics:
+
+- ``transfer_pull_big_s``: median wall time of ``ctr images pull --plain-http``
+  (Transfer path: fetch, verify and unpack into overlayfs in the daemon) of
+  ``bench/big`` (20 layers);
+- ``local_pull_big_s``: the same with ``--local`` (the client-side path), for
+  reference;
+- ``progress_overhead_pct`` (ours only): the median of a library
+  ``Client.transfer`` pull with a progress stream over the median without one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import _harness
+import images  # the sibling modules: a script's own directory is on sys.path
+from _harness import Peer, Row, containerd_peer, print_table, pycontainerd_peer, running
+
+
+def _pull(peer: Peer, ref: str, *extra: str) -> float | None:
+    t0 = time.monotonic()
+    res = peer.ctr("images", "pull", "--plain-http", *extra, ref, timeout="300s")
+    elapsed = time.monotonic() - t0
+    if res.returncode != 0:
+        print(f"  {peer.name}: pull failed: {res.stderr.decode().strip()[-300:]}")
+        return None
+    return elapsed
+
+
+async def _library_pull(address: str, ref: str, *, progress: bool) -> float:
+    from pycontainerd.client.client import Client
+    from pycontainerd.client.transfer import ImageStore, OCIRegistry
+    from pycontainerd.core import platforms
+
+    events = []
+    async with Client(address, "default") as client:
+        t0 = time.monotonic()
+        await client.transfer(
+            OCIRegistry(ref, default_scheme="http"),
+            ImageStore(ref, unpacks=[(platforms.host(), "")]),
+            progress=events.append if progress else None,
+        )
+        return time.monotonic() - t0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--ctr", required=True, help="containerd 2.x's ctr binary")
+    parser.add_argument("--containerd", required=True, help="containerd 2.x's daemon binary")
+    parser.add_argument("--runs", type=int, default=5, help="cold pulls per daemon and metric")
+    args = parser.parse_args()
+    for binary in (args.ctr, args.containerd, images.REGISTRY_BIN):
+        if not os.access(binary, os.X_OK):
+            print(f"bench: {binary} is not executable", file=sys.stderr)
+            return 1
+    if os.geteuid() != 0:
+        print("bench: needs root (unpacking mounts snapshots)", file=sys.stderr)
+        return 1
+    _harness.CTR = args.ctr
+    _harness.GO_CONTAINERD = args.containerd
+    big = next(i for i in images.build_images() if i.repo == "bench/big")
+    samples: dict[tuple[str, str], list[float]] = {}
+    with images.Registry() as registry:
+        (ref,) = images.seed(registry, [big])
+        theirs, ours = containerd_peer(), pycontainerd_peer()
+        for _ in range(args.runs):
+            for metric, extra in (("transfer", ()), ("local", ("--local",))):
+                for peer in (theirs, ours):
+                    with running(peer):
+                        value = _pull(peer, ref, *extra)
+                    if value is not None:
+                        samples.setdefault((metric, peer.name), []).append(value)
+            for progress in (True, False):
+                with running(ours):
+                    value = asyncio.run(_library_pull(ours.address, ref, progress=progress))
+                samples.setdefault((f"progress={progress}", ours.name), []).append(value)
+            print(".", end="", flush=True)
+    print()
+
+    def median(key: tuple[str, str]) -> float | None:
+        values = samples.get(key)
+        return statistics.median(values) if values else None
+
+    with_p, without_p = median(("progress=True", ours.name)), median(("progress=False", ours.name))
+    overhead = (with_p / without_p - 1) * 100 if with_p and without_p else None
+    print_table(
+        [
+            Row(
+                "transfer_pull_big_s",
+                median(("transfer", theirs.name)),
+                median(("transfer", ours.name)),
+                "<= 1.0x",
+            ),
+            Row(
+                "local_pull_big_s",
+                median(("local", theirs.name)),
+                median(("local", ours.name)),
+                "",
+            ),
+        ]
+    )
+    if overhead is not None:
+        print(f"progress_overhead_pct (pycontainerd, library pull): {overhead:+.1f} %  (<= 2 %)")
+    print(f"runs: {args.runs}; binaries: {Path(args.ctr).name}, {Path(args.containerd).name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

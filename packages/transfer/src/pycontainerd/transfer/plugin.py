@@ -1,0 +1,123 @@
+"""Plugin module for pycontainerd-transfer (entry point ``pycontainerd.plugins:transfer``).
+
+Registers, with containerd 2.x's ids:
+
+- ``io.containerd.streaming.v1.manager``: the stream manager;
+- ``io.containerd.transfer.v1.local``: the local transferrer (config
+  ``config_path``, ``max_concurrent_downloads = 3``,
+  ``max_concurrent_uploaded_layers = 3``, as upstream);
+- ``io.containerd.grpc.v1.streaming`` and ``io.containerd.grpc.v1.transfer``.
+
+Importing this module must not import grpc: the service modules are imported
+inside the init functions.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pycontainerd.core.plugin import InitContext, PluginType, Registration, hookimpl
+
+if TYPE_CHECKING:
+    from pycontainerd.core.plugin import GrpcService
+    from pycontainerd.transfer.local import LocalTransferrer
+    from pycontainerd.transfer.streams import StreamManager
+
+CONFIG_DEFAULTS = {
+    "config_path": "",
+    "max_concurrent_downloads": 3,
+    "max_concurrent_uploaded_layers": 3,
+}
+
+
+async def _init_manager(ic: InitContext) -> StreamManager:
+    from pycontainerd.transfer.streams import StreamManager
+
+    del ic
+    return StreamManager()
+
+
+async def _init_local(ic: InitContext) -> LocalTransferrer:
+    import logging
+
+    # loaded now, not on the first pull (httpx and the resolver cost a few hundred ms)
+    import pycontainerd.remotes.archive
+    import pycontainerd.remotes.pull
+    import pycontainerd.remotes.push
+    import pycontainerd.remotes.resolver  # noqa: F401
+    from pycontainerd.transfer.local import (
+        DEFAULT_SNAPSHOTTER,
+        LocalServices,
+        LocalTransferrer,
+        TransferConfig,
+    )
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # no log line per registry request
+    md = ic.get_single(PluginType.METADATA)
+    differ = ic.get_by_id(PluginType.DIFF, "walking")
+    config = TransferConfig(
+        config_path=str(ic.config.get("config_path", "")),
+        max_concurrent_downloads=int(ic.config.get("max_concurrent_downloads", 3)),
+        max_concurrent_uploaded_layers=int(ic.config.get("max_concurrent_uploaded_layers", 3)),
+    )
+    services = LocalServices(md, differ, DEFAULT_SNAPSHOTTER)  # type: ignore[arg-type]
+    return LocalTransferrer(services, config)
+
+
+def _manager(ic: InitContext) -> StreamManager:
+    from pycontainerd.transfer.streams import StreamManager
+
+    manager = ic.get_by_id(PluginType.STREAMING, "manager")
+    if not isinstance(manager, StreamManager):
+        msg = f"{PluginType.STREAMING}.manager is not pycontainerd's stream manager"
+        raise TypeError(msg)
+    return manager
+
+
+async def _init_streaming_service(ic: InitContext) -> GrpcService:
+    from pycontainerd.transfer.service import StreamingService
+
+    return StreamingService(_manager(ic))
+
+
+async def _init_transfer_service(ic: InitContext) -> GrpcService:
+    from pycontainerd.transfer.local import LocalTransferrer
+    from pycontainerd.transfer.service import TransferService
+
+    local = ic.get_by_id(PluginType.TRANSFER, "local")
+    if not isinstance(local, LocalTransferrer):
+        msg = f"{PluginType.TRANSFER}.local is not pycontainerd's transferrer"
+        raise TypeError(msg)
+    return TransferService(local, _manager(ic))
+
+
+@hookimpl
+def pycontainerd_plugins() -> list[Registration]:
+    """The stream manager, the local transferrer and their gRPC services."""
+    return [
+        Registration(
+            type=PluginType.STREAMING,
+            id="manager",
+            requires=(PluginType.METADATA,),
+            init=_init_manager,
+        ),
+        Registration(
+            type=PluginType.TRANSFER,
+            id="local",
+            requires=(PluginType.METADATA, PluginType.DIFF, PluginType.SNAPSHOT),
+            init=_init_local,
+            config=dict(CONFIG_DEFAULTS),
+        ),
+        Registration(
+            type=PluginType.GRPC,
+            id="streaming",
+            requires=(PluginType.STREAMING,),
+            init=_init_streaming_service,
+        ),
+        Registration(
+            type=PluginType.GRPC,
+            id="transfer",
+            requires=(PluginType.TRANSFER, PluginType.STREAMING),
+            init=_init_transfer_service,
+        ),
+    ]

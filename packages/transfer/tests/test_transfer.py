@@ -1,0 +1,345 @@
+"""The Transfer and Streaming services of our daemon, against a real docker-registry."""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import TYPE_CHECKING
+
+import grpc
+import pytest
+from google.protobuf import any_pb2
+
+from pycontainerd.api import typeurl
+from pycontainerd.api.services.streaming.v1 import streaming_pb2, streaming_pb2_grpc
+from pycontainerd.api.services.transfer.v1 import transfer_pb2, transfer_pb2_grpc
+from pycontainerd.api.streams import Sender
+from pycontainerd.api.types.transfer import imagestore_pb2, importexport_pb2
+from pycontainerd.client.client import Client
+from pycontainerd.client.transfer import (
+    ImageExportStream,
+    ImageImportStream,
+    ImageStore,
+    OCIRegistry,
+    Progress,
+    _ClientStream,
+)
+from pycontainerd.core.errdefs import (
+    InvalidArgumentError,
+    NotFoundError,
+    UnauthenticatedError,
+    UnimplementedError,
+)
+from pycontainerd.core.platforms import Platform
+from pycontainerd.remotes.archive import export_images
+from pycontainerd.remotes.testing import Registry, build_image, build_index, require_registry
+from pycontainerd.remotes.unpack import chain_ids
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from pycontainerd.daemon.testing import Daemon
+
+IMAGE = build_image([{"bin/hello": b"#!/bin/sh\necho hi\n"}, {"etc/motd": b"welcome\n"}])
+DOCKER = build_image([{"etc/docker": b"schema 2\n"}], docker=True)
+AMD = build_image([{"arch": b"amd64\n"}])
+ARM = build_image([{"arch": b"arm64\n"}], architecture="arm64", variant="v8")
+INDEX = build_index({"linux/amd64": AMD, "linux/arm64/v8": ARM})
+HOST = Platform(os="linux", architecture="amd64")
+BOTH = [HOST, Platform(os="linux", architecture="arm64", variant="v8")]
+SNAPSHOTTER = "native"
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    require_registry()
+    with Registry(tmp_path_factory.mktemp("reg")).running() as reg:
+        reg.seed("test/oci", "v1", IMAGE)
+        reg.seed("test/docker", "v1", DOCKER)
+        reg.seed("test/index", "v1", INDEX)
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    require_registry()
+    reg = Registry(tmp_path_factory.mktemp("basic"), htpasswd={"alice": "s3cret"})
+    with reg.running():
+        reg.seed("test/private", "v1", IMAGE, user=("alice", "s3cret"))
+        yield reg
+
+
+def plain(ref: str, **kw: object) -> OCIRegistry:
+    return OCIRegistry(ref, default_scheme="http", **kw)  # type: ignore[arg-type]
+
+
+async def no_leases(client: Client) -> None:
+    assert await client.lease_manager().list() == []
+
+
+async def pull(client: Client, ref: str, **store: object) -> list[Progress]:
+    events: list[Progress] = []
+    await client.transfer(
+        plain(ref),
+        ImageStore(ref, unpacks=[(HOST, SNAPSHOTTER)], **store),  # type: ignore[arg-type]
+        progress=events.append,
+    )
+    return events
+
+
+@pytest.mark.system
+@pytest.mark.parametrize(("repo", "image"), [("test/oci", IMAGE), ("test/docker", DOCKER)])
+async def test_pull_unpacks_and_records(
+    daemon: Daemon, registry: Registry, namespace: str, repo: str, image: object
+) -> None:
+    ref = f"{registry.host}/{repo}:v1"
+    async with Client(daemon.address, namespace) as client:
+        events = await pull(client, ref)
+        record = await client.image_store().get(ref)
+        assert record.target.digest == image.root.digest  # type: ignore[attr-defined]
+        top = chain_ids(image.diff_ids)[-1]  # type: ignore[attr-defined]
+        info = await client.snapshot_service(SNAPSHOTTER).stat(top)
+        assert info.name == top
+        for blob in image.blobs:  # type: ignore[attr-defined]
+            assert (await client.content_store().info(blob.digest)).size == len(blob.data)
+        await no_leases(client)
+
+    kinds = [e.event for e in events if not e.name or e.name == ref]
+    assert kinds == [
+        f"Resolving from OCI Registry ({ref})",
+        f"Pulling from OCI Registry ({ref})",
+        "fetching image content",
+        "saved",
+        f"Completed pull from OCI Registry ({ref})",
+    ]
+    # every blob: waiting first, complete last, bytes never going back
+    blobs = {e.name for e in events if e.name != ref and e.name}
+    assert len(blobs) == len(image.blobs) + 1  # type: ignore[attr-defined]
+    # the tree: the manifest under the image, its config and layers under the manifest
+    manifest = next(n for n in blobs if n.startswith("manifest-"))
+    assert {e.parents for e in events if e.name == manifest} == {(ref,)}
+    assert {e.parents for e in events if e.name in blobs - {manifest}} == {(manifest,)}
+    root = next(e for e in events if e.name == manifest)
+    assert (root.digest, root.media_type) == (image.root.digest, image.root.media_type)  # type: ignore[attr-defined]
+    for name in blobs:
+        mine = [e for e in events if e.name == name]
+        assert mine[0].event == "waiting"
+        assert mine[-1].event == "complete"
+        assert mine[-1].progress == mine[-1].total > 0
+        offsets = [e.progress for e in mine]
+        assert offsets == sorted(offsets)
+    # the image is saved once every blob is complete; a blob event repeats after the end
+    saved = events.index(next(e for e in events if e.event == "saved"))
+    assert saved > max(i for i, e in enumerate(events[:-1]) if e.event == "complete")
+    assert events[-1].event == "complete"
+
+
+@pytest.mark.system
+async def test_pull_index_with_two_platforms(
+    daemon: Daemon, registry: Registry, namespace: str
+) -> None:
+    ref = f"{registry.host}/test/index:v1"
+    async with Client(daemon.address, namespace) as client:
+        events = await pull(client, ref, platforms=BOTH)
+        assert (await client.image_store().get(ref)).target.digest == INDEX.root.digest
+        index = f"index-{INDEX.root.digest}"
+        assert {e.parents for e in events if e.name == index} == {(ref,)}
+        manifests = {e.name for e in events if e.parents == (index,)}
+        assert manifests == {f"manifest-{AMD.root.digest}", f"manifest-{ARM.root.digest}"}
+        for blob in INDEX.blobs:
+            await client.content_store().info(blob.digest)
+        # only the host's platform was unpacked
+        await client.snapshot_service(SNAPSHOTTER).stat(chain_ids(AMD.diff_ids)[-1])
+        with pytest.raises(NotFoundError):
+            await client.snapshot_service(SNAPSHOTTER).stat(chain_ids(ARM.diff_ids)[-1])
+        await no_leases(client)
+
+
+@pytest.mark.system
+async def test_second_pull_reports_existing_blobs(
+    daemon: Daemon, registry: Registry, namespace: str
+) -> None:
+    ref = f"{registry.host}/test/oci:v1"
+    async with Client(daemon.address, namespace) as client:
+        await pull(client, ref)
+        events = await pull(client, ref)
+    layers = {e.name for e in events if e.name.startswith("layer-")}
+    assert layers
+    for name in layers:
+        assert [e.event for e in events if e.name == name][-1] == "already exists"
+
+
+@pytest.mark.system
+async def test_push_then_pull_back_same_digests(
+    daemon: Daemon, registry: Registry, namespace: str
+) -> None:
+    src = f"{registry.host}/test/oci:v1"
+    dst = f"{registry.host}/pushed/oci:v2"
+    async with Client(daemon.address, namespace) as client:
+        await pull(client, src)
+        events: list[Progress] = []
+        await client.transfer(ImageStore(src), plain(dst), progress=events.append)
+        statuses = [e.event for e in events if not e.name]
+        assert statuses == [
+            f"Pushing to OCI Registry ({dst})",
+            f"Completed push to OCI Registry ({dst})",
+        ]
+        # a named event follows the final status, so containerd 2.x's ctr redraws with it
+        assert events[-1].name
+        await client.transfer(plain(dst), ImageStore("pulled-back"))
+        back = await client.image_store().get("pulled-back")
+        assert back.target.digest == IMAGE.root.digest
+        await no_leases(client)
+
+
+@pytest.mark.system
+async def test_export_matches_client_export_and_imports_back(
+    daemon: Daemon, registry: Registry, namespace: str
+) -> None:
+    ref = f"{registry.host}/test/oci:v1"
+    async with Client(daemon.address, namespace) as client:
+        await pull(client, ref)
+        served = io.BytesIO()
+        await client.transfer(ImageStore(ref), ImageExportStream(served, platforms=[HOST]))
+        local = io.BytesIO()
+        await export_images(client, local, [ref])
+        assert served.getvalue() == local.getvalue()
+        assert len(served.getvalue()) > 0
+
+    other = namespace + "-imp"
+    async with Client(daemon.address, other) as client:
+        served.seek(0)
+        await client.transfer(
+            ImageImportStream(served),
+            ImageStore("imported:index", unpacks=[(HOST, SNAPSHOTTER)]),
+        )
+        assert (await client.image_store().get(ref)).target.digest == IMAGE.root.digest
+        await client.snapshot_service(SNAPSHOTTER).stat(chain_ids(IMAGE.diff_ids)[-1])
+        await no_leases(client)
+
+
+@pytest.mark.system
+async def test_tag(daemon: Daemon, registry: Registry, namespace: str) -> None:
+    ref = f"{registry.host}/test/oci:v1"
+    async with Client(daemon.address, namespace) as client:
+        await client.transfer(plain(ref), ImageStore(ref))
+        await client.transfer(ImageStore(ref), ImageStore("example.test/tagged:v1"))
+        tagged = await client.image_store().get("example.test/tagged:v1")
+        assert tagged.target.digest == IMAGE.root.digest
+
+
+@pytest.mark.system
+async def test_credentials_come_from_the_callback(
+    daemon: Daemon, private: Registry, namespace: str
+) -> None:
+    ref = f"{private.host}/test/private:v1"
+    asked: list[str] = []
+
+    def creds(host: str) -> tuple[str, str]:
+        asked.append(host)
+        return "alice", "s3cret"
+
+    async with Client(daemon.address, namespace) as client:
+        with pytest.raises(UnauthenticatedError, match="failed to resolve image: "):
+            await client.transfer(plain(ref), ImageStore(ref))
+        await client.transfer(plain(ref, credentials=creds), ImageStore(ref))
+        assert asked
+        assert set(asked) == {private.host}
+        assert (await client.image_store().get(ref)).target.digest == IMAGE.root.digest
+        # a push uploads blobs concurrently: requests sent before the registry's first
+        # challenge was known are retried with the credentials, not taken as refused
+        pushed = f"{private.host}/test/pushed:v1"
+        await client.transfer(ImageStore(ref), plain(pushed, credentials=creds))
+        await client.transfer(plain(pushed, credentials=creds), ImageStore("back:v1"))
+        assert (await client.image_store().get("back:v1")).target.digest == IMAGE.root.digest
+        await no_leases(client)
+
+
+@pytest.mark.system
+async def test_unknown_types_are_invalid_arguments(daemon: Daemon, namespace: str) -> None:
+    async with Client(daemon.address, namespace) as client:
+        stub = transfer_pb2_grpc.TransferStub(client.channel)
+        req = transfer_pb2.TransferRequest(
+            source=any_pb2.Any(type_url="example.test/NoSuchSource", value=b""),
+            destination=typeurl.pack(imagestore_pb2.ImageStore(name="x")),
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Transfer(req, metadata=client.metadata())
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "example.test/NoSuchSource" in (info.value.details() or "")
+
+        with pytest.raises(
+            UnimplementedError,
+            match=re.escape(
+                "method Transfer not implemented for containerd.types.transfer.OCIRegistry "
+                "to containerd.types.transfer.OCIRegistry"
+            ),
+        ):
+            await client.transfer(OCIRegistry("example.test/a:1"), OCIRegistry("example.test/b:1"))
+
+        with pytest.raises(InvalidArgumentError, match="NoSuchDestination"):
+            await client.transfer(
+                ImageStore("x"),
+                any_pb2.Any(type_url="example.test/NoSuchDestination"),
+            )
+
+
+@pytest.mark.system
+async def test_pull_of_missing_reference(
+    daemon: Daemon, registry: Registry, namespace: str
+) -> None:
+    ref = f"{registry.host}/test/none:v1"
+    async with Client(daemon.address, namespace) as client:
+        with pytest.raises(NotFoundError, match=f"failed to resolve image: {ref}: not found"):
+            await client.transfer(plain(ref), ImageStore(ref))
+        await no_leases(client)
+
+
+@pytest.mark.system
+async def test_export_of_missing_image(daemon: Daemon, namespace: str) -> None:
+    async with Client(daemon.address, namespace) as client:
+        out = io.BytesIO()
+        with pytest.raises(NotFoundError):
+            await client.transfer(ImageStore("example.test/missing:v1"), ImageExportStream(out))
+        await no_leases(client)
+
+
+@pytest.mark.system
+async def test_stream_closed_mid_import_leaves_nothing(
+    daemon: Daemon, registry: Registry, namespace: str
+) -> None:
+    ref = f"{registry.host}/test/oci:v1"
+    async with Client(daemon.address, namespace) as client:
+        await pull(client, ref)
+        archive = io.BytesIO()
+        await export_images(client, archive, [ref])
+    other = namespace + "-cut"
+    async with Client(daemon.address, other) as client:
+        stream = await _ClientStream.open(client, "cut-import")
+        sender = Sender(stream)
+        data = archive.getvalue()
+        stub = transfer_pb2_grpc.TransferStub(client.channel)
+        req = transfer_pb2.TransferRequest(
+            source=typeurl.pack(importexport_pb2.ImageImportStream(stream="cut-import")),
+            destination=typeurl.pack(imagestore_pb2.ImageStore(name="cut:v1")),
+        )
+        call = stub.Transfer(req, metadata=client.metadata())
+        await sender.write(data[: len(data) // 2])
+        await sender.close()
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call
+        assert await client.image_store().list() == []
+        await no_leases(client)
+
+
+@pytest.mark.system
+async def test_stream_ids_are_unique_per_namespace(daemon: Daemon, namespace: str) -> None:
+    async with Client(daemon.address, namespace) as client:
+        first = await _ClientStream.open(client, "same-id")
+        stub = streaming_pb2_grpc.StreamingStub(client.channel)
+        call = stub.Stream(metadata=client.metadata())
+        await call.write(typeurl.pack(streaming_pb2.StreamInit(id="same-id")))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call.read()
+        assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        first.cancel()
