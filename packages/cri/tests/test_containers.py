@@ -17,6 +17,7 @@ import pytest
 
 from pycontainerd.api.cri.v1 import api_pb2 as pb
 from pycontainerd.cri import testing
+from pycontainerd.cri.containers import oom_score_adj
 
 if TYPE_CHECKING:
     from pycontainerd.cri.testing import Cri
@@ -51,6 +52,7 @@ def _container(
     )
     config.linux.security_context.namespace_options.pid = pid  # type: ignore[assignment]
     config.linux.resources.memory_limit_in_bytes = 64 * 1024 * 1024
+    config.linux.resources.oom_score_adj = 500
     resp = cri.runtime.CreateContainer(
         pb.CreateContainerRequest(pod_sandbox_id=sid, config=config, sandbox_config=pod)
     )
@@ -97,6 +99,7 @@ def test_container_lifecycle_in_a_pod(cri: Cri) -> None:
         )
     assert Path(f"/proc/{pid}/ns/pid").readlink() != Path(f"/proc/{pause_pid}/ns/pid").readlink()
     assert Path(f"/proc/{pid}/root/etc/hostname").read_text() == "app\n"
+    assert Path(f"/proc/{pid}/oom_score_adj").read_text().strip() == "500"
 
     # The same name again in the pod: upstream's reservation error.
     with pytest.raises(grpc.RpcError) as info:
@@ -347,3 +350,10 @@ def test_container_events_stream(cri: Cri) -> None:
     assert all(e.pod_sandbox_status.id == sid for e in mine)
     stopped = mine[2]
     assert [s.exit_code for s in stopped.containers_statuses if s.id == cid] == [0]
+
+
+def test_oom_score_adj_is_clamped_and_restricted() -> None:
+    assert oom_score_adj(5000, restrict=False) == 1000
+    assert oom_score_adj(-5000, restrict=False) == -1000
+    assert oom_score_adj(-500, restrict=True, own=-100) == -100
+    assert oom_score_adj(300, restrict=True, own=-100) == 300

@@ -28,6 +28,7 @@ import shutil
 import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pycontainerd.core.containers import Container, RuntimeInfo
@@ -54,7 +55,6 @@ from pycontainerd.cri.spec import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     from pycontainerd.cri.catalog import ImageCatalog
     from pycontainerd.cri.sandbox import PodSandbox, SandboxManager
@@ -203,6 +203,23 @@ def oci_resources(res: dict[str, Any]) -> dict[str, Any]:
     if res.get("unified"):
         out["unified"] = {str(k): str(v) for k, v in res["unified"].items()}
     return out
+
+
+def oom_score_adj(wanted: int, *, restrict: bool, own: int | None = None) -> int:
+    """The container's ``oom_score_adj``, within [-1000, 1000].
+
+    With ``restrict_oom_score_adj`` it is never below the daemon's own, which
+    a daemon without CAP_SYS_RESOURCE could not lower.
+    """
+    value = max(-1000, min(1000, wanted))
+    if restrict:
+        if own is None:
+            try:
+                own = int(Path("/proc/self/oom_score_adj").read_text())
+            except (OSError, ValueError):
+                own = 0
+        value = max(value, own)
+    return value
 
 
 def _user(image_user: str, sec: dict[str, Any]) -> tuple[int, int]:
@@ -377,6 +394,10 @@ class ContainerManager:
                 "cwd": str(config.get("working_dir") or icfg.get("WorkingDir") or "/"),
                 "capabilities": {k: list(DEFAULT_CAPS) for k in CAP_SETS},
                 "noNewPrivileges": bool(sec.get("no_new_privs", False)),
+                "oomScoreAdj": oom_score_adj(
+                    int((linux.get("resources") or {}).get("oom_score_adj", 0) or 0),
+                    restrict=self.sandboxes.config.restrict_oom_score_adj,
+                ),
             },
             "root": {"path": "rootfs", "readonly": bool(sec.get("readonly_rootfs", False))},
             "hostname": hostname,
