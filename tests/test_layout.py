@@ -19,7 +19,7 @@ META = "pycontainerd"
 PACKAGE_DIRS = [p for p in ALL_DIRS if p.name != META]
 EXPECTED = {
     "core", "config", "api", "events", "content", "snapshots", "snapshots-btrfs",
-    "metadata", "runtime", "daemon", "remotes", "transfer", "client", "ctr",
+    "metadata", "runtime", "daemon", "remotes", "transfer", "client", "ctr", "cri",
 }  # fmt: skip
 
 

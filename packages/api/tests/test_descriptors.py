@@ -385,6 +385,954 @@ SHIM_TASK_METHODS = [
     "Shutdown(ShutdownRequest) returns (.google.protobuf.Empty)",
 ]
 
+# ---------------------------------------------------------------------------
+# The Kubernetes CRI (package runtime.v1), read from k8s.io/cri-api v0.36.3
+# (pkg/apis/runtime/v1/api.proto). Not in siemens' package at all.
+# ---------------------------------------------------------------------------
+
+CRI_ENUMS: dict[str, dict[str, int]] = {
+    "runtime.v1.Protocol": {"TCP": 0, "UDP": 1, "SCTP": 2},
+    "runtime.v1.MountPropagation": {
+        "PROPAGATION_PRIVATE": 0,
+        "PROPAGATION_HOST_TO_CONTAINER": 1,
+        "PROPAGATION_BIDIRECTIONAL": 2,
+    },
+    "runtime.v1.NamespaceMode": {"POD": 0, "CONTAINER": 1, "NODE": 2, "TARGET": 3},
+    "runtime.v1.SupplementalGroupsPolicy": {"Merge": 0, "Strict": 1},
+    "runtime.v1.SecurityProfile.ProfileType": {
+        "RuntimeDefault": 0,
+        "Unconfined": 1,
+        "Localhost": 2,
+    },
+    "runtime.v1.PodSandboxState": {"SANDBOX_READY": 0, "SANDBOX_NOTREADY": 1},
+    "runtime.v1.Signal": {
+        "RUNTIME_DEFAULT": 0,
+        "SIGABRT": 1,
+        "SIGALRM": 2,
+        "SIGBUS": 3,
+        "SIGCHLD": 4,
+        "SIGCLD": 5,
+        "SIGCONT": 6,
+        "SIGFPE": 7,
+        "SIGHUP": 8,
+        "SIGILL": 9,
+        "SIGINT": 10,
+        "SIGIO": 11,
+        "SIGIOT": 12,
+        "SIGKILL": 13,
+        "SIGPIPE": 14,
+        "SIGPOLL": 15,
+        "SIGPROF": 16,
+        "SIGPWR": 17,
+        "SIGQUIT": 18,
+        "SIGSEGV": 19,
+        "SIGSTKFLT": 20,
+        "SIGSTOP": 21,
+        "SIGSYS": 22,
+        "SIGTERM": 23,
+        "SIGTRAP": 24,
+        "SIGTSTP": 25,
+        "SIGTTIN": 26,
+        "SIGTTOU": 27,
+        "SIGURG": 28,
+        "SIGUSR1": 29,
+        "SIGUSR2": 30,
+        "SIGVTALRM": 31,
+        "SIGWINCH": 32,
+        "SIGXCPU": 33,
+        "SIGXFSZ": 34,
+        "SIGRTMIN": 35,
+        "SIGRTMINPLUS1": 36,
+        "SIGRTMINPLUS2": 37,
+        "SIGRTMINPLUS3": 38,
+        "SIGRTMINPLUS4": 39,
+        "SIGRTMINPLUS5": 40,
+        "SIGRTMINPLUS6": 41,
+        "SIGRTMINPLUS7": 42,
+        "SIGRTMINPLUS8": 43,
+        "SIGRTMINPLUS9": 44,
+        "SIGRTMINPLUS10": 45,
+        "SIGRTMINPLUS11": 46,
+        "SIGRTMINPLUS12": 47,
+        "SIGRTMINPLUS13": 48,
+        "SIGRTMINPLUS14": 49,
+        "SIGRTMINPLUS15": 50,
+        "SIGRTMAXMINUS14": 51,
+        "SIGRTMAXMINUS13": 52,
+        "SIGRTMAXMINUS12": 53,
+        "SIGRTMAXMINUS11": 54,
+        "SIGRTMAXMINUS10": 55,
+        "SIGRTMAXMINUS9": 56,
+        "SIGRTMAXMINUS8": 57,
+        "SIGRTMAXMINUS7": 58,
+        "SIGRTMAXMINUS6": 59,
+        "SIGRTMAXMINUS5": 60,
+        "SIGRTMAXMINUS4": 61,
+        "SIGRTMAXMINUS3": 62,
+        "SIGRTMAXMINUS2": 63,
+        "SIGRTMAXMINUS1": 64,
+        "SIGRTMAX": 65,
+    },
+    "runtime.v1.ContainerState": {
+        "CONTAINER_CREATED": 0,
+        "CONTAINER_RUNNING": 1,
+        "CONTAINER_EXITED": 2,
+        "CONTAINER_UNKNOWN": 3,
+    },
+    "runtime.v1.ContainerEventType": {
+        "CONTAINER_CREATED_EVENT": 0,
+        "CONTAINER_STARTED_EVENT": 1,
+        "CONTAINER_STOPPED_EVENT": 2,
+        "CONTAINER_DELETED_EVENT": 3,
+    },
+    "runtime.v1.MetricType": {"COUNTER": 0, "GAUGE": 1},
+    "runtime.v1.CgroupDriver": {"SYSTEMD": 0, "CGROUPFS": 1},
+}
+
+CRI_MESSAGES: dict[str, list[str]] = {
+    "VersionRequest": [
+        "string version = 1",
+    ],
+    "VersionResponse": [
+        "string version = 1",
+        "string runtime_name = 2",
+        "string runtime_version = 3",
+        "string runtime_api_version = 4",
+    ],
+    "DNSConfig": [
+        "repeated string servers = 1",
+        "repeated string searches = 2",
+        "repeated string options = 3",
+    ],
+    "PortMapping": [
+        ".runtime.v1.Protocol protocol = 1",
+        "int32 container_port = 2",
+        "int32 host_port = 3",
+        "string host_ip = 4",
+    ],
+    "Mount": [
+        "string container_path = 1",
+        "string host_path = 2",
+        "bool readonly = 3",
+        "bool selinux_relabel = 4",
+        ".runtime.v1.MountPropagation propagation = 5",
+        "repeated .runtime.v1.IDMapping uidMappings = 6",
+        "repeated .runtime.v1.IDMapping gidMappings = 7",
+        "bool recursive_read_only = 8",
+        ".runtime.v1.ImageSpec image = 9",
+        "string image_sub_path = 10",
+    ],
+    "IDMapping": [
+        "uint32 host_id = 1",
+        "uint32 container_id = 2",
+        "uint32 length = 3",
+    ],
+    "UserNamespace": [
+        ".runtime.v1.NamespaceMode mode = 1",
+        "repeated .runtime.v1.IDMapping uids = 2",
+        "repeated .runtime.v1.IDMapping gids = 3",
+    ],
+    "NamespaceOption": [
+        ".runtime.v1.NamespaceMode network = 1",
+        ".runtime.v1.NamespaceMode pid = 2",
+        ".runtime.v1.NamespaceMode ipc = 3",
+        "string target_id = 4",
+        ".runtime.v1.UserNamespace userns_options = 5",
+    ],
+    "Int64Value": [
+        "int64 value = 1",
+    ],
+    "LinuxSandboxSecurityContext": [
+        ".runtime.v1.NamespaceOption namespace_options = 1",
+        ".runtime.v1.SELinuxOption selinux_options = 2",
+        ".runtime.v1.Int64Value run_as_user = 3",
+        ".runtime.v1.Int64Value run_as_group = 8",
+        "bool readonly_rootfs = 4",
+        "repeated int64 supplemental_groups = 5",
+        ".runtime.v1.SupplementalGroupsPolicy supplemental_groups_policy = 11",
+        "bool privileged = 6",
+        ".runtime.v1.SecurityProfile seccomp = 9",
+        ".runtime.v1.SecurityProfile apparmor = 10",
+        "string seccomp_profile_path = 7",
+    ],
+    "SecurityProfile": [
+        ".runtime.v1.SecurityProfile.ProfileType profile_type = 1",
+        "string localhost_ref = 2",
+    ],
+    "LinuxPodSandboxConfig": [
+        "string cgroup_parent = 1",
+        ".runtime.v1.LinuxSandboxSecurityContext security_context = 2",
+        "map<string, string> sysctls = 3",
+        ".runtime.v1.LinuxContainerResources overhead = 4",
+        ".runtime.v1.LinuxContainerResources resources = 5",
+    ],
+    "PodSandboxMetadata": [
+        "string name = 1",
+        "string uid = 2",
+        "string namespace = 3",
+        "uint32 attempt = 4",
+    ],
+    "PodSandboxConfig": [
+        ".runtime.v1.PodSandboxMetadata metadata = 1",
+        "string hostname = 2",
+        "string log_directory = 3",
+        ".runtime.v1.DNSConfig dns_config = 4",
+        "repeated .runtime.v1.PortMapping port_mappings = 5",
+        "map<string, string> labels = 6",
+        "map<string, string> annotations = 7",
+        ".runtime.v1.LinuxPodSandboxConfig linux = 8",
+        ".runtime.v1.WindowsPodSandboxConfig windows = 9",
+    ],
+    "RunPodSandboxRequest": [
+        ".runtime.v1.PodSandboxConfig config = 1",
+        "string runtime_handler = 2",
+    ],
+    "RunPodSandboxResponse": [
+        "string pod_sandbox_id = 1",
+    ],
+    "StopPodSandboxRequest": [
+        "string pod_sandbox_id = 1",
+    ],
+    "StopPodSandboxResponse": [],
+    "RemovePodSandboxRequest": [
+        "string pod_sandbox_id = 1",
+    ],
+    "RemovePodSandboxResponse": [],
+    "PodSandboxStatusRequest": [
+        "string pod_sandbox_id = 1",
+        "bool verbose = 2",
+    ],
+    "PodIP": [
+        "string ip = 1",
+    ],
+    "PodSandboxNetworkStatus": [
+        "string ip = 1",
+        "repeated .runtime.v1.PodIP additional_ips = 2",
+    ],
+    "Namespace": [
+        ".runtime.v1.NamespaceOption options = 2",
+    ],
+    "LinuxPodSandboxStatus": [
+        ".runtime.v1.Namespace namespaces = 1",
+    ],
+    "PodSandboxStatus": [
+        "string id = 1",
+        ".runtime.v1.PodSandboxMetadata metadata = 2",
+        ".runtime.v1.PodSandboxState state = 3",
+        "int64 created_at = 4",
+        ".runtime.v1.PodSandboxNetworkStatus network = 5",
+        ".runtime.v1.LinuxPodSandboxStatus linux = 6",
+        "map<string, string> labels = 7",
+        "map<string, string> annotations = 8",
+        "string runtime_handler = 9",
+    ],
+    "PodSandboxStatusResponse": [
+        ".runtime.v1.PodSandboxStatus status = 1",
+        "map<string, string> info = 2",
+        "repeated .runtime.v1.ContainerStatus containers_statuses = 3",
+        "int64 timestamp = 4",
+    ],
+    "PodSandboxStateValue": [
+        ".runtime.v1.PodSandboxState state = 1",
+    ],
+    "PodSandboxFilter": [
+        "string id = 1",
+        ".runtime.v1.PodSandboxStateValue state = 2",
+        "map<string, string> label_selector = 3",
+    ],
+    "ListPodSandboxRequest": [
+        ".runtime.v1.PodSandboxFilter filter = 1",
+    ],
+    "PodSandbox": [
+        "string id = 1",
+        ".runtime.v1.PodSandboxMetadata metadata = 2",
+        ".runtime.v1.PodSandboxState state = 3",
+        "int64 created_at = 4",
+        "map<string, string> labels = 5",
+        "map<string, string> annotations = 6",
+        "string runtime_handler = 7",
+    ],
+    "ListPodSandboxResponse": [
+        "repeated .runtime.v1.PodSandbox items = 1",
+    ],
+    "StreamPodSandboxesRequest": [
+        ".runtime.v1.PodSandboxFilter filter = 1",
+    ],
+    "StreamPodSandboxesResponse": [
+        "repeated .runtime.v1.PodSandbox pod_sandboxes = 1",
+    ],
+    "PodSandboxStatsRequest": [
+        "string pod_sandbox_id = 1",
+    ],
+    "PodSandboxStatsResponse": [
+        ".runtime.v1.PodSandboxStats stats = 1",
+    ],
+    "PodSandboxStatsFilter": [
+        "string id = 1",
+        "map<string, string> label_selector = 2",
+    ],
+    "ListPodSandboxStatsRequest": [
+        ".runtime.v1.PodSandboxStatsFilter filter = 1",
+    ],
+    "ListPodSandboxStatsResponse": [
+        "repeated .runtime.v1.PodSandboxStats stats = 1",
+    ],
+    "StreamPodSandboxStatsRequest": [
+        ".runtime.v1.PodSandboxStatsFilter filter = 1",
+    ],
+    "StreamPodSandboxStatsResponse": [
+        "repeated .runtime.v1.PodSandboxStats pod_sandbox_stats = 1",
+    ],
+    "PodSandboxAttributes": [
+        "string id = 1",
+        ".runtime.v1.PodSandboxMetadata metadata = 2",
+        "map<string, string> labels = 3",
+        "map<string, string> annotations = 4",
+    ],
+    "PodSandboxStats": [
+        ".runtime.v1.PodSandboxAttributes attributes = 1",
+        ".runtime.v1.LinuxPodSandboxStats linux = 2",
+        ".runtime.v1.WindowsPodSandboxStats windows = 3",
+    ],
+    "LinuxPodSandboxStats": [
+        ".runtime.v1.CpuUsage cpu = 1",
+        ".runtime.v1.MemoryUsage memory = 2",
+        ".runtime.v1.NetworkUsage network = 3",
+        ".runtime.v1.ProcessUsage process = 4",
+        "repeated .runtime.v1.ContainerStats containers = 5",
+        ".runtime.v1.IoUsage io = 6",
+    ],
+    "WindowsPodSandboxStats": [
+        ".runtime.v1.WindowsCpuUsage cpu = 1",
+        ".runtime.v1.WindowsMemoryUsage memory = 2",
+        ".runtime.v1.WindowsNetworkUsage network = 3",
+        ".runtime.v1.WindowsProcessUsage process = 4",
+        "repeated .runtime.v1.WindowsContainerStats containers = 5",
+    ],
+    "NetworkUsage": [
+        "int64 timestamp = 1",
+        ".runtime.v1.NetworkInterfaceUsage default_interface = 2",
+        "repeated .runtime.v1.NetworkInterfaceUsage interfaces = 3",
+    ],
+    "WindowsNetworkUsage": [
+        "int64 timestamp = 1",
+        ".runtime.v1.WindowsNetworkInterfaceUsage default_interface = 2",
+        "repeated .runtime.v1.WindowsNetworkInterfaceUsage interfaces = 3",
+    ],
+    "NetworkInterfaceUsage": [
+        "string name = 1",
+        ".runtime.v1.UInt64Value rx_bytes = 2",
+        ".runtime.v1.UInt64Value rx_errors = 3",
+        ".runtime.v1.UInt64Value tx_bytes = 4",
+        ".runtime.v1.UInt64Value tx_errors = 5",
+    ],
+    "WindowsNetworkInterfaceUsage": [
+        "string name = 1",
+        ".runtime.v1.UInt64Value rx_bytes = 2",
+        ".runtime.v1.UInt64Value rx_packets_dropped = 3",
+        ".runtime.v1.UInt64Value tx_bytes = 4",
+        ".runtime.v1.UInt64Value tx_packets_dropped = 5",
+    ],
+    "ProcessUsage": [
+        "int64 timestamp = 1",
+        ".runtime.v1.UInt64Value process_count = 2",
+    ],
+    "WindowsProcessUsage": [
+        "int64 timestamp = 1",
+        ".runtime.v1.UInt64Value process_count = 2",
+    ],
+    "ImageSpec": [
+        "string image = 1",
+        "map<string, string> annotations = 2",
+        "string user_specified_image = 18",
+        "string runtime_handler = 19",
+        "string image_ref = 20",
+    ],
+    "KeyValue": [
+        "string key = 1",
+        "bytes value = 2",
+    ],
+    "LinuxContainerResources": [
+        "int64 cpu_period = 1",
+        "int64 cpu_quota = 2",
+        "int64 cpu_shares = 3",
+        "int64 memory_limit_in_bytes = 4",
+        "int64 oom_score_adj = 5",
+        "string cpuset_cpus = 6",
+        "string cpuset_mems = 7",
+        "repeated .runtime.v1.HugepageLimit hugepage_limits = 8",
+        "map<string, string> unified = 9",
+        "int64 memory_swap_limit_in_bytes = 10",
+    ],
+    "HugepageLimit": [
+        "string page_size = 1",
+        "uint64 limit = 2",
+    ],
+    "SELinuxOption": [
+        "string user = 1",
+        "string role = 2",
+        "string type = 3",
+        "string level = 4",
+    ],
+    "Capability": [
+        "repeated string add_capabilities = 1",
+        "repeated string drop_capabilities = 2",
+        "repeated string add_ambient_capabilities = 3",
+    ],
+    "LinuxContainerSecurityContext": [
+        ".runtime.v1.Capability capabilities = 1",
+        "bool privileged = 2",
+        ".runtime.v1.NamespaceOption namespace_options = 3",
+        ".runtime.v1.SELinuxOption selinux_options = 4",
+        ".runtime.v1.Int64Value run_as_user = 5",
+        ".runtime.v1.Int64Value run_as_group = 12",
+        "string run_as_username = 6",
+        "bool readonly_rootfs = 7",
+        "repeated int64 supplemental_groups = 8",
+        ".runtime.v1.SupplementalGroupsPolicy supplemental_groups_policy = 17",
+        "bool no_new_privs = 11",
+        "repeated string masked_paths = 13",
+        "repeated string readonly_paths = 14",
+        ".runtime.v1.SecurityProfile seccomp = 15",
+        ".runtime.v1.SecurityProfile apparmor = 16",
+        "string apparmor_profile = 9",
+        "string seccomp_profile_path = 10",
+    ],
+    "LinuxContainerConfig": [
+        ".runtime.v1.LinuxContainerResources resources = 1",
+        ".runtime.v1.LinuxContainerSecurityContext security_context = 2",
+    ],
+    "LinuxContainerUser": [
+        "int64 uid = 1",
+        "int64 gid = 2",
+        "repeated int64 supplemental_groups = 3",
+    ],
+    "WindowsNamespaceOption": [
+        ".runtime.v1.NamespaceMode network = 1",
+    ],
+    "WindowsSandboxSecurityContext": [
+        "string run_as_username = 1",
+        "string credential_spec = 2",
+        "bool host_process = 3",
+        ".runtime.v1.WindowsNamespaceOption namespace_options = 4",
+    ],
+    "WindowsPodSandboxConfig": [
+        ".runtime.v1.WindowsSandboxSecurityContext security_context = 1",
+    ],
+    "WindowsContainerSecurityContext": [
+        "string run_as_username = 1",
+        "string credential_spec = 2",
+        "bool host_process = 3",
+    ],
+    "WindowsContainerConfig": [
+        ".runtime.v1.WindowsContainerResources resources = 1",
+        ".runtime.v1.WindowsContainerSecurityContext security_context = 2",
+    ],
+    "WindowsContainerResources": [
+        "int64 cpu_shares = 1",
+        "int64 cpu_count = 2",
+        "int64 cpu_maximum = 3",
+        "int64 memory_limit_in_bytes = 4",
+        "int64 rootfs_size_in_bytes = 5",
+        "repeated .runtime.v1.WindowsCpuGroupAffinity affinity_cpus = 6",
+    ],
+    "WindowsCpuGroupAffinity": [
+        "uint64 cpu_mask = 1",
+        "uint32 cpu_group = 2",
+    ],
+    "ContainerMetadata": [
+        "string name = 1",
+        "uint32 attempt = 2",
+    ],
+    "Device": [
+        "string container_path = 1",
+        "string host_path = 2",
+        "string permissions = 3",
+    ],
+    "CDIDevice": [
+        "string name = 1",
+    ],
+    "ContainerConfig": [
+        ".runtime.v1.ContainerMetadata metadata = 1",
+        ".runtime.v1.ImageSpec image = 2",
+        "repeated string command = 3",
+        "repeated string args = 4",
+        "string working_dir = 5",
+        "repeated .runtime.v1.KeyValue envs = 6",
+        "repeated .runtime.v1.Mount mounts = 7",
+        "repeated .runtime.v1.Device devices = 8",
+        "map<string, string> labels = 9",
+        "map<string, string> annotations = 10",
+        "string log_path = 11",
+        "bool stdin = 12",
+        "bool stdin_once = 13",
+        "bool tty = 14",
+        ".runtime.v1.LinuxContainerConfig linux = 15",
+        ".runtime.v1.WindowsContainerConfig windows = 16",
+        "repeated .runtime.v1.CDIDevice CDI_devices = 17",
+        ".runtime.v1.Signal stop_signal = 18",
+    ],
+    "CreateContainerRequest": [
+        "string pod_sandbox_id = 1",
+        ".runtime.v1.ContainerConfig config = 2",
+        ".runtime.v1.PodSandboxConfig sandbox_config = 3",
+    ],
+    "CreateContainerResponse": [
+        "string container_id = 1",
+    ],
+    "StartContainerRequest": [
+        "string container_id = 1",
+    ],
+    "StartContainerResponse": [],
+    "StopContainerRequest": [
+        "string container_id = 1",
+        "int64 timeout = 2",
+    ],
+    "StopContainerResponse": [],
+    "RemoveContainerRequest": [
+        "string container_id = 1",
+    ],
+    "RemoveContainerResponse": [],
+    "ContainerStateValue": [
+        ".runtime.v1.ContainerState state = 1",
+    ],
+    "ContainerFilter": [
+        "string id = 1",
+        ".runtime.v1.ContainerStateValue state = 2",
+        "string pod_sandbox_id = 3",
+        "map<string, string> label_selector = 4",
+    ],
+    "ListContainersRequest": [
+        ".runtime.v1.ContainerFilter filter = 1",
+    ],
+    "Container": [
+        "string id = 1",
+        "string pod_sandbox_id = 2",
+        ".runtime.v1.ContainerMetadata metadata = 3",
+        ".runtime.v1.ImageSpec image = 4",
+        "string image_ref = 5",
+        ".runtime.v1.ContainerState state = 6",
+        "int64 created_at = 7",
+        "map<string, string> labels = 8",
+        "map<string, string> annotations = 9",
+        "string image_id = 10",
+    ],
+    "ListContainersResponse": [
+        "repeated .runtime.v1.Container containers = 1",
+    ],
+    "StreamContainersRequest": [
+        ".runtime.v1.ContainerFilter filter = 1",
+    ],
+    "StreamContainersResponse": [
+        "repeated .runtime.v1.Container containers = 1",
+    ],
+    "ContainerStatusRequest": [
+        "string container_id = 1",
+        "bool verbose = 2",
+    ],
+    "ContainerStatus": [
+        "string id = 1",
+        ".runtime.v1.ContainerMetadata metadata = 2",
+        ".runtime.v1.ContainerState state = 3",
+        "int64 created_at = 4",
+        "int64 started_at = 5",
+        "int64 finished_at = 6",
+        "int32 exit_code = 7",
+        ".runtime.v1.ImageSpec image = 8",
+        "string image_ref = 9",
+        "string reason = 10",
+        "string message = 11",
+        "map<string, string> labels = 12",
+        "map<string, string> annotations = 13",
+        "repeated .runtime.v1.Mount mounts = 14",
+        "string log_path = 15",
+        ".runtime.v1.ContainerResources resources = 16",
+        "string image_id = 17",
+        ".runtime.v1.ContainerUser user = 18",
+        ".runtime.v1.Signal stop_signal = 19",
+    ],
+    "ContainerStatusResponse": [
+        ".runtime.v1.ContainerStatus status = 1",
+        "map<string, string> info = 2",
+    ],
+    "ContainerResources": [
+        ".runtime.v1.LinuxContainerResources linux = 1",
+        ".runtime.v1.WindowsContainerResources windows = 2",
+    ],
+    "ContainerUser": [
+        ".runtime.v1.LinuxContainerUser linux = 1",
+    ],
+    "UpdateContainerResourcesRequest": [
+        "string container_id = 1",
+        ".runtime.v1.LinuxContainerResources linux = 2",
+        ".runtime.v1.WindowsContainerResources windows = 3",
+        "map<string, string> annotations = 4",
+    ],
+    "UpdateContainerResourcesResponse": [],
+    "ExecSyncRequest": [
+        "string container_id = 1",
+        "repeated string cmd = 2",
+        "int64 timeout = 3",
+    ],
+    "ExecSyncResponse": [
+        "bytes stdout = 1",
+        "bytes stderr = 2",
+        "int32 exit_code = 3",
+    ],
+    "ExecRequest": [
+        "string container_id = 1",
+        "repeated string cmd = 2",
+        "bool tty = 3",
+        "bool stdin = 4",
+        "bool stdout = 5",
+        "bool stderr = 6",
+    ],
+    "ExecResponse": [
+        "string url = 1",
+    ],
+    "AttachRequest": [
+        "string container_id = 1",
+        "bool stdin = 2",
+        "bool tty = 3",
+        "bool stdout = 4",
+        "bool stderr = 5",
+    ],
+    "AttachResponse": [
+        "string url = 1",
+    ],
+    "PortForwardRequest": [
+        "string pod_sandbox_id = 1",
+        "repeated int32 port = 2",
+    ],
+    "PortForwardResponse": [
+        "string url = 1",
+    ],
+    "ImageFilter": [
+        ".runtime.v1.ImageSpec image = 1",
+    ],
+    "ListImagesRequest": [
+        ".runtime.v1.ImageFilter filter = 1",
+    ],
+    "Image": [
+        "string id = 1",
+        "repeated string repo_tags = 2",
+        "repeated string repo_digests = 3",
+        "uint64 size = 4",
+        ".runtime.v1.Int64Value uid = 5",
+        "string username = 6",
+        ".runtime.v1.ImageSpec spec = 7",
+        "bool pinned = 8",
+    ],
+    "ListImagesResponse": [
+        "repeated .runtime.v1.Image images = 1",
+    ],
+    "StreamImagesRequest": [
+        ".runtime.v1.ImageFilter filter = 1",
+    ],
+    "StreamImagesResponse": [
+        "repeated .runtime.v1.Image images = 1",
+    ],
+    "ImageStatusRequest": [
+        ".runtime.v1.ImageSpec image = 1",
+        "bool verbose = 2",
+    ],
+    "ImageStatusResponse": [
+        ".runtime.v1.Image image = 1",
+        "map<string, string> info = 2",
+    ],
+    "AuthConfig": [
+        "string username = 1",
+        "string password = 2",
+        "string auth = 3",
+        "string server_address = 4",
+        "string identity_token = 5",
+        "string registry_token = 6",
+    ],
+    "PullImageRequest": [
+        ".runtime.v1.ImageSpec image = 1",
+        ".runtime.v1.AuthConfig auth = 2",
+        ".runtime.v1.PodSandboxConfig sandbox_config = 3",
+    ],
+    "PullImageResponse": [
+        "string image_ref = 1",
+    ],
+    "RemoveImageRequest": [
+        ".runtime.v1.ImageSpec image = 1",
+    ],
+    "RemoveImageResponse": [],
+    "NetworkConfig": [
+        "string pod_cidr = 1",
+    ],
+    "RuntimeConfig": [
+        ".runtime.v1.NetworkConfig network_config = 1",
+    ],
+    "UpdateRuntimeConfigRequest": [
+        ".runtime.v1.RuntimeConfig runtime_config = 1",
+    ],
+    "UpdateRuntimeConfigResponse": [],
+    "RuntimeCondition": [
+        "string type = 1",
+        "bool status = 2",
+        "string reason = 3",
+        "string message = 4",
+    ],
+    "RuntimeStatus": [
+        "repeated .runtime.v1.RuntimeCondition conditions = 1",
+    ],
+    "StatusRequest": [
+        "bool verbose = 1",
+    ],
+    "RuntimeHandlerFeatures": [
+        "bool recursive_read_only_mounts = 1",
+        "bool user_namespaces = 2",
+    ],
+    "RuntimeHandler": [
+        "string name = 1",
+        ".runtime.v1.RuntimeHandlerFeatures features = 2",
+    ],
+    "RuntimeFeatures": [
+        "bool supplemental_groups_policy = 1",
+        "bool user_namespaces_host_network = 2",
+    ],
+    "StatusResponse": [
+        ".runtime.v1.RuntimeStatus status = 1",
+        "map<string, string> info = 2",
+        "repeated .runtime.v1.RuntimeHandler runtime_handlers = 3",
+        ".runtime.v1.RuntimeFeatures features = 4",
+    ],
+    "ImageFsInfoRequest": [],
+    "UInt64Value": [
+        "uint64 value = 1",
+    ],
+    "FilesystemIdentifier": [
+        "string mountpoint = 1",
+    ],
+    "FilesystemUsage": [
+        "int64 timestamp = 1",
+        ".runtime.v1.FilesystemIdentifier fs_id = 2",
+        ".runtime.v1.UInt64Value used_bytes = 3",
+        ".runtime.v1.UInt64Value inodes_used = 4",
+    ],
+    "WindowsFilesystemUsage": [
+        "int64 timestamp = 1",
+        ".runtime.v1.FilesystemIdentifier fs_id = 2",
+        ".runtime.v1.UInt64Value used_bytes = 3",
+    ],
+    "ImageFsInfoResponse": [
+        "repeated .runtime.v1.FilesystemUsage image_filesystems = 1",
+        "repeated .runtime.v1.FilesystemUsage container_filesystems = 2",
+    ],
+    "ContainerStatsRequest": [
+        "string container_id = 1",
+    ],
+    "ContainerStatsResponse": [
+        ".runtime.v1.ContainerStats stats = 1",
+    ],
+    "ListContainerStatsRequest": [
+        ".runtime.v1.ContainerStatsFilter filter = 1",
+    ],
+    "ContainerStatsFilter": [
+        "string id = 1",
+        "string pod_sandbox_id = 2",
+        "map<string, string> label_selector = 3",
+    ],
+    "ListContainerStatsResponse": [
+        "repeated .runtime.v1.ContainerStats stats = 1",
+    ],
+    "StreamContainerStatsRequest": [
+        ".runtime.v1.ContainerStatsFilter filter = 1",
+    ],
+    "StreamContainerStatsResponse": [
+        "repeated .runtime.v1.ContainerStats container_stats = 1",
+    ],
+    "ContainerAttributes": [
+        "string id = 1",
+        ".runtime.v1.ContainerMetadata metadata = 2",
+        "map<string, string> labels = 3",
+        "map<string, string> annotations = 4",
+    ],
+    "ContainerStats": [
+        ".runtime.v1.ContainerAttributes attributes = 1",
+        ".runtime.v1.CpuUsage cpu = 2",
+        ".runtime.v1.MemoryUsage memory = 3",
+        ".runtime.v1.FilesystemUsage writable_layer = 4",
+        ".runtime.v1.SwapUsage swap = 5",
+        ".runtime.v1.IoUsage io = 6",
+    ],
+    "WindowsContainerStats": [
+        ".runtime.v1.ContainerAttributes attributes = 1",
+        ".runtime.v1.WindowsCpuUsage cpu = 2",
+        ".runtime.v1.WindowsMemoryUsage memory = 3",
+        ".runtime.v1.WindowsFilesystemUsage writable_layer = 4",
+    ],
+    "PsiStats": [
+        ".runtime.v1.PsiData Full = 1",
+        ".runtime.v1.PsiData Some = 2",
+    ],
+    "PsiData": [
+        "uint64 Total = 1",
+        "double Avg10 = 2",
+        "double Avg60 = 3",
+        "double Avg300 = 4",
+    ],
+    "CpuUsage": [
+        "int64 timestamp = 1",
+        ".runtime.v1.UInt64Value usage_core_nano_seconds = 2",
+        ".runtime.v1.UInt64Value usage_nano_cores = 3",
+        ".runtime.v1.PsiStats psi = 4",
+    ],
+    "WindowsCpuUsage": [
+        "int64 timestamp = 1",
+        ".runtime.v1.UInt64Value usage_core_nano_seconds = 2",
+        ".runtime.v1.UInt64Value usage_nano_cores = 3",
+    ],
+    "MemoryUsage": [
+        "int64 timestamp = 1",
+        ".runtime.v1.UInt64Value working_set_bytes = 2",
+        ".runtime.v1.UInt64Value available_bytes = 3",
+        ".runtime.v1.UInt64Value usage_bytes = 4",
+        ".runtime.v1.UInt64Value rss_bytes = 5",
+        ".runtime.v1.UInt64Value page_faults = 6",
+        ".runtime.v1.UInt64Value major_page_faults = 7",
+        ".runtime.v1.PsiStats psi = 8",
+    ],
+    "IoUsage": [
+        "int64 timestamp = 1",
+        ".runtime.v1.PsiStats psi = 2",
+    ],
+    "SwapUsage": [
+        "int64 timestamp = 1",
+        ".runtime.v1.UInt64Value swap_available_bytes = 2",
+        ".runtime.v1.UInt64Value swap_usage_bytes = 3",
+    ],
+    "WindowsMemoryUsage": [
+        "int64 timestamp = 1",
+        ".runtime.v1.UInt64Value working_set_bytes = 2",
+        ".runtime.v1.UInt64Value available_bytes = 3",
+        ".runtime.v1.UInt64Value page_faults = 4",
+        ".runtime.v1.UInt64Value commit_memory_bytes = 5",
+    ],
+    "ReopenContainerLogRequest": [
+        "string container_id = 1",
+    ],
+    "ReopenContainerLogResponse": [],
+    "CheckpointContainerRequest": [
+        "string container_id = 1",
+        "string location = 2",
+        "int64 timeout = 3",
+    ],
+    "CheckpointContainerResponse": [],
+    "GetEventsRequest": [],
+    "ContainerEventResponse": [
+        "string container_id = 1",
+        ".runtime.v1.ContainerEventType container_event_type = 2",
+        "int64 created_at = 3",
+        ".runtime.v1.PodSandboxStatus pod_sandbox_status = 4",
+        "repeated .runtime.v1.ContainerStatus containers_statuses = 5",
+    ],
+    "ListMetricDescriptorsRequest": [],
+    "ListMetricDescriptorsResponse": [
+        "repeated .runtime.v1.MetricDescriptor descriptors = 1",
+    ],
+    "MetricDescriptor": [
+        "string name = 1",
+        "string help = 2",
+        "repeated string label_keys = 3",
+    ],
+    "ListPodSandboxMetricsRequest": [],
+    "ListPodSandboxMetricsResponse": [
+        "repeated .runtime.v1.PodSandboxMetrics pod_metrics = 1",
+    ],
+    "StreamPodSandboxMetricsRequest": [],
+    "StreamPodSandboxMetricsResponse": [
+        "repeated .runtime.v1.PodSandboxMetrics pod_sandbox_metrics = 1",
+    ],
+    "PodSandboxMetrics": [
+        "string pod_sandbox_id = 1",
+        "repeated .runtime.v1.Metric metrics = 2",
+        "repeated .runtime.v1.ContainerMetrics container_metrics = 3",
+    ],
+    "ContainerMetrics": [
+        "string container_id = 1",
+        "repeated .runtime.v1.Metric metrics = 2",
+    ],
+    "Metric": [
+        "string name = 1",
+        "int64 timestamp = 2",
+        ".runtime.v1.MetricType metric_type = 3",
+        "repeated string label_values = 4",
+        ".runtime.v1.UInt64Value value = 5",
+    ],
+    "RuntimeConfigRequest": [],
+    "RuntimeConfigResponse": [
+        ".runtime.v1.LinuxRuntimeConfiguration linux = 1",
+    ],
+    "LinuxRuntimeConfiguration": [
+        ".runtime.v1.CgroupDriver cgroup_driver = 1",
+    ],
+    "UpdatePodSandboxResourcesRequest": [
+        "string pod_sandbox_id = 1",
+        ".runtime.v1.LinuxContainerResources overhead = 2",
+        ".runtime.v1.LinuxContainerResources resources = 3",
+    ],
+    "UpdatePodSandboxResourcesResponse": [],
+}
+
+CRI_METHODS: dict[str, list[str]] = {
+    "runtime.v1.RuntimeService": [
+        "Version(VersionRequest) returns (VersionResponse)",
+        "RunPodSandbox(RunPodSandboxRequest) returns (RunPodSandboxResponse)",
+        "StopPodSandbox(StopPodSandboxRequest) returns (StopPodSandboxResponse)",
+        "RemovePodSandbox(RemovePodSandboxRequest) returns (RemovePodSandboxResponse)",
+        "PodSandboxStatus(PodSandboxStatusRequest) returns (PodSandboxStatusResponse)",
+        "ListPodSandbox(ListPodSandboxRequest) returns (ListPodSandboxResponse)",
+        "StreamPodSandboxes(StreamPodSandboxesRequest) returns (stream StreamPodSandboxesResponse)",
+        "CreateContainer(CreateContainerRequest) returns (CreateContainerResponse)",
+        "StartContainer(StartContainerRequest) returns (StartContainerResponse)",
+        "StopContainer(StopContainerRequest) returns (StopContainerResponse)",
+        "RemoveContainer(RemoveContainerRequest) returns (RemoveContainerResponse)",
+        "ListContainers(ListContainersRequest) returns (ListContainersResponse)",
+        "StreamContainers(StreamContainersRequest) returns (stream StreamContainersResponse)",
+        "ContainerStatus(ContainerStatusRequest) returns (ContainerStatusResponse)",
+        "UpdateContainerResources(UpdateContainerResourcesRequest) "
+        "returns (UpdateContainerResourcesResponse)",
+        "ReopenContainerLog(ReopenContainerLogRequest) returns (ReopenContainerLogResponse)",
+        "ExecSync(ExecSyncRequest) returns (ExecSyncResponse)",
+        "Exec(ExecRequest) returns (ExecResponse)",
+        "Attach(AttachRequest) returns (AttachResponse)",
+        "PortForward(PortForwardRequest) returns (PortForwardResponse)",
+        "ContainerStats(ContainerStatsRequest) returns (ContainerStatsResponse)",
+        "ListContainerStats(ListContainerStatsRequest) returns (ListContainerStatsResponse)",
+        "StreamContainerStats(StreamContainerStatsRequest) "
+        "returns (stream StreamContainerStatsResponse)",
+        "PodSandboxStats(PodSandboxStatsRequest) returns (PodSandboxStatsResponse)",
+        "ListPodSandboxStats(ListPodSandboxStatsRequest) returns (ListPodSandboxStatsResponse)",
+        "StreamPodSandboxStats(StreamPodSandboxStatsRequest) "
+        "returns (stream StreamPodSandboxStatsResponse)",
+        "UpdateRuntimeConfig(UpdateRuntimeConfigRequest) returns (UpdateRuntimeConfigResponse)",
+        "Status(StatusRequest) returns (StatusResponse)",
+        "CheckpointContainer(CheckpointContainerRequest) returns (CheckpointContainerResponse)",
+        "GetContainerEvents(GetEventsRequest) returns (stream ContainerEventResponse)",
+        "ListMetricDescriptors(ListMetricDescriptorsRequest) "
+        "returns (ListMetricDescriptorsResponse)",
+        "ListPodSandboxMetrics(ListPodSandboxMetricsRequest) "
+        "returns (ListPodSandboxMetricsResponse)",
+        "StreamPodSandboxMetrics(StreamPodSandboxMetricsRequest) "
+        "returns (stream StreamPodSandboxMetricsResponse)",
+        "RuntimeConfig(RuntimeConfigRequest) returns (RuntimeConfigResponse)",
+        "UpdatePodSandboxResources(UpdatePodSandboxResourcesRequest) "
+        "returns (UpdatePodSandboxResourcesResponse)",
+    ],
+    "runtime.v1.ImageService": [
+        "ListImages(ListImagesRequest) returns (ListImagesResponse)",
+        "StreamImages(StreamImagesRequest) returns (stream StreamImagesResponse)",
+        "ImageStatus(ImageStatusRequest) returns (ImageStatusResponse)",
+        "PullImage(PullImageRequest) returns (PullImageResponse)",
+        "RemoveImage(RemoveImageRequest) returns (RemoveImageResponse)",
+        "ImageFsInfo(ImageFsInfoRequest) returns (ImageFsInfoResponse)",
+    ],
+}
+
 FACT_ENUMS: dict[str, dict[str, int]] = {
     "containerd.v1.types.Status": {
         "UNKNOWN": 0,
@@ -397,9 +1345,11 @@ FACT_ENUMS: dict[str, dict[str, int]] = {
     "containerd.v1.types.ExitReason": {"NONE": 0, "OOMKILLED": 1, "SIGNALED": 2},
     "containerd.types.transfer.HTTPDebug": {"DISABLED": 0, "DEBUG": 1, "TRACE": 2, "BOTH": 3},
     "containerd.types.transfer.AuthType": {"NONE": 0, "CREDENTIALS": 1, "REFRESH": 2, "HEADER": 3},
+    **CRI_ENUMS,
 }
 
 FACT_MESSAGES: dict[str, dict[str, list[str]]] = {
+    "runtime.v1": CRI_MESSAGES,
     "containerd.types": {
         "Platform": ["string os_version = 4"],
         "Envelope": [
@@ -975,6 +1925,7 @@ FACT_MESSAGES: dict[str, dict[str, list[str]]] = {
 }
 
 FACT_METHODS: dict[str, list[str]] = {
+    **CRI_METHODS,
     "containerd.services.introspection.v1.Introspection": [
         "PluginInfo(PluginInfoRequest) returns (PluginInfoResponse)",
     ],

@@ -42,6 +42,8 @@ EXPECTED_SERVICES = {
     "containerd.task.v2.Task",
     "containerd.task.v3.Task",
     "containerd.runtime.sandbox.v1.Sandbox",
+    "runtime.v1.RuntimeService",
+    "runtime.v1.ImageService",
 }
 
 

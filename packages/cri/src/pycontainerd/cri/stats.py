@@ -1,0 +1,73 @@
+"""Container resource usage read from the cgroup filesystem (v1 and v2).
+
+For the cgroupfs driver: the container's ``cgroupsPath`` is a path under
+each v1 controller's mount (``cpuacct``, ``memory``), or under the v2 unified
+mount. CPU is the cumulative usage in nanoseconds; memory usage is the
+charged bytes, the working set that minus inactive file pages (as the kubelet
+computes it).
+
+Importing this module must not import grpc.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """One sample of a cgroup's usage (None = not available)."""
+
+    cpu_ns: int | None
+    memory_bytes: int | None
+    working_set_bytes: int | None
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _stat_field(path: Path, key: str) -> int | None:
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def is_v2(root: Path = CGROUP_ROOT) -> bool:
+    """Whether ``root`` is the cgroup v2 unified hierarchy."""
+    return (root / "cgroup.controllers").is_file()
+
+
+def read_usage(cgroups_path: str, root: Path = CGROUP_ROOT) -> Usage:
+    """The usage of the cgroup ``cgroups_path`` (cgroupfs driver form)."""
+    rel = cgroups_path.lstrip("/")
+    if is_v2(root):
+        d = root / rel
+        usec = _stat_field(d / "cpu.stat", "usage_usec")
+        mem = _read_int(d / "memory.current")
+        inactive = _stat_field(d / "memory.stat", "inactive_file") or 0
+        return Usage(
+            cpu_ns=usec * 1000 if usec is not None else None,
+            memory_bytes=mem,
+            working_set_bytes=max(mem - inactive, 0) if mem is not None else None,
+        )
+    cpu = _read_int(root / "cpuacct" / rel / "cpuacct.usage")
+    mem_dir = root / "memory" / rel
+    mem = _read_int(mem_dir / "memory.usage_in_bytes")
+    inactive = _stat_field(mem_dir / "memory.stat", "total_inactive_file") or 0
+    return Usage(
+        cpu_ns=cpu,
+        memory_bytes=mem,
+        working_set_bytes=max(mem - inactive, 0) if mem is not None else None,
+    )

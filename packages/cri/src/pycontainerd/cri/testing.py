@@ -1,0 +1,254 @@
+"""Test helpers: a daemon with the CRI plugin, an offline pause image, a CNI bridge.
+
+For this package's tests. Nothing here is imported by the plugin itself.
+Importing this module does not import pytest or grpc.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import io
+import json
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import grpc
+
+    from pycontainerd.api.cri.v1 import api_pb2 as pb
+    from pycontainerd.api.cri.v1 import api_pb2_grpc as pb_grpc
+    from pycontainerd.daemon.testing import Daemon
+
+CNI_BIN_DIR: Final = "/usr/lib/cni"
+"""Where Debian's ``containernetworking-plugins`` puts the CNI plugins."""
+PAUSE_REF: Final = "localhost/pycontainerd-test/pause:1"
+SHELL_REF: Final = "localhost/pycontainerd-test/busybox:1"
+MODULES: Final = (
+    "pycontainerd.daemon.plugin",
+    "pycontainerd.content.plugin",
+    "pycontainerd.events.plugin",
+    "pycontainerd.metadata.plugin",
+    "pycontainerd.snapshots.plugin",
+    "pycontainerd.runtime.plugin",
+    "pycontainerd.cri.plugin",
+)
+_GOARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def static_busybox() -> Path | None:
+    """The system's static busybox (Debian ``busybox-static``), if any."""
+    for candidate in ("/bin/busybox", "/usr/bin/busybox"):
+        path = Path(candidate)
+        if path.is_file() and b"ld-linux" not in path.read_bytes()[:8192]:
+            return path
+    return None
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _file(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = mode
+    tar.addfile(info, io.BytesIO(data))
+
+
+def build_pause_archive(
+    busybox: Path,
+    dest: Path,
+    ref: str = PAUSE_REF,
+    *,
+    entrypoint: tuple[str, ...] = ("/bin/sleep", "2000000"),
+    user: str = "65535:65535",
+    applets: tuple[str, ...] = ("sh", "sleep"),
+) -> str:
+    """An OCI archive of a stand-in pause image; returns its manifest digest.
+
+    One layer: the static busybox with ``sh`` and ``sleep`` links; the
+    entrypoint sleeps (the sandbox is stopped with SIGKILL), as user
+    ``65535:65535`` like the real pause image.
+    """
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for directory in ("bin", "proc", "sys", "dev", "etc", "tmp"):
+            info = tarfile.TarInfo(directory)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            tar.addfile(info)
+        _file(tar, "bin/busybox", busybox.read_bytes(), 0o755)
+        for applet in applets:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type = tarfile.SYMTYPE
+            link.linkname = "busybox"
+            tar.addfile(link)
+    layer = buf.getvalue()
+    blob = gzip.compress(layer, mtime=0)
+    arch = _GOARCH.get(platform.machine(), platform.machine())
+    config = json.dumps(
+        {
+            "architecture": arch,
+            "os": "linux",
+            "config": {
+                "Entrypoint": list(entrypoint),
+                "Env": ["PATH=/bin"],
+                "User": user,
+                "WorkingDir": "/",
+            },
+            "rootfs": {"type": "layers", "diff_ids": [_sha(layer)]},
+        }
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": _OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": _sha(config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": _sha(blob),
+                    "size": len(blob),
+                }
+            ],
+        }
+    ).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "manifests": [
+                {
+                    "mediaType": _OCI_MANIFEST,
+                    "digest": _sha(manifest),
+                    "size": len(manifest),
+                    "platform": {"architecture": arch, "os": "linux"},
+                    "annotations": {"io.containerd.image.name": ref},
+                }
+            ],
+        }
+    ).encode()
+    with tarfile.open(dest, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        _file(tar, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        _file(tar, "index.json", index)
+        for data in (config, manifest, blob):
+            _file(tar, f"blobs/sha256/{hashlib.sha256(data).hexdigest()}", data)
+    return _sha(manifest)
+
+
+@contextlib.contextmanager
+def cni_bridge(conf_dir: Path, data_dir: Path, *, plugin: str = "bridge") -> Iterator[str]:
+    """Write a bridge + host-local conflist on a random private /24; yields the subnet.
+
+    The bridge has a name unique to the caller and is deleted on exit, with
+    the IPAM state in ``data_dir``. ``plugin`` replaces the main plugin type
+    (a failing stand-in, for fault tests).
+    """
+    tag = secrets.token_hex(4)
+    bridge = f"cri{tag}"
+    subnet = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250)}.0/24"
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    conf = {
+        "cniVersion": "0.4.0",
+        "name": f"pycri-{tag}",
+        "plugins": [
+            {
+                "type": plugin,
+                "bridge": bridge,
+                "isGateway": True,
+                "ipMasq": False,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": subnet}]],
+                    "dataDir": str(data_dir),
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+        ],
+    }
+    (conf_dir / "10-pycri.conflist").write_text(json.dumps(conf))
+    try:
+        yield subnet
+    finally:
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True, check=False)
+
+
+def cri_config(
+    conf_dir: Path, *, sandbox_image: str = PAUSE_REF, bin_dir: str = CNI_BIN_DIR
+) -> str:
+    """A daemon config with the CRI table pointing at ``conf_dir`` and Debian's CNI plugins."""
+    return (
+        "version = 2\n"
+        '[plugins."io.containerd.grpc.v1.cri"]\n'
+        f'  sandbox_image = "{sandbox_image}"\n'
+        '[plugins."io.containerd.grpc.v1.cri".cni]\n'
+        f'  bin_dir = "{bin_dir}"\n'
+        f'  conf_dir = "{conf_dir}"\n'
+    )
+
+
+def daemon_path_env() -> dict[str, str]:
+    """PATH with this interpreter's scripts first (the pyrunc shim, ``containerd``)."""
+    scripts = str(Path(sys.executable).parent)
+    return {"PATH": os.pathsep.join([scripts, os.environ.get("PATH", "")])}
+
+
+def netns_files(state: Path) -> list[Path]:
+    """The pinned namespace files the plugin holds under the daemon's state dir."""
+    d = state / "io.containerd.grpc.v1.cri" / "netns"
+    return sorted(d.iterdir()) if d.is_dir() else []
+
+
+@dataclass
+class Cri:
+    """A running daemon with the CRI plugin, and stubs on its socket (for the tests)."""
+
+    daemon: Daemon
+    channel: grpc.Channel
+    runtime: pb_grpc.RuntimeServiceStub
+    images: pb_grpc.ImageServiceStub
+    base: Path
+    conf_dir: Path
+    tag: str
+    subnet: str = ""
+    pause_digest: str = ""
+
+    def pod_config(self, name: str = "pod", **kwargs: object) -> pb.PodSandboxConfig:
+        from pycontainerd.api.cri.v1 import api_pb2 as pb
+
+        config = pb.PodSandboxConfig(
+            metadata=pb.PodSandboxMetadata(name=f"{name}-{self.tag}", uid=self.tag, namespace="ns"),
+            hostname=name,
+            labels={"app": name, "tag": self.tag},
+            **kwargs,  # type: ignore[arg-type]
+        )
+        return config
+
+    def run(self, config: pb.PodSandboxConfig) -> str:
+        from pycontainerd.api.cri.v1 import api_pb2 as pb
+
+        resp = self.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=config))
+        return str(resp.pod_sandbox_id)
+
+    def status(self, sid: str, *, verbose: bool = False) -> pb.PodSandboxStatusResponse:
+        from pycontainerd.api.cri.v1 import api_pb2 as pb
+
+        resp: pb.PodSandboxStatusResponse = self.runtime.PodSandboxStatus(
+            pb.PodSandboxStatusRequest(pod_sandbox_id=sid, verbose=verbose)
+        )
+        return resp

@@ -1,0 +1,139 @@
+"""Fixtures of the CRI tests: a daemon with the CRI plugin, a pause image, a CNI bridge."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+import pytest
+
+from pycontainerd.api.cri.v1 import api_pb2 as pb
+from pycontainerd.api.cri.v1 import api_pb2_grpc as pb_grpc
+from pycontainerd.cri import testing
+from pycontainerd.cri.netns import remove as remove_netns
+from pycontainerd.cri.testing import Cri
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+
+def _make(
+    setup: Callable[[Path, Path], contextlib.AbstractContextManager[str]] | None,
+    bin_dir: Callable[[Path], str] | None = None,
+) -> Iterator[Cri]:
+    dt = pytest.importorskip("pycontainerd.daemon.testing")
+    dt.require_binary("/usr/bin/runc")
+    dt.require_binary(dt.CTR)
+    dt.require_binary(f"{testing.CNI_BIN_DIR}/bridge")
+    busybox = testing.static_busybox()
+    if busybox is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("a static busybox (busybox-static) is required under CI")
+        pytest.skip("no static busybox")
+    with dt.short_tempdir("cri-") as base, contextlib.ExitStack() as stack:
+        conf_dir = base / "net.d"
+        conf_dir.mkdir()
+        subnet = stack.enter_context(setup(conf_dir, base / "ipam")) if setup else ""
+        config = testing.cri_config(
+            conf_dir, bin_dir=bin_dir(base) if bin_dir else testing.CNI_BIN_DIR
+        )
+        d = dt.Daemon(
+            base, config=config, env=dt.daemon_env(testing.MODULES, extra=testing.daemon_path_env())
+        )
+        d.start()
+        try:
+            archive = base / "pause.tar"
+            digest = testing.build_pause_archive(busybox, archive)
+            d.ctr("-n", "k8s.io", "images", "import", str(archive))
+            channel = grpc.insecure_channel(f"unix://{d.address}")
+            cri = Cri(
+                daemon=d,
+                channel=channel,
+                runtime=pb_grpc.RuntimeServiceStub(channel),
+                images=pb_grpc.ImageServiceStub(channel),
+                base=base,
+                conf_dir=conf_dir,
+                tag=uuid.uuid4().hex[:8],
+                subnet=subnet,
+                pause_digest=digest,
+            )
+            try:
+                yield cri
+            finally:
+                _cleanup(cri)
+        finally:
+            d.kill()
+            _kill_shims(d.state)
+            for f in testing.netns_files(d.state):
+                remove_netns(f)
+
+
+def _cleanup(cri: Cri) -> None:
+    with contextlib.suppress(grpc.RpcError):
+        listed = cri.runtime.ListPodSandbox(pb.ListPodSandboxRequest())
+        for item in listed.items:
+            with contextlib.suppress(grpc.RpcError):
+                cri.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=item.id))
+    cri.channel.close()
+
+
+def _kill_shims(state: Path) -> None:
+    for f in state.glob("io.containerd.runtime.v2.task/*/*/shim.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(f.read_text())
+            if "shim" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def cri() -> Iterator[Cri]:
+    """A daemon whose CNI config is a bridge on a private subnet."""
+    yield from _make(testing.cni_bridge)
+
+
+@pytest.fixture
+def cri_without_cni() -> Iterator[Cri]:
+    """A daemon whose CNI conf_dir is empty."""
+    yield from _make(None)
+
+
+def _failing_bin_dir(base: Path) -> str:
+    """Debian's plugins plus ``failnet``, a plugin that always fails ADD."""
+    d = base / "cni-bin"
+    d.mkdir()
+    for plugin in Path(testing.CNI_BIN_DIR).iterdir():
+        (d / plugin.name).symlink_to(plugin)
+    fail = d / "failnet"
+    fail.write_text(
+        "#!/bin/sh\n"
+        'if [ "$CNI_COMMAND" = ADD ]; then\n'
+        '  echo \'{"cniVersion":"0.4.0","code":11,\'\n'
+        '  echo \'"msg":"failnet refuses","details":"by design"}\'\n'
+        "  exit 1\n"
+        "fi\n"
+        "exit 0\n"
+    )
+    fail.chmod(0o755)
+    return str(d)
+
+
+@pytest.fixture
+def cri_failing_cni() -> Iterator[Cri]:
+    """A daemon whose network list ends in a plugin that fails ADD (after the bridge)."""
+
+    @contextlib.contextmanager
+    def setup(conf_dir: Path, data_dir: Path) -> Iterator[str]:
+        with testing.cni_bridge(conf_dir, data_dir) as subnet:
+            conf = conf_dir / "10-pycri.conflist"
+            data = json.loads(conf.read_text())
+            data["plugins"].append({"type": "failnet"})
+            conf.write_text(json.dumps(data))
+            yield subnet
+
+    yield from _make(setup, _failing_bin_dir)
