@@ -1,0 +1,436 @@
+"""The streaming server end to end over real sockets, with a fake session handler.
+
+The handler runs no containers: ``exec`` interprets a tiny command language
+(echo to stdout and stderr, copy stdin, report resizes, exit with a code, wait
+forever), so these tests check the protocol layer alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import struct
+
+import pytest
+
+from pycontainerd.cri.streaming import remotecommand as rc
+from pycontainerd.cri.streaming import spdy, testing, websocket
+from pycontainerd.cri.streaming.server import StreamingServer
+from pycontainerd.cri.streaming.session import CommandStreams, PortStream, StreamRequest
+
+
+class FakeHandler:
+    """payload = (command, arg). Records what happened for the assertions."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.cancelled = asyncio.Event()
+        self.resizes: list[rc.TerminalSize] = []
+        self.forwarded: list[int] = []
+
+    async def exec(self, request: StreamRequest, streams: CommandStreams) -> int:
+        command, arg = request.payload  # type: ignore[misc]
+        self.started.set()
+        if command == "echo-exit":
+            assert streams.stdout is not None
+            assert streams.stderr is not None
+            await streams.stdout.write(b"out\n")
+            await streams.stderr.write(b"err\n")
+            return int(arg)
+        if command == "cat":
+            assert streams.stdin is not None
+            assert streams.stdout is not None
+            data = await streams.stdin.read_all()
+            await streams.stdout.write(data.upper())
+            return 0
+        if command == "resizes":
+            assert streams.stdout is not None
+            async for size in streams.resizes():
+                self.resizes.append(size)
+                await streams.stdout.write(f"{size.height} {size.width}\n".encode())
+                if len(self.resizes) == int(arg):
+                    return 0
+            return 1
+        if command == "fail":
+            raise RuntimeError(arg)
+        if command == "hang":
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
+        raise AssertionError(command)
+
+    async def attach(self, request: StreamRequest, streams: CommandStreams) -> int:
+        return await self.exec(request, streams)
+
+    async def port_forward(self, request: StreamRequest, stream: PortStream) -> None:
+        self.forwarded.append(stream.port)
+        if stream.port == 1:
+            msg = "connection refused"
+            raise ConnectionRefusedError(msg)
+        while data := await stream.input.read():
+            await stream.output.write(data[::-1])
+
+
+@pytest.fixture
+async def server():
+    handler = FakeHandler()
+    srv = StreamingServer(handler, "127.0.0.1", 0)
+    await srv.start()
+    srv.fake = handler  # type: ignore[attr-defined]
+    try:
+        yield srv
+    finally:
+        await srv.close()
+
+
+def exec_url(srv: StreamingServer, command: str, arg: str = "", **kw: bool) -> str:
+    return srv.register(StreamRequest("exec", (command, arg), **kw))
+
+
+async def wait_idle(srv: StreamingServer) -> None:
+    async with asyncio.timeout(10):
+        while srv.active_connections:
+            await asyncio.sleep(0.01)
+
+
+# -- SPDY ---------------------------------------------------------------------------
+
+
+async def test_spdy_exec_gives_both_streams_and_exit_code_as_status(server: StreamingServer) -> None:
+    assert server.port != 0
+    res = await testing.spdy_exec(exec_url(server, "echo-exit", "7"))
+    assert res.protocol == rc.SPDY_V4
+    assert (res.stdout, res.stderr) == (b"out\n", b"err\n")
+    status = testing.status_of(res)
+    assert status["status"] == "Failure"
+    assert status["reason"] == "NonZeroExitCode"
+    assert status["details"] == {"causes": [{"reason": "ExitCode", "message": "7"}]}
+    assert res.exit_code == 7
+
+
+async def test_spdy_exec_success_status(server: StreamingServer) -> None:
+    res = await testing.spdy_exec(exec_url(server, "echo-exit", "0"))
+    assert json.loads(res.error) == {"metadata": {}, "status": "Success"}
+
+
+async def test_spdy_older_protocols_send_plain_error_text(server: StreamingServer) -> None:
+    res = await testing.spdy_exec(exec_url(server, "echo-exit", "3"), protocols=("v2.channel.k8s.io",))
+    assert res.protocol == "v2.channel.k8s.io"
+    assert res.error == b"command terminated with non-zero exit code: 3"
+    ok = await testing.spdy_exec(exec_url(server, "echo-exit", "0"), protocols=("v3.channel.k8s.io",))
+    assert ok.error == b""
+
+
+async def test_spdy_handler_failure_is_reported(server: StreamingServer) -> None:
+    res = await testing.spdy_exec(exec_url(server, "fail", "no such container"))
+    status = testing.status_of(res)
+    assert status["status"] == "Failure"
+    assert status["message"] == "no such container"
+
+
+async def test_spdy_stdin_round_trip(server: StreamingServer) -> None:
+    payload = os.urandom(200_000).hex().encode()  # several data frames each way
+    res = await testing.spdy_exec(exec_url(server, "cat", stdin=True, stderr=False), stdin=payload, stderr=False)
+    assert res.stdout == payload.upper()
+    assert res.exit_code == 0
+
+
+async def test_spdy_resize_events_reach_the_handler(server: StreamingServer) -> None:
+    sizes = [rc.TerminalSize(80, 24), rc.TerminalSize(132, 43)]
+    url = exec_url(server, "resizes", "2", tty=True, stderr=False)
+    res = await testing.spdy_exec(url, tty=True, resizes=sizes)
+    assert server.fake.resizes == sizes  # type: ignore[attr-defined]
+    assert res.stdout == b"24 80\n43 132\n"
+
+
+async def test_spdy_ping_is_answered(server: StreamingServer) -> None:
+    c = await testing.SpdyClient.connect(exec_url(server, "hang"))
+    try:
+        c.send_raw(spdy.encode_ping(41))
+        async with asyncio.timeout(10):
+            while not any(isinstance(f, spdy.Ping) for f in c.frames):
+                await asyncio.sleep(0.01)
+        assert [f for f in c.frames if isinstance(f, spdy.Ping)] == [spdy.Ping(41)]
+    finally:
+        await c.close()
+
+
+async def test_spdy_window_updates_follow_consumed_input(server: StreamingServer) -> None:
+    c = await testing.SpdyClient.connect(exec_url(server, "cat", stdin=True, stderr=False))
+    try:
+        await c.create_stream({"streamtype": "error"})
+        sin = await c.create_stream({"streamtype": "stdin"})
+        out = await c.create_stream({"streamtype": "stdout"})
+        await c.send(sin, b"x" * 1000, fin=True)
+        assert await c.read_all(out) == b"X" * 1000
+        updates = [f for f in c.frames if isinstance(f, spdy.WindowUpdate)]
+        assert sum(u.delta for u in updates if u.stream_id == sin) == 1000
+    finally:
+        await c.close()
+
+
+async def test_spdy_unknown_protocol_is_400_with_the_supported_list(server: StreamingServer) -> None:
+    url = exec_url(server, "echo-exit", "0")
+    with pytest.raises(ConnectionRefusedError) as e:
+        await testing.SpdyClient.connect(url, ("v9.channel.k8s.io",))
+    assert "400" in str(e.value)
+    assert "v4.channel.k8s.io" in str(e.value)
+    assert "channel.k8s.io" in str(e.value)
+
+
+async def test_spdy_goaway_after_the_session(server: StreamingServer) -> None:
+    c = await testing.SpdyClient.connect(exec_url(server, "echo-exit", "0", stderr=False))
+    try:
+        await c.create_stream({"streamtype": "error"})
+        await c.create_stream({"streamtype": "stdout"})
+        async with asyncio.timeout(10):
+            await c.closed.wait()
+        assert any(isinstance(f, spdy.GoAway) and f.status == spdy.GOAWAY_OK for f in c.frames)
+    finally:
+        await c.close()
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\x80\x02\x00\x01\x00\x00\x00\x00",  # SPDY version 2
+        b"\x80\x03\x00\x06\x00\x00\x00\x03abc",  # PING of 3 bytes
+        b"\x80\x03\x00\x01\x00\x00\x00\x0e" + b"\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00" + b"junk",  # bad zlib
+    ],
+)
+async def test_malformed_spdy_frame_closes_that_connection_only(server: StreamingServer, garbage: bytes) -> None:
+    other = await testing.SpdyClient.connect(exec_url(server, "cat", stdin=True, stderr=False))
+    bad = await testing.SpdyClient.connect(exec_url(server, "hang"))
+    try:
+        bad.send_raw(garbage)
+        async with asyncio.timeout(10):
+            await bad.closed.wait()
+        assert any(isinstance(f, spdy.GoAway) and f.status == spdy.GOAWAY_PROTOCOL_ERROR for f in bad.frames)
+        await other.create_stream({"streamtype": "error"})
+        sin = await other.create_stream({"streamtype": "stdin"})
+        out = await other.create_stream({"streamtype": "stdout"})
+        await other.send(sin, b"still here", fin=True)
+        assert await other.read_all(out) == b"STILL HERE"
+    finally:
+        await bad.close()
+        await other.close()
+
+
+async def test_client_disconnect_mid_session_cancels_the_handler(server: StreamingServer) -> None:
+    c = await testing.SpdyClient.connect(exec_url(server, "hang", stderr=False))
+    await c.create_stream({"streamtype": "error"})
+    await c.create_stream({"streamtype": "stdout"})
+    fake = server.fake  # type: ignore[attr-defined]
+    async with asyncio.timeout(10):
+        await fake.started.wait()
+    await c.close()
+    async with asyncio.timeout(10):
+        await fake.cancelled.wait()
+    await wait_idle(server)
+    assert [t for t in asyncio.all_tasks() if "_run_command" in repr(t) or "_read_loop" in repr(t)] == []
+
+
+async def test_spdy_portforward_pairs_streams_and_reports_errors(server: StreamingServer) -> None:
+    url = server.register(StreamRequest("portforward", None))
+    c = await testing.SpdyClient.connect(url, ("portforward.k8s.io",))
+    try:
+        assert c.protocol == "portforward.k8s.io"
+        e1 = await c.create_stream({"streamtype": "error", "port": "8080", "requestid": "0"})
+        d1 = await c.create_stream({"streamtype": "data", "port": "8080", "requestid": "0"})
+        e2 = await c.create_stream({"streamtype": "error", "port": "1", "requestid": "1"})
+        await c.create_stream({"streamtype": "data", "port": "1", "requestid": "1"})
+        await c.send(d1, b"abc", fin=True)
+        assert await c.read_all(d1) == b"cba"
+        assert await c.read_all(e1) == b""
+        assert b"error forwarding port 1: connection refused" in await c.read_all(e2)
+    finally:
+        await c.close()
+
+
+# -- tokens and HTTP ----------------------------------------------------------------
+
+
+async def test_reused_token_is_404(server: StreamingServer) -> None:
+    url = exec_url(server, "echo-exit", "0")
+    await testing.spdy_exec(url)
+    with pytest.raises(ConnectionRefusedError, match="404"):
+        await testing.spdy_exec(url)
+    with pytest.raises(ConnectionRefusedError, match="404"):
+        await testing.ws_exec(url)
+
+
+async def test_expired_token_is_404() -> None:
+    srv = StreamingServer(FakeHandler(), token_ttl=0.0)
+    await srv.start()
+    try:
+        url = exec_url(srv, "echo-exit", "0")
+        with pytest.raises(ConnectionRefusedError, match="404"):
+            await testing.spdy_exec(url)
+    finally:
+        await srv.close()
+
+
+async def test_token_of_another_kind_or_unknown_path_is_404(server: StreamingServer) -> None:
+    url = exec_url(server, "echo-exit", "0")
+    with pytest.raises(ConnectionRefusedError, match="404"):
+        await testing.spdy_exec(url.replace("/exec/", "/attach/"))
+    with pytest.raises(ConnectionRefusedError, match="404"):
+        await testing.spdy_exec(server.base_url + "/nothing")
+
+
+async def test_request_without_upgrade_is_400(server: StreamingServer) -> None:
+    resp, _, writer = await testing.open_upgrade(exec_url(server, "echo-exit", "0"), [])
+    writer.close()
+    assert resp.status == 400
+
+
+async def test_attach_uses_the_attach_handler(server: StreamingServer) -> None:
+    url = server.register(StreamRequest("attach", ("echo-exit", "0")))
+    res = await testing.spdy_exec(url)
+    assert (res.stdout, res.exit_code) == (b"out\n", 0)
+
+
+# -- WebSocket ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", [rc.WS_V5, rc.WS_V4, rc.WS_V4_BASE64])
+async def test_ws_exec_gives_both_streams_and_exit_code(server: StreamingServer, protocol: str) -> None:
+    res = await testing.ws_exec(exec_url(server, "echo-exit", "7"), protocols=("bogus", protocol))
+    assert res.protocol == protocol
+    assert (res.stdout, res.stderr) == (b"out\n", b"err\n")
+    assert res.exit_code == 7
+
+
+async def test_ws_v1_protocols_send_plain_error_text(server: StreamingServer) -> None:
+    res = await testing.ws_exec(exec_url(server, "echo-exit", "5"), protocols=(rc.WS_V1_BASE64,))
+    assert res.error == b"command terminated with non-zero exit code: 5"
+
+
+async def test_ws_first_message_announces_the_lowest_writable_channel(server: StreamingServer) -> None:
+    c = await testing.WsClient.connect(exec_url(server, "echo-exit", "0"), (rc.WS_V5,))
+    try:
+        async with asyncio.timeout(10):
+            await c.closed.wait()
+        assert c.messages[0] == (rc.STDOUT, b"")
+        assert c.close_code == websocket.CLOSE_NORMAL
+    finally:
+        await c.close()
+
+
+async def test_ws_stdin_round_trip_with_v5_close(server: StreamingServer) -> None:
+    res = await testing.ws_exec(exec_url(server, "cat", stdin=True, stderr=False), stdin=b"hello ws")
+    assert res.stdout == b"HELLO WS"
+    assert res.exit_code == 0
+
+
+async def test_ws_resize_events_reach_the_handler(server: StreamingServer) -> None:
+    sizes = [rc.TerminalSize(100, 30)]
+    res = await testing.ws_exec(exec_url(server, "resizes", "1", tty=True, stderr=False), resizes=sizes)
+    assert server.fake.resizes == sizes  # type: ignore[attr-defined]
+    assert res.stdout == b"30 100\n"
+
+
+async def test_ws_ping_gets_pong(server: StreamingServer) -> None:
+    url = exec_url(server, "hang")
+    resp, reader, writer = await testing.open_upgrade(
+        url,
+        [
+            ("Connection", "Upgrade"),
+            ("Upgrade", "websocket"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Protocol", rc.WS_V5),
+        ],
+        method="GET",
+    )
+    assert resp.status == 101
+    assert resp.headers["sec-websocket-accept"] == ["s3pPLMBiTxaQ9kYGzzhZRbK+xOo="]
+    writer.write(websocket.encode_frame(websocket.OP_PING, b"hi", mask_key=b"abcd"))
+    parser = websocket.FrameParser(require_mask=False)
+    got: list[websocket.Message] = []
+    async with asyncio.timeout(10):
+        while not any(m.opcode == websocket.OP_PONG for m in got):
+            got += parser.feed(await reader.read(1024))
+    assert websocket.Message(websocket.OP_PONG, b"hi") in got
+    writer.close()
+
+
+async def test_ws_unknown_subprotocol_is_400_with_the_supported_list(server: StreamingServer) -> None:
+    with pytest.raises(ConnectionRefusedError) as e:
+        await testing.WsClient.connect(exec_url(server, "echo-exit", "0"), ("v9.channel.k8s.io",))
+    text = str(e.value)
+    assert "400" in text
+    for p in rc.WS_REMOTECOMMAND:
+        assert p in text
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        websocket.encode_frame(websocket.OP_BINARY, b"\x00x"),  # unmasked client frame
+        websocket.encode_frame(websocket.OP_PING, b"x" * 126, mask_key=b"abcd"),  # control frame too big
+        websocket.encode_frame(websocket.OP_CONT, b"x", mask_key=b"abcd"),  # nothing to continue
+        bytes([0xC2, 0x80]) + b"abcd",  # RSV1 without an extension
+    ],
+)
+async def test_malformed_ws_frame_closes_that_connection_only(server: StreamingServer, garbage: bytes) -> None:
+    other = await testing.WsClient.connect(exec_url(server, "cat", stdin=True, stderr=False), (rc.WS_V5,))
+    bad = await testing.WsClient.connect(exec_url(server, "hang"), (rc.WS_V5,))
+    try:
+        bad.send_raw(garbage)
+        async with asyncio.timeout(10):
+            await bad.closed.wait()
+        assert bad.close_code == websocket.CLOSE_PROTOCOL_ERROR
+        await other.send(rc.STDIN, b"alive")
+        await other.send(rc.CLOSE_CHANNEL, bytes([rc.STDIN]))
+        async with asyncio.timeout(10):
+            await other.closed.wait()
+        assert other.channel(rc.STDOUT) == b"ALIVE"
+    finally:
+        await bad.close()
+        await other.close()
+
+
+async def test_ws_client_disconnect_cancels_the_handler(server: StreamingServer) -> None:
+    c = await testing.WsClient.connect(exec_url(server, "hang"), (rc.WS_V4,))
+    fake = server.fake  # type: ignore[attr-defined]
+    async with asyncio.timeout(10):
+        await fake.started.wait()
+    await c.close()
+    async with asyncio.timeout(10):
+        await fake.cancelled.wait()
+    await wait_idle(server)
+
+
+async def test_ws_portforward_prefixes_ports_and_relays(server: StreamingServer) -> None:
+    url = server.register(StreamRequest("portforward", None)) + "?port=8080&port=1"
+    c = await testing.WsClient.connect(url, ("portforward.k8s.io",))
+    try:
+        await c.send(0, b"xyz")
+        async with asyncio.timeout(10):
+            while c.channel(0) != struct.pack("<H", 8080) + b"zyx" or len(c.channel(3)) <= 2:
+                await asyncio.sleep(0.01)
+        assert c.channel(1) == struct.pack("<H", 8080)
+        assert c.channel(2) == struct.pack("<H", 1)
+        assert b"connection refused" in c.channel(3)
+    finally:
+        await c.close()
+
+
+# -- load -----------------------------------------------------------------------------
+
+
+async def test_100_concurrent_sessions(server: StreamingServer) -> None:
+    async def one(i: int) -> None:
+        if i % 2:
+            res = await testing.spdy_exec(exec_url(server, "echo-exit", str(i % 5)))
+        else:
+            res = await testing.ws_exec(exec_url(server, "echo-exit", str(i % 5)))
+        assert (res.stdout, res.stderr, res.exit_code) == (b"out\n", b"err\n", i % 5)
+
+    async with asyncio.timeout(60):
+        await asyncio.gather(*(one(i) for i in range(100)))
+    await wait_idle(server)
