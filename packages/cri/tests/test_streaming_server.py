@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import struct
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
@@ -18,6 +19,9 @@ from pycontainerd.cri.streaming import remotecommand as rc
 from pycontainerd.cri.streaming import spdy, testing, websocket
 from pycontainerd.cri.streaming.server import StreamingServer
 from pycontainerd.cri.streaming.session import CommandStreams, PortStream, StreamRequest
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 
 class FakeHandler:
@@ -30,7 +34,7 @@ class FakeHandler:
         self.forwarded: list[int] = []
 
     async def exec(self, request: StreamRequest, streams: CommandStreams) -> int:
-        command, arg = request.payload  # type: ignore[misc]
+        command, arg = cast("tuple[str, str]", request.payload)
         self.started.set()
         if command == "echo-exit":
             assert streams.stdout is not None
@@ -75,31 +79,42 @@ class FakeHandler:
 
 
 @pytest.fixture
-async def server():
+async def server() -> AsyncIterator[StreamingServer]:
     handler = FakeHandler()
     srv = StreamingServer(handler, "127.0.0.1", 0)
     await srv.start()
-    srv.fake = handler  # type: ignore[attr-defined]
+    srv.fake = handler  # type: ignore[attr-defined]  # the tests' back door
     try:
         yield srv
     finally:
         await srv.close()
 
 
-def exec_url(srv: StreamingServer, command: str, arg: str = "", **kw: bool) -> str:
-    return srv.register(StreamRequest("exec", (command, arg), **kw))
+def exec_url(
+    srv: StreamingServer,
+    command: str,
+    arg: str = "",
+    *,
+    stdin: bool = False,
+    stderr: bool = True,
+    tty: bool = False,
+) -> str:
+    return srv.register(
+        StreamRequest("exec", (command, arg), stdin=stdin, stdout=True, stderr=stderr, tty=tty)
+    )
 
 
 async def wait_idle(srv: StreamingServer) -> None:
     async with asyncio.timeout(10):
-        while srv.active_connections:
-            await asyncio.sleep(0.01)
+        await srv.wait_idle()
 
 
 # -- SPDY ---------------------------------------------------------------------------
 
 
-async def test_spdy_exec_gives_both_streams_and_exit_code_as_status(server: StreamingServer) -> None:
+async def test_spdy_exec_gives_both_streams_and_exit_code_as_status(
+    server: StreamingServer,
+) -> None:
     assert server.port != 0
     res = await testing.spdy_exec(exec_url(server, "echo-exit", "7"))
     assert res.protocol == rc.SPDY_V4
@@ -117,10 +132,14 @@ async def test_spdy_exec_success_status(server: StreamingServer) -> None:
 
 
 async def test_spdy_older_protocols_send_plain_error_text(server: StreamingServer) -> None:
-    res = await testing.spdy_exec(exec_url(server, "echo-exit", "3"), protocols=("v2.channel.k8s.io",))
+    res = await testing.spdy_exec(
+        exec_url(server, "echo-exit", "3"), protocols=("v2.channel.k8s.io",)
+    )
     assert res.protocol == "v2.channel.k8s.io"
     assert res.error == b"command terminated with non-zero exit code: 3"
-    ok = await testing.spdy_exec(exec_url(server, "echo-exit", "0"), protocols=("v3.channel.k8s.io",))
+    ok = await testing.spdy_exec(
+        exec_url(server, "echo-exit", "0"), protocols=("v3.channel.k8s.io",)
+    )
     assert ok.error == b""
 
 
@@ -133,7 +152,9 @@ async def test_spdy_handler_failure_is_reported(server: StreamingServer) -> None
 
 async def test_spdy_stdin_round_trip(server: StreamingServer) -> None:
     payload = os.urandom(200_000).hex().encode()  # several data frames each way
-    res = await testing.spdy_exec(exec_url(server, "cat", stdin=True, stderr=False), stdin=payload, stderr=False)
+    res = await testing.spdy_exec(
+        exec_url(server, "cat", stdin=True, stderr=False), stdin=payload, stderr=False
+    )
     assert res.stdout == payload.upper()
     assert res.exit_code == 0
 
@@ -151,8 +172,7 @@ async def test_spdy_ping_is_answered(server: StreamingServer) -> None:
     try:
         c.send_raw(spdy.encode_ping(41))
         async with asyncio.timeout(10):
-            while not any(isinstance(f, spdy.Ping) for f in c.frames):
-                await asyncio.sleep(0.01)
+            await c.wait_for(lambda: any(isinstance(f, spdy.Ping) for f in c.frames))
         assert [f for f in c.frames if isinstance(f, spdy.Ping)] == [spdy.Ping(41)]
     finally:
         await c.close()
@@ -172,7 +192,9 @@ async def test_spdy_window_updates_follow_consumed_input(server: StreamingServer
         await c.close()
 
 
-async def test_spdy_unknown_protocol_is_400_with_the_supported_list(server: StreamingServer) -> None:
+async def test_spdy_unknown_protocol_is_400_with_the_supported_list(
+    server: StreamingServer,
+) -> None:
     url = exec_url(server, "echo-exit", "0")
     with pytest.raises(ConnectionRefusedError) as e:
         await testing.SpdyClient.connect(url, ("v9.channel.k8s.io",))
@@ -198,17 +220,24 @@ async def test_spdy_goaway_after_the_session(server: StreamingServer) -> None:
     [
         b"\x80\x02\x00\x01\x00\x00\x00\x00",  # SPDY version 2
         b"\x80\x03\x00\x06\x00\x00\x00\x03abc",  # PING of 3 bytes
-        b"\x80\x03\x00\x01\x00\x00\x00\x0e" + b"\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00" + b"junk",  # bad zlib
+        b"\x80\x03\x00\x01\x00\x00\x00\x0e"
+        + b"\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+        + b"junk",  # bad zlib
     ],
 )
-async def test_malformed_spdy_frame_closes_that_connection_only(server: StreamingServer, garbage: bytes) -> None:
+async def test_malformed_spdy_frame_closes_that_connection_only(
+    server: StreamingServer, garbage: bytes
+) -> None:
     other = await testing.SpdyClient.connect(exec_url(server, "cat", stdin=True, stderr=False))
     bad = await testing.SpdyClient.connect(exec_url(server, "hang"))
     try:
         bad.send_raw(garbage)
         async with asyncio.timeout(10):
             await bad.closed.wait()
-        assert any(isinstance(f, spdy.GoAway) and f.status == spdy.GOAWAY_PROTOCOL_ERROR for f in bad.frames)
+        assert any(
+            isinstance(f, spdy.GoAway) and f.status == spdy.GOAWAY_PROTOCOL_ERROR
+            for f in bad.frames
+        )
         await other.create_stream({"streamtype": "error"})
         sin = await other.create_stream({"streamtype": "stdin"})
         out = await other.create_stream({"streamtype": "stdout"})
@@ -230,7 +259,9 @@ async def test_client_disconnect_mid_session_cancels_the_handler(server: Streami
     async with asyncio.timeout(10):
         await fake.cancelled.wait()
     await wait_idle(server)
-    assert [t for t in asyncio.all_tasks() if "_run_command" in repr(t) or "_read_loop" in repr(t)] == []
+    assert [
+        t for t in asyncio.all_tasks() if "_run_command" in repr(t) or "_read_loop" in repr(t)
+    ] == []
 
 
 async def test_spdy_portforward_pairs_streams_and_reports_errors(server: StreamingServer) -> None:
@@ -297,7 +328,9 @@ async def test_attach_uses_the_attach_handler(server: StreamingServer) -> None:
 
 
 @pytest.mark.parametrize("protocol", [rc.WS_V5, rc.WS_V4, rc.WS_V4_BASE64])
-async def test_ws_exec_gives_both_streams_and_exit_code(server: StreamingServer, protocol: str) -> None:
+async def test_ws_exec_gives_both_streams_and_exit_code(
+    server: StreamingServer, protocol: str
+) -> None:
     res = await testing.ws_exec(exec_url(server, "echo-exit", "7"), protocols=("bogus", protocol))
     assert res.protocol == protocol
     assert (res.stdout, res.stderr) == (b"out\n", b"err\n")
@@ -309,7 +342,9 @@ async def test_ws_v1_protocols_send_plain_error_text(server: StreamingServer) ->
     assert res.error == b"command terminated with non-zero exit code: 5"
 
 
-async def test_ws_first_message_announces_the_lowest_writable_channel(server: StreamingServer) -> None:
+async def test_ws_first_message_announces_the_lowest_writable_channel(
+    server: StreamingServer,
+) -> None:
     c = await testing.WsClient.connect(exec_url(server, "echo-exit", "0"), (rc.WS_V5,))
     try:
         async with asyncio.timeout(10):
@@ -321,14 +356,18 @@ async def test_ws_first_message_announces_the_lowest_writable_channel(server: St
 
 
 async def test_ws_stdin_round_trip_with_v5_close(server: StreamingServer) -> None:
-    res = await testing.ws_exec(exec_url(server, "cat", stdin=True, stderr=False), stdin=b"hello ws")
+    res = await testing.ws_exec(
+        exec_url(server, "cat", stdin=True, stderr=False), stdin=b"hello ws"
+    )
     assert res.stdout == b"HELLO WS"
     assert res.exit_code == 0
 
 
 async def test_ws_resize_events_reach_the_handler(server: StreamingServer) -> None:
     sizes = [rc.TerminalSize(100, 30)]
-    res = await testing.ws_exec(exec_url(server, "resizes", "1", tty=True, stderr=False), resizes=sizes)
+    res = await testing.ws_exec(
+        exec_url(server, "resizes", "1", tty=True, stderr=False), resizes=sizes
+    )
     assert server.fake.resizes == sizes  # type: ignore[attr-defined]
     assert res.stdout == b"30 100\n"
 
@@ -358,7 +397,9 @@ async def test_ws_ping_gets_pong(server: StreamingServer) -> None:
     writer.close()
 
 
-async def test_ws_unknown_subprotocol_is_400_with_the_supported_list(server: StreamingServer) -> None:
+async def test_ws_unknown_subprotocol_is_400_with_the_supported_list(
+    server: StreamingServer,
+) -> None:
     with pytest.raises(ConnectionRefusedError) as e:
         await testing.WsClient.connect(exec_url(server, "echo-exit", "0"), ("v9.channel.k8s.io",))
     text = str(e.value)
@@ -371,13 +412,19 @@ async def test_ws_unknown_subprotocol_is_400_with_the_supported_list(server: Str
     "garbage",
     [
         websocket.encode_frame(websocket.OP_BINARY, b"\x00x"),  # unmasked client frame
-        websocket.encode_frame(websocket.OP_PING, b"x" * 126, mask_key=b"abcd"),  # control frame too big
+        websocket.encode_frame(
+            websocket.OP_PING, b"x" * 126, mask_key=b"abcd"
+        ),  # control frame too big
         websocket.encode_frame(websocket.OP_CONT, b"x", mask_key=b"abcd"),  # nothing to continue
         bytes([0xC2, 0x80]) + b"abcd",  # RSV1 without an extension
     ],
 )
-async def test_malformed_ws_frame_closes_that_connection_only(server: StreamingServer, garbage: bytes) -> None:
-    other = await testing.WsClient.connect(exec_url(server, "cat", stdin=True, stderr=False), (rc.WS_V5,))
+async def test_malformed_ws_frame_closes_that_connection_only(
+    server: StreamingServer, garbage: bytes
+) -> None:
+    other = await testing.WsClient.connect(
+        exec_url(server, "cat", stdin=True, stderr=False), (rc.WS_V5,)
+    )
     bad = await testing.WsClient.connect(exec_url(server, "hang"), (rc.WS_V5,))
     try:
         bad.send_raw(garbage)
@@ -411,8 +458,9 @@ async def test_ws_portforward_prefixes_ports_and_relays(server: StreamingServer)
     try:
         await c.send(0, b"xyz")
         async with asyncio.timeout(10):
-            while c.channel(0) != struct.pack("<H", 8080) + b"zyx" or len(c.channel(3)) <= 2:
-                await asyncio.sleep(0.01)
+            await c.wait_for(
+                lambda: c.channel(0) == struct.pack("<H", 8080) + b"zyx" and len(c.channel(3)) > 2
+            )
         assert c.channel(1) == struct.pack("<H", 8080)
         assert c.channel(2) == struct.pack("<H", 1)
         assert b"connection refused" in c.channel(3)

@@ -18,12 +18,14 @@ REASONS = {
 }
 
 
-class BadRequest(Exception):
+class BadRequestError(Exception):
     """The request head is not HTTP/1.1 we can serve."""
 
 
 @dataclass(frozen=True)
 class Request:
+    """A parsed request head."""
+
     method: str
     target: str
     path: str
@@ -46,12 +48,12 @@ def parse_request(head: bytes) -> Request:
     try:
         text = head.decode("latin-1")
     except UnicodeDecodeError as e:  # pragma: no cover - latin-1 decodes anything
-        raise BadRequest(str(e)) from e
+        raise BadRequestError(str(e)) from e
     lines = text.split("\r\n")
     parts = lines[0].split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
         msg = f"malformed request line {lines[0][:80]!r}"
-        raise BadRequest(msg)
+        raise BadRequestError(msg)
     method, target, _ = parts
     headers: dict[str, list[str]] = {}
     for line in lines[1:]:
@@ -60,7 +62,7 @@ def parse_request(head: bytes) -> Request:
         name, sep, value = line.partition(":")
         if not sep or not name or name != name.strip():
             msg = f"malformed header line {line[:80]!r}"
-            raise BadRequest(msg)
+            raise BadRequestError(msg)
         headers.setdefault(name.lower(), []).append(value.strip())
     url = urlsplit(target)
     return Request(method, target, url.path, parse_qs(url.query), headers)

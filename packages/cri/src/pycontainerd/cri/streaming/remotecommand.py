@@ -118,6 +118,8 @@ def parse_exit_status(data: bytes) -> int:
 
 @dataclass(frozen=True)
 class TerminalSize:
+    """A terminal size in character cells."""
+
     width: int
     height: int
 
@@ -149,4 +151,5 @@ class ResizeDecoder:
 
 
 def encode_resize(size: TerminalSize) -> bytes:
+    """One resize message, as a client sends it."""
     return json.dumps({"Width": size.width, "Height": size.height}).encode()

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING
 
 from pycontainerd.cri.streaming import remotecommand as rc
 from pycontainerd.cri.streaming import spdy, websocket
-from pycontainerd.cri.streaming.http import MAX_HEAD, BadRequest, Request, parse_request, response
+from pycontainerd.cri.streaming.http import (
+    MAX_HEAD,
+    BadRequestError,
+    Request,
+    parse_request,
+    response,
+)
 from pycontainerd.cri.streaming.session import (
     CommandStreams,
     InputStream,
@@ -70,7 +76,9 @@ class StreamingServer:
         self.stream_creation_timeout = stream_creation_timeout
         self.max_message = max_message
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @property
     def base_url(self) -> str:
@@ -82,6 +90,15 @@ class StreamingServer:
     def active_connections(self) -> int:
         """Connections being served (a test can await this reaching 0)."""
         return len(self._tasks)
+
+    def _forget(self, task: asyncio.Task[object]) -> None:
+        self._tasks.discard(task)
+        if not self._tasks:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no connection is being served."""
+        await self._idle.wait()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
@@ -108,8 +125,9 @@ class StreamingServer:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None  # noqa: S101 - start_server runs callbacks in tasks
-        self._tasks.add(task)  # type: ignore[arg-type]
-        task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        self._idle.clear()
+        task.add_done_callback(self._forget)
         try:
             await self._serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -132,7 +150,7 @@ class StreamingServer:
             return
         try:
             req = parse_request(head)
-        except BadRequest as e:
+        except BadRequestError as e:
             writer.write(response(400, body=str(e)))
             return
         parts = req.path.strip("/").split("/")
@@ -180,8 +198,8 @@ class StreamingServer:
                     response(
                         400,
                         [("X-Accepted-Stream-Protocol-Versions", ", ".join(supported))],
-                        f"unable to upgrade: unable to negotiate protocol: client supports {offered}, "
-                        f"server accepts {list(supported)}",
+                        "unable to upgrade: unable to negotiate protocol: "
+                        f"client supports {offered}, server accepts {list(supported)}",
                     )
                 )
                 return
@@ -238,7 +256,12 @@ class StreamingServer:
             streams.resize_queue = asyncio.Queue()
             aux.append(_pump_resizes(got[rc.STREAM_RESIZE].input, streams.resize_queue))
         await self._run_command(
-            sreq, streams, got[rc.STREAM_ERROR].output, protocol, conn.closed, aux
+            sreq,
+            streams=streams,
+            error=got[rc.STREAM_ERROR].output,
+            protocol=protocol,
+            closed=conn.closed,
+            aux=aux,
         )
 
     async def _spdy_portforward(self, conn: SpdyConnection, sreq: StreamRequest) -> None:
@@ -299,6 +322,7 @@ class StreamingServer:
     async def _run_command(
         self,
         sreq: StreamRequest,
+        *,
         streams: CommandStreams,
         error: OutputStream,
         protocol: str,
@@ -370,7 +394,8 @@ class StreamingServer:
                 response(
                     400,
                     [("Sec-WebSocket-Protocol", ", ".join(supported))],
-                    f"requested protocol(s) are not supported: {offered}; supports {list(supported)}",
+                    f"requested protocol(s) are not supported: {offered}; "
+                    f"supports {list(supported)}",
                 )
             )
             return
@@ -411,7 +436,9 @@ class StreamingServer:
         # The lowest writable channel gets an empty message: "streams are ready".
         first = rc.STDOUT if sreq.stdout else rc.STDERR if sreq.stderr else rc.ERROR
         await conn.send_channel(first, b"")
-        await self._run_command(sreq, streams, error, protocol, conn.closed, aux)
+        await self._run_command(
+            sreq, streams=streams, error=error, protocol=protocol, closed=conn.closed, aux=aux
+        )
 
     async def _ws_portforward(self, conn: WsConnection, sreq: StreamRequest, req: Request) -> None:
         ports: list[int] = []
@@ -585,13 +612,13 @@ class SpdyConnection:
                 stream.input.feed_eof()
             self.new_streams.put_nowait(stream)
         elif isinstance(frame, spdy.DataFrame):
-            stream = self.streams.get(frame.stream_id)  # type: ignore[assignment]
-            if stream is None:
+            target = self.streams.get(frame.stream_id)
+            if target is None:
                 self.send(spdy.encode_rst_stream(frame.stream_id, spdy.RST_INVALID_STREAM))
                 return
-            stream.input.feed(frame.data)
+            target.input.feed(frame.data)
             if frame.fin:
-                stream.input.feed_eof()
+                target.input.feed_eof()
         elif isinstance(frame, spdy.RstStream):
             gone = self.streams.pop(frame.stream_id, None)
             if gone is not None:

@@ -137,9 +137,7 @@ class PortStream:
 
 
 class CommandFailedError(Exception):
-    """A handler raises this for a failure that is not an exit code (the
-    message reaches the client on the error stream).
-    """
+    """A failure that is not an exit code; the message reaches the client's error stream."""
 
 
 class StreamingHandler(Protocol):

@@ -160,6 +160,8 @@ Headers = dict[str, list[str]]
 
 @dataclass(frozen=True)
 class DataFrame:
+    """DATA: stream bytes; ``fin`` ends the sender's half."""
+
     stream_id: int
     data: bytes
     fin: bool
@@ -167,6 +169,8 @@ class DataFrame:
 
 @dataclass(frozen=True)
 class SynStream:
+    """SYN_STREAM: the peer opens a stream."""
+
     stream_id: int
     associated_id: int
     priority: int
@@ -177,6 +181,8 @@ class SynStream:
 
 @dataclass(frozen=True)
 class SynReply:
+    """SYN_REPLY: the answer to our SYN_STREAM."""
+
     stream_id: int
     headers: Headers
     fin: bool
@@ -184,6 +190,8 @@ class SynReply:
 
 @dataclass(frozen=True)
 class HeadersFrame:
+    """HEADERS: more headers for a stream."""
+
     stream_id: int
     headers: Headers
     fin: bool
@@ -191,28 +199,38 @@ class HeadersFrame:
 
 @dataclass(frozen=True)
 class RstStream:
+    """RST_STREAM: a stream ends abnormally."""
+
     stream_id: int
     status: int
 
 
 @dataclass(frozen=True)
 class Settings:
+    """SETTINGS: id -> value."""
+
     values: dict[int, int]
 
 
 @dataclass(frozen=True)
 class Ping:
+    """PING: odd ids from the client, even from the server; echoed."""
+
     ping_id: int
 
 
 @dataclass(frozen=True)
 class GoAway:
+    """GOAWAY: no new streams; the session ends."""
+
     last_good_stream_id: int
     status: int
 
 
 @dataclass(frozen=True)
 class WindowUpdate:
+    """WINDOW_UPDATE: the peer can take ``delta`` more bytes on the stream."""
+
     stream_id: int
     delta: int
 
@@ -316,6 +334,7 @@ def _control(ftype: int, flags: int, payload: bytes) -> bytes:
 
 
 def encode_data(stream_id: int, data: bytes, *, fin: bool = False) -> bytes:
+    """A DATA frame."""
     flags = FLAG_FIN if fin else 0
     return struct.pack(">II", stream_id & _MASK31, (flags << 24) | len(data)) + data
 
@@ -329,6 +348,7 @@ def encode_syn_stream(
     priority: int = 0,
     fin: bool = False,
 ) -> bytes:
+    """A SYN_STREAM frame (a client opening a stream)."""
     flags = FLAG_FIN if fin else 0
     head = struct.pack(
         ">IIBB", stream_id & _MASK31, associated_id & _MASK31, (priority & 7) << 5, 0
@@ -339,6 +359,7 @@ def encode_syn_stream(
 def encode_syn_reply(
     comp: HeaderCompressor, stream_id: int, headers: Headers, *, fin: bool = False
 ) -> bytes:
+    """A SYN_REPLY frame."""
     flags = FLAG_FIN if fin else 0
     return _control(
         SYN_REPLY, flags, struct.pack(">I", stream_id & _MASK31) + comp.compress(headers)
@@ -346,10 +367,12 @@ def encode_syn_reply(
 
 
 def encode_rst_stream(stream_id: int, status: int) -> bytes:
+    """A RST_STREAM frame."""
     return _control(RST_STREAM, 0, struct.pack(">II", stream_id & _MASK31, status))
 
 
 def encode_settings(values: dict[int, int]) -> bytes:
+    """A SETTINGS frame."""
     body = struct.pack(">I", len(values))
     for sid, value in values.items():
         body += struct.pack(">II", sid & 0xFFFFFF, value)
@@ -357,14 +380,17 @@ def encode_settings(values: dict[int, int]) -> bytes:
 
 
 def encode_ping(ping_id: int) -> bytes:
+    """A PING frame."""
     return _control(PING, 0, struct.pack(">I", ping_id))
 
 
 def encode_goaway(last_good_stream_id: int, status: int = GOAWAY_OK) -> bytes:
+    """A GOAWAY frame."""
     return _control(GOAWAY, 0, struct.pack(">II", last_good_stream_id & _MASK31, status))
 
 
 def encode_window_update(stream_id: int, delta: int) -> bytes:
+    """A WINDOW_UPDATE frame."""
     return _control(WINDOW_UPDATE, 0, struct.pack(">II", stream_id & _MASK31, delta & _MASK31))
 
 

@@ -13,10 +13,14 @@ import contextlib
 import json
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pycontainerd.cri.streaming import remotecommand as rc
 from pycontainerd.cri.streaming import spdy, websocket
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 @dataclass
@@ -38,7 +42,7 @@ async def _read_response(reader: asyncio.StreamReader) -> HttpResponse:
             name, _, value = line.partition(":")
             headers.setdefault(name.lower(), []).append(value.strip())
     body = b""
-    if status != 101:  # noqa: PLR2004
+    if status != 101:
         body = await reader.readexactly(int(headers.get("content-length", ["0"])[0]))
     return HttpResponse(status, headers, body)
 
@@ -68,7 +72,9 @@ class _ClientStream:
 class SpdyClient:
     """A SPDY/3.1 client session over an upgraded connection."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, protocol: str) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, protocol: str
+    ) -> None:
         self.reader = reader
         self.writer = writer
         self.protocol = protocol
@@ -78,6 +84,7 @@ class SpdyClient:
         self.next_id = 1
         self.frames: list[spdy.Frame] = []  # every frame received that is not stream data
         self.closed = asyncio.Event()
+        self.changed = asyncio.Condition()
         self._task = asyncio.create_task(self._read())
 
     @classmethod
@@ -87,32 +94,42 @@ class SpdyClient:
             [("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1")]
             + [("X-Stream-Protocol-Version", p) for p in protocols],
         )
-        if resp.status != 101:  # noqa: PLR2004
+        if resp.status != 101:
             writer.close()
             msg = f"upgrade refused: {resp.status} {resp.body.decode()}"
             raise ConnectionRefusedError(msg)
         return cls(reader, writer, resp.headers.get("x-stream-protocol-version", [""])[0])
 
+    def _process(self, data: bytes) -> bool:
+        for frame in self.parser.feed(data):
+            if isinstance(frame, spdy.DataFrame):
+                s = self.streams[frame.stream_id]
+                s.data += frame.data
+                if frame.fin:
+                    s.eof.set()
+                continue
+            self.frames.append(frame)
+            if isinstance(frame, spdy.SynReply):
+                self.streams[frame.stream_id].replied.set()
+            elif isinstance(frame, spdy.RstStream):
+                self.streams[frame.stream_id].reset = True
+                self.streams[frame.stream_id].eof.set()
+        return False
+
     async def _read(self) -> None:
         try:
             while data := await self.reader.read(65536):
-                for frame in self.parser.feed(data):
-                    if isinstance(frame, spdy.DataFrame):
-                        s = self.streams[frame.stream_id]
-                        s.data += frame.data
-                        if frame.fin:
-                            s.eof.set()
-                        continue
-                    self.frames.append(frame)
-                    if isinstance(frame, spdy.SynReply):
-                        self.streams[frame.stream_id].replied.set()
-                    elif isinstance(frame, spdy.RstStream):
-                        self.streams[frame.stream_id].reset = True
-                        self.streams[frame.stream_id].eof.set()
+                done = self._process(data)
+                async with self.changed:
+                    self.changed.notify_all()
+                if done:
+                    return
         except ConnectionError:
             pass
         finally:
             self.closed.set()
+            async with self.changed:
+                self.changed.notify_all()
             for s in self.streams.values():
                 s.eof.set()
                 s.replied.set()
@@ -122,7 +139,9 @@ class SpdyClient:
         sid = self.next_id
         self.next_id += 2
         self.streams[sid] = _ClientStream()
-        self.writer.write(spdy.encode_syn_stream(self.comp, sid, {k: [v] for k, v in headers.items()}, fin=fin))
+        self.writer.write(
+            spdy.encode_syn_stream(self.comp, sid, {k: [v] for k, v in headers.items()}, fin=fin)
+        )
         await self.writer.drain()
         await self.streams[sid].replied.wait()
         return sid
@@ -137,6 +156,11 @@ class SpdyClient:
     async def read_all(self, sid: int) -> bytes:
         await self.streams[sid].eof.wait()
         return bytes(self.streams[sid].data)
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        """Wait until ``predicate()`` holds (checked as data arrives) or the connection closes."""
+        async with self.changed:
+            await self.changed.wait_for(lambda: predicate() or self.closed.is_set())
 
     async def close(self) -> None:
         self.writer.close()
@@ -161,7 +185,7 @@ class CommandResult:
         return rc.parse_exit_status(self.error)
 
 
-async def spdy_exec(  # noqa: PLR0913
+async def spdy_exec(
     url: str,
     *,
     stdin: bytes | None = None,
@@ -199,7 +223,9 @@ async def spdy_exec(  # noqa: PLR0913
 class WsClient:
     """A WebSocket client speaking Kubernetes' channel protocols."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, protocol: str) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, protocol: str
+    ) -> None:
         self.reader = reader
         self.writer = writer
         self.protocol = protocol
@@ -210,6 +236,7 @@ class WsClient:
         self.closed_channels: set[int] = set()
         self.close_code: int | None = None
         self.closed = asyncio.Event()
+        self.changed = asyncio.Condition()
         self._task = asyncio.create_task(self._read())
 
     @classmethod
@@ -224,7 +251,7 @@ class WsClient:
         if protocols:
             headers.append(("Sec-WebSocket-Protocol", ", ".join(protocols)))
         resp, reader, writer = await open_upgrade(url, headers, method="GET")
-        if resp.status != 101:  # noqa: PLR2004
+        if resp.status != 101:
             writer.close()
             msg = f"upgrade refused: {resp.status} {resp.body.decode()}"
             raise ConnectionRefusedError(msg)
@@ -233,29 +260,39 @@ class WsClient:
             raise ConnectionError(msg)
         return cls(reader, writer, resp.headers["sec-websocket-protocol"][0])
 
+    def _process(self, data: bytes) -> bool:
+        for msg in self.parser.feed(data):
+            if msg.opcode == websocket.OP_CLOSE:
+                self.close_code = msg.close_code
+                if not self.writer.is_closing():
+                    self.writer.write(websocket.encode_close(mask_key=os.urandom(4)))
+                return True
+            if msg.opcode in (websocket.OP_TEXT, websocket.OP_BINARY):
+                if self.base64:
+                    ch, payload = int(msg.data[:1]), base64.b64decode(msg.data[1:])
+                else:
+                    ch, payload = msg.data[0], msg.data[1:]
+                self.messages.append((ch, payload))
+                if ch == rc.CLOSE_CHANNEL:
+                    self.closed_channels.add(payload[0])
+                else:
+                    self.channels.setdefault(ch, bytearray()).extend(payload)
+        return False
+
     async def _read(self) -> None:
         try:
             while data := await self.reader.read(65536):
-                for msg in self.parser.feed(data):
-                    if msg.opcode == websocket.OP_CLOSE:
-                        self.close_code = msg.close_code
-                        if not self.writer.is_closing():
-                            self.writer.write(websocket.encode_close(mask_key=os.urandom(4)))
-                        return
-                    if msg.opcode in (websocket.OP_TEXT, websocket.OP_BINARY):
-                        if self.base64:
-                            ch, payload = int(msg.data[:1]), base64.b64decode(msg.data[1:])
-                        else:
-                            ch, payload = msg.data[0], msg.data[1:]
-                        self.messages.append((ch, payload))
-                        if ch == rc.CLOSE_CHANNEL:
-                            self.closed_channels.add(payload[0])
-                        else:
-                            self.channels.setdefault(ch, bytearray()).extend(payload)
+                done = self._process(data)
+                async with self.changed:
+                    self.changed.notify_all()
+                if done:
+                    return
         except ConnectionError:
             pass
         finally:
             self.closed.set()
+            async with self.changed:
+                self.changed.notify_all()
 
     async def send(self, channel: int, data: bytes) -> None:
         if self.base64:
@@ -270,6 +307,11 @@ class WsClient:
 
     def channel(self, ch: int) -> bytes:
         return bytes(self.channels.get(ch, b""))
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        """Wait until ``predicate()`` holds (checked as data arrives) or the connection closes."""
+        async with self.changed:
+            await self.changed.wait_for(lambda: predicate() or self.closed.is_set())
 
     async def close(self) -> None:
         self.writer.close()
@@ -298,7 +340,9 @@ async def ws_exec(
             if close_stdin and c.protocol == rc.WS_V5:
                 await c.send(rc.CLOSE_CHANNEL, bytes([rc.STDIN]))
         await c.closed.wait()
-        return CommandResult(c.channel(rc.STDOUT), c.channel(rc.STDERR), c.channel(rc.ERROR), c.protocol)
+        return CommandResult(
+            c.channel(rc.STDOUT), c.channel(rc.STDERR), c.channel(rc.ERROR), c.protocol
+        )
     finally:
         await c.close()
 

@@ -89,7 +89,7 @@ def encode_frame(
     return bytes(head) + payload
 
 
-def encode_close(
+def encode_close(  # noqa: D103 - a close frame with a status code
     code: int = CLOSE_NORMAL, reason: str = "", *, mask_key: bytes | None = None
 ) -> bytes:
     return encode_frame(
@@ -126,7 +126,7 @@ class FrameParser:
     _frag_op: int | None = None
     _frag: bytearray = field(default_factory=bytearray)
 
-    def feed(self, data: bytes) -> list[Message]:  # noqa: PLR0912
+    def feed(self, data: bytes) -> list[Message]:  # noqa: PLR0912, PLR0915
         self._buf += data
         out: list[Message] = []
         while True:
