@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set a machine up for pycontainerd: the system peers the tests and the demo
 # drive (runc, containerd, docker-registry, btrfs-progs, busybox-static,
-# protobuf-compiler, containernetworking-plugins), uv, and the workspace venv from the committed uv.lock.
+# protobuf-compiler, umoci, containernetworking-plugins), uv, and the workspace
+# venv from the committed uv.lock.
 #
 # System packages are installed with apt-get only when missing and when running
 # as root; otherwise the missing ones are listed. With CI=true a system peer that
@@ -20,6 +21,7 @@ declare -A SYSTEM_DEPS=(
   [btrfs-progs]="mkfs.btrfs"
   [busybox-static]="busybox"
   [protobuf-compiler]="protoc"
+  [umoci]="umoci"
   # CNI plugins for the CRI (Debian installs them in /usr/lib/cni, not on PATH)
   [containernetworking-plugins]="/usr/lib/cni/bridge /usr/lib/cni/host-local /usr/lib/cni/portmap"
 )

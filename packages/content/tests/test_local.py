@@ -18,7 +18,7 @@ import pytest
 from pycontainerd.content.local import LocalStore
 from pycontainerd.content.testing import ContentStoreSuite, read_all, sha256, write_blob
 from pycontainerd.core.content import Store
-from pycontainerd.core.errdefs import NotFoundError, UnavailableError
+from pycontainerd.core.errdefs import AlreadyExistsError, NotFoundError, UnavailableError
 
 
 class TestLocalStore(ContentStoreSuite):
@@ -61,6 +61,53 @@ async def test_lock_is_shared_across_store_objects_on_one_root(tmp_path: Path) -
         await two.writer("shared")
     await writer.close()
     await (await two.writer("shared")).close()
+
+
+async def test_ref_stays_locked_until_the_commit_published_the_blob(tmp_path: Path) -> None:
+    """A second writer of a ref being committed sees the published blob, not the ingest."""
+    store = LocalStore(tmp_path, lock_retries=14)  # enough back-off for a loaded machine
+    data = os.urandom(256 * 1024)
+    first = await store.writer("same", total=len(data))
+    await first.write(data)
+    commit = asyncio.create_task(first.commit(len(data), sha256(data)))
+    # Asked while the first commit runs: waits for the lock, then finds the blob.
+    with pytest.raises(AlreadyExistsError, match=f"content {sha256(data)}"):
+        await store.writer("same", total=len(data), expected=sha256(data))
+    assert await commit == sha256(data)
+    # Without an expected digest the ref opens afresh: the old ingest is gone whole.
+    again = await store.writer("same", total=len(data))
+    assert (await again.status()).offset == 0
+    await again.write(data)
+    with pytest.raises(AlreadyExistsError):
+        await again.commit(len(data), sha256(data))
+    assert await store.list_statuses() == []
+
+
+async def test_racing_writers_of_one_ref_get_only_upstream_answers(tmp_path: Path) -> None:
+    """Two writers of one ref at once: each commits, or is told locked / already exists."""
+    store = LocalStore(tmp_path)
+    outcomes: list[str] = []
+
+    async def one(ref: str, data: bytes, expected: str) -> None:
+        try:
+            writer = await store.writer(ref, total=len(data), expected=expected)
+            if (await writer.status()).offset:
+                await writer.truncate(0)
+            await writer.write(data)
+            await writer.commit(len(data), sha256(data))
+        except (UnavailableError, AlreadyExistsError) as exc:
+            outcomes.append(type(exc).__name__)
+        else:
+            outcomes.append("committed")
+
+    for i in range(60):
+        data = f"blob {i} ".encode() * 4096
+        expected = sha256(data) if i % 2 else ""
+        await asyncio.gather(one(f"r{i}", data, expected), one(f"r{i}", data, expected))
+        assert await read_all(store, sha256(data)) == data
+    # Anything else (a FileNotFoundError from a half-removed ingest) fails the gather.
+    assert outcomes.count("committed") == 60
+    assert await store.list_statuses() == []
 
 
 async def test_stray_files_are_not_content(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
@@ -53,6 +54,8 @@ def test_pod_sandbox_lifecycle_with_networking(cri: Cri) -> None:
     assert ip in ipaddress.ip_network(cri.subnet)
     info = json.loads(st.info["info"])
     assert info["pid"] > 0
+    # The pause process runs in a cgroup of its own, named after the sandbox.
+    assert sid in Path(f"/proc/{info['pid']}/cgroup").read_text()
     netns = info["netNamespacePath"]
     assert [str(p) for p in testing.netns_files(cri.daemon.state)] == [netns]
     # The address is on eth0 inside the pinned namespace, and reachable from the host.
@@ -131,6 +134,30 @@ def test_host_network_pod_has_no_namespace_of_its_own(cri: Cri) -> None:
     assert st.status.network.ip == ""
     assert json.loads(st.info["info"])["netNamespacePath"] == ""
     assert testing.netns_files(cri.daemon.state) == []
+    files = cri.daemon.root / "io.containerd.grpc.v1.cri" / "sandboxes" / sid
+    assert (files / "hostname").read_text() == "host\n"
+    assert (files / "hosts").read_text() == Path("/etc/hosts").read_text()
+
+
+def test_pod_files_follow_the_dns_config(cri: Cri) -> None:
+    config = cri.pod_config(
+        "dns",
+        dns_config=pb.DNSConfig(
+            servers=["10.96.0.10"], searches=["ns.svc.cluster.local", "svc"], options=["ndots:5"]
+        ),
+    )
+    sid = cri.run(config)
+    files = cri.daemon.root / "io.containerd.grpc.v1.cri" / "sandboxes" / sid
+    assert (files / "resolv.conf").read_text() == (
+        "search ns.svc.cluster.local svc\nnameserver 10.96.0.10\noptions ndots:5\n"
+    )
+    assert (files / "hostname").read_text() == "dns\n"
+    assert "127.0.0.1\tlocalhost\n" in (files / "hosts").read_text()
+    plain = cri.run(cri.pod_config("plain"))
+    plain_files = cri.daemon.root / "io.containerd.grpc.v1.cri" / "sandboxes" / plain
+    assert (plain_files / "resolv.conf").read_text() == Path("/etc/resolv.conf").read_text()
+    cri.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
+    assert not files.exists()
 
 
 def test_run_without_cni_config_fails_cleanly(cri_without_cni: Cri) -> None:
@@ -162,3 +189,39 @@ def test_failing_cni_plugin_leaves_nothing_behind(cri_failing_cni: Cri) -> None:
     # And the name is not left reserved: the same pod fails the same way, not as a duplicate.
     err = _error(cri.runtime.RunPodSandbox, pb.RunPodSandboxRequest(config=cri.pod_config()))
     assert err.code() == grpc.StatusCode.UNKNOWN
+
+
+def test_sandboxes_survive_a_daemon_restart(cri: Cri) -> None:
+    running = cri.run(cri.pod_config("keep"))
+    stopped = cri.run(cri.pod_config("stopped"))
+    cri.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=stopped))
+    before = cri.status(running, verbose=True)
+    netns = json.loads(before.info["info"])["netNamespacePath"]
+
+    orphan = cri.daemon.state / "io.containerd.grpc.v1.cri" / "netns" / "orphan"
+    orphan.touch()
+    subprocess.run(["unshare", f"--net={orphan}", "true"], check=True)
+
+    cri.daemon.stop()
+    cri.daemon.start()
+
+    assert not orphan.exists()
+
+    after = cri.status(running, verbose=True)
+    assert after.status.state == pb.SANDBOX_READY
+    assert after.status.network.ip == before.status.network.ip
+    assert after.status.created_at == before.status.created_at
+    assert after.status.labels == before.status.labels
+    assert json.loads(after.info["info"])["pid"] == json.loads(before.info["info"])["pid"]
+    assert cri.status(stopped).status.state == pb.SANDBOX_NOTREADY
+    # The name is still taken.
+    err = _error(cri.runtime.RunPodSandbox, pb.RunPodSandboxRequest(config=cri.pod_config("keep")))
+    assert err.code() == grpc.StatusCode.ALREADY_EXISTS
+    # And the restored sandbox is torn down completely.
+    for sid in (running, stopped):
+        cri.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
+    assert cri.runtime.ListPodSandbox(pb.ListPodSandboxRequest()).items == []
+    assert str(netns) not in [str(p) for p in testing.netns_files(cri.daemon.state)]
+    assert _k8s_containers(cri) == []
+    leases = [p for p in (cri.base / "ipam").rglob("*") if p.is_file() and p.name[0].isdigit()]
+    assert leases == []

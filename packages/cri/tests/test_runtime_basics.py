@@ -74,3 +74,13 @@ def test_methods_not_built_yet_are_unimplemented_with_their_name(cri_without_cni
         cri_without_cni.runtime.ListContainers(pb.ListContainersRequest())
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "RuntimeService.ListContainers" in (info.value.details() or "")
+
+
+def test_an_unknown_runtime_handler_is_refused(cri_without_cni: Cri) -> None:
+    request = pb.RunPodSandboxRequest(config=cri_without_cni.pod_config(), runtime_handler="kata")
+    with pytest.raises(grpc.RpcError) as info:
+        cri_without_cni.runtime.RunPodSandbox(request)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert 'failed to get sandbox runtime: no runtime for "kata" is configured' in (
+        info.value.details() or ""
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import TYPE_CHECKING
 
@@ -9,7 +10,12 @@ import pytest
 
 from pycontainerd.content.local import LocalStore
 from pycontainerd.core.content import Info
-from pycontainerd.core.errdefs import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from pycontainerd.core.errdefs import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
 from pycontainerd.core.leases import Resource
 from pycontainerd.core.namespaces import with_lease, with_namespace
 from pycontainerd.metadata.content import ISOLATED, MetadataContentStore
@@ -207,3 +213,54 @@ async def test_bad_input(cs: MetadataContentStore) -> None:
         await cs.writer("r", expected="sha256:nothex")
     with pytest.raises(InvalidArgumentError, match=r"parse error"):
         await digests_of(cs, "digest=")
+
+
+async def test_second_writer_of_a_ref_being_committed_sees_the_result(
+    db: MetadataDB, tmp_path: Path
+) -> None:
+    """As containerd (open and commit in one bolt tx): a second writer sees before or after."""
+    cs = MetadataContentStore(db, LocalStore(tmp_path / "content", lock_retries=14))
+    data = b"committed once" * 10_000
+    dgst = "sha256:" + hashlib.sha256(data).hexdigest()
+    first = await cs.writer("same", total=len(data))
+    await first.write(data)
+    # While the first writer holds the ingest, the ref is locked (the backend ref in the text).
+    with pytest.raises(UnavailableError, match=r"^ref default/\d+/same locked for "):
+        await cs.writer("same", total=len(data))
+    commit = asyncio.create_task(first.commit(len(data), dgst))
+    await asyncio.sleep(0)  # the commit takes the ref before the next open asks for it
+    with pytest.raises(AlreadyExistsError, match=f"content {dgst}"):
+        await cs.writer("same", total=len(data), expected=dgst)
+    assert await commit == dgst
+    # Without an expected digest the ref opens as a new ingest, with its own row.
+    again = await cs.writer("same", total=len(data))
+    assert (await again.status()).offset == 0
+    assert [s.ref for s in await cs.list_statuses()] == ["same"]
+    await again.close()
+
+
+async def test_racing_writers_of_one_ref_get_only_upstream_answers(
+    cs: MetadataContentStore,
+) -> None:
+    outcomes: list[str] = []
+
+    async def one(ref: str, data: bytes, expected: str) -> None:
+        try:
+            writer = await cs.writer(ref, total=len(data), expected=expected)
+            if (await writer.status()).offset:
+                await writer.truncate(0)
+            await writer.write(data)
+            await writer.commit(len(data), "")
+        except (UnavailableError, AlreadyExistsError) as exc:
+            outcomes.append(type(exc).__name__)
+        else:
+            outcomes.append("committed")
+
+    for i in range(40):
+        data = f"blob {i} ".encode() * 4096
+        expected = "sha256:" + hashlib.sha256(data).hexdigest() if i % 2 else ""
+        await asyncio.gather(one(f"r{i}", data, expected), one(f"r{i}", data, expected))
+        assert (await cs.info("sha256:" + hashlib.sha256(data).hexdigest())).size == len(data)
+    assert outcomes.count("committed") == 40
+    assert await cs.list_statuses() == []
+    assert await cs.backend.list_statuses() == []

@@ -302,9 +302,43 @@ async def test_point_reads_run_on_the_loop_thread_and_see_committed_writes(
         await writing
 
 
+def _synchronous(tx: Tx) -> int:
+    return int(tx.execute("PRAGMA synchronous").fetchone()[0])
+
+
+async def test_durable_commits_fsync_and_stay_off_the_loop(db: MetadataDB) -> None:
+    """A write that returned is on disk (FULL: the WAL is fsynced at every commit)."""
+    full = 2
+    assert db.durable
+    seen: list[tuple[int, str]] = []
+
+    def write(tx: Tx) -> None:
+        seen.append((_synchronous(tx), threading.current_thread().name))
+        _add_ns(tx, f"n{len(seen)}")
+
+    db.update(write)
+    await db.aupdate(write)
+    # A point write would block the event loop for the fsync: it goes to the writer thread.
+    await db.aupdate_point(write)
+    assert [s for s, _ in seen] == [full] * 3
+    assert seen[2][1] != threading.current_thread().name
+    # Readers' connections too (a read after a checkpoint writes nothing, but uniformly set).
+    assert db.view(_synchronous) == full
+    assert await db.aview(_synchronous) == full
+
+
 async def test_point_writes_run_on_the_loop_thread_unless_a_write_is_under_way(
-    db: MetadataDB,
+    tmp_path: Path,
 ) -> None:
+    db = MetadataDB.open(tmp_path / "meta.db", durable=False)
+    try:
+        assert db.view(_synchronous) == 1  # NORMAL
+        await _point_writes_on_the_loop(db)
+    finally:
+        db.close()
+
+
+async def _point_writes_on_the_loop(db: MetadataDB) -> None:
     threads: list[str] = []
     dirty: list[bool] = []
     db.add_mutation_callback(dirty.append)

@@ -13,7 +13,7 @@ import pytest
 
 from pycontainerd.content.local import LocalStore
 from pycontainerd.core.containers import Container, RuntimeInfo
-from pycontainerd.core.errdefs import AlreadyExistsError, NotFoundError
+from pycontainerd.core.errdefs import AlreadyExistsError, NotFoundError, UnavailableError
 from pycontainerd.core.images import Image
 from pycontainerd.core.leases import EXPIRE_LABEL, FLAT_LABEL, Resource
 from pycontainerd.core.namespaces import with_lease, with_namespace
@@ -512,4 +512,73 @@ async def test_prepare_during_a_collection_keeps_the_new_snapshot(
         await prepare
         assert [i.name async for i in meta.walk()] == ["extract"]
     assert len([i async for i in sn.walk()]) == 1
+    await sn.close()
+
+
+async def test_a_commit_cut_by_a_crash_leaves_nothing_dangling(
+    tmp_path: Path, db: MetadataDB, backend: LocalStore
+) -> None:
+    # kill -9 between the backend commit and its row: the row names an active
+    # snapshot the backend renamed, and the backend holds a nameless layer.
+    from pycontainerd.metadata.snapshotter import NamespacedSnapshotter
+
+    sn = NativeSnapshotter(tmp_path / "native")
+    meta = NamespacedSnapshotter(db, "native", sn)
+    lease = (await LeaseStore(db).create("pull")).id
+    with with_lease(lease):
+        await meta.prepare("base-extract", "")
+        await meta.commit("base", "base-extract")
+        await meta.prepare("extract", "base")
+    active = db.view(
+        lambda tx: tx.execute("SELECT backend_key FROM snapshots WHERE key = 'extract'").fetchone()
+    )[0]
+    base_key = db.view(
+        lambda tx: tx.execute("SELECT backend_key FROM snapshots WHERE key = 'base'").fetchone()
+    )[0]
+    await sn.commit("default/99/layer", active)  # the backend step; the row never came
+    # A crash between recording an ingest and opening it in the backend.
+    with with_lease(lease):
+        await (await MetadataContentStore(db, backend).writer("cut")).close()
+    bref = db.view(lambda tx: tx.execute("SELECT backend_ref FROM ingests").fetchone())[0]
+    await backend.abort(bref)
+
+    stats = await Collector(db, backend, {"native": sn}).collect()  # the first after a start
+    assert stats.backend_snapshots == 1
+    assert [i.name async for i in meta.walk()] == ["base"]  # the leased base stays
+    assert {i.name async for i in sn.walk()} == {base_key}
+    leased = await LeaseStore(db).list_resources(lease)
+    assert [(r.type, r.id) for r in leased] == [("snapshots/native", "base")]
+    assert db.view(lambda tx: tx.execute("SELECT COUNT(*) FROM ingests").fetchone())[0] == 0
+    # The key is free again: the client's retry prepares and commits it.
+    with with_lease(lease):
+        await meta.prepare("extract", "base")
+        await meta.commit("layer", "extract")
+    assert sorted([i.name async for i in meta.walk()]) == ["base", "layer"]
+    await sn.close()
+
+
+class _Unreachable(NativeSnapshotter):
+    """A snapshotter that lists nothing and cannot answer a stat (a proxy that went away)."""
+
+    async def walk(self, *filters: str) -> AsyncIterator[Info]:
+        for _ in ():
+            yield _
+
+    async def stat(self, key: str) -> Info:
+        msg = "connection refused"
+        raise UnavailableError(msg)
+
+
+async def test_rows_stay_when_the_backend_cannot_say(
+    tmp_path: Path, db: MetadataDB, backend: LocalStore
+) -> None:
+    from pycontainerd.metadata.snapshotter import NamespacedSnapshotter
+
+    sn = _Unreachable(tmp_path / "native")
+    meta = NamespacedSnapshotter(db, "native", sn)
+    lease = (await LeaseStore(db).create("hold")).id
+    with with_lease(lease):
+        await meta.prepare("kept", "")
+    await Collector(db, backend, {"native": sn}).collect()
+    assert [i.name async for i in meta.walk()] == ["kept"]
     await sn.close()

@@ -1,4 +1,4 @@
-"""The namespaces store: labels, masks, NotFound, and delete only when empty."""
+"""The namespaces store: labels, masks, implicit creation, NotFound, delete only when empty."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from pycontainerd.core.errdefs import (
     InvalidArgumentError,
     NotFoundError,
 )
-from pycontainerd.metadata.namespaces import NamespaceStore
+from pycontainerd.metadata.namespaces import Namespace, NamespaceStore
 
 if TYPE_CHECKING:
     from pycontainerd.metadata.db import MetadataDB, Tx
+
+SNAPSHOTTER = "containerd.io/defaults/snapshotter"
 
 
 async def test_create_get_list(db: MetadataDB) -> None:
@@ -38,14 +40,42 @@ async def test_create_duplicate(db: MetadataDB) -> None:
     assert str(info.value) == 'namespace "n1": already exists'
 
 
-async def test_get_and_update_missing_are_not_found(db: MetadataDB) -> None:
+async def test_get_of_a_missing_namespace_is_not_found(db: MetadataDB) -> None:
     store = NamespaceStore(db)
     with pytest.raises(NotFoundError) as info:
         await store.get("zz2")
     assert str(info.value) == 'namespace "zz2": not found'
-    with pytest.raises(NotFoundError):
-        await store.update("zz2", {"a": "b"})
-    assert await store.list() == []  # update did not create it
+    assert await store.list() == []  # get did not create it
+
+
+@pytest.mark.parametrize(
+    ("labels", "paths", "expected"),
+    [
+        ({SNAPSHOTTER: "native"}, [f"labels.{SNAPSHOTTER}"], {SNAPSHOTTER: "native"}),
+        ({"a": "b"}, [], {"a": "b"}),  # no mask: replace all
+        ({}, ["labels.gone"], {}),  # removing a label that is not there
+    ],
+)
+async def test_update_of_a_missing_namespace_creates_it(
+    db: MetadataDB, labels: dict[str, str], paths: list[str], expected: dict[str, str]
+) -> None:
+    """containerd's label writes create the namespace; its own test harness relies on it."""
+    store = NamespaceStore(db)
+    got = await store.update("fresh", labels, paths)
+    assert got == Namespace(name="fresh", labels=expected)
+    assert await store.get("fresh") == got
+    assert await store.list() == [got]
+
+
+async def test_set_label_of_a_missing_namespace_creates_it(db: MetadataDB) -> None:
+    store = NamespaceStore(db)
+    await store.set_label("fresh", "k", "v")
+    assert (await store.get("fresh")).labels == {"k": "v"}
+    with pytest.raises(InvalidArgumentError, match="namespace validation"):
+        await store.set_label("bad ns", "k", "v")
+    with pytest.raises(InvalidArgumentError):
+        await store.set_label("other", "k", "x" * 5000)
+    assert [n.name for n in await store.list()] == ["fresh"]  # failed writes create nothing
 
 
 @pytest.mark.parametrize(

@@ -141,14 +141,37 @@ async def test_namespaces_round_trip_and_events(api: Api) -> None:
     assert (ev.namespace, ev.topic) == ("foo", "/namespaces/delete")
 
 
+async def test_namespaces_update_creates_a_missing_namespace(api: Api) -> None:
+    """SetLabel on a namespace never created (containerd's test harness does it), then use it."""
+    key = "containerd.io/defaults/snapshotter"
+    updated = await api.namespaces.Update(
+        npb.UpdateNamespaceRequest(
+            namespace=npb.Namespace(name="testing", labels={key: "native"}),
+            update_mask=mask(f"labels.{key}"),
+        )
+    )
+    assert dict(updated.namespace.labels) == {key: "native"}
+    ev = await next_event(api.events)  # an update, no create event (as upstream)
+    assert (ev.namespace, ev.topic) == ("testing", "/namespaces/update")
+    got = await api.namespaces.Get(npb.GetNamespaceRequest(name="testing"))
+    assert dict(got.namespace.labels) == {key: "native"}
+    # Without a mask too (labels replaced).
+    await api.namespaces.Update(
+        npb.UpdateNamespaceRequest(namespace=npb.Namespace(name="other", labels={"a": "b"}))
+    )
+    listed = await api.namespaces.List(npb.ListNamespacesRequest())
+    assert [(n.name, dict(n.labels)) for n in listed.namespaces] == [
+        ("other", {"a": "b"}),
+        ("testing", {key: "native"}),
+    ]
+
+
 async def test_namespaces_errors(api: Api) -> None:
     err = await rpc_error(api.namespaces.Get(npb.GetNamespaceRequest(name="nope")))
     assert err.code() is grpc.StatusCode.NOT_FOUND
     assert err.details() == 'namespace "nope": not found'
-    err = await rpc_error(
-        api.namespaces.Update(npb.UpdateNamespaceRequest(namespace=npb.Namespace(name="nope")))
-    )
-    assert err.code() is grpc.StatusCode.NOT_FOUND
+    listed = await api.namespaces.List(npb.ListNamespacesRequest())
+    assert list(listed.namespaces) == []  # Get created nothing
     await api.namespaces.Create(npb.CreateNamespaceRequest(namespace=npb.Namespace(name="n1")))
     err = await rpc_error(
         api.namespaces.Create(npb.CreateNamespaceRequest(namespace=npb.Namespace(name="n1")))

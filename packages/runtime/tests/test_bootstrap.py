@@ -68,6 +68,7 @@ class Daemon:
             [*argv, action],
             cwd=bundle,
             capture_output=True,
+            stdin=subprocess.DEVNULL,
             check=False,
             timeout=30,
             env={**os.environ, **env},
@@ -182,3 +183,25 @@ async def test_shim_answers_bad_calls_with_errdefs_kinds(daemon: Daemon, tmp_pat
             await task.call("Create", shim_pb2.CreateTaskRequest(id="", bundle=bundle))
         with pytest.raises(InvalidArgumentError, match="cannot read the OCI spec"):
             await task.call("Create", shim_pb2.CreateTaskRequest(id="x", bundle=str(tmp_path)))
+
+
+def test_a_shim_cgroup_gets_its_own_group_unless_a_group_annotation_decides(
+    tmp_path: Path,
+) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "config.json").write_text("{}")
+    assert bootstrap.group_of(str(plain), "t", "namespace") == ""
+    assert bootstrap.group_of(str(plain), "t", "namespace", "/a") == "shim-cgroup:/a"
+    assert bootstrap.group_of(str(plain), "t", "container", "/a") == "t"
+    pod = tmp_path / "pod"
+    pod.mkdir()
+    (pod / "config.json").write_text('{"annotations": {"io.kubernetes.cri.sandbox-id": "sandbox"}}')
+    assert bootstrap.group_of(str(pod), "t", "namespace", "/a") == "sandbox"
+
+
+def test_joining_a_missing_shim_cgroup_has_upstreams_text() -> None:
+    with pytest.raises(
+        OSError, match=r"^failed to load cgroup /no-such-cgroup-x: cgroups: cgroup deleted$"
+    ):
+        bootstrap.join_cgroup("/no-such-cgroup-x", os.getpid())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import stat
 from typing import TYPE_CHECKING
@@ -184,6 +185,25 @@ def test_bundle_layout(tmp_path: Path) -> None:
     assert not (tmp_path / "root" / "ns" / "t1").exists()
     b.delete()  # twice is fine
     b.mark_exit_published()  # a gone bundle is not an error
+
+
+def test_bundle_of_a_spec_mapping_gids_belongs_to_the_remapped_root_gid(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chown to another gid needs root")
+        pytest.skip("chown to another gid needs root")
+    mappings = [
+        {"containerID": 1, "hostID": 300001, "size": 10},
+        {"containerID": 0, "hostID": 300000, "size": 1},
+    ]
+    spec = json.dumps({"linux": {"gidMappings": mappings}}).encode()
+    b = Bundle.create(tmp_path / "state", tmp_path / "root", "ns", "u1", spec)
+    st = b.path.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o710, 300000)
+    assert stat.S_IMODE(b.path.parent.stat().st_mode) == 0o711
+    assert stat.S_IMODE((b.path / "rootfs").stat().st_mode) == 0o711
+    plain = Bundle.create(tmp_path / "state", tmp_path / "root", "ns", "u2", b'{"linux": {}}')
+    assert (stat.S_IMODE(plain.path.stat().st_mode), plain.path.stat().st_gid) == (0o700, 0)
 
 
 def test_bundle_rejects_a_bad_id_and_a_second_create(tmp_path: Path) -> None:

@@ -113,3 +113,19 @@ def test_v2_metrics_from_a_cgroup_tree(tmp_path: Path) -> None:
 def test_metrics_of_a_missing_cgroup(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="not found"):
         cgroups.metrics("/gone", str(tmp_path))
+
+
+def test_shim_cgroup_is_read_from_runc_options_in_an_any() -> None:
+    from google.protobuf import any_pb2
+
+    from pycontainerd.api.types.runc.options import oci_pb2
+
+    opts = oci_pb2.Options(binary_name="runc", shim_cgroup="/pods/shim", io_uid=7, root="/r")
+    wrapped = any_pb2.Any(type_url=wire.RUNC_OPTIONS, value=opts.SerializeToString())
+    assert wire.shim_cgroup(wrapped.SerializeToString()) == "/pods/shim"
+    other = any_pb2.Any(type_url="other.Options", value=opts.SerializeToString())
+    assert wire.shim_cgroup(other.SerializeToString()) == ""
+    assert wire.shim_cgroup(b"") == ""
+    assert wire.shim_cgroup(b"\x0a\xff") == ""  # truncated: no options, no crash
+    fields = wire.fields(opts.SerializeToString())
+    assert (fields[6], fields[4], fields[7]) == (b"runc", 7, b"/r")

@@ -1,10 +1,17 @@
-"""Hostile layer tarballs: each is refused and nothing outside the target changes."""
+"""Hostile layer tarballs: resolved inside the target as containerd does; nothing outside changes.
+
+containerd's applier resolves every entry inside the root, following symbolic
+links as if the root were ``/``: layers that would climb out land inside
+instead, and only what cannot be resolved (a hard link to a missing target,
+a symbolic link loop) is refused.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import os
+import stat
 import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -102,32 +109,111 @@ def hostile_cases(outside: Path) -> dict[str, bytes]:
 
 CASES = sorted(hostile_cases(Path("/placeholder")))
 
+#: what containerd makes of each case: the path (inside the target) and what is there,
+#: or the error when it refuses; ``{o}`` is the outside directory's absolute path
+EXPECTED: dict[str, tuple[str, str | bytes | None] | str] = {
+    "dotdot-name": ("outside/pwned", b"x"),
+    "dotdot-inside-name": ("outside/pwned", b"x"),
+    "dotdot-dir": ("outside/dir/new", "dir"),
+    "absolute-symlink-parent": ("{o}/pwned", b"x"),
+    "relative-symlink-escaping": ("outside/pwned", b"x"),
+    "deep-relative-symlink-escaping": ("{o}/pwned", b"x"),
+    "hardlink-dotdot": "hard link target .* missing",
+    "hardlink-through-symlink": "hard link target .* missing",
+    "swapped-parent-absolute": ("{o}/pwned", b"x"),
+    "swapped-parent-relative": ("outside/secret", b"overwritten"),
+    "whiteout-through-symlink": ("{o}", "dir"),
+    "opaque-through-symlink": ("{o}", "dir"),
+    "dir-through-symlink": ("{o}/dir/sub", "dir"),
+    "symlink-loop": "too many levels of symbolic links",
+}
+
+
+def check_result(target: Path, outside: Path, case: str, *, overlay: bool = False) -> None:
+    """The case's layer was applied as containerd applies it, inside ``target``."""
+    expected = EXPECTED[case]
+    assert not isinstance(expected, str)
+    rel, what = expected
+    path = target / rel.format(o=str(outside).lstrip("/"))
+    if what == "dir":
+        assert path.is_dir()
+        assert not path.is_symlink()
+    else:
+        assert path.read_bytes() == what
+    if case == "whiteout-through-symlink" and overlay:
+        assert stat.S_ISCHR(os.lstat(path / "secret").st_mode)
+
+
+def test_every_case_has_an_expectation() -> None:
+    assert sorted(EXPECTED) == CASES
+
 
 @pytest.mark.parametrize("case", CASES)
-def test_hostile_tarball_is_refused(sandbox: tuple[Path, Path], case: str) -> None:
+def test_hostile_tarball_stays_inside(sandbox: tuple[Path, Path], case: str) -> None:
     target, outside = sandbox
     box = target.parent
     before = fingerprint(outside)
     before_box = sorted(p.name for p in box.iterdir())
-    with pytest.raises(InvalidArgumentError, match=r"refusing tar entry|too many levels"):
-        apply_tar(io.BytesIO(hostile_cases(outside)[case]), target)
+    layer = io.BytesIO(hostile_cases(outside)[case])
+    expected = EXPECTED[case]
+    if isinstance(expected, str):
+        with pytest.raises(InvalidArgumentError, match=expected):
+            apply_tar(layer, target)
+    else:
+        apply_tar(layer, target)
+        check_result(target, outside, case)
     assert fingerprint(outside) == before
     assert sorted(p.name for p in box.iterdir()) == before_box
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_hostile_tarball_is_refused_in_an_overlay_upper(
+def test_hostile_tarball_stays_inside_an_overlay_upper(
     sandbox: tuple[Path, Path], case: str, needs_root: None
 ) -> None:
     target, outside = sandbox
-    before = fingerprint(outside)
-    lower = target.parent / "lower"
+    box = target.parent
+    lower = box / "lower"
     lower.mkdir()
-    with pytest.raises(InvalidArgumentError, match=r"refusing tar entry|too many levels"):
-        apply_chunks(
-            [hostile_cases(outside)[case]], target, overlay=OverlayUpper(lowers=(str(lower),))
-        )
+    before = fingerprint(outside)
+    before_box = sorted(p.name for p in box.iterdir())
+    layer = [hostile_cases(outside)[case]]
+    overlay = OverlayUpper(lowers=(str(lower),))
+    expected = EXPECTED[case]
+    if isinstance(expected, str):
+        with pytest.raises(InvalidArgumentError, match=expected):
+            apply_chunks(layer, target, overlay=overlay)
+    else:
+        apply_chunks(layer, target, overlay=overlay)
+        check_result(target, outside, case, overlay=True)
     assert fingerprint(outside) == before
+    assert sorted(p.name for p in box.iterdir()) == before_box
+
+
+def test_debian_var_run_layout(tmp_path: Path) -> None:
+    """``var/run -> /run`` from a base layer: a later ``var/run/x`` lands in ``run/x``."""
+    base = make_tar(
+        tar_entry("run", D),
+        tar_entry("var", D),
+        tar_entry("var/run", S, linkname="/run"),
+        tar_entry("var/lock", S, linkname="../run/lock"),
+    )
+    top = make_tar(
+        tar_entry("var/run/x", data=b"pid"),
+        tar_entry("var/lock/l", data=b"lock"),
+        tar_entry("../escaped", data=b"root"),
+        tar_entry("/../abs", data=b"root too"),
+        tar_entry("var/run/.wh.gone"),
+    )
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "gone").write_bytes(b"")
+    apply_tar(io.BytesIO(base), tmp_path)
+    apply_tar(io.BytesIO(top), tmp_path)
+    assert (tmp_path / "run" / "x").read_bytes() == b"pid"
+    assert (tmp_path / "run" / "lock" / "l").read_bytes() == b"lock"
+    assert os.readlink(tmp_path / "var" / "run") == "/run"
+    assert (tmp_path / "escaped").read_bytes() == b"root"
+    assert (tmp_path / "abs").read_bytes() == b"root too"
+    assert not (tmp_path / "run" / "gone").exists()
 
 
 def test_symlinks_are_created_but_never_followed(sandbox: tuple[Path, Path]) -> None:
@@ -158,9 +244,9 @@ async def test_hostile_layer_through_the_differ(
     before = fingerprint(outside)
     blob = hostile_cases(outside)["swapped-parent-absolute"]
     dgst = await put_blob(store, blob)
-    with pytest.raises(InvalidArgumentError, match="absolute symbolic link"):
-        await WalkingDiffer(store).apply(
-            Descriptor(media_type=MEDIA_TYPE_LAYER, digest=dgst, size=len(blob)),
-            [Mount(type="bind", source=str(target), options=("rw", "rbind"))],
-        )
+    await WalkingDiffer(store).apply(
+        Descriptor(media_type=MEDIA_TYPE_LAYER, digest=dgst, size=len(blob)),
+        [Mount(type="bind", source=str(target), options=("rw", "rbind"))],
+    )
+    check_result(target, outside, "swapped-parent-absolute")
     assert fingerprint(outside) == before

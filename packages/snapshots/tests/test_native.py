@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 from typing import TYPE_CHECKING
 
 import pytest
@@ -39,9 +40,8 @@ async def test_native_layout_and_mounts(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounts need root")
-async def test_sockets_are_skipped_with_a_note(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_socket_nodes_are_copied_and_only_files_stay_hard_linked(tmp_path: Path) -> None:
+    """As continuity's copy: a socket node is recreated; hard-linked symlinks are copied apart."""
     sn = NativeSnapshotter(tmp_path / "root")
     await sn.prepare("a")
     async with mounted(await sn.mounts("a")) as root:
@@ -49,12 +49,16 @@ async def test_sockets_are_skipped_with_a_note(
         s.bind(str(root / "sock"))
         s.close()
         (root / "file").write_bytes(b"x")
+        os.link(root / "file", root / "file2")
+        os.symlink("file", root / "sym")
+        os.link(root / "sym", root / "sym2", follow_symlinks=False)
     await sn.commit("c", "a")
-    with caplog.at_level("INFO"):
-        await sn.prepare("b", "c")
+    await sn.prepare("b", "c")
     async with mounted(await sn.mounts("b")) as root:
-        assert sorted(p.name for p in root.iterdir()) == ["file"]
-    assert any("socket" in r.getMessage() for r in caplog.records)
+        assert sorted(p.name for p in root.iterdir()) == ["file", "file2", "sock", "sym", "sym2"]
+        assert stat.S_ISSOCK(os.lstat(root / "sock").st_mode)
+        assert os.lstat(root / "file").st_ino == os.lstat(root / "file2").st_ino
+        assert os.lstat(root / "sym").st_ino != os.lstat(root / "sym2").st_ino
     await sn.close()
 
 

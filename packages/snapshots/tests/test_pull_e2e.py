@@ -474,8 +474,9 @@ def test_pull_with_wrong_diff_id_fails_cleanly(daemon: Daemon, registry: Registr
     res = daemon.ctr("images", "pull", "--plain-http", wrong.ref, check=False)
     assert res.returncode != 0
     assert "wrong diff id" in res.stderr
-    # the first layer is committed; nothing is left half-extracted
-    assert snapshot_rows(daemon) == {bad.chain[0]: ("", "Committed")}
+    # the first layer is committed (unless the garbage collector already took it, as nothing
+    # refers to it any more); nothing is left half-extracted
+    assert snapshot_rows(daemon).items() <= {bad.chain[0]: ("", "Committed")}.items()
 
 
 @pytest.mark.slow

@@ -405,21 +405,27 @@ class LocalWriter:
             msg = "cannot commit on closed writer"
             raise FailedPreconditionError(msg)
         self._fd = None
+        # The ref stays locked until the blob is published and the ingest
+        # removed: a second writer of the same ref waits for the lock, then
+        # finds either the blob (AlreadyExists) or no ingest, never a
+        # half-removed one.
         try:
-            await asyncio.to_thread(os.fsync, fd)
+            try:
+                await asyncio.to_thread(os.fsync, fd)
+            finally:
+                os.close(fd)
+            if size > 0 and size != self._offset:
+                msg = f"{quote(self.ref)} failed size validation: {self._offset} != {size}"
+                raise FailedPreconditionError(msg)
+            dgst = self.digest()
+            if expected and expected != dgst:
+                msg = f"unexpected commit digest {dgst}, expected {expected}"
+                raise FailedPreconditionError(msg)
+            await asyncio.to_thread(self._store._publish, self._path, dgst)
+            if labels:
+                self._store._set_labels(dgst, dict(labels))
         finally:
-            os.close(fd)
             self._store._release(self.ref)
-        if size > 0 and size != self._offset:
-            msg = f"{quote(self.ref)} failed size validation: {self._offset} != {size}"
-            raise FailedPreconditionError(msg)
-        dgst = self.digest()
-        if expected and expected != dgst:
-            msg = f"unexpected commit digest {dgst}, expected {expected}"
-            raise FailedPreconditionError(msg)
-        await asyncio.to_thread(self._store._publish, self._path, dgst)
-        if labels:
-            self._store._set_labels(dgst, dict(labels))
         return dgst
 
     async def close(self) -> None:
@@ -743,16 +749,22 @@ class LocalStore:
             msg = "ref must not be empty"
             raise InvalidArgumentError(msg)
         if expected:
-            exists = await asyncio.to_thread(self.blob_path(expected).exists)
-            if exists:
-                msg = f"content {expected}"
-                raise AlreadyExistsError(msg)
+            await self._refuse_existing(expected)
         await self._lock(ref)
         try:
+            if expected:
+                # Checked again under the lock: a writer of this ref that held
+                # it may just have published the blob.
+                await self._refuse_existing(expected)
             return await asyncio.to_thread(self._open_writer, ref, total, expected)
         except BaseException:
             self._release(ref)
             raise
+
+    async def _refuse_existing(self, expected: str) -> None:
+        if await asyncio.to_thread(self.blob_path(expected).exists):
+            msg = f"content {expected}"
+            raise AlreadyExistsError(msg)
 
     async def _lock(self, ref: str) -> None:
         for attempt in range(self._lock_retries + 1):

@@ -45,7 +45,8 @@ async def _init(ic: InitContext) -> CriService:
     ic.exports["sandbox_image"] = config.sandbox_image
     ic.exports["cni_conf_dir"] = config.cni.conf_dir
     ic.exports["cni_bin_dir"] = config.cni.bin_dir
-    sandboxes = SandboxManager(config, md, tasks, ic.state)
+    sandboxes = SandboxManager(config, md, tasks, ic.state, ic.root)
+    await sandboxes.restore()
     return CriService(config, sandboxes)
 
 

@@ -12,7 +12,11 @@ it, runs CNI DEL and removes the namespace; it is idempotent. Remove stops
 first if needed, then drops the snapshot and the record; removing an unknown
 sandbox succeeds (the CRI asks removal to be idempotent).
 
-State is kept in memory here; recovery after a daemon restart is future work.
+Each sandbox's CRI state is kept, as JSON, in an extension of its pause
+container's record (``io.cri-containerd.sandbox.metadata``) and rewritten when
+it stops, so :meth:`SandboxManager.restore` rebuilds the sandboxes after a
+daemon restart (ready when the pause task, reconnected by the task manager,
+still runs).
 
 Importing this module must not import grpc.
 """
@@ -21,9 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import secrets
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -44,6 +50,7 @@ from pycontainerd.core.namespaces import with_namespace
 from pycontainerd.core.types import AnyValue
 from pycontainerd.cri import netns
 from pycontainerd.cri.cni import Attachment, Cni, CniError, CniNotReadyError
+from pycontainerd.cri.files import write_sandbox_files
 from pycontainerd.cri.images import image_config, normalize
 from pycontainerd.cri.spec import cgroups_path, parse_user, sandbox_spec
 
@@ -62,6 +69,8 @@ SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 READY = "SANDBOX_READY"
 NOTREADY = "SANDBOX_NOTREADY"
 STOP_TIMEOUT = 10.0
+METADATA_EXTENSION = "io.cri-containerd.sandbox.metadata"
+METADATA_TYPE_URL = "pycontainerd.cri.v1.PodSandbox"
 
 
 @dataclass(slots=True)
@@ -84,6 +93,29 @@ class PodSandbox:
     namespace_options: dict[str, int] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
 
+    def to_json(self) -> bytes:
+        """The persisted form (everything but the pid, which comes from the task)."""
+        data = dataclasses.asdict(self)
+        data.pop("pid")
+        return json.dumps(data, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> PodSandbox:
+        """Read the persisted form back.
+
+        Raises:
+            ValueError: not a persisted sandbox.
+        """
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            msg = "sandbox metadata is not a JSON object"
+            raise ValueError(msg)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def extension(self) -> AnyValue:
+        return AnyValue(type_url=METADATA_TYPE_URL, value=self.to_json())
+
 
 def sandbox_name(meta: dict[str, Any]) -> str:
     """Containerd's reservation key: ``name_namespace_uid_attempt``."""
@@ -94,12 +126,15 @@ def sandbox_name(meta: dict[str, Any]) -> str:
 class SandboxManager:
     """Runs, stops and removes pod sandboxes; holds their state."""
 
-    def __init__(self, config: CriConfig, md: Metadata, tasks: TaskManager, state: Path) -> None:
+    def __init__(
+        self, config: CriConfig, md: Metadata, tasks: TaskManager, state: Path, root: Path
+    ) -> None:
         self.config = config
         self.md = md
         self.tasks = tasks
         self.state = state
         self.netns_dir = state / "netns"
+        self.sandboxes_dir = root / "sandboxes"
         self.cni = Cni(config.cni.conf_dir, config.cni.bin_dir, config.cni.max_conf_num)
         self.sandboxes: dict[str, PodSandbox] = {}
         self.names: dict[str, str] = {}
@@ -161,7 +196,10 @@ class SandboxManager:
         try:
             runtime = self.config.runtime_for(runtime_handler)
         except KeyError:
-            msg = f"no runtime for {go_quote(runtime_handler)} is configured"
+            msg = (
+                "failed to get sandbox runtime: "
+                f"no runtime for {go_quote(runtime_handler)} is configured"
+            )
             raise InvalidArgumentError(msg) from None
         name = sandbox_name(meta)
         sid = secrets.token_hex(32)
@@ -236,28 +274,21 @@ class SandboxManager:
             config=config,
         )
         if not host_network:
-            path = self.netns_dir / sid
-            await netns.create(path)
-            undo.append(lambda: asyncio.to_thread(netns.remove, path))
-            sb.netns_path = str(path)
-            att = self._attachment(sb)
-            try:
-                results = await self.cni.add(att)
-            except CniNotReadyError as exc:
-                msg = f"failed to setup network for sandbox {go_quote(sid)}: {exc}"
-                raise FailedPreconditionError(msg) from exc
-            except CniError as exc:
-                msg = f"failed to setup network for sandbox {go_quote(sid)}: {exc}"
-                raise UnknownError(msg) from exc
-            sb.cni_results = {r.network: r.result for r in results}
-            undo.append(lambda: self._cni_del(sb))
-            sb.ips = [ip for r in results for ip in r.ips]
+            await self._setup_network(sb, undo)
         try:
             uid_gid = parse_user(img.user)
         except ValueError:
             uid_gid = (65535, 65535) if img.user else (0, 0)
         args = [*img.entrypoint, *img.cmd] or ["/pause"]
-        hostname = str(config.get("hostname") or "")
+        files_dir = self.sandboxes_dir / sid
+        undo.append(lambda: asyncio.to_thread(shutil.rmtree, files_dir, True))
+        hostname = await asyncio.to_thread(
+            write_sandbox_files,
+            files_dir,
+            hostname=str(config.get("hostname") or ""),
+            dns=dict(config.get("dns_config") or {}),
+            host_network=host_network,
+        )
         spec = sandbox_spec(
             args=args,
             env=list(img.env),
@@ -292,6 +323,7 @@ class SandboxManager:
                     spec=AnyValue(type_url=SPEC_TYPE_URL, value=spec_bytes),
                     snapshotter=self.config.snapshotter,
                     snapshot_key=sid,
+                    extensions={METADATA_EXTENSION: sb.extension()},
                 )
             )
             undo.append(lambda: self._in_ns(self.md.container_store().delete(sid)))
@@ -309,6 +341,27 @@ class SandboxManager:
         await t.call("Start", shim.StartRequest(id=sid))
         sb.pid = t.pid
         return sb
+
+    async def _setup_network(
+        self, sb: PodSandbox, undo: list[Callable[[], Awaitable[object]]]
+    ) -> None:
+        """Create and pin the pod's namespace and ADD it to the CNI networks."""
+        path = self.netns_dir / sb.id
+        await netns.create(path)
+        undo.append(lambda: asyncio.to_thread(netns.remove, path))
+        sb.netns_path = str(path)
+        att = self._attachment(sb)
+        try:
+            results = await self.cni.add(att)
+        except CniNotReadyError as exc:
+            msg = f"failed to setup network for sandbox {go_quote(sb.id)}: {exc}"
+            raise FailedPreconditionError(msg) from exc
+        except CniError as exc:
+            msg = f"failed to setup network for sandbox {go_quote(sb.id)}: {exc}"
+            raise UnknownError(msg) from exc
+        sb.cni_results = {r.network: r.result for r in results}
+        undo.append(lambda: self._cni_del(sb))
+        sb.ips = [ip for r in results for ip in r.ips]
 
     async def _in_ns(self, coro: Any) -> None:
         with with_namespace(K8S_NAMESPACE):
@@ -385,6 +438,61 @@ class SandboxManager:
                 await asyncio.to_thread(netns.remove, Path(sb.netns_path))
                 sb.netns_path = ""
             sb.ips = []
+            sb.cni_results = {}
+            await self._persist(sb)
+
+    async def _persist(self, sb: PodSandbox) -> None:
+        with with_namespace(K8S_NAMESPACE):
+            store = self.md.container_store()
+            try:
+                current = await store.get(sb.id)
+            except NotFoundError:
+                return
+            extensions = {**current.extensions, METADATA_EXTENSION: sb.extension()}
+            await store.update(dataclasses.replace(current, extensions=extensions), "extensions")
+
+    async def restore(self) -> None:
+        """Rebuild the sandboxes from the pause containers' records (daemon start).
+
+        A record without readable CRI metadata is skipped with a warning. A
+        sandbox whose pause task is gone is NOTREADY; its network is torn down
+        by StopPodSandbox or RemovePodSandbox as usual.
+        """
+        with with_namespace(K8S_NAMESPACE):
+            records = await self.md.container_store().list()
+        for c in records:
+            if c.labels.get(KIND_LABEL) != "sandbox":
+                continue
+            ext = c.extensions.get(METADATA_EXTENSION)
+            try:
+                if ext is None:
+                    raise ValueError(METADATA_EXTENSION)
+                sb = PodSandbox.from_json(ext.value)
+            except (ValueError, TypeError):
+                log.warning("sandbox %s: no readable CRI metadata, not restored", c.id)
+                continue
+            sb.pid = 0
+            if self.tasks.exists(K8S_NAMESPACE, sb.id):
+                sb.pid = self.tasks.get(K8S_NAMESPACE, sb.id).pid
+            else:
+                sb.state = NOTREADY
+            await self.refresh(sb)
+            self.sandboxes[sb.id] = sb
+            self.names[sb.name] = sb.id
+        await asyncio.to_thread(self._remove_orphan_netns)
+
+    def _remove_orphan_netns(self) -> None:
+        """Unpin namespaces no sandbox owns (left by a crash between create and record)."""
+        owned = {sb.netns_path for sb in self.sandboxes.values() if sb.netns_path}
+        if not self.netns_dir.is_dir():
+            return
+        for path in self.netns_dir.iterdir():
+            if str(path) not in owned:
+                log.warning("removing orphan network namespace %s", path.name)
+                try:
+                    netns.remove(path)
+                except netns.NetnsError:
+                    log.exception("orphan network namespace %s", path.name)
 
     async def remove(self, id_or_prefix: str) -> None:
         """Stop (if needed) and remove a sandbox; an unknown one is not an error."""
@@ -399,6 +507,7 @@ class SandboxManager:
                     await self.md.container_store().delete(sb.id)
                 with contextlib.suppress(NotFoundError):
                     await self.md.snapshotter(self.config.snapshotter).remove(sb.id)
+            await asyncio.to_thread(shutil.rmtree, self.sandboxes_dir / sb.id, True)
             self.sandboxes.pop(sb.id, None)
             if self.names.get(sb.name) == sb.id:
                 del self.names[sb.name]

@@ -27,6 +27,7 @@ Importing this module must not import grpc.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 from typing import TYPE_CHECKING, Final
@@ -131,6 +132,38 @@ def _add_blob(
         raise AlreadyExistsError(msg)
 
 
+class _RefGate:
+    """One asyncio lock per namespace and ref, held while a writer opens or commits.
+
+    The backend locks its ref only while the bytes move; the database row of
+    the ingest and of the blob are written around that. Holding this gate
+    across both, as containerd does by opening and committing inside one bolt
+    transaction, means a second writer of the same ref sees either the ingest
+    before the commit or its result after it (the blob, or no ingest), never
+    the half-way state in between.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, ns: str, ref: str) -> AsyncIterator[None]:
+        key = (ns, ref)
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
 class NamespacedWriter:
     """A writer on one namespace's ingest; commit makes the blob visible there."""
 
@@ -181,8 +214,9 @@ class NamespacedWriter:
         labels = {k: v for k, v in (labels or {}).items() if v != ""}
         validate_labels(labels, "content.Labels")
         # The blob exists in the backend before its row does: keep the
-        # collector's backend cleanup out until the row is written.
-        async with self._store.db.gc_lock.shared():
+        # collector's backend cleanup out until the row is written, and other
+        # writers of this ref out until the ingest row is gone.
+        async with self._store.gate.hold(self._ns, self.ref), self._store.db.gc_lock.shared():
             return await self._commit(size, expected, labels)
 
     async def _commit(self, size: int, expected: str, labels: Mapping[str, str]) -> str:
@@ -232,6 +266,7 @@ class MetadataContentStore:
         self.db = db
         self.backend = backend
         self.policy = policy
+        self.gate = _RefGate()
 
     async def info(self, dgst: str) -> Info:
         """Info of a blob visible in the namespace (labels are the namespace's).
@@ -449,6 +484,15 @@ class MetadataContentStore:
             raise InvalidArgumentError(msg)
         if expected:
             digests.parse(expected)
+        # A commit of this ref in progress finishes first: the expected digest
+        # is then checked against its result.
+        async with self.gate.hold(ns, ref):
+            return await self._open(ns, lease_id, ref, total, expected)
+
+    async def _open(
+        self, ns: str, lease_id: str | None, ref: str, total: int, expected: str
+    ) -> NamespacedWriter:
+        if expected:
             if self.policy == SHARED:
                 await self._share(ns, lease_id, expected, total)
             else:

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
-from pycontainerd.core.errdefs import FailedPreconditionError, NotFoundError
+from pycontainerd.core.errdefs import ContainerdError, FailedPreconditionError, NotFoundError
 from pycontainerd.core.leases import EXPIRE_LABEL, FLAT_LABEL
 from pycontainerd.core.snapshots import Cleaner, Snapshotter
 from pycontainerd.metadata._rows import load_map
@@ -479,11 +479,15 @@ class Collector:
                     await content.delete(dgst)
                     stats.backend_blobs += 1
                     log.debug("removed content", extra={"fields": {"digest": dgst}})
+            present: set[str] = set()
             for st in await content.list_statuses():
+                present.add(st.ref)
                 if st.ref not in refs:
                     with contextlib.suppress(NotFoundError):
                         await content.abort(st.ref)
                         stats.backend_ingests += 1
+            if dangling := {r for r in refs - present if not await _ingest_exists(content, r)}:
+                await self.db.aupdate(lambda tx: _forget_ingests(tx, dangling), notify=False)
         if garbage:
             log.debug("content garbage collected", extra={"fields": {"blobs": len(garbage)}})
 
@@ -501,6 +505,10 @@ class Collector:
             parents: dict[str, str] = {}
             async for info in sn.walk():
                 parents[info.name] = info.parent
+            if dangling := {k for k in keep - parents.keys() if not await _snapshot_exists(sn, k)}:
+                await self.db.aupdate(
+                    lambda tx: _forget_snapshots(tx, name, dangling), notify=False
+                )
             for key in _leaves_first([k for k in parents if k not in keep], parents):
                 try:
                     await sn.remove(key)
@@ -513,6 +521,81 @@ class Collector:
                 log.debug("removed snapshot", extra={"fields": {"snapshotter": name, "key": key}})
         if isinstance(sn, Cleaner):
             await sn.cleanup()
+
+
+async def _ingest_exists(content: Store, ref: str) -> bool:
+    """False only when the backend says the ingest does not exist (NotFound)."""
+    try:
+        await content.status(ref)
+    except NotFoundError:
+        return False
+    except ContainerdError:
+        return True  # unsure (a remote store that failed): keep the row
+    return True
+
+
+async def _snapshot_exists(sn: Snapshotter, key: str) -> bool:
+    """False only when the snapshotter says the snapshot does not exist (NotFound)."""
+    try:
+        await sn.stat(key)
+    except NotFoundError:
+        return False
+    except ContainerdError:
+        return True  # unsure (a proxy snapshotter that failed): keep the row
+    return True
+
+
+def _forget_ingests(tx: Tx, backend_refs: set[str]) -> None:
+    """Drop ingest rows whose backend ingest does not exist.
+
+    Only a crash between recording an ingest and opening it in the backend
+    leaves one (both happen under the GC lock, which the caller holds
+    exclusively): the client never saw it, and listings never showed it.
+    """
+    for bref in sorted(backend_refs):
+        row = tx.execute(
+            "SELECT namespace, ref FROM ingests WHERE backend_ref = ?", (bref,)
+        ).fetchone()
+        if row is None:
+            continue
+        ns, ref = row
+        log.warning("ingest %s/%s has no backend ingest %s; forgotten", ns, ref, bref)
+        tx.execute("DELETE FROM ingests WHERE backend_ref = ?", (bref,))
+        tx.execute(
+            "DELETE FROM lease_resources WHERE namespace = ? AND type = ? AND id = ?",
+            (ns, _INGEST, ref),
+        )
+
+
+def _forget_snapshots(tx: Tx, snapshotter: str, backend_keys: set[str]) -> None:
+    """Drop snapshot rows whose backend snapshot does not exist.
+
+    A kill -9 between a backend step and the row that follows leaves one: a
+    commit that renamed the active snapshot in the backend but did not record
+    the result (the client got no answer; the new backend snapshot, nameless,
+    is collected like any other). Under the exclusive GC lock no prepare or
+    commit is half-way, so such a row is a crash's leftover, and nothing can
+    use it (mounts, views and children all need the backend snapshot).
+    """
+    rtype = SNAPSHOTS_PREFIX + snapshotter
+    for bkey in sorted(backend_keys):
+        row = tx.execute(
+            "SELECT namespace, key FROM snapshots WHERE snapshotter = ? AND backend_key = ?",
+            (snapshotter, bkey),
+        ).fetchone()
+        if row is None:
+            continue
+        ns, key = row
+        log.warning(
+            "snapshot %s/%s on %s has no backend snapshot %s; forgotten", ns, key, snapshotter, bkey
+        )
+        tx.execute(
+            "DELETE FROM snapshots WHERE snapshotter = ? AND backend_key = ?", (snapshotter, bkey)
+        )
+        tx.execute(
+            "DELETE FROM lease_resources WHERE namespace = ? AND type = ? AND id = ?",
+            (ns, rtype, key),
+        )
 
 
 def _backend_references(tx: Tx) -> tuple[set[str], set[str]]:

@@ -2,11 +2,13 @@
 
 Unlike the object stores, namespace operations name their target explicitly
 (the caller's own namespace does not matter), as containerd's namespaces
-store does. Other stores create a namespace implicitly on their first write.
+store does. A namespace comes into being on the first write in it, as in
+containerd: every store creates it with its first row, and updating or
+setting a label of a namespace that does not exist creates it (containerd's
+own test harness labels a namespace it never created, then uses it).
 
-Two upstream quirks are fixed here: reading or updating the labels of a
-namespace that does not exist raises NotFound instead of returning empty
-labels or silently creating it.
+One upstream quirk is fixed here: reading the labels of a namespace that does
+not exist raises NotFound instead of returning empty labels.
 
 Importing this module must not import grpc.
 """
@@ -27,6 +29,7 @@ from pycontainerd.core.gostr import go_quote
 from pycontainerd.metadata._rows import (
     apply_map_paths,
     dump_map,
+    ensure_namespace,
     load_map,
     validate_labels,
 )
@@ -145,9 +148,12 @@ class NamespaceStore:
         ``paths`` are field-mask paths; only ``labels.<key>`` is accepted. A key
         whose new value is absent or empty is removed.
 
+        A namespace that does not exist is created with the new labels, as
+        containerd's label writes create its bucket.
+
         Raises:
-            InvalidArgumentError: a path other than ``labels.<key>``, or a bad label.
-            NotFoundError: the namespace does not exist.
+            InvalidArgumentError: a bad name, a path other than
+                ``labels.<key>``, or a bad label.
         """
         _validate_name(name)
         keys: list[str] = []
@@ -158,6 +164,7 @@ class NamespaceStore:
             keys.append(path.removeprefix("labels."))
 
         def run(tx: Tx) -> Namespace:
+            ensure_namespace(tx, name)
             current = _labels_of(tx, name)
             if paths:
                 new = apply_map_paths(current, labels, keys)
@@ -173,7 +180,7 @@ class NamespaceStore:
         return await self._db.aupdate_point(run)
 
     async def set_label(self, name: str, key: str, value: str) -> Namespace:
-        """Set one label (``""`` removes it); see :meth:`update`."""
+        """Set one label (``""`` removes it), creating the namespace; see :meth:`update`."""
         return await self.update(name, {key: value}, [f"labels.{key}"])
 
     async def delete(self, name: str) -> None:

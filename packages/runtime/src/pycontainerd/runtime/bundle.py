@@ -9,11 +9,17 @@ FIFO the shim writes its log to, and the files the shim and the manager write:
 (written by the manager when the shim does not) and, for
 pycontainerd, ``exit-published`` once the task's exit reached the exchange
 (so a restart never announces it twice).
+
+User namespaces: when the spec maps gids, the bundle directory belongs to the
+gid that container root maps to and has mode 0710 (as upstream), so runc,
+working as the container's root inside the new user namespace, can still reach
+``rootfs/`` and ``config.json``; the parents stay 0711.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from typing import TYPE_CHECKING, Final
@@ -43,6 +49,26 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def remapped_root_gid(spec: bytes) -> int:
+    """The host gid of container gid 0 in ``spec``'s ``linux.gidMappings`` (0: none).
+
+    Raises:
+        InvalidArgumentError: ``spec`` is not JSON.
+    """
+    try:
+        doc = json.loads(spec)
+    except ValueError as exc:
+        msg = f"invalid OCI spec: {exc}"
+        raise InvalidArgumentError(msg) from exc
+    linux = doc.get("linux") if isinstance(doc, dict) else None
+    mappings = linux.get("gidMappings") if isinstance(linux, dict) else None
+    for m in mappings if isinstance(mappings, list) else ():
+        if isinstance(m, dict) and m.get("containerID", 0) == 0:
+            host = m.get("hostID", 0)
+            return host if isinstance(host, int) and host > 0 else 0
+    return 0
 
 
 class Bundle:
@@ -86,6 +112,10 @@ class Bundle:
             msg = f"bundle {b.path}"
             raise AlreadyExistsError(msg) from None
         try:
+            gid = remapped_root_gid(spec)
+            if gid:
+                os.chown(b.path, -1, gid)
+                b.path.chmod(0o710)
             (b.path / ROOTFS).mkdir(mode=0o711)
             shutil.rmtree(b.work_path, ignore_errors=True)
             b.work_path.mkdir(mode=0o711)

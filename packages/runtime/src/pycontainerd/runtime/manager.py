@@ -454,7 +454,11 @@ class TaskManager:
             bundle = await asyncio.to_thread(
                 Bundle.create, self.state_dir, self.root_dir, namespace, task_id, spec
             )
-            options = b"" if runtime_options is None else runtime_options.SerializeToString()
+            # As upstream: the task's options when it has some, else the container's
+            # runtime options, both for ``start`` (stdin) and for the shim's Create.
+            opts = task_options if task_options is not None and task_options.value else None
+            opts = opts or runtime_options
+            options = b"" if opts is None else opts.SerializeToString()
             try:
                 join = (self.sandbox_socket(namespace, sandbox_id) or "") if sandbox_id else ""
                 t = await self._start_shim(
@@ -472,8 +476,6 @@ class TaskManager:
                 stdout=stdout,
                 stderr=stderr,
             )
-            opts = task_options if task_options is not None and task_options.value else None
-            opts = opts or runtime_options
             if opts is not None:
                 request.options.CopyFrom(opts)
             try:
@@ -585,6 +587,7 @@ class TaskManager:
                 launch.task_id,
                 self.grpc_address,
                 env.get(bootstrap.GROUPING_ENV) or "namespace",
+                options=launch.options,
             )
             if address is not None:
                 return address

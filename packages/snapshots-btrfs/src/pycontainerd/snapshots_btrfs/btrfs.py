@@ -25,6 +25,7 @@ from pycontainerd.core.errdefs import FailedPreconditionError
 from pycontainerd.core.plugin import SkipPluginError
 from pycontainerd.core.snapshots import Kind
 from pycontainerd.core.types import Mount
+from pycontainerd.snapshots import fsutil
 from pycontainerd.snapshots.base import DirSnapshotter
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ class BtrfsSnapshotter(DirSnapshotter):
         if is_subvolume(path):
             _btrfs("subvolume", "delete", str(path))
         else:
-            shutil.rmtree(path)
+            fsutil.remove_tree(path)
 
     def _subvol_id(self, sid: str) -> str:
         found = self._subvol_ids.get(sid)

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -86,8 +85,8 @@ class DirSnapshotter:
         return self.snapshots_dir / sid
 
     def _delete(self, path: Path) -> None:
-        """Delete a snapshot directory (renamed out of the way already)."""
-        shutil.rmtree(path)
+        """Delete a snapshot directory (renamed out of the way already), however deep."""
+        fsutil.remove_tree(path)
 
     def _on_commit(self, sid: str) -> None:
         """Hook run inside the commit transaction (btrfs freezes the subvolume here)."""

@@ -1,8 +1,10 @@
 """The Namespaces service (``containerd.services.namespaces.v1.Namespaces``).
 
 Events ``/namespaces/create|update|delete`` carry the *target* namespace in
-their envelope, as containerd 1.7 does. Get and Update of a namespace that
-does not exist answer NotFound (upstream answers OK or creates it).
+their envelope, as containerd 1.7 does. Update of a namespace that does not
+exist creates it (containerd does the same; no ``/namespaces/create`` event,
+only the update one). Get of one answers NotFound (upstream answers OK with
+no labels).
 
 This module is an edge: it may import grpc and the generated code.
 """

@@ -8,6 +8,14 @@ by the policy in ``PYCONTAINERD_SHIM_GROUPING``: ``namespace`` (the default:
 one shim per daemon and namespace, see the package README for the numbers) or
 ``container`` (one shim per task, as upstream).
 
+runc's ``ShimCgroup`` option (in the runtime options ``start`` reads on stdin)
+puts the shim serving the task into that cgroup, as upstream's runc shim does.
+A shim of the namespace serves tasks from one cgroup only, so without a group
+annotation, a task with a ``ShimCgroup`` gets the shim of the namespace *and*
+that cgroup (a shim of its own unless other tasks asked for the same cgroup).
+With a group annotation the group's first task decides, as upstream (the
+cgroup is joined when the shim starts).
+
 Reusing a shim must not race with that shim exiting because its last task just
 went away. Both sides take an exclusive ``flock`` on ``<socket>.lock``: ``start``
 holds it while it reserves the new task id in the running shim (a tiny ttrpc
@@ -68,7 +76,7 @@ def _fail(message: str) -> int:
     return 1
 
 
-def group_of(bundle: str, task_id: str, policy: str | None = None) -> str:
+def group_of(bundle: str, task_id: str, policy: str | None = None, shim_cgroup: str = "") -> str:
     """The group a task's shim is chosen by (empty: the whole namespace)."""
     try:
         with open(os.path.join(bundle, "config.json"), "rb") as f:
@@ -89,7 +97,9 @@ def group_of(bundle: str, task_id: str, policy: str | None = None) -> str:
             if isinstance(value, str) and value:
                 return value
     policy = policy or os.environ.get(GROUPING_ENV, "namespace")
-    return task_id if policy == "container" else ""
+    if policy == "container":
+        return task_id
+    return f"shim-cgroup:{shim_cgroup}" if shim_cgroup else ""
 
 
 def _reserve(path: str, task_id: str) -> int | None:
@@ -172,10 +182,62 @@ def _spawn(flags: Flags, path: str, state: str) -> int:
         listener.close()
 
 
-def _socket_of(bundle: str, namespace: str, task_id: str, address: str, policy: str | None) -> str:
+def _socket_of(
+    bundle: str, namespace: str, task_id: str, address: str, policy: str | None, *, shim_cgroup: str
+) -> str:
     """The socket path of the shim serving this task's group (ValueError: too long)."""
     state = paths.state_dir(bundle, address)
-    return paths.socket_path(state, address, namespace, group_of(bundle, task_id, policy))
+    group = group_of(bundle, task_id, policy, shim_cgroup)
+    return paths.socket_path(state, address, namespace, group)
+
+
+def _read_options() -> bytes:
+    """The runtime options the daemon writes on stdin (nothing unless stdin is a pipe or file)."""
+    import stat
+
+    try:
+        mode = os.fstat(0).st_mode
+    except OSError:
+        return b""
+    if not (stat.S_ISFIFO(mode) or stat.S_ISREG(mode)):
+        return b""
+    chunks = []
+    while chunk := os.read(0, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def join_cgroup(path: str, pid: int, root: str = "/sys/fs/cgroup") -> None:
+    """Move ``pid`` into the cgroup ``path`` (v2; on v1 every hierarchy that has it).
+
+    Raises:
+        OSError: with upstream's text, ``failed to load cgroup <path>: cgroups: cgroup
+            deleted`` when no hierarchy has it, ``failed to join cgroup <path>:
+            ...`` when the move fails.
+    """
+    rel = os.path.normpath("/" + path).lstrip("/")
+    if os.path.exists(os.path.join(root, "cgroup.controllers")):
+        dirs = [d for d in [os.path.join(root, rel)] if os.path.isdir(d)]
+    else:
+        try:
+            hierarchies = sorted(os.listdir(root))
+        except OSError:
+            hierarchies = []
+        dirs = [
+            os.path.join(root, h, rel)
+            for h in hierarchies
+            if h != "unified" and os.path.isdir(os.path.join(root, h, rel))
+        ]
+    if not dirs:
+        msg = f"failed to load cgroup {path}: cgroups: cgroup deleted"
+        raise OSError(msg)
+    for d in dirs:
+        try:
+            with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                f.write(str(pid))
+        except OSError as exc:
+            msg = f"failed to join cgroup {path}: {exc}"
+            raise OSError(msg) from exc
 
 
 def start(flags: Flags) -> int:
@@ -184,8 +246,11 @@ def start(flags: Flags) -> int:
         return _fail("shim id cannot be empty")
     bundle = os.getcwd()
     state = paths.state_dir(bundle, flags.address)
+    shim_cgroup = wire.shim_cgroup(_read_options())
     try:
-        path = _socket_of(bundle, flags.namespace, flags.id, flags.address, None)
+        path = _socket_of(
+            bundle, flags.namespace, flags.id, flags.address, None, shim_cgroup=shim_cgroup
+        )
     except ValueError as exc:
         return _fail(str(exc))
     os.makedirs(paths.socket_dir(state), mode=0o711, exist_ok=True)
@@ -198,6 +263,12 @@ def start(flags: Flags) -> int:
                 pid = _spawn(flags, path, state)
             except OSError as exc:
                 return _fail(f"cannot start shim: {exc}")
+            if shim_cgroup:
+                try:
+                    join_cgroup(shim_cgroup, pid)
+                except OSError as exc:
+                    _kill(pid)
+                    return _fail(str(exc))
     finally:
         os.close(lock_fd)
     address = _record(bundle, path, pid)
@@ -206,8 +277,21 @@ def start(flags: Flags) -> int:
     return 0
 
 
+def _kill(pid: int) -> None:
+    import signal
+
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+
+
 def reuse(
-    bundle: str, namespace: str, task_id: str, address: str, policy: str | None
+    bundle: str,
+    namespace: str,
+    task_id: str,
+    address: str,
+    policy: str | None,
+    *,
+    options: bytes = b"",
 ) -> str | None:
     """What ``start`` does when the group's shim already runs, without a ``start`` process.
 
@@ -222,12 +306,16 @@ def reuse(
         task_id: the task id.
         address: the daemon's gRPC address (``-address``).
         policy: ``PYCONTAINERD_SHIM_GROUPING`` of the shim's environment.
+        options: the runtime options ``start`` would read (a ``ShimCgroup`` in
+            them chooses the group).
 
     Returns:
         The shim's address (``unix://...``), or None when no shim of the group answers.
     """
     try:
-        path = _socket_of(bundle, namespace, task_id, address, policy)
+        path = _socket_of(
+            bundle, namespace, task_id, address, policy, shim_cgroup=wire.shim_cgroup(options)
+        )
     except ValueError:
         return None
     if not os.path.exists(path):
@@ -300,12 +388,13 @@ def delete(flags: Flags) -> int:
     options = read_options(bundle)
     root = options.get("root") or paths.runc_root(state, flags.namespace)
     binary = options.get("binary_name") or "runc"
+    systemd = options.get("systemd_cgroup") is True
     pid = 0
     with contextlib.suppress(OSError, ValueError), open(os.path.join(bundle, "init.pid")) as f:
         pid = int(f.read().strip() or 0)
     # After a clean Delete runc has no state left for the task: skip the call.
     if os.path.exists(os.path.join(str(root), flags.id)):
-        _runc_delete(str(binary), str(root), bundle, flags.id)
+        _runc_delete(str(binary), str(root), bundle, flags.id, systemd=systemd)
     _unmount(os.path.join(bundle, "rootfs"))
     sys.stdout.buffer.write(wire.delete_response(pid, SIGKILL_STATUS, time.time()))
     sys.stdout.flush()
@@ -321,12 +410,14 @@ def _is_mountpoint(target: str) -> bool:
         return True
 
 
-def _runc_delete(binary: str, root: str, bundle: str, task_id: str) -> None:
+def _runc_delete(binary: str, root: str, bundle: str, task_id: str, *, systemd: bool) -> None:
     import subprocess
 
     argv = [binary, "--root", root]
     if os.path.isdir(bundle):
         argv += ["--log", os.path.join(bundle, "log.json"), "--log-format", "json"]
+    if systemd:
+        argv.append("--systemd-cgroup")
     argv += ["delete", "--force", task_id]
     try:
         res = subprocess.run(argv, capture_output=True, check=False, timeout=30)

@@ -32,6 +32,7 @@ __all__ = [
     "OomWatcher",
     "is_unified",
     "metrics",
+    "pid_path",
 ]
 
 CGROUP_ROOT: Final = "/sys/fs/cgroup"
@@ -147,6 +148,24 @@ def _v2(path: str, root: str) -> bytes:
     m.memory.swap_usage = _read_int(os.path.join(base, "memory.swap.current"))
     m.memory.swap_limit = _read_int(os.path.join(base, "memory.swap.max"))
     return m.SerializeToString()
+
+
+def pid_path(pid: int, root: str = CGROUP_ROOT) -> str:
+    """The cgroup of process ``pid`` ("" if unknown), as :func:`metrics` takes it.
+
+    The unified entry on cgroup v2, the ``memory`` controller's on v1.
+    """
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return ""
+    wanted = "" if is_unified(root) else "memory"
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == wanted or wanted in controllers.split(","):
+            return path
+    return ""
 
 
 def metrics(cgroup_path: str, root: str = CGROUP_ROOT) -> tuple[str, bytes]:

@@ -31,13 +31,15 @@ from pycontainerd.api.ttrpc import ServiceSpec
 from pycontainerd.api.types.task import task_pb2 as task_types
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
+    ContainerdError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
     UnimplementedError,
+    UnknownError,
 )
 from pycontainerd.runtime.shim import bootstrap, cgroups, paths
-from pycontainerd.runtime.shim.runc import Runc
+from pycontainerd.runtime.shim.runc import Runc, RuncOptions, kill_error
 from pycontainerd.runtime.shim.stdio import ProcessIO
 
 if TYPE_CHECKING:
@@ -76,7 +78,6 @@ TASK_SPEC = ServiceSpec(
 )
 """The shim task service (17 methods, as upstream)."""
 
-RUNC_OPTIONS = "containerd.runc.v1.Options"
 PROCESS_DETAILS = "containerd.runc.v1.ProcessDetails"
 VERSION = "pyrunc-v2"
 CREATED, RUNNING, STOPPED, PAUSED = (
@@ -141,6 +142,7 @@ class Container:
     bundle: str
     runc: Runc
     cgroup_path: str
+    options: RuncOptions = field(default_factory=lambda: RuncOptions(""))
     rootfs_mounted: bool = False
     init: Process | None = None
     execs: dict[str, Process] = field(default_factory=dict)
@@ -258,6 +260,13 @@ class TaskService:
             os.close(extra)
         return fds[0]
 
+    async def _run_oci(self, c: Container, io: ProcessIO, args: list[str], op: str) -> None:
+        """``runc create``/``exec`` (container id last); failures as upstream words them."""
+        try:
+            await self._run_with_console(c, io, args, len(args) - 1)
+        except ContainerdError as exc:
+            raise _oci_failed(exc, op) from exc
+
     async def _run_with_console(
         self, c: Container, io: ProcessIO, args: list[str], console_args_at: int
     ) -> None:
@@ -283,29 +292,26 @@ class TaskService:
             with contextlib.suppress(OSError):
                 os.rmdir(tmp)
 
-    def _runc_options(self, req: pb.CreateTaskRequest, bundle: str) -> tuple[str, str, list[str]]:
-        """The runc root, binary and extra ``create`` flags from the runtime options.
+    def _runc_options(self, req: pb.CreateTaskRequest, bundle: str) -> RuncOptions:
+        """The runc options of the request (runc's defaults without any).
 
-        The choice is saved in the bundle's ``options.json`` for ``delete``.
+        What runc calls need is saved in the bundle's ``options.json`` for ``delete``.
         """
-        root = paths.runc_root(self.state, self.namespace)
-        binary = "runc"
-        extra: list[str] = []
-        if req.HasField("options") and req.options.type_url.endswith(RUNC_OPTIONS):
-            from pycontainerd.api.types.runc.options import oci_pb2
-
-            opts = oci_pb2.Options()
-            opts.ParseFromString(req.options.value)
-            root = opts.root or root
-            binary = opts.binary_name or binary
-            if opts.no_pivot_root:
-                extra.append("--no-pivot")
-            if opts.no_new_keyring:
-                extra.append("--no-new-keyring")
-        os.makedirs(root, mode=0o711, exist_ok=True)
+        opts = RuncOptions.parse(
+            req.options if req.HasField("options") else None,
+            paths.runc_root(self.state, self.namespace),
+        )
+        os.makedirs(opts.root, mode=0o711, exist_ok=True)
         with open(os.path.join(bundle, bootstrap.OPTIONS_FILE), "w") as f:
-            json.dump({"root": root, "binary_name": binary}, f)
-        return root, binary, extra
+            json.dump(
+                {
+                    "root": opts.root,
+                    "binary_name": opts.binary_name,
+                    "systemd_cgroup": opts.systemd_cgroup,
+                },
+                f,
+            )
+        return opts
 
     # -- the API -----------------------------------------------------------
 
@@ -322,14 +328,23 @@ class TaskService:
             raise UnimplementedError(msg)
         bundle = req.bundle
         cgroup_path = _cgroups_path(req.id, bundle)
-        root, binary, extra = self._runc_options(req, bundle)
+        opts = self._runc_options(req, bundle)
         c = Container(
             id=req.id,
             bundle=bundle,
-            runc=Runc(self.reaper, root, binary, os.path.join(bundle, "log.json")),
+            runc=Runc(
+                self.reaper,
+                opts.root,
+                opts.binary_name,
+                os.path.join(bundle, "log.json"),
+                systemd_cgroup=opts.systemd_cgroup,
+            ),
             cgroup_path=cgroup_path,
+            options=opts,
         )
-        io = ProcessIO(req.stdin, req.stdout, req.stderr, terminal=req.terminal)
+        io = ProcessIO(
+            req.stdin, req.stdout, req.stderr, terminal=req.terminal, owner=opts.io_owner()
+        )
         c.init = Process(c, "", io)
         self.containers[req.id] = c
         self._release(req.id)
@@ -339,9 +354,13 @@ class TaskService:
                 await asyncio.to_thread(_mount_rootfs, list(req.rootfs), rootfs)
                 c.rootfs_mounted = True
             pid_file = os.path.join(bundle, "init.pid")
-            args = ["create", "--bundle", bundle, "--pid-file", pid_file, *extra, req.id]
-            await self._run_with_console(c, io, args, len(args) - 1)
+            args = ["create", "--bundle", bundle, "--pid-file", pid_file]
+            args += [*opts.create_flags(), req.id]
+            await self._run_oci(c, io, args, "create")
             c.init.pid = _read_pid(pid_file)
+            if opts.systemd_cgroup:
+                # ``cgroupsPath`` names a systemd unit then: metrics need the path.
+                c.cgroup_path = cgroups.pid_path(c.init.pid) or cgroup_path
         except BaseException:
             del self.containers[req.id]
             io.close()
@@ -377,7 +396,10 @@ class TaskService:
         if proc is c.init:
             proc.starting = asyncio.get_running_loop().create_future()
             try:
-                await c.runc.run("start", c.id)
+                try:
+                    await c.runc.run("start", c.id)
+                except ContainerdError as exc:
+                    raise _oci_failed(exc, "start") from exc
                 if proc.exited_at is None:
                     proc.status = RUNNING
                 self.events.publish(
@@ -391,7 +413,7 @@ class TaskService:
         pid_file = os.path.join(c.bundle, f".{proc.exec_id}.pid")
         try:
             args = ["exec", "--process", spec_path, "--detach", "--pid-file", pid_file, c.id]
-            await self._run_with_console(c, proc.io, args, len(args) - 1)
+            await self._run_oci(c, proc.io, args, "exec")
             proc.pid = _read_pid(pid_file)
         except BaseException:
             proc.status = STOPPED
@@ -463,8 +485,14 @@ class TaskService:
         if not isinstance(process, dict) or not process.get("args"):
             msg = f"exec {req.exec_id}: process spec needs args"
             raise InvalidArgumentError(msg)
-        io = ProcessIO(req.stdin, req.stdout, req.stderr, terminal=req.terminal)
-        c.execs[req.exec_id] = Process(c, req.exec_id, io, spec=req.spec.value)
+        # The request decides, as upstream's shim: Go clients send the
+        # container's process spec unchanged (no terminal) with terminal=true.
+        process["terminal"] = req.terminal
+        io = ProcessIO(
+            req.stdin, req.stdout, req.stderr, terminal=req.terminal, owner=c.options.io_owner()
+        )
+        spec = json.dumps(process).encode()
+        c.execs[req.exec_id] = Process(c, req.exec_id, io, spec=spec)
         self.events.publish(
             "/tasks/exec-added", events.TaskExecAdded(container_id=c.id, exec_id=req.exec_id)
         )
@@ -475,27 +503,24 @@ class TaskService:
         c = self._container(req.id)
         proc = c.process(req.exec_id)
         if proc is c.init:
-            if proc.exited.is_set() and not req.all:
-                msg = f"process {proc.id} already finished"
-                raise NotFoundError(msg)
+            # Always runc, as upstream: what runc answers for a stopped or
+            # vanished container (deleted behind our back) is NotFound.
             args = ["kill", *(["--all"] if req.all else []), c.id, str(req.signal)]
             try:
                 await c.runc.run(*args)
-            except FailedPreconditionError:
-                if not req.all:
-                    raise
+            except ContainerdError as exc:
+                raise kill_error(exc) from exc
             return empty_pb2.Empty()
-        if proc.pid == 0 or proc.exited.is_set():
-            msg = (
-                f"process {proc.id} already finished"
-                if proc.pid
-                else f"process {proc.id} not started"
-            )
-            raise NotFoundError(msg) if proc.pid else FailedPreconditionError(msg)
+        if proc.pid == 0:
+            msg = f"process {proc.id} not created"
+            raise FailedPreconditionError(msg)
+        if proc.exited.is_set():
+            msg = f"process {proc.id} already finished"
+            raise NotFoundError(msg)
         try:
             os.kill(proc.pid, req.signal)
         except ProcessLookupError as exc:
-            msg = f"process {proc.id} already finished"
+            msg = f"exec kill error: process {proc.id} already finished"
             raise NotFoundError(msg) from exc
         return empty_pb2.Empty()
 
@@ -583,11 +608,10 @@ class TaskService:
         return empty_pb2.Empty()
 
     async def ResizePty(self, ctx: CallContext, req: pb.ResizePtyRequest) -> empty_pb2.Empty:  # noqa: N802
-        """Set the window size of a process's terminal."""
+        """Set the window size of a process's terminal (none: nothing to do, as upstream)."""
         proc = self._container(req.id).process(req.exec_id)
         if proc.io.console is None:
-            msg = f"process {proc.id} has no terminal"
-            raise FailedPreconditionError(msg)
+            return empty_pb2.Empty()
         fcntl.ioctl(
             proc.io.console, termios.TIOCSWINSZ, struct.pack("HHHH", req.height, req.width, 0, 0)
         )
@@ -637,6 +661,11 @@ def _cgroups_path(task_id: str, bundle: str) -> str:
         raise InvalidArgumentError(msg) from exc
     linux = spec.get("linux") if isinstance(spec, dict) else None
     return str(linux.get("cgroupsPath", "")) if isinstance(linux, dict) else ""
+
+
+def _oci_failed(exc: ContainerdError, op: str) -> UnknownError:
+    """``OCI runtime <op> failed: <runc's reason>``: upstream's wording and kind (Unknown)."""
+    return UnknownError(f"OCI runtime {op} failed: {exc.message}")
 
 
 def _read_pid(path: str) -> int:

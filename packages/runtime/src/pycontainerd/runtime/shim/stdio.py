@@ -162,14 +162,26 @@ class ProcessIO:
     Before the process starts, :meth:`child_fds` gives the fds runc must hand
     to it (pipes; for a terminal, nothing: runc makes a pty and sends its
     master to the console socket, see :meth:`attach_console`). After the spawn,
-    :meth:`started` closes the child's ends here and starts copying.
+    :meth:`started` closes the child's ends here and starts copying. With
+    ``owner`` (runc options ``IoUid``/``IoGid``) the pipes belong to that uid
+    and gid, as upstream's shim makes them, so a process of that user can
+    reopen them (``/proc/self/fd/1``, ``/dev/stdout``).
     """
 
-    def __init__(self, stdin: str, stdout: str, stderr: str, *, terminal: bool) -> None:
+    def __init__(
+        self,
+        stdin: str,
+        stdout: str,
+        stderr: str,
+        *,
+        terminal: bool,
+        owner: tuple[int, int] | None = None,
+    ) -> None:
         self.stdin_path = stdin
         self.stdout_path = stdout
         self.stderr_path = stderr
         self.terminal = terminal
+        self.owner = owner
         self._child: list[int] = []
         self._pumps: list[Pump] = []
         self._stdin_w: int | None = None  # our end of the container's stdin pipe
@@ -197,6 +209,9 @@ class ProcessIO:
                 self._child.append(w)
                 self._out_pipes.append((r, path))
                 fds[index] = w
+        if self.owner is not None:
+            for fd in self._child:  # both ends of a pipe share its inode
+                os.fchown(fd, *self.owner)
         return fds[0], fds[1], fds[2]
 
     def started(self) -> None:

@@ -23,13 +23,82 @@ if TYPE_CHECKING:
 
 __all__ = [
     "delete_response",
+    "fields",
     "read_response",
+    "shim_cgroup",
     "ttrpc_request",
 ]
+
+RUNC_OPTIONS = "containerd.runc.v1.Options"
+"""Type URL (suffix) of runc's options in an ``Any``."""
+_SHIM_CGROUP_FIELD = 3  # containerd.runc.v1.Options.shim_cgroup
 
 _HEADER = struct.Struct(">IIBB")
 _TYPE_REQUEST = 1
 _TYPE_RESPONSE = 2
+
+
+def _read_uvarint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data):
+            msg = "truncated varint"
+            raise ValueError(msg)
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            msg = "varint too long"
+            raise ValueError(msg)
+
+
+def fields(data: bytes) -> dict[int, bytes | int]:
+    """The fields of a protobuf message by number (the last one wins, as protobuf's).
+
+    Varints come as ints, length-delimited fields as bytes; fixed-width ones are skipped.
+
+    Raises:
+        ValueError: the bytes are not a protobuf message.
+    """
+    out: dict[int, bytes | int] = {}
+    pos = 0
+    while pos < len(data):
+        key, pos = _read_uvarint(data, pos)
+        num, kind = key >> 3, key & 7
+        if kind == 0:
+            out[num], pos = _read_uvarint(data, pos)
+        elif kind == 2:
+            size, pos = _read_uvarint(data, pos)
+            if pos + size > len(data):
+                msg = "truncated field"
+                raise ValueError(msg)
+            out[num] = data[pos : pos + size]
+            pos += size
+        elif kind in {1, 5}:
+            pos += 8 if kind == 1 else 4
+        else:
+            msg = f"unsupported wire type {kind}"
+            raise ValueError(msg)
+    return out
+
+
+def shim_cgroup(options: bytes) -> str:
+    """``shim_cgroup`` of runtime options (an ``Any`` holding runc's ``Options``), else ""."""
+    try:
+        any_fields = fields(options)
+        type_url = any_fields.get(1, b"")
+        value = any_fields.get(2, b"")
+        if not isinstance(type_url, bytes) or not isinstance(value, bytes):
+            return ""
+        if not type_url.decode(errors="replace").endswith(RUNC_OPTIONS):
+            return ""
+        found = fields(value).get(_SHIM_CGROUP_FIELD, b"")
+    except ValueError:
+        return ""
+    return found.decode(errors="replace") if isinstance(found, bytes) else ""
 
 
 def _varint_field(num: int, value: int) -> bytes:
