@@ -350,6 +350,8 @@ async def test_ws_first_message_announces_the_lowest_writable_channel(
         async with asyncio.timeout(10):
             await c.closed.wait()
         assert c.messages[0] == (rc.STDOUT, b"")
+        # client-go logs and drops server-sent close-channel (255) messages: none are sent.
+        assert [ch for ch, _ in c.messages if ch == rc.CLOSE_CHANNEL] == []
         assert c.close_code == websocket.CLOSE_NORMAL
     finally:
         await c.close()

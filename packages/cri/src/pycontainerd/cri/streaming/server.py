@@ -463,8 +463,8 @@ class StreamingServer:
                         sreq,
                         port,
                         conn.input(2 * i),
-                        conn.output(2 * i, close_ok=False),
-                        conn.output(2 * i + 1, close_ok=False),
+                        conn.output(2 * i),
+                        conn.output(2 * i + 1),
                     )
                 )
             await conn.closed.wait()
@@ -670,13 +670,18 @@ class WsConnection:
             stream = self.inputs[channel] = InputStream()
         return stream
 
-    def output(self, channel: int, *, close_ok: bool = True) -> OutputStream:
+    def output(self, channel: int) -> OutputStream:
+        """A channel to the client; closing it sends nothing.
+
+        The server never sends v5 close-channel messages (client-go discards
+        them as "unknown stream id 255"); the session's end closes the socket.
+        """
+
         async def send(data: bytes) -> None:
             await self.send_channel(channel, data)
 
         async def close() -> None:
-            if close_ok and self.v5:
-                await self.send_channel(rc.CLOSE_CHANNEL, bytes([channel]))
+            return
 
         return OutputStream(send, close)
 
