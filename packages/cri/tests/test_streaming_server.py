@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 import struct
 from typing import TYPE_CHECKING, cast
 
 import pytest
 
 from pycontainerd.cri.streaming import remotecommand as rc
-from pycontainerd.cri.streaming import spdy, testing, websocket
+from pycontainerd.cri.streaming import spdy, testing, tls, websocket
 from pycontainerd.cri.streaming.server import StreamingServer
 from pycontainerd.cri.streaming.session import CommandStreams, PortStream, StreamRequest
 
@@ -484,3 +485,25 @@ async def test_100_concurrent_sessions(server: StreamingServer) -> None:
     async with asyncio.timeout(60):
         await asyncio.gather(*(one(i) for i in range(100)))
     await wait_idle(server)
+
+
+# -- TLS ------------------------------------------------------------------------------
+
+
+async def test_tls_with_a_generated_self_signed_certificate() -> None:
+    server_ctx, cert_pem = tls.self_signed_context("127.0.0.1")
+    srv = StreamingServer(FakeHandler(), "127.0.0.1", 0, ssl_context=server_ctx)
+    await srv.start()
+    try:
+        url = exec_url(srv, "echo-exit", "7")
+        assert url.startswith("https://127.0.0.1:")
+        client_ctx = ssl.create_default_context(cadata=cert_pem.decode())  # verifies the SAN
+        res = await testing.spdy_exec(url, ssl_context=client_ctx)
+        assert (res.stdout, res.stderr, res.exit_code) == (b"out\n", b"err\n", 7)
+        # A client without the certificate refuses the server.
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await testing.spdy_exec(
+                exec_url(srv, "echo-exit", "0"), ssl_context=ssl.create_default_context()
+            )
+    finally:
+        await srv.close()

@@ -20,6 +20,7 @@ from pycontainerd.cri.streaming import remotecommand as rc
 from pycontainerd.cri.streaming import spdy, websocket
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Callable
 
 
@@ -48,13 +49,17 @@ async def _read_response(reader: asyncio.StreamReader) -> HttpResponse:
 
 
 async def open_upgrade(
-    url: str, headers: list[tuple[str, str]], method: str = "POST"
+    url: str,
+    headers: list[tuple[str, str]],
+    method: str = "POST",
+    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[HttpResponse, asyncio.StreamReader, asyncio.StreamWriter]:
-    """Send an upgrade request to ``url``; the connection stays open."""
+    """Send an upgrade request to ``url`` (https: ``ssl_context``); the connection stays open."""
     u = urlsplit(url)
     assert u.hostname is not None  # noqa: S101
     assert u.port is not None  # noqa: S101
-    reader, writer = await asyncio.open_connection(u.hostname, u.port)
+    tls = ssl_context if u.scheme == "https" else None
+    reader, writer = await asyncio.open_connection(u.hostname, u.port, ssl=tls)
     target = u.path + (f"?{u.query}" if u.query else "")
     lines = [f"{method} {target} HTTP/1.1", f"Host: {u.netloc}", *[f"{k}: {v}" for k, v in headers]]
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
@@ -88,11 +93,17 @@ class SpdyClient:
         self._task = asyncio.create_task(self._read())
 
     @classmethod
-    async def connect(cls, url: str, protocols: tuple[str, ...] = (rc.SPDY_V4,)) -> SpdyClient:
+    async def connect(
+        cls,
+        url: str,
+        protocols: tuple[str, ...] = (rc.SPDY_V4,),
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> SpdyClient:
         resp, reader, writer = await open_upgrade(
             url,
             [("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1")]
             + [("X-Stream-Protocol-Version", p) for p in protocols],
+            ssl_context=ssl_context,
         )
         if resp.status != 101:
             writer.close()
@@ -194,9 +205,10 @@ async def spdy_exec(
     tty: bool = False,
     resizes: list[rc.TerminalSize] | None = None,
     protocols: tuple[str, ...] = (rc.SPDY_V4,),
+    ssl_context: ssl.SSLContext | None = None,
 ) -> CommandResult:
     """Run a remotecommand session the way client-go's SPDY executor does."""
-    c = await SpdyClient.connect(url, protocols)
+    c = await SpdyClient.connect(url, protocols, ssl_context)
     try:
         err = await c.create_stream({rc.STREAM_TYPE_HEADER: rc.STREAM_ERROR})
         ids: dict[str, int] = {}
