@@ -72,6 +72,13 @@ class FakeHandler:
 
     async def port_forward(self, request: StreamRequest, stream: PortStream) -> None:
         self.forwarded.append(stream.port)
+        if stream.port == 2:
+            self.started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
         if stream.port == 1:
             msg = "connection refused"
             raise ConnectionRefusedError(msg)
@@ -505,5 +512,69 @@ async def test_tls_with_a_generated_self_signed_certificate() -> None:
             await testing.spdy_exec(
                 exec_url(srv, "echo-exit", "0"), ssl_context=ssl.create_default_context()
             )
+    finally:
+        await srv.close()
+
+
+async def test_spdy_portforward_concurrent_connections_on_one_session(
+    server: StreamingServer,
+) -> None:
+    url = server.register(StreamRequest("portforward", None))
+    c = await testing.SpdyClient.connect(url, ("portforward.k8s.io",))
+    try:
+        data_ids = []
+        for rid in range(10):
+            port = str(8000 + rid % 3)
+            await c.create_stream({"streamtype": "error", "port": port, "requestid": str(rid)})
+            data_ids.append(
+                await c.create_stream({"streamtype": "data", "port": port, "requestid": str(rid)})
+            )
+        for i, sid in enumerate(data_ids):
+            await c.send(sid, f"conn{i}".encode(), fin=True)
+        replies = await asyncio.gather(*(c.read_all(sid) for sid in data_ids))
+        assert replies == [f"conn{i}".encode()[::-1] for i in range(10)]
+        assert sorted(server.fake.forwarded) == sorted(8000 + i % 3 for i in range(10))  # type: ignore[attr-defined]
+    finally:
+        await c.close()
+
+
+async def test_portforward_ends_when_the_client_goes(server: StreamingServer) -> None:
+    url = server.register(StreamRequest("portforward", None))
+    c = await testing.SpdyClient.connect(url, ("portforward.k8s.io",))
+    await c.create_stream({"streamtype": "error", "port": "2", "requestid": "0"})
+    await c.create_stream({"streamtype": "data", "port": "2", "requestid": "0"})
+    fake = server.fake  # type: ignore[attr-defined]
+    async with asyncio.timeout(10):
+        await fake.started.wait()
+    await c.close()
+    async with asyncio.timeout(10):
+        await fake.cancelled.wait()
+    await wait_idle(server)
+
+
+async def test_portforward_outside_the_allowed_ports_is_an_error(server: StreamingServer) -> None:
+    url = server.register(StreamRequest("portforward", None, ports=(80,)))
+    c = await testing.SpdyClient.connect(url, ("portforward.k8s.io",))
+    try:
+        err = await c.create_stream({"streamtype": "error", "port": "81", "requestid": "0"})
+        await c.create_stream({"streamtype": "data", "port": "81", "requestid": "0"})
+        assert b"port 81 is not among the forwarded ports [80]" in await c.read_all(err)
+        assert server.fake.forwarded == []  # type: ignore[attr-defined]
+    finally:
+        await c.close()
+
+
+async def test_session_ends_if_the_client_does_not_create_its_streams() -> None:
+    handler = FakeHandler()
+    srv = StreamingServer(handler, stream_creation_timeout=0.2)
+    await srv.start()
+    try:
+        c = await testing.SpdyClient.connect(exec_url(srv, "echo-exit", "0"))
+        await c.create_stream({"streamtype": "error"})  # stdout and stderr never come
+        async with asyncio.timeout(10):
+            await c.closed.wait()
+        assert not handler.started.is_set()
+        await c.close()
+        await wait_idle(srv)
     finally:
         await srv.close()

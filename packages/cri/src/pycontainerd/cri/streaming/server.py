@@ -266,7 +266,8 @@ class StreamingServer:
 
     async def _spdy_portforward(self, conn: SpdyConnection, sreq: StreamRequest) -> None:
         pairs: dict[str, dict[str, SpdyStream]] = {}
-        async with asyncio.TaskGroup() as tg:
+        forwards: set[asyncio.Task[None]] = set()
+        try:
             while (stream := await conn.accept_stream()) is not None:
                 kind = stream.header(rc.STREAM_TYPE_HEADER)
                 rid = stream.header(rc.REQUEST_ID_HEADER) or ""
@@ -282,7 +283,7 @@ class StreamingServer:
                 if len(pair) == 2:
                     del pairs[rid]
                     port = int(port_text)
-                    tg.create_task(
+                    task = asyncio.create_task(
                         self._forward(
                             sreq,
                             port,
@@ -291,9 +292,11 @@ class StreamingServer:
                             pair[rc.STREAM_ERROR].output,
                         )
                     )
-            # The client went away: every forward ends with it.
-            for task in list(tg._tasks):
-                task.cancel()
+                    forwards.add(task)
+                    task.add_done_callback(forwards.discard)
+        finally:
+            # The client went away (or the server closes): every forward ends with it.
+            await _cancel_all(forwards)
 
     async def _forward(
         self,
@@ -453,23 +456,33 @@ class StreamingServer:
         if not ports:
             await conn.close(websocket.CLOSE_PROTOCOL_ERROR, 'query parameter "port" is required')
             return
-        async with asyncio.TaskGroup() as tg:
+        forwards: set[asyncio.Task[None]] = set()
+        try:
             for i, port in enumerate(ports):
                 prefix = struct.pack("<H", port)
                 await conn.send_channel(2 * i, prefix)
                 await conn.send_channel(2 * i + 1, prefix)
-                tg.create_task(
-                    self._forward(
-                        sreq,
-                        port,
-                        conn.input(2 * i),
-                        conn.output(2 * i),
-                        conn.output(2 * i + 1),
+                forwards.add(
+                    asyncio.create_task(
+                        self._forward(
+                            sreq,
+                            port,
+                            conn.input(2 * i),
+                            conn.output(2 * i),
+                            conn.output(2 * i + 1),
+                        )
                     )
                 )
             await conn.closed.wait()
-            for task in list(tg._tasks):
-                task.cancel()
+        finally:
+            await _cancel_all(forwards)
+
+
+async def _cancel_all(tasks: set[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _pump_resizes(source: InputStream, queue: asyncio.Queue[rc.TerminalSize | None]) -> None:
