@@ -49,7 +49,7 @@ def _make(
         d.start()
         try:
             archive = base / "pause.tar"
-            testing.build_pause_archive(busybox, archive)
+            digest = testing.build_pause_archive(busybox, archive)
             d.ctr("-n", "k8s.io", "images", "import", str(archive))
             channel = grpc.insecure_channel(f"unix://{d.address}")
             cri = Cri(
@@ -61,6 +61,7 @@ def _make(
                 conf_dir=conf_dir,
                 tag=uuid.uuid4().hex[:8],
                 subnet=subnet,
+                pause_digest=digest,
             )
             try:
                 yield cri

@@ -225,3 +225,49 @@ def test_sandboxes_survive_a_daemon_restart(cri: Cri) -> None:
     assert _k8s_containers(cri) == []
     leases = [p for p in (cri.base / "ipam").rglob("*") if p.is_file() and p.name[0].isdigit()]
     assert leases == []
+
+
+def _nat_rules() -> str:
+    return subprocess.run(
+        ["iptables", "-w", "-t", "nat", "-S"], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_port_mappings_reach_the_portmap_plugin(cri: Cri) -> None:
+    port = 20000 + int(cri.tag, 16) % 20000
+    config = cri.pod_config(
+        "ports",
+        port_mappings=[pb.PortMapping(protocol=pb.TCP, container_port=80, host_port=port)],
+    )
+    sid = cri.run(config)
+    ip = cri.status(sid).status.network.ip
+    rules = [line for line in _nat_rules().splitlines() if f"--dport {port}" in line]
+    assert any(f"{ip}:80" in line for line in rules), rules
+    cri.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sid))
+    assert f"--dport {port}" not in _nat_rules()
+
+
+def test_sysctls_host_pid_and_unknown_ids(cri: Cri) -> None:
+    config = cri.pod_config("tuned")
+    config.linux.sysctls["net.ipv4.ip_unprivileged_port_start"] = "0"
+    config.linux.security_context.namespace_options.pid = pb.NODE
+    sid = cri.run(config)
+    st = cri.status(sid, verbose=True)
+    info = json.loads(st.info["info"])
+    sysctl = subprocess.run(
+        ["nsenter", f"--net={info['netNamespacePath']}", "cat",
+         "/proc/sys/net/ipv4/ip_unprivileged_port_start"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert sysctl.strip() == "0"
+    assert st.status.linux.namespaces.options.pid == pb.NODE
+    host_pid_ns = Path("/proc/self/ns/pid").readlink()
+    assert Path(f"/proc/{info['pid']}/ns/pid").readlink() == host_pid_ns
+    # A pod without hostPID has a PID namespace of its own.
+    other = json.loads(cri.status(cri.run(cri.pod_config("own")), verbose=True).info["info"])
+    assert Path(f"/proc/{other['pid']}/ns/pid").readlink() != host_pid_ns
+    # Stop and remove of an unknown sandbox succeed (the CRI's idempotence); status is NotFound.
+    cri.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id="0" * 64))
+    cri.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id="0" * 64))
+    err = _error(cri.runtime.PodSandboxStatus, pb.PodSandboxStatusRequest(pod_sandbox_id="0" * 64))
+    assert err.code() == grpc.StatusCode.NOT_FOUND

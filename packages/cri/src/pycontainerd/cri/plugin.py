@@ -47,7 +47,8 @@ async def _init(ic: InitContext) -> CriService:
     ic.exports["cni_bin_dir"] = config.cni.bin_dir
     sandboxes = SandboxManager(config, md, tasks, ic.state, ic.root)
     await sandboxes.restore()
-    return CriService(config, sandboxes)
+    image_fs = ic.root.parent / f"{PluginType.SNAPSHOT}.{config.snapshotter}"
+    return CriService(config, sandboxes, image_fs)
 
 
 @hookimpl

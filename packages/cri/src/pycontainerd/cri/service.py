@@ -7,6 +7,7 @@ name the streaming server, which comes with the next issue).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from importlib import metadata
@@ -18,8 +19,12 @@ from google.protobuf import json_format
 from pycontainerd.api.cri.v1 import api_pb2 as pb
 from pycontainerd.api.cri.v1 import api_pb2_grpc as pb_grpc
 from pycontainerd.api.errgrpc import aborting_on_error
+from pycontainerd.cri.catalog import CriImage, ImageCatalog, disk_usage
+from pycontainerd.cri.containers import ContainerManager, CriContainer
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from pycontainerd.cri.config import CriConfig
     from pycontainerd.cri.sandbox import PodSandbox, SandboxManager
 
@@ -53,9 +58,13 @@ def _to_dict(message: Any) -> dict[str, Any]:
 class CriService:
     """Both CRI services on the daemon's gRPC server."""
 
-    def __init__(self, config: CriConfig, sandboxes: SandboxManager) -> None:
+    def __init__(self, config: CriConfig, sandboxes: SandboxManager, image_fs: Path) -> None:
         self.config = config
+        self.image_fs = image_fs
+        """The snapshotter's directory, whose usage ImageFsInfo reports."""
         self.sandboxes = sandboxes
+        self.catalog = ImageCatalog(sandboxes.md)
+        self.containers = ContainerManager(sandboxes, self.catalog)
         # The methods not built yet are filled in by _fill_unimplemented() below,
         # which mypy cannot see.
         self.runtime = RuntimeService(self)  # type: ignore[abstract]
@@ -76,6 +85,12 @@ def _sandbox_metadata(sb: PodSandbox) -> pb.PodSandboxMetadata:
         uid=str(m.get("uid", "")),
         namespace=str(m.get("namespace", "")),
         attempt=int(m.get("attempt", 0)),
+    )
+
+
+def _container_metadata(c: CriContainer) -> pb.ContainerMetadata:
+    return pb.ContainerMetadata(
+        name=str(c.metadata.get("name", "")), attempt=int(c.metadata.get("attempt", 0))
     )
 
 
@@ -143,6 +158,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         self, request: pb.StopPodSandboxRequest, context: _Ctx
     ) -> pb.StopPodSandboxResponse:
         async with aborting_on_error(context):
+            await self.cri.containers.stop_in(request.pod_sandbox_id)
             await self.cri.sandboxes.stop(request.pod_sandbox_id)
         return pb.StopPodSandboxResponse()
 
@@ -150,6 +166,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         self, request: pb.RemovePodSandboxRequest, context: _Ctx
     ) -> pb.RemovePodSandboxResponse:
         async with aborting_on_error(context):
+            await self.cri.containers.remove_in(request.pod_sandbox_id)
             await self.cri.sandboxes.remove(request.pod_sandbox_id)
         return pb.RemovePodSandboxResponse()
 
@@ -214,6 +231,92 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             )
         return pb.ListPodSandboxResponse(items=items)
 
+    # -- containers ---------------------------------------------------------------------
+
+    async def CreateContainer(  # noqa: N802
+        self, request: pb.CreateContainerRequest, context: _Ctx
+    ) -> pb.CreateContainerResponse:
+        async with aborting_on_error(context):
+            c = await self.cri.containers.create(request.pod_sandbox_id, _to_dict(request.config))
+        return pb.CreateContainerResponse(container_id=c.id)
+
+    async def StartContainer(  # noqa: N802
+        self, request: pb.StartContainerRequest, context: _Ctx
+    ) -> pb.StartContainerResponse:
+        async with aborting_on_error(context):
+            await self.cri.containers.start(request.container_id)
+        return pb.StartContainerResponse()
+
+    async def StopContainer(  # noqa: N802
+        self, request: pb.StopContainerRequest, context: _Ctx
+    ) -> pb.StopContainerResponse:
+        async with aborting_on_error(context):
+            await self.cri.containers.stop(request.container_id, float(request.timeout))
+        return pb.StopContainerResponse()
+
+    async def RemoveContainer(  # noqa: N802
+        self, request: pb.RemoveContainerRequest, context: _Ctx
+    ) -> pb.RemoveContainerResponse:
+        async with aborting_on_error(context):
+            await self.cri.containers.remove(request.container_id)
+        return pb.RemoveContainerResponse()
+
+    async def ListContainers(  # noqa: N802
+        self, request: pb.ListContainersRequest, context: _Ctx
+    ) -> pb.ListContainersResponse:
+        f = request.filter
+        state = None
+        if request.HasField("filter") and f.HasField("state"):
+            state = pb.ContainerState.Name(f.state.state)
+        found = self.cri.containers.select(
+            cid=f.id, sandbox_id=f.pod_sandbox_id, state=state, labels=dict(f.label_selector)
+        )
+        return pb.ListContainersResponse(
+            containers=[
+                pb.Container(
+                    id=c.id,
+                    pod_sandbox_id=c.sandbox_id,
+                    metadata=_container_metadata(c),
+                    image=pb.ImageSpec(image=c.image),
+                    image_ref=c.image_id,
+                    image_id=c.image_id,
+                    state=pb.ContainerState.Value(c.state),
+                    created_at=c.created_at,
+                    labels=c.labels,
+                    annotations=c.annotations,
+                )
+                for c in found
+            ]
+        )
+
+    async def ContainerStatus(  # noqa: N802
+        self, request: pb.ContainerStatusRequest, context: _Ctx
+    ) -> pb.ContainerStatusResponse:
+        async with aborting_on_error(context):
+            c = self.cri.containers.get(request.container_id)
+        status = pb.ContainerStatus(
+            id=c.id,
+            metadata=_container_metadata(c),
+            state=pb.ContainerState.Value(c.state),
+            created_at=c.created_at,
+            started_at=c.started_at,
+            finished_at=c.finished_at,
+            exit_code=c.exit_code,
+            image=pb.ImageSpec(image=c.image),
+            image_ref=c.image_id,
+            image_id=c.image_id,
+            reason=c.reason,
+            labels=c.labels,
+            annotations=c.annotations,
+            log_path=c.log_path,
+        )
+        resp = pb.ContainerStatusResponse(status=status)
+        if request.verbose:
+            resp.info["info"] = json.dumps(
+                {"pid": c.pid, "sandboxID": c.sandbox_id, "runtimeSpec": json.loads(c.spec)}
+            )
+        return resp
+
     # -- not built yet --------------------------------------------------------------
 
     async def Exec(self, request: pb.ExecRequest, context: _Ctx) -> pb.ExecResponse:  # noqa: N802
@@ -231,11 +334,72 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         raise AssertionError
 
 
+def _image_to_proto(img: CriImage) -> pb.Image:
+    out = pb.Image(
+        id=img.id,
+        repo_tags=img.repo_tags,
+        repo_digests=img.repo_digests,
+        size=img.size,
+        username=img.username,
+        spec=pb.ImageSpec(image=img.id),
+    )
+    if img.uid is not None:
+        out.uid.value = img.uid
+    return out
+
+
 class ImageService(pb_grpc.ImageServiceServicer):
-    """``runtime.v1.ImageService`` (nothing built yet: every method is UNIMPLEMENTED)."""
+    """``runtime.v1.ImageService``: list, status and removal of the ``k8s.io`` images.
+
+    PullImage is not built yet (pulling waits for the Transfer service).
+    """
 
     def __init__(self, cri: CriService) -> None:
         self.cri = cri
+
+    async def ListImages(  # noqa: N802
+        self, request: pb.ListImagesRequest, context: _Ctx
+    ) -> pb.ListImagesResponse:
+        async with aborting_on_error(context):
+            if request.filter.image.image:
+                found = await self.cri.catalog.find(request.filter.image.image)
+                images = [found] if found is not None else []
+            else:
+                images = await self.cri.catalog.list()
+        return pb.ListImagesResponse(images=[_image_to_proto(i) for i in images])
+
+    async def ImageStatus(  # noqa: N802
+        self, request: pb.ImageStatusRequest, context: _Ctx
+    ) -> pb.ImageStatusResponse:
+        async with aborting_on_error(context):
+            img = await self.cri.catalog.find(request.image.image)
+        if img is None:
+            return pb.ImageStatusResponse()
+        resp = pb.ImageStatusResponse(image=_image_to_proto(img))
+        if request.verbose:
+            resp.info["info"] = json.dumps({"imageSpec": img.config})
+        return resp
+
+    async def ImageFsInfo(  # noqa: N802
+        self, request: pb.ImageFsInfoRequest, context: _Ctx
+    ) -> pb.ImageFsInfoResponse:
+        root = self.cri.image_fs
+        async with aborting_on_error(context):
+            used, inodes = await asyncio.to_thread(disk_usage, root)
+        usage = pb.FilesystemUsage(
+            timestamp=time.time_ns(),
+            fs_id=pb.FilesystemIdentifier(mountpoint=str(root)),
+            used_bytes=pb.UInt64Value(value=used),
+            inodes_used=pb.UInt64Value(value=inodes),
+        )
+        return pb.ImageFsInfoResponse(image_filesystems=[usage], container_filesystems=[usage])
+
+    async def RemoveImage(  # noqa: N802
+        self, request: pb.RemoveImageRequest, context: _Ctx
+    ) -> pb.RemoveImageResponse:
+        async with aborting_on_error(context):
+            await self.cri.catalog.remove(request.image.image)
+        return pb.RemoveImageResponse()
 
 
 def _not_built(service: str, method: str) -> Any:

@@ -54,6 +54,22 @@ def _mount(destination: str, kind: str, source: str, *options: str) -> dict[str,
     return {"destination": destination, "type": kind, "source": source, "options": list(options)}
 
 
+def default_mounts() -> list[dict[str, Any]]:
+    """The mounts every container (and the pause container) gets."""
+    nosuid_noexec_nodev = ("nosuid", "noexec", "nodev")
+    return [
+        _mount("/proc", "proc", "proc", *nosuid_noexec_nodev),
+        _mount("/dev", "tmpfs", "tmpfs", "nosuid", "strictatime", "mode=755", "size=65536k"),
+        _mount(
+            "/dev/pts", "devpts", "devpts",
+            "nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5",
+        ),
+        _mount("/dev/mqueue", "mqueue", "mqueue", *nosuid_noexec_nodev),
+        _mount("/sys", "sysfs", "sysfs", *nosuid_noexec_nodev, "ro"),
+        _mount("/dev/shm", "tmpfs", "shm", *nosuid_noexec_nodev, "mode=1777", "size=65536k"),  # noqa: S108
+    ]  # fmt: skip
+
+
 def parse_user(user: str) -> tuple[int, int]:
     """A numeric ``uid[:gid]`` image user; names are resolved in a later step.
 
@@ -98,18 +114,7 @@ def sandbox_spec(
         namespaces.append({"type": "network", "path": netns})
     if not any(e.startswith("PATH=") for e in env):
         env = [f"PATH={DEFAULT_PATH}", *env]
-    nosuid_noexec_nodev = ("nosuid", "noexec", "nodev")
-    mounts = [
-        _mount("/proc", "proc", "proc", *nosuid_noexec_nodev),
-        _mount("/dev", "tmpfs", "tmpfs", "nosuid", "strictatime", "mode=755", "size=65536k"),
-        _mount(
-            "/dev/pts", "devpts", "devpts",
-            "nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5",
-        ),
-        _mount("/dev/mqueue", "mqueue", "mqueue", *nosuid_noexec_nodev),
-        _mount("/sys", "sysfs", "sysfs", *nosuid_noexec_nodev, "ro"),
-        _mount("/dev/shm", "tmpfs", "shm", *nosuid_noexec_nodev, "mode=1777", "size=65536k"),  # noqa: S108
-    ]  # fmt: skip
+    mounts = default_mounts()
     return {
         "ociVersion": "1.1.0",
         "process": {

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 CNI_BIN_DIR: Final = "/usr/lib/cni"
 """Where Debian's ``containernetworking-plugins`` puts the CNI plugins."""
 PAUSE_REF: Final = "localhost/pycontainerd-test/pause:1"
+SHELL_REF: Final = "localhost/pycontainerd-test/busybox:1"
 MODULES: Final = (
     "pycontainerd.daemon.plugin",
     "pycontainerd.content.plugin",
@@ -66,7 +67,15 @@ def _file(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> No
     tar.addfile(info, io.BytesIO(data))
 
 
-def build_pause_archive(busybox: Path, dest: Path, ref: str = PAUSE_REF) -> str:
+def build_pause_archive(
+    busybox: Path,
+    dest: Path,
+    ref: str = PAUSE_REF,
+    *,
+    entrypoint: tuple[str, ...] = ("/bin/sleep", "2000000"),
+    user: str = "65535:65535",
+    applets: tuple[str, ...] = ("sh", "sleep"),
+) -> str:
     """An OCI archive of a stand-in pause image; returns its manifest digest.
 
     One layer: the static busybox with ``sh`` and ``sleep`` links; the
@@ -81,7 +90,7 @@ def build_pause_archive(busybox: Path, dest: Path, ref: str = PAUSE_REF) -> str:
             info.mode = 0o755
             tar.addfile(info)
         _file(tar, "bin/busybox", busybox.read_bytes(), 0o755)
-        for applet in ("sh", "sleep"):
+        for applet in applets:
             link = tarfile.TarInfo(f"bin/{applet}")
             link.type = tarfile.SYMTYPE
             link.linkname = "busybox"
@@ -94,9 +103,9 @@ def build_pause_archive(busybox: Path, dest: Path, ref: str = PAUSE_REF) -> str:
             "architecture": arch,
             "os": "linux",
             "config": {
-                "Entrypoint": ["/bin/sleep", "2000000"],
+                "Entrypoint": list(entrypoint),
                 "Env": ["PATH=/bin"],
-                "User": "65535:65535",
+                "User": user,
                 "WorkingDir": "/",
             },
             "rootfs": {"type": "layers", "diff_ids": [_sha(layer)]},
@@ -217,6 +226,7 @@ class Cri:
     conf_dir: Path
     tag: str
     subnet: str = ""
+    pause_digest: str = ""
 
     def pod_config(self, name: str = "pod", **kwargs: object) -> pb.PodSandboxConfig:
         from pycontainerd.api.cri.v1 import api_pb2 as pb
