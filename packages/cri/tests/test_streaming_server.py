@@ -578,3 +578,27 @@ async def test_session_ends_if_the_client_does_not_create_its_streams() -> None:
         await wait_idle(srv)
     finally:
         await srv.close()
+
+
+@pytest.mark.parametrize("transport", ["spdy", "ws"])
+async def test_idle_connection_is_closed_and_its_session_ended(transport: str) -> None:
+    handler = FakeHandler()
+    srv = StreamingServer(handler, idle_timeout=0.3)
+    await srv.start()
+    try:
+        url = exec_url(srv, "hang", stderr=False)
+        if transport == "spdy":
+            c: testing.SpdyClient | testing.WsClient = await testing.SpdyClient.connect(url)
+            assert isinstance(c, testing.SpdyClient)
+            await c.create_stream({"streamtype": "error"})
+            await c.create_stream({"streamtype": "stdout"})
+        else:
+            c = await testing.WsClient.connect(url, (rc.WS_V5,))
+        async with asyncio.timeout(10):
+            await handler.started.wait()
+            await c.closed.wait()  # nobody sent anything for 0.3 s
+            await handler.cancelled.wait()
+        await c.close()
+        await wait_idle(srv)
+    finally:
+        await srv.close()

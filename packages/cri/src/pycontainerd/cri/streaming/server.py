@@ -37,11 +37,12 @@ from pycontainerd.cri.streaming.tokens import DEFAULT_TTL, TokenStore
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Coroutine
+    from collections.abc import Callable, Coroutine
 
 log = logging.getLogger(__name__)
 
 STREAM_CREATION_TIMEOUT = 30.0  # upstream's default
+IDLE_TIMEOUT = 4 * 3600.0  # containerd's stream_idle_timeout default, "4h0m0s"
 READ_CHUNK = 64 * 1024
 SPDY_MAX_DATA = 32 * 1024
 CLOSE_WAIT = 1.0
@@ -66,6 +67,7 @@ class StreamingServer:
         ssl_context: ssl.SSLContext | None = None,
         token_ttl: float = DEFAULT_TTL,
         stream_creation_timeout: float = STREAM_CREATION_TIMEOUT,
+        idle_timeout: float | None = IDLE_TIMEOUT,
         max_message: int = websocket.DEFAULT_MAX_MESSAGE,
     ) -> None:
         self.handler = handler
@@ -74,6 +76,7 @@ class StreamingServer:
         self.ssl_context = ssl_context
         self.tokens: TokenStore[StreamRequest] = TokenStore(token_ttl)
         self.stream_creation_timeout = stream_creation_timeout
+        self.idle_timeout = idle_timeout
         self.max_message = max_message
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[object]] = set()
@@ -209,7 +212,7 @@ class StreamingServer:
         if offered:
             headers.append(("X-Stream-Protocol-Version", chosen))
         writer.write(response(101, headers))
-        conn = SpdyConnection(reader, writer)
+        conn = SpdyConnection(reader, writer, self.idle_timeout)
         conn.start()
         try:
             if sreq.kind == "portforward":
@@ -413,7 +416,7 @@ class StreamingServer:
                 ],
             )
         )
-        conn = WsConnection(reader, writer, chosen, self.max_message)
+        conn = WsConnection(reader, writer, chosen, self.max_message, self.idle_timeout)
         conn.start()
         try:
             if sreq.kind == "portforward":
@@ -497,6 +500,35 @@ async def _pump_resizes(source: InputStream, queue: asyncio.Queue[rc.TerminalSiz
         queue.put_nowait(None)
 
 
+class IdleWatch:
+    """Calls ``on_idle`` once nothing was sent or received for ``timeout`` seconds."""
+
+    def __init__(self, timeout: float | None, on_idle: Callable[[], None]) -> None:
+        self.timeout = timeout
+        self.on_idle = on_idle
+        self.last = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def touch(self) -> None:
+        self.last = asyncio.get_running_loop().time()
+
+    def start(self) -> None:
+        if self.timeout is not None:
+            self.touch()
+            self._task = asyncio.create_task(self._run(self.timeout))
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _run(self, timeout: float) -> None:  # noqa: ASYNC109 - a watchdog, not an API
+        loop = asyncio.get_running_loop()
+        while (left := self.last + timeout - loop.time()) > 0:  # noqa: ASYNC110 - a deadline
+            await asyncio.sleep(left)
+        log.info("streaming: connection idle for %.0f s, closing it", timeout)
+        self.on_idle()
+
+
 class SpdyStream:
     """A client-created SPDY stream: headers, input from the client, output to it."""
 
@@ -536,7 +568,13 @@ class SpdyConnection:
     SPDY peers (moby/spdystream) neither send nor honour WINDOW_UPDATE.
     """
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        idle_timeout: float | None = None,
+    ) -> None:
+        self.idle = IdleWatch(idle_timeout, self._close)
         self.reader = reader
         self.writer = writer
         self.parser = spdy.FrameParser()
@@ -550,9 +588,11 @@ class SpdyConnection:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._read_loop())
+        self.idle.start()
 
     def send(self, frame: bytes) -> None:
         if not self.closed.is_set():
+            self.idle.touch()
             self.writer.write(frame)
 
     async def drain(self) -> None:
@@ -592,6 +632,7 @@ class SpdyConnection:
         with contextlib.suppress(ConnectionError):
             await self.writer.drain()
         self._close()
+        self.idle.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -600,6 +641,7 @@ class SpdyConnection:
     async def _read_loop(self) -> None:
         try:
             while data := await self.reader.read(READ_CHUNK):
+                self.idle.touch()
                 for frame in self.parser.feed(data):
                     self._handle(frame)
                     if self.closed.is_set():
@@ -662,7 +704,9 @@ class WsConnection:
         writer: asyncio.StreamWriter,
         protocol: str,
         max_message: int,
+        idle_timeout: float | None = None,
     ) -> None:
+        self.idle = IdleWatch(idle_timeout, self._close)
         self.reader = reader
         self.writer = writer
         self.protocol = protocol
@@ -676,6 +720,7 @@ class WsConnection:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._read_loop())
+        self.idle.start()
 
     def input(self, channel: int) -> InputStream:
         stream = self.inputs.get(channel)
@@ -708,6 +753,7 @@ class WsConnection:
             )
         else:
             frame = websocket.encode_frame(websocket.OP_BINARY, bytes([channel]) + data)
+        self.idle.touch()
         self.writer.write(frame)
         try:
             await self.writer.drain()
@@ -737,6 +783,7 @@ class WsConnection:
             async with asyncio.timeout(CLOSE_WAIT):
                 await self.closed.wait()
         self._close()
+        self.idle.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -745,6 +792,7 @@ class WsConnection:
     async def _read_loop(self) -> None:
         try:
             while data := await self.reader.read(READ_CHUNK):
+                self.idle.touch()
                 for msg in self.parser.feed(data):
                     if msg.opcode == websocket.OP_PING:
                         if not self.close_sent:
