@@ -602,3 +602,25 @@ async def test_idle_connection_is_closed_and_its_session_ended(transport: str) -
         await wait_idle(srv)
     finally:
         await srv.close()
+
+
+async def raw_exchange(srv: StreamingServer, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+    writer.write(data)
+    await writer.drain()
+    try:
+        return await reader.read()
+    finally:
+        writer.close()
+
+
+async def test_bad_http_is_refused_and_the_server_keeps_serving(server: StreamingServer) -> None:
+    assert (await raw_exchange(server, b"NONSENSE\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
+    huge = b"GET /exec/x HTTP/1.1\r\nX-Pad: " + b"a" * 20000 + b"\r\n\r\n"
+    assert (await raw_exchange(server, huge)).startswith(b"HTTP/1.1 431 ")
+    half = await asyncio.open_connection("127.0.0.1", server.port)
+    half[1].write(b"GET /exec/")  # and goes away
+    half[1].close()
+    res = await testing.spdy_exec(exec_url(server, "echo-exit", "0"))
+    assert res.exit_code == 0
+    await wait_idle(server)
