@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STREAM_CREATION_TIMEOUT = 30.0  # upstream's default
+HEAD_TIMEOUT = 30.0  # a client has this long to send its request head
 IDLE_TIMEOUT = 4 * 3600.0  # containerd's stream_idle_timeout default, "4h0m0s"
 READ_CHUNK = 64 * 1024
 SPDY_MAX_DATA = 32 * 1024
@@ -144,7 +145,10 @@ class StreamingServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
+            async with asyncio.timeout(HEAD_TIMEOUT):
+                head = await reader.readuntil(b"\r\n\r\n")
+        except TimeoutError:
+            return
         except asyncio.LimitOverrunError:
             writer.write(response(431, body="request head too large"))
             return
