@@ -345,8 +345,13 @@ async def test_ws_exec_gives_both_streams_and_exit_code(
     assert res.exit_code == 7
 
 
-async def test_ws_v1_protocols_send_plain_error_text(server: StreamingServer) -> None:
-    res = await testing.ws_exec(exec_url(server, "echo-exit", "5"), protocols=(rc.WS_V1_BASE64,))
+@pytest.mark.parametrize("protocol", [rc.WS_V1_BASE64, rc.WS_V1, rc.WS_V2, rc.WS_V3])
+async def test_ws_older_protocols_send_plain_error_text(
+    server: StreamingServer, protocol: str
+) -> None:
+    res = await testing.ws_exec(exec_url(server, "echo-exit", "5"), protocols=(protocol,))
+    assert res.protocol == protocol
+    assert res.stdout == b"out\n"
     assert res.error == b"command terminated with non-zero exit code: 5"
 
 

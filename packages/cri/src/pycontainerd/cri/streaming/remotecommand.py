@@ -28,7 +28,11 @@ WS_V4 = "v4.channel.k8s.io"
 WS_V4_BASE64 = "v4.base64.channel.k8s.io"
 WS_V1 = "channel.k8s.io"
 WS_V1_BASE64 = "base64.channel.k8s.io"
-WS_REMOTECOMMAND = (WS_V5, WS_V4, WS_V4_BASE64, WS_V1, WS_V1_BASE64)
+# client-go's WebSocket executor can also ask for the v3/v2 names (binary
+# channels, plain-text errors); kubelet's own server lists only the five others.
+WS_V3 = "v3.channel.k8s.io"
+WS_V2 = "v2.channel.k8s.io"
+WS_REMOTECOMMAND = (WS_V5, WS_V4, WS_V4_BASE64, WS_V3, WS_V2, WS_V1, WS_V1_BASE64)
 WS_PORTFORWARD = ("portforward.k8s.io", WS_V4, WS_V4_BASE64)
 WS_BASE64 = frozenset({WS_V4_BASE64, WS_V1_BASE64})
 
