@@ -40,8 +40,13 @@ Hostile clients: every RFC 9113 rule ends in the error the RFC names
 :class:`Limits` bounds calls per connection, connections, the handshake and
 idle time and the header list; frames that make the server work for no call
 (PING, SETTINGS, RST_STREAM, empty frames, tiny WINDOW_UPDATEs) are counted
-and a flood ends in GOAWAY ENHANCE_YOUR_CALM. HPACK lives in
-:mod:`pycontainerd.api.h2hpack`. The api README has the table.
+and a flood ends in GOAWAY ENHANCE_YOUR_CALM. The api README has the table.
+
+Modules: the HTTP/2 connection without I/O (framing, windows, stream states,
+the RFC checks and limits) is :mod:`pycontainerd.api.h2conn`, HPACK is
+:mod:`pycontainerd.api.h2hpack`, the handler context is
+:mod:`pycontainerd.api.h2context`; this module is the server: the asyncio
+protocol around the connection, and the calls.
 """
 
 from __future__ import annotations
@@ -52,128 +57,131 @@ import collections
 import contextlib
 import logging
 import os
-import struct
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, TypeAlias, cast
 
 import grpc
 import grpc.aio
 
-from pycontainerd.api import h2hpack
-from pycontainerd.api.h2hpack import (
-    HeaderListTooLargeError,
-    HpackDecoder,
-    HpackError,
+from pycontainerd.api.h2conn import (
+    ACK,
+    CANCEL,
+    COMPRESSION_ERROR,
+    CONN_WINDOW,
+    CONTINUATION,
+    DATA,
+    DEFAULT_FRAME,
+    DEFAULT_WINDOW,
+    END_HEADERS,
+    END_STREAM,
+    ENHANCE_YOUR_CALM,
+    FLOOD_STRIKES,
+    FLOW_CONTROL_ERROR,
+    FRAME_SIZE_ERROR,
+    GOAWAY,
+    HEADERS,
+    INTERNAL_ERROR,
+    MAX_FRAME_ACCEPTED,
+    MAX_FRAME_SIZE,
+    MAX_HEADER_LIST,
+    MAX_WINDOW,
+    MIN_DATA_CHUNK,
+    NO_ERROR,
+    PADDED,
+    PING,
+    PREFACE,
+    PRIORITY,
+    PRIORITY_FLAG,
+    PROTOCOL_ERROR,
+    PUSH_PROMISE,
+    REFUSED_STREAM,
+    RST_STREAM,
+    SEND_CHUNK,
+    SETTINGS,
+    SETTINGS_ENABLE_PUSH,
+    SETTINGS_HEADER_TABLE_SIZE,
+    SETTINGS_INITIAL_WINDOW_SIZE,
+    SETTINGS_MAX_CONCURRENT_STREAMS,
+    SETTINGS_MAX_FRAME_SIZE,
+    SETTINGS_MAX_HEADER_LIST_SIZE,
+    STREAM_CLOSED,
+    STREAM_WINDOW,
+    WINDOW_UPDATE,
+    H2Connection,
+    H2ConnectionError,
+    H2Stream,
+    Limits,
 )
-from pycontainerd.api.h2hpack import literal as _literal
+from pycontainerd.api.h2conn import (
+    frame as _frame,
+)
+from pycontainerd.api.h2conn import (
+    goaway as _goaway,
+)
+from pycontainerd.api.h2context import (
+    ServicerContext,
+    _CallError,
+    _metadata_block,
+    _Reset,
+    _trailers_block,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
-__all__ = ["CallObserver", "FastPath", "Limits", "Server", "ServicerContext", "rpc_type"]
+__all__ = [  # noqa: RUF022 - the API, then the HTTP/2 names of h2conn kept importable from here
+    "CallObserver",
+    "FastPath",
+    "Limits",
+    "Server",
+    "ServicerContext",
+    "rpc_type",
+    "PREFACE",
+    "DATA",
+    "HEADERS",
+    "PRIORITY",
+    "RST_STREAM",
+    "SETTINGS",
+    "PUSH_PROMISE",
+    "PING",
+    "GOAWAY",
+    "WINDOW_UPDATE",
+    "CONTINUATION",
+    "END_STREAM",
+    "ACK",
+    "END_HEADERS",
+    "PADDED",
+    "PRIORITY_FLAG",
+    "NO_ERROR",
+    "PROTOCOL_ERROR",
+    "INTERNAL_ERROR",
+    "FLOW_CONTROL_ERROR",
+    "STREAM_CLOSED",
+    "FRAME_SIZE_ERROR",
+    "REFUSED_STREAM",
+    "CANCEL",
+    "COMPRESSION_ERROR",
+    "ENHANCE_YOUR_CALM",
+    "SETTINGS_HEADER_TABLE_SIZE",
+    "SETTINGS_ENABLE_PUSH",
+    "SETTINGS_MAX_CONCURRENT_STREAMS",
+    "SETTINGS_INITIAL_WINDOW_SIZE",
+    "SETTINGS_MAX_FRAME_SIZE",
+    "SETTINGS_MAX_HEADER_LIST_SIZE",
+    "DEFAULT_WINDOW",
+    "MAX_WINDOW",
+    "DEFAULT_FRAME",
+    "MAX_FRAME_SIZE",
+    "MAX_FRAME_ACCEPTED",
+    "STREAM_WINDOW",
+    "CONN_WINDOW",
+    "MAX_HEADER_LIST",
+    "FLOOD_STRIKES",
+    "MIN_DATA_CHUNK",
+    "SEND_CHUNK",
+]
 
 log = logging.getLogger("pycontainerd.api.h2grpc")
-
-PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-# Frame types (RFC 9113 §6).
-DATA: Final = 0x0
-HEADERS: Final = 0x1
-PRIORITY: Final = 0x2
-RST_STREAM: Final = 0x3
-SETTINGS: Final = 0x4
-PUSH_PROMISE: Final = 0x5
-PING: Final = 0x6
-GOAWAY: Final = 0x7
-WINDOW_UPDATE: Final = 0x8
-CONTINUATION: Final = 0x9
-
-# Flags.
-END_STREAM: Final = 0x1
-ACK: Final = 0x1
-END_HEADERS: Final = 0x4
-PADDED: Final = 0x8
-PRIORITY_FLAG: Final = 0x20
-
-# Error codes.
-NO_ERROR: Final = 0x0
-PROTOCOL_ERROR: Final = 0x1
-INTERNAL_ERROR: Final = 0x2
-FLOW_CONTROL_ERROR: Final = 0x3
-STREAM_CLOSED: Final = 0x5
-FRAME_SIZE_ERROR: Final = 0x6
-REFUSED_STREAM: Final = 0x7
-CANCEL: Final = 0x8
-COMPRESSION_ERROR: Final = 0x9
-ENHANCE_YOUR_CALM: Final = 0xB
-
-# Settings.
-SETTINGS_HEADER_TABLE_SIZE: Final = 0x1
-SETTINGS_ENABLE_PUSH: Final = 0x2
-SETTINGS_MAX_CONCURRENT_STREAMS: Final = 0x3
-SETTINGS_INITIAL_WINDOW_SIZE: Final = 0x4
-SETTINGS_MAX_FRAME_SIZE: Final = 0x5
-SETTINGS_MAX_HEADER_LIST_SIZE: Final = 0x6
-
-DEFAULT_WINDOW: Final = 65_535
-MAX_WINDOW: Final = 2**31 - 1
-DEFAULT_FRAME: Final = 16_384
-MAX_FRAME_SIZE: Final = 2**24 - 1
-MAX_FRAME_ACCEPTED: Final = 1 << 20
-"""The largest frame this server accepts (advertised in SETTINGS_MAX_FRAME_SIZE)."""
-
-STREAM_WINDOW: Final = 4 << 20
-"""Bytes a client may send on one stream before the handler has taken them."""
-
-CONN_WINDOW: Final = 32 << 20
-"""The connection-level receive window (reopened as DATA arrives)."""
-
-MAX_HEADER_LIST: Final = h2hpack.MAX_HEADER_LIST
-"""The default cap on a request's header list (grpc-go's): encoded block and decoded fields."""
-
-FLOOD_STRIKES: Final = 1000
-"""Frames that make the server work without a call making progress (PING, SETTINGS,
-RST_STREAM, PRIORITY, empty DATA or CONTINUATION, tiny WINDOW_UPDATEs, refused streams)
-a connection may send within a second and between two answers before it is closed
-with ENHANCE_YOUR_CALM."""
-
-MIN_DATA_CHUNK: Final = 1024
-"""A WINDOW_UPDATE below this, for a window a writer waits on, and below a quarter
-of the peer's initial window (or any, for a window under 256 bytes) counts as a
-flood strike: a peer opening its window a byte at a time (data dribble) gets a
-few small frames, then GOAWAY ENHANCE_YOUR_CALM."""
-
-SEND_CHUNK: Final = 256 << 10
-"""The most one writer queues on the transport before it checks the back-pressure again."""
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """What one client may hold of the server (the daemon's ``[grpc]`` keys set these).
-
-    Attributes:
-        max_concurrent_streams: calls in flight on one connection (advertised in
-            SETTINGS_MAX_CONCURRENT_STREAMS; a call whose handler still runs after
-            the client reset it counts until it ends). Beyond: RST_STREAM REFUSED_STREAM.
-        max_connections: open connections; the next one gets GOAWAY ENHANCE_YOUR_CALM.
-        handshake_timeout: seconds for a new connection to send the client preface
-            and its SETTINGS (0: no limit).
-        idle_timeout: seconds a connection may stay without a call before it is
-            closed with GOAWAY NO_ERROR (0: no limit).
-        max_header_list_size: the largest header list of a request, encoded and
-            decoded (RFC 7541 sizes), advertised in SETTINGS_MAX_HEADER_LIST_SIZE.
-    """
-
-    max_concurrent_streams: int = 1000
-    max_connections: int = 10_000
-    handshake_timeout: float = 10.0
-    idle_timeout: float = 1800.0
-    max_header_list_size: int = MAX_HEADER_LIST
-
-
-_FRAME_HEADER: Final = struct.Struct(">I B I")
-"""Length (24 bits, packed with the type byte), flags, stream id."""
 
 _STATUS_NAMES: Final = {sc.value[0]: sc for sc in grpc.StatusCode}
 
@@ -183,34 +191,6 @@ _RESPONSE_HEADERS: Final = (
     b"\x88"  # :status 200 (static index 8)
     + b"\x0f\x10\x10application/grpc"  # content-type (static name 31), literal value
 )
-
-
-def _percent_encode(text: str) -> bytes:
-    """GRPC's ``grpc-message`` encoding: bytes outside 0x20-0x7E and ``%`` as ``%XX``."""
-    raw = text.encode("utf-8", "replace")
-    if all(0x20 <= b <= 0x7E and b != 0x25 for b in raw):
-        return raw
-    return b"".join(bytes((b,)) if 0x20 <= b <= 0x7E and b != 0x25 else b"%%%02X" % b for b in raw)
-
-
-def _metadata_block(metadata: Iterable[tuple[str, str | bytes]]) -> bytes:
-    parts = []
-    for key, value in metadata:
-        k = key.lower()
-        if k.endswith("-bin"):
-            raw = value if isinstance(value, bytes) else value.encode()
-            v = base64.b64encode(raw).rstrip(b"=")
-        else:
-            v = value.encode() if isinstance(value, str) else value
-        parts.append(_literal(k.encode(), v))
-    return b"".join(parts)
-
-
-def _trailers_block(code: int, details: str, trailing: bytes) -> bytes:
-    block = _literal(b"grpc-status", str(code).encode())
-    if details:
-        block += _literal(b"grpc-message", _percent_encode(details))
-    return block + trailing
 
 
 _TIMEOUT_UNITS: Final = {
@@ -235,10 +215,6 @@ def parse_timeout(value: str) -> float | None:
     return int(value[:-1]) * unit if unit is not None else None
 
 
-def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    return _FRAME_HEADER.pack((len(payload) << 8) | kind, flags, stream_id) + payload
-
-
 class _CallDetails(NamedTuple):
     """What a generic handler or an interceptor sees of a call (``grpc.HandlerCallDetails``)."""
 
@@ -246,161 +222,27 @@ class _CallDetails(NamedTuple):
     invocation_metadata: tuple[tuple[str, str | bytes], ...]
 
 
-class _Reset(Exception):  # noqa: N818 - an internal signal, not an error for users
-    """The stream ended before the handler finished (client reset, connection lost)."""
+class _Stream(H2Stream):
+    """One HTTP/2 stream: one call.
 
-
-class ServicerContext:
-    """The ``context`` a handler gets: grpc.aio's ``ServicerContext`` surface."""
-
-    __slots__ = (
-        "_callbacks",
-        "_code",
-        "_details",
-        "_serializer",
-        "_stream",
-        "_trailing",
-    )
-
-    def __init__(self, stream: _Stream, serializer: Callable[[Any], bytes] | None) -> None:
-        self._stream = stream
-        self._serializer = serializer
-        self._code: grpc.StatusCode | None = None
-        self._details = ""
-        self._trailing: tuple[tuple[str, str | bytes], ...] = ()
-        self._callbacks: list[Callable[[ServicerContext], None]] | None = None
-
-    def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
-        return self._stream.metadata
-
-    def peer(self) -> str:
-        return "unix:"
-
-    def time_remaining(self) -> float | None:
-        deadline = self._stream.deadline
-        if deadline is None:
-            return None
-        return max(0.0, deadline - time.monotonic())
-
-    def set_code(self, code: grpc.StatusCode) -> None:
-        self._code = code
-
-    def set_details(self, details: str) -> None:
-        self._details = details
-
-    def code(self) -> grpc.StatusCode | None:
-        return self._code
-
-    def details(self) -> str:
-        return self._details
-
-    def set_trailing_metadata(self, trailing_metadata: Sequence[tuple[str, str | bytes]]) -> None:
-        self._trailing = tuple(trailing_metadata)
-
-    def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
-        return self._trailing
-
-    async def abort(
-        self,
-        code: grpc.StatusCode,
-        details: str = "",
-        trailing_metadata: Sequence[tuple[str, str | bytes]] = (),
-    ) -> None:
-        if code is grpc.StatusCode.OK:
-            msg = "abort() with OK is not allowed"
-            raise ValueError(msg)
-        self._code = code
-        self._details = details
-        if trailing_metadata:
-            self._trailing = tuple(trailing_metadata)
-        raise grpc.aio.AbortError
-
-    async def send_initial_metadata(self, initial_metadata: Sequence[tuple[str, Any]]) -> None:
-        self._stream.send_headers(_metadata_block(initial_metadata))
-
-    async def write(self, message: Any) -> None:
-        """Send one response message; bytes go out as they are (pre-serialized)."""
-        data = message if isinstance(message, bytes) else self._serialize(message)
-        await self._stream.send_message(data)
-
-    async def write_encoded(self, messages: Sequence[bytes]) -> None:
-        """Send a server stream's serialized messages in one pass over the windows.
-
-        For long listings: one length-prefixed run of bytes instead of a trip
-        through the handler's generator per message. Not part of grpc.aio's
-        context; handlers look for it with ``getattr``.
-        """
-        stream = self._stream
-        if stream.closed:
-            raise _Reset
-        limit = stream.conn.server.max_send
-        for m in messages:
-            if len(m) > limit:
-                msg = f"grpc: trying to send message larger than max ({len(m)} vs. {limit})"
-                raise _CallError(grpc.StatusCode.RESOURCE_EXHAUSTED, msg)
-        if not messages:
-            return
-        if not stream.headers_sent:
-            stream.send_headers()
-        # a message's prefix: a zero compression flag, then its length in 4 bytes
-        await stream.conn.send_data(
-            stream, b"".join(len(m).to_bytes(5, "big") + m for m in messages)
-        )
-
-    async def read(self) -> Any:
-        """The next request message of a client stream (``grpc.aio.EOF`` at the end)."""
-        item = await self._stream.next_request()
-        return grpc.aio.EOF if item is None else item
-
-    def cancelled(self) -> bool:
-        return self._stream.cancelled
-
-    def done(self) -> bool:
-        return self._stream.closed
-
-    def add_done_callback(self, callback: Callable[[ServicerContext], None]) -> None:
-        if self._callbacks is None:
-            self._callbacks = []
-        self._callbacks.append(callback)
-
-    def _serialize(self, message: Any) -> bytes:
-        if self._serializer is None:
-            return bytes(message.SerializeToString())
-        return self._serializer(message)
-
-    def _run_callbacks(self) -> None:
-        for cb in self._callbacks or ():
-            try:
-                cb(self)
-            except Exception:
-                log.exception("done callback failed")
-
-
-class _Stream:
-    """One HTTP/2 stream: one call."""
+    ``__init__`` sets :class:`H2Stream`'s fields itself (no ``super()`` call on
+    the path of every call).
+    """
 
     __slots__ = (
         "buffer",
         "cancelled",
-        "closed",
-        "code",
         "conn",
         "context",
         "deadline",
         "deserializer",
-        "ended",
         "fast",
         "headers_sent",
-        "held",
-        "id",
         "messages",
         "metadata",
         "method",
-        "recv_window",
-        "send_window",
         "task",
         "timeout",
-        "unacked",
         "waiter",
         "window_waiter",
     )
@@ -616,15 +458,6 @@ class _Stream:
         conn.stream_closed(self)
 
 
-class _CallError(Exception):
-    """Ends a call with ``code`` and ``details`` (raised inside the server, never to handlers)."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code = code
-        self.details = details
-
-
 class _CallHeaders(NamedTuple):
     """What a request's header fields say."""
 
@@ -637,49 +470,17 @@ class _CallHeaders(NamedTuple):
 _NO_CALL: Final = _CallHeaders("", (), None, "")
 
 
-class _ConnectionError(Exception):
-    """A connection error (RFC 9113 §5.4.1): GOAWAY ``code`` with ``reason``, then close."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-_SETTINGS_ENTRY: Final = struct.Struct(">HI")
-
-
-class _Connection(asyncio.Protocol):
-    """One client connection: frame parsing, HPACK, windows, streams and limits."""
+class _Connection(H2Connection, asyncio.Protocol):
+    """One client connection: the asyncio side of :class:`H2Connection` and the calls."""
 
     def __init__(self, server: Server) -> None:
+        super().__init__(server.limits, server.max_receive)
         self.server = server
-        self.limits = server.limits
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
-        self.need = 0  # bytes ``buf`` must hold before a frame can be parsed
-        self.preface = False
-        self.settled = False  # the client's first SETTINGS arrived
-        self.decoder = HpackDecoder(max_list=self.limits.max_header_list_size)
-        self.streams: dict[int, _Stream] = {}
-        self.orphans = 0  # handlers still running for streams the client reset
-        self.last_stream = 0
-        self.peer_initial_window = DEFAULT_WINDOW
-        self.send_window = DEFAULT_WINDOW
-        self.max_frame = DEFAULT_FRAME
-        self.recv_window = CONN_WINDOW  # what the client may still send on the connection
-        self.buffered = 0  # request bytes received and not yet taken by handlers
-        self.strikes = 0
-        self.strikes_since = time.monotonic()
-        self.header_block: bytearray | None = None
-        self.header_stream = 0
-        self.header_flags = 0
-        self.window_waiters: set[_Stream] = set()
+        self.streams: dict[int, _Stream] = {}  # type: ignore[assignment]
+        self.window_waiters: set[_Stream] = set()  # type: ignore[assignment]
         self.paused: asyncio.Future[None] | None = None
-        self.going_away = False
-        self.out: list[bytes] = []
-        self.out_size = 0  # bytes in ``out``
         self.flush_scheduled = False
         self.receiving = False
         self.spawned = False
@@ -705,21 +506,7 @@ class _Connection(asyncio.Protocol):
             return
         self.server.connections.add(self)
         self.transport.set_write_buffer_limits(high=SEND_CHUNK)
-        settings = struct.pack(
-            ">HIHIHIHI",
-            SETTINGS_MAX_CONCURRENT_STREAMS,
-            limits.max_concurrent_streams,
-            SETTINGS_INITIAL_WINDOW_SIZE,
-            STREAM_WINDOW,
-            SETTINGS_MAX_FRAME_SIZE,
-            MAX_FRAME_ACCEPTED,
-            SETTINGS_MAX_HEADER_LIST_SIZE,
-            limits.max_header_list_size,
-        )
-        self.transport.write(
-            _frame(SETTINGS, 0, 0, settings)
-            + _frame(WINDOW_UPDATE, 0, 0, (CONN_WINDOW - DEFAULT_WINDOW).to_bytes(4, "big"))
-        )
+        self.transport.write(self.preamble())
         if limits.handshake_timeout > 0:
             self.timer = self.loop.call_later(limits.handshake_timeout, self._handshake_expired)
         elif limits.idle_timeout > 0:
@@ -803,7 +590,7 @@ class _Connection(asyncio.Protocol):
         self.spawned = False
         try:
             self._receive(data)
-        except _ConnectionError as exc:
+        except H2ConnectionError as exc:
             self._abort_connection(exc.code, exc.reason)
         except Exception:  # a bug must cost this connection, never the event loop
             log.exception("h2grpc: internal error reading a connection")
@@ -816,298 +603,47 @@ class _Connection(asyncio.Protocol):
                 self.flush_scheduled = True
                 self.loop.call_soon(self.flush)
 
-    def _receive(self, data: bytes) -> None:
-        pos = 0
-        if not self.preface:
-            if len(data) < len(PREFACE):
-                if not PREFACE.startswith(data):
-                    raise _ConnectionError(PROTOCOL_ERROR, "not an HTTP/2 client preface")
-                self.buf += data
-                self.need = len(PREFACE)
-                return
-            if not data.startswith(PREFACE):
-                raise _ConnectionError(PROTOCOL_ERROR, "not an HTTP/2 client preface")
-            pos = len(PREFACE)
-            self.preface = True
-        end = len(data)
-        on_frame = self._on_frame
-        while end - pos >= 9:
-            length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
-            if length > MAX_FRAME_ACCEPTED:
-                raise _ConnectionError(FRAME_SIZE_ERROR, "frame too large")
-            if end - pos < 9 + length:
-                self.need = 9 + length
-                break
-            kind = data[pos + 3]
-            flags = data[pos + 4]
-            sid = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
-            payload = data[pos + 9 : pos + 9 + length]
-            pos += 9 + length
-            on_frame(kind, flags, sid, payload)
-            if self.transport is None or self.transport.is_closing():
-                return
-        else:
-            self.need = 9
-        if pos < end:
-            self.buf += data[pos:]
+    # -- H2Connection's hooks ------------------------------------------------
 
-    # -- frames ------------------------------------------------------------
+    def _closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
 
-    def _strike(self, what: str) -> None:
-        """Count a frame that makes the server work for no call's progress.
+    def _refusing(self) -> bool:
+        return self.going_away or self.server.stopping
 
-        ``FLOOD_STRIKES`` of them within one second, with no call answered in
-        between, is a flood; a slower trickle (a long call's pings) is not.
-        """
-        self.strikes += 1
-        if self.strikes > FLOOD_STRIKES:
-            now = time.monotonic()
-            if now - self.strikes_since < 1.0:
-                raise _ConnectionError(ENHANCE_YOUR_CALM, f"too many {what} frames")
-            self.strikes = 1
-            self.strikes_since = now
+    def _stream_data(self, stream: H2Stream, data: bytes) -> None:
+        cast("_Stream", stream).on_data(data)
 
-    def _on_frame(self, kind: int, flags: int, sid: int, payload: bytes) -> None:  # noqa: PLR0912
-        if self.header_block is not None and kind != CONTINUATION:
-            raise _ConnectionError(PROTOCOL_ERROR, "expected CONTINUATION")
-        if not self.settled and kind != SETTINGS:
-            raise _ConnectionError(PROTOCOL_ERROR, "the client preface must start with SETTINGS")
-        if kind == DATA:
-            self._on_data(flags, sid, payload)
-        elif kind == HEADERS:
-            self._on_headers(flags, sid, payload)
-        elif kind == CONTINUATION:
-            self._on_continuation(flags, sid, payload)
-        elif kind == SETTINGS:
-            self._on_settings(flags, sid, payload)
-        elif kind == WINDOW_UPDATE:
-            self._on_window_update(sid, payload)
-        elif kind == PING:
-            if sid != 0:
-                raise _ConnectionError(PROTOCOL_ERROR, "PING on a stream")
-            if len(payload) != 8:
-                raise _ConnectionError(FRAME_SIZE_ERROR, "PING payload not 8 octets")
-            if not flags & ACK:
-                self._strike("PING")
-                self.write(_frame(PING, ACK, 0, payload))
-        elif kind == RST_STREAM:
-            self._on_reset(sid, payload)
-        elif kind == PRIORITY:
-            if sid == 0:
-                raise _ConnectionError(PROTOCOL_ERROR, "PRIORITY on stream 0")
-            if len(payload) != 5:
-                self._stream_error(sid, FRAME_SIZE_ERROR)
-            self._strike("PRIORITY")
-        elif kind == GOAWAY:
-            if sid != 0:
-                raise _ConnectionError(PROTOCOL_ERROR, "GOAWAY on a stream")
-            if len(payload) < 8:
-                raise _ConnectionError(FRAME_SIZE_ERROR, "GOAWAY shorter than 8 octets")
-            self.going_away = True
-        elif kind == PUSH_PROMISE:
-            raise _ConnectionError(PROTOCOL_ERROR, "PUSH_PROMISE from a client")
-        else:  # unknown frame types are ignored (RFC 9113 §4.1), but not for free
-            self._strike("unknown")
+    def _stream_end(self, stream: H2Stream) -> None:
+        s = cast("_Stream", stream)
+        s.on_end()
+        if s.fast is not None and not s.closed:
+            self._run_fast(s)
 
-    def _on_data(self, flags: int, sid: int, payload: bytes) -> None:  # noqa: PLR0912
-        if sid == 0:
-            raise _ConnectionError(PROTOCOL_ERROR, "DATA on stream 0")
-        size = len(payload)
-        self.recv_window -= size
-        if self.recv_window < 0:
-            raise _ConnectionError(FLOW_CONTROL_ERROR, "DATA beyond the connection window")
-        stream = self.streams.get(sid)
-        if stream is None or stream.ended:
-            if sid > self.last_stream:
-                raise _ConnectionError(PROTOCOL_ERROR, f"DATA on idle stream {sid}")
-            if stream is not None:  # half-closed (remote): RFC 9113 §5.1
-                self._reset_stream(stream, STREAM_CLOSED)
-            self.replenish()
-            return
-        stream.recv_window -= size
-        if stream.recv_window < 0:
-            self._reset_stream(stream, FLOW_CONTROL_ERROR)
-            self.replenish()
-            return
-        if flags & PADDED:
-            if not size or payload[0] >= size:
-                raise _ConnectionError(PROTOCOL_ERROR, "DATA padding longer than the frame")
-            pad = payload[0]
-            payload = payload[1 : size - pad]
-            stream.unacked += pad + 1
-        if payload:
-            stream.on_data(payload)
-        elif not flags & END_STREAM:
-            self._strike("empty DATA")
-        if size - len(payload):
-            self.replenish()
-        if flags & END_STREAM:
-            stream.on_end()
-            if stream.fast is not None and not stream.closed:
-                self._run_fast(stream)
+    def _stream_reset(self, stream: H2Stream) -> None:
+        s = cast("_Stream", stream)
+        self._cancel(s)
+        s.drop()
+        self.window_waiters.discard(s)
+        if s.task is not None and not s.task.done():
+            # Its handler still runs: the slot stays taken until it ends.
+            self.orphans += 1
+            s.task.add_done_callback(self._orphan_done)
+        self._check_idle()
 
-    def _on_headers(self, flags: int, sid: int, payload: bytes) -> None:
-        if sid == 0:
-            raise _ConnectionError(PROTOCOL_ERROR, "HEADERS on stream 0")
-        start = 0
-        end = len(payload)
-        if flags & PADDED:
-            if not end or payload[0] >= end:
-                raise _ConnectionError(PROTOCOL_ERROR, "HEADERS padding longer than the frame")
-            start = 1
-            end -= payload[0]
-        if flags & PRIORITY_FLAG:
-            start += 5
-            if start > end:
-                raise _ConnectionError(FRAME_SIZE_ERROR, "HEADERS too short for its priority")
-        block = payload[start:end]
-        if flags & END_HEADERS:
-            self._on_header_block(sid, flags, block)
-        else:
-            if len(block) > self.limits.max_header_list_size:
-                raise _ConnectionError(PROTOCOL_ERROR, "header block too large")
-            if not block:
-                self._strike("empty HEADERS")
-            self.header_block = bytearray(block)
-            self.header_stream = sid
-            self.header_flags = flags
+    def _stream_aborted(self, stream: H2Stream, code: int) -> None:
+        log.debug(
+            "resetting an HTTP/2 stream", extra={"fields": {"stream": stream.id, "code": code}}
+        )
+        s = cast("_Stream", stream)
+        self._cancel(s)
+        self.stream_closed(s, answered=False)
 
-    def _on_continuation(self, flags: int, sid: int, payload: bytes) -> None:
-        if self.header_block is None or sid != self.header_stream:
-            raise _ConnectionError(PROTOCOL_ERROR, "unexpected CONTINUATION")
-        if not payload and not flags & END_HEADERS:
-            self._strike("empty CONTINUATION")
-        self.header_block += payload
-        if len(self.header_block) > self.limits.max_header_list_size:
-            raise _ConnectionError(PROTOCOL_ERROR, "header block too large")
-        if flags & END_HEADERS:
-            block = bytes(self.header_block)
-            self.header_block = None
-            self._on_header_block(self.header_stream, self.header_flags, block)
-
-    def _on_header_block(self, sid: int, flags: int, block: bytes) -> None:
-        try:
-            headers = self.decoder.decode(block)
-        except HeaderListTooLargeError as exc:
-            raise _ConnectionError(COMPRESSION_ERROR, str(exc)) from None
-        except HpackError as exc:
-            raise _ConnectionError(COMPRESSION_ERROR, f"header block: {exc}") from None
-        stream = self.streams.get(sid)
-        if stream is not None:  # trailers from a client: only END_STREAM matters
-            if stream.ended:
-                self._reset_stream(stream, STREAM_CLOSED)
-            elif not flags & END_STREAM:
-                self._reset_stream(stream, PROTOCOL_ERROR)  # trailers must end the stream
-            else:
-                stream.on_end()
-                if stream.fast is not None and not stream.closed:
-                    self._run_fast(stream)
-            return
-        if sid % 2 == 0 or sid <= self.last_stream:
-            if sid % 2 or sid == 0:
-                raise _ConnectionError(PROTOCOL_ERROR, f"HEADERS on closed stream {sid}")
-            raise _ConnectionError(PROTOCOL_ERROR, f"invalid stream id {sid}")
-        self.last_stream = sid
-        if self.going_away or self.server.stopping:
-            self.write(_frame(RST_STREAM, 0, sid, REFUSED_STREAM.to_bytes(4, "big")))
-            return
-        if len(self.streams) + self.orphans >= self.limits.max_concurrent_streams:
-            self._strike("refused HEADERS")
-            self.write(_frame(RST_STREAM, 0, sid, REFUSED_STREAM.to_bytes(4, "big")))
-            return
-        self._start_call(sid, flags, headers)
-
-    def _on_settings(self, flags: int, sid: int, payload: bytes) -> None:  # noqa: PLR0912
-        if sid != 0:
-            raise _ConnectionError(PROTOCOL_ERROR, "SETTINGS on a stream")
-        if flags & ACK:
-            if payload:
-                raise _ConnectionError(FRAME_SIZE_ERROR, "SETTINGS ack with a payload")
-            return
-        if len(payload) % 6:
-            raise _ConnectionError(FRAME_SIZE_ERROR, "SETTINGS payload not a multiple of 6")
-        if self.settled:
-            self._strike("SETTINGS")
-        else:
-            self.settled = True
-        for ident, value in _SETTINGS_ENTRY.iter_unpack(payload):
-            if ident == SETTINGS_INITIAL_WINDOW_SIZE:
-                if value > MAX_WINDOW:
-                    raise _ConnectionError(FLOW_CONTROL_ERROR, "initial window above 2^31-1")
-                delta = value - self.peer_initial_window
-                self.peer_initial_window = value
-                for stream in self.streams.values():
-                    stream.send_window += delta
-                    if stream.send_window > MAX_WINDOW:
-                        raise _ConnectionError(FLOW_CONTROL_ERROR, "stream window above 2^31-1")
-                self._wake_writers()
-            elif ident == SETTINGS_MAX_FRAME_SIZE:
-                if not DEFAULT_FRAME <= value <= MAX_FRAME_SIZE:
-                    raise _ConnectionError(PROTOCOL_ERROR, f"invalid max frame size {value}")
-                self.max_frame = value
-            elif ident == SETTINGS_ENABLE_PUSH and value > 1:
-                raise _ConnectionError(PROTOCOL_ERROR, f"invalid enable push {value}")
-        self.write(_frame(SETTINGS, ACK, 0))
-
-    def _on_window_update(self, sid: int, payload: bytes) -> None:
-        if len(payload) != 4:
-            raise _ConnectionError(FRAME_SIZE_ERROR, "WINDOW_UPDATE payload not 4 octets")
-        inc = int.from_bytes(payload, "big") & 0x7FFFFFFF
-        if sid == 0:
-            if inc == 0:
-                raise _ConnectionError(PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
-            if inc < MIN_DATA_CHUNK and self.window_waiters:
-                self._strike("small WINDOW_UPDATE")
-            self.send_window += inc
-            if self.send_window > MAX_WINDOW:
-                raise _ConnectionError(FLOW_CONTROL_ERROR, "connection window above 2^31-1")
-            self._wake_writers()
-            return
-        stream = self.streams.get(sid)
+    def _window_opened(self, stream: H2Stream | None) -> None:
         if stream is None:
-            if sid > self.last_stream:
-                raise _ConnectionError(PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {sid}")
-            return
-        if inc == 0:
-            self._reset_stream(stream, PROTOCOL_ERROR)
-            return
-        # A closed window that a writer waits on, reopened by less than a quarter
-        # of the client's window (any step, for a window under 256 bytes), is the
-        # dribble of CVE-2019-9511; small steps of an open window are ordinary
-        # (grpcio's client acknowledges every message it reads).
-        initial = self.peer_initial_window
-        if (
-            inc < MIN_DATA_CHUNK
-            and stream.window_waiter is not None
-            and (inc < initial // 4 or initial < 256)
-        ):
-            self._strike("small WINDOW_UPDATE")
-        stream.send_window += inc
-        if stream.send_window > MAX_WINDOW:
-            self._reset_stream(stream, FLOW_CONTROL_ERROR)
-            return
-        if stream in self.window_waiters:
-            _wake(stream.window_waiter)
-
-    def _on_reset(self, sid: int, payload: bytes) -> None:
-        if sid == 0:
-            raise _ConnectionError(PROTOCOL_ERROR, "RST_STREAM on stream 0")
-        if len(payload) != 4:
-            raise _ConnectionError(FRAME_SIZE_ERROR, "RST_STREAM payload not 4 octets")
-        if sid > self.last_stream:
-            raise _ConnectionError(PROTOCOL_ERROR, f"RST_STREAM on idle stream {sid}")
-        self._strike("RST_STREAM")  # rapid reset (CVE-2023-44487) ends here
-        stream = self.streams.pop(sid, None)
-        if stream is not None:
-            stream.closed = True
-            self._cancel(stream)
-            stream.drop()
-            self.window_waiters.discard(stream)
-            if stream.task is not None and not stream.task.done():
-                # Its handler still runs: the slot stays taken until it ends.
-                self.orphans += 1
-                stream.task.add_done_callback(self._orphan_done)
-            self._check_idle()
+            self._wake_writers()
+        else:
+            _wake(cast("_Stream", stream).window_waiter)
 
     def _orphan_done(self, task: asyncio.Task[None]) -> None:
         self.orphans -= 1
@@ -1116,56 +652,6 @@ class _Connection(asyncio.Protocol):
     def _wake_writers(self) -> None:
         for stream in self.window_waiters:
             _wake(stream.window_waiter)
-
-    def _stream_error(self, sid: int, code: int) -> None:
-        stream = self.streams.get(sid)
-        if stream is not None:
-            self._reset_stream(stream, code)
-        else:
-            self.write(_frame(RST_STREAM, 0, sid, code.to_bytes(4, "big")))
-
-    def _reset_stream(self, stream: _Stream, code: int) -> None:
-        """A stream error (RFC 9113 §5.4.2): RST_STREAM ``code``, the handler cancelled."""
-        log.debug(
-            "resetting an HTTP/2 stream", extra={"fields": {"stream": stream.id, "code": code}}
-        )
-        self.write(_frame(RST_STREAM, 0, stream.id, code.to_bytes(4, "big")))
-        stream.ended = True  # no RST_STREAM NO_ERROR after this one
-        stream.closed = True
-        stream.code = grpc.StatusCode.CANCELLED.value[0]
-        self._cancel(stream)
-        self.stream_closed(stream, answered=False)
-        self._strike("stream error")
-
-    # -- flow control of requests -----------------------------------------------
-
-    def consumed(self, n: int) -> None:
-        """A handler took ``n`` buffered request bytes: reopen the connection window."""
-        self.buffered -= n
-        self.replenish()
-
-    def replenish(self) -> None:
-        """Reopen the connection window as far as the buffered requests allow.
-
-        The client may send up to ``CONN_WINDOW`` bytes that no handler has
-        taken yet, whatever its stream windows say: what one connection holds
-        of requests is bounded by that, plus the grants below.
-        """
-        free = CONN_WINDOW - self.recv_window - self.buffered
-        if free >= CONN_WINDOW // 2:
-            self.recv_window += free
-            self.write(_frame(WINDOW_UPDATE, 0, 0, free.to_bytes(4, "big")))
-
-    def grant(self, need: int) -> None:
-        """Let the connection window take ``need`` more bytes of one incomplete message.
-
-        Only while what is buffered stays under ``CONN_WINDOW`` plus one
-        largest message; otherwise the message waits for other calls to take theirs.
-        """
-        short = need - self.recv_window
-        if short > 0 and self.buffered + need <= CONN_WINDOW + self.server.max_receive:
-            self.recv_window += short
-            self.write(_frame(WINDOW_UPDATE, 0, 0, short.to_bytes(4, "big")))
 
     # -- calls -------------------------------------------------------------
 
@@ -1334,18 +820,6 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def headers_frames(self, sid: int, block: bytes, *, end_stream: bool) -> bytes:
-        flags = END_STREAM if end_stream else 0
-        limit = self.max_frame
-        if len(block) <= limit:
-            return _frame(HEADERS, flags | END_HEADERS, sid, block)
-        parts = [_frame(HEADERS, flags, sid, block[:limit])]
-        rest = block[limit:]
-        while rest:
-            chunk, rest = rest[:limit], rest[limit:]
-            parts.append(_frame(CONTINUATION, 0 if rest else END_HEADERS, sid, chunk))
-        return b"".join(parts)
-
     async def send_data(self, stream: _Stream, payload: bytes) -> None:
         """Send ``payload`` as DATA frames within the peer's windows and the back-pressure.
 
@@ -1399,10 +873,6 @@ class _Connection(asyncio.Protocol):
         self.going_away = True
         self.write(_goaway(self.last_stream, NO_ERROR, b""))
         self._check_idle()
-
-
-def _goaway(last_stream: int, code: int, debug: bytes) -> bytes:
-    return _frame(GOAWAY, 0, 0, struct.pack(">II", last_stream, code) + debug)
 
 
 _BAD_IN_VALUE: Final = frozenset("\x00\r\n")
