@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from pycontainerd.api.cri.v1 import api_pb2 as pb
     from pycontainerd.api.cri.v1 import api_pb2_grpc as pb_grpc
     from pycontainerd.daemon.testing import Daemon
+    from pycontainerd.remotes.testing import Registry as RemotesRegistry
 
 CNI_BIN_DIR: Final = "/usr/lib/cni"
 """Where Debian's ``containernetworking-plugins`` puts the CNI plugins."""
@@ -41,6 +42,7 @@ MODULES: Final = (
     "pycontainerd.metadata.plugin",
     "pycontainerd.snapshots.plugin",
     "pycontainerd.runtime.plugin",
+    "pycontainerd.transfer.plugin",
     "pycontainerd.cri.plugin",
 )
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64"}
@@ -67,16 +69,14 @@ def _file(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> No
     tar.addfile(info, io.BytesIO(data))
 
 
-def build_pause_archive(
+def pause_image(
     busybox: Path,
-    dest: Path,
-    ref: str = PAUSE_REF,
     *,
     entrypoint: tuple[str, ...] = ("/bin/sleep", "2000000"),
     user: str = "65535:65535",
     applets: tuple[str, ...] = ("sh", "sleep"),
-) -> str:
-    """An OCI archive of a stand-in pause image; returns its manifest digest.
+) -> tuple[bytes, bytes, bytes]:
+    """A stand-in pause image: (config, manifest, gzip layer).
 
     One layer: the static busybox with ``sh`` and ``sleep`` links; the
     entrypoint sleeps (the sandbox is stopped with SIGKILL), as user
@@ -129,6 +129,21 @@ def build_pause_archive(
             ],
         }
     ).encode()
+    return config, manifest, blob
+
+
+def build_pause_archive(
+    busybox: Path,
+    dest: Path,
+    ref: str = PAUSE_REF,
+    *,
+    entrypoint: tuple[str, ...] = ("/bin/sleep", "2000000"),
+    user: str = "65535:65535",
+    applets: tuple[str, ...] = ("sh", "sleep"),
+) -> str:
+    """An OCI archive of :func:`pause_image` named ``ref``; returns its manifest digest."""
+    config, manifest, blob = pause_image(busybox, entrypoint=entrypoint, user=user, applets=applets)
+    arch = _GOARCH.get(platform.machine(), platform.machine())
     index = json.dumps(
         {
             "schemaVersion": 2,
@@ -149,6 +164,26 @@ def build_pause_archive(
         for data in (config, manifest, blob):
             _file(tar, f"blobs/sha256/{hashlib.sha256(data).hexdigest()}", data)
     return _sha(manifest)
+
+
+def seed_pause(
+    registry: RemotesRegistry,
+    busybox: Path,
+    repo: str,
+    tag: str,
+    user: tuple[str, str] | None = None,
+) -> tuple[str, str, str]:
+    """Upload :func:`pause_image` to ``registry`` as ``repo:tag``.
+
+    Returns ``(reference, manifest digest, config digest)``.
+    """
+    from pycontainerd.remotes.testing import Blob
+
+    config, manifest, blob = pause_image(busybox)
+    registry.put_blob(repo, Blob("application/vnd.oci.image.layer.v1.tar+gzip", blob), user)
+    registry.put_blob(repo, Blob("application/vnd.oci.image.config.v1+json", config), user)
+    registry.put_manifest(repo, tag, Blob(_OCI_MANIFEST, manifest), user)
+    return f"{registry.host}/{repo}:{tag}", _sha(manifest), _sha(config)
 
 
 @contextlib.contextmanager
