@@ -262,6 +262,8 @@ class Cri:
     tag: str
     subnet: str = ""
     pause_digest: str = ""
+    registry: RemotesRegistry | None = None
+    """The registry ``sandbox_image`` is in when it was not imported (``cri_registry``)."""
 
     def pod_config(self, name: str = "pod", **kwargs: object) -> pb.PodSandboxConfig:
         from pycontainerd.api.cri.v1 import api_pb2 as pb
