@@ -54,6 +54,7 @@ def _make(
             conf_dir,
             bin_dir=bin_dir(base) if bin_dir else testing.CNI_BIN_DIR,
             sandbox_image=sandbox_image,
+            mirrors={testing.MIRRORED: reg.url} if reg else None,
         )
         d = dt.Daemon(
             base, config=config, env=dt.daemon_env(testing.MODULES, extra=testing.daemon_path_env())

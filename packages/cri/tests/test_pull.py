@@ -74,6 +74,19 @@ def test_pull_then_list_status_and_ctr_see_the_managed_image(cri_registry: Cri) 
     assert "sha256:" in snapshots.stdout
 
 
+def test_a_mirror_from_the_cri_config_serves_its_registry(cri_registry: Cri) -> None:
+    cri = cri_registry
+    assert cri.registry is not None
+    busybox = testing.static_busybox()
+    assert busybox is not None
+    _, manifest, config = testing.seed_pause(cri.registry, busybox, "team/mirrored", "2")
+    ref = f"{testing.MIRRORED}/team/mirrored:2"  # the name resolves nowhere: only the mirror has it
+    assert _pull(cri, ref) == config
+    (img,) = cri.images.ListImages(pb.ListImagesRequest()).images
+    assert list(img.repo_tags) == [ref]
+    assert list(img.repo_digests) == [f"{testing.MIRRORED}/team/mirrored@{manifest}"]
+
+
 def test_a_missing_image_is_not_found(cri_registry: Cri) -> None:
     cri = cri_registry
     assert cri.registry is not None

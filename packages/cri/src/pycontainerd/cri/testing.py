@@ -35,6 +35,8 @@ CNI_BIN_DIR: Final = "/usr/lib/cni"
 """Where Debian's ``containernetworking-plugins`` puts the CNI plugins."""
 PAUSE_REF: Final = "localhost/pycontainerd-test/pause:1"
 SHELL_REF: Final = "localhost/pycontainerd-test/busybox:1"
+MIRRORED: Final = "registry.invalid"
+"""A registry name the ``cri_registry`` fixture's config mirrors to its registry on 127.0.0.1."""
 MODULES: Final = (
     "pycontainerd.daemon.plugin",
     "pycontainerd.content.plugin",
@@ -224,9 +226,20 @@ def cni_bridge(conf_dir: Path, data_dir: Path, *, plugin: str = "bridge") -> Ite
 
 
 def cri_config(
-    conf_dir: Path, *, sandbox_image: str = PAUSE_REF, bin_dir: str = CNI_BIN_DIR
+    conf_dir: Path,
+    *,
+    sandbox_image: str = PAUSE_REF,
+    bin_dir: str = CNI_BIN_DIR,
+    mirrors: dict[str, str] | None = None,
 ) -> str:
-    """A daemon config with the CRI table pointing at ``conf_dir`` and Debian's CNI plugins."""
+    """A daemon config with the CRI table pointing at ``conf_dir`` and Debian's CNI plugins.
+
+    ``mirrors``: ``{registry host: endpoint URL}`` for ``registry.mirrors``.
+    """
+    tables = "".join(
+        f'[plugins."io.containerd.grpc.v1.cri".registry.mirrors."{host}"]\n  endpoint = ["{url}"]\n'
+        for host, url in (mirrors or {}).items()
+    )
     return (
         "version = 2\n"
         '[plugins."io.containerd.grpc.v1.cri"]\n'
@@ -234,7 +247,7 @@ def cri_config(
         '[plugins."io.containerd.grpc.v1.cri".cni]\n'
         f'  bin_dir = "{bin_dir}"\n'
         f'  conf_dir = "{conf_dir}"\n'
-    )
+    ) + tables
 
 
 def daemon_path_env() -> dict[str, str]:
