@@ -95,6 +95,7 @@ def test_a_missing_image_is_not_found(cri_registry: Cri) -> None:
     assert err.code() == grpc.StatusCode.NOT_FOUND
     assert f'failed to pull and unpack image "{ref}"' in (err.details() or "")
     assert not cri.images.ListImages(pb.ListImagesRequest()).images
+    assert _error(cri, "").code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_pull_with_auth_from_the_auth_config(cri_registry: Cri, tmp_path: Path) -> None:
