@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 def _make(
     setup: Callable[[Path, Path], contextlib.AbstractContextManager[str]] | None,
     bin_dir: Callable[[Path], str] | None = None,
+    *,
+    registry: bool = False,
 ) -> Iterator[Cri]:
     dt = pytest.importorskip("pycontainerd.daemon.testing")
     dt.require_binary("/usr/bin/runc")
@@ -40,17 +42,30 @@ def _make(
         conf_dir = base / "net.d"
         conf_dir.mkdir()
         subnet = stack.enter_context(setup(conf_dir, base / "ipam")) if setup else ""
+        sandbox_image, reg, seeded = testing.PAUSE_REF, None, ("", "", "")
+        if registry:
+            # the sandbox image is in a registry only: RunPodSandbox pulls it
+            rt = pytest.importorskip("pycontainerd.remotes.testing")
+            rt.require_registry()
+            reg = stack.enter_context(rt.Registry(base / "registry").running())
+            seeded = testing.seed_pause(reg, busybox, "pause", "3.9")
+            sandbox_image = seeded[0]
         config = testing.cri_config(
-            conf_dir, bin_dir=bin_dir(base) if bin_dir else testing.CNI_BIN_DIR
+            conf_dir,
+            bin_dir=bin_dir(base) if bin_dir else testing.CNI_BIN_DIR,
+            sandbox_image=sandbox_image,
+            mirrors={testing.MIRRORED: reg.url} if reg else None,
         )
         d = dt.Daemon(
             base, config=config, env=dt.daemon_env(testing.MODULES, extra=testing.daemon_path_env())
         )
         d.start()
         try:
-            archive = base / "pause.tar"
-            digest = testing.build_pause_archive(busybox, archive)
-            d.ctr("-n", "k8s.io", "images", "import", str(archive))
+            digest = seeded[1]
+            if reg is None:
+                archive = base / "pause.tar"
+                digest = testing.build_pause_archive(busybox, archive)
+                d.ctr("-n", "k8s.io", "images", "import", str(archive))
             channel = grpc.insecure_channel(f"unix://{d.address}")
             cri = Cri(
                 daemon=d,
@@ -62,6 +77,7 @@ def _make(
                 tag=uuid.uuid4().hex[:8],
                 subnet=subnet,
                 pause_digest=digest,
+                registry=reg,
             )
             try:
                 yield cri
@@ -95,6 +111,12 @@ def _kill_shims(state: Path) -> None:
 def cri() -> Iterator[Cri]:
     """A daemon whose CNI config is a bridge on a private subnet."""
     yield from _make(testing.cni_bridge)
+
+
+@pytest.fixture
+def cri_registry() -> Iterator[Cri]:
+    """A daemon without CNI whose ``sandbox_image`` is only in a registry on 127.0.0.1."""
+    yield from _make(None, registry=True)
 
 
 @pytest.fixture

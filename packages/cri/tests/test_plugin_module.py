@@ -20,6 +20,7 @@ def test_registers_the_cri_grpc_plugin() -> None:
     assert reg.type is PluginType.GRPC
     assert PluginType.METADATA in reg.requires
     assert PluginType.RUNTIME in reg.requires
+    assert PluginType.TRANSFER in reg.requires  # PullImage runs on its in-process stores
 
 
 @pytest.mark.parametrize("heavy", ["grpc", "google.protobuf"])

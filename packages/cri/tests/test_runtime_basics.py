@@ -67,10 +67,6 @@ def test_streaming_calls_name_the_streaming_server(cri_without_cni: Cri) -> None
 
 def test_methods_not_built_yet_are_unimplemented_with_their_name(cri_without_cni: Cri) -> None:
     with pytest.raises(grpc.RpcError) as info:
-        cri_without_cni.images.PullImage(pb.PullImageRequest(image=pb.ImageSpec(image="x")))
-    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "ImageService.PullImage is not implemented" in (info.value.details() or "")
-    with pytest.raises(grpc.RpcError) as info:
         cri_without_cni.runtime.CheckpointContainer(pb.CheckpointContainerRequest(container_id="x"))
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "RuntimeService.CheckpointContainer is not implemented" in (info.value.details() or "")

@@ -3,7 +3,7 @@
 The CRI identifies an image by its config digest: every image record (a
 name) whose target leads to the same config is one CRI image, listed with
 its ``repo_tags`` (``name:tag`` records) and ``repo_digests``
-(``name@manifest-digest``, also derived from tag records as containerd's CRI
+(``name@<target digest>``, also derived from tag records as containerd's CRI
 does). ``size`` is the sum of the manifest's, the config's and the layers'
 blob sizes. The image's ``User`` gives ``uid`` (numeric) or ``username``.
 
@@ -90,7 +90,7 @@ class ImageCatalog:
             records = await self.md.image_store().list()
             for record in records:
                 try:
-                    config_id, manifest, size, config = await self._resolve(record)
+                    config_id, _manifest, size, config = await self._resolve(record)
                 except (NotFoundError, ValueError, KeyError):
                     continue
                 img = by_id.setdefault(config_id, CriImage(id=config_id, size=size))
@@ -106,7 +106,8 @@ class ImageCatalog:
                     _add(img.repo_digests, name)
                     continue
                 _add(img.repo_tags, name)
-                _add(img.repo_digests, f"{repo.rpartition(':')[0] or repo}@{manifest}")
+                # its own target, as containerd's CRI (for a multi-platform image: the index)
+                _add(img.repo_digests, f"{repo.rpartition(':')[0] or repo}@{record.target.digest}")
         return sorted(by_id.values(), key=lambda i: i.id)
 
     async def find(self, ref: str) -> CriImage | None:

@@ -4,7 +4,8 @@ Registers ``io.containerd.grpc.v1.cri``: the Kubernetes CRI ``runtime.v1``
 RuntimeService and ImageService on the daemon's gRPC socket, as containerd's
 CRI plugin serves them. Like containerd's, it is a client of the daemon's
 in-process plugins, reached through the ``InitContext``: the metadata database
-(containers, images, content, snapshotters) and the runtime v2 task manager.
+(containers, images, content, snapshotters), the runtime v2 task manager and
+the Transfer plugin's stores (PullImage).
 It imports neither the client distribution nor the daemon.
 
 Configuration: ``[plugins."io.containerd.grpc.v1.cri"]``, see
@@ -28,10 +29,12 @@ PLUGIN_ID = "cri"
 
 async def _init(ic: InitContext) -> CriService:
     from pycontainerd.cri.config import CriConfig
+    from pycontainerd.cri.pull import ImagePuller
     from pycontainerd.cri.sandbox import SandboxManager
     from pycontainerd.cri.service import CriService
     from pycontainerd.metadata.metadata import Metadata
     from pycontainerd.runtime.manager import TaskManager
+    from pycontainerd.transfer.local import LocalTransferrer
 
     config = CriConfig.from_mapping(ic.config)
     md = ic.get_single(PluginType.METADATA)
@@ -42,10 +45,15 @@ async def _init(ic: InitContext) -> CriService:
     if not isinstance(tasks, TaskManager):
         msg = f"{PluginType.RUNTIME}.task is not the runtime v2 task manager"
         raise TypeError(msg)
+    transfer = ic.get_by_id(PluginType.TRANSFER, "local")
+    if not isinstance(transfer, LocalTransferrer):
+        msg = f"{PluginType.TRANSFER}.local is not pycontainerd's transferrer"
+        raise TypeError(msg)
     ic.exports["sandbox_image"] = config.sandbox_image
     ic.exports["cni_conf_dir"] = config.cni.conf_dir
     ic.exports["cni_bin_dir"] = config.cni.bin_dir
     sandboxes = SandboxManager(config, md, tasks, ic.state, ic.root)
+    sandboxes.puller = ImagePuller(config, transfer.services)
     await sandboxes.restore()
     image_fs = ic.root.parent / f"{PluginType.SNAPSHOT}.{config.snapshotter}"
     service = CriService(config, sandboxes, image_fs)
@@ -60,7 +68,12 @@ def pycontainerd_plugins() -> list[Registration]:
         Registration(
             type=PluginType.GRPC,
             id=PLUGIN_ID,
-            requires=(PluginType.METADATA, PluginType.RUNTIME, PluginType.EVENT),
+            requires=(
+                PluginType.METADATA,
+                PluginType.RUNTIME,
+                PluginType.EVENT,
+                PluginType.TRANSFER,
+            ),
             init=_init,
             config=DEFAULT_CONFIG,
         )

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from pycontainerd.cri.config import CriConfig
+    from pycontainerd.cri.pull import ImagePuller
     from pycontainerd.metadata.metadata import Metadata
     from pycontainerd.runtime.manager import TaskManager
 
@@ -139,6 +140,8 @@ class SandboxManager:
         self.sandboxes: dict[str, PodSandbox] = {}
         self.names: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self.puller: ImagePuller | None = None
+        """Pulls ``sandbox_image`` when it is missing (set by the plugin)."""
 
     def _lock(self, sid: str) -> asyncio.Lock:
         return self._locks.setdefault(sid, asyncio.Lock())
@@ -250,11 +253,16 @@ class SandboxManager:
             try:
                 image = await self.md.image_store().get(image_name)
             except NotFoundError:
+                image = None
+            if image is None and self.puller is not None:
+                await self.puller.pull(image_name)
+                image = await self.md.image_store().get(image_name)
+            if image is None:
                 msg = (
                     f"failed to get sandbox image {go_quote(self.config.sandbox_image)}: "
                     f"image {go_quote(image_name)} not found in namespace {go_quote(K8S_NAMESPACE)}"
                 )
-                raise NotFoundError(msg) from None
+                raise NotFoundError(msg)
             img = await image_config(
                 self.md.content_store(), image.target.media_type, image.target.digest
             )

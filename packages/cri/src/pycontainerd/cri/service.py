@@ -529,13 +529,25 @@ def _image_to_proto(img: CriImage) -> pb.Image:
 
 
 class ImageService(pb_grpc.ImageServiceServicer):
-    """``runtime.v1.ImageService``: list, status and removal of the ``k8s.io`` images.
-
-    PullImage is not built yet (pulling waits for the Transfer service).
-    """
+    """``runtime.v1.ImageService``: pull, list, status and removal of the ``k8s.io`` images."""
 
     def __init__(self, cri: CriService) -> None:
         self.cri = cri
+
+    async def PullImage(  # noqa: N802
+        self, request: pb.PullImageRequest, context: _Ctx
+    ) -> pb.PullImageResponse:
+        from pycontainerd.cri.pull import credentials
+
+        puller = self.cri.sandboxes.puller
+        if puller is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "PullImage: no transfer plugin")
+            raise AssertionError
+        a = request.auth
+        async with aborting_on_error(context):
+            auth = credentials(a.username, a.password, a.auth)
+            image_id = await puller.pull(request.image.image, auth)
+        return pb.PullImageResponse(image_ref=image_id)
 
     async def ListImages(  # noqa: N802
         self, request: pb.ListImagesRequest, context: _Ctx

@@ -29,11 +29,14 @@ if TYPE_CHECKING:
     from pycontainerd.api.cri.v1 import api_pb2 as pb
     from pycontainerd.api.cri.v1 import api_pb2_grpc as pb_grpc
     from pycontainerd.daemon.testing import Daemon
+    from pycontainerd.remotes.testing import Registry as RemotesRegistry
 
 CNI_BIN_DIR: Final = "/usr/lib/cni"
 """Where Debian's ``containernetworking-plugins`` puts the CNI plugins."""
 PAUSE_REF: Final = "localhost/pycontainerd-test/pause:1"
 SHELL_REF: Final = "localhost/pycontainerd-test/busybox:1"
+MIRRORED: Final = "registry.invalid"
+"""A registry name the ``cri_registry`` fixture's config mirrors to its registry on 127.0.0.1."""
 MODULES: Final = (
     "pycontainerd.daemon.plugin",
     "pycontainerd.content.plugin",
@@ -41,6 +44,7 @@ MODULES: Final = (
     "pycontainerd.metadata.plugin",
     "pycontainerd.snapshots.plugin",
     "pycontainerd.runtime.plugin",
+    "pycontainerd.transfer.plugin",
     "pycontainerd.cri.plugin",
 )
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64"}
@@ -67,16 +71,14 @@ def _file(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> No
     tar.addfile(info, io.BytesIO(data))
 
 
-def build_pause_archive(
+def pause_image(
     busybox: Path,
-    dest: Path,
-    ref: str = PAUSE_REF,
     *,
     entrypoint: tuple[str, ...] = ("/bin/sleep", "2000000"),
     user: str = "65535:65535",
     applets: tuple[str, ...] = ("sh", "sleep"),
-) -> str:
-    """An OCI archive of a stand-in pause image; returns its manifest digest.
+) -> tuple[bytes, bytes, bytes]:
+    """A stand-in pause image: (config, manifest, gzip layer).
 
     One layer: the static busybox with ``sh`` and ``sleep`` links; the
     entrypoint sleeps (the sandbox is stopped with SIGKILL), as user
@@ -129,6 +131,21 @@ def build_pause_archive(
             ],
         }
     ).encode()
+    return config, manifest, blob
+
+
+def build_pause_archive(
+    busybox: Path,
+    dest: Path,
+    ref: str = PAUSE_REF,
+    *,
+    entrypoint: tuple[str, ...] = ("/bin/sleep", "2000000"),
+    user: str = "65535:65535",
+    applets: tuple[str, ...] = ("sh", "sleep"),
+) -> str:
+    """An OCI archive of :func:`pause_image` named ``ref``; returns its manifest digest."""
+    config, manifest, blob = pause_image(busybox, entrypoint=entrypoint, user=user, applets=applets)
+    arch = _GOARCH.get(platform.machine(), platform.machine())
     index = json.dumps(
         {
             "schemaVersion": 2,
@@ -149,6 +166,26 @@ def build_pause_archive(
         for data in (config, manifest, blob):
             _file(tar, f"blobs/sha256/{hashlib.sha256(data).hexdigest()}", data)
     return _sha(manifest)
+
+
+def seed_pause(
+    registry: RemotesRegistry,
+    busybox: Path,
+    repo: str,
+    tag: str,
+    user: tuple[str, str] | None = None,
+) -> tuple[str, str, str]:
+    """Upload :func:`pause_image` to ``registry`` as ``repo:tag``.
+
+    Returns ``(reference, manifest digest, config digest)``.
+    """
+    from pycontainerd.remotes.testing import Blob
+
+    config, manifest, blob = pause_image(busybox)
+    registry.put_blob(repo, Blob("application/vnd.oci.image.layer.v1.tar+gzip", blob), user)
+    registry.put_blob(repo, Blob("application/vnd.oci.image.config.v1+json", config), user)
+    registry.put_manifest(repo, tag, Blob(_OCI_MANIFEST, manifest), user)
+    return f"{registry.host}/{repo}:{tag}", _sha(manifest), _sha(config)
 
 
 @contextlib.contextmanager
@@ -189,9 +226,20 @@ def cni_bridge(conf_dir: Path, data_dir: Path, *, plugin: str = "bridge") -> Ite
 
 
 def cri_config(
-    conf_dir: Path, *, sandbox_image: str = PAUSE_REF, bin_dir: str = CNI_BIN_DIR
+    conf_dir: Path,
+    *,
+    sandbox_image: str = PAUSE_REF,
+    bin_dir: str = CNI_BIN_DIR,
+    mirrors: dict[str, str] | None = None,
 ) -> str:
-    """A daemon config with the CRI table pointing at ``conf_dir`` and Debian's CNI plugins."""
+    """A daemon config with the CRI table pointing at ``conf_dir`` and Debian's CNI plugins.
+
+    ``mirrors``: ``{registry host: endpoint URL}`` for ``registry.mirrors``.
+    """
+    tables = "".join(
+        f'[plugins."io.containerd.grpc.v1.cri".registry.mirrors."{host}"]\n  endpoint = ["{url}"]\n'
+        for host, url in (mirrors or {}).items()
+    )
     return (
         "version = 2\n"
         '[plugins."io.containerd.grpc.v1.cri"]\n'
@@ -199,7 +247,7 @@ def cri_config(
         '[plugins."io.containerd.grpc.v1.cri".cni]\n'
         f'  bin_dir = "{bin_dir}"\n'
         f'  conf_dir = "{conf_dir}"\n'
-    )
+    ) + tables
 
 
 def daemon_path_env() -> dict[str, str]:
@@ -227,6 +275,8 @@ class Cri:
     tag: str
     subnet: str = ""
     pause_digest: str = ""
+    registry: RemotesRegistry | None = None
+    """The registry ``sandbox_image`` is in when it was not imported (``cri_registry``)."""
 
     def pod_config(self, name: str = "pod", **kwargs: object) -> pb.PodSandboxConfig:
         from pycontainerd.api.cri.v1 import api_pb2 as pb

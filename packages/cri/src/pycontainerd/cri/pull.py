@@ -1,0 +1,160 @@
+"""PullImage: fetch an image into namespace ``k8s.io``, unpack it, record the CRI's names.
+
+The work is ``pycontainerd.remotes``' pull run against the daemon's own stores
+(the Transfer plugin's :class:`~pycontainerd.transfer.local.LocalServices`).
+As containerd's CRI, a pulled image is recorded under three names, all with
+the label ``io.cri-containerd.image=managed``: the normalized reference, the
+image id (``sha256:<config digest>``) and, for a tag, the repo digest
+``<repo>@<root digest>``. Credentials come from the request's ``AuthConfig``
+(``username``/``password``, or ``auth`` = base64 ``user:pass``); registry
+hosts from ``registry.config_path`` (``hosts.toml``) or ``registry.mirrors``.
+
+Importing this module must not import grpc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from pycontainerd.core import platforms
+from pycontainerd.core.errdefs import ContainerdError, InvalidArgumentError
+from pycontainerd.core.namespaces import with_namespace
+from pycontainerd.cri.catalog import K8S_NAMESPACE
+from pycontainerd.cri.images import image_config, normalize
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pycontainerd.cri.config import CriConfig
+    from pycontainerd.remotes.hosts import HostsConfig, RegistryHost
+    from pycontainerd.remotes.services import ImageServices
+
+MANAGED_LABEL = "io.cri-containerd.image"
+MANAGED = "managed"
+
+
+def credentials(username: str = "", password: str = "", auth: str = "") -> tuple[str, str] | None:
+    """The (user, secret) of a CRI ``AuthConfig``; ``None`` for anonymous.
+
+    Raises:
+        InvalidArgumentError: ``auth`` is not base64 of ``user:pass``.
+    """
+    if username or password:
+        return username, password
+    if not auth:
+        return None
+    try:
+        decoded = base64.b64decode(auth, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        decoded = ""
+    user, sep, secret = decoded.partition(":")
+    if not sep:
+        msg = "invalid auth config: auth is not base64 of user:password: invalid argument"
+        raise InvalidArgumentError(msg)
+    return user, secret
+
+
+def _prefixed(exc: ContainerdError, prefix: str) -> ContainerdError:
+    try:
+        return type(exc)(prefix + exc.message)
+    except TypeError:
+        return exc
+
+
+class ImagePuller:
+    """Pulls images for the CRI (one pull per reference at a time)."""
+
+    def __init__(self, config: CriConfig, services: ImageServices) -> None:
+        self.config = config
+        self.services = services
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _hosts(self) -> HostsConfig | Callable[[str], list[RegistryHost]]:
+        from pycontainerd.remotes.hosts import Capability, HostsConfig
+        from pycontainerd.remotes.hosts import RegistryHost as Host
+
+        if self.config.registry_config_path or not self.config.registry_mirrors:
+            from pathlib import Path
+
+            root = self.config.registry_config_path
+            return HostsConfig(hosts_dir=Path(root) if root else None)
+        upstream = HostsConfig()
+        mirrors = self.config.registry_mirrors
+
+        def hosts(registry: str) -> list[RegistryHost]:
+            endpoints = mirrors.get(registry) or mirrors.get("*") or ()
+            out: list[RegistryHost] = []
+            for endpoint in endpoints:
+                url = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+                path = url.path.rstrip("/") or "/v2"
+                if not path.endswith("/v2"):
+                    path += "/v2"
+                out.append(
+                    Host(
+                        scheme=url.scheme,
+                        host=url.netloc,
+                        path=path,
+                        capabilities=Capability.PULL | Capability.RESOLVE,
+                    )
+                )
+            return out + upstream.hosts(registry)
+
+        return hosts
+
+    async def pull(self, ref: str, auth: tuple[str, str] | None = None) -> str:
+        """Pull ``ref`` and return its image id (``sha256:<config digest>``).
+
+        Raises:
+            InvalidArgumentError: a malformed reference or auth config.
+            NotFoundError: the registry has no such image.
+            UnauthenticatedError: the registry refused the credentials.
+            and the registry's, content store's and snapshotter's other errors,
+            each prefixed ``failed to pull and unpack image "<ref>": ``.
+        """
+        name = normalize(ref)
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            try:
+                return await self._pull(name, auth)
+            except ContainerdError as exc:
+                raise _prefixed(exc, f'failed to pull and unpack image "{name}": ') from None
+
+    async def _pull(self, name: str, auth: tuple[str, str] | None) -> str:
+        from pycontainerd.remotes.pull import pull, record_image
+        from pycontainerd.remotes.resolver import Resolver
+
+        async def creds(host: str) -> tuple[str, str] | None:
+            del host
+            return auth
+
+        labels = {MANAGED_LABEL: MANAGED}
+        resolver = Resolver(self._hosts(), credentials=creds if auth else None)
+        with with_namespace(K8S_NAMESPACE):
+            try:
+                async with self.services.with_lease():
+                    result = await pull(
+                        self.services,
+                        name,
+                        resolver,
+                        platforms=[platforms.host()],
+                        labels=labels,
+                        snapshotter=self.config.snapshotter,
+                    )
+                    target = result.image.target
+                    cfg = await image_config(
+                        self.services.content_store(), target.media_type, target.digest
+                    )
+                    image_id = cfg.config_digest
+                    names = [image_id]
+                    if "@" not in name:
+                        names.append(f"{name.rpartition(':')[0]}@{target.digest}")
+                    store = self.services.image_store()
+                    for extra in names:
+                        await record_image(store, extra, target, labels)
+            finally:
+                await resolver.aclose()
+        return image_id
