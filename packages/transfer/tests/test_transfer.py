@@ -31,14 +31,13 @@ from pycontainerd.core.errdefs import (
     UnimplementedError,
 )
 from pycontainerd.core.platforms import Platform
+from pycontainerd.daemon.testing import Daemon, short_tempdir
 from pycontainerd.remotes.archive import export_images
 from pycontainerd.remotes.testing import Registry, build_image, build_index, require_registry
 from pycontainerd.remotes.unpack import chain_ids
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-    from pycontainerd.daemon.testing import Daemon
 
 IMAGE = build_image([{"bin/hello": b"#!/bin/sh\necho hi\n"}, {"etc/motd": b"welcome\n"}])
 DOCKER = build_image([{"etc/docker": b"schema 2\n"}], docker=True)
@@ -343,3 +342,23 @@ async def test_stream_ids_are_unique_per_namespace(daemon: Daemon, namespace: st
             await call.read()
         assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
         first.cancel()
+
+
+def _imported(log: str, module: str) -> bool:
+    """Whether ``-X importtime`` output in ``log`` records an import of ``module``."""
+    return re.search(rf"^import time:.*\|\s+{re.escape(module)}$", log, re.MULTILINE) is not None
+
+
+@pytest.mark.system
+async def test_registry_stack_loads_on_the_first_pull_not_at_boot(
+    daemon: Daemon, registry: Registry, namespace: str
+) -> None:
+    # httpx and the resolver are about 6 MiB resident: a daemon that never pulls
+    # must not carry them, and the first pull must still work.
+    env = {**daemon.env, "PYTHONPROFILEIMPORTTIME": "1"}  # the same plugins, imports logged
+    with short_tempdir("ptw") as base, Daemon(base, env=env) as fresh:
+        assert _imported(fresh.log(), "pycontainerd.transfer.local")  # the probe sees imports
+        assert not _imported(fresh.log(), "httpx")
+        async with Client(fresh.address, namespace) as client:
+            await pull(client, f"{registry.host}/test/oci:v1")
+        assert _imported(fresh.log(), "httpx")

@@ -40,11 +40,8 @@ async def _init_manager(ic: InitContext) -> StreamManager:
 async def _init_local(ic: InitContext) -> LocalTransferrer:
     import logging
 
-    # loaded now, not on the first pull (httpx and the resolver cost a few hundred ms)
-    import pycontainerd.remotes.archive
-    import pycontainerd.remotes.pull
-    import pycontainerd.remotes.push
-    import pycontainerd.remotes.resolver  # noqa: F401
+    # The registry stack (the resolver and httpx, about 6 MiB resident) is imported by
+    # the first transfer that needs it, not here: a daemon that never pulls never pays.
     from pycontainerd.transfer.local import (
         DEFAULT_SNAPSHOTTER,
         LocalServices,
