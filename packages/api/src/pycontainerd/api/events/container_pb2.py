@@ -23,27 +23,25 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
-from pycontainerd.api.types import fieldpath_pb2 as pycontainerd_dot_api_dot_types_dot_fieldpath__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'pycontainerd/api/events/container.proto\x12\x11\x63ontainerd.events\x1a\x19google/protobuf/any.proto\x1a&pycontainerd/api/types/fieldpath.proto\"\xa9\x01\n\x0f\x43ontainerCreate\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\t\x12;\n\x07runtime\x18\x03 \x01(\x0b\x32*.containerd.events.ContainerCreate.Runtime\x1a>\n\x07Runtime\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x07options\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\"\xb1\x01\n\x0f\x43ontainerUpdate\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\t\x12>\n\x06labels\x18\x03 \x03(\x0b\x32..containerd.events.ContainerUpdate.LabelsEntry\x12\x14\n\x0csnapshot_key\x18\x04 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1d\n\x0f\x43ontainerDelete\x12\n\n\x02id\x18\x01 \x01(\tB\x04\xa0\xf4\x1e\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'pycontainerd/api/events/container.proto\x12\x11\x63ontainerd.events\x1a\x19google/protobuf/any.proto\"\xa9\x01\n\x0f\x43ontainerCreate\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\t\x12;\n\x07runtime\x18\x03 \x01(\x0b\x32*.containerd.events.ContainerCreate.Runtime\x1a>\n\x07Runtime\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x07options\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\"\xb1\x01\n\x0f\x43ontainerUpdate\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\t\x12>\n\x06labels\x18\x03 \x03(\x0b\x32..containerd.events.ContainerUpdate.LabelsEntry\x12\x14\n\x0csnapshot_key\x18\x04 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1d\n\x0f\x43ontainerDelete\x12\n\n\x02id\x18\x01 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pycontainerd.api.events.container_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  _globals['DESCRIPTOR']._loaded_options = None
-  _globals['DESCRIPTOR']._serialized_options = b'\240\364\036\001'
+  DESCRIPTOR._loaded_options = None
   _globals['_CONTAINERUPDATE_LABELSENTRY']._loaded_options = None
   _globals['_CONTAINERUPDATE_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_CONTAINERCREATE']._serialized_start=130
-  _globals['_CONTAINERCREATE']._serialized_end=299
-  _globals['_CONTAINERCREATE_RUNTIME']._serialized_start=237
-  _globals['_CONTAINERCREATE_RUNTIME']._serialized_end=299
-  _globals['_CONTAINERUPDATE']._serialized_start=302
-  _globals['_CONTAINERUPDATE']._serialized_end=479
-  _globals['_CONTAINERUPDATE_LABELSENTRY']._serialized_start=434
-  _globals['_CONTAINERUPDATE_LABELSENTRY']._serialized_end=479
-  _globals['_CONTAINERDELETE']._serialized_start=481
-  _globals['_CONTAINERDELETE']._serialized_end=510
+  _globals['_CONTAINERCREATE']._serialized_start=90
+  _globals['_CONTAINERCREATE']._serialized_end=259
+  _globals['_CONTAINERCREATE_RUNTIME']._serialized_start=197
+  _globals['_CONTAINERCREATE_RUNTIME']._serialized_end=259
+  _globals['_CONTAINERUPDATE']._serialized_start=262
+  _globals['_CONTAINERUPDATE']._serialized_end=439
+  _globals['_CONTAINERUPDATE_LABELSENTRY']._serialized_start=394
+  _globals['_CONTAINERUPDATE_LABELSENTRY']._serialized_end=439
+  _globals['_CONTAINERDELETE']._serialized_start=441
+  _globals['_CONTAINERDELETE']._serialized_end=470
 # @@protoc_insertion_point(module_scope)

@@ -22,19 +22,17 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from pycontainerd.api.types import fieldpath_pb2 as pycontainerd_dot_api_dot_types_dot_fieldpath__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%pycontainerd/api/events/content.proto\x12\x11\x63ontainerd.events\x1a&pycontainerd/api/types/fieldpath.proto\"-\n\rContentCreate\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\"\x1f\n\rContentDelete\x12\x0e\n\x06\x64igest\x18\x01 \x01(\tB\x04\xa0\xf4\x1e\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%pycontainerd/api/events/content.proto\x12\x11\x63ontainerd.events\"-\n\rContentCreate\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x03\"\x1f\n\rContentDelete\x12\x0e\n\x06\x64igest\x18\x01 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pycontainerd.api.events.content_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  _globals['DESCRIPTOR']._loaded_options = None
-  _globals['DESCRIPTOR']._serialized_options = b'\240\364\036\001'
-  _globals['_CONTENTCREATE']._serialized_start=100
-  _globals['_CONTENTCREATE']._serialized_end=145
-  _globals['_CONTENTDELETE']._serialized_start=147
-  _globals['_CONTENTDELETE']._serialized_end=178
+  DESCRIPTOR._loaded_options = None
+  _globals['_CONTENTCREATE']._serialized_start=60
+  _globals['_CONTENTCREATE']._serialized_end=105
+  _globals['_CONTENTDELETE']._serialized_start=107
+  _globals['_CONTENTDELETE']._serialized_end=138
 # @@protoc_insertion_point(module_scope)

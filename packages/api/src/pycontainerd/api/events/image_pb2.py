@@ -22,29 +22,27 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from pycontainerd.api.types import fieldpath_pb2 as pycontainerd_dot_api_dot_types_dot_fieldpath__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#pycontainerd/api/events/image.proto\x12\x1d\x63ontainerd.services.images.v1\x1a&pycontainerd/api/types/fieldpath.proto\"\x92\x01\n\x0bImageCreate\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x46\n\x06labels\x18\x02 \x03(\x0b\x32\x36.containerd.services.images.v1.ImageCreate.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x92\x01\n\x0bImageUpdate\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x46\n\x06labels\x18\x02 \x03(\x0b\x32\x36.containerd.services.images.v1.ImageUpdate.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1b\n\x0bImageDelete\x12\x0c\n\x04name\x18\x01 \x01(\tB\x04\xa0\xf4\x1e\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#pycontainerd/api/events/image.proto\x12\x1d\x63ontainerd.services.images.v1\"\x92\x01\n\x0bImageCreate\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x46\n\x06labels\x18\x02 \x03(\x0b\x32\x36.containerd.services.images.v1.ImageCreate.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x92\x01\n\x0bImageUpdate\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x46\n\x06labels\x18\x02 \x03(\x0b\x32\x36.containerd.services.images.v1.ImageUpdate.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1b\n\x0bImageDelete\x12\x0c\n\x04name\x18\x01 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pycontainerd.api.events.image_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  _globals['DESCRIPTOR']._loaded_options = None
-  _globals['DESCRIPTOR']._serialized_options = b'\240\364\036\001'
+  DESCRIPTOR._loaded_options = None
   _globals['_IMAGECREATE_LABELSENTRY']._loaded_options = None
   _globals['_IMAGECREATE_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_IMAGEUPDATE_LABELSENTRY']._loaded_options = None
   _globals['_IMAGEUPDATE_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_IMAGECREATE']._serialized_start=111
-  _globals['_IMAGECREATE']._serialized_end=257
-  _globals['_IMAGECREATE_LABELSENTRY']._serialized_start=212
-  _globals['_IMAGECREATE_LABELSENTRY']._serialized_end=257
-  _globals['_IMAGEUPDATE']._serialized_start=260
-  _globals['_IMAGEUPDATE']._serialized_end=406
-  _globals['_IMAGEUPDATE_LABELSENTRY']._serialized_start=212
-  _globals['_IMAGEUPDATE_LABELSENTRY']._serialized_end=257
-  _globals['_IMAGEDELETE']._serialized_start=408
-  _globals['_IMAGEDELETE']._serialized_end=435
+  _globals['_IMAGECREATE']._serialized_start=71
+  _globals['_IMAGECREATE']._serialized_end=217
+  _globals['_IMAGECREATE_LABELSENTRY']._serialized_start=172
+  _globals['_IMAGECREATE_LABELSENTRY']._serialized_end=217
+  _globals['_IMAGEUPDATE']._serialized_start=220
+  _globals['_IMAGEUPDATE']._serialized_end=366
+  _globals['_IMAGEUPDATE_LABELSENTRY']._serialized_start=172
+  _globals['_IMAGEUPDATE_LABELSENTRY']._serialized_end=217
+  _globals['_IMAGEDELETE']._serialized_start=368
+  _globals['_IMAGEDELETE']._serialized_end=395
 # @@protoc_insertion_point(module_scope)

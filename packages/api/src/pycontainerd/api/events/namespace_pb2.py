@@ -22,29 +22,27 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from pycontainerd.api.types import fieldpath_pb2 as pycontainerd_dot_api_dot_types_dot_fieldpath__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'pycontainerd/api/events/namespace.proto\x12\x11\x63ontainerd.events\x1a&pycontainerd/api/types/fieldpath.proto\"\x8e\x01\n\x0fNamespaceCreate\x12\x0c\n\x04name\x18\x01 \x01(\t\x12>\n\x06labels\x18\x02 \x03(\x0b\x32..containerd.events.NamespaceCreate.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8e\x01\n\x0fNamespaceUpdate\x12\x0c\n\x04name\x18\x01 \x01(\t\x12>\n\x06labels\x18\x02 \x03(\x0b\x32..containerd.events.NamespaceUpdate.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1f\n\x0fNamespaceDelete\x12\x0c\n\x04name\x18\x01 \x01(\tB\x04\xa0\xf4\x1e\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'pycontainerd/api/events/namespace.proto\x12\x11\x63ontainerd.events\"\x8e\x01\n\x0fNamespaceCreate\x12\x0c\n\x04name\x18\x01 \x01(\t\x12>\n\x06labels\x18\x02 \x03(\x0b\x32..containerd.events.NamespaceCreate.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8e\x01\n\x0fNamespaceUpdate\x12\x0c\n\x04name\x18\x01 \x01(\t\x12>\n\x06labels\x18\x02 \x03(\x0b\x32..containerd.events.NamespaceUpdate.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1f\n\x0fNamespaceDelete\x12\x0c\n\x04name\x18\x01 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pycontainerd.api.events.namespace_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  _globals['DESCRIPTOR']._loaded_options = None
-  _globals['DESCRIPTOR']._serialized_options = b'\240\364\036\001'
+  DESCRIPTOR._loaded_options = None
   _globals['_NAMESPACECREATE_LABELSENTRY']._loaded_options = None
   _globals['_NAMESPACECREATE_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_NAMESPACEUPDATE_LABELSENTRY']._loaded_options = None
   _globals['_NAMESPACEUPDATE_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_NAMESPACECREATE']._serialized_start=103
-  _globals['_NAMESPACECREATE']._serialized_end=245
-  _globals['_NAMESPACECREATE_LABELSENTRY']._serialized_start=200
-  _globals['_NAMESPACECREATE_LABELSENTRY']._serialized_end=245
-  _globals['_NAMESPACEUPDATE']._serialized_start=248
-  _globals['_NAMESPACEUPDATE']._serialized_end=390
-  _globals['_NAMESPACEUPDATE_LABELSENTRY']._serialized_start=200
-  _globals['_NAMESPACEUPDATE_LABELSENTRY']._serialized_end=245
-  _globals['_NAMESPACEDELETE']._serialized_start=392
-  _globals['_NAMESPACEDELETE']._serialized_end=423
+  _globals['_NAMESPACECREATE']._serialized_start=63
+  _globals['_NAMESPACECREATE']._serialized_end=205
+  _globals['_NAMESPACECREATE_LABELSENTRY']._serialized_start=160
+  _globals['_NAMESPACECREATE_LABELSENTRY']._serialized_end=205
+  _globals['_NAMESPACEUPDATE']._serialized_start=208
+  _globals['_NAMESPACEUPDATE']._serialized_end=350
+  _globals['_NAMESPACEUPDATE_LABELSENTRY']._serialized_start=160
+  _globals['_NAMESPACEUPDATE_LABELSENTRY']._serialized_end=205
+  _globals['_NAMESPACEDELETE']._serialized_start=352
+  _globals['_NAMESPACEDELETE']._serialized_end=383
 # @@protoc_insertion_point(module_scope)

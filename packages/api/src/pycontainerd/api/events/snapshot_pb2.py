@@ -22,21 +22,19 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from pycontainerd.api.types import fieldpath_pb2 as pycontainerd_dot_api_dot_types_dot_fieldpath__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&pycontainerd/api/events/snapshot.proto\x12\x11\x63ontainerd.events\x1a&pycontainerd/api/types/fieldpath.proto\"C\n\x0fSnapshotPrepare\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06parent\x18\x02 \x01(\t\x12\x13\n\x0bsnapshotter\x18\x05 \x01(\t\"@\n\x0eSnapshotCommit\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0bsnapshotter\x18\x05 \x01(\t\"2\n\x0eSnapshotRemove\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x13\n\x0bsnapshotter\x18\x05 \x01(\tB\x04\xa0\xf4\x1e\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&pycontainerd/api/events/snapshot.proto\x12\x11\x63ontainerd.events\"C\n\x0fSnapshotPrepare\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06parent\x18\x02 \x01(\t\x12\x13\n\x0bsnapshotter\x18\x05 \x01(\t\"@\n\x0eSnapshotCommit\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0bsnapshotter\x18\x05 \x01(\t\"2\n\x0eSnapshotRemove\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x13\n\x0bsnapshotter\x18\x05 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pycontainerd.api.events.snapshot_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  _globals['DESCRIPTOR']._loaded_options = None
-  _globals['DESCRIPTOR']._serialized_options = b'\240\364\036\001'
-  _globals['_SNAPSHOTPREPARE']._serialized_start=101
-  _globals['_SNAPSHOTPREPARE']._serialized_end=168
-  _globals['_SNAPSHOTCOMMIT']._serialized_start=170
-  _globals['_SNAPSHOTCOMMIT']._serialized_end=234
-  _globals['_SNAPSHOTREMOVE']._serialized_start=236
-  _globals['_SNAPSHOTREMOVE']._serialized_end=286
+  DESCRIPTOR._loaded_options = None
+  _globals['_SNAPSHOTPREPARE']._serialized_start=61
+  _globals['_SNAPSHOTPREPARE']._serialized_end=128
+  _globals['_SNAPSHOTCOMMIT']._serialized_start=130
+  _globals['_SNAPSHOTCOMMIT']._serialized_end=194
+  _globals['_SNAPSHOTREMOVE']._serialized_start=196
+  _globals['_SNAPSHOTREMOVE']._serialized_end=246
 # @@protoc_insertion_point(module_scope)

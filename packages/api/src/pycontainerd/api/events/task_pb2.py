@@ -23,39 +23,37 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
-from pycontainerd.api.types import fieldpath_pb2 as pycontainerd_dot_api_dot_types_dot_fieldpath__pb2
 from pycontainerd.api.types import mount_pb2 as pycontainerd_dot_api_dot_types_dot_mount__pb2
 from pycontainerd.api.types.task import task_pb2 as pycontainerd_dot_api_dot_types_dot_task_dot_task__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"pycontainerd/api/events/task.proto\x12\x11\x63ontainerd.events\x1a\x1fgoogle/protobuf/timestamp.proto\x1a&pycontainerd/api/types/fieldpath.proto\x1a\"pycontainerd/api/types/mount.proto\x1a&pycontainerd/api/types/task/task.proto\"\xa3\x01\n\nTaskCreate\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0e\n\x06\x62undle\x18\x02 \x01(\t\x12\'\n\x06rootfs\x18\x03 \x03(\x0b\x32\x17.containerd.types.Mount\x12%\n\x02io\x18\x04 \x01(\x0b\x32\x19.containerd.events.TaskIO\x12\x12\n\ncheckpoint\x18\x05 \x01(\t\x12\x0b\n\x03pid\x18\x06 \x01(\r\".\n\tTaskStart\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\r\"\x7f\n\nTaskDelete\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\r\x12\x13\n\x0b\x65xit_status\x18\x03 \x01(\r\x12-\n\texited_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\n\n\x02id\x18\x05 \x01(\t\"I\n\x06TaskIO\x12\r\n\x05stdin\x18\x01 \x01(\t\x12\x0e\n\x06stdout\x18\x02 \x01(\t\x12\x0e\n\x06stderr\x18\x03 \x01(\t\x12\x10\n\x08terminal\x18\x04 \x01(\x08\"\xb3\x01\n\x08TaskExit\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x13\n\x0b\x65xit_status\x18\x04 \x01(\r\x12-\n\texited_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x0b\x65xit_reason\x18\x06 \x01(\x0e\x32\x1f.containerd.v1.types.ExitReason\"\x1f\n\x07TaskOOM\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"6\n\rTaskExecAdded\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"E\n\x0fTaskExecStarted\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\"\"\n\nTaskPaused\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"#\n\x0bTaskResumed\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"<\n\x10TaskCheckpointed\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x12\n\ncheckpoint\x18\x02 \x01(\tB\x04\xa0\xf4\x1e\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"pycontainerd/api/events/task.proto\x12\x11\x63ontainerd.events\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"pycontainerd/api/types/mount.proto\x1a&pycontainerd/api/types/task/task.proto\"\xa3\x01\n\nTaskCreate\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0e\n\x06\x62undle\x18\x02 \x01(\t\x12\'\n\x06rootfs\x18\x03 \x03(\x0b\x32\x17.containerd.types.Mount\x12%\n\x02io\x18\x04 \x01(\x0b\x32\x19.containerd.events.TaskIO\x12\x12\n\ncheckpoint\x18\x05 \x01(\t\x12\x0b\n\x03pid\x18\x06 \x01(\r\".\n\tTaskStart\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\r\"\x7f\n\nTaskDelete\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0b\n\x03pid\x18\x02 \x01(\r\x12\x13\n\x0b\x65xit_status\x18\x03 \x01(\r\x12-\n\texited_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\n\n\x02id\x18\x05 \x01(\t\"I\n\x06TaskIO\x12\r\n\x05stdin\x18\x01 \x01(\t\x12\x0e\n\x06stdout\x18\x02 \x01(\t\x12\x0e\n\x06stderr\x18\x03 \x01(\t\x12\x10\n\x08terminal\x18\x04 \x01(\x08\"\xb3\x01\n\x08TaskExit\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\x12\x13\n\x0b\x65xit_status\x18\x04 \x01(\r\x12-\n\texited_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x0b\x65xit_reason\x18\x06 \x01(\x0e\x32\x1f.containerd.v1.types.ExitReason\"\x1f\n\x07TaskOOM\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"6\n\rTaskExecAdded\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"E\n\x0fTaskExecStarted\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\r\"\"\n\nTaskPaused\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"#\n\x0bTaskResumed\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"<\n\x10TaskCheckpointed\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x12\n\ncheckpoint\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pycontainerd.api.events.task_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  _globals['DESCRIPTOR']._loaded_options = None
-  _globals['DESCRIPTOR']._serialized_options = b'\240\364\036\001'
-  _globals['_TASKCREATE']._serialized_start=207
-  _globals['_TASKCREATE']._serialized_end=370
-  _globals['_TASKSTART']._serialized_start=372
-  _globals['_TASKSTART']._serialized_end=418
-  _globals['_TASKDELETE']._serialized_start=420
-  _globals['_TASKDELETE']._serialized_end=547
-  _globals['_TASKIO']._serialized_start=549
-  _globals['_TASKIO']._serialized_end=622
-  _globals['_TASKEXIT']._serialized_start=625
-  _globals['_TASKEXIT']._serialized_end=804
-  _globals['_TASKOOM']._serialized_start=806
-  _globals['_TASKOOM']._serialized_end=837
-  _globals['_TASKEXECADDED']._serialized_start=839
-  _globals['_TASKEXECADDED']._serialized_end=893
-  _globals['_TASKEXECSTARTED']._serialized_start=895
-  _globals['_TASKEXECSTARTED']._serialized_end=964
-  _globals['_TASKPAUSED']._serialized_start=966
-  _globals['_TASKPAUSED']._serialized_end=1000
-  _globals['_TASKRESUMED']._serialized_start=1002
-  _globals['_TASKRESUMED']._serialized_end=1037
-  _globals['_TASKCHECKPOINTED']._serialized_start=1039
-  _globals['_TASKCHECKPOINTED']._serialized_end=1099
+  DESCRIPTOR._loaded_options = None
+  _globals['_TASKCREATE']._serialized_start=167
+  _globals['_TASKCREATE']._serialized_end=330
+  _globals['_TASKSTART']._serialized_start=332
+  _globals['_TASKSTART']._serialized_end=378
+  _globals['_TASKDELETE']._serialized_start=380
+  _globals['_TASKDELETE']._serialized_end=507
+  _globals['_TASKIO']._serialized_start=509
+  _globals['_TASKIO']._serialized_end=582
+  _globals['_TASKEXIT']._serialized_start=585
+  _globals['_TASKEXIT']._serialized_end=764
+  _globals['_TASKOOM']._serialized_start=766
+  _globals['_TASKOOM']._serialized_end=797
+  _globals['_TASKEXECADDED']._serialized_start=799
+  _globals['_TASKEXECADDED']._serialized_end=853
+  _globals['_TASKEXECSTARTED']._serialized_start=855
+  _globals['_TASKEXECSTARTED']._serialized_end=924
+  _globals['_TASKPAUSED']._serialized_start=926
+  _globals['_TASKPAUSED']._serialized_end=960
+  _globals['_TASKRESUMED']._serialized_start=962
+  _globals['_TASKRESUMED']._serialized_end=997
+  _globals['_TASKCHECKPOINTED']._serialized_start=999
+  _globals['_TASKCHECKPOINTED']._serialized_end=1059
 # @@protoc_insertion_point(module_scope)

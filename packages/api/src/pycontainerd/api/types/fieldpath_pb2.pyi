@@ -3,7 +3,9 @@
 isort:skip_file
 Marker options that upstream's Go generator reads to emit field-path
 accessors (used for event filtering). They have no wire effect; they are
-declared here so the option numbers match containerd's.
+declared here so the option numbers match containerd's. Our event protos do
+not set them: the options need google/protobuf/descriptor.proto at run time,
+about 4 MiB resident in every process that loads an event type.
 """
 
 from google.protobuf import descriptor as _descriptor
