@@ -27,16 +27,21 @@ On a fresh daemon each:
   ``ctr`` work; 10 000 containers with ``ctr``'s spec exceed gRPC's 16 MiB
   message limit, so containerd refuses a unary ``List``, and ``ctr`` streams
   too). Informational.
+
+Both daemons run at once and their timed steps alternate (which one goes first
+changes every round), so load from elsewhere on a shared machine falls on both
+alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from _harness import (
     GC_ROOT,
@@ -50,6 +55,9 @@ from _harness import (
     running,
     write_blob,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 BIG_NS = "bench10k"
 GRPC_NS = "benchgrpc"
@@ -144,70 +152,94 @@ def seed(ch: Any, records: int, spec: bytes) -> None:
     _pipelined([container(i) for i in range(records)])
 
 
-def measure(peer: Peer, n: int, records: int) -> dict[str, float]:
+def _phases(peer: Peer, n: int, records: int, out: dict[str, float]) -> Iterator[None]:
+    """Measure ``peer`` (already running) into ``out``, yielding between timed steps.
+
+    The caller alternates the two daemons' steps, so each timed step of one
+    runs right next to the same step of the other.
+    """
     from pycontainerd.api.services.containers.v1 import containers_pb2
     from pycontainerd.api.services.images.v1 import images_pb2
 
-    out: dict[str, float] = {}
-    with running(peer):
-        rootfs = str(peer.base)
+    rootfs = str(peer.base)
+    t0 = time.perf_counter()
+    for i in range(n):
+        peer.ctr_ok("containers", "create", "--rootfs", rootfs, f"c{i}")
+    t1 = time.perf_counter()
+    listing = peer.ctr_ok("containers", "ls", "-q")
+    t2 = time.perf_counter()
+    assert len(listing.split()) == n, listing[:200]
+    out["create_ctr"] = t2 - t0
+    samples = [t2 - t1]
+    yield
+    for _ in range(4):
+        t1 = time.perf_counter()
+        peer.ctr_ok("containers", "ls", "-q")
+        samples.append(time.perf_counter() - t1)
+        yield
+    out["ls_ctr_ms"] = statistics.median(samples) * 1000
+    with channel(peer) as ch:
+        containers, images = _stubs(ch)
+        got = containers.Get(containers_pb2.GetContainerRequest(id="c0"), metadata=ns_metadata())
+        spec = got.container.spec.value
+        md = ns_metadata(GRPC_NS)
         t0 = time.perf_counter()
         for i in range(n):
-            peer.ctr_ok("containers", "create", "--rootfs", rootfs, f"c{i}")
-        t1 = time.perf_counter()
-        listing = peer.ctr_ok("containers", "ls", "-q")
-        t2 = time.perf_counter()
-        assert len(listing.split()) == n, listing[:200]
-        out["create_ctr"] = t2 - t0
-        samples = [t2 - t1]
-        for _ in range(4):
-            t1 = time.perf_counter()
-            peer.ctr_ok("containers", "ls", "-q")
-            samples.append(time.perf_counter() - t1)
-        out["ls_ctr_ms"] = statistics.median(samples) * 1000
-        with channel(peer) as ch:
-            containers, images = _stubs(ch)
-            got = containers.Get(
-                containers_pb2.GetContainerRequest(id="c0"), metadata=ns_metadata()
+            c = containers_pb2.Container(
+                id=f"g{i}",
+                runtime=containers_pb2.Container.Runtime(name="io.containerd.runc.v2"),
+                spec={"type_url": SPEC_URL, "value": spec},
             )
-            spec = got.container.spec.value
-            md = ns_metadata(GRPC_NS)
+            containers.Create(containers_pb2.CreateContainerRequest(container=c), metadata=md)
+        out["create_grpc"] = time.perf_counter() - t0
+        out["rss"] = peer.rss_mib()
+        yield
+        t0 = time.perf_counter()
+        seed(ch, records, spec)
+        print(f"  {peer.name}: seeded {records} images+containers in "
+              f"{time.perf_counter() - t0:.1f}s")  # fmt: skip
+        yield
+        md = ns_metadata(BIG_NS)
+        t0 = time.perf_counter()
+        resp = images.List(images_pb2.ListImagesRequest(), metadata=md)
+        out["images_grpc_ms"] = (time.perf_counter() - t0) * 1000
+        assert len(resp.images) == records
+        yield
+        t0 = time.perf_counter()
+        stream = containers.ListStream(containers_pb2.ListContainersRequest(), metadata=md)
+        count = sum(1 for _ in stream)
+        out["containers_grpc_ms"] = (time.perf_counter() - t0) * 1000
+        assert count == records
+        yield
+    for what in ("images", "containers"):
+        samples = []
+        for _ in range(3):
             t0 = time.perf_counter()
-            for i in range(n):
-                c = containers_pb2.Container(
-                    id=f"g{i}",
-                    runtime=containers_pb2.Container.Runtime(name="io.containerd.runc.v2"),
-                    spec={"type_url": SPEC_URL, "value": spec},
-                )
-                containers.Create(containers_pb2.CreateContainerRequest(container=c), metadata=md)
-            out["create_grpc"] = time.perf_counter() - t0
-            out["rss"] = peer.rss_mib()
-            t0 = time.perf_counter()
-            seed(ch, records, spec)
-            print(f"  {peer.name}: seeded {records} images+containers in "
-                  f"{time.perf_counter() - t0:.1f}s")  # fmt: skip
-            md = ns_metadata(BIG_NS)
-            t0 = time.perf_counter()
-            resp = images.List(images_pb2.ListImagesRequest(), metadata=md)
-            out["images_grpc_ms"] = (time.perf_counter() - t0) * 1000
-            assert len(resp.images) == records
-            t0 = time.perf_counter()
-            stream = containers.ListStream(containers_pb2.ListContainersRequest(), metadata=md)
-            count = sum(1 for _ in stream)
-            out["containers_grpc_ms"] = (time.perf_counter() - t0) * 1000
-            assert count == records
-        for what in ("images", "containers"):
-            samples = []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                peer.ctr_ok("-n", BIG_NS, what, "ls")
-                samples.append(time.perf_counter() - t0)
-            out[f"{what}_ctr"] = statistics.median(samples)
-    return out
+            peer.ctr_ok("-n", BIG_NS, what, "ls")
+            samples.append(time.perf_counter() - t0)
+            yield
+        out[f"{what}_ctr"] = statistics.median(samples)
+
+
+def measure_both(n: int, records: int) -> tuple[dict[str, float], dict[str, float]]:
+    """containerd's and our figures, both daemons running, their steps alternating."""
+    both = peers()
+    results: list[dict[str, float]] = [{} for _ in both]
+    with contextlib.ExitStack() as stack:
+        for peer in both:
+            stack.enter_context(running(peer))
+        steps = [_phases(peer, n, records, out) for peer, out in zip(both, results, strict=True)]
+        turn = 0
+        while steps:
+            for step in list(steps if turn % 2 == 0 else reversed(steps)):
+                if next(step, StopIteration) is StopIteration:
+                    steps.remove(step)
+            turn += 1
+    return results[0], results[1]
 
 
 def rows(n: int = 500, records: int = 10_000) -> list[Row]:
-    theirs, ours = (measure(p, n, records) for p in peers())
+    theirs, ours = measure_both(n, records)
 
     def row(name: str, key: str, target: str = "") -> Row:
         return Row(name, theirs[key], ours[key], target)
