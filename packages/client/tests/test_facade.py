@@ -19,6 +19,7 @@ from pycontainerd.core.errdefs import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    UnavailableError,
     UnimplementedError,
 )
 from pycontainerd.daemon.testing import Daemon, daemon_env, require_binary, short_tempdir
@@ -231,3 +232,32 @@ async def test_against_a_daemon_without_the_runtime(
         await container.delete()  # no Tasks service: nothing can block the delete
         with pytest.raises(NotFoundError):
             await client.load_container("no-runtime")
+
+
+def test_sync_version_needs_no_loop_thread(ours: Daemon, namespace: str) -> None:
+    # version() is one unary call made in the calling thread on a blocking
+    # channel: it answers while the client's loop thread is held up.
+    with SyncClient(ours.address, namespace) as client:
+        release = threading.Event()
+        released: list[bool] = []  # True: the loop was let go by this thread, not by the timeout
+        client._loop.loop.call_soon_threadsafe(lambda: released.append(release.wait(30)))
+        try:
+            answers = [client.version() for _ in range(3)]
+        finally:
+            release.set()
+        assert client.server().uuid  # the loop works again
+        assert released == [True]
+        assert answers[0].version
+        assert answers == [answers[0]] * 3
+    with pytest.raises(RuntimeError, match="closed"):
+        client.version()
+
+
+def test_sync_version_maps_errors(namespace: str) -> None:
+    with short_tempdir("pfv") as base:
+        client = SyncClient(str(base / "none.sock"), namespace, timeout=5)
+        try:
+            with pytest.raises(UnavailableError):
+                client.version()
+        finally:
+            client.close()

@@ -15,7 +15,9 @@ For scripts and notebooks::
 
 Each sync ``Client`` runs an asynchronous :class:`pycontainerd.client.client.Client`
 on an event loop in a private daemon thread; a call hands its coroutine to
-that loop and blocks until it is done. Any number of threads may call one
+that loop and blocks until it is done. ``version()``, a single unary call,
+skips the loop: it runs in the calling thread on a blocking gRPC channel
+dialled like the async one (same address, TLS and headers). Any number of threads may call one
 client at once (their calls run concurrently on its loop). A call carries
 the caller's context: ``pycontainerd.core.namespaces.with_namespace`` and
 :meth:`Client.with_lease` in one thread apply to that thread's calls only.
@@ -40,6 +42,9 @@ import threading
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
+import grpc
+
+from pycontainerd.client._errors import rpc_errors
 from pycontainerd.client.client import DEFAULT_LEASE_EXPIRY, Version, generate_lease_id
 from pycontainerd.client.client import Client as AsyncClient
 from pycontainerd.core import namespaces
@@ -118,8 +123,7 @@ class _Loop:
         if threading.current_thread() is self.thread:
             if inspect.iscoroutine(awaitable):
                 awaitable.close()  # never awaited, on purpose
-            msg = "the sync client was called from its own event loop: use the async client there"
-            raise RuntimeError(msg)
+            self.refuse_own_thread()
         context = contextvars.copy_context()
         finished = threading.Lock()
         finished.acquire()
@@ -148,6 +152,12 @@ class _Loop:
         if task.cancelled():
             raise asyncio.CancelledError
         return task.result()
+
+    def refuse_own_thread(self) -> None:
+        """Raise ``RuntimeError`` when called from the loop's thread (it would wait for itself)."""
+        if threading.current_thread() is self.thread:
+            msg = "the sync client was called from its own event loop: use the async client there"
+            raise RuntimeError(msg)
 
     def iterate(self, iterator: AsyncIterator[T]) -> Iterator[T]:
         """``iterator`` as a blocking iterator; closing it closes the async one."""
@@ -473,6 +483,9 @@ class Client:
             tls=tls,
         )
         self._loop = _Loop()
+        self._blocking: grpc.Channel | None = None
+        self._blocking_lock = threading.Lock()
+        self._version: tuple[Callable[..., Any], object] | None = None
 
     @property
     def address(self) -> str:
@@ -489,10 +502,32 @@ class Client:
         self._loop.run(self.aio.connect())
 
     def close(self) -> None:
-        """Close the channel and stop the loop thread; the client cannot be used after."""
+        """Close the channels and stop the loop thread; the client cannot be used after."""
+        with self._blocking_lock:
+            blocking, self._blocking, self._version = self._blocking, None, None
+        if blocking is not None:
+            blocking.close()
         if not self._loop.loop.is_closed():
             self._loop.run(self.aio.close())
             self._loop.stop()
+
+    def _blocking_channel(self) -> grpc.Channel:
+        """A blocking channel dialled as the async client's, for single unary calls.
+
+        A call on it runs in the calling thread (no hop to the loop thread);
+        it carries the same headers (this thread's namespace and lease).
+        """
+        with self._blocking_lock:
+            if self._blocking is None:
+                if self._loop.loop.is_closed():
+                    msg = "the client is closed"
+                    raise RuntimeError(msg)
+                target, options, credentials = self.aio.channel_arguments()
+                if credentials is None:
+                    self._blocking = grpc.insecure_channel(target, options=options)
+                else:
+                    self._blocking = grpc.secure_channel(target, credentials, options=options)
+            return self._blocking
 
     def __enter__(self) -> Client:
         try:
@@ -518,8 +553,22 @@ class Client:
     # -- small services and proxies -------------------------------------------------------
 
     def version(self) -> Version:
-        """The daemon's version and revision."""
-        return self._loop.run(self.aio.version())
+        """The daemon's version and revision (a call in this thread, no loop hop)."""
+        self._loop.refuse_own_thread()
+        call, request = self._version or self._version_call()
+        with rpc_errors():
+            resp = call(request, metadata=self.aio.metadata(), timeout=self.aio.timeout)
+        return Version(version=resp.version, revision=resp.revision)
+
+    def _version_call(self) -> tuple[Callable[..., Any], object]:
+        # imported on first use, as the async client does (protobuf is not cheap)
+        from google.protobuf import empty_pb2
+
+        from pycontainerd.api.services.version.v1 import version_pb2_grpc
+
+        stub = version_pb2_grpc.VersionStub(self._blocking_channel())
+        self._version = (stub.Version, empty_pb2.Empty())
+        return self._version
 
     def server(self) -> ServerInfo:
         """The daemon's UUID, pid and more."""
