@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import signal
@@ -10,6 +11,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 import pytest
+from google.protobuf import empty_pb2
 
 from pycontainerd.client.client import Client
 from pycontainerd.client.stdio import Stdio
@@ -261,3 +263,27 @@ def test_sync_version_maps_errors(namespace: str) -> None:
                 client.version()
         finally:
             client.close()
+
+
+@pytest.mark.parametrize("peer", ["ours", "containerd"])
+async def test_subscribe_probe_is_seen_by_no_filtering_subscriber(
+    peer: str, request: pytest.FixtureRequest, namespace: str
+) -> None:
+    daemon = request.getfixturevalue(peer)
+    async with Client(daemon.address, namespace) as client:
+        events = client.event_service()
+        # another subscriber of this namespace's events: a plain stream, as any client's
+        other = events.subscribe(f"namespace=={namespace}")
+        pending = asyncio.ensure_future(anext(other))
+        while not (await asyncio.wait({pending}, timeout=0.05))[0]:
+            await events.publish("/test/ready", empty_pb2.Empty())
+        seen = [pending.result().topic]
+        async with client.subscribe(f"namespace=={namespace}") as mine:
+            await events.publish("/test/after", empty_pb2.Empty())
+            assert (await anext(mine)).topic in {"/test/ready", "/test/after"}
+        while seen[-1] != "/test/after":
+            seen.append((await anext(other)).topic)
+        await other.aclose()  # type: ignore[attr-defined]
+        assert set(seen) == {"/test/ready", "/test/after"}  # no probe came through
+        names = await client.namespace_store().list()
+        assert not [n for n in names if n.startswith("pycontainerd-subscribe-")]
