@@ -81,6 +81,17 @@ class Version:
     revision: str
 
 
+def lease_labels(
+    expire: timedelta | None, labels: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """``labels`` and, unless ``expire`` is ``None``, ``containerd.io/gc.expire`` that far ahead."""
+    all_labels = dict(labels or {})
+    if expire is not None:
+        until = datetime.now(UTC) + expire
+        all_labels[EXPIRE_LABEL] = until.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return all_labels
+
+
 def generate_lease_id() -> str:
     """A lease id like containerd's: ``<nanoseconds of this second>-<4 base64url chars>``."""
     nanos = time.time_ns() % 1_000_000_000
@@ -341,12 +352,8 @@ class Client(ClientFacade):
         if current:
             yield current
             return
-        all_labels = dict(labels or {})
-        if expire is not None:
-            until = datetime.now(UTC) + expire
-            all_labels[EXPIRE_LABEL] = until.strftime("%Y-%m-%dT%H:%M:%SZ")
         manager = self.lease_manager()
-        lease = await manager.create(generate_lease_id(), labels=all_labels)
+        lease = await manager.create(generate_lease_id(), labels=lease_labels(expire, labels))
         try:
             with namespaces.with_lease(lease.id):
                 yield lease.id
