@@ -4,8 +4,9 @@
 
 1. ``version()`` loop: ``--calls`` calls with the async client
    (``await client.version()`` in one coroutine) and with the sync twin
-   (``client.version()`` from the main thread, the coroutine run on the
-   client's loop thread), against containerd and against our daemon.
+   (``client.version()`` from the main thread: one unary call on the twin's
+   blocking channel, in that thread), against containerd and against our
+   daemon.
    Rounds alternate async and sync; the median round is reported, as wall
    time and as this process's CPU time (all threads: the client's own cost,
    which a machine busy with other work does not distort). Target: sync
