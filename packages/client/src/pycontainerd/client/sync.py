@@ -17,18 +17,21 @@ Each sync ``Client`` runs an asynchronous :class:`pycontainerd.client.client.Cli
 on an event loop in a private daemon thread; a call hands its coroutine to
 that loop and blocks until it is done. ``version()``, a single unary call,
 skips the loop: it runs in the calling thread on a blocking gRPC channel
-dialled like the async one (same address, TLS and headers). Any number of threads may call one
-client at once (their calls run concurrently on its loop). A call carries
-the caller's context: ``pycontainerd.core.namespaces.with_namespace`` and
-:meth:`Client.with_lease` in one thread apply to that thread's calls only.
-Async iterators (``subscribe``, ``output``, ``content_store().walk()``)
-become ordinary iterators. Objects (:class:`Image`, :class:`Container`,
-:class:`Task`, :class:`Process`) wrap their async counterparts, reachable as
-``.aio``. Their methods are made from the async ones (``_twin``): the same
-names, parameters and documentation, with a sync object where the async
-method returns an async one. The proxies (``content_store()``, ``lease_manager()``...) are
-wrapped generically: every coroutine method blocks, every async iterator
-iterates.
+dialled like the async one (same address, TLS and headers). Any number of
+threads may call one client at once (their calls run concurrently on its
+loop). A call carries the caller's context:
+``pycontainerd.core.namespaces.with_namespace`` and :meth:`Client.with_lease`
+in one thread apply to that thread's calls only. Async iterators
+(``subscribe``, ``output``, ``content_store().walk()``) become ordinary
+iterators.
+
+Objects (:class:`Image`, :class:`Container`, :class:`Task`,
+:class:`Process`) wrap their async counterparts, reachable as ``.aio``.
+Their methods are made from the async ones (``_twin``): the same names and
+parameters, a sync object where the async method returns an async one, and
+a docstring pointing to the async method. The proxies (``content_store()``,
+``lease_manager()``...) are wrapped generically: every coroutine method
+blocks, every async iterator iterates.
 
 Calling the sync client from inside its own loop (for example from a
 ``progress`` callback) would wait for itself and raises ``RuntimeError``.
