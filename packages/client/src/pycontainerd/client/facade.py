@@ -332,10 +332,10 @@ class Subscription:
     (``/pycontainerd/subscribe/<random>``) are this subscription's own, and
     its filters get one clause matching exactly them. A subscriber that
     filters by namespace or topic never sees it; only one with no filters
-    at all (every event of every namespace, as ``ctr events``) does, as it
-    does on containerd for any event. Other pycontainerd subscriptions drop
-    probes whatever their filters. The namespace is only a header of the
-    event: it is not created.
+    at all (every event of every namespace, as ``ctr events`` without
+    arguments) does, since containerd delivers every event to such a
+    subscriber. Other pycontainerd subscriptions drop probes whatever their
+    filters. The namespace is only a field of the event: it is not created.
     """
 
     PROBE_PREFIX: Final = "/pycontainerd/subscribe/"
