@@ -14,7 +14,9 @@
 2. Import time: ``import pycontainerd.client.client`` (the async client)
    against ``import pycontainerd.client.sync``, each in a fresh interpreter,
    timed inside it (interpreter start-up excluded); median of ``--imports``,
-   alternating. Target: sync <= 1.10x async.
+   alternating. Target: sync <= 1.10x async. With ``PYTHONDONTWRITEBYTECODE=1``
+   in the environment every import compiles its sources, so this then
+   measures compiling too; installed packages have their bytecode.
 
 A benchmark, never a test: it prints and exits 0 unless a daemon fails to start.
 """
