@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import signal
@@ -10,6 +11,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 import pytest
+from google.protobuf import empty_pb2
 
 from pycontainerd.client.client import Client
 from pycontainerd.client.stdio import Stdio
@@ -19,6 +21,7 @@ from pycontainerd.core.errdefs import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    UnavailableError,
     UnimplementedError,
 )
 from pycontainerd.daemon.testing import Daemon, daemon_env, require_binary, short_tempdir
@@ -231,3 +234,56 @@ async def test_against_a_daemon_without_the_runtime(
         await container.delete()  # no Tasks service: nothing can block the delete
         with pytest.raises(NotFoundError):
             await client.load_container("no-runtime")
+
+
+def test_sync_version_needs_no_loop_thread(ours: Daemon, namespace: str) -> None:
+    # version() is one unary call made in the calling thread on a blocking
+    # channel: it answers while the client's loop thread is held up.
+    with SyncClient(ours.address, namespace) as client:
+        release = threading.Event()
+        released: list[bool] = []  # True: the loop was let go by this thread, not by the timeout
+        client._loop.loop.call_soon_threadsafe(lambda: released.append(release.wait(30)))
+        try:
+            answers = [client.version() for _ in range(3)]
+        finally:
+            release.set()
+        assert client.server().uuid  # the loop works again
+        assert released == [True]
+        assert answers[0].version
+        assert answers == [answers[0]] * 3
+    with pytest.raises(RuntimeError, match="closed"):
+        client.version()
+
+
+def test_sync_version_maps_errors(namespace: str) -> None:
+    with short_tempdir("pfv") as base:
+        client = SyncClient(str(base / "none.sock"), namespace, timeout=5)
+        try:
+            with pytest.raises(UnavailableError):
+                client.version()
+        finally:
+            client.close()
+
+
+@pytest.mark.parametrize("peer", ["ours", "containerd"])
+async def test_subscribe_probe_is_seen_by_no_filtering_subscriber(
+    peer: str, request: pytest.FixtureRequest, namespace: str
+) -> None:
+    daemon = request.getfixturevalue(peer)
+    async with Client(daemon.address, namespace) as client:
+        events = client.event_service()
+        # another subscriber of this namespace's events: a plain stream, as any client's
+        other = events.subscribe(f"namespace=={namespace}")
+        pending = asyncio.ensure_future(anext(other))
+        while not (await asyncio.wait({pending}, timeout=0.05))[0]:
+            await events.publish("/test/ready", empty_pb2.Empty())
+        seen = [pending.result().topic]
+        async with client.subscribe(f"namespace=={namespace}") as mine:
+            await events.publish("/test/after", empty_pb2.Empty())
+            assert (await anext(mine)).topic in {"/test/ready", "/test/after"}
+        while seen[-1] != "/test/after":
+            seen.append((await anext(other)).topic)
+        await other.aclose()  # type: ignore[attr-defined]
+        assert set(seen) == {"/test/ready", "/test/after"}  # no probe came through
+        names = await client.namespace_store().list()
+        assert not [n for n in names if n.startswith("pycontainerd-subscribe-")]

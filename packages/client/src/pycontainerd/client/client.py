@@ -81,6 +81,17 @@ class Version:
     revision: str
 
 
+def lease_labels(
+    expire: timedelta | None, labels: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """``labels`` and, unless ``expire`` is ``None``, ``containerd.io/gc.expire`` that far ahead."""
+    all_labels = dict(labels or {})
+    if expire is not None:
+        until = datetime.now(UTC) + expire
+        all_labels[EXPIRE_LABEL] = until.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return all_labels
+
+
 def generate_lease_id() -> str:
     """A lease id like containerd's: ``<nanoseconds of this second>-<4 base64url chars>``."""
     nanos = time.time_ns() % 1_000_000_000
@@ -142,25 +153,38 @@ class Client(ClientFacade):
     def channel(self) -> grpc.aio.Channel:
         """The gRPC channel, created on first use (call from inside the event loop)."""
         if self._channel is None:
-            options: list[tuple[str, str | int]] = [
-                ("grpc.max_receive_message_length", MAX_MESSAGE_SIZE),
-                ("grpc.max_send_message_length", MAX_MESSAGE_SIZE),
-            ]
-            target = self.target.grpc_target()
-            if not self.target.is_tcp:
-                options.append(("grpc.default_authority", "localhost"))
-                self._channel = grpc.aio.insecure_channel(target, options=options)
-            elif self.tls is None:
+            target, options, credentials = self.channel_arguments()
+            if credentials is None:
                 self._channel = grpc.aio.insecure_channel(target, options=options)
             else:
-                ca, key, cert = self.tls.read()
-                if self.tls.server_name:
-                    options.append(("grpc.ssl_target_name_override", self.tls.server_name))
-                creds = grpc.ssl_channel_credentials(
-                    root_certificates=ca, private_key=key, certificate_chain=cert
-                )
-                self._channel = grpc.aio.secure_channel(target, creds, options=options)
+                self._channel = grpc.aio.secure_channel(target, credentials, options=options)
         return self._channel
+
+    def channel_arguments(
+        self,
+    ) -> tuple[str, list[tuple[str, str | int]], grpc.ChannelCredentials | None]:
+        """Target, options and TLS credentials (``None``: plaintext) of a channel to the daemon.
+
+        What :attr:`channel` dials with; the sync twin dials a blocking channel
+        with the same.
+        """
+        options: list[tuple[str, str | int]] = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_SIZE),
+            ("grpc.max_send_message_length", MAX_MESSAGE_SIZE),
+        ]
+        target = self.target.grpc_target()
+        if not self.target.is_tcp:
+            options.append(("grpc.default_authority", "localhost"))
+            return target, options, None
+        if self.tls is None:
+            return target, options, None
+        ca, key, cert = self.tls.read()
+        if self.tls.server_name:
+            options.append(("grpc.ssl_target_name_override", self.tls.server_name))
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=ca, private_key=key, certificate_chain=cert
+        )
+        return target, options, credentials
 
     async def connect(self) -> None:
         """Wait until the daemon's socket answers, at most ``connect_timeout`` seconds.
@@ -328,12 +352,8 @@ class Client(ClientFacade):
         if current:
             yield current
             return
-        all_labels = dict(labels or {})
-        if expire is not None:
-            until = datetime.now(UTC) + expire
-            all_labels[EXPIRE_LABEL] = until.strftime("%Y-%m-%dT%H:%M:%SZ")
         manager = self.lease_manager()
-        lease = await manager.create(generate_lease_id(), labels=all_labels)
+        lease = await manager.create(generate_lease_id(), labels=lease_labels(expire, labels))
         try:
             with namespaces.with_lease(lease.id):
                 yield lease.id

@@ -322,19 +322,30 @@ class Subscription:
     """An event stream: an async iterator of :class:`Event`, and an async context manager.
 
     Entering it starts the stream and waits until it is live: it publishes a
-    probe event (topic ``/pycontainerd/subscribe/<random>``, payload
-    ``google.protobuf.Empty``) in the client's namespace until the probe
-    comes back through the stream, then drops the probes. Events that came
-    before the probe are kept. Without ``async with`` the stream starts at
-    the first ``anext`` and nothing is published.
+    probe event until the probe comes back through the stream, then drops
+    the probes. Events that came before the probe are kept. Without ``async
+    with`` the stream starts at the first ``anext`` and nothing is published.
+
+    A containerd stream says nothing until its first event, so the probe is
+    an event, made to be seen by no one else: its namespace
+    (``pycontainerd-subscribe-<random>``) and topic
+    (``/pycontainerd/subscribe/<random>``) are this subscription's own, and
+    its filters get one clause matching exactly them. A subscriber that
+    filters by namespace or topic never sees it; only one with no filters
+    at all (every event of every namespace, as ``ctr events`` without
+    arguments) does, since containerd delivers every event to such a
+    subscriber. Other pycontainerd subscriptions drop probes whatever their
+    filters. The namespace is only a field of the event: it is not created.
     """
 
     PROBE_PREFIX: Final = "/pycontainerd/subscribe/"
+    PROBE_NAMESPACE_PREFIX: Final = "pycontainerd-subscribe-"
 
     def __init__(self, client: Client, filters: Sequence[str]) -> None:
         self._client = client
         self._filters = tuple(filters)
         self._probe = ""
+        self._probe_namespace = ""
         self._stream: AsyncIterator[Envelope] | None = None
         self._buffered: list[Event] = []
         self._next: asyncio.Future[Envelope] | None = None
@@ -343,7 +354,8 @@ class Subscription:
         if self._stream is None:
             filters = self._filters
             if self._probe and filters:
-                filters = (*filters, f'topic=="{self._probe}"')
+                mine = f'namespace=="{self._probe_namespace}",topic=="{self._probe}"'
+                filters = (*filters, mine)
             self._stream = self._client.event_service().subscribe(*filters)
         return self._stream
 
@@ -355,20 +367,28 @@ class Subscription:
 
         if self._stream is not None:
             return self
-        self._probe = f"{self.PROBE_PREFIX}{uuid.uuid4().hex}"
+        from pycontainerd.core import namespaces
+
+        unique = uuid.uuid4().hex
+        self._probe = f"{self.PROBE_PREFIX}{unique}"
+        self._probe_namespace = f"{self.PROBE_NAMESPACE_PREFIX}{unique}"
         stream = self._open()
         events = self._client.event_service()
         delay = 0.01
         self._next = asyncio.ensure_future(anext(stream))
         try:
             while True:
-                await events.publish(self._probe, empty_pb2.Empty())
+                with namespaces.with_namespace(self._probe_namespace):
+                    await events.publish(self._probe, empty_pb2.Empty())
                 done, _ = await asyncio.wait({self._next}, timeout=delay)
                 delay = min(delay * 2, 1.0)
                 while done:
                     envelope = self._next.result()
                     self._next = asyncio.ensure_future(anext(stream))
-                    if envelope.topic == self._probe:
+                    if (
+                        envelope.topic == self._probe
+                        and envelope.namespace == self._probe_namespace
+                    ):
                         return self
                     if not envelope.topic.startswith(self.PROBE_PREFIX):
                         self._buffered.append(_event(envelope))

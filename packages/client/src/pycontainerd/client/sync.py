@@ -15,16 +15,23 @@ For scripts and notebooks::
 
 Each sync ``Client`` runs an asynchronous :class:`pycontainerd.client.client.Client`
 on an event loop in a private daemon thread; a call hands its coroutine to
-that loop and blocks until it is done. Any number of threads may call one
-client at once (their calls run concurrently on its loop). A call carries
-the caller's context: ``pycontainerd.core.namespaces.with_namespace`` and
-:meth:`Client.with_lease` in one thread apply to that thread's calls only.
-Async iterators (``subscribe``, ``output``, ``content_store().walk()``)
-become ordinary iterators. Objects (:class:`Image`, :class:`Container`,
-:class:`Task`, :class:`Process`) wrap their async counterparts, reachable as
-``.aio``. The proxies (``content_store()``, ``lease_manager()``...) are
-wrapped generically: every coroutine method blocks, every async iterator
-iterates.
+that loop and blocks until it is done. ``version()``, a single unary call,
+skips the loop: it runs in the calling thread on a blocking gRPC channel
+dialled like the async one (same address, TLS and headers). Any number of
+threads may call one client at once (their calls run concurrently on its
+loop). A call carries the caller's context:
+``pycontainerd.core.namespaces.with_namespace`` and :meth:`Client.with_lease`
+in one thread apply to that thread's calls only. Async iterators
+(``subscribe``, ``output``, ``content_store().walk()``) become ordinary
+iterators.
+
+Objects (:class:`Image`, :class:`Container`, :class:`Task`,
+:class:`Process`) wrap their async counterparts, reachable as ``.aio``.
+Their methods are made from the async ones (``_twin``): the same names and
+parameters, a sync object where the async method returns an async one, and
+a docstring pointing to the async method. The proxies (``content_store()``,
+``lease_manager()``...) are wrapped generically: every coroutine method
+blocks, every async iterator iterates.
 
 Calling the sync client from inside its own loop (for example from a
 ``progress`` callback) would wait for itself and raises ``RuntimeError``.
@@ -37,37 +44,40 @@ import contextlib
 import contextvars
 import inspect
 import threading
-from datetime import UTC, datetime
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
-from pycontainerd.client.client import DEFAULT_LEASE_EXPIRY, Version, generate_lease_id
+import grpc
+
+from pycontainerd.client._errors import rpc_errors
+from pycontainerd.client.client import (
+    DEFAULT_LEASE_EXPIRY,
+    Version,
+    generate_lease_id,
+    lease_labels,
+)
 from pycontainerd.client.client import Client as AsyncClient
 from pycontainerd.core import namespaces
-from pycontainerd.core.leases import EXPIRE_LABEL
 
+# The async classes (``Async*``) are named in the ``_twin(lambda: ...)``
+# declarations, whose lambdas are never called: they give the type checker the
+# async methods' signatures without importing objects (and the Tasks stubs)
+# with this module, hence the ``noqa: TC004``.
 if TYPE_CHECKING:
-    import os
-    import signal as signals
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-    from datetime import timedelta
+    from datetime import datetime, timedelta
     from types import TracebackType
 
     from pycontainerd.client.address import TLSConfig
-    from pycontainerd.client.containers import ImageConfig
     from pycontainerd.client.facade import Subscription as AsyncSubscription
-    from pycontainerd.client.objects import Container as AsyncContainer
+    from pycontainerd.client.objects import Container as AsyncContainer  # noqa: TC004
     from pycontainerd.client.objects import Event, ProcessInfo
-    from pycontainerd.client.objects import Image as AsyncImage
-    from pycontainerd.client.objects import Process as AsyncProcess
-    from pycontainerd.client.objects import Task as AsyncTask
+    from pycontainerd.client.objects import Image as AsyncImage  # noqa: TC004
+    from pycontainerd.client.objects import Process as AsyncProcess  # noqa: TC004
+    from pycontainerd.client.objects import Task as AsyncTask  # noqa: TC004
     from pycontainerd.client.oci import SpecOpt
-    from pycontainerd.client.progress import Job
-    from pycontainerd.client.proxies.introspection import ServerInfo
-    from pycontainerd.client.remotes.resolver import Resolver
     from pycontainerd.client.stdio import Output, Stdio
-    from pycontainerd.client.tasks import ExitStatus, Metric, ProcessState
     from pycontainerd.core.platforms import Platform
-    from pycontainerd.core.types import AnyValue, Descriptor
+    from pycontainerd.core.types import Descriptor
 
 __all__ = [
     "Client",
@@ -84,6 +94,10 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+A = TypeVar("A")
+R = TypeVar("R")
+W = TypeVar("W")
+P = ParamSpec("P")
 
 
 def __getattr__(name: str) -> Any:
@@ -118,8 +132,7 @@ class _Loop:
         if threading.current_thread() is self.thread:
             if inspect.iscoroutine(awaitable):
                 awaitable.close()  # never awaited, on purpose
-            msg = "the sync client was called from its own event loop: use the async client there"
-            raise RuntimeError(msg)
+            self.refuse_own_thread()
         context = contextvars.copy_context()
         finished = threading.Lock()
         finished.acquire()
@@ -148,6 +161,12 @@ class _Loop:
         if task.cancelled():
             raise asyncio.CancelledError
         return task.result()
+
+    def refuse_own_thread(self) -> None:
+        """Raise ``RuntimeError`` when called from the loop's thread (it would wait for itself)."""
+        if threading.current_thread() is self.thread:
+            msg = "the sync client was called from its own event loop: use the async client there"
+            raise RuntimeError(msg)
 
     def iterate(self, iterator: AsyncIterator[T]) -> Iterator[T]:
         """``iterator`` as a blocking iterator; closing it closes the async one."""
@@ -238,210 +257,179 @@ class _BlockingContext:
         return self._loop.run(self._target.__aexit__(exc_type, exc, tb))  # type: ignore[no-any-return]
 
 
-class Image:
+class _Twin(Generic[P, R]):
+    """A blocking method made from the async method of the same name of ``self.aio``.
+
+    Declared as ``name = _twin(lambda: AsyncClass.name)``: the lambda only
+    gives the type checker the async method's parameters and result (it is
+    never called, so the async module is not imported until used). A call
+    runs the coroutine on the client's loop and passes the result through
+    ``wrap`` (an async object becomes its sync twin). With ``run=False``
+    the async method is a plain one (the proxies): it is called here and
+    only its result wrapped.
+    """
+
+    def __init__(self, wrap: Callable[[_Loop, Any], Any] | None, *, run: bool = True) -> None:
+        self._wrap = wrap
+        self._run = run
+        self._name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+        self.__doc__ = f"See :meth:`{getattr(owner, '_AIO', '')}.{name}` (blocking)."
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _Twin[P, R]: ...
+    @overload
+    def __get__(self, obj: object, owner: type) -> Callable[P, R]: ...
+    def __get__(self, obj: object, owner: type) -> _Twin[P, R] | Callable[P, R]:
+        if obj is None:
+            return self
+        method = getattr(obj.aio, self._name)  # type: ignore[attr-defined]
+        loop: _Loop = obj._loop  # type: ignore[attr-defined]
+        wrap, run = self._wrap, self._run
+
+        def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            result = loop.run(method(*args, **kwargs)) if run else method(*args, **kwargs)
+            return result if wrap is None else wrap(loop, result)  # type: ignore[no-any-return]
+
+        call.__name__ = self._name
+        call.__doc__ = self.__doc__
+        return call
+
+
+def _twin(ref: Callable[[], Callable[Concatenate[Any, P], Awaitable[R]]]) -> _Twin[P, R]:
+    """The blocking twin of the async method ``ref()`` (see :class:`_Twin`), same result."""
+    return _Twin(None)
+
+
+def _twin_as(
+    ref: Callable[[], Callable[Concatenate[Any, P], Awaitable[Any]]],
+    wrap: Callable[[_Loop, Any], W],
+) -> _Twin[P, W]:
+    """The blocking twin of ``ref()`` whose result is made a sync object by ``wrap``."""
+    return _Twin(wrap)
+
+
+def _proxy(ref: Callable[[], Callable[Concatenate[Any, P], object]]) -> _Twin[P, Blocking]:
+    """A proxy of the async client (``content_store()``...) made :class:`Blocking`."""
+    return _Twin(Blocking, run=False)
+
+
+def _each(wrap: Callable[[_Loop, Any], W]) -> Callable[[_Loop, Any], list[W]]:
+    """``wrap`` for every item of a list."""
+    return lambda loop, items: [wrap(loop, item) for item in items]
+
+
+class _Field(Generic[T]):
+    """A read-only attribute of ``self.aio`` of the same name."""
+
+    def __init__(self, doc: str) -> None:
+        self.__doc__ = doc
+        self._name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _Field[T]: ...
+    @overload
+    def __get__(self, obj: object, owner: type) -> T: ...
+    def __get__(self, obj: object, owner: type) -> _Field[T] | T:
+        if obj is None:
+            return self
+        return getattr(obj.aio, self._name)  # type: ignore[attr-defined,no-any-return]
+
+
+class _Twinned(Generic[A]):
+    """What every sync object is: its async twin (``aio``) and the loop that runs it."""
+
+    def __init__(self, loop: _Loop, aio: A) -> None:
+        self._loop = loop
+        self.aio = aio
+
+    def __repr__(self) -> str:
+        return repr(self.aio)
+
+
+class Image(_Twinned["AsyncImage"]):
     """The sync twin of :class:`pycontainerd.client.objects.Image`."""
 
-    def __init__(self, loop: _Loop, aio: AsyncImage) -> None:
-        self._loop = loop
-        self.aio = aio
+    _AIO = "pycontainerd.client.objects.Image"
 
-    name = property(lambda self: self.aio.name, doc="The image's name.")
-    target = property(lambda self: self.aio.target, doc="Its manifest or index descriptor.")
-    labels = property(lambda self: self.aio.labels, doc="Its labels.")
-    created_at = property(lambda self: self.aio.created_at, doc="When it was created.")
+    name: _Field[str] = _Field("The image's name.")
+    target: _Field[Descriptor] = _Field("Its manifest or index descriptor.")
+    labels: _Field[Mapping[str, str]] = _Field("Its labels.")
+    created_at: _Field[datetime] = _Field("When it was created.")
+    updated_at: _Field[datetime] = _Field("When it was last updated.")
 
-    def __repr__(self) -> str:
-        return repr(self.aio)
-
-    def manifest(self, platform: str | Platform | None = None) -> Descriptor:
-        """See :meth:`pycontainerd.client.objects.Image.manifest`."""
-        return self._loop.run(self.aio.manifest(platform))
-
-    def config(self, platform: str | Platform | None = None) -> ImageConfig:
-        """See :meth:`pycontainerd.client.objects.Image.config`."""
-        return self._loop.run(self.aio.config(platform))
-
-    def unpack(self, snapshotter: str | None = None, platform: str | Platform | None = None) -> str:
-        """See :meth:`pycontainerd.client.objects.Image.unpack`."""
-        return self._loop.run(self.aio.unpack(snapshotter, platform))
-
-    def is_unpacked(
-        self, snapshotter: str | None = None, platform: str | Platform | None = None
-    ) -> bool:
-        """See :meth:`pycontainerd.client.objects.Image.is_unpacked`."""
-        return self._loop.run(self.aio.is_unpacked(snapshotter, platform))
-
-    def delete(self, *, sync: bool = False) -> None:
-        """See :meth:`pycontainerd.client.objects.Image.delete`."""
-        self._loop.run(self.aio.delete(sync=sync))
+    manifest = _twin(lambda: AsyncImage.manifest)
+    config = _twin(lambda: AsyncImage.config)
+    unpack = _twin(lambda: AsyncImage.unpack)
+    is_unpacked = _twin(lambda: AsyncImage.is_unpacked)
+    delete = _twin(lambda: AsyncImage.delete)
 
 
-class Process:
+class Process(_Twinned["AsyncProcess"]):
     """The sync twin of :class:`pycontainerd.client.objects.Process`."""
 
-    def __init__(self, loop: _Loop, aio: AsyncProcess) -> None:
-        self._loop = loop
-        self.aio = aio
+    _AIO = "pycontainerd.client.objects.Process"
 
-    @property
-    def id(self) -> str:
-        """The exec id, or the container id for a task."""
-        return self.aio.id
+    id: _Field[str] = _Field("The exec id, or the container id for a task.")
+    container_id: _Field[str] = _Field("The container it belongs to.")
+    pid: _Field[int] = _Field("The host pid.")
 
-    @property
-    def container_id(self) -> str:
-        """The container it belongs to."""
-        return self.aio.container_id
-
-    @property
-    def pid(self) -> int:
-        """The host pid."""
-        return self.aio.pid
-
-    def __repr__(self) -> str:
-        return repr(self.aio)
-
-    def start(self) -> int:
-        """Start it; return its pid."""
-        return self._loop.run(self.aio.start())
-
-    def wait(self) -> ExitStatus:
-        """Block until it exits."""
-        return self._loop.run(self.aio.wait())
-
-    def kill(self, signal: int | signals.Signals = 15, *, all: bool = False) -> None:
-        """Send ``signal`` (default SIGTERM)."""
-        self._loop.run(self.aio.kill(int(signal), all=all))
-
-    def status(self) -> ProcessState:
-        """Its state."""
-        return self._loop.run(self.aio.status())
-
-    def close_stdin(self) -> None:
-        """Close its stdin."""
-        self._loop.run(self.aio.close_stdin())
-
-    def resize(self, width: int, height: int) -> None:
-        """Resize its terminal."""
-        self._loop.run(self.aio.resize(width, height))
+    start = _twin(lambda: AsyncProcess.start)
+    wait = _twin(lambda: AsyncProcess.wait)
+    kill = _twin(lambda: AsyncProcess.kill)
+    status = _twin(lambda: AsyncProcess.status)
+    close_stdin = _twin(lambda: AsyncProcess.close_stdin)
+    resize = _twin(lambda: AsyncProcess.resize)
+    read_output = _twin(lambda: AsyncProcess.read_output)
+    delete = _twin(lambda: AsyncProcess.delete)
 
     def output(self, stream: str = "stdout") -> Iterator[bytes]:
         """Its captured output chunk by chunk (see ``Stdio.capture``)."""
         return self._loop.iterate(self.aio.output(stream))
 
-    def read_output(self) -> Output:
-        """All its captured output once it ends."""
-        return self._loop.run(self.aio.read_output())
-
-    def delete(self, *, force: bool = False) -> ExitStatus:
-        """Delete it (``force``: kill it first)."""
-        return self._loop.run(self.aio.delete(force=force))
-
 
 class Task(Process):
     """The sync twin of :class:`pycontainerd.client.objects.Task`."""
 
+    _AIO = "pycontainerd.client.objects.Task"
     aio: AsyncTask
 
-    def __init__(self, loop: _Loop, aio: AsyncTask) -> None:
-        super().__init__(loop, aio)
-
-    def pause(self) -> None:
-        """Freeze it."""
-        self._loop.run(self.aio.pause())
-
-    def resume(self) -> None:
-        """Thaw it."""
-        self._loop.run(self.aio.resume())
-
-    def exec(
-        self,
-        exec_id: str,
-        args: Sequence[str],
-        *,
-        stdio: Stdio | None = None,
-        env: Sequence[str] = (),
-        cwd: str = "",
-        process: Mapping[str, Any] | None = None,
-    ) -> Process:
-        """Add a process (not started); see :meth:`pycontainerd.client.objects.Task.exec`."""
-        aio = self._loop.run(
-            self.aio.exec(exec_id, args, stdio=stdio, env=env, cwd=cwd, process=process)
-        )
-        return Process(self._loop, aio)
-
-    def pids(self) -> list[ProcessInfo]:
-        """Its processes' host pids."""
-        return self._loop.run(self.aio.pids())
-
-    def metrics(self) -> Metric:
-        """One metrics sample."""
-        return self._loop.run(self.aio.metrics())
+    pause = _twin(lambda: AsyncTask.pause)
+    resume = _twin(lambda: AsyncTask.resume)
+    exec = _twin_as(lambda: AsyncTask.exec, Process)
+    pids = _twin(lambda: AsyncTask.pids)
+    metrics = _twin(lambda: AsyncTask.metrics)
 
 
-class Container:
+class Container(_Twinned["AsyncContainer"]):
     """The sync twin of :class:`pycontainerd.client.objects.Container`."""
 
-    def __init__(self, loop: _Loop, aio: AsyncContainer) -> None:
-        self._loop = loop
-        self.aio = aio
+    _AIO = "pycontainerd.client.objects.Container"
 
-    @property
-    def id(self) -> str:
-        """The container's id."""
-        return self.aio.id
-
-    @property
-    def image_name(self) -> str:
-        """The image it was made from."""
-        return self.aio.image_name
-
-    @property
-    def labels(self) -> Mapping[str, str]:
-        """Its labels."""
-        return self.aio.labels
-
-    @property
-    def runtime(self) -> str:
-        """Its runtime."""
-        return self.aio.runtime
-
-    @property
-    def created_at(self) -> datetime:
-        """When it was created."""
-        return self.aio.created_at
-
-    def __repr__(self) -> str:
-        return repr(self.aio)
+    id: _Field[str] = _Field("The container's id.")
+    image_name: _Field[str] = _Field("The image it was made from.")
+    labels: _Field[Mapping[str, str]] = _Field("Its labels.")
+    runtime: _Field[str] = _Field("Its runtime.")
+    snapshotter: _Field[str] = _Field("The snapshotter of its root filesystem.")
+    snapshot_key: _Field[str] = _Field("The key of its snapshot.")
+    created_at: _Field[datetime] = _Field("When it was created.")
 
     def refresh(self) -> Container:
-        """Re-read its record."""
+        """Re-read its record; returns ``self``."""
         self._loop.run(self.aio.refresh())
         return self
 
-    def spec(self) -> dict[str, Any]:
-        """Its OCI spec."""
-        return self._loop.run(self.aio.spec())
-
-    def image(self) -> Image:
-        """The image it was made from."""
-        return Image(self._loop, self._loop.run(self.aio.image()))
-
-    def set_labels(self, labels: Mapping[str, str]) -> Mapping[str, str]:
-        """Set or remove labels; return all."""
-        return self._loop.run(self.aio.set_labels(labels))
-
-    def new_task(self, stdio: Stdio | None = None, *, options: AnyValue | None = None) -> Task:
-        """Create its task (not started)."""
-        return Task(self._loop, self._loop.run(self.aio.new_task(stdio, options=options)))
-
-    def task(self) -> Task:
-        """Its existing task."""
-        return Task(self._loop, self._loop.run(self.aio.task()))
-
-    def delete(self, *, cleanup_snapshot: bool = True) -> None:
-        """Delete it (and its snapshot)."""
-        self._loop.run(self.aio.delete(cleanup_snapshot=cleanup_snapshot))
+    spec = _twin(lambda: AsyncContainer.spec)
+    image = _twin_as(lambda: AsyncContainer.image, Image)
+    set_labels = _twin(lambda: AsyncContainer.set_labels)
+    new_task = _twin_as(lambda: AsyncContainer.new_task, Task)
+    task = _twin_as(lambda: AsyncContainer.task, Task)
+    delete = _twin(lambda: AsyncContainer.delete)
 
 
 class Client:
@@ -451,6 +439,8 @@ class Client:
     and, on exit, closes the channel and stops the loop thread; so does
     :meth:`close`.
     """
+
+    _AIO = "pycontainerd.client.client.Client"
 
     def __init__(
         self,
@@ -473,6 +463,9 @@ class Client:
             tls=tls,
         )
         self._loop = _Loop()
+        self._blocking: grpc.Channel | None = None
+        self._blocking_lock = threading.Lock()
+        self._version: tuple[Callable[..., Any], object] | None = None
 
     @property
     def address(self) -> str:
@@ -489,10 +482,32 @@ class Client:
         self._loop.run(self.aio.connect())
 
     def close(self) -> None:
-        """Close the channel and stop the loop thread; the client cannot be used after."""
+        """Close the channels and stop the loop thread; the client cannot be used after."""
+        with self._blocking_lock:
+            blocking, self._blocking, self._version = self._blocking, None, None
+        if blocking is not None:
+            blocking.close()
         if not self._loop.loop.is_closed():
             self._loop.run(self.aio.close())
             self._loop.stop()
+
+    def _blocking_channel(self) -> grpc.Channel:
+        """A blocking channel dialled as the async client's, for single unary calls.
+
+        A call on it runs in the calling thread (no hop to the loop thread);
+        it carries the same headers (this thread's namespace and lease).
+        """
+        with self._blocking_lock:
+            if self._blocking is None:
+                if self._loop.loop.is_closed():
+                    msg = "the client is closed"
+                    raise RuntimeError(msg)
+                target, options, credentials = self.aio.channel_arguments()
+                if credentials is None:
+                    self._blocking = grpc.insecure_channel(target, options=options)
+                else:
+                    self._blocking = grpc.secure_channel(target, credentials, options=options)
+            return self._blocking
 
     def __enter__(self) -> Client:
         try:
@@ -518,40 +533,33 @@ class Client:
     # -- small services and proxies -------------------------------------------------------
 
     def version(self) -> Version:
-        """The daemon's version and revision."""
-        return self._loop.run(self.aio.version())
+        """The daemon's version and revision (a call in this thread, no loop hop)."""
+        self._loop.refuse_own_thread()
+        call, request = self._version or self._version_call()
+        with rpc_errors():
+            resp = call(request, metadata=self.aio.metadata(), timeout=self.aio.timeout)
+        return Version(version=resp.version, revision=resp.revision)
 
-    def server(self) -> ServerInfo:
-        """The daemon's UUID, pid and more."""
-        return self._loop.run(self.aio.server())
+    def _version_call(self) -> tuple[Callable[..., Any], object]:
+        # imported on first use, as the async client does (protobuf is not cheap)
+        from google.protobuf import empty_pb2
 
-    def content_store(self) -> Blocking:
-        """The content store, blocking (``info``, ``walk``, ``delete``, ``reader_at``...)."""
-        return Blocking(self._loop, self.aio.content_store())
+        from pycontainerd.api.services.version.v1 import version_pb2_grpc
 
-    def snapshot_service(self, snapshotter: str | None = None) -> Blocking:
-        """A snapshotter, blocking."""
-        return Blocking(self._loop, self.aio.snapshot_service(snapshotter))
+        stub = version_pb2_grpc.VersionStub(self._blocking_channel())
+        self._version = (stub.Version, empty_pb2.Empty())
+        return self._version
 
-    def image_store(self) -> Blocking:
-        """Image records, blocking."""
-        return Blocking(self._loop, self.aio.image_store())
-
-    def container_store(self) -> Blocking:
-        """Container records, blocking."""
-        return Blocking(self._loop, self.aio.container_store())
-
-    def lease_manager(self) -> Blocking:
-        """Leases, blocking (``create``, ``list``, ``list_resources``, ``delete``)."""
-        return Blocking(self._loop, self.aio.lease_manager())
-
-    def namespace_store(self) -> Blocking:
-        """Namespaces, blocking."""
-        return Blocking(self._loop, self.aio.namespace_store())
-
-    def introspection(self) -> Blocking:
-        """Plugins and server information, blocking."""
-        return Blocking(self._loop, self.aio.introspection())
+    server = _twin(lambda: AsyncClient.server)
+    content_store = _proxy(lambda: AsyncClient.content_store)
+    snapshot_service = _proxy(lambda: AsyncClient.snapshot_service)
+    image_store = _proxy(lambda: AsyncClient.image_store)
+    container_store = _proxy(lambda: AsyncClient.container_store)
+    lease_manager = _proxy(lambda: AsyncClient.lease_manager)
+    namespace_store = _proxy(lambda: AsyncClient.namespace_store)
+    event_service = _proxy(lambda: AsyncClient.event_service)
+    introspection = _proxy(lambda: AsyncClient.introspection)
+    diff_service = _proxy(lambda: AsyncClient.diff_service)
 
     @contextlib.contextmanager
     def with_lease(
@@ -569,126 +577,27 @@ class Client:
         if current:
             yield current
             return
-        all_labels = dict(labels or {})
-        if expire is not None:
-            until = datetime.now(UTC) + expire
-            all_labels[EXPIRE_LABEL] = until.strftime("%Y-%m-%dT%H:%M:%SZ")
         manager = self.aio.lease_manager()
-        lease = self._loop.run(manager.create(generate_lease_id(), labels=all_labels))
+        lease = self._loop.run(
+            manager.create(generate_lease_id(), labels=lease_labels(expire, labels))
+        )
         try:
             with namespaces.with_lease(lease.id):
                 yield lease.id
         finally:
             self._loop.run(manager.delete(lease.id))
 
-    # -- the facade -----------------------------------------------------------------------
+    # -- the facade (``progress`` callbacks run on the client's loop thread) --------------
 
-    def pull(
-        self,
-        ref: str,
-        *,
-        unpack: bool = True,
-        platform: str | Platform | None = None,
-        all_platforms: bool = False,
-        snapshotter: str | None = None,
-        labels: Mapping[str, str] | None = None,
-        progress: Callable[[Sequence[Job]], object] | None = None,
-        resolver: Resolver | None = None,
-        plain_http: bool = False,
-        hosts_dir: str | os.PathLike[str] | None = None,
-    ) -> Image:
-        """Pull ``ref``; see :meth:`pycontainerd.client.facade.ClientFacade.pull`.
-
-        ``progress`` is called on the client's loop thread.
-        """
-        aio = self._loop.run(
-            self.aio.pull(
-                ref,
-                unpack=unpack,
-                platform=platform,
-                all_platforms=all_platforms,
-                snapshotter=snapshotter,
-                labels=labels,
-                progress=progress,
-                resolver=resolver,
-                plain_http=plain_http,
-                hosts_dir=hosts_dir,
-            )
-        )
-        return Image(self._loop, aio)
-
-    def get_image(self, name: str) -> Image:
-        """The image ``name``."""
-        return Image(self._loop, self._loop.run(self.aio.get_image(name)))
-
-    def list_images(self, *filters: str) -> list[Image]:
-        """Images matching any of ``filters``."""
-        return [Image(self._loop, i) for i in self._loop.run(self.aio.list_images(*filters))]
-
-    def delete_image(self, name: str, *, sync: bool = False) -> None:
-        """Delete the image ``name``."""
-        self._loop.run(self.aio.delete_image(name, sync=sync))
-
-    def push(
-        self,
-        ref: str,
-        *,
-        local: str | None = None,
-        platform: str | Platform | None = None,
-        progress: Callable[[Sequence[Job]], object] | None = None,
-        resolver: Resolver | None = None,
-        plain_http: bool = False,
-        hosts_dir: str | os.PathLike[str] | None = None,
-    ) -> Descriptor:
-        """Push an image; see :meth:`pycontainerd.client.facade.ClientFacade.push`."""
-        return self._loop.run(
-            self.aio.push(
-                ref,
-                local=local,
-                platform=platform,
-                progress=progress,
-                resolver=resolver,
-                plain_http=plain_http,
-                hosts_dir=hosts_dir,
-            )
-        )
-
-    def import_archive(
-        self,
-        source: str | os.PathLike[str] | IO[bytes],
-        *,
-        index_name: str = "",
-        all_platforms: bool = False,
-        platform: str | Platform | None = None,
-        unpack: bool = False,
-        snapshotter: str | None = None,
-    ) -> list[Image]:
-        """Import an image archive; return the images."""
-        found = self._loop.run(
-            self.aio.import_archive(
-                source,
-                index_name=index_name,
-                all_platforms=all_platforms,
-                platform=platform,
-                unpack=unpack,
-                snapshotter=snapshotter,
-            )
-        )
-        return [Image(self._loop, i) for i in found]
-
-    def export_archive(
-        self,
-        destination: str | os.PathLike[str] | IO[bytes],
-        *names: str,
-        all_platforms: bool = False,
-        platforms: Sequence[str | Platform] = (),
-    ) -> None:
-        """Write images to an OCI layout tar."""
-        self._loop.run(
-            self.aio.export_archive(
-                destination, *names, all_platforms=all_platforms, platforms=platforms
-            )
-        )
+    pull = _twin_as(lambda: AsyncClient.pull, Image)
+    get_image = _twin_as(lambda: AsyncClient.get_image, Image)
+    list_images = _twin_as(lambda: AsyncClient.list_images, _each(Image))
+    delete_image = _twin(lambda: AsyncClient.delete_image)
+    push = _twin(lambda: AsyncClient.push)
+    import_archive = _twin_as(lambda: AsyncClient.import_archive, _each(Image))
+    export_archive = _twin(lambda: AsyncClient.export_archive)
+    load_container = _twin_as(lambda: AsyncClient.load_container, Container)
+    list_containers = _twin_as(lambda: AsyncClient.list_containers, _each(Container))
 
     def new_container(
         self,
@@ -729,15 +638,6 @@ class Client:
             )
         )
         return Container(self._loop, aio)
-
-    def load_container(self, container_id: str) -> Container:
-        """The container ``container_id``."""
-        return Container(self._loop, self._loop.run(self.aio.load_container(container_id)))
-
-    def list_containers(self, *filters: str) -> list[Container]:
-        """Containers matching any of ``filters``."""
-        found = self._loop.run(self.aio.list_containers(*filters))
-        return [Container(self._loop, c) for c in found]
 
     def subscribe(self, *filters: str) -> Subscription:
         """Events matching any of ``filters`` as they happen.
