@@ -50,7 +50,7 @@ from pycontainerd.remotes.unpack import descriptor_from_json, parse_json
 from pycontainerd.remotes.unpack import unpack_layers as apply_layers
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from pycontainerd.core import images
     from pycontainerd.core.platforms import Platform
@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 #: Bytes gathered from the registry per ``Writer.write`` (one WRITE message each).
 WRITE_BUFFER: Final = 1 << 20
 LOCK_RETRY_SECONDS: Final = 30.0
+#: Layer fetches of one manifest in flight when the resolver does not say.
+DEFAULT_FETCH_WORKERS: Final = 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -427,11 +429,25 @@ class _Walker:
             unpacking = unpacking if unpacking.select(chosen_manifest) else None
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.store_blob(config))
-            for layer in layers:
-                tg.create_task(self.store_blob(layer))
+            # Layers are taken in manifest order by as many workers as blobs may
+            # be fetched at once (upstream's unpacker acquires its limiter in
+            # order too): the bottom layers arrive first and are applied while
+            # the upper ones download. Started all at once, they would finish
+            # in random order and the applies would wait for nearly all of them.
+            pending = iter(layers)
+            for _ in range(min(len(layers), self._fetch_workers())):
+                tg.create_task(self._store_in_order(pending))
             if unpacking is not None:
                 # in the same group: a failed fetch cancels it, a failed apply the fetches
                 tg.create_task(self._unpack(unpacking, desc, config, layers))
+
+    def _fetch_workers(self) -> int:
+        limit = getattr(self.fetcher.resolver, "max_concurrent", 0)
+        return limit if isinstance(limit, int) and limit > 0 else DEFAULT_FETCH_WORKERS
+
+    async def _store_in_order(self, pending: Iterator[Descriptor]) -> None:
+        for layer in pending:
+            await self.store_blob(layer)
 
     async def _unpack(
         self,

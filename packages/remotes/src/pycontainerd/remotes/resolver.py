@@ -130,7 +130,8 @@ class Resolver:
         self.retries = retries
         self.backoff = backoff
         self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
-        self.limit = asyncio.Semaphore(max(1, max_concurrent))
+        self.max_concurrent = max(1, max_concurrent)
+        self.limit = asyncio.Semaphore(self.max_concurrent)
         self._clients: dict[TLSOptions, httpx.AsyncClient] = {}
         self._plain: set[str] = set()
 
