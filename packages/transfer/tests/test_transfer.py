@@ -156,6 +156,26 @@ async def test_pull_index_with_two_platforms(
 
 
 @pytest.mark.system
+@pytest.mark.parametrize("first", [0, 1])
+async def test_manifest_limit_keeps_the_preferred_platforms(
+    daemon: Daemon, registry: Registry, namespace: str, first: int
+) -> None:
+    # upstream's LimitManifests: sorted by the order of the wanted platforms, then cut
+    ref = f"{registry.host}/test/index:v1"
+    wanted = BOTH if first == 0 else BOTH[::-1]
+    kept, dropped = (AMD, ARM) if first == 0 else (ARM, AMD)
+    async with Client(daemon.address, namespace) as client:
+        await pull(client, ref, platforms=wanted, manifest_limit=1)
+        assert (await client.image_store().get(ref)).target.digest == INDEX.root.digest
+        await client.content_store().info(kept.root.digest)
+        for blob in kept.blobs:
+            await client.content_store().info(blob.digest)
+        with pytest.raises(NotFoundError):
+            await client.content_store().info(dropped.root.digest)
+        await no_leases(client)
+
+
+@pytest.mark.system
 async def test_second_pull_reports_existing_blobs(
     daemon: Daemon, registry: Registry, namespace: str
 ) -> None:

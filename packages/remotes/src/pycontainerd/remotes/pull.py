@@ -152,6 +152,32 @@ def select_manifests(
     return out
 
 
+def limit_manifests(
+    children: Sequence[Descriptor], want: Sequence[Platform], limit: int
+) -> list[Descriptor]:
+    """The first ``limit`` of an index's ``children``, the preferred platforms first.
+
+    As upstream's ``LimitManifests``: a stable sort by the first of ``want``
+    each child's platform matches (children without a platform last; with no
+    ``want``, the index's order), then the first ``limit``.
+
+    Raises:
+        NotFoundError: there are no children to choose from.
+    """
+    if not children:
+        msg = "no match for platform in manifest: not found"
+        raise NotFoundError(msg)
+
+    def rank(child: Descriptor) -> int:
+        if child.platform is None:
+            return len(want) + 1
+        return next(
+            (i for i, w in enumerate(want) if platforms.matches(w, child.platform)), len(want)
+        )
+
+    return sorted(children, key=rank)[:limit]
+
+
 class _Walker:
     def __init__(
         self,
@@ -165,8 +191,10 @@ class _Walker:
         unpacking: Unpacking | None = None,
         all_metadata: bool = False,
         metadata_only: bool = False,
+        manifest_limit: int = 0,
     ) -> None:
         self.store = store
+        self.manifest_limit = manifest_limit
         self.fetcher = fetcher
         self.want = want
         self.all_platforms = all_platforms
@@ -383,6 +411,9 @@ class _Walker:
             want = ", ".join(str(p) for p in _wanted(self.want))
             msg = f"no match for platform {want} in manifest {desc.digest}"
             raise NotFoundError(msg)
+        if self.manifest_limit > 0:
+            followed = limit_manifests(followed, self.want, self.manifest_limit)
+            chosen = [c for c in chosen if c in followed]
         self.tracker.add_children(
             mt.ref_key(desc.media_type, desc.digest),
             [mt.ref_key(c.media_type, c.digest) for c in followed],
@@ -524,8 +555,13 @@ async def fetch(
     all_metadata: bool = False,
     metadata_only: bool = False,
     resolved: tuple[str, Descriptor] | None = None,
+    manifest_limit: int = 0,
 ) -> FetchResult:
     """Fetch ``ref`` into the content store and record the image (``ctr content fetch``).
+
+    ``manifest_limit`` (> 0) keeps at most that many manifests of each index,
+    the best match for ``platforms`` first (the transfer service's
+    ``ImageStore.manifest_limit``; see :func:`limit_manifests`).
 
     ``resolved`` is ``(name, root descriptor)`` when the caller resolved ``ref``
     already (the transfer service reports resolution on its own).
@@ -557,6 +593,7 @@ async def fetch(
             all_metadata=all_metadata,
             metadata_only=metadata_only,
             resolved=resolved,
+            manifest_limit=manifest_limit,
         )
 
 
@@ -574,6 +611,7 @@ async def _fetch(
     all_metadata: bool = False,
     metadata_only: bool = False,
     resolved: tuple[str, Descriptor] | None = None,
+    manifest_limit: int = 0,
 ) -> FetchResult:
     if resolved is None:
         tracker.set(ref, "resolving")
@@ -592,6 +630,7 @@ async def _fetch(
         unpacking=unpacking,
         all_metadata=all_metadata,
         metadata_only=metadata_only,
+        manifest_limit=manifest_limit,
     )
     await _unwrap(walker.walk(root))
     result = FetchResult(

@@ -361,6 +361,7 @@ class LocalTransferrer:
                 unpacking=unpacking,
                 all_metadata=store.all_metadata,
                 resolved=(name, root),
+                manifest_limit=store.manifest_limit,
             )
         saved = await self._store(store, result.image.target, default_name=result.image.name)
         for image in saved:
