@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from typing import TYPE_CHECKING
@@ -31,8 +32,15 @@ from pycontainerd.core.errdefs import (
     UnimplementedError,
 )
 from pycontainerd.core.platforms import Platform
+from pycontainerd.remotes import mediatypes as mt
 from pycontainerd.remotes.archive import export_images
-from pycontainerd.remotes.testing import Registry, build_image, build_index, require_registry
+from pycontainerd.remotes.testing import (
+    Registry,
+    build_image,
+    build_index,
+    layer_tar,
+    require_registry,
+)
 from pycontainerd.remotes.unpack import chain_ids
 
 if TYPE_CHECKING:
@@ -321,6 +329,111 @@ async def test_export_of_missing_image(daemon: Daemon, namespace: str) -> None:
         out = io.BytesIO()
         with pytest.raises(NotFoundError):
             await client.transfer(ImageStore("example.test/missing:v1"), ImageExportStream(out))
+        await no_leases(client)
+
+
+def docker_save(name: str, files: dict[str, bytes]) -> tuple[bytes, str]:
+    """A ``docker save`` archive with one uncompressed layer, and the layer's digest."""
+    import hashlib
+    import json
+    import tarfile
+
+    layer = layer_tar(files)
+    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }
+    ).encode()
+    manifest = json.dumps(
+        [{"Config": "config.json", "RepoTags": [name], "Layers": ["layer/layer.tar"]}]
+    ).encode()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for path, data in (
+            ("config.json", config),
+            ("layer/layer.tar", layer),
+            ("manifest.json", manifest),
+        ):
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue(), diff_id
+
+
+async def _layer_of(client: Client, name: str) -> dict[str, object]:
+    import json
+
+    from pycontainerd.core import content
+
+    image = await client.image_store().get(name)
+    target = image.target
+    if target.media_type.endswith("index.v1+json"):
+        index = json.loads(await content.read_blob(client.content_store(), target.digest))
+        target_digest = index["manifests"][0]["digest"]
+    else:
+        target_digest = target.digest
+    manifest = json.loads(await content.read_blob(client.content_store(), target_digest))
+    layer: dict[str, object] = manifest["layers"][0]
+    return layer
+
+
+@pytest.mark.system
+@pytest.mark.parametrize("force", [False, True])
+async def test_import_force_compress(daemon: Daemon, namespace: str, force: bool) -> None:
+    import gzip
+
+    from pycontainerd.core import content
+
+    name = f"example.test/forced:{int(force)}"
+    archive, diff_id = docker_save(name, {"etc/forced": b"compress me\n" * 100})
+    async with Client(daemon.address, namespace) as client:
+        await client.transfer(
+            ImageImportStream(io.BytesIO(archive), force_compress=force),
+            ImageStore("", unpacks=[(HOST, SNAPSHOTTER)]),
+        )
+        layer = await _layer_of(client, name)
+        store = client.content_store()
+        if not force:
+            assert (layer["mediaType"], layer["digest"]) == (mt.DOCKER_LAYER, diff_id)
+        else:
+            # a new gzip blob, labelled with the tar's digest, named by the manifest
+            assert layer["mediaType"] == mt.DOCKER_LAYER_GZIP
+            assert layer["digest"] != diff_id
+            blob = await content.read_blob(store, str(layer["digest"]))
+            assert len(blob) == layer["size"]
+            assert "sha256:" + hashlib.sha256(gzip.decompress(blob)).hexdigest() == diff_id
+            info = await store.info(str(layer["digest"]))
+            assert info.labels[mt.UNCOMPRESSED_LABEL] == diff_id
+        # unpacked either way (the diff ID is the tar's)
+        await client.snapshot_service(SNAPSHOTTER).stat(chain_ids([diff_id])[-1])
+        await no_leases(client)
+
+
+@pytest.mark.system
+async def test_import_media_type_means_a_plain_tar(daemon: Daemon, namespace: str) -> None:
+    import gzip
+
+    name = "example.test/zipped:v1"
+    archive, _ = docker_save(name, {"etc/zipped": b"zipped\n"})
+    zipped = gzip.compress(archive, mtime=0)
+    async with Client(daemon.address, namespace) as client:
+        # no media type: a compressed archive is read through, as upstream
+        await client.transfer(ImageImportStream(io.BytesIO(zipped)), ImageStore(""))
+        assert (await client.image_store().get(name)).name == name
+        await client.image_store().delete(name)
+        # a media type: the stream is a tar as it is; gzip bytes are not one
+        with pytest.raises(InvalidArgumentError):
+            await client.transfer(
+                ImageImportStream(io.BytesIO(zipped), media_type="application/x-tar"),
+                ImageStore(""),
+            )
+        await client.transfer(
+            ImageImportStream(io.BytesIO(archive), media_type="application/x-tar"), ImageStore("")
+        )
+        assert (await client.image_store().get(name)).name == name
         await no_leases(client)
 
 

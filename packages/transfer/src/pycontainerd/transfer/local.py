@@ -466,10 +466,14 @@ class LocalTransferrer:
         from pycontainerd.remotes.archive import ImportOptions, import_images, refs
         from pycontainerd.remotes.unpack import unpack
 
-        if src.force_compress:
-            msg = "force compression of imported layers is not supported: not implemented"
-            raise UnimplementedError(msg)
-        opts = ImportOptions(index_name=dst.name, all_platforms=not dst.platforms)
+        # as upstream: a stream naming no media type may be compressed (it is
+        # read through); one that names a type is taken as a plain tar
+        opts = ImportOptions(
+            index_name=dst.name,
+            all_platforms=not dst.platforms,
+            decompress=not src.media_type,
+            compress_layers=src.force_compress,
+        )
         if dst.platforms:
             wanted = list(dst.platforms)
             opts.platform = lambda p: any(platforms.matches(w, p) for w in wanted)
