@@ -438,6 +438,48 @@ async def test_import_media_type_means_a_plain_tar(daemon: Daemon, namespace: st
 
 
 @pytest.mark.system
+async def test_http_debug_dumps_to_the_logs_stream(
+    daemon: Daemon, registry: Registry, namespace: str
+) -> None:
+    # as containerd 2.x's `ctr images pull --http-dump`: requests and responses
+    # come back over the logs stream, which ends with the transfer
+    import asyncio
+
+    from pycontainerd.api.streams import Receiver
+    from pycontainerd.api.types.transfer import registry_pb2
+
+    ref = f"{registry.host}/test/oci:v1"
+    async with Client(daemon.address, namespace) as client:
+        logs = await _ClientStream.open(client, "http-logs")
+        receiver = Receiver(logs)
+
+        async def read_all() -> bytes:
+            out = bytearray()
+            while chunk := await receiver.chunk():
+                out += chunk
+            return bytes(out)
+
+        reading = asyncio.ensure_future(read_all())
+        resolver = registry_pb2.RegistryResolver(
+            default_scheme="http", http_debug=registry_pb2.DEBUG, logs_stream="http-logs"
+        )
+        req = transfer_pb2.TransferRequest(
+            source=typeurl.pack(registry_pb2.OCIRegistry(reference=ref, resolver=resolver)),
+            destination=typeurl.pack(imagestore_pb2.ImageStore(name=ref)),
+        )
+        await transfer_pb2_grpc.TransferStub(client.channel).Transfer(
+            req, metadata=client.metadata()
+        )
+        dump = (await asyncio.wait_for(reading, 30)).decode()
+        assert "HEAD /v2/test/oci/manifests/v1 HTTP/1.1\r\n" in dump
+        assert f"\r\nHost: {registry.host}\r\n" in dump
+        assert f"GET /v2/test/oci/blobs/{IMAGE.blobs[-1].digest} HTTP/1.1" in dump
+        assert "HTTP/1.1 200 OK\r\n" in dump
+        assert (await client.image_store().get(ref)).target.digest == IMAGE.root.digest
+        await no_leases(client)
+
+
+@pytest.mark.system
 async def test_stream_closed_mid_import_leaves_nothing(
     daemon: Daemon, registry: Registry, namespace: str
 ) -> None:

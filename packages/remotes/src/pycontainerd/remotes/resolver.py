@@ -45,7 +45,14 @@ from pycontainerd.remotes.auth import Authorizer, Credentials, scope
 from pycontainerd.remotes.hosts import Capability, HostsConfig, RegistryHost
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
+    from collections.abc import (
+        AsyncGenerator,
+        AsyncIterator,
+        Awaitable,
+        Callable,
+        Iterable,
+        Sequence,
+    )
     from types import TracebackType
 
     from pycontainerd.remotes.hosts import TLSOptions
@@ -111,6 +118,10 @@ class Resolver:
         backoff: first back-off delay in seconds (doubles each attempt).
         connect_timeout: seconds to establish a connection.
         read_timeout: seconds without data before a transfer counts as stalled.
+        http_dump: receives a dump of every request and response (request
+            line, headers and a request body that is bytes; status line and
+            headers), as containerd's ``httpdbg.DumpRequests``; the
+            ``Authorization`` value is left out. ``None``: no dumps.
     """
 
     def __init__(
@@ -123,6 +134,7 @@ class Resolver:
         backoff: float = 0.2,
         connect_timeout: float = 30.0,
         read_timeout: float = 30.0,
+        http_dump: Callable[[bytes], Awaitable[None]] | None = None,
     ) -> None:
         config = hosts if hosts is not None else HostsConfig()
         self._hosts = config.hosts if isinstance(config, HostsConfig) else config
@@ -134,6 +146,7 @@ class Resolver:
         self.limit = asyncio.Semaphore(self.max_concurrent)
         self._clients: dict[TLSOptions, httpx.AsyncClient] = {}
         self._plain: set[str] = set()
+        self._http_dump = http_dump
 
     async def aclose(self) -> None:
         """Close every HTTP connection."""
@@ -171,9 +184,30 @@ class Resolver:
                 options["verify"] = host.tls.ssl_context()
             else:
                 options["transport"] = _LazyTLSTransport(host.tls)
+            if self._http_dump is not None:
+                options["event_hooks"] = {
+                    "request": [self._dump_request],
+                    "response": [self._dump_response],
+                }
             client = httpx.AsyncClient(**options)
             self._clients[host.tls] = client
         return client
+
+    async def _dump_request(self, request: httpx.Request) -> None:
+        assert self._http_dump is not None  # noqa: S101 - installed only with a dump
+        target = request.url.raw_path.decode("ascii", "replace")
+        lines = [f"{request.method} {target} HTTP/1.1", f"Host: {request.url.netloc.decode()}"]
+        lines += _header_lines(request.headers, skip=("host",))
+        body = b""
+        if isinstance(request.stream, httpx.ByteStream):
+            body = request.content
+        await self._http_dump(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+
+    async def _dump_response(self, response: httpx.Response) -> None:
+        assert self._http_dump is not None  # noqa: S101 - installed only with a dump
+        status = f"HTTP/1.1 {response.status_code} {response.reason_phrase}"
+        lines = [status, *_header_lines(response.headers)]
+        await self._http_dump(("\r\n".join(lines) + "\r\n\r\n").encode())
 
     def url(self, host: RegistryHost, ref: reference.Reference, *parts: str) -> httpx.URL:
         """``<server>/<repo>/<parts...>``, with ``?ns=`` when the server is a mirror."""
@@ -370,6 +404,16 @@ async def _read_bounded(resp: httpx.Response, what: str) -> bytes:
         buf += chunk
         _check_manifest_size(len(buf), what)
     return bytes(buf)
+
+
+def _header_lines(headers: httpx.Headers, skip: Sequence[str] = ()) -> list[str]:
+    out = []
+    for name, value in headers.multi_items():
+        if name.lower() in skip:
+            continue
+        shown = "<hidden>" if name.lower() == "authorization" else value
+        out.append(f"{name.title()}: {shown}")
+    return out
 
 
 class Fetcher:

@@ -140,7 +140,7 @@ class _ProgressSender:
 def _streams_of(ep: Endpoint) -> list[ManagedStream]:
     """The client streams an endpoint uses (closed when the transfer ends)."""
     if isinstance(ep, Registry):
-        return [ep.auth] if ep.auth is not None else []
+        return [s for s in (ep.auth, ep.logs) if s is not None]
     if isinstance(ep, ImportStream | ExportStream):
         return [ep.stream]
     return []

@@ -245,8 +245,10 @@ async def _read_archive(
     out = _Contents()
     try:
         # a compressed archive is read through (gzip, bzip2, xz) unless told it is a tar
-        mode = "r|*" if decompress else "r|"
-        tf = tarfile.open(fileobj=stream, mode=mode)  # noqa: SIM115 - closed below
+        if decompress:
+            tf = tarfile.open(fileobj=stream, mode="r|*")  # noqa: SIM115 - closed below
+        else:
+            tf = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115 - closed below
     except tarfile.TarError as exc:
         msg = f"not a tar archive: {exc}"
         raise InvalidArgumentError(msg) from None
