@@ -174,6 +174,7 @@ class Resolver:
     def _client(self, host: RegistryHost) -> httpx.AsyncClient:
         client = self._clients.get(host.tls)
         if client is None:
+            larger_reads()
             options: dict[str, Any] = {
                 "timeout": self._timeout,
                 "follow_redirects": True,
@@ -404,6 +405,26 @@ async def _read_bounded(resp: httpx.Response, what: str) -> bytes:
         buf += chunk
         _check_manifest_size(len(buf), what)
     return bytes(buf)
+
+
+#: Bytes httpcore asks the socket stream for per read (its default: 64 KiB).
+READ_SIZE: Final = 1 << 20
+
+
+def larger_reads() -> None:
+    """Let httpcore's HTTP/1.1 connections read up to :data:`READ_SIZE` at a time.
+
+    A blob body then passes through httpcore, h11 and httpx in chunks as large
+    as the socket delivers (up to 256 KiB from asyncio) instead of 64 KiB
+    slices: about a third less CPU for a pull's downloads, measured on the
+    20-layer bench image. httpcore has no option for it; the class attribute
+    is the knob (process-wide, only ever raised).
+    """
+    from httpcore._async import http11
+
+    conn = http11.AsyncHTTP11Connection
+    if getattr(conn, "READ_NUM_BYTES", READ_SIZE) < READ_SIZE:
+        conn.READ_NUM_BYTES = READ_SIZE
 
 
 def _header_lines(headers: httpx.Headers, skip: Sequence[str] = ()) -> list[str]:

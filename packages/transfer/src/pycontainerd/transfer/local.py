@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import tempfile
+import threading
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -133,6 +134,48 @@ class LocalServices:
                 yield lease.id
         finally:
             await manager.delete(lease.id)
+
+
+# -- warm-up ---------------------------------------------------------------------------
+
+#: What the first transfer would otherwise import while it runs: the registry
+#: stack (httpx) and what httpx itself imports only on its first connection.
+WARM_MODULES: tuple[str, ...] = (
+    "pycontainerd.remotes.resolver",
+    "pycontainerd.remotes.pull",
+    "pycontainerd.remotes.push",
+    "pycontainerd.remotes.archive",
+    "httpcore",
+    "anyio._backends._asyncio",
+)
+
+_warming: threading.Thread | None = None
+
+
+def start_warm_up() -> None:
+    """Import :data:`WARM_MODULES` in a worker thread, once per process.
+
+    Called when a client opens a stream or starts a transfer (containerd 2.x's
+    ``ctr`` opens its progress stream first), so the imports overlap the
+    client's next round trip instead of delaying the pull, and the daemon
+    does not pay for the registry stack at start.
+    """
+    global _warming  # noqa: PLW0603 - one warm-up per process
+    if _warming is not None:
+        return
+    _warming = threading.Thread(target=_import_all, name="transfer-warm-up", daemon=True)
+    _warming.start()
+
+
+def _import_all() -> None:
+    import importlib
+
+    for name in WARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # the pull reports it when it needs the module
+            log.debug("warm-up: cannot import %s", name, exc_info=True)
+            return
 
 
 # -- endpoints -----------------------------------------------------------------------

@@ -38,6 +38,7 @@ from pycontainerd.transfer.local import (
     NoTransferError,
     Registry,
     endpoint,
+    start_warm_up,
 )
 from pycontainerd.transfer.streams import ManagedStream
 
@@ -73,6 +74,7 @@ class StreamingService(streaming_pb2_grpc.StreamingServicer):
     async def Stream(  # type: ignore[override]  # noqa: N802  # writes with context.write
         self, request_iterator: AsyncIterator[any_pb2.Any], context: _Ctx
     ) -> None:
+        start_warm_up()
         incoming = aiter(request_iterator)
         first = await anext(incoming, None)
         if first is None:
@@ -159,6 +161,7 @@ class TransferService(transfer_pb2_grpc.TransferServicer):
     async def Transfer(  # noqa: N802
         self, request: transfer_pb2.TransferRequest, context: _Ctx
     ) -> empty_pb2.Empty:
+        start_warm_up()
         ns = namespace_of(context) or ""
         sender: _ProgressSender | None = None
         with request_scope(context):
