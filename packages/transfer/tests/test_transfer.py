@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
@@ -518,3 +518,36 @@ async def test_stream_ids_are_unique_per_namespace(daemon: Daemon, namespace: st
             await call.read()
         assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
         first.cancel()
+
+
+async def _open_stream(client: Client, name: str, lease: str = "") -> Any:
+    stub = streaming_pb2_grpc.StreamingStub(client.channel)
+    md = [*client.metadata(), *((("containerd-lease", lease),) if lease else ())]
+    call = stub.Stream(metadata=md)
+    await call.write(typeurl.pack(streaming_pb2.StreamInit(id=name)))
+    await call.read()  # the acknowledgement
+    return call
+
+
+@pytest.mark.system
+async def test_a_lease_holds_its_streams(daemon: Daemon, namespace: str) -> None:
+    # upstream: a stream opened under a lease is collected with it; one without stays
+    import asyncio
+
+    async with Client(daemon.address, namespace) as client:
+        lease = await client.lease_manager().create()
+        held = await _open_stream(client, "held", lease.id)
+        free = await _open_stream(client, "free")
+        await client.lease_manager().delete(lease.id)
+        # the daemon closes the held stream: its call ends without error
+        end = await asyncio.wait_for(held.read(), 30)
+        assert end is grpc.aio.EOF
+        assert await held.code() == grpc.StatusCode.OK
+        # the other one is still registered: its name is taken
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await _open_stream(client, "free")
+        assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        # and the held one's name is free again
+        again = await _open_stream(client, "held")
+        again.cancel()
+        free.cancel()

@@ -25,7 +25,7 @@ from google.protobuf import empty_pb2
 
 from pycontainerd.api import typeurl
 from pycontainerd.api.errgrpc import aborting_on_error
-from pycontainerd.api.grpcutil import namespace_of, request_scope
+from pycontainerd.api.grpcutil import lease_of, namespace_of, request_scope
 from pycontainerd.api.services.streaming.v1 import streaming_pb2, streaming_pb2_grpc
 from pycontainerd.api.services.transfer.v1 import transfer_pb2, transfer_pb2_grpc
 from pycontainerd.api.streams import StreamClosedError
@@ -84,7 +84,9 @@ class StreamingService(streaming_pb2_grpc.StreamingServicer):
         stream = ManagedStream(incoming, context.write)
         context.add_done_callback(lambda _ctx: stream.mark_ended())
         async with aborting_on_error(context):
-            self._manager.add(namespace_of(context) or "", init.id, stream)
+            self._manager.add(
+                namespace_of(context) or "", init.id, stream, lease=lease_of(context) or ""
+            )
         log.debug("registered stream %s", init.id)
         try:
             await context.write(typeurl.pack(empty_pb2.Empty()))
