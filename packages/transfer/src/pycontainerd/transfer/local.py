@@ -20,6 +20,7 @@ daemon's own stores through :class:`LocalServices`.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import tempfile
@@ -149,33 +150,45 @@ WARM_MODULES: tuple[str, ...] = (
     "anyio._backends._asyncio",
 )
 
-_warming: threading.Thread | None = None
+_warming: concurrent.futures.Future[None] | None = None
 
 
-def start_warm_up() -> None:
+def start_warm_up() -> concurrent.futures.Future[None]:
     """Import :data:`WARM_MODULES` in a worker thread, once per process.
 
     Called when a client opens a stream or starts a transfer (containerd 2.x's
     ``ctr`` opens its progress stream first), so the imports overlap the
-    client's next round trip instead of delaying the pull, and the daemon
-    does not pay for the registry stack at start.
+    client's next round trip, and the daemon does not pay for the registry
+    stack at start. A transfer awaits the returned future before it runs
+    (:func:`warmed_up`): importing the same package from two threads at once
+    can hand one of them a half-initialised module.
     """
     global _warming  # noqa: PLW0603 - one warm-up per process
-    if _warming is not None:
-        return
-    _warming = threading.Thread(target=_import_all, name="transfer-warm-up", daemon=True)
-    _warming.start()
+    if _warming is None:
+        _warming = concurrent.futures.Future()
+        threading.Thread(
+            target=_import_all, args=(_warming,), name="transfer-warm-up", daemon=True
+        ).start()
+    return _warming
 
 
-def _import_all() -> None:
+async def warmed_up() -> None:
+    """Wait until the warm-up (started now if need be) has finished."""
+    await asyncio.wrap_future(start_warm_up())
+
+
+def _import_all(done: concurrent.futures.Future[None]) -> None:
     import importlib
 
-    for name in WARM_MODULES:
-        try:
-            importlib.import_module(name)
-        except ImportError:  # the pull reports it when it needs the module
-            log.debug("warm-up: cannot import %s", name, exc_info=True)
-            return
+    try:
+        for name in WARM_MODULES:
+            try:
+                importlib.import_module(name)
+            except ImportError:  # the transfer reports it when it needs the module
+                log.debug("warm-up: cannot import %s", name, exc_info=True)
+                break
+    finally:
+        done.set_result(None)
 
 
 # -- endpoints -----------------------------------------------------------------------

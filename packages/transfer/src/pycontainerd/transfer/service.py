@@ -39,6 +39,7 @@ from pycontainerd.transfer.local import (
     Registry,
     endpoint,
     start_warm_up,
+    warmed_up,
 )
 from pycontainerd.transfer.streams import ManagedStream
 
@@ -163,7 +164,7 @@ class TransferService(transfer_pb2_grpc.TransferServicer):
     async def Transfer(  # noqa: N802
         self, request: transfer_pb2.TransferRequest, context: _Ctx
     ) -> empty_pb2.Empty:
-        start_warm_up()
+        await warmed_up()
         ns = namespace_of(context) or ""
         sender: _ProgressSender | None = None
         with request_scope(context):
