@@ -53,6 +53,7 @@ DOCKER = build_image([{"etc/docker": b"schema 2\n"}], docker=True)
 AMD = build_image([{"arch": b"amd64\n"}])
 ARM = build_image([{"arch": b"arm64\n"}], architecture="arm64", variant="v8")
 INDEX = build_index({"linux/amd64": AMD, "linux/arm64/v8": ARM})
+MANY = build_image([{f"layer/{i}": bytes([i]) * (20000 + i)} for i in range(8)])
 HOST = Platform(os="linux", architecture="amd64")
 BOTH = [HOST, Platform(os="linux", architecture="arm64", variant="v8")]
 SNAPSHOTTER = "native"
@@ -65,6 +66,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         reg.seed("test/oci", "v1", IMAGE)
         reg.seed("test/docker", "v1", DOCKER)
         reg.seed("test/index", "v1", INDEX)
+        reg.seed("test/many", "v1", MANY)
         yield reg
 
 
@@ -181,6 +183,39 @@ async def test_manifest_limit_keeps_the_preferred_platforms(
         with pytest.raises(NotFoundError):
             await client.content_store().info(dropped.root.digest)
         await no_leases(client)
+
+
+@pytest.mark.system
+async def test_layers_are_fetched_in_order_three_at_a_time(
+    daemon: Daemon, registry: Registry, namespace: str
+) -> None:
+    # as upstream's unpacker: max_concurrent_downloads (3) layers at a time, bottom
+    # first, so the lower layers can be applied while the upper ones download
+    ref = f"{registry.host}/test/many:v1"
+    async with Client(daemon.address, namespace) as client:
+        events = await pull(client, ref)
+    layers = [f"layer-{b.digest}" for b in MANY.blobs if b.media_type.endswith("gzip")]
+    assert len(layers) == 8
+    started: list[str] = []
+    active: set[str] = set()
+    most = 0
+    for e in events:
+        if e.name not in layers:
+            continue
+        if e.event == "downloading" and e.name not in started:
+            started.append(e.name)
+            active.add(e.name)
+        elif e.event == "complete":
+            active.discard(e.name)
+        most = max(most, len(active))
+    # a layer is taken only when every lower one was and at most two are still
+    # running, so it never starts before one three or more places below it
+    assert sorted(started) == sorted(layers)
+    pos = {name: started.index(name) for name in layers}
+    for i, lower in enumerate(layers):
+        for upper in layers[i + 3 :]:
+            assert pos[lower] < pos[upper]
+    assert 1 <= most <= 3
 
 
 @pytest.mark.system
