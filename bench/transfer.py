@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -84,7 +86,9 @@ def main() -> int:
     if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
         # without bytecode every daemon compiles what it imports, and the registry
         # stack is imported by the first pull: keep it in a cache outside the tree
-        os.environ.setdefault("PYTHONPYCACHEPREFIX", str(_harness.tmpfs_dir() / "pycache"))
+        cache = _harness.tmpfs_dir()
+        atexit.register(shutil.rmtree, cache, ignore_errors=True)
+        os.environ.setdefault("PYTHONPYCACHEPREFIX", str(cache))
     big = next(i for i in images.build_images() if i.repo == "bench/big")
     samples: dict[tuple[str, str], list[float]] = {}
     with images.Registry() as registry:
