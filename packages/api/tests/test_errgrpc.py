@@ -65,12 +65,32 @@ def test_kind_to_code_and_back(
     err = kind("object x is odd")
     assert errgrpc.to_status_code(err) is code
     message = errgrpc.to_grpc_message(err)
-    assert message == f"object x is odd: {kind.sentinel}"
+    if kind is errdefs.UnknownError:
+        assert message == "object x is odd"  # a plain Go error: its text alone
+    else:
+        assert message == f"object x is odd: {kind.sentinel}"
 
     returned = errgrpc.from_rpc_error(rpc_error(code, message))
     assert type(returned) is back
     assert returned.message == "object x is odd"
-    assert str(returned) == message
+    assert str(returned) == f"object x is odd: {kind.sentinel}"
+
+
+def test_unknown_goes_out_as_its_text_alone() -> None:
+    # containerd sends Unknown-coded errors (plain Go errors) without ": unknown"
+    assert errgrpc.to_grpc_message(errdefs.UnknownError("boom")) == "boom"
+    assert errgrpc.to_grpc_message(errdefs.UnknownError("boom: unknown")) == "boom"
+    assert errgrpc.to_grpc_message(errdefs.UnknownError()) == "unknown"
+    outer = RuntimeError("outer text")
+    outer.__cause__ = errdefs.UnknownError("inner")
+    assert errgrpc.to_status_code(outer) is SC.UNKNOWN
+    assert errgrpc.to_grpc_message(outer) == "outer text"
+    # the same over ttrpc (google.rpc.Status), as the Go shim sends it
+    st = errgrpc.to_status_proto(errdefs.UnknownError("runc failed"))
+    assert (st.code, st.message) == (2, "runc failed")
+    # a relayed Unknown keeps its text: read back and sent again, nothing is added
+    relayed = errgrpc.from_rpc_error(rpc_error(SC.UNKNOWN, "runc failed"))
+    assert errgrpc.to_grpc_message(relayed) == "runc failed"
 
 
 def test_server_message_ends_with_sentinel() -> None:
@@ -167,11 +187,11 @@ def test_google_rpc_status_both_ways(
     st = errgrpc.to_status_proto(kind("bad"))
     assert isinstance(st, status_pb2.Status)
     assert st.code == code.value[0]
-    assert st.message == f"bad: {kind.sentinel}"
+    assert st.message == ("bad" if kind is errdefs.UnknownError else f"bad: {kind.sentinel}")
     assert status.to_status_proto(kind("bad")) == st
     returned = errgrpc.from_status_proto(st)
     assert type(returned) is back
-    assert str(returned) == st.message
+    assert str(returned) == f"bad: {kind.sentinel}"
 
 
 def test_ok_status_is_no_error() -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
@@ -32,8 +33,15 @@ from pycontainerd.core.errdefs import (
 )
 from pycontainerd.core.platforms import Platform
 from pycontainerd.daemon.testing import Daemon, short_tempdir
+from pycontainerd.remotes import mediatypes as mt
 from pycontainerd.remotes.archive import export_images
-from pycontainerd.remotes.testing import Registry, build_image, build_index, require_registry
+from pycontainerd.remotes.testing import (
+    Registry,
+    build_image,
+    build_index,
+    layer_tar,
+    require_registry,
+)
 from pycontainerd.remotes.unpack import chain_ids
 
 if TYPE_CHECKING:
@@ -44,6 +52,7 @@ DOCKER = build_image([{"etc/docker": b"schema 2\n"}], docker=True)
 AMD = build_image([{"arch": b"amd64\n"}])
 ARM = build_image([{"arch": b"arm64\n"}], architecture="arm64", variant="v8")
 INDEX = build_index({"linux/amd64": AMD, "linux/arm64/v8": ARM})
+MANY = build_image([{f"layer/{i}": bytes([i]) * (20000 + i)} for i in range(8)])
 HOST = Platform(os="linux", architecture="amd64")
 BOTH = [HOST, Platform(os="linux", architecture="arm64", variant="v8")]
 SNAPSHOTTER = "native"
@@ -56,6 +65,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         reg.seed("test/oci", "v1", IMAGE)
         reg.seed("test/docker", "v1", DOCKER)
         reg.seed("test/index", "v1", INDEX)
+        reg.seed("test/many", "v1", MANY)
         yield reg
 
 
@@ -152,6 +162,59 @@ async def test_pull_index_with_two_platforms(
         with pytest.raises(NotFoundError):
             await client.snapshot_service(SNAPSHOTTER).stat(chain_ids(ARM.diff_ids)[-1])
         await no_leases(client)
+
+
+@pytest.mark.system
+@pytest.mark.parametrize("first", [0, 1])
+async def test_manifest_limit_keeps_the_preferred_platforms(
+    daemon: Daemon, registry: Registry, namespace: str, first: int
+) -> None:
+    # upstream's LimitManifests: sorted by the order of the wanted platforms, then cut
+    ref = f"{registry.host}/test/index:v1"
+    wanted = BOTH if first == 0 else BOTH[::-1]
+    kept, dropped = (AMD, ARM) if first == 0 else (ARM, AMD)
+    async with Client(daemon.address, namespace) as client:
+        await pull(client, ref, platforms=wanted, manifest_limit=1)
+        assert (await client.image_store().get(ref)).target.digest == INDEX.root.digest
+        await client.content_store().info(kept.root.digest)
+        for blob in kept.blobs:
+            await client.content_store().info(blob.digest)
+        with pytest.raises(NotFoundError):
+            await client.content_store().info(dropped.root.digest)
+        await no_leases(client)
+
+
+@pytest.mark.system
+async def test_layers_are_fetched_in_order_three_at_a_time(
+    daemon: Daemon, registry: Registry, namespace: str
+) -> None:
+    # as upstream's unpacker: max_concurrent_downloads (3) layers at a time, bottom
+    # first, so the lower layers can be applied while the upper ones download
+    ref = f"{registry.host}/test/many:v1"
+    async with Client(daemon.address, namespace) as client:
+        events = await pull(client, ref)
+    layers = [f"layer-{b.digest}" for b in MANY.blobs if b.media_type.endswith("gzip")]
+    assert len(layers) == 8
+    started: list[str] = []
+    active: set[str] = set()
+    most = 0
+    for e in events:
+        if e.name not in layers:
+            continue
+        if e.event == "downloading" and e.name not in started:
+            started.append(e.name)
+            active.add(e.name)
+        elif e.event == "complete":
+            active.discard(e.name)
+        most = max(most, len(active))
+    # a layer is taken only when every lower one was and at most two are still
+    # running, so it never starts before one three or more places below it
+    assert sorted(started) == sorted(layers)
+    pos = {name: started.index(name) for name in layers}
+    for i, lower in enumerate(layers):
+        for upper in layers[i + 3 :]:
+            assert pos[lower] < pos[upper]
+    assert 1 <= most <= 3
 
 
 @pytest.mark.system
@@ -303,6 +366,154 @@ async def test_export_of_missing_image(daemon: Daemon, namespace: str) -> None:
         await no_leases(client)
 
 
+def docker_save(name: str, files: dict[str, bytes]) -> tuple[bytes, str]:
+    """A ``docker save`` archive with one uncompressed layer, and the layer's digest."""
+    import hashlib
+    import json
+    import tarfile
+
+    layer = layer_tar(files)
+    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }
+    ).encode()
+    manifest = json.dumps(
+        [{"Config": "config.json", "RepoTags": [name], "Layers": ["layer/layer.tar"]}]
+    ).encode()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for path, data in (
+            ("config.json", config),
+            ("layer/layer.tar", layer),
+            ("manifest.json", manifest),
+        ):
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue(), diff_id
+
+
+async def _layer_of(client: Client, name: str) -> dict[str, object]:
+    import json
+
+    from pycontainerd.core import content
+
+    image = await client.image_store().get(name)
+    target = image.target
+    if target.media_type.endswith("index.v1+json"):
+        index = json.loads(await content.read_blob(client.content_store(), target.digest))
+        target_digest = index["manifests"][0]["digest"]
+    else:
+        target_digest = target.digest
+    manifest = json.loads(await content.read_blob(client.content_store(), target_digest))
+    layer: dict[str, object] = manifest["layers"][0]
+    return layer
+
+
+@pytest.mark.system
+@pytest.mark.parametrize("force", [False, True])
+async def test_import_force_compress(daemon: Daemon, namespace: str, force: bool) -> None:
+    import gzip
+
+    from pycontainerd.core import content
+
+    name = f"example.test/forced:{int(force)}"
+    archive, diff_id = docker_save(name, {"etc/forced": b"compress me\n" * 100})
+    async with Client(daemon.address, namespace) as client:
+        await client.transfer(
+            ImageImportStream(io.BytesIO(archive), force_compress=force),
+            ImageStore("", unpacks=[(HOST, SNAPSHOTTER)]),
+        )
+        layer = await _layer_of(client, name)
+        store = client.content_store()
+        if not force:
+            assert (layer["mediaType"], layer["digest"]) == (mt.DOCKER_LAYER, diff_id)
+        else:
+            # a new gzip blob, labelled with the tar's digest, named by the manifest
+            assert layer["mediaType"] == mt.DOCKER_LAYER_GZIP
+            assert layer["digest"] != diff_id
+            blob = await content.read_blob(store, str(layer["digest"]))
+            assert len(blob) == layer["size"]
+            assert "sha256:" + hashlib.sha256(gzip.decompress(blob)).hexdigest() == diff_id
+            info = await store.info(str(layer["digest"]))
+            assert info.labels[mt.UNCOMPRESSED_LABEL] == diff_id
+        # unpacked either way (the diff ID is the tar's)
+        await client.snapshot_service(SNAPSHOTTER).stat(chain_ids([diff_id])[-1])
+        await no_leases(client)
+
+
+@pytest.mark.system
+async def test_import_media_type_means_a_plain_tar(daemon: Daemon, namespace: str) -> None:
+    import gzip
+
+    name = "example.test/zipped:v1"
+    archive, _ = docker_save(name, {"etc/zipped": b"zipped\n"})
+    zipped = gzip.compress(archive, mtime=0)
+    async with Client(daemon.address, namespace) as client:
+        # no media type: a compressed archive is read through, as upstream
+        await client.transfer(ImageImportStream(io.BytesIO(zipped)), ImageStore(""))
+        assert (await client.image_store().get(name)).name == name
+        await client.image_store().delete(name)
+        # a media type: the stream is a tar as it is; gzip bytes are not one
+        with pytest.raises(InvalidArgumentError):
+            await client.transfer(
+                ImageImportStream(io.BytesIO(zipped), media_type="application/x-tar"),
+                ImageStore(""),
+            )
+        await client.transfer(
+            ImageImportStream(io.BytesIO(archive), media_type="application/x-tar"), ImageStore("")
+        )
+        assert (await client.image_store().get(name)).name == name
+        await no_leases(client)
+
+
+@pytest.mark.system
+async def test_http_debug_dumps_to_the_logs_stream(
+    daemon: Daemon, registry: Registry, namespace: str
+) -> None:
+    # as containerd 2.x's `ctr images pull --http-dump`: requests and responses
+    # come back over the logs stream, which ends with the transfer
+    import asyncio
+
+    from pycontainerd.api.streams import Receiver
+    from pycontainerd.api.types.transfer import registry_pb2
+
+    ref = f"{registry.host}/test/oci:v1"
+    async with Client(daemon.address, namespace) as client:
+        logs = await _ClientStream.open(client, "http-logs")
+        receiver = Receiver(logs)
+
+        async def read_all() -> bytes:
+            out = bytearray()
+            while chunk := await receiver.chunk():
+                out += chunk
+            return bytes(out)
+
+        reading = asyncio.ensure_future(read_all())
+        resolver = registry_pb2.RegistryResolver(
+            default_scheme="http", http_debug=registry_pb2.DEBUG, logs_stream="http-logs"
+        )
+        req = transfer_pb2.TransferRequest(
+            source=typeurl.pack(registry_pb2.OCIRegistry(reference=ref, resolver=resolver)),
+            destination=typeurl.pack(imagestore_pb2.ImageStore(name=ref)),
+        )
+        await transfer_pb2_grpc.TransferStub(client.channel).Transfer(
+            req, metadata=client.metadata()
+        )
+        dump = (await asyncio.wait_for(reading, 30)).decode()
+        assert "HEAD /v2/test/oci/manifests/v1 HTTP/1.1\r\n" in dump
+        assert f"\r\nHost: {registry.host}\r\n" in dump
+        # (blobs another test pulled into the shared content store are not fetched)
+        assert f"GET /v2/test/oci/manifests/{IMAGE.root.digest} HTTP/1.1" in dump
+        assert "HTTP/1.1 200 OK\r\n" in dump
+        assert (await client.image_store().get(ref)).target.digest == IMAGE.root.digest
+        await no_leases(client)
+
+
 @pytest.mark.system
 async def test_stream_closed_mid_import_leaves_nothing(
     daemon: Daemon, registry: Registry, namespace: str
@@ -362,3 +573,36 @@ async def test_registry_stack_loads_on_the_first_pull_not_at_boot(
         async with Client(fresh.address, namespace) as client:
             await pull(client, f"{registry.host}/test/oci:v1")
         assert _imported(fresh.log(), "httpx")
+
+
+async def _open_stream(client: Client, name: str, lease: str = "") -> Any:
+    stub = streaming_pb2_grpc.StreamingStub(client.channel)
+    md = [*client.metadata(), *((("containerd-lease", lease),) if lease else ())]
+    call = stub.Stream(metadata=md)
+    await call.write(typeurl.pack(streaming_pb2.StreamInit(id=name)))
+    await call.read()  # the acknowledgement
+    return call
+
+
+@pytest.mark.system
+async def test_a_lease_holds_its_streams(daemon: Daemon, namespace: str) -> None:
+    # upstream: a stream opened under a lease is collected with it; one without stays
+    import asyncio
+
+    async with Client(daemon.address, namespace) as client:
+        lease = await client.lease_manager().create()
+        held = await _open_stream(client, "held", lease.id)
+        free = await _open_stream(client, "free")
+        await client.lease_manager().delete(lease.id)
+        # the daemon closes the held stream: its call ends without error
+        end = await asyncio.wait_for(held.read(), 30)
+        assert end is grpc.aio.EOF
+        assert await held.code() == grpc.StatusCode.OK
+        # the other one is still registered: its name is taken
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await _open_stream(client, "free")
+        assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        # and the held one's name is free again
+        again = await _open_stream(client, "held")
+        again.cancel()
+        free.cancel()

@@ -135,11 +135,20 @@ def message_of(exc: BaseException) -> str:
     Errors of a known kind end with the kind's sentinel text; an unclassified
     error sends its own text (or its type name when it has none), as Go sends
     ``err.Error()`` unchanged for errors errdefs does not know.
+
+    Unknown-coded errors send their text alone, without ``": unknown"``:
+    containerd's Unknown errors are plain Go errors (errdefs' ``ErrUnknown``
+    only marks what a peer sent as Unknown, and 2.x prints it as the bare
+    text), so a 2.x client prints the same text for both daemons and a 1.x
+    client adds ``": unknown"`` itself for both.
     """
     err = resolve(exc)
     text = str(exc)
     if err is None:
         return text or type(exc).__name__
+    if code_of(err) is Code.UNKNOWN:
+        bare = err.message if err is exc else text
+        return rebase_message(errdefs.UnknownError, bare) or errdefs.UnknownError.sentinel
     sentinel = err.sentinel
     if not text:
         return str(err)

@@ -50,7 +50,7 @@ from pycontainerd.remotes.unpack import descriptor_from_json, parse_json
 from pycontainerd.remotes.unpack import unpack_layers as apply_layers
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from pycontainerd.core import images
     from pycontainerd.core.platforms import Platform
@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 #: Bytes gathered from the registry per ``Writer.write`` (one WRITE message each).
 WRITE_BUFFER: Final = 1 << 20
 LOCK_RETRY_SECONDS: Final = 30.0
+#: Layer fetches of one manifest in flight when the resolver does not say.
+DEFAULT_FETCH_WORKERS: Final = 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,6 +152,32 @@ def select_manifests(
     return out
 
 
+def limit_manifests(
+    children: Sequence[Descriptor], want: Sequence[Platform], limit: int
+) -> list[Descriptor]:
+    """The first ``limit`` of an index's ``children``, the preferred platforms first.
+
+    As upstream's ``LimitManifests``: a stable sort by the first of ``want``
+    each child's platform matches (children without a platform last; with no
+    ``want``, the index's order), then the first ``limit``.
+
+    Raises:
+        NotFoundError: there are no children to choose from.
+    """
+    if not children:
+        msg = "no match for platform in manifest: not found"
+        raise NotFoundError(msg)
+
+    def rank(child: Descriptor) -> int:
+        if child.platform is None:
+            return len(want) + 1
+        return next(
+            (i for i, w in enumerate(want) if platforms.matches(w, child.platform)), len(want)
+        )
+
+    return sorted(children, key=rank)[:limit]
+
+
 class _Walker:
     def __init__(
         self,
@@ -163,8 +191,10 @@ class _Walker:
         unpacking: Unpacking | None = None,
         all_metadata: bool = False,
         metadata_only: bool = False,
+        manifest_limit: int = 0,
     ) -> None:
         self.store = store
+        self.manifest_limit = manifest_limit
         self.fetcher = fetcher
         self.want = want
         self.all_platforms = all_platforms
@@ -381,6 +411,9 @@ class _Walker:
             want = ", ".join(str(p) for p in _wanted(self.want))
             msg = f"no match for platform {want} in manifest {desc.digest}"
             raise NotFoundError(msg)
+        if self.manifest_limit > 0:
+            followed = limit_manifests(followed, self.want, self.manifest_limit)
+            chosen = [c for c in chosen if c in followed]
         self.tracker.add_children(
             mt.ref_key(desc.media_type, desc.digest),
             [mt.ref_key(c.media_type, c.digest) for c in followed],
@@ -427,11 +460,25 @@ class _Walker:
             unpacking = unpacking if unpacking.select(chosen_manifest) else None
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.store_blob(config))
-            for layer in layers:
-                tg.create_task(self.store_blob(layer))
+            # Layers are taken in manifest order by as many workers as blobs may
+            # be fetched at once (upstream's unpacker acquires its limiter in
+            # order too): the bottom layers arrive first and are applied while
+            # the upper ones download. Started all at once, they would finish
+            # in random order and the applies would wait for nearly all of them.
+            pending = iter(layers)
+            for _ in range(min(len(layers), self._fetch_workers())):
+                tg.create_task(self._store_in_order(pending))
             if unpacking is not None:
                 # in the same group: a failed fetch cancels it, a failed apply the fetches
                 tg.create_task(self._unpack(unpacking, desc, config, layers))
+
+    def _fetch_workers(self) -> int:
+        limit = getattr(self.fetcher.resolver, "max_concurrent", 0)
+        return limit if isinstance(limit, int) and limit > 0 else DEFAULT_FETCH_WORKERS
+
+    async def _store_in_order(self, pending: Iterator[Descriptor]) -> None:
+        for layer in pending:
+            await self.store_blob(layer)
 
     async def _unpack(
         self,
@@ -508,8 +555,13 @@ async def fetch(
     all_metadata: bool = False,
     metadata_only: bool = False,
     resolved: tuple[str, Descriptor] | None = None,
+    manifest_limit: int = 0,
 ) -> FetchResult:
     """Fetch ``ref`` into the content store and record the image (``ctr content fetch``).
+
+    ``manifest_limit`` (> 0) keeps at most that many manifests of each index,
+    the best match for ``platforms`` first (the transfer service's
+    ``ImageStore.manifest_limit``; see :func:`limit_manifests`).
 
     ``resolved`` is ``(name, root descriptor)`` when the caller resolved ``ref``
     already (the transfer service reports resolution on its own).
@@ -541,6 +593,7 @@ async def fetch(
             all_metadata=all_metadata,
             metadata_only=metadata_only,
             resolved=resolved,
+            manifest_limit=manifest_limit,
         )
 
 
@@ -558,6 +611,7 @@ async def _fetch(
     all_metadata: bool = False,
     metadata_only: bool = False,
     resolved: tuple[str, Descriptor] | None = None,
+    manifest_limit: int = 0,
 ) -> FetchResult:
     if resolved is None:
         tracker.set(ref, "resolving")
@@ -576,6 +630,7 @@ async def _fetch(
         unpacking=unpacking,
         all_metadata=all_metadata,
         metadata_only=metadata_only,
+        manifest_limit=manifest_limit,
     )
     await _unwrap(walker.walk(root))
     result = FetchResult(

@@ -20,9 +20,11 @@ daemon's own stores through :class:`LocalServices`.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import tempfile
+import threading
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,7 +47,7 @@ from pycontainerd.remotes import mediatypes as mt
 from pycontainerd.transfer.progress import Event, EventTracker
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Mapping
+    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
     from google.protobuf import any_pb2
 
@@ -135,6 +137,60 @@ class LocalServices:
             await manager.delete(lease.id)
 
 
+# -- warm-up ---------------------------------------------------------------------------
+
+#: What the first transfer would otherwise import while it runs: the registry
+#: stack (httpx) and what httpx itself imports only on its first connection.
+WARM_MODULES: tuple[str, ...] = (
+    "pycontainerd.remotes.resolver",
+    "pycontainerd.remotes.pull",
+    "pycontainerd.remotes.push",
+    "pycontainerd.remotes.archive",
+    "httpcore",
+    "anyio._backends._asyncio",
+)
+
+_warming: concurrent.futures.Future[None] | None = None
+
+
+def start_warm_up() -> concurrent.futures.Future[None]:
+    """Import :data:`WARM_MODULES` in a worker thread, once per process.
+
+    Called when a client opens a stream or starts a transfer (containerd 2.x's
+    ``ctr`` opens its progress stream first), so the imports overlap the
+    client's next round trip, and the daemon does not pay for the registry
+    stack at start. A transfer awaits the returned future before it runs
+    (:func:`warmed_up`): importing the same package from two threads at once
+    can hand one of them a half-initialised module.
+    """
+    global _warming  # noqa: PLW0603 - one warm-up per process
+    if _warming is None:
+        _warming = concurrent.futures.Future()
+        threading.Thread(
+            target=_import_all, args=(_warming,), name="transfer-warm-up", daemon=True
+        ).start()
+    return _warming
+
+
+async def warmed_up() -> None:
+    """Wait until the warm-up (started now if need be) has finished."""
+    await asyncio.wrap_future(start_warm_up())
+
+
+def _import_all(done: concurrent.futures.Future[None]) -> None:
+    import importlib
+
+    try:
+        for name in WARM_MODULES:
+            try:
+                importlib.import_module(name)
+            except ImportError:  # the transfer reports it when it needs the module
+                log.debug("warm-up: cannot import %s", name, exc_info=True)
+                break
+    finally:
+        done.set_result(None)
+
+
 # -- endpoints -----------------------------------------------------------------------
 
 
@@ -147,6 +203,8 @@ class Registry:
     default_scheme: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
     auth: ManagedStream | None = None
+    http_debug: int = registry_pb2.DISABLED
+    logs: ManagedStream | None = None
 
     def __str__(self) -> str:
         return f"OCI Registry ({self.reference})"
@@ -220,12 +278,17 @@ def endpoint(value: any_pb2.Any, manager: StreamManager, ns: str, role: str) -> 
         auth = None
         if res.auth_stream:
             auth = _stream(manager, ns, res.auth_stream, "auth stream")
+        logs = None
+        if res.http_debug != registry_pb2.DISABLED and res.logs_stream:
+            logs = _stream(manager, ns, res.logs_stream, "HTTP debug logs stream")
         return Registry(
             reference=reg.reference,
             host_dir=res.host_dir,
             default_scheme=res.default_scheme,
             headers=dict(res.headers),
             auth=auth,
+            http_debug=res.http_debug,
+            logs=logs,
         )
     if typeurl.is_type(value, imagestore_pb2.ImageStore):
         st = typeurl.unpack_as(value, imagestore_pb2.ImageStore)
@@ -304,7 +367,14 @@ class LocalTransferrer:
 
     # -- registry ----------------------------------------------------------------
 
-    def _resolver(self, reg: Registry, *, concurrency: int) -> Resolver:
+    @contextlib.asynccontextmanager
+    async def _resolver(self, reg: Registry, *, concurrency: int) -> AsyncIterator[Resolver]:
+        """The registry's resolver, dumping HTTP as its ``http_debug`` asks (upstream's).
+
+        DEBUG and BOTH dump every request and response to the ``logs_stream``
+        (a byte stream, closed at the end), else to the daemon's log; TRACE
+        and BOTH log each request at debug level.
+        """
         from pycontainerd.remotes.hosts import HostsConfig
         from pycontainerd.remotes.resolver import Resolver
 
@@ -314,9 +384,29 @@ class LocalTransferrer:
             default_scheme=reg.default_scheme or "https",
             headers=tuple(reg.headers.items()),
         )
-        return Resolver(
-            hosts, credentials=_credentials(reg) if reg.auth else None, max_concurrent=concurrency
-        )
+        dump: Callable[[bytes], Awaitable[None]] | None = None
+        sender = None
+        if reg.http_debug in (registry_pb2.DEBUG, registry_pb2.BOTH):
+            if reg.logs is not None:
+                sender = Sender(reg.logs)
+                sender.start()
+                dump = sender.write
+            else:
+                dump = _log_dump
+        elif reg.http_debug == registry_pb2.TRACE:
+            dump = _trace_dump
+        try:
+            async with Resolver(
+                hosts,
+                credentials=_credentials(reg) if reg.auth else None,
+                max_concurrent=concurrency,
+                http_dump=dump,
+            ) as res:
+                yield res
+        finally:
+            if sender is not None:
+                with contextlib.suppress(StreamClosedError):
+                    await sender.close()
 
     async def pull(self, reg: Registry, store: Store, emit: Callable[[Event], None]) -> None:
         """Fetch ``reg``'s image, unpack what ``store`` asks for, record the image(s)."""
@@ -361,6 +451,7 @@ class LocalTransferrer:
                 unpacking=unpacking,
                 all_metadata=store.all_metadata,
                 resolved=(name, root),
+                manifest_limit=store.manifest_limit,
             )
         saved = await self._store(store, result.image.target, default_name=result.image.name)
         for image in saved:
@@ -465,10 +556,14 @@ class LocalTransferrer:
         from pycontainerd.remotes.archive import ImportOptions, import_images, refs
         from pycontainerd.remotes.unpack import unpack
 
-        if src.force_compress:
-            msg = "force compression of imported layers is not supported: not implemented"
-            raise UnimplementedError(msg)
-        opts = ImportOptions(index_name=dst.name, all_platforms=not dst.platforms)
+        # as upstream: a stream naming no media type may be compressed (it is
+        # read through); one that names a type is taken as a plain tar
+        opts = ImportOptions(
+            index_name=dst.name,
+            all_platforms=not dst.platforms,
+            decompress=not src.media_type,
+            compress_layers=src.force_compress,
+        )
         if dst.platforms:
             wanted = list(dst.platforms)
             opts.platform = lambda p: any(platforms.matches(w, p) for w in wanted)
@@ -577,6 +672,15 @@ async def _spool(receiver: Receiver, out: IO[bytes]) -> int:
     return total
 
 
+async def _log_dump(data: bytes) -> None:
+    log.info("HTTP debug:\n%s", data.decode("utf-8", "replace"))
+
+
+async def _trace_dump(data: bytes) -> None:
+    first = data.split(b"\r\n", 1)[0].decode("utf-8", "replace")
+    log.debug("HTTP trace: %s", first)
+
+
 def _credentials(reg: Registry) -> Callable[[str], Any]:
     """Ask the client for a host's credentials over the registry's auth stream."""
     lock = asyncio.Lock()
@@ -597,6 +701,9 @@ def _credentials(reg: Registry) -> Callable[[str], Any]:
             return answer.username, answer.secret
         if answer.authType == registry_pb2.REFRESH:
             return "", answer.secret
+        # HEADER: containerd 2.1 keeps the secret as a header value but its
+        # credentials function hands the resolver only username and secret of
+        # the other kinds, so such an answer pulls anonymously there too
         return None
 
     return ask

@@ -14,7 +14,7 @@ inside the init functions.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pycontainerd.core.plugin import InitContext, PluginType, Registration, hookimpl
 
@@ -31,10 +31,16 @@ CONFIG_DEFAULTS = {
 
 
 async def _init_manager(ic: InitContext) -> StreamManager:
+    from pycontainerd.core import namespaces
     from pycontainerd.transfer.streams import StreamManager
 
-    del ic
-    return StreamManager()
+    md: Any = ic.get_single(PluginType.METADATA)
+
+    async def lease_ids(ns: str) -> set[str]:
+        with namespaces.with_namespace(ns):
+            return {lease.id for lease in await md.lease_store().list()}
+
+    return StreamManager(lease_ids)
 
 
 async def _init_local(ic: InitContext) -> LocalTransferrer:

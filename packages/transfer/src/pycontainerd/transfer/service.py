@@ -25,7 +25,7 @@ from google.protobuf import empty_pb2
 
 from pycontainerd.api import typeurl
 from pycontainerd.api.errgrpc import aborting_on_error
-from pycontainerd.api.grpcutil import namespace_of, request_scope
+from pycontainerd.api.grpcutil import lease_of, namespace_of, request_scope
 from pycontainerd.api.services.streaming.v1 import streaming_pb2, streaming_pb2_grpc
 from pycontainerd.api.services.transfer.v1 import transfer_pb2, transfer_pb2_grpc
 from pycontainerd.api.streams import StreamClosedError
@@ -38,6 +38,8 @@ from pycontainerd.transfer.local import (
     NoTransferError,
     Registry,
     endpoint,
+    start_warm_up,
+    warmed_up,
 )
 from pycontainerd.transfer.streams import ManagedStream
 
@@ -73,6 +75,7 @@ class StreamingService(streaming_pb2_grpc.StreamingServicer):
     async def Stream(  # type: ignore[override]  # noqa: N802  # writes with context.write
         self, request_iterator: AsyncIterator[any_pb2.Any], context: _Ctx
     ) -> None:
+        start_warm_up()
         incoming = aiter(request_iterator)
         first = await anext(incoming, None)
         if first is None:
@@ -82,7 +85,9 @@ class StreamingService(streaming_pb2_grpc.StreamingServicer):
         stream = ManagedStream(incoming, context.write)
         context.add_done_callback(lambda _ctx: stream.mark_ended())
         async with aborting_on_error(context):
-            self._manager.add(namespace_of(context) or "", init.id, stream)
+            self._manager.add(
+                namespace_of(context) or "", init.id, stream, lease=lease_of(context) or ""
+            )
         log.debug("registered stream %s", init.id)
         try:
             await context.write(typeurl.pack(empty_pb2.Empty()))
@@ -140,7 +145,7 @@ class _ProgressSender:
 def _streams_of(ep: Endpoint) -> list[ManagedStream]:
     """The client streams an endpoint uses (closed when the transfer ends)."""
     if isinstance(ep, Registry):
-        return [ep.auth] if ep.auth is not None else []
+        return [s for s in (ep.auth, ep.logs) if s is not None]
     if isinstance(ep, ImportStream | ExportStream):
         return [ep.stream]
     return []
@@ -159,6 +164,7 @@ class TransferService(transfer_pb2_grpc.TransferServicer):
     async def Transfer(  # noqa: N802
         self, request: transfer_pb2.TransferRequest, context: _Ctx
     ) -> empty_pb2.Empty:
+        await warmed_up()
         ns = namespace_of(context) or ""
         sender: _ProgressSender | None = None
         with request_scope(context):

@@ -4,11 +4,18 @@ A client opens a stream on the Streaming service and names it in its first
 message (``StreamInit``); the Transfer service finds it by that name, in the
 caller's namespace, when a request refers to it (progress, archive bytes,
 credentials). A stream is registered until either side closes it.
+
+A stream opened under a lease (the call's ``containerd-lease``) is held by
+that lease, as upstream's manager makes streams a resource of the garbage
+collector: once the lease is gone (deleted, or expired and collected) the
+stream is closed. A stream without a lease lives until a side closes it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from typing import TYPE_CHECKING
 
 from pycontainerd.api.streams import StreamClosedError
@@ -20,6 +27,11 @@ if TYPE_CHECKING:
     from google.protobuf import any_pb2
 
 __all__ = ["ManagedStream", "StreamManager"]
+
+log = logging.getLogger(__name__)
+
+LEASE_CHECK_INTERVAL = 1.0
+"""Seconds between checks that the leases holding streams still exist."""
 
 
 class ManagedStream:
@@ -106,13 +118,28 @@ class ManagedStream:
 
 
 class StreamManager:
-    """Streams by namespace and name."""
+    """Streams by namespace and name.
 
-    def __init__(self) -> None:
+    Args:
+        lease_ids: the ids of the leases of a namespace that exist; with it,
+            streams registered under a lease close when it is gone.
+        interval: seconds between those checks.
+    """
+
+    def __init__(
+        self,
+        lease_ids: Callable[[str], Awaitable[set[str]]] | None = None,
+        *,
+        interval: float = LEASE_CHECK_INTERVAL,
+    ) -> None:
         self._streams: dict[tuple[str, str], ManagedStream] = {}
+        self._leases: dict[tuple[str, str], str] = {}
+        self._lease_ids = lease_ids
+        self._interval = interval
+        self._watcher: asyncio.Task[None] | None = None
 
-    def add(self, namespace: str, name: str, stream: ManagedStream) -> None:
-        """Register ``stream`` as ``name`` until it closes.
+    def add(self, namespace: str, name: str, stream: ManagedStream, lease: str = "") -> None:
+        """Register ``stream`` as ``name`` until it closes (or ``lease`` is gone).
 
         Raises:
             AlreadyExistsError: ``name`` is taken in ``namespace``.
@@ -123,10 +150,45 @@ class StreamManager:
             raise AlreadyExistsError(msg)
         self._streams[key] = stream
         stream.on_close(lambda: self._forget(key, stream))
+        if lease:
+            self._leases[key] = lease
+            if self._lease_ids is not None and (self._watcher is None or self._watcher.done()):
+                self._watcher = asyncio.create_task(self._watch_leases())
+
+    def leased(self, namespace: str, lease: str) -> list[str]:
+        """The names of the open streams ``lease`` holds in ``namespace``."""
+        return sorted(n for (ns, n), ls in self._leases.items() if ns == namespace and ls == lease)
 
     def _forget(self, key: tuple[str, str], stream: ManagedStream) -> None:
         if self._streams.get(key) is stream:
             del self._streams[key]
+            self._leases.pop(key, None)
+
+    async def _watch_leases(self) -> None:
+        """Close the streams whose lease is gone; end when no stream has a lease."""
+        assert self._lease_ids is not None  # noqa: S101 - started only with it
+        while self._leases:
+            await asyncio.sleep(self._interval)
+            for ns in {ns for ns, _ in self._leases}:
+                try:
+                    alive = await self._lease_ids(ns)
+                except Exception:  # a failed check closes nothing
+                    log.debug("cannot list the leases of %s", ns, exc_info=True)
+                    continue
+                for key, lease in list(self._leases.items()):
+                    if key[0] == ns and lease not in alive:
+                        stream = self._streams.get(key)
+                        log.debug("lease %s is gone: closing stream %s", lease, key[1])
+                        if stream is not None:
+                            stream.close_now()
+                        self._leases.pop(key, None)
+
+    async def aclose(self) -> None:
+        """Stop checking leases."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
 
     def get(self, namespace: str, name: str) -> ManagedStream:
         """The stream ``name`` of ``namespace``.

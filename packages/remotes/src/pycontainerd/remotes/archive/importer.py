@@ -239,10 +239,16 @@ async def _entry(
         out.blobs[name] = await _ingest(store, f, name, member.size)
 
 
-async def _read_archive(store: content.Store, stream: IO[bytes]) -> _Contents:
+async def _read_archive(
+    store: content.Store, stream: IO[bytes], *, decompress: bool = True
+) -> _Contents:
     out = _Contents()
     try:
-        tf = tarfile.open(fileobj=stream, mode="r|*")  # noqa: SIM115 - closed below
+        # a compressed archive is read through (gzip, bzip2, xz) unless told it is a tar
+        if decompress:
+            tf = tarfile.open(fileobj=stream, mode="r|*")  # noqa: SIM115 - closed below
+        else:
+            tf = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115 - closed below
     except tarfile.TarError as exc:
         msg = f"not a tar archive: {exc}"
         raise InvalidArgumentError(msg) from None
@@ -262,10 +268,21 @@ async def _read_archive(store: content.Store, stream: IO[bytes]) -> _Contents:
 # -- the root index ------------------------------------------------------------------------
 
 
-async def import_index(store: content.Store, stream: IO[bytes]) -> Descriptor:
+async def import_index(
+    store: content.Store,
+    stream: IO[bytes],
+    *,
+    decompress: bool = True,
+    compress_layers: bool = False,
+) -> Descriptor:
     """Write the archive ``stream`` into ``store``; return the descriptor of its root index.
 
     Call under a lease (blobs written here are not referenced yet).
+    ``decompress=False`` takes the stream as a plain tar (upstream does so
+    when the import names a media type). ``compress_layers`` gzips the
+    uncompressed layers of a ``docker save`` archive into new blobs
+    (labelled ``containerd.io/uncompressed`` with the tar's digest) and names
+    those in the manifests, as upstream's ``WithImportCompression``.
 
     Raises:
         InvalidArgumentError: not a tar, an unknown layout, a hostile path, bad JSON.
@@ -273,7 +290,7 @@ async def import_index(store: content.Store, stream: IO[bytes]) -> Descriptor:
         DataLossError: a blob whose content does not match its name.
         NotFoundError: a config or layer named by ``manifest.json`` is missing.
     """
-    found = await _read_archive(store, stream)
+    found = await _read_archive(store, stream, decompress=decompress)
     if found.layout is not None:
         version = found.layout.get("imageLayoutVersion")
         if version != OCI_LAYOUT_VERSION:
@@ -292,7 +309,7 @@ async def import_index(store: content.Store, stream: IO[bytes]) -> Descriptor:
             msg = f"no target for symlink layer from {name!r} to {target!r}"
             raise NotFoundError(msg)
         found.blobs[name] = found.blobs[target]
-    return await _docker_index(store, found)
+    return await _docker_index(store, found, compress_layers=compress_layers)
 
 
 def _docker_entry(raw: object) -> tuple[str, list[str], list[str]]:
@@ -319,7 +336,9 @@ def _lookup(blobs: Mapping[str, Descriptor], path: str, what: str) -> Descriptor
     return desc
 
 
-async def _docker_index(store: content.Store, found: _Contents) -> Descriptor:
+async def _docker_index(
+    store: content.Store, found: _Contents, *, compress_layers: bool = False
+) -> Descriptor:
     entries: list[dict[str, object]] = []
     for raw in found.docker or []:
         config_path, tags, layer_paths = _docker_entry(raw)
@@ -327,7 +346,7 @@ async def _docker_index(store: content.Store, found: _Contents) -> Descriptor:
             _lookup(found.blobs, config_path, "image config"), media_type=mt.DOCKER_CONFIG
         )
         layers = await _resolve_layers(
-            store, [_lookup(found.blobs, p, "layer") for p in layer_paths]
+            store, [_lookup(found.blobs, p, "layer") for p in layer_paths], compress=compress_layers
         )
         manifest = {
             "schemaVersion": 2,
@@ -406,8 +425,13 @@ async def _layer_media_type(store: content.Provider, desc: Descriptor) -> str:
     return mt.DOCKER_LAYER
 
 
-async def _resolve_layers(store: content.Store, layers: Sequence[Descriptor]) -> list[Descriptor]:
-    """Media types for the layers; a compressed blob already in the store replaces a tar."""
+async def _resolve_layers(
+    store: content.Store, layers: Sequence[Descriptor], *, compress: bool = False
+) -> list[Descriptor]:
+    """Media types for the layers; a compressed blob already in the store replaces a tar.
+
+    With ``compress``, a tar that has no compressed blob yet gets one (gzip).
+    """
     out = list(layers)
     if not out:
         return out
@@ -419,8 +443,62 @@ async def _resolve_layers(store: content.Store, layers: Sequence[Descriptor]) ->
             compressed[uncompressed] = Descriptor(digest=info.digest, size=info.size)
     for i, desc in enumerate(out):
         use = compressed.get(desc.digest, desc)
-        out[i] = replace(use, media_type=await _layer_media_type(store, use))
+        media_type = await _layer_media_type(store, use)
+        if compress and media_type == mt.DOCKER_LAYER:
+            use = await compress_blob(store, use)
+            media_type = mt.DOCKER_LAYER_GZIP
+        out[i] = replace(use, media_type=media_type)
     return out
+
+
+#: gzip level of :func:`compress_blob` (Go's ``gzip.DefaultCompression``).
+GZIP_LEVEL: Final = 6
+
+
+async def compress_blob(store: content.Store, desc: Descriptor) -> Descriptor:
+    """Gzip the blob ``desc`` into a new blob labelled ``containerd.io/uncompressed``.
+
+    Written under the ref ``compress-blob-<algorithm>-<hex>`` (upstream's);
+    the new blob's digest is returned (an existing one is reused). The bytes
+    differ from containerd's own compression (Go's deflate is not zlib's),
+    so the digest does too.
+    """
+    import zlib
+
+    algorithm, _, encoded = desc.digest.partition(":")
+    ref = f"compress-blob-{algorithm}-{encoded}"
+    labels = {mt.UNCOMPRESSED_LABEL: desc.digest}
+    reader = await store.reader_at(desc.digest)
+    writer = await store.writer(ref)
+    committed = False
+    try:
+        await writer.truncate(0)
+        deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: a gzip wrapper
+        size = 0
+        offset = 0
+        while offset < reader.size:
+            chunk = await reader.read_at(offset, min(CHUNK, reader.size - offset))
+            if not chunk:
+                break
+            offset += len(chunk)
+            out = await asyncio.to_thread(deflate.compress, chunk)
+            if out:
+                await writer.write(out)
+                size += len(out)
+        tail = deflate.flush()
+        await writer.write(tail)
+        size += len(tail)
+        dgst = writer.digest()
+        with contextlib.suppress(AlreadyExistsError):
+            await writer.commit(size, dgst, labels=labels)
+        committed = True
+    finally:
+        await reader.close()
+        await writer.close()
+        if not committed:
+            with contextlib.suppress(NotFoundError):
+                await finish_shielded(store.abort(ref))
+    return Descriptor(media_type=mt.DOCKER_LAYER_GZIP, digest=dgst, size=size)
 
 
 # -- images ----------------------------------------------------------------------------------
@@ -496,6 +574,8 @@ class ImportOptions:
         all_platforms: keep every manifest.
         discard_layers: no ``gc.ref.content.l.*`` labels on manifests, so the
             collector may drop layers once they are unpacked.
+        decompress: read a compressed archive through (else: a plain tar).
+        compress_layers: gzip a ``docker save`` archive's uncompressed layers.
     """
 
     ref_translator: Callable[[str], str] = field(default=lambda ref: ref)
@@ -505,6 +585,8 @@ class ImportOptions:
     platform: Callable[[Platform], bool] | None = None
     all_platforms: bool = False
     discard_layers: bool = False
+    decompress: bool = True
+    compress_layers: bool = False
 
 
 def _named(entries: Sequence[Descriptor], opts: ImportOptions) -> list[Image]:
@@ -538,7 +620,9 @@ async def import_images(
     opts = options or ImportOptions()
     async with client.with_lease():
         store = client.content_store()
-        index = await import_index(store, stream)
+        index = await import_index(
+            store, stream, decompress=opts.decompress, compress_layers=opts.compress_layers
+        )
         found: list[Image] = []
         if opts.index_name:
             found.append(Image(name=opts.index_name, target=index))
