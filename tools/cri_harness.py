@@ -70,8 +70,8 @@ ETC_USERS: Final = (
     "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
 )
 GROUP: Final = "root:x:0:\ndaemon:x:1:\nwww-data:x:33:\nusers:x:100:\nnogroup:x:65534:\n"
-# critest's streaming specs (issue #16) and the digest-pinned image that cannot exist offline
-DEFAULT_SKIP: Final = r"exec|Exec|attach|Attach|port forward|PortForward|portforward"
+# critest's streaming specs (exec, attach, port-forward: issue #16)
+DEFAULT_SKIP: Final = r"\[k8s.io\] Streaming"
 
 
 # -- layers and images ------------------------------------------------------------------------
@@ -310,13 +310,15 @@ def images(cache: Path) -> dict[str, Image]:
         server.file(name, standin, 0o755)
     server_layer = server.close()
     out[f"{K8S}/nginx:1.14-2"] = make_image(
-        [base, server_layer], {"Entrypoint": ["/usr/sbin/nginx"], "Env": [PATH_ENV]}
+        [base, server_layer],
+        {"Entrypoint": ["/usr/sbin/nginx", "-g", "master process"], "Env": [PATH_ENV]},
     )
     out[f"{K8S}/httpd:2.4.39-4"] = make_image(
         [base, server_layer], {"Entrypoint": ["/usr/sbin/httpd"], "Env": [PATH_ENV]}
     )
     out[f"{STAGING}/hostnet-nginx-{ARCH}:latest"] = make_image(
-        [base, server_layer], {"Entrypoint": ["/usr/sbin/nginx", "12003"], "Env": [PATH_ENV]}
+        [base, server_layer],
+        {"Entrypoint": ["/usr/sbin/nginx", "-g", "master process", "12003"], "Env": [PATH_ENV]},
     )
     out[f"{K8S}/nonewprivs:1.3"] = make_image(
         [base, one_file("usr/local/bin/nonewprivs", standin, 0o4755)],

@@ -1,8 +1,10 @@
 /* Stand-in programs for the CRI validation images, one static multi-call
  * binary chosen by the base name of argv[0]:
  *   pause       wait for SIGINT/SIGTERM, reap children (the sandbox image)
- *   nginx [P]   answer every HTTP request with 200 on port P (default 80),
- *               write /var/run/nginx.pid
+ *   nginx [ARGS] answer every HTTP request with 200 on port 80 (or the
+ *               first all-digit argument), write /var/run/nginx.pid; the
+ *               image passes "master process" as an argument so that
+ *               /proc/1/cmdline shows it, as critest expects of nginx
  *   httpd [P]   the same, and print a line naming itself on stdout
  *   nonewprivs  print the effective uid (installed setuid root)
  * Written for pycontainerd's critest harness (tools/cri_harness.py).
@@ -96,7 +98,13 @@ static int serve(const char *name, int port) {
 int main(int argc, char **argv) {
     const char *name = strrchr(argv[0], '/');
     name = name ? name + 1 : argv[0];
-    int port = argc > 1 ? atoi(argv[1]) : 80;
+    int port = 80;
+    for (int i = 1; i < argc; i++) {
+        if (argv[i][0] != '\0' && strspn(argv[i], "0123456789") == strlen(argv[i])) {
+            port = atoi(argv[i]);
+            break;
+        }
+    }
     if (strcmp(name, "pause") == 0) return do_pause();
     if (strcmp(name, "nginx") == 0 || strcmp(name, "httpd") == 0) return serve(name, port);
     if (strcmp(name, "nonewprivs") == 0) {
