@@ -208,7 +208,7 @@ def standin_binary(cache: Path) -> Path:
     return out
 
 
-def base_layer(busybox: Path) -> bytes:
+def base_layer(busybox: Path, standin: bytes) -> bytes:
     """A busybox root: the dynamic busybox, its libraries, every applet, passwd and group."""
     layer = Layer()
     for d in ("proc", "sys", "dev", "root", "home", "var/run", "var/www", "etc", "usr/sbin"):
@@ -230,18 +230,13 @@ def base_layer(busybox: Path) -> bytes:
     applets = set(listed.split()) - {"bin/busybox"}
     for applet in sorted(applets):
         layer.symlink(applet, "/bin/busybox")
-    # Debian's dynamic build lacks a few applets critest runs (ipcs, pgrep):
-    # those come from the static busybox, when it is installed
-    static = Path("/bin/busybox")
-    if static.is_file() and b"ld-linux" not in static.read_bytes()[:8192]:
-        layer.file("bin/busybox-static", static.read_bytes(), 0o755)
-        more = subprocess.run(
-            [str(static), "--list-full"], capture_output=True, text=True, check=True
-        ).stdout
-        names = {a.rsplit("/", 1)[-1] for a in applets}
-        for applet in sorted(set(more.split()) - applets):
-            if applet.rsplit("/", 1)[-1] not in names:
-                layer.symlink(applet, "/bin/busybox-static")
+    # Debian's dynamic build lacks a few applets critest runs (ipcs, pgrep),
+    # (neither has them: they come from the stand-in program)
+    layer.file("bin/cri-standin", standin, 0o755)
+    names = {a.rsplit("/", 1)[-1] for a in applets}
+    for applet in ("ipcs", "pgrep"):
+        if applet not in names:
+            layer.symlink(f"usr/bin/{applet}", "/bin/cri-standin")
     layer.file("etc/passwd", ETC_USERS.encode())
     layer.file("etc/group", GROUP.encode())
     return layer.close()
@@ -261,7 +256,7 @@ def images(cache: Path) -> dict[str, Image]:
     """Every stand-in image, keyed by ``<registry path>:<tag>`` (as the mirror serves it)."""
     busybox = dynamic_busybox(cache)
     standin = standin_binary(cache).read_bytes()
-    base = base_layer(busybox)
+    base = base_layer(busybox, standin)
     shell: dict[str, object] = {"Cmd": ["sh"], "Env": [PATH_ENV]}
     out: dict[str, Image] = {}
     pause = make_image(

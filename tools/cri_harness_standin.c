@@ -7,8 +7,12 @@
  *               /proc/1/cmdline shows it, as critest expects of nginx
  *   httpd [P]   the same, and print a line naming itself on stdout
  *   nonewprivs  print the effective uid (installed setuid root)
+ *   ipcs -m     list System V shared memory segments (from /proc/sysvipc/shm)
+ *   pgrep NAME  print the pids of processes whose name contains NAME
+ * (Debian's busybox builds, static and dynamic, lack ipcs and pgrep.)
  * Written for pycontainerd's critest harness (tools/cri_harness.py).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -95,6 +99,49 @@ static int serve(const char *name, int port) {
     }
 }
 
+static int do_ipcs(void) {
+    FILE *f = fopen("/proc/sysvipc/shm", "r");
+    if (f == NULL) { perror("/proc/sysvipc/shm"); return 1; }
+    char line[512];
+    printf("\n------ Shared Memory Segments --------\n");
+    printf("key        shmid      owner      perms      bytes      nattch     status\n");
+    if (fgets(line, sizeof line, f) == NULL) { fclose(f); return 0; } /* header */
+    while (fgets(line, sizeof line, f) != NULL) {
+        long key, shmid, perms, size, cpid, lpid, nattch, uid;
+        if (sscanf(line, "%ld %ld %lo %ld %ld %ld %ld %ld", &key, &shmid, &perms, &size,
+                   &cpid, &lpid, &nattch, &uid) == 8)
+            printf("0x%08lx %-10ld %-10ld %-10lo %-10ld %-10ld\n", (unsigned long)key & 0xffffffffUL,
+                   shmid, uid, perms & 0777, size, nattch);
+    }
+    fclose(f);
+    printf("\n");
+    return 0;
+}
+
+static int do_pgrep(const char *pattern) {
+    DIR *d = opendir("/proc");
+    if (d == NULL) { perror("/proc"); return 2; }
+    int found = 0;
+    pid_t self = getpid();
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strspn(e->d_name, "0123456789") != strlen(e->d_name)) continue;
+        if (atoi(e->d_name) == (int)self) continue;
+        char path[300], comm[256] = "";
+        snprintf(path, sizeof path, "/proc/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f == NULL) continue;
+        if (fgets(comm, sizeof comm, f) != NULL) comm[strcspn(comm, "\n")] = '\0';
+        fclose(f);
+        if (strstr(comm, pattern) != NULL) {
+            printf("%s\n", e->d_name);
+            found = 1;
+        }
+    }
+    closedir(d);
+    return found ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
     const char *name = strrchr(argv[0], '/');
     name = name ? name + 1 : argv[0];
@@ -111,6 +158,8 @@ int main(int argc, char **argv) {
         printf("Effective uid: %d\n", (int)geteuid());
         return 0;
     }
+    if (strcmp(name, "ipcs") == 0) return do_ipcs();
+    if (strcmp(name, "pgrep") == 0 && argc > 1) return do_pgrep(argv[argc - 1]);
     fprintf(stderr, "%s: unknown program name\n", name);
     return 2;
 }
