@@ -135,7 +135,12 @@ def _pod_status(sb: PodSandbox) -> pb.PodSandboxStatus:
 
 
 def _container_status(c: CriContainer) -> pb.ContainerStatus:
+    mounts = [
+        json_format.ParseDict(m, pb.Mount(), ignore_unknown_fields=True)
+        for m in c.config.get("mounts") or []
+    ]
     return pb.ContainerStatus(
+        mounts=mounts,
         id=c.id,
         metadata=_container_metadata(c),
         state=pb.ContainerState.Value(c.state),
