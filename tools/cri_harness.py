@@ -125,6 +125,16 @@ class Layer:
         info.linkname = target
         self._t().addfile(info)
 
+    def hardlink(self, name: str, target: str) -> None:
+        """Add a hard link to ``target`` (a file already in this layer)."""
+        name = name.strip("/")
+        if "/" in name:
+            self.dir(name.rsplit("/", 1)[0])
+        info = tarfile.TarInfo(name)
+        info.type = tarfile.LNKTYPE
+        info.linkname = target.strip("/")
+        self._t().addfile(info)
+
     def close(self) -> bytes:
         """The tar's bytes."""
         self._t().close()
@@ -227,16 +237,17 @@ def base_layer(busybox: Path, standin: bytes) -> bytes:
     listed = subprocess.run(
         [str(busybox), "--list-full"], capture_output=True, text=True, check=True
     ).stdout
+    # hard links, as in busybox images: masking /bin/ls must not mask busybox itself
     applets = set(listed.split()) - {"bin/busybox"}
     for applet in sorted(applets):
-        layer.symlink(applet, "/bin/busybox")
+        layer.hardlink(applet, "bin/busybox")
     # Debian's dynamic build lacks a few applets critest runs (ipcs, pgrep),
     # (neither has them: they come from the stand-in program)
     layer.file("bin/cri-standin", standin, 0o755)
     names = {a.rsplit("/", 1)[-1] for a in applets}
     for applet in ("ipcs", "pgrep"):
         if applet not in names:
-            layer.symlink(f"usr/bin/{applet}", "/bin/cri-standin")
+            layer.hardlink(f"usr/bin/{applet}", "bin/cri-standin")
     layer.file("etc/passwd", ETC_USERS.encode())
     layer.file("etc/group", GROUP.encode())
     return layer.close()
