@@ -52,6 +52,7 @@ from pycontainerd.cri.spec import (
     cgroups_path,
     default_mounts,
 )
+from pycontainerd.cri.stats import oom_killed
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -744,6 +745,10 @@ class ContainerManager:
         ts = resp.exited_at
         c.finished_at = ts.seconds * 1_000_000_000 + ts.nanos if ts.seconds else time.time_ns()
         c.reason = "Completed" if c.exit_code == 0 else "Error"
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            cgroup = str(json.loads(c.spec)["linux"]["cgroupsPath"])
+            if ":" not in cgroup and await asyncio.to_thread(oom_killed, cgroup):
+                c.reason = "OOMKilled"
         c.state = EXITED
         c.exited.set()
         if self.on_exit is not None:

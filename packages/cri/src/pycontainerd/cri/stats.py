@@ -71,3 +71,18 @@ def read_usage(cgroups_path: str, root: Path = CGROUP_ROOT) -> Usage:
         memory_bytes=mem,
         working_set_bytes=max(mem - inactive, 0) if mem is not None else None,
     )
+
+
+def oom_killed(cgroups_path: str, root: Path = CGROUP_ROOT) -> bool:
+    """Whether the kernel's OOM killer killed a process of the cgroup ``cgroups_path``.
+
+    Read from ``memory.events`` (v2) or ``memory.oom_control`` (v1), which
+    count OOM kills while the cgroup exists (the runtime removes it only
+    when the task is deleted).
+    """
+    rel = cgroups_path.lstrip("/")
+    if is_v2(root):
+        count = _stat_field(root / rel / "memory.events", "oom_kill")
+    else:
+        count = _stat_field(root / "memory" / rel / "memory.oom_control", "oom_kill")
+    return bool(count)
