@@ -60,6 +60,7 @@ def test_pull_then_list_status_and_ctr_see_the_managed_image(cri_registry: Cri) 
     assert list(img.repo_tags) == [ref]
     assert list(img.repo_digests) == [f"{repo}@{manifest}"]
     assert img.uid.value == 65535
+    assert not img.pinned  # only the sandbox image is pinned
     for name in (ref, config, f"{repo}@{manifest}"):
         st = cri.images.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image=name)))
         assert st.image.id == config, name
@@ -132,3 +133,7 @@ def test_run_pod_sandbox_pulls_a_missing_sandbox_image(cri_registry: Cri) -> Non
     assert list(img.repo_digests) == [
         f"{cri.registry.host if cri.registry else ''}/pause@{cri.pause_digest}"
     ]
+    # the sandbox image is pinned (the kubelet's image GC keeps it), as containerd 1.7
+    assert img.pinned
+    listed = cri.daemon.ctr("-n", "k8s.io", "images", "ls").stdout
+    assert "io.cri-containerd.pinned=pinned" in listed

@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pycontainerd.core import platforms
 from pycontainerd.core.errdefs import ContainerdError, InvalidArgumentError
 from pycontainerd.core.namespaces import with_namespace
-from pycontainerd.cri.catalog import K8S_NAMESPACE
+from pycontainerd.cri.catalog import K8S_NAMESPACE, PINNED, PINNED_LABEL
 from pycontainerd.cri.images import image_config, normalize
 
 if TYPE_CHECKING:
@@ -132,6 +133,9 @@ class ImagePuller:
             return auth
 
         labels = {MANAGED_LABEL: MANAGED}
+        with contextlib.suppress(InvalidArgumentError):
+            if name == normalize(self.config.sandbox_image):
+                labels[PINNED_LABEL] = PINNED
         resolver = Resolver(self._hosts(), credentials=creds if auth else None)
         with with_namespace(K8S_NAMESPACE):
             try:

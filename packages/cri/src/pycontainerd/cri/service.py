@@ -527,6 +527,7 @@ def _image_to_proto(img: CriImage) -> pb.Image:
         size=img.size,
         username=img.username,
         spec=pb.ImageSpec(image=img.id),
+        pinned=img.pinned,
     )
     if img.uid is not None:
         out.uid.value = img.uid
