@@ -86,3 +86,70 @@ def test_oom_killed_reason_and_status_mounts(cri: Cri) -> None:
     )
     done = _wait_exited(cri, killed)
     assert (done.exit_code, done.reason) == (137, "Error")
+
+
+def _run_container(
+    cri: Cri, sid: str, pod: pb.PodSandboxConfig, name: str, script: str, **kw: object
+) -> str:
+    config = pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name=name),
+        image=pb.ImageSpec(image=testing.SHELL_REF),
+        command=["sh", "-c", script],
+        **kw,  # type: ignore[arg-type]
+    )
+    cid = str(
+        cri.runtime.CreateContainer(
+            pb.CreateContainerRequest(pod_sandbox_id=sid, config=config, sandbox_config=pod)
+        ).container_id
+    )
+    cri.runtime.StartContainer(pb.StartContainerRequest(container_id=cid))
+    return cid
+
+
+def _exec(cri: Cri, cid: str, *cmd: str) -> pb.ExecSyncResponse:
+    resp: pb.ExecSyncResponse = cri.runtime.ExecSync(
+        pb.ExecSyncRequest(container_id=cid, cmd=list(cmd), timeout=10)
+    )
+    return resp
+
+
+def test_dev_shm_is_shared_in_a_pod_and_tty_containers(cri: Cri) -> None:
+    _import_shell(cri)
+    logs = cri.base / "logs"
+    logs.mkdir()
+    pod = cri.pod_config("shm", log_directory=str(logs))
+    sid = cri.run(pod)
+    _run_container(cri, sid, pod, "writer", "echo hello > /dev/shm/note; sleep 1000")
+    reader = _run_container(cri, sid, pod, "reader", "sleep 1000")
+    deadline = time.monotonic() + 10
+    while _exec(cri, reader, "cat", "/dev/shm/note").stdout != b"hello\n":
+        assert time.monotonic() < deadline, "the pod's containers do not share /dev/shm"
+        time.sleep(0.1)
+    # another pod has its own
+    other_pod = cri.pod_config("shm-other")
+    other = _run_container(cri, cri.run(other_pod), other_pod, "other", "sleep 1000")
+    assert _exec(cri, other, "cat", "/dev/shm/note").exit_code != 0
+    shm_dir = cri.base / "root" / "io.containerd.grpc.v1.cri" / "sandboxes" / sid / "shm"
+    assert shm_dir.is_mount()
+    assert (shm_dir / "note").read_text() == "hello\n"
+
+    # a TTY container: its output goes through a terminal into the log
+    tty = _run_container(
+        cri,
+        sid,
+        pod,
+        "tty",
+        "test -t 1 && echo stdout-is-a-tty; sleep 1000",
+        tty=True,
+        log_path="tty.log",
+    )
+    deadline = time.monotonic() + 10
+    log = logs / "tty.log"
+    while not (log.exists() and "stdout-is-a-tty" in log.read_text()):
+        assert time.monotonic() < deadline, "no terminal output in the log"
+        time.sleep(0.1)
+    assert _exec(cri, tty, "sh", "-c", "echo $TERM").stdout == b"xterm\n"
+
+    # stopping the pod unmounts its /dev/shm
+    cri.runtime.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sid))
+    assert not shm_dir.is_mount()

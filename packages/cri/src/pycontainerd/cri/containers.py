@@ -474,7 +474,7 @@ class ContainerManager:
                     "destination": "/dev/shm",  # noqa: S108
                     "type": "bind",
                     "source": shm,
-                    "options": ["rbind", "rprivate", "rw"],
+                    "options": ["rbind", "rprivate", "rw", "nosuid", "nodev", "noexec"],
                 }
             )
         for fname in ("hostname", "hosts", "resolv.conf"):
@@ -596,6 +596,7 @@ class ContainerManager:
                 rootfs=[mount_to_proto(m) for m in mounts],
                 stdout=str(fifos.get("stdout", "")),
                 stderr=str(fifos.get("stderr", "")),
+                terminal=bool(c.config.get("tty", False)),
             )
         except BaseException:
             for path in fifos.values():

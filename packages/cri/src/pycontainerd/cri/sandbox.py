@@ -50,7 +50,7 @@ from pycontainerd.core.namespaces import with_namespace
 from pycontainerd.core.types import AnyValue
 from pycontainerd.cri import netns
 from pycontainerd.cri.cni import Attachment, Cni, CniError, CniNotReadyError
-from pycontainerd.cri.files import write_sandbox_files
+from pycontainerd.cri.files import mount_shm, unmount_shm, write_sandbox_files
 from pycontainerd.cri.images import image_config, normalize
 from pycontainerd.cri.spec import cgroups_path, parse_user, sandbox_spec
 
@@ -297,6 +297,11 @@ class SandboxManager:
             dns=dict(config.get("dns_config") or {}),
             host_network=host_network,
         )
+        shm = files_dir / "shm"
+        host_ipc = ns_opts.get("ipc") == 2
+        if not host_ipc:
+            await asyncio.to_thread(mount_shm, shm)
+            undo.append(lambda: asyncio.to_thread(unmount_shm, shm))
         spec = sandbox_spec(
             args=args,
             env=list(img.env),
@@ -316,6 +321,16 @@ class SandboxManager:
                 "io.kubernetes.cri.sandbox-namespace": str(meta.get("namespace", "")),
                 "io.kubernetes.cri.sandbox-uid": str(meta.get("uid", "")),
             },
+        )
+        # the pod's /dev/shm (the host's with host IPC), shared with its containers
+        spec["mounts"] = [m for m in spec["mounts"] if m["destination"] != "/dev/shm"]  # noqa: S108
+        spec["mounts"].append(
+            {
+                "destination": "/dev/shm",  # noqa: S108
+                "type": "bind",
+                "source": "/dev/shm" if host_ipc else str(shm),  # noqa: S108
+                "options": ["rbind", "rw", "nosuid", "nodev", "noexec"],
+            }
         )
         spec_bytes = json.dumps(spec).encode()
         with with_namespace(K8S_NAMESPACE):
@@ -453,6 +468,7 @@ class SandboxManager:
                 sb.netns_path = ""
             sb.ips = []
             sb.cni_results = {}
+            await asyncio.to_thread(unmount_shm, self.sandboxes_dir / sb.id / "shm")
             await self._persist(sb)
 
     async def _persist(self, sb: PodSandbox) -> None:
