@@ -125,7 +125,7 @@ class Layer:
         info.linkname = target
         self._t().addfile(info)
 
-    def hardlink(self, name: str, target: str) -> None:
+    def hardlink(self, name: str, target: str, mode: int = 0o755) -> None:
         """Add a hard link to ``target`` (a file already in this layer)."""
         name = name.strip("/")
         if "/" in name:
@@ -133,6 +133,7 @@ class Layer:
         info = tarfile.TarInfo(name)
         info.type = tarfile.LNKTYPE
         info.linkname = target.strip("/")
+        info.mode = mode  # appliers chmod the (shared) inode with the link's mode
         self._t().addfile(info)
 
     def close(self) -> bytes:
