@@ -22,9 +22,10 @@ from pycontainerd.api.cri.v1 import api_pb2_grpc as pb_grpc
 from pycontainerd.api.errgrpc import aborting_on_error
 from pycontainerd.core.errdefs import NotFoundError
 from pycontainerd.cri.catalog import CriImage, ImageCatalog, disk_usage
+from pycontainerd.cri.cni import DEFAULT_IFNAME
 from pycontainerd.cri.containers import ContainerManager, CriContainer
 from pycontainerd.cri.spec import cgroups_path
-from pycontainerd.cri.stats import Usage, read_usage
+from pycontainerd.cri.stats import Usage, read_net_dev, read_usage
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -473,6 +474,20 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         if pod.working_set_bytes is not None:
             out.linux.memory.working_set_bytes.value = pod.working_set_bytes
         out.linux.containers.extend(containers)
+        if sb.pid and not sb.host_network:
+            interfaces = await asyncio.to_thread(read_net_dev, sb.pid)
+            out.linux.network.timestamp = now
+            for usage in interfaces:
+                item = (
+                    out.linux.network.default_interface
+                    if usage.name == DEFAULT_IFNAME
+                    else out.linux.network.interfaces.add()
+                )
+                item.name = usage.name
+                item.rx_bytes.value = usage.rx_bytes
+                item.rx_errors.value = usage.rx_errors
+                item.tx_bytes.value = usage.tx_bytes
+                item.tx_errors.value = usage.tx_errors
         return out
 
     async def ReopenContainerLog(  # noqa: N802
