@@ -283,6 +283,8 @@ class Cri:
     pause_digest: str = ""
     registry: RemotesRegistry | None = None
     """The registry ``sandbox_image`` is in when it was not imported (``cri_registry``)."""
+    extra: object = None
+    """What a fixture's extra setup made (``cri_registry_configs``: its HTTPS registry)."""
 
     def pod_config(self, name: str = "pod", **kwargs: object) -> pb.PodSandboxConfig:
         from pycontainerd.api.cri.v1 import api_pb2 as pb
