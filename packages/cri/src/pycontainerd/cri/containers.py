@@ -8,9 +8,12 @@ namespaces (and PID namespace for POD mode) through ``/proc/<pause pid>/ns``,
 with the sandbox's ``hostname``, ``hosts`` and ``resolv.conf`` bind-mounted.
 StopContainer sends SIGTERM, waits ``timeout`` seconds, then SIGKILL.
 
-First cut: no logs (stdio goes nowhere), no TTY or stdin, numeric users only,
-no resources, devices, seccomp or capabilities from the config, state in
-memory only (not restored after a daemon restart).
+The OCI spec comes from the image config and the CRI config: users and
+groups, capabilities, seccomp, devices and privileged mode through
+:mod:`pycontainerd.cri.security`; the pod's ``/dev/shm``; resources; TTY.
+Output goes to the CRI log; state is kept in the container record and
+restored after a daemon restart. No stdin yet (attach is the streaming
+server's).
 
 Importing this module must not import grpc.
 """
