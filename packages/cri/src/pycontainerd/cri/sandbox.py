@@ -426,6 +426,16 @@ class SandboxManager:
         except CniNotReadyError:
             log.warning("sandbox %s: no CNI config left to tear its network down", sb.id)
 
+    async def check_network(self, sb: PodSandbox) -> str:
+        """CNI CHECK of a ready pod's networks: ``""`` when they are fine, else the problem."""
+        if not sb.netns_path or sb.state != READY:
+            return ""
+        try:
+            await self.cni.check(self._attachment(sb), sb.cni_results)
+        except CniError as exc:
+            return str(exc)
+        return ""
+
     async def _delete_task(self, sid: str) -> None:
         from pycontainerd.api.runtime.task.v2 import shim_pb2 as shim
 

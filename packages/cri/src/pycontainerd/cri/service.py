@@ -259,6 +259,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
                     "runtimeHandler": sb.runtime_handler,
                     "image": self.cri.config.sandbox_image,
                     "cniResult": sb.cni_results,
+                    "cniCheck": await self.cri.sandboxes.check_network(sb) or "ok",
                     "config": sb.config,
                 }
             )
