@@ -507,6 +507,7 @@ def harness(kind: str, base: Path, cache: Path) -> Iterator[Path]:
         with log_path.open("ab") as log:
             proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         sock = base / "c.sock"
+        (base / "daemon.pid").write_text(f"{proc.pid}\n")
 
         def stop_daemon() -> None:
             if proc.poll() is None:
