@@ -79,6 +79,10 @@ def test_oom_killed_reason_and_status_mounts(cri: Cri) -> None:
         ("/data", str(link), True)
     ]
 
+    # the leases that kept the new snapshots from the garbage collector until their
+    # records existed are gone
+    assert cri.daemon.ctr("-n", "k8s.io", "leases", "ls", "-q").stdout.split() == []
+
     # killed by a signal, not by the OOM killer: "Error" (after reading the volume
     # mounted through its host path's symlink: exit 5 when that fails)
     killed = create(

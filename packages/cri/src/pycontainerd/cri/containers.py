@@ -389,6 +389,24 @@ class ContainerManager:
         if privileged and not (sb_linux.get("security_context") or {}).get("privileged"):
             msg = "no privileged container allowed in sandbox"
             raise InvalidArgumentError(msg)
+        async with self.sandboxes.lease():
+            return await self._create_leased(
+                cid, name, sb, config, meta, image_ref, image_id, diff_ids, icfg, args
+            )
+
+    async def _create_leased(  # noqa: PLR0917
+        self,
+        cid: str,
+        name: str,
+        sb: PodSandbox,
+        config: dict[str, Any],
+        meta: dict[str, Any],
+        image_ref: str,
+        image_id: str,
+        diff_ids: list[str],
+        icfg: dict[str, Any],
+        args: list[str],
+    ) -> CriContainer:
         md = self.sandboxes.md
         snapshotter = self.sandboxes.config.snapshotter
         with with_namespace(K8S_NAMESPACE):

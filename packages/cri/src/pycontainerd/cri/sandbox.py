@@ -55,7 +55,7 @@ from pycontainerd.cri.images import image_config, normalize
 from pycontainerd.cri.spec import cgroups_path, parse_user, sandbox_spec
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from pycontainerd.cri.config import CriConfig
     from pycontainerd.cri.pull import ImagePuller
@@ -333,7 +333,7 @@ class SandboxManager:
             }
         )
         spec_bytes = json.dumps(spec).encode()
-        with with_namespace(K8S_NAMESPACE):
+        async with self.lease():
             snap = self.md.snapshotter(self.config.snapshotter)
             mounts = await snap.prepare(sid, img.chain_id)
             undo.append(lambda: self._in_ns(snap.remove(sid)))
@@ -425,6 +425,29 @@ class SandboxManager:
             await self.cni.delete(self._attachment(sb), sb.cni_results)
         except CniNotReadyError:
             log.warning("sandbox %s: no CNI config left to tear its network down", sb.id)
+
+    @contextlib.asynccontextmanager
+    async def lease(self) -> AsyncIterator[str]:
+        """A lease (namespace ``k8s.io``, 24 h expiry) for the block, deleted after it.
+
+        Snapshots prepared in the block belong to it, so the garbage collector
+        cannot take them before the container record that references them
+        exists (as containerd's client leases container creation).
+        """
+        from datetime import UTC, datetime, timedelta
+
+        from pycontainerd.core import namespaces
+
+        until = (datetime.now(UTC) + timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with with_namespace(K8S_NAMESPACE):
+            manager = self.md.lease_store()
+            lease = await manager.create(labels={"containerd.io/gc.expire": until})
+        try:
+            with with_namespace(K8S_NAMESPACE), namespaces.with_lease(lease.id):
+                yield lease.id
+        finally:
+            with with_namespace(K8S_NAMESPACE), contextlib.suppress(NotFoundError):
+                await manager.delete(lease.id)
 
     async def check_network(self, sb: PodSandbox) -> str:
         """CNI CHECK of a ready pod's networks: ``""`` when they are fine, else the problem."""
