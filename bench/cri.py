@@ -45,6 +45,7 @@ def _harness_module() -> Any:
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules["cri_harness"] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
