@@ -28,6 +28,7 @@ def _make(
     bin_dir: Callable[[Path], str] | None = None,
     *,
     registry: bool = False,
+    extra: Callable[[Path, contextlib.ExitStack], tuple[str, object]] | None = None,
 ) -> Iterator[Cri]:
     dt = pytest.importorskip("pycontainerd.daemon.testing")
     dt.require_binary("/usr/bin/runc")
@@ -56,6 +57,10 @@ def _make(
             sandbox_image=sandbox_image,
             mirrors={testing.MIRRORED: reg.url} if reg else None,
         )
+        extra_value: object = None
+        if extra is not None:
+            more, extra_value = extra(base, stack)
+            config += more
         d = dt.Daemon(
             base, config=config, env=dt.daemon_env(testing.MODULES, extra=testing.daemon_path_env())
         )
@@ -78,6 +83,7 @@ def _make(
                 subnet=subnet,
                 pause_digest=digest,
                 registry=reg,
+                extra=extra_value,
             )
             try:
                 yield cri
@@ -159,3 +165,29 @@ def cri_failing_cni() -> Iterator[Cri]:
             yield subnet
 
     yield from _make(setup, _failing_bin_dir)
+
+
+@pytest.fixture
+def cri_registry_configs() -> Iterator[Cri]:
+    """A daemon whose ``registry.configs`` holds the credentials and CA of an HTTPS registry.
+
+    The registry (htpasswd ``alice``/``s3cret``, a test CA) is ``cri.extra``.
+    """
+
+    def registry_configs(base: Path, stack: contextlib.ExitStack) -> tuple[str, object]:
+        rt = pytest.importorskip("pycontainerd.remotes.testing")
+        rt.require_registry()
+        ca = rt.make_ca(base / "ca")
+        reg = rt.Registry(
+            base / "secure", htpasswd={"alice": "s3cret"}, tls=ca.issue(base, "server")
+        )
+        reg.tls_ca = ca.cert
+        stack.enter_context(reg.running())
+        table = f'[plugins."io.containerd.grpc.v1.cri".registry.configs."{reg.host}"'
+        toml = (
+            f'{table}.auth]\n  username = "alice"\n  password = "s3cret"\n'
+            f'{table}.tls]\n  ca_file = "{ca.cert}"\n'
+        )
+        return toml, reg
+
+    yield from _make(None, extra=registry_configs)

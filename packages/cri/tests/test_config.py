@@ -105,6 +105,16 @@ def test_a_containerd_1x_table_is_read() -> None:
             "registry.mirrors.docker.io.endpoint",
             "expected an array of strings",
         ),
+        (
+            '[registry.configs."r.example:5000".tls]\ninsecure_skip_verify = "yes"',
+            "registry.configs.r.example:5000.tls.insecure_skip_verify",
+            'expected a boolean, got "yes"',
+        ),
+        (
+            '[registry.configs."r.example".auth]\nusername = 1',
+            "registry.configs.r.example.auth.username",
+            "expected a string, got 1",
+        ),
     ],
 )
 def test_bad_values_name_the_key(text: str, key: str, problem: str) -> None:
@@ -113,3 +123,15 @@ def test_bad_values_name_the_key(text: str, key: str, problem: str) -> None:
     assert info.value.key == f"{TABLE}.{key}"
     assert problem in info.value.problem
     assert str(info.value).endswith(": invalid argument")
+
+
+def test_registry_configs_are_read() -> None:
+    cfg = _load(
+        '[registry.configs."r.example:5000".auth]\nusername = "u"\npassword = "p"\n'
+        '[registry.configs."r.example:5000".tls]\nca_file = "ca.pem"\n'
+        "insecure_skip_verify = true\n"
+    )
+    host = cfg.registry_configs["r.example:5000"]
+    assert (host.username, host.password, host.ca_file) == ("u", "p", "ca.pem")
+    assert host.insecure_skip_verify
+    assert _load("").registry_configs == {}

@@ -233,6 +233,13 @@ def test_two_containers_share_the_pod_network(cri: Cri) -> None:
     direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with direct.open(f"http://{ip}:8080/", timeout=10) as page:
         assert page.read() == b"hello\n"
+    # The pod's network stats count that traffic on eth0 (lo is left out).
+    net = cri.runtime.PodSandboxStats(pb.PodSandboxStatsRequest(pod_sandbox_id=sid)).stats
+    eth0 = net.linux.network.default_interface
+    assert eth0.name == "eth0"
+    assert eth0.rx_bytes.value > 0
+    assert eth0.tx_bytes.value > len(b"hello\n")
+    assert [i.name for i in net.linux.network.interfaces] == []
 
 
 def test_containers_survive_a_daemon_restart(cri: Cri) -> None:

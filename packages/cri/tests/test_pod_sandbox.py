@@ -124,6 +124,20 @@ def test_pod_sandbox_lifecycle_with_networking(cri: Cri) -> None:
     assert cri.status(again).status.state == pb.SANDBOX_READY
 
 
+def test_cni_check_in_the_verbose_status(cri: Cri) -> None:
+    sid = cri.run(cri.pod_config("checked"))
+    info = json.loads(cri.status(sid, verbose=True).info["info"])
+    assert info["cniCheck"] == "ok"
+    # the bridge plugin's CHECK notices that the pod lost its interface
+    subprocess.run(
+        ["nsenter", f"--net={info['netNamespacePath']}", "ip", "link", "del", "eth0"],
+        check=True,
+    )
+    info = json.loads(cri.status(sid, verbose=True).info["info"])
+    assert "failed (CHECK)" in info["cniCheck"]
+    assert "bridge" in info["cniCheck"]
+
+
 def test_host_network_pod_has_no_namespace_of_its_own(cri: Cri) -> None:
     config = cri.pod_config("host")
     config.linux.security_context.namespace_options.network = pb.NODE

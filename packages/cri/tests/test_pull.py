@@ -60,6 +60,7 @@ def test_pull_then_list_status_and_ctr_see_the_managed_image(cri_registry: Cri) 
     assert list(img.repo_tags) == [ref]
     assert list(img.repo_digests) == [f"{repo}@{manifest}"]
     assert img.uid.value == 65535
+    assert not img.pinned  # only the sandbox image is pinned
     for name in (ref, config, f"{repo}@{manifest}"):
         st = cri.images.ImageStatus(pb.ImageStatusRequest(image=pb.ImageSpec(image=name)))
         assert st.image.id == config, name
@@ -121,6 +122,23 @@ def test_pull_with_auth_from_the_auth_config(cri_registry: Cri, tmp_path: Path) 
         assert st.image.id == config
 
 
+def test_credentials_and_ca_from_registry_configs(cri_registry_configs: Cri) -> None:
+    rt = pytest.importorskip("pycontainerd.remotes.testing")
+    cri = cri_registry_configs
+    reg = cri.extra
+    assert isinstance(reg, rt.Registry)
+    busybox = testing.static_busybox()
+    assert busybox is not None
+    ref, _, config = testing.seed_pause(reg, busybox, "private", "2", ("alice", "s3cret"))
+    # no AuthConfig: registry.configs.<host>.auth answers the challenge, .tls.ca_file
+    # verifies the server's certificate
+    assert _pull(cri, ref) == config
+    cri.images.RemoveImage(pb.RemoveImageRequest(image=pb.ImageSpec(image=config)))
+    # the request's credentials win over the configured ones
+    err = _error(cri, ref, pb.AuthConfig(username="alice", password="wrong"))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED, err.details()
+
+
 def test_run_pod_sandbox_pulls_a_missing_sandbox_image(cri_registry: Cri) -> None:
     cri = cri_registry
     assert not cri.images.ListImages(pb.ListImagesRequest()).images
@@ -132,3 +150,7 @@ def test_run_pod_sandbox_pulls_a_missing_sandbox_image(cri_registry: Cri) -> Non
     assert list(img.repo_digests) == [
         f"{cri.registry.host if cri.registry else ''}/pause@{cri.pause_digest}"
     ]
+    # the sandbox image is pinned (the kubelet's image GC keeps it), as containerd 1.7
+    assert img.pinned
+    listed = cri.daemon.ctr("-n", "k8s.io", "images", "ls").stdout
+    assert "io.cri-containerd.pinned=pinned" in listed

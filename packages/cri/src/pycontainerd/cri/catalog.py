@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from pycontainerd.metadata.metadata import Metadata
 
 K8S_NAMESPACE = "k8s.io"
+PINNED_LABEL = "io.cri-containerd.pinned"
+"""The label of images the kubelet's image GC must keep (the sandbox image), as containerd 1.7."""
+PINNED = "pinned"
 
 
 @dataclass(slots=True)
@@ -42,6 +45,7 @@ class CriImage:
     user: str = ""
     config: dict[str, object] = field(default_factory=dict)
     names: list[str] = field(default_factory=list)
+    pinned: bool = False
 
     @property
     def uid(self) -> int | None:
@@ -95,6 +99,7 @@ class ImageCatalog:
                     continue
                 img = by_id.setdefault(config_id, CriImage(id=config_id, size=size))
                 img.names.append(record.name)
+                img.pinned = img.pinned or record.labels.get(PINNED_LABEL) == PINNED
                 cfg = config.get("config")
                 img.user = str(cfg.get("User") or "") if isinstance(cfg, dict) else ""
                 img.config = config

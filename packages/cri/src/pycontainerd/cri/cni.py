@@ -197,6 +197,23 @@ class Cni:
         if errors:
             raise CniError("; ".join(errors))
 
+    async def check(self, att: Attachment, previous: dict[str, dict[str, Any]]) -> None:
+        """CHECK the pod in every network, in order, with each network's ADD result.
+
+        Networks whose ``cniVersion`` is older than 0.4.0 (which has no
+        CHECK) are skipped, as the CNI library does.
+
+        Raises:
+            CniError: a plugin reports a problem (or no config is left).
+        """
+        for index, net in enumerate(self._networks_or_fail()):
+            if _version(net.cni_version) < (0, 4, 0):
+                continue
+            ifname = att.ifname if index == 0 else f"net{index}"
+            prev: dict[str, Any] | None = previous.get(net.name)
+            for plugin in net.plugins:
+                await self._exec(net, plugin, "CHECK", att=att, ifname=ifname, prev=prev)
+
     async def _del_net_quietly(self, net: NetworkList, att: Attachment, ifname: str) -> None:
         for plugin in reversed(net.plugins):
             try:
@@ -276,6 +293,11 @@ class Cni:
             msg = f"plugin type={plugin['type']!r} {command}: result is not an object"
             raise CniError(msg)
         return result
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """``"1.0.0"`` -> ``(1, 0, 0)``; unparsable parts count as 0."""
+    return tuple(int(p) if p.isdigit() else 0 for p in (text or "0.0.0").split("."))
 
 
 def _plugin_error(plugin_type: str, command: str, out: bytes, err: bytes) -> str:

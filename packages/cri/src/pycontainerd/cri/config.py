@@ -34,7 +34,7 @@ DEFAULT_CONFIG: Final[dict[str, object]] = {
     "stream_server_port": "0",
     "enable_tls_streaming": False,
     "cni": {"bin_dir": "/opt/cni/bin", "conf_dir": "/etc/cni/net.d", "max_conf_num": 1},
-    "registry": {"config_path": "", "mirrors": {}},
+    "registry": {"config_path": "", "mirrors": {}, "configs": {}},
     "containerd": {
         "snapshotter": "overlayfs",
         "default_runtime_name": "runc",
@@ -67,6 +67,21 @@ class CniConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RegistryHostConfig:
+    """``registry.configs.<host>``: credentials and TLS for one registry host."""
+
+    username: str = ""
+    password: str = ""
+    auth: str = ""
+    """base64 ``user:password``."""
+    identity_token: str = ""
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    insecure_skip_verify: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class CriConfig:
     """The CRI plugin's configuration, validated."""
 
@@ -77,6 +92,7 @@ class CriConfig:
     cni: CniConfig = field(default_factory=CniConfig)
     registry_config_path: str = ""
     registry_mirrors: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    registry_configs: Mapping[str, RegistryHostConfig] = field(default_factory=dict)
     max_container_log_line_size: int = 16 * 1024
     restrict_oom_score_adj: bool = False
     disable_cgroup: bool = False
@@ -136,6 +152,20 @@ class CriConfig:
         for host, value in registry.table("mirrors").items():
             m = _Reader(value, registry.key(f"mirrors.{host}"), expect_table=True)
             mirrors[host] = tuple(m.strings("endpoint"))
+        configs: dict[str, RegistryHostConfig] = {}
+        for host, value in registry.table("configs").items():
+            c = _Reader(value, registry.key(f"configs.{host}"), expect_table=True)
+            auth, tls = c.table("auth"), c.table("tls")
+            configs[host] = RegistryHostConfig(
+                username=auth.string("username", ""),
+                password=auth.string("password", ""),
+                auth=auth.string("auth", ""),
+                identity_token=auth.string("identitytoken", ""),
+                ca_file=tls.string("ca_file", ""),
+                cert_file=tls.string("cert_file", ""),
+                key_file=tls.string("key_file", ""),
+                insecure_skip_verify=tls.boolean("insecure_skip_verify", False),
+            )
         port = r.raw.get("stream_server_port", "0")
         if isinstance(port, int) and not isinstance(port, bool):
             port = str(port)
@@ -160,6 +190,7 @@ class CriConfig:
             ),
             registry_config_path=registry.string("config_path", ""),
             registry_mirrors=mirrors,
+            registry_configs=configs,
             max_container_log_line_size=line_size,
             restrict_oom_score_adj=r.boolean("restrict_oom_score_adj", False),
             disable_cgroup=r.boolean("disable_cgroup", False),

@@ -8,9 +8,12 @@ namespaces (and PID namespace for POD mode) through ``/proc/<pause pid>/ns``,
 with the sandbox's ``hostname``, ``hosts`` and ``resolv.conf`` bind-mounted.
 StopContainer sends SIGTERM, waits ``timeout`` seconds, then SIGKILL.
 
-First cut: no logs (stdio goes nowhere), no TTY or stdin, numeric users only,
-no resources, devices, seccomp or capabilities from the config, state in
-memory only (not restored after a daemon restart).
+The OCI spec comes from the image config and the CRI config: users and
+groups, capabilities, seccomp, devices and privileged mode through
+:mod:`pycontainerd.cri.security`; the pod's ``/dev/shm``; resources; TTY.
+Output goes to the CRI log; state is kept in the container record and
+restored after a daemon restart. No stdin yet (attach is the streaming
+server's).
 
 Importing this module must not import grpc.
 """
@@ -42,7 +45,7 @@ from pycontainerd.core.errdefs import (
 from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.namespaces import with_namespace
 from pycontainerd.core.types import AnyValue
-from pycontainerd.cri import cio
+from pycontainerd.cri import cio, security
 from pycontainerd.cri.images import chain_id
 from pycontainerd.cri.sandbox import K8S_NAMESPACE, KIND_LABEL, READY, SPEC_TYPE_URL
 from pycontainerd.cri.spec import (
@@ -52,10 +55,12 @@ from pycontainerd.cri.spec import (
     cgroups_path,
     default_mounts,
 )
+from pycontainerd.cri.stats import oom_killed
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from pycontainerd.core.types import Mount
     from pycontainerd.cri.catalog import ImageCatalog
     from pycontainerd.cri.sandbox import PodSandbox, SandboxManager
 
@@ -222,16 +227,37 @@ def oom_score_adj(wanted: int, *, restrict: bool, own: int | None = None) -> int
     return value
 
 
-def _user(image_user: str, sec: dict[str, Any]) -> tuple[int, int]:
-    """The uid and gid: the security context's ``run_as_*``, else the image's numeric user."""
-    u, _, g = image_user.partition(":")
-    uid = int(u) if u.isdigit() else 0
-    gid = int(g) if g.isdigit() else 0
-    if "run_as_user" in sec:
-        uid = int((sec["run_as_user"] or {}).get("value", 0))
-    if "run_as_group" in sec:
-        gid = int((sec["run_as_group"] or {}).get("value", 0))
-    return uid, gid
+PROPAGATION = {0: "rprivate", 1: "rslave", 2: "rshared"}
+"""CRI ``MountPropagation`` -> the bind mount's propagation option."""
+
+
+def cri_mount(m: dict[str, Any]) -> dict[str, Any]:
+    """The OCI bind mount for a CRI ``Mount``: propagation and read-only as options.
+
+    The host path's symlinks are resolved (as containerd does), so a volume
+    whose host path is a symlink mounts its target.
+    """
+    host = str(m.get("host_path", ""))
+    with contextlib.suppress(OSError):
+        host = os.path.realpath(host, strict=True)
+    return {
+        "destination": str(m.get("container_path", "")),
+        "type": "bind",
+        "source": host,
+        "options": [
+            "rbind",
+            PROPAGATION.get(int(m.get("propagation", 0) or 0), "rprivate"),
+            "ro" if m.get("readonly") else "rw",
+        ],
+    }
+
+
+def sandbox_shm(sandboxes_dir: Path, sb: PodSandbox) -> str | None:
+    """The ``/dev/shm`` a pod's containers share: the host's (IPC NODE) or the pod's tmpfs."""
+    if sb.namespace_options.get("ipc") == 2:  # NODE
+        return "/dev/shm"  # noqa: S108
+    shm = sandboxes_dir / sb.id / "shm"
+    return str(shm) if os.path.ismount(shm) else None
 
 
 def _namespaces(sb: PodSandbox, ns_opts: dict[str, Any]) -> list[dict[str, str]]:
@@ -358,69 +384,40 @@ class ContainerManager:
             raise InvalidArgumentError(msg)
         linux = config.get("linux") or {}
         sec = linux.get("security_context") or {}
-        uid, gid = _user(str(icfg.get("User") or ""), sec)
-        namespaces = _namespaces(sb, sec.get("namespace_options") or {})
-        files = self.sandboxes.sandboxes_dir / sb.id
-        mounts = default_mounts()
-        for fname in ("hostname", "hosts", "resolv.conf"):
-            mounts.append(
-                {
-                    "destination": f"/etc/{fname}",
-                    "type": "bind",
-                    "source": str(files / fname),
-                    "options": ["rbind", "rprivate", "ro" if sec.get("readonly_rootfs") else "rw"],
-                }
-            )
-        for m in config.get("mounts") or []:
-            mounts.append(
-                {
-                    "destination": str(m.get("container_path", "")),
-                    "type": "bind",
-                    "source": str(m.get("host_path", "")),
-                    "options": ["rbind", "rprivate", "ro" if m.get("readonly") else "rw"],
-                }
-            )
+        privileged = bool(sec.get("privileged", False))
         sb_linux = sb.config.get("linux") or {}
-        runtime = self.sandboxes.config.runtime_for(sb.runtime_handler)
-        hostname_file = files / "hostname"
-        hostname = hostname_file.read_text().strip() if hostname_file.is_file() else ""
-        spec = {
-            "ociVersion": "1.1.0",
-            "process": {
-                "terminal": False,
-                "user": {"uid": uid, "gid": gid},
-                "args": args,
-                "env": merge_env(list(icfg.get("Env") or []), list(config.get("envs") or [])),
-                "cwd": str(config.get("working_dir") or icfg.get("WorkingDir") or "/"),
-                "capabilities": {k: list(DEFAULT_CAPS) for k in CAP_SETS},
-                "noNewPrivileges": bool(sec.get("no_new_privs", False)),
-                "oomScoreAdj": oom_score_adj(
-                    int((linux.get("resources") or {}).get("oom_score_adj", 0) or 0),
-                    restrict=self.sandboxes.config.restrict_oom_score_adj,
-                ),
-            },
-            "root": {"path": "rootfs", "readonly": bool(sec.get("readonly_rootfs", False))},
-            "hostname": hostname,
-            "mounts": mounts,
-            "annotations": {
-                "io.kubernetes.cri.container-type": "container",
-                "io.kubernetes.cri.container-name": str(meta.get("name", "")),
-                "io.kubernetes.cri.sandbox-id": sb.id,
-                "io.kubernetes.cri.image-name": image_ref,
-            },
-            "linux": {
-                "namespaces": namespaces,
-                "cgroupsPath": cgroups_path(
-                    str(sb_linux.get("cgroup_parent") or ""), cid, systemd=runtime.systemd_cgroup
-                ),
-                "resources": {
-                    "devices": [{"allow": False, "access": "rwm"}],
-                    **oci_resources(linux.get("resources") or {}),
-                },
-                "maskedPaths": list(MASKED_PATHS),
-                "readonlyPaths": list(READONLY_PATHS),
-            },
-        }  # fmt: skip
+        if privileged and not (sb_linux.get("security_context") or {}).get("privileged"):
+            msg = "no privileged container allowed in sandbox"
+            raise InvalidArgumentError(msg)
+        async with self.sandboxes.lease():
+            return await self._create_leased(
+                cid, name, sb, config, meta, image_ref, image_id, diff_ids, icfg, args
+            )
+
+    async def _create_leased(  # noqa: PLR0917
+        self,
+        cid: str,
+        name: str,
+        sb: PodSandbox,
+        config: dict[str, Any],
+        meta: dict[str, Any],
+        image_ref: str,
+        image_id: str,
+        diff_ids: list[str],
+        icfg: dict[str, Any],
+        args: list[str],
+    ) -> CriContainer:
+        md = self.sandboxes.md
+        snapshotter = self.sandboxes.config.snapshotter
+        with with_namespace(K8S_NAMESPACE):
+            snap = md.snapshotter(snapshotter)
+            rootfs_mounts = await snap.prepare(cid, chain_id(diff_ids))
+        try:
+            spec = self._spec(cid, sb, config, meta, image_ref, icfg, rootfs_mounts, args)
+        except BaseException:
+            with with_namespace(K8S_NAMESPACE), contextlib.suppress(Exception):
+                await snap.remove(cid)
+            raise
         spec_bytes = json.dumps(spec).encode()
         log_dir = str(sb.config.get("log_directory") or "")
         log_path = str(config.get("log_path") or "")
@@ -438,11 +435,8 @@ class ContainerManager:
             log_path=_log_file(log_dir, log_path),
             config=config,
         )
-        md = self.sandboxes.md
-        snapshotter = self.sandboxes.config.snapshotter
+        runtime = self.sandboxes.config.runtime_for(sb.runtime_handler)
         with with_namespace(K8S_NAMESPACE):
-            snap = md.snapshotter(snapshotter)
-            await snap.prepare(cid, chain_id(diff_ids))
             try:
                 await md.container_store().create(
                     Container(
@@ -461,6 +455,137 @@ class ContainerManager:
                     await snap.remove(cid)
                 raise
         return c
+
+    def _spec(  # noqa: PLR0912, PLR0915, PLR0917
+        self,
+        cid: str,
+        sb: PodSandbox,
+        config: dict[str, Any],
+        meta: dict[str, Any],
+        image_ref: str,
+        icfg: dict[str, Any],
+        rootfs_mounts: list[Mount],
+        args: list[str],
+    ) -> dict[str, Any]:
+        """The container's OCI spec from its CRI config, its image and its pod."""
+        linux = config.get("linux") or {}
+        sec = linux.get("security_context") or {}
+        privileged = bool(sec.get("privileged", False))
+        readonly_rootfs = bool(sec.get("readonly_rootfs", False))
+        passwd_text = security.read_rootfs_file(rootfs_mounts, "/etc/passwd")
+        group_text = security.read_rootfs_file(rootfs_mounts, "/etc/group")
+        user = security.resolve_user(
+            security.user_string(sec, str(icfg.get("User") or "")),
+            security.parse_passwd(passwd_text) if passwd_text is not None else None,
+            security.parse_group(group_text) if group_text is not None else None,
+            [int(g) for g in sec.get("supplemental_groups") or []],
+        )
+        namespaces = _namespaces(sb, sec.get("namespace_options") or {})
+        files = self.sandboxes.sandboxes_dir / sb.id
+        mounts = default_mounts()
+        if privileged:
+            for m in mounts:
+                if m["destination"] == "/sys":
+                    m["options"] = [o for o in m["options"] if o != "ro"]
+        shm = sandbox_shm(self.sandboxes.sandboxes_dir, sb)
+        if shm is not None:
+            mounts = [m for m in mounts if m["destination"] != "/dev/shm"]  # noqa: S108
+            mounts.append(
+                {
+                    "destination": "/dev/shm",  # noqa: S108
+                    "type": "bind",
+                    "source": shm,
+                    "options": ["rbind", "rprivate", "rw", "nosuid", "nodev", "noexec"],
+                }
+            )
+        for fname in ("hostname", "hosts", "resolv.conf"):
+            mounts.append(
+                {
+                    "destination": f"/etc/{fname}",
+                    "type": "bind",
+                    "source": str(files / fname),
+                    "options": ["rbind", "rprivate", "ro" if readonly_rootfs else "rw"],
+                }
+            )
+        propagation = ""
+        for m in config.get("mounts") or []:
+            mount = cri_mount(m)
+            mounts.append(mount)
+            if "rshared" in mount["options"]:
+                propagation = "rshared"
+            elif "rslave" in mount["options"] and not propagation:
+                propagation = "rslave"
+        devices: list[dict[str, Any]] = []
+        rules: list[dict[str, Any]] = [{"allow": False, "access": "rwm"}]
+        if privileged:
+            devices = security.host_devices()
+            rules = [{"allow": True, "access": "rwm"}]
+        for d in config.get("devices") or []:
+            dev, rule = security.device(
+                str(d.get("host_path", "")),
+                str(d.get("container_path", "")),
+                str(d.get("permissions", "")),
+            )
+            devices = [x for x in devices if x["path"] != dev["path"]] + [dev]
+            rules.append(rule)
+        caps = security.capabilities(sec, DEFAULT_CAPS, privileged=privileged)
+        seccomp = security.seccomp_profile(sec, caps, privileged=privileged)
+        masked = [str(p) for p in sec.get("masked_paths") or []] or list(MASKED_PATHS)
+        readonly = [str(p) for p in sec.get("readonly_paths") or []] or list(READONLY_PATHS)
+        sb_linux = sb.config.get("linux") or {}
+        runtime = self.sandboxes.config.runtime_for(sb.runtime_handler)
+        hostname_file = files / "hostname"
+        hostname = hostname_file.read_text().strip() if hostname_file.is_file() else ""
+        process_user: dict[str, Any] = {"uid": user.uid, "gid": user.gid}
+        if user.additional_gids:
+            process_user["additionalGids"] = list(user.additional_gids)
+        env = merge_env(list(icfg.get("Env") or []), list(config.get("envs") or []))
+        if config.get("tty") and not any(e.startswith("TERM=") for e in env):
+            env.append("TERM=xterm")
+        spec: dict[str, Any] = {
+            "ociVersion": "1.1.0",
+            "process": {
+                "terminal": bool(config.get("tty", False)),
+                "user": process_user,
+                "args": args,
+                "env": env,
+                "cwd": str(config.get("working_dir") or icfg.get("WorkingDir") or "/"),
+                "capabilities": {k: list(caps) for k in CAP_SETS},
+                "noNewPrivileges": bool(sec.get("no_new_privs", False)),
+                "oomScoreAdj": oom_score_adj(
+                    int((linux.get("resources") or {}).get("oom_score_adj", 0) or 0),
+                    restrict=self.sandboxes.config.restrict_oom_score_adj,
+                ),
+            },
+            "root": {"path": "rootfs", "readonly": readonly_rootfs},
+            "hostname": hostname,
+            "mounts": mounts,
+            "annotations": {
+                "io.kubernetes.cri.container-type": "container",
+                "io.kubernetes.cri.container-name": str(meta.get("name", "")),
+                "io.kubernetes.cri.sandbox-id": sb.id,
+                "io.kubernetes.cri.image-name": image_ref,
+            },
+            "linux": {
+                "namespaces": namespaces,
+                "cgroupsPath": cgroups_path(
+                    str(sb_linux.get("cgroup_parent") or ""), cid, systemd=runtime.systemd_cgroup
+                ),
+                "resources": {
+                    "devices": rules,
+                    **oci_resources(linux.get("resources") or {}),
+                },
+                "maskedPaths": [] if privileged else masked,
+                "readonlyPaths": [] if privileged else readonly,
+            },
+        }
+        if propagation:
+            spec["linux"]["rootfsPropagation"] = propagation
+        if devices:
+            spec["linux"]["devices"] = devices
+        if seccomp is not None:
+            spec["linux"]["seccomp"] = seccomp
+        return spec
 
     async def start(self, id_or_prefix: str) -> None:
         """StartContainer: create and start the task; its exit is watched.
@@ -492,6 +617,7 @@ class ContainerManager:
                 rootfs=[mount_to_proto(m) for m in mounts],
                 stdout=str(fifos.get("stdout", "")),
                 stderr=str(fifos.get("stderr", "")),
+                terminal=bool(c.config.get("tty", False)),
             )
         except BaseException:
             for path in fifos.values():
@@ -641,6 +767,10 @@ class ContainerManager:
         ts = resp.exited_at
         c.finished_at = ts.seconds * 1_000_000_000 + ts.nanos if ts.seconds else time.time_ns()
         c.reason = "Completed" if c.exit_code == 0 else "Error"
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            cgroup = str(json.loads(c.spec)["linux"]["cgroupsPath"])
+            if ":" not in cgroup and await asyncio.to_thread(oom_killed, cgroup):
+                c.reason = "OOMKilled"
         c.state = EXITED
         c.exited.set()
         if self.on_exit is not None:

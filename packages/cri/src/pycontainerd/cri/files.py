@@ -5,12 +5,15 @@ Kept in the sandbox's directory under the plugin's root, as containerd does:
 ``options`` lines) or a copy of the host's when the pod sets none; ``hosts``
 with the loopback entries (the host's copy for hostNetwork pods); ``hostname``
 with the pod's hostname (the host's when a hostNetwork pod sets none).
+The pod's ``/dev/shm`` is a tmpfs mounted at ``shm`` there, shared by the pause
+container and every container of the pod (unless the pod uses the host's IPC).
 
 Importing this module must not import grpc.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -65,3 +68,38 @@ def write_sandbox_files(
     else:
         (directory / "resolv.conf").write_text(text)
     return hostname
+
+
+SHM_SIZE = 64 * 1024 * 1024
+"""The size of a pod's ``/dev/shm`` (containerd's default, 64 MiB)."""
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
+_MNT_DETACH = 2
+
+
+def _libc() -> Any:
+    import ctypes
+    import ctypes.util
+
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def mount_shm(path: Path) -> None:
+    """Mount the pod's shared ``/dev/shm``: a tmpfs at ``path`` (created).
+
+    Raises:
+        OSError: the mount failed.
+    """
+    import ctypes
+
+    path.mkdir(parents=True, exist_ok=True)
+    flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+    data = f"mode=1777,size={SHM_SIZE}".encode()
+    if _libc().mount(b"shm", os.fsencode(path), b"tmpfs", flags, data) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"mounting the pod's /dev/shm: {os.strerror(errno)}", str(path))
+
+
+def unmount_shm(path: Path) -> None:
+    """Unmount a pod's ``/dev/shm`` (lazily); not mounted or missing is fine."""
+    if os.path.ismount(path):
+        _libc().umount2(os.fsencode(path), _MNT_DETACH)

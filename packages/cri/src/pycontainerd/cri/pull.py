@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pycontainerd.core import platforms
 from pycontainerd.core.errdefs import ContainerdError, InvalidArgumentError
 from pycontainerd.core.namespaces import with_namespace
-from pycontainerd.cri.catalog import K8S_NAMESPACE
+from pycontainerd.cri.catalog import K8S_NAMESPACE, PINNED, PINNED_LABEL
 from pycontainerd.cri.images import image_config, normalize
 
 if TYPE_CHECKING:
@@ -74,14 +75,18 @@ class ImagePuller:
         self._locks: dict[str, asyncio.Lock] = {}
 
     def _hosts(self) -> HostsConfig | Callable[[str], list[RegistryHost]]:
+        """The servers of a registry: ``config_path``'s hosts.toml, else the mirrors.
+
+        With mirrors (or neither), ``registry.configs.<host>.tls`` applies to
+        the server ``<host>`` (a mirror endpoint or the registry itself).
+        """
         from pycontainerd.remotes.hosts import Capability, HostsConfig
         from pycontainerd.remotes.hosts import RegistryHost as Host
 
-        if self.config.registry_config_path or not self.config.registry_mirrors:
+        if self.config.registry_config_path:
             from pathlib import Path
 
-            root = self.config.registry_config_path
-            return HostsConfig(hosts_dir=Path(root) if root else None)
+            return HostsConfig(hosts_dir=Path(self.config.registry_config_path))
         upstream = HostsConfig()
         mirrors = self.config.registry_mirrors
 
@@ -101,9 +106,37 @@ class ImagePuller:
                         capabilities=Capability.PULL | Capability.RESOLVE,
                     )
                 )
-            return out + upstream.hosts(registry)
+            return [self._with_tls(h) for h in out + upstream.hosts(registry)]
 
         return hosts
+
+    def _with_tls(self, host: RegistryHost) -> RegistryHost:
+        import dataclasses
+
+        from pycontainerd.remotes.hosts import TLSOptions
+
+        cfg = self.config.registry_configs.get(host.host)
+        if cfg is None or not (cfg.ca_file or cfg.cert_file or cfg.insecure_skip_verify):
+            return host
+        tls = TLSOptions(
+            ca_files=(cfg.ca_file,) if cfg.ca_file else (),
+            client_pairs=((cfg.cert_file, cfg.key_file),) if cfg.cert_file else (),
+            skip_verify=cfg.insecure_skip_verify or None,
+        )
+        return dataclasses.replace(host, tls=tls)
+
+    def configured_credentials(self, host: str) -> tuple[str, str] | None:
+        """``registry.configs.<host>.auth`` as (user, secret); None when unset.
+
+        Raises:
+            InvalidArgumentError: its ``auth`` is not base64 ``user:password``.
+        """
+        cfg = self.config.registry_configs.get(host)
+        if cfg is None:
+            return None
+        if cfg.identity_token:
+            return ("", cfg.identity_token)
+        return credentials(cfg.username, cfg.password, cfg.auth)
 
     async def pull(self, ref: str, auth: tuple[str, str] | None = None) -> str:
         """Pull ``ref`` and return its image id (``sha256:<config digest>``).
@@ -128,11 +161,17 @@ class ImagePuller:
         from pycontainerd.remotes.resolver import Resolver
 
         async def creds(host: str) -> tuple[str, str] | None:
-            del host
-            return auth
+            # the request's AuthConfig first, then registry.configs.<host>.auth (containerd 1.6)
+            return auth or self.configured_credentials(host)
 
         labels = {MANAGED_LABEL: MANAGED}
-        resolver = Resolver(self._hosts(), credentials=creds if auth else None)
+        with contextlib.suppress(InvalidArgumentError):
+            if name == normalize(self.config.sandbox_image):
+                labels[PINNED_LABEL] = PINNED
+        with_creds = auth or any(
+            c.username or c.auth or c.identity_token for c in self.config.registry_configs.values()
+        )
+        resolver = Resolver(self._hosts(), credentials=creds if with_creds else None)
         with with_namespace(K8S_NAMESPACE):
             try:
                 async with self.services.with_lease():

@@ -50,12 +50,12 @@ from pycontainerd.core.namespaces import with_namespace
 from pycontainerd.core.types import AnyValue
 from pycontainerd.cri import netns
 from pycontainerd.cri.cni import Attachment, Cni, CniError, CniNotReadyError
-from pycontainerd.cri.files import write_sandbox_files
+from pycontainerd.cri.files import mount_shm, unmount_shm, write_sandbox_files
 from pycontainerd.cri.images import image_config, normalize
 from pycontainerd.cri.spec import cgroups_path, parse_user, sandbox_spec
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from pycontainerd.cri.config import CriConfig
     from pycontainerd.cri.pull import ImagePuller
@@ -297,6 +297,11 @@ class SandboxManager:
             dns=dict(config.get("dns_config") or {}),
             host_network=host_network,
         )
+        shm = files_dir / "shm"
+        host_ipc = ns_opts.get("ipc") == 2
+        if not host_ipc:
+            await asyncio.to_thread(mount_shm, shm)
+            undo.append(lambda: asyncio.to_thread(unmount_shm, shm))
         spec = sandbox_spec(
             args=args,
             env=list(img.env),
@@ -317,8 +322,18 @@ class SandboxManager:
                 "io.kubernetes.cri.sandbox-uid": str(meta.get("uid", "")),
             },
         )
+        # the pod's /dev/shm (the host's with host IPC), shared with its containers
+        spec["mounts"] = [m for m in spec["mounts"] if m["destination"] != "/dev/shm"]  # noqa: S108
+        spec["mounts"].append(
+            {
+                "destination": "/dev/shm",  # noqa: S108
+                "type": "bind",
+                "source": "/dev/shm" if host_ipc else str(shm),  # noqa: S108
+                "options": ["rbind", "rw", "nosuid", "nodev", "noexec"],
+            }
+        )
         spec_bytes = json.dumps(spec).encode()
-        with with_namespace(K8S_NAMESPACE):
+        async with self.lease():
             snap = self.md.snapshotter(self.config.snapshotter)
             mounts = await snap.prepare(sid, img.chain_id)
             undo.append(lambda: self._in_ns(snap.remove(sid)))
@@ -411,6 +426,39 @@ class SandboxManager:
         except CniNotReadyError:
             log.warning("sandbox %s: no CNI config left to tear its network down", sb.id)
 
+    @contextlib.asynccontextmanager
+    async def lease(self) -> AsyncIterator[str]:
+        """A lease (namespace ``k8s.io``, 24 h expiry) for the block, deleted after it.
+
+        Snapshots prepared in the block belong to it, so the garbage collector
+        cannot take them before the container record that references them
+        exists (as containerd's client leases container creation).
+        """
+        from datetime import UTC, datetime, timedelta
+
+        from pycontainerd.core import namespaces
+
+        until = (datetime.now(UTC) + timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with with_namespace(K8S_NAMESPACE):
+            manager = self.md.lease_store()
+            lease = await manager.create(labels={"containerd.io/gc.expire": until})
+        try:
+            with with_namespace(K8S_NAMESPACE), namespaces.with_lease(lease.id):
+                yield lease.id
+        finally:
+            with with_namespace(K8S_NAMESPACE), contextlib.suppress(NotFoundError):
+                await manager.delete(lease.id)
+
+    async def check_network(self, sb: PodSandbox) -> str:
+        """CNI CHECK of a ready pod's networks: ``""`` when they are fine, else the problem."""
+        if not sb.netns_path or sb.state != READY:
+            return ""
+        try:
+            await self.cni.check(self._attachment(sb), sb.cni_results)
+        except CniError as exc:
+            return str(exc)
+        return ""
+
     async def _delete_task(self, sid: str) -> None:
         from pycontainerd.api.runtime.task.v2 import shim_pb2 as shim
 
@@ -453,6 +501,7 @@ class SandboxManager:
                 sb.netns_path = ""
             sb.ips = []
             sb.cni_results = {}
+            await asyncio.to_thread(unmount_shm, self.sandboxes_dir / sb.id / "shm")
             await self._persist(sb)
 
     async def _persist(self, sb: PodSandbox) -> None:

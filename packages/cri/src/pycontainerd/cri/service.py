@@ -22,9 +22,10 @@ from pycontainerd.api.cri.v1 import api_pb2_grpc as pb_grpc
 from pycontainerd.api.errgrpc import aborting_on_error
 from pycontainerd.core.errdefs import NotFoundError
 from pycontainerd.cri.catalog import CriImage, ImageCatalog, disk_usage
+from pycontainerd.cri.cni import DEFAULT_IFNAME
 from pycontainerd.cri.containers import ContainerManager, CriContainer
 from pycontainerd.cri.spec import cgroups_path
-from pycontainerd.cri.stats import Usage, read_usage
+from pycontainerd.cri.stats import Usage, read_net_dev, read_usage
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -135,7 +136,12 @@ def _pod_status(sb: PodSandbox) -> pb.PodSandboxStatus:
 
 
 def _container_status(c: CriContainer) -> pb.ContainerStatus:
+    mounts = [
+        json_format.ParseDict(m, pb.Mount(), ignore_unknown_fields=True)
+        for m in c.config.get("mounts") or []
+    ]
     return pb.ContainerStatus(
+        mounts=mounts,
         id=c.id,
         metadata=_container_metadata(c),
         state=pb.ContainerState.Value(c.state),
@@ -253,6 +259,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
                     "runtimeHandler": sb.runtime_handler,
                     "image": self.cri.config.sandbox_image,
                     "cniResult": sb.cni_results,
+                    "cniCheck": await self.cri.sandboxes.check_network(sb) or "ok",
                     "config": sb.config,
                 }
             )
@@ -468,6 +475,20 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         if pod.working_set_bytes is not None:
             out.linux.memory.working_set_bytes.value = pod.working_set_bytes
         out.linux.containers.extend(containers)
+        if sb.pid and not sb.host_network:
+            interfaces = await asyncio.to_thread(read_net_dev, sb.pid)
+            out.linux.network.timestamp = now
+            for usage in interfaces:
+                item = (
+                    out.linux.network.default_interface
+                    if usage.name == DEFAULT_IFNAME
+                    else out.linux.network.interfaces.add()
+                )
+                item.name = usage.name
+                item.rx_bytes.value = usage.rx_bytes
+                item.rx_errors.value = usage.rx_errors
+                item.tx_bytes.value = usage.tx_bytes
+                item.tx_errors.value = usage.tx_errors
         return out
 
     async def ReopenContainerLog(  # noqa: N802
@@ -522,6 +543,7 @@ def _image_to_proto(img: CriImage) -> pb.Image:
         size=img.size,
         username=img.username,
         spec=pb.ImageSpec(image=img.id),
+        pinned=img.pinned,
     )
     if img.uid is not None:
         out.uid.value = img.uid

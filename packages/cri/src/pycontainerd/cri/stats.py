@@ -71,3 +71,53 @@ def read_usage(cgroups_path: str, root: Path = CGROUP_ROOT) -> Usage:
         memory_bytes=mem,
         working_set_bytes=max(mem - inactive, 0) if mem is not None else None,
     )
+
+
+def oom_killed(cgroups_path: str, root: Path = CGROUP_ROOT) -> bool:
+    """Whether the kernel's OOM killer killed a process of the cgroup ``cgroups_path``.
+
+    Read from ``memory.events`` (v2) or ``memory.oom_control`` (v1), which
+    count OOM kills while the cgroup exists (the runtime removes it only
+    when the task is deleted).
+    """
+    rel = cgroups_path.lstrip("/")
+    if is_v2(root):
+        count = _stat_field(root / rel / "memory.events", "oom_kill")
+    else:
+        count = _stat_field(root / "memory" / rel / "memory.oom_control", "oom_kill")
+    return bool(count)
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceUsage:
+    """One network interface's counters."""
+
+    name: str
+    rx_bytes: int
+    rx_errors: int
+    tx_bytes: int
+    tx_errors: int
+
+
+def read_net_dev(pid: int) -> list[InterfaceUsage]:
+    """The interfaces of ``pid``'s network namespace (``/proc/<pid>/net/dev``), ``lo`` left out."""
+    try:
+        lines = Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        name, _, counters = line.partition(":")
+        fields = counters.split()
+        if name.strip() == "lo" or len(fields) < 11:
+            continue
+        out.append(
+            InterfaceUsage(
+                name=name.strip(),
+                rx_bytes=int(fields[0]),
+                rx_errors=int(fields[2]),
+                tx_bytes=int(fields[8]),
+                tx_errors=int(fields[10]),
+            )
+        )
+    return out

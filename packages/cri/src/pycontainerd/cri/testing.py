@@ -77,12 +77,13 @@ def pause_image(
     entrypoint: tuple[str, ...] = ("/bin/sleep", "2000000"),
     user: str = "65535:65535",
     applets: tuple[str, ...] = ("sh", "sleep"),
+    files: dict[str, bytes] | None = None,
 ) -> tuple[bytes, bytes, bytes]:
     """A stand-in pause image: (config, manifest, gzip layer).
 
-    One layer: the static busybox with ``sh`` and ``sleep`` links; the
-    entrypoint sleeps (the sandbox is stopped with SIGKILL), as user
-    ``65535:65535`` like the real pause image.
+    One layer: the static busybox with ``sh`` and ``sleep`` links (and
+    ``files`` under ``etc/``...); the entrypoint sleeps (the sandbox is
+    stopped with SIGKILL), as user ``65535:65535`` like the real pause image.
     """
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -97,6 +98,8 @@ def pause_image(
             link.type = tarfile.SYMTYPE
             link.linkname = "busybox"
             tar.addfile(link)
+        for name, data in sorted((files or {}).items()):
+            _file(tar, name, data)
     layer = buf.getvalue()
     blob = gzip.compress(layer, mtime=0)
     arch = _GOARCH.get(platform.machine(), platform.machine())
@@ -142,9 +145,12 @@ def build_pause_archive(
     entrypoint: tuple[str, ...] = ("/bin/sleep", "2000000"),
     user: str = "65535:65535",
     applets: tuple[str, ...] = ("sh", "sleep"),
+    files: dict[str, bytes] | None = None,
 ) -> str:
     """An OCI archive of :func:`pause_image` named ``ref``; returns its manifest digest."""
-    config, manifest, blob = pause_image(busybox, entrypoint=entrypoint, user=user, applets=applets)
+    config, manifest, blob = pause_image(
+        busybox, entrypoint=entrypoint, user=user, applets=applets, files=files
+    )
     arch = _GOARCH.get(platform.machine(), platform.machine())
     index = json.dumps(
         {
@@ -277,6 +283,8 @@ class Cri:
     pause_digest: str = ""
     registry: RemotesRegistry | None = None
     """The registry ``sandbox_image`` is in when it was not imported (``cri_registry``)."""
+    extra: object = None
+    """What a fixture's extra setup made (``cri_registry_configs``: its HTTPS registry)."""
 
     def pod_config(self, name: str = "pod", **kwargs: object) -> pb.PodSandboxConfig:
         from pycontainerd.api.cri.v1 import api_pb2 as pb
