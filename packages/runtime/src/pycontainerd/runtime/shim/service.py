@@ -483,6 +483,7 @@ class TaskService:
         """
         c = self._container(req.id)
         if c.creating is not None and not c.creating.done():
+            log.info("delete of %s waits for its create", c.id)
             with contextlib.suppress(BaseException):
                 await asyncio.shield(c.creating)
             c = self._container(req.id)
