@@ -128,9 +128,16 @@ def test_run_rm_killed_during_create_leaves_no_container_and_no_shim(
         # caller (the connection closes) and must undo itself.
         daemon.kill()
         gate.touch()
-        wait_for(lambda: not is_our_shim(shim_pid), 60, "the shim to exit")
+        seen = [""]
+
+        def shim_gone() -> bool:
+            with contextlib.suppress(OSError):
+                seen[0] = shim_log.read_text()
+            return not is_our_shim(shim_pid)
+
+        wait_for(shim_gone, 60, "the shim to exit")
         wait_for(lambda: not _runc_running(runc_root), 30, "runc calls to end")
-        assert _runc_containers(runc_root) == []
+        assert _runc_containers(runc_root) == [], seen[0]
         return
 
     # The daemon notices the client is gone and deletes the task it gave up

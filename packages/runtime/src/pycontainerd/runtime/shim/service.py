@@ -484,8 +484,10 @@ class TaskService:
         c = self._container(req.id)
         if c.creating is not None and not c.creating.done():
             log.info("delete of %s waits for its create", c.id)
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(c.creating)
+            # ``wait`` neither raises the Create's error nor cancels it; this
+            # call's own cancellation (its timeout, a closed connection) still
+            # ends it here, before it deletes anything.
+            await asyncio.wait({c.creating})
             c = self._container(req.id)
         proc = c.process(req.exec_id)
         if proc.status in {RUNNING, PAUSED} and not proc.exited.is_set():
