@@ -96,7 +96,7 @@ def test_run_rm_killed_during_create_leaves_no_container_and_no_shim(
         'for a in "$@"; do\n'
         '  if [ "$a" = create ]; then\n'
         f"    touch {at_gate}\n"
-        f"    while [ ! -e {gate} ]; do sleep 0.02; done\n"
+        f"    while [ ! -e {gate} ]; do [ -d {base} ] || exit 1; sleep 0.02; done\n"
         "  fi\n"
         "done\n"
         'exec runc "$@"\n'

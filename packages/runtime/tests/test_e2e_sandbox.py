@@ -401,6 +401,14 @@ def test_create_options_rootfs_and_netns_reach_the_shim(api: Api, netns: Path) -
     rootfs = [mount_pb2.Mount(type="bind", source=str(api.rootfs), options=["rbind", "ro"])]
     _create(api, sid, rootfs=rootfs, netns_path=str(netns))
     bundle_rootfs = api.daemon.state / "io.containerd.runtime.v2.task" / "default" / sid / "rootfs"
+    try:
+        _options_used(api, sid, bundle_rootfs, netns)
+    finally:
+        if _mounted(bundle_rootfs):  # a failed check must not leave the mount behind
+            subprocess.run(["umount", "-l", str(bundle_rootfs)], check=False)
+
+
+def _options_used(api: Api, sid: str, bundle_rootfs: Path, netns: Path) -> None:
     assert _mounted(bundle_rootfs)
     assert (bundle_rootfs / "bin" / "busybox").exists()
     info = api.status(sid).info

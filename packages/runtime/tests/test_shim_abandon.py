@@ -84,7 +84,9 @@ class Rig:
         self.wrapper.write_text(
             "#!/bin/sh\n"
             'for a in "$@"; do\n'
-            f'  if [ "$a" = create ]; then while [ ! -e {self.gate} ]; do sleep 0.02; done; fi\n'
+            f'  if [ "$a" = create ]; then while [ ! -e {self.gate} ]; do\n'
+            # A test that failed before opening the gate removed its directory.
+            f"    [ -d {root} ] || exit 1; sleep 0.02; done; fi\n"
             "done\n"
             'exec runc "$@"\n'
         )
@@ -161,6 +163,8 @@ class Rig:
         return found
 
     def cleanup(self) -> None:
+        with contextlib.suppress(OSError):
+            self.gate.touch()  # a wrapper still held lets go
         if self.pid and is_our_shim(self.pid):
             os.kill(self.pid, signal.SIGKILL)
         for cid in self.runc_containers():
