@@ -83,6 +83,33 @@ def test_sandboxes_run_ls_rm(daemon: Daemon, tmp_path: Path, py: Callable[..., A
     code, out, _ = ctr("sandboxes", "ls", "--filters", "id==sb2")
     assert [line.split()[0] for line in out.splitlines()[1:]] == ["sb2"]
 
+    # info: the store record as JSON, the spec decoded and last.
+    code, out, err = ctr("sandboxes", "info", "sb1")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert list(doc) == [
+        "ID",
+        "Labels",
+        "Runtime",
+        "CreatedAt",
+        "UpdatedAt",
+        "Extensions",
+        "Sandboxer",
+        "Spec",
+    ]
+    assert doc["ID"] == "sb1"
+    assert doc["Runtime"] == {"Name": "io.containerd.runc.v2", "Options": None}
+    assert doc["Sandboxer"] == "shim"
+    assert doc["Spec"] == {"ociVersion": "1.1.0", "annotations": {"k": "v"}}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z", doc["CreatedAt"])
+    assert out.startswith('{\n    "ID": "sb1",\n')
+    code, out, _ = ctr("sandboxes", "info", "--spec", "sb1")
+    assert (code, json.loads(out)) == (0, {"ociVersion": "1.1.0", "annotations": {"k": "v"}})
+    code, out, err = ctr("sandboxes", "info", "nope")
+    assert (code, out) == (1, "")
+    assert err.startswith("ctr: ")
+    assert err.rstrip().endswith("not found")
+
     # A sandbox id reused: AlreadyExists with upstream's text.
     code, out, err = ctr("sandboxes", "run", str(config), "sb1")
     assert code == 1
@@ -113,3 +140,11 @@ def test_created_prints_like_go_time_string() -> None:
     assert go_time(0, 0) == "1970-01-01 00:00:00 +0000 UTC"
     assert go_time(1_800_000_000, 120_000_000) == "2027-01-15 08:00:00.12 +0000 UTC"
     assert go_time(1_800_000_000, 5) == "2027-01-15 08:00:00.000000005 +0000 UTC"
+
+
+def test_info_times_print_like_go_rfc3339nano() -> None:
+    from pycontainerd.ctr.commands.sandboxes import rfc3339nano
+
+    assert rfc3339nano(0, 0) == "1970-01-01T00:00:00Z"
+    assert rfc3339nano(1_800_000_000, 120_000_000) == "2027-01-15T08:00:00.12Z"
+    assert rfc3339nano(1_800_000_000, 5) == "2027-01-15T08:00:00.000000005Z"

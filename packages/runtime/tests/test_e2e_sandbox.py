@@ -362,3 +362,135 @@ def test_sandbox_survives_a_daemon_restart(api: Api) -> None:
     err = _error(api.status, gone)
     assert err.code() == grpc.StatusCode.NOT_FOUND
     assert not (api.daemon.state / "io.containerd.runtime.v2.task" / "default" / gone).exists()
+
+
+def _mounted(path: Path) -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == str(path) for line in f)
+
+
+@pytest.fixture
+def netns(api: Api) -> Iterator[Path]:
+    """A network namespace pinned under /run/netns (``ip netns add``)."""
+    require("ip")
+    name = f"pcd-sb-{api.tag}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield Path("/run/netns") / name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False)
+
+
+def _create(api: Api, sid: str, **options: Any) -> types_pb.Sandbox:
+    sb = types_pb.Sandbox(sandbox_id=sid, sandboxer="shim")
+    sb.runtime.name = RUNC
+    sb.spec.type_url = SPEC_URL
+    sb.spec.value = api.spec(sid, "/bin/sleep", "1000")
+    api.store.Create(spb.StoreCreateRequest(sandbox=sb), metadata=NS)
+    api.controller.Create(
+        spb.ControllerCreateRequest(sandbox_id=sid, sandbox=sb, sandboxer="shim", **options),
+        metadata=NS,
+    )
+    return sb
+
+
+def test_create_options_rootfs_and_netns_reach_the_shim(api: Api, netns: Path) -> None:
+    from pycontainerd.api.types import mount_pb2
+
+    sid = api.id("opts")
+    rootfs = [mount_pb2.Mount(type="bind", source=str(api.rootfs), options=["rbind", "ro"])]
+    _create(api, sid, rootfs=rootfs, netns_path=str(netns))
+    bundle_rootfs = api.daemon.state / "io.containerd.runtime.v2.task" / "default" / sid / "rootfs"
+    try:
+        _options_used(api, sid, bundle_rootfs, netns)
+    finally:
+        if _mounted(bundle_rootfs):  # a failed check must not leave the mount behind
+            subprocess.run(["umount", "-l", str(bundle_rootfs)], check=False)
+
+
+def _options_used(api: Api, sid: str, bundle_rootfs: Path, netns: Path) -> None:
+    assert _mounted(bundle_rootfs)
+    assert (bundle_rootfs / "bin" / "busybox").exists()
+    info = api.status(sid).info
+    assert info["rootfs"] == str(bundle_rootfs)
+    assert info["netns_path"] == str(netns)
+    pid = api.controller.Start(
+        spb.ControllerStartRequest(sandbox_id=sid, sandboxer="shim"), metadata=NS
+    ).pid
+    # The sandbox holds the namespace open: the shim has an fd on it.
+    ino = netns.stat().st_ino
+    fds = Path(f"/proc/{pid}/fd")
+    assert any(os.stat(fd).st_ino == ino for fd in fds.iterdir())
+    api.controller.Shutdown(
+        spb.ControllerShutdownRequest(sandbox_id=sid, sandboxer="shim"), metadata=NS
+    )
+    assert not _mounted(bundle_rootfs)
+    wait_for(lambda: not is_our_shim(pid), 20, "the sandbox's shim to exit")
+
+
+def test_create_options_that_cannot_be_used_are_refused(api: Api, tmp_path: Path) -> None:
+    from pycontainerd.api.types import mount_pb2
+
+    plain = tmp_path / "not-a-netns"
+    plain.write_text("")
+    cases: list[tuple[str, dict[str, Any], str]] = [
+        (api.id("nons"), {"netns_path": str(plain)}, "is not a network namespace"),
+        (api.id("gone"), {"netns_path": str(tmp_path / "missing")}, "No such file or directory"),
+        (
+            api.id("badmnt"),
+            {"rootfs": [mount_pb2.Mount(type="bind", source=str(tmp_path / "missing"))]},
+            "failed to mount rootfs component",
+        ),
+    ]
+    for sid, options, text in cases:
+        err = _error(_create, api, sid, **options)
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+        assert (err.details() or "").startswith(f"failed to create sandbox {sid}: ")
+        assert text in (err.details() or "")
+        bundle = api.daemon.state / "io.containerd.runtime.v2.task" / "default" / sid
+        assert not bundle.exists()
+        err = _error(api.status, sid)
+        assert err.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_controller_update_as_containerd_2x(api: Api) -> None:
+    sid = api.id("upd")
+    sb = api.new_sandbox(sid)
+    # No sandbox: containerd's plain error (Unknown).
+    err = _error(
+        api.controller.Update,
+        spb.ControllerUpdateRequest(sandbox_id=sid, sandboxer="shim"),
+        metadata=NS,
+    )
+    assert (err.code(), err.details()) == (grpc.StatusCode.UNKNOWN, "sandbox can not be nil")
+    # No runtime in it: refused (containerd 2.1 dereferences it and crashes).
+    err = _error(
+        api.controller.Update,
+        spb.ControllerUpdateRequest(
+            sandbox_id=sid, sandboxer="shim", sandbox=types_pb.Sandbox(sandbox_id=sid)
+        ),
+        metadata=NS,
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == "invalid argument: sandbox runtime can not be nil"
+    err = _error(
+        api.controller.Update, spb.ControllerUpdateRequest(sandbox_id=sid, sandbox=sb), metadata=NS
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # The shim controller accepts an update and changes nothing, as containerd's:
+    # the record changes through the Store's Update.
+    changed = types_pb.Sandbox()
+    changed.CopyFrom(sb)
+    changed.labels["app"] = "other"
+    api.controller.Update(
+        spb.ControllerUpdateRequest(
+            sandbox_id=sid, sandboxer="shim", sandbox=changed, fields=["labels.app"]
+        ),
+        metadata=NS,
+    )
+    stored = api.store.Get(spb.StoreGetRequest(sandbox_id=sid), metadata=NS).sandbox
+    assert dict(stored.labels) == {"app": "test"}
+    assert api.status(sid).state == "SANDBOX_NOTREADY"
+    api.controller.Shutdown(
+        spb.ControllerShutdownRequest(sandbox_id=sid, sandboxer="shim"), metadata=NS
+    )

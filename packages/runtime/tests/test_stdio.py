@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import threading
 from typing import TYPE_CHECKING
@@ -87,22 +86,35 @@ async def test_stdin_is_copied_and_client_close_is_eof(tmp_path: Path, reaper: R
         os.close(reader)
 
 
-async def test_close_ends_a_pending_stdin_open_even_if_the_fifo_is_gone(tmp_path: Path) -> None:
+async def test_a_stdin_fifo_nobody_opens_blocks_nothing(tmp_path: Path, reaper: Reaper) -> None:
+    """The client never opens its end (gone, or never got that far): no thread
+    waits for it, and CloseIO still ends the process's input."""
     stdin = tmp_path / "in"
     os.mkfifo(stdin)
     before = threading.active_count()
     io = ProcessIO(str(stdin), "", "", terminal=False)
     fds = io.child_fds()
+    _, fut = spawn(reaper, ["/bin/cat"], stdin=fds[0], stdout=fds[1], stderr=fds[2])
     io.started()
-    assert threading.active_count() == before + 1
+    assert threading.active_count() == before
     os.unlink(stdin)  # ctr removes its FIFOs before the task is deleted
+    io.close_stdin()
+    assert (await asyncio.wait_for(fut, 10)).status == 0  # cat saw EOF
     io.close()
-    deadline = asyncio.get_running_loop().time() + 5
-    while threading.active_count() > before:
-        assert asyncio.get_running_loop().time() < deadline, "stdin open thread still blocked"
-        await asyncio.sleep(0.01)
-    with contextlib.suppress(OSError):
-        os.close(fds[0] or -1)
+
+
+async def test_a_client_that_opens_and_closes_without_writing_is_eof(
+    tmp_path: Path, reaper: Reaper
+) -> None:
+    stdin = tmp_path / "in"
+    os.mkfifo(stdin)
+    io = ProcessIO(str(stdin), "", "", terminal=False)
+    fds = io.child_fds()
+    _, fut = spawn(reaper, ["/bin/cat"], stdin=fds[0], stdout=fds[1], stderr=fds[2])
+    io.started()
+    os.close(os.open(stdin, os.O_WRONLY | os.O_NONBLOCK))  # the shim's reader is there
+    assert (await asyncio.wait_for(fut, 10)).status == 0
+    io.close()
 
 
 async def _read_exactly(fd: int, size: int, limit: float = 20) -> bytes:

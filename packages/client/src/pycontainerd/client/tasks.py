@@ -391,10 +391,11 @@ class FifoSet:
 class StdioCopier:
     """Copies local file descriptors to and from a :class:`FifoSet`, one thread per stream.
 
-    Readers (stdout, stderr) start at once: each opens its FIFO without
-    blocking and polls it, so it sees data once the shim writes and
-    end-of-file once the shim, having opened the write side, closes it (a
-    FIFO no writer ever opened reports nothing). :meth:`unblock` stops
+    Readers (stdout, stderr) start at once: their FIFOs are opened without
+    blocking in :meth:`start_output` itself and each is polled by a thread,
+    which sees data once the shim writes and end-of-file once the shim,
+    having opened the write side, closes it (a FIFO no writer ever opened
+    reports nothing). :meth:`unblock` stops
     readers that wait for a shim that never came. The stdin writer starts
     with :meth:`start_stdin` (after the process started); closing its end
     when the local input ends is the process's end-of-file.
@@ -414,13 +415,23 @@ class StdioCopier:
     _stop: tuple[int, int] | None = None
 
     def start_output(self) -> None:
-        """Start copying the process's stdout and stderr."""
+        """Open the output FIFOs for reading now, then copy them in threads.
+
+        The opens happen here, before the task or exec is created (as
+        containerd's ``cio`` does), never later in the threads: a reader that
+        opens after the shim wrote and closed its end finds an empty FIFO with
+        no writer, so the output is lost and the reader waits for nothing.
+        """
         if self._stop is None:
             self._stop = os.pipe()
         for path, fd in ((self.fifos.stdout, self.stdout), (self.fifos.stderr, self.stderr)):
             if path and fd is not None:
+                try:
+                    src = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                except OSError:
+                    continue
                 t = threading.Thread(
-                    target=self._copy_out, args=(path, fd, self._stop[0]), daemon=True
+                    target=self._copy_out, args=(src, fd, self._stop[0]), daemon=True
                 )
                 t.start()
                 self._readers.append(t)
@@ -450,28 +461,28 @@ class StdioCopier:
                 os.write(self._stop[1], b"x")
 
     @staticmethod
-    def _copy_out(path: str, fd: int, stop: int) -> None:
-        with contextlib.suppress(OSError):
-            src = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            try:
-                poller = select.poll()
-                poller.register(src, select.POLLIN)
-                poller.register(stop, select.POLLIN)
-                while True:
-                    ready = dict(poller.poll())
-                    if src not in ready:
-                        return  # stopped
-                    try:
-                        chunk = os.read(src, _CHUNK)
-                    except BlockingIOError:
-                        continue
-                    if not chunk:
-                        return  # every writer closed: end-of-file
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
-            finally:
-                os.close(src)
+    def _copy_out(src: int, fd: int, stop: int) -> None:
+        try:
+            poller = select.poll()
+            poller.register(src, select.POLLIN)
+            poller.register(stop, select.POLLIN)
+            while True:
+                ready = dict(poller.poll())
+                if src not in ready:
+                    return  # stopped
+                try:
+                    chunk = os.read(src, _CHUNK)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    return  # every writer closed: end-of-file
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+        except OSError:
+            return
+        finally:
+            os.close(src)
 
     @staticmethod
     def _copy_in(path: str, fd: int, on_eof: Callable[[], None] | None) -> None:

@@ -193,6 +193,15 @@ class ControllerService(pb_grpc.ControllerServicer):
     async def Update(  # noqa: N802
         self, request: pb.ControllerUpdateRequest, context: _Ctx
     ) -> pb.ControllerUpdateResponse:
-        # The shim controller accepts updates and changes nothing (as upstream's).
+        # As containerd 2.x: the sandbox is required (its plain error, so
+        # Unknown), and the shim controller accepts the update and changes
+        # nothing (the store's Update changes the record). A sandbox without a
+        # runtime is refused here; 2.1 dereferences it and crashes.
         await self._controller(request.sandboxer, context)
+        if not request.HasField("sandbox"):
+            await context.abort(grpc.StatusCode.UNKNOWN, "sandbox can not be nil")
+        if not request.sandbox.HasField("runtime"):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "invalid argument: sandbox runtime can not be nil"
+            )
         return pb.ControllerUpdateResponse()

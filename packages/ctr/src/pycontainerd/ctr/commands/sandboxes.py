@@ -3,7 +3,9 @@
 Flags, aliases and output follow the 2.x ``ctr``: ``run|create|c|r
 [--runtime] <pod-config.json> <sandbox-id>`` prints the id; ``list|ls
 [--filters]`` prints ``ID CREATED RUNTIME``; ``remove|rm [--force|-f] <id>...``
-stops and shuts each sandbox down and logs ``deleted: <id>``.
+stops and shuts each sandbox down and logs ``deleted: <id>``. ``info [--spec]
+<id>`` is ours (2.1's ``ctr`` has none): the store record as JSON, the way
+``ctr containers info`` prints a container.
 
 ``run`` takes the path containerd 2.2 took to make it work (2.1's ``ctr``
 started a sandbox it never created, with no sandboxer, which 2.1's daemon
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import click
 
-from pycontainerd.ctr.common import group, log, run
+from pycontainerd.ctr.common import go_json, group, log, run
 from pycontainerd.ctr.tabwriter import TabWriter
 
 if TYPE_CHECKING:
@@ -251,3 +253,60 @@ def remove(ctx: click.Context, force: bool, ids: tuple[str, ...]) -> None:
             log("info", f"deleted: {sandbox_id}")
 
     run(ctx, work)
+
+
+def rfc3339nano(seconds: int, nanos: int) -> str:
+    """A UTC time in Go's ``time.RFC3339Nano`` layout (how ``encoding/json`` prints it)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    frac = f"{nanos:09d}".rstrip("0")
+    return f"{stamp}{'.' + frac if frac else ''}Z"
+
+
+def sandbox_json(sb: sandbox_pb2.Sandbox) -> dict[str, Any]:
+    """The record the way ``ctr containers info`` prints a container's.
+
+    Field names and order are those of containerd's sandbox record, and the
+    spec, decoded, comes last (as the container's does).
+    """
+    spec: Any = None
+    if sb.HasField("spec"):
+        try:
+            spec = json.loads(sb.spec.value)
+        except ValueError:
+            spec = {"type_url": sb.spec.type_url}
+    return {
+        "ID": sb.sandbox_id,
+        "Labels": dict(sorted(sb.labels.items())) or None,
+        "Runtime": {"Name": sb.runtime.name, "Options": None},
+        "CreatedAt": rfc3339nano(sb.created_at.seconds, sb.created_at.nanos),
+        "UpdatedAt": rfc3339nano(sb.updated_at.seconds, sb.updated_at.nanos),
+        "Extensions": {k: {"type_url": v.type_url} for k, v in sorted(sb.extensions.items())}
+        or None,
+        "Sandboxer": sb.sandboxer,
+        "Spec": spec,
+    }
+
+
+@sandboxes.command("info")
+@click.option("--spec", is_flag=True, help="Only display the spec")
+@click.argument("sandbox_id")
+@click.pass_context
+def info(ctx: click.Context, spec: bool, sandbox_id: str) -> None:
+    """Get info about a sandbox (its record in the sandbox store)."""
+
+    async def work(client: Client) -> sandbox_pb2.Sandbox:
+        from pycontainerd.api.errgrpc import rpc_errors
+        from pycontainerd.api.services.sandbox.v1 import sandbox_pb2 as pb
+
+        store, _ = _stubs(client)
+        with rpc_errors():
+            resp = await store.Get(
+                pb.StoreGetRequest(sandbox_id=sandbox_id),
+                metadata=client.metadata(),
+                timeout=client.timeout,
+            )
+        found: sandbox_pb2.Sandbox = resp.sandbox
+        return found
+
+    doc = sandbox_json(run(ctx, work))
+    click.echo(go_json(doc["Spec"] if spec else doc))

@@ -10,7 +10,11 @@ shim is its sandbox. The daemon starts one shim per sandbox (the group is the
 sandbox id), so every other task this shim serves belongs to the sandbox.
 
 - ``CreateSandbox`` records the sandbox (``SANDBOX_NOTREADY``); a second one
-  with the same id is AlreadyExists.
+  with the same id is AlreadyExists. Its options are used as a task's are:
+  ``rootfs`` mounts are mounted on ``<bundle>/rootfs`` (unmounted at
+  shutdown, or when the create fails), and ``netns_path`` must name a network
+  namespace (InvalidArgument otherwise), which the sandbox keeps open while it
+  exists. Both show in the verbose status (``rootfs``, ``netns_path``).
 - ``StartSandbox`` makes it ``SANDBOX_READY``; its pid is the shim's.
 - ``StopSandbox`` stops the sandbox's tasks (SIGTERM to every process of
   each, SIGKILL after ``timeout_secs``; at once without a timeout), waits for
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import platform
@@ -40,8 +45,14 @@ from google.protobuf import any_pb2, timestamp_pb2
 from pycontainerd.api.runtime.sandbox.v1 import sandbox_pb2 as pb
 from pycontainerd.api.ttrpc import ServiceSpec
 from pycontainerd.api.types import metrics_pb2, platform_pb2
-from pycontainerd.core.errdefs import AlreadyExistsError, NotFoundError, UnavailableError
+from pycontainerd.core.errdefs import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
 from pycontainerd.runtime.shim import cgroups
+from pycontainerd.runtime.shim.service import _mount_rootfs, _unmount
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -84,10 +95,46 @@ def _ts(at: float) -> timestamp_pb2.Timestamp:
 class _Sandbox:
     id: str
     bundle: str
+    rootfs: str = ""
+    netns_path: str = ""
+    netns_fd: int = -1
     state: str = STOPPED
     created_at: float = 0.0
     exited_at: float | None = None
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+_NS_GET_NSTYPE = 0xB703  # ioctl(2) on a namespace file: its CLONE_NEW* type
+_CLONE_NEWNET = 0x40000000
+
+
+def _open_netns(path: str) -> int:
+    """Open ``path`` as a network namespace (kept open by the sandbox).
+
+    Raises:
+        InvalidArgumentError: it is missing or not a network namespace.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        msg = f"netns_path {path}: {exc.strerror or exc}"
+        raise InvalidArgumentError(msg) from exc
+    try:
+        kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
+    except OSError:
+        kind = 0
+    if kind != _CLONE_NEWNET:
+        os.close(fd)
+        msg = f"netns_path {path} is not a network namespace"
+        raise InvalidArgumentError(msg)
+    return fd
+
+
+def _close(sb: _Sandbox) -> None:
+    if sb.netns_fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(sb.netns_fd)
+        sb.netns_fd = -1
 
 
 def _own_cgroup() -> str:
@@ -134,12 +181,28 @@ class SandboxService:
     async def CreateSandbox(  # noqa: N802
         self, ctx: CallContext, req: pb.CreateSandboxRequest
     ) -> pb.CreateSandboxResponse:
-        """Record the sandbox (not ready until started)."""
+        """Record the sandbox (not ready until started), with its rootfs and netns."""
         try:
             if req.sandbox_id in self.sandboxes:
                 msg = f"sandbox {req.sandbox_id}"
                 raise AlreadyExistsError(msg)
-            self.sandboxes[req.sandbox_id] = _Sandbox(id=req.sandbox_id, bundle=req.bundle_path)
+            sb = _Sandbox(id=req.sandbox_id, bundle=req.bundle_path)
+            if req.netns_path:
+                sb.netns_path = req.netns_path
+                sb.netns_fd = _open_netns(req.netns_path)
+            if req.rootfs:
+                target = os.path.join(req.bundle_path, "rootfs")
+                try:
+                    await asyncio.to_thread(_mount_rootfs, list(req.rootfs), target)
+                except OSError as exc:
+                    _close(sb)
+                    msg = f"failed to mount rootfs component: {exc}"
+                    raise InvalidArgumentError(msg) from exc
+                except BaseException:
+                    _close(sb)
+                    raise
+                sb.rootfs = target
+            self.sandboxes[req.sandbox_id] = sb
         finally:
             self._release(req.sandbox_id)
         log.info("sandbox %s created (bundle %s)", req.sandbox_id, req.bundle_path)
@@ -228,6 +291,10 @@ class SandboxService:
         if req.verbose:
             resp.info["bundle"] = sb.bundle
             resp.info["tasks"] = ",".join(sorted(self.tasks.containers))
+            if sb.rootfs:
+                resp.info["rootfs"] = sb.rootfs
+            if sb.netns_path:
+                resp.info["netns_path"] = sb.netns_path
         return resp
 
     async def PingSandbox(self, ctx: CallContext, req: pb.PingRequest) -> pb.PingResponse:  # noqa: N802
@@ -246,6 +313,9 @@ class SandboxService:
             sb.exited_at = time.time()
             sb.stopped.set()
         del self.sandboxes[sb.id]
+        if sb.rootfs:
+            await asyncio.to_thread(_unmount, sb.rootfs)
+        _close(sb)
         self._on_change()
         return pb.ShutdownSandboxResponse()
 

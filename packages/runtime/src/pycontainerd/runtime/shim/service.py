@@ -147,6 +147,7 @@ class Container:
     init: Process | None = None
     execs: dict[str, Process] = field(default_factory=dict)
     oom: cgroups.OomWatcher | None = None
+    creating: asyncio.Task[None] | None = None
 
     def process(self, exec_id: str) -> Process:
         """The process named ``exec_id`` (init when empty).
@@ -313,6 +314,58 @@ class TaskService:
             )
         return opts
 
+    async def _create(self, c: Container, req: pb.CreateTaskRequest) -> None:
+        """Mount the rootfs and ``runc create`` the container; undo both on failure."""
+        assert c.init is not None  # noqa: S101 - set by Create
+        io = c.init.io
+        try:
+            rootfs = os.path.join(c.bundle, "rootfs")
+            if req.rootfs:
+                await asyncio.to_thread(_mount_rootfs, list(req.rootfs), rootfs)
+                c.rootfs_mounted = True
+            pid_file = os.path.join(c.bundle, "init.pid")
+            args = ["create", "--bundle", c.bundle, "--pid-file", pid_file]
+            args += [*c.options.create_flags(), req.id]
+            await self._run_oci(c, io, args, "create")
+            c.init.pid = _read_pid(pid_file)
+            if c.options.systemd_cgroup:
+                # ``cgroupsPath`` names a systemd unit then: metrics need the path.
+                c.cgroup_path = cgroups.pid_path(c.init.pid) or c.cgroup_path
+        except BaseException:
+            await self._forget(c)
+            raise
+
+    async def _forget(self, c: Container) -> None:
+        """Drop a container whose Create failed or was abandoned (idempotent)."""
+        if self.containers.get(c.id) is c:
+            del self.containers[c.id]
+        if c.init is not None:
+            c.init.io.close()
+        if c.rootfs_mounted:
+            c.rootfs_mounted = False
+            await asyncio.to_thread(_unmount, os.path.join(c.bundle, "rootfs"))
+        self._on_change()
+
+    async def _abandon(self, c: Container, work: asyncio.Task[None]) -> None:
+        """Undo a Create whose caller went away: let it finish, then delete the container.
+
+        Without this, a created container nobody knows of would keep its rootfs
+        mounted and the shim alive for ever.
+        """
+        with contextlib.suppress(BaseException):
+            await work
+        if work.cancelled() or work.exception() is not None:
+            return  # ``_create`` undid itself
+        if self.containers.get(c.id) is not c:
+            return  # deleted meanwhile (Delete waits for the Create)
+        log.warning("create of %s abandoned by its caller: deleting it", c.id)
+        assert c.init is not None  # noqa: S101
+        if c.init.pid:
+            self.reaper.watch(c.init.pid)  # its exit is nobody's event
+        with contextlib.suppress(ContainerdError):
+            await c.runc.run("delete", "--force", c.id)
+        await self._forget(c)
+
     # -- the API -----------------------------------------------------------
 
     async def Create(self, ctx: CallContext, req: pb.CreateTaskRequest) -> pb.CreateTaskResponse:  # noqa: N802
@@ -348,25 +401,15 @@ class TaskService:
         c.init = Process(c, "", io)
         self.containers[req.id] = c
         self._release(req.id)
+        # The mount and ``runc create`` run in their own task: a caller that
+        # goes away (its timeout, the daemon's connection closed) must not
+        # leave them half done. They finish, then are undone.
+        work = asyncio.get_running_loop().create_task(self._create(c, req))
+        c.creating = work
         try:
-            rootfs = os.path.join(bundle, "rootfs")
-            if req.rootfs:
-                await asyncio.to_thread(_mount_rootfs, list(req.rootfs), rootfs)
-                c.rootfs_mounted = True
-            pid_file = os.path.join(bundle, "init.pid")
-            args = ["create", "--bundle", bundle, "--pid-file", pid_file]
-            args += [*opts.create_flags(), req.id]
-            await self._run_oci(c, io, args, "create")
-            c.init.pid = _read_pid(pid_file)
-            if opts.systemd_cgroup:
-                # ``cgroupsPath`` names a systemd unit then: metrics need the path.
-                c.cgroup_path = cgroups.pid_path(c.init.pid) or cgroup_path
-        except BaseException:
-            del self.containers[req.id]
-            io.close()
-            if c.rootfs_mounted:
-                _unmount(os.path.join(bundle, "rootfs"))
-            self._on_change()
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            self._spawn_task(self._abandon(c, work))
             raise
         self._spawn_task(self._monitor(c.init, self.reaper.watch(c.init.pid)))
         self._watch_oom(c)
@@ -433,8 +476,19 @@ class TaskService:
         return pb.StartResponse(pid=proc.pid)
 
     async def Delete(self, ctx: CallContext, req: pb.DeleteRequest) -> pb.DeleteResponse:  # noqa: N802
-        """Delete an exited process; deleting init removes the container."""
+        """Delete an exited process; deleting init removes the container.
+
+        A Create still in progress is waited for first (the daemon deletes a
+        task whose Create it gave up on); if it failed, the task is gone.
+        """
         c = self._container(req.id)
+        if c.creating is not None and not c.creating.done():
+            log.info("delete of %s waits for its create", c.id)
+            # ``wait`` neither raises the Create's error nor cancels it; this
+            # call's own cancellation (its timeout, a closed connection) still
+            # ends it here, before it deletes anything.
+            await asyncio.wait({c.creating})
+            c = self._container(req.id)
         proc = c.process(req.exec_id)
         if proc.status in {RUNNING, PAUSED} and not proc.exited.is_set():
             msg = f"cannot delete running process {proc.id}"
@@ -454,8 +508,10 @@ class TaskService:
                 asyncio.get_running_loop().remove_reader(c.oom.fd)
             c.oom.close()
         if c.rootfs_mounted:
+            c.rootfs_mounted = False
             await asyncio.to_thread(_unmount, os.path.join(c.bundle, "rootfs"))
-        del self.containers[c.id]
+        if self.containers.get(c.id) is c:
+            del self.containers[c.id]
         self.events.publish(
             "/tasks/delete",
             events.TaskDelete(

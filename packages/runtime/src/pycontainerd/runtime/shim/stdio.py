@@ -3,12 +3,14 @@
 The client (``ctr``, the daemon) creates FIFOs and passes their paths. The
 container never gets the FIFOs themselves: like upstream's shim, this one gives
 it pipes (or a pty) and copies, so a client that goes away cannot kill the
-container with SIGPIPE. Output FIFOs are opened read-write, which never blocks
-and keeps a reader on them; a client that stops reading applies back-pressure
-(the copy pauses, the container's pipe fills). The stdin FIFO is opened
-read-only in a worker thread (that open waits for the client's writer), so the
-client closing its end reaches the container as EOF; ``CloseIO`` ends stdin
-too, after copying what the client had already written into the FIFO.
+container with SIGPIPE. No FIFO open ever blocks, as with containerd's fifo
+package: output FIFOs are opened read-write, which keeps a reader on them; a
+client that stops reading applies back-pressure (the copy pauses, the
+container's pipe fills). The stdin FIFO is opened ``O_RDONLY | O_NONBLOCK``, so
+the client closing its end reaches the container as EOF, and a client that
+never opens it (gone, or never got that far) holds nothing in the shim;
+``CloseIO`` ends stdin too, after copying what the client had already written
+into the FIFO.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import contextlib
 import errno
 import logging
 import os
-import threading
 from typing import Final
 
 __all__ = ["ProcessIO", "Pump"]
@@ -187,10 +188,7 @@ class ProcessIO:
         self._stdin_w: int | None = None  # our end of the container's stdin pipe
         self._stdin_pipe_r: int | None = None
         self._out_pipes: list[tuple[int, str]] = []
-        self._stdin_task: asyncio.Task[None] | None = None
-        self._stdin_handle: int | None = None
         self.console: int | None = None
-        self._closed = False
         self._stdin_eof = False  # CloseIO came: end stdin once the FIFO is drained
 
     def child_fds(self) -> tuple[int | None, int | None, int | None]:
@@ -241,105 +239,42 @@ class ProcessIO:
         return os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
 
     def _start_stdin(self, dst: int, *, close_dst: bool) -> None:
-        """Open the stdin FIFO for reading without blocking the loop, then copy.
+        """Open the stdin FIFO for reading without blocking, then copy it to ``dst``.
 
-        The open waits for the client's writer, in a daemon thread. The FIFO is
-        first opened ``O_PATH`` and the thread opens ``/proc/self/fd/<n>``, so
-        :meth:`close_stdin` can always end the wait by opening the write side
-        through the same inode, even after the client removed the FIFO.
+        ``O_RDONLY | O_NONBLOCK`` returns at once whether or not the client has
+        opened its writer (a blocking open would wait in the kernel for a
+        writer that may never come: a client that went away, or never got that
+        far, would pin a thread and keep the task's rootfs mounted). A FIFO no
+        writer has opened yet reports nothing to epoll; the copy wakes when the
+        client writes, and reads end-of-file once the client, having opened its
+        end, closes it.
         """
-        loop = asyncio.get_running_loop()
         try:
-            self._stdin_handle = os.open(self.stdin_path, os.O_PATH | os.O_CLOEXEC)
+            fd = os.open(self.stdin_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
             log.warning("stdin %s: %s", self.stdin_path, exc)
-            return
-        proc_path = f"/proc/self/fd/{self._stdin_handle}"
-        opened: asyncio.Future[int] = loop.create_future()
-
-        def deliver(fd: int) -> None:
-            if opened.done():
-                os.close(fd)
-            else:
-                opened.set_result(fd)
-
-        def blocking_open() -> None:
-            try:
-                fd = os.open(proc_path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as exc:
-                log.debug("stdin open: %s", exc)
-                return
-            try:
-                loop.call_soon_threadsafe(deliver, fd)
-            except RuntimeError:  # the loop is closed
-                os.close(fd)
-
-        threading.Thread(target=blocking_open, name="stdin-open", daemon=True).start()
-
-        async def run() -> None:
-            fd = await opened
-            if self._closed:
-                os.close(fd)
-                return
-            pump = Pump(fd, dst, close_dst=close_dst, name="stdin")
-            self._pumps.append(pump)
             if close_dst:
-                self._stdin_w = None  # the pump owns it now
-            if self._stdin_eof:
-                pump.drain()
-
-        self._stdin_task = loop.create_task(run())
-
-    def _release_stdin_open(self) -> None:
-        """End a pending stdin FIFO open by opening its write side once."""
-        handle, self._stdin_handle = self._stdin_handle, None
-        if handle is None:
+                self._close_stdin_w()  # no input will ever come: EOF
             return
-        task = self._stdin_task
-        if task is not None and not task.done():
-            with contextlib.suppress(OSError):
-                os.close(
-                    os.open(f"/proc/self/fd/{handle}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-                )
-            task.cancel()
-        os.close(handle)
-
-    def _wake_stdin_open(self) -> bool:
-        """Open and close the stdin FIFO's write side once; False if no reader is there.
-
-        A reader waiting in (or done with) the open of the FIFO counts, so this
-        ends a pending open without losing what the client wrote.
-        """
-        handle = self._stdin_handle
-        if handle is None:
-            return False
-        try:
-            fd = os.open(f"/proc/self/fd/{handle}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            return False
-        os.close(fd)
-        return True
+        pump = Pump(fd, dst, close_dst=close_dst, name="stdin")
+        self._pumps.append(pump)
+        if close_dst:
+            self._stdin_w = None  # the pump owns it now
+        if self._stdin_eof:
+            pump.drain()
 
     def close_stdin(self) -> None:
         """End the process's stdin (``CloseIO``) after what the client already wrote.
 
         Bytes already in the FIFO are still copied to the process; then its
-        stdin pipe is closed (for a terminal, the copy to the pty stops). A
-        stdin FIFO whose open is still pending is woken first and drained the
-        same way once open.
+        stdin pipe is closed (for a terminal, the copy to the pty stops).
         """
         self._stdin_eof = True
         pumps = [p for p in self._pumps if p.name == "stdin"]
         for pump in pumps:
             pump.drain()
-        if pumps:
-            return
-        task = self._stdin_task
-        if task is not None and not task.done() and self._wake_stdin_open():
-            return  # the open completes now; ``run`` drains the FIFO and closes
-        # Nobody opened the FIFO for reading, so nothing can be in it.
-        self._release_stdin_open()
-        self._close_stdin_w()
+        if not pumps:
+            self._close_stdin_w()  # the copy has not started (or never will)
 
     def _close_stdin_w(self) -> None:
         if self._stdin_w is not None:
@@ -357,8 +292,6 @@ class ProcessIO:
 
     def close(self) -> None:
         """Stop all copies and close every fd (the process is deleted)."""
-        self._closed = True
-        self._release_stdin_open()
         self._close_stdin_w()
         for pump in self._pumps:
             if pump.name == "stdin":
