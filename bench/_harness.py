@@ -34,6 +34,22 @@ GO_CONTAINERD = "/usr/bin/containerd"
 NAMESPACE = "default"
 
 
+def bytecode_on() -> None:
+    """Let the Python processes this bench starts cache their bytecode, as installed code does.
+
+    With ``PYTHONDONTWRITEBYTECODE=1`` in the environment (some shells set it)
+    and no ``.pyc`` files in the tree, every fresh daemon and shim compiles
+    everything it imports, a cost no installed pycontainerd pays. The cache goes
+    to a temporary ``PYTHONPYCACHEPREFIX``, outside the tree, removed at exit.
+    """
+    import atexit
+
+    if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) and "PYTHONPYCACHEPREFIX" not in os.environ:
+        cache = Path(tempfile.mkdtemp(prefix="pcdbench-pyc-"))
+        atexit.register(shutil.rmtree, cache, ignore_errors=True)
+        os.environ["PYTHONPYCACHEPREFIX"] = str(cache)
+
+
 def tmpfs_dir() -> Path:
     base = "/dev/shm" if os.path.isdir("/dev/shm") else None
     return Path(tempfile.mkdtemp(prefix="pcdbench", dir=base))

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import os
-import shutil
 import statistics
 import sys
 import time
@@ -83,12 +81,7 @@ def main() -> int:
         return 1
     _harness.CTR = args.ctr
     _harness.GO_CONTAINERD = args.containerd
-    if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
-        # without bytecode every daemon compiles what it imports, and the registry
-        # stack is imported by the first pull: keep it in a cache outside the tree
-        cache = _harness.tmpfs_dir()
-        atexit.register(shutil.rmtree, cache, ignore_errors=True)
-        os.environ.setdefault("PYTHONPYCACHEPREFIX", str(cache))
+    _harness.bytecode_on()  # the registry stack is imported by the first pull
     big = next(i for i in images.build_images() if i.repo == "bench/big")
     samples: dict[tuple[str, str], list[float]] = {}
     with images.Registry() as registry:
