@@ -32,7 +32,7 @@ import grpc
 from google.protobuf import empty_pb2, timestamp_pb2
 
 from pycontainerd.api.convert import set_timestamp
-from pycontainerd.api.errgrpc import aborting_on_error
+from pycontainerd.api.errgrpc import aborting_on_error, unary_rpc
 from pycontainerd.api.grpcutil import (
     CallScope,
     last_message_with_status,
@@ -149,24 +149,20 @@ class ContentService(content_pb2_grpc.ContentServicer):
             server.add_fast_path(f"/{service}/Read", self.read_now)
             server.add_fast_path(f"/{service}/Info", self.info_now)
 
+    @unary_rpc
     async def Info(  # noqa: N802 - names fixed by the proto
         self, request: content_pb2.InfoRequest, context: _Ctx
     ) -> content_pb2.InfoResponse:
         await _check_digest(context, request.digest)
-        async with aborting_on_error(context):
-            with request_scope(context):
-                info = await self._store.info(request.digest)
+        info = await self._store.info(request.digest)
         return content_pb2.InfoResponse(info=info_to_proto(info))
 
+    @unary_rpc
     async def Update(  # noqa: N802
         self, request: content_pb2.UpdateRequest, context: _Ctx
     ) -> content_pb2.UpdateResponse:
         await _check_digest(context, request.info.digest)
-        async with aborting_on_error(context):
-            with request_scope(context):
-                info = await self._store.update(
-                    info_from_proto(request.info), *request.update_mask.paths
-                )
+        info = await self._store.update(info_from_proto(request.info), *request.update_mask.paths)
         return content_pb2.UpdateResponse(info=info_to_proto(info))
 
     async def List(  # noqa: N802
@@ -184,13 +180,12 @@ class ContentService(content_pb2_grpc.ContentServicer):
             if batch:
                 yield content_pb2.ListContentResponse(info=batch)
 
+    @unary_rpc
     async def Delete(  # noqa: N802
         self, request: content_pb2.DeleteContentRequest, context: _Ctx
     ) -> empty_pb2.Empty:
         await _check_digest(context, request.digest)
-        async with aborting_on_error(context):
-            with request_scope(context):
-                await self._store.delete(request.digest)
+        await self._store.delete(request.digest)
         return empty_pb2.Empty()
 
     async def _open_range(
@@ -275,32 +270,29 @@ class ContentService(content_pb2_grpc.ContentServicer):
         _, data = got
         return content_pb2.ReadContentResponse(offset=request.offset, data=data).SerializeToString()
 
+    @unary_rpc
     async def Status(  # noqa: N802
         self, request: content_pb2.StatusRequest, context: _Ctx
     ) -> content_pb2.StatusResponse:
-        async with aborting_on_error(context):
-            with request_scope(context):
-                try:
-                    status = await self._store.status(request.ref)
-                except ContainerdError as exc:
-                    msg = f"could not get status for ref {_quote(request.ref)}: {exc.message}"
-                    raise type(exc)(msg) from exc
+        try:
+            status = await self._store.status(request.ref)
+        except ContainerdError as exc:
+            msg = f"could not get status for ref {_quote(request.ref)}: {exc.message}"
+            raise type(exc)(msg) from exc
         return content_pb2.StatusResponse(status=status_to_proto(status))
 
+    @unary_rpc
     async def ListStatuses(  # noqa: N802
         self, request: content_pb2.ListStatusesRequest, context: _Ctx
     ) -> content_pb2.ListStatusesResponse:
-        async with aborting_on_error(context):
-            with request_scope(context):
-                statuses = await self._store.list_statuses(*request.filters)
+        statuses = await self._store.list_statuses(*request.filters)
         return content_pb2.ListStatusesResponse(statuses=[status_to_proto(s) for s in statuses])
 
+    @unary_rpc
     async def Abort(  # noqa: N802
         self, request: content_pb2.AbortRequest, context: _Ctx
     ) -> empty_pb2.Empty:
-        async with aborting_on_error(context):
-            with request_scope(context):
-                await self._store.abort(request.ref)
+        await self._store.abort(request.ref)
         return empty_pb2.Empty()
 
     async def Write(  # noqa: N802
