@@ -28,6 +28,7 @@ from pycontainerd.api.grpcutil import last_message_with_status
 from pycontainerd.api.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
 from pycontainerd.api.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
 from pycontainerd.api.services.version.v1 import version_pb2, version_pb2_grpc
+from pycontainerd.core.testing import wait_for_async
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -353,11 +354,7 @@ async def env(sockdir: str) -> AsyncIterator[Env]:
 
 async def until(condition: Callable[[], bool], what: str) -> None:
     """Poll ``condition`` until it holds (fails after ``WAIT`` seconds)."""
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
+    await wait_for_async(condition, WAIT, what)
 
 
 async def within(awaitable: Awaitable[T]) -> T:

@@ -218,14 +218,11 @@ class DaemonProcess:
             check=False,
         )
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
-        """Send ``sig`` and return the exit status (killed after ``timeout``).
-
-        None when it was never started.
-        """
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Send ``sig`` and return the exit status (killed after ``timeout``)."""
         if self.proc is None:
-            self.close_log()
-            return None
+            msg = f"{self.name} not started"
+            raise RuntimeError(msg)
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
@@ -357,7 +354,8 @@ class RealContainerd(DaemonProcess):
 
     def on_exit(self) -> None:
         """SIGTERM, then SIGKILL after 15 s."""
-        self.stop()
+        if self.proc is not None:
+            self.stop()
 
     def ctr(self, *args: str, namespace: str = "default") -> subprocess.CompletedProcess[str]:
         """Run the Go ``ctr -a <socket> -n <namespace> <args>`` (not checked)."""

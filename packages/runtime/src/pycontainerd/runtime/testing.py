@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pycontainerd.core.testing import wait_for
+from pycontainerd.core.testing import wait_for as wait_for  # noqa: PLC0414 - re-exported
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
