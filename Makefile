@@ -22,7 +22,7 @@ MYPY_TARGETS = $(wildcard packages/*/src) $(wildcard packages/*/tests) tests too
 
 help:
 	@echo "make demo   set up, then run the main job (tools/demo.py)"
-	@echo "make test   set up, then ruff, mypy --strict and pytest -n auto over everything"
+	@echo "make test   set up, then ruff, import contracts, mypy --strict and pytest -n auto over everything"
 
 setup:
 	tools/setup.sh all
@@ -36,6 +36,7 @@ test: setup lint typecheck protos-check
 lint:
 	$(UV) run --locked ruff check
 	$(UV) run --locked ruff format --check
+	$(UV) run --locked lint-imports --no-cache  # .importlinter: the README's may-import table
 
 typecheck:
 	$(UV) run --locked mypy $(MYPY_TARGETS)

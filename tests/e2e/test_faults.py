@@ -29,7 +29,6 @@ import sqlite3
 import subprocess
 import tempfile
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,10 +36,11 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import pytest
 
+from pycontainerd.core.testing import wait_for
 from tests.e2e.conftest import CTR
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Iterator, Mapping
 
     from pycontainerd.client.remotes.testing import Registry
     from tests.e2e.conftest import Daemon, MakeDaemon
@@ -52,16 +52,6 @@ ROOTED = {"containerd.io/gc.root": "faults"}
 
 def digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def eventually(pred: Callable[[], bool], within: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.02)
-    msg = f"timed out after {within}s waiting for {what}"
-    raise AssertionError(msg)
 
 
 # -- what the database and the disk hold ------------------------------------------------
@@ -159,7 +149,7 @@ def restart_after_kill(d: Daemon) -> None:
     """Start again after a kill -9 and wait for the first collection of the new run."""
     before = collections(d)
     d.start()
-    eventually(lambda: collections(d) > before, what="the collection after the restart")
+    wait_for(lambda: collections(d) > before, timeout=30, what="the collection after the restart")
 
 
 def assert_recovered(d: Daemon, listed: dict[str, set[str]]) -> None:
@@ -249,7 +239,9 @@ def test_kill9_during_an_ingest_resumes_at_its_offset(daemon: Daemon) -> None:
         assert proc.stdin is not None
         proc.stdin.write(data[:cut])
         proc.stdin.flush()
-        eventually(lambda: ingest_offset(daemon, "big") == cut, what="the first part to land")
+        wait_for(
+            lambda: ingest_offset(daemon, "big") == cut, timeout=30, what="the first part to land"
+        )
         daemon.kill9()
         proc.stdin.close()
         assert proc.wait(30) != 0  # the client saw the daemon go
@@ -344,7 +336,7 @@ def test_kill9_during_a_pull_with_unpack(daemon: Daemon, registry: Registry) -> 
             out = daemon.ctr("snapshots", "ls").stdout.splitlines()[1:]
             return sum(1 for line in out if line.split()[-1:] == ["Committed"])
 
-        eventually(lambda: committed() > 0, within=120, what="the unpack to begin")
+        wait_for(lambda: committed() > 0, timeout=120, what="the unpack to begin")
         listed = listings(daemon)
         daemon.kill9()
         assert len(listed["overlayfs committed"]) < layers, "the kill came after the unpack"
@@ -419,7 +411,7 @@ def test_kill9_during_snapshot_commits(daemon: Daemon) -> None:
     for t in threads:
         t.start()
     try:
-        eventually(lambda: len(acknowledged) >= 40, within=120, what="commits under way")
+        wait_for(lambda: len(acknowledged) >= 40, timeout=120, what="commits under way")
         stop.set()  # calls in flight die with the daemon; none start after
         daemon.kill9()
     finally:
@@ -445,7 +437,7 @@ def test_kill9_during_a_sweep_of_snapshots_and_blobs(make_daemon: MakeDaemon) ->
     from pycontainerd.api.services.snapshots.v1 import snapshots_pb2
 
     d = make_daemon()
-    eventually(lambda: collections(d) > 0, what="the startup collection")
+    wait_for(lambda: collections(d) > 0, timeout=30, what="the startup collection")
     d.ok("leases", "create", "--id", "hold")
     lease_md = (("containerd-namespace", "default"), ("containerd-lease", "hold"))
     kept = {digest(f"kept {i}".encode()) for i in range(5)}
@@ -488,8 +480,9 @@ def test_kill9_during_a_sweep_of_snapshots_and_blobs(make_daemon: MakeDaemon) ->
 
     before = len(holdings(d).snapshot_dirs["native"])
     d.ok("leases", "rm", "hold")  # the next collection sweeps everything it held
-    eventually(
+    wait_for(
         lambda: len(holdings(d).snapshot_dirs["native"]) < before - 5,
+        timeout=30,
         what="the sweep to start removing snapshot directories",
     )
     d.kill9()

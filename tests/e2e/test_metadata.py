@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from pycontainerd.core.testing import wait_for
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from pathlib import Path
@@ -42,16 +44,6 @@ def human(size: int) -> str:
 def table(out: str) -> list[list[str]]:
     """Rows of a ctr table (header dropped), split on runs of whitespace."""
     return [line.split() for line in out.splitlines()[1:] if line.strip()]
-
-
-def eventually(pred: Callable[[], bool], within: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    msg = f"timed out waiting for {what}"
-    raise AssertionError(msg)
 
 
 def test_namespaces_labels_and_nonempty_rm(daemon: Daemon, oci_archive: MakeArchive) -> None:
@@ -117,7 +109,7 @@ def test_content_ingest_get_active_resume_label_rm(daemon: Daemon, tmp_path: Pat
         def active() -> list[list[str]]:
             return [r for r in table(daemon.ok("content", "active")) if r and r[0] == "big"]
 
-        eventually(lambda: bool(active()), what="the ingest to show as active")
+        wait_for(lambda: bool(active()), what="the ingest to show as active")
         writer.send_signal(signal.SIGKILL)
         writer.wait()
     row = active()

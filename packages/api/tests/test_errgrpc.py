@@ -339,3 +339,45 @@ async def test_aborting_on_error_does_not_swallow_cancellation() -> None:
         async with errgrpc.aborting_on_error(ctx):  # type: ignore[arg-type]
             _raise(errdefs.AbortedError("lost a race"))
     assert ctx.aborts == [(SC.ABORTED, "lost a race: aborted")]
+
+
+class _HeaderContext(_RecordingContext):
+    """A recording context that also carries the call's headers."""
+
+    def __init__(self, *metadata: tuple[str, str]) -> None:
+        super().__init__()
+        self.metadata = metadata
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.metadata
+
+
+class _Servicer:
+    @errgrpc.unary_rpc
+    async def Seen(self, request: object, context: object) -> tuple[str | None, str | None]:  # noqa: N802
+        from pycontainerd.core import namespaces
+
+        return namespaces.namespace(), namespaces.lease()
+
+    @errgrpc.unary_rpc
+    async def Fails(self, request: BaseException, context: object) -> None:  # noqa: N802
+        raise request
+
+
+async def test_unary_rpc_runs_the_body_in_the_call_scope() -> None:
+    from pycontainerd.core import namespaces
+
+    ctx = _HeaderContext((namespaces.GRPC_HEADER, "ns1"), (namespaces.LEASE_HEADER, "l1"))
+    assert await _Servicer().Seen(None, ctx) == ("ns1", "l1")
+    assert namespaces.namespace() is None  # reset after the call
+    assert _Servicer.Seen.__name__ == "Seen"  # the generated registration sees the same method
+
+
+async def test_unary_rpc_maps_errors_and_passes_cancellation() -> None:
+    ctx = _HeaderContext()
+    with pytest.raises(grpc.aio.AbortError):
+        await _Servicer().Fails(errdefs.NotFoundError("image x"), ctx)
+    assert ctx.aborts == [(SC.NOT_FOUND, "image x: not found")]
+    with pytest.raises(asyncio.CancelledError):
+        await _Servicer().Fails(asyncio.CancelledError(), ctx)
+    assert len(ctx.aborts) == 1

@@ -24,9 +24,11 @@ from google.protobuf import empty_pb2, timestamp_pb2
 from hpack import Decoder, Encoder
 
 from pycontainerd.api import h2grpc
+from pycontainerd.api.grpcutil import last_message_with_status
 from pycontainerd.api.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
 from pycontainerd.api.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
 from pycontainerd.api.services.version.v1 import version_pb2, version_pb2_grpc
+from pycontainerd.core.testing import wait_for_async
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -150,12 +152,20 @@ class Recorder:
         if n < 0:  # never: this only makes the method an async generator that yields nothing
             yield b""
 
-    async def writes_then_returns(self, request: bytes, context: Context) -> bytes | None:
-        """Writes all but the last message and returns the last (None: no messages)."""
-        n = int(request)
-        for i in range(n - 1):
-            await context.write(b"w%d" % i)
-        return b"w%d" % (n - 1) if n else None
+    @last_message_with_status
+    async def count_last_with_status(
+        self, request: bytes, context: Context
+    ) -> AsyncIterator[bytes]:
+        """``Count``, its last message marked to travel with the status."""
+        for i in range(int(request)):
+            yield b"w%d" % i
+
+    @last_message_with_status
+    async def count_last_then_fail(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
+        yield b"0"
+        yield b"1"
+        msg = "stream broke"
+        raise ValueError(msg)
 
     async def count_then_abort(self, request: bytes, context: Context) -> AsyncIterator[bytes]:
         yield b"0"
@@ -238,7 +248,8 @@ class Recorder:
             "Count": us(self.count),
             "BigStream": us(self.big_stream),
             "Writes": us(self.writes),
-            "WritesThenReturns": us(self.writes_then_returns),
+            "CountLastWithStatus": us(self.count_last_with_status),
+            "CountLastThenFail": us(self.count_last_then_fail),
             "Encoded": us(self.encoded),
             "CountThenAbort": us(self.count_then_abort),
             "CountThenFail": us(self.count_then_fail),
@@ -343,11 +354,7 @@ async def env(sockdir: str) -> AsyncIterator[Env]:
 
 async def until(condition: Callable[[], bool], what: str) -> None:
     """Poll ``condition`` until it holds (fails after ``WAIT`` seconds)."""
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
+    await wait_for_async(condition, WAIT, what)
 
 
 async def within(awaitable: Awaitable[T]) -> T:
@@ -408,12 +415,50 @@ async def test_server_stream_from_context_write(env: Env) -> None:
     assert await call.code() is grpc.StatusCode.OK
 
 
-@pytest.mark.parametrize("n", [0, 1, 5])
-async def test_server_stream_coroutine_returns_its_last_message(env: Env, n: int) -> None:
-    call = env.server_stream("WritesThenReturns")(b"%d" % n)
+@pytest.mark.parametrize("n", [0, 1, 5, 300])
+async def test_server_stream_last_message_with_status(env: Env, n: int) -> None:
+    """The marker changes how the messages leave, not which: all of them, in order."""
+    call = env.server_stream("CountLastWithStatus")(b"%d" % n)
     got = [m async for m in call]
     assert got == [b"w%d" % i for i in range(n)]
     assert await call.code() is grpc.StatusCode.OK
+
+
+async def test_held_last_message_goes_out_before_the_error(env: Env) -> None:
+    call = env.server_stream("CountLastThenFail")(b"")
+    assert await within(call.read()) == b"0"
+    assert await within(call.read()) == b"1"
+    err = await rpc_error(call.read())
+    assert err.code() is grpc.StatusCode.UNKNOWN
+    assert "stream broke" in (err.details() or "")
+
+
+@pytest.mark.parametrize("n", [1, 3])
+async def test_last_message_marker_keeps_the_wire(sockdir: str, n: int) -> None:
+    """A marked stream's frames are an unmarked one's: the marker changes the work, not the bytes.
+
+    Each message is its own DATA frame, the last one followed by the trailers,
+    which the server's output coalescing puts in the same write.
+    """
+
+    async def frames(method: str) -> list[tuple[int, int, bytes]]:
+        out: list[tuple[int, int, bytes]] = []
+        async with serving(sockdir, Recorder()) as (_, path), raw(path) as client:
+            client.begin(method)
+            client.frame(h2grpc.DATA, h2grpc.END_STREAM, 1, b"\x00\x00\x00\x00\x01%d" % n)
+            while (frame := await client.read_frame()) is not None:
+                kind, flags, sid, payload = frame
+                if sid == 1:
+                    out.append((kind, flags, payload))
+                    if flags & h2grpc.END_STREAM:
+                        break
+        return out
+
+    marked = await frames("CountLastWithStatus")
+    plain = await frames("Count")
+    assert [(k, f) for k, f, _ in marked] == [(k, f) for k, f, _ in plain]
+    data = [p for k, _, p in marked if k == h2grpc.DATA]
+    assert data == [b"\x00" + len(m).to_bytes(4, "big") + m for m in (b"w%d" % i for i in range(n))]
 
 
 @pytest.mark.parametrize("n", [0, 1, 300])

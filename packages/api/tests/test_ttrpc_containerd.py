@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from google.protobuf import empty_pb2, timestamp_pb2
 from pycontainerd.api import typeurl
 from pycontainerd.api.ttrpc import CallContext, Client, Server, ServiceClient, ServiceSpec
 from pycontainerd.core import errdefs
+from pycontainerd.core.testing import wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -79,16 +79,6 @@ class Daemon:
         return (self.dir / "containerd.log").read_text(errors="replace")
 
 
-def _wait_for(cond: object, what: str, deadline: float = 20) -> None:
-    assert callable(cond)
-    end = time.monotonic() + deadline
-    while not cond():
-        if time.monotonic() > end:
-            msg = f"timed out waiting for {what}"
-            raise AssertionError(msg)
-        time.sleep(0.02)
-
-
 @pytest.fixture
 def containerd() -> Iterator[Daemon]:
     require(CONTAINERD, CTR, SHIM, RUNC)
@@ -109,12 +99,13 @@ def containerd() -> Iterator[Daemon]:
         )
     daemon = Daemon(short, address, short / "state", process)
     try:
-        _wait_for(
+        wait_for(
             lambda: (
                 process.poll() is not None
                 or (Path(address).is_socket() and Path(address + ".ttrpc").is_socket())
             ),
-            "containerd sockets",
+            timeout=20,
+            what="containerd sockets",
         )
         if process.poll() is not None:
             msg = f"containerd exited ({process.returncode}):\n{daemon.log()}"

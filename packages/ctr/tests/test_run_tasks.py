@@ -32,8 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pycontainerd.core.testing import wait_for
+
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
     from pycontainerd.daemon.testing import Daemon
 
@@ -179,14 +181,6 @@ class Rig:
             time.sleep(0.05)
         self.go("tasks", "rm", "-f", cid)
         self.go("containers", "rm", cid)
-
-
-def wait_for(cond: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,13 @@ from pycontainerd.api.ttrpc.server import Server
 from pycontainerd.api.types import event_pb2
 from pycontainerd.core.errdefs import InvalidArgumentError
 from pycontainerd.core.plugin import GrpcService, PluginType, TtrpcService
+from pycontainerd.core.testing import wait_for_async
 from pycontainerd.events import plugin as events_plugin
 from pycontainerd.events.exchange import Exchange, unpack_event
 from pycontainerd.events.service import TTRPC_SPEC, EventsService
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator
+    from collections.abc import AsyncIterator, Iterator
 
 
 @pytest.fixture
@@ -55,13 +56,6 @@ async def stub(sockdir: str, exchange: Exchange) -> AsyncIterator[events_pb2_grp
         await server.stop(None)
 
 
-async def wait_for(cond: Callable[[], bool], limit: float = 5.0) -> None:
-    """Poll ``cond`` until it holds, failing after ``limit`` seconds."""
-    async with asyncio.timeout(limit):
-        while not cond():  # noqa: ASYNC110 - polling a plain attribute with a deadline
-            await asyncio.sleep(0.01)
-
-
 NS = (("containerd-namespace", "default"),)
 
 
@@ -69,7 +63,7 @@ async def test_publish_subscribe_round_trip(
     stub: events_pb2_grpc.EventsAsyncStub, exchange: Exchange
 ) -> None:
     call = stub.Subscribe(events_pb2.SubscribeRequest(filters=['topic~="/content/"']))
-    await wait_for(lambda: exchange.subscribers == 1)
+    await wait_for_async(lambda: exchange.subscribers == 1)
     await stub.Publish(
         events_pb2.PublishRequest(
             topic="/other/thing", event=typeurl.pack(content_pb2.ContentDelete(digest="no"))
@@ -89,7 +83,7 @@ async def test_publish_subscribe_round_trip(
     assert typeurl.unpack(env.event).digest == "yes"
     assert env.timestamp.seconds > 0
     call.cancel()
-    await wait_for(lambda: exchange.subscribers == 0)
+    await wait_for_async(lambda: exchange.subscribers == 0)
 
 
 async def test_publish_without_namespace(stub: events_pb2_grpc.EventsAsyncStub) -> None:
@@ -148,7 +142,7 @@ async def test_slow_grpc_subscriber_ends_with_resource_exhausted(
     stub: events_pb2_grpc.EventsAsyncStub, exchange: Exchange
 ) -> None:
     call = stub.Subscribe(events_pb2.SubscribeRequest())
-    await wait_for(lambda: exchange.subscribers == 1)
+    await wait_for_async(lambda: exchange.subscribers == 1)
     # Publish far more than the queue holds without reading: the server-side
     # generator stalls once gRPC's flow-control window is full.
     big = task_pb2.TaskExit(id="x" * 60_000)

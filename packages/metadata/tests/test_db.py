@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pycontainerd.core.errdefs import FailedPreconditionError, InternalError
-from pycontainerd.metadata.db import MetadataDB, Migration, Tx, migrate, schema_version
+from pycontainerd.metadata.db import MetadataDB, Tx, migrate, schema_version
+from pycontainerd.metadata.migration import Migration
 from pycontainerd.metadata.schema import MIGRATIONS
 
 if TYPE_CHECKING:

@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from pycontainerd.core.testing import wait_for
 from pycontainerd.runtime.testing import make_rootfs, require
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
     from pycontainerd.daemon.testing import Daemon
 
@@ -47,14 +48,6 @@ GO_CONFIG = (
 )
 
 pytestmark = [pytest.mark.system]
-
-
-def wait_for(cond: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 class Rig:

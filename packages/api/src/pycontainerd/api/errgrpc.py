@@ -13,16 +13,18 @@ ttrpc); this module adds the ``grpc.StatusCode`` face.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import grpc
 
 from pycontainerd.api import status
+from pycontainerd.api.grpcutil import request_scope
 from pycontainerd.core import errdefs
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Awaitable, Callable, Iterator
 
     from google.rpc import status_pb2
 
@@ -35,6 +37,7 @@ __all__ = [
     "to_grpc_message",
     "to_status_code",
     "to_status_proto",
+    "unary_rpc",
 ]
 
 log = logging.getLogger(__name__)
@@ -147,6 +150,35 @@ class _AbortingOnError:
         if code is grpc.StatusCode.UNKNOWN and status.resolve(exc) is None:
             log.error("unexpected error in gRPC handler", exc_info=exc)
         await self._context.abort(code, message)  # raises AbortError
+
+
+_Method = TypeVar("_Method", bound="Callable[..., Awaitable[Any]]")
+
+
+def unary_rpc(method: _Method) -> _Method:
+    """Run a servicer's unary method in its call's scope, errors mapped to the status.
+
+    The opening every unary RPC body had: the call's namespace and lease
+    current (:func:`~pycontainerd.api.grpcutil.request_scope`) and errors
+    mapped by :func:`aborting_on_error`, around the whole body. A
+    ``context.abort`` in the body passes through. Streaming methods keep
+    :class:`~pycontainerd.api.grpcutil.CallScope`: a scope must not stay set
+    across a ``yield``.
+
+    Example:
+        >>> @unary_rpc  # doctest: +SKIP
+        ... async def Info(self, request, context):
+        ...     info = await self._store.info(request.digest)
+        ...     return content_pb2.InfoResponse(info=info_to_proto(info))
+    """
+
+    @functools.wraps(method)
+    async def call(self: object, request: object, context: Any) -> Any:
+        with request_scope(context):
+            async with _AbortingOnError(context):
+                return await method(self, request, context)
+
+    return cast("_Method", call)
 
 
 def _rpc_code(err: grpc.RpcError) -> grpc.StatusCode:

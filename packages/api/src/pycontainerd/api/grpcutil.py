@@ -20,13 +20,13 @@ This module is an edge: it imports grpc only for annotations.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from pycontainerd.core import namespaces
 
 if TYPE_CHECKING:
     import contextlib
-    from collections.abc import AsyncIterator, Iterable
+    from collections.abc import AsyncIterator, Callable, Iterable
 
     import grpc.aio
 
@@ -114,3 +114,27 @@ def request_scope(
 ) -> contextlib.AbstractContextManager[None]:
     """Make the call's namespace and lease current in a ``with`` block (unary handlers)."""
     return namespaces.with_scope(*_scope_headers(context))
+
+
+LAST_WITH_STATUS_ATTR: Final = "h2grpc_last_with_status"
+"""The attribute :func:`last_message_with_status` sets on a behaviour."""
+
+_F = TypeVar("_F", bound="Callable[..., Any]")
+
+
+def last_message_with_status(behavior: _F) -> _F:
+    """Declare that a server-streaming behaviour's last message may travel with the status.
+
+    For an async generator behaviour (a servicer's server-streaming method).
+    The daemon's server (:mod:`pycontainerd.api.h2grpc`) then sends each
+    message when the next one is yielded and the last one together with the
+    OK status, in one write when the windows allow:
+    for a stream that is usually one message long (the Content service's
+    ``Read`` of 32 KiB), that saves a write and a frame per call, as a unary
+    answer does. The bytes on the wire are a server stream's either way, and
+    a stream with no message still answers none. grpcio ignores the marker
+    and sends each message as it comes. A message already yielded is still
+    sent when the generator then fails, before the error status.
+    """
+    setattr(behavior, LAST_WITH_STATUS_ATTR, True)
+    return behavior

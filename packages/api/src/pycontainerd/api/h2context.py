@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 import grpc.aio
@@ -15,11 +15,42 @@ from pycontainerd.api.h2hpack import literal as _literal
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
-    from pycontainerd.api.h2grpc import _Stream
-
 __all__ = ["ServicerContext"]
 
 log = logging.getLogger("pycontainerd.api.h2grpc")
+
+
+class _Limits(Protocol):
+    max_send: int
+
+
+class _Connection(Protocol):
+    @property
+    def server(self) -> _Limits: ...
+
+    async def send_data(self, stream: Any, payload: bytes) -> None: ...
+
+
+class _Stream(Protocol):
+    """What a context needs of the server's stream (``h2grpc._Stream`` has this shape).
+
+    A protocol, so that this module does not import the server that imports it.
+    """
+
+    metadata: tuple[tuple[str, str | bytes], ...]
+    deadline: float | None
+    headers_sent: bool
+    closed: bool
+    cancelled: bool
+
+    @property
+    def conn(self) -> _Connection: ...
+
+    def send_headers(self, extra: bytes = b"") -> None: ...
+
+    async def send_message(self, data: bytes) -> None: ...
+
+    async def next_request(self) -> Any: ...
 
 
 def _percent_encode(text: str) -> bytes:

@@ -13,7 +13,10 @@ few times lower, and serves the servicers grpcio's generated
   :meth:`Server.add_generic_rpc_handlers` take what the generated code passes;
 - handlers are grpc.aio style: ``async def M(request, context)`` returning the
   response, async generators for server streams, coroutines that call
-  ``await context.write(...)``, request iterators for client streams;
+  ``await context.write(...)``, request iterators for client streams; a server
+  stream's generator marked with
+  :func:`~pycontainerd.api.grpcutil.last_message_with_status` has its last
+  message sent with the status;
 - the handler's ``context`` (:class:`ServicerContext`) offers what grpc.aio's
   does: ``invocation_metadata``, ``abort`` (raises :class:`grpc.aio.AbortError`),
   ``set_code``/``set_details``/``code``/``details``, ``write``, ``read``,
@@ -63,6 +66,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, TypeAlias, c
 import grpc
 import grpc.aio
 
+from pycontainerd.api.grpcutil import LAST_WITH_STATUS_ATTR
 from pycontainerd.api.h2conn import (
     ACK,
     CANCEL,
@@ -1120,21 +1124,32 @@ class Server:
     ) -> Any:
         """Run a server-streaming behaviour: an async generator, or a coroutine that writes.
 
-        A coroutine may return its stream's last message instead of writing it
-        (None: no more messages); the server sends it with the status, in one
-        write. grpcio ignores such a return value, so only behaviours meant
-        for this server use it (the Content service's ``Read``).
+        For a generator marked with :func:`~.grpcutil.last_message_with_status`, the
+        message it yields last is returned, not sent (None: it yielded none);
+        :meth:`_dispatch` sends it with the status, in one write.
         """
         serializer = handler.response_serializer or _identity
         behavior: Any = handler.unary_stream or handler.stream_stream
         result = behavior(request, context)
-        if hasattr(result, "__anext__"):
+        if not hasattr(result, "__anext__"):
+            if result is not None:
+                await result
+            return None
+        if not getattr(behavior, LAST_WITH_STATUS_ATTR, False):
             async for item in result:
                 await stream.send_message(item if isinstance(item, bytes) else serializer(item))
             return None
-        if result is not None:
-            return await result
-        return None
+        held: bytes | None = None  # one message behind the generator
+        try:
+            async for item in result:
+                if held is not None:
+                    await stream.send_message(held)
+                held = item if isinstance(item, bytes) else serializer(item)
+        except Exception:
+            if held is not None:  # what the generator yielded still goes out before the error
+                await stream.send_message(held)
+            raise
+        return held
 
     async def _dispatch(
         self,

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
     from google.protobuf import message
 
-    from pycontainerd.client.client import Client
+    from pycontainerd.client.proxies import Connection
     from pycontainerd.core.platforms import Platform
 
 __all__ = [
@@ -176,7 +176,7 @@ class _ClientStream:
         self._done_writing = False
 
     @classmethod
-    async def open(cls, client: Client, name: str) -> _ClientStream:
+    async def open(cls, client: Connection, name: str) -> _ClientStream:
         stub = streaming_pb2_grpc.StreamingStub(client.channel)
         call = stub.Stream(metadata=client.metadata())
         with rpc_errors():
@@ -222,7 +222,7 @@ class _ClientStream:
 class _Session:
     """The streams and background tasks of one transfer."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Connection) -> None:
         self.client = client
         self.streams: list[_ClientStream] = []
         self.tasks: list[asyncio.Task[None]] = []
@@ -362,7 +362,7 @@ async def _relay_progress(stream: _ClientStream, callback: Callable[[Progress], 
 
 
 async def transfer(
-    client: Client,
+    client: Connection,
     source: Endpoint,
     destination: Endpoint,
     *,

@@ -26,14 +26,19 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final
 
 import grpc
 from google.protobuf import empty_pb2, timestamp_pb2
 
 from pycontainerd.api.convert import set_timestamp
-from pycontainerd.api.errgrpc import aborting_on_error
-from pycontainerd.api.grpcutil import CallScope, metadata_value, request_scope
+from pycontainerd.api.errgrpc import aborting_on_error, unary_rpc
+from pycontainerd.api.grpcutil import (
+    CallScope,
+    last_message_with_status,
+    metadata_value,
+    request_scope,
+)
 from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
 from pycontainerd.core import digests, namespaces
 from pycontainerd.core.content import FastReader, Info, Status
@@ -121,21 +126,6 @@ def _namespace_header(metadata: tuple[tuple[str, str | bytes], ...]) -> str | No
     return metadata_value(metadata, namespaces.GRPC_HEADER)
 
 
-class _CaptureHandlers:
-    """Stands in for a server to take the generated method handlers."""
-
-    service = ""
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
-
-    def add_generic_rpc_handlers(self, _handlers: object) -> None:
-        pass
-
-    def add_registered_method_handlers(
-        self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
-    ) -> None:
-        self.service, self.handlers = service, handlers
-
-
 class ContentService(content_pb2_grpc.ContentServicer):
     """Serves ``containerd.services.content.v1.Content`` from a content ``Store``."""
 
@@ -144,54 +134,35 @@ class ContentService(content_pb2_grpc.ContentServicer):
         self._fast = store if isinstance(store, FastReader) else None
 
     def register(self, server: grpc.aio.Server) -> None:
-        """Add the service to ``server``.
+        """Add the service to ``server``; on the daemon's own server, with fast paths.
 
-        ``Read`` is served by :meth:`read_last` on the daemon's own server
-        (:mod:`pycontainerd.api.h2grpc`) and by :meth:`read_unary` on grpcio's:
-        either way the last message leaves with the status in one write.
+        :mod:`pycontainerd.api.h2grpc` answers ``Read`` of a small cached range
+        and ``Info`` on the event loop (:meth:`read_now`, :meth:`info_now`);
+        what they decline goes to the servicer methods, as everything does on
+        grpcio's server.
         """
         from pycontainerd.api import h2grpc
 
-        capture = _CaptureHandlers()
-        content_pb2_grpc.add_ContentServicer_to_server(self, cast("grpc.aio.Server", capture))
-        handlers = dict(capture.handlers)
+        content_pb2_grpc.add_ContentServicer_to_server(self, server)
         if isinstance(server, h2grpc.Server):
-            server.add_fast_path(f"/{capture.service}/Read", self.read_now)
-            server.add_fast_path(f"/{capture.service}/Info", self.info_now)
-            handlers["Read"] = grpc.unary_stream_rpc_method_handler(
-                self.read_last,
-                request_deserializer=content_pb2.ReadContentRequest.FromString,
-                response_serializer=content_pb2.ReadContentResponse.SerializeToString,
-            )
-        else:
-            handlers["Read"] = grpc.unary_unary_rpc_method_handler(
-                self.read_unary,
-                request_deserializer=content_pb2.ReadContentRequest.FromString,
-                response_serializer=content_pb2.ReadContentResponse.SerializeToString,
-            )
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(capture.service, handlers),)
-        )
-        server.add_registered_method_handlers(capture.service, handlers)
+            service = content_pb2.DESCRIPTOR.services_by_name["Content"].full_name
+            server.add_fast_path(f"/{service}/Read", self.read_now)
+            server.add_fast_path(f"/{service}/Info", self.info_now)
 
+    @unary_rpc
     async def Info(  # noqa: N802 - names fixed by the proto
         self, request: content_pb2.InfoRequest, context: _Ctx
     ) -> content_pb2.InfoResponse:
         await _check_digest(context, request.digest)
-        async with aborting_on_error(context):
-            with request_scope(context):
-                info = await self._store.info(request.digest)
+        info = await self._store.info(request.digest)
         return content_pb2.InfoResponse(info=info_to_proto(info))
 
+    @unary_rpc
     async def Update(  # noqa: N802
         self, request: content_pb2.UpdateRequest, context: _Ctx
     ) -> content_pb2.UpdateResponse:
         await _check_digest(context, request.info.digest)
-        async with aborting_on_error(context):
-            with request_scope(context):
-                info = await self._store.update(
-                    info_from_proto(request.info), *request.update_mask.paths
-                )
+        info = await self._store.update(info_from_proto(request.info), *request.update_mask.paths)
         return content_pb2.UpdateResponse(info=info_to_proto(info))
 
     async def List(  # noqa: N802
@@ -209,13 +180,12 @@ class ContentService(content_pb2_grpc.ContentServicer):
             if batch:
                 yield content_pb2.ListContentResponse(info=batch)
 
+    @unary_rpc
     async def Delete(  # noqa: N802
         self, request: content_pb2.DeleteContentRequest, context: _Ctx
     ) -> empty_pb2.Empty:
         await _check_digest(context, request.digest)
-        async with aborting_on_error(context):
-            with request_scope(context):
-                await self._store.delete(request.digest)
+        await self._store.delete(request.digest)
         return empty_pb2.Empty()
 
     async def _open_range(
@@ -239,13 +209,16 @@ class ContentService(content_pb2_grpc.ContentServicer):
             size = blob_size - offset
         return reader, offset, offset + size
 
+    @last_message_with_status
     async def Read(  # noqa: N802
         self, request: content_pb2.ReadContentRequest, context: _Ctx
     ) -> AsyncIterator[content_pb2.ReadContentResponse]:
-        """The range in messages of at most ``READ_CHUNK`` bytes (the servicer API's form).
+        """The range in messages of at most ``READ_CHUNK`` bytes.
 
-        The servers run :meth:`read_last` or :meth:`read_unary` instead: same
-        messages, the last one sent with the status.
+        Its last message may leave with the status (the marker): ``ctr content
+        get`` reads in 32 KiB calls, one message each, and the daemon's server
+        then answers each call in one write. An empty range (``offset`` at the
+        end of the blob, or an empty blob) answers no message, as upstream.
         """
         reader, offset, end = await self._open_range(request, context)
         try:
@@ -258,27 +231,6 @@ class ContentService(content_pb2_grpc.ContentServicer):
                     offset += len(data)
         finally:
             await reader.close()
-
-    async def read_unary(
-        self, request: content_pb2.ReadContentRequest, context: _Ctx
-    ) -> content_pb2.ReadContentResponse:
-        """``Read`` served through a unary-unary handler; the wire is a server stream's.
-
-        gRPC frames a stream's messages the same whatever the handler kind; a
-        unary handler's answer goes out with the status in one batch, where a
-        streaming handler needs a batch for the message and another for the
-        status. ``ctr content get`` reads in 32 KiB calls (one message each), so
-        that batch is a good part of each call. Every message but the last is
-        written (pre-serialized: a unary context has no response serializer);
-        the last is returned. An empty range (``offset`` at the end of the blob,
-        or an empty blob) answers one message with no data where the stream
-        answers none: a unary handler always sends a message, and grpc refuses
-        to end a call with OK through ``abort``. Readers see the same bytes.
-        """
-        last, offset = await self._read_leading(request, context)
-        if last is None:
-            return content_pb2.ReadContentResponse(offset=offset)
-        return last
 
     def info_now(self, raw: bytes, metadata: tuple[tuple[str, str | bytes], ...]) -> bytes | None:
         """``Info`` answered on the event loop (h2grpc's fast path); None: the normal path."""
@@ -301,7 +253,7 @@ class ContentService(content_pb2_grpc.ContentServicer):
         or less; a blob the namespace sees, on a memory file system or in the
         page cache, is answered before any task or handler exists. Anything
         else (a bigger range, bytes on disk, any error) answers None and the
-        call goes to :meth:`read_last`, which also reports the errors.
+        call goes to :meth:`Read`, which also reports the errors.
         """
         fast = self._fast
         if fast is None:
@@ -318,67 +270,29 @@ class ContentService(content_pb2_grpc.ContentServicer):
         _, data = got
         return content_pb2.ReadContentResponse(offset=request.offset, data=data).SerializeToString()
 
-    async def read_last(
-        self, request: content_pb2.ReadContentRequest, context: _Ctx
-    ) -> content_pb2.ReadContentResponse | None:
-        """``Read`` for the daemon's own server: a server stream whose last message is returned.
-
-        :mod:`pycontainerd.api.h2grpc` sends a returned message with the status
-        in one write, as grpcio does for a unary answer, and an empty range
-        answers no message at all, as upstream's stream does.
-        """
-        last, _ = await self._read_leading(request, context)
-        return last
-
-    async def _read_leading(
-        self, request: content_pb2.ReadContentRequest, context: _Ctx
-    ) -> tuple[content_pb2.ReadContentResponse | None, int]:
-        """Write every message of the range but the last; return the last and the end offset."""
-        reader, offset, end = await self._open_range(request, context)
-        try:
-            last: content_pb2.ReadContentResponse | None = None
-            async with aborting_on_error(context):
-                while offset < end:
-                    data = await reader.read_at(offset, min(READ_CHUNK, end - offset))
-                    if not data:
-                        break
-                    if last is not None:
-                        await context.write(last.SerializeToString())
-                    last = content_pb2.ReadContentResponse(offset=offset, data=data)
-                    offset += len(data)
-        finally:
-            await reader.close()
-        return last, offset
-
-    # the daemon's metrics label the method with its proto kind, not the handler's
-    read_unary.grpc_rpc_type = "server_stream"  # type: ignore[attr-defined]
-
+    @unary_rpc
     async def Status(  # noqa: N802
         self, request: content_pb2.StatusRequest, context: _Ctx
     ) -> content_pb2.StatusResponse:
-        async with aborting_on_error(context):
-            with request_scope(context):
-                try:
-                    status = await self._store.status(request.ref)
-                except ContainerdError as exc:
-                    msg = f"could not get status for ref {_quote(request.ref)}: {exc.message}"
-                    raise type(exc)(msg) from exc
+        try:
+            status = await self._store.status(request.ref)
+        except ContainerdError as exc:
+            msg = f"could not get status for ref {_quote(request.ref)}: {exc.message}"
+            raise type(exc)(msg) from exc
         return content_pb2.StatusResponse(status=status_to_proto(status))
 
+    @unary_rpc
     async def ListStatuses(  # noqa: N802
         self, request: content_pb2.ListStatusesRequest, context: _Ctx
     ) -> content_pb2.ListStatusesResponse:
-        async with aborting_on_error(context):
-            with request_scope(context):
-                statuses = await self._store.list_statuses(*request.filters)
+        statuses = await self._store.list_statuses(*request.filters)
         return content_pb2.ListStatusesResponse(statuses=[status_to_proto(s) for s in statuses])
 
+    @unary_rpc
     async def Abort(  # noqa: N802
         self, request: content_pb2.AbortRequest, context: _Ctx
     ) -> empty_pb2.Empty:
-        async with aborting_on_error(context):
-            with request_scope(context):
-                await self._store.abort(request.ref)
+        await self._store.abort(request.ref)
         return empty_pb2.Empty()
 
     async def Write(  # noqa: N802

@@ -6,8 +6,11 @@ and the client's ``ctr images mount`` (``pycontainerd.client.mount``). It holds
 only what they share: the ``MS_*``/``MNT_*`` constants, the split of
 ``mount(8)`` options into flags, propagation flags and a data string (the
 table containerd's ``mount`` package uses), and thin ``ctypes`` wrappers that
-raise :class:`OSError` with the call's ``errno``. How a list of mounts is
-stacked, undone or retried stays with each caller.
+raise :class:`OSError` with the call's ``errno``, and :func:`mount_all`, the
+daemon's way to stack a list of mounts (the snapshotters' temporary mounts and
+the shim's rootfs): it shortens overlay ``lowerdir=`` lists that do not fit the
+kernel's one page of mount data and undoes what it mounted when one mount
+fails. How mounts are unmounted or retried stays with each caller.
 
 Linux only; the calls normally need root. Pure standard library: importing it
 loads ``ctypes`` but never grpc.
@@ -15,14 +18,20 @@ loads ``ctypes`` but never grpc.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
+import posixpath
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from pycontainerd.core.errdefs import InvalidArgumentError
+
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator, Sequence
+
+    from pycontainerd.core.types import Mount
 
 __all__ = [
     "MNT_DETACH",
@@ -44,8 +53,11 @@ __all__ = [
     "MS_STRICTATIME",
     "MS_SYNCHRONOUS",
     "MS_UNBINDABLE",
+    "PAGE_SIZE",
     "UMOUNT_NOFOLLOW",
     "MountOptions",
+    "mount",
+    "mount_all",
     "parse_options",
     "sys_mount",
     "sys_umount",
@@ -202,3 +214,88 @@ def sys_umount(target: str, flags: int) -> None:
     if _lib().umount2(os.fsencode(target), flags) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"{os.strerror(err)}: unmount {target!r}")
+
+
+#: The kernel copies at most one page of mount data.
+PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
+
+
+def _common_dir(paths: Sequence[str]) -> str:
+    common = posixpath.commonpath(paths) if paths else "/"
+    # A layer must stay a sub-path of the common directory, never the directory itself.
+    if common in paths:
+        common = posixpath.dirname(common)
+    return common
+
+
+@contextlib.contextmanager
+def _compact_overlay(data: str) -> Iterator[str]:
+    """Shorten ``lowerdir=`` paths in ``data`` through ``/proc/self/fd`` when too long."""
+    if len(data) < PAGE_SIZE:
+        yield data
+        return
+    options = data.split(",")
+    index = next((i for i, o in enumerate(options) if o.startswith("lowerdir=")), -1)
+    if index < 0:
+        yield data
+        return
+    lowers = options[index].removeprefix("lowerdir=").split(":")
+    common = _common_dir(lowers)
+    fd = os.open(common, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        prefix = f"/proc/self/fd/{fd}/"
+        short = [prefix + posixpath.relpath(p, common) for p in lowers]
+        options[index] = "lowerdir=" + ":".join(short)
+        compacted = ",".join(options)
+        if len(compacted) >= PAGE_SIZE:
+            msg = f"overlay mount options too long ({len(compacted)} bytes) even when compacted"
+            raise InvalidArgumentError(msg)
+        yield compacted
+    finally:
+        os.close(fd)
+
+
+def mount(m: Mount, target: str | os.PathLike[str]) -> None:
+    """Mount ``m`` on ``target`` (blocking; call it off the event loop).
+
+    A read-only bind mount is made in two steps (bind, then remount read-only),
+    as the kernel ignores ``MS_RDONLY`` on the first bind call.
+
+    Raises:
+        OSError: the system call failed.
+        InvalidArgumentError: overlay options cannot fit the kernel's limit.
+    """
+    target = os.fspath(target)
+    if m.target:
+        target = posixpath.join(target, m.target.lstrip("/"))
+    opts = parse_options(m.options)
+    fstype = m.type
+    flags = opts.flags
+    if fstype in {"bind", "rbind"}:
+        flags |= MS_BIND | (MS_REC if fstype == "rbind" else 0)
+        fstype = "none"
+    with _compact_overlay(opts.data) as data:
+        sys_mount(m.source, target, fstype, flags, data)
+    if flags & MS_BIND and flags & MS_RDONLY:
+        remount = MS_REMOUNT | MS_BIND | MS_RDONLY | (flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC))
+        try:
+            sys_mount("", target, "", remount, "")
+        except OSError:
+            sys_umount(target, MNT_DETACH)
+            raise
+    if opts.propagation:
+        sys_mount("", target, "", opts.propagation, "")
+
+
+def mount_all(mounts: Iterable[Mount], target: str | os.PathLike[str]) -> None:
+    """Mount each of ``mounts`` on ``target`` in order; undo them all if one fails."""
+    done = 0
+    try:
+        for m in mounts:
+            mount(m, target)
+            done += 1
+    except BaseException:
+        for _ in range(done):
+            with contextlib.suppress(OSError):
+                sys_umount(os.fspath(target), MNT_DETACH)
+        raise

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from pycontainerd.api.cri.v1 import api_pb2 as pb
     from pycontainerd.api.cri.v1 import api_pb2_grpc as pb_grpc
-    from pycontainerd.daemon.testing import Daemon
+    from pycontainerd.core.testing import Daemon
     from pycontainerd.remotes.testing import Registry as RemotesRegistry
 
 CNI_BIN_DIR: Final = "/usr/lib/cni"

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import grpc
 import grpc.aio
 
-from pycontainerd.api import h2grpc
+from pycontainerd.api import grpcutil, h2grpc
 from pycontainerd.core.plugin import (
     GrpcService,
     InitContext,
@@ -328,6 +328,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                         code = _code_name(context, failed)
                         recorder.handled(method, rpc_type, code, metrics_mod.now() - start)
 
+                if getattr(behavior, grpcutil.LAST_WITH_STATUS_ATTR, False):
+                    grpcutil.last_message_with_status(gen)  # the wrapper keeps the marker
                 return gen
 
             async def call(request: Any, context: Any) -> Any:

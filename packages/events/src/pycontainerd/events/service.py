@@ -16,12 +16,10 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import empty_pb2
 
 from pycontainerd.api.convert import envelope_from_proto, envelope_to_proto
-from pycontainerd.api.errgrpc import aborting_on_error
-from pycontainerd.api.grpcutil import namespace_of
+from pycontainerd.api.errgrpc import aborting_on_error, unary_rpc
 from pycontainerd.api.services.events.v1 import events_pb2, events_pb2_grpc
 from pycontainerd.api.services.ttrpc.events.v1 import events_pb2 as ttrpc_events_pb2
 from pycontainerd.api.ttrpc.services import ServiceSpec
-from pycontainerd.core import namespaces
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -52,23 +50,22 @@ class EventsService(events_pb2_grpc.EventsServicer):
     def register_ttrpc(self, server: Any) -> None:
         server.register_service(TTRPC_SPEC, _TtrpcForward(self._exchange))
 
+    @unary_rpc
     async def Publish(  # noqa: N802 - name fixed by the proto
         self,
         request: events_pb2.PublishRequest,
         context: grpc.aio.ServicerContext[events_pb2.PublishRequest, empty_pb2.Empty],
     ) -> empty_pb2.Empty:
-        async with aborting_on_error(context):
-            with namespaces.with_namespace(namespace_of(context)):
-                await self._exchange.publish(request.topic, request.event)
+        await self._exchange.publish(request.topic, request.event)  # in the call's namespace
         return empty_pb2.Empty()
 
+    @unary_rpc
     async def Forward(  # noqa: N802
         self,
         request: events_pb2.ForwardRequest,
         context: grpc.aio.ServicerContext[events_pb2.ForwardRequest, empty_pb2.Empty],
     ) -> empty_pb2.Empty:
-        async with aborting_on_error(context):
-            await self._exchange.forward(envelope_from_proto(request.envelope))
+        await self._exchange.forward(envelope_from_proto(request.envelope))
         return empty_pb2.Empty()
 
     async def Subscribe(  # noqa: N802

@@ -44,14 +44,16 @@ import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from pycontainerd.core.errdefs import FailedPreconditionError, InternalError
+from pycontainerd.metadata.schema import MIGRATIONS
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
     from pathlib import Path
+
+    from pycontainerd.metadata.migration import Migration
 
 T = TypeVar("T")
 
@@ -154,24 +156,6 @@ class Tx:
         """Run the callbacks registered with :meth:`after_commit`."""
         for callback in self._after_commit:
             callback()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Migration:
-    """One forward step of the schema.
-
-    Attributes:
-        version: the schema version this step produces; versions are 1, 2, 3, ...
-        description: what changes, for humans and the ``schema_version`` table.
-        statements: SQL run in order inside one transaction.
-        apply: optional Python step run after ``statements`` in the same
-            transaction (data rewrites).
-    """
-
-    version: int
-    description: str
-    statements: tuple[str, ...] = ()
-    apply: Callable[[sqlite3.Connection], object] | None = None
 
 
 def latest_version(migrations: Sequence[Migration]) -> int:
@@ -278,8 +262,6 @@ class MetadataDB:
         durable: bool = True,
     ) -> None:
         if migrations is None:
-            from pycontainerd.metadata.schema import MIGRATIONS
-
             migrations = MIGRATIONS
         self.path = path
         self.durable = durable

@@ -1,6 +1,6 @@
 """The metadata schema as a list of forward migrations.
 
-Append a new :class:`~pycontainerd.metadata.db.Migration` to change the
+Append a new :class:`~pycontainerd.metadata.migration.Migration` to change the
 schema; never edit a released step. Every object table is keyed by namespace
 first, mirroring containerd's ``v1/<namespace>/<object>`` bucket layout, and
 references ``namespaces`` so a namespace cannot vanish under its objects.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from pycontainerd.metadata.db import Migration
+from pycontainerd.metadata.migration import Migration
 
 _V1: Final = (
     # Named counters (containerd's bucket sequences): snapshot and ingest keys.

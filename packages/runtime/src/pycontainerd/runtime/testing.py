@@ -15,15 +15,16 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from pycontainerd.core.testing import wait_for as wait_for  # noqa: PLC0414 - re-exported
+
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
 CONTAINERD = "/usr/bin/containerd"
 CTR = "/usr/bin/ctr"
@@ -73,15 +74,6 @@ def install_shim(bindir: Path) -> Path:
     )
     target.chmod(0o755)
     return target
-
-
-def wait_for(cond: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll ``cond`` until it is truthy or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def make_rootfs(path: Path) -> Path:

@@ -3,8 +3,9 @@
 A snapshotter describes a filesystem as a list of :class:`~pycontainerd.core.types.Mount`
 values (``type``, ``source``, ``options`` in ``mount(8)`` syntax). This module
 turns the options into mount flags plus a data string and calls the system
-calls directly through ``ctypes`` (both shared with the client, in
-:mod:`pycontainerd.core.mount`); nothing is shelled out.
+calls directly through ``ctypes``; nothing is shelled out. :func:`mount` and
+:func:`mount_all` live in :mod:`pycontainerd.core.mount` (the shim mounts a
+task's rootfs with them too) and are re-exported here.
 
 Long overlay option strings are a real limit: the kernel copies at most one
 page of mount data. A 128-layer chain of ``<root>/snapshots/<id>/fs``
@@ -28,13 +29,12 @@ import contextlib
 import errno
 import logging
 import os
-import posixpath
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
-from pycontainerd.core.errdefs import InvalidArgumentError, UnavailableError
+from pycontainerd.core.errdefs import UnavailableError
 from pycontainerd.core.mount import (
     MNT_DETACH,
     MS_BIND,
@@ -45,16 +45,18 @@ from pycontainerd.core.mount import (
     MS_RDONLY,
     MS_REC,
     MS_REMOUNT,
+    PAGE_SIZE,
     UMOUNT_NOFOLLOW,
     MountOptions,
+    mount,
+    mount_all,
     parse_options,
-    sys_mount,
     sys_umount,
 )
 from pycontainerd.core.types import Mount
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+    from collections.abc import AsyncIterator, Iterable, Sequence
 
 __all__ = [
     "MNT_DETACH",
@@ -82,90 +84,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: The kernel copies at most one page of mount data.
-PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
-
-
-def _common_dir(paths: Sequence[str]) -> str:
-    common = posixpath.commonpath(paths) if paths else "/"
-    # A layer must stay a sub-path of the common directory, never the directory itself.
-    if common in paths:
-        common = posixpath.dirname(common)
-    return common
-
-
-@contextlib.contextmanager
-def _compact_overlay(data: str) -> Iterator[str]:
-    """Shorten ``lowerdir=`` paths in ``data`` through ``/proc/self/fd`` when too long."""
-    if len(data) < PAGE_SIZE:
-        yield data
-        return
-    options = data.split(",")
-    index = next((i for i, o in enumerate(options) if o.startswith("lowerdir=")), -1)
-    if index < 0:
-        yield data
-        return
-    lowers = options[index].removeprefix("lowerdir=").split(":")
-    common = _common_dir(lowers)
-    fd = os.open(common, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        prefix = f"/proc/self/fd/{fd}/"
-        short = [prefix + posixpath.relpath(p, common) for p in lowers]
-        options[index] = "lowerdir=" + ":".join(short)
-        compacted = ",".join(options)
-        if len(compacted) >= PAGE_SIZE:
-            msg = f"overlay mount options too long ({len(compacted)} bytes) even when compacted"
-            raise InvalidArgumentError(msg)
-        yield compacted
-    finally:
-        os.close(fd)
-
-
-def mount(m: Mount, target: str | os.PathLike[str]) -> None:
-    """Mount ``m`` on ``target`` (blocking; call it off the event loop).
-
-    A read-only bind mount is made in two steps (bind, then remount read-only),
-    as the kernel ignores ``MS_RDONLY`` on the first bind call.
-
-    Raises:
-        OSError: the system call failed.
-        InvalidArgumentError: overlay options cannot fit the kernel's limit.
-    """
-    target = os.fspath(target)
-    if m.target:
-        target = posixpath.join(target, m.target.lstrip("/"))
-    opts = parse_options(m.options)
-    fstype = m.type
-    flags = opts.flags
-    if fstype in {"bind", "rbind"}:
-        flags |= MS_BIND | (MS_REC if fstype == "rbind" else 0)
-        fstype = "none"
-    with _compact_overlay(opts.data) as data:
-        sys_mount(m.source, target, fstype, flags, data)
-    if flags & MS_BIND and flags & MS_RDONLY:
-        remount = MS_REMOUNT | MS_BIND | MS_RDONLY | (flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC))
-        try:
-            sys_mount("", target, "", remount, "")
-        except OSError:
-            sys_umount(target, MNT_DETACH)
-            raise
-    if opts.propagation:
-        sys_mount("", target, "", opts.propagation, "")
-
-
-def mount_all(mounts: Iterable[Mount], target: str | os.PathLike[str]) -> None:
-    """Mount each of ``mounts`` on ``target`` in order; undo them all if one fails."""
-    done = 0
-    try:
-        for m in mounts:
-            mount(m, target)
-            done += 1
-    except BaseException:
-        for _ in range(done):
-            with contextlib.suppress(OSError):
-                sys_umount(os.fspath(target), MNT_DETACH)
-        raise
 
 
 def unmount(target: str | os.PathLike[str], flags: int = 0, *, retries: int = 50) -> None:

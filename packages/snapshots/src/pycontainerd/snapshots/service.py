@@ -27,7 +27,7 @@ from pycontainerd.api.convert import (
     snapshot_info_from_proto,
     snapshot_info_to_proto,
 )
-from pycontainerd.api.errgrpc import aborting_on_error
+from pycontainerd.api.errgrpc import aborting_on_error, unary_rpc
 from pycontainerd.api.events import snapshot_pb2 as events_pb2
 from pycontainerd.api.grpcutil import CallScope, request_scope
 from pycontainerd.api.services.diff.v1 import diff_pb2, diff_pb2_grpc
@@ -90,85 +90,78 @@ class SnapshotsService(snapshots_pb2_grpc.SnapshotsServicer):
         if self._publisher is not None:
             await self._publisher.publish(topic, event)
 
+    @unary_rpc
     async def Prepare(  # noqa: N802 - name fixed by the proto
         self, request: pb.PrepareSnapshotRequest, context: Any
     ) -> pb.PrepareSnapshotResponse:
-        with request_scope(context):
-            async with aborting_on_error(context):
-                mounts = await self._get(request.snapshotter).prepare(
-                    request.key, request.parent, labels=dict(request.labels)
-                )
-                await self._publish(
-                    "/snapshot/prepare",
-                    events_pb2.SnapshotPrepare(
-                        key=request.key, parent=request.parent, snapshotter=request.snapshotter
-                    ),
-                )
+        mounts = await self._get(request.snapshotter).prepare(
+            request.key, request.parent, labels=dict(request.labels)
+        )
+        await self._publish(
+            "/snapshot/prepare",
+            events_pb2.SnapshotPrepare(
+                key=request.key, parent=request.parent, snapshotter=request.snapshotter
+            ),
+        )
         return pb.PrepareSnapshotResponse(mounts=mounts_to_proto(mounts))
 
+    @unary_rpc
     async def View(  # noqa: N802
         self, request: pb.ViewSnapshotRequest, context: Any
     ) -> pb.ViewSnapshotResponse:
-        with request_scope(context):
-            async with aborting_on_error(context):
-                mounts = await self._get(request.snapshotter).view(
-                    request.key, request.parent, labels=dict(request.labels)
-                )
+        mounts = await self._get(request.snapshotter).view(
+            request.key, request.parent, labels=dict(request.labels)
+        )
         return pb.ViewSnapshotResponse(mounts=mounts_to_proto(mounts))
 
+    @unary_rpc
     async def Mounts(  # noqa: N802
         self, request: pb.MountsRequest, context: Any
     ) -> pb.MountsResponse:
-        with request_scope(context):
-            async with aborting_on_error(context):
-                mounts = await self._get(request.snapshotter).mounts(request.key)
+        mounts = await self._get(request.snapshotter).mounts(request.key)
         return pb.MountsResponse(mounts=mounts_to_proto(mounts))
 
+    @unary_rpc
     async def Commit(  # noqa: N802
         self, request: pb.CommitSnapshotRequest, context: Any
     ) -> empty_pb2.Empty:
-        with request_scope(context):
-            async with aborting_on_error(context):
-                await self._get(request.snapshotter).commit(
-                    request.name, request.key, labels=dict(request.labels) or None
-                )
-                await self._publish(
-                    "/snapshot/commit",
-                    events_pb2.SnapshotCommit(
-                        key=request.key, name=request.name, snapshotter=request.snapshotter
-                    ),
-                )
+        await self._get(request.snapshotter).commit(
+            request.name, request.key, labels=dict(request.labels) or None
+        )
+        await self._publish(
+            "/snapshot/commit",
+            events_pb2.SnapshotCommit(
+                key=request.key, name=request.name, snapshotter=request.snapshotter
+            ),
+        )
         return empty_pb2.Empty()
 
+    @unary_rpc
     async def Remove(  # noqa: N802
         self, request: pb.RemoveSnapshotRequest, context: Any
     ) -> empty_pb2.Empty:
-        with request_scope(context):
-            async with aborting_on_error(context):
-                await self._get(request.snapshotter).remove(request.key)
-                await self._publish(
-                    "/snapshot/remove",
-                    events_pb2.SnapshotRemove(key=request.key, snapshotter=request.snapshotter),
-                )
+        await self._get(request.snapshotter).remove(request.key)
+        await self._publish(
+            "/snapshot/remove",
+            events_pb2.SnapshotRemove(key=request.key, snapshotter=request.snapshotter),
+        )
         return empty_pb2.Empty()
 
+    @unary_rpc
     async def Stat(  # noqa: N802
         self, request: pb.StatSnapshotRequest, context: Any
     ) -> pb.StatSnapshotResponse:
-        with request_scope(context):
-            async with aborting_on_error(context):
-                info = await self._get(request.snapshotter).stat(request.key)
+        info = await self._get(request.snapshotter).stat(request.key)
         return pb.StatSnapshotResponse(info=snapshot_info_to_proto(info))
 
+    @unary_rpc
     async def Update(  # noqa: N802
         self, request: pb.UpdateSnapshotRequest, context: Any
     ) -> pb.UpdateSnapshotResponse:
-        with request_scope(context):
-            async with aborting_on_error(context):
-                paths = list(request.update_mask.paths) if request.HasField("update_mask") else []
-                info = await self._get(request.snapshotter).update(
-                    snapshot_info_from_proto(request.info), *paths
-                )
+        paths = list(request.update_mask.paths) if request.HasField("update_mask") else []
+        info = await self._get(request.snapshotter).update(
+            snapshot_info_from_proto(request.info), *paths
+        )
         return pb.UpdateSnapshotResponse(info=snapshot_info_to_proto(info))
 
     async def List(  # noqa: N802
@@ -186,24 +179,22 @@ class SnapshotsService(snapshots_pb2_grpc.SnapshotsServicer):
         if batch:
             yield pb.ListSnapshotsResponse(info=batch)
 
+    @unary_rpc
     async def Usage(  # noqa: N802
         self, request: pb.UsageRequest, context: Any
     ) -> pb.UsageResponse:
-        with request_scope(context):
-            async with aborting_on_error(context):
-                usage = await self._get(request.snapshotter).usage(request.key)
+        usage = await self._get(request.snapshotter).usage(request.key)
         return pb.UsageResponse(size=usage.size, inodes=usage.inodes)
 
+    @unary_rpc
     async def Cleanup(  # noqa: N802
         self, request: pb.CleanupRequest, context: Any
     ) -> empty_pb2.Empty:
-        with request_scope(context):
-            async with aborting_on_error(context):
-                sn = self._get(request.snapshotter)
-                if not isinstance(sn, Cleaner):
-                    msg = "snapshotter does not implement cleanup"
-                    raise UnimplementedError(msg)
-                await sn.cleanup()
+        sn = self._get(request.snapshotter)
+        if not isinstance(sn, Cleaner):
+            msg = "snapshotter does not implement cleanup"
+            raise UnimplementedError(msg)
+        await sn.cleanup()
         return empty_pb2.Empty()
 
 
@@ -217,52 +208,50 @@ class DiffService(diff_pb2_grpc.DiffServicer):
         """Attach the servicer to ``server``."""
         diff_pb2_grpc.add_DiffServicer_to_server(self, server)
 
+    @unary_rpc
     async def Apply(  # noqa: N802
         self, request: diff_pb2.ApplyRequest, context: Any
     ) -> diff_pb2.ApplyResponse:
-        with request_scope(context):
-            async with aborting_on_error(context):
-                desc = descriptor_from_proto(request.diff)
-                mounts = mounts_from_proto(request.mounts)
-                applied = None
-                for differ in self._differs:
-                    try:
-                        applied = await differ.apply(
-                            desc, mounts, sync_fs=request.sync_fs, payloads=dict(request.payloads)
-                        )
-                        break
-                    except UnimplementedError:
-                        if differ is self._differs[-1]:
-                            raise
-                if applied is None:
-                    raise UnimplementedError
+        desc = descriptor_from_proto(request.diff)
+        mounts = mounts_from_proto(request.mounts)
+        applied = None
+        for differ in self._differs:
+            try:
+                applied = await differ.apply(
+                    desc, mounts, sync_fs=request.sync_fs, payloads=dict(request.payloads)
+                )
+                break
+            except UnimplementedError:
+                if differ is self._differs[-1]:
+                    raise
+        if applied is None:
+            raise UnimplementedError
         return diff_pb2.ApplyResponse(applied=descriptor_to_proto(applied))
 
+    @unary_rpc
     async def Diff(  # noqa: N802
         self, request: diff_pb2.DiffRequest, context: Any
     ) -> diff_pb2.DiffResponse:
-        with request_scope(context):
-            async with aborting_on_error(context):
-                epoch = (
-                    request.source_date_epoch.ToDatetime(tzinfo=UTC)
-                    if request.HasField("source_date_epoch")
-                    else None
+        epoch = (
+            request.source_date_epoch.ToDatetime(tzinfo=UTC)
+            if request.HasField("source_date_epoch")
+            else None
+        )
+        desc = None
+        for differ in self._differs:
+            try:
+                desc = await differ.compare(
+                    mounts_from_proto(request.left),
+                    mounts_from_proto(request.right),
+                    media_type=request.media_type,
+                    ref=request.ref,
+                    labels=dict(request.labels),
+                    source_date_epoch=epoch,
                 )
-                desc = None
-                for differ in self._differs:
-                    try:
-                        desc = await differ.compare(
-                            mounts_from_proto(request.left),
-                            mounts_from_proto(request.right),
-                            media_type=request.media_type,
-                            ref=request.ref,
-                            labels=dict(request.labels),
-                            source_date_epoch=epoch,
-                        )
-                        break
-                    except UnimplementedError:
-                        if differ is self._differs[-1]:
-                            raise
-                if desc is None:
-                    raise UnimplementedError
+                break
+            except UnimplementedError:
+                if differ is self._differs[-1]:
+                    raise
+        if desc is None:
+            raise UnimplementedError
         return diff_pb2.DiffResponse(diff=descriptor_to_proto(desc))

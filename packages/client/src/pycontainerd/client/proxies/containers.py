@@ -12,14 +12,14 @@ from pycontainerd.api.services.containers.v1 import containers_pb2, containers_p
 from pycontainerd.client._errors import rpc_errors
 
 if TYPE_CHECKING:
-    from pycontainerd.client.client import Client
+    from pycontainerd.client.proxies import Connection
     from pycontainerd.core.containers import Container
 
 
 class RemoteContainerStore:
     """Container records of the client's namespace."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Connection) -> None:
         self._client = client
         self._stub = containers_pb2_grpc.ContainersStub(client.channel)
 

@@ -44,7 +44,7 @@ from pycontainerd.remotes._cleanup import finish_shielded
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
-    from pycontainerd.client.client import Client
+    from pycontainerd.client.proxies import Connection
     from pycontainerd.core.content import Info
 
 #: Bytes per WRITE message (containerd's Go client sends 1 MiB too). Larger
@@ -59,7 +59,7 @@ WRITE_WINDOW = 4
 class RemoteContentStore:
     """A content ``Store`` backed by a daemon's Content service."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Connection) -> None:
         self._client = client
         self._stub = content_pb2_grpc.ContentStub(client.channel)
 
@@ -148,7 +148,7 @@ class RemoteReaderAt:
     """Random access to one blob through ``Content.Read`` calls."""
 
     def __init__(
-        self, client: Client, stub: content_pb2_grpc.ContentAsyncStub, dgst: str, size: int
+        self, client: Connection, stub: content_pb2_grpc.ContentAsyncStub, dgst: str, size: int
     ) -> None:
         self._client = client
         self._stub = stub

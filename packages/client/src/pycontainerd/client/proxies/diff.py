@@ -11,14 +11,14 @@ from pycontainerd.client._errors import rpc_errors
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from pycontainerd.client.client import Client
+    from pycontainerd.client.proxies import Connection
     from pycontainerd.core.types import Descriptor, Mount
 
 
 class RemoteDiff:
     """The daemon's Diff service (containerd's ``diff.Applier`` and ``diff.Comparer``)."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Connection) -> None:
         self._client = client
         self._stub = diff_pb2_grpc.DiffStub(client.channel)
 

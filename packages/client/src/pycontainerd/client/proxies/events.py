@@ -20,14 +20,14 @@ from pycontainerd.core.errdefs import InvalidArgumentError
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from pycontainerd.client.client import Client
+    from pycontainerd.client.proxies import Connection
     from pycontainerd.core.events import Envelope
 
 
 class RemoteEventService:
     """Events of a daemon."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Connection) -> None:
         self._client = client
         self._stub = events_pb2_grpc.EventsStub(client.channel)
 

@@ -12,14 +12,14 @@ from pycontainerd.api.services.images.v1 import images_pb2, images_pb2_grpc
 from pycontainerd.client._errors import rpc_errors
 
 if TYPE_CHECKING:
-    from pycontainerd.client.client import Client
+    from pycontainerd.client.proxies import Connection
     from pycontainerd.core.images import Image
 
 
 class RemoteImageStore:
     """Image records of the client's namespace."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Connection) -> None:
         self._client = client
         self._stub = images_pb2_grpc.ImagesStub(client.channel)
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from datetime import datetime
 
-    from pycontainerd.client.client import Client
+    from pycontainerd.client.proxies import Connection
     from pycontainerd.core.platforms import Platform
 
 
@@ -63,7 +63,7 @@ class ServerInfo:
 class RemoteIntrospection:
     """The daemon's Introspection service."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Connection) -> None:
         self._client = client
         self._stub = introspection_pb2_grpc.IntrospectionStub(client.channel)
 

@@ -12,14 +12,14 @@ from pycontainerd.client._errors import rpc_errors
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from pycontainerd.client.client import Client
+    from pycontainerd.client.proxies import Connection
     from pycontainerd.core.leases import Lease, Resource
 
 
 class RemoteLeaseManager:
     """Leases of the client's namespace."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Connection) -> None:
         self._client = client
         self._stub = leases_pb2_grpc.LeasesStub(client.channel)
 

@@ -18,13 +18,13 @@ if TYPE_CHECKING:
     import builtins
     from collections.abc import Mapping
 
-    from pycontainerd.client.client import Client
+    from pycontainerd.client.proxies import Connection
 
 
 class RemoteNamespaceStore:
     """Namespaces of a daemon."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Connection) -> None:
         self._client = client
         self._stub = namespace_pb2_grpc.NamespacesStub(client.channel)
 

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any
 from pycontainerd.api.snapshots_proxy import SnapshotsProxy
 
 if TYPE_CHECKING:
-    from pycontainerd.client.client import Client
+    from pycontainerd.client.proxies import Connection
 
 
 class RemoteSnapshotter(SnapshotsProxy):
     """A ``Snapshotter`` backed by a daemon's Snapshots service."""
 
-    def __init__(self, client: Client, name: str) -> None:
+    def __init__(self, client: Connection, name: str) -> None:
         def options() -> dict[str, Any]:
             return {"metadata": client.metadata(), "timeout": client.timeout}
 

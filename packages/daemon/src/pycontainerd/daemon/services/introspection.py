@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf import empty_pb2, timestamp_pb2
 
-from pycontainerd.api.errgrpc import aborting_on_error, to_status_proto
+from pycontainerd.api.errgrpc import to_status_proto, unary_rpc
 from pycontainerd.api.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
 from pycontainerd.api.types import platform_pb2
 from pycontainerd.core.errdefs import UnknownError
@@ -51,22 +51,22 @@ class IntrospectionService(introspection_pb2_grpc.IntrospectionServicer):
     def register(self, server: grpc.aio.Server) -> None:
         introspection_pb2_grpc.add_IntrospectionServicer_to_server(self, server)
 
+    @unary_rpc
     async def Plugins(  # noqa: N802 - name fixed by the proto
         self,
         request: introspection_pb2.PluginsRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> introspection_pb2.PluginsResponse:
-        async with aborting_on_error(context):
-            results = self._local.plugins(list(request.filters))
+        results = self._local.plugins(list(request.filters))
         return introspection_pb2.PluginsResponse(plugins=[plugin_to_proto(r) for r in results])
 
+    @unary_rpc
     async def Server(  # noqa: N802 - name fixed by the proto
         self,
         request: empty_pb2.Empty,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> introspection_pb2.ServerResponse:
-        async with aborting_on_error(context):
-            info = self._local.server()
+        info = self._local.server()
         deprecations = []
         for dep in info.deprecations:
             ts = timestamp_pb2.Timestamp()
@@ -80,6 +80,7 @@ class IntrospectionService(introspection_pb2_grpc.IntrospectionServicer):
             uuid=info.uuid, pid=info.pid, pidns=info.pidns, deprecations=deprecations
         )
 
+    @unary_rpc
     async def PluginInfo(  # noqa: N802 - name fixed by the proto
         self,
         request: introspection_pb2.PluginInfoRequest,
@@ -88,13 +89,12 @@ class IntrospectionService(introspection_pb2_grpc.IntrospectionServicer):
         options = None
         if request.HasField("options"):
             options = (request.options.type_url, request.options.value)
-        async with aborting_on_error(context):
-            try:
-                result, extra = await self._local.plugin_info(request.type, request.id, options)
-            except UnknownError as exc:
-                # A plain error upstream: its text goes out as is, without ": unknown".
-                await context.abort(grpc.StatusCode.UNKNOWN, exc.message)
-                raise  # abort raised already
+        try:
+            result, extra = await self._local.plugin_info(request.type, request.id, options)
+        except UnknownError as exc:
+            # A plain error upstream: its text goes out as is, without ": unknown".
+            await context.abort(grpc.StatusCode.UNKNOWN, exc.message)
+            raise  # abort raised already
         resp = introspection_pb2.PluginInfoResponse(plugin=plugin_to_proto(result))
         if extra is not None:
             resp.extra.type_url, resp.extra.value = extra

@@ -19,7 +19,7 @@ from pycontainerd.api.convert import (
     container_to_proto,
     set_timestamp_ns,
 )
-from pycontainerd.api.errgrpc import aborting_on_error
+from pycontainerd.api.errgrpc import aborting_on_error, unary_rpc
 from pycontainerd.api.events import container_pb2 as events_pb2
 from pycontainerd.api.services.containers.v1 import containers_pb2 as pb
 from pycontainerd.api.services.containers.v1 import containers_pb2_grpc as pb_grpc
@@ -49,21 +49,19 @@ class ContainersService(pb_grpc.ContainersServicer):
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_ContainersServicer_to_server(self, server)
 
+    @unary_rpc
     async def Get(self, request: pb.GetContainerRequest, context: _Ctx) -> pb.GetContainerResponse:  # noqa: N802
-        with request_scope(context):
-            async with aborting_on_error(context):
-                c = await self._store.get(request.id)
+        c = await self._store.get(request.id)
         return pb.GetContainerResponse(container=container_to_proto(c))
 
+    @unary_rpc
     async def List(  # noqa: N802
         self, request: pb.ListContainersRequest, context: _Ctx
     ) -> pb.ListContainersResponse:
-        with request_scope(context):
-            async with aborting_on_error(context):
-                if not request.filters:
-                    rows = await self._store.list_rows(_container_from_row)
-                    return pb.ListContainersResponse(containers=rows)
-                found = await self._store.list(*request.filters)
+        if not request.filters:
+            rows = await self._store.list_rows(_container_from_row)
+            return pb.ListContainersResponse(containers=rows)
+        found = await self._store.list(*request.filters)
         return pb.ListContainersResponse(containers=[container_to_proto(c) for c in found])
 
     async def ListStream(  # noqa: N802
@@ -89,57 +87,50 @@ class ContainersService(pb_grpc.ContainersServicer):
         for c in found:
             yield pb.ListContainerMessage(container=container_to_proto(c))
 
+    @unary_rpc
     async def Create(  # noqa: N802
         self, request: pb.CreateContainerRequest, context: _Ctx
     ) -> pb.CreateContainerResponse:
-        with request_scope(context):
-            async with aborting_on_error(context):
-                c = await self._store.create(container_from_proto(request.container))
-                await publish_in(
-                    self._publisher,
-                    namespace(),
-                    "/containers/create",
-                    events_pb2.ContainerCreate(
-                        id=c.id,
-                        image=c.image,
-                        runtime=events_pb2.ContainerCreate.Runtime(
-                            name=c.runtime.name,
-                            options=None
-                            if c.runtime.options is None
-                            else any_to_proto(c.runtime.options),
-                        ),
-                    ),
-                )
+        c = await self._store.create(container_from_proto(request.container))
+        await publish_in(
+            self._publisher,
+            namespace(),
+            "/containers/create",
+            events_pb2.ContainerCreate(
+                id=c.id,
+                image=c.image,
+                runtime=events_pb2.ContainerCreate.Runtime(
+                    name=c.runtime.name,
+                    options=None if c.runtime.options is None else any_to_proto(c.runtime.options),
+                ),
+            ),
+        )
         return pb.CreateContainerResponse(container=container_to_proto(c))
 
+    @unary_rpc
     async def Update(  # noqa: N802
         self, request: pb.UpdateContainerRequest, context: _Ctx
     ) -> pb.UpdateContainerResponse:
-        with request_scope(context):
-            async with aborting_on_error(context):
-                c = await self._store.update(
-                    container_from_proto(request.container), *mask_paths(request)
-                )
-                await publish_in(
-                    self._publisher,
-                    namespace(),
-                    "/containers/update",
-                    events_pb2.ContainerUpdate(
-                        id=c.id, image=c.image, labels=dict(c.labels), snapshot_key=c.snapshot_key
-                    ),
-                )
+        c = await self._store.update(container_from_proto(request.container), *mask_paths(request))
+        await publish_in(
+            self._publisher,
+            namespace(),
+            "/containers/update",
+            events_pb2.ContainerUpdate(
+                id=c.id, image=c.image, labels=dict(c.labels), snapshot_key=c.snapshot_key
+            ),
+        )
         return pb.UpdateContainerResponse(container=container_to_proto(c))
 
+    @unary_rpc
     async def Delete(self, request: pb.DeleteContainerRequest, context: _Ctx) -> empty_pb2.Empty:  # noqa: N802
-        with request_scope(context):
-            async with aborting_on_error(context):
-                await self._store.delete(request.id)
-                await publish_in(
-                    self._publisher,
-                    namespace(),
-                    "/containers/delete",
-                    events_pb2.ContainerDelete(id=request.id),
-                )
+        await self._store.delete(request.id)
+        await publish_in(
+            self._publisher,
+            namespace(),
+            "/containers/delete",
+            events_pb2.ContainerDelete(id=request.id),
+        )
         return empty_pb2.Empty()
 
 

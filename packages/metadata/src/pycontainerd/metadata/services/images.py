@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import empty_pb2
 
 from pycontainerd.api.convert import image_from_proto, image_to_proto
-from pycontainerd.api.errgrpc import aborting_on_error
+from pycontainerd.api.errgrpc import unary_rpc
 from pycontainerd.api.events import image_pb2 as events_pb2
 from pycontainerd.api.services.images.v1 import images_pb2 as pb
 from pycontainerd.api.services.images.v1 import images_pb2_grpc as pb_grpc
 from pycontainerd.core.namespaces import namespace
-from pycontainerd.metadata.services._common import mask_paths, publish_in, request_scope
+from pycontainerd.metadata.services._common import mask_paths, publish_in
 
 if TYPE_CHECKING:
     import grpc
@@ -45,55 +45,48 @@ class ImagesService(pb_grpc.ImagesServicer):
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_ImagesServicer_to_server(self, server)
 
+    @unary_rpc
     async def Get(self, request: pb.GetImageRequest, context: _Ctx) -> pb.GetImageResponse:  # noqa: N802
-        with request_scope(context):
-            async with aborting_on_error(context):
-                image = await self._store.get(request.name)
+        image = await self._store.get(request.name)
         return pb.GetImageResponse(image=image_to_proto(image))
 
+    @unary_rpc
     async def List(self, request: pb.ListImagesRequest, context: _Ctx) -> pb.ListImagesResponse:  # noqa: N802
-        with request_scope(context):
-            async with aborting_on_error(context):
-                found = await self._store.list(*request.filters)
+        found = await self._store.list(*request.filters)
         return pb.ListImagesResponse(images=[image_to_proto(i) for i in found])
 
+    @unary_rpc
     async def Create(self, request: pb.CreateImageRequest, context: _Ctx) -> pb.CreateImageResponse:  # noqa: N802
-        with request_scope(context):
-            async with aborting_on_error(context):
-                image = await self._store.create(image_from_proto(request.image))
-                await publish_in(
-                    self._publisher,
-                    namespace(),
-                    "/images/create",
-                    events_pb2.ImageCreate(name=image.name, labels=dict(image.labels)),
-                )
+        image = await self._store.create(image_from_proto(request.image))
+        await publish_in(
+            self._publisher,
+            namespace(),
+            "/images/create",
+            events_pb2.ImageCreate(name=image.name, labels=dict(image.labels)),
+        )
         return pb.CreateImageResponse(image=image_to_proto(image))
 
+    @unary_rpc
     async def Update(self, request: pb.UpdateImageRequest, context: _Ctx) -> pb.UpdateImageResponse:  # noqa: N802
-        with request_scope(context):
-            async with aborting_on_error(context):
-                image = await self._store.update(
-                    image_from_proto(request.image), *mask_paths(request)
-                )
-                await publish_in(
-                    self._publisher,
-                    namespace(),
-                    "/images/update",
-                    events_pb2.ImageUpdate(name=image.name, labels=dict(image.labels)),
-                )
+        image = await self._store.update(image_from_proto(request.image), *mask_paths(request))
+        await publish_in(
+            self._publisher,
+            namespace(),
+            "/images/update",
+            events_pb2.ImageUpdate(name=image.name, labels=dict(image.labels)),
+        )
         return pb.UpdateImageResponse(image=image_to_proto(image))
 
+    @unary_rpc
     async def Delete(self, request: pb.DeleteImageRequest, context: _Ctx) -> empty_pb2.Empty:  # noqa: N802
-        with request_scope(context):
-            async with aborting_on_error(context):
-                target = request.target.digest if request.HasField("target") else ""
-                await self._store.delete(request.name, target=target)
-                await publish_in(
-                    self._publisher,
-                    namespace(),
-                    "/images/delete",
-                    events_pb2.ImageDelete(name=request.name),
-                )
-                if request.sync:  # after the event, as containerd 1.7 does
-                    await self._db.wait_for_gc()
+        target = request.target.digest if request.HasField("target") else ""
+        await self._store.delete(request.name, target=target)
+        await publish_in(
+            self._publisher,
+            namespace(),
+            "/images/delete",
+            events_pb2.ImageDelete(name=request.name),
+        )
+        if request.sync:  # after the event, as containerd 1.7 does
+            await self._db.wait_for_gc()
         return empty_pb2.Empty()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import empty_pb2
 
-from pycontainerd.api.errgrpc import aborting_on_error
+from pycontainerd.api.errgrpc import unary_rpc
 from pycontainerd.api.events import namespace_pb2 as events_pb2
 from pycontainerd.api.services.namespaces.v1 import namespace_pb2 as pb
 from pycontainerd.api.services.namespaces.v1 import namespace_pb2_grpc as pb_grpc
@@ -45,54 +45,54 @@ class NamespacesService(pb_grpc.NamespacesServicer):
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_NamespacesServicer_to_server(self, server)
 
+    @unary_rpc
     async def Get(self, request: pb.GetNamespaceRequest, context: _Ctx) -> pb.GetNamespaceResponse:  # noqa: N802
-        async with aborting_on_error(context):
-            ns = await self._store.get(request.name)
+        ns = await self._store.get(request.name)
         return pb.GetNamespaceResponse(namespace=namespace_to_proto(ns))
 
+    @unary_rpc
     async def List(  # noqa: N802
         self, request: pb.ListNamespacesRequest, context: _Ctx
     ) -> pb.ListNamespacesResponse:
         # Upstream ignores ``filter`` here; so do we.
-        async with aborting_on_error(context):
-            found = await self._store.list()
+        found = await self._store.list()
         return pb.ListNamespacesResponse(namespaces=[namespace_to_proto(n) for n in found])
 
+    @unary_rpc
     async def Create(  # noqa: N802
         self, request: pb.CreateNamespaceRequest, context: _Ctx
     ) -> pb.CreateNamespaceResponse:
-        async with aborting_on_error(context):
-            name = request.namespace.name
-            ns = await self._store.create(name, dict(request.namespace.labels))
-            await publish_in(
-                self._publisher,
-                name,
-                "/namespaces/create",
-                events_pb2.NamespaceCreate(name=name, labels=dict(ns.labels)),
-            )
+        name = request.namespace.name
+        ns = await self._store.create(name, dict(request.namespace.labels))
+        await publish_in(
+            self._publisher,
+            name,
+            "/namespaces/create",
+            events_pb2.NamespaceCreate(name=name, labels=dict(ns.labels)),
+        )
         return pb.CreateNamespaceResponse(namespace=namespace_to_proto(ns))
 
+    @unary_rpc
     async def Update(  # noqa: N802
         self, request: pb.UpdateNamespaceRequest, context: _Ctx
     ) -> pb.UpdateNamespaceResponse:
-        async with aborting_on_error(context):
-            name = request.namespace.name
-            ns = await self._store.update(name, dict(request.namespace.labels), mask_paths(request))
-            await publish_in(
-                self._publisher,
-                name,
-                "/namespaces/update",
-                events_pb2.NamespaceUpdate(name=name, labels=dict(ns.labels)),
-            )
+        name = request.namespace.name
+        ns = await self._store.update(name, dict(request.namespace.labels), mask_paths(request))
+        await publish_in(
+            self._publisher,
+            name,
+            "/namespaces/update",
+            events_pb2.NamespaceUpdate(name=name, labels=dict(ns.labels)),
+        )
         return pb.UpdateNamespaceResponse(namespace=namespace_to_proto(ns))
 
+    @unary_rpc
     async def Delete(self, request: pb.DeleteNamespaceRequest, context: _Ctx) -> empty_pb2.Empty:  # noqa: N802
-        async with aborting_on_error(context):
-            await self._store.delete(request.name)
-            await publish_in(
-                self._publisher,
-                request.name,
-                "/namespaces/delete",
-                events_pb2.NamespaceDelete(name=request.name),
-            )
+        await self._store.delete(request.name)
+        await publish_in(
+            self._publisher,
+            request.name,
+            "/namespaces/delete",
+            events_pb2.NamespaceDelete(name=request.name),
+        )
         return empty_pb2.Empty()

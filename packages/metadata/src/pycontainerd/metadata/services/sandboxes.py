@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pycontainerd.api.errgrpc import aborting_on_error
+from pycontainerd.api.errgrpc import unary_rpc
 from pycontainerd.api.services.sandbox.v1 import sandbox_pb2 as pb
 from pycontainerd.api.services.sandbox.v1 import sandbox_pb2_grpc as pb_grpc
 from pycontainerd.api.types import sandbox_pb2 as types_pb
 from pycontainerd.core.types import AnyValue
 from pycontainerd.metadata.sandboxes import Sandbox
-from pycontainerd.metadata.services._common import request_scope
 
 if TYPE_CHECKING:
     import grpc
@@ -82,32 +81,27 @@ class SandboxStoreService(pb_grpc.StoreServicer):
     def register(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_StoreServicer_to_server(self, server)
 
+    @unary_rpc
     async def Create(self, request: pb.StoreCreateRequest, context: _Ctx) -> pb.StoreCreateResponse:  # noqa: N802
-        with request_scope(context):
-            async with aborting_on_error(context):
-                sb = await self._store.create(sandbox_from_proto(request.sandbox))
+        sb = await self._store.create(sandbox_from_proto(request.sandbox))
         return pb.StoreCreateResponse(sandbox=sandbox_to_proto(sb))
 
+    @unary_rpc
     async def Update(self, request: pb.StoreUpdateRequest, context: _Ctx) -> pb.StoreUpdateResponse:  # noqa: N802
-        with request_scope(context):
-            async with aborting_on_error(context):
-                sb = await self._store.update(sandbox_from_proto(request.sandbox), *request.fields)
+        sb = await self._store.update(sandbox_from_proto(request.sandbox), *request.fields)
         return pb.StoreUpdateResponse(sandbox=sandbox_to_proto(sb))
 
+    @unary_rpc
     async def Delete(self, request: pb.StoreDeleteRequest, context: _Ctx) -> pb.StoreDeleteResponse:  # noqa: N802
-        with request_scope(context):
-            async with aborting_on_error(context):
-                await self._store.delete(request.sandbox_id)
+        await self._store.delete(request.sandbox_id)
         return pb.StoreDeleteResponse()
 
+    @unary_rpc
     async def List(self, request: pb.StoreListRequest, context: _Ctx) -> pb.StoreListResponse:  # noqa: N802
-        with request_scope(context):
-            async with aborting_on_error(context):
-                found = await self._store.list(*request.filters)
+        found = await self._store.list(*request.filters)
         return pb.StoreListResponse(list=[sandbox_to_proto(sb) for sb in found])
 
+    @unary_rpc
     async def Get(self, request: pb.StoreGetRequest, context: _Ctx) -> pb.StoreGetResponse:  # noqa: N802
-        with request_scope(context):
-            async with aborting_on_error(context):
-                sb = await self._store.get(request.sandbox_id)
+        sb = await self._store.get(request.sandbox_id)
         return pb.StoreGetResponse(sandbox=sandbox_to_proto(sb))

@@ -46,7 +46,7 @@ from pycontainerd.runtime.shim import paths, wire
 # typing pulls in re: this module is on the start path, so no typing import.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from pycontainerd.runtime.shim.main import Flags
+    from pycontainerd.runtime.shim.flags import Flags
 
 __all__ = [
     "BOOTSTRAP_SERVICE",

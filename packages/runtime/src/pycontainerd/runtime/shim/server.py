@@ -38,7 +38,7 @@ from pycontainerd.runtime.shim.sandbox import SANDBOX_SPEC, SandboxService
 from pycontainerd.runtime.shim.service import TASK_SPEC, TaskService
 
 if TYPE_CHECKING:
-    from pycontainerd.runtime.shim.main import Flags
+    from pycontainerd.runtime.shim.flags import Flags
 
 __all__ = ["Lifecycle", "serve"]
 

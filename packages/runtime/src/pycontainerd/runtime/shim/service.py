@@ -735,8 +735,8 @@ def _write_fd(fd: int, data: bytes) -> None:
 
 
 def _mount_rootfs(mounts: list[Any], target: str) -> None:
+    from pycontainerd.core.mount import mount_all
     from pycontainerd.core.types import Mount
-    from pycontainerd.snapshots.mount import mount_all
 
     os.makedirs(target, mode=0o711, exist_ok=True)
     mount_all(
