@@ -379,28 +379,24 @@ class CriStreamingHandler:
                 if out is not None:
                     await out.write(data)
 
-        async def detach_on_stdin_eof() -> None:
-            # stdin_once: the end of the first attached stdin is the container's end
-            # of input; without a tty the session ends with it (output stays
-            # attached until the container exits with a tty, as containerd does).
-            await stdin_pump()
-            if stdio.stdin_once:
-                stdio.close_stdin()
-                if not stdio.tty:
-                    return
-            await asyncio.Event().wait()
-
         async def stdin_pump() -> None:
             assert streams.stdin is not None  # noqa: S101 - only started with stdin
-            while data := await streams.stdin.read():
-                try:
+            try:
+                while data := await streams.stdin.read():
                     await stdio.write_stdin(data)
-                except BrokenPipeError:
-                    return
+            except BrokenPipeError:
+                pass  # the container's stdin is closed: output goes on
+            else:
+                # As containerd: the end of an attached stdin closes a stdin_once
+                # container's stdin unless it has a tty; the session goes on until
+                # the container's output ends.
+                if stdio.stdin_once and not stdio.tty:
+                    stdio.close_stdin()
+            await asyncio.Event().wait()
 
         work.append(output())
         if streams.stdin is not None and stdio.has_stdin:
-            work.append(detach_on_stdin_eof())
+            work.append(stdin_pump())
         aux = [asyncio.ensure_future(self._resize(t, c.id, "", streams))] if request.tty else []
         tasks = [asyncio.ensure_future(w) for w in work]
         try:
