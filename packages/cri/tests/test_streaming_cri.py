@@ -217,6 +217,7 @@ def test_attach_with_stdin_once(cri: Cri) -> None:
     _import_image(cri)
     config = cri.pod_config("attach")
     config.log_directory = str(cri.base / "logs")
+    (cri.base / "logs").mkdir()
     sid = cri.run(config)
     cid = _start(cri, sid, config, "cat", "cat", stdin=True, stdin_once=True)
     url = str(
@@ -292,7 +293,9 @@ def _web_pod(cri: Cri) -> tuple[str, str]:
 
 def test_port_forward_over_spdy(cri: Cri) -> None:
     sid, _ = _web_pod(cri)
-    url = str(cri.runtime.PortForward(pb.PortForwardRequest(pod_sandbox_id=sid, port=[8080])).url)
+    url = str(
+        cri.runtime.PortForward(pb.PortForwardRequest(pod_sandbox_id=sid, port=[8080, 1])).url
+    )
 
     async def run() -> tuple[list[bytes], bytes, bytes]:
         c = await st.SpdyClient.connect(url, ("portforward.k8s.io",))

@@ -429,9 +429,11 @@ class CriStreamingHandler:
             await loop.sock_connect(sock, ("127.0.0.1", stream.port))
         except OSError as e:
             sock.close()
+            # containerd's text, with Go's lower-case errno text.
+            reason = os.strerror(e.errno).lower() if e.errno else str(e)
             msg = (
                 f"failed to connect to localhost:{stream.port} inside namespace "
-                f"{go_quote(sb.id)}: {e.strerror or e}"
+                f"{go_quote(sb.id)}, IPv4: dial tcp4 127.0.0.1:{stream.port}: connect: {reason}"
             )
             raise ConnectionRefusedError(msg) from e
         reader, writer = await asyncio.open_connection(sock=sock, limit=RELAY_CHUNK)
