@@ -24,6 +24,8 @@ from pycontainerd.cri.streaming import remotecommand as rc
 from pycontainerd.cri.streaming import testing as st
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pycontainerd.cri.testing import Cri
 
 pytestmark = [pytest.mark.system]
@@ -141,9 +143,10 @@ def test_exec_with_a_tty_sees_the_resize(pod: tuple[Cri, str, str]) -> None:
             async with asyncio.timeout(30):
                 await c.wait_for(lambda: b"ready" in c.streams[out].data)
                 await c.send(resize, rc.encode_resize(rc.TerminalSize(width=77, height=33)))
-                assert st.status_of(st.CommandResult(b"", b"", await c.read_all(err), ""))[
-                    "status"
-                ] == "Success"
+                assert (
+                    st.status_of(st.CommandResult(b"", b"", await c.read_all(err), ""))["status"]
+                    == "Success"
+                )
                 return await c.read_all(out)
         finally:
             await c.close()
@@ -162,14 +165,14 @@ def test_client_disconnecting_mid_exec_leaves_no_process(pod: tuple[Cri, str, st
         c = await st.SpdyClient.connect(url)
         await c.create_stream({rc.STREAM_TYPE_HEADER: rc.STREAM_ERROR})
         await c.create_stream({rc.STREAM_TYPE_HEADER: rc.STREAM_STDOUT})
-        await _until(lambda: bool(_pids_of(marker)))
+        await asyncio.to_thread(_until, lambda: bool(_pids_of(marker)))
         await c.close()
 
     asyncio.run(start_and_leave())
-    asyncio.run(_until(lambda: not _pids_of(marker)))
+    _until(lambda: not _pids_of(marker))
     # Its FIFOs are gone too, and the container still serves execs.
     io_dir = cri.daemon.state / "io.containerd.grpc.v1.cri" / "io" / cid
-    asyncio.run(_until(lambda: not list(io_dir.glob("exec-*"))))
+    _until(lambda: not list(io_dir.glob("exec-*")))
     again = asyncio.run(st.spdy_exec(_exec_url(cri, cid, "true")))
     assert again.exit_code == 0
 
@@ -185,7 +188,7 @@ def test_reused_or_unknown_token_is_404(pod: tuple[Cri, str, str]) -> None:
 
 
 def test_exec_requests_are_checked(pod: tuple[Cri, str, str]) -> None:
-    cri, sid, cid = pod
+    cri, _, cid = pod
     with pytest.raises(grpc.RpcError) as e:
         cri.runtime.Exec(pb.ExecRequest(container_id="nosuch", cmd=["true"], stdout=True))
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
@@ -244,9 +247,8 @@ def test_attach_to_a_tty_container_over_websocket(cri: Cri) -> None:
     config = cri.pod_config("attachtty")
     sid = cri.run(config)
     cid = _start(cri, sid, config, "tty", "sh", stdin=True, tty=True)
-    url = str(
-        cri.runtime.Attach(pb.AttachRequest(container_id=cid, stdin=True, stdout=True, tty=True)).url
-    )
+    request = pb.AttachRequest(container_id=cid, stdin=True, stdout=True, tty=True)
+    url = str(cri.runtime.Attach(request).url)
 
     async def run() -> bytes:
         c = await st.WsClient.connect(url, (rc.WS_V5,))
@@ -364,8 +366,25 @@ def _pids_of(marker: str) -> list[int]:
     return found
 
 
-async def _until(predicate: object, timeout: float = 30) -> None:  # noqa: ASYNC109
-    assert callable(predicate)
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
+def _until(predicate: Callable[[], bool], timeout: float = 30) -> None:
+    """Poll ``predicate`` (process tables and directories have no events to await)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def test_concurrent_exec_sessions(pod: tuple[Cri, str, str]) -> None:
+    cri, _, cid = pod
+    urls = [_exec_url(cri, cid, "sh", "-c", f"echo {i}; exit {i % 5}") for i in range(20)]
+
+    async def run() -> list[st.CommandResult]:
+        async with asyncio.timeout(120):
+            return list(
+                await asyncio.gather(
+                    *(st.spdy_exec(u) if i % 2 else st.ws_exec(u) for i, u in enumerate(urls))
+                )
+            )
+
+    for i, result in enumerate(asyncio.run(run())):
+        assert (result.stdout, result.exit_code) == (f"{i}\n".encode(), i % 5)
