@@ -379,12 +379,13 @@ def test_concurrent_exec_sessions(pod: tuple[Cri, str, str]) -> None:
     urls = [_exec_url(cri, cid, "sh", "-c", f"echo {i}; exit {i % 5}") for i in range(20)]
 
     async def run() -> list[st.CommandResult]:
-        async with asyncio.timeout(120):
+        async with asyncio.timeout(60):
             return list(
                 await asyncio.gather(
                     *(st.spdy_exec(u) if i % 2 else st.ws_exec(u) for i, u in enumerate(urls))
                 )
             )
 
-    for i, result in enumerate(asyncio.run(run())):
+    results = asyncio.run(run())
+    for i, result in enumerate(results):
         assert (result.stdout, result.exit_code) == (f"{i}\n".encode(), i % 5)

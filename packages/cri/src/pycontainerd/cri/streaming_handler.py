@@ -45,7 +45,13 @@ from pycontainerd.core.errdefs import (
 from pycontainerd.core.gostr import go_quote
 from pycontainerd.cri.containers import PROCESS_TYPE_URL, RUNNING
 from pycontainerd.cri.sandbox import K8S_NAMESPACE, READY
-from pycontainerd.cri.streaming.fifos import ProcessFifos, copy_from_fifo, copy_to_fifo
+from pycontainerd.cri.streaming.fifos import (
+    ProcessFifos,
+    copy_from_fd,
+    copy_to_fd,
+    open_reader,
+    open_writer,
+)
 from pycontainerd.cri.streaming.session import (
     CommandFailedError,
     CommandStreams,
@@ -287,17 +293,15 @@ class CriStreamingHandler:
             stdout=streams.stdout is not None,
             stderr=streams.stderr is not None and not request.tty,
         )
+        # Our sides of the FIFOs are open before the shim opens its own; the
+        # copies start once the process started (the shim has them open then).
+        fds: dict[str, int] = {}
         copiers: list[asyncio.Task[None]] = []
         stdin_copier: asyncio.Task[None] | None = None
-        if fifos.stdout and streams.stdout is not None:
-            copiers.append(asyncio.ensure_future(copy_from_fifo(fifos.stdout, streams.stdout)))
-        if fifos.stderr and streams.stderr is not None:
-            copiers.append(asyncio.ensure_future(copy_from_fifo(fifos.stderr, streams.stderr)))
-        if fifos.stdin and streams.stdin is not None:
-            stdin_copier = asyncio.ensure_future(copy_to_fifo(streams.stdin, fifos.stdin))
         resizer: asyncio.Task[None] | None = None
         created = exited = False
         try:
+            _open_sides(fifos, fds)
             await t.call(
                 "Exec",
                 shim.ExecProcessRequest(
@@ -312,6 +316,11 @@ class CriStreamingHandler:
             )
             created = True
             await t.call("Start", shim.StartRequest(id=c.id, exec_id=exec_id))
+            for name, out in (("stdout", streams.stdout), ("stderr", streams.stderr)):
+                if name in fds and out is not None:
+                    copiers.append(asyncio.ensure_future(copy_from_fd(fds.pop(name), out)))
+            if "stdin" in fds and streams.stdin is not None:
+                stdin_copier = asyncio.ensure_future(copy_to_fd(streams.stdin, fds.pop("stdin")))
             if request.tty:
                 resizer = asyncio.ensure_future(self._resize(t, c.id, exec_id, streams))
             resp = await t.wait(exec_id)
@@ -328,6 +337,8 @@ class CriStreamingHandler:
             waiting = [x for x in (*copiers, stdin_copier, resizer) if x is not None]
             if waiting:
                 await asyncio.gather(*waiting, return_exceptions=True)
+            for fd in fds.values():
+                os.close(fd)
             fifos.remove()
 
     async def _end_exec(
@@ -464,6 +475,14 @@ class CriStreamingHandler:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+def _open_sides(fifos: ProcessFifos, fds: dict[str, int]) -> None:
+    """Open our side of each FIFO into ``fds`` (by stream name), without waiting."""
+    for name in ("stdin", "stdout", "stderr"):
+        path = getattr(fifos, name)
+        if path:
+            fds[name] = open_writer(path) if name == "stdin" else open_reader(path)
 
 
 # -- network namespaces -----------------------------------------------------------------
