@@ -165,14 +165,14 @@ def test_client_disconnecting_mid_exec_leaves_no_process(pod: tuple[Cri, str, st
         c = await st.SpdyClient.connect(url)
         await c.create_stream({rc.STREAM_TYPE_HEADER: rc.STREAM_ERROR})
         await c.create_stream({rc.STREAM_TYPE_HEADER: rc.STREAM_STDOUT})
-        await asyncio.to_thread(_until, lambda: bool(_pids_of(marker)))
+        await asyncio.to_thread(_until, lambda: bool(_pids_of(marker)), "the exec started")
         await c.close()
 
     asyncio.run(start_and_leave())
-    _until(lambda: not _pids_of(marker))
+    _until(lambda: not _pids_of(marker), "the exec process is gone")
     # Its FIFOs are gone too, and the container still serves execs.
     io_dir = cri.daemon.state / "io.containerd.grpc.v1.cri" / "io" / cid
-    _until(lambda: not list(io_dir.glob("exec-*")))
+    _until(lambda: not list(io_dir.glob("exec-*")), "its FIFOs are removed")
     again = asyncio.run(st.spdy_exec(_exec_url(cri, cid, "true")))
     assert again.exit_code == 0
 
@@ -366,11 +366,11 @@ def _pids_of(marker: str) -> list[int]:
     return found
 
 
-def _until(predicate: Callable[[], bool], timeout: float = 30) -> None:
+def _until(predicate: Callable[[], bool], what: str, timeout: float = 30) -> None:
     """Poll ``predicate`` (process tables and directories have no events to await)."""
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
+        assert time.monotonic() < deadline, f"not in {timeout} s: {what}"
         time.sleep(0.05)
 
 
