@@ -72,7 +72,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CLONE_NEWNET = 0x40000000
-RELAY_CHUNK = 64 * 1024
+RELAY_CHUNK = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -242,6 +242,7 @@ class CriStreamingHandler:
         self.containers = containers
         self.sandboxes = sandboxes
         self.io_dir = io_dir
+        self._cleanups: set[asyncio.Task[None]] = set()
 
     def _task(self, cid: str) -> tuple[CriContainer, ShimTask]:
         try:
@@ -362,8 +363,14 @@ class CriStreamingHandler:
             with contextlib.suppress(Exception):
                 await t.call("Delete", shim.DeleteRequest(id=cid, exec_id=exec_id))
 
-        # Shielded: this runs while the session is being cancelled.
         task = asyncio.ensure_future(end())
+        if exited:
+            # Nothing to wait for: the session reports the exit status at once
+            # and the process is deleted in the background.
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
+            return
+        # Shielded: this runs while the session is being cancelled.
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
