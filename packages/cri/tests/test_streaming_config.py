@@ -64,3 +64,10 @@ async def test_server_follows_the_settings() -> None:
             )
     finally:
         await secure.close()
+
+
+def test_empty_address_is_the_hosts() -> None:
+    none = cast("Any", None)
+    server = make_server(_config(stream_server_address=""), none, none, none)
+    assert server.host
+    assert server.base_url.startswith(f"http://{server.host}:")

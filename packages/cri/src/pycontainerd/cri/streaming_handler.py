@@ -211,7 +211,11 @@ def portforward_url(
 def make_server(
     config: CriConfig, containers: ContainerManager, sandboxes: SandboxManager, io_dir: Path
 ) -> StreamingServer:
-    """The streaming server as the ``stream_server_*`` settings describe it (not started)."""
+    """The streaming server as the ``stream_server_*`` settings describe it (not started).
+
+    An empty ``stream_server_address`` is this host's address (its name's),
+    as containerd picks the node's address.
+    """
     from pycontainerd.cri.streaming import tls
     from pycontainerd.cri.streaming.server import StreamingServer
 
@@ -223,11 +227,19 @@ def make_server(
             ssl_context, _ = tls.self_signed_context(config.stream_server_address)
     return StreamingServer(
         CriStreamingHandler(containers, sandboxes, io_dir),
-        config.stream_server_address,
+        config.stream_server_address or _node_address(),
         int(config.stream_server_port),
         ssl_context=ssl_context,
         idle_timeout=config.stream_idle_timeout or None,
     )
+
+
+def _node_address() -> str:
+    """The address an empty ``stream_server_address`` stands for: this host's own."""
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
 
 
 # -- the sessions -----------------------------------------------------------------------
