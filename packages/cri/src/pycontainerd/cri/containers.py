@@ -252,6 +252,17 @@ def _namespaces(sb: PodSandbox, ns_opts: dict[str, Any]) -> list[dict[str, str]]
     return namespaces
 
 
+def _with_terminal(spec: bytes, *, tty: bool) -> bytes:
+    """The spec with ``process.terminal`` as the CRI config's ``tty`` asks (attach)."""
+    if not tty:
+        return spec
+    data = json.loads(spec)
+    if data.get("process", {}).get("terminal"):
+        return spec
+    data.setdefault("process", {})["terminal"] = True
+    return json.dumps(data).encode()
+
+
 class ContainerManager:
     """The containers of every sandbox; their state in memory."""
 
@@ -390,7 +401,7 @@ class ContainerManager:
         spec = {
             "ociVersion": "1.1.0",
             "process": {
-                "terminal": bool(config.get("tty")),
+                "terminal": False,
                 "user": {"uid": uid, "gid": gid},
                 "args": args,
                 "env": merge_env(list(icfg.get("Env") or []), list(config.get("envs") or [])),
@@ -492,13 +503,13 @@ class ContainerManager:
             t = await tasks.create(
                 K8S_NAMESPACE,
                 c.id,
-                spec=c.spec,
+                spec=_with_terminal(c.spec, tty=stdio.tty),
                 runtime=runtime.runtime_type,
                 rootfs=[mount_to_proto(m) for m in mounts],
                 stdin=stdin,
                 stdout=str(fifos.get("stdout", "")),
                 stderr=str(fifos.get("stderr", "")),
-                terminal=stdio.tty,
+                terminal=bool(c.config.get("tty", False)),
             )
         except BaseException:
             for path in fifos.values():
