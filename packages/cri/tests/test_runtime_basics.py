@@ -52,17 +52,29 @@ def test_runtime_config_reports_the_cgroupfs_driver(cri_without_cni: Cri) -> Non
     assert resp.linux.cgroup_driver == pb.CGROUPFS
 
 
-def test_streaming_calls_name_the_streaming_server(cri_without_cni: Cri) -> None:
-    calls: list[tuple[Any, object]] = [
-        (cri_without_cni.runtime.Exec, pb.ExecRequest(container_id="x", cmd=["sh"])),
-        (cri_without_cni.runtime.Attach, pb.AttachRequest(container_id="x")),
-        (cri_without_cni.runtime.PortForward, pb.PortForwardRequest(pod_sandbox_id="x")),
+def test_streaming_calls_check_their_target_exists(cri_without_cni: Cri) -> None:
+    calls: list[tuple[Any, object, str]] = [
+        (
+            cri_without_cni.runtime.Exec,
+            pb.ExecRequest(container_id="x", cmd=["sh"], stdout=True),
+            'failed to find container "x" in store',
+        ),
+        (
+            cri_without_cni.runtime.Attach,
+            pb.AttachRequest(container_id="x", stdout=True),
+            'failed to find container "x" in store',
+        ),
+        (
+            cri_without_cni.runtime.PortForward,
+            pb.PortForwardRequest(pod_sandbox_id="x"),
+            'failed to find sandbox "x" in store',
+        ),
     ]
-    for call, request in calls:
+    for call, request, text in calls:
         with pytest.raises(grpc.RpcError) as info:
             call(request)
-        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        assert "streaming server" in (info.value.details() or "")
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        assert text in (info.value.details() or "")
 
 
 def test_methods_not_built_yet_are_unimplemented_with_their_name(cri_without_cni: Cri) -> None:

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
     from pathlib import Path
 
 _CHUNK = 64 * 1024
@@ -140,10 +140,21 @@ def open_log(path: str) -> LogFile:
     return holder
 
 
-async def copy_to_log(path: Path, stream: str, out: LogFile, max_size: int) -> None:
-    """Turn the output read from FIFO ``path`` into CRI log lines in ``out``."""
+async def copy_to_log(
+    path: Path,
+    stream: str,
+    out: LogFile,
+    max_size: int,
+    tee: Callable[[str, bytes], None] | None = None,
+) -> None:
+    """Turn the output read from FIFO ``path`` into CRI log lines in ``out``.
+
+    ``tee`` also gets every chunk as read (attached sessions, see :mod:`.attach`).
+    """
     pending = b""
     async for chunk in read_chunks(path):
+        if tee is not None:
+            tee(stream, chunk)
         pending += chunk
         *lines, pending = pending.split(b"\n")
         lines_out = [ln for line in lines for ln in cri_lines(stream, line, max_size)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from pycontainerd.config.duration import parse_duration
 from pycontainerd.config.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ DEFAULT_CONFIG: Final[dict[str, object]] = {
     "stream_server_address": "127.0.0.1",
     "stream_server_port": "0",
     "enable_tls_streaming": False,
+    "stream_idle_timeout": "4h",
+    "x509_key_pair_streaming": {"tls_cert_file": "", "tls_key_file": ""},
     "cni": {"bin_dir": "/opt/cni/bin", "conf_dir": "/etc/cni/net.d", "max_conf_num": 1},
     "registry": {"config_path": "", "mirrors": {}, "configs": {}},
     "containerd": {
@@ -100,6 +103,11 @@ class CriConfig:
     stream_server_address: str = "127.0.0.1"
     stream_server_port: str = "0"
     enable_tls_streaming: bool = False
+    stream_idle_timeout: float = 4 * 3600.0
+    """Seconds a streaming connection may be idle (0: no limit)."""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    """``x509_key_pair_streaming``: the TLS key pair (both unset: a self-signed one)."""
 
     @property
     def default_runtime(self) -> Runtime:
@@ -171,6 +179,15 @@ class CriConfig:
             port = str(port)
         if not isinstance(port, str) or not port.isdigit() or int(port) > 65535:
             r.fail("stream_server_port", "expected a port number from 0 to 65535", port)
+        idle_text = r.string("stream_idle_timeout", "4h")
+        idle = 0.0
+        try:
+            idle = parse_duration(idle_text)
+        except ConfigError:
+            r.fail("stream_idle_timeout", "expected a duration such as 4h or 30m", idle_text)
+        if idle < 0:
+            r.fail("stream_idle_timeout", "must not be negative", idle_text)
+        tls = r.table("x509_key_pair_streaming")
         max_conf = cni.integer("max_conf_num", 1)
         if max_conf < 0:
             cni.fail("max_conf_num", "must not be negative", max_conf)
@@ -198,6 +215,9 @@ class CriConfig:
             stream_server_address=r.string("stream_server_address", "127.0.0.1"),
             stream_server_port=port,
             enable_tls_streaming=r.boolean("enable_tls_streaming", False),
+            stream_idle_timeout=idle,
+            tls_cert_file=tls.string("tls_cert_file", ""),
+            tls_key_file=tls.string("tls_key_file", ""),
         )
 
 

@@ -46,6 +46,7 @@ from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.namespaces import with_namespace
 from pycontainerd.core.types import AnyValue
 from pycontainerd.cri import cio, security
+from pycontainerd.cri.attach import ContainerStdio
 from pycontainerd.cri.images import chain_id
 from pycontainerd.cri.sandbox import K8S_NAMESPACE, KIND_LABEL, READY, SPEC_TYPE_URL
 from pycontainerd.cri.spec import (
@@ -277,6 +278,17 @@ def _namespaces(sb: PodSandbox, ns_opts: dict[str, Any]) -> list[dict[str, str]]
     return namespaces
 
 
+def _with_terminal(spec: bytes, *, tty: bool) -> bytes:
+    """The spec with ``process.terminal`` as the CRI config's ``tty`` asks (attach)."""
+    if not tty:
+        return spec
+    data = json.loads(spec)
+    if data.get("process", {}).get("terminal"):
+        return spec
+    data.setdefault("process", {})["terminal"] = True
+    return json.dumps(data).encode()
+
+
 class ContainerManager:
     """The containers of every sandbox; their state in memory."""
 
@@ -289,6 +301,8 @@ class ContainerManager:
         self.io_dir = sandboxes.state / "io"
         self.logs: dict[str, cio.LogFile] = {}
         self.on_exit: Callable[[CriContainer], None] | None = None
+        self.stdio: dict[str, ContainerStdio] = {}
+        """Each running container's stdio for CRI Attach."""
         """Called when a container's exit is seen (the service sends the event)."""
 
     def get(self, id_or_prefix: str) -> CriContainer:
@@ -607,14 +621,17 @@ class ContainerManager:
         sb = self.sandboxes.get(c.sandbox_id)
         runtime = self.sandboxes.config.runtime_for(sb.runtime_handler)
         tasks = self.sandboxes.tasks
-        fifos = self._log_fifos(c) if c.log_path else {}
+        stdio = self.stdio[c.id] = ContainerStdio.for_config(c.config)
+        stdin = stdio.open_stdin(self.io_dir / c.id / "stdin") if c.config.get("stdin") else ""
+        fifos = self._log_fifos(c)
         try:
             t = await tasks.create(
                 K8S_NAMESPACE,
                 c.id,
-                spec=c.spec,
+                spec=_with_terminal(c.spec, tty=stdio.tty),
                 runtime=runtime.runtime_type,
                 rootfs=[mount_to_proto(m) for m in mounts],
+                stdin=stdin,
                 stdout=str(fifos.get("stdout", "")),
                 stderr=str(fifos.get("stderr", "")),
                 terminal=bool(c.config.get("tty", False)),
@@ -622,6 +639,7 @@ class ContainerManager:
         except BaseException:
             for path in fifos.values():
                 cio.unblock(path)
+            stdio.close_stdin()
             raise
         started = time.time_ns()
         try:
@@ -640,7 +658,8 @@ class ContainerManager:
 
     def _log_fifos(self, c: CriContainer) -> dict[str, Path]:
         """FIFOs for the container's output and the tasks copying it into its CRI log."""
-        fifos = {s: cio.make_fifo(self.io_dir / c.id / s) for s in ("stdout", "stderr")}
+        streams = ("stdout",) if c.config.get("tty") else ("stdout", "stderr")
+        fifos = {s: cio.make_fifo(self.io_dir / c.id / s) for s in streams}
         self._copy_logs(c)
         return fifos
 
@@ -648,10 +667,14 @@ class ContainerManager:
         """Start copying the output FIFOs into the CRI log (again, after a restart)."""
         max_size = self.sandboxes.config.max_container_log_line_size
         loop = asyncio.get_running_loop()
-        out = self.logs[c.id] = cio.open_log(c.log_path)
+        out = self.logs[c.id] = cio.open_log(c.log_path or os.devnull)
+        stdio = self.stdio.setdefault(c.id, ContainerStdio.for_config(c.config))
         copiers = [
-            loop.create_task(cio.copy_to_log(self.io_dir / c.id / s, s, out, max_size))
+            loop.create_task(
+                cio.copy_to_log(self.io_dir / c.id / s, s, out, max_size, stdio.publish)
+            )
             for s in ("stdout", "stderr")
+            if (self.io_dir / c.id / s).exists()
         ]
         for copier in copiers:
             self._watchers.add(copier)
@@ -659,6 +682,7 @@ class ContainerManager:
 
         async def close_when_done() -> None:
             await asyncio.gather(*copiers, return_exceptions=True)
+            stdio.end_output()
             out.close()
             if self.logs.get(c.id) is out:
                 del self.logs[c.id]
@@ -773,6 +797,8 @@ class ContainerManager:
                 c.reason = "OOMKilled"
         c.state = EXITED
         c.exited.set()
+        if c.id in self.stdio:
+            self.stdio[c.id].close_stdin()
         if self.on_exit is not None:
             self.on_exit(c)
         try:
@@ -818,7 +844,7 @@ class ContainerManager:
             if tasks.exists(K8S_NAMESPACE, c.id):
                 t = tasks.get(K8S_NAMESPACE, c.id)
                 c.pid = t.pid
-                if c.log_path:
+                if c.log_path or (self.io_dir / c.id / "stdout").exists():
                     self._copy_logs(c)
                 watcher = asyncio.get_running_loop().create_task(self._watch(c))
                 self._watchers.add(watcher)
@@ -858,6 +884,9 @@ class ContainerManager:
         except NotFoundError:
             return
         await self.stop(c.id, 0)
+        stdio = self.stdio.pop(c.id, None)
+        if stdio is not None:
+            stdio.close()
         await asyncio.to_thread(shutil.rmtree, self.io_dir / c.id, True)
         tasks = self.sandboxes.tasks
         if tasks.exists(K8S_NAMESPACE, c.id):

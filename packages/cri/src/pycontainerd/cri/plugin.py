@@ -58,6 +58,7 @@ async def _init(ic: InitContext) -> CriService:
     image_fs = ic.root.parent / f"{PluginType.SNAPSHOT}.{config.snapshotter}"
     service = CriService(config, sandboxes, image_fs)
     await service.containers.restore()
+    await service.start_streaming()
     return service
 
 

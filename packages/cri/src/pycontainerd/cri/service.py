@@ -1,8 +1,9 @@
 """The CRI gRPC services: ``runtime.v1.RuntimeService`` and ``runtime.v1.ImageService``.
 
 What is built answers as containerd's CRI does; every other method aborts
-with UNIMPLEMENTED and a message saying so (Exec, Attach and PortForward
-name the streaming server, which comes with the next issue).
+with UNIMPLEMENTED and a message saying so. Exec, Attach and PortForward
+answer with a URL on the streaming server
+(:mod:`pycontainerd.cri.streaming_handler`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from google.protobuf import json_format
 from pycontainerd.api.cri.v1 import api_pb2 as pb
 from pycontainerd.api.cri.v1 import api_pb2_grpc as pb_grpc
 from pycontainerd.api.errgrpc import aborting_on_error
-from pycontainerd.core.errdefs import NotFoundError
+from pycontainerd.core.errdefs import NotFoundError, UnavailableError
 from pycontainerd.cri.catalog import CriImage, ImageCatalog, disk_usage
 from pycontainerd.cri.cni import DEFAULT_IFNAME
 from pycontainerd.cri.containers import ContainerManager, CriContainer
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
     from pycontainerd.cri.config import CriConfig
     from pycontainerd.cri.sandbox import PodSandbox, SandboxManager
+    from pycontainerd.cri.streaming.server import StreamingServer
 
 _Ctx = grpc.aio.ServicerContext[Any, Any]
 
@@ -41,10 +43,6 @@ RUNTIME_API_VERSION = "v1"
 KUBE_API_VERSION = "0.1.0"
 NETWORK_NOT_READY_REASON = "NetworkPluginNotReady"
 NETWORK_NOT_READY_MESSAGE = "Network plugin returns error: cni plugin not initialized"
-STREAMING_LATER = (
-    "is not implemented yet: it needs pycontainerd-cri's streaming server "
-    "(exec/attach/port-forward), which is not built yet"
-)
 
 
 def _version() -> str:
@@ -73,6 +71,8 @@ class CriService:
         self.containers = ContainerManager(sandboxes, self.catalog)
         self.containers.on_exit = lambda c: self.emit(c.id, pb.CONTAINER_STOPPED_EVENT)
         self.subscribers: set[asyncio.Queue[pb.ContainerEventResponse]] = set()
+        self.streaming: StreamingServer | None = None
+        """The exec/attach/port-forward server (started by :meth:`start_streaming`)."""
         # The methods not built yet are filled in by _fill_unimplemented() below,
         # which mypy cannot see.
         self.runtime = RuntimeService(self)  # type: ignore[abstract]
@@ -100,7 +100,23 @@ class CriService:
         pb_grpc.add_RuntimeServiceServicer_to_server(self.runtime, server)
         pb_grpc.add_ImageServiceServicer_to_server(self.images, server)
 
+    async def start_streaming(self) -> None:
+        """Start the streaming server on ``stream_server_address:stream_server_port``."""
+        from pycontainerd.cri.streaming_handler import make_server
+
+        server = make_server(self.config, self.containers, self.sandboxes, self.containers.io_dir)
+        await server.start()
+        self.streaming = server
+
+    def streaming_server(self) -> StreamingServer:
+        if self.streaming is None:
+            msg = "the streaming server is not running"
+            raise UnavailableError(msg)
+        return self.streaming
+
     async def aclose(self) -> None:
+        if self.streaming is not None:
+            await self.streaming.close()
         await self.sandboxes.aclose()
 
 
@@ -518,21 +534,52 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         finally:
             self.cri.subscribers.discard(queue)
 
-    # -- not built yet --------------------------------------------------------------
+    # -- streaming (pycontainerd.cri.streaming_handler) ---------------------------------
 
     async def Exec(self, request: pb.ExecRequest, context: _Ctx) -> pb.ExecResponse:  # noqa: N802
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"Exec {STREAMING_LATER}")
-        raise AssertionError  # abort raises
+        from pycontainerd.cri.streaming_handler import exec_url
+
+        async with aborting_on_error(context):
+            url = exec_url(
+                self.cri.streaming_server(),
+                self.cri.containers,
+                container_id=request.container_id,
+                cmd=list(request.cmd),
+                tty=request.tty,
+                stdin=request.stdin,
+                stdout=request.stdout,
+                stderr=request.stderr,
+            )
+        return pb.ExecResponse(url=url)
 
     async def Attach(self, request: pb.AttachRequest, context: _Ctx) -> pb.AttachResponse:  # noqa: N802
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"Attach {STREAMING_LATER}")
-        raise AssertionError
+        from pycontainerd.cri.streaming_handler import attach_url
+
+        async with aborting_on_error(context):
+            url = attach_url(
+                self.cri.streaming_server(),
+                self.cri.containers,
+                container_id=request.container_id,
+                tty=request.tty,
+                stdin=request.stdin,
+                stdout=request.stdout,
+                stderr=request.stderr,
+            )
+        return pb.AttachResponse(url=url)
 
     async def PortForward(  # noqa: N802
         self, request: pb.PortForwardRequest, context: _Ctx
     ) -> pb.PortForwardResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"PortForward {STREAMING_LATER}")
-        raise AssertionError
+        from pycontainerd.cri.streaming_handler import portforward_url
+
+        async with aborting_on_error(context):
+            url = portforward_url(
+                self.cri.streaming_server(),
+                self.cri.sandboxes,
+                sandbox_id=request.pod_sandbox_id,
+                ports=list(request.port),
+            )
+        return pb.PortForwardResponse(url=url)
 
 
 def _image_to_proto(img: CriImage) -> pb.Image:

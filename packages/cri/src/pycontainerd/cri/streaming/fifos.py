@@ -110,3 +110,70 @@ async def copy_to_fifo(source: InputStream, path: str) -> None:
             return  # the process closed its stdin
         finally:
             transport.close()
+
+
+# -- without worker threads -------------------------------------------------------------
+#
+# The functions above wait for the peer in a worker thread. A process that exits
+# before that thread runs (the daemon's pool is busy) has already closed its
+# side, and the open then waits for ever. The pair below never waits: the
+# caller opens its sides before the shim opens its own and starts copying once
+# the shim has them open (after the process started).
+
+
+def open_reader(path: str) -> int:
+    """Our read side of an output FIFO, opened without waiting for a writer.
+
+    Read from it only once the writer has opened its side: before, a read
+    returns end of file.
+    """
+    return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+
+
+def open_writer(path: str) -> int:
+    """Our write side of an input FIFO, opened read-write so it never waits.
+
+    The reader sees end of file once this fd is closed (we are its only writer).
+    """
+    return os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+
+
+async def copy_from_fd(fd: int, out: OutputStream) -> None:
+    """Copy from the FIFO read side ``fd`` into ``out`` until end of file; closes ``fd``."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=CHUNK)
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), f)
+        try:
+            while data := await reader.read(CHUNK):
+                await out.write(data)
+        finally:
+            transport.close()
+
+
+async def copy_to_fd(source: InputStream, fd: int) -> None:
+    """Copy ``source`` into the FIFO write side ``fd`` (from :func:`open_writer`); closes it.
+
+    The reader's end of input is the close at the end of ``source`` (or on cancellation).
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        while data := await source.read():
+            view = memoryview(data)
+            while view:
+                try:
+                    view = view[os.write(fd, view) :]
+                except BlockingIOError:
+                    writable: asyncio.Future[None] = loop.create_future()
+                    loop.add_writer(fd, _set_done, writable)
+                    try:
+                        await writable
+                    finally:
+                        loop.remove_writer(fd)
+    finally:
+        os.close(fd)
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
