@@ -105,6 +105,16 @@ def test_mypy_path_lists_every_src_dir() -> None:
     assert mypy_path == {f"packages/{p.name}/src" for p in PACKAGE_DIRS}
 
 
+def test_pants_workspace_lists_every_src_dir() -> None:
+    # Under Pants every test depends on //:workspace: a distribution missing
+    # from it is invisible to the daemons, shims and ctr the tests start.
+    build = (ROOT / "BUILD").read_text()
+    workspace = build[build.index('name="workspace"') :]
+    workspace = workspace[: workspace.index(")")]
+    listed = set(re.findall(r'"packages/([a-z-]+)/src:src"', workspace))
+    assert listed == {p.name for p in PACKAGE_DIRS}
+
+
 def test_sibling_dependencies_come_from_the_workspace() -> None:
     # Every pycontainerd-* requirement must be resolved from disk by uv.
     for package_dir in ALL_DIRS:
