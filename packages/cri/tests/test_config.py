@@ -77,6 +77,20 @@ def test_a_containerd_1x_table_is_read() -> None:
         c.runtime_for("kata")
 
 
+def test_image_pull_progress_timeout_is_a_duration_and_0_disables() -> None:
+    def timeout(text: str) -> float:
+        config = _load(f'image_pull_progress_timeout = "{text}"')
+        return config.image_pull_progress_timeout
+
+    assert timeout("1m30s") == 90
+    assert timeout("0s") == 0
+    for bad, problem in (("soon", "expected a duration"), ("-1s", "must not be negative")):
+        with pytest.raises(ConfigError) as info:
+            _load(f'image_pull_progress_timeout = "{bad}"')
+        assert info.value.key == f"{TABLE}.image_pull_progress_timeout"
+        assert problem in info.value.problem
+
+
 @pytest.mark.parametrize(
     ("text", "key", "problem"),
     [
@@ -118,20 +132,6 @@ def test_a_containerd_1x_table_is_read() -> None:
         ),
     ],
 )
-def test_image_pull_progress_timeout_is_a_duration_and_0_disables() -> None:
-    def timeout(text: str) -> float:
-        config = _load(f'[{TABLE}]\nimage_pull_progress_timeout = "{text}"')
-        return config.image_pull_progress_timeout
-
-    assert timeout("1m30s") == 90
-    assert timeout("0s") == 0
-    for bad, problem in (("soon", "expected a duration"), ("-1s", "must not be negative")):
-        with pytest.raises(ConfigError) as info:
-            _load(f'[{TABLE}]\nimage_pull_progress_timeout = "{bad}"')
-        assert info.value.key == f"{TABLE}.image_pull_progress_timeout"
-        assert problem in info.value.problem
-
-
 def test_bad_values_name_the_key(text: str, key: str, problem: str) -> None:
     with pytest.raises(ConfigError) as info:
         _load(text)
