@@ -143,3 +143,25 @@ def test_stdin_bytes_reach_a_reader_that_opens_late(tmp_path: Path) -> None:
         return bytes(got)
 
     assert asyncio.run(main()) == b"x" * 200_000
+
+
+def test_a_stdin_copy_whose_reader_never_comes_stops_when_told(tmp_path: Path) -> None:
+    """The copier's stdin thread never sits in a blocking open: ``stop_stdin``
+    (the process's stdio closed) ends it although no reader ever opened the FIFO."""
+    fifos = FifoSet.create("p", root=str(tmp_path), stdin=True)
+    local_r, local_w = os.pipe()
+    before = set(threading.enumerate())
+    copier = StdioCopier(fifos, stdin=local_r, stdout=None, stderr=None)
+    try:
+        copier.start_stdin()
+        (feeder,) = set(threading.enumerate()) - before
+        feeder.join(0.2)  # it keeps trying while there is no reader
+        assert feeder.is_alive()
+        copier.stop_stdin()
+        feeder.join(10)
+        assert not feeder.is_alive()
+    finally:
+        copier.unblock()
+        fifos.remove()
+        os.close(local_r)
+        os.close(local_w)

@@ -234,6 +234,7 @@ class ProcessIO:
             capture.close()
         if self.copier is not None:
             copier = self.copier
+            copier.stop_stdin()
             if not await asyncio.to_thread(copier.wait_output, grace):
                 copier.unblock()
         self.fifos.remove()
