@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import types
 from typing import TYPE_CHECKING
 
 from pycontainerd.client import tasks
+from pycontainerd.client.stdio import ProcessIO, Stdio
 from pycontainerd.client.tasks import FifoSet, StdioCopier
 
 if TYPE_CHECKING:
@@ -88,3 +90,78 @@ def test_a_missing_output_fifo_starts_no_reader(tmp_path: Path) -> None:
     finally:
         for fd in (out_r, out_w):
             os.close(fd)
+
+
+def test_stdin_bytes_for_a_process_that_never_opens_stdin_leave_nothing_waiting(
+    tmp_path: Path,
+) -> None:
+    """A process that never started (or whose shim already closed its stdin) never
+    opens the read end: feeding stops when the process's io is closed, and no
+    thread is left waiting for ever in ``open``."""
+
+    async def main() -> str:
+        before = set(threading.enumerate())
+        io = ProcessIO("p", Stdio(stdin=b"never read\n", fifo_dir=str(tmp_path)))
+        io.start_output()
+        io.start_input()
+        # Time for a feeder to reach its open (a thread that comes after the
+        # FIFO's removal fails to open it; the hazard is one already inside).
+        await asyncio.sleep(0.2)
+        await asyncio.wait_for(io.close(grace=0), 10)
+        left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+        assert left == []
+        return io.fifos.stdin
+
+    assert not os.path.exists(asyncio.run(main()))
+
+
+def test_stdin_bytes_reach_a_reader_that_opens_late(tmp_path: Path) -> None:
+    async def main() -> bytes:
+        io = ProcessIO("p", Stdio(stdin=b"x" * 200_000, fifo_dir=str(tmp_path)))
+        io.start_output()
+        io.start_input()
+        await asyncio.sleep(0.05)  # the shim's open comes later than the feeder's first try
+        fd = os.open(io.fifos.stdin, os.O_RDONLY | os.O_NONBLOCK)
+        got = bytearray()
+        try:
+            async with asyncio.timeout(10):
+                while True:  # more than a pipe holds: the feeder waits for room
+                    try:
+                        chunk = os.read(fd, 65536)
+                    except BlockingIOError:
+                        await asyncio.sleep(0.001)
+                        continue
+                    if not chunk and not got:
+                        await asyncio.sleep(0.001)  # no writer yet: not an end of file
+                        continue
+                    if not chunk:
+                        break  # the feeder closed its end
+                    got += chunk
+        finally:
+            os.close(fd)
+            await io.close(grace=0)
+        return bytes(got)
+
+    assert asyncio.run(main()) == b"x" * 200_000
+
+
+def test_a_stdin_copy_whose_reader_never_comes_stops_when_told(tmp_path: Path) -> None:
+    """The copier's stdin thread never sits in a blocking open: ``stop_stdin``
+    (the process's stdio closed) ends it although no reader ever opened the FIFO."""
+    fifos = FifoSet.create("p", root=str(tmp_path), stdin=True)
+    local_r, local_w = os.pipe()
+    before = set(threading.enumerate())
+    copier = StdioCopier(fifos, stdin=local_r, stdout=None, stderr=None)
+    try:
+        copier.start_stdin()
+        (feeder,) = set(threading.enumerate()) - before
+        feeder.join(0.2)  # it keeps trying while there is no reader
+        assert feeder.is_alive()
+        copier.stop_stdin()
+        feeder.join(10)
+        assert not feeder.is_alive()
+    finally:
+        copier.unblock()
+        fifos.remove()
+        os.close(local_r)
+        os.close(local_w)

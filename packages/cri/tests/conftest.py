@@ -29,6 +29,7 @@ def _make(
     *,
     registry: bool = False,
     extra: Callable[[Path, contextlib.ExitStack], tuple[str, object]] | None = None,
+    settings: str = "",
 ) -> Iterator[Cri]:
     dt = pytest.importorskip("pycontainerd.daemon.testing")
     dt.require_binary("/usr/bin/runc")
@@ -56,6 +57,7 @@ def _make(
             bin_dir=bin_dir(base) if bin_dir else testing.CNI_BIN_DIR,
             sandbox_image=sandbox_image,
             mirrors={testing.MIRRORED: reg.url} if reg else None,
+            settings=settings,
         )
         extra_value: object = None
         if extra is not None:
@@ -191,3 +193,14 @@ def cri_registry_configs() -> Iterator[Cri]:
         return toml, reg
 
     yield from _make(None, extra=registry_configs)
+
+
+@pytest.fixture
+def cri_stalling_registry() -> Iterator[Cri]:
+    """A daemon with ``image_pull_progress_timeout = "1s"``; ``cri.extra`` is a
+    :class:`testing.StallingRegistry` (its layer blob stops after a few bytes)."""
+
+    def stalling(base: Path, stack: contextlib.ExitStack) -> tuple[str, object]:
+        return "", stack.enter_context(testing.StallingRegistry().running())
+
+    yield from _make(None, extra=stalling, settings='  image_pull_progress_timeout = "1s"\n')

@@ -36,6 +36,7 @@ def test_defaults_are_containerds() -> None:
     assert c.max_container_log_line_size == 16384
     assert c.restrict_oom_score_adj is False
     assert (c.stream_server_address, c.stream_server_port) == ("127.0.0.1", "0")
+    assert c.image_pull_progress_timeout == 300.0  # containerd 1.7's "5m0s"
 
 
 def test_a_containerd_1x_table_is_read() -> None:
@@ -74,6 +75,20 @@ def test_a_containerd_1x_table_is_read() -> None:
     assert c.cgroup_driver == "systemd"
     with pytest.raises(KeyError):
         c.runtime_for("kata")
+
+
+def test_image_pull_progress_timeout_is_a_duration_and_0_disables() -> None:
+    def timeout(text: str) -> float:
+        config = _load(f'image_pull_progress_timeout = "{text}"')
+        return config.image_pull_progress_timeout
+
+    assert timeout("1m30s") == 90
+    assert timeout("0s") == 0
+    for bad, problem in (("soon", "expected a duration"), ("-1s", "must not be negative")):
+        with pytest.raises(ConfigError) as info:
+            _load(f'image_pull_progress_timeout = "{bad}"')
+        assert info.value.key == f"{TABLE}.image_pull_progress_timeout"
+        assert problem in info.value.problem
 
 
 @pytest.mark.parametrize(

@@ -94,7 +94,11 @@ def test_a_missing_image_is_not_found(cri_registry: Cri) -> None:
     ref = f"{cri.registry.host}/nothere:1"
     err = _error(cri, ref)
     assert err.code() == grpc.StatusCode.NOT_FOUND
-    assert f'failed to pull and unpack image "{ref}"' in (err.details() or "")
+    # containerd's text, word for word
+    assert err.details() == (
+        f'failed to pull and unpack image "{ref}": failed to resolve reference "{ref}": '
+        f"{ref}: not found"
+    )
     assert not cri.images.ListImages(pb.ListImagesRequest()).images
     assert _error(cri, "").code() == grpc.StatusCode.INVALID_ARGUMENT
 
@@ -154,3 +158,22 @@ def test_run_pod_sandbox_pulls_a_missing_sandbox_image(cri_registry: Cri) -> Non
     assert img.pinned
     listed = cri.daemon.ctr("-n", "k8s.io", "images", "ls").stdout
     assert "io.cri-containerd.pinned=pinned" in listed
+
+
+def test_a_pull_without_progress_is_cancelled(cri_stalling_registry: Cri) -> None:
+    # image_pull_progress_timeout = "1s"; the registry stops sending mid-blob
+    # and keeps the connection open (the resolver's own read timeout is 30 s).
+    cri = cri_stalling_registry
+    registry = cri.extra
+    assert isinstance(registry, testing.StallingRegistry)
+    with pytest.raises(grpc.RpcError) as info:
+        cri.images.PullImage(
+            pb.PullImageRequest(image=pb.ImageSpec(image=registry.ref)), timeout=25
+        )
+    err = info.value
+    assert registry.stalled.is_set()
+    assert err.code() == grpc.StatusCode.CANCELLED, err.details()
+    assert (err.details() or "").startswith(f'failed to pull and unpack image "{registry.ref}": ')
+    assert "no progress in 1s" in (err.details() or "")
+    images = cri.images.ListImages(pb.ListImagesRequest()).images
+    assert not [i for i in images if registry.ref in i.repo_tags]

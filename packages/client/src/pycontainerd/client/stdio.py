@@ -12,16 +12,18 @@
 Named pipes (FIFOs) are made in a private directory under ``fifo_dir``
 (default: ``/run/pycontainerd/fifo`` as root, else the temporary directory)
 and opened for reading before the task exists, as the shim expects. Captured
-output is read on the event loop (no thread); descriptors are copied by
-:class:`~pycontainerd.client.tasks.StdioCopier`'s threads.
+output is read, and stdin bytes are fed, on the event loop (no thread; the
+stdin FIFO is opened without blocking, tried again until the shim's reader is
+there, and given up when the process's stdio is closed); descriptors are
+copied by :class:`~pycontainerd.client.tasks.StdioCopier`'s threads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
-import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -168,6 +170,7 @@ class ProcessIO:
         )
         self.captures: dict[str, _Capture] = {}
         self.copier: StdioCopier | None = None
+        self._feeder: asyncio.Task[None] | None = None
         fds = {"stdout": s.stdout, "stderr": s.stderr}
         for name, target in fds.items():
             path = getattr(self.fifos, name)
@@ -187,10 +190,13 @@ class ProcessIO:
             self.copier.start_output()
 
     def start_input(self) -> None:
-        """Start feeding stdin (after the process started)."""
+        """Start feeding stdin (after the process started; call on the event loop)."""
         s = self.stdio
         if isinstance(s.stdin, bytes) and self.fifos.stdin:
-            threading.Thread(target=_feed, args=(self.fifos.stdin, s.stdin), daemon=True).start()
+            if self._feeder is None:
+                self._feeder = asyncio.get_running_loop().create_task(
+                    _feed(self.fifos.stdin, s.stdin)
+                )
         elif self.copier is not None:
             self.copier.start_stdin()
 
@@ -212,7 +218,14 @@ class ProcessIO:
         return Output(stdout=out.get("stdout", b""), stderr=out.get("stderr", b""))
 
     async def close(self, grace: float = 5.0) -> None:
-        """Wait (at most ``grace`` seconds) for the output to end, then remove the FIFOs."""
+        """Wait (at most ``grace`` seconds) for the output to end, then remove the FIFOs.
+
+        Feeding stdin bytes stops here too, also when no process ever opened its stdin.
+        """
+        if self._feeder is not None:
+            self._feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._feeder
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace):
                 for capture in self.captures.values():
@@ -221,17 +234,62 @@ class ProcessIO:
             capture.close()
         if self.copier is not None:
             copier = self.copier
+            copier.stop_stdin()
             if not await asyncio.to_thread(copier.wait_output, grace):
                 copier.unblock()
         self.fifos.remove()
 
 
-def _feed(path: str, data: bytes) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+#: How long :func:`_open_stdin` waits between tries while the FIFO has no reader.
+_OPEN_RETRY_MAX: Final = 0.1
+
+
+async def _open_stdin(path: str) -> int:
+    """The write end of the stdin FIFO ``path``, opened without blocking a thread.
+
+    A non-blocking write-only open fails (ENXIO) while the FIFO has no reader:
+    it is tried again, more and more slowly, until a reader came or the caller
+    is cancelled (its process is deleted), never waiting for ever in ``open``.
+    """
+    delay = 0.001
+    while True:
         try:
-            view = memoryview(data)
-            while view:
+            return os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, _OPEN_RETRY_MAX)
+
+
+async def _feed(path: str, data: bytes) -> None:
+    """Write ``data`` into the stdin FIFO ``path`` and close it, on the event loop.
+
+    Ends early when the reader goes away; cancelled by :meth:`ProcessIO.close`.
+    """
+    try:
+        fd = await _open_stdin(path)
+    except OSError:
+        return  # the FIFO was removed
+    loop = asyncio.get_running_loop()
+    try:
+        view = memoryview(data)
+        while view:
+            try:
                 view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
+            except BlockingIOError:
+                writable: asyncio.Future[None] = loop.create_future()
+                loop.add_writer(fd, _set_done, writable)
+                try:
+                    await writable
+                finally:
+                    loop.remove_writer(fd)
+    except OSError:
+        return  # the process closed its stdin (EPIPE)
+    finally:
+        os.close(fd)
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

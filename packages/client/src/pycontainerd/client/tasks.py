@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import select
 import shutil
@@ -413,6 +414,7 @@ class StdioCopier:
     stderr: int | None = 2
     _readers: list[threading.Thread] = field(default_factory=list)
     _stop: tuple[int, int] | None = None
+    _stdin_stop: threading.Event = field(default_factory=threading.Event)
 
     def start_output(self) -> None:
         """Open the output FIFOs for reading now, then copy them in threads.
@@ -454,8 +456,13 @@ class StdioCopier:
             self._stop = None
         return done
 
+    def stop_stdin(self) -> None:
+        """Give up opening the process's stdin (it is deleted, or never opened it)."""
+        self._stdin_stop.set()
+
     def unblock(self) -> None:
         """Stop the readers (the task was never created, or its output never ended)."""
+        self._stdin_stop.set()
         if self._stop is not None:
             with contextlib.suppress(OSError):
                 os.write(self._stop[1], b"x")
@@ -484,11 +491,13 @@ class StdioCopier:
         finally:
             os.close(src)
 
-    @staticmethod
-    def _copy_in(path: str, fd: int, on_eof: Callable[[], None] | None) -> None:
+    def _copy_in(self, path: str, fd: int, on_eof: Callable[[], None] | None) -> None:
         with contextlib.suppress(OSError):
-            dst = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            dst = self._open_stdin(path)
+            if dst is None:
+                return  # stopped before the process's stdin was there
             try:
+                os.set_blocking(dst, True)
                 while chunk := os.read(fd, _CHUNK):
                     view = memoryview(chunk)
                     while view:
@@ -497,6 +506,23 @@ class StdioCopier:
                 os.close(dst)
         if on_eof is not None:
             on_eof()
+
+    def _open_stdin(self, path: str) -> int | None:
+        """The stdin FIFO's write end, or ``None`` once :meth:`stop_stdin` was called.
+
+        Never a blocking open (it would wait for ever for a reader that is
+        gone): a non-blocking one, tried again while the FIFO has no reader.
+        """
+        delay = 0.001
+        while True:
+            try:
+                return os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:
+                    raise
+            if self._stdin_stop.wait(delay):
+                return None
+            delay = min(delay * 2, 0.1)
 
 
 # -- tasks -----------------------------------------------------------------------

@@ -1,10 +1,16 @@
 """Container stdio for the CRI: FIFOs the shim writes, read by the daemon.
 
 The plugin makes a FIFO per output stream and hands its path to the shim
-(which opens it read-write, so it never blocks). The daemon's end is opened
-read-only in a worker thread (that open waits until the shim has opened its
-end) and then read on the event loop until EOF, which comes when the shim
-closes its end after the process's output is drained.
+(which opens it read-write, so it never blocks). The daemon's end
+(:class:`OutputFifo`) is opened without blocking *before* the shim is asked
+to create the process, and read on the event loop until EOF, which comes
+when the shim closes its end after the process's output is drained. No open
+ever waits in a worker thread: such an open, queued behind other work, could
+run after a quickly exiting process's shim had already closed its end, and
+then wait for ever. Until the shim has opened its end, the reader holds a
+write end of its own (released by :meth:`OutputFifo.release` once the shim
+has the FIFO open, or has failed), so reading can start at once without
+seeing an early end of file.
 
 CRI log lines (``<RFC3339Nano> stdout|stderr F|P <text>``) are written with
 ``os.write`` to the log file opened for appending; a line longer than
@@ -42,20 +48,56 @@ def make_fifo(path: Path) -> Path:
     return path
 
 
-def unblock(path: Path) -> None:
-    """Let a pending read-only open of ``path`` return (the shim never opened it)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-        os.close(fd)
+class OutputFifo:
+    """The daemon's read end of an output FIFO, opened without waiting for the shim.
+
+    With ``hold`` (the shim has not opened the FIFO yet) a write end is kept
+    open too, so that a read before the shim's open does not return end of
+    file; :meth:`release` it once the shim has opened its end (after its
+    Create/Exec and Start returned) or will never do so (they failed).
+    Without ``hold`` (after a daemon restart, the shim has it open already)
+    end of file comes as soon as the shim's end is closed.
+    """
+
+    def __init__(self, path: Path, *, hold: bool = True) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self._hold = -1
+        if hold:
+            try:
+                self._hold = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except BaseException:
+                os.close(self.fd)
+                raise
+
+    def release(self) -> None:
+        """Close our own write end: end of file comes once the shim's end is closed."""
+        if self._hold >= 0:
+            os.close(self._hold)
+            self._hold = -1
+
+    def take(self) -> int:
+        """The read end's fd, now owned by the caller."""
+        fd, self.fd = self.fd, -1
+        if fd < 0:
+            msg = f"{self.path}: already read"
+            raise ValueError(msg)
+        return fd
+
+    def close(self) -> None:
+        """Close what is still ours (a reader that never started leaves its fd here)."""
+        self.release()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
-async def read_chunks(path: Path) -> AsyncIterator[bytes]:
-    """The bytes written into the FIFO ``path`` until its writers are gone."""
-    fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
+async def read_chunks(fifo: OutputFifo) -> AsyncIterator[bytes]:
+    """The bytes written into ``fifo`` until its writers are gone (closes its read end)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=_CHUNK)
     protocol = asyncio.StreamReaderProtocol(reader)
-    transport, _ = await loop.connect_read_pipe(lambda: protocol, os.fdopen(fd, "rb", 0))
+    transport, _ = await loop.connect_read_pipe(lambda: protocol, os.fdopen(fifo.take(), "rb", 0))
     try:
         while chunk := await reader.read(_CHUNK):
             yield chunk
@@ -141,18 +183,18 @@ def open_log(path: str) -> LogFile:
 
 
 async def copy_to_log(
-    path: Path,
+    fifo: OutputFifo,
     stream: str,
     out: LogFile,
     max_size: int,
     tee: Callable[[str, bytes], None] | None = None,
 ) -> None:
-    """Turn the output read from FIFO ``path`` into CRI log lines in ``out``.
+    """Turn the output read from ``fifo`` into CRI log lines in ``out``.
 
     ``tee`` also gets every chunk as read (attached sessions, see :mod:`.attach`).
     """
     pending = b""
-    async for chunk in read_chunks(path):
+    async for chunk in read_chunks(fifo):
         if tee is not None:
             tee(stream, chunk)
         pending += chunk
@@ -167,10 +209,10 @@ async def copy_to_log(
         out.write(b"".join(cri_lines(stream, pending, max_size)))
 
 
-async def collect(path: Path, limit: int) -> bytes:
-    """Everything written into FIFO ``path`` (at most ``limit`` bytes kept)."""
+async def collect(fifo: OutputFifo, limit: int) -> bytes:
+    """Everything written into ``fifo`` (at most ``limit`` bytes kept)."""
     buf = bytearray()
-    async for chunk in read_chunks(path):
+    async for chunk in read_chunks(fifo):
         if len(buf) < limit:
             buf += chunk[: limit - len(buf)]
     return bytes(buf)

@@ -35,6 +35,7 @@ DEFAULT_CONFIG: Final[dict[str, object]] = {
     "stream_server_port": "0",
     "enable_tls_streaming": False,
     "stream_idle_timeout": "4h",
+    "image_pull_progress_timeout": "5m0s",
     "x509_key_pair_streaming": {"tls_cert_file": "", "tls_key_file": ""},
     "cni": {"bin_dir": "/opt/cni/bin", "conf_dir": "/etc/cni/net.d", "max_conf_num": 1},
     "registry": {"config_path": "", "mirrors": {}, "configs": {}},
@@ -105,6 +106,8 @@ class CriConfig:
     enable_tls_streaming: bool = False
     stream_idle_timeout: float = 4 * 3600.0
     """Seconds a streaming connection may be idle (0: no limit)."""
+    image_pull_progress_timeout: float = 300.0
+    """Seconds a pull may download nothing before it is cancelled (0: no limit)."""
     tls_cert_file: str = ""
     tls_key_file: str = ""
     """``x509_key_pair_streaming``: the TLS key pair (both unset: a self-signed one)."""
@@ -179,14 +182,8 @@ class CriConfig:
             port = str(port)
         if not isinstance(port, str) or not port.isdigit() or int(port) > 65535:
             r.fail("stream_server_port", "expected a port number from 0 to 65535", port)
-        idle_text = r.string("stream_idle_timeout", "4h")
-        idle = 0.0
-        try:
-            idle = parse_duration(idle_text)
-        except ConfigError:
-            r.fail("stream_idle_timeout", "expected a duration such as 4h or 30m", idle_text)
-        if idle < 0:
-            r.fail("stream_idle_timeout", "must not be negative", idle_text)
+        idle = _duration(r, "stream_idle_timeout", "4h", "4h or 30m")
+        progress = _duration(r, "image_pull_progress_timeout", "5m0s", "5m or 30s")
         tls = r.table("x509_key_pair_streaming")
         max_conf = cni.integer("max_conf_num", 1)
         if max_conf < 0:
@@ -216,9 +213,23 @@ class CriConfig:
             stream_server_port=port,
             enable_tls_streaming=r.boolean("enable_tls_streaming", False),
             stream_idle_timeout=idle,
+            image_pull_progress_timeout=progress,
             tls_cert_file=tls.string("tls_cert_file", ""),
             tls_key_file=tls.string("tls_key_file", ""),
         )
+
+
+def _duration(r: _Reader, key: str, default: str, example: str) -> float:
+    """The non-negative duration ``key`` of table reader ``r``, in seconds."""
+    text = r.string(key, default)
+    seconds = 0.0
+    try:
+        seconds = parse_duration(text)
+    except ConfigError:
+        r.fail(key, f"expected a duration such as {example}", text)
+    if seconds < 0:
+        r.fail(key, "must not be negative", text)
+    return float(seconds)
 
 
 def _describe(value: object) -> str:

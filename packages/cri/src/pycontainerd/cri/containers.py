@@ -623,31 +623,35 @@ class ContainerManager:
         tasks = self.sandboxes.tasks
         stdio = self.stdio[c.id] = ContainerStdio.for_config(c.config)
         stdin = stdio.open_stdin(self.io_dir / c.id / "stdin") if c.config.get("stdin") else ""
-        fifos = self._log_fifos(c)
+        fifos, readers = self._log_fifos(c)
         try:
-            t = await tasks.create(
-                K8S_NAMESPACE,
-                c.id,
-                spec=_with_terminal(c.spec, tty=stdio.tty),
-                runtime=runtime.runtime_type,
-                rootfs=[mount_to_proto(m) for m in mounts],
-                stdin=stdin,
-                stdout=str(fifos.get("stdout", "")),
-                stderr=str(fifos.get("stderr", "")),
-                terminal=bool(c.config.get("tty", False)),
-            )
-        except BaseException:
-            for path in fifos.values():
-                cio.unblock(path)
-            stdio.close_stdin()
-            raise
-        started = time.time_ns()
-        try:
-            await t.call("Start", shim.StartRequest(id=c.id))
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await tasks.delete(K8S_NAMESPACE, c.id)
-            raise
+            try:
+                t = await tasks.create(
+                    K8S_NAMESPACE,
+                    c.id,
+                    spec=_with_terminal(c.spec, tty=stdio.tty),
+                    runtime=runtime.runtime_type,
+                    rootfs=[mount_to_proto(m) for m in mounts],
+                    stdin=stdin,
+                    stdout=str(fifos.get("stdout", "")),
+                    stderr=str(fifos.get("stderr", "")),
+                    terminal=bool(c.config.get("tty", False)),
+                )
+            except BaseException:
+                stdio.close_stdin()
+                raise
+            started = time.time_ns()
+            try:
+                await t.call("Start", shim.StartRequest(id=c.id))
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await tasks.delete(K8S_NAMESPACE, c.id)
+                raise
+        finally:
+            # The shim has its ends open now (or never will): end of file
+            # comes when it closes them.
+            for reader in readers:
+                reader.release()
         c.pid = t.pid
         c.started_at = started
         c.state = RUNNING
@@ -656,25 +660,36 @@ class ContainerManager:
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
 
-    def _log_fifos(self, c: CriContainer) -> dict[str, Path]:
-        """FIFOs for the container's output and the tasks copying it into its CRI log."""
+    def _log_fifos(self, c: CriContainer) -> tuple[dict[str, Path], list[cio.OutputFifo]]:
+        """FIFOs for the container's output and the tasks copying it into its CRI log.
+
+        Our read ends are open before the shim opens its ends; they hold a
+        write end each until :meth:`cio.OutputFifo.release`.
+        """
         streams = ("stdout",) if c.config.get("tty") else ("stdout", "stderr")
         fifos = {s: cio.make_fifo(self.io_dir / c.id / s) for s in streams}
-        self._copy_logs(c)
-        return fifos
+        return fifos, self._copy_logs(c, hold=True)
 
-    def _copy_logs(self, c: CriContainer) -> None:
+    def _copy_logs(self, c: CriContainer, *, hold: bool) -> list[cio.OutputFifo]:
         """Start copying the output FIFOs into the CRI log (again, after a restart)."""
         max_size = self.sandboxes.config.max_container_log_line_size
         loop = asyncio.get_running_loop()
+        readers: list[cio.OutputFifo] = []
+        try:
+            paths = [self.io_dir / c.id / s for s in ("stdout", "stderr")]
+            # (extend keeps the ones opened before a failure, to be closed)
+            readers.extend(cio.OutputFifo(p, hold=hold) for p in paths if p.exists())
+        except BaseException:
+            for reader in readers:
+                reader.close()
+            raise
         out = self.logs[c.id] = cio.open_log(c.log_path or os.devnull)
         stdio = self.stdio.setdefault(c.id, ContainerStdio.for_config(c.config))
         copiers = [
             loop.create_task(
-                cio.copy_to_log(self.io_dir / c.id / s, s, out, max_size, stdio.publish)
+                cio.copy_to_log(reader, reader.path.name, out, max_size, stdio.publish)
             )
-            for s in ("stdout", "stderr")
-            if (self.io_dir / c.id / s).exists()
+            for reader in readers
         ]
         for copier in copiers:
             self._watchers.add(copier)
@@ -682,6 +697,8 @@ class ContainerManager:
 
         async def close_when_done() -> None:
             await asyncio.gather(*copiers, return_exceptions=True)
+            for reader in readers:
+                reader.close()
             stdio.end_output()
             out.close()
             if self.logs.get(c.id) is out:
@@ -690,6 +707,7 @@ class ContainerManager:
         closer = loop.create_task(close_when_done())
         self._watchers.add(closer)
         closer.add_done_callback(self._watchers.discard)
+        return readers
 
     def reopen_log(self, id_or_prefix: str) -> None:
         """ReopenContainerLog: open the log file again (after the kubelet rotated it).
@@ -737,8 +755,15 @@ class ContainerManager:
         process["terminal"] = False
         out_path = cio.make_fifo(self.io_dir / c.id / f"{exec_id}-stdout")
         err_path = cio.make_fifo(self.io_dir / c.id / f"{exec_id}-stderr")
-        out = asyncio.ensure_future(cio.collect(out_path, EXEC_OUTPUT_LIMIT))
-        err = asyncio.ensure_future(cio.collect(err_path, EXEC_OUTPUT_LIMIT))
+        # Our read ends are open before the shim opens its ends (see cio).
+        readers = [cio.OutputFifo(out_path)]
+        try:
+            readers.append(cio.OutputFifo(err_path))
+        except BaseException:
+            readers[0].close()
+            raise
+        out = asyncio.ensure_future(cio.collect(readers[0], EXEC_OUTPUT_LIMIT))
+        err = asyncio.ensure_future(cio.collect(readers[1], EXEC_OUTPUT_LIMIT))
         try:
             await t.call(
                 "Exec",
@@ -751,6 +776,8 @@ class ContainerManager:
                 ),
             )
             await t.call("Start", shim.StartRequest(id=c.id, exec_id=exec_id))
+            for reader in readers:
+                reader.release()
             try:
                 resp = await asyncio.wait_for(t.wait(exec_id), timeout or None)
             except TimeoutError:
@@ -765,11 +792,12 @@ class ContainerManager:
             stdout, stderr = await asyncio.gather(out, err)
             return stdout, stderr, int(resp.exit_status)
         finally:
-            for path in (out_path, err_path):
-                cio.unblock(path)
             for fut in (out, err):
                 if not fut.done():
                     fut.cancel()
+            await asyncio.gather(out, err, return_exceptions=True)
+            for reader in readers:
+                reader.close()
             with contextlib.suppress(Exception):
                 await t.call("Delete", shim.DeleteRequest(id=c.id, exec_id=exec_id))
             for path in (out_path, err_path):
@@ -845,7 +873,7 @@ class ContainerManager:
                 t = tasks.get(K8S_NAMESPACE, c.id)
                 c.pid = t.pid
                 if c.log_path or (self.io_dir / c.id / "stdout").exists():
-                    self._copy_logs(c)
+                    self._copy_logs(c, hold=False)
                 watcher = asyncio.get_running_loop().create_task(self._watch(c))
                 self._watchers.add(watcher)
                 watcher.add_done_callback(self._watchers.discard)

@@ -18,20 +18,22 @@ import asyncio
 import base64
 import binascii
 import contextlib
-from typing import TYPE_CHECKING
+import logging
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from pycontainerd.core import platforms
-from pycontainerd.core.errdefs import ContainerdError, InvalidArgumentError
+from pycontainerd.core.errdefs import CanceledError, ContainerdError, InvalidArgumentError
 from pycontainerd.core.namespaces import with_namespace
 from pycontainerd.cri.catalog import K8S_NAMESPACE, PINNED, PINNED_LABEL
 from pycontainerd.cri.images import image_config, normalize
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Coroutine
 
     from pycontainerd.cri.config import CriConfig
     from pycontainerd.remotes.hosts import HostsConfig, RegistryHost
+    from pycontainerd.remotes.progress import Tracker
     from pycontainerd.remotes.services import ImageServices
 
 MANAGED_LABEL = "io.cri-containerd.image"
@@ -64,6 +66,55 @@ def _prefixed(exc: ContainerdError, prefix: str) -> ContainerdError:
         return type(exc)(prefix + exc.message)
     except TypeError:
         return exc
+
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Longest pause between two looks at a pull's progress.
+PROGRESS_CHECK_INTERVAL = 10.0
+
+
+def _progress(tracker: Tracker) -> tuple[int, float]:
+    return tracker.transferred, max((j.updated for j in tracker.jobs.values()), default=0.0)
+
+
+def _transferring(tracker: Tracker) -> bool:
+    return any(j.status in ("resolving", "downloading") for j in tracker.jobs.values())
+
+
+async def _with_progress(work: Coroutine[object, object, T], tracker: Tracker, timeout: float) -> T:  # noqa: ASYNC109
+    """Await ``work`` (a pull updating ``tracker``), cancelled when it stalls.
+
+    Stalled: ``timeout`` seconds in which it moved no data (containerd's
+    ``image_pull_progress_timeout``; 0: no limit). Time spent while nothing is
+    being fetched (unpacking) does not count.
+
+    Raises:
+        CanceledError: ``work`` made no progress for ``timeout`` seconds.
+    """
+    if timeout <= 0:
+        return await work
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    interval = min(PROGRESS_CHECK_INTERVAL, timeout / 2)
+    last, seen = _progress(tracker), loop.time()
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=interval)
+            if done:
+                return task.result()
+            now = _progress(tracker)
+            if now != last or not _transferring(tracker):
+                last, seen = now, loop.time()
+            elif loop.time() - seen >= timeout:
+                log.error("cancel pulling image because of no progress in %gs", timeout)
+                msg = f"no progress in {timeout:g}s (image_pull_progress_timeout)"
+                raise CanceledError(msg)
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 class ImagePuller:
@@ -157,6 +208,7 @@ class ImagePuller:
                 raise _prefixed(exc, f'failed to pull and unpack image "{name}": ') from None
 
     async def _pull(self, name: str, auth: tuple[str, str] | None) -> str:
+        from pycontainerd.remotes.progress import Tracker
         from pycontainerd.remotes.pull import pull, record_image
         from pycontainerd.remotes.resolver import Resolver
 
@@ -175,13 +227,19 @@ class ImagePuller:
         with with_namespace(K8S_NAMESPACE):
             try:
                 async with self.services.with_lease():
-                    result = await pull(
-                        self.services,
-                        name,
-                        resolver,
-                        platforms=[platforms.host()],
-                        labels=labels,
-                        snapshotter=self.config.snapshotter,
+                    tracker = Tracker()
+                    result = await _with_progress(
+                        pull(
+                            self.services,
+                            name,
+                            resolver,
+                            platforms=[platforms.host()],
+                            labels=labels,
+                            snapshotter=self.config.snapshotter,
+                            tracker=tracker,
+                        ),
+                        tracker,
+                        self.config.image_pull_progress_timeout,
                     )
                     target = result.image.target
                     cfg = await image_config(

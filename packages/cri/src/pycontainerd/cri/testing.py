@@ -17,6 +17,7 @@ import secrets
 import subprocess
 import sys
 import tarfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -237,10 +238,12 @@ def cri_config(
     sandbox_image: str = PAUSE_REF,
     bin_dir: str = CNI_BIN_DIR,
     mirrors: dict[str, str] | None = None,
+    settings: str = "",
 ) -> str:
     """A daemon config with the CRI table pointing at ``conf_dir`` and Debian's CNI plugins.
 
     ``mirrors``: ``{registry host: endpoint URL}`` for ``registry.mirrors``.
+    ``settings``: more TOML lines for the CRI table itself.
     """
     tables = "".join(
         f'[plugins."io.containerd.grpc.v1.cri".registry.mirrors."{host}"]\n  endpoint = ["{url}"]\n'
@@ -250,6 +253,7 @@ def cri_config(
         "version = 2\n"
         '[plugins."io.containerd.grpc.v1.cri"]\n'
         f'  sandbox_image = "{sandbox_image}"\n'
+        f"{settings}"
         '[plugins."io.containerd.grpc.v1.cri".cni]\n'
         f'  bin_dir = "{bin_dir}"\n'
         f'  conf_dir = "{conf_dir}"\n'
@@ -310,3 +314,128 @@ class Cri:
             pb.PodSandboxStatusRequest(pod_sandbox_id=sid, verbose=verbose)
         )
         return resp
+
+
+class StallingRegistry:
+    """A registry on 127.0.0.1 whose one image (``<host>/stall:1``) never finishes.
+
+    Its manifest and config are served; its layer blob's body stops after a
+    few bytes and the connection stays open (until the server stops): a pull
+    of it makes no progress.
+    """
+
+    REPOSITORY: Final = "stall"
+    TAG: Final = "1"
+
+    def __init__(self) -> None:
+        from pycontainerd.core import platforms
+
+        host = platforms.host()
+        self.layer_size = 1 << 20
+        self.layer_digest = "sha256:" + hashlib.sha256(b"never sent").hexdigest()
+        self.config = json.dumps(
+            {
+                "architecture": host.architecture,
+                "os": host.os,
+                "rootfs": {"type": "layers", "diff_ids": [self.layer_digest]},
+                "config": {},
+            }
+        ).encode()
+        self.config_digest = "sha256:" + hashlib.sha256(self.config).hexdigest()
+        self.manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": self.config_digest,
+                    "size": len(self.config),
+                },
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": self.layer_digest,
+                        "size": self.layer_size,
+                    }
+                ],
+            }
+        ).encode()
+        self.host = ""
+        self.stalled = threading.Event()  # a layer download is hanging
+
+    @property
+    def ref(self) -> str:
+        return f"{self.host}/{self.REPOSITORY}:{self.TAG}"
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[StallingRegistry]:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        stop = threading.Event()
+        registry = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _answer(self, body: bytes, media_type: str, *, send: bool) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", media_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Docker-Content-Digest", _digest(body))
+                self.end_headers()
+                if send:
+                    self.wfile.write(body)
+
+            def do_HEAD(self) -> None:
+                self._route(send=False)
+
+            def do_GET(self) -> None:
+                self._route(send=True)
+
+            def _route(self, *, send: bool) -> None:
+                base = f"/v2/{registry.REPOSITORY}"
+                if self.path == "/v2/":
+                    self._answer(b"{}", "application/json", send=send)
+                elif self.path in (
+                    f"{base}/manifests/{registry.TAG}",
+                    f"{base}/manifests/{_digest(registry.manifest)}",
+                ):
+                    self._answer(
+                        registry.manifest, "application/vnd.oci.image.manifest.v1+json", send=send
+                    )
+                elif self.path == f"{base}/blobs/{registry.config_digest}":
+                    self._answer(registry.config, "application/octet-stream", send=send)
+                elif self.path == f"{base}/blobs/{registry.layer_digest}":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/octet-stream")
+                    self.send_header("Content-Length", str(registry.layer_size))
+                    self.end_headers()
+                    if send:
+                        self.wfile.write(b"\x1f\x8b" + b"\0" * 1000)
+                        self.wfile.flush()
+                        registry.stalled.set()
+                        stop.wait()
+                else:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        self.host = f"127.0.0.1:{server.server_address[1]}"
+        try:
+            yield self
+        finally:
+            stop.set()
+            server.shutdown()
+            server.server_close()
+            thread.join()
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()

@@ -36,11 +36,13 @@ from typing import TYPE_CHECKING, Final
 from pycontainerd.core import content, platforms
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
+    ContainerdError,
     DataLossError,
     InvalidArgumentError,
     NotFoundError,
     UnavailableError,
 )
+from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.images import Image
 from pycontainerd.remotes import mediatypes as mt
 from pycontainerd.remotes import reference
@@ -643,6 +645,16 @@ async def _fetch(
     return result
 
 
+def _resolve_failed(exc: ContainerdError, ref: str) -> ContainerdError:
+    prefix = f"failed to resolve reference {go_quote(ref)}: "
+    if exc.message.startswith("failed to resolve reference"):
+        return exc  # the resolver said so already
+    try:
+        return type(exc)(prefix + exc.message)
+    except TypeError:
+        return exc
+
+
 async def pull(
     client: ImageServices,
     ref: str,
@@ -660,10 +672,19 @@ async def pull(
 
     Layers are unpacked while later ones are still being fetched.
 
+    A failed resolve is reported as containerd's client Pull does:
+    ``failed to resolve reference "<ref>": <resolver's error>`` (same error class).
+
     Raises:
         as :func:`fetch`, plus the Snapshots and Diff services' errors.
     """
     tracker = tracker or Tracker()
+    tracker.set(ref, "resolving")
+    try:
+        resolved = await resolver.resolve(ref)
+    except ContainerdError as exc:
+        raise _resolve_failed(exc, ref) from None
+    tracker.set(ref, "resolved")
     name = snapshotter or client.snapshotter
     unpacking = None
     if unpack_layers:
@@ -684,6 +705,7 @@ async def pull(
             create_image=False,
             unpacking=unpacking,
             all_metadata=all_metadata,
+            resolved=resolved,
         )
         result.image = await record_image(
             client.image_store(), result.image.name, result.image.target, labels or {}
