@@ -277,9 +277,12 @@ async def test_tls_with_ca(tls: Registry) -> None:
 
 
 async def test_tls_unknown_ca_fails(tls: Registry) -> None:
+    ref = f"{tls.host}/test/secure:v1"
     async with Resolver(HostsConfig(default_tls=TLSOptions(skip_verify=False))) as resolver:
-        with pytest.raises(UnavailableError, match="CERTIFICATE_VERIFY_FAILED"):
-            await resolver.resolve(f"{tls.host}/test/secure:v1")
+        with pytest.raises(UnavailableError, match="CERTIFICATE_VERIFY_FAILED") as info:
+            await resolver.resolve(ref)
+    # Go's %q quoting, as containerd's resolver writes it
+    assert str(info.value).startswith(f'failed to resolve reference "{ref}": ')
 
 
 # -- Bearer tokens --------------------------------------------------------------------------------

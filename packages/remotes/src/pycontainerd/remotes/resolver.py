@@ -39,6 +39,7 @@ from pycontainerd.core.errdefs import (
     UnauthenticatedError,
     UnavailableError,
 )
+from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.types import Descriptor
 from pycontainerd.remotes import mediatypes, reference
 from pycontainerd.remotes.auth import Authorizer, Credentials, scope
@@ -330,7 +331,7 @@ class Resolver:
         if auth_error is not None:
             raise auth_error
         if errors:
-            msg = f"failed to resolve reference {ref!r}: {'; '.join(errors)}"
+            msg = f"failed to resolve reference {go_quote(ref)}: {'; '.join(errors)}"
             raise UnavailableError(msg)
         msg = f"{ref}: not found"
         raise NotFoundError(msg)
