@@ -2,13 +2,15 @@
 
 RunPodSandbox, in order, each step undone when a later one fails, so a failed
 run leaves nothing behind: reserve the name; resolve ``sandbox_image``;
-create and pin the network namespace (not for hostNetwork) and ADD it to the
-CNI networks; prepare the pause container's snapshot; store its container
-record (namespace ``k8s.io``, label ``io.cri-containerd.kind=sandbox``); create
-and start its task through the runtime v2 task manager.
+create and pin the network namespace (not for hostNetwork); prepare the pause
+container's snapshot; store its container record (namespace ``k8s.io``, label
+``io.cri-containerd.kind=sandbox``); create and start its task through the
+runtime v2 task manager. CNI ADD of the pinned namespace runs alongside the
+steps after it (it only fills the namespace the pause container joins); the
+run answers once both are done.
 
-Stop kills the pause task (SIGKILL, as containerd does for sandboxes), deletes
-it, runs CNI DEL and removes the namespace; it is idempotent. Remove stops
+Stop kills the pause task (SIGKILL, as containerd does for sandboxes) and
+deletes it while CNI DEL runs, then removes the namespace; it is idempotent. Remove stops
 first if needed, then drops the snapshot and the record; removing an unknown
 sandbox succeeds (the CRI asks removal to be idempotent).
 
