@@ -127,6 +127,27 @@ def test_reuse_in_process_reserves_a_running_shim_only(daemon: Daemon) -> None:
     assert bootstrap.reuse(b2, "ns", "b", daemon.address, "container") is None
 
 
+def test_start_here_starts_a_shim_that_is_not_our_child(daemon: Daemon) -> None:
+    b1, b2 = daemon.bundle("a"), daemon.bundle("b")
+    env = {**os.environ, bootstrap.GROUPING_ENV: "namespace"}
+    address = bootstrap.start_here(b1, "ns", "a", daemon.address, env)
+    assert address.startswith(f"unix://{daemon.state}/s/")
+    with open(os.path.join(b1, "shim.pid")) as f:
+        pid = int(f.read())
+    daemon.started.add(pid)
+    assert is_our_shim(pid)
+    with open(f"/proc/{pid}/stat") as f:
+        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+    assert ppid != os.getpid()  # the daemon must never have to reap a shim
+    with open(os.path.join(b1, "address")) as f:
+        assert f.read() == address
+    # the server answers: ``start`` of the namespace's next task reserves it
+    r2 = daemon.shim("start", "b", b2)
+    assert r2.returncode == 0, r2.stderr
+    assert r2.stdout.decode() == address
+    assert daemon.started == {pid}
+
+
 def test_group_annotation_and_container_policy(daemon: Daemon) -> None:
     a = daemon.shim(
         "start", "a", daemon.bundle("a", annotations={"io.kubernetes.cri.sandbox-id": "pod"})

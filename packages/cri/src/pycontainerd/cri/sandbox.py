@@ -2,13 +2,15 @@
 
 RunPodSandbox, in order, each step undone when a later one fails, so a failed
 run leaves nothing behind: reserve the name; resolve ``sandbox_image``;
-create and pin the network namespace (not for hostNetwork) and ADD it to the
-CNI networks; prepare the pause container's snapshot; store its container
-record (namespace ``k8s.io``, label ``io.cri-containerd.kind=sandbox``); create
-and start its task through the runtime v2 task manager.
+create and pin the network namespace (not for hostNetwork); prepare the pause
+container's snapshot; store its container record (namespace ``k8s.io``, label
+``io.cri-containerd.kind=sandbox``); create and start its task through the
+runtime v2 task manager. CNI ADD of the pinned namespace runs alongside the
+steps after it (it only fills the namespace the pause container joins); the
+run answers once both are done.
 
-Stop kills the pause task (SIGKILL, as containerd does for sandboxes), deletes
-it, runs CNI DEL and removes the namespace; it is idempotent. Remove stops
+Stop kills the pause task (SIGKILL, as containerd does for sandboxes) and
+deletes it while CNI DEL runs, then removes the namespace; it is idempotent. Remove stops
 first if needed, then drops the snapshot and the record; removing an unknown
 sandbox succeeds (the CRI asks removal to be idempotent).
 
@@ -51,7 +53,7 @@ from pycontainerd.core.types import AnyValue
 from pycontainerd.cri import netns
 from pycontainerd.cri.cni import Attachment, Cni, CniError, CniNotReadyError
 from pycontainerd.cri.files import mount_shm, unmount_shm, write_sandbox_files
-from pycontainerd.cri.images import image_config, normalize
+from pycontainerd.cri.images import ImageConfig, image_config, normalize
 from pycontainerd.cri.spec import cgroups_path, parse_user, sandbox_spec
 
 if TYPE_CHECKING:
@@ -281,8 +283,43 @@ class SandboxManager:
             namespace_options={k: int(v) for k, v in ns_opts.items() if isinstance(v, int)},
             config=config,
         )
+        network: asyncio.Task[None] | None = None
         if not host_network:
-            await self._setup_network(sb, undo)
+            # The namespace must exist before the pause container joins it; CNI
+            # ADD only fills it, so it runs while the shim and runc start.
+            await self._create_netns(sb, undo)
+            network = asyncio.create_task(self._setup_network(sb, undo))
+        try:
+            await self._start_pause(
+                sb, img=img, image_name=image_name, config=config, runtime=runtime, undo=undo
+            )
+        except BaseException:
+            if network is not None:
+                # let ADD finish (and register its undo) before anything is undone
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(network)
+            raise
+        if network is not None:
+            await network
+            await self._persist(sb)  # the record was written before CNI's results
+        return sb
+
+    async def _start_pause(
+        self,
+        sb: PodSandbox,
+        *,
+        img: ImageConfig,
+        image_name: str,
+        config: dict[str, Any],
+        runtime: Any,
+        undo: list[Callable[[], Awaitable[object]]],
+    ) -> None:
+        """Files, /dev/shm, snapshot, record, then the pause task, created and started."""
+        sid = sb.id
+        meta = sb.metadata
+        host_network = sb.host_network
+        linux = config.get("linux") or {}
+        ns_opts = (linux.get("security_context") or {}).get("namespace_options") or {}
         try:
             uid_gid = parse_user(img.user)
         except ValueError:
@@ -363,16 +400,20 @@ class SandboxManager:
         undo.append(lambda: self._delete_task(sid))
         await t.call("Start", shim.StartRequest(id=sid))
         sb.pid = t.pid
-        return sb
 
-    async def _setup_network(
+    async def _create_netns(
         self, sb: PodSandbox, undo: list[Callable[[], Awaitable[object]]]
     ) -> None:
-        """Create and pin the pod's namespace and ADD it to the CNI networks."""
+        """Create and pin the pod's network namespace."""
         path = self.netns_dir / sb.id
         await netns.create(path)
         undo.append(lambda: asyncio.to_thread(netns.remove, path))
         sb.netns_path = str(path)
+
+    async def _setup_network(
+        self, sb: PodSandbox, undo: list[Callable[[], Awaitable[object]]]
+    ) -> None:
+        """ADD the pod's (pinned) namespace to the CNI networks."""
         att = self._attachment(sb)
         try:
             results = await self.cni.add(att)
@@ -489,14 +530,20 @@ class SandboxManager:
         except NotFoundError:
             return
         async with self._lock(sb.id):
-            await self._delete_task(sb.id)
+            # CNI DEL empties the (still pinned) namespace while the pause task
+            # goes away: the two do not depend on each other.
+            task_done, net_done = await asyncio.gather(
+                self._delete_task(sb.id), self._cni_del(sb), return_exceptions=True
+            )
+            if isinstance(task_done, BaseException):
+                raise task_done
             sb.state = NOTREADY
             if sb.netns_path:
-                try:
-                    await self._cni_del(sb)
-                except CniError as exc:
-                    msg = f"failed to destroy network for sandbox {go_quote(sb.id)}: {exc}"
-                    raise UnknownError(msg) from exc
+                if isinstance(net_done, CniError):
+                    msg = f"failed to destroy network for sandbox {go_quote(sb.id)}: {net_done}"
+                    raise UnknownError(msg) from net_done
+                if isinstance(net_done, BaseException):
+                    raise net_done
                 await asyncio.to_thread(netns.remove, Path(sb.netns_path))
                 sb.netns_path = ""
             sb.ips = []

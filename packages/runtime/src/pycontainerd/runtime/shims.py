@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -347,7 +348,23 @@ class Shims:
                 return address
         if os.path.basename(launch.binary) == PYRUNC_SHIM:
             # Our own shim: reserving a running one needs no ``start`` process
-            # (a Python start-up, ~40 ms); only a new shim does.
+            # (a Python start-up, ~40 ms); when the shim runs on this interpreter,
+            # starting a new one does not either.
+            if _runs_on_this_python(launch.binary):
+                try:
+                    return await asyncio.to_thread(
+                        bootstrap.start_here,
+                        str(bundle.path),
+                        launch.namespace,
+                        launch.task_id,
+                        self.grpc_address,
+                        env,
+                        options=launch.options,
+                        debug=self.debug,
+                    )
+                except (OSError, ValueError) as exc:
+                    msg = f"failed to start shim: start failed: {PYRUNC_SHIM}: {exc}"
+                    raise UnknownError(msg) from exc
             address = await asyncio.to_thread(
                 bootstrap.reuse,
                 str(bundle.path),
@@ -456,6 +473,17 @@ class Shims:
                     log.debug("shim: %s", line.decode(errors="replace"), extra={"id": t.id})
 
         loop.add_reader(fd, readable)
+
+
+@functools.cache
+def _runs_on_this_python(binary: str) -> bool:
+    """Whether the script ``binary`` runs on this process's interpreter (its ``#!`` line)."""
+    try:
+        with open(binary, "rb") as f:
+            first = f.readline(4096)
+    except OSError:
+        return False
+    return first.rstrip(b"\r\n") == b"#!" + os.fsencode(sys.executable)
 
 
 def parse_address(text: str) -> str:

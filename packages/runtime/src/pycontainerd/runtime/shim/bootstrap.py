@@ -122,10 +122,10 @@ def _reserve(path: str, task_id: str) -> int | None:
         return 0
 
 
-def _adjust_oom_score(pid: int) -> None:
-    """Give ``pid`` the daemon's (our parent's) ``oom_score_adj`` + 1, at most 1000."""
+def _adjust_oom_score(pid: int, daemon: int) -> None:
+    """Give ``pid`` the daemon's ``oom_score_adj`` + 1, at most 1000."""
     try:
-        with open(f"/proc/{os.getppid()}/oom_score_adj") as f:
+        with open(f"/proc/{daemon}/oom_score_adj") as f:
             score = int(f.read().strip())
         with open(f"/proc/{pid}/oom_score_adj", "w") as f:
             f.write(str(min(score + 1, 1000)))
@@ -133,8 +133,24 @@ def _adjust_oom_score(pid: int) -> None:
         pass  # unprivileged or in a user namespace: upstream ignores this too
 
 
-def _spawn(flags: Flags, path: str, state: str) -> int:
-    """Bind ``path`` and start a shim server on it; returns the server's pid."""
+# Starts "$@" in the background with its output appended to $1 and prints its
+# pid: the shim's parent exits at once, so the shim is nobody's child.
+_DETACH = 'log=$1; shift; "$@" </dev/null >>"$log" 2>&1 & echo $!'
+
+
+def _spawn(
+    flags: Flags,
+    path: str,
+    state: str,
+    *,
+    env: dict[str, str] | None = None,
+    detach: bool = False,
+) -> int:
+    """Bind ``path`` and start a shim server on it; returns the server's pid.
+
+    ``detach`` (the daemon starting a shim in its own process) starts the
+    server through ``/bin/sh`` so that the daemon does not become its parent.
+    """
     import subprocess
 
     with contextlib.suppress(FileNotFoundError):
@@ -160,9 +176,28 @@ def _spawn(flags: Flags, path: str, state: str) -> int:
         ]
         if flags.debug:
             argv.append("-debug")
-        env = dict(os.environ)
+        env = dict(os.environ if env is None else env)
         env[STATE_ENV] = state
         env[LISTEN_FD_ENV] = str(listener.fileno())
+        if detach:
+            out = subprocess.run(
+                ["/bin/sh", "-c", _DETACH, "sh", log_path, *argv],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                cwd="/",
+                env=env,
+                start_new_session=True,
+                pass_fds=(listener.fileno(),),
+                check=False,
+                timeout=_CONNECT_TIMEOUT,
+            )
+            try:
+                pid = int(out.stdout.strip())
+            except ValueError:
+                msg = f"no shim pid from /bin/sh: {out.stderr.decode(errors='replace').strip()}"
+                raise OSError(msg) from None
+            _adjust_oom_score(pid, os.getpid())
+            return pid
         with open(log_path, "ab") as log, open(os.devnull, "rb") as null:
             proc = subprocess.Popen(
                 argv,
@@ -174,7 +209,7 @@ def _spawn(flags: Flags, path: str, state: str) -> int:
                 start_new_session=True,
                 pass_fds=(listener.fileno(),),
             )
-        _adjust_oom_score(proc.pid)
+        _adjust_oom_score(proc.pid, os.getppid())
         # Popen's bookkeeping must not reap the shim later: forget it.
         proc.returncode = 0
         return proc.pid
@@ -244,15 +279,30 @@ def start(flags: Flags) -> int:
     """``start``: print the address of the shim serving this task, starting it if needed."""
     if not flags.id:
         return _fail("shim id cannot be empty")
-    bundle = os.getcwd()
-    state = paths.state_dir(bundle, flags.address)
-    shim_cgroup = wire.shim_cgroup(_read_options())
     try:
-        path = _socket_of(
-            bundle, flags.namespace, flags.id, flags.address, None, shim_cgroup=shim_cgroup
-        )
-    except ValueError as exc:
+        address = _start(os.getcwd(), flags, _read_options(), None)
+    except (OSError, ValueError) as exc:
         return _fail(str(exc))
+    sys.stdout.write(address)
+    sys.stdout.flush()
+    return 0
+
+
+def _start(
+    bundle: str, flags: Flags, options: bytes, env: dict[str, str] | None, *, detach: bool = False
+) -> str:
+    """Reserve the group's running shim or start one; its address.
+
+    Raises:
+        ValueError: the socket path is too long.
+        OSError: the shim could not be started (the message says why).
+    """
+    state = paths.state_dir(bundle, flags.address)
+    shim_cgroup = wire.shim_cgroup(options)
+    policy = None if env is None else env.get(GROUPING_ENV) or "namespace"
+    path = _socket_of(
+        bundle, flags.namespace, flags.id, flags.address, policy, shim_cgroup=shim_cgroup
+    )
     os.makedirs(paths.socket_dir(state), mode=0o711, exist_ok=True)
     lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
@@ -260,21 +310,57 @@ def start(flags: Flags) -> int:
         pid = _reserve(path, flags.id)
         if pid is None:
             try:
-                pid = _spawn(flags, path, state)
+                pid = _spawn(flags, path, state, env=env, detach=detach)
             except OSError as exc:
-                return _fail(f"cannot start shim: {exc}")
+                msg = f"cannot start shim: {exc}"
+                raise OSError(msg) from exc
             if shim_cgroup:
                 try:
                     join_cgroup(shim_cgroup, pid)
-                except OSError as exc:
+                except OSError:
                     _kill(pid)
-                    return _fail(str(exc))
+                    raise
     finally:
         os.close(lock_fd)
-    address = _record(bundle, path, pid)
-    sys.stdout.write(address)
-    sys.stdout.flush()
-    return 0
+    return _record(bundle, path, pid)
+
+
+def start_here(
+    bundle: str,
+    namespace: str,
+    task_id: str,
+    address: str,
+    env: dict[str, str],
+    *,
+    options: bytes = b"",
+    debug: bool = False,
+) -> str:
+    """What ``start`` does, in the daemon's own process (no ``start`` process to pay for).
+
+    A new shim server is started through ``/bin/sh``, which exits at once, so
+    the daemon does not become the shim's parent.
+
+    Args:
+        bundle: the task's bundle directory.
+        namespace: the task's namespace.
+        task_id: the task id.
+        address: the daemon's gRPC address (``-address``).
+        env: the shim's environment (``PYCONTAINERD_SHIM_GROUPING`` in it chooses the policy).
+        options: the runtime options ``start`` would read on stdin.
+        debug: start the server with ``-debug``.
+
+    Returns:
+        The shim's address (``unix://...``).
+
+    Raises:
+        ValueError: the socket path is too long.
+        OSError: the shim could not be started.
+    """
+    from pycontainerd.runtime.shim.flags import Flags
+
+    flags = Flags()
+    flags.namespace, flags.id, flags.address, flags.debug = namespace, task_id, address, debug
+    return _start(bundle, flags, options, env, detach=True)
 
 
 def _kill(pid: int) -> None:
