@@ -11,7 +11,9 @@ one thread):
 
 Prints the median wall and CPU time (user + system, steadier on a loaded
 machine) of each over ``--runs`` runs. With ``--profile``,
-prints a cProfile of applying the small-files layer once instead.
+prints a cProfile of applying the small-files layer once instead. With
+``--contend``, a second thread digests data meanwhile, as the downloads of a
+pull do: every system call of the applier then gives the GIL away.
 
     uv run python bench/apply.py --runs 7
     uv run python bench/apply.py --profile
@@ -21,39 +23,53 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import hashlib
 import os
 import pstats
 import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import images  # the sibling modules: a script's own directory is on sys.path
 
-import images  # noqa: E402
-
-from pycontainerd.snapshots import differ  # noqa: E402
+from pycontainerd.snapshots import differ
 
 
 def _apply(blob: Path, target: Path) -> tuple[float, float]:
-    """Wall and CPU (user + system) seconds of applying ``blob`` to ``target``."""
+    """Wall and CPU (this thread's user + system) seconds of applying ``blob`` to ``target``."""
     fd = os.open(blob, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
-        start, cpu = time.perf_counter(), time.process_time()
-        differ._apply_chunks(differ._fd_chunks(fd, size), "gzip", str(target), False)  # noqa: SLF001
-        return time.perf_counter() - start, time.process_time() - cpu
+        start, cpu = time.perf_counter(), time.thread_time()
+        differ._apply_chunks(differ._fd_chunks(fd, size), "gzip", str(target), False)
+        return time.perf_counter() - start, time.thread_time() - cpu
     finally:
         os.close(fd)
+
+
+def _contend(stop: threading.Event) -> None:
+    """Stand in for the downloads of a pull: digesting 64 KiB at a time, a little Python between."""
+    buf = bytes(64 * 1024)
+    while not stop.is_set():
+        hashlib.sha256(buf).digest()
+        sum(range(200))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--contend", action="store_true", help="a second thread digests meanwhile (GIL contention)"
+    )
     args = parser.parse_args()
+    stop = threading.Event()
+    if args.contend:
+        threading.Thread(target=_contend, args=(stop,), daemon=True).start()
     base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
     work = Path(tempfile.mkdtemp(prefix="pcdbench-apply-", dir=base))
     try:
@@ -90,6 +106,7 @@ def main() -> int:
                 f"  ({len(values)} runs)"
             )
     finally:
+        stop.set()
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
