@@ -17,6 +17,13 @@ pull do: every system call of the applier then gives the GIL away.
 
     uv run python bench/apply.py --runs 7
     uv run python bench/apply.py --profile
+
+Measured (two shared cores, load 7-11, old and new runs interleaved, medians
+of 3-5 runs), small-files layer: without contention about 0.26-0.45 s wall,
+0.21-0.26 s CPU before the changes of #12's applier work, 0.25-0.36 s wall,
+0.19-0.20 s CPU after; with ``--contend`` 1.55 s wall before, 0.95-1.18 s
+after. Under contention the wall time is mostly waiting for the GIL after
+each system call, so system calls per entry count more than Python per entry.
 """
 
 from __future__ import annotations
