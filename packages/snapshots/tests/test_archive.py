@@ -248,6 +248,39 @@ def test_huge_pax_times_and_ids_and_the_root_entry(tmp_path: Path, needs_root: N
     assert "user.r" not in os.listxattr(tmp_path)
 
 
+def test_owner_and_mode_are_exact_in_a_setgid_directory(tmp_path: Path, needs_root: None) -> None:
+    # what is made in a set-group-ID directory gets that group, and open/mkdir modes lose
+    # the umask's bits: the entries must still end as the layer says
+    del needs_root
+    os.chown(tmp_path, 0, 1234)
+    os.chmod(tmp_path, 0o2755)  # noqa: S103
+    entries = []
+    for name, kind, mode, owner in [
+        ("f", tarfile.REGTYPE, 0o640, (0, 0)),
+        ("open", tarfile.REGTYPE, 0o666, (0, 0)),
+        ("setuid", tarfile.REGTYPE, 0o4755, (0, 0)),
+        ("theirs", tarfile.REGTYPE, 0o600, (1000, 1001)),
+        ("same", tarfile.REGTYPE, 0o644, (0, 1234)),
+        ("d", D, 0o750, (0, 0)),
+        ("d/inner", tarfile.REGTYPE, 0o644, (0, 0)),
+        ("l", S, 0o777, (0, 0)),
+    ]:
+        info, data = tar_entry(name, kind, data=b"x" if kind == tarfile.REGTYPE else None)
+        info.linkname = "f" if kind == S else ""
+        info.mode, (info.uid, info.gid) = mode, owner
+        entries.append((info, data))
+    old = os.umask(0o022)
+    try:
+        apply_chunks([make_tar(*entries)], tmp_path)
+    finally:
+        os.umask(old)
+    for info, _ in entries:
+        st = os.lstat(tmp_path / info.name)
+        assert (st.st_uid, st.st_gid) == (info.uid, info.gid), info.name
+        if info.type != S:
+            assert stat.S_IMODE(st.st_mode) == info.mode, info.name
+
+
 @pytest.mark.parametrize(
     "order",
     [

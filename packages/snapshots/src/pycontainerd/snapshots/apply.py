@@ -72,6 +72,18 @@ def _id(value: int) -> int:
     return -1 if value == _NO_ID else value
 
 
+def _umask() -> int | None:
+    """The process umask, read without changing it (``None`` if the kernel does not say)."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _join(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
 
@@ -87,6 +99,10 @@ class _Applier:
     cached: tuple[str, int, str] | None = None
     #: something was removed since ``cached`` was opened: resolve the next parent afresh
     stale: bool = False
+    #: the owner a file made in the ``cached`` directory gets (looked up once per directory)
+    cached_owner: tuple[int, int] | None = None
+    #: the process umask (``None``: unknown, so every file's mode is set explicitly)
+    umask: int | None = field(default_factory=_umask)
 
     def run(self) -> None:
         try:
@@ -105,6 +121,7 @@ class _Applier:
         os.utime(fd, ns=times)
 
     def close_cached(self) -> None:
+        self.cached_owner = None
         if self.cached is not None:
             fd = self.cached[1]
             self.cached = None
@@ -217,16 +234,30 @@ class _Applier:
 
     def create(self, info: Entry, dfd: int, name: str, path: str) -> None:
         kind = info.type
-        existing = self.replace(dfd, name, keep_dir=kind == DIR)
+        # directories and symbolic links (most entries but files) are made first and what
+        # is in the way removed only if that fails: one lstat fewer for each
         if kind == DIR:
-            if existing is None:
+            fresh = True
+            try:
                 os.mkdir(name, 0o700, dir_fd=dfd)
-            self.metadata(info, dfd, name)
+            except FileExistsError:
+                if self.replace(dfd, name, keep_dir=True) is None:
+                    os.mkdir(name, 0o700, dir_fd=dfd)
+                else:
+                    fresh = False
+            self.metadata(info, dfd, name, fresh=fresh)
             self.dir_times.append((path, (_bound(info.atime_ns), _bound(info.mtime_ns))))
             return
         if kind == SYM:
-            os.symlink(info.linkname, name, dir_fd=dfd)
-        elif kind == LNK:
+            try:
+                os.symlink(info.linkname, name, dir_fd=dfd)
+            except FileExistsError:
+                self.replace(dfd, name, keep_dir=False)
+                os.symlink(info.linkname, name, dir_fd=dfd)
+            self.metadata(info, dfd, name, fresh=True)
+            return
+        self.replace(dfd, name, keep_dir=False)
+        if kind == LNK:
             self.hardlink(info, dfd, name)
         elif kind in {CHR, BLK, FIFO}:
             fmt = stat.S_IFCHR if kind == CHR else stat.S_IFBLK if kind == BLK else stat.S_IFIFO
@@ -236,19 +267,36 @@ class _Applier:
             raise InvalidArgumentError(msg)
         self.metadata(info, dfd, name)
 
+    def new_owner(self, dfd: int) -> tuple[int, int]:
+        """The owner ``open`` gives a file made in directory ``dfd`` (the cached one)."""
+        if self.cached_owner is None:
+            st = os.fstat(dfd)
+            gid = st.st_gid if st.st_mode & stat.S_ISGID else os.getegid()
+            self.cached_owner = (os.geteuid(), gid)
+        return self.cached_owner
+
     def regular(self, info: Entry, dfd: int, name: str) -> None:
+        # As containerd, the file is made with its final permission bits: when the umask
+        # keeps them all (and there are no set-id or sticky bits), no chmod is needed.
+        mode = stat.S_IMODE(info.mode)
+        exact = self.umask is not None and not mode & ~0o777 and not mode & self.umask
+        create = mode if exact else 0o600
         try:
-            fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=dfd)
+            fd = os.open(name, _FILE_FLAGS, create, dir_fd=dfd)
         except FileExistsError:
             self.replace(dfd, name, keep_dir=False)
-            fd = os.open(name, _FILE_FLAGS, 0o600, dir_fd=dfd)
+            fd = os.open(name, _FILE_FLAGS, create, dir_fd=dfd)
         try:
             self.reader.write_data(info, fd)
-            try:
-                os.fchown(fd, _id(info.uid), _id(info.gid))
-            except PermissionError:
-                log.debug("cannot chown %r to %d:%d", info.name, info.uid, info.gid)
-            os.fchmod(fd, stat.S_IMODE(info.mode))
+            uid, gid = _id(info.uid), _id(info.gid)
+            have_uid, have_gid = self.new_owner(dfd)
+            if uid not in {-1, have_uid} or gid not in {-1, have_gid}:
+                try:
+                    os.fchown(fd, uid, gid)
+                except PermissionError:
+                    log.debug("cannot chown %r to %d:%d", info.name, info.uid, info.gid)
+            if not exact:
+                os.fchmod(fd, mode)
             for key, value in info.xattrs.items():
                 try:
                     os.setxattr(fd, key, value)
@@ -278,12 +326,19 @@ class _Applier:
         finally:
             self.root.release(tfd)
 
-    def metadata(self, info: Entry, dfd: int, name: str) -> None:
-        """Owner, extended attributes, mode and (but for directories) times, as containerd."""
-        try:
-            os.chown(name, _id(info.uid), _id(info.gid), dir_fd=dfd, follow_symlinks=False)
-        except PermissionError:
-            log.debug("cannot chown %r to %d:%d", info.name, info.uid, info.gid)
+    def metadata(self, info: Entry, dfd: int, name: str, *, fresh: bool = False) -> None:
+        """Owner, extended attributes, mode and (but for directories) times, as containerd.
+
+        ``fresh``: ``name`` was just made in ``dfd`` (the cached directory), so it has the
+        owner :meth:`new_owner` says and needs no chown if that is the entry's.
+        """
+        uid, gid = _id(info.uid), _id(info.gid)
+        have_uid, have_gid = self.new_owner(dfd) if fresh else (None, None)
+        if uid not in {-1, have_uid} or gid not in {-1, have_gid}:
+            try:
+                os.chown(name, uid, gid, dir_fd=dfd, follow_symlinks=False)
+            except PermissionError:
+                log.debug("cannot chown %r to %d:%d", info.name, info.uid, info.gid)
         for key, value in info.xattrs.items():
             try:
                 os.setxattr(_proc(dfd, name), key, value, follow_symlinks=False)
