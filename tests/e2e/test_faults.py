@@ -473,9 +473,29 @@ def test_kill9_during_a_sweep_of_snapshots_and_blobs(make_daemon: MakeDaemon) ->
             top = Path(mounts[0].source)
             for j in range(30):
                 (top / f"f{j}").write_bytes(b"x" * 512)
-    for i in range(5):
-        d.ok("content", "ingest", f"k{i}", input=f"kept {i}".encode())
-        d.ok("content", "label", digest(f"kept {i}".encode()), "containerd.io/gc.root=yes")
+        # Kept blobs are committed with their root label: `ctr content ingest` then
+        # `ctr content label` leaves a window (ingest's own lease is gone) in which
+        # one of the collections the 500 writes above trigger removes the blob.
+        for i in range(5):
+            data = f"kept {i}".encode()
+            list(
+                s.content.Write(
+                    iter(
+                        [
+                            content_pb2.WriteContentRequest(
+                                action=content_pb2.COMMIT,
+                                ref=f"k{i}",
+                                data=data,
+                                total=len(data),
+                                expected=digest(data),
+                                labels={"containerd.io/gc.root": "yes"},
+                            )
+                        ]
+                    ),
+                    metadata=(("containerd-namespace", "default"),),
+                    timeout=10,
+                )
+            )
     assert len(holdings(d).snapshots_db["native"]) == 200
 
     before = len(holdings(d).snapshot_dirs["native"])
