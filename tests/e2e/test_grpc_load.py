@@ -52,12 +52,7 @@ def test_hundred_ctr_clients_mixed_operations(make_daemon: MakeDaemon, tmp_path:
     rootfs.mkdir()
     blob = os.urandom(256 << 10)
     digest = "sha256:" + hashlib.sha256(blob).hexdigest()
-    for args, data in (
-        (("content", "ingest", "load-seed"), blob),
-        (("content", "label", digest, "containerd.io/gc.root=load"), None),
-    ):
-        res = _ctr(d.address, *args, data=data)
-        assert res.returncode == 0, res.stderr
+    assert d.commit_rooted(blob, root="load", namespace="load") == digest
 
     errors: list[str] = []
     counts = [0] * CLIENTS

@@ -55,8 +55,7 @@ def test_namespaces_labels_and_nonempty_rm(daemon: Daemon, oci_archive: MakeArch
     assert ["foo", "mylabel=bar"] in table(daemon.ok("namespaces", "ls"))
 
     blob = b"content that keeps foo busy"
-    daemon.ok("content", "ingest", "r", input=blob, namespace="foo")
-    daemon.ok("content", "label", digest(blob), "containerd.io/gc.root=now", namespace="foo")
+    daemon.commit_rooted(blob, root="now", namespace="foo")
     res = daemon.ctr("namespaces", "rm", "foo")
     assert res.returncode == 1
     assert (
