@@ -473,29 +473,11 @@ def test_kill9_during_a_sweep_of_snapshots_and_blobs(make_daemon: MakeDaemon) ->
             top = Path(mounts[0].source)
             for j in range(30):
                 (top / f"f{j}").write_bytes(b"x" * 512)
-        # Kept blobs are committed with their root label: `ctr content ingest` then
-        # `ctr content label` leaves a window (ingest's own lease is gone) in which
-        # one of the collections the 500 writes above trigger removes the blob.
-        for i in range(5):
-            data = f"kept {i}".encode()
-            list(
-                s.content.Write(
-                    iter(
-                        [
-                            content_pb2.WriteContentRequest(
-                                action=content_pb2.COMMIT,
-                                ref=f"k{i}",
-                                data=data,
-                                total=len(data),
-                                expected=digest(data),
-                                labels={"containerd.io/gc.root": "yes"},
-                            )
-                        ]
-                    ),
-                    metadata=(("containerd-namespace", "default"),),
-                    timeout=10,
-                )
-            )
+    # Kept blobs are committed with their root label in one Write: `ctr content
+    # ingest` then `ctr content label` leaves a window (ingest's own lease is gone)
+    # in which one of the collections the 500 writes above trigger removes the blob.
+    for i in range(5):
+        d.commit_rooted(f"kept {i}".encode(), root="yes")
     assert len(holdings(d).snapshots_db["native"]) == 200
 
     before = len(holdings(d).snapshot_dirs["native"])
