@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal
 
 from pycontainerd.core.errdefs import InvalidArgumentError
+from pycontainerd.core.fdio import write_all
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -271,25 +272,9 @@ async def _feed(path: str, data: bytes) -> None:
         fd = await _open_stdin(path)
     except OSError:
         return  # the FIFO was removed
-    loop = asyncio.get_running_loop()
     try:
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[os.write(fd, view) :]
-            except BlockingIOError:
-                writable: asyncio.Future[None] = loop.create_future()
-                loop.add_writer(fd, _set_done, writable)
-                try:
-                    await writable
-                finally:
-                    loop.remove_writer(fd)
+        await write_all(fd, data)
     except OSError:
         return  # the process closed its stdin (EPIPE)
     finally:
         os.close(fd)
-
-
-def _set_done(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)

@@ -20,6 +20,8 @@ import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pycontainerd.core.fdio import write_all
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -81,16 +83,7 @@ async def _open(path: str, flags: int, unblock_flags: int) -> int:
 
 async def copy_from_fifo(path: str, out: OutputStream) -> None:
     """Copy what the process writes to FIFO ``path`` into ``out`` until it closes its side."""
-    fd = await _open(path, os.O_RDONLY, os.O_WRONLY)
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=CHUNK)
-    with os.fdopen(fd, "rb", buffering=0) as f:
-        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), f)
-        try:
-            while data := await reader.read(CHUNK):
-                await out.write(data)
-        finally:
-            transport.close()
+    await copy_from_fd(await _open(path, os.O_RDONLY, os.O_WRONLY), out)
 
 
 async def copy_to_fifo(source: InputStream, path: str) -> None:
@@ -156,24 +149,8 @@ async def copy_to_fd(source: InputStream, fd: int) -> None:
 
     The reader's end of input is the close at the end of ``source`` (or on cancellation).
     """
-    loop = asyncio.get_running_loop()
     try:
         while data := await source.read():
-            view = memoryview(data)
-            while view:
-                try:
-                    view = view[os.write(fd, view) :]
-                except BlockingIOError:
-                    writable: asyncio.Future[None] = loop.create_future()
-                    loop.add_writer(fd, _set_done, writable)
-                    try:
-                        await writable
-                    finally:
-                        loop.remove_writer(fd)
+            await write_all(fd, data)
     finally:
         os.close(fd)
-
-
-def _set_done(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
