@@ -40,6 +40,7 @@ from pycontainerd.core.errdefs import (
     InvalidArgumentError,
     NotFoundError,
     UnimplementedError,
+    UnknownError,
 )
 from pycontainerd.core.images import Image
 from pycontainerd.core.leases import EXPIRE_LABEL
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from pycontainerd.remotes.resolver import Resolver
     from pycontainerd.remotes.unpack import Applier
     from pycontainerd.transfer.streams import ManagedStream, StreamManager
+    from pycontainerd.transfer.verifier import ImageVerifier
 
 __all__ = [
     "ExportStream",
@@ -336,9 +338,16 @@ def _nothing(_: Event) -> None:
 class LocalTransferrer:
     """Runs transfers against the daemon's stores."""
 
-    def __init__(self, services: LocalServices, config: TransferConfig | None = None) -> None:
+    def __init__(
+        self,
+        services: LocalServices,
+        config: TransferConfig | None = None,
+        *,
+        verifiers: Mapping[str, ImageVerifier] | None = None,
+    ) -> None:
         self.services = services
         self.config = config or TransferConfig()
+        self.verifiers = dict(sorted((verifiers or {}).items()))
         self._uploads = asyncio.Semaphore(max(1, self.config.max_concurrent_uploaded_layers))
 
     async def transfer(
@@ -437,6 +446,7 @@ class LocalTransferrer:
             if root.media_type in SCHEMA1:
                 msg = "schema 1 image manifests are no longer supported: invalid argument"
                 raise InvalidArgumentError(msg)
+            await self._verify(name, root)
             emit(Event(f"Pulling from {reg}"))
             emit(Event("fetching image content", name))
             tracker.root = name
@@ -458,6 +468,32 @@ class LocalTransferrer:
             emit(Event("saved", image.name))
         emit(Event(f"Completed pull from {reg}"))
         tracker.repeat_latest()
+
+    async def _verify(self, name: str, root: Descriptor) -> None:
+        """Ask every image verifier before anything is fetched; any may block the pull.
+
+        The errors are upstream's plain ones (gRPC Unknown), word for word.
+        """
+        from pycontainerd.transfer.verifier import VerifierError
+
+        for vid, verifier in self.verifiers.items():
+            try:
+                judgement = await verifier.verify_image(name, root)
+            except VerifierError as exc:
+                log.error("image verifier %s gave no judgement on %s: %s", vid, name, exc)
+                msg = (
+                    f"blocking pull of {name} with digest {root.digest}: "
+                    f"image verifier {vid} returned error: {exc}"
+                )
+                raise UnknownError(msg) from None
+            if not judgement.ok:
+                log.warning("image verifier %s blocked pull of %s: %s", vid, name, judgement.reason)
+                msg = (
+                    f"image verifier {vid} blocked pull of {name} with digest {root.digest} "
+                    f"for reason: {judgement.reason}"
+                )
+                raise UnknownError(msg)
+            log.debug("image verifier %s allowed pull of %s: %s", vid, name, judgement.reason)
 
     async def push(self, store: Store, reg: Registry, emit: Callable[[Event], None]) -> None:
         """Push ``store``'s image to ``reg``."""

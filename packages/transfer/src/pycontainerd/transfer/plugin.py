@@ -3,6 +3,9 @@
 Registers, with containerd 2.x's ids:
 
 - ``io.containerd.streaming.v1.manager``: the stream manager;
+- ``io.containerd.image-verifier.v1.bindir``: the image verifiers a pull
+  asks first (config ``bin_dir``, ``max_verifiers = 10``,
+  ``per_verifier_timeout = "10s"``, as upstream);
 - ``io.containerd.transfer.v1.local``: the local transferrer (config
   ``config_path``, ``max_concurrent_downloads = 3``,
   ``max_concurrent_uploaded_layers = 3``, as upstream);
@@ -22,12 +25,32 @@ if TYPE_CHECKING:
     from pycontainerd.core.plugin import GrpcService
     from pycontainerd.transfer.local import LocalTransferrer
     from pycontainerd.transfer.streams import StreamManager
+    from pycontainerd.transfer.verifier import BinDirVerifier
 
 CONFIG_DEFAULTS = {
     "config_path": "",
     "max_concurrent_downloads": 3,
     "max_concurrent_uploaded_layers": 3,
 }
+
+
+VERIFIER_DEFAULTS = {
+    "bin_dir": "/opt/containerd/image-verifier/bin",
+    "max_verifiers": 10,
+    "per_verifier_timeout": "10s",
+}
+
+
+async def _init_bindir(ic: InitContext) -> BinDirVerifier:
+    from pycontainerd.config.duration import parse_duration
+    from pycontainerd.transfer.verifier import BinDirVerifier
+
+    timeout = ic.config.get("per_verifier_timeout", "10s")
+    return BinDirVerifier(
+        bin_dir=str(ic.config.get("bin_dir", VERIFIER_DEFAULTS["bin_dir"])),
+        max_verifiers=int(ic.config.get("max_verifiers", 10)),
+        timeout=parse_duration(timeout) if isinstance(timeout, str) else float(timeout),
+    )
 
 
 async def _init_manager(ic: InitContext) -> StreamManager:
@@ -64,7 +87,14 @@ async def _init_local(ic: InitContext) -> LocalTransferrer:
         max_concurrent_uploaded_layers=int(ic.config.get("max_concurrent_uploaded_layers", 3)),
     )
     services = LocalServices(md, differ, DEFAULT_SNAPSHOTTER)  # type: ignore[arg-type]
-    return LocalTransferrer(services, config)
+    from pycontainerd.core.errdefs import NotFoundError
+    from pycontainerd.transfer.verifier import ImageVerifier
+
+    try:
+        verifiers = ic.get_by_type(PluginType.IMAGE_VERIFIER, ImageVerifier)
+    except NotFoundError:  # every verifier disabled: pulls are not verified
+        verifiers = {}
+    return LocalTransferrer(services, config, verifiers=verifiers)
 
 
 def _manager(ic: InitContext) -> StreamManager:
@@ -105,9 +135,20 @@ def pycontainerd_plugins() -> list[Registration]:
             init=_init_manager,
         ),
         Registration(
+            type=PluginType.IMAGE_VERIFIER,
+            id="bindir",
+            init=_init_bindir,
+            config=dict(VERIFIER_DEFAULTS),
+        ),
+        Registration(
             type=PluginType.TRANSFER,
             id="local",
-            requires=(PluginType.METADATA, PluginType.DIFF, PluginType.SNAPSHOT),
+            requires=(
+                PluginType.METADATA,
+                PluginType.DIFF,
+                PluginType.SNAPSHOT,
+                PluginType.IMAGE_VERIFIER,
+            ),
             init=_init_local,
             config=dict(CONFIG_DEFAULTS),
         ),

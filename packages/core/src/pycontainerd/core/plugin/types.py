@@ -32,3 +32,4 @@ class PluginType(StrEnum):
     SANDBOX_STORE = "io.containerd.sandbox.store.v1"
     SANDBOX_CONTROLLER = "io.containerd.sandbox.controller.v1"
     WARNING = "io.containerd.warning.v1"
+    IMAGE_VERIFIER = "io.containerd.image-verifier.v1"
