@@ -167,6 +167,8 @@ def test_container_lifecycle_in_a_pod(cri: Cri) -> None:
     assert [c.attributes.id for c in pod_stats.linux.containers] == [cid]
     assert pod_stats.linux.memory.usage_bytes.value >= stats.memory.usage_bytes.value > 0
     assert pod_stats.linux.cpu.usage_core_nano_seconds.value > 0
+    assert pod_stats.linux.process.process_count.value == 1  # the sleeper; pause not counted
+    assert pod_stats.linux.process.timestamp > 0
     all_pods = cri.runtime.ListPodSandboxStats(pb.ListPodSandboxStatsRequest()).stats
     assert [p.attributes.id for p in all_pods] == [sid]
 

@@ -26,7 +26,7 @@ from pycontainerd.cri.catalog import CriImage, ImageCatalog, disk_usage
 from pycontainerd.cri.cni import DEFAULT_IFNAME
 from pycontainerd.cri.containers import ContainerManager, CriContainer
 from pycontainerd.cri.spec import cgroups_path
-from pycontainerd.cri.stats import Usage, read_net_dev, read_usage
+from pycontainerd.cri.stats import Usage, process_count, read_net_dev, read_usage
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -173,6 +173,11 @@ def _container_status(c: CriContainer) -> pb.ContainerStatus:
         annotations=c.annotations,
         log_path=c.log_path,
     )
+
+
+def _cgroups_of(c: CriContainer) -> str:
+    """The container's ``cgroupsPath`` from its OCI spec."""
+    return str(json.loads(c.spec).get("linux", {}).get("cgroupsPath", ""))
 
 
 def _container_metadata(c: CriContainer) -> pb.ContainerMetadata:
@@ -411,8 +416,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         return pb.ListContainerStatsResponse(stats=stats)
 
     async def _stats(self, c: CriContainer) -> pb.ContainerStats:
-        cgroups = str(json.loads(c.spec).get("linux", {}).get("cgroupsPath", ""))
-        usage = await asyncio.to_thread(read_usage, cgroups)
+        usage = await asyncio.to_thread(read_usage, _cgroups_of(c))
         now = time.time_ns()
         out = pb.ContainerStats(
             attributes=pb.ContainerAttributes(
@@ -453,10 +457,12 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
 
     async def _pod_stats(self, sb: PodSandbox) -> pb.PodSandboxStats:
         """The pod's usage: its cgroup parent's when it has one, else the sum of its parts."""
-        containers = [
-            await self._stats(c) for c in self.cri.containers.select(sandbox_id=sb.id)
+        running = [
+            c
+            for c in self.cri.containers.select(sandbox_id=sb.id)
             if c.state == "CONTAINER_RUNNING"
-        ]  # fmt: skip
+        ]
+        containers = [await self._stats(c) for c in running]
         parent = str((sb.config.get("linux") or {}).get("cgroup_parent") or "")
         if parent and self.cri.config.cgroup_driver == "cgroupfs":
             pod = await asyncio.to_thread(read_usage, parent)
@@ -491,6 +497,10 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
         if pod.working_set_bytes is not None:
             out.linux.memory.working_set_bytes.value = pod.working_set_bytes
         out.linux.containers.extend(containers)
+        # upstream counts the processes of the pod's running containers (the pause one not)
+        counts = await asyncio.to_thread(lambda: [process_count(_cgroups_of(c)) for c in running])
+        out.linux.process.timestamp = now
+        out.linux.process.process_count.value = sum(n or 0 for n in counts)
         if sb.pid and not sb.host_network:
             interfaces = await asyncio.to_thread(read_net_dev, sb.pid)
             out.linux.network.timestamp = now

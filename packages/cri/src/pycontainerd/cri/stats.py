@@ -73,6 +73,22 @@ def read_usage(cgroups_path: str, root: Path = CGROUP_ROOT) -> Usage:
     )
 
 
+def process_count(cgroups_path: str, root: Path = CGROUP_ROOT) -> int | None:
+    """How many processes the cgroup ``cgroups_path`` holds (its ``cgroup.procs``).
+
+    Processes, not threads, as ``runc ps`` lists them; on v1 the ``pids``
+    controller's copy, else the ``memory`` one's.
+    """
+    rel = cgroups_path.lstrip("/")
+    dirs = [root / rel] if is_v2(root) else [root / "pids" / rel, root / "memory" / rel]
+    for d in dirs:
+        try:
+            return len((d / "cgroup.procs").read_text().split())
+        except OSError:
+            continue
+    return None
+
+
 def oom_killed(cgroups_path: str, root: Path = CGROUP_ROOT) -> bool:
     """Whether the kernel's OOM killer killed a process of the cgroup ``cgroups_path``.
 
