@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
 
 from pycontainerd.api.cri.v1 import api_pb2 as pb
-from pycontainerd.core.errdefs import InvalidArgumentError, NotFoundError
-from pycontainerd.cri import security, testing
+from pycontainerd.core.errdefs import InvalidArgumentError, NotFoundError, UnknownError
+from pycontainerd.cri import apparmor, containers, security, testing
 
 if TYPE_CHECKING:
     from pycontainerd.cri.testing import Cri
@@ -101,6 +101,62 @@ def test_docker_profile_becomes_oci_seccomp() -> None:
     assert "read" in allowed
     assert "mount" not in allowed
     assert "mount" in security.default_seccomp(["CAP_SYS_ADMIN"])["syscalls"][0]["names"]
+
+
+def test_apparmor_profile_decisions(tmp_path: Path) -> None:
+    default = {"apparmor": {"profile_type": apparmor.RUNTIME_DEFAULT}}
+    unconfined = {"apparmor": {"profile_type": apparmor.UNCONFINED}}
+    local = {"apparmor": {"profile_type": apparmor.LOCALHOST, "localhost_ref": "localhost/mine"}}
+    prefix = "failed to generate apparmor spec opts: "
+    # a host without AppArmor: asking for any confinement fails loudly, as upstream
+    for sec in (default, local, {"apparmor_profile": "runtime/default"}):
+        with pytest.raises(UnknownError) as info:
+            apparmor.profile_for(sec, privileged=False, enabled=False)
+        assert info.value.message == prefix + "apparmor is not supported"
+    assert apparmor.profile_for(unconfined, privileged=False, enabled=False) is None
+    assert apparmor.profile_for({}, privileged=False, enabled=False) is None
+
+    # a host with AppArmor (its loaded profiles read from a file of the kernel's format)
+    profiles = tmp_path / "profiles"
+    profiles.write_text(f"mine (enforce)\n{apparmor.DEFAULT_PROFILE} (enforce)\n")
+
+    def on(sec: dict[str, Any], *, privileged: bool = False) -> str | None:
+        return apparmor.profile_for(sec, privileged=privileged, enabled=True, profiles=profiles)
+
+    assert on({}) == on(default) == apparmor.DEFAULT_PROFILE  # nothing asked: RuntimeDefault
+    assert on(unconfined) is None
+    assert on(local) == "mine"
+    assert on({}, privileged=True) is None
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"apparmor": {"profile_type": apparmor.LOCALHOST, "localhost_ref": "theirs"}},
+         "apparmor profile not found theirs"),
+        ({"apparmor": {"profile_type": apparmor.RUNTIME_DEFAULT, "localhost_ref": "x"}},
+         "apparmor config invalid LocalhostRef must only be set if ProfileType is Localhost"),
+        ({"apparmor_profile": "bogus"}, 'invalid profile "bogus"'),
+    ]  # fmt: skip
+    for wrong, text in bad:
+        with pytest.raises(UnknownError) as info:
+            on(wrong)
+        assert info.value.message == prefix + text
+
+
+def test_apparmor_host_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    securityfs, parser, enabled = tmp_path / "apparmor", tmp_path / "parser", tmp_path / "enabled"
+    paths = (securityfs, parser, enabled)
+    monkeypatch.delenv("container", raising=False)
+    assert not apparmor.host_supports(*paths)
+    securityfs.mkdir()
+    parser.touch()
+    enabled.write_text("N\n")
+    assert not apparmor.host_supports(*paths)
+    enabled.write_text("Y\n")
+    assert apparmor.host_supports(*paths)
+    monkeypatch.setenv("container", "lxc")  # nested: upstream leaves AppArmor alone
+    assert not apparmor.host_supports(*paths)
+    text = apparmor.default_profile_text(apparmor.DEFAULT_PROFILE)
+    assert f"profile {apparmor.DEFAULT_PROFILE} flags=" in text
+    assert "deny mount," in text
+    assert text.count("{") == text.count("}")
 
 
 # -- real containers ----------------------------------------------------------------------------
@@ -336,6 +392,30 @@ def test_seccomp_profiles(cri: Cri) -> None:
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "failed to load seccomp profile" in (info.value.details() or "")
+
+
+@pytest.mark.system
+def test_apparmor_on_this_host(cri: Cri) -> None:
+    _import(cri)
+    pod = cri.pod_config("apparmor")
+    sid = cri.run(pod)
+    sec = pb.LinuxContainerSecurityContext()
+    sec.apparmor.CopyFrom(pb.SecurityProfile(profile_type=pb.SecurityProfile.Unconfined))
+    _start(cri, sid, pod, "unconfined", sec=sec)  # allowed with or without AppArmor
+    sec.apparmor.CopyFrom(pb.SecurityProfile(profile_type=pb.SecurityProfile.RuntimeDefault))
+    if containers.apparmor_enabled():
+        _, pid = _start(cri, sid, pod, "confined", sec=sec)
+        current = Path(f"/proc/{pid}/attr/current").read_text()
+        assert current.startswith(apparmor.DEFAULT_PROFILE)
+        return
+    with pytest.raises(grpc.RpcError) as info:
+        _create(cri, sid, pod, "confined", sec=sec)
+    assert info.value.code() == grpc.StatusCode.UNKNOWN
+    assert info.value.details() == (
+        "failed to generate apparmor spec opts: apparmor is not supported"
+    )
+    listed = cri.runtime.ListContainers(pb.ListContainersRequest()).containers
+    assert "confined" not in {c.metadata.name for c in listed}  # nothing left behind
 
 
 @pytest.mark.system

@@ -31,6 +31,7 @@ DEFAULT_CONFIG: Final[dict[str, object]] = {
     "restrict_oom_score_adj": False,
     "disable_cgroup": False,
     "enable_selinux": False,
+    "disable_apparmor": False,
     "stream_server_address": "127.0.0.1",
     "stream_server_port": "0",
     "enable_tls_streaming": False,
@@ -101,6 +102,7 @@ class CriConfig:
     restrict_oom_score_adj: bool = False
     disable_cgroup: bool = False
     enable_selinux: bool = False
+    disable_apparmor: bool = False
     stream_server_address: str = "127.0.0.1"
     stream_server_port: str = "0"
     enable_tls_streaming: bool = False
@@ -209,6 +211,7 @@ class CriConfig:
             restrict_oom_score_adj=r.boolean("restrict_oom_score_adj", False),
             disable_cgroup=r.boolean("disable_cgroup", False),
             enable_selinux=r.boolean("enable_selinux", False),
+            disable_apparmor=r.boolean("disable_apparmor", False),
             stream_server_address=r.string("stream_server_address", "127.0.0.1"),
             stream_server_port=port,
             enable_tls_streaming=r.boolean("enable_tls_streaming", False),

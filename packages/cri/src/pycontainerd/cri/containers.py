@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -45,7 +46,7 @@ from pycontainerd.core.errdefs import (
 from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.namespaces import with_namespace
 from pycontainerd.core.types import AnyValue
-from pycontainerd.cri import cio, security
+from pycontainerd.cri import apparmor, cio, security
 from pycontainerd.cri.attach import ContainerStdio
 from pycontainerd.cri.images import chain_id
 from pycontainerd.cri.sandbox import K8S_NAMESPACE, KIND_LABEL, READY, SPEC_TYPE_URL
@@ -76,6 +77,12 @@ EXEC_OUTPUT_LIMIT = 16 * 1024 * 1024
 RESOURCES_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
 METADATA_EXTENSION = "io.cri-containerd.container.metadata"
 METADATA_TYPE_URL = "pycontainerd.cri.v1.Container"
+
+
+@functools.cache
+def apparmor_enabled() -> bool:
+    """Whether this host confines containers with AppArmor (checked once per daemon)."""
+    return apparmor.host_supports()
 
 
 @dataclass(slots=True)
@@ -403,9 +410,13 @@ class ContainerManager:
         if privileged and not (sb_linux.get("security_context") or {}).get("privileged"):
             msg = "no privileged container allowed in sandbox"
             raise InvalidArgumentError(msg)
+        enabled = not self.sandboxes.config.disable_apparmor and apparmor_enabled()
+        profile = await asyncio.to_thread(
+            apparmor.profile_for, sec, privileged=privileged, enabled=enabled
+        )
         async with self.sandboxes.lease():
             return await self._create_leased(
-                cid, name, sb, config, meta, image_ref, image_id, diff_ids, icfg, args
+                cid, name, sb, config, meta, image_ref, image_id, diff_ids, icfg, args, profile
             )
 
     async def _create_leased(  # noqa: PLR0917
@@ -420,6 +431,7 @@ class ContainerManager:
         diff_ids: list[str],
         icfg: dict[str, Any],
         args: list[str],
+        apparmor_profile: str | None,
     ) -> CriContainer:
         md = self.sandboxes.md
         snapshotter = self.sandboxes.config.snapshotter
@@ -428,6 +440,8 @@ class ContainerManager:
             rootfs_mounts = await snap.prepare(cid, chain_id(diff_ids))
         try:
             spec = self._spec(cid, sb, config, meta, image_ref, icfg, rootfs_mounts, args)
+            if apparmor_profile is not None:
+                spec["process"]["apparmorProfile"] = apparmor_profile
         except BaseException:
             with with_namespace(K8S_NAMESPACE), contextlib.suppress(Exception):
                 await snap.remove(cid)
