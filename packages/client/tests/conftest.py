@@ -15,19 +15,11 @@ from pycontainerd.client.remotes import mediatypes as mt
 from pycontainerd.client.remotes.testing import Blob, Image, Registry, require_registry, sha256
 from pycontainerd.client.testing import RealContainerd
 from pycontainerd.core import platforms
+from pycontainerd.core.testing import STORE_PLUGINS
 from pycontainerd.daemon.testing import Daemon, daemon_env, short_tempdir
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-# The plugin modules our daemon loads for these tests (autoload off).
-MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.metadata.plugin",
-)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +32,7 @@ def module_dir() -> Iterator[Path]:
 def ours(module_dir: Path) -> Iterator[Daemon]:
     base = module_dir / "p"
     base.mkdir()
-    with Daemon(base, env=daemon_env(MODULES)) as daemon:
+    with Daemon(base, env=daemon_env(STORE_PLUGINS)) as daemon:
         yield daemon
 
 

@@ -8,20 +8,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pycontainerd.client.testing import RealContainerd
+from pycontainerd.core.testing import TRANSFER_PLUGINS
 from pycontainerd.daemon.testing import Daemon, daemon_env, short_tempdir
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
-
-MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.metadata.plugin",
-    "pycontainerd.transfer.plugin",
-)
 
 
 def ours_ctr(
@@ -99,7 +91,7 @@ def containerd(module_dir: Path) -> Iterator[RealContainerd]:
 def ours(module_dir: Path) -> Iterator[Daemon]:
     base = module_dir / "p"
     base.mkdir()
-    with Daemon(base, env=daemon_env(MODULES)) as daemon:
+    with Daemon(base, env=daemon_env(TRANSFER_PLUGINS)) as daemon:
         yield daemon
 
 

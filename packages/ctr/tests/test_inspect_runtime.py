@@ -8,13 +8,11 @@ prints, against our daemon and against containerd 2.1 (not in CI: only the
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pycontainerd.core.testing import runtime_daemon
 from pycontainerd.runtime.testing import require
 
 if TYPE_CHECKING:
@@ -22,30 +20,14 @@ if TYPE_CHECKING:
 
     from pycontainerd.daemon.testing import Daemon
 
-MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.metadata.plugin",
-    "pycontainerd.runtime.plugin",
-)
-
 pytestmark = [pytest.mark.system]
 
 
 @pytest.fixture
 def daemon() -> Iterator[Daemon]:
-    testing = pytest.importorskip("pycontainerd.daemon.testing")
     require("runc")
-    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="irt-"))
-    d = testing.Daemon(base, config="version = 2\n", env=testing.daemon_env(MODULES))
-    try:
-        d.start()
+    with runtime_daemon("irt-") as d:
         yield d
-    finally:
-        d.kill()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_inspect_runtime_prints_the_runtime_info_as_the_2x_ctr(

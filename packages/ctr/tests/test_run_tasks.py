@@ -8,7 +8,6 @@ it itself).
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import gzip
 import hashlib
@@ -23,7 +22,6 @@ import struct
 import subprocess
 import sys
 import tarfile
-import tempfile
 import termios
 import time
 import uuid
@@ -32,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pycontainerd.core.testing import wait_for
+from pycontainerd.core.testing import runtime_daemon, wait_for
+from pycontainerd.runtime.testing import make_rootfs, require
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -42,14 +41,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.system
 
 GO_CTR = "/usr/bin/ctr"
-MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.metadata.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.runtime.plugin",
-)
 IMAGE = "localhost/ctr-run-test/busybox:1"
 IMAGE_NO_UNPACK = "localhost/ctr-run-test/busybox:packed"
 
@@ -185,46 +176,31 @@ class Rig:
 
 @pytest.fixture(scope="module")
 def rig() -> Iterator[Rig]:
-    testing = pytest.importorskip("pycontainerd.daemon.testing")
-    rt = pytest.importorskip("pycontainerd.runtime.testing")
-    rt.require(GO_CTR, "runc", "busybox")
-    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="crt-"))
-    rt.make_rootfs(base / "rootfs")
-    d = testing.Daemon(base, config="version = 2\n", env=testing.daemon_env(MODULES))
-    r = Rig(d, base)
-    try:
-        d.start()
-        busybox_archive(
-            base / "img.tar",
-            IMAGE,
-            {"Env": ["PATH=/bin", "FROM_IMAGE=1"], "Cmd": ["/bin/echo", "from the image"]},
-        )
-        busybox_archive(
-            base / "packed.tar",
-            IMAGE_NO_UNPACK,
-            {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"], "WorkingDir": "/tmp"},
-        )
-        assert r.go("images", "import", str(base / "img.tar")).returncode == 0
-        res = r.go("images", "import", "--no-unpack", str(base / "packed.tar"))
-        assert res.returncode == 0, res.stderr
-        yield r
-    finally:
-        if d.proc is not None and d.proc.poll() is None:
-            for cid in r.go("tasks", "ls", "-q").stdout.split():
-                r.go("tasks", "kill", "-s", "SIGKILL", cid)
-                r.go("tasks", "rm", "-f", cid)
-        pids = set()
-        for f in d.state.glob("io.containerd.runtime.v2.task/*/*/shim.pid"):
-            with contextlib.suppress(OSError, ValueError):
-                pids.add(int(f.read_text()))
-        d.kill()
-        for pid in pids:
-            try:
-                if b"shim" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        shutil.rmtree(base, ignore_errors=True)
+    require(GO_CTR, "runc", "busybox")
+    with runtime_daemon("crt-") as d:
+        base = d.base
+        make_rootfs(base / "rootfs")
+        r = Rig(d, base)
+        try:
+            busybox_archive(
+                base / "img.tar",
+                IMAGE,
+                {"Env": ["PATH=/bin", "FROM_IMAGE=1"], "Cmd": ["/bin/echo", "from the image"]},
+            )
+            busybox_archive(
+                base / "packed.tar",
+                IMAGE_NO_UNPACK,
+                {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"], "WorkingDir": "/tmp"},
+            )
+            assert r.go("images", "import", str(base / "img.tar")).returncode == 0
+            res = r.go("images", "import", "--no-unpack", str(base / "packed.tar"))
+            assert res.returncode == 0, res.stderr
+            yield r
+        finally:
+            if d.proc is not None and d.proc.poll() is None:
+                for cid in r.go("tasks", "ls", "-q").stdout.split():
+                    r.go("tasks", "kill", "-s", "SIGKILL", cid)
+                    r.go("tasks", "rm", "-f", cid)
 
 
 @pytest.fixture

@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import signal
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pycontainerd.core.testing import runtime_daemon
 from pycontainerd.runtime.testing import is_our_shim, require, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from pathlib import Path
 
     from pycontainerd.daemon.testing import Daemon
 
-MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.metadata.plugin",
-    "pycontainerd.runtime.plugin",
-)
 ROW = re.compile(r"^(\S+)\s+(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{1,9})? \+0000 UTC)\s+(\S+)\s*$")
 
 pytestmark = [pytest.mark.system]
@@ -35,22 +24,9 @@ pytestmark = [pytest.mark.system]
 
 @pytest.fixture
 def daemon() -> Iterator[Daemon]:
-    testing = pytest.importorskip("pycontainerd.daemon.testing")
     require("runc")
-    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="sbc-"))
-    d = testing.Daemon(base, config="version = 2\n", env=testing.daemon_env(MODULES))
-    try:
-        d.start()
+    with runtime_daemon("sbc-") as d:
         yield d
-    finally:
-        pids = set()
-        for f in d.state.glob("io.containerd.runtime.v2.task/*/*/shim.pid"):
-            pids.add(int(f.read_text()))
-        d.kill()
-        for pid in pids:
-            if is_our_shim(pid):
-                os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_sandboxes_run_ls_rm(daemon: Daemon, tmp_path: Path, py: Callable[..., Any]) -> None:

@@ -360,3 +360,56 @@ class RealContainerd(DaemonProcess):
     def ctr(self, *args: str, namespace: str = "default") -> subprocess.CompletedProcess[str]:
         """Run the Go ``ctr -a <socket> -n <namespace> <args>`` (not checked)."""
         return self.run_ctr(["-n", namespace, *args], 60)
+
+
+# -- daemons with a store, and with the runtime (the client, ctr and transfer tests) --
+
+STORE_PLUGINS: Final = (
+    "pycontainerd.daemon.plugin",
+    "pycontainerd.events.plugin",
+    "pycontainerd.content.plugin",
+    "pycontainerd.snapshots.plugin",
+    "pycontainerd.metadata.plugin",
+)
+"""The plugin modules of a daemon that stores (content, snapshots, metadata) and runs nothing."""
+RUNTIME_PLUGINS: Final = (*STORE_PLUGINS, "pycontainerd.runtime.plugin")
+""":data:`STORE_PLUGINS` plus the runtime (tasks and sandboxes on our shim)."""
+TRANSFER_PLUGINS: Final = (*STORE_PLUGINS, "pycontainerd.transfer.plugin")
+""":data:`STORE_PLUGINS` plus the Transfer service."""
+
+
+def leftover_shims(state: Path) -> set[int]:
+    """The pids of the shims a daemon with ``state`` started (from their bundles' ``shim.pid``)."""
+    pids = set()
+    for f in state.glob("io.containerd.runtime.v2.task/*/*/shim.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            pids.add(int(f.read_text()))
+    return pids
+
+
+def kill_shims(pids: Iterable[int]) -> None:
+    """SIGKILL each of ``pids`` that is still a shim (its command line says so)."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if b"shim" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def runtime_daemon(
+    prefix: str, modules: Iterable[str] = RUNTIME_PLUGINS, *, extra: dict[str, str] | None = None
+) -> Iterator[Daemon]:
+    """Our started daemon on a new short base (``/tmp/<prefix>…``) loading ``modules``.
+
+    On exit the daemon is killed, then the shims it left behind, and the base is removed.
+    """
+    base = Path(tempfile.mkdtemp(dir="/tmp", prefix=prefix))
+    daemon = Daemon(base, config="version = 2\n", env=daemon_env(modules, extra=extra))
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        pids = leftover_shims(daemon.state)
+        daemon.kill()
+        kill_shims(pids)
+        shutil.rmtree(base, ignore_errors=True)
