@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from pycontainerd.core.errdefs import InvalidArgumentError
+from pycontainerd.ctr.tabwriter import TabWriter
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -132,6 +133,54 @@ def group(name: str, help_text: str) -> AliasGroup:
     return AliasGroup(
         name=name, help=help_text, context_settings={"help_option_names": ["-h", "--help"]}
     )
+
+
+def list_command(
+    grp: AliasGroup, quiet_help: str, *, filters: bool = True
+) -> Callable[[Callable[..., Any]], click.Command]:
+    """``<group> list`` (alias ``ls``) with ``--quiet``/``-q`` and, with ``filters``, filters.
+
+    The decorated function takes ``(ctx, quiet[, ...], filters)`` like any click command.
+    """
+
+    def decorator(f: Callable[..., Any]) -> click.Command:
+        f = click.pass_context(f)
+        if filters:
+            f = click.argument("filters", nargs=-1)(f)
+        f = click.option("--quiet", "-q", is_flag=True, help=quiet_help)(f)
+        return grp.command_with_aliases("list", "ls")(f)
+
+    return decorator
+
+
+def print_table(
+    header: str, rows: Iterable[str], *, minwidth: int = 1, padding: int = 1, padchar: str = " "
+) -> None:
+    """``header`` and ``rows`` (tab-separated cells) on stdout, aligned as Go's tabwriter does."""
+    w = TabWriter(sys.stdout, minwidth, 8, padding, padchar)
+    w.write(header)
+    for row in rows:
+        w.write(row)
+    w.flush()
+
+
+def print_list(
+    items: Iterable[T],
+    quiet: bool,
+    key: Callable[[T], object],
+    header: str,
+    row: Callable[[T], str],
+    **table: Any,
+) -> None:
+    """What a list command prints: ``key`` of each item a line with ``--quiet``, else the table.
+
+    ``table`` holds :func:`print_table`'s layout options.
+    """
+    if quiet:
+        for item in items:
+            click.echo(key(item))
+        return
+    print_table(header, map(row, items), **table)
 
 
 def run(ctx: click.Context, work: Callable[[Client], Awaitable[T]], **client_kwargs: Any) -> T:

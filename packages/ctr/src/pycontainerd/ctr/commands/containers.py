@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -16,11 +15,12 @@ from pycontainerd.ctr.common import (
     group,
     join_labels,
     label_args,
+    list_command,
     log,
     object_with_labels,
+    print_list,
     run,
 )
-from pycontainerd.ctr.tabwriter import TabWriter
 from pycontainerd.ctr.units import rfc3339nano
 
 if TYPE_CHECKING:
@@ -143,26 +143,18 @@ async def _create_from_spec(
     await client.container_store().create(record)
 
 
-@containers.command_with_aliases("list", "ls")
-@click.option("--quiet", "-q", is_flag=True, help="Print only the container id")
-@click.argument("filters", nargs=-1)
-@click.pass_context
+@list_command(containers, "Print only the container id")
 def list_containers(ctx: click.Context, quiet: bool, filters: tuple[str, ...]) -> None:
     """List containers."""
-
-    async def work(client: Client) -> list[Container]:
-        return await client.container_store().list(*filters)
-
-    found = run(ctx, work)
-    if quiet:
-        for c in found:
-            click.echo(c.id)
-        return
-    w = TabWriter(sys.stdout, 4, 8, 4, " ")
-    w.write("CONTAINER\tIMAGE\tRUNTIME\t\n")
-    for c in found:
-        w.write(f"{c.id}\t{c.image or '-'}\t{c.runtime.name}\t\n")
-    w.flush()
+    print_list(
+        run(ctx, lambda client: client.container_store().list(*filters)),
+        quiet,
+        lambda c: c.id,
+        "CONTAINER\tIMAGE\tRUNTIME\t\n",
+        lambda c: f"{c.id}\t{c.image or '-'}\t{c.runtime.name}\t\n",
+        minwidth=4,
+        padding=4,
+    )
 
 
 def container_json(c: Container) -> dict[str, Any]:

@@ -14,8 +14,16 @@ from pycontainerd.core.errdefs import (
     NotFoundError,
     UnavailableError,
 )
-from pycontainerd.ctr.common import group, join_labels, log, object_with_labels, run
-from pycontainerd.ctr.tabwriter import TabWriter
+from pycontainerd.ctr.common import (
+    group,
+    join_labels,
+    list_command,
+    log,
+    object_with_labels,
+    print_list,
+    print_table,
+    run,
+)
 from pycontainerd.ctr.units import human_duration, human_size, since
 
 if TYPE_CHECKING:
@@ -26,27 +34,19 @@ content = group("content", "Manage content")
 CHUNK = 1 << 20
 
 
-@content.command_with_aliases("list", "ls")
-@click.option("--quiet", "-q", is_flag=True, help="Print only the blob digest")
-@click.argument("filters", nargs=-1)
-@click.pass_context
+@list_command(content, "Print only the blob digest")
 def list_content(ctx: click.Context, quiet: bool, filters: tuple[str, ...]) -> None:
     """List all blobs in the store."""
 
     async def work(client: Client) -> list[Info]:
         return [info async for info in client.content_store().walk(*filters)]
 
-    infos = run(ctx, work)
-    if quiet:
-        for info in infos:
-            click.echo(info.digest)
-        return
-    w = TabWriter(sys.stdout, 1, 8, 1, "\t")
-    w.write("DIGEST\tSIZE\tAGE\tLABELS\n")
-    for info in infos:
+    def row(info: Info) -> str:
         age = human_duration(since(info.created_at))
-        w.write(f"{info.digest}\t{human_size(info.size)}\t{age}\t{join_labels(info.labels, '-')}\n")
-    w.flush()
+        return f"{info.digest}\t{human_size(info.size)}\t{age}\t{join_labels(info.labels, '-')}\n"
+
+    header = "DIGEST\tSIZE\tAGE\tLABELS\n"
+    print_list(run(ctx, work), quiet, lambda info: info.digest, header, row, padchar="\t")
 
 
 @content.command("active")
@@ -65,11 +65,11 @@ def active(ctx: click.Context, timeout: str, root: str, match: str) -> None:
         return await client.content_store().list_statuses(*([match] if match else []))
 
     statuses = run(ctx, work)
-    w = TabWriter(sys.stdout, 1, 8, 1, "\t")
-    w.write("REF\tSIZE\tAGE\t\n")
-    for st in statuses:
-        w.write(f"{st.ref}\t{human_size(st.offset)}\t{human_duration(since(st.started_at))}\t\n")
-    w.flush()
+    rows = (
+        f"{st.ref}\t{human_size(st.offset)}\t{human_duration(since(st.started_at))}\t\n"
+        for st in statuses
+    )
+    print_table("REF\tSIZE\tAGE\t\n", rows, padchar="\t")
 
 
 @content.command("get")

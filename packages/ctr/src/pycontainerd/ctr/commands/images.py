@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING
 
 import click
 
 from pycontainerd.core.errdefs import AlreadyExistsError, InvalidArgumentError, NotFoundError
-from pycontainerd.ctr.common import group, join_labels, log, object_with_labels, run
-from pycontainerd.ctr.tabwriter import TabWriter
+from pycontainerd.ctr.common import (
+    group,
+    join_labels,
+    list_command,
+    log,
+    object_with_labels,
+    print_list,
+    print_table,
+    run,
+)
 from pycontainerd.ctr.units import bytes_size
 
 if TYPE_CHECKING:
@@ -19,10 +26,7 @@ if TYPE_CHECKING:
 images = group("images", "Manage images")
 
 
-@images.command_with_aliases("list", "ls")
-@click.option("--quiet", "-q", is_flag=True, help="Print only the image refs")
-@click.argument("filters", nargs=-1)
-@click.pass_context
+@list_command(images, "Print only the image refs")
 def list_images(ctx: click.Context, quiet: bool, filters: tuple[str, ...]) -> None:
     """List images known to containerd."""
     from pycontainerd.client import imagewalk
@@ -52,20 +56,16 @@ def list_images(ctx: click.Context, quiet: bool, filters: tuple[str, ...]) -> No
             rows.append((image, size, column))
         return rows
 
-    rows = run(ctx, work)
-    if quiet:
-        for image, _, _ in rows:
-            click.echo(image.name)
-        return
-    w = TabWriter(sys.stdout, 1, 8, 1, " ")
-    w.write("REF\tTYPE\tDIGEST\tSIZE\tPLATFORMS\tLABELS\t\n")
-    for image, size, column in rows:
+    def row(found: tuple[Image, int, str]) -> str:
+        image, size, column = found
         t = image.target
         labels = join_labels(image.labels, "-")
-        w.write(
+        return (
             f"{image.name}\t{t.media_type}\t{t.digest}\t{bytes_size(size)}\t{column}\t{labels}\t\n"
         )
-    w.flush()
+
+    header = "REF\tTYPE\tDIGEST\tSIZE\tPLATFORMS\tLABELS\t\n"
+    print_list(run(ctx, work), quiet, lambda found: found[0].name, header, row)
 
 
 @images.command("check")
@@ -98,13 +98,8 @@ def check(ctx: click.Context, snapshotter: str, filters: tuple[str, ...]) -> Non
         return lines
 
     lines = run(ctx, work)
-    if not lines:
-        return
-    w = TabWriter(sys.stdout, 1, 8, 1, " ")
-    w.write("REF\tTYPE\tDIGEST\tSTATUS\tSIZE\tUNPACKED\t\n")
-    for line in lines:
-        w.write(line)
-    w.flush()
+    if lines:
+        print_table("REF\tTYPE\tDIGEST\tSTATUS\tSIZE\tUNPACKED\t\n", lines)
 
 
 @images.command("tag")

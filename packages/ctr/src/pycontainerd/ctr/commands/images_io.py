@@ -21,9 +21,8 @@ from typing import IO, TYPE_CHECKING
 import click
 
 from pycontainerd.core.errdefs import InvalidArgumentError, UnimplementedError
-from pycontainerd.ctr.common import run
+from pycontainerd.ctr.common import print_table, run
 from pycontainerd.ctr.registry import registry_flags
-from pycontainerd.ctr.tabwriter import TabWriter
 from pycontainerd.ctr.units import bytes_size
 
 if TYPE_CHECKING:
@@ -586,11 +585,10 @@ def usage_command(ctx: click.Context, snapshotter: str, ref: str) -> None:
         return rows
 
     rows = run(ctx, work)
-    w = TabWriter(sys.stdout, 1, 8, 1, " ")
-    w.write("KEY\tSIZE\tINODES\t\n")
-    for key, size, inodes in rows:
-        w.write(f"{key}\t{bytes_size(size)}\t{inodes}\t\n")
-    w.flush()
+    print_table(
+        "KEY\tSIZE\tINODES\t\n",
+        (f"{key}\t{bytes_size(size)}\t{inodes}\t\n" for key, size, inodes in rows),
+    )
 
 
 def register(group: AliasGroup) -> None:

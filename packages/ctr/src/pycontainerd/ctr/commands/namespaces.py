@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING
 
 import click
 
 from pycontainerd.core.errdefs import InvalidArgumentError, NotFoundError
-from pycontainerd.ctr.common import group, join_labels, log, object_with_labels, run
-from pycontainerd.ctr.tabwriter import TabWriter
+from pycontainerd.ctr.common import (
+    group,
+    join_labels,
+    list_command,
+    log,
+    object_with_labels,
+    print_list,
+    run,
+)
 
 if TYPE_CHECKING:
     from pycontainerd.client.client import Client
@@ -51,25 +57,16 @@ def label(ctx: click.Context, args: tuple[str, ...]) -> None:
     run(ctx, work)
 
 
-@namespaces.command_with_aliases("list", "ls")
-@click.option("--quiet", "-q", is_flag=True, help="Print only the namespace name")
-@click.pass_context
+@list_command(namespaces, "Print only the namespace name", filters=False)
 def list_namespaces(ctx: click.Context, quiet: bool) -> None:
     """List namespaces."""
-
-    async def work(client: Client) -> list[tuple[str, dict[str, str]]]:
-        return await client.namespace_store().list_with_labels()
-
-    found = run(ctx, work)
-    if quiet:
-        for name, _ in found:
-            click.echo(name)
-        return
-    w = TabWriter(sys.stdout, 1, 8, 1, " ")
-    w.write("NAME\tLABELS\t\n")
-    for name, labels in found:
-        w.write(f"{name}\t{join_labels(labels)}\t\n")
-    w.flush()
+    print_list(
+        run(ctx, lambda client: client.namespace_store().list_with_labels()),
+        quiet,
+        lambda found: found[0],
+        "NAME\tLABELS\t\n",
+        lambda found: f"{found[0]}\t{join_labels(found[1])}\t\n",
+    )
 
 
 @namespaces.command_with_aliases("remove", "rm")

@@ -19,14 +19,12 @@ The calls go through the generated stubs on the client's channel.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from typing import TYPE_CHECKING, Any, Final
 
 import click
 
-from pycontainerd.ctr.common import go_json, group, log, run
-from pycontainerd.ctr.tabwriter import TabWriter
+from pycontainerd.ctr.common import go_json, group, log, print_table, run
 
 if TYPE_CHECKING:
     from pycontainerd.api.types import sandbox_pb2
@@ -175,13 +173,11 @@ def list_sandboxes(ctx: click.Context, filters: tuple[str, ...]) -> None:
             raise RuntimeError(msg) from exc
         return list(resp.list)
 
-    found = run(ctx, work)
-    w = TabWriter(sys.stdout, 1, 8, 1, " ")
-    w.write("ID\tCREATED\tRUNTIME\t\n")
-    for sb in found:
+    def row(sb: sandbox_pb2.Sandbox) -> str:
         created = go_time(sb.created_at.seconds, sb.created_at.nanos)
-        w.write(f"{sb.sandbox_id}\t{created}\t{sb.runtime.name}\t\n")
-    w.flush()
+        return f"{sb.sandbox_id}\t{created}\t{sb.runtime.name}\t\n"
+
+    print_table("ID\tCREATED\tRUNTIME\t\n", map(row, run(ctx, work)))
 
 
 @sandboxes.command_with_aliases("remove", "rm")

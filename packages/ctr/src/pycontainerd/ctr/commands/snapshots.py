@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
-import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from pycontainerd.ctr.common import AliasGroup, go_json, join_labels, object_with_labels, run
-from pycontainerd.ctr.tabwriter import TabWriter
+from pycontainerd.ctr.common import (
+    AliasGroup,
+    go_json,
+    join_labels,
+    object_with_labels,
+    print_table,
+    run,
+)
 from pycontainerd.ctr.units import bytes_size, rfc3339, rfc3339nano
 
 if TYPE_CHECKING:
@@ -71,11 +76,8 @@ def list_snapshots(ctx: click.Context) -> None:
     async def work(client: Client) -> list[Info]:
         return [i async for i in _sn(ctx, client).walk()]
 
-    w = TabWriter(sys.stdout, 1, 8, 1, " ")
-    w.write("KEY\tPARENT\tKIND\t\n")
-    for info in run(ctx, work):
-        w.write(f"{info.name}\t{info.parent}\t{info.kind}\t\n")
-    w.flush()
+    rows = (f"{info.name}\t{info.parent}\t{info.kind}\t\n" for info in run(ctx, work))
+    print_table("KEY\tPARENT\tKIND\t\n", rows)
 
 
 def _create(
@@ -202,12 +204,12 @@ def usage(ctx: click.Context, in_bytes: bool, keys: tuple[str, ...]) -> None:
         names = list(keys) or [i.name async for i in sn.walk()]
         return [(n, await sn.usage(n)) for n in names]
 
-    w = TabWriter(sys.stdout, 1, 8, 1, " ")
-    w.write("KEY\tSIZE\tINODES\t\n")
-    for name, u in run(ctx, work):
+    def row(found: tuple[str, Usage]) -> str:
+        name, u = found
         size = str(u.size) if in_bytes else bytes_size(u.size)
-        w.write(f"{name}\t{size}\t{u.inodes}\t\n")
-    w.flush()
+        return f"{name}\t{size}\t{u.inodes}\t\n"
+
+    print_table("KEY\tSIZE\tINODES\t\n", map(row, run(ctx, work)))
 
 
 @snapshots.command_with_aliases("delete", "del", "remove", "rm")
