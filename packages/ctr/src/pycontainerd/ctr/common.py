@@ -39,6 +39,13 @@ class UsageError(InvalidArgumentError):
         return self.message
 
 
+def required(value: T, message: str) -> T:
+    """``value``; InvalidArgumentError(``message``) when it is empty (a missing argument)."""
+    if not value:
+        raise InvalidArgumentError(message)
+    return value
+
+
 def exit_with(code: int) -> None:
     """End ``ctr`` with the task's exit status (nothing printed), like ``cli.NewExitError``."""
     if code != 0:
@@ -206,6 +213,39 @@ def run(ctx: click.Context, work: Callable[[Client], Awaitable[T]], **client_kwa
         from pycontainerd.core.errdefs import DeadlineExceededError
 
         raise DeadlineExceededError from None
+
+
+def run_each(
+    ctx: click.Context,
+    items: Iterable[T],
+    action: Callable[[Client, T], Awaitable[object]],
+    failed: Callable[[T, Exception], Exception],
+) -> None:
+    """``action(client, item)`` for every item on one connection, going on after a failure.
+
+    ``failed(item, error)`` reports a failure and returns the error to end with;
+    the first of those is raised once every item had its turn (ctr's delete commands).
+    """
+
+    async def work(client: Client) -> Exception | None:
+        first: Exception | None = None
+        for item in items:
+            try:
+                await action(client, item)
+            except Exception as exc:
+                err = failed(item, exc)
+                first = first or err
+        return first
+
+    err = run(ctx, work)
+    if err is not None:
+        raise err
+
+
+def unable_to_delete(name: str, exc: Exception) -> Exception:
+    """Log that ``name`` could not be deleted; the error to end with names it too."""
+    log("error", f"unable to delete {name}", error=exc)
+    return type(exc)(f"unable to delete {name}: {exc}")
 
 
 def object_with_labels(args: Iterable[str]) -> tuple[str, dict[str, str]]:

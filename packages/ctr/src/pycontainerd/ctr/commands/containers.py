@@ -19,7 +19,9 @@ from pycontainerd.ctr.common import (
     log,
     object_with_labels,
     print_list,
+    required,
     run,
+    run_each,
 )
 from pycontainerd.ctr.units import rfc3339nano
 
@@ -89,12 +91,8 @@ def create(ctx: click.Context, /, config: str, args: tuple[str, ...], **flags: A
     else:
         ref = args[0] if args else ""
         container_id = args[1] if len(args) > 1 else ""
-        if not ref:
-            msg = "image ref must be provided"
-            raise InvalidArgumentError(msg)
-    if not container_id:
-        msg = "container id must be provided"
-        raise InvalidArgumentError(msg)
+        required(ref, "image ref must be provided")
+    required(container_id, "container id must be provided")
     labels = label_args(flags["label"])
     file_spec = load_spec_file(config) if config else None
     opts = [] if config else flag_spec_options(args[2:], flags)
@@ -200,9 +198,7 @@ def label(ctx: click.Context, args: tuple[str, ...]) -> None:
     from dataclasses import replace
 
     cid, labels = object_with_labels(args)
-    if not cid:
-        msg = "please specify a container"
-        raise InvalidArgumentError(msg)
+    required(cid, "please specify a container")
 
     async def work(client: Client) -> Container:
         store = client.container_store()
@@ -219,24 +215,17 @@ def label(ctx: click.Context, args: tuple[str, ...]) -> None:
 @click.pass_context
 def delete(ctx: click.Context, keep_snapshot: bool, ids: tuple[str, ...]) -> None:
     """Delete one or more existing containers."""
-    if not ids:
-        msg = "must specify at least one container to delete"
-        raise InvalidArgumentError(msg)
+    required(ids, "must specify at least one container to delete")
 
-    async def work(client: Client) -> Exception | None:
-        first: Exception | None = None
+    async def delete_one(client: Client, cid: str) -> None:
         store = client.container_store()
-        for cid in ids:
-            try:
-                c = await store.get(cid)
-                await store.delete(cid)
-                if not keep_snapshot and c.snapshot_key:
-                    await client.snapshot_service(c.snapshotter or None).remove(c.snapshot_key)
-            except Exception as exc:
-                log("error", "failed to delete container", error=exc)
-                first = first or exc
-        return first
+        c = await store.get(cid)
+        await store.delete(cid)
+        if not keep_snapshot and c.snapshot_key:
+            await client.snapshot_service(c.snapshotter or None).remove(c.snapshot_key)
 
-    err = run(ctx, work)
-    if err is not None:
-        raise err
+    def failed(cid: str, exc: Exception) -> Exception:
+        log("error", "failed to delete container", error=exc)
+        return exc
+
+    run_each(ctx, ids, delete_one, failed)

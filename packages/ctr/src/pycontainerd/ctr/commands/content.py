@@ -10,7 +10,6 @@ import click
 from pycontainerd.core import digests
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
-    InvalidArgumentError,
     NotFoundError,
     UnavailableError,
 )
@@ -22,7 +21,9 @@ from pycontainerd.ctr.common import (
     object_with_labels,
     print_list,
     print_table,
+    required,
     run,
+    run_each,
 )
 from pycontainerd.ctr.units import human_duration, human_size, since
 
@@ -98,9 +99,7 @@ def ingest(ctx: click.Context, expected_size: int, expected_digest: str, ref: st
     """Accept content into the store (from stdin)."""
     if expected_digest:
         digests.parse(expected_digest)
-    if not ref:
-        msg = "must specify a transaction reference"
-        raise InvalidArgumentError(msg)
+    required(ref, "must specify a transaction reference")
 
     async def work(client: Client) -> None:
         import asyncio
@@ -161,25 +160,19 @@ def label(ctx: click.Context, args: tuple[str, ...]) -> None:
 def delete(ctx: click.Context, args: tuple[str, ...]) -> None:
     """Permanently delete one or more blobs. Deleted blobs are printed."""
 
-    async def work(client: Client) -> Exception | None:
-        first: Exception | None = None
-        store = client.content_store()
-        for arg in args:
-            try:
-                dgst = str(digests.parse(arg))
-                await store.delete(dgst)
-            except NotFoundError:
-                continue
-            except Exception as exc:
-                log("error", f"could not delete {arg}", error=exc)
-                first = first or exc
-                continue
-            click.echo(dgst)
-        return first
+    async def delete_one(client: Client, arg: str) -> None:
+        dgst = str(digests.parse(arg))
+        try:
+            await client.content_store().delete(dgst)
+        except NotFoundError:
+            return
+        click.echo(dgst)
 
-    err = run(ctx, work)
-    if err is not None:
-        raise err
+    def failed(arg: str, exc: Exception) -> Exception:
+        log("error", f"could not delete {arg}", error=exc)
+        return exc
+
+    run_each(ctx, args, delete_one, failed)
 
 
 # -- registry commands (fetch, fetch-object, push-object) live in content_remote.py ---

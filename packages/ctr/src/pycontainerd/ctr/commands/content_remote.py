@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from pycontainerd.core.errdefs import InvalidArgumentError
 from pycontainerd.ctr.commands.images_remote import debug_enabled, parse_platforms
-from pycontainerd.ctr.common import label_args, run
+from pycontainerd.ctr.common import label_args, required, run
 from pycontainerd.ctr.registry import RegistryOptions, registry_flags, resolver
 
 if TYPE_CHECKING:
@@ -73,9 +72,7 @@ def fetch(  # noqa: PLR0917 - upstream's flags
     from pycontainerd.remotes.progress import Tracker
     from pycontainerd.remotes.pull import fetch as fetch_image
 
-    if not ref:
-        msg = "please provide an image reference to fetch"
-        raise InvalidArgumentError(msg)
+    required(ref, "please provide an image reference to fetch")
     wanted = parse_platforms(platform_specs)
     show = not debug_enabled(ctx)
 
@@ -115,9 +112,7 @@ def fetch_object(
     import contextlib
 
     del hints  # upstream accepts and ignores them too
-    if not ref:
-        msg = "please provide a remote reference"
-        raise InvalidArgumentError(msg)
+    required(ref, "please provide a remote reference")
 
     async def work(_client: Client) -> None:
         out = sys.stdout.buffer
@@ -152,9 +147,7 @@ def push_object(
     from pycontainerd.remotes import mediatypes as mt
     from pycontainerd.remotes import reference
 
-    if not (ref and obj and media_type):
-        msg = "please provide <remote> <object> <type>"
-        raise InvalidArgumentError(msg)
+    required(ref and obj and media_type, "please provide <remote> <object> <type>")
     dgst = digests.parse(obj)
 
     async def work(client: Client) -> None:

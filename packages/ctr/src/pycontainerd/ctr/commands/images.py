@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from pycontainerd.core.errdefs import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from pycontainerd.core.errdefs import AlreadyExistsError, NotFoundError
 from pycontainerd.ctr.common import (
     group,
     join_labels,
@@ -15,7 +15,10 @@ from pycontainerd.ctr.common import (
     object_with_labels,
     print_list,
     print_table,
+    required,
     run,
+    run_each,
+    unable_to_delete,
 )
 from pycontainerd.ctr.units import bytes_size
 
@@ -157,9 +160,7 @@ def label(ctx: click.Context, replace_all: bool, args: tuple[str, ...]) -> None:
     from pycontainerd.core.images import Image
 
     name, labels = object_with_labels(args)
-    if not name:
-        msg = "please specify an image"
-        raise InvalidArgumentError(msg)
+    required(name, "please specify an image")
 
     async def work(client: Client) -> Image:
         paths = ["labels"] if replace_all and labels else [f"labels.{k}" for k in labels]
@@ -178,25 +179,17 @@ def label(ctx: click.Context, replace_all: bool, args: tuple[str, ...]) -> None:
 def delete(ctx: click.Context, sync: bool, refs: tuple[str, ...]) -> None:
     """Remove one or more images by reference."""
 
-    async def work(client: Client) -> Exception | None:
-        first: Exception | None = None
-        store = client.image_store()
-        for i, ref in enumerate(refs):
-            try:
-                await store.delete(ref, sync=sync and i == len(refs) - 1)
-            except NotFoundError:
-                log("warning", f"{ref}: image not found")
-                continue
-            except Exception as exc:
-                log("error", f"unable to delete {ref}", error=exc)
-                first = first or type(exc)(f"unable to delete {ref}: {exc}")
-                continue
-            click.echo(ref)
-        return first
+    async def delete_one(client: Client, item: tuple[int, str]) -> None:
+        i, ref = item
+        try:
+            # the last delete of a --sync run waits for the garbage collection
+            await client.image_store().delete(ref, sync=sync and i == len(refs) - 1)
+        except NotFoundError:
+            log("warning", f"{ref}: image not found")
+            return
+        click.echo(ref)
 
-    err = run(ctx, work)
-    if err is not None:
-        raise err
+    run_each(ctx, enumerate(refs), delete_one, lambda item, exc: unable_to_delete(item[1], exc))
 
 
 # -- registry commands (pull, push) live in images_remote.py --------------------------

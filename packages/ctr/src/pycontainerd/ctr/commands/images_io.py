@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING
 import click
 
 from pycontainerd.core.errdefs import InvalidArgumentError, UnimplementedError
-from pycontainerd.ctr.common import print_table, run
+from pycontainerd.ctr.common import print_table, required, run
 from pycontainerd.ctr.registry import registry_flags
 from pycontainerd.ctr.units import bytes_size
 
@@ -175,9 +175,7 @@ def import_command(
     from pycontainerd.remotes.archive import ImportOptions, import_images, refs
     from pycontainerd.remotes.archive.importer import strict_matcher
 
-    if not source:
-        msg = "please provide an archive to import (a path, or - for stdin)"
-        raise InvalidArgumentError(msg)
+    required(source, "please provide an archive to import (a path, or - for stdin)")
     if not local:
         _import_transfer(
             ctx,
@@ -206,9 +204,7 @@ def import_command(
     if digests:
         opts.digest_ref = refs.digest_ref(prefix)
     if skip_digest_for_named:
-        if not digests:
-            msg = "--skip-digest-for-named must be specified with --digests option"
-            raise InvalidArgumentError(msg)
+        required(digests, "--skip-digest-for-named must be specified with --digests option")
         opts.skip_digest_for_named = True
     want = platforms.parse(platform) if platform else None
     if want is not None:
@@ -273,9 +269,9 @@ def export_command(
     from pycontainerd.core import platforms
     from pycontainerd.remotes.archive import ExportOptions, export_images
 
-    if not out or not names:
-        msg = "please provide both an output filename and an image reference to export"
-        raise InvalidArgumentError(msg)
+    required(
+        out and names, "please provide both an output filename and an image reference to export"
+    )
     if not local:
         _export_transfer(
             ctx,
@@ -441,12 +437,8 @@ def mount_command(
     from pycontainerd.core.errdefs import AlreadyExistsError, ContainerdError
 
     del registry, labels  # accepted for upstream compatibility; the image must exist locally
-    if not ref:
-        msg = "please provide an image reference to mount"
-        raise InvalidArgumentError(msg)
-    if not target:
-        msg = "please provide a target path to mount to"
-        raise InvalidArgumentError(msg)
+    required(ref, "please provide an image reference to mount")
+    required(target, "please provide a target path to mount to")
     name = _snapshotter(snapshotter)
     want = platforms.parse(platform) if platform else platforms.host()
 
@@ -518,9 +510,7 @@ def unmount_command(
     from pycontainerd.core.errdefs import NotFoundError
 
     del registry, labels
-    if not target:
-        msg = "please provide a target path to unmount from"
-        raise InvalidArgumentError(msg)
+    required(target, "please provide a target path to unmount from")
     mount.unmount_all(target)
     if remove:
 
@@ -558,9 +548,7 @@ def usage_command(ctx: click.Context, snapshotter: str, ref: str) -> None:
     from pycontainerd.client.containers import image_config, image_manifest
     from pycontainerd.core.errdefs import FailedPreconditionError, NotFoundError
 
-    if not ref:
-        msg = "please provide an image reference to mount"
-        raise InvalidArgumentError(msg)
+    required(ref, "please provide an image reference to mount")
     name = _snapshotter(snapshotter)
 
     async def work(client: Client) -> list[tuple[str, int, int]]:

@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from pycontainerd.core.errdefs import InvalidArgumentError
-from pycontainerd.ctr.common import run
+from pycontainerd.ctr.common import required, run
 
 if TYPE_CHECKING:
     from pycontainerd.client.client import Client
@@ -34,9 +33,7 @@ def install_command(ctx: click.Context, libs: bool, replace: bool, path: str, re
     """Install a new package: <ref>."""
     from pycontainerd.client.install import install
 
-    if not ref:
-        msg = "please provide an image reference to install"
-        raise InvalidArgumentError(msg)
+    required(ref, "please provide an image reference to install")
 
     async def work(client: Client) -> list[str]:
         return await install(client, ref, path=path or None, libs=libs, replace=replace)

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import click
 
-from pycontainerd.core.errdefs import InvalidArgumentError, NotFoundError
+from pycontainerd.core.errdefs import NotFoundError
 from pycontainerd.ctr.common import (
     group,
     join_labels,
     list_command,
-    log,
     object_with_labels,
     print_list,
+    required,
     run,
+    run_each,
+    unable_to_delete,
 )
 
 if TYPE_CHECKING:
@@ -29,9 +32,7 @@ namespaces = group("namespaces", "Manage namespaces")
 def create(ctx: click.Context, args: tuple[str, ...]) -> None:
     """Create a new namespace. It must be unique. Usage: <name> [<key>=<value>...]."""
     name, labels = object_with_labels(args)
-    if not name:
-        msg = "please specify a namespace"
-        raise InvalidArgumentError(msg)
+    required(name, "please specify a namespace")
 
     async def work(client: Client) -> None:
         await client.namespace_store().create(name, labels)
@@ -45,9 +46,7 @@ def create(ctx: click.Context, args: tuple[str, ...]) -> None:
 def label(ctx: click.Context, args: tuple[str, ...]) -> None:
     """Set and clear labels for a namespace. An empty value clears the label."""
     name, labels = object_with_labels(args)
-    if not name:
-        msg = "please specify a namespace"
-        raise InvalidArgumentError(msg)
+    required(name, "please specify a namespace")
 
     async def work(client: Client) -> None:
         store = client.namespace_store()
@@ -76,32 +75,18 @@ def list_namespaces(ctx: click.Context, quiet: bool) -> None:
 def remove(ctx: click.Context, cgroup: bool, names: tuple[str, ...]) -> None:
     """Remove one or more namespaces. For now, the namespace must be empty."""
 
-    async def work(client: Client) -> Exception | None:
-        first: Exception | None = None
-        store = client.namespace_store()
-        for name in names:
-            try:
-                await store.delete(name)
-            except NotFoundError:
-                pass
-            except Exception as exc:
-                log("error", f"unable to delete {name}", error=exc)
-                if first is None:
-                    first = type(exc)(f"unable to delete {name}: {exc}")
-                continue
-            if cgroup:
-                _remove_cgroup(name)
-            click.echo(name)
-        return first
+    async def remove_one(client: Client, name: str) -> None:
+        with contextlib.suppress(NotFoundError):
+            await client.namespace_store().delete(name)
+        if cgroup:
+            _remove_cgroup(name)
+        click.echo(name)
 
-    err = run(ctx, work)
-    if err is not None:
-        raise err
+    run_each(ctx, names, remove_one, unable_to_delete)
 
 
 def _remove_cgroup(name: str) -> None:
     """Remove the namespace's top-level cgroup (v2: ``/sys/fs/cgroup/<name>``) if empty."""
-    import contextlib
     import os
 
     with contextlib.suppress(OSError):
