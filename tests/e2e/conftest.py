@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 
 import pytest
 
+from pycontainerd.core.testing import STORE_PLUGINS
 from pycontainerd.daemon import testing
 
 if TYPE_CHECKING:
@@ -36,13 +37,7 @@ CTR: Final = testing.CTR
 """containerd's Go ``ctr``, by absolute path (ours shadows it on PATH)."""
 
 #: Plugin modules an end-to-end daemon loads: everything issues 5 and 6 need.
-MODULES: Final = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.metadata.plugin",
-)
+MODULES: Final = STORE_PLUGINS
 
 MakeDaemon: TypeAlias = "Callable[..., Daemon]"
 """The type of the ``make_daemon`` fixture."""

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Final
 import pytest
 from hpack import Encoder
 
+from pycontainerd.core.testing import STORE_PLUGINS
 from pycontainerd.daemon import testing
 
 if TYPE_CHECKING:
@@ -31,13 +32,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.system
 
-MODULES: Final = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.metadata.plugin",
-)
+MODULES: Final = STORE_PLUGINS
 MAX_STREAMS: Final = 50
 HANDSHAKE: Final = 2
 IDLE: Final = 3

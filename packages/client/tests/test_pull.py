@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from typing import TYPE_CHECKING
 
 import pytest
 
@@ -25,16 +24,8 @@ from pycontainerd.remotes.testing import (
     Registry,
     build_image,
     build_index,
-    require_registry,
 )
 from pycontainerd.remotes.unpack import chain_ids
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-    from pycontainerd.client.testing import RealContainerd
-    from pycontainerd.daemon.testing import Daemon
-
 
 IMAGE = build_image(
     [{"bin/hello": b"#!/bin/sh\necho hello\n"}, {"etc/motd": b"welcome\n"}, {"etc/x": b"x" * 5000}]
@@ -42,21 +33,7 @@ IMAGE = build_image(
 AMD = build_image([{"arch": b"amd64\n"}])
 ARM = build_image([{"arch": b"arm64\n"}], architecture="arm64", variant="v8")
 INDEX = build_index({"linux/amd64": AMD, "linux/arm64/v8": ARM})
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    require_registry()
-    with Registry(tmp_path_factory.mktemp("reg")).running() as reg:
-        reg.seed("test/multi", "v1", IMAGE)
-        reg.seed("test/index", "v1", INDEX)
-        yield reg
-
-
-@pytest.fixture(params=["containerd", "ours"])
-def address(request: pytest.FixtureRequest) -> str:
-    daemon: RealContainerd | Daemon = request.getfixturevalue(request.param)
-    return daemon.address
+REGISTRY_IMAGES = {"test/multi:v1": IMAGE, "test/index:v1": INDEX}
 
 
 def resolver() -> Resolver:

@@ -12,29 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pycontainerd.core.testing import runtime_daemon
-from pycontainerd.runtime.testing import require
-
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from pycontainerd.daemon.testing import Daemon
 
 pytestmark = [pytest.mark.system]
 
 
-@pytest.fixture
-def daemon() -> Iterator[Daemon]:
-    require("runc")
-    with runtime_daemon("irt-") as d:
-        yield d
-
-
 def test_inspect_runtime_prints_the_runtime_info_as_the_2x_ctr(
-    daemon: Daemon, py: Callable[..., Any]
+    shim_daemon: Daemon, py: Callable[..., Any]
 ) -> None:
-    res = py(daemon.address, "plugins", "inspect-runtime")
-    assert res.returncode == 0, res.stderr.decode() + daemon.log()[-2000:]
+    res = py(shim_daemon.address, "plugins", "inspect-runtime")
+    assert res.returncode == 0, res.stderr.decode() + shim_daemon.log()[-2000:]
     out = res.stdout.decode()
     info = json.loads(out)
     assert list(info) == ["Name", "Version", "Options", "Features", "Annotations"]
@@ -48,7 +38,7 @@ def test_inspect_runtime_prints_the_runtime_info_as_the_2x_ctr(
     assert out.endswith("\n}\n")
 
     res = py(
-        daemon.address,
+        shim_daemon.address,
         "plugins",
         "inspect-runtime",
         "--runc-binary",
@@ -60,26 +50,36 @@ def test_inspect_runtime_prints_the_runtime_info_as_the_2x_ctr(
     assert json.loads(res.stdout)["Options"] == {"binary_name": "/usr/bin/runc", "root": "/run/x"}
 
     # Other runtime names send no options: the runtime echoes none.
-    res = py(daemon.address, "plugins", "inspect-runtime", "--runtime", "io.containerd.pyrunc.v2")
+    res = py(
+        shim_daemon.address, "plugins", "inspect-runtime", "--runtime", "io.containerd.pyrunc.v2"
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["Options"] is None
 
 
-def test_inspect_runtime_errors_read_as_the_2x_ctr(daemon: Daemon, py: Callable[..., Any]) -> None:
-    res = py(daemon.address, "plugins", "inspect-runtime", "--runtime", "nosuch")
+def test_inspect_runtime_errors_read_as_the_2x_ctr(
+    shim_daemon: Daemon, py: Callable[..., Any]
+) -> None:
+    res = py(shim_daemon.address, "plugins", "inspect-runtime", "--runtime", "nosuch")
     assert res.returncode == 1
     assert res.stderr.decode().startswith(
         "ctr: failed to resolve runtime path: invalid runtime name nosuch, "
     )
     res = py(
-        daemon.address, "plugins", "inspect-runtime", "--runtime", "io.x.v2", "--runc-binary", "r"
+        shim_daemon.address,
+        "plugins",
+        "inspect-runtime",
+        "--runtime",
+        "io.x.v2",
+        "--runc-binary",
+        "r",
     )
     assert (res.returncode, res.stderr.decode()) == (
         1,
         'ctr: specifying runc-binary and runc-systemd-cgroup is only supported for "'
         'io.containerd.runc.v2" runtime\n',
     )
-    res = py(daemon.address, "plugins", "inspect-runtime", "--runc-systemd-cgroup")
+    res = py(shim_daemon.address, "plugins", "inspect-runtime", "--runc-systemd-cgroup")
     assert (res.returncode, res.stderr.decode()) == (
         1,
         "ctr: option --runc-systemd-cgroup requires --cgroup to be set, "
@@ -87,7 +87,7 @@ def test_inspect_runtime_errors_read_as_the_2x_ctr(daemon: Daemon, py: Callable[
     )
     # The shim refuses options of another kind: its -info failure, as a plain error.
     res = py(
-        daemon.address,
+        shim_daemon.address,
         "plugins",
         "inspect-runtime",
         "--runtime",

@@ -22,7 +22,7 @@ from pycontainerd.client.install import _Extractor
 from pycontainerd.core.errdefs import AlreadyExistsError
 from pycontainerd.core.testing import STORE_PLUGINS
 from pycontainerd.daemon.testing import Daemon, daemon_env
-from pycontainerd.remotes.testing import Registry, build_image, require_registry
+from pycontainerd.remotes.testing import Registry, build_image
 
 if TYPE_CHECKING:
     import subprocess
@@ -44,12 +44,7 @@ TOOL = build_image(
 )
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    require_registry()
-    with Registry(tmp_path_factory.mktemp("reg")).running() as reg:
-        reg.seed("test/tool", "v1", TOOL)
-        yield reg
+REGISTRY_IMAGES = {"test/tool:v1": TOOL}
 
 
 @pytest.fixture(scope="module")

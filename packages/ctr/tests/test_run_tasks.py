@@ -25,16 +25,16 @@ import tarfile
 import termios
 import time
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pycontainerd.core.testing import runtime_daemon, wait_for
+from pycontainerd.core.testing import busybox_layer, runtime_daemon, wait_for
 from pycontainerd.runtime.testing import make_rootfs, require
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     from pycontainerd.daemon.testing import Daemon
 
@@ -51,25 +51,8 @@ def _digest(data: bytes) -> str:
 
 def busybox_archive(path: Path, name: str, config: dict[str, object]) -> None:
     """An OCI archive of a one-layer image: ``bin/busybox`` and ``bin/sh``, ``bin/echo``..."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for d in ("bin", "tmp", "proc", "sys", "dev", "etc"):
-            info = tarfile.TarInfo(d)
-            info.type, info.mode = tarfile.DIRTYPE, 0o755
-            tar.addfile(info)
-        data = Path("/bin/busybox").read_bytes()
-        info = tarfile.TarInfo("bin/busybox")
-        info.size, info.mode = len(data), 0o755
-        tar.addfile(info, io.BytesIO(data))
-        for applet in ("sh", "echo", "cat", "sleep", "pwd"):
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(link)
-        passwd = b"root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n"
-        info = tarfile.TarInfo("etc/passwd")
-        info.size = len(passwd)
-        tar.addfile(info, io.BytesIO(passwd))
-    layer = raw.getvalue()
+    passwd = b"root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n"
+    layer = busybox_layer(("sh", "echo", "cat", "sleep", "pwd"), passwd)
     blob = gzip.compress(layer, mtime=0)
     cfg = json.dumps(
         {

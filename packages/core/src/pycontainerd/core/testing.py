@@ -413,3 +413,41 @@ def runtime_daemon(
         daemon.kill()
         kill_shims(pids)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def assert_import_leaves_out(module: str, heavy: str) -> None:
+    """Importing ``module`` in a fresh interpreter (this one's path) must not import ``heavy``."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    probe = f"import sys, {module}; assert {heavy!r} not in sys.modules"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise AssertionError(proc.stderr.decode())
+
+
+def busybox_layer(applets: Iterable[str], passwd: bytes = b"root:x:0:0:root:/:/bin/sh\n") -> bytes:
+    """An uncompressed layer: ``bin/busybox``, applet links, ``etc/passwd``, empty mount points.
+
+    ``bin/busybox`` is this host's ``/bin/busybox`` (busybox-static); each of
+    ``applets`` is a symlink ``bin/<applet>`` to it.
+    """
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for d in ("bin", "tmp", "proc", "sys", "dev", "etc"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        data = Path("/bin/busybox").read_bytes()
+        info = tarfile.TarInfo("bin/busybox")
+        info.size, info.mode = len(data), 0o755
+        tar.addfile(info, io.BytesIO(data))
+        for applet in applets:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+        info = tarfile.TarInfo("etc/passwd")
+        info.size = len(passwd)
+        tar.addfile(info, io.BytesIO(passwd))
+    return raw.getvalue()
