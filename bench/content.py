@@ -34,7 +34,7 @@ from _harness import (
     Peer,
     Row,
     channel,
-    check_binaries,
+    parse_args,
     peers,
     print_table,
     running,
@@ -116,9 +116,8 @@ def main() -> int:
     parser.add_argument(
         "--runs", type=int, default=3, help="ingest/get runs per daemon (they alternate)"
     )
-    args = parser.parse_args()
-    if (missing := check_binaries()) is not None:
-        print(missing, file=sys.stderr)
+    args = parse_args(parser)
+    if args is None:
         return 1
     print_table(rows(args.mib, args.runs))
     return 0

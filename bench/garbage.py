@@ -45,9 +45,9 @@ from _harness import (
     Peer,
     Row,
     channel,
-    check_binaries,
     containerd_peer,
     ns_metadata,
+    parse_args,
     print_table,
     pycontainerd_peer,
     running,
@@ -302,9 +302,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main() -> int:
-    args = parser().parse_args()
-    if (missing := check_binaries()) is not None:
-        print(missing, file=sys.stderr)
+    args = parse_args(parser())
+    if args is None:
         return 1
     print_table(rows(args))
     return 0

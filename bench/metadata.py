@@ -48,8 +48,8 @@ from _harness import (
     Peer,
     Row,
     channel,
-    check_binaries,
     ns_metadata,
+    parse_args,
     peers,
     print_table,
     running,
@@ -260,9 +260,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--containers", type=int, default=500, help="containers to create")
     parser.add_argument("--records", type=int, default=10_000, help="images/containers to list")
-    args = parser.parse_args()
-    if (missing := check_binaries()) is not None:
-        print(missing, file=sys.stderr)
+    args = parse_args(parser)
+    if args is None:
         return 1
     print_table(rows(args.containers, args.records))
     return 0
