@@ -43,7 +43,6 @@ def register(content: AliasGroup) -> None:
     "fetch",
     help=FETCH_DESCRIPTION,
     short_help="Fetch all content for an image into containerd",
-    context_settings={"help_option_names": ["-h", "--help"]},
 )
 @registry_flags
 @click.option("--label", "labels", multiple=True, help="labels to attach to the image")
@@ -99,7 +98,6 @@ def fetch(  # noqa: PLR0917 - upstream's flags
     "fetch-object",
     help="Fetch objects by identifier from a remote.",
     short_help="Retrieve objects from a remote",
-    context_settings={"help_option_names": ["-h", "--help"]},
 )
 @registry_flags
 @click.argument("ref", required=False, default="")
@@ -131,7 +129,6 @@ def fetch_object(
     "push-object",
     help="Push objects by identifier to a remote.",
     short_help="Push an object to a remote",
-    context_settings={"help_option_names": ["-h", "--help"]},
 )
 @registry_flags
 @click.argument("ref", required=False, default="")

@@ -131,7 +131,6 @@ def register(images: AliasGroup) -> None:
     "pull",
     help=PULL_DESCRIPTION,
     short_help="Pull an image from a remote",
-    context_settings={"help_option_names": ["-h", "--help"]},
 )
 @registry_flags
 @click.option(
@@ -287,7 +286,6 @@ def _pull_transfer(
     "push",
     help=PUSH_DESCRIPTION,
     short_help="Push an image to a remote",
-    context_settings={"help_option_names": ["-h", "--help"]},
 )
 @registry_flags
 @click.option("--manifest", default="", help="digest of manifest")

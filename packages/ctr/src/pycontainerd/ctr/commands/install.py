@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     "install",
     help="install a new package",
     short_help="Install a new package",
-    context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.option("--libs", "-l", is_flag=True, help="install libs from the image")
 @click.option(

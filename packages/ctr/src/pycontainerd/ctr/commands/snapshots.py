@@ -103,24 +103,24 @@ def _create(
         click.echo(mounts_json(found))
 
 
-@snapshots.command("prepare")
-@click.option("--target", "-t", default="", help="Mount target path, will print mount, if provided")
-@click.option("--mounts", is_flag=True, help="Print out snapshot mounts as JSON")
-@click.argument("args", nargs=-1)
-@click.pass_context
-def prepare(ctx: click.Context, target: str, mounts: bool, args: tuple[str, ...]) -> None:
-    """Prepare a snapshot from a committed snapshot: <key> [<parent>]."""
-    _create(ctx, False, target, mounts, args)
+def _create_command(name: str, view: bool, help_text: str) -> None:
+    """Add ``snapshots <name>``: an active snapshot, or with ``view`` a read-only one."""
+
+    @snapshots.command(name, help=help_text)
+    @click.option(
+        "--target", "-t", default="", help="Mount target path, will print mount, if provided"
+    )
+    @click.option("--mounts", is_flag=True, help="Print out snapshot mounts as JSON")
+    @click.argument("args", nargs=-1)
+    @click.pass_context
+    def create(ctx: click.Context, target: str, mounts: bool, args: tuple[str, ...]) -> None:
+        _create(ctx, view, target, mounts, args)
 
 
-@snapshots.command("view")
-@click.option("--target", "-t", default="", help="Mount target path, will print mount, if provided")
-@click.option("--mounts", is_flag=True, help="Print out snapshot mounts as JSON")
-@click.argument("args", nargs=-1)
-@click.pass_context
-def view(ctx: click.Context, target: str, mounts: bool, args: tuple[str, ...]) -> None:
-    """Create a read-only snapshot from a committed snapshot: <key> [<parent>]."""
-    _create(ctx, True, target, mounts, args)
+_create_command("prepare", False, "Prepare a snapshot from a committed snapshot: <key> [<parent>].")
+_create_command(
+    "view", True, "Create a read-only snapshot from a committed snapshot: <key> [<parent>]."
+)
 
 
 @snapshots.command_with_aliases("mounts", "m", "mount")

@@ -35,8 +35,10 @@ from pycontainerd.ctr.common import (
 from pycontainerd.ctr.metrics import metrics_document, parse_message, write_metrics_table
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from pycontainerd.client.client import Client
-    from pycontainerd.client.tasks import Metric, Task
+    from pycontainerd.client.tasks import Metric, Task, TaskService
     from pycontainerd.core.types import AnyValue
 
 tasks = group("tasks", "Manage tasks")
@@ -106,30 +108,24 @@ def ps(ctx: click.Context, container: str | None) -> None:
     print_table("PID\tINFO\n", rows, padding=4)
 
 
-@tasks.command("pause")
-@click.argument("container", required=False)
-@click.pass_context
-def pause(ctx: click.Context, container: str | None) -> None:
-    """Pause an existing container."""
+def _freeze_command(
+    name: str, help_text: str, call: Callable[[TaskService, str], Awaitable[object]]
+) -> None:
+    """Add ``tasks pause`` or ``tasks resume``: ``call(service, container id)``."""
 
-    async def work(client: Client) -> None:
-        task = await load_container_task(client, container or "")
-        await task.service.pause(task.container_id)
+    @tasks.command(name, help=help_text)
+    @click.argument("container", required=False)
+    @click.pass_context
+    def freeze(ctx: click.Context, container: str | None) -> None:
+        async def work(client: Client) -> None:
+            task = await load_container_task(client, container or "")
+            await call(task.service, task.container_id)
 
-    run(ctx, work)
+        run(ctx, work)
 
 
-@tasks.command("resume")
-@click.argument("container", required=False)
-@click.pass_context
-def resume(ctx: click.Context, container: str | None) -> None:
-    """Resume a paused container."""
-
-    async def work(client: Client) -> None:
-        task = await load_container_task(client, container or "")
-        await task.service.resume(task.container_id)
-
-    run(ctx, work)
+_freeze_command("pause", "Pause an existing container.", lambda s, cid: s.pause(cid))
+_freeze_command("resume", "Resume a paused container.", lambda s, cid: s.resume(cid))
 
 
 @tasks.command("kill")
