@@ -79,6 +79,19 @@ def parse_args(parser: argparse.ArgumentParser, *binaries: str) -> argparse.Name
     return args
 
 
+def table_main(
+    parser: argparse.ArgumentParser,
+    make_rows: Callable[[argparse.Namespace], list[Row]],
+    *binaries: str,
+) -> int:
+    """A bench's ``main``: :func:`parse_args`, measure, print the table; the exit status."""
+    args = parse_args(parser, *binaries)
+    if args is None:
+        return 1
+    print_table(make_rows(args))
+    return 0
+
+
 @dataclass
 class Peer:
     """One daemon under test."""

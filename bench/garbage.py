@@ -47,10 +47,9 @@ from _harness import (
     channel,
     containerd_peer,
     ns_metadata,
-    parse_args,
-    print_table,
     pycontainerd_peer,
     running,
+    table_main,
     tmpfs_dir,
     write_blob,
 )
@@ -302,11 +301,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main() -> int:
-    args = parse_args(parser())
-    if args is None:
-        return 1
-    print_table(rows(args))
-    return 0
+    return table_main(parser(), rows)
 
 
 if __name__ == "__main__":

@@ -49,10 +49,9 @@ from _harness import (
     Row,
     channel,
     ns_metadata,
-    parse_args,
     peers,
-    print_table,
     running,
+    table_main,
     write_blob,
 )
 
@@ -260,11 +259,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--containers", type=int, default=500, help="containers to create")
     parser.add_argument("--records", type=int, default=10_000, help="images/containers to list")
-    args = parse_args(parser)
-    if args is None:
-        return 1
-    print_table(rows(args.containers, args.records))
-    return 0
+    return table_main(parser, lambda args: rows(args.containers, args.records))
 
 
 if __name__ == "__main__":

@@ -155,25 +155,10 @@ class Image:
 
 def make_image(layers: list[bytes], config: dict[str, object]) -> Image:
     """An OCI image of uncompressed ``layers`` (gzipped here) and the runtime ``config``."""
+    from pycontainerd.core.testing import oci_image
+
     gz = [gzip.compress(layer, mtime=0) for layer in layers]
-    cfg = json.dumps(
-        {
-            "architecture": ARCH,
-            "os": "linux",
-            "config": config,
-            "rootfs": {"type": "layers", "diff_ids": [sha(layer) for layer in layers]},
-        },
-        sort_keys=True,
-    ).encode()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": sha(cfg), "size": len(cfg)},
-            "layers": [{"mediaType": OCI_LAYER, "digest": sha(b), "size": len(b)} for b in gz],
-        },
-        sort_keys=True,
-    ).encode()
+    cfg, manifest = oci_image(gz, config, architecture=ARCH)
     return Image(blobs=[*((OCI_LAYER, b) for b in gz), (OCI_CONFIG, cfg)], manifest=manifest)
 
 

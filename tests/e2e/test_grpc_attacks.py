@@ -297,13 +297,7 @@ def data_dribble(address: str) -> Outcome:
         while (frame := c.read_frame()) is not None and not (frame[0] == HEADERS and frame[2] == 1):
             pass
         c.send(c.frame(WINDOW_UPDATE, 0, 1, struct.pack(">I", 1)) * 3000)
-        while True:
-            frame = c.read_frame()
-            if frame is None:
-                return ("closed", -1)
-            kind, _, _, payload = frame
-            if kind == GOAWAY:
-                return ("goaway", int.from_bytes(payload[4:8], "big"))
+        return c.outcome()
 
 
 def rapid_reset(address: str) -> Outcome:

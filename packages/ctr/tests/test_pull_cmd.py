@@ -284,43 +284,16 @@ def test_push_object_then_fetch_object(registry: Registry, ours: Daemon, ns: str
     ref = f"{registry.host}/test/multi:v1"
     ok(py(ours.address, "content", "fetch", "--plain-http", ref, namespace=ns))
     target = f"{registry.host}/test/obj-{ns}:v1"
-    for blob in IMAGE.blobs:
-        ok(
-            py(
-                ours.address,
-                "content",
-                "push-object",
-                "--plain-http",
-                target,
-                blob.digest,
-                blob.media_type,
-                namespace=ns,
-            )
-        )
-    ok(
-        py(
-            ours.address,
-            "content",
-            "push-object",
-            "--plain-http",
-            target,
-            IMAGE.root.digest,
-            IMAGE.root.media_type,
-            namespace=ns,
-        )
-    )
+
+    def push_object(digest: str, media_type: str) -> subprocess.CompletedProcess[bytes]:
+        args = ("content", "push-object", "--plain-http", target, digest, media_type)
+        return py(ours.address, *args, namespace=ns)
+
+    for blob in [*IMAGE.blobs, IMAGE.root]:  # the manifest last
+        ok(push_object(blob.digest, blob.media_type))
     fetched = py(ours.address, "content", "fetch-object", "--plain-http", target, "manifest")
     assert ok(fetched).encode() == IMAGE.root.data
-    missing = py(
-        ours.address,
-        "content",
-        "push-object",
-        "--plain-http",
-        target,
-        "sha256:" + "0" * 64,
-        IMAGE.root.media_type,
-        namespace=ns,
-    )
+    missing = push_object("sha256:" + "0" * 64, IMAGE.root.media_type)
     assert missing.returncode == 1
     assert "not found" in missing.stderr.decode()
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import gzip
-import hashlib
-import io
 import json
 import os
 import pty
@@ -21,7 +19,6 @@ import signal
 import struct
 import subprocess
 import sys
-import tarfile
 import termios
 import time
 import uuid
@@ -29,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pycontainerd.core.testing import busybox_layer, runtime_daemon, wait_for
+from pycontainerd.core.testing import busybox_layer, runtime_daemon, wait_for, write_oci_layout
 from pycontainerd.runtime.testing import make_rootfs, require
 
 if TYPE_CHECKING:
@@ -45,64 +42,11 @@ IMAGE = "localhost/ctr-run-test/busybox:1"
 IMAGE_NO_UNPACK = "localhost/ctr-run-test/busybox:packed"
 
 
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 def busybox_archive(path: Path, name: str, config: dict[str, object]) -> None:
     """An OCI archive of a one-layer image: ``bin/busybox`` and ``bin/sh``, ``bin/echo``..."""
     passwd = b"root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n"
     layer = busybox_layer(("sh", "echo", "cat", "sleep", "pwd"), passwd)
-    blob = gzip.compress(layer, mtime=0)
-    cfg = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": config,
-            "rootfs": {"type": "layers", "diff_ids": [_digest(layer)]},
-        }
-    ).encode()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": _digest(cfg),
-                "size": len(cfg),
-            },
-            "layers": [
-                {
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": _digest(blob),
-                    "size": len(blob),
-                }
-            ],
-        }
-    ).encode()
-    index = json.dumps(
-        {
-            "schemaVersion": 2,
-            "manifests": [
-                {
-                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                    "digest": _digest(manifest),
-                    "size": len(manifest),
-                    "platform": {"architecture": "amd64", "os": "linux"},
-                    "annotations": {"io.containerd.image.name": name},
-                }
-            ],
-        }
-    ).encode()
-    with tarfile.open(path, "w") as tar:
-        for member, content in (
-            ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
-            ("index.json", index),
-            *((f"blobs/sha256/{_digest(b)[7:]}", b) for b in (cfg, manifest, blob)),
-        ):
-            info = tarfile.TarInfo(member)
-            info.size = len(content)
-            tar.addfile(info, io.BytesIO(content))
+    write_oci_layout(path, name, [gzip.compress(layer, mtime=0)], config)
 
 
 class Rig:

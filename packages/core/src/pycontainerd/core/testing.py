@@ -451,3 +451,88 @@ def busybox_layer(applets: Iterable[str], passwd: bytes = b"root:x:0:0:root:/:/b
         info.size = len(passwd)
         tar.addfile(info, io.BytesIO(passwd))
     return raw.getvalue()
+
+
+# -- OCI images built here (ctr and end-to-end tests, the critest harness) --
+
+OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG: Final = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER: Final = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+def sha256_digest(data: bytes) -> str:
+    """``sha256:<hex>`` of ``data``."""
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def oci_image(
+    layers: Sequence[bytes], config: object, *, architecture: str = "amd64"
+) -> tuple[bytes, bytes]:
+    """The config and manifest (JSON, keys sorted) of a linux image.
+
+    ``layers`` are gzipped layer tars, bottom first; ``config`` is the image
+    config's ``config`` member (what a container runs).
+    """
+    import gzip
+    import json
+
+    diff_ids = [sha256_digest(gzip.decompress(layer)) for layer in layers]
+    image_config = {
+        "architecture": architecture,
+        "os": "linux",
+        "config": config,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }
+    cfg = json.dumps(image_config, sort_keys=True).encode()
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": sha256_digest(cfg), "size": len(cfg)},
+        "layers": [
+            {"mediaType": OCI_LAYER, "digest": sha256_digest(layer), "size": len(layer)}
+            for layer in layers
+        ],
+    }
+    return cfg, json.dumps(manifest, sort_keys=True).encode()
+
+
+def write_oci_layout(
+    path: Path, name: str, layers: Sequence[bytes], config: object, *, architecture: str = "amd64"
+) -> tuple[bytes, bytes]:
+    """Write the OCI image layout tar (``oci-layout``, ``index.json``, blobs) of :func:`oci_image`.
+
+    The index names the image ``name`` (``io.containerd.image.name``, what
+    ``ctr images import`` uses, and its tag as ``org.opencontainers.image.ref.name``).
+    Returns the config and the manifest.
+    """
+    import io
+    import json
+    import tarfile
+
+    cfg, manifest = oci_image(layers, config, architecture=architecture)
+    entry = {
+        "mediaType": OCI_MANIFEST,
+        "digest": sha256_digest(manifest),
+        "size": len(manifest),
+        "platform": {"architecture": architecture, "os": "linux"},
+        "annotations": {
+            "io.containerd.image.name": name,
+            "org.opencontainers.image.ref.name": name.rpartition(":")[2],
+        },
+    }
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}
+    members = {
+        "oci-layout": b'{"imageLayoutVersion":"1.0.0"}',
+        "index.json": json.dumps(index, sort_keys=True).encode(),
+        **{f"blobs/sha256/{sha256_digest(b)[7:]}": b for b in (manifest, cfg, *layers)},
+    }
+    with tarfile.open(path, "w") as tar:
+        for member, data in members.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(data))
+    return cfg, manifest
