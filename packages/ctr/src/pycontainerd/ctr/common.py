@@ -6,6 +6,7 @@ imported only inside :func:`run`, when a command really talks to a daemon.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from dataclasses import dataclass
@@ -246,6 +247,30 @@ def unable_to_delete(name: str, exc: Exception) -> Exception:
     """Log that ``name`` could not be deleted; the error to end with names it too."""
     log("error", f"unable to delete {name}", error=exc)
     return type(exc)(f"unable to delete {name}: {exc}")
+
+
+def labels_command(
+    grp: AliasGroup, name: str, *aliases: str, missing: str = ""
+) -> Callable[[Callable[..., None]], click.Command]:
+    """``<group> <name> <object> [<key>=<value> ...]``, the arguments parsed for the function.
+
+    The decorated function is called as ``f(ctx, object, labels, **options)``
+    (see :func:`object_with_labels`); with ``missing``, an empty object is
+    ``InvalidArgumentError(missing)`` first. Its docstring is the help.
+    """
+
+    def decorator(f: Callable[..., None]) -> click.Command:
+        @functools.wraps(f)
+        def command(ctx: click.Context, /, args: tuple[str, ...], **options: Any) -> None:
+            obj, labels = object_with_labels(args)
+            if missing:
+                required(obj, missing)
+            f(ctx, obj, labels, **options)
+
+        decorated = click.argument("args", nargs=-1)(click.pass_context(command))
+        return grp.command_with_aliases(name, *aliases)(decorated)
+
+    return decorator
 
 
 def object_with_labels(args: Iterable[str]) -> tuple[str, dict[str, str]]:

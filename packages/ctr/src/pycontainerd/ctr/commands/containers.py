@@ -15,9 +15,9 @@ from pycontainerd.ctr.common import (
     group,
     join_labels,
     label_args,
+    labels_command,
     list_command,
     log,
-    object_with_labels,
     print_list,
     required,
     run,
@@ -190,15 +190,10 @@ def info(ctx: click.Context, spec: bool, container_id: str) -> None:
     click.echo(go_json(doc["Spec"] if spec else doc))
 
 
-@containers.command("label")
-@click.argument("args", nargs=-1)
-@click.pass_context
-def label(ctx: click.Context, args: tuple[str, ...]) -> None:
+@labels_command(containers, "label", missing="please specify a container")
+def label(ctx: click.Context, cid: str, labels: dict[str, str]) -> None:
     """Set and clear labels for a container: <id> [<key>=<value>, ...]."""
     from dataclasses import replace
-
-    cid, labels = object_with_labels(args)
-    required(cid, "please specify a container")
 
     async def work(client: Client) -> Container:
         store = client.container_store()

@@ -16,9 +16,9 @@ from pycontainerd.core.errdefs import (
 from pycontainerd.ctr.common import (
     group,
     join_labels,
+    labels_command,
     list_command,
     log,
-    object_with_labels,
     print_list,
     print_table,
     required,
@@ -133,12 +133,9 @@ def ingest(ctx: click.Context, expected_size: int, expected_digest: str, ref: st
     run(ctx, work)
 
 
-@content.command("label")
-@click.argument("args", nargs=-1)
-@click.pass_context
-def label(ctx: click.Context, args: tuple[str, ...]) -> None:
+@labels_command(content, "label")
+def label(ctx: click.Context, obj: str, labels: dict[str, str]) -> None:
     """Add labels to content: <digest> [<label>=<value> ...]."""
-    obj, labels = object_with_labels(args)
     dgst = str(digests.parse(obj))
 
     async def work(client: Client) -> Info:

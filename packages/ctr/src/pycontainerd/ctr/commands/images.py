@@ -10,12 +10,11 @@ from pycontainerd.core.errdefs import AlreadyExistsError, NotFoundError
 from pycontainerd.ctr.common import (
     group,
     join_labels,
+    labels_command,
     list_command,
     log,
-    object_with_labels,
     print_list,
     print_table,
-    required,
     run,
     run_each,
     unable_to_delete,
@@ -151,16 +150,11 @@ def tag(
     run(ctx, work)
 
 
-@images.command("label")
+@labels_command(images, "label", missing="please specify an image")
 @click.option("--replace-all", "-r", is_flag=True, help="Replace all labels")
-@click.argument("args", nargs=-1)
-@click.pass_context
-def label(ctx: click.Context, replace_all: bool, args: tuple[str, ...]) -> None:
+def label(ctx: click.Context, name: str, labels: dict[str, str], replace_all: bool) -> None:
     """Set and clear labels for an image: <name> [<key>=<value>, ...]."""
     from pycontainerd.core.images import Image
-
-    name, labels = object_with_labels(args)
-    required(name, "please specify an image")
 
     async def work(client: Client) -> Image:
         paths = ["labels"] if replace_all and labels else [f"labels.{k}" for k in labels]

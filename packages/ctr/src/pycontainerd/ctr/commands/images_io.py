@@ -16,7 +16,7 @@ import contextlib
 import os
 import sys
 from datetime import UTC, datetime, timedelta
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -26,6 +26,8 @@ from pycontainerd.ctr.registry import registry_flags
 from pycontainerd.ctr.units import bytes_size
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pycontainerd.client.client import Client
     from pycontainerd.core.images import Image
     from pycontainerd.core.platforms import Platform
@@ -403,15 +405,20 @@ def _export_transfer(
                 os.unlink(partial)
 
 
+def mount_flags(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The flags ``images mount`` and ``images unmount`` share (upstream's, both)."""
+    f = click.option("--label", "labels", multiple=True, help="labels to attach to the image")(f)
+    f = click.option(
+        "--snapshotter",
+        envvar="CONTAINERD_SNAPSHOTTER",
+        default="",
+        help="snapshotter name. Empty value stands for the default value.",
+    )(f)
+    return registry_flags(f)
+
+
 @click.command("mount", short_help="mount an image to a target path")
-@registry_flags
-@click.option(
-    "--snapshotter",
-    envvar="CONTAINERD_SNAPSHOTTER",
-    default="",
-    help="snapshotter name. Empty value stands for the default value.",
-)
-@click.option("--label", "labels", multiple=True, help="labels to attach to the image")
+@mount_flags
 @click.option("--rw", is_flag=True, help="Enable write support on the mount")
 @click.option("--platform", default="", help="Mount the image for the specified platform")
 @click.argument("ref", metavar="<ref>", required=False, default="")
@@ -485,14 +492,7 @@ def mount_command(
 
 
 @click.command("unmount", short_help="unmount the image from the target")
-@registry_flags
-@click.option(
-    "--snapshotter",
-    envvar="CONTAINERD_SNAPSHOTTER",
-    default="",
-    help="snapshotter name. Empty value stands for the default value.",
-)
-@click.option("--label", "labels", multiple=True, help="labels to attach to the image")
+@mount_flags
 @click.option("--rm", "remove", is_flag=True, help="remove the snapshot after a successful unmount")
 @click.argument("target", metavar="<target>", required=False, default="")
 @click.pass_context

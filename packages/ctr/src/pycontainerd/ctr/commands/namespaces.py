@@ -11,10 +11,9 @@ from pycontainerd.core.errdefs import NotFoundError
 from pycontainerd.ctr.common import (
     group,
     join_labels,
+    labels_command,
     list_command,
-    object_with_labels,
     print_list,
-    required,
     run,
     run_each,
     unable_to_delete,
@@ -26,13 +25,9 @@ if TYPE_CHECKING:
 namespaces = group("namespaces", "Manage namespaces")
 
 
-@namespaces.command_with_aliases("create", "c")
-@click.argument("args", nargs=-1)
-@click.pass_context
-def create(ctx: click.Context, args: tuple[str, ...]) -> None:
+@labels_command(namespaces, "create", "c", missing="please specify a namespace")
+def create(ctx: click.Context, name: str, labels: dict[str, str]) -> None:
     """Create a new namespace. It must be unique. Usage: <name> [<key>=<value>...]."""
-    name, labels = object_with_labels(args)
-    required(name, "please specify a namespace")
 
     async def work(client: Client) -> None:
         await client.namespace_store().create(name, labels)
@@ -40,13 +35,9 @@ def create(ctx: click.Context, args: tuple[str, ...]) -> None:
     run(ctx, work)
 
 
-@namespaces.command("label")
-@click.argument("args", nargs=-1)
-@click.pass_context
-def label(ctx: click.Context, args: tuple[str, ...]) -> None:
+@labels_command(namespaces, "label", missing="please specify a namespace")
+def label(ctx: click.Context, name: str, labels: dict[str, str]) -> None:
     """Set and clear labels for a namespace. An empty value clears the label."""
-    name, labels = object_with_labels(args)
-    required(name, "please specify a namespace")
 
     async def work(client: Client) -> None:
         store = client.namespace_store()

@@ -12,7 +12,7 @@ from pycontainerd.ctr.common import (
     AliasGroup,
     go_json,
     join_labels,
-    object_with_labels,
+    labels_command,
     print_table,
     run,
 )
@@ -171,14 +171,10 @@ def info(ctx: click.Context, key: str) -> None:
     click.echo(go_json(doc))
 
 
-@snapshots.command("label")
-@click.argument("args", nargs=-1)
-@click.pass_context
-def label(ctx: click.Context, args: tuple[str, ...]) -> None:
+@labels_command(snapshots, "label")
+def label(ctx: click.Context, key: str, labels: dict[str, str]) -> None:
     """Add labels to a snapshot: <name> [<label>=<value> ...]."""
     from pycontainerd.core.snapshots import Info, Kind
-
-    key, labels = object_with_labels(args)
 
     async def work(client: Client) -> Info:
         sn = _sn(ctx, client)
