@@ -6,6 +6,11 @@ skipping on a missing system peer (:func:`require_binary`), short socket homes
 the two daemons the suites run as subprocesses: ours (:class:`Daemon`,
 ``python -m pycontainerd.daemon``) and containerd's Go daemon
 (:class:`RealContainerd`), both on a private root, state and socket.
+Below those: the plugin module sets tests start our daemon with
+(:data:`STORE_PLUGINS` and its runtime and transfer variants), a daemon with
+the runtime whose shims are killed with it (:func:`runtime_daemon`), an
+import-weight probe (:func:`assert_import_leaves_out`), and OCI images built
+offline (:func:`busybox_layer`, :func:`oci_image`, :func:`write_oci_layout`).
 
 ``pycontainerd.daemon.testing`` and ``pycontainerd.client.testing`` re-export
 these under their old names. Pure standard library: importing this module
