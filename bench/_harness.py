@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable, Iterator
 
 CTR = "/usr/bin/ctr"
@@ -55,12 +56,40 @@ def tmpfs_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="pcdbench", dir=base))
 
 
-def check_binaries() -> str | None:
-    """Why the benchmarks cannot run (a missing Go binary), or ``None``."""
+def check_binaries(*others: str) -> str | None:
+    """Why the benchmarks cannot run (a missing Go binary, or one of ``others``), or ``None``."""
     for binary in (CTR, GO_CONTAINERD):
         if not os.access(binary, os.X_OK):
             return f"bench: {binary} not installed (Debian package containerd)"
+    for binary in others:
+        if not os.access(binary, os.X_OK):
+            return f"bench: {binary} not installed"
     return None
+
+
+def parse_args(parser: argparse.ArgumentParser, *binaries: str) -> argparse.Namespace | None:
+    """The command line; ``None``, said on stderr, when a binary the bench needs is missing.
+
+    That is containerd's Go ``ctr`` and daemon, and each of ``binaries``.
+    """
+    args = parser.parse_args()
+    if (missing := check_binaries(*binaries)) is not None:
+        print(missing, file=sys.stderr)
+        return None
+    return args
+
+
+def table_main(
+    parser: argparse.ArgumentParser,
+    make_rows: Callable[[argparse.Namespace], list[Row]],
+    *binaries: str,
+) -> int:
+    """A bench's ``main``: :func:`parse_args`, measure, print the table; the exit status."""
+    args = parse_args(parser, *binaries)
+    if args is None:
+        return 1
+    print_table(make_rows(args))
+    return 0
 
 
 @dataclass

@@ -34,10 +34,9 @@ from _harness import (
     Peer,
     Row,
     channel,
-    check_binaries,
     peers,
-    print_table,
     running,
+    table_main,
     tmpfs_dir,
     write_blob,
 )
@@ -116,12 +115,7 @@ def main() -> int:
     parser.add_argument(
         "--runs", type=int, default=3, help="ingest/get runs per daemon (they alternate)"
     )
-    args = parser.parse_args()
-    if (missing := check_binaries()) is not None:
-        print(missing, file=sys.stderr)
-        return 1
-    print_table(rows(args.mib, args.runs))
-    return 0
+    return table_main(parser, lambda args: rows(args.mib, args.runs))
 
 
 if __name__ == "__main__":

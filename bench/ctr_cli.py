@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 import images  # the sibling modules: a script's own directory is on sys.path
-from _harness import CTR, Peer, Row, check_binaries, peers, print_table, running
+from _harness import CTR, Peer, Row, parse_args, peers, print_table, running
 
 OUR_CTR = str(Path(sys.executable).parent / "ctr")
 
@@ -166,12 +166,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--runs", type=int, default=3, help="cold pulls per side")
     parser.add_argument("--calls", type=int, default=10, help="--help/version calls per side")
-    args = parser.parse_args()
-    if (missing := check_binaries()) is not None:
-        print(missing, file=sys.stderr)
-        return 1
-    if not os.access(images.REGISTRY_BIN, os.X_OK):
-        print(f"bench: {images.REGISTRY_BIN} not installed", file=sys.stderr)
+    args = parse_args(parser, images.REGISTRY_BIN)
+    if args is None:
         return 1
     if not os.access(OUR_CTR, os.X_OK):
         print(f"bench: our ctr console script is missing ({OUR_CTR})", file=sys.stderr)

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 
 import images  # the sibling module: a script's own directory is on sys.path
-from _harness import Peer, check_binaries, fmt, peers, running
+from _harness import Peer, fmt, parse_args, peers, running
 
 Metric = Callable[[Peer, argparse.Namespace], "float | None"]
 
@@ -97,9 +97,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5, help="daemon starts per start metric")
     parser.add_argument("--calls", type=int, default=20, help="calls per round-trip metric")
     parser.add_argument("metrics", nargs="*", default=list(METRICS), help="metrics to run")
-    args = parser.parse_args()
-    if (missing := check_binaries()) is not None:
-        print(missing, file=sys.stderr)
+    args = parse_args(parser)
+    if args is None:
         return 1
     both = peers()
     with contextlib.ExitStack() as stack:

@@ -45,12 +45,11 @@ from _harness import (
     Peer,
     Row,
     channel,
-    check_binaries,
     containerd_peer,
     ns_metadata,
-    print_table,
     pycontainerd_peer,
     running,
+    table_main,
     tmpfs_dir,
     write_blob,
 )
@@ -302,12 +301,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main() -> int:
-    args = parser().parse_args()
-    if (missing := check_binaries()) is not None:
-        print(missing, file=sys.stderr)
-        return 1
-    print_table(rows(args))
-    return 0
+    return table_main(parser(), rows)
 
 
 if __name__ == "__main__":

@@ -40,9 +40,12 @@ import sys
 import time
 from concurrent import futures
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from _harness import CTR, GC_ROOT, channel, containerd_peer, running, tmpfs_dir, write_blob
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 VARIANTS = (
     "aio",
@@ -380,11 +383,11 @@ def _grpc_calls(address: str, digest: str, what: str, count: int) -> int:
         return sum(1 for _ in stub.Read(content_pb2.ReadContentRequest(digest=digest)))
 
 
-def measure_calls(mode: str, blob: Path, digest: str, what: str, runs: int) -> float:
-    """Server CPU seconds per unary ``Info`` call or per streamed 16 KiB message (least of runs)."""
+@contextlib.contextmanager
+def serving(blob: Path, mode: str, chunk: int = 1 << 20) -> Iterator[tuple[str, int]]:
+    """A :func:`serve` process for ``blob`` in ``mode``: its address and pid, once it listens."""
     base = tmpfs_dir()
     address = str(base / "s.sock")
-    chunk = 16 << 10 if what == "stream" else 1 << 20
     proc = multiprocessing.get_context("spawn").Process(
         target=serve, args=(address, str(blob), mode, chunk), daemon=True
     )
@@ -394,45 +397,37 @@ def measure_calls(mode: str, blob: Path, digest: str, what: str, runs: int) -> f
         while not os.path.exists(address) and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(0.3)
-        _grpc_calls(address, digest, what, 200)  # warm-up
-        best = float("inf")
-        for _ in range(runs):
-            c0 = _cpu(proc.pid)
-            n = _grpc_calls(address, digest, what, 3000)
-            best = min(best, (_cpu(proc.pid) - c0) / n)
-        return best
+        assert proc.pid is not None
+        yield address, proc.pid
     finally:
         proc.terminate()
         proc.join(5)
         with contextlib.suppress(OSError):
             os.unlink(address)
         base.rmdir()
+
+
+def measure_calls(mode: str, blob: Path, digest: str, what: str, runs: int) -> float:
+    """Server CPU seconds per unary ``Info`` call or per streamed 16 KiB message (least of runs)."""
+    chunk = 16 << 10 if what == "stream" else 1 << 20
+    with serving(blob, mode, chunk) as (address, pid):
+        _grpc_calls(address, digest, what, 200)  # warm-up
+        best = float("inf")
+        for _ in range(runs):
+            c0 = _cpu(pid)
+            n = _grpc_calls(address, digest, what, 3000)
+            best = min(best, (_cpu(pid) - c0) / n)
+        return best
 
 
 def measure_variant(mode: str, blob: Path, digest: str, runs: int) -> tuple[float, float]:
     """(best MiB/s, server CPU seconds per get)."""
-    base = tmpfs_dir()
-    address = str(base / "s.sock")
-    proc = multiprocessing.get_context("spawn").Process(
-        target=serve, args=(address, str(blob), mode), daemon=True
-    )
-    proc.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not os.path.exists(address) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.3)
+    with serving(blob, mode) as (address, pid):
         mib = blob.stat().st_size / (1 << 20)
         ctr_get(address, digest)  # warm-up
-        c0 = _cpu(proc.pid)
+        c0 = _cpu(pid)
         best = max(mib / ctr_get(address, digest) for _ in range(runs))
-        return best, (_cpu(proc.pid) - c0) / runs
-    finally:
-        proc.terminate()
-        proc.join(5)
-        with contextlib.suppress(OSError):
-            os.unlink(address)
-        base.rmdir()
+        return best, (_cpu(pid) - c0) / runs
 
 
 def containerd_rate(blob: Path, runs: int) -> float:

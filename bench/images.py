@@ -19,7 +19,6 @@ registry HTTP API (stdlib ``urllib``, plain HTTP).
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -35,6 +34,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pycontainerd.remotes.testing import Blob, sha256
+
 REGISTRY_BIN = "/usr/bin/docker-registry"
 BUSYBOX = "/bin/busybox"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -42,28 +43,6 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 APPLETS = ("sh", "true", "false", "echo", "cat", "ls", "sleep", "env", "id", "uname")
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-@dataclass(frozen=True)
-class Blob:
-    media_type: str
-    data: bytes
-
-    @property
-    def digest(self) -> str:
-        return sha256(self.data)
-
-    def descriptor(self, **extra: object) -> dict[str, object]:
-        return {
-            "mediaType": self.media_type,
-            "digest": self.digest,
-            "size": len(self.data),
-            **extra,
-        }
 
 
 @dataclass

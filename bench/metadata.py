@@ -48,11 +48,10 @@ from _harness import (
     Peer,
     Row,
     channel,
-    check_binaries,
     ns_metadata,
     peers,
-    print_table,
     running,
+    table_main,
     write_blob,
 )
 
@@ -260,12 +259,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--containers", type=int, default=500, help="containers to create")
     parser.add_argument("--records", type=int, default=10_000, help="images/containers to list")
-    args = parser.parse_args()
-    if (missing := check_binaries()) is not None:
-        print(missing, file=sys.stderr)
-        return 1
-    print_table(rows(args.containers, args.records))
-    return 0
+    return table_main(parser, lambda args: rows(args.containers, args.records))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import images  # the sibling modules: a script's own directory is on sys.path
-from _harness import Peer, Row, check_binaries, peers, print_table, running
+from _harness import Peer, Row, parse_args, peers, print_table, running
 
 Measure = Callable[[Peer], "dict[str, float | None]"]
 
@@ -149,12 +149,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="cold pulls per pull metric")
     parser.add_argument("--calls", type=int, default=30, help="prepare/commit pairs")
     parser.add_argument("--layers", type=int, default=128, help="layers of the deep image")
-    args = parser.parse_args()
-    if (missing := check_binaries()) is not None:
-        print(missing, file=sys.stderr)
-        return 1
-    if not os.access(images.REGISTRY_BIN, os.X_OK):
-        print(f"bench: {images.REGISTRY_BIN} not installed", file=sys.stderr)
+    args = parse_args(parser, images.REGISTRY_BIN)
+    if args is None:
         return 1
     if os.geteuid() != 0:
         print("bench: needs root (unpacking mounts snapshots)", file=sys.stderr)

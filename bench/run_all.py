@@ -23,7 +23,7 @@ import daemons
 import garbage
 import metadata
 import runtime
-from _harness import Row, check_binaries, peers, print_table
+from _harness import Row, parse_args, peers, print_table
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -53,9 +53,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated of {PARTS}")
-    args = parser.parse_args()
-    if (missing := check_binaries()) is not None:
-        print(missing, file=sys.stderr)
+    args = parse_args(parser)
+    if args is None:
         return 1
     q = args.quick
     parts: dict[str, Callable[[], list[Row]]] = {

@@ -54,8 +54,8 @@ import images  # the sibling module: a script's own directory is on sys.path
 from _harness import (
     Peer,
     Row,
-    check_binaries,
     containerd_peer,
+    parse_args,
     print_table,
     pycontainerd_peer,
 )
@@ -391,9 +391,8 @@ def main() -> int:
     parser.add_argument("--containers", type=int, default=10, help="sleeping containers")
     parser.add_argument("--starts", type=int, default=5, help="shim starts per side")
     parser.add_argument("--no-image", action="store_true", help="skip the image-based run")
-    args = parser.parse_args()
-    if (missing := check_binaries()) is not None:
-        print(missing, file=sys.stderr)
+    args = parse_args(parser)
+    if args is None:
         return 1
     if os.geteuid() != 0:
         print("bench: running containers needs root", file=sys.stderr)

@@ -105,32 +105,30 @@ class Layer:
             info.mode = mode if i == len(parts) else 0o755
             self._t().addfile(info)
 
-    def file(self, name: str, data: bytes, mode: int = 0o644) -> None:
-        """Add a regular file owned by root."""
+    def _entry(self, name: str) -> tarfile.TarInfo:
+        """A header for ``name`` (leading and trailing ``/`` dropped), its parents added first."""
         name = name.strip("/")
         if "/" in name:
             self.dir(name.rsplit("/", 1)[0])
-        info = tarfile.TarInfo(name)
+        return tarfile.TarInfo(name)
+
+    def file(self, name: str, data: bytes, mode: int = 0o644) -> None:
+        """Add a regular file owned by root."""
+        info = self._entry(name)
         info.size = len(data)
         info.mode = mode
         self._t().addfile(info, io.BytesIO(data))
 
     def symlink(self, name: str, target: str) -> None:
         """Add a symbolic link."""
-        name = name.strip("/")
-        if "/" in name:
-            self.dir(name.rsplit("/", 1)[0])
-        info = tarfile.TarInfo(name)
+        info = self._entry(name)
         info.type = tarfile.SYMTYPE
         info.linkname = target
         self._t().addfile(info)
 
     def hardlink(self, name: str, target: str, mode: int = 0o755) -> None:
         """Add a hard link to ``target`` (a file already in this layer)."""
-        name = name.strip("/")
-        if "/" in name:
-            self.dir(name.rsplit("/", 1)[0])
-        info = tarfile.TarInfo(name)
+        info = self._entry(name)
         info.type = tarfile.LNKTYPE
         info.linkname = target.strip("/")
         info.mode = mode  # appliers chmod the (shared) inode with the link's mode
@@ -157,25 +155,10 @@ class Image:
 
 def make_image(layers: list[bytes], config: dict[str, object]) -> Image:
     """An OCI image of uncompressed ``layers`` (gzipped here) and the runtime ``config``."""
+    from pycontainerd.core.testing import oci_image
+
     gz = [gzip.compress(layer, mtime=0) for layer in layers]
-    cfg = json.dumps(
-        {
-            "architecture": ARCH,
-            "os": "linux",
-            "config": config,
-            "rootfs": {"type": "layers", "diff_ids": [sha(layer) for layer in layers]},
-        },
-        sort_keys=True,
-    ).encode()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": sha(cfg), "size": len(cfg)},
-            "layers": [{"mediaType": OCI_LAYER, "digest": sha(b), "size": len(b)} for b in gz],
-        },
-        sort_keys=True,
-    ).encode()
+    cfg, manifest = oci_image(gz, config, architecture=ARCH)
     return Image(blobs=[*((OCI_LAYER, b) for b in gz), (OCI_CONFIG, cfg)], manifest=manifest)
 
 

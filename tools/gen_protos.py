@@ -162,50 +162,49 @@ def _committed() -> set[Path]:
     return {p.relative_to(OUT_ROOT) for p in base.rglob("*") if _is_generated(p)}
 
 
-def check() -> list[str]:
-    """Regenerate into a temporary directory; return a list of problems."""
-    problems: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="gen-protos-") as tmp:
-        tmp_dir = Path(tmp)
-        generated = generate(tmp_dir)
-        for rel in generated:
-            target = OUT_ROOT / rel
-            if not target.is_file():
-                problems.append(f"missing: {_show(target)}")
-            elif target.read_bytes() != (tmp_dir / rel).read_bytes():
-                problems.append(f"differs: {_show(target)}")
-        problems.extend(
-            f"stale: {_show(OUT_ROOT / rel)}" for rel in sorted(_committed() - set(generated))
-        )
-        for rel in _package_dirs(generated):
-            init = OUT_ROOT / rel / "__init__.py"
-            if not init.is_file():
-                problems.append(f"missing: {_show(init)}")
-    return problems
+def _sync(*, apply: bool) -> list[str]:
+    """Regenerate into a temporary directory and compare with the tree.
 
-
-def write() -> list[str]:
-    """Regenerate in place; return the list of changed paths."""
-    changed: list[str] = []
+    Without ``apply``, return what differs (``missing:``, ``differs:``,
+    ``stale:``); with it, make the tree match and return what changed
+    (``wrote:``, ``removed:``).
+    """
+    out: list[str] = []
     with tempfile.TemporaryDirectory(prefix="gen-protos-") as tmp:
         tmp_dir = Path(tmp)
         generated = generate(tmp_dir)
         for rel in generated:
             target = OUT_ROOT / rel
             data = (tmp_dir / rel).read_bytes()
-            if not target.is_file() or target.read_bytes() != data:
+            if target.is_file() and target.read_bytes() == data:
+                continue
+            if apply:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
-                changed.append(f"wrote: {_show(target)}")
+                out.append(f"wrote: {_show(target)}")
+            else:
+                out.append(f"{'differs' if target.is_file() else 'missing'}: {_show(target)}")
         for rel in sorted(_committed() - set(generated)):
-            (OUT_ROOT / rel).unlink()
-            changed.append(f"removed: {_show(OUT_ROOT / rel)}")
+            if apply:
+                (OUT_ROOT / rel).unlink()
+            out.append(f"{'removed' if apply else 'stale'}: {_show(OUT_ROOT / rel)}")
         for rel in _package_dirs(generated):
             init = OUT_ROOT / rel / "__init__.py"
-            if not init.exists():
-                init.write_text("")
-                changed.append(f"wrote: {_show(init)}")
-    return changed
+            if not init.is_file():
+                if apply:
+                    init.write_text("")
+                out.append(f"{'wrote' if apply else 'missing'}: {_show(init)}")
+    return out
+
+
+def check() -> list[str]:
+    """Regenerate into a temporary directory; return a list of problems."""
+    return _sync(apply=False)
+
+
+def write() -> list[str]:
+    """Regenerate in place; return the list of changed paths."""
+    return _sync(apply=True)
 
 
 def main(argv: list[str] | None = None) -> int:

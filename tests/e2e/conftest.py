@@ -10,9 +10,7 @@ modules it is given (entry-point autoload off) and is stopped by its PID.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
-import json
 import os
 import shutil
 import signal
@@ -26,6 +24,7 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 
 import pytest
 
+from pycontainerd.core.testing import STORE_PLUGINS, sha256_digest, write_oci_layout
 from pycontainerd.daemon import testing
 
 if TYPE_CHECKING:
@@ -36,13 +35,7 @@ CTR: Final = testing.CTR
 """containerd's Go ``ctr``, by absolute path (ours shadows it on PATH)."""
 
 #: Plugin modules an end-to-end daemon loads: everything issues 5 and 6 need.
-MODULES: Final = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.metadata.plugin",
-)
+MODULES: Final = STORE_PLUGINS
 
 MakeDaemon: TypeAlias = "Callable[..., Daemon]"
 """The type of the ``make_daemon`` fixture."""
@@ -101,7 +94,7 @@ class Daemon:
 
         from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
 
-        digest = _digest(data)
+        digest = sha256_digest(data)
         request = content_pb2.WriteContentRequest(
             action=content_pb2.COMMIT,
             ref=f"rooted-{digest}",
@@ -232,12 +225,6 @@ def daemon(make_daemon: MakeDaemon) -> Daemon:
     return d
 
 
-OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG: Final = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER: Final = "application/vnd.oci.image.layer.v1.tar+gzip"
-
-
 @dataclass(frozen=True, slots=True)
 class OciImage:
     """An OCI image archive written by :func:`write_oci_archive`.
@@ -257,10 +244,6 @@ class OciImage:
     manifest_size: int
     blobs: tuple[str, ...]
     size: int
-
-
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def layer_tar(files: Mapping[str, bytes]) -> bytes:
@@ -283,65 +266,14 @@ def write_oci_archive(path: Path, name: str, layers: Iterable[bytes]) -> OciImag
     (what ``ctr images import`` uses) and ``org.opencontainers.image.ref.name``.
     """
     layer_list = [layer_tar({"layer": content}) for content in layers]
-    diff_ids = [_digest(gzip.decompress(layer)) for layer in layer_list]
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {"Cmd": ["/bin/true"]},
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        },
-        sort_keys=True,
-    ).encode()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": _digest(config), "size": len(config)},
-            "layers": [
-                {"mediaType": OCI_LAYER, "digest": _digest(layer), "size": len(layer)}
-                for layer in layer_list
-            ],
-        },
-        sort_keys=True,
-    ).encode()
-    index = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": [
-                {
-                    "mediaType": OCI_MANIFEST,
-                    "digest": _digest(manifest),
-                    "size": len(manifest),
-                    "platform": {"architecture": "amd64", "os": "linux"},
-                    "annotations": {
-                        "io.containerd.image.name": name,
-                        "org.opencontainers.image.ref.name": name.rpartition(":")[2],
-                    },
-                }
-            ],
-        },
-        sort_keys=True,
-    ).encode()
+    config, manifest = write_oci_layout(path, name, layer_list, {"Cmd": ["/bin/true"]})
     blobs = [manifest, config, *layer_list]
-    members = {
-        "oci-layout": b'{"imageLayoutVersion":"1.0.0"}',
-        "index.json": index,
-        **{f"blobs/sha256/{_digest(b)[7:]}": b for b in blobs},
-    }
-    with tarfile.open(path, "w") as tar:
-        for member, data in members.items():
-            info = tarfile.TarInfo(member)
-            info.size = len(data)
-            info.mtime = 0
-            tar.addfile(info, io.BytesIO(data))
     return OciImage(
         path=path,
         name=name,
-        manifest=_digest(manifest),
+        manifest=sha256_digest(manifest),
         manifest_size=len(manifest),
-        blobs=tuple(dict.fromkeys(_digest(b) for b in blobs)),
+        blobs=tuple(dict.fromkeys(sha256_digest(b) for b in blobs)),
         size=sum(len(b) for b in blobs),
     )
 

@@ -22,6 +22,7 @@ exercising anything more.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -86,27 +87,21 @@ class Holdings:
     snapshot_ids: dict[str, set[str]] = field(default_factory=dict)
     snapshot_dirs: dict[str, set[str]] = field(default_factory=dict)
 
+    def _sides(self) -> Iterator[tuple[str, set[str], set[str]]]:
+        """``(kind, what the records name, what is on disk)`` for each kind of thing."""
+        yield "blobs", self.blobs_db, self.blobs_disk
+        yield "ingests", self.ingests_db, self.ingests_disk
+        for sn in SNAPSHOTTERS:
+            yield f"{sn} snapshots", self.snapshots_db[sn], self.snapshots_backend[sn]
+            yield f"{sn} dirs", self.snapshot_ids[sn], self.snapshot_dirs[sn]
+
     def missing(self) -> dict[str, set[str]]:
         """What a record names but the disk lacks (must always be empty)."""
-        out = {
-            "blobs": self.blobs_db - self.blobs_disk,
-            "ingests": self.ingests_db - self.ingests_disk,
-        }
-        for sn in SNAPSHOTTERS:
-            out[f"{sn} snapshots"] = self.snapshots_db[sn] - self.snapshots_backend[sn]
-            out[f"{sn} dirs"] = self.snapshot_ids[sn] - self.snapshot_dirs[sn]
-        return {k: v for k, v in out.items() if v}
+        return {kind: rec - disk for kind, rec, disk in self._sides() if rec - disk}
 
     def orphans(self) -> dict[str, set[str]]:
         """What is on disk but no record names (empty after a collection)."""
-        out = {
-            "blobs": self.blobs_disk - self.blobs_db,
-            "ingests": self.ingests_disk - self.ingests_db,
-        }
-        for sn in SNAPSHOTTERS:
-            out[f"{sn} snapshots"] = self.snapshots_backend[sn] - self.snapshots_db[sn]
-            out[f"{sn} dirs"] = self.snapshot_dirs[sn] - self.snapshot_ids[sn]
-        return {k: v for k, v in out.items() if v}
+        return {kind: disk - rec for kind, rec, disk in self._sides() if disk - rec}
 
 
 def holdings(d: Daemon) -> Holdings:
@@ -143,6 +138,23 @@ def holdings(d: Daemon) -> Holdings:
 
 def collections(d: Daemon) -> int:
     return d.log().count("garbage collected")
+
+
+@contextlib.contextmanager
+def go_ctr(d: Daemon, *args: str, stdin: int | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """The Go ``ctr <args>`` running against ``d`` (output discarded); killed on exit if it runs."""
+    proc = subprocess.Popen(
+        [CTR, "-a", d.address, *args],
+        stdin=stdin,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def restart_after_kill(d: Daemon) -> None:
@@ -229,13 +241,7 @@ def test_kill9_during_an_ingest_resumes_at_its_offset(daemon: Daemon) -> None:
     size, cut = 64 * MIB, 40 * MIB
     data = os.urandom(size)
     listed = listings(daemon)
-    proc = subprocess.Popen(
-        [CTR, "-a", daemon.address, "content", "ingest", "big"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with go_ctr(daemon, "content", "ingest", "big", stdin=subprocess.PIPE) as proc:
         assert proc.stdin is not None
         proc.stdin.write(data[:cut])
         proc.stdin.flush()
@@ -245,10 +251,6 @@ def test_kill9_during_an_ingest_resumes_at_its_offset(daemon: Daemon) -> None:
         daemon.kill9()
         proc.stdin.close()
         assert proc.wait(30) != 0  # the client saw the daemon go
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
     restart_after_kill(daemon)
     assert_recovered(daemon, listed)
@@ -325,12 +327,7 @@ def test_kill9_during_a_pull_with_unpack(daemon: Daemon, registry: Registry) -> 
     layers = 16
     ref = seed_many_layers(registry, "faults/pull", layers)
     listed = listings(daemon)
-    proc = subprocess.Popen(
-        [CTR, "-a", daemon.address, "images", "pull", "--plain-http", ref],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with go_ctr(daemon, "images", "pull", "--plain-http", ref) as proc:
         # Unpacking has begun once the first layer is committed; kill before the last.
         def committed() -> int:
             out = daemon.ctr("snapshots", "ls").stdout.splitlines()[1:]
@@ -341,10 +338,6 @@ def test_kill9_during_a_pull_with_unpack(daemon: Daemon, registry: Registry) -> 
         daemon.kill9()
         assert len(listed["overlayfs committed"]) < layers, "the kill came after the unpack"
         proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
     restart_after_kill(daemon)
     assert_recovered(daemon, listed)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Final
 import pytest
 from hpack import Encoder
 
+from pycontainerd.core.testing import STORE_PLUGINS
 from pycontainerd.daemon import testing
 
 if TYPE_CHECKING:
@@ -31,13 +32,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.system
 
-MODULES: Final = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.metadata.plugin",
-)
+MODULES: Final = STORE_PLUGINS
 MAX_STREAMS: Final = 50
 HANDSHAKE: Final = 2
 IDLE: Final = 3
@@ -302,13 +297,7 @@ def data_dribble(address: str) -> Outcome:
         while (frame := c.read_frame()) is not None and not (frame[0] == HEADERS and frame[2] == 1):
             pass
         c.send(c.frame(WINDOW_UPDATE, 0, 1, struct.pack(">I", 1)) * 3000)
-        while True:
-            frame = c.read_frame()
-            if frame is None:
-                return ("closed", -1)
-            kind, _, _, payload = frame
-            if kind == GOAWAY:
-                return ("goaway", int.from_bytes(payload[4:8], "big"))
+        return c.outcome()
 
 
 def rapid_reset(address: str) -> Outcome:

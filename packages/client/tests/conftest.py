@@ -1,10 +1,8 @@
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
-import tarfile
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,19 +13,11 @@ from pycontainerd.client.remotes import mediatypes as mt
 from pycontainerd.client.remotes.testing import Blob, Image, Registry, require_registry, sha256
 from pycontainerd.client.testing import RealContainerd
 from pycontainerd.core import platforms
+from pycontainerd.core.testing import STORE_PLUGINS, busybox_layer
 from pycontainerd.daemon.testing import Daemon, daemon_env, short_tempdir
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-# The plugin modules our daemon loads for these tests (autoload off).
-MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.metadata.plugin",
-)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +30,7 @@ def module_dir() -> Iterator[Path]:
 def ours(module_dir: Path) -> Iterator[Daemon]:
     base = module_dir / "p"
     base.mkdir()
-    with Daemon(base, env=daemon_env(MODULES)) as daemon:
+    with Daemon(base, env=daemon_env(STORE_PLUGINS)) as daemon:
         yield daemon
 
 
@@ -52,6 +42,29 @@ def containerd(module_dir: Path) -> Iterator[RealContainerd]:
         yield daemon
 
 
+@pytest.fixture(scope="module")
+def registry(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Registry]:
+    """A docker-registry on 127.0.0.1 holding the test module's ``REGISTRY_IMAGES``.
+
+    That is a mapping of ``"<repository>:<tag>"`` to the image to push there.
+    """
+    require_registry()
+    with Registry(tmp_path_factory.mktemp("reg")).running() as reg:
+        for name, image in request.module.REGISTRY_IMAGES.items():
+            repository, tag = name.split(":")
+            reg.seed(repository, tag, image)
+        yield reg
+
+
+@pytest.fixture(params=["containerd", "ours"])
+def address(request: pytest.FixtureRequest) -> str:
+    """The address of each daemon in turn: containerd's, then ours."""
+    daemon: RealContainerd | Daemon = request.getfixturevalue(request.param)
+    return daemon.address
+
+
 @pytest.fixture
 def namespace() -> str:
     """A namespace of the test's own, so tests sharing a daemon do not see each other."""
@@ -60,36 +73,12 @@ def namespace() -> str:
 
 # -- a runnable image in a registry (the tutorial and the facade tests) --------------
 
-BUSYBOX = Path("/bin/busybox")
 APPLETS = ("sh", "echo", "cat", "sleep", "ls", "true", "id", "hostname")
-
-
-def busybox_layer() -> bytes:
-    """An uncompressed layer: ``bin/busybox``, applet links, ``etc/passwd``, empty mount points."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for d in ("bin", "tmp", "proc", "sys", "dev", "etc"):
-            info = tarfile.TarInfo(d)
-            info.type, info.mode = tarfile.DIRTYPE, 0o755
-            tar.addfile(info)
-        data = BUSYBOX.read_bytes()
-        info = tarfile.TarInfo("bin/busybox")
-        info.size, info.mode = len(data), 0o755
-        tar.addfile(info, io.BytesIO(data))
-        for applet in APPLETS:
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(link)
-        passwd = b"root:x:0:0:root:/:/bin/sh\n"
-        info = tarfile.TarInfo("etc/passwd")
-        info.size = len(passwd)
-        tar.addfile(info, io.BytesIO(passwd))
-    return raw.getvalue()
 
 
 def busybox_image() -> Image:
     """A one-layer OCI image for this host's platform; command ``/bin/sh``."""
-    layer = busybox_layer()
+    layer = busybox_layer(APPLETS)
     blob = Blob(mt.OCI_LAYER_GZIP, gzip.compress(layer, mtime=0))
     host = platforms.host()
     config = Blob(

@@ -24,6 +24,7 @@ from pycontainerd.core.errdefs import (
     UnavailableError,
     UnimplementedError,
 )
+from pycontainerd.core.testing import RUNTIME_PLUGINS
 from pycontainerd.daemon.testing import Daemon, daemon_env, require_binary, short_tempdir
 
 if TYPE_CHECKING:
@@ -31,20 +32,11 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.system
 
-MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.metadata.plugin",
-    "pycontainerd.runtime.plugin",
-)
-
 
 @pytest.fixture(scope="module")
 def address() -> Iterator[str]:
     require_binary("/usr/sbin/runc")
-    with short_tempdir("pfd") as base, Daemon(base, env=daemon_env(MODULES)) as daemon:
+    with short_tempdir("pfd") as base, Daemon(base, env=daemon_env(RUNTIME_PLUGINS)) as daemon:
         yield daemon.address
 
 

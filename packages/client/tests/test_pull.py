@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from typing import TYPE_CHECKING
@@ -19,22 +20,16 @@ from pycontainerd.remotes.progress import Tracker
 from pycontainerd.remotes.pull import fetch, pull
 from pycontainerd.remotes.resolver import Resolver
 from pycontainerd.remotes.testing import (
-    Blob,
     FaultyBlobServer,
     Image,
     Registry,
     build_image,
     build_index,
-    require_registry,
 )
 from pycontainerd.remotes.unpack import chain_ids
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-    from pycontainerd.client.testing import RealContainerd
-    from pycontainerd.daemon.testing import Daemon
-
 
 IMAGE = build_image(
     [{"bin/hello": b"#!/bin/sh\necho hello\n"}, {"etc/motd": b"welcome\n"}, {"etc/x": b"x" * 5000}]
@@ -42,21 +37,7 @@ IMAGE = build_image(
 AMD = build_image([{"arch": b"amd64\n"}])
 ARM = build_image([{"arch": b"arm64\n"}], architecture="arm64", variant="v8")
 INDEX = build_index({"linux/amd64": AMD, "linux/arm64/v8": ARM})
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    require_registry()
-    with Registry(tmp_path_factory.mktemp("reg")).running() as reg:
-        reg.seed("test/multi", "v1", IMAGE)
-        reg.seed("test/index", "v1", INDEX)
-        yield reg
-
-
-@pytest.fixture(params=["containerd", "ours"])
-def address(request: pytest.FixtureRequest) -> str:
-    daemon: RealContainerd | Daemon = request.getfixturevalue(request.param)
-    return daemon.address
+REGISTRY_IMAGES = {"test/multi:v1": IMAGE, "test/index:v1": INDEX}
 
 
 def resolver() -> Resolver:
@@ -192,19 +173,26 @@ async def test_pull_unknown_platform(registry: Registry, address: str, namespace
 # -- bad registries: nothing half-committed -------------------------------------------------
 
 
-def _serve(image: Blob, blobs: list[Blob], fault: str, times: int) -> FaultyBlobServer:
+@contextlib.contextmanager
+def _faulty(size: int, fault: str, times: int) -> Iterator[tuple[Image, FaultyBlobServer, str]]:
+    """A one-layer image of ``size`` random bytes, served with ``fault`` on its first
+    ``times`` blob requests: the image, the server and the image's reference."""
+    image = build_image([{"f": os.urandom(size)}])
+
     def hook(path: str, n: int) -> str | None:
         return fault if "/blobs/" in path and n <= times else None
 
-    return FaultyBlobServer({b.digest: b for b in [*blobs, image]}, {"v1": image}, hook).start()
+    blobs = {b.digest: b for b in [*image.blobs, image.root]}
+    server = FaultyBlobServer(blobs, {"v1": image.root}, hook).start()
+    try:
+        yield image, server, f"{server.host}/bad/img:v1"
+    finally:
+        server.stop()
 
 
 @pytest.mark.parametrize("address", ["ours"], indirect=True)
 async def test_corrupt_blob_leaves_nothing(address: str, namespace: str) -> None:
-    image = build_image([{"f": os.urandom(200_000)}])
-    server = _serve(image.root, image.blobs, "corrupt", 100)
-    ref = f"{server.host}/bad/img:v1"
-    try:
+    with _faulty(200_000, "corrupt", 100) as (image, _, ref):
         async with Client(address, namespace) as client, resolver() as res:
             with pytest.raises(DataLossError, match="digest mismatch"):
                 await pull(client, ref, res, snapshotter="native")
@@ -215,32 +203,22 @@ async def test_corrupt_blob_leaves_nothing(address: str, namespace: str) -> None
                 await store.info(image.blobs[0].digest)
             assert [s.ref for s in await store.list_statuses()] == []
             assert await client.lease_manager().list() == []
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("address", ["ours"], indirect=True)
 async def test_dropped_connection_resumes(address: str, namespace: str) -> None:
-    image = build_image([{"f": os.urandom(300_000)}])
-    server = _serve(image.root, image.blobs, "drop", 1)
-    ref = f"{server.host}/bad/img:v1"
-    try:
+    with _faulty(300_000, "drop", 1) as (image, server, ref):
         async with Client(address, namespace) as client, resolver() as res:
             res.backoff = 0.01
             await pull(client, ref, res, unpack_layers=False)
             layer = image.blobs[0]
             assert await content.read_blob(client.content_store(), layer.digest) == layer.data
             assert any(r != "bytes=0-" for r in server.ranges)
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("address", ["ours"], indirect=True)
 async def test_registry_that_keeps_dropping_fails_cleanly(address: str, namespace: str) -> None:
-    image = build_image([{"f": os.urandom(300_000)}])
-    server = _serve(image.root, image.blobs, "drop", 1000)
-    ref = f"{server.host}/bad/img:v1"
-    try:
+    with _faulty(300_000, "drop", 1000) as (image, _, ref):
         async with Client(address, namespace) as client:
             res = Resolver(HostsConfig(default_scheme="http"), retries=1, backoff=0.01)
             async with res:
@@ -251,8 +229,6 @@ async def test_registry_that_keeps_dropping_fails_cleanly(address: str, namespac
             with pytest.raises(NotFoundError):
                 await client.content_store().info(image.blobs[0].digest)
             assert await client.lease_manager().list() == []
-    finally:
-        server.stop()
 
 
 def test_chain_ids() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pytest
 
 from pycontainerd.client.client import Client
@@ -13,13 +11,7 @@ from pycontainerd.remotes.progress import Tracker
 from pycontainerd.remotes.pull import fetch
 from pycontainerd.remotes.push import push
 from pycontainerd.remotes.resolver import Resolver
-from pycontainerd.remotes.testing import Registry, build_image, build_index, require_registry
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-    from pycontainerd.client.testing import RealContainerd
-    from pycontainerd.daemon.testing import Daemon
+from pycontainerd.remotes.testing import Registry, build_image, build_index
 
 IMAGE = build_image([{"bin/a": b"a" * 10}, {"bin/b": bytes(range(256)) * 400}])
 INDEX = build_index(
@@ -30,19 +22,7 @@ INDEX = build_index(
 )
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    require_registry()
-    with Registry(tmp_path_factory.mktemp("reg")).running() as reg:
-        reg.seed("src/img", "v1", IMAGE)
-        reg.seed("src/index", "v1", INDEX)
-        yield reg
-
-
-@pytest.fixture(params=["containerd", "ours"])
-def address(request: pytest.FixtureRequest) -> str:
-    daemon: RealContainerd | Daemon = request.getfixturevalue(request.param)
-    return daemon.address
+REGISTRY_IMAGES = {"src/img:v1": IMAGE, "src/index:v1": INDEX}
 
 
 def resolver() -> Resolver:

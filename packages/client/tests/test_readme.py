@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pycontainerd.client.testing import RealContainerd
+from pycontainerd.core.testing import RUNTIME_PLUGINS
 from pycontainerd.daemon.testing import Daemon, daemon_env, require_binary, short_tempdir
 
 if TYPE_CHECKING:
@@ -29,15 +30,6 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.metadata.plugin",
-    "pycontainerd.runtime.plugin",
-)
-
 RUNNER = """
 import ast, asyncio, json, sys
 blocks = json.load(sys.stdin)
@@ -77,7 +69,7 @@ def test_the_two_forms_mirror_each_other() -> None:
 @pytest.fixture(scope="module")
 def ours() -> Iterator[str]:
     require_binary("/usr/sbin/runc")
-    with short_tempdir("prd") as base, Daemon(base, env=daemon_env(MODULES)) as daemon:
+    with short_tempdir("prd") as base, Daemon(base, env=daemon_env(RUNTIME_PLUGINS)) as daemon:
         yield daemon.address
 
 

@@ -3,25 +3,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from typing import TYPE_CHECKING
 
 import pytest
 
 from pycontainerd.client.testing import RealContainerd
+from pycontainerd.core.testing import TRANSFER_PLUGINS, runtime_daemon
 from pycontainerd.daemon.testing import Daemon, daemon_env, short_tempdir
+from pycontainerd.remotes.testing import Registry, require_registry
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
-
-MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.metadata.plugin",
-    "pycontainerd.transfer.plugin",
-)
 
 
 def ours_ctr(
@@ -99,10 +93,59 @@ def containerd(module_dir: Path) -> Iterator[RealContainerd]:
 def ours(module_dir: Path) -> Iterator[Daemon]:
     base = module_dir / "p"
     base.mkdir()
-    with Daemon(base, env=daemon_env(MODULES)) as daemon:
+    with Daemon(base, env=daemon_env(TRANSFER_PLUGINS)) as daemon:
         yield daemon
 
 
 @pytest.fixture(scope="session")
 def py_local() -> Callable[..., subprocess.CompletedProcess[bytes]]:
     return ours_local_ctr
+
+
+@pytest.fixture(scope="module")
+def registry(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Registry]:
+    """A docker-registry on 127.0.0.1 holding the test module's ``REGISTRY_IMAGES``.
+
+    That is a mapping of ``"<repository>:<tag>"`` to the image to push there.
+    """
+    require_registry()
+    with Registry(tmp_path_factory.mktemp("reg")).running() as reg:
+        for name, image in request.module.REGISTRY_IMAGES.items():
+            repository, tag = name.split(":")
+            reg.seed(repository, tag, image)
+        yield reg
+
+
+@pytest.fixture
+def ns() -> str:
+    """A namespace of the test's own, so tests sharing a daemon do not see each other."""
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def pull(py: Callable[..., subprocess.CompletedProcess[bytes]]) -> Callable[..., str]:
+    """``ctr images pull --plain-http --snapshotter native [extra...] <ref>`` run by ``py``.
+
+    Called as ``pull(address, ref, namespace, *extra)``; fails the test on a
+    non-zero exit and returns stdout.
+    """
+
+    def pull(address: str, ref: str, ns: str, *extra: str) -> str:
+        args = ("images", "pull", "--plain-http", "--snapshotter", "native", *extra, ref)
+        res = py(address, *args, namespace=ns)
+        assert res.returncode == 0, res.stderr.decode()
+        return res.stdout.decode()
+
+    return pull
+
+
+@pytest.fixture
+def shim_daemon() -> Iterator[Daemon]:
+    """Our daemon with the runtime (real runc, our shim), for one test."""
+    from pycontainerd.runtime.testing import require
+
+    require("runc")
+    with runtime_daemon("crt-") as d:
+        yield d

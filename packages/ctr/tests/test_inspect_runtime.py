@@ -8,51 +8,23 @@ prints, against our daemon and against containerd 2.1 (not in CI: only the
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pycontainerd.runtime.testing import require
-
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from pycontainerd.daemon.testing import Daemon
-
-MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.metadata.plugin",
-    "pycontainerd.runtime.plugin",
-)
 
 pytestmark = [pytest.mark.system]
 
 
-@pytest.fixture
-def daemon() -> Iterator[Daemon]:
-    testing = pytest.importorskip("pycontainerd.daemon.testing")
-    require("runc")
-    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="irt-"))
-    d = testing.Daemon(base, config="version = 2\n", env=testing.daemon_env(MODULES))
-    try:
-        d.start()
-        yield d
-    finally:
-        d.kill()
-        shutil.rmtree(base, ignore_errors=True)
-
-
 def test_inspect_runtime_prints_the_runtime_info_as_the_2x_ctr(
-    daemon: Daemon, py: Callable[..., Any]
+    shim_daemon: Daemon, py: Callable[..., Any]
 ) -> None:
-    res = py(daemon.address, "plugins", "inspect-runtime")
-    assert res.returncode == 0, res.stderr.decode() + daemon.log()[-2000:]
+    res = py(shim_daemon.address, "plugins", "inspect-runtime")
+    assert res.returncode == 0, res.stderr.decode() + shim_daemon.log()[-2000:]
     out = res.stdout.decode()
     info = json.loads(out)
     assert list(info) == ["Name", "Version", "Options", "Features", "Annotations"]
@@ -66,7 +38,7 @@ def test_inspect_runtime_prints_the_runtime_info_as_the_2x_ctr(
     assert out.endswith("\n}\n")
 
     res = py(
-        daemon.address,
+        shim_daemon.address,
         "plugins",
         "inspect-runtime",
         "--runc-binary",
@@ -78,26 +50,36 @@ def test_inspect_runtime_prints_the_runtime_info_as_the_2x_ctr(
     assert json.loads(res.stdout)["Options"] == {"binary_name": "/usr/bin/runc", "root": "/run/x"}
 
     # Other runtime names send no options: the runtime echoes none.
-    res = py(daemon.address, "plugins", "inspect-runtime", "--runtime", "io.containerd.pyrunc.v2")
+    res = py(
+        shim_daemon.address, "plugins", "inspect-runtime", "--runtime", "io.containerd.pyrunc.v2"
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["Options"] is None
 
 
-def test_inspect_runtime_errors_read_as_the_2x_ctr(daemon: Daemon, py: Callable[..., Any]) -> None:
-    res = py(daemon.address, "plugins", "inspect-runtime", "--runtime", "nosuch")
+def test_inspect_runtime_errors_read_as_the_2x_ctr(
+    shim_daemon: Daemon, py: Callable[..., Any]
+) -> None:
+    res = py(shim_daemon.address, "plugins", "inspect-runtime", "--runtime", "nosuch")
     assert res.returncode == 1
     assert res.stderr.decode().startswith(
         "ctr: failed to resolve runtime path: invalid runtime name nosuch, "
     )
     res = py(
-        daemon.address, "plugins", "inspect-runtime", "--runtime", "io.x.v2", "--runc-binary", "r"
+        shim_daemon.address,
+        "plugins",
+        "inspect-runtime",
+        "--runtime",
+        "io.x.v2",
+        "--runc-binary",
+        "r",
     )
     assert (res.returncode, res.stderr.decode()) == (
         1,
         'ctr: specifying runc-binary and runc-systemd-cgroup is only supported for "'
         'io.containerd.runc.v2" runtime\n',
     )
-    res = py(daemon.address, "plugins", "inspect-runtime", "--runc-systemd-cgroup")
+    res = py(shim_daemon.address, "plugins", "inspect-runtime", "--runc-systemd-cgroup")
     assert (res.returncode, res.stderr.decode()) == (
         1,
         "ctr: option --runc-systemd-cgroup requires --cgroup to be set, "
@@ -105,7 +87,7 @@ def test_inspect_runtime_errors_read_as_the_2x_ctr(daemon: Daemon, py: Callable[
     )
     # The shim refuses options of another kind: its -info failure, as a plain error.
     res = py(
-        daemon.address,
+        shim_daemon.address,
         "plugins",
         "inspect-runtime",
         "--runtime",

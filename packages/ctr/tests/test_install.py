@@ -20,8 +20,9 @@ import pytest
 
 from pycontainerd.client.install import _Extractor
 from pycontainerd.core.errdefs import AlreadyExistsError
+from pycontainerd.core.testing import STORE_PLUGINS
 from pycontainerd.daemon.testing import Daemon, daemon_env
-from pycontainerd.remotes.testing import Registry, build_image, require_registry
+from pycontainerd.remotes.testing import Registry, build_image
 
 if TYPE_CHECKING:
     import subprocess
@@ -30,14 +31,6 @@ if TYPE_CHECKING:
     from pycontainerd.client.testing import RealContainerd
 
     Ctr = Callable[..., subprocess.CompletedProcess[bytes]]
-
-MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.metadata.plugin",
-)
 
 TOOL = build_image(
     [
@@ -51,12 +44,7 @@ TOOL = build_image(
 )
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    require_registry()
-    with Registry(tmp_path_factory.mktemp("reg")).running() as reg:
-        reg.seed("test/tool", "v1", TOOL)
-        yield reg
+REGISTRY_IMAGES = {"test/tool:v1": TOOL}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +52,7 @@ def ours_opt() -> Iterator[Daemon]:
     """Our daemon whose ``opt`` plugin installs under its own directory."""
     base = Path(tempfile.mkdtemp(prefix="pinst", dir="/tmp"))
     config = f'version = 2\n[plugins."io.containerd.internal.v1.opt"]\n  path = "{base}/opt"\n'
-    daemon = Daemon(base, config=config, env=daemon_env(MODULES))
+    daemon = Daemon(base, config=config, env=daemon_env(STORE_PLUGINS))
     daemon.start()
     try:
         yield daemon

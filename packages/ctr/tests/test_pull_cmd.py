@@ -11,7 +11,6 @@ import pty
 import select
 import subprocess
 import sys
-import uuid
 from typing import TYPE_CHECKING
 
 import pytest
@@ -27,13 +26,14 @@ from pycontainerd.remotes.testing import (
 from pycontainerd.remotes.unpack import chain_ids
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from pathlib import Path
 
     from pycontainerd.client.testing import RealContainerd
     from pycontainerd.daemon.testing import Daemon
 
     Ctr = Callable[..., subprocess.CompletedProcess[bytes]]
+    Pull = Callable[..., str]
 
 IMAGE = build_image(
     [{"bin/hello": b"#!/bin/sh\necho hello\n"}, {"etc/motd": b"welcome\n"}, {"etc/x": b"x" * 5000}]
@@ -42,6 +42,7 @@ AMD = build_image([{"arch": b"amd64\n"}])
 ARM = build_image([{"arch": b"arm64\n"}], architecture="arm64", variant="v8")
 INDEX = build_index({"linux/amd64": AMD, "linux/arm64/v8": ARM})
 USERS = {"alice": "s3cret"}
+REGISTRY_IMAGES = {"test/multi:v1": IMAGE, "test/index:v1": INDEX}
 
 
 @pytest.fixture(scope="session")
@@ -50,24 +51,10 @@ def py(py_local: Callable[..., subprocess.CompletedProcess[bytes]]) -> Callable[
     return py_local
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    require_registry()
-    with Registry(tmp_path_factory.mktemp("reg")).running() as reg:
-        reg.seed("test/multi", "v1", IMAGE)
-        reg.seed("test/index", "v1", INDEX)
-        yield reg
-
-
 @pytest.fixture(params=["ours", "containerd"])
 def address(request: pytest.FixtureRequest) -> str:
     daemon: RealContainerd | Daemon = request.getfixturevalue(request.param)
     return daemon.address
-
-
-@pytest.fixture
-def ns() -> str:
-    return f"t-{uuid.uuid4().hex[:10]}"
 
 
 def ok(res: subprocess.CompletedProcess[bytes]) -> str:
@@ -79,21 +66,11 @@ def content_digests(py: Ctr, address: str, ns: str) -> set[str]:
     return set(ok(py(address, "content", "ls", "-q", namespace=ns)).split())
 
 
-def test_pull_multi_layer_image(registry: Registry, address: str, ns: str, py: Ctr) -> None:
+def test_pull_multi_layer_image(
+    registry: Registry, address: str, ns: str, py: Ctr, pull: Pull
+) -> None:
     ref = f"{registry.host}/test/multi:v1"
-    out = ok(
-        py(
-            address,
-            "images",
-            "pull",
-            "--plain-http",
-            "--snapshotter",
-            "native",
-            "--print-chainid",
-            ref,
-            namespace=ns,
-        )
-    )
+    out = pull(address, ref, ns, "--print-chainid")
     lines = out.splitlines()
     # stdout is a pipe: one final table without escape sequences, then the unpack lines
     assert "\x1b" not in out
@@ -118,23 +95,11 @@ def test_pull_multi_layer_image(registry: Registry, address: str, ns: str, py: C
     assert {b.digest for b in IMAGE.blobs} | {IMAGE.root.digest} <= content_digests(py, address, ns)
 
 
-def test_pull_platform_arm64(registry: Registry, address: str, ns: str, py: Ctr) -> None:
+def test_pull_platform_arm64(
+    registry: Registry, address: str, ns: str, py: Ctr, pull: Pull
+) -> None:
     ref = f"{registry.host}/test/index:v1"
-    out = ok(
-        py(
-            address,
-            "images",
-            "pull",
-            "--plain-http",
-            "--snapshotter",
-            "native",
-            "--platform",
-            "linux/arm64",
-            "--print-chainid",
-            ref,
-            namespace=ns,
-        )
-    )
+    out = pull(address, ref, ns, "--platform", "linux/arm64", "--print-chainid")
     assert f"unpacking linux/arm64 {INDEX.root.digest}...\n" in out
     assert f"image chain ID: {chain_ids(ARM.diff_ids)[-1]}\n" in out
     have = content_digests(py, address, ns)
@@ -142,21 +107,9 @@ def test_pull_platform_arm64(registry: Registry, address: str, ns: str, py: Ctr)
     assert AMD.blobs[0].digest not in have
 
 
-def test_pull_all_platforms(registry: Registry, address: str, ns: str, py: Ctr) -> None:
+def test_pull_all_platforms(registry: Registry, address: str, ns: str, py: Ctr, pull: Pull) -> None:
     ref = f"{registry.host}/test/index:v1"
-    out = ok(
-        py(
-            address,
-            "images",
-            "pull",
-            "--plain-http",
-            "--snapshotter",
-            "native",
-            "--all-platforms",
-            ref,
-            namespace=ns,
-        )
-    )
+    out = pull(address, ref, ns, "--all-platforms")
     assert f"unpacking linux/amd64 {INDEX.root.digest}...\n" in out
     assert f"unpacking linux/arm64/v8 {INDEX.root.digest}...\n" in out
     have = content_digests(py, address, ns)
@@ -164,24 +117,10 @@ def test_pull_all_platforms(registry: Registry, address: str, ns: str, py: Ctr) 
 
 
 def test_pull_all_metadata_and_fetch_metadata_only(
-    registry: Registry, address: str, ns: str, py: Ctr
+    registry: Registry, address: str, ns: str, py: Ctr, pull: Pull
 ) -> None:
     ref = f"{registry.host}/test/index:v1"
-    ok(
-        py(
-            address,
-            "images",
-            "pull",
-            "--plain-http",
-            "--snapshotter",
-            "native",
-            "--platform",
-            "linux/arm64",
-            "--all-metadata",
-            ref,
-            namespace=ns,
-        )
-    )
+    pull(address, ref, ns, "--platform", "linux/arm64", "--all-metadata")
     have = content_digests(py, address, ns)
     assert {ARM.root.digest, ARM.blobs[-1].digest, ARM.blobs[0].digest} <= have
     assert {AMD.root.digest, AMD.blobs[-1].digest} <= have  # amd64's manifest and config
@@ -214,7 +153,7 @@ def test_pull_unknown_tag_and_bad_platform(
 
 
 def test_pull_with_user_from_htpasswd_registry(
-    tmp_path: Path, ours: Daemon, ns: str, py: Ctr
+    tmp_path: Path, ours: Daemon, ns: str, py: Ctr, pull: Pull
 ) -> None:
     require_registry()
     with Registry(tmp_path / "reg", htpasswd=USERS).running() as reg:
@@ -226,20 +165,7 @@ def test_pull_with_user_from_htpasswd_registry(
             ours.address, "images", "pull", "--plain-http", "-u", "alice:nope", ref, namespace=ns
         )
         assert wrong.returncode == 1
-        out = ok(
-            py(
-                ours.address,
-                "images",
-                "pull",
-                "--plain-http",
-                "--snapshotter",
-                "native",
-                "--user",
-                "alice:s3cret",
-                ref,
-                namespace=ns,
-            )
-        )
+        out = pull(ours.address, ref, ns, "--user", "alice:s3cret")
         assert f"unpacking linux/amd64 {IMAGE.root.digest}..." in out
 
 
@@ -304,7 +230,7 @@ def test_pull_through_down_mirror_falls_back(
 
 
 def test_push_to_new_repository_then_pull_back(
-    registry: Registry, address: str, ns: str, py: Ctr
+    registry: Registry, address: str, ns: str, py: Ctr, pull: Pull
 ) -> None:
     ref = f"{registry.host}/test/multi:v1"
     ok(py(address, "content", "fetch", "--plain-http", ref, namespace=ns))
@@ -312,18 +238,7 @@ def test_push_to_new_repository_then_pull_back(
     out = ok(py(address, "images", "push", "--plain-http", pushed, ref, namespace=ns))
     assert f"manifest-{IMAGE.root.digest}:" in out
     ns2 = ns + "b"
-    ok(
-        py(
-            address,
-            "images",
-            "pull",
-            "--plain-http",
-            "--snapshotter",
-            "native",
-            pushed,
-            namespace=ns2,
-        )
-    )
+    pull(address, pushed, ns2)
     listed = ok(py(address, "images", "ls", namespace=ns2))
     assert pushed in listed
     assert IMAGE.root.digest in listed
@@ -369,43 +284,16 @@ def test_push_object_then_fetch_object(registry: Registry, ours: Daemon, ns: str
     ref = f"{registry.host}/test/multi:v1"
     ok(py(ours.address, "content", "fetch", "--plain-http", ref, namespace=ns))
     target = f"{registry.host}/test/obj-{ns}:v1"
-    for blob in IMAGE.blobs:
-        ok(
-            py(
-                ours.address,
-                "content",
-                "push-object",
-                "--plain-http",
-                target,
-                blob.digest,
-                blob.media_type,
-                namespace=ns,
-            )
-        )
-    ok(
-        py(
-            ours.address,
-            "content",
-            "push-object",
-            "--plain-http",
-            target,
-            IMAGE.root.digest,
-            IMAGE.root.media_type,
-            namespace=ns,
-        )
-    )
+
+    def push_object(digest: str, media_type: str) -> subprocess.CompletedProcess[bytes]:
+        args = ("content", "push-object", "--plain-http", target, digest, media_type)
+        return py(ours.address, *args, namespace=ns)
+
+    for blob in [*IMAGE.blobs, IMAGE.root]:  # the manifest last
+        ok(push_object(blob.digest, blob.media_type))
     fetched = py(ours.address, "content", "fetch-object", "--plain-http", target, "manifest")
     assert ok(fetched).encode() == IMAGE.root.data
-    missing = py(
-        ours.address,
-        "content",
-        "push-object",
-        "--plain-http",
-        target,
-        "sha256:" + "0" * 64,
-        IMAGE.root.media_type,
-        namespace=ns,
-    )
+    missing = push_object("sha256:" + "0" * 64, IMAGE.root.media_type)
     assert missing.returncode == 1
     assert "not found" in missing.stderr.decode()
 

@@ -8,11 +8,8 @@ it itself).
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import gzip
-import hashlib
-import io
 import json
 import os
 import pty
@@ -22,113 +19,34 @@ import signal
 import struct
 import subprocess
 import sys
-import tarfile
-import tempfile
 import termios
 import time
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pycontainerd.core.testing import wait_for
+from pycontainerd.core.testing import busybox_layer, runtime_daemon, wait_for, write_oci_layout
+from pycontainerd.runtime.testing import make_rootfs, require
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     from pycontainerd.daemon.testing import Daemon
 
 pytestmark = pytest.mark.system
 
 GO_CTR = "/usr/bin/ctr"
-MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.metadata.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.runtime.plugin",
-)
 IMAGE = "localhost/ctr-run-test/busybox:1"
 IMAGE_NO_UNPACK = "localhost/ctr-run-test/busybox:packed"
 
 
-def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 def busybox_archive(path: Path, name: str, config: dict[str, object]) -> None:
     """An OCI archive of a one-layer image: ``bin/busybox`` and ``bin/sh``, ``bin/echo``..."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        for d in ("bin", "tmp", "proc", "sys", "dev", "etc"):
-            info = tarfile.TarInfo(d)
-            info.type, info.mode = tarfile.DIRTYPE, 0o755
-            tar.addfile(info)
-        data = Path("/bin/busybox").read_bytes()
-        info = tarfile.TarInfo("bin/busybox")
-        info.size, info.mode = len(data), 0o755
-        tar.addfile(info, io.BytesIO(data))
-        for applet in ("sh", "echo", "cat", "sleep", "pwd"):
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(link)
-        passwd = b"root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n"
-        info = tarfile.TarInfo("etc/passwd")
-        info.size = len(passwd)
-        tar.addfile(info, io.BytesIO(passwd))
-    layer = raw.getvalue()
-    blob = gzip.compress(layer, mtime=0)
-    cfg = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": config,
-            "rootfs": {"type": "layers", "diff_ids": [_digest(layer)]},
-        }
-    ).encode()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": _digest(cfg),
-                "size": len(cfg),
-            },
-            "layers": [
-                {
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": _digest(blob),
-                    "size": len(blob),
-                }
-            ],
-        }
-    ).encode()
-    index = json.dumps(
-        {
-            "schemaVersion": 2,
-            "manifests": [
-                {
-                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                    "digest": _digest(manifest),
-                    "size": len(manifest),
-                    "platform": {"architecture": "amd64", "os": "linux"},
-                    "annotations": {"io.containerd.image.name": name},
-                }
-            ],
-        }
-    ).encode()
-    with tarfile.open(path, "w") as tar:
-        for member, content in (
-            ("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
-            ("index.json", index),
-            *((f"blobs/sha256/{_digest(b)[7:]}", b) for b in (cfg, manifest, blob)),
-        ):
-            info = tarfile.TarInfo(member)
-            info.size = len(content)
-            tar.addfile(info, io.BytesIO(content))
+    passwd = b"root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n"
+    layer = busybox_layer(("sh", "echo", "cat", "sleep", "pwd"), passwd)
+    write_oci_layout(path, name, [gzip.compress(layer, mtime=0)], config)
 
 
 class Rig:
@@ -185,46 +103,31 @@ class Rig:
 
 @pytest.fixture(scope="module")
 def rig() -> Iterator[Rig]:
-    testing = pytest.importorskip("pycontainerd.daemon.testing")
-    rt = pytest.importorskip("pycontainerd.runtime.testing")
-    rt.require(GO_CTR, "runc", "busybox")
-    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="crt-"))
-    rt.make_rootfs(base / "rootfs")
-    d = testing.Daemon(base, config="version = 2\n", env=testing.daemon_env(MODULES))
-    r = Rig(d, base)
-    try:
-        d.start()
-        busybox_archive(
-            base / "img.tar",
-            IMAGE,
-            {"Env": ["PATH=/bin", "FROM_IMAGE=1"], "Cmd": ["/bin/echo", "from the image"]},
-        )
-        busybox_archive(
-            base / "packed.tar",
-            IMAGE_NO_UNPACK,
-            {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"], "WorkingDir": "/tmp"},
-        )
-        assert r.go("images", "import", str(base / "img.tar")).returncode == 0
-        res = r.go("images", "import", "--no-unpack", str(base / "packed.tar"))
-        assert res.returncode == 0, res.stderr
-        yield r
-    finally:
-        if d.proc is not None and d.proc.poll() is None:
-            for cid in r.go("tasks", "ls", "-q").stdout.split():
-                r.go("tasks", "kill", "-s", "SIGKILL", cid)
-                r.go("tasks", "rm", "-f", cid)
-        pids = set()
-        for f in d.state.glob("io.containerd.runtime.v2.task/*/*/shim.pid"):
-            with contextlib.suppress(OSError, ValueError):
-                pids.add(int(f.read_text()))
-        d.kill()
-        for pid in pids:
-            try:
-                if b"shim" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        shutil.rmtree(base, ignore_errors=True)
+    require(GO_CTR, "runc", "busybox")
+    with runtime_daemon("crt-") as d:
+        base = d.base
+        make_rootfs(base / "rootfs")
+        r = Rig(d, base)
+        try:
+            busybox_archive(
+                base / "img.tar",
+                IMAGE,
+                {"Env": ["PATH=/bin", "FROM_IMAGE=1"], "Cmd": ["/bin/echo", "from the image"]},
+            )
+            busybox_archive(
+                base / "packed.tar",
+                IMAGE_NO_UNPACK,
+                {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"], "WorkingDir": "/tmp"},
+            )
+            assert r.go("images", "import", str(base / "img.tar")).returncode == 0
+            res = r.go("images", "import", "--no-unpack", str(base / "packed.tar"))
+            assert res.returncode == 0, res.stderr
+            yield r
+        finally:
+            if d.proc is not None and d.proc.poll() is None:
+                for cid in r.go("tasks", "ls", "-q").stdout.split():
+                    r.go("tasks", "kill", "-s", "SIGKILL", cid)
+                    r.go("tasks", "rm", "-f", cid)
 
 
 @pytest.fixture

@@ -3,70 +3,38 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import signal
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pycontainerd.runtime.testing import is_our_shim, require, wait_for
+from pycontainerd.runtime.testing import is_our_shim, wait_for
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
+    from pathlib import Path
 
     from pycontainerd.daemon.testing import Daemon
 
-MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.metadata.plugin",
-    "pycontainerd.runtime.plugin",
-)
 ROW = re.compile(r"^(\S+)\s+(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{1,9})? \+0000 UTC)\s+(\S+)\s*$")
 
 pytestmark = [pytest.mark.system]
 
 
-@pytest.fixture
-def daemon() -> Iterator[Daemon]:
-    testing = pytest.importorskip("pycontainerd.daemon.testing")
-    require("runc")
-    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="sbc-"))
-    d = testing.Daemon(base, config="version = 2\n", env=testing.daemon_env(MODULES))
-    try:
-        d.start()
-        yield d
-    finally:
-        pids = set()
-        for f in d.state.glob("io.containerd.runtime.v2.task/*/*/shim.pid"):
-            pids.add(int(f.read_text()))
-        d.kill()
-        for pid in pids:
-            if is_our_shim(pid):
-                os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def test_sandboxes_run_ls_rm(daemon: Daemon, tmp_path: Path, py: Callable[..., Any]) -> None:
+def test_sandboxes_run_ls_rm(shim_daemon: Daemon, tmp_path: Path, py: Callable[..., Any]) -> None:
     config = tmp_path / "pod.json"
     config.write_text(json.dumps({"ociVersion": "1.1.0", "annotations": {"k": "v"}}))
 
     def ctr(*args: str) -> tuple[int, str, str]:
-        res = py(daemon.address, *args)
+        res = py(shim_daemon.address, *args)
         return res.returncode, res.stdout.decode(), res.stderr.decode()
 
     assert ctr("sandboxes", "ls") == (0, "ID CREATED RUNTIME \n", "")
     code, out, err = ctr("sandboxes", "run", str(config), "sb1")
-    assert (code, out) == (0, "sb1\n"), err + daemon.log()[-3000:]
+    assert (code, out) == (0, "sb1\n"), err + shim_daemon.log()[-3000:]
     code, out, err = ctr("sb", "create", "--runtime", "io.containerd.runc.v2", str(config), "sb2")
     assert (code, out) == (0, "sb2\n"), err
-    bundle = daemon.state / "io.containerd.runtime.v2.task" / "default" / "sb1"
+    bundle = shim_daemon.state / "io.containerd.runtime.v2.task" / "default" / "sb1"
     shim_pid = int((bundle / "shim.pid").read_text())
     assert is_our_shim(shim_pid)
     assert json.loads((bundle / "config.json").read_text())["annotations"] == {"k": "v"}

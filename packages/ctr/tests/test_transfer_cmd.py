@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING
 
 import pytest
@@ -18,16 +17,10 @@ if TYPE_CHECKING:
     from pycontainerd.daemon.testing import Daemon
 
     Ctr = Callable[..., subprocess.CompletedProcess[bytes]]
+    Pull = Callable[..., str]
 
 IMAGE = build_image([{"bin/hello": b"#!/bin/sh\necho hello\n"}, {"etc/motd": b"welcome\n"}])
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    require_registry()
-    with Registry(tmp_path_factory.mktemp("reg")).running() as reg:
-        reg.seed("test/app", "v1", IMAGE)
-        yield reg
+REGISTRY_IMAGES = {"test/app:v1": IMAGE}
 
 
 @pytest.fixture(scope="module")
@@ -39,35 +32,16 @@ def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         yield reg
 
 
-@pytest.fixture
-def ns() -> str:
-    return f"t-{uuid.uuid4().hex[:10]}"
-
-
 def ok(res: subprocess.CompletedProcess[bytes]) -> str:
     assert res.returncode == 0, res.stderr.decode()
     return res.stdout.decode()
 
 
-def pull(py: Ctr, daemon: Daemon, ref: str, ns: str, *extra: str) -> str:
-    return ok(
-        py(
-            daemon.address,
-            "images",
-            "pull",
-            "--plain-http",
-            "--snapshotter",
-            "native",
-            *extra,
-            ref,
-            namespace=ns,
-        )
-    )
-
-
-def test_pull_through_transfer(registry: Registry, ours: Daemon, ns: str, py: Ctr) -> None:
+def test_pull_through_transfer(
+    registry: Registry, ours: Daemon, ns: str, py: Ctr, pull: Pull
+) -> None:
     ref = f"{registry.host}/test/app:v1"
-    out = pull(py, ours, ref, ns)
+    out = pull(ours.address, ref, ns)
     # the tree as containerd 2.x's ctr draws it: blobs under the image, then the status
     assert f"{ref}" in out
     assert "└──" in out
@@ -88,24 +62,26 @@ def test_client_only_flags_need_local(registry: Registry, ours: Daemon, ns: str,
     assert '"--manifest" requires "--local" flag' in res.stderr.decode()
 
 
-def test_push_tag_and_pull_back(registry: Registry, ours: Daemon, ns: str, py: Ctr) -> None:
+def test_push_tag_and_pull_back(
+    registry: Registry, ours: Daemon, ns: str, py: Ctr, pull: Pull
+) -> None:
     ref = f"{registry.host}/test/app:v1"
-    pull(py, ours, ref, ns)
+    pull(ours.address, ref, ns)
     tagged = f"{registry.host}/tagged/app:v2"
     assert ok(py(ours.address, "images", "tag", ref, tagged, namespace=ns)) == f"{tagged}\n"
     out = ok(py(ours.address, "images", "push", "--plain-http", tagged, namespace=ns))
     assert f"Completed push to OCI Registry ({tagged})" in out
     other = ns + "b"
-    pull(py, ours, tagged, other)
+    pull(ours.address, tagged, other)
     listed = ok(py(ours.address, "images", "ls", namespace=other))
     assert IMAGE.root.digest in listed
 
 
 def test_export_import_round_trip(
-    registry: Registry, ours: Daemon, ns: str, py: Ctr, tmp_path: Path
+    registry: Registry, ours: Daemon, ns: str, py: Ctr, tmp_path: Path, *, pull: Pull
 ) -> None:
     ref = f"{registry.host}/test/app:v1"
-    pull(py, ours, ref, ns)
+    pull(ours.address, ref, ns)
     served, local = tmp_path / "served.tar", tmp_path / "local.tar"
     ok(py(ours.address, "images", "export", str(served), ref, namespace=ns))
     ok(py(ours.address, "images", "export", "--local", str(local), ref, namespace=ns))
@@ -138,11 +114,11 @@ def test_export_of_missing_image(ours: Daemon, ns: str, py: Ctr, tmp_path: Path)
 
 
 def test_user_credentials_go_through_the_callback(
-    private: Registry, ours: Daemon, ns: str, py: Ctr
+    private: Registry, ours: Daemon, ns: str, py: Ctr, pull: Pull
 ) -> None:
     ref = f"{private.host}/test/private:v1"
     denied = py(ours.address, "images", "pull", "--plain-http", ref, namespace=ns)
     assert denied.returncode == 1
     assert "authorization" in denied.stderr.decode().lower()
-    pull(py, ours, ref, ns, "-u", "alice:s3cret")
+    pull(ours.address, ref, ns, "-u", "alice:s3cret")
     assert ok(py(ours.address, "images", "ls", "-q", namespace=ns)).split() == [ref]

@@ -9,18 +9,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from pycontainerd.core.testing import STORE_PLUGINS
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from pycontainerd.daemon.testing import Daemon
 
-MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.metadata.plugin",
-    "pycontainerd.snapshots.plugin",
-)
+MODULES = STORE_PLUGINS
 
 pytestmark = [pytest.mark.system, pytest.mark.usefixtures("needs_root")]
 

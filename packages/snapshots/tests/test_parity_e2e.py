@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pycontainerd.core.testing import STORE_PLUGINS
 from pycontainerd.snapshots.diffwrite import GoTarWriter
 from pycontainerd.snapshots.mount import mount_all, unmount
 
@@ -42,13 +43,7 @@ if TYPE_CHECKING:
     from pycontainerd.client.testing import RealContainerd
     from pycontainerd.daemon.testing import Daemon
 
-MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.metadata.plugin",
-    "pycontainerd.snapshots.plugin",
-)
+MODULES = STORE_PLUGINS
 REGISTRY_BIN = "/usr/bin/docker-registry"
 CTR = "/usr/bin/ctr"
 MTIME = 1_600_000_000

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pycontainerd.core.testing import STORE_PLUGINS
 from pycontainerd.snapshots.mount import unmount
 
 if TYPE_CHECKING:
@@ -35,13 +36,7 @@ if TYPE_CHECKING:
     from pycontainerd.daemon.testing import Daemon
     from pycontainerd.remotes.testing import Blob, Registry
 
-MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.metadata.plugin",
-    "pycontainerd.snapshots.plugin",
-)
+MODULES = STORE_PLUGINS
 REGISTRY_BIN = "/usr/bin/docker-registry"
 CTR = "/usr/bin/ctr"
 MTIME = 1_600_000_000

@@ -5,26 +5,17 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from pycontainerd.core.testing import TRANSFER_PLUGINS
 from pycontainerd.daemon.testing import Daemon, daemon_env, short_tempdir
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-# The plugin modules our daemon loads for these tests (autoload off).
-MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.metadata.plugin",
-    "pycontainerd.transfer.plugin",
-)
-
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[Daemon]:
-    with short_tempdir("ptr") as base, Daemon(base, env=daemon_env(MODULES)) as d:
+    with short_tempdir("ptr") as base, Daemon(base, env=daemon_env(TRANSFER_PLUGINS)) as d:
         yield d
 
 

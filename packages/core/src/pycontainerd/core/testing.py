@@ -6,6 +6,11 @@ skipping on a missing system peer (:func:`require_binary`), short socket homes
 the two daemons the suites run as subprocesses: ours (:class:`Daemon`,
 ``python -m pycontainerd.daemon``) and containerd's Go daemon
 (:class:`RealContainerd`), both on a private root, state and socket.
+Below those: the plugin module sets tests start our daemon with
+(:data:`STORE_PLUGINS` and its runtime and transfer variants), a daemon with
+the runtime whose shims are killed with it (:func:`runtime_daemon`), an
+import-weight probe (:func:`assert_import_leaves_out`), and OCI images built
+offline (:func:`busybox_layer`, :func:`oci_image`, :func:`write_oci_layout`).
 
 ``pycontainerd.daemon.testing`` and ``pycontainerd.client.testing`` re-export
 these under their old names. Pure standard library: importing this module
@@ -360,3 +365,179 @@ class RealContainerd(DaemonProcess):
     def ctr(self, *args: str, namespace: str = "default") -> subprocess.CompletedProcess[str]:
         """Run the Go ``ctr -a <socket> -n <namespace> <args>`` (not checked)."""
         return self.run_ctr(["-n", namespace, *args], 60)
+
+
+# -- daemons with a store, and with the runtime (the client, ctr and transfer tests) --
+
+STORE_PLUGINS: Final = (
+    "pycontainerd.daemon.plugin",
+    "pycontainerd.events.plugin",
+    "pycontainerd.content.plugin",
+    "pycontainerd.snapshots.plugin",
+    "pycontainerd.metadata.plugin",
+)
+"""The plugin modules of a daemon that stores (content, snapshots, metadata) and runs nothing."""
+RUNTIME_PLUGINS: Final = (*STORE_PLUGINS, "pycontainerd.runtime.plugin")
+""":data:`STORE_PLUGINS` plus the runtime (tasks and sandboxes on our shim)."""
+TRANSFER_PLUGINS: Final = (*STORE_PLUGINS, "pycontainerd.transfer.plugin")
+""":data:`STORE_PLUGINS` plus the Transfer service."""
+
+
+def leftover_shims(state: Path) -> set[int]:
+    """The pids of the shims a daemon with ``state`` started (from their bundles' ``shim.pid``)."""
+    pids = set()
+    for f in state.glob("io.containerd.runtime.v2.task/*/*/shim.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            pids.add(int(f.read_text()))
+    return pids
+
+
+def kill_shims(pids: Iterable[int]) -> None:
+    """SIGKILL each of ``pids`` that is still a shim (its command line says so)."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if b"shim" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def runtime_daemon(
+    prefix: str, modules: Iterable[str] = RUNTIME_PLUGINS, *, extra: dict[str, str] | None = None
+) -> Iterator[Daemon]:
+    """Our started daemon on a new short base (``/tmp/<prefix>…``) loading ``modules``.
+
+    On exit the daemon is killed, then the shims it left behind, and the base is removed.
+    """
+    base = Path(tempfile.mkdtemp(dir="/tmp", prefix=prefix))
+    daemon = Daemon(base, config="version = 2\n", env=daemon_env(modules, extra=extra))
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        pids = leftover_shims(daemon.state)
+        daemon.kill()
+        kill_shims(pids)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def assert_import_leaves_out(module: str, heavy: str) -> None:
+    """Importing ``module`` in a fresh interpreter (this one's path) must not import ``heavy``."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    probe = f"import sys, {module}; assert {heavy!r} not in sys.modules"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise AssertionError(proc.stderr.decode())
+
+
+def busybox_layer(applets: Iterable[str], passwd: bytes = b"root:x:0:0:root:/:/bin/sh\n") -> bytes:
+    """An uncompressed layer: ``bin/busybox``, applet links, ``etc/passwd``, empty mount points.
+
+    ``bin/busybox`` is this host's ``/bin/busybox`` (busybox-static); each of
+    ``applets`` is a symlink ``bin/<applet>`` to it.
+    """
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for d in ("bin", "tmp", "proc", "sys", "dev", "etc"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        data = Path("/bin/busybox").read_bytes()
+        info = tarfile.TarInfo("bin/busybox")
+        info.size, info.mode = len(data), 0o755
+        tar.addfile(info, io.BytesIO(data))
+        for applet in applets:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+        info = tarfile.TarInfo("etc/passwd")
+        info.size = len(passwd)
+        tar.addfile(info, io.BytesIO(passwd))
+    return raw.getvalue()
+
+
+# -- OCI images built here (ctr and end-to-end tests, the critest harness) --
+
+OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG: Final = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER: Final = "application/vnd.oci.image.layer.v1.tar+gzip"
+
+
+def sha256_digest(data: bytes) -> str:
+    """``sha256:<hex>`` of ``data``."""
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def oci_image(
+    layers: Sequence[bytes], config: object, *, architecture: str = "amd64"
+) -> tuple[bytes, bytes]:
+    """The config and manifest (JSON, keys sorted) of a linux image.
+
+    ``layers`` are gzipped layer tars, bottom first; ``config`` is the image
+    config's ``config`` member (what a container runs).
+    """
+    import gzip
+    import json
+
+    diff_ids = [sha256_digest(gzip.decompress(layer)) for layer in layers]
+    image_config = {
+        "architecture": architecture,
+        "os": "linux",
+        "config": config,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }
+    cfg = json.dumps(image_config, sort_keys=True).encode()
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": sha256_digest(cfg), "size": len(cfg)},
+        "layers": [
+            {"mediaType": OCI_LAYER, "digest": sha256_digest(layer), "size": len(layer)}
+            for layer in layers
+        ],
+    }
+    return cfg, json.dumps(manifest, sort_keys=True).encode()
+
+
+def write_oci_layout(
+    path: Path, name: str, layers: Sequence[bytes], config: object, *, architecture: str = "amd64"
+) -> tuple[bytes, bytes]:
+    """Write the OCI image layout tar (``oci-layout``, ``index.json``, blobs) of :func:`oci_image`.
+
+    The index names the image ``name`` (``io.containerd.image.name``, what
+    ``ctr images import`` uses, and its tag as ``org.opencontainers.image.ref.name``).
+    Returns the config and the manifest.
+    """
+    import io
+    import json
+    import tarfile
+
+    cfg, manifest = oci_image(layers, config, architecture=architecture)
+    entry = {
+        "mediaType": OCI_MANIFEST,
+        "digest": sha256_digest(manifest),
+        "size": len(manifest),
+        "platform": {"architecture": architecture, "os": "linux"},
+        "annotations": {
+            "io.containerd.image.name": name,
+            "org.opencontainers.image.ref.name": name.rpartition(":")[2],
+        },
+    }
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}
+    members = {
+        "oci-layout": b'{"imageLayoutVersion":"1.0.0"}',
+        "index.json": json.dumps(index, sort_keys=True).encode(),
+        **{f"blobs/sha256/{sha256_digest(b)[7:]}": b for b in (manifest, cfg, *layers)},
+    }
+    with tarfile.open(path, "w") as tar:
+        for member, data in members.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(data))
+    return cfg, manifest

@@ -6,6 +6,7 @@ imported only inside :func:`run`, when a command really talks to a daemon.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from pycontainerd.core.errdefs import InvalidArgumentError
+from pycontainerd.ctr.tabwriter import TabWriter
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -36,6 +38,13 @@ class UsageError(InvalidArgumentError):
 
     def __str__(self) -> str:
         return self.message
+
+
+def required(value: T, message: str) -> T:
+    """``value``; InvalidArgumentError(``message``) when it is empty (a missing argument)."""
+    if not value:
+        raise InvalidArgumentError(message)
+    return value
 
 
 def exit_with(code: int) -> None:
@@ -134,6 +143,54 @@ def group(name: str, help_text: str) -> AliasGroup:
     )
 
 
+def list_command(
+    grp: AliasGroup, quiet_help: str, *, filters: bool = True
+) -> Callable[[Callable[..., Any]], click.Command]:
+    """``<group> list`` (alias ``ls``) with ``--quiet``/``-q`` and, with ``filters``, filters.
+
+    The decorated function takes ``(ctx, quiet[, ...], filters)`` like any click command.
+    """
+
+    def decorator(f: Callable[..., Any]) -> click.Command:
+        f = click.pass_context(f)
+        if filters:
+            f = click.argument("filters", nargs=-1)(f)
+        f = click.option("--quiet", "-q", is_flag=True, help=quiet_help)(f)
+        return grp.command_with_aliases("list", "ls")(f)
+
+    return decorator
+
+
+def print_table(
+    header: str, rows: Iterable[str], *, minwidth: int = 1, padding: int = 1, padchar: str = " "
+) -> None:
+    """``header`` and ``rows`` (tab-separated cells) on stdout, aligned as Go's tabwriter does."""
+    w = TabWriter(sys.stdout, minwidth, 8, padding, padchar)
+    w.write(header)
+    for row in rows:
+        w.write(row)
+    w.flush()
+
+
+def print_list(
+    items: Iterable[T],
+    quiet: bool,
+    key: Callable[[T], object],
+    header: str,
+    row: Callable[[T], str],
+    **table: Any,
+) -> None:
+    """What a list command prints: ``key`` of each item a line with ``--quiet``, else the table.
+
+    ``table`` holds :func:`print_table`'s layout options.
+    """
+    if quiet:
+        for item in items:
+            click.echo(key(item))
+        return
+    print_table(header, map(row, items), **table)
+
+
 def run(ctx: click.Context, work: Callable[[Client], Awaitable[T]], **client_kwargs: Any) -> T:
     """Run ``work(client)`` in a fresh event loop with ``--timeout`` applied.
 
@@ -157,6 +214,63 @@ def run(ctx: click.Context, work: Callable[[Client], Awaitable[T]], **client_kwa
         from pycontainerd.core.errdefs import DeadlineExceededError
 
         raise DeadlineExceededError from None
+
+
+def run_each(
+    ctx: click.Context,
+    items: Iterable[T],
+    action: Callable[[Client, T], Awaitable[object]],
+    failed: Callable[[T, Exception], Exception],
+) -> None:
+    """``action(client, item)`` for every item on one connection, going on after a failure.
+
+    ``failed(item, error)`` reports a failure and returns the error to end with;
+    the first of those is raised once every item had its turn (ctr's delete commands).
+    """
+
+    async def work(client: Client) -> Exception | None:
+        first: Exception | None = None
+        for item in items:
+            try:
+                await action(client, item)
+            except Exception as exc:
+                err = failed(item, exc)
+                first = first or err
+        return first
+
+    err = run(ctx, work)
+    if err is not None:
+        raise err
+
+
+def unable_to_delete(name: str, exc: Exception) -> Exception:
+    """Log that ``name`` could not be deleted; the error to end with names it too."""
+    log("error", f"unable to delete {name}", error=exc)
+    return type(exc)(f"unable to delete {name}: {exc}")
+
+
+def labels_command(
+    grp: AliasGroup, name: str, *aliases: str, missing: str = ""
+) -> Callable[[Callable[..., None]], click.Command]:
+    """``<group> <name> <object> [<key>=<value> ...]``, the arguments parsed for the function.
+
+    The decorated function is called as ``f(ctx, object, labels, **options)``
+    (see :func:`object_with_labels`); with ``missing``, an empty object is
+    ``InvalidArgumentError(missing)`` first. Its docstring is the help.
+    """
+
+    def decorator(f: Callable[..., None]) -> click.Command:
+        @functools.wraps(f)
+        def command(ctx: click.Context, /, args: tuple[str, ...], **options: Any) -> None:
+            obj, labels = object_with_labels(args)
+            if missing:
+                required(obj, missing)
+            f(ctx, obj, labels, **options)
+
+        decorated = click.argument("args", nargs=-1)(click.pass_context(command))
+        return grp.command_with_aliases(name, *aliases)(decorated)
+
+    return decorator
 
 
 def object_with_labels(args: Iterable[str]) -> tuple[str, dict[str, str]]:

@@ -28,7 +28,7 @@ import contextlib
 import io
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, TextIO
+from typing import TYPE_CHECKING, Final, Self, TextIO
 
 from pycontainerd.ctr.tabwriter import TabWriter
 from pycontainerd.ctr.units import bytes_size
@@ -94,20 +94,16 @@ def render(tracker: Tracker, *, color: bool, now: float | None = None) -> str:
     return buf.getvalue()
 
 
-class Progress:
-    """Shows a tracker on ``out`` while a transfer runs.
+class LiveView:
+    """A drawing on ``out`` kept up to date while a transfer runs (a subclass renders it).
 
     Args:
-        tracker: what to show.
         out: the stream (stdout).
         live: redraw in place every 100 ms (``None``: when ``out`` is a terminal).
         enabled: show nothing at all when false (``ctr --debug``, as upstream).
     """
 
-    def __init__(
-        self, tracker: Tracker, out: TextIO, *, live: bool | None = None, enabled: bool = True
-    ) -> None:
-        self.tracker = tracker
+    def __init__(self, out: TextIO, *, live: bool | None = None, enabled: bool = True) -> None:
         self.out = out
         self.enabled = enabled
         if live is None:
@@ -116,21 +112,25 @@ class Progress:
         self.live = live
         self._lines = 0
 
+    def render(self, *, color: bool, now: float | None = None) -> str:
+        """The drawing as it stands (a subclass's job)."""
+        raise NotImplementedError
+
     def draw(self) -> None:
-        """Replace the previous table with the current one (terminal mode)."""
-        text = render(self.tracker, color=True)
+        """Replace the previous drawing with the current one (terminal mode)."""
+        text = self.render(color=True)
         self.out.write(CLEAR_LINE * self._lines + text)
         self.out.flush()
         self._lines = text.count("\n")
 
     def finish(self) -> None:
-        """The last table: redrawn in place on a terminal, printed once otherwise."""
+        """The last drawing: redrawn in place on a terminal, printed once otherwise."""
         if not self.enabled:
             return
         if self.live:
             self.draw()
         else:
-            self.out.write(render(self.tracker, color=False))
+            self.out.write(self.render(color=False))
             self.out.flush()
 
     async def _refresh(self) -> None:
@@ -139,8 +139,8 @@ class Progress:
             self.draw()
 
     @contextlib.asynccontextmanager
-    async def showing(self) -> AsyncIterator[Progress]:
-        """Redraw while the block runs (terminal mode); the final table when it ends well."""
+    async def showing(self) -> AsyncIterator[Self]:
+        """Redraw while the block runs (terminal mode); the final drawing when it ends well."""
         task = asyncio.create_task(self._refresh()) if self.enabled and self.live else None
         try:
             yield self
@@ -150,6 +150,25 @@ class Progress:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self.finish()
+
+
+class Progress(LiveView):
+    """Shows a tracker on ``out`` while a transfer runs (containerd 1.x's table).
+
+    Args:
+        tracker: what to show.
+        out, live, enabled: as for :class:`LiveView`.
+    """
+
+    def __init__(
+        self, tracker: Tracker, out: TextIO, *, live: bool | None = None, enabled: bool = True
+    ) -> None:
+        super().__init__(out, live=live, enabled=enabled)
+        self.tracker = tracker
+
+    def render(self, *, color: bool, now: float | None = None) -> str:
+        """The tracker's table."""
+        return render(self.tracker, color=color, now=now)
 
 
 # -- transfer progress (containerd 2.x's ctr, streamed from the daemon) --------------------
@@ -182,7 +201,7 @@ def _display_name(name: str) -> str:
     return " ".join(_short(p) for p in name.split("-"))
 
 
-class TransferView:
+class TransferView(LiveView):
     """The tree of a transfer's progress events, drawn as containerd 2.x's ``ctr`` draws it.
 
     Each event with a name becomes a node under the nodes named as its parents
@@ -192,17 +211,11 @@ class TransferView:
     """
 
     def __init__(self, out: TextIO, *, live: bool | None = None, enabled: bool = True) -> None:
-        self.out = out
-        self.enabled = enabled
-        if live is None:
-            isatty = getattr(out, "isatty", None)
-            live = bool(isatty and isatty())
-        self.live = live
+        super().__init__(out, live=live, enabled=enabled)
         self.status = ""
         self.nodes: dict[str, _Node] = {}
         self.roots: list[_Node] = []
         self.started = time.monotonic()
-        self._lines = 0
 
     def handle(self, event: TransferEvent) -> None:
         """Take one progress event."""
@@ -271,38 +284,3 @@ class TransferView:
         )
         tw.flush()
         return buf.getvalue()
-
-    def draw(self) -> None:
-        """Replace the previous drawing with the current one (terminal mode)."""
-        text = self.render(color=True)
-        self.out.write(CLEAR_LINE * self._lines + text)
-        self.out.flush()
-        self._lines = text.count("\n")
-
-    def finish(self) -> None:
-        """The last drawing: in place on a terminal, printed once otherwise."""
-        if not self.enabled:
-            return
-        if self.live:
-            self.draw()
-        else:
-            self.out.write(self.render(color=False))
-            self.out.flush()
-
-    async def _refresh(self) -> None:
-        while True:
-            await asyncio.sleep(REFRESH_SECONDS)
-            self.draw()
-
-    @contextlib.asynccontextmanager
-    async def showing(self) -> AsyncIterator[TransferView]:
-        """Redraw while the block runs (terminal mode); the final drawing when it ends well."""
-        task = asyncio.create_task(self._refresh()) if self.enabled and self.live else None
-        try:
-            yield self
-        finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self.finish()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -16,11 +15,14 @@ from pycontainerd.ctr.common import (
     group,
     join_labels,
     label_args,
+    labels_command,
+    list_command,
     log,
-    object_with_labels,
+    print_list,
+    required,
     run,
+    run_each,
 )
-from pycontainerd.ctr.tabwriter import TabWriter
 from pycontainerd.ctr.units import rfc3339nano
 
 if TYPE_CHECKING:
@@ -89,12 +91,8 @@ def create(ctx: click.Context, /, config: str, args: tuple[str, ...], **flags: A
     else:
         ref = args[0] if args else ""
         container_id = args[1] if len(args) > 1 else ""
-        if not ref:
-            msg = "image ref must be provided"
-            raise InvalidArgumentError(msg)
-    if not container_id:
-        msg = "container id must be provided"
-        raise InvalidArgumentError(msg)
+        required(ref, "image ref must be provided")
+    required(container_id, "container id must be provided")
     labels = label_args(flags["label"])
     file_spec = load_spec_file(config) if config else None
     opts = [] if config else flag_spec_options(args[2:], flags)
@@ -143,26 +141,18 @@ async def _create_from_spec(
     await client.container_store().create(record)
 
 
-@containers.command_with_aliases("list", "ls")
-@click.option("--quiet", "-q", is_flag=True, help="Print only the container id")
-@click.argument("filters", nargs=-1)
-@click.pass_context
+@list_command(containers, "Print only the container id")
 def list_containers(ctx: click.Context, quiet: bool, filters: tuple[str, ...]) -> None:
     """List containers."""
-
-    async def work(client: Client) -> list[Container]:
-        return await client.container_store().list(*filters)
-
-    found = run(ctx, work)
-    if quiet:
-        for c in found:
-            click.echo(c.id)
-        return
-    w = TabWriter(sys.stdout, 4, 8, 4, " ")
-    w.write("CONTAINER\tIMAGE\tRUNTIME\t\n")
-    for c in found:
-        w.write(f"{c.id}\t{c.image or '-'}\t{c.runtime.name}\t\n")
-    w.flush()
+    print_list(
+        run(ctx, lambda client: client.container_store().list(*filters)),
+        quiet,
+        lambda c: c.id,
+        "CONTAINER\tIMAGE\tRUNTIME\t\n",
+        lambda c: f"{c.id}\t{c.image or '-'}\t{c.runtime.name}\t\n",
+        minwidth=4,
+        padding=4,
+    )
 
 
 def container_json(c: Container) -> dict[str, Any]:
@@ -200,17 +190,10 @@ def info(ctx: click.Context, spec: bool, container_id: str) -> None:
     click.echo(go_json(doc["Spec"] if spec else doc))
 
 
-@containers.command("label")
-@click.argument("args", nargs=-1)
-@click.pass_context
-def label(ctx: click.Context, args: tuple[str, ...]) -> None:
+@labels_command(containers, "label", missing="please specify a container")
+def label(ctx: click.Context, cid: str, labels: dict[str, str]) -> None:
     """Set and clear labels for a container: <id> [<key>=<value>, ...]."""
     from dataclasses import replace
-
-    cid, labels = object_with_labels(args)
-    if not cid:
-        msg = "please specify a container"
-        raise InvalidArgumentError(msg)
 
     async def work(client: Client) -> Container:
         store = client.container_store()
@@ -227,24 +210,17 @@ def label(ctx: click.Context, args: tuple[str, ...]) -> None:
 @click.pass_context
 def delete(ctx: click.Context, keep_snapshot: bool, ids: tuple[str, ...]) -> None:
     """Delete one or more existing containers."""
-    if not ids:
-        msg = "must specify at least one container to delete"
-        raise InvalidArgumentError(msg)
+    required(ids, "must specify at least one container to delete")
 
-    async def work(client: Client) -> Exception | None:
-        first: Exception | None = None
+    async def delete_one(client: Client, cid: str) -> None:
         store = client.container_store()
-        for cid in ids:
-            try:
-                c = await store.get(cid)
-                await store.delete(cid)
-                if not keep_snapshot and c.snapshot_key:
-                    await client.snapshot_service(c.snapshotter or None).remove(c.snapshot_key)
-            except Exception as exc:
-                log("error", "failed to delete container", error=exc)
-                first = first or exc
-        return first
+        c = await store.get(cid)
+        await store.delete(cid)
+        if not keep_snapshot and c.snapshot_key:
+            await client.snapshot_service(c.snapshotter or None).remove(c.snapshot_key)
 
-    err = run(ctx, work)
-    if err is not None:
-        raise err
+    def failed(cid: str, exc: Exception) -> Exception:
+        log("error", "failed to delete container", error=exc)
+        return exc
+
+    run_each(ctx, ids, delete_one, failed)

@@ -10,12 +10,21 @@ import click
 from pycontainerd.core import digests
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
-    InvalidArgumentError,
     NotFoundError,
     UnavailableError,
 )
-from pycontainerd.ctr.common import group, join_labels, log, object_with_labels, run
-from pycontainerd.ctr.tabwriter import TabWriter
+from pycontainerd.ctr.common import (
+    group,
+    join_labels,
+    labels_command,
+    list_command,
+    log,
+    print_list,
+    print_table,
+    required,
+    run,
+    run_each,
+)
 from pycontainerd.ctr.units import human_duration, human_size, since
 
 if TYPE_CHECKING:
@@ -26,27 +35,19 @@ content = group("content", "Manage content")
 CHUNK = 1 << 20
 
 
-@content.command_with_aliases("list", "ls")
-@click.option("--quiet", "-q", is_flag=True, help="Print only the blob digest")
-@click.argument("filters", nargs=-1)
-@click.pass_context
+@list_command(content, "Print only the blob digest")
 def list_content(ctx: click.Context, quiet: bool, filters: tuple[str, ...]) -> None:
     """List all blobs in the store."""
 
     async def work(client: Client) -> list[Info]:
         return [info async for info in client.content_store().walk(*filters)]
 
-    infos = run(ctx, work)
-    if quiet:
-        for info in infos:
-            click.echo(info.digest)
-        return
-    w = TabWriter(sys.stdout, 1, 8, 1, "\t")
-    w.write("DIGEST\tSIZE\tAGE\tLABELS\n")
-    for info in infos:
+    def row(info: Info) -> str:
         age = human_duration(since(info.created_at))
-        w.write(f"{info.digest}\t{human_size(info.size)}\t{age}\t{join_labels(info.labels, '-')}\n")
-    w.flush()
+        return f"{info.digest}\t{human_size(info.size)}\t{age}\t{join_labels(info.labels, '-')}\n"
+
+    header = "DIGEST\tSIZE\tAGE\tLABELS\n"
+    print_list(run(ctx, work), quiet, lambda info: info.digest, header, row, padchar="\t")
 
 
 @content.command("active")
@@ -65,11 +66,11 @@ def active(ctx: click.Context, timeout: str, root: str, match: str) -> None:
         return await client.content_store().list_statuses(*([match] if match else []))
 
     statuses = run(ctx, work)
-    w = TabWriter(sys.stdout, 1, 8, 1, "\t")
-    w.write("REF\tSIZE\tAGE\t\n")
-    for st in statuses:
-        w.write(f"{st.ref}\t{human_size(st.offset)}\t{human_duration(since(st.started_at))}\t\n")
-    w.flush()
+    rows = (
+        f"{st.ref}\t{human_size(st.offset)}\t{human_duration(since(st.started_at))}\t\n"
+        for st in statuses
+    )
+    print_table("REF\tSIZE\tAGE\t\n", rows, padchar="\t")
 
 
 @content.command("get")
@@ -98,9 +99,7 @@ def ingest(ctx: click.Context, expected_size: int, expected_digest: str, ref: st
     """Accept content into the store (from stdin)."""
     if expected_digest:
         digests.parse(expected_digest)
-    if not ref:
-        msg = "must specify a transaction reference"
-        raise InvalidArgumentError(msg)
+    required(ref, "must specify a transaction reference")
 
     async def work(client: Client) -> None:
         import asyncio
@@ -134,12 +133,9 @@ def ingest(ctx: click.Context, expected_size: int, expected_digest: str, ref: st
     run(ctx, work)
 
 
-@content.command("label")
-@click.argument("args", nargs=-1)
-@click.pass_context
-def label(ctx: click.Context, args: tuple[str, ...]) -> None:
+@labels_command(content, "label")
+def label(ctx: click.Context, obj: str, labels: dict[str, str]) -> None:
     """Add labels to content: <digest> [<label>=<value> ...]."""
-    obj, labels = object_with_labels(args)
     dgst = str(digests.parse(obj))
 
     async def work(client: Client) -> Info:
@@ -161,25 +157,19 @@ def label(ctx: click.Context, args: tuple[str, ...]) -> None:
 def delete(ctx: click.Context, args: tuple[str, ...]) -> None:
     """Permanently delete one or more blobs. Deleted blobs are printed."""
 
-    async def work(client: Client) -> Exception | None:
-        first: Exception | None = None
-        store = client.content_store()
-        for arg in args:
-            try:
-                dgst = str(digests.parse(arg))
-                await store.delete(dgst)
-            except NotFoundError:
-                continue
-            except Exception as exc:
-                log("error", f"could not delete {arg}", error=exc)
-                first = first or exc
-                continue
-            click.echo(dgst)
-        return first
+    async def delete_one(client: Client, arg: str) -> None:
+        dgst = str(digests.parse(arg))
+        try:
+            await client.content_store().delete(dgst)
+        except NotFoundError:
+            return
+        click.echo(dgst)
 
-    err = run(ctx, work)
-    if err is not None:
-        raise err
+    def failed(arg: str, exc: Exception) -> Exception:
+        log("error", f"could not delete {arg}", error=exc)
+        return exc
+
+    run_each(ctx, args, delete_one, failed)
 
 
 # -- registry commands (fetch, fetch-object, push-object) live in content_remote.py ---

@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from pycontainerd.core.errdefs import InvalidArgumentError
 from pycontainerd.ctr.commands.images_remote import debug_enabled, parse_platforms
-from pycontainerd.ctr.common import label_args, run
+from pycontainerd.ctr.common import label_args, required, run
 from pycontainerd.ctr.registry import RegistryOptions, registry_flags, resolver
 
 if TYPE_CHECKING:
@@ -44,7 +43,6 @@ def register(content: AliasGroup) -> None:
     "fetch",
     help=FETCH_DESCRIPTION,
     short_help="Fetch all content for an image into containerd",
-    context_settings={"help_option_names": ["-h", "--help"]},
 )
 @registry_flags
 @click.option("--label", "labels", multiple=True, help="labels to attach to the image")
@@ -73,9 +71,7 @@ def fetch(  # noqa: PLR0917 - upstream's flags
     from pycontainerd.remotes.progress import Tracker
     from pycontainerd.remotes.pull import fetch as fetch_image
 
-    if not ref:
-        msg = "please provide an image reference to fetch"
-        raise InvalidArgumentError(msg)
+    required(ref, "please provide an image reference to fetch")
     wanted = parse_platforms(platform_specs)
     show = not debug_enabled(ctx)
 
@@ -102,7 +98,6 @@ def fetch(  # noqa: PLR0917 - upstream's flags
     "fetch-object",
     help="Fetch objects by identifier from a remote.",
     short_help="Retrieve objects from a remote",
-    context_settings={"help_option_names": ["-h", "--help"]},
 )
 @registry_flags
 @click.argument("ref", required=False, default="")
@@ -115,9 +110,7 @@ def fetch_object(
     import contextlib
 
     del hints  # upstream accepts and ignores them too
-    if not ref:
-        msg = "please provide a remote reference"
-        raise InvalidArgumentError(msg)
+    required(ref, "please provide a remote reference")
 
     async def work(_client: Client) -> None:
         out = sys.stdout.buffer
@@ -136,7 +129,6 @@ def fetch_object(
     "push-object",
     help="Push objects by identifier to a remote.",
     short_help="Push an object to a remote",
-    context_settings={"help_option_names": ["-h", "--help"]},
 )
 @registry_flags
 @click.argument("ref", required=False, default="")
@@ -152,9 +144,7 @@ def push_object(
     from pycontainerd.remotes import mediatypes as mt
     from pycontainerd.remotes import reference
 
-    if not (ref and obj and media_type):
-        msg = "please provide <remote> <object> <type>"
-        raise InvalidArgumentError(msg)
+    required(ref and obj and media_type, "please provide <remote> <object> <type>")
     dgst = digests.parse(obj)
 
     async def work(client: Client) -> None:

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING
 
 import click
 
-from pycontainerd.core.errdefs import AlreadyExistsError, InvalidArgumentError, NotFoundError
-from pycontainerd.ctr.common import group, join_labels, log, object_with_labels, run
-from pycontainerd.ctr.tabwriter import TabWriter
+from pycontainerd.core.errdefs import AlreadyExistsError, NotFoundError
+from pycontainerd.ctr.common import (
+    group,
+    join_labels,
+    labels_command,
+    list_command,
+    log,
+    print_list,
+    print_table,
+    run,
+    run_each,
+    unable_to_delete,
+)
 from pycontainerd.ctr.units import bytes_size
 
 if TYPE_CHECKING:
@@ -19,10 +28,7 @@ if TYPE_CHECKING:
 images = group("images", "Manage images")
 
 
-@images.command_with_aliases("list", "ls")
-@click.option("--quiet", "-q", is_flag=True, help="Print only the image refs")
-@click.argument("filters", nargs=-1)
-@click.pass_context
+@list_command(images, "Print only the image refs")
 def list_images(ctx: click.Context, quiet: bool, filters: tuple[str, ...]) -> None:
     """List images known to containerd."""
     from pycontainerd.client import imagewalk
@@ -52,20 +58,16 @@ def list_images(ctx: click.Context, quiet: bool, filters: tuple[str, ...]) -> No
             rows.append((image, size, column))
         return rows
 
-    rows = run(ctx, work)
-    if quiet:
-        for image, _, _ in rows:
-            click.echo(image.name)
-        return
-    w = TabWriter(sys.stdout, 1, 8, 1, " ")
-    w.write("REF\tTYPE\tDIGEST\tSIZE\tPLATFORMS\tLABELS\t\n")
-    for image, size, column in rows:
+    def row(found: tuple[Image, int, str]) -> str:
+        image, size, column = found
         t = image.target
         labels = join_labels(image.labels, "-")
-        w.write(
+        return (
             f"{image.name}\t{t.media_type}\t{t.digest}\t{bytes_size(size)}\t{column}\t{labels}\t\n"
         )
-    w.flush()
+
+    header = "REF\tTYPE\tDIGEST\tSIZE\tPLATFORMS\tLABELS\t\n"
+    print_list(run(ctx, work), quiet, lambda found: found[0].name, header, row)
 
 
 @images.command("check")
@@ -98,13 +100,8 @@ def check(ctx: click.Context, snapshotter: str, filters: tuple[str, ...]) -> Non
         return lines
 
     lines = run(ctx, work)
-    if not lines:
-        return
-    w = TabWriter(sys.stdout, 1, 8, 1, " ")
-    w.write("REF\tTYPE\tDIGEST\tSTATUS\tSIZE\tUNPACKED\t\n")
-    for line in lines:
-        w.write(line)
-    w.flush()
+    if lines:
+        print_table("REF\tTYPE\tDIGEST\tSTATUS\tSIZE\tUNPACKED\t\n", lines)
 
 
 @images.command("tag")
@@ -153,18 +150,11 @@ def tag(
     run(ctx, work)
 
 
-@images.command("label")
+@labels_command(images, "label", missing="please specify an image")
 @click.option("--replace-all", "-r", is_flag=True, help="Replace all labels")
-@click.argument("args", nargs=-1)
-@click.pass_context
-def label(ctx: click.Context, replace_all: bool, args: tuple[str, ...]) -> None:
+def label(ctx: click.Context, name: str, labels: dict[str, str], replace_all: bool) -> None:
     """Set and clear labels for an image: <name> [<key>=<value>, ...]."""
     from pycontainerd.core.images import Image
-
-    name, labels = object_with_labels(args)
-    if not name:
-        msg = "please specify an image"
-        raise InvalidArgumentError(msg)
 
     async def work(client: Client) -> Image:
         paths = ["labels"] if replace_all and labels else [f"labels.{k}" for k in labels]
@@ -183,25 +173,17 @@ def label(ctx: click.Context, replace_all: bool, args: tuple[str, ...]) -> None:
 def delete(ctx: click.Context, sync: bool, refs: tuple[str, ...]) -> None:
     """Remove one or more images by reference."""
 
-    async def work(client: Client) -> Exception | None:
-        first: Exception | None = None
-        store = client.image_store()
-        for i, ref in enumerate(refs):
-            try:
-                await store.delete(ref, sync=sync and i == len(refs) - 1)
-            except NotFoundError:
-                log("warning", f"{ref}: image not found")
-                continue
-            except Exception as exc:
-                log("error", f"unable to delete {ref}", error=exc)
-                first = first or type(exc)(f"unable to delete {ref}: {exc}")
-                continue
-            click.echo(ref)
-        return first
+    async def delete_one(client: Client, item: tuple[int, str]) -> None:
+        i, ref = item
+        try:
+            # the last delete of a --sync run waits for the garbage collection
+            await client.image_store().delete(ref, sync=sync and i == len(refs) - 1)
+        except NotFoundError:
+            log("warning", f"{ref}: image not found")
+            return
+        click.echo(ref)
 
-    err = run(ctx, work)
-    if err is not None:
-        raise err
+    run_each(ctx, enumerate(refs), delete_one, lambda item, exc: unable_to_delete(item[1], exc))
 
 
 # -- registry commands (pull, push) live in images_remote.py --------------------------

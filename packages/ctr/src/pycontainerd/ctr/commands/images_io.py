@@ -16,17 +16,18 @@ import contextlib
 import os
 import sys
 from datetime import UTC, datetime, timedelta
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 from pycontainerd.core.errdefs import InvalidArgumentError, UnimplementedError
-from pycontainerd.ctr.common import run
+from pycontainerd.ctr.common import print_table, required, run
 from pycontainerd.ctr.registry import registry_flags
-from pycontainerd.ctr.tabwriter import TabWriter
 from pycontainerd.ctr.units import bytes_size
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pycontainerd.client.client import Client
     from pycontainerd.core.images import Image
     from pycontainerd.core.platforms import Platform
@@ -176,9 +177,7 @@ def import_command(
     from pycontainerd.remotes.archive import ImportOptions, import_images, refs
     from pycontainerd.remotes.archive.importer import strict_matcher
 
-    if not source:
-        msg = "please provide an archive to import (a path, or - for stdin)"
-        raise InvalidArgumentError(msg)
+    required(source, "please provide an archive to import (a path, or - for stdin)")
     if not local:
         _import_transfer(
             ctx,
@@ -207,9 +206,7 @@ def import_command(
     if digests:
         opts.digest_ref = refs.digest_ref(prefix)
     if skip_digest_for_named:
-        if not digests:
-            msg = "--skip-digest-for-named must be specified with --digests option"
-            raise InvalidArgumentError(msg)
+        required(digests, "--skip-digest-for-named must be specified with --digests option")
         opts.skip_digest_for_named = True
     want = platforms.parse(platform) if platform else None
     if want is not None:
@@ -274,9 +271,9 @@ def export_command(
     from pycontainerd.core import platforms
     from pycontainerd.remotes.archive import ExportOptions, export_images
 
-    if not out or not names:
-        msg = "please provide both an output filename and an image reference to export"
-        raise InvalidArgumentError(msg)
+    required(
+        out and names, "please provide both an output filename and an image reference to export"
+    )
     if not local:
         _export_transfer(
             ctx,
@@ -408,15 +405,20 @@ def _export_transfer(
                 os.unlink(partial)
 
 
+def mount_flags(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The flags ``images mount`` and ``images unmount`` share (upstream's, both)."""
+    f = click.option("--label", "labels", multiple=True, help="labels to attach to the image")(f)
+    f = click.option(
+        "--snapshotter",
+        envvar="CONTAINERD_SNAPSHOTTER",
+        default="",
+        help="snapshotter name. Empty value stands for the default value.",
+    )(f)
+    return registry_flags(f)
+
+
 @click.command("mount", short_help="mount an image to a target path")
-@registry_flags
-@click.option(
-    "--snapshotter",
-    envvar="CONTAINERD_SNAPSHOTTER",
-    default="",
-    help="snapshotter name. Empty value stands for the default value.",
-)
-@click.option("--label", "labels", multiple=True, help="labels to attach to the image")
+@mount_flags
 @click.option("--rw", is_flag=True, help="Enable write support on the mount")
 @click.option("--platform", default="", help="Mount the image for the specified platform")
 @click.argument("ref", metavar="<ref>", required=False, default="")
@@ -442,12 +444,8 @@ def mount_command(
     from pycontainerd.core.errdefs import AlreadyExistsError, ContainerdError
 
     del registry, labels  # accepted for upstream compatibility; the image must exist locally
-    if not ref:
-        msg = "please provide an image reference to mount"
-        raise InvalidArgumentError(msg)
-    if not target:
-        msg = "please provide a target path to mount to"
-        raise InvalidArgumentError(msg)
+    required(ref, "please provide an image reference to mount")
+    required(target, "please provide a target path to mount to")
     name = _snapshotter(snapshotter)
     want = platforms.parse(platform) if platform else platforms.host()
 
@@ -494,14 +492,7 @@ def mount_command(
 
 
 @click.command("unmount", short_help="unmount the image from the target")
-@registry_flags
-@click.option(
-    "--snapshotter",
-    envvar="CONTAINERD_SNAPSHOTTER",
-    default="",
-    help="snapshotter name. Empty value stands for the default value.",
-)
-@click.option("--label", "labels", multiple=True, help="labels to attach to the image")
+@mount_flags
 @click.option("--rm", "remove", is_flag=True, help="remove the snapshot after a successful unmount")
 @click.argument("target", metavar="<target>", required=False, default="")
 @click.pass_context
@@ -519,9 +510,7 @@ def unmount_command(
     from pycontainerd.core.errdefs import NotFoundError
 
     del registry, labels
-    if not target:
-        msg = "please provide a target path to unmount from"
-        raise InvalidArgumentError(msg)
+    required(target, "please provide a target path to unmount from")
     mount.unmount_all(target)
     if remove:
 
@@ -559,9 +548,7 @@ def usage_command(ctx: click.Context, snapshotter: str, ref: str) -> None:
     from pycontainerd.client.containers import image_config, image_manifest
     from pycontainerd.core.errdefs import FailedPreconditionError, NotFoundError
 
-    if not ref:
-        msg = "please provide an image reference to mount"
-        raise InvalidArgumentError(msg)
+    required(ref, "please provide an image reference to mount")
     name = _snapshotter(snapshotter)
 
     async def work(client: Client) -> list[tuple[str, int, int]]:
@@ -586,11 +573,10 @@ def usage_command(ctx: click.Context, snapshotter: str, ref: str) -> None:
         return rows
 
     rows = run(ctx, work)
-    w = TabWriter(sys.stdout, 1, 8, 1, " ")
-    w.write("KEY\tSIZE\tINODES\t\n")
-    for key, size, inodes in rows:
-        w.write(f"{key}\t{bytes_size(size)}\t{inodes}\t\n")
-    w.flush()
+    print_table(
+        "KEY\tSIZE\tINODES\t\n",
+        (f"{key}\t{bytes_size(size)}\t{inodes}\t\n" for key, size, inodes in rows),
+    )
 
 
 def register(group: AliasGroup) -> None:

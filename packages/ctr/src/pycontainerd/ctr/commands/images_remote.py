@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import click
 
 from pycontainerd.core.errdefs import InvalidArgumentError
-from pycontainerd.ctr.common import CtrContext, label_args, run
+from pycontainerd.ctr.common import CtrContext, label_args, required, run
 from pycontainerd.ctr.registry import RegistryOptions, registry_flags, resolver
 
 if TYPE_CHECKING:
@@ -131,7 +131,6 @@ def register(images: AliasGroup) -> None:
     "pull",
     help=PULL_DESCRIPTION,
     short_help="Pull an image from a remote",
-    context_settings={"help_option_names": ["-h", "--help"]},
 )
 @registry_flags
 @click.option(
@@ -186,9 +185,7 @@ def pull(  # noqa: PLR0917 - upstream's flags
     from pycontainerd.remotes.progress import Tracker
     from pycontainerd.remotes.pull import Unpacking, fetch
 
-    if not ref:
-        msg = "please provide an image reference to pull"
-        raise InvalidArgumentError(msg)
+    required(ref, "please provide an image reference to pull")
     wanted = parse_platforms(platform_specs)
     image_labels = label_args(labels)
     show = not debug_enabled(ctx)
@@ -289,7 +286,6 @@ def _pull_transfer(
     "push",
     help=PUSH_DESCRIPTION,
     short_help="Push an image to a remote",
-    context_settings={"help_option_names": ["-h", "--help"]},
 )
 @registry_flags
 @click.option("--manifest", default="", help="digest of manifest")
@@ -335,9 +331,7 @@ def push(  # noqa: PLR0917 - upstream's flags
     from pycontainerd.remotes.progress import Tracker
     from pycontainerd.remotes.push import push as push_image
 
-    if not remote:
-        msg = "please provide a remote image reference to push"
-        raise InvalidArgumentError(msg)
+    required(remote, "please provide a remote image reference to push")
     if not local_path:
         from pycontainerd.client.transfer import ImageStore
         from pycontainerd.ctr.transfer import REGISTRY_LOCAL_ONLY, require_local, run_transfer

@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from pycontainerd.core.errdefs import InvalidArgumentError
-from pycontainerd.ctr.common import run
+from pycontainerd.ctr.common import required, run
 
 if TYPE_CHECKING:
     from pycontainerd.client.client import Client
@@ -17,7 +16,6 @@ if TYPE_CHECKING:
     "install",
     help="install a new package",
     short_help="Install a new package",
-    context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.option("--libs", "-l", is_flag=True, help="install libs from the image")
 @click.option(
@@ -34,9 +32,7 @@ def install_command(ctx: click.Context, libs: bool, replace: bool, path: str, re
     """Install a new package: <ref>."""
     from pycontainerd.client.install import install
 
-    if not ref:
-        msg = "please provide an image reference to install"
-        raise InvalidArgumentError(msg)
+    required(ref, "please provide an image reference to install")
 
     async def work(client: Client) -> list[str]:
         return await install(client, ref, path=path or None, libs=libs, replace=replace)

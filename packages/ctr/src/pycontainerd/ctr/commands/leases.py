@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import click
 
-from pycontainerd.ctr.common import group, join_labels, run
-from pycontainerd.ctr.tabwriter import TabWriter
+from pycontainerd.ctr.common import group, join_labels, list_command, print_list, run
 from pycontainerd.ctr.units import rfc3339
 
 if TYPE_CHECKING:
@@ -19,27 +17,16 @@ if TYPE_CHECKING:
 leases = group("leases", "Manage leases")
 
 
-@leases.command_with_aliases("list", "ls")
-@click.option("--quiet", "-q", is_flag=True, help="Print only the lease id")
-@click.argument("filters", nargs=-1)
-@click.pass_context
+@list_command(leases, "Print only the lease id")
 def list_leases(ctx: click.Context, quiet: bool, filters: tuple[str, ...]) -> None:
     """List all active leases."""
 
-    async def work(client: Client) -> list[Lease]:
-        return await client.lease_manager().list(*filters)
-
-    found = run(ctx, work)
-    if quiet:
-        for lease in found:
-            click.echo(lease.id)
-        return
-    w = TabWriter(sys.stdout, 1, 8, 1, " ")
-    w.write("ID\tCREATED AT\tLABELS\t\n")
-    for lease in found:
+    def row(lease: Lease) -> str:
         created = rfc3339(lease.created_at, local=True)
-        w.write(f"{lease.id}\t{created}\t{join_labels(lease.labels, '-')}\t\n")
-    w.flush()
+        return f"{lease.id}\t{created}\t{join_labels(lease.labels, '-')}\t\n"
+
+    found = run(ctx, lambda client: client.lease_manager().list(*filters))
+    print_list(found, quiet, lambda lease: lease.id, "ID\tCREATED AT\tLABELS\t\n", row)
 
 
 @leases.command("create")

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import sys
+import contextlib
 from typing import TYPE_CHECKING
 
 import click
 
-from pycontainerd.core.errdefs import InvalidArgumentError, NotFoundError
-from pycontainerd.ctr.common import group, join_labels, log, object_with_labels, run
-from pycontainerd.ctr.tabwriter import TabWriter
+from pycontainerd.core.errdefs import NotFoundError
+from pycontainerd.ctr.common import (
+    group,
+    join_labels,
+    labels_command,
+    list_command,
+    print_list,
+    run,
+    run_each,
+    unable_to_delete,
+)
 
 if TYPE_CHECKING:
     from pycontainerd.client.client import Client
@@ -17,15 +25,9 @@ if TYPE_CHECKING:
 namespaces = group("namespaces", "Manage namespaces")
 
 
-@namespaces.command_with_aliases("create", "c")
-@click.argument("args", nargs=-1)
-@click.pass_context
-def create(ctx: click.Context, args: tuple[str, ...]) -> None:
+@labels_command(namespaces, "create", "c", missing="please specify a namespace")
+def create(ctx: click.Context, name: str, labels: dict[str, str]) -> None:
     """Create a new namespace. It must be unique. Usage: <name> [<key>=<value>...]."""
-    name, labels = object_with_labels(args)
-    if not name:
-        msg = "please specify a namespace"
-        raise InvalidArgumentError(msg)
 
     async def work(client: Client) -> None:
         await client.namespace_store().create(name, labels)
@@ -33,15 +35,9 @@ def create(ctx: click.Context, args: tuple[str, ...]) -> None:
     run(ctx, work)
 
 
-@namespaces.command("label")
-@click.argument("args", nargs=-1)
-@click.pass_context
-def label(ctx: click.Context, args: tuple[str, ...]) -> None:
+@labels_command(namespaces, "label", missing="please specify a namespace")
+def label(ctx: click.Context, name: str, labels: dict[str, str]) -> None:
     """Set and clear labels for a namespace. An empty value clears the label."""
-    name, labels = object_with_labels(args)
-    if not name:
-        msg = "please specify a namespace"
-        raise InvalidArgumentError(msg)
 
     async def work(client: Client) -> None:
         store = client.namespace_store()
@@ -51,25 +47,16 @@ def label(ctx: click.Context, args: tuple[str, ...]) -> None:
     run(ctx, work)
 
 
-@namespaces.command_with_aliases("list", "ls")
-@click.option("--quiet", "-q", is_flag=True, help="Print only the namespace name")
-@click.pass_context
+@list_command(namespaces, "Print only the namespace name", filters=False)
 def list_namespaces(ctx: click.Context, quiet: bool) -> None:
     """List namespaces."""
-
-    async def work(client: Client) -> list[tuple[str, dict[str, str]]]:
-        return await client.namespace_store().list_with_labels()
-
-    found = run(ctx, work)
-    if quiet:
-        for name, _ in found:
-            click.echo(name)
-        return
-    w = TabWriter(sys.stdout, 1, 8, 1, " ")
-    w.write("NAME\tLABELS\t\n")
-    for name, labels in found:
-        w.write(f"{name}\t{join_labels(labels)}\t\n")
-    w.flush()
+    print_list(
+        run(ctx, lambda client: client.namespace_store().list_with_labels()),
+        quiet,
+        lambda found: found[0],
+        "NAME\tLABELS\t\n",
+        lambda found: f"{found[0]}\t{join_labels(found[1])}\t\n",
+    )
 
 
 @namespaces.command_with_aliases("remove", "rm")
@@ -79,32 +66,18 @@ def list_namespaces(ctx: click.Context, quiet: bool) -> None:
 def remove(ctx: click.Context, cgroup: bool, names: tuple[str, ...]) -> None:
     """Remove one or more namespaces. For now, the namespace must be empty."""
 
-    async def work(client: Client) -> Exception | None:
-        first: Exception | None = None
-        store = client.namespace_store()
-        for name in names:
-            try:
-                await store.delete(name)
-            except NotFoundError:
-                pass
-            except Exception as exc:
-                log("error", f"unable to delete {name}", error=exc)
-                if first is None:
-                    first = type(exc)(f"unable to delete {name}: {exc}")
-                continue
-            if cgroup:
-                _remove_cgroup(name)
-            click.echo(name)
-        return first
+    async def remove_one(client: Client, name: str) -> None:
+        with contextlib.suppress(NotFoundError):
+            await client.namespace_store().delete(name)
+        if cgroup:
+            _remove_cgroup(name)
+        click.echo(name)
 
-    err = run(ctx, work)
-    if err is not None:
-        raise err
+    run_each(ctx, names, remove_one, unable_to_delete)
 
 
 def _remove_cgroup(name: str) -> None:
     """Remove the namespace's top-level cgroup (v2: ``/sys/fs/cgroup/<name>``) if empty."""
-    import contextlib
     import os
 
     with contextlib.suppress(OSError):

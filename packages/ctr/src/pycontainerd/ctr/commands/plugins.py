@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pycontainerd.core.errdefs import UnknownError
-from pycontainerd.ctr.common import UsageError, go_json, group, run
+from pycontainerd.ctr.common import UsageError, go_json, group, list_command, run
 from pycontainerd.ctr.tabwriter import TabWriter
 
 if TYPE_CHECKING:
@@ -48,11 +48,8 @@ def status_of(plugin: PluginInfo) -> str:
     return "skip" if "skip plugin" in plugin.init_err.message else "error"
 
 
-@plugins.command_with_aliases("list", "ls")
-@click.option("--quiet", "-q", is_flag=True, help="Print only the plugin ids")
+@list_command(plugins, "Print only the plugin ids")
 @click.option("--detailed", "-d", is_flag=True, help="Print detailed information about each plugin")
-@click.argument("filters", nargs=-1)
-@click.pass_context
 def list_plugins(  # noqa: PLR0912 - one branch per detailed field, as upstream
     ctx: click.Context, quiet: bool, detailed: bool, filters: tuple[str, ...]
 ) -> None:

@@ -19,14 +19,12 @@ The calls go through the generated stubs on the client's channel.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from typing import TYPE_CHECKING, Any, Final
 
 import click
 
-from pycontainerd.ctr.common import go_json, group, log, run
-from pycontainerd.ctr.tabwriter import TabWriter
+from pycontainerd.ctr.common import go_json, group, log, print_table, run
 
 if TYPE_CHECKING:
     from pycontainerd.api.types import sandbox_pb2
@@ -48,6 +46,29 @@ def _stubs(client: Client) -> tuple[Any, Any]:
         sandbox_pb2_grpc.StoreStub(client.channel),
         sandbox_pb2_grpc.ControllerStub(client.channel),
     )
+
+
+async def _call(
+    client: Client, rpc: Any, request: Any, failure: str = "", *, missing_ok: bool = False
+) -> Any:
+    """``rpc(request)`` with the client's namespace and timeout, its errors mapped from gRPC.
+
+    With ``failure``, an error is raised as ``RuntimeError("<failure>: <error>")``;
+    with ``missing_ok``, NotFound answers ``None``.
+    """
+    from pycontainerd.api.errgrpc import rpc_errors
+    from pycontainerd.core.errdefs import NotFoundError
+
+    try:
+        with rpc_errors():
+            return await rpc(request, metadata=client.metadata(), timeout=client.timeout)
+    except Exception as exc:
+        if missing_ok and isinstance(exc, NotFoundError):
+            return None
+        if not failure:
+            raise
+        msg = f"{failure}: {exc}"
+        raise RuntimeError(msg) from exc
 
 
 async def _default_sandboxer(client: Client) -> str:
@@ -96,12 +117,10 @@ def run_sandbox(ctx: click.Context, runtime: str, args: tuple[str, ...]) -> None
         raise click.ClickException(msg) from None
 
     async def work(client: Client) -> str:
-        from pycontainerd.api.errgrpc import rpc_errors
         from pycontainerd.api.services.sandbox.v1 import sandbox_pb2 as pb
         from pycontainerd.api.types import sandbox_pb2 as types_pb
 
         store, controller = _stubs(client)
-        md, timeout = client.metadata(), client.timeout
         sandboxer = await _default_sandboxer(client)
         sb = types_pb.Sandbox(sandbox_id=sandbox_id, sandboxer=sandboxer)
         sb.runtime.name = runtime
@@ -112,37 +131,20 @@ def run_sandbox(ctx: click.Context, runtime: str, args: tuple[str, ...]) -> None
         sb.created_at.FromNanoseconds(now)
         sb.updated_at.FromNanoseconds(now)
         try:
-            with rpc_errors():
-                created: types_pb.Sandbox = (
-                    await store.Create(
-                        pb.StoreCreateRequest(sandbox=sb), metadata=md, timeout=timeout
-                    )
-                ).sandbox
-            try:
-                with rpc_errors():
-                    await controller.Create(
-                        pb.ControllerCreateRequest(
-                            sandbox_id=sandbox_id, sandbox=created, sandboxer=sandboxer
-                        ),
-                        metadata=md,
-                        timeout=timeout,
-                    )
-            except Exception as exc:
-                msg = f"failed to create sandbox with {sandboxer} sandboxer: {exc}"
-                raise RuntimeError(msg) from exc
+            created = (await _call(client, store.Create, pb.StoreCreateRequest(sandbox=sb))).sandbox
+            await _call(
+                client,
+                controller.Create,
+                pb.ControllerCreateRequest(
+                    sandbox_id=sandbox_id, sandbox=created, sandboxer=sandboxer
+                ),
+                f"failed to create sandbox with {sandboxer} sandboxer",
+            )
         except Exception as exc:
             msg = f"failed to create new sandbox: {exc}"
             raise RuntimeError(msg) from exc
-        try:
-            with rpc_errors():
-                await controller.Start(
-                    pb.ControllerStartRequest(sandbox_id=sandbox_id, sandboxer=sandboxer),
-                    metadata=md,
-                    timeout=timeout,
-                )
-        except Exception as exc:
-            msg = f"failed to start: {exc}"
-            raise RuntimeError(msg) from exc
+        start = pb.ControllerStartRequest(sandbox_id=sandbox_id, sandboxer=sandboxer)
+        await _call(client, controller.Start, start, "failed to start")
         return sandbox_id
 
     click.echo(run(ctx, work))
@@ -159,29 +161,18 @@ def list_sandboxes(ctx: click.Context, filters: tuple[str, ...]) -> None:
     """List sandboxes."""
 
     async def work(client: Client) -> list[sandbox_pb2.Sandbox]:
-        from pycontainerd.api.errgrpc import rpc_errors
         from pycontainerd.api.services.sandbox.v1 import sandbox_pb2 as pb
 
         store, _ = _stubs(client)
-        try:
-            with rpc_errors():
-                resp = await store.List(
-                    pb.StoreListRequest(filters=list(filters)),
-                    metadata=client.metadata(),
-                    timeout=client.timeout,
-                )
-        except Exception as exc:
-            msg = f"failed to list sandboxes: {exc}"
-            raise RuntimeError(msg) from exc
+        request = pb.StoreListRequest(filters=list(filters))
+        resp = await _call(client, store.List, request, "failed to list sandboxes")
         return list(resp.list)
 
-    found = run(ctx, work)
-    w = TabWriter(sys.stdout, 1, 8, 1, " ")
-    w.write("ID\tCREATED\tRUNTIME\t\n")
-    for sb in found:
+    def row(sb: sandbox_pb2.Sandbox) -> str:
         created = go_time(sb.created_at.seconds, sb.created_at.nanos)
-        w.write(f"{sb.sandbox_id}\t{created}\t{sb.runtime.name}\t\n")
-    w.flush()
+        return f"{sb.sandbox_id}\t{created}\t{sb.runtime.name}\t\n"
+
+    print_table("ID\tCREATED\tRUNTIME\t\n", map(row, run(ctx, work)))
 
 
 @sandboxes.command_with_aliases("remove", "rm")
@@ -192,61 +183,30 @@ def remove(ctx: click.Context, force: bool, ids: tuple[str, ...]) -> None:
     """Remove sandboxes (arguments: <id> [<id>, ...])."""
 
     async def work(client: Client) -> None:
-        from pycontainerd.api.errgrpc import rpc_errors
         from pycontainerd.api.services.sandbox.v1 import sandbox_pb2 as pb
-        from pycontainerd.core.errdefs import NotFoundError
 
         store, controller = _stubs(client)
-        md, timeout = client.metadata(), client.timeout
         for sandbox_id in ids:
+            record = {"sandbox_id": sandbox_id}
             try:
-                with rpc_errors():
-                    sb = (
-                        await store.Get(
-                            pb.StoreGetRequest(sandbox_id=sandbox_id), metadata=md, timeout=timeout
-                        )
-                    ).sandbox
+                sb = (await _call(client, store.Get, pb.StoreGetRequest(**record))).sandbox
             except Exception as exc:
                 log("error", f"failed to load sandbox {sandbox_id}", error=exc)
                 continue
+            owner = {**record, "sandboxer": sb.sandboxer}
             try:
-                with rpc_errors():
-                    await controller.Stop(
-                        pb.ControllerStopRequest(sandbox_id=sandbox_id, sandboxer=sb.sandboxer),
-                        metadata=md,
-                        timeout=timeout,
-                    )
+                await _call(client, controller.Stop, pb.ControllerStopRequest(**owner))
             except Exception as exc:
                 log("error", f"failed to stop sandbox {sandbox_id}", error=exc)
                 if not force:
                     continue
+            teardown = (  # either may be gone already
+                (controller.Shutdown, pb.ControllerShutdownRequest(**owner), "shutdown sandbox"),
+                (store.Delete, pb.StoreDeleteRequest(**record), "delete sandbox from store"),
+            )
             try:
-                try:
-                    with rpc_errors():
-                        await controller.Shutdown(
-                            pb.ControllerShutdownRequest(
-                                sandbox_id=sandbox_id, sandboxer=sb.sandboxer
-                            ),
-                            metadata=md,
-                            timeout=timeout,
-                        )
-                except NotFoundError:
-                    pass
-                except Exception as exc:
-                    msg = f"failed to shutdown sandbox: {exc}"
-                    raise RuntimeError(msg) from exc
-                try:
-                    with rpc_errors():
-                        await store.Delete(
-                            pb.StoreDeleteRequest(sandbox_id=sandbox_id),
-                            metadata=md,
-                            timeout=timeout,
-                        )
-                except NotFoundError:
-                    pass
-                except Exception as exc:
-                    msg = f"failed to delete sandbox from store: {exc}"
-                    raise RuntimeError(msg) from exc
+                for rpc, request, what in teardown:
+                    await _call(client, rpc, request, f"failed to {what}", missing_ok=True)
             except Exception as exc:
                 log("error", f"failed to shutdown sandbox {sandbox_id}", error=exc)
                 continue
@@ -295,17 +255,12 @@ def info(ctx: click.Context, spec: bool, sandbox_id: str) -> None:
     """Get info about a sandbox (its record in the sandbox store)."""
 
     async def work(client: Client) -> sandbox_pb2.Sandbox:
-        from pycontainerd.api.errgrpc import rpc_errors
         from pycontainerd.api.services.sandbox.v1 import sandbox_pb2 as pb
 
         store, _ = _stubs(client)
-        with rpc_errors():
-            resp = await store.Get(
-                pb.StoreGetRequest(sandbox_id=sandbox_id),
-                metadata=client.metadata(),
-                timeout=client.timeout,
-            )
-        found: sandbox_pb2.Sandbox = resp.sandbox
+        found: sandbox_pb2.Sandbox = (
+            await _call(client, store.Get, pb.StoreGetRequest(sandbox_id=sandbox_id))
+        ).sandbox
         return found
 
     doc = sandbox_json(run(ctx, work))

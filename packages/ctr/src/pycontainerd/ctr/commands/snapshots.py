@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
-import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from pycontainerd.ctr.common import AliasGroup, go_json, join_labels, object_with_labels, run
-from pycontainerd.ctr.tabwriter import TabWriter
+from pycontainerd.ctr.common import (
+    AliasGroup,
+    go_json,
+    join_labels,
+    labels_command,
+    print_table,
+    run,
+)
 from pycontainerd.ctr.units import bytes_size, rfc3339, rfc3339nano
 
 if TYPE_CHECKING:
@@ -71,11 +76,8 @@ def list_snapshots(ctx: click.Context) -> None:
     async def work(client: Client) -> list[Info]:
         return [i async for i in _sn(ctx, client).walk()]
 
-    w = TabWriter(sys.stdout, 1, 8, 1, " ")
-    w.write("KEY\tPARENT\tKIND\t\n")
-    for info in run(ctx, work):
-        w.write(f"{info.name}\t{info.parent}\t{info.kind}\t\n")
-    w.flush()
+    rows = (f"{info.name}\t{info.parent}\t{info.kind}\t\n" for info in run(ctx, work))
+    print_table("KEY\tPARENT\tKIND\t\n", rows)
 
 
 def _create(
@@ -101,24 +103,24 @@ def _create(
         click.echo(mounts_json(found))
 
 
-@snapshots.command("prepare")
-@click.option("--target", "-t", default="", help="Mount target path, will print mount, if provided")
-@click.option("--mounts", is_flag=True, help="Print out snapshot mounts as JSON")
-@click.argument("args", nargs=-1)
-@click.pass_context
-def prepare(ctx: click.Context, target: str, mounts: bool, args: tuple[str, ...]) -> None:
-    """Prepare a snapshot from a committed snapshot: <key> [<parent>]."""
-    _create(ctx, False, target, mounts, args)
+def _create_command(name: str, view: bool, help_text: str) -> None:
+    """Add ``snapshots <name>``: an active snapshot, or with ``view`` a read-only one."""
+
+    @snapshots.command(name, help=help_text)
+    @click.option(
+        "--target", "-t", default="", help="Mount target path, will print mount, if provided"
+    )
+    @click.option("--mounts", is_flag=True, help="Print out snapshot mounts as JSON")
+    @click.argument("args", nargs=-1)
+    @click.pass_context
+    def create(ctx: click.Context, target: str, mounts: bool, args: tuple[str, ...]) -> None:
+        _create(ctx, view, target, mounts, args)
 
 
-@snapshots.command("view")
-@click.option("--target", "-t", default="", help="Mount target path, will print mount, if provided")
-@click.option("--mounts", is_flag=True, help="Print out snapshot mounts as JSON")
-@click.argument("args", nargs=-1)
-@click.pass_context
-def view(ctx: click.Context, target: str, mounts: bool, args: tuple[str, ...]) -> None:
-    """Create a read-only snapshot from a committed snapshot: <key> [<parent>]."""
-    _create(ctx, True, target, mounts, args)
+_create_command("prepare", False, "Prepare a snapshot from a committed snapshot: <key> [<parent>].")
+_create_command(
+    "view", True, "Create a read-only snapshot from a committed snapshot: <key> [<parent>]."
+)
 
 
 @snapshots.command_with_aliases("mounts", "m", "mount")
@@ -169,14 +171,10 @@ def info(ctx: click.Context, key: str) -> None:
     click.echo(go_json(doc))
 
 
-@snapshots.command("label")
-@click.argument("args", nargs=-1)
-@click.pass_context
-def label(ctx: click.Context, args: tuple[str, ...]) -> None:
+@labels_command(snapshots, "label")
+def label(ctx: click.Context, key: str, labels: dict[str, str]) -> None:
     """Add labels to a snapshot: <name> [<label>=<value> ...]."""
     from pycontainerd.core.snapshots import Info, Kind
-
-    key, labels = object_with_labels(args)
 
     async def work(client: Client) -> Info:
         sn = _sn(ctx, client)
@@ -202,12 +200,12 @@ def usage(ctx: click.Context, in_bytes: bool, keys: tuple[str, ...]) -> None:
         names = list(keys) or [i.name async for i in sn.walk()]
         return [(n, await sn.usage(n)) for n in names]
 
-    w = TabWriter(sys.stdout, 1, 8, 1, " ")
-    w.write("KEY\tSIZE\tINODES\t\n")
-    for name, u in run(ctx, work):
+    def row(found: tuple[str, Usage]) -> str:
+        name, u = found
         size = str(u.size) if in_bytes else bytes_size(u.size)
-        w.write(f"{name}\t{size}\t{u.inodes}\t\n")
-    w.flush()
+        return f"{name}\t{size}\t{u.inodes}\t\n"
+
+    print_table("KEY\tSIZE\tINODES\t\n", map(row, run(ctx, work)))
 
 
 @snapshots.command_with_aliases("delete", "del", "remove", "rm")

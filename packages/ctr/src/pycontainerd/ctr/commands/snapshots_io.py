@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pycontainerd.core.errdefs import InvalidArgumentError, NotFoundError
-from pycontainerd.ctr.common import label_args, run
+from pycontainerd.core.errdefs import NotFoundError
+from pycontainerd.ctr.common import label_args, required, run
 from pycontainerd.ctr.units import rfc3339
 
 if TYPE_CHECKING:
@@ -81,9 +81,7 @@ def diff_command(
 
     The layer is written to the content store and copied to stdout.
     """
-    if not id_a:
-        msg = "snapshot id must be provided"
-        raise InvalidArgumentError(msg)
+    required(id_a, "snapshot id must be provided")
     extra = label_args(labels)
     if keep:
         extra[GC_ROOT] = rfc3339(datetime.now(UTC).replace(microsecond=0))

@@ -22,13 +22,23 @@ from pycontainerd.ctr.attach import (
     raw_terminal,
     start_task,
 )
-from pycontainerd.ctr.common import UsageError, exit_with, group, log, run
+from pycontainerd.ctr.common import (
+    UsageError,
+    exit_with,
+    group,
+    list_command,
+    log,
+    print_list,
+    print_table,
+    run,
+)
 from pycontainerd.ctr.metrics import metrics_document, parse_message, write_metrics_table
-from pycontainerd.ctr.tabwriter import TabWriter
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from pycontainerd.client.client import Client
-    from pycontainerd.client.tasks import Metric, Task
+    from pycontainerd.client.tasks import Metric, Task, TaskService
     from pycontainerd.core.types import AnyValue
 
 tasks = group("tasks", "Manage tasks")
@@ -55,23 +65,20 @@ async def load_container_task(client: Client, container_id: str, exec_id: str = 
 # -- commands ---------------------------------------------------------------------------------
 
 
-@tasks.command_with_aliases("list", "ls")
-@click.option("--quiet", "-q", is_flag=True, help="Print only the task id")
-@click.pass_context
+@list_command(tasks, "Print only the task id", filters=False)
 def list_tasks(ctx: click.Context, quiet: bool) -> None:
     """List tasks."""
     from pycontainerd.client.tasks import TaskService
 
-    found = run(ctx, lambda client: TaskService(client).list())
-    if quiet:
-        for t in found:
-            click.echo(t.id)
-        return
-    w = TabWriter(sys.stdout, 4, 8, 4, " ")
-    w.write("TASK\tPID\tSTATUS\t\n")
-    for t in found:
-        w.write(f"{t.id}\t{t.pid}\t{t.status}\n")
-    w.flush()
+    print_list(
+        run(ctx, lambda client: TaskService(client).list()),
+        quiet,
+        lambda t: t.id,
+        "TASK\tPID\tSTATUS\t\n",
+        lambda t: f"{t.id}\t{t.pid}\t{t.status}\n",
+        minwidth=4,
+        padding=4,
+    )
 
 
 def format_process_info(info: AnyValue | None) -> str:
@@ -97,37 +104,28 @@ def ps(ctx: click.Context, container: str | None) -> None:
         task = await load_container_task(client, cid)
         return await task.service.pids(cid)
 
-    w = TabWriter(sys.stdout, 1, 8, 4, " ")
-    w.write("PID\tINFO\n")
-    for pid, info in run(ctx, work):
-        w.write(f"{pid}\t{format_process_info(info)}\n")
-    w.flush()
+    rows = (f"{pid}\t{format_process_info(info)}\n" for pid, info in run(ctx, work))
+    print_table("PID\tINFO\n", rows, padding=4)
 
 
-@tasks.command("pause")
-@click.argument("container", required=False)
-@click.pass_context
-def pause(ctx: click.Context, container: str | None) -> None:
-    """Pause an existing container."""
+def _freeze_command(
+    name: str, help_text: str, call: Callable[[TaskService, str], Awaitable[object]]
+) -> None:
+    """Add ``tasks pause`` or ``tasks resume``: ``call(service, container id)``."""
 
-    async def work(client: Client) -> None:
-        task = await load_container_task(client, container or "")
-        await task.service.pause(task.container_id)
+    @tasks.command(name, help=help_text)
+    @click.argument("container", required=False)
+    @click.pass_context
+    def freeze(ctx: click.Context, container: str | None) -> None:
+        async def work(client: Client) -> None:
+            task = await load_container_task(client, container or "")
+            await call(task.service, task.container_id)
 
-    run(ctx, work)
+        run(ctx, work)
 
 
-@tasks.command("resume")
-@click.argument("container", required=False)
-@click.pass_context
-def resume(ctx: click.Context, container: str | None) -> None:
-    """Resume a paused container."""
-
-    async def work(client: Client) -> None:
-        task = await load_container_task(client, container or "")
-        await task.service.resume(task.container_id)
-
-    run(ctx, work)
+_freeze_command("pause", "Pause an existing container.", lambda s, cid: s.pause(cid))
+_freeze_command("resume", "Resume a paused container.", lambda s, cid: s.resume(cid))
 
 
 @tasks.command("kill")
