@@ -30,7 +30,10 @@ def verified_daemon(bin_dir: Path) -> Iterator[Daemon]:
     """A daemon whose ``bindir`` image verifier runs what ``bin_dir`` holds."""
     plugin = '[plugins."io.containerd.image-verifier.v1.bindir"]'
     config = f'version = 2\n{plugin}\nbin_dir = "{bin_dir}"\n'
-    with short_tempdir("pvf") as base, Daemon(base, config=config, env=daemon_env(MODULES)) as d:
+    with (
+        short_tempdir("pvf") as base,
+        Daemon(base, config=config, env=daemon_env(TRANSFER_PLUGINS)) as d,
+    ):
         yield d
 
 
