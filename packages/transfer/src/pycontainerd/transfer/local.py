@@ -167,7 +167,7 @@ def skip_httpx_cli() -> None:
     Nothing in the daemon runs httpx's CLI. Only for the daemon's process: a
     library must not do this to its user's.
     """
-    sys.modules.setdefault(HTTPX_CLI, None)  # type: ignore[assignment]
+    sys.modules.setdefault(HTTPX_CLI, None)  # type: ignore[arg-type]
 
 
 def start_warm_up() -> concurrent.futures.Future[None]:
