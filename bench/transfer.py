@@ -23,6 +23,24 @@ Our daemons run with bytecode caching on (``PYTHONDONTWRITEBYTECODE`` is
 dropped, the cache goes to a temporary ``PYTHONPYCACHEPREFIX``), as an
 installed package has its bytecode: otherwise the first pull of each fresh
 daemon would also compile the registry stack it imports.
+
+Where our time goes (session 5, load 9-12 on two shared cores, traced in the
+daemon; a typical 1.8 s pull of ours against 1.3-1.6 s for containerd 2.1):
+
+- 0.25-0.30 s waiting for the first transfer's imports (the registry stack,
+  about 0.11 s of CPU; nothing else runs meanwhile);
+- 0.05-0.15 s resolving and fetching the manifest, config and bottom layer;
+- 0.6-0.9 s applying the 5 000-file layer (0.17 s of CPU alone), while the
+  upper layers download (downloads end at about 1.4 s);
+- 0.3-0.4 s applying the 18 filler layers left once the downloads end
+  (about 8 ms of CPU each, plus 2.5 ms of snapshot and label updates).
+
+The daemon's CPU for the pull is 0.8-1.05 s against containerd's 0.7-0.95 s;
+on a busy machine the pull is CPU-share bound, and Go's threads get more of it
+than one GIL. Applying in a worker process (tried: the blob's fd handed over a
+socket pair) lost here: a fresh daemon per pull pays the worker's interpreter
+start and imports (0.10-0.16 s of CPU) during its own warm-up imports, 1.60x
+against 1.21x for threads in the same interleaved runs.
 """
 
 from __future__ import annotations

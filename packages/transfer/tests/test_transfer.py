@@ -573,6 +573,8 @@ async def test_registry_stack_loads_on_the_first_pull_not_at_boot(
         async with Client(fresh.address, namespace) as client:
             await pull(client, f"{registry.host}/test/oci:v1")
         assert _imported(fresh.log(), "httpx")
+        # nor httpx's command-line client, which brings rich where it is installed (dev tools)
+        assert not _imported(fresh.log(), "rich")
 
 
 async def _open_stream(client: Client, name: str, lease: str = "") -> Any:

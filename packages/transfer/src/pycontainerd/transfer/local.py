@@ -23,6 +23,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field, replace
@@ -154,6 +155,22 @@ WARM_MODULES: tuple[str, ...] = (
 
 _warming: concurrent.futures.Future[None] | None = None
 
+#: httpx's command-line client, which ``import httpx`` loads whenever click,
+#: rich and pygments are importable (they are in a development environment):
+#: 80 ms on the first pull of a daemon that never runs it.
+HTTPX_CLI = "httpx._main"
+
+
+def skip_httpx_cli() -> None:
+    """Keep httpx from importing its command-line client in this (daemon) process.
+
+    ``import httpx`` falls back to a stub ``httpx.main`` when its CLI module
+    cannot be imported; a ``None`` entry in ``sys.modules`` makes it so.
+    Nothing in the daemon runs httpx's CLI. Only for the daemon's process: a
+    library must not do this to its user's.
+    """
+    sys.modules.setdefault(HTTPX_CLI, None)  # type: ignore[arg-type]
+
 
 def start_warm_up() -> concurrent.futures.Future[None]:
     """Import :data:`WARM_MODULES` in a worker thread, once per process.
@@ -182,6 +199,7 @@ async def warmed_up() -> None:
 def _import_all(done: concurrent.futures.Future[None]) -> None:
     import importlib
 
+    skip_httpx_cli()
     try:
         for name in WARM_MODULES:
             try:

@@ -76,8 +76,10 @@ async def _init_local(ic: InitContext) -> LocalTransferrer:
         LocalServices,
         LocalTransferrer,
         TransferConfig,
+        skip_httpx_cli,
     )
 
+    skip_httpx_cli()  # for every later import of httpx in the daemon (CRI pulls too)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # no log line per registry request
     md = ic.get_single(PluginType.METADATA)
     differ = ic.get_by_id(PluginType.DIFF, "walking")
