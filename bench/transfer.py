@@ -14,6 +14,10 @@ Metrics:
 - ``transfer_pull_big_s``: median wall time of ``ctr images pull --plain-http``
   (Transfer path: fetch, verify and unpack into overlayfs in the daemon) of
   ``bench/big`` (20 layers);
+- ``transfer_pull_big_warm_s``: the same pull on a daemon that has already
+  made one Transfer pull (of a one-layer image sharing nothing with
+  ``bench/big``): a long-lived daemon's pull, without the first pull's one-time
+  imports (ours loads its registry stack lazily, containerd has it linked in);
 - ``local_pull_big_s``: the same with ``--local`` (the client-side path), for
   reference;
 - ``progress_overhead_pct`` (ours only): the median of a library
@@ -56,6 +60,13 @@ from pathlib import Path
 import _harness
 import images  # the sibling modules: a script's own directory is on sys.path
 from _harness import Peer, Row, containerd_peer, print_table, pycontainerd_peer, running
+
+
+def _warm_pull(peer: Peer, warm_ref: str, ref: str) -> float | None:
+    """``ref``'s Transfer pull after a first one of ``warm_ref`` on the same daemon."""
+    if _pull(peer, warm_ref) is None:
+        return None
+    return _pull(peer, ref)
 
 
 def _pull(peer: Peer, ref: str, *extra: str) -> float | None:
@@ -101,15 +112,21 @@ def main() -> int:
     _harness.GO_CONTAINERD = args.containerd
     _harness.bytecode_on()  # the registry stack is imported by the first pull
     big = next(i for i in images.build_images() if i.repo == "bench/big")
+    warm = images.single("bench/warm", [images.filler_layer(99, 64 * 1024)])
     samples: dict[tuple[str, str], list[float]] = {}
     with images.Registry() as registry:
-        (ref,) = images.seed(registry, [big])
+        ref, warm_ref = images.seed(registry, [big, warm])
         theirs, ours = containerd_peer(), pycontainerd_peer()
         for _ in range(args.runs):
-            for metric, extra in (("transfer", ()), ("local", ("--local",))):
+            pulls = {
+                "transfer": lambda p: _pull(p, ref),
+                "warm": lambda p: _warm_pull(p, warm_ref, ref),
+                "local": lambda p: _pull(p, ref, "--local"),
+            }
+            for metric, pull in pulls.items():
                 for peer in (theirs, ours):
                     with running(peer):
-                        value = _pull(peer, ref, *extra)
+                        value = pull(peer)
                     if value is not None:
                         samples.setdefault((metric, peer.name), []).append(value)
             for progress in (True, False):
@@ -132,6 +149,12 @@ def main() -> int:
                 median(("transfer", theirs.name)),
                 median(("transfer", ours.name)),
                 "<= 1.0x",
+            ),
+            Row(
+                "transfer_pull_big_warm_s",
+                median(("warm", theirs.name)),
+                median(("warm", ours.name)),
+                "",
             ),
             Row(
                 "local_pull_big_s",
