@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from pycontainerd.core import filters, identifiers
 from pycontainerd.core.errdefs import AlreadyExistsError, InvalidArgumentError, NotFoundError
 from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.namespaces import namespace_required
 from pycontainerd.metadata._rows import (
-    apply_map_paths,
+    RecordTable,
+    any_value,
+    apply_mask,
     dump_map,
     ensure_namespace,
     load_map,
@@ -42,7 +44,7 @@ from pycontainerd.metadata.db import now_ns
 
 if TYPE_CHECKING:
     import builtins
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from pycontainerd.core.types import AnyValue
     from pycontainerd.metadata.db import MetadataDB, Tx
@@ -77,9 +79,21 @@ class Sandbox:
     updated_at_ns: int = 0
 
 
-_COLUMNS = (
-    "id, runtime_name, runtime_options_type_url, runtime_options_value,"
-    " spec_type_url, spec_value, labels, sandboxer, created_at, updated_at"
+_TABLE = RecordTable(
+    "sandboxes",
+    (
+        "id",
+        "runtime_name",
+        "runtime_options_type_url",
+        "runtime_options_value",
+        "spec_type_url",
+        "spec_value",
+        "labels",
+        "sandboxer",
+        "created_at",
+        "updated_at",
+    ),
+    owner="sandbox",
 )
 
 #: Paths replaced when an update carries no field mask (upstream's order).
@@ -91,14 +105,6 @@ def sandbox_adaptor(sb: Sandbox) -> filters.Adaptor:
     return filters.adapt({"id": sb.id or None, "labels": filters.joined_map(sb.labels)})
 
 
-def _any(type_url: str | None, value: bytes | None) -> AnyValue | None:
-    from pycontainerd.core.types import AnyValue
-
-    if type_url is None:
-        return None
-    return AnyValue(type_url=type_url, value=bytes(value or b""))
-
-
 def _from_row(row: tuple[Any, ...], extensions: Mapping[str, AnyValue]) -> Sandbox:
     (sid, rt_name, rt_url, rt_value, spec_url, spec_value, labels, sandboxer, created, updated) = (
         row
@@ -106,8 +112,8 @@ def _from_row(row: tuple[Any, ...], extensions: Mapping[str, AnyValue]) -> Sandb
     return Sandbox(
         id=sid,
         runtime_name=rt_name,
-        runtime_options=_any(rt_url, rt_value),
-        spec=_any(spec_url, spec_value),
+        runtime_options=any_value(rt_url, rt_value),
+        spec=any_value(spec_url, spec_value),
         labels=load_map(labels),
         extensions=dict(extensions),
         sandboxer=sandboxer,
@@ -116,35 +122,19 @@ def _from_row(row: tuple[Any, ...], extensions: Mapping[str, AnyValue]) -> Sandb
     )
 
 
-def _extensions(tx: Tx, namespace: str, sid: str | None) -> dict[str, dict[str, AnyValue]]:
-    from pycontainerd.core.types import AnyValue
-
-    query = "SELECT sandbox_id, name, type_url, value FROM sandbox_extensions WHERE namespace = ?"
-    args: tuple[str, ...] = (namespace,)
-    if sid is not None:
-        query += " AND sandbox_id = ?"
-        args = (namespace, sid)
-    out: dict[str, dict[str, AnyValue]] = {}
-    for sandbox_id, name, type_url, value in tx.execute(query, args):
-        out.setdefault(sandbox_id, {})[name] = AnyValue(type_url=type_url, value=bytes(value))
-    return out
-
-
 def _read(tx: Tx, namespace: str, sid: str) -> Sandbox:
-    row = tx.execute(
-        f"SELECT {_COLUMNS} FROM sandboxes WHERE namespace = ? AND id = ?",  # noqa: S608
-        (namespace, sid),
-    ).fetchone()
+    row = _TABLE.get(tx, namespace, sid)
     if row is None:
         # upstream: `bucket "<id>" not found` (bolt's bucket per sandbox)
         msg = f"bucket {go_quote(sid)}"
         raise NotFoundError(msg)
-    return _from_row(row, _extensions(tx, namespace, sid).get(sid, {}))
+    return _from_row(row, _TABLE.extensions(tx, namespace, sid).get(sid, {}))
 
 
 def _write(tx: Tx, namespace: str, sb: Sandbox, *, insert: bool) -> None:
     opts = sb.runtime_options
     values = (
+        sb.id,
         sb.runtime_name,
         opts.type_url if opts else None,
         opts.value if opts else None,
@@ -155,28 +145,7 @@ def _write(tx: Tx, namespace: str, sb: Sandbox, *, insert: bool) -> None:
         sb.created_at_ns,
         sb.updated_at_ns,
     )
-    if insert:
-        tx.execute(
-            f"INSERT INTO sandboxes (namespace, {_COLUMNS})"  # noqa: S608
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (namespace, sb.id, *values),
-        )
-    else:
-        tx.execute(
-            "UPDATE sandboxes SET runtime_name = ?, runtime_options_type_url = ?,"
-            " runtime_options_value = ?, spec_type_url = ?, spec_value = ?, labels = ?,"
-            " sandboxer = ?, created_at = ?, updated_at = ? WHERE namespace = ? AND id = ?",
-            (*values, namespace, sb.id),
-        )
-        tx.execute(
-            "DELETE FROM sandbox_extensions WHERE namespace = ? AND sandbox_id = ?",
-            (namespace, sb.id),
-        )
-    tx.executemany(
-        "INSERT INTO sandbox_extensions (namespace, sandbox_id, name, type_url, value)"
-        " VALUES (?, ?, ?, ?, ?)",
-        [(namespace, sb.id, name, a.type_url, a.value) for name, a in sb.extensions.items()],
-    )
+    _TABLE.write(tx, namespace, values, sb.extensions, insert=insert)
 
 
 def _validate(sb: Sandbox) -> None:
@@ -188,34 +157,13 @@ def _validate(sb: Sandbox) -> None:
     validate_labels(sb.labels, "sandbox.Labels")
 
 
-def _apply_mask(current: Sandbox, req: Sandbox, paths: Iterable[str]) -> Sandbox:
-    labels = dict(current.labels)
-    extensions = dict(current.extensions)
-    out = current
-    for path in paths:
-        if path.startswith("labels."):
-            labels = apply_map_paths(labels, req.labels, [path.removeprefix("labels.")])
-        elif path.startswith("extensions."):
-            name = path.removeprefix("extensions.")
-            if name in req.extensions:
-                extensions[name] = req.extensions[name]
-            else:
-                extensions.pop(name, None)
-        elif path == "labels":
-            labels = dict(req.labels)
-        elif path == "extensions":
-            extensions = dict(req.extensions)
-        elif path == "runtime":
-            out = dataclasses.replace(
-                out, runtime_name=req.runtime_name, runtime_options=req.runtime_options
-            )
-        elif path == "spec":
-            out = dataclasses.replace(out, spec=req.spec)
-        else:
-            msg = f"cannot update {go_quote(path)} field on sandbox {go_quote(req.id)}"
-            raise InvalidArgumentError(msg)
-    labels = {k: v for k, v in labels.items() if v != ""}
-    return dataclasses.replace(out, labels=labels, extensions=extensions)
+#: How each path of a field mask other than labels and extensions sets a field.
+_MASK_FIELDS: Final[Mapping[str, Callable[[Sandbox, Sandbox], Sandbox]]] = {
+    "runtime": lambda out, req: dataclasses.replace(
+        out, runtime_name=req.runtime_name, runtime_options=req.runtime_options
+    ),
+    "spec": lambda out, req: dataclasses.replace(out, spec=req.spec),
+}
 
 
 class SandboxStore:
@@ -247,10 +195,7 @@ class SandboxStore:
 
         def run(tx: Tx) -> Sandbox:
             ensure_namespace(tx, ns)
-            exists = tx.execute(
-                "SELECT 1 FROM sandboxes WHERE namespace = ? AND id = ?", (ns, sandbox.id)
-            ).fetchone()
-            if exists:
+            if _TABLE.exists(tx, ns, sandbox.id):
                 msg = f"write error: sandbox bucket {go_quote(sandbox.id)} already exists"
                 raise AlreadyExistsError(msg)
             _write(tx, ns, sandbox, insert=True)
@@ -275,7 +220,7 @@ class SandboxStore:
                 if current.runtime_name != sandbox.runtime_name:
                     msg = "sandbox.Runtime.Name field is immutable"
                     raise InvalidArgumentError(msg)
-            updated = _apply_mask(current, sandbox, mask)
+            updated = apply_mask(current, sandbox, mask, _MASK_FIELDS, "sandbox ")
             _validate(updated)
             updated = dataclasses.replace(updated, updated_at_ns=now_ns())
             _write(tx, ns, updated, insert=False)
@@ -304,12 +249,8 @@ class SandboxStore:
         match = matcher(fs, sandbox_adaptor)
 
         def run(tx: Tx) -> builtins.list[Sandbox]:
-            exts = _extensions(tx, ns, None)
-            rows = tx.execute(
-                f"SELECT {_COLUMNS} FROM sandboxes WHERE namespace = ? ORDER BY id",  # noqa: S608
-                (ns,),
-            )
-            found = (_from_row(row, exts.get(row[0], {})) for row in rows)
+            exts = _TABLE.extensions(tx, ns)
+            found = (_from_row(row, exts.get(row[0], {})) for row in _TABLE.all(tx, ns))
             return [sb for sb in found if match(sb)]
 
         return await self._db.aview(run)
@@ -320,13 +261,6 @@ class SandboxStore:
         Raises:
             NotFoundError: ``failed to delete sandbox "<id>"``.
         """
-        ns = namespace_required()
-
-        def run(tx: Tx) -> None:
-            cur = tx.execute("DELETE FROM sandboxes WHERE namespace = ? AND id = ?", (ns, sid))
-            if cur.rowcount == 0:
-                msg = f"failed to delete sandbox {go_quote(sid)}"
-                raise NotFoundError(msg)
-            tx.mark_dirty()
-
-        await self._db.aupdate_point(run)
+        await _TABLE.delete(
+            self._db, namespace_required(), sid, f"failed to delete sandbox {go_quote(sid)}"
+        )
