@@ -153,6 +153,7 @@ def test_detached_task_lifecycle(containerd: Containerd, events: Events) -> None
     shim_pid = int((bundle / "shim.pid").read_text())
     with open(f"/proc/{shim_pid}/oom_score_adj") as f:
         shim_score = int(f.read())
+    assert containerd.proc is not None
     with open(f"/proc/{containerd.proc.pid}/oom_score_adj") as f:
         daemon_score = int(f.read())
     assert shim_score == min(daemon_score + 1, 1000)

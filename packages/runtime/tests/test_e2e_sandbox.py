@@ -36,22 +36,22 @@ from pycontainerd.api.services.tasks.v1 import tasks_pb2 as tpb
 from pycontainerd.api.services.tasks.v1 import tasks_pb2_grpc as tgrpc
 from pycontainerd.api.types import sandbox_pb2 as types_pb
 from pycontainerd.api.types.task import task_pb2 as task_types
-from pycontainerd.runtime.testing import is_our_shim, make_rootfs, require, wait_for
+from pycontainerd.runtime.testing import (
+    CTR,
+    DAEMON_MODULES,
+    is_our_shim,
+    kill_shims,
+    make_rootfs,
+    recorded_shim_pids,
+    require,
+    wait_for,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from pycontainerd.daemon.testing import Daemon
 
-CTR = "/usr/bin/ctr"
-MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.metadata.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.runtime.plugin",
-)
 NS = (("containerd-namespace", "default"),)
 SPEC_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 RUNC = "io.containerd.runc.v2"
@@ -117,7 +117,7 @@ def api() -> Iterator[Api]:
     require(CTR, "runc", "busybox")
     base = Path(tempfile.mkdtemp(dir="/tmp", prefix="sb-"))
     rootfs = make_rootfs(base / "rootfs")
-    d = testing.Daemon(base, config="version = 2\n", env=testing.daemon_env(MODULES))
+    d = testing.Daemon(base, config="version = 2\n", env=testing.daemon_env(DAEMON_MODULES))
     a: Api | None = None
     try:
         d.start()
@@ -126,15 +126,9 @@ def api() -> Iterator[Api]:
     finally:
         if a is not None:
             a.channel.close()
-        pids = set()
-        for f in d.state.glob("io.containerd.runtime.v2.task/*/*/shim.pid"):
-            with contextlib.suppress(OSError, ValueError):
-                pids.add(int(f.read_text()))
+        pids = recorded_shim_pids(d.state)
         d.kill()
-        for pid in pids:
-            if is_our_shim(pid):
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
+        kill_shims(pids)
         shutil.rmtree(base, ignore_errors=True)
 
 

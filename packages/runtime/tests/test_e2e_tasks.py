@@ -25,57 +25,31 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pycontainerd.core.testing import wait_for
-from pycontainerd.runtime.testing import make_rootfs, require
+from pycontainerd.runtime.testing import (
+    CTR,
+    DAEMON_MODULES,
+    GO_SHIM,
+    GO_SHIM_CONFIG,
+    CtrRig,
+    kill_shims,
+    make_rootfs,
+    recorded_shim_pids,
+    require,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from pycontainerd.daemon.testing import Daemon
 
-CTR = "/usr/bin/ctr"
-GO_SHIM = "/usr/bin/containerd-shim-runc-v2"
-MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.metadata.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.runtime.plugin",
-)
-GO_CONFIG = (
-    'version = 2\n[plugins."io.containerd.runtime.v2.task".shims]\n'
-    '"io.containerd.runc.v2" = "containerd-shim-runc-v2"\n'
-)
 
 pytestmark = [pytest.mark.system]
 
 
-class Rig:
+class Rig(CtrRig):
     """Our daemon, a rootfs and helpers for the Go ctr."""
 
-    def __init__(self, daemon: Daemon, rootfs: Path, tag: str) -> None:
-        self.daemon = daemon
-        self.rootfs = rootfs
-        self.tag = tag
-
-    def id(self, name: str) -> str:
-        """A container id unique to this test (the Go shim's runc root is machine-wide)."""
-        return f"{name}-{self.tag}"
-
-    def ctr(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [CTR, "-a", self.daemon.address, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-
-    def ok(self, *args: str) -> str:
-        res = self.ctr(*args)
-        assert res.returncode == 0, f"ctr {' '.join(args)}: {res.stderr}\n{self.daemon.log()}"
-        return res.stdout
+    daemon: Daemon
 
     def run_d(self, cid: str, *cmd: str) -> None:
         self.ok("run", "-d", "--rootfs", str(self.rootfs), cid, *cmd)
@@ -138,20 +112,10 @@ def topics(lines: list[str], cid: str) -> list[str]:
 def _cleanup(rig: Rig) -> None:
     d = rig.daemon
     if d.proc is not None and d.proc.poll() is None:
-        for ns in ("default",):
-            for cid in rig.ctr("-n", ns, "tasks", "ls", "-q").stdout.split():
-                rig.ctr("-n", ns, "tasks", "kill", "-s", "SIGKILL", cid)
-                rig.ctr("-n", ns, "tasks", "rm", "-f", cid)
-    pids = set()
-    for f in d.state.glob("io.containerd.runtime.v2.task/*/*/shim.pid"):
-        with contextlib.suppress(OSError, ValueError):
-            pids.add(int(f.read_text()))
+        rig.kill_tasks()
+    pids = recorded_shim_pids(d.state)
     d.kill()
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if b"shim" in cmdline:
-                os.kill(pid, signal.SIGKILL)
+    kill_shims(pids, any_shim=True)
 
 
 @pytest.fixture(params=["pyshim", "goshim"])
@@ -173,8 +137,8 @@ def _rig(*, go: bool) -> Iterator[Rig]:
         require(GO_SHIM)
     base = Path(tempfile.mkdtemp(dir="/tmp", prefix="tk-"))
     rootfs = make_rootfs(base / "rootfs")
-    env = testing.daemon_env(MODULES)
-    d = testing.Daemon(base, config=GO_CONFIG if go else "version = 2\n", env=env)
+    env = testing.daemon_env(DAEMON_MODULES)
+    d = testing.Daemon(base, config=GO_SHIM_CONFIG if go else "version = 2\n", env=env)
     r = Rig(d, rootfs, uuid.uuid4().hex[:8])
     try:
         d.start()

@@ -16,7 +16,6 @@ import os
 import pty
 import select
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -26,7 +25,21 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pycontainerd.runtime.testing import RUNTIME, Containerd, make_rootfs, require, wait_for
+from pycontainerd.runtime.testing import (
+    CTR,
+    DAEMON_MODULES,
+    GO_SHIM,
+    GO_SHIM_CONFIG,
+    RUNTIME,
+    Containerd,
+    CtrRig,
+    delete_runc_containers,
+    kill_shims,
+    make_rootfs,
+    recorded_shim_pids,
+    require,
+    wait_for,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -37,20 +50,6 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.system]
 
-CTR = "/usr/bin/ctr"
-GO_SHIM = "/usr/bin/containerd-shim-runc-v2"
-MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.metadata.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.runtime.plugin",
-)
-GO_CONFIG = (
-    'version = 2\n[plugins."io.containerd.runtime.v2.task".shims]\n'
-    '"io.containerd.runc.v2" = "containerd-shim-runc-v2"\n'
-)
 SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 OPTIONS_TYPE = "containerd.runc.v1.Options"
 NS = "default"
@@ -58,48 +57,29 @@ BIG = 300_000
 """Lines of output through a terminal (about 2 MiB)."""
 
 
-class Rig:
+class Rig(CtrRig):
     """A daemon and shim, a busybox rootfs, the Go ctr and a gRPC client.
 
     ``kind``: ``pyshim`` (our daemon, our shim), ``goshim`` (our daemon,
     containerd's Go shim) or ``containerd`` (containerd itself, our shim).
     """
 
+    daemon: Daemon | ContainerdDaemon
+
     def __init__(
         self, daemon: Daemon | ContainerdDaemon, base: Path, rootfs: Path, kind: str
     ) -> None:
-        self.daemon = daemon
+        super().__init__(daemon, rootfs, uuid.uuid4().hex[:8])
         self.base = base
-        self.rootfs = rootfs
         self.kind = kind
         self.go = kind == "goshim"
         self.runtime = RUNTIME if kind == "containerd" else "io.containerd.runc.v2"
-        self.tag = uuid.uuid4().hex[:8]
         self._channel: grpc.Channel | None = None
-
-    def id(self, name: str) -> str:
-        """A container id unique to this test (the Go shim's runc root is machine-wide)."""
-        return f"{name}-{self.tag}"
 
     @property
     def runc_root(self) -> Path:
         """The runc ``--root`` the shim uses for the default namespace."""
         return Path("/run/containerd/runc" if self.go else self.daemon.state / "runc") / NS
-
-    def ctr(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [CTR, "-a", self.daemon.address, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-
-    def ok(self, *args: str) -> str:
-        res = self.ctr(*args)
-        assert res.returncode == 0, f"ctr {' '.join(args)}: {res.stderr}\n{self.daemon.log()}"
-        return res.stdout
 
     def run_d(self, cid: str, *cmd: str) -> None:
         """``ctr run -d`` of the rootfs with this rig's runtime."""
@@ -203,33 +183,13 @@ class Reader:
 def _cleanup(rig: Rig) -> None:
     d = rig.daemon
     if d.proc is not None and d.proc.poll() is None:
-        for cid in rig.ctr("tasks", "ls", "-q").stdout.split():
-            rig.ctr("tasks", "kill", "-s", "SIGKILL", cid)
-            rig.ctr("tasks", "rm", "-f", cid)
+        rig.kill_tasks()
     if rig._channel is not None:
         rig._channel.close()
-    pids = set()
-    for f in d.state.glob("io.containerd.runtime.v2.task/*/*/shim.pid"):
-        with contextlib.suppress(OSError, ValueError):
-            pids.add(int(f.read_text()))
+    pids = recorded_shim_pids(d.state)
     d.kill()
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            if b"shim" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                os.kill(pid, signal.SIGKILL)
-    listed = subprocess.run(
-        ["runc", "--root", str(rig.runc_root), "list", "-q"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    for cid in listed.stdout.split():
-        if cid.endswith(rig.tag):
-            subprocess.run(
-                ["runc", "--root", str(rig.runc_root), "delete", "--force", cid],
-                capture_output=True,
-                check=False,
-            )
+    kill_shims(pids, any_shim=True)
+    delete_runc_containers(rig.runc_root, rig.tag)
 
 
 class ContainerdDaemon:
@@ -256,9 +216,8 @@ def _rig(*, go: bool) -> Iterator[Rig]:
     base = Path(tempfile.mkdtemp(dir="/tmp", prefix="tc-"))
     base.chmod(0o711)  # as a daemon's parent directories are: a userns root must pass through
     rootfs = make_rootfs(base / "rootfs")
-    d = testing.Daemon(
-        base, config=GO_CONFIG if go else "version = 2\n", env=testing.daemon_env(MODULES)
-    )
+    config = GO_SHIM_CONFIG if go else "version = 2\n"
+    d = testing.Daemon(base, config=config, env=testing.daemon_env(DAEMON_MODULES))
     r = Rig(d, base, rootfs, "goshim" if go else "pyshim")
     try:
         d.start()

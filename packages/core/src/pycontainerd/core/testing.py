@@ -216,6 +216,7 @@ class DaemonProcess:
             text=True,
             timeout=timeout,
             check=False,
+            stdin=subprocess.DEVNULL,
         )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
@@ -347,10 +348,13 @@ class RealContainerd(DaemonProcess):
         """Start the daemon and wait until its socket accepts connections."""
         require_binary(CONTAINERD)
         self.config_path.write_text(self.config())
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONTAINERD_")}
-        self.spawn([CONTAINERD, "--config", str(self.config_path)], env)
+        self.spawn([CONTAINERD, "--config", str(self.config_path)], self.environment())
         self.wait_until(lambda: socket_answers(self.address), WAIT_TIMEOUT, "containerd to listen")
         return self
+
+    def environment(self) -> dict[str, str]:
+        """The daemon's environment: ours without ``CONTAINERD_*`` variables."""
+        return {k: v for k, v in os.environ.items() if not k.startswith("CONTAINERD_")}
 
     def on_exit(self) -> None:
         """SIGTERM, then SIGKILL after 15 s."""

@@ -15,21 +15,38 @@ import signal
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import pytest
 
+from pycontainerd.core.testing import RealContainerd
 from pycontainerd.core.testing import wait_for as wait_for  # noqa: PLC0414 - re-exported
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
 CONTAINERD = "/usr/bin/containerd"
 CTR = "/usr/bin/ctr"
 SHIM = "containerd-shim-pyrunc-v2"
 RUNTIME = "io.containerd.pyrunc.v2"
+GO_SHIM = "/usr/bin/containerd-shim-runc-v2"
+
+#: The plugin modules of our daemon when it runs containers (what the runtime needs).
+DAEMON_MODULES = (
+    "pycontainerd.daemon.plugin",
+    "pycontainerd.content.plugin",
+    "pycontainerd.events.plugin",
+    "pycontainerd.metadata.plugin",
+    "pycontainerd.snapshots.plugin",
+    "pycontainerd.runtime.plugin",
+)
+
+#: Our daemon's config with ``io.containerd.runc.v2`` mapped to containerd's Go shim.
+GO_SHIM_CONFIG = (
+    'version = 2\n[plugins."io.containerd.runtime.v2.task".shims]\n'
+    '"io.containerd.runc.v2" = "containerd-shim-runc-v2"\n'
+)
 
 
 def require(*binaries: str) -> None:
@@ -96,67 +113,141 @@ def is_our_shim(pid: int) -> bool:
     return b"pycontainerd.runtime.shim" in cmdline
 
 
-@dataclass
-class Containerd:
-    """A private containerd with our shim on its PATH."""
+def runc_containers(root: Path) -> list[str]:
+    """The ids of the runc containers under the runc ``--root`` ``root``."""
+    if not root.exists():
+        return []
+    res = subprocess.run(
+        ["runc", "--root", str(root), "list", "-q"], capture_output=True, text=True, check=False
+    )
+    return res.stdout.split()
 
-    dir: Path
-    proc: subprocess.Popen[bytes]
-    rootfs: Path
-    env: dict[str, str]
 
-    def restart(self) -> None:
-        """SIGTERM containerd (its shims and tasks keep running) and start it again."""
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(30)
-        sock = self.dir / "c.sock"
-        with contextlib.suppress(FileNotFoundError):
-            sock.unlink()
-        self.proc = _spawn_containerd(self.dir, self.env)
-        wait_for(lambda: sock.exists() or self.proc.poll() is not None, what="containerd socket")
+def recorded_shim_pids(state: Path) -> set[int]:
+    """The pids in the ``shim.pid`` files of the task bundles under a daemon's ``state``."""
+    pids: set[int] = set()
+    for f in state.glob("io.containerd.runtime.v2.task/*/*/shim.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            pids.add(int(f.read_text()))
+    return pids
+
+
+def kill_shims(pids: Iterable[int], *, any_shim: bool = False) -> None:
+    """SIGKILL those of ``pids`` that are our shims (``any_shim``: any shim, the Go one too)."""
+    marker = b"shim" if any_shim else b"pycontainerd.runtime.shim"
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if marker in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+
+
+def delete_runc_containers(root: Path, suffix: str = "") -> None:
+    """Force-delete the runc containers under the runc ``--root`` ``root`` (teardown).
+
+    Only those whose id ends with ``suffix``: a test's own where the root is
+    machine-wide (the Go shim's).
+    """
+    for cid in runc_containers(root):
+        if cid.endswith(suffix):
+            subprocess.run(
+                ["runc", "--root", str(root), "delete", "--force", cid],
+                capture_output=True,
+                check=False,
+            )
+
+
+class CtrTarget(Protocol):
+    """A daemon the Go ``ctr`` can talk to (ours, or containerd)."""
 
     @property
-    def address(self) -> str:
-        return str(self.dir / "c.sock")
+    def address(self) -> str: ...
 
-    @property
-    def state(self) -> Path:
-        return self.dir / "state"
+    def log(self) -> str: ...
 
-    def bundle(self, task_id: str, namespace: str = "default") -> Path:
-        return self.state / "io.containerd.runtime.v2.task" / namespace / task_id
 
-    def ctr(
-        self, *args: str, timeout: float = 30, check: bool = False
-    ) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run(
-            [CTR, "-a", self.address, *args],
+class CtrRig:
+    """A daemon, a busybox rootfs and the Go ``ctr`` against the daemon.
+
+    ``tag`` makes container ids unique to one test (the Go shim's runc root is
+    machine-wide).
+    """
+
+    def __init__(self, daemon: CtrTarget, rootfs: Path, tag: str) -> None:
+        self.daemon = daemon
+        self.rootfs = rootfs
+        self.tag = tag
+
+    def id(self, name: str) -> str:
+        """A container id unique to this test."""
+        return f"{name}-{self.tag}"
+
+    def ctr(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """``ctr -a <socket> <args>`` (not checked)."""
+        return subprocess.run(
+            [CTR, "-a", self.daemon.address, *args],
             capture_output=True,
             text=True,
             timeout=timeout,
             check=False,
             stdin=subprocess.DEVNULL,
         )
+
+    def ok(self, *args: str) -> str:
+        """``ctr <args>``'s stdout; the test fails (with the daemon's log) on an error."""
+        res = self.ctr(*args)
+        if res.returncode != 0:
+            pytest.fail(f"ctr {' '.join(args)}: {res.stderr}\n{self.daemon.log()}")
+        return res.stdout
+
+    def kill_tasks(self) -> None:
+        """SIGKILL and delete every task of the default namespace (teardown)."""
+        for cid in self.ctr("tasks", "ls", "-q").stdout.split():
+            self.ctr("tasks", "kill", "-s", "SIGKILL", cid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.ctr("tasks", "rm", "-f", cid, timeout=10)
+
+
+class Containerd(RealContainerd):
+    """A private containerd with our shim first on its PATH (the ``containerd`` fixture)."""
+
+    def __init__(self, base: Path, rootfs: Path, env: dict[str, str]) -> None:
+        super().__init__(base)
+        self.rootfs = rootfs
+        self.env = env
+
+    @property
+    def dir(self) -> Path:
+        """Its directory: config, log, socket, root and state."""
+        return self.base
+
+    @property
+    def state(self) -> Path:
+        return self.base / "state"
+
+    def environment(self) -> dict[str, str]:
+        """Its environment: ours, with the shim's directory first on PATH."""
+        return self.env
+
+    def restart(self) -> None:
+        """SIGTERM containerd (its shims and tasks keep running) and start it again."""
+        self.stop(timeout=30)
+        with contextlib.suppress(FileNotFoundError):
+            Path(self.address).unlink()
+        self.start()
+
+    def bundle(self, task_id: str, namespace: str = "default") -> Path:
+        return self.state / "io.containerd.runtime.v2.task" / namespace / task_id
+
+    def ctr(
+        self, *args: str, namespace: str = "default", timeout: float = 30, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        res = self.run_ctr(["-n", namespace, *args], timeout)
         if check and res.returncode != 0:
             pytest.fail(f"ctr {' '.join(args)} failed ({res.returncode}): {res.stderr}")
         return res
 
     def shim_pids(self) -> set[int]:
-        pids: set[int] = set()
-        for f in self.state.glob("io.containerd.runtime.v2.task/*/*/shim.pid"):
-            with contextlib.suppress(OSError, ValueError):
-                pids.add(int(f.read_text()))
-        return {p for p in pids if is_our_shim(p)}
-
-
-def _spawn_containerd(d: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    with (d / "containerd.log").open("ab") as log:
-        return subprocess.Popen(
-            [CONTAINERD, "--config", str(d / "config.toml")],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+        return {p for p in recorded_shim_pids(self.state) if is_our_shim(p)}
 
 
 @pytest.fixture
@@ -169,57 +260,30 @@ def containerd() -> Iterator[Containerd]:
         bindir.mkdir()
         install_shim(bindir)
         rootfs = make_rootfs(d / "rootfs")
-        (d / "config.toml").write_text(
-            f'version = 2\nroot = "{d}/root"\nstate = "{d}/state"\n'
-            'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
-            f'[grpc]\n  address = "{d}/c.sock"\n'
-        )
     except BaseException:
         shutil.rmtree(d, ignore_errors=True)
         raise
     env = dict(os.environ)
     env["PATH"] = f"{bindir}:{env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
     env["PYCONTAINERD_SHIM_LINGER"] = "0.2"
-    ctd = Containerd(d, _spawn_containerd(d, env), rootfs, env)
-    proc = ctd.proc
+    ctd = Containerd(d, rootfs, env)
     try:
-        wait_for(
-            lambda: (d / "c.sock").exists() or proc.poll() is not None, what="containerd socket"
-        )
-        if proc.poll() is not None:
-            pytest.fail(f"containerd exited: {(d / 'containerd.log').read_text()}")
+        ctd.start()
         yield ctd
     finally:
         _teardown(ctd)
 
 
 def _teardown(ctd: Containerd) -> None:
-    if ctd.proc.poll() is None:
+    running = ctd.proc is not None and ctd.proc.poll() is None
+    if running:
         for line in ctd.ctr("tasks", "ls", "-q").stdout.split():
             ctd.ctr("tasks", "kill", "-s", "SIGKILL", line)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 ctd.ctr("tasks", "rm", "-f", line, timeout=10)
     shims = ctd.shim_pids()
-    if ctd.proc.poll() is None:
-        ctd.proc.send_signal(signal.SIGTERM)
-        try:
-            ctd.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            ctd.proc.kill()
-            ctd.proc.wait()
-    for pid in shims:
-        if is_our_shim(pid):
-            os.kill(pid, signal.SIGKILL)
-    runc_root = ctd.state / "runc" / "default"
-    if runc_root.exists():
-        listed = subprocess.run(
-            ["runc", "--root", str(runc_root), "list", "-q"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        for cid in listed.stdout.split():
-            subprocess.run(
-                ["runc", "--root", str(runc_root), "delete", "--force", cid], check=False
-            )
+    if running:
+        ctd.stop(timeout=10)
+    kill_shims(shims)
+    delete_runc_containers(ctd.state / "runc" / "default")
     shutil.rmtree(ctd.dir, ignore_errors=True)
