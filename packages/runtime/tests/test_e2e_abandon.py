@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,13 +21,11 @@ import pytest
 
 from pycontainerd.runtime.testing import (
     CTR,
-    DAEMON_MODULES,
     delete_runc_containers,
     is_our_shim,
     kill_shims,
-    make_rootfs,
+    our_daemon,
     recorded_shim_pids,
-    require,
     runc_containers,
     wait_for,
 )
@@ -45,20 +41,15 @@ pytestmark = [pytest.mark.system]
 
 @pytest.fixture
 def daemon() -> Iterator[Daemon]:
-    testing = pytest.importorskip("pycontainerd.daemon.testing")
-    require(CTR, "runc", "busybox")
-    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="ab-"))
-    env = testing.daemon_env(DAEMON_MODULES, extra={"PYCONTAINERD_SHIM_LINGER": "0.2"})
-    d = testing.Daemon(base, config="version = 2\n", env=env)
-    try:
-        d.start()
-        yield d
-    finally:
-        pids = recorded_shim_pids(d.state)
-        d.kill()
-        kill_shims(pids)
-        delete_runc_containers(d.state / "runc" / "default")
-        shutil.rmtree(base, ignore_errors=True)
+    with our_daemon("ab-", env={"PYCONTAINERD_SHIM_LINGER": "0.2"}) as (d, _):
+        try:
+            d.start()
+            yield d
+        finally:
+            pids = recorded_shim_pids(d.state)
+            d.kill()
+            kill_shims(pids)
+            delete_runc_containers(d.state / "runc" / "default")
 
 
 @pytest.mark.parametrize("killed", ["ctr", "daemon"])
@@ -66,7 +57,7 @@ def test_run_rm_killed_during_create_leaves_no_container_and_no_shim(
     daemon: Daemon, killed: str
 ) -> None:
     base = daemon.base
-    rootfs = make_rootfs(base / "rootfs")
+    rootfs = base / "rootfs"  # the fixture's busybox
     at_gate, gate = base / "at-gate", base / "gate"
     wrapper = base / "gated-runc"
     wrapper.write_text(

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pty
 import select
-import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -27,23 +23,25 @@ import pytest
 from pycontainerd.core.testing import wait_for
 from pycontainerd.runtime.testing import (
     CTR,
-    DAEMON_MODULES,
-    GO_SHIM,
-    GO_SHIM_CONFIG,
     CtrRig,
     kill_shims,
-    make_rootfs,
+    on_a_terminal,
+    our_daemon,
     recorded_shim_pids,
-    require,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
+
+    import grpc
 
     from pycontainerd.daemon.testing import Daemon
 
 
 pytestmark = [pytest.mark.system]
+
+SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 
 
 class Rig(CtrRig):
@@ -53,6 +51,23 @@ class Rig(CtrRig):
 
     def run_d(self, cid: str, *cmd: str) -> None:
         self.ok("run", "-d", "--rootfs", str(self.rootfs), cid, *cmd)
+
+    def create_container(self, channel: grpc.Channel, cid: str, spec: bytes) -> None:
+        """Create the container ``cid`` of ``default`` over gRPC: runc v2, OCI ``spec``."""
+        from google.protobuf import any_pb2
+
+        from pycontainerd.api.services.containers.v1 import containers_pb2, containers_pb2_grpc
+
+        containers_pb2_grpc.ContainersStub(channel).Create(
+            containers_pb2.CreateContainerRequest(
+                container=containers_pb2.Container(
+                    id=cid,
+                    runtime=containers_pb2.Container.Runtime(name="io.containerd.runc.v2"),
+                    spec=any_pb2.Any(type_url=SPEC_TYPE_URL, value=spec),
+                )
+            ),
+            metadata=(("containerd-namespace", "default"),),
+        )
 
     def tasks(self) -> dict[str, str]:
         out = self.ok("tasks", "ls")
@@ -131,21 +146,13 @@ def pyrig() -> Iterator[Rig]:
 
 
 def _rig(*, go: bool) -> Iterator[Rig]:
-    testing = pytest.importorskip("pycontainerd.daemon.testing")
-    require(CTR, "runc", "busybox")
-    if go:
-        require(GO_SHIM)
-    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="tk-"))
-    rootfs = make_rootfs(base / "rootfs")
-    env = testing.daemon_env(DAEMON_MODULES)
-    d = testing.Daemon(base, config=GO_SHIM_CONFIG if go else "version = 2\n", env=env)
-    r = Rig(d, rootfs, uuid.uuid4().hex[:8])
-    try:
-        d.start()
-        yield r
-    finally:
-        _cleanup(r)
-        shutil.rmtree(base, ignore_errors=True)
+    with our_daemon("tk-", go_shim=go) as (d, rootfs):
+        r = Rig(d, rootfs, uuid.uuid4().hex[:8])
+        try:
+            d.start()
+            yield r
+        finally:
+            _cleanup(r)
 
 
 def test_run_rm_prints_output_and_exit_status(rig: Rig) -> None:
@@ -245,27 +252,13 @@ def test_missing_shim_binary_has_upstreams_error(pyrig: Rig) -> None:
 
 def test_bad_spec_is_invalid_argument(pyrig: Rig) -> None:
     import grpc
-    from google.protobuf import any_pb2
 
-    from pycontainerd.api.services.containers.v1 import containers_pb2, containers_pb2_grpc
     from pycontainerd.api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 
     md = (("containerd-namespace", "default"),)
     cid = pyrig.id("bad")
     with grpc.insecure_channel(f"unix://{pyrig.daemon.address}") as ch:
-        containers_pb2_grpc.ContainersStub(ch).Create(
-            containers_pb2.CreateContainerRequest(
-                container=containers_pb2.Container(
-                    id=cid,
-                    runtime=containers_pb2.Container.Runtime(name="io.containerd.runc.v2"),
-                    spec=any_pb2.Any(
-                        type_url="types.containerd.io/opencontainers/runtime-spec/1/Spec",
-                        value=b"{not json",
-                    ),
-                )
-            ),
-            metadata=md,
-        )
+        pyrig.create_container(ch, cid, b"{not json")
         tasks = tasks_pb2_grpc.TasksStub(ch)
         with pytest.raises(grpc.RpcError) as excinfo:
             tasks.Create(tasks_pb2.CreateTaskRequest(container_id=cid), metadata=md)
@@ -298,49 +291,25 @@ def test_checkpoint_is_unimplemented(pyrig: Rig) -> None:
 
 def test_run_t_gives_a_tty(rig: Rig) -> None:
     cid = rig.id("tty")
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [
-            CTR,
-            "-a",
-            rig.daemon.address,
-            "run",
-            "-t",
-            "--rm",
-            "--rootfs",
-            str(rig.rootfs),
-            cid,
-            "/bin/sh",
-        ],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,
-    )
-    os.close(slave)
+    argv = [CTR, "-a", rig.daemon.address, "run", "-t", "--rm", "--rootfs", str(rig.rootfs)]
     seen = bytearray()
+    with on_a_terminal([*argv, cid, "/bin/sh"]) as (proc, master):
 
-    def read_until(marker: bytes, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while marker not in seen:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                pytest.fail(f"no {marker!r} on the tty; got {bytes(seen)!r}")
-            ready, _, _ = select.select([master], [], [], left)
-            if ready:
-                with contextlib.suppress(OSError):
-                    seen.extend(os.read(master, 4096))
+        def read_until(marker: bytes, timeout: float = 15.0) -> None:
+            deadline = time.monotonic() + timeout
+            while marker not in seen:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    pytest.fail(f"no {marker!r} on the tty; got {bytes(seen)!r}")
+                ready, _, _ = select.select([master], [], [], left)
+                if ready:
+                    with contextlib.suppress(OSError):
+                        seen.extend(os.read(master, 4096))
 
-    try:
         os.write(master, b"[ -t 0 ] && echo is-a-$((20+22))-tty\n")
         read_until(b"is-a-42-tty")
         os.write(master, b"exit 7\n")
         assert proc.wait(15) == 7
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
 
 
 def run_d_started(rig: Rig, cid: str, *cmd: str) -> None:
@@ -551,9 +520,7 @@ def test_create_takes_rootfs_from_the_containers_snapshot(pyrig: Rig) -> None:
 def test_client_default_spec_runs(pyrig: Rig) -> None:
     """The client's default OCI spec (pycontainerd.client.oci) is one runc accepts."""
     import grpc
-    from google.protobuf import any_pb2
 
-    from pycontainerd.api.services.containers.v1 import containers_pb2, containers_pb2_grpc
     from pycontainerd.api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 
     oci = pytest.importorskip("pycontainerd.client.oci")
@@ -566,16 +533,7 @@ def test_client_default_spec_runs(pyrig: Rig) -> None:
     )
     md = (("containerd-namespace", "default"),)
     with grpc.insecure_channel(f"unix://{pyrig.daemon.address}") as ch:
-        containers_pb2_grpc.ContainersStub(ch).Create(
-            containers_pb2.CreateContainerRequest(
-                container=containers_pb2.Container(
-                    id=cid,
-                    runtime=containers_pb2.Container.Runtime(name="io.containerd.runc.v2"),
-                    spec=any_pb2.Any(type_url=oci.SPEC_TYPE_URL, value=oci.spec_bytes(spec)),
-                )
-            ),
-            metadata=md,
-        )
+        pyrig.create_container(ch, cid, oci.spec_bytes(spec))
         tasks = tasks_pb2_grpc.TasksStub(ch)
         tasks.Create(tasks_pb2.CreateTaskRequest(container_id=cid), metadata=md)
         waiting = tasks.Wait.future(tasks_pb2.WaitRequest(container_id=cid), metadata=md)

@@ -13,11 +13,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pty
 import select
 import shutil
 import subprocess
-import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -27,17 +25,14 @@ import pytest
 
 from pycontainerd.runtime.testing import (
     CTR,
-    DAEMON_MODULES,
-    GO_SHIM,
-    GO_SHIM_CONFIG,
     RUNTIME,
     Containerd,
     CtrRig,
     delete_runc_containers,
     kill_shims,
-    make_rootfs,
+    on_a_terminal,
+    our_daemon,
     recorded_shim_pids,
-    require,
     wait_for,
 )
 
@@ -209,22 +204,13 @@ class ContainerdDaemon:
 
 
 def _rig(*, go: bool) -> Iterator[Rig]:
-    testing = pytest.importorskip("pycontainerd.daemon.testing")
-    require(CTR, "runc", "busybox")
-    if go:
-        require(GO_SHIM)
-    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="tc-"))
-    base.chmod(0o711)  # as a daemon's parent directories are: a userns root must pass through
-    rootfs = make_rootfs(base / "rootfs")
-    config = GO_SHIM_CONFIG if go else "version = 2\n"
-    d = testing.Daemon(base, config=config, env=testing.daemon_env(DAEMON_MODULES))
-    r = Rig(d, base, rootfs, "goshim" if go else "pyshim")
-    try:
-        d.start()
-        yield r
-    finally:
-        _cleanup(r)
-        shutil.rmtree(base, ignore_errors=True)
+    with our_daemon("tc-", go_shim=go) as (d, rootfs):
+        r = Rig(d, d.base, rootfs, "goshim" if go else "pyshim")
+        try:
+            d.start()
+            yield r
+        finally:
+            _cleanup(r)
 
 
 @pytest.fixture(params=["pyshim", "goshim", "containerd"])
@@ -310,18 +296,9 @@ def test_exec_with_terminal_on_a_non_tty_process_spec_gets_a_whole_tty(rig: Rig)
 def test_go_ctr_exec_t_delivers_large_output_whole(rig: Rig) -> None:
     cid = rig.id("bigtty")
     rig.run_d(cid, "/bin/sleep", "300")
-    master, slave = pty.openpty()
     argv = [CTR, "-a", rig.daemon.address, "tasks", "exec", "-t", "--exec-id", "big", cid]
-    proc = subprocess.Popen(
-        [*argv, "/bin/busybox", "seq", "1", str(BIG)],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,
-    )
-    os.close(slave)
     seen = bytearray()
-    try:
+    with on_a_terminal([*argv, "/bin/busybox", "seq", "1", str(BIG)]) as (proc, master):
         while True:
             ready, _, _ = select.select([master], [], [], 60)
             assert ready, f"the output stopped after {len(seen)} bytes"
@@ -333,11 +310,6 @@ def test_go_ctr_exec_t_delivers_large_output_whole(rig: Rig) -> None:
                 break
             seen.extend(chunk)
         assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
     lines = bytes(seen).replace(b"\r", b"").split(b"\n")
     assert lines[-1] == b""
     assert lines[:-1] == [str(i).encode() for i in range(1, BIG + 1)]

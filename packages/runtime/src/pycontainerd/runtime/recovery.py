@@ -167,13 +167,7 @@ class Recovery:
         if await asyncio.to_thread(lambda: t.bundle.exit_published):
             return
         log.info("publishing exit the shim did not deliver", extra={"id": t.id})
-        await self._manager.task_events.publish_exit(
-            t.namespace,
-            t.id,
-            pid=state.pid,
-            exit_status=state.exit_status,
-            exited_at=state.exited_at,
-        )
+        await self._manager.task_events.publish_exit(t.namespace, t.id, state)
         await asyncio.to_thread(t.bundle.mark_exit_published)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pty
 import shlex
 import shutil
 import signal
@@ -20,11 +21,11 @@ from typing import TYPE_CHECKING, Protocol
 
 import pytest
 
-from pycontainerd.core.testing import RealContainerd
+from pycontainerd.core.testing import Daemon, RealContainerd, daemon_env
 from pycontainerd.core.testing import wait_for as wait_for  # noqa: PLC0414 - re-exported
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable, Iterator, Sequence
 
 CONTAINERD = "/usr/bin/containerd"
 CTR = "/usr/bin/ctr"
@@ -154,6 +155,52 @@ def delete_runc_containers(root: Path, suffix: str = "") -> None:
                 capture_output=True,
                 check=False,
             )
+
+
+@contextlib.contextmanager
+def our_daemon(
+    prefix: str, *, go_shim: bool = False, env: dict[str, str] | None = None
+) -> Iterator[tuple[Daemon, Path]]:
+    """Our daemon with the runtime's plugins (:data:`DAEMON_MODULES`), not started yet.
+
+    In a short temporary directory ``/tmp/<prefix>...`` (removed afterwards)
+    that others may traverse (0711, as a daemon's parents are: a user-namespace
+    root must pass through), with a busybox rootfs in it. ``go_shim`` maps
+    ``io.containerd.runc.v2`` to containerd's Go shim; ``env`` is added to the
+    daemon's environment. Yields ``(daemon, rootfs)``; the caller starts the
+    daemon and cleans up its tasks and shims.
+    """
+    pytest.importorskip("pycontainerd.daemon")
+    require(CTR, "runc", "busybox")
+    if go_shim:
+        require(GO_SHIM)
+    base = Path(tempfile.mkdtemp(dir="/tmp", prefix=prefix))
+    try:
+        base.chmod(0o711)
+        rootfs = make_rootfs(base / "rootfs")
+        config = GO_SHIM_CONFIG if go_shim else "version = 2\n"
+        yield Daemon(base, config=config, env=daemon_env(DAEMON_MODULES, extra=env)), rootfs
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def on_a_terminal(argv: Sequence[str]) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """Run ``argv`` in a new session, a pseudo-terminal its stdin, stdout and stderr.
+
+    Yields ``(the process, the terminal's master fd)``. Afterwards the process
+    is killed if it still runs, and the master is closed.
+    """
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    try:
+        yield proc, master
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
 
 
 class CtrTarget(Protocol):
