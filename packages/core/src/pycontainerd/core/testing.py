@@ -53,30 +53,33 @@ def require_binary(path: str) -> None:
         pytest.skip(f"{path} not installed")
 
 
+def _polls(timeout: float, what: str) -> Iterator[None]:
+    """One item per poll until ``timeout`` seconds pass, then AssertionError."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        yield
+    msg = f"timed out after {timeout:g}s waiting for {what}"
+    raise AssertionError(msg)
+
+
 def wait_for(
     predicate: Callable[[], object], timeout: float = WAIT_TIMEOUT, what: str = "condition"
 ) -> None:
     """Poll ``predicate`` until it is truthy or ``timeout`` seconds pass (AssertionError)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    for _ in _polls(timeout, what):
         if predicate():
             return
         time.sleep(_POLL)
-    msg = f"timed out after {timeout:g}s waiting for {what}"
-    raise AssertionError(msg)
 
 
 async def wait_for_async(
     predicate: Callable[[], object], limit: float = WAIT_TIMEOUT, what: str = "condition"
 ) -> None:
     """:func:`wait_for` inside an event loop: the loop keeps running between polls."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
+    for _ in _polls(limit, what):
         if predicate():
             return
         await asyncio.sleep(_POLL)
-    msg = f"timed out after {limit:g}s waiting for {what}"
-    raise AssertionError(msg)
 
 
 def socket_answers(path: str) -> bool:
