@@ -2,10 +2,13 @@
 
 Waiting for a condition (:func:`wait_for`, :func:`wait_for_async`), failing or
 skipping on a missing system peer (:func:`require_binary`), short socket homes
-(:func:`short_tempdir`), keeping load tests apart (:func:`load_exclusion`), and
-the two daemons the suites run as subprocesses: ours (:class:`Daemon`,
-``python -m pycontainerd.daemon``) and containerd's Go daemon
-(:class:`RealContainerd`), both on a private root, state and socket.
+(:func:`short_tempdir`), keeping load tests apart (:func:`load_exclusion`), a
+plugin module's checks (:func:`check_plugin_module`,
+:func:`check_import_leaves_out`), the suites' hypothesis profiles
+(:func:`load_hypothesis_profile`), and the two daemons the suites run as
+subprocesses: ours (:class:`Daemon`, ``python -m pycontainerd.daemon``) and
+containerd's Go daemon (:class:`RealContainerd`), both on a private root,
+state and socket.
 
 ``pycontainerd.daemon.testing`` and ``pycontainerd.client.testing`` re-export
 these under their old names. Pure standard library: importing this module
@@ -30,7 +33,7 @@ from typing import IO, TYPE_CHECKING, Final, Self, TypeAlias
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
-    from types import TracebackType
+    from types import ModuleType, TracebackType
 
 CTR: Final = "/usr/bin/ctr"
 """containerd's Go ``ctr`` (Debian package), called by absolute path: ours shadows it on PATH."""
@@ -367,3 +370,47 @@ class RealContainerd(DaemonProcess):
     def ctr(self, *args: str, namespace: str = "default") -> subprocess.CompletedProcess[str]:
         """Run the Go ``ctr -a <socket> -n <namespace> <args>`` (not checked)."""
         return self.run_ctr(["-n", namespace, *args], 60)
+
+
+def check_plugin_module(module: ModuleType) -> None:
+    """``module`` implements the core plugin hook and registers distinct plugins.
+
+    Raises:
+        AssertionError: it does not.
+    """
+    from pycontainerd.core.plugin import Registration
+
+    hook = module.pycontainerd_plugins
+    # pluggy recognises an implementation by the marker's attribute.
+    assert hasattr(hook, "pycontainerd_impl"), f"{module.__name__}: not a hook implementation"  # noqa: S101
+    registrations = list(hook())
+    assert all(isinstance(r, Registration) for r in registrations), registrations  # noqa: S101
+    uris = [r.uri for r in registrations]
+    assert len(uris) == len(set(uris)), f"duplicate plugin URIs: {uris}"  # noqa: S101
+
+
+def check_import_leaves_out(module: str, heavy: str) -> None:
+    """Importing ``module`` in a fresh interpreter does not import ``heavy``.
+
+    Raises:
+        AssertionError: it does, with the probe's stderr.
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    probe = f"import sys, {module}; assert {heavy!r} not in sys.modules"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr.decode()  # noqa: S101
+
+
+def load_hypothesis_profile() -> None:
+    """Hypothesis without wall-clock deadlines (for a test suite's ``conftest.py``).
+
+    The suites run with ``pytest -n auto`` on small CI machines next to real
+    daemons; a per-example deadline there measures the machine's load, not the
+    code. ``CI=true`` also derandomizes, so a CI failure reproduces locally with
+    the same examples.
+    """
+    from hypothesis import settings
+
+    settings.register_profile("pycontainerd", deadline=None, print_blob=True)
+    settings.register_profile("pycontainerd-ci", deadline=None, print_blob=True, derandomize=True)
+    settings.load_profile("pycontainerd-ci" if os.environ.get("CI") == "true" else "pycontainerd")
