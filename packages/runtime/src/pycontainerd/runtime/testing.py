@@ -105,6 +105,17 @@ def make_rootfs(path: Path) -> Path:
     return path
 
 
+def rss_pss_kib(pid: int) -> tuple[int, int]:
+    """RSS and PSS of ``pid`` in KiB (``/proc/<pid>/smaps_rollup``; for the benches)."""
+    rss = pss = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Rss:"):
+            rss = int(line.split()[1])
+        elif line.startswith("Pss:"):
+            pss = int(line.split()[1])
+    return rss, pss
+
+
 def is_our_shim(pid: int) -> bool:
     """Whether ``pid`` is a live pyrunc shim server."""
     try:
