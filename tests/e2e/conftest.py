@@ -14,22 +14,21 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import tarfile
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 import pytest
 
+from pycontainerd.core.testing import short_tempdir
 from pycontainerd.daemon import testing
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping
+    from pathlib import Path
     from typing import Self
 
 CTR: Final = testing.CTR
@@ -185,11 +184,8 @@ class Daemon:
 @pytest.fixture
 def short_dir() -> Iterator[Path]:
     """A fresh directory with a short path (for unix sockets), removed afterwards."""
-    path = Path(tempfile.mkdtemp(prefix="pcde2e", dir="/tmp"))
-    try:
+    with short_tempdir("pcde2e") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
