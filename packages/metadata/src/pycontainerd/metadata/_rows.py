@@ -15,6 +15,7 @@ from pycontainerd.core import filters
 from pycontainerd.core import labels as labels_mod
 from pycontainerd.core.errdefs import InvalidArgumentError, NotFoundError
 from pycontainerd.core.gostr import go_quote
+from pycontainerd.core.namespaces import namespace_required
 from pycontainerd.core.types import AnyValue
 from pycontainerd.metadata.db import now_ns
 
@@ -104,6 +105,25 @@ def apply_map_paths(
         else:
             out.pop(key, None)
     return out
+
+
+async def list_matching(
+    db: MetadataDB,
+    fs: Sequence[str],
+    adaptor: Callable[[T], filters.Adaptor],
+    read: Callable[[Tx, str], Iterable[T]],
+) -> list[T]:
+    """What ``read(tx, namespace)`` finds in the current namespace, filtered by ``fs``.
+
+    A record is kept when it matches any of the filters (all are, when there
+    are none); the order is ``read``'s. One read transaction on the pool.
+
+    Raises:
+        InvalidArgumentError: a filter does not parse.
+    """
+    ns = namespace_required()
+    match = matcher(fs, adaptor)
+    return await db.aview(lambda tx: [r for r in read(tx, ns) if match(r)])
 
 
 def matcher(fs: Sequence[str], adaptor: Callable[[T], filters.Adaptor]) -> Callable[[T], bool]:

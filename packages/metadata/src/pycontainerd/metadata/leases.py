@@ -35,8 +35,8 @@ from pycontainerd.metadata._rows import (
     RecordTable,
     dump_map,
     ensure_namespace,
+    list_matching,
     load_map,
-    matcher,
     ns_to_datetime,
 )
 from pycontainerd.metadata._rows import validate_labels as _validate_labels
@@ -44,7 +44,7 @@ from pycontainerd.metadata.db import now_ns
 
 if TYPE_CHECKING:
     import builtins
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     from pycontainerd.metadata.db import MetadataDB, Tx
 
@@ -112,6 +112,11 @@ def check_resource(r: Resource) -> Resource:
 
 
 _TABLE: Final = RecordTable("leases", ("id", "labels", "created_at"))
+
+
+def _all(tx: Tx, namespace: str) -> Iterator[Lease]:
+    for r in _TABLE.all(tx, namespace):
+        yield Lease(id=r[0], labels=load_map(r[1]), created_at=ns_to_datetime(r[2]))
 
 
 def _require_lease(tx: Tx, namespace: str, lease_id: str) -> None:
@@ -202,17 +207,7 @@ class LeaseStore:
         Raises:
             InvalidArgumentError: a filter does not parse.
         """
-        ns = namespace_required()
-        match = matcher(fs, lease_adaptor)
-
-        def run(tx: Tx) -> list[Lease]:
-            leases = (
-                Lease(id=r[0], labels=load_map(r[1]), created_at=ns_to_datetime(r[2]))
-                for r in _TABLE.all(tx, ns)
-            )
-            return [lease for lease in leases if match(lease)]
-
-        return await self._db.aview(run)
+        return await list_matching(self._db, fs, lease_adaptor, _all)
 
     async def add_resource(self, lease_id: str, resource: Resource) -> None:
         """Make ``lease_id`` hold ``resource`` (idempotent); raises as :meth:`delete_resource`."""

@@ -36,15 +36,15 @@ from pycontainerd.metadata._rows import (
     apply_mask,
     dump_map,
     ensure_namespace,
+    list_matching,
     load_map,
-    matcher,
     validate_labels,
 )
 from pycontainerd.metadata.db import now_ns
 
 if TYPE_CHECKING:
     import builtins
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping
 
     from pycontainerd.core.types import AnyValue
     from pycontainerd.metadata.db import MetadataDB, Tx
@@ -129,6 +129,11 @@ def _read(tx: Tx, namespace: str, sid: str) -> Sandbox:
         msg = f"bucket {go_quote(sid)}"
         raise NotFoundError(msg)
     return _from_row(row, _TABLE.extensions(tx, namespace, sid).get(sid, {}))
+
+
+def _all(tx: Tx, namespace: str) -> Iterator[Sandbox]:
+    exts = _TABLE.extensions(tx, namespace)
+    return (_from_row(row, exts.get(row[0], {})) for row in _TABLE.all(tx, namespace))
 
 
 def _write(tx: Tx, namespace: str, sb: Sandbox, *, insert: bool) -> None:
@@ -245,15 +250,7 @@ class SandboxStore:
         Raises:
             InvalidArgumentError: a filter does not parse.
         """
-        ns = namespace_required()
-        match = matcher(fs, sandbox_adaptor)
-
-        def run(tx: Tx) -> builtins.list[Sandbox]:
-            exts = _TABLE.extensions(tx, ns)
-            found = (_from_row(row, exts.get(row[0], {})) for row in _TABLE.all(tx, ns))
-            return [sb for sb in found if match(sb)]
-
-        return await self._db.aview(run)
+        return await list_matching(self._db, fs, sandbox_adaptor, _all)
 
     async def delete(self, sid: str) -> None:
         """Delete the sandbox ``sid`` (its containers keep their ``sandbox_id``, as upstream).
