@@ -73,6 +73,19 @@ METADATA_EXTENSION = "io.cri-containerd.container.metadata"
 METADATA_TYPE_URL = "pycontainerd.cri.v1.Container"
 
 
+@dataclass(frozen=True, slots=True)
+class _Creation:
+    """One CreateContainer being served: what its steps share."""
+
+    cid: str
+    name: str
+    sb: PodSandbox
+    config: dict[str, Any]
+    meta: dict[str, Any]
+    image_ref: str
+    image_id: str
+
+
 @dataclass(slots=True)
 class CriContainer:
     """One container as the CRI sees it."""
@@ -365,24 +378,17 @@ class ContainerManager:
         cid = secrets.token_hex(32)
         self.names[name] = cid
         try:
-            c = await self._create(cid, name, sb, config, meta, image_ref, img.id, img.config)
+            c = await self._create(
+                _Creation(cid, name, sb, config, meta, image_ref, img.id), img.config
+            )
         except BaseException:
             self.names.pop(name, None)
             raise
         self.containers[cid] = c
         return c
 
-    async def _create(  # noqa: PLR0917
-        self,
-        cid: str,
-        name: str,
-        sb: PodSandbox,
-        config: dict[str, Any],
-        meta: dict[str, Any],
-        image_ref: str,
-        image_id: str,
-        image_config: dict[str, object],
-    ) -> CriContainer:
+    async def _create(self, req: _Creation, image_config: dict[str, object]) -> CriContainer:
+        sb, config = req.sb, req.config
         proc_cfg = image_config.get("config")
         icfg: dict[str, Any] = proc_cfg if isinstance(proc_cfg, dict) else {}
         rootfs = image_config.get("rootfs")
@@ -399,30 +405,19 @@ class ContainerManager:
             msg = "no privileged container allowed in sandbox"
             raise InvalidArgumentError(msg)
         async with self.sandboxes.lease():
-            return await self._create_leased(
-                cid, name, sb, config, meta, image_ref, image_id, diff_ids, icfg, args
-            )
+            return await self._create_leased(req, diff_ids, icfg, args)
 
-    async def _create_leased(  # noqa: PLR0917
-        self,
-        cid: str,
-        name: str,
-        sb: PodSandbox,
-        config: dict[str, Any],
-        meta: dict[str, Any],
-        image_ref: str,
-        image_id: str,
-        diff_ids: list[str],
-        icfg: dict[str, Any],
-        args: list[str],
+    async def _create_leased(
+        self, req: _Creation, diff_ids: list[str], icfg: dict[str, Any], args: list[str]
     ) -> CriContainer:
+        cid, sb, config, meta, image_ref = req.cid, req.sb, req.config, req.meta, req.image_ref
         md = self.sandboxes.md
         snapshotter = self.sandboxes.config.snapshotter
         with with_namespace(K8S_NAMESPACE):
             snap = md.snapshotter(snapshotter)
             rootfs_mounts = await snap.prepare(cid, chain_id(diff_ids))
         try:
-            spec = self._spec(cid, sb, config, meta, image_ref, icfg, rootfs_mounts, args)
+            spec = self._spec(req, icfg, rootfs_mounts, args)
         except BaseException:
             with with_namespace(K8S_NAMESPACE), contextlib.suppress(Exception):
                 await snap.remove(cid)
@@ -433,10 +428,10 @@ class ContainerManager:
         c = CriContainer(
             id=cid,
             sandbox_id=sb.id,
-            name=name,
+            name=req.name,
             metadata={"name": str(meta.get("name", "")), "attempt": int(meta.get("attempt", 0))},
             image=image_ref,
-            image_id=image_id,
+            image_id=req.image_id,
             labels=dict(config.get("labels") or {}),
             annotations=dict(config.get("annotations") or {}),
             created_at=time.time_ns(),
@@ -465,18 +460,11 @@ class ContainerManager:
                 raise
         return c
 
-    def _spec(  # noqa: PLR0912, PLR0915, PLR0917
-        self,
-        cid: str,
-        sb: PodSandbox,
-        config: dict[str, Any],
-        meta: dict[str, Any],
-        image_ref: str,
-        icfg: dict[str, Any],
-        rootfs_mounts: list[Mount],
-        args: list[str],
+    def _spec(  # noqa: PLR0912, PLR0915
+        self, req: _Creation, icfg: dict[str, Any], rootfs_mounts: list[Mount], args: list[str]
     ) -> dict[str, Any]:
         """The container's OCI spec from its CRI config, its image and its pod."""
+        cid, sb, config, meta, image_ref = req.cid, req.sb, req.config, req.meta, req.image_ref
         linux = config.get("linux") or {}
         sec = linux.get("security_context") or {}
         privileged = bool(sec.get("privileged", False))
