@@ -5,6 +5,7 @@ Importing this module must not import grpc.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -13,14 +14,14 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pycontainerd.core import filters
 from pycontainerd.core import labels as labels_mod
-from pycontainerd.core.errdefs import InvalidArgumentError, NotFoundError
+from pycontainerd.core.errdefs import AlreadyExistsError, InvalidArgumentError, NotFoundError
 from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.namespaces import namespace_required
 from pycontainerd.core.types import AnyValue
 from pycontainerd.metadata.db import now_ns
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
     from pycontainerd.metadata.db import MetadataDB, Tx
 
@@ -52,12 +53,23 @@ def validate_labels(labels: Mapping[str, str], prefix: str) -> None:
     Raises:
         InvalidArgumentError: a label is too large.
     """
-    for key, value in labels.items():
-        try:
+    with prefixed(prefix):
+        for key, value in labels.items():
             labels_mod.validate(key, value)
-        except InvalidArgumentError as exc:
-            msg = f"{prefix}: {exc.message}"
-            raise InvalidArgumentError(msg) from exc
+
+
+@contextlib.contextmanager
+def prefixed(prefix: str) -> Iterator[None]:
+    """Re-raise an InvalidArgumentError of the block as ``<prefix>: <its message>``.
+
+    Raises:
+        InvalidArgumentError: the block's, prefixed (containerd's wrapping).
+    """
+    try:
+        yield
+    except InvalidArgumentError as exc:
+        msg = f"{prefix}: {exc.message}"
+        raise InvalidArgumentError(msg) from exc
 
 
 def ns_to_datetime(ns: int) -> datetime:
@@ -193,6 +205,26 @@ class Record(Protocol):
 R = TypeVar("R", bound=Record)
 
 
+def update_paths(
+    paths: Sequence[str], full: Sequence[str], immutable: Iterable[tuple[object, object, str]]
+) -> Sequence[str]:
+    """The field mask of an update: ``paths``, or with none every path of ``full``.
+
+    Without paths the whole record is replaced, so each ``(current, requested,
+    name)`` of ``immutable`` must be unchanged.
+
+    Raises:
+        InvalidArgumentError: ``<name> field is immutable``.
+    """
+    if paths:
+        return paths
+    for current, requested, name in immutable:
+        if current != requested:
+            msg = f"{name} field is immutable"
+            raise InvalidArgumentError(msg)
+    return full
+
+
 def apply_mask(
     current: R,
     req: R,
@@ -302,6 +334,51 @@ class RecordTable:
             f" (namespace, {self.owner}_id, name, type_url, value) VALUES (?, ?, ?, ?, ?)",
             [(namespace, key, name, a.type_url, a.value) for name, a in extensions.items()],
         )
+
+    async def create(
+        self,
+        db: MetadataDB,
+        record: R,
+        values: Callable[[R], tuple[Any, ...]],
+        exists: str,
+        stamp: Callable[[R], R] = lambda r: r,
+    ) -> R:
+        """Store the new ``record`` (``stamp`` ed in the transaction) in the current namespace.
+
+        The namespace is created with it; ``values`` gives its row.
+
+        Raises:
+            AlreadyExistsError: ``exists``, the id is taken.
+        """
+        ns = namespace_required()
+
+        def run(tx: Tx) -> R:
+            created = stamp(record)
+            ensure_namespace(tx, ns)
+            if self.exists(tx, ns, created.id):
+                raise AlreadyExistsError(exists)
+            self.write(tx, ns, values(created), created.extensions, insert=True)
+            return created
+
+        return await db.aupdate_point(run)
+
+    def read(
+        self,
+        tx: Tx,
+        namespace: str,
+        key: str,
+        from_row: Callable[[tuple[Any, ...], Mapping[str, AnyValue]], T],
+        missing: str,
+    ) -> T:
+        """The record ``key`` (``from_row`` of its row and extensions).
+
+        Raises:
+            NotFoundError: ``missing``, there is none.
+        """
+        row = self.get(tx, namespace, key)
+        if row is None:
+            raise NotFoundError(missing)
+        return from_row(row, self.extensions(tx, namespace, key).get(key, {}))
 
     def extensions(
         self, tx: Tx, namespace: str, key: str | None = None

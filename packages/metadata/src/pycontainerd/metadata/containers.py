@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from pycontainerd.core import filters, identifiers
 from pycontainerd.core.containers import Container, RuntimeInfo
-from pycontainerd.core.errdefs import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from pycontainerd.core.errdefs import InvalidArgumentError
 from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.namespaces import namespace_required
 from pycontainerd.metadata._rows import (
@@ -28,18 +28,19 @@ from pycontainerd.metadata._rows import (
     any_value,
     apply_mask,
     dump_map,
-    ensure_namespace,
     load_map,
     matcher,
     ns_to_datetime,
+    prefixed,
     to_ns,
+    update_paths,
     validate_labels,
 )
 from pycontainerd.metadata.db import now_ns
 
 if TYPE_CHECKING:
     import builtins
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Mapping
 
     from pycontainerd.core.types import AnyValue
     from pycontainerd.metadata.db import MetadataDB, Tx
@@ -112,11 +113,8 @@ def validate_container(c: Container) -> None:
     Raises:
         InvalidArgumentError: with containerd's messages.
     """
-    try:
+    with prefixed("container.ID"):
         identifiers.validate(c.id)
-    except InvalidArgumentError as exc:
-        msg = f"container.ID: {exc.message}"
-        raise InvalidArgumentError(msg) from exc
     if any(not name for name in c.extensions):
         msg = "container.Extension keys must not be zero-length"
         raise InvalidArgumentError(msg)
@@ -133,16 +131,14 @@ def validate_container(c: Container) -> None:
 
 
 def _get(tx: Tx, namespace: str, cid: str) -> Container:
-    row = _TABLE.get(tx, namespace, cid)
-    if row is None:
-        msg = f"container {go_quote(cid)} in namespace {go_quote(namespace)}"
-        raise NotFoundError(msg)
-    return _from_row(row, _TABLE.extensions(tx, namespace, cid).get(cid, {}))
+    missing = f"container {go_quote(cid)} in namespace {go_quote(namespace)}"
+    return _TABLE.read(tx, namespace, cid, _from_row, missing)
 
 
-def _write(tx: Tx, namespace: str, c: Container, *, insert: bool) -> None:
+def _values(c: Container) -> tuple[Any, ...]:
+    """The row of ``c``, in the columns' order."""
     rt_opts = c.runtime.options
-    values = (
+    return (
         c.id,
         dump_map(c.labels),
         c.image,
@@ -157,7 +153,6 @@ def _write(tx: Tx, namespace: str, c: Container, *, insert: bool) -> None:
         to_ns(c.created_at),
         to_ns(c.updated_at),
     )
-    _TABLE.write(tx, namespace, values, c.extensions, insert=insert)
 
 
 #: How each path of a field mask other than labels and extensions sets a field.
@@ -217,28 +212,18 @@ class ContainerStore:
             InvalidArgumentError: ``create container failed validation: ...``.
             AlreadyExistsError: ``container "<id>": already exists``.
         """
-        ns = namespace_required()
         container = dataclasses.replace(
             container, labels={k: v for k, v in container.labels.items() if v != ""}
         )
-        try:
+        with prefixed("create container failed validation"):
             validate_container(container)
-        except InvalidArgumentError as exc:
-            msg = f"create container failed validation: {exc.message}"
-            raise InvalidArgumentError(msg) from exc
 
-        def run(tx: Tx) -> Container:
-            ensure_namespace(tx, ns)
-            if _TABLE.exists(tx, ns, container.id):
-                msg = f"container {go_quote(container.id)}"
-                raise AlreadyExistsError(msg)
-            now = now_ns()
-            stamp = ns_to_datetime(now)
-            created = dataclasses.replace(container, created_at=stamp, updated_at=stamp)
-            _write(tx, ns, created, insert=True)
-            return created
+        def stamp(c: Container) -> Container:
+            now = ns_to_datetime(now_ns())
+            return dataclasses.replace(c, created_at=now, updated_at=now)
 
-        return await self._db.aupdate_point(run)
+        exists = f"container {go_quote(container.id)}"
+        return await _TABLE.create(self._db, container, _values, exists, stamp)
 
     async def update(self, container: Container, *paths: str) -> Container:
         """Update ``container.id`` from ``container``; ``paths`` is the field mask.
@@ -255,25 +240,18 @@ class ContainerStore:
 
         def run(tx: Tx) -> Container:
             current = _get(tx, ns, container.id)
-            mask: Iterable[str] = paths
-            if not paths:
-                mask = _FULL_REPLACE
-                if current.snapshotter != container.snapshotter:
-                    msg = "container.Snapshotter field is immutable"
-                    raise InvalidArgumentError(msg)
-                if current.runtime.name != container.runtime.name:
-                    msg = "container.Runtime.Name field is immutable"
-                    raise InvalidArgumentError(msg)
+            immutable = (
+                (current.snapshotter, container.snapshotter, "container.Snapshotter"),
+                (current.runtime.name, container.runtime.name, "container.Runtime.Name"),
+            )
+            mask = update_paths(paths, _FULL_REPLACE, immutable)
             updated = apply_mask(current, container, mask, _MASK_FIELDS, "")
-            try:
+            with prefixed("update failed validation"):
                 validate_container(updated)
-            except InvalidArgumentError as exc:
-                msg = f"update failed validation: {exc.message}"
-                raise InvalidArgumentError(msg) from exc
             updated = dataclasses.replace(
                 updated, created_at=current.created_at, updated_at=ns_to_datetime(now_ns())
             )
-            _write(tx, ns, updated, insert=False)
+            _TABLE.write(tx, ns, _values(updated), updated.extensions, insert=False)
             if (updated.snapshot_key, updated.image) != (current.snapshot_key, current.image):
                 tx.mark_dirty()
             return updated

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from pycontainerd.core import filters, identifiers
-from pycontainerd.core.errdefs import AlreadyExistsError, InvalidArgumentError, NotFoundError
 from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.namespaces import namespace_required
 from pycontainerd.metadata._rows import (
@@ -35,16 +34,17 @@ from pycontainerd.metadata._rows import (
     any_value,
     apply_mask,
     dump_map,
-    ensure_namespace,
     list_matching,
     load_map,
+    prefixed,
+    update_paths,
     validate_labels,
 )
 from pycontainerd.metadata.db import now_ns
 
 if TYPE_CHECKING:
     import builtins
-    from collections.abc import Callable, Iterable, Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     from pycontainerd.core.types import AnyValue
     from pycontainerd.metadata.db import MetadataDB, Tx
@@ -123,12 +123,8 @@ def _from_row(row: tuple[Any, ...], extensions: Mapping[str, AnyValue]) -> Sandb
 
 
 def _read(tx: Tx, namespace: str, sid: str) -> Sandbox:
-    row = _TABLE.get(tx, namespace, sid)
-    if row is None:
-        # upstream: `bucket "<id>" not found` (bolt's bucket per sandbox)
-        msg = f"bucket {go_quote(sid)}"
-        raise NotFoundError(msg)
-    return _from_row(row, _TABLE.extensions(tx, namespace, sid).get(sid, {}))
+    # upstream: `bucket "<id>" not found` (bolt's bucket per sandbox)
+    return _TABLE.read(tx, namespace, sid, _from_row, f"bucket {go_quote(sid)}")
 
 
 def _all(tx: Tx, namespace: str) -> Iterator[Sandbox]:
@@ -136,9 +132,10 @@ def _all(tx: Tx, namespace: str) -> Iterator[Sandbox]:
     return (_from_row(row, exts.get(row[0], {})) for row in _TABLE.all(tx, namespace))
 
 
-def _write(tx: Tx, namespace: str, sb: Sandbox, *, insert: bool) -> None:
+def _values(sb: Sandbox) -> tuple[Any, ...]:
+    """The row of ``sb``, in the columns' order."""
     opts = sb.runtime_options
-    values = (
+    return (
         sb.id,
         sb.runtime_name,
         opts.type_url if opts else None,
@@ -150,15 +147,11 @@ def _write(tx: Tx, namespace: str, sb: Sandbox, *, insert: bool) -> None:
         sb.created_at_ns,
         sb.updated_at_ns,
     )
-    _TABLE.write(tx, namespace, values, sb.extensions, insert=insert)
 
 
 def _validate(sb: Sandbox) -> None:
-    try:
+    with prefixed("invalid sandbox ID"):
         identifiers.validate(sb.id)
-    except InvalidArgumentError as exc:
-        msg = f"invalid sandbox ID: {exc.message}"
-        raise InvalidArgumentError(msg) from exc
     validate_labels(sb.labels, "sandbox.Labels")
 
 
@@ -184,7 +177,6 @@ class SandboxStore:
             InvalidArgumentError: ``failed to validate sandbox: invalid sandbox ID: ...``.
             AlreadyExistsError: ``write error: sandbox bucket "<id>" already exists``.
         """
-        ns = namespace_required()
         now = now_ns()
         sandbox = dataclasses.replace(
             sandbox,
@@ -192,21 +184,11 @@ class SandboxStore:
             created_at_ns=now,
             updated_at_ns=now,
         )
-        try:
+        with prefixed("failed to validate sandbox"):
             _validate(sandbox)
-        except InvalidArgumentError as exc:
-            msg = f"failed to validate sandbox: {exc.message}"
-            raise InvalidArgumentError(msg) from exc
 
-        def run(tx: Tx) -> Sandbox:
-            ensure_namespace(tx, ns)
-            if _TABLE.exists(tx, ns, sandbox.id):
-                msg = f"write error: sandbox bucket {go_quote(sandbox.id)} already exists"
-                raise AlreadyExistsError(msg)
-            _write(tx, ns, sandbox, insert=True)
-            return sandbox
-
-        return await self._db.aupdate_point(run)
+        exists = f"write error: sandbox bucket {go_quote(sandbox.id)} already exists"
+        return await _TABLE.create(self._db, sandbox, _values, exists)
 
     async def update(self, sandbox: Sandbox, *paths: str) -> Sandbox:
         """Update ``sandbox.id`` from ``sandbox``; ``paths`` is the field mask.
@@ -219,16 +201,12 @@ class SandboxStore:
 
         def run(tx: Tx) -> Sandbox:
             current = _read(tx, ns, sandbox.id)
-            mask: Iterable[str] = paths
-            if not paths:
-                mask = _FULL_REPLACE
-                if current.runtime_name != sandbox.runtime_name:
-                    msg = "sandbox.Runtime.Name field is immutable"
-                    raise InvalidArgumentError(msg)
+            immutable = ((current.runtime_name, sandbox.runtime_name, "sandbox.Runtime.Name"),)
+            mask = update_paths(paths, _FULL_REPLACE, immutable)
             updated = apply_mask(current, sandbox, mask, _MASK_FIELDS, "sandbox ")
             _validate(updated)
             updated = dataclasses.replace(updated, updated_at_ns=now_ns())
-            _write(tx, ns, updated, insert=False)
+            _TABLE.write(tx, ns, _values(updated), updated.extensions, insert=False)
             if updated.labels != current.labels:
                 tx.mark_dirty()
             return updated
