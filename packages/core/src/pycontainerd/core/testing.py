@@ -40,6 +40,15 @@ CTR: Final = "/usr/bin/ctr"
 CONTAINERD: Final = "/usr/bin/containerd"
 """containerd's Go daemon (Debian package), by absolute path for the same reason."""
 DEFAULT_MODULES: Final = ("pycontainerd.daemon.plugin",)
+RUNTIME_MODULES: Final = (
+    *DEFAULT_MODULES,
+    "pycontainerd.content.plugin",
+    "pycontainerd.events.plugin",
+    "pycontainerd.metadata.plugin",
+    "pycontainerd.snapshots.plugin",
+    "pycontainerd.runtime.plugin",
+)
+"""The plugin modules of our daemon when it runs containers (what the runtime needs)."""
 """The plugin modules :class:`Daemon` loads unless told otherwise."""
 WAIT_TIMEOUT: Final = 15.0
 """How long :func:`wait_for` waits by default: generous, as the suite runs on a busy machine."""

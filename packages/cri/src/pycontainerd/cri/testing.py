@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from pycontainerd.core.testing import RUNTIME_MODULES
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -39,16 +41,8 @@ PAUSE_REF: Final = "localhost/pycontainerd-test/pause:1"
 SHELL_REF: Final = "localhost/pycontainerd-test/busybox:1"
 MIRRORED: Final = "registry.invalid"
 """A registry name the ``cri_registry`` fixture's config mirrors to its registry on 127.0.0.1."""
-MODULES: Final = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.metadata.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.runtime.plugin",
-    "pycontainerd.transfer.plugin",
-    "pycontainerd.cri.plugin",
-)
+MODULES: Final = (*RUNTIME_MODULES, "pycontainerd.transfer.plugin", "pycontainerd.cri.plugin")
+"""The plugin modules of the daemons these tests start."""
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 _OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 

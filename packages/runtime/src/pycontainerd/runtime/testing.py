@@ -21,27 +21,20 @@ from typing import TYPE_CHECKING, Protocol
 
 import pytest
 
-from pycontainerd.core.testing import Daemon, RealContainerd, daemon_env
+from pycontainerd.core.testing import CONTAINERD as CONTAINERD  # noqa: PLC0414 - re-exported
+from pycontainerd.core.testing import CTR as CTR  # noqa: PLC0414 - re-exported
+from pycontainerd.core.testing import RUNTIME_MODULES, Daemon, RealContainerd, daemon_env
 from pycontainerd.core.testing import wait_for as wait_for  # noqa: PLC0414 - re-exported
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
 
-CONTAINERD = "/usr/bin/containerd"
-CTR = "/usr/bin/ctr"
 SHIM = "containerd-shim-pyrunc-v2"
 RUNTIME = "io.containerd.pyrunc.v2"
 GO_SHIM = "/usr/bin/containerd-shim-runc-v2"
 
-#: The plugin modules of our daemon when it runs containers (what the runtime needs).
-DAEMON_MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.metadata.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.runtime.plugin",
-)
+DAEMON_MODULES = RUNTIME_MODULES
+"""The plugin modules of our daemon when it runs containers (``core.testing.RUNTIME_MODULES``)."""
 
 #: Our daemon's config with ``io.containerd.runc.v2`` mapped to containerd's Go shim.
 GO_SHIM_CONFIG = (
