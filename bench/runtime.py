@@ -60,6 +60,8 @@ from _harness import (
     pycontainerd_peer,
 )
 
+from pycontainerd.runtime.testing import rss_pss_kib
+
 GO_SHIM = "/usr/bin/containerd-shim-runc-v2"
 OUR_SHIM = str(Path(sys.executable).parent / "containerd-shim-pyrunc-v2")
 IMAGE = "bench/busybox:latest"
@@ -211,16 +213,6 @@ def run_rm_ms(
     finally:
         for peer in group:
             _clean(peer)
-
-
-def rss_pss_kib(pid: int) -> tuple[int, int]:
-    rss = pss = 0
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Rss:"):
-            rss = int(line.split()[1])
-        elif line.startswith("Pss:"):
-            pss = int(line.split()[1])
-    return rss, pss
 
 
 def shim_memory(peer: Peer, rootfs: Path, containers: int) -> tuple[float, float, int] | None:

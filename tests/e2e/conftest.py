@@ -12,23 +12,21 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import shutil
 import signal
 import subprocess
 import tarfile
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 import pytest
 
-from pycontainerd.core.testing import STORE_PLUGINS, sha256_digest, write_oci_layout
+from pycontainerd.core.testing import STORE_PLUGINS, sha256_digest, short_tempdir, write_oci_layout
 from pycontainerd.daemon import testing
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping
+    from pathlib import Path
     from typing import Self
 
 CTR: Final = testing.CTR
@@ -178,11 +176,8 @@ class Daemon:
 @pytest.fixture
 def short_dir() -> Iterator[Path]:
     """A fresh directory with a short path (for unix sockets), removed afterwards."""
-    path = Path(tempfile.mkdtemp(prefix="pcde2e", dir="/tmp"))
-    try:
+    with short_tempdir("pcde2e") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

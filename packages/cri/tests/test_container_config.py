@@ -17,30 +17,7 @@ pytestmark = [pytest.mark.system]
 
 
 def _import_shell(cri: Cri) -> None:
-    busybox = testing.static_busybox()
-    assert busybox is not None
-    archive = cri.base / "shell.tar"
-    testing.build_pause_archive(
-        busybox,
-        archive,
-        testing.SHELL_REF,
-        entrypoint=(),
-        user="",
-        applets=("sh", "sleep", "dd", "cat"),
-    )
-    cri.daemon.ctr("-n", "k8s.io", "images", "import", str(archive))
-
-
-def _wait_exited(cri: Cri, cid: str) -> pb.ContainerStatus:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        st: pb.ContainerStatus = cri.runtime.ContainerStatus(
-            pb.ContainerStatusRequest(container_id=cid)
-        ).status
-        if st.state == pb.CONTAINER_EXITED:
-            return st
-        time.sleep(0.1)
-    raise AssertionError(f"{cid} did not exit")
+    cri.import_image(testing.SHELL_REF, ("sh", "sleep", "dd", "cat"))
 
 
 def test_oom_killed_reason_and_status_mounts(cri: Cri) -> None:
@@ -62,17 +39,11 @@ def test_oom_killed_reason_and_status_mounts(cri: Cri) -> None:
         if memory:
             config.linux.resources.memory_limit_in_bytes = memory
             config.linux.resources.memory_swap_limit_in_bytes = memory
-        cid = str(
-            cri.runtime.CreateContainer(
-                pb.CreateContainerRequest(pod_sandbox_id=sid, config=config, sandbox_config=pod)
-            ).container_id
-        )
-        cri.runtime.StartContainer(pb.StartContainerRequest(container_id=cid))
-        return cid
+        return cri.start_container(sid, pod, config)
 
     (volume / "marker").write_text("through the symlink\n")
     hog = create("hog", "dd if=/dev/zero of=/dev/null bs=40M", memory=15 * 1024 * 1024)
-    done = _wait_exited(cri, hog)
+    done = cri.wait_exited(hog)
     assert (done.exit_code, done.reason) == (137, "OOMKilled")
     # the status lists the config's mounts
     assert [(m.container_path, m.host_path, m.readonly) for m in done.mounts] == [
@@ -88,7 +59,7 @@ def test_oom_killed_reason_and_status_mounts(cri: Cri) -> None:
     killed = create(
         "self-kill", 'test "$(cat /data/marker)" = "through the symlink" || exit 5; kill -9 $$'
     )
-    done = _wait_exited(cri, killed)
+    done = cri.wait_exited(killed)
     assert (done.exit_code, done.reason) == (137, "Error")
 
 
@@ -101,13 +72,7 @@ def _run_container(
         command=["sh", "-c", script],
         **kw,  # type: ignore[arg-type]
     )
-    cid = str(
-        cri.runtime.CreateContainer(
-            pb.CreateContainerRequest(pod_sandbox_id=sid, config=config, sandbox_config=pod)
-        ).container_id
-    )
-    cri.runtime.StartContainer(pb.StartContainerRequest(container_id=cid))
-    return cid
+    return cri.start_container(sid, pod, config)
 
 
 def _exec(cri: Cri, cid: str, *cmd: str) -> pb.ExecSyncResponse:
@@ -119,10 +84,7 @@ def _exec(cri: Cri, cid: str, *cmd: str) -> pb.ExecSyncResponse:
 
 def test_dev_shm_is_shared_in_a_pod_and_tty_containers(cri: Cri) -> None:
     _import_shell(cri)
-    logs = cri.base / "logs"
-    logs.mkdir()
-    pod = cri.pod_config("shm", log_directory=str(logs))
-    sid = cri.run(pod)
+    pod, sid, logs = cri.logged_pod("shm")
     _run_container(cri, sid, pod, "writer", "echo hello > /dev/shm/note; sleep 1000")
     reader = _run_container(cri, sid, pod, "reader", "sleep 1000")
     deadline = time.monotonic() + 10

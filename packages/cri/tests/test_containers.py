@@ -26,18 +26,9 @@ pytestmark = [pytest.mark.system]
 
 
 def _import_shell(cri: Cri) -> None:
-    busybox = testing.static_busybox()
-    assert busybox is not None
-    archive = cri.base / "shell.tar"
-    testing.build_pause_archive(
-        busybox,
-        archive,
-        testing.SHELL_REF,
-        entrypoint=(),
-        user="",
-        applets=("sh", "sleep", "cat", "hostname", "httpd", "wget", "mkdir"),
+    cri.import_image(
+        testing.SHELL_REF, ("sh", "sleep", "cat", "hostname", "httpd", "wget", "mkdir")
     )
-    cri.daemon.ctr("-n", "k8s.io", "images", "import", str(archive))
 
 
 def _container(
@@ -66,22 +57,9 @@ def _status(cri: Cri, cid: str) -> pb.ContainerStatusResponse:
     return resp
 
 
-def _wait_exited(cri: Cri, cid: str) -> pb.ContainerStatus:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        st = _status(cri, cid).status
-        if st.state == pb.CONTAINER_EXITED:
-            return st
-        time.sleep(0.05)
-    raise AssertionError(f"{cid} did not exit")
-
-
 def test_container_lifecycle_in_a_pod(cri: Cri) -> None:
     _import_shell(cri)
-    logs = cri.base / "logs"
-    logs.mkdir()
-    pod = cri.pod_config("app", log_directory=str(logs))
-    sid = cri.run(pod)
+    pod, sid, logs = cri.logged_pod("app")
     pause_pid = json.loads(cri.status(sid, verbose=True).info["info"])["pid"]
 
     cid = _container(cri, sid, pod, "sleeper", "sleep", "1000", pid=pb.CONTAINER)
@@ -110,7 +88,7 @@ def test_container_lifecycle_in_a_pod(cri: Cri) -> None:
     # A container that exits on its own.
     quitter = _container(cri, sid, pod, "quitter", "sh", "-c", "exit 3")
     cri.runtime.StartContainer(pb.StartContainerRequest(container_id=quitter))
-    done = _wait_exited(cri, quitter)
+    done = cri.wait_exited(quitter)
     assert (done.exit_code, done.reason) == (3, "Error")
     assert done.finished_at >= done.started_at > 0
 
@@ -136,7 +114,7 @@ def test_container_lifecycle_in_a_pod(cri: Cri) -> None:
     # Logs in the CRI format, both streams, the unterminated last line included.
     talker = _container(cri, sid, pod, "talker", "sh", "-c", "echo out; echo err >&2; printf tail")
     cri.runtime.StartContainer(pb.StartContainerRequest(container_id=talker))
-    _wait_exited(cri, talker)
+    cri.wait_exited(talker)
     assert _status(cri, talker).status.log_path == str(logs / "talker.log")
 
     def log_lines() -> list[str]:
@@ -246,16 +224,13 @@ def test_two_containers_share_the_pod_network(cri: Cri) -> None:
 
 def test_containers_survive_a_daemon_restart(cri: Cri) -> None:
     _import_shell(cri)
-    logs = cri.base / "logs"
-    logs.mkdir()
-    pod = cri.pod_config("restart", log_directory=str(logs))
-    sid = cri.run(pod)
+    pod, sid, logs = cri.logged_pod("restart")
     runner = _container(cri, sid, pod, "looper", "sh", "-c", "echo before; exec sleep 1000")
     done = _container(cri, sid, pod, "done", "sh", "-c", "exit 2")
     created = _container(cri, sid, pod, "created", "sleep", "1")
     for cid in (runner, done):
         cri.runtime.StartContainer(pb.StartContainerRequest(container_id=cid))
-    _wait_exited(cri, done)
+    cri.wait_exited(done)
 
     cri.daemon.stop()
     cri.daemon.start()
@@ -278,10 +253,7 @@ def test_containers_survive_a_daemon_restart(cri: Cri) -> None:
 
 def test_log_rotation_and_a_vanished_log_directory(cri: Cri) -> None:
     _import_shell(cri)
-    logs = cri.base / "logs"
-    logs.mkdir()
-    pod = cri.pod_config("logs", log_directory=str(logs))
-    sid = cri.run(pod)
+    pod, sid, logs = cri.logged_pod("logs")
     ticker = _container(cri, sid, pod, "ticker", "sh", "-c", "while :; do echo tick; sleep 1; done")
     cri.runtime.StartContainer(pb.StartContainerRequest(container_id=ticker))
     log = logs / "ticker.log"
@@ -340,7 +312,7 @@ def test_container_events_stream(cri: Cri) -> None:
             cri.runtime.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=probe))
         cid = _container(cri, sid, pod, "short", "sh", "-c", "exit 0")
         cri.runtime.StartContainer(pb.StartContainerRequest(container_id=cid))
-        _wait_exited(cri, cid)
+        cri.wait_exited(cid)
         cri.runtime.RemoveContainer(pb.RemoveContainerRequest(container_id=cid))
         deadline = time.monotonic() + 10
         while sum(e.container_id == cid for e in seen) < 4:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from pycontainerd.core.plugin import PluginType, Registration
+from pycontainerd.core.testing import check_import_leaves_out
 from pycontainerd.cri import plugin
 from pycontainerd.cri.images import chain_id, normalize
 
@@ -25,10 +22,7 @@ def test_registers_the_cri_grpc_plugin() -> None:
 
 @pytest.mark.parametrize("heavy", ["grpc", "google.protobuf"])
 def test_plugin_module_does_not_import(heavy: str) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    probe = f"import sys, pycontainerd.cri.plugin; assert {heavy!r} not in sys.modules"
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, env=env, check=False)
-    assert proc.returncode == 0, proc.stderr.decode()
+    check_import_leaves_out("pycontainerd.cri.plugin", heavy)
 
 
 @pytest.mark.parametrize(

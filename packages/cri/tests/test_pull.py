@@ -44,12 +44,17 @@ def test_references_and_auth_configs_are_read_like_containerd() -> None:
         credentials(auth="not base64!")
 
 
-def test_pull_then_list_status_and_ctr_see_the_managed_image(cri_registry: Cri) -> None:
-    cri = cri_registry
+def _seed(cri: Cri, repo: str, tag: str) -> tuple[str, str, str]:
+    """The pause image in the fixture's registry as ``repo:tag`` (see ``seed_pause``)."""
     assert cri.registry is not None
     busybox = testing.static_busybox()
     assert busybox is not None
-    ref, manifest, config = testing.seed_pause(cri.registry, busybox, "team/app", "v1")
+    return testing.seed_pause(cri.registry, busybox, repo, tag)
+
+
+def test_pull_then_list_status_and_ctr_see_the_managed_image(cri_registry: Cri) -> None:
+    cri = cri_registry
+    ref, manifest, config = _seed(cri, "team/app", "v1")
     repo = ref.rpartition(":")[0]
 
     assert _pull(cri, ref) == config
@@ -77,10 +82,7 @@ def test_pull_then_list_status_and_ctr_see_the_managed_image(cri_registry: Cri) 
 
 def test_a_mirror_from_the_cri_config_serves_its_registry(cri_registry: Cri) -> None:
     cri = cri_registry
-    assert cri.registry is not None
-    busybox = testing.static_busybox()
-    assert busybox is not None
-    _, manifest, config = testing.seed_pause(cri.registry, busybox, "team/mirrored", "2")
+    _, manifest, config = _seed(cri, "team/mirrored", "2")
     ref = f"{testing.MIRRORED}/team/mirrored:2"  # the name resolves nowhere: only the mirror has it
     assert _pull(cri, ref) == config
     (img,) = cri.images.ListImages(pb.ListImagesRequest()).images

@@ -17,7 +17,7 @@ import pytest
 
 from pycontainerd.api.cri.v1 import api_pb2 as pb
 from pycontainerd.core.errdefs import InvalidArgumentError, NotFoundError, UnknownError
-from pycontainerd.cri import apparmor, containers, security, testing
+from pycontainerd.cri import apparmor, containers, security
 
 if TYPE_CHECKING:
     from pycontainerd.cri.testing import Cri
@@ -163,23 +163,22 @@ def test_apparmor_host_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def _import(cri: Cri) -> None:
-    busybox = testing.static_busybox()
-    assert busybox is not None
-    archive = cri.base / "secure.tar"
-    testing.build_pause_archive(
-        busybox,
-        archive,
+    cri.import_image(
         IMAGE,
-        entrypoint=(),
-        user="",
-        applets=("sh", "sleep", "cat", "chmod", "touch", "id"),
-        files={
+        ("sh", "sleep", "cat", "chmod", "touch", "id"),
+        {
             "etc/passwd": PASSWD.encode(),
             "etc/group": GROUPS.encode(),
             "etc/secret": b"top secret\n",
         },
     )
-    cri.daemon.ctr("-n", "k8s.io", "images", "import", str(archive))
+
+
+def _pod(cri: Cri, name: str) -> tuple[pb.PodSandboxConfig, str]:
+    """Import the test image and run a pod ``name``: its config and sandbox id."""
+    _import(cri)
+    pod = cri.pod_config(name)
+    return pod, cri.run(pod)
 
 
 def _create(
@@ -235,9 +234,7 @@ def _cap_mask(names: list[str]) -> int:
 
 @pytest.mark.system
 def test_users_and_groups_from_the_image(cri: Cri) -> None:
-    _import(cri)
-    pod = cri.pod_config("users")
-    sid = cri.run(pod)
+    pod, sid = _pod(cri, "users")
 
     sec = pb.LinuxContainerSecurityContext(run_as_username="app", supplemental_groups=[1234])
     _, pid = _start(cri, sid, pod, "by-name", sec=sec)
@@ -278,9 +275,7 @@ def test_users_and_groups_from_the_image(cri: Cri) -> None:
 
 @pytest.mark.system
 def test_capabilities_privileged_and_no_new_privs(cri: Cri) -> None:
-    _import(cri)
-    pod = cri.pod_config("caps")
-    sid = cri.run(pod)
+    pod, sid = _pod(cri, "caps")
 
     sec = pb.LinuxContainerSecurityContext(
         capabilities=pb.Capability(add_capabilities=["NET_ADMIN"], drop_capabilities=["CHOWN"]),
@@ -323,9 +318,7 @@ def test_capabilities_privileged_and_no_new_privs(cri: Cri) -> None:
 
 @pytest.mark.system
 def test_read_only_root_masked_and_read_only_paths(cri: Cri) -> None:
-    _import(cri)
-    pod = cri.pod_config("paths")
-    sid = cri.run(pod)
+    pod, sid = _pod(cri, "paths")
 
     sec = pb.LinuxContainerSecurityContext(
         readonly_rootfs=True, masked_paths=["/etc/secret"], readonly_paths=["/dev/shm"]
@@ -348,9 +341,7 @@ def test_read_only_root_masked_and_read_only_paths(cri: Cri) -> None:
 
 @pytest.mark.system
 def test_seccomp_profiles(cri: Cri) -> None:
-    _import(cri)
-    pod = cri.pod_config("seccomp")
-    sid = cri.run(pod)
+    pod, sid = _pod(cri, "seccomp")
 
     def mode(profile: pb.SecurityProfile | None) -> tuple[str, str]:
         sec = pb.LinuxContainerSecurityContext()
@@ -420,9 +411,7 @@ def test_apparmor_on_this_host(cri: Cri) -> None:
 
 @pytest.mark.system
 def test_devices(cri: Cri) -> None:
-    _import(cri)
-    pod = cri.pod_config("devices")
-    sid = cri.run(pod)
+    pod, sid = _pod(cri, "devices")
     dev = pb.Device(host_path="/dev/null", container_path="/dev/mynull", permissions="rw")
     cid, pid = _start(cri, sid, pod, "dev", devices=[dev])
     node = os.stat(f"/proc/{pid}/root/dev/mynull")

@@ -19,7 +19,6 @@ import grpc
 import pytest
 
 from pycontainerd.api.cri.v1 import api_pb2 as pb
-from pycontainerd.cri import testing
 from pycontainerd.cri.streaming import remotecommand as rc
 from pycontainerd.cri.streaming import testing as st
 
@@ -35,11 +34,7 @@ APPLETS = ("sh", "sleep", "cat", "stty", "echo", "httpd", "mkdir", "nc", "true")
 
 
 def _import_image(cri: Cri) -> None:
-    busybox = testing.static_busybox()
-    assert busybox is not None
-    archive = cri.base / "stream.tar"
-    testing.build_pause_archive(busybox, archive, IMAGE, entrypoint=(), user="", applets=APPLETS)
-    cri.daemon.ctr("-n", "k8s.io", "images", "import", str(archive))
+    cri.import_image(IMAGE, APPLETS)
 
 
 def _start(
@@ -61,13 +56,7 @@ def _start(
         stdin_once=stdin_once,
         tty=tty,
     )
-    cid = str(
-        cri.runtime.CreateContainer(
-            pb.CreateContainerRequest(pod_sandbox_id=sid, config=config, sandbox_config=pod)
-        ).container_id
-    )
-    cri.runtime.StartContainer(pb.StartContainerRequest(container_id=cid))
-    return cid
+    return cri.start_container(sid, pod, config)
 
 
 @pytest.fixture

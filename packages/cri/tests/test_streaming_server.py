@@ -256,10 +256,10 @@ async def test_malformed_spdy_frame_closes_that_connection_only(
         await other.close()
 
 
-async def test_client_disconnect_mid_session_cancels_the_handler(server: StreamingServer) -> None:
-    c = await testing.SpdyClient.connect(exec_url(server, "hang", stderr=False))
-    await c.create_stream({"streamtype": "error"})
-    await c.create_stream({"streamtype": "stdout"})
+async def _close_while_running(
+    server: StreamingServer, c: testing.SpdyClient | testing.WsClient
+) -> None:
+    """Once the handler runs, the client goes: the handler is cancelled, the server idle."""
     fake = server.fake  # type: ignore[attr-defined]
     async with asyncio.timeout(10):
         await fake.started.wait()
@@ -267,6 +267,13 @@ async def test_client_disconnect_mid_session_cancels_the_handler(server: Streami
     async with asyncio.timeout(10):
         await fake.cancelled.wait()
     await wait_idle(server)
+
+
+async def test_client_disconnect_mid_session_cancels_the_handler(server: StreamingServer) -> None:
+    c = await testing.SpdyClient.connect(exec_url(server, "hang", stderr=False))
+    await c.create_stream({"streamtype": "error"})
+    await c.create_stream({"streamtype": "stdout"})
+    await _close_while_running(server, c)
     assert [
         t for t in asyncio.all_tasks() if "_run_command" in repr(t) or "_read_loop" in repr(t)
     ] == []
@@ -458,13 +465,7 @@ async def test_malformed_ws_frame_closes_that_connection_only(
 
 async def test_ws_client_disconnect_cancels_the_handler(server: StreamingServer) -> None:
     c = await testing.WsClient.connect(exec_url(server, "hang"), (rc.WS_V4,))
-    fake = server.fake  # type: ignore[attr-defined]
-    async with asyncio.timeout(10):
-        await fake.started.wait()
-    await c.close()
-    async with asyncio.timeout(10):
-        await fake.cancelled.wait()
-    await wait_idle(server)
+    await _close_while_running(server, c)
 
 
 async def test_ws_portforward_prefixes_ports_and_relays(server: StreamingServer) -> None:
@@ -548,13 +549,7 @@ async def test_portforward_ends_when_the_client_goes(server: StreamingServer) ->
     c = await testing.SpdyClient.connect(url, ("portforward.k8s.io",))
     await c.create_stream({"streamtype": "error", "port": "2", "requestid": "0"})
     await c.create_stream({"streamtype": "data", "port": "2", "requestid": "0"})
-    fake = server.fake  # type: ignore[attr-defined]
-    async with asyncio.timeout(10):
-        await fake.started.wait()
-    await c.close()
-    async with asyncio.timeout(10):
-        await fake.cancelled.wait()
-    await wait_idle(server)
+    await _close_while_running(server, c)
 
 
 async def test_portforward_outside_the_allowed_ports_is_an_error(server: StreamingServer) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pycontainerd.core.testing import assert_import_leaves_out
+from pycontainerd.core.testing import check_import_leaves_out
 
 
 @pytest.mark.parametrize("heavy", ["pycontainerd.daemon", "pycontainerd.metadata", "grpc"])
 def test_importing_the_package_loads_no(heavy: str) -> None:
-    assert_import_leaves_out("pycontainerd.ctr", heavy)
+    check_import_leaves_out("pycontainerd.ctr", heavy)

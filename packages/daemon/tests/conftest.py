@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from pycontainerd.core.testing import short_tempdir
 from pycontainerd.daemon.testing import Daemon, MakeDaemon, daemon_env
 
 if TYPE_CHECKING:
@@ -33,11 +32,8 @@ def env() -> dict[str, str]:
 
 @pytest.fixture
 def short_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="pcd", dir="/tmp"))
-    try:
+    with short_tempdir("pcd") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from pycontainerd.metadata.leases import LeaseStore
 from pycontainerd.metadata.namespaces import NamespaceStore
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
     from pycontainerd.metadata.db import MetadataDB
@@ -32,20 +31,7 @@ DATA = b"hello content"
 DGST = "sha256:" + hashlib.sha256(DATA).hexdigest()
 
 
-@pytest.fixture
-def backend(tmp_path: Path) -> LocalStore:
-    return LocalStore(tmp_path / "content")
-
-
-@pytest.fixture
-def cs(db: MetadataDB, backend: LocalStore) -> MetadataContentStore:
-    return MetadataContentStore(db, backend)
-
-
-@pytest.fixture(autouse=True)
-def _ns() -> Iterator[None]:
-    with with_namespace("default"):
-        yield
+pytestmark = pytest.mark.usefixtures("default_namespace")
 
 
 async def write(cs: MetadataContentStore, ref: str, data: bytes = DATA, **kw: object) -> str:

@@ -35,7 +35,7 @@ from pycontainerd.metadata.leases import LeaseStore
 from pycontainerd.snapshots.native import NativeSnapshotter
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator, Mapping
+    from collections.abc import AsyncIterator, Mapping
     from pathlib import Path
 
     from pycontainerd.core.snapshots import Info
@@ -45,29 +45,16 @@ INDEX = "application/vnd.oci.image.index.v1+json"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
+pytestmark = pytest.mark.usefixtures("default_namespace")
+
+
 def dgst(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture
-def backend(tmp_path: Path) -> LocalStore:
-    return LocalStore(tmp_path / "content")
-
-
-@pytest.fixture
-def cs(db: MetadataDB, backend: LocalStore) -> MetadataContentStore:
-    return MetadataContentStore(db, backend)
-
-
-@pytest.fixture
 def collector(db: MetadataDB, backend: LocalStore) -> Collector:
     return Collector(db, backend)
-
-
-@pytest.fixture(autouse=True)
-def _ns() -> Iterator[None]:
-    with with_namespace("default"):
-        yield
 
 
 async def put(

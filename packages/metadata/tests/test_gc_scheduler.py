@@ -15,11 +15,10 @@ from pycontainerd.content.local import LocalStore
 from pycontainerd.core.errdefs import InvalidArgumentError, NotFoundError, UnknownError
 from pycontainerd.core.images import Image
 from pycontainerd.core.leases import EXPIRE_LABEL
-from pycontainerd.core.namespaces import with_lease, with_namespace
+from pycontainerd.core.namespaces import with_lease
 from pycontainerd.core.plugin import Closable, InitContext, PluginType
 from pycontainerd.core.types import Descriptor
 from pycontainerd.metadata import plugin
-from pycontainerd.metadata.content import MetadataContentStore
 from pycontainerd.metadata.gc import Collector, Stats
 from pycontainerd.metadata.images import ImageStore
 from pycontainerd.metadata.leases import LeaseStore
@@ -27,27 +26,14 @@ from pycontainerd.metadata.metadata import Metadata
 from pycontainerd.metadata.scheduler import Scheduler, SchedulerConfig
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator
+    from collections.abc import AsyncIterator, Callable
     from pathlib import Path
 
+    from pycontainerd.metadata.content import MetadataContentStore
     from pycontainerd.metadata.db import MetadataDB
 
 
-@pytest.fixture(autouse=True)
-def _ns() -> Iterator[None]:
-    with with_namespace("default"):
-        yield
-
-
-@pytest.fixture
-def backend(tmp_path: Path) -> LocalStore:
-    return LocalStore(tmp_path / "content")
-
-
-@pytest.fixture
-def cs(db: MetadataDB, backend: LocalStore) -> MetadataContentStore:
-    return MetadataContentStore(db, backend)
-
+pytestmark = pytest.mark.usefixtures("default_namespace")
 
 FAST = SchedulerConfig(startup_delay=0.01)
 

@@ -25,8 +25,6 @@ from pycontainerd.metadata.leases import LeaseStore, attach
 from pycontainerd.metadata.namespaces import NamespaceStore
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from pycontainerd.metadata.db import MetadataDB, Tx
 
 D1 = "sha256:" + "1" * 64
@@ -34,10 +32,7 @@ D2 = "sha256:" + "2" * 64
 MT = "application/vnd.oci.image.manifest.v1+json"
 
 
-@pytest.fixture(autouse=True)
-def _ns() -> Iterator[None]:
-    with with_namespace("default"):
-        yield
+pytestmark = pytest.mark.usefixtures("default_namespace")
 
 
 def img(name: str, digest: str = D1, **labels: str) -> Image:

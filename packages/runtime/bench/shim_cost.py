@@ -26,21 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from pycontainerd.runtime.testing import CTR, install_shim, make_rootfs
+from pycontainerd.runtime.testing import CTR, install_shim, make_rootfs, rss_pss_kib
 
 N = 10
 RUNS = 15
-
-
-def rss_pss(pid: int) -> tuple[int, int]:
-    """RSS and PSS of ``pid`` in KiB."""
-    rss = pss = 0
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Rss:"):
-            rss = int(line.split()[1])
-        elif line.startswith("Pss:"):
-            pss = int(line.split()[1])
-    return rss, pss
 
 
 def shim_pids(pattern: bytes) -> list[int]:
@@ -133,7 +122,7 @@ def bench_memory(runtime: str, env: dict[str, str], pattern: bytes) -> tuple[int
             for p in shim_pids(pattern)
             if str(d.dir).encode() in Path(f"/proc/{p}/cmdline").read_bytes()
         ]
-        totals = [rss_pss(p) for p in pids]
+        totals = [rss_pss_kib(p) for p in pids]
         return len(pids), sum(r for r, _ in totals), sum(p for _, p in totals)
     finally:
         d.close()

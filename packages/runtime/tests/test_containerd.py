@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pycontainerd.runtime.testing import CTR, RUNTIME, Containerd, is_our_shim, wait_for
+from pycontainerd.runtime.testing import (
+    CTR,
+    RUNTIME,
+    Containerd,
+    is_our_shim,
+    on_a_terminal,
+    wait_for,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -153,6 +160,7 @@ def test_detached_task_lifecycle(containerd: Containerd, events: Events) -> None
     shim_pid = int((bundle / "shim.pid").read_text())
     with open(f"/proc/{shim_pid}/oom_score_adj") as f:
         shim_score = int(f.read())
+    assert containerd.proc is not None
     with open(f"/proc/{containerd.proc.pid}/oom_score_adj") as f:
         daemon_score = int(f.read())
     assert shim_score == min(daemon_score + 1, 1000)
@@ -256,43 +264,22 @@ def _zombie(pid: int) -> bool:
 
 def test_terminal(containerd: Containerd) -> None:
     """``ctr run -t`` needs a terminal on ctr's side: drive it through a pty."""
-    import pty
-
-    pid, fd = pty.fork()
-    if pid == 0:  # pragma: no cover - child
-        os.execv(  # noqa: S606 - ctr by absolute path
-            CTR,
-            [
-                CTR,
-                "-a",
-                containerd.address,
-                "run",
-                "--runtime",
-                RUNTIME,
-                "--rootfs",
-                "--rm",
-                "-t",
-                str(containerd.rootfs),
-                unique("tty1"),
-                "/bin/sh",
-                "-c",
-                "[ -t 1 ] && echo is-a-tty; exit 5",
-            ],
-        )
+    argv = [CTR, "-a", containerd.address, "run", "--runtime", RUNTIME, "--rootfs", "--rm", "-t"]
+    argv += [str(containerd.rootfs), unique("tty1"), "/bin/sh", "-c"]
     out = b""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            chunk = os.read(fd, 1024)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
+    with on_a_terminal([*argv, "[ -t 1 ] && echo is-a-tty; exit 5"]) as (proc, fd):
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(fd, 1024)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        code = proc.wait(20)
     assert b"is-a-tty" in out
-    assert os.waitstatus_to_exitcode(status) == 5
+    assert code == 5
 
 
 @pytest.mark.slow

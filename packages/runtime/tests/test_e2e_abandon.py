@@ -13,74 +13,43 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import signal
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from pycontainerd.runtime.testing import is_our_shim, make_rootfs, require, wait_for
+from pycontainerd.runtime.testing import (
+    CTR,
+    delete_runc_containers,
+    is_our_shim,
+    kill_shims,
+    our_daemon,
+    recorded_shim_pids,
+    runc_containers,
+    wait_for,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from pycontainerd.daemon.testing import Daemon
 
-CTR = "/usr/bin/ctr"
-MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.metadata.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.runtime.plugin",
-)
 
 pytestmark = [pytest.mark.system]
 
 
 @pytest.fixture
 def daemon() -> Iterator[Daemon]:
-    testing = pytest.importorskip("pycontainerd.daemon.testing")
-    require(CTR, "runc", "busybox")
-    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="ab-"))
-    env = testing.daemon_env(MODULES, extra={"PYCONTAINERD_SHIM_LINGER": "0.2"})
-    d = testing.Daemon(base, config="version = 2\n", env=env)
-    try:
-        d.start()
-        yield d
-    finally:
-        pids = set()
-        for f in d.state.glob("io.containerd.runtime.v2.task/*/*/shim.pid"):
-            with contextlib.suppress(OSError, ValueError):
-                pids.add(int(f.read_text()))
-        d.kill()
-        for pid in pids:
-            if is_our_shim(pid):
-                os.kill(pid, signal.SIGKILL)
-        runc_root = d.state / "runc" / "default"
-        if runc_root.exists():
-            listed = subprocess.run(
-                ["runc", "--root", str(runc_root), "list", "-q"],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            for cid in listed.stdout.split():
-                subprocess.run(["runc", "--root", str(runc_root), "delete", "-f", cid], check=False)
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def _runc_containers(root: Path) -> list[str]:
-    if not root.exists():
-        return []
-    res = subprocess.run(
-        ["runc", "--root", str(root), "list", "-q"], capture_output=True, text=True, check=False
-    )
-    return res.stdout.split()
+    with our_daemon("ab-", env={"PYCONTAINERD_SHIM_LINGER": "0.2"}) as (d, _):
+        try:
+            d.start()
+            yield d
+        finally:
+            pids = recorded_shim_pids(d.state)
+            d.kill()
+            kill_shims(pids)
+            delete_runc_containers(d.state / "runc" / "default")
 
 
 @pytest.mark.parametrize("killed", ["ctr", "daemon"])
@@ -88,7 +57,7 @@ def test_run_rm_killed_during_create_leaves_no_container_and_no_shim(
     daemon: Daemon, killed: str
 ) -> None:
     base = daemon.base
-    rootfs = make_rootfs(base / "rootfs")
+    rootfs = base / "rootfs"  # the fixture's busybox
     at_gate, gate = base / "at-gate", base / "gate"
     wrapper = base / "gated-runc"
     wrapper.write_text(
@@ -137,7 +106,7 @@ def test_run_rm_killed_during_create_leaves_no_container_and_no_shim(
 
         wait_for(shim_gone, 60, "the shim to exit")
         wait_for(lambda: not _runc_running(runc_root), 30, "runc calls to end")
-        assert _runc_containers(runc_root) == [], seen[0]
+        assert runc_containers(runc_root) == [], seen[0]
         return
 
     # The daemon notices the client is gone and deletes the task it gave up
@@ -152,7 +121,7 @@ def test_run_rm_killed_during_create_leaves_no_container_and_no_shim(
     wait_for(abandoned, 60, "the daemon to abandon the create")
     gate.touch()
     wait_for(lambda: not is_our_shim(shim_pid), 60, "the shim to exit")
-    assert _runc_containers(runc_root) == []
+    assert runc_containers(runc_root) == []
     tasks = subprocess.run(
         [CTR, "-a", daemon.address, "tasks", "ls", "-q"],
         capture_output=True,

@@ -11,10 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -36,22 +34,21 @@ from pycontainerd.api.services.tasks.v1 import tasks_pb2 as tpb
 from pycontainerd.api.services.tasks.v1 import tasks_pb2_grpc as tgrpc
 from pycontainerd.api.types import sandbox_pb2 as types_pb
 from pycontainerd.api.types.task import task_pb2 as task_types
-from pycontainerd.runtime.testing import is_our_shim, make_rootfs, require, wait_for
+from pycontainerd.runtime.testing import (
+    CTR,
+    is_our_shim,
+    kill_shims,
+    our_daemon,
+    recorded_shim_pids,
+    require,
+    wait_for,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from pycontainerd.daemon.testing import Daemon
 
-CTR = "/usr/bin/ctr"
-MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.metadata.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.runtime.plugin",
-)
 NS = (("containerd-namespace", "default"),)
 SPEC_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 RUNC = "io.containerd.runc.v2"
@@ -113,29 +110,18 @@ class Api:
 
 @pytest.fixture
 def api() -> Iterator[Api]:
-    testing = pytest.importorskip("pycontainerd.daemon.testing")
-    require(CTR, "runc", "busybox")
-    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="sb-"))
-    rootfs = make_rootfs(base / "rootfs")
-    d = testing.Daemon(base, config="version = 2\n", env=testing.daemon_env(MODULES))
-    a: Api | None = None
-    try:
-        d.start()
-        a = Api(d, rootfs, uuid.uuid4().hex[:8])
-        yield a
-    finally:
-        if a is not None:
-            a.channel.close()
-        pids = set()
-        for f in d.state.glob("io.containerd.runtime.v2.task/*/*/shim.pid"):
-            with contextlib.suppress(OSError, ValueError):
-                pids.add(int(f.read_text()))
-        d.kill()
-        for pid in pids:
-            if is_our_shim(pid):
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(base, ignore_errors=True)
+    with our_daemon("sb-") as (d, rootfs):
+        a: Api | None = None
+        try:
+            d.start()
+            a = Api(d, rootfs, uuid.uuid4().hex[:8])
+            yield a
+        finally:
+            if a is not None:
+                a.channel.close()
+            pids = recorded_shim_pids(d.state)
+            d.kill()
+            kill_shims(pids)
 
 
 @contextlib.contextmanager
@@ -329,14 +315,20 @@ def test_sandbox_whose_shim_dies(api: Api) -> None:
     assert err.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_sandbox_survives_a_daemon_restart(api: Api) -> None:
-    sid = api.id("keep")
+def _started_then_daemon_stopped(api: Api, sid: str) -> int:
+    """Create and start sandbox ``sid``, then stop the daemon (cleanly); the shim's pid."""
     api.new_sandbox(sid)
     pid = api.controller.Start(
         spb.ControllerStartRequest(sandbox_id=sid, sandboxer="shim"), metadata=NS
     ).pid
     api.channel.close()
     assert api.daemon.stop() == 0
+    return int(pid)
+
+
+def test_sandbox_survives_a_daemon_restart(api: Api) -> None:
+    sid = api.id("keep")
+    pid = _started_then_daemon_stopped(api, sid)
     assert is_our_shim(pid)  # the shim keeps the sandbox while the daemon is down
     api.daemon.start()
     api.reconnect()
@@ -349,12 +341,7 @@ def test_sandbox_survives_a_daemon_restart(api: Api) -> None:
     wait_for(lambda: not is_our_shim(pid), 20, "the sandbox's shim to exit")
     # A bundle whose shim is gone is removed at the next start.
     gone = api.id("gone")
-    api.new_sandbox(gone)
-    gone_pid = api.controller.Start(
-        spb.ControllerStartRequest(sandbox_id=gone, sandboxer="shim"), metadata=NS
-    ).pid
-    api.channel.close()
-    assert api.daemon.stop() == 0
+    gone_pid = _started_then_daemon_stopped(api, gone)
     os.kill(gone_pid, signal.SIGKILL)
     wait_for(lambda: not is_our_shim(gone_pid), 20, "the killed shim to go")
     api.daemon.start()

@@ -10,75 +10,64 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pty
 import select
-import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from pycontainerd.core.testing import wait_for
-from pycontainerd.runtime.testing import make_rootfs, require
+from pycontainerd.runtime.testing import (
+    CTR,
+    CtrRig,
+    kill_shims,
+    on_a_terminal,
+    our_daemon,
+    recorded_shim_pids,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
+
+    import grpc
 
     from pycontainerd.daemon.testing import Daemon
 
-CTR = "/usr/bin/ctr"
-GO_SHIM = "/usr/bin/containerd-shim-runc-v2"
-MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.metadata.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.runtime.plugin",
-)
-GO_CONFIG = (
-    'version = 2\n[plugins."io.containerd.runtime.v2.task".shims]\n'
-    '"io.containerd.runc.v2" = "containerd-shim-runc-v2"\n'
-)
 
 pytestmark = [pytest.mark.system]
 
+SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 
-class Rig:
+
+class Rig(CtrRig):
     """Our daemon, a rootfs and helpers for the Go ctr."""
 
-    def __init__(self, daemon: Daemon, rootfs: Path, tag: str) -> None:
-        self.daemon = daemon
-        self.rootfs = rootfs
-        self.tag = tag
-
-    def id(self, name: str) -> str:
-        """A container id unique to this test (the Go shim's runc root is machine-wide)."""
-        return f"{name}-{self.tag}"
-
-    def ctr(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [CTR, "-a", self.daemon.address, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-
-    def ok(self, *args: str) -> str:
-        res = self.ctr(*args)
-        assert res.returncode == 0, f"ctr {' '.join(args)}: {res.stderr}\n{self.daemon.log()}"
-        return res.stdout
+    daemon: Daemon
 
     def run_d(self, cid: str, *cmd: str) -> None:
         self.ok("run", "-d", "--rootfs", str(self.rootfs), cid, *cmd)
+
+    def create_container(self, channel: grpc.Channel, cid: str, spec: bytes) -> None:
+        """Create the container ``cid`` of ``default`` over gRPC: runc v2, OCI ``spec``."""
+        from google.protobuf import any_pb2
+
+        from pycontainerd.api.services.containers.v1 import containers_pb2, containers_pb2_grpc
+
+        containers_pb2_grpc.ContainersStub(channel).Create(
+            containers_pb2.CreateContainerRequest(
+                container=containers_pb2.Container(
+                    id=cid,
+                    runtime=containers_pb2.Container.Runtime(name="io.containerd.runc.v2"),
+                    spec=any_pb2.Any(type_url=SPEC_TYPE_URL, value=spec),
+                )
+            ),
+            metadata=(("containerd-namespace", "default"),),
+        )
 
     def tasks(self) -> dict[str, str]:
         out = self.ok("tasks", "ls")
@@ -138,20 +127,10 @@ def topics(lines: list[str], cid: str) -> list[str]:
 def _cleanup(rig: Rig) -> None:
     d = rig.daemon
     if d.proc is not None and d.proc.poll() is None:
-        for ns in ("default",):
-            for cid in rig.ctr("-n", ns, "tasks", "ls", "-q").stdout.split():
-                rig.ctr("-n", ns, "tasks", "kill", "-s", "SIGKILL", cid)
-                rig.ctr("-n", ns, "tasks", "rm", "-f", cid)
-    pids = set()
-    for f in d.state.glob("io.containerd.runtime.v2.task/*/*/shim.pid"):
-        with contextlib.suppress(OSError, ValueError):
-            pids.add(int(f.read_text()))
+        rig.kill_tasks()
+    pids = recorded_shim_pids(d.state)
     d.kill()
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if b"shim" in cmdline:
-                os.kill(pid, signal.SIGKILL)
+    kill_shims(pids, any_shim=True)
 
 
 @pytest.fixture(params=["pyshim", "goshim"])
@@ -167,21 +146,13 @@ def pyrig() -> Iterator[Rig]:
 
 
 def _rig(*, go: bool) -> Iterator[Rig]:
-    testing = pytest.importorskip("pycontainerd.daemon.testing")
-    require(CTR, "runc", "busybox")
-    if go:
-        require(GO_SHIM)
-    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="tk-"))
-    rootfs = make_rootfs(base / "rootfs")
-    env = testing.daemon_env(MODULES)
-    d = testing.Daemon(base, config=GO_CONFIG if go else "version = 2\n", env=env)
-    r = Rig(d, rootfs, uuid.uuid4().hex[:8])
-    try:
-        d.start()
-        yield r
-    finally:
-        _cleanup(r)
-        shutil.rmtree(base, ignore_errors=True)
+    with our_daemon("tk-", go_shim=go) as (d, rootfs):
+        r = Rig(d, rootfs, uuid.uuid4().hex[:8])
+        try:
+            d.start()
+            yield r
+        finally:
+            _cleanup(r)
 
 
 def test_run_rm_prints_output_and_exit_status(rig: Rig) -> None:
@@ -281,27 +252,13 @@ def test_missing_shim_binary_has_upstreams_error(pyrig: Rig) -> None:
 
 def test_bad_spec_is_invalid_argument(pyrig: Rig) -> None:
     import grpc
-    from google.protobuf import any_pb2
 
-    from pycontainerd.api.services.containers.v1 import containers_pb2, containers_pb2_grpc
     from pycontainerd.api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 
     md = (("containerd-namespace", "default"),)
     cid = pyrig.id("bad")
     with grpc.insecure_channel(f"unix://{pyrig.daemon.address}") as ch:
-        containers_pb2_grpc.ContainersStub(ch).Create(
-            containers_pb2.CreateContainerRequest(
-                container=containers_pb2.Container(
-                    id=cid,
-                    runtime=containers_pb2.Container.Runtime(name="io.containerd.runc.v2"),
-                    spec=any_pb2.Any(
-                        type_url="types.containerd.io/opencontainers/runtime-spec/1/Spec",
-                        value=b"{not json",
-                    ),
-                )
-            ),
-            metadata=md,
-        )
+        pyrig.create_container(ch, cid, b"{not json")
         tasks = tasks_pb2_grpc.TasksStub(ch)
         with pytest.raises(grpc.RpcError) as excinfo:
             tasks.Create(tasks_pb2.CreateTaskRequest(container_id=cid), metadata=md)
@@ -334,49 +291,25 @@ def test_checkpoint_is_unimplemented(pyrig: Rig) -> None:
 
 def test_run_t_gives_a_tty(rig: Rig) -> None:
     cid = rig.id("tty")
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [
-            CTR,
-            "-a",
-            rig.daemon.address,
-            "run",
-            "-t",
-            "--rm",
-            "--rootfs",
-            str(rig.rootfs),
-            cid,
-            "/bin/sh",
-        ],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,
-    )
-    os.close(slave)
+    argv = [CTR, "-a", rig.daemon.address, "run", "-t", "--rm", "--rootfs", str(rig.rootfs)]
     seen = bytearray()
+    with on_a_terminal([*argv, cid, "/bin/sh"]) as (proc, master):
 
-    def read_until(marker: bytes, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while marker not in seen:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                pytest.fail(f"no {marker!r} on the tty; got {bytes(seen)!r}")
-            ready, _, _ = select.select([master], [], [], left)
-            if ready:
-                with contextlib.suppress(OSError):
-                    seen.extend(os.read(master, 4096))
+        def read_until(marker: bytes, timeout: float = 15.0) -> None:
+            deadline = time.monotonic() + timeout
+            while marker not in seen:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    pytest.fail(f"no {marker!r} on the tty; got {bytes(seen)!r}")
+                ready, _, _ = select.select([master], [], [], left)
+                if ready:
+                    with contextlib.suppress(OSError):
+                        seen.extend(os.read(master, 4096))
 
-    try:
         os.write(master, b"[ -t 0 ] && echo is-a-$((20+22))-tty\n")
         read_until(b"is-a-42-tty")
         os.write(master, b"exit 7\n")
         assert proc.wait(15) == 7
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
 
 
 def run_d_started(rig: Rig, cid: str, *cmd: str) -> None:
@@ -587,9 +520,7 @@ def test_create_takes_rootfs_from_the_containers_snapshot(pyrig: Rig) -> None:
 def test_client_default_spec_runs(pyrig: Rig) -> None:
     """The client's default OCI spec (pycontainerd.client.oci) is one runc accepts."""
     import grpc
-    from google.protobuf import any_pb2
 
-    from pycontainerd.api.services.containers.v1 import containers_pb2, containers_pb2_grpc
     from pycontainerd.api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 
     oci = pytest.importorskip("pycontainerd.client.oci")
@@ -602,16 +533,7 @@ def test_client_default_spec_runs(pyrig: Rig) -> None:
     )
     md = (("containerd-namespace", "default"),)
     with grpc.insecure_channel(f"unix://{pyrig.daemon.address}") as ch:
-        containers_pb2_grpc.ContainersStub(ch).Create(
-            containers_pb2.CreateContainerRequest(
-                container=containers_pb2.Container(
-                    id=cid,
-                    runtime=containers_pb2.Container.Runtime(name="io.containerd.runc.v2"),
-                    spec=any_pb2.Any(type_url=oci.SPEC_TYPE_URL, value=oci.spec_bytes(spec)),
-                )
-            ),
-            metadata=md,
-        )
+        pyrig.create_container(ch, cid, oci.spec_bytes(spec))
         tasks = tasks_pb2_grpc.TasksStub(ch)
         tasks.Create(tasks_pb2.CreateTaskRequest(container_id=cid), metadata=md)
         waiting = tasks.Wait.future(tasks_pb2.WaitRequest(container_id=cid), metadata=md)

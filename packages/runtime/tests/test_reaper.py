@@ -5,24 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from typing import TYPE_CHECKING
-
-import pytest
 
 from pycontainerd.runtime.shim.reaper import Reaper, exit_status, spawn
-
-if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
-
-@pytest.fixture
-async def reaper() -> AsyncIterator[Reaper]:
-    r = Reaper()
-    r.install()
-    try:
-        yield r
-    finally:
-        r.uninstall()
 
 
 async def test_concurrent_children_lose_no_exit(reaper: Reaper) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from google.protobuf import any_pb2
 
@@ -41,27 +43,20 @@ def test_a_missing_runc_binary_has_gos_exec_text() -> None:
 
 
 def test_runc_options_from_an_any() -> None:
-    opts = oci_pb2.Options(
-        binary_name="crun",
-        systemd_cgroup=True,
-        no_pivot_root=True,
-        no_new_keyring=True,
-        io_uid=1000,
-        io_gid=1001,
-    )
+    fields: dict[str, Any] = {
+        "binary_name": "crun",
+        "systemd_cgroup": True,
+        "no_pivot_root": True,
+        "no_new_keyring": True,
+        "io_uid": 1000,
+        "io_gid": 1001,
+    }
+    opts = oci_pb2.Options(**fields)
     parsed = RuncOptions.parse(
         any_pb2.Any(type_url="containerd.runc.v1.Options", value=opts.SerializeToString()),
         "/run/x/runc/ns",
     )
-    assert parsed == RuncOptions(
-        root="/run/x/runc/ns",
-        binary_name="crun",
-        systemd_cgroup=True,
-        no_pivot_root=True,
-        no_new_keyring=True,
-        io_uid=1000,
-        io_gid=1001,
-    )
+    assert parsed == RuncOptions(root="/run/x/runc/ns", **fields)
     assert parsed.create_flags() == ["--no-pivot", "--no-new-keyring"]
     assert parsed.io_owner() == (1000, 1001)
     plain = RuncOptions.parse(None, "/root")

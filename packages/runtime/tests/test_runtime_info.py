@@ -17,16 +17,7 @@ from pycontainerd.api.services.introspection.v1 import introspection_pb2_grpc as
 from pycontainerd.api.types import introspection_pb2
 from pycontainerd.api.types.runc.options import oci_pb2
 from pycontainerd.runtime.shim.info import FEATURES_URL
-from pycontainerd.runtime.testing import install_shim, require
-
-MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.metadata.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.runtime.plugin",
-)
+from pycontainerd.runtime.testing import DAEMON_MODULES, install_shim, require
 
 
 def _runc_options(**fields: object) -> any_pb2.Any:
@@ -76,7 +67,7 @@ def test_plugin_info_through_the_daemon() -> None:
     testing = pytest.importorskip("pycontainerd.daemon.testing")
     require("runc")
     base = Path(tempfile.mkdtemp(dir="/tmp", prefix="ri-"))
-    d = testing.Daemon(base, config="version = 2\n", env=testing.daemon_env(MODULES))
+    d = testing.Daemon(base, config="version = 2\n", env=testing.daemon_env(DAEMON_MODULES))
     try:
         d.start()
         with grpc.insecure_channel(f"unix://{d.address}") as channel:

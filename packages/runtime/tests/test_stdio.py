@@ -13,33 +13,28 @@ from pycontainerd.runtime.shim.reaper import Reaper, spawn
 from pycontainerd.runtime.shim.stdio import ProcessIO
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import Callable
     from pathlib import Path
 
 
-@pytest.fixture
-async def reaper() -> AsyncIterator[Reaper]:
-    r = Reaper()
-    r.install()
-    try:
-        yield r
-    finally:
-        r.uninstall()
-
-
-async def _read_until(fd: int, want: bytes, limit: float = 10) -> bytes:
-    data = b""
+async def _read(fd: int, done: Callable[[bytearray], bool], limit: float) -> bytes:
+    """Read the non-blocking ``fd`` until ``done(what was read)``, for ``limit`` seconds."""
+    data = bytearray()
     deadline = asyncio.get_running_loop().time() + limit
-    while want not in data:
-        assert asyncio.get_running_loop().time() < deadline, f"got {data!r}"
+    while not done(data):
+        assert asyncio.get_running_loop().time() < deadline, f"got {len(data)} bytes: {data!r}"
         try:
-            chunk = os.read(fd, 4096)
+            chunk = os.read(fd, 65536)
         except BlockingIOError:
             chunk = b""
         if not chunk:
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.005)
         data += chunk
-    return data
+    return bytes(data)
+
+
+async def _read_until(fd: int, want: bytes, limit: float = 10) -> bytes:
+    return await _read(fd, lambda data: want in data, limit)
 
 
 async def test_output_reaches_the_fifo(tmp_path: Path, reaper: Reaper) -> None:
@@ -118,18 +113,7 @@ async def test_a_client_that_opens_and_closes_without_writing_is_eof(
 
 
 async def _read_exactly(fd: int, size: int, limit: float = 20) -> bytes:
-    data = bytearray()
-    deadline = asyncio.get_running_loop().time() + limit
-    while len(data) < size:
-        assert asyncio.get_running_loop().time() < deadline, f"got {len(data)} of {size} bytes"
-        try:
-            chunk = os.read(fd, 65536)
-        except BlockingIOError:
-            chunk = b""
-        if not chunk:
-            await asyncio.sleep(0.005)
-        data += chunk
-    return bytes(data)
+    return await _read(fd, lambda data: len(data) >= size, limit)
 
 
 @pytest.mark.parametrize("pump_running", [True, False], ids=["copying", "open-pending"])

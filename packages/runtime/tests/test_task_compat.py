@@ -13,12 +13,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pty
 import select
 import shutil
-import signal
 import subprocess
-import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -26,7 +23,18 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pycontainerd.runtime.testing import RUNTIME, Containerd, make_rootfs, require, wait_for
+from pycontainerd.runtime.testing import (
+    CTR,
+    RUNTIME,
+    Containerd,
+    CtrRig,
+    delete_runc_containers,
+    kill_shims,
+    on_a_terminal,
+    our_daemon,
+    recorded_shim_pids,
+    wait_for,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -37,20 +45,6 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.system]
 
-CTR = "/usr/bin/ctr"
-GO_SHIM = "/usr/bin/containerd-shim-runc-v2"
-MODULES = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.metadata.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.runtime.plugin",
-)
-GO_CONFIG = (
-    'version = 2\n[plugins."io.containerd.runtime.v2.task".shims]\n'
-    '"io.containerd.runc.v2" = "containerd-shim-runc-v2"\n'
-)
 SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 OPTIONS_TYPE = "containerd.runc.v1.Options"
 NS = "default"
@@ -58,48 +52,29 @@ BIG = 300_000
 """Lines of output through a terminal (about 2 MiB)."""
 
 
-class Rig:
+class Rig(CtrRig):
     """A daemon and shim, a busybox rootfs, the Go ctr and a gRPC client.
 
     ``kind``: ``pyshim`` (our daemon, our shim), ``goshim`` (our daemon,
     containerd's Go shim) or ``containerd`` (containerd itself, our shim).
     """
 
+    daemon: Daemon | ContainerdDaemon
+
     def __init__(
         self, daemon: Daemon | ContainerdDaemon, base: Path, rootfs: Path, kind: str
     ) -> None:
-        self.daemon = daemon
+        super().__init__(daemon, rootfs, uuid.uuid4().hex[:8])
         self.base = base
-        self.rootfs = rootfs
         self.kind = kind
         self.go = kind == "goshim"
         self.runtime = RUNTIME if kind == "containerd" else "io.containerd.runc.v2"
-        self.tag = uuid.uuid4().hex[:8]
         self._channel: grpc.Channel | None = None
-
-    def id(self, name: str) -> str:
-        """A container id unique to this test (the Go shim's runc root is machine-wide)."""
-        return f"{name}-{self.tag}"
 
     @property
     def runc_root(self) -> Path:
         """The runc ``--root`` the shim uses for the default namespace."""
         return Path("/run/containerd/runc" if self.go else self.daemon.state / "runc") / NS
-
-    def ctr(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [CTR, "-a", self.daemon.address, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-
-    def ok(self, *args: str) -> str:
-        res = self.ctr(*args)
-        assert res.returncode == 0, f"ctr {' '.join(args)}: {res.stderr}\n{self.daemon.log()}"
-        return res.stdout
 
     def run_d(self, cid: str, *cmd: str) -> None:
         """``ctr run -d`` of the rootfs with this rig's runtime."""
@@ -203,33 +178,13 @@ class Reader:
 def _cleanup(rig: Rig) -> None:
     d = rig.daemon
     if d.proc is not None and d.proc.poll() is None:
-        for cid in rig.ctr("tasks", "ls", "-q").stdout.split():
-            rig.ctr("tasks", "kill", "-s", "SIGKILL", cid)
-            rig.ctr("tasks", "rm", "-f", cid)
+        rig.kill_tasks()
     if rig._channel is not None:
         rig._channel.close()
-    pids = set()
-    for f in d.state.glob("io.containerd.runtime.v2.task/*/*/shim.pid"):
-        with contextlib.suppress(OSError, ValueError):
-            pids.add(int(f.read_text()))
+    pids = recorded_shim_pids(d.state)
     d.kill()
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            if b"shim" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                os.kill(pid, signal.SIGKILL)
-    listed = subprocess.run(
-        ["runc", "--root", str(rig.runc_root), "list", "-q"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    for cid in listed.stdout.split():
-        if cid.endswith(rig.tag):
-            subprocess.run(
-                ["runc", "--root", str(rig.runc_root), "delete", "--force", cid],
-                capture_output=True,
-                check=False,
-            )
+    kill_shims(pids, any_shim=True)
+    delete_runc_containers(rig.runc_root, rig.tag)
 
 
 class ContainerdDaemon:
@@ -249,23 +204,13 @@ class ContainerdDaemon:
 
 
 def _rig(*, go: bool) -> Iterator[Rig]:
-    testing = pytest.importorskip("pycontainerd.daemon.testing")
-    require(CTR, "runc", "busybox")
-    if go:
-        require(GO_SHIM)
-    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="tc-"))
-    base.chmod(0o711)  # as a daemon's parent directories are: a userns root must pass through
-    rootfs = make_rootfs(base / "rootfs")
-    d = testing.Daemon(
-        base, config=GO_CONFIG if go else "version = 2\n", env=testing.daemon_env(MODULES)
-    )
-    r = Rig(d, base, rootfs, "goshim" if go else "pyshim")
-    try:
-        d.start()
-        yield r
-    finally:
-        _cleanup(r)
-        shutil.rmtree(base, ignore_errors=True)
+    with our_daemon("tc-", go_shim=go) as (d, rootfs):
+        r = Rig(d, d.base, rootfs, "goshim" if go else "pyshim")
+        try:
+            d.start()
+            yield r
+        finally:
+            _cleanup(r)
 
 
 @pytest.fixture(params=["pyshim", "goshim", "containerd"])
@@ -351,18 +296,9 @@ def test_exec_with_terminal_on_a_non_tty_process_spec_gets_a_whole_tty(rig: Rig)
 def test_go_ctr_exec_t_delivers_large_output_whole(rig: Rig) -> None:
     cid = rig.id("bigtty")
     rig.run_d(cid, "/bin/sleep", "300")
-    master, slave = pty.openpty()
     argv = [CTR, "-a", rig.daemon.address, "tasks", "exec", "-t", "--exec-id", "big", cid]
-    proc = subprocess.Popen(
-        [*argv, "/bin/busybox", "seq", "1", str(BIG)],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,
-    )
-    os.close(slave)
     seen = bytearray()
-    try:
+    with on_a_terminal([*argv, "/bin/busybox", "seq", "1", str(BIG)]) as (proc, master):
         while True:
             ready, _, _ = select.select([master], [], [], 60)
             assert ready, f"the output stopped after {len(seen)} bytes"
@@ -374,11 +310,6 @@ def test_go_ctr_exec_t_delivers_large_output_whole(rig: Rig) -> None:
                 break
             seen.extend(chunk)
         assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
     lines = bytes(seen).replace(b"\r", b"").split(b"\n")
     assert lines[-1] == b""
     assert lines[:-1] == [str(i).encode() for i in range(1, BIG + 1)]

@@ -2,15 +2,17 @@
 
 Waiting for a condition (:func:`wait_for`, :func:`wait_for_async`), failing or
 skipping on a missing system peer (:func:`require_binary`), short socket homes
-(:func:`short_tempdir`), keeping load tests apart (:func:`load_exclusion`), and
-the two daemons the suites run as subprocesses: ours (:class:`Daemon`,
-``python -m pycontainerd.daemon``) and containerd's Go daemon
-(:class:`RealContainerd`), both on a private root, state and socket.
-Below those: the plugin module sets tests start our daemon with
-(:data:`STORE_PLUGINS` and its runtime and transfer variants), a daemon with
-the runtime whose shims are killed with it (:func:`runtime_daemon`), an
-import-weight probe (:func:`assert_import_leaves_out`), and OCI images built
-offline (:func:`busybox_layer`, :func:`oci_image`, :func:`write_oci_layout`).
+(:func:`short_tempdir`), keeping load tests apart (:func:`load_exclusion`), a
+plugin module's checks (:func:`check_plugin_module`,
+:func:`check_import_leaves_out`), the suites' hypothesis profiles
+(:func:`load_hypothesis_profile`), and the two daemons the suites run as
+subprocesses: ours (:class:`Daemon`, ``python -m pycontainerd.daemon``) and
+containerd's Go daemon (:class:`RealContainerd`), both on a private root,
+state and socket. Below those: the plugin module sets tests start our daemon
+with (:data:`STORE_PLUGINS` and its runtime and transfer variants), a daemon
+with the runtime whose shims are killed with it (:func:`runtime_daemon`), and
+OCI images built offline (:func:`busybox_layer`, :func:`oci_image`,
+:func:`write_oci_layout`).
 
 ``pycontainerd.daemon.testing`` and ``pycontainerd.client.testing`` re-export
 these under their old names. Pure standard library: importing this module
@@ -35,7 +37,7 @@ from typing import IO, TYPE_CHECKING, Final, Self, TypeAlias
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
-    from types import TracebackType
+    from types import ModuleType, TracebackType
 
 CTR: Final = "/usr/bin/ctr"
 """containerd's Go ``ctr`` (Debian package), called by absolute path: ours shadows it on PATH."""
@@ -58,30 +60,33 @@ def require_binary(path: str) -> None:
         pytest.skip(f"{path} not installed")
 
 
+def _polls(timeout: float, what: str) -> Iterator[None]:
+    """One item per poll until ``timeout`` seconds pass, then AssertionError."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        yield
+    msg = f"timed out after {timeout:g}s waiting for {what}"
+    raise AssertionError(msg)
+
+
 def wait_for(
     predicate: Callable[[], object], timeout: float = WAIT_TIMEOUT, what: str = "condition"
 ) -> None:
     """Poll ``predicate`` until it is truthy or ``timeout`` seconds pass (AssertionError)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    for _ in _polls(timeout, what):
         if predicate():
             return
         time.sleep(_POLL)
-    msg = f"timed out after {timeout:g}s waiting for {what}"
-    raise AssertionError(msg)
 
 
 async def wait_for_async(
     predicate: Callable[[], object], limit: float = WAIT_TIMEOUT, what: str = "condition"
 ) -> None:
     """:func:`wait_for` inside an event loop: the loop keeps running between polls."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
+    for _ in _polls(limit, what):
         if predicate():
             return
         await asyncio.sleep(_POLL)
-    msg = f"timed out after {limit:g}s waiting for {what}"
-    raise AssertionError(msg)
 
 
 def socket_answers(path: str) -> bool:
@@ -221,6 +226,7 @@ class DaemonProcess:
             text=True,
             timeout=timeout,
             check=False,
+            stdin=subprocess.DEVNULL,
         )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
@@ -352,10 +358,13 @@ class RealContainerd(DaemonProcess):
         """Start the daemon and wait until its socket accepts connections."""
         require_binary(CONTAINERD)
         self.config_path.write_text(self.config())
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONTAINERD_")}
-        self.spawn([CONTAINERD, "--config", str(self.config_path)], env)
+        self.spawn([CONTAINERD, "--config", str(self.config_path)], self.environment())
         self.wait_until(lambda: socket_answers(self.address), WAIT_TIMEOUT, "containerd to listen")
         return self
+
+    def environment(self) -> dict[str, str]:
+        """The daemon's environment: ours without ``CONTAINERD_*`` variables."""
+        return {k: v for k, v in os.environ.items() if not k.startswith("CONTAINERD_")}
 
     def on_exit(self) -> None:
         """SIGTERM, then SIGKILL after 15 s."""
@@ -365,6 +374,50 @@ class RealContainerd(DaemonProcess):
     def ctr(self, *args: str, namespace: str = "default") -> subprocess.CompletedProcess[str]:
         """Run the Go ``ctr -a <socket> -n <namespace> <args>`` (not checked)."""
         return self.run_ctr(["-n", namespace, *args], 60)
+
+
+def check_plugin_module(module: ModuleType) -> None:
+    """``module`` implements the core plugin hook and registers distinct plugins.
+
+    Raises:
+        AssertionError: it does not.
+    """
+    from pycontainerd.core.plugin import Registration
+
+    hook = module.pycontainerd_plugins
+    # pluggy recognises an implementation by the marker's attribute.
+    assert hasattr(hook, "pycontainerd_impl"), f"{module.__name__}: not a hook implementation"  # noqa: S101
+    registrations = list(hook())
+    assert all(isinstance(r, Registration) for r in registrations), registrations  # noqa: S101
+    uris = [r.uri for r in registrations]
+    assert len(uris) == len(set(uris)), f"duplicate plugin URIs: {uris}"  # noqa: S101
+
+
+def check_import_leaves_out(module: str, heavy: str) -> None:
+    """Importing ``module`` in a fresh interpreter does not import ``heavy``.
+
+    Raises:
+        AssertionError: it does, with the probe's stderr.
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    probe = f"import sys, {module}; assert {heavy!r} not in sys.modules"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr.decode()  # noqa: S101
+
+
+def load_hypothesis_profile() -> None:
+    """Hypothesis without wall-clock deadlines (for a test suite's ``conftest.py``).
+
+    The suites run with ``pytest -n auto`` on small CI machines next to real
+    daemons; a per-example deadline there measures the machine's load, not the
+    code. ``CI=true`` also derandomizes, so a CI failure reproduces locally with
+    the same examples.
+    """
+    from hypothesis import settings
+
+    settings.register_profile("pycontainerd", deadline=None, print_blob=True)
+    settings.register_profile("pycontainerd-ci", deadline=None, print_blob=True, derandomize=True)
+    settings.load_profile("pycontainerd-ci" if os.environ.get("CI") == "true" else "pycontainerd")
 
 
 # -- daemons with a store, and with the runtime (the client, ctr and transfer tests) --
@@ -383,20 +436,21 @@ TRANSFER_PLUGINS: Final = (*STORE_PLUGINS, "pycontainerd.transfer.plugin")
 """:data:`STORE_PLUGINS` plus the Transfer service."""
 
 
-def leftover_shims(state: Path) -> set[int]:
-    """The pids of the shims a daemon with ``state`` started (from their bundles' ``shim.pid``)."""
-    pids = set()
+def recorded_shim_pids(state: Path) -> set[int]:
+    """The pids in the ``shim.pid`` files of the task bundles under a daemon's ``state``."""
+    pids: set[int] = set()
     for f in state.glob("io.containerd.runtime.v2.task/*/*/shim.pid"):
         with contextlib.suppress(OSError, ValueError):
             pids.add(int(f.read_text()))
     return pids
 
 
-def kill_shims(pids: Iterable[int]) -> None:
-    """SIGKILL each of ``pids`` that is still a shim (its command line says so)."""
+def kill_shims(pids: Iterable[int], *, any_shim: bool = False) -> None:
+    """SIGKILL those of ``pids`` that are our shims (``any_shim``: any shim, the Go one too)."""
+    marker = b"shim" if any_shim else b"pycontainerd.runtime.shim"
     for pid in pids:
         with contextlib.suppress(OSError):
-            if b"shim" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if marker in Path(f"/proc/{pid}/cmdline").read_bytes():
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -414,19 +468,10 @@ def runtime_daemon(
         daemon.start()
         yield daemon
     finally:
-        pids = leftover_shims(daemon.state)
+        pids = recorded_shim_pids(daemon.state)
         daemon.kill()
-        kill_shims(pids)
+        kill_shims(pids, any_shim=True)
         shutil.rmtree(base, ignore_errors=True)
-
-
-def assert_import_leaves_out(module: str, heavy: str) -> None:
-    """Importing ``module`` in a fresh interpreter (this one's path) must not import ``heavy``."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    probe = f"import sys, {module}; assert {heavy!r} not in sys.modules"
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, env=env, check=False)
-    if proc.returncode != 0:
-        raise AssertionError(proc.stderr.decode())
 
 
 def busybox_layer(applets: Iterable[str], passwd: bytes = b"root:x:0:0:root:/:/bin/sh\n") -> bytes:

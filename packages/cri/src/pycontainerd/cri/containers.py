@@ -45,18 +45,13 @@ from pycontainerd.core.errdefs import (
 )
 from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.namespaces import with_namespace
+from pycontainerd.core.ocidefaults import DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS
 from pycontainerd.core.types import AnyValue
 from pycontainerd.cri import apparmor, cio, security
 from pycontainerd.cri.attach import ContainerStdio
 from pycontainerd.cri.images import chain_id
 from pycontainerd.cri.sandbox import K8S_NAMESPACE, KIND_LABEL, READY, SPEC_TYPE_URL
-from pycontainerd.cri.spec import (
-    DEFAULT_CAPS,
-    MASKED_PATHS,
-    READONLY_PATHS,
-    cgroups_path,
-    default_mounts,
-)
+from pycontainerd.cri.spec import cgroups_path, default_mounts
 from pycontainerd.cri.stats import oom_killed
 
 if TYPE_CHECKING:
@@ -83,6 +78,19 @@ METADATA_TYPE_URL = "pycontainerd.cri.v1.Container"
 def apparmor_enabled() -> bool:
     """Whether this host confines containers with AppArmor (checked once per daemon)."""
     return apparmor.host_supports()
+
+
+@dataclass(frozen=True, slots=True)
+class _Creation:
+    """One CreateContainer being served: what its steps share."""
+
+    cid: str
+    name: str
+    sb: PodSandbox
+    config: dict[str, Any]
+    meta: dict[str, Any]
+    image_ref: str
+    image_id: str
 
 
 @dataclass(slots=True)
@@ -377,24 +385,17 @@ class ContainerManager:
         cid = secrets.token_hex(32)
         self.names[name] = cid
         try:
-            c = await self._create(cid, name, sb, config, meta, image_ref, img.id, img.config)
+            c = await self._create(
+                _Creation(cid, name, sb, config, meta, image_ref, img.id), img.config
+            )
         except BaseException:
             self.names.pop(name, None)
             raise
         self.containers[cid] = c
         return c
 
-    async def _create(  # noqa: PLR0917
-        self,
-        cid: str,
-        name: str,
-        sb: PodSandbox,
-        config: dict[str, Any],
-        meta: dict[str, Any],
-        image_ref: str,
-        image_id: str,
-        image_config: dict[str, object],
-    ) -> CriContainer:
+    async def _create(self, req: _Creation, image_config: dict[str, object]) -> CriContainer:
+        sb, config = req.sb, req.config
         proc_cfg = image_config.get("config")
         icfg: dict[str, Any] = proc_cfg if isinstance(proc_cfg, dict) else {}
         rootfs = image_config.get("rootfs")
@@ -415,31 +416,24 @@ class ContainerManager:
             apparmor.profile_for, sec, privileged=privileged, enabled=enabled
         )
         async with self.sandboxes.lease():
-            return await self._create_leased(
-                cid, name, sb, config, meta, image_ref, image_id, diff_ids, icfg, args, profile
-            )
+            return await self._create_leased(req, diff_ids, icfg, args, profile)
 
-    async def _create_leased(  # noqa: PLR0917
+    async def _create_leased(
         self,
-        cid: str,
-        name: str,
-        sb: PodSandbox,
-        config: dict[str, Any],
-        meta: dict[str, Any],
-        image_ref: str,
-        image_id: str,
+        req: _Creation,
         diff_ids: list[str],
         icfg: dict[str, Any],
         args: list[str],
         apparmor_profile: str | None,
     ) -> CriContainer:
+        cid, sb, config, meta, image_ref = req.cid, req.sb, req.config, req.meta, req.image_ref
         md = self.sandboxes.md
         snapshotter = self.sandboxes.config.snapshotter
         with with_namespace(K8S_NAMESPACE):
             snap = md.snapshotter(snapshotter)
             rootfs_mounts = await snap.prepare(cid, chain_id(diff_ids))
         try:
-            spec = self._spec(cid, sb, config, meta, image_ref, icfg, rootfs_mounts, args)
+            spec = self._spec(req, icfg, rootfs_mounts, args)
             if apparmor_profile is not None:
                 spec["process"]["apparmorProfile"] = apparmor_profile
         except BaseException:
@@ -452,10 +446,10 @@ class ContainerManager:
         c = CriContainer(
             id=cid,
             sandbox_id=sb.id,
-            name=name,
+            name=req.name,
             metadata={"name": str(meta.get("name", "")), "attempt": int(meta.get("attempt", 0))},
             image=image_ref,
-            image_id=image_id,
+            image_id=req.image_id,
             labels=dict(config.get("labels") or {}),
             annotations=dict(config.get("annotations") or {}),
             created_at=time.time_ns(),
@@ -484,18 +478,11 @@ class ContainerManager:
                 raise
         return c
 
-    def _spec(  # noqa: PLR0912, PLR0915, PLR0917
-        self,
-        cid: str,
-        sb: PodSandbox,
-        config: dict[str, Any],
-        meta: dict[str, Any],
-        image_ref: str,
-        icfg: dict[str, Any],
-        rootfs_mounts: list[Mount],
-        args: list[str],
+    def _spec(  # noqa: PLR0912, PLR0915
+        self, req: _Creation, icfg: dict[str, Any], rootfs_mounts: list[Mount], args: list[str]
     ) -> dict[str, Any]:
         """The container's OCI spec from its CRI config, its image and its pod."""
+        cid, sb, config, meta, image_ref = req.cid, req.sb, req.config, req.meta, req.image_ref
         linux = config.get("linux") or {}
         sec = linux.get("security_context") or {}
         privileged = bool(sec.get("privileged", False))
@@ -556,7 +543,7 @@ class ContainerManager:
             )
             devices = [x for x in devices if x["path"] != dev["path"]] + [dev]
             rules.append(rule)
-        caps = security.capabilities(sec, DEFAULT_CAPS, privileged=privileged)
+        caps = security.capabilities(sec, DEFAULT_CAPABILITIES, privileged=privileged)
         seccomp = security.seccomp_profile(sec, caps, privileged=privileged)
         masked = [str(p) for p in sec.get("masked_paths") or []] or list(MASKED_PATHS)
         readonly = [str(p) for p in sec.get("readonly_paths") or []] or list(READONLY_PATHS)

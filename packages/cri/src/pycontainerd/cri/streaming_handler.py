@@ -34,7 +34,7 @@ import socket
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from pycontainerd.core.errdefs import (
     FailedPreconditionError,
@@ -60,7 +60,7 @@ from pycontainerd.cri.streaming.session import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
+    from collections.abc import Callable, Coroutine
     from pathlib import Path
 
     from pycontainerd.cri.config import CriConfig
@@ -100,12 +100,20 @@ class PodTarget:
 # -- the CRI calls --------------------------------------------------------------------
 
 
-def _running(containers: ContainerManager, cid: str) -> CriContainer:
+_Found = TypeVar("_Found")
+
+
+def _in_store(get: Callable[[str], _Found], what: str, key: str) -> _Found:
+    """``get(key)``; its NotFound says what was looked up, in upstream's words."""
     try:
-        c = containers.get(cid)
+        return get(key)
     except NotFoundError as e:
-        msg = f"failed to find container {go_quote(cid)} in store: {e}"
+        msg = f"failed to find {what} {go_quote(key)} in store: {e}"
         raise NotFoundError(msg) from e
+
+
+def _running(containers: ContainerManager, cid: str) -> CriContainer:
+    c = _in_store(containers.get, "container", cid)
     if c.state != RUNNING:
         msg = f"container is in {c.state} state"
         raise UnknownError(msg)
@@ -194,11 +202,7 @@ def portforward_url(
         if not 0 < port < 65536:
             msg = f"invalid port {port}"
             raise InvalidArgumentError(msg)
-    try:
-        sb = sandboxes.get(sandbox_id)
-    except NotFoundError as e:
-        msg = f"failed to find sandbox {go_quote(sandbox_id)} in store: {e}"
-        raise NotFoundError(msg) from e
+    sb = _in_store(sandboxes.get, "sandbox", sandbox_id)
     if sb.state != READY:
         msg = f"sandbox {go_quote(sb.id)} is not running"
         raise FailedPreconditionError(msg)
@@ -245,6 +249,17 @@ def _node_address() -> str:
 # -- the sessions -----------------------------------------------------------------------
 
 
+_Target = TypeVar("_Target", ExecTarget, AttachTarget, PodTarget)
+
+
+def _payload(request: StreamRequest, kind: type[_Target], wrong: str) -> _Target:
+    """The request's target, which must be a ``kind`` (else CommandFailedError ``wrong``)."""
+    target = request.payload
+    if not isinstance(target, kind):
+        raise CommandFailedError(wrong)
+    return target
+
+
 class CriStreamingHandler:
     """The :class:`~pycontainerd.cri.streaming.session.StreamingHandler` of the CRI plugin."""
 
@@ -288,10 +303,7 @@ class CriStreamingHandler:
 
         from pycontainerd.api.runtime.task.v2 import shim_pb2 as shim
 
-        target = request.payload
-        if not isinstance(target, ExecTarget):
-            msg = "not an exec request"
-            raise CommandFailedError(msg)
+        target = _payload(request, ExecTarget, "not an exec request")
         c, t = self._task(target.container_id)
         exec_id = secrets.token_hex(8)
         process = dict(json.loads(c.spec)["process"])
@@ -390,10 +402,7 @@ class CriStreamingHandler:
             raise
 
     async def attach(self, request: StreamRequest, streams: CommandStreams) -> int:
-        target = request.payload
-        if not isinstance(target, AttachTarget):
-            msg = "not an attach request"
-            raise CommandFailedError(msg)
+        target = _payload(request, AttachTarget, "not an attach request")
         c, t = self._task(target.container_id)
         stdio = self.containers.stdio.get(c.id)
         if stdio is None:
@@ -442,10 +451,7 @@ class CriStreamingHandler:
         return 0
 
     async def port_forward(self, request: StreamRequest, stream: PortStream) -> None:
-        target = request.payload
-        if not isinstance(target, PodTarget):
-            msg = "not a port-forward request"
-            raise CommandFailedError(msg)
+        target = _payload(request, PodTarget, "not a port-forward request")
         try:
             sb = self.sandboxes.get(target.sandbox_id)
         except NotFoundError as e:

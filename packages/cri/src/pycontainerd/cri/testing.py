@@ -18,9 +18,12 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
+
+from pycontainerd.core.testing import RUNTIME_PLUGINS
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -38,16 +41,8 @@ PAUSE_REF: Final = "localhost/pycontainerd-test/pause:1"
 SHELL_REF: Final = "localhost/pycontainerd-test/busybox:1"
 MIRRORED: Final = "registry.invalid"
 """A registry name the ``cri_registry`` fixture's config mirrors to its registry on 127.0.0.1."""
-MODULES: Final = (
-    "pycontainerd.daemon.plugin",
-    "pycontainerd.content.plugin",
-    "pycontainerd.events.plugin",
-    "pycontainerd.metadata.plugin",
-    "pycontainerd.snapshots.plugin",
-    "pycontainerd.runtime.plugin",
-    "pycontainerd.transfer.plugin",
-    "pycontainerd.cri.plugin",
-)
+MODULES: Final = (*RUNTIME_PLUGINS, "pycontainerd.transfer.plugin", "pycontainerd.cri.plugin")
+"""The plugin modules of the daemons these tests start."""
 _GOARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 _OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
@@ -306,6 +301,63 @@ class Cri:
 
         resp = self.runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=config))
         return str(resp.pod_sandbox_id)
+
+    def import_image(
+        self, ref: str, applets: tuple[str, ...], files: dict[str, bytes] | None = None
+    ) -> None:
+        """Import a busybox image ``ref`` into ``k8s.io``: ``applets``, ``files``, no
+        entrypoint, run as root (see :func:`build_pause_archive`).
+        """  # noqa: D205
+        busybox = static_busybox()
+        if busybox is None:
+            msg = "busybox-static is not installed"
+            raise AssertionError(msg)
+        archive = self.base / f"{ref.replace('/', '_').replace(':', '_')}.tar"
+        build_pause_archive(
+            busybox, archive, ref, entrypoint=(), user="", applets=applets, files=files
+        )
+        self.daemon.ctr("-n", "k8s.io", "images", "import", str(archive))
+
+    def start_container(
+        self, sid: str, pod: pb.PodSandboxConfig, config: pb.ContainerConfig
+    ) -> str:
+        """Create ``config`` in the pod ``sid`` (made from ``pod``) and start it; its id."""
+        from pycontainerd.api.cri.v1 import api_pb2 as pb
+
+        cid = str(
+            self.runtime.CreateContainer(
+                pb.CreateContainerRequest(pod_sandbox_id=sid, config=config, sandbox_config=pod)
+            ).container_id
+        )
+        self.runtime.StartContainer(pb.StartContainerRequest(container_id=cid))
+        return cid
+
+    def logged_pod(self, name: str) -> tuple[pb.PodSandboxConfig, str, Path]:
+        """Run a pod ``name`` whose containers log under ``<base>/logs``.
+
+        Returns ``(its config, its sandbox id, the log directory)``.
+        """
+        logs = self.base / "logs"
+        logs.mkdir()
+        pod = self.pod_config(name, log_directory=str(logs))
+        return pod, self.run(pod), logs
+
+    def wait_exited(self, cid: str, timeout: float = 30) -> pb.ContainerStatus:
+        """The status of the container ``cid`` once it has exited (AssertionError after
+        ``timeout`` seconds).
+        """  # noqa: D205
+        from pycontainerd.api.cri.v1 import api_pb2 as pb
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st: pb.ContainerStatus = self.runtime.ContainerStatus(
+                pb.ContainerStatusRequest(container_id=cid)
+            ).status
+            if st.state == pb.CONTAINER_EXITED:
+                return st
+            time.sleep(0.05)
+        msg = f"{cid} did not exit"
+        raise AssertionError(msg)
 
     def status(self, sid: str, *, verbose: bool = False) -> pb.PodSandboxStatusResponse:
         from pycontainerd.api.cri.v1 import api_pb2 as pb

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Final
 from pycontainerd.daemon.log import fields
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from pycontainerd.core.plugin import MetricsSource
 
@@ -111,28 +111,24 @@ class GrpcMetrics:
         """Exposition lines for the gRPC metrics."""
         out: list[str] = []
         with self._lock:
-            out += [
-                "# HELP grpc_server_started_total Total number of RPCs started on the server.",
-                "# TYPE grpc_server_started_total counter",
-            ]
-            out += [
-                f"grpc_server_started_total{_labels(k)} {v}"
-                for k, v in sorted(self._started.items())
-            ]
-            out += [
-                "# HELP grpc_server_handled_total Total number of RPCs completed on the server, "
-                "regardless of success or failure.",
-                "# TYPE grpc_server_handled_total counter",
-            ]
-            out += [
-                f"grpc_server_handled_total{_labels(k)} {v}"
-                for k, v in sorted(self._handled.items())
-            ]
-            out += [
-                "# HELP grpc_server_handling_seconds Histogram of response latency (seconds) of "
-                "gRPC that had been application-level handled by the server.",
-                "# TYPE grpc_server_handling_seconds histogram",
-            ]
+            out += _family(
+                "grpc_server_started_total",
+                "counter",
+                "Total number of RPCs started on the server.",
+                self._started,
+            )
+            out += _family(
+                "grpc_server_handled_total",
+                "counter",
+                "Total number of RPCs completed on the server, regardless of success or failure.",
+                self._handled,
+            )
+            out += _family(
+                "grpc_server_handling_seconds",
+                "histogram",
+                "Histogram of response latency (seconds) of gRPC that had been application-level"
+                " handled by the server.",
+            )
             for key, hist in sorted(self._latency.items()):
                 for bound, count in zip(BUCKETS, hist.counts, strict=True):
                     le = (("le", _num(bound)),)
@@ -199,11 +195,18 @@ def render_process() -> list[str]:
     out: list[str] = []
     for name, kind, key, help_text in spec:
         if key in stats:
-            out += [
-                f"# HELP {name} {help_text}",
-                f"# TYPE {name} {kind}",
-                f"{name} {_num(stats[key])}",
-            ]
+            out += _family(name, kind, help_text)
+            out.append(f"{name} {_num(stats[key])}")
+    return out
+
+
+def _family(
+    name: str, kind: str, help_text: str, samples: Mapping[_Labels, int] | None = None
+) -> list[str]:
+    """A metric family's ``HELP`` and ``TYPE`` lines, then one line per labelled sample."""
+    out = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    if samples is not None:
+        out += [f"{name}{_labels(k)} {v}" for k, v in sorted(samples.items())]
     return out
 
 

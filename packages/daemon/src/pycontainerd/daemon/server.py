@@ -264,6 +264,33 @@ def _code_name(context: grpc.aio.ServicerContext[Any, Any], failed: bool) -> str
     return "UNKNOWN" if failed else "OK"
 
 
+class _Observed:
+    """One RPC counted as started on entry and as handled, with its latency, on exit."""
+
+    __slots__ = ("_context", "_method", "_recorder", "_rpc_type", "_start")
+
+    def __init__(
+        self,
+        recorder: metrics_mod.GrpcMetrics,
+        method: str,
+        rpc_type: str,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> None:
+        self._recorder = recorder
+        self._method = method
+        self._rpc_type = rpc_type
+        self._context = context
+        self._start = 0.0
+
+    def __enter__(self) -> None:
+        self._recorder.started(self._method, self._rpc_type)
+        self._start = metrics_mod.now()
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        code = _code_name(self._context, exc_type is not None)
+        self._recorder.handled(self._method, self._rpc_type, code, metrics_mod.now() - self._start)
+
+
 _HANDLER_FACTORIES: Final[tuple[tuple[str, Callable[..., Any]], ...]] = (
     ("unary_unary", grpc.unary_unary_rpc_method_handler),
     ("unary_stream", grpc.unary_stream_rpc_method_handler),
@@ -315,35 +342,17 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             if inspect.isasyncgenfunction(behavior):
 
                 async def gen(request: Any, context: Any) -> Any:
-                    recorder.started(method, rpc_type)
-                    start = metrics_mod.now()
-                    failed = False
-                    try:
+                    with _Observed(recorder, method, rpc_type, context):
                         async for item in behavior(request, context):
                             yield item
-                    except BaseException:
-                        failed = True
-                        raise
-                    finally:
-                        code = _code_name(context, failed)
-                        recorder.handled(method, rpc_type, code, metrics_mod.now() - start)
 
                 if getattr(behavior, grpcutil.LAST_WITH_STATUS_ATTR, False):
                     grpcutil.last_message_with_status(gen)  # the wrapper keeps the marker
                 return gen
 
             async def call(request: Any, context: Any) -> Any:
-                recorder.started(method, rpc_type)
-                start = metrics_mod.now()
-                failed = False
-                try:
+                with _Observed(recorder, method, rpc_type, context):
                     return await behavior(request, context)
-                except BaseException:
-                    failed = True
-                    raise
-                finally:
-                    code = _code_name(context, failed)
-                    recorder.handled(method, rpc_type, code, metrics_mod.now() - start)
 
             return call
 

@@ -20,48 +20,60 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from pycontainerd.core import filters, identifiers
 from pycontainerd.core.containers import Container, RuntimeInfo
-from pycontainerd.core.errdefs import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from pycontainerd.core.errdefs import InvalidArgumentError
 from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.namespaces import namespace_required
-from pycontainerd.core.types import AnyValue
 from pycontainerd.metadata._rows import (
-    apply_map_paths,
+    RecordTable,
+    any_value,
+    apply_mask,
     dump_map,
-    ensure_namespace,
     load_map,
     matcher,
     ns_to_datetime,
+    prefixed,
     to_ns,
+    update_paths,
     validate_labels,
 )
 from pycontainerd.metadata.db import now_ns
 
 if TYPE_CHECKING:
     import builtins
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Mapping
 
+    from pycontainerd.core.types import AnyValue
     from pycontainerd.metadata.db import MetadataDB, Tx
 
 T = TypeVar("T")
 
-_COLUMNS = (
-    "id, labels, image, runtime_name, runtime_options_type_url, runtime_options_value,"
-    " spec_type_url, spec_value, snapshotter, snapshot_key, sandbox_id, created_at, updated_at"
+_TABLE: Final = RecordTable(
+    "containers",
+    (
+        "id",
+        "labels",
+        "image",
+        "runtime_name",
+        "runtime_options_type_url",
+        "runtime_options_value",
+        "spec_type_url",
+        "spec_value",
+        "snapshotter",
+        "snapshot_key",
+        "sandbox_id",
+        "created_at",
+        "updated_at",
+    ),
+    owner="container",
 )
 
-ROW_COLUMNS: Final = tuple(c.strip() for c in _COLUMNS.split(","))
+ROW_COLUMNS: Final = _TABLE.columns
 """The columns of a row :meth:`ContainerStore.list_rows` hands its encoder, in order."""
 
 _NO_EXTENSIONS: Final[Mapping[str, AnyValue]] = {}
 
 #: Paths replaced when an update carries no field mask.
 _FULL_REPLACE = ("labels", "spec", "extensions", "image", "snapshotkey")
-
-
-def _any(type_url: str | None, value: bytes | None) -> AnyValue | None:
-    if type_url is None:
-        return None
-    return AnyValue(type_url=type_url, value=bytes(value or b""))
 
 
 def _from_row(row: tuple[Any, ...], extensions: Mapping[str, AnyValue]) -> Container:
@@ -71,8 +83,8 @@ def _from_row(row: tuple[Any, ...], extensions: Mapping[str, AnyValue]) -> Conta
         id=cid,
         labels=load_map(labels),
         image=image,
-        runtime=RuntimeInfo(name=rt_name, options=_any(rt_url, rt_value)),
-        spec=_any(spec_url, spec_value),
+        runtime=RuntimeInfo(name=rt_name, options=any_value(rt_url, rt_value)),
+        spec=any_value(spec_url, spec_value),
         snapshotter=snapshotter,
         snapshot_key=snapshot_key,
         sandbox_id=sandbox_id,
@@ -101,11 +113,8 @@ def validate_container(c: Container) -> None:
     Raises:
         InvalidArgumentError: with containerd's messages.
     """
-    try:
+    with prefixed("container.ID"):
         identifiers.validate(c.id)
-    except InvalidArgumentError as exc:
-        msg = f"container.ID: {exc.message}"
-        raise InvalidArgumentError(msg) from exc
     if any(not name for name in c.extensions):
         msg = "container.Extension keys must not be zero-length"
         raise InvalidArgumentError(msg)
@@ -121,43 +130,16 @@ def validate_container(c: Container) -> None:
         raise InvalidArgumentError(msg)
 
 
-def _extensions(
-    tx: Tx, namespace: str, ids: Iterable[str] | None
-) -> dict[str, dict[str, AnyValue]]:
-    """Extensions by container id; ``ids=None`` reads the whole namespace at once."""
-    out: dict[str, dict[str, AnyValue]] = {}
-    if ids is None:
-        rows = tx.execute(
-            "SELECT container_id, name, type_url, value FROM container_extensions"
-            " WHERE namespace = ?",
-            (namespace,),
-        )
-    else:
-        (cid,) = ids
-        rows = tx.execute(
-            "SELECT container_id, name, type_url, value FROM container_extensions"
-            " WHERE namespace = ? AND container_id = ?",
-            (namespace, cid),
-        )
-    for container_id, name, type_url, value in rows:
-        out.setdefault(container_id, {})[name] = AnyValue(type_url=type_url, value=bytes(value))
-    return out
-
-
 def _get(tx: Tx, namespace: str, cid: str) -> Container:
-    row = tx.execute(
-        f"SELECT {_COLUMNS} FROM containers WHERE namespace = ? AND id = ?",  # noqa: S608
-        (namespace, cid),
-    ).fetchone()
-    if row is None:
-        msg = f"container {go_quote(cid)} in namespace {go_quote(namespace)}"
-        raise NotFoundError(msg)
-    return _from_row(row, _extensions(tx, namespace, [cid]).get(cid, {}))
+    missing = f"container {go_quote(cid)} in namespace {go_quote(namespace)}"
+    return _TABLE.read(tx, namespace, cid, _from_row, missing)
 
 
-def _write(tx: Tx, namespace: str, c: Container, *, insert: bool) -> None:
+def _values(c: Container) -> tuple[Any, ...]:
+    """The row of ``c``, in the columns' order."""
     rt_opts = c.runtime.options
-    values = (
+    return (
+        c.id,
         dump_map(c.labels),
         c.image,
         c.runtime.name,
@@ -171,59 +153,14 @@ def _write(tx: Tx, namespace: str, c: Container, *, insert: bool) -> None:
         to_ns(c.created_at),
         to_ns(c.updated_at),
     )
-    if insert:
-        tx.execute(
-            f"INSERT INTO containers (namespace, {_COLUMNS})"  # noqa: S608
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (namespace, c.id, *values),
-        )
-    else:
-        tx.execute(
-            "UPDATE containers SET labels = ?, image = ?, runtime_name = ?,"
-            " runtime_options_type_url = ?, runtime_options_value = ?, spec_type_url = ?,"
-            " spec_value = ?, snapshotter = ?, snapshot_key = ?, sandbox_id = ?,"
-            " created_at = ?, updated_at = ? WHERE namespace = ? AND id = ?",
-            (*values, namespace, c.id),
-        )
-        tx.execute(
-            "DELETE FROM container_extensions WHERE namespace = ? AND container_id = ?",
-            (namespace, c.id),
-        )
-    tx.executemany(
-        "INSERT INTO container_extensions (namespace, container_id, name, type_url, value)"
-        " VALUES (?, ?, ?, ?, ?)",
-        [(namespace, c.id, name, a.type_url, a.value) for name, a in c.extensions.items()],
-    )
 
 
-def _apply_mask(current: Container, req: Container, paths: Iterable[str]) -> Container:
-    labels = dict(current.labels)
-    extensions = dict(current.extensions)
-    out = current
-    for path in paths:
-        if path.startswith("labels."):
-            labels = apply_map_paths(labels, req.labels, [path.removeprefix("labels.")])
-        elif path.startswith("extensions."):
-            name = path.removeprefix("extensions.")
-            if name in req.extensions:
-                extensions[name] = req.extensions[name]
-            else:
-                extensions.pop(name, None)
-        elif path == "labels":
-            labels = dict(req.labels)
-        elif path == "spec":
-            out = dataclasses.replace(out, spec=req.spec)
-        elif path == "extensions":
-            extensions = dict(req.extensions)
-        elif path == "image":
-            out = dataclasses.replace(out, image=req.image)
-        elif path == "snapshotkey":
-            out = dataclasses.replace(out, snapshot_key=req.snapshot_key)
-        else:
-            msg = f"cannot update {go_quote(path)} field on {go_quote(req.id)}"
-            raise InvalidArgumentError(msg)
-    labels = {k: v for k, v in labels.items() if v != ""}
-    return dataclasses.replace(out, labels=labels, extensions=extensions)
+#: How each path of a field mask other than labels and extensions sets a field.
+_MASK_FIELDS: Final[Mapping[str, Callable[[Container, Container], Container]]] = {
+    "spec": lambda out, req: dataclasses.replace(out, spec=req.spec),
+    "image": lambda out, req: dataclasses.replace(out, image=req.image),
+    "snapshotkey": lambda out, req: dataclasses.replace(out, snapshot_key=req.snapshot_key),
+}
 
 
 class ContainerStore:
@@ -247,19 +184,8 @@ class ContainerStore:
         Raises:
             InvalidArgumentError: a filter does not parse.
         """
-        ns = namespace_required()
         match = matcher(fs, container_adaptor)
-
-        def run(tx: Tx) -> list[Container]:
-            exts = _extensions(tx, ns, None)
-            rows = tx.execute(
-                f"SELECT {_COLUMNS} FROM containers WHERE namespace = ? ORDER BY id",  # noqa: S608
-                (ns,),
-            )
-            out = (_from_row(row, exts.get(row[0], {})) for row in rows)
-            return [c for c in out if match(c)]
-
-        return await self._db.aview(run)
+        return [c for c in await self.list_rows(_from_row) if match(c)]
 
     async def list_rows(
         self, encode: Callable[[tuple[Any, ...], Mapping[str, AnyValue]], T]
@@ -274,12 +200,8 @@ class ContainerStore:
         ns = namespace_required()
 
         def run(tx: Tx) -> builtins.list[T]:
-            exts = _extensions(tx, ns, None)
-            rows = tx.execute(
-                f"SELECT {_COLUMNS} FROM containers WHERE namespace = ? ORDER BY id",  # noqa: S608
-                (ns,),
-            )
-            return [encode(row, exts.get(row[0], _NO_EXTENSIONS)) for row in rows]
+            exts = _TABLE.extensions(tx, ns)
+            return [encode(row, exts.get(row[0], _NO_EXTENSIONS)) for row in _TABLE.all(tx, ns)]
 
         return await self._db.aview(run)
 
@@ -290,31 +212,18 @@ class ContainerStore:
             InvalidArgumentError: ``create container failed validation: ...``.
             AlreadyExistsError: ``container "<id>": already exists``.
         """
-        ns = namespace_required()
         container = dataclasses.replace(
             container, labels={k: v for k, v in container.labels.items() if v != ""}
         )
-        try:
+        with prefixed("create container failed validation"):
             validate_container(container)
-        except InvalidArgumentError as exc:
-            msg = f"create container failed validation: {exc.message}"
-            raise InvalidArgumentError(msg) from exc
 
-        def run(tx: Tx) -> Container:
-            ensure_namespace(tx, ns)
-            exists = tx.execute(
-                "SELECT 1 FROM containers WHERE namespace = ? AND id = ?", (ns, container.id)
-            ).fetchone()
-            if exists:
-                msg = f"container {go_quote(container.id)}"
-                raise AlreadyExistsError(msg)
-            now = now_ns()
-            stamp = ns_to_datetime(now)
-            created = dataclasses.replace(container, created_at=stamp, updated_at=stamp)
-            _write(tx, ns, created, insert=True)
-            return created
+        def stamp(c: Container) -> Container:
+            now = ns_to_datetime(now_ns())
+            return dataclasses.replace(c, created_at=now, updated_at=now)
 
-        return await self._db.aupdate_point(run)
+        exists = f"container {go_quote(container.id)}"
+        return await _TABLE.create(self._db, container, _values, exists, stamp)
 
     async def update(self, container: Container, *paths: str) -> Container:
         """Update ``container.id`` from ``container``; ``paths`` is the field mask.
@@ -331,25 +240,18 @@ class ContainerStore:
 
         def run(tx: Tx) -> Container:
             current = _get(tx, ns, container.id)
-            mask: Iterable[str] = paths
-            if not paths:
-                mask = _FULL_REPLACE
-                if current.snapshotter != container.snapshotter:
-                    msg = "container.Snapshotter field is immutable"
-                    raise InvalidArgumentError(msg)
-                if current.runtime.name != container.runtime.name:
-                    msg = "container.Runtime.Name field is immutable"
-                    raise InvalidArgumentError(msg)
-            updated = _apply_mask(current, container, mask)
-            try:
+            immutable = (
+                (current.snapshotter, container.snapshotter, "container.Snapshotter"),
+                (current.runtime.name, container.runtime.name, "container.Runtime.Name"),
+            )
+            mask = update_paths(paths, _FULL_REPLACE, immutable)
+            updated = apply_mask(current, container, mask, _MASK_FIELDS, "")
+            with prefixed("update failed validation"):
                 validate_container(updated)
-            except InvalidArgumentError as exc:
-                msg = f"update failed validation: {exc.message}"
-                raise InvalidArgumentError(msg) from exc
             updated = dataclasses.replace(
                 updated, created_at=current.created_at, updated_at=ns_to_datetime(now_ns())
             )
-            _write(tx, ns, updated, insert=False)
+            _TABLE.write(tx, ns, _values(updated), updated.extensions, insert=False)
             if (updated.snapshot_key, updated.image) != (current.snapshot_key, current.image):
                 tx.mark_dirty()
             return updated
@@ -362,13 +264,5 @@ class ContainerStore:
         Raises:
             NotFoundError: ``container "<id>": not found``.
         """
-        ns = namespace_required()
-
-        def run(tx: Tx) -> None:
-            cur = tx.execute("DELETE FROM containers WHERE namespace = ? AND id = ?", (ns, cid))
-            if cur.rowcount == 0:
-                msg = f"container {cid}"  # upstream formats this one with %v
-                raise NotFoundError(msg)
-            tx.mark_dirty()
-
-        await self._db.aupdate_point(run)
+        # upstream formats this one with %v
+        await _TABLE.delete(self._db, namespace_required(), cid, f"container {cid}")

@@ -46,6 +46,7 @@ from pycontainerd.metadata._rows import (
     apply_map_paths,
     dump_map,
     ensure_namespace,
+    list_matching,
     load_map,
     matcher,
     next_sequence,
@@ -56,7 +57,7 @@ from pycontainerd.metadata.db import now_ns
 from pycontainerd.metadata.leases import CONTENT, INGESTS, attach, detach
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator, Iterator, Mapping
 
     from pycontainerd.core.content import ReaderAt, Store, Writer
     from pycontainerd.metadata.db import MetadataDB, Tx
@@ -130,6 +131,15 @@ def _add_blob(
     if cur.rowcount == 0:
         msg = f"content {dgst}"
         raise AlreadyExistsError(msg)
+
+
+def _blobs(tx: Tx, namespace: str) -> Iterator[Info]:
+    rows = tx.execute(
+        "SELECT digest, size, labels, created_at, updated_at FROM blobs"
+        " WHERE namespace = ? ORDER BY digest",
+        (namespace,),
+    )
+    return (_info(r[0], (r[1], r[2], r[3], r[4])) for r in rows)
 
 
 class _RefGate:
@@ -327,18 +337,7 @@ class MetadataContentStore:
         Raises:
             InvalidArgumentError: a filter does not parse.
         """
-        ns = namespace_required()
-        match = matcher(fs, info_adaptor)
-
-        def run(tx: Tx) -> list[Info]:
-            rows = tx.execute(
-                "SELECT digest, size, labels, created_at, updated_at FROM blobs"
-                " WHERE namespace = ? ORDER BY digest",
-                (ns,),
-            )
-            return [i for i in (_info(r[0], (r[1], r[2], r[3], r[4])) for r in rows) if match(i)]
-
-        for info in await self.db.aview(run):
+        for info in await list_matching(self.db, fs, info_adaptor, _blobs):
             yield info
 
     async def delete(self, dgst: str) -> None:

@@ -51,7 +51,7 @@ from pycontainerd.metadata.db import now_ns
 from pycontainerd.metadata.leases import CONTENT, IMAGES, INGESTS, SNAPSHOTS_PREFIX
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Awaitable, Iterable, Iterator, Mapping
 
     from pycontainerd.core.content import Store
     from pycontainerd.metadata.db import MetadataDB, Tx
@@ -486,7 +486,7 @@ class Collector:
                     with contextlib.suppress(NotFoundError):
                         await content.abort(st.ref)
                         stats.backend_ingests += 1
-            if dangling := {r for r in refs - present if not await _ingest_exists(content, r)}:
+            if dangling := {r for r in refs - present if not await _exists(content.status(r))}:
                 await self.db.aupdate(lambda tx: _forget_ingests(tx, dangling), notify=False)
         if garbage:
             log.debug("content garbage collected", extra={"fields": {"blobs": len(garbage)}})
@@ -505,7 +505,7 @@ class Collector:
             parents: dict[str, str] = {}
             async for info in sn.walk():
                 parents[info.name] = info.parent
-            if dangling := {k for k in keep - parents.keys() if not await _snapshot_exists(sn, k)}:
+            if dangling := {k for k in keep - parents.keys() if not await _exists(sn.stat(k))}:
                 await self.db.aupdate(
                     lambda tx: _forget_snapshots(tx, name, dangling), notify=False
                 )
@@ -523,25 +523,18 @@ class Collector:
             await sn.cleanup()
 
 
-async def _ingest_exists(content: Store, ref: str) -> bool:
-    """False only when the backend says the ingest does not exist (NotFound)."""
+async def _exists(probe: Awaitable[object]) -> bool:
+    """False only when ``probe`` (a backend's stat) says the object does not exist (NotFound).
+
+    Any other error keeps the row: the backend (a remote store or a proxy
+    snapshotter) failed, which proves nothing.
+    """
     try:
-        await content.status(ref)
+        await probe
     except NotFoundError:
         return False
     except ContainerdError:
-        return True  # unsure (a remote store that failed): keep the row
-    return True
-
-
-async def _snapshot_exists(sn: Snapshotter, key: str) -> bool:
-    """False only when the snapshotter says the snapshot does not exist (NotFound)."""
-    try:
-        await sn.stat(key)
-    except NotFoundError:
-        return False
-    except ContainerdError:
-        return True  # unsure (a proxy snapshotter that failed): keep the row
+        return True
     return True
 
 

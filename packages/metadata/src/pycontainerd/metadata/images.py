@@ -29,8 +29,8 @@ from pycontainerd.metadata._rows import (
     apply_map_paths,
     dump_map,
     ensure_namespace,
+    list_matching,
     load_map,
-    matcher,
     ns_to_datetime,
     to_ns,
     validate_labels,
@@ -39,6 +39,7 @@ from pycontainerd.metadata.db import now_ns
 
 if TYPE_CHECKING:
     import sqlite3
+    from collections.abc import Iterator
 
     from pycontainerd.metadata.db import MetadataDB, Tx
 
@@ -117,6 +118,14 @@ def _get(tx: Tx, namespace: str, name: str) -> Image:
     return _from_row(row)
 
 
+def _all(tx: Tx, namespace: str) -> Iterator[Image]:
+    rows = tx.execute(
+        f"SELECT {_COLUMNS} FROM images WHERE namespace = ? ORDER BY name",  # noqa: S608
+        (namespace,),
+    )
+    return map(_from_row, rows)
+
+
 def _write(tx: Tx, namespace: str, image: Image) -> None:
     t = image.target
     tx.execute(
@@ -169,17 +178,7 @@ class ImageStore:
         Raises:
             InvalidArgumentError: a filter does not parse.
         """
-        ns = namespace_required()
-        match = matcher(fs, image_adaptor)
-
-        def run(tx: Tx) -> list[Image]:
-            rows = tx.execute(
-                f"SELECT {_COLUMNS} FROM images WHERE namespace = ? ORDER BY name",  # noqa: S608
-                (ns,),
-            )
-            return [img for img in map(_from_row, rows) if match(img)]
-
-        return await self._db.aview(run)
+        return await list_matching(self._db, fs, image_adaptor, _all)
 
     async def create(self, image: Image) -> Image:
         """Store a new image; timestamps are set here.

@@ -32,10 +32,11 @@ from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.leases import EXPIRE_LABEL, FLAT_LABEL, Lease, Resource
 from pycontainerd.core.namespaces import namespace_required
 from pycontainerd.metadata._rows import (
+    RecordTable,
     dump_map,
     ensure_namespace,
+    list_matching,
     load_map,
-    matcher,
     ns_to_datetime,
 )
 from pycontainerd.metadata._rows import validate_labels as _validate_labels
@@ -43,7 +44,7 @@ from pycontainerd.metadata.db import now_ns
 
 if TYPE_CHECKING:
     import builtins
-    from collections.abc import Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     from pycontainerd.metadata.db import MetadataDB, Tx
 
@@ -110,11 +111,16 @@ def check_resource(r: Resource) -> Resource:
     return r
 
 
+_TABLE: Final = RecordTable("leases", ("id", "labels", "created_at"))
+
+
+def _all(tx: Tx, namespace: str) -> Iterator[Lease]:
+    for r in _TABLE.all(tx, namespace):
+        yield Lease(id=r[0], labels=load_map(r[1]), created_at=ns_to_datetime(r[2]))
+
+
 def _require_lease(tx: Tx, namespace: str, lease_id: str) -> None:
-    row = tx.execute(
-        "SELECT 1 FROM leases WHERE namespace = ? AND id = ?", (namespace, lease_id)
-    ).fetchone()
-    if row is None:
+    if not _TABLE.exists(tx, namespace, lease_id):
         msg = f"lease {go_quote(lease_id)}"
         raise NotFoundError(msg)
 
@@ -191,16 +197,7 @@ class LeaseStore:
         Raises:
             NotFoundError: ``lease "<id>": not found``.
         """
-        ns = namespace_required()
-
-        def run(tx: Tx) -> None:
-            cur = tx.execute("DELETE FROM leases WHERE namespace = ? AND id = ?", (ns, lease_id))
-            if cur.rowcount == 0:
-                msg = f"lease {go_quote(lease_id)}"
-                raise NotFoundError(msg)
-            tx.mark_dirty()
-
-        await self._db.aupdate_point(run)
+        await _TABLE.delete(self._db, namespace_required(), lease_id, f"lease {go_quote(lease_id)}")
         if sync:
             await self._db.wait_for_gc()
 
@@ -210,39 +207,19 @@ class LeaseStore:
         Raises:
             InvalidArgumentError: a filter does not parse.
         """
-        ns = namespace_required()
-        match = matcher(fs, lease_adaptor)
-
-        def run(tx: Tx) -> list[Lease]:
-            rows = tx.execute(
-                "SELECT id, labels, created_at FROM leases WHERE namespace = ? ORDER BY id", (ns,)
-            )
-            leases = (
-                Lease(id=r[0], labels=load_map(r[1]), created_at=ns_to_datetime(r[2])) for r in rows
-            )
-            return [lease for lease in leases if match(lease)]
-
-        return await self._db.aview(run)
+        return await list_matching(self._db, fs, lease_adaptor, _all)
 
     async def add_resource(self, lease_id: str, resource: Resource) -> None:
-        """Make ``lease_id`` hold ``resource`` (idempotent).
+        """Make ``lease_id`` hold ``resource`` (idempotent); raises as :meth:`delete_resource`."""
 
-        Raises:
-            InvalidArgumentError, UnimplementedError: a bad resource.
-            NotFoundError: ``lease "<id>": not found``.
-        """
-        ns = namespace_required()
-        check_resource(resource)
-
-        def run(tx: Tx) -> None:
-            _require_lease(tx, ns, lease_id)
+        def add(tx: Tx, ns: str) -> None:
             tx.execute(
                 "INSERT OR IGNORE INTO lease_resources (namespace, lease_id, type, id)"
                 " VALUES (?, ?, ?, ?)",
                 (ns, lease_id, resource.type, resource.id),
             )
 
-        await self._db.aupdate_point(run)
+        await self._change_resources(lease_id, resource, add)
 
     async def delete_resource(self, lease_id: str, resource: Resource) -> None:
         """Stop ``lease_id`` holding ``resource`` (no error if it did not).
@@ -251,11 +228,8 @@ class LeaseStore:
             InvalidArgumentError, UnimplementedError: a bad resource.
             NotFoundError: ``lease "<id>": not found``.
         """
-        ns = namespace_required()
-        check_resource(resource)
 
-        def run(tx: Tx) -> None:
-            _require_lease(tx, ns, lease_id)
+        def delete(tx: Tx, ns: str) -> None:
             cur = tx.execute(
                 "DELETE FROM lease_resources WHERE namespace = ? AND lease_id = ?"
                 " AND type = ? AND id = ?",
@@ -263,6 +237,19 @@ class LeaseStore:
             )
             if cur.rowcount:
                 tx.mark_dirty()
+
+        await self._change_resources(lease_id, resource, delete)
+
+    async def _change_resources(
+        self, lease_id: str, resource: Resource, change: Callable[[Tx, str], None]
+    ) -> None:
+        """Check ``resource``, then ``change(tx, namespace)`` once the lease is known to exist."""
+        ns = namespace_required()
+        check_resource(resource)
+
+        def run(tx: Tx) -> None:
+            _require_lease(tx, ns, lease_id)
+            change(tx, ns)
 
         await self._db.aupdate_point(run)
 

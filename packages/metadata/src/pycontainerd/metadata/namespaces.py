@@ -31,6 +31,7 @@ from pycontainerd.metadata._rows import (
     dump_map,
     ensure_namespace,
     load_map,
+    prefixed,
     validate_labels,
 )
 from pycontainerd.metadata.db import now_ns
@@ -54,11 +55,8 @@ def _not_found(name: str) -> NotFoundError:
 
 
 def _validate_name(name: str) -> None:
-    try:
+    with prefixed("namespace validation"):
         identifiers.validate(name)
-    except InvalidArgumentError as exc:
-        msg = f"namespace validation: {exc.message}"
-        raise InvalidArgumentError(msg) from exc
 
 
 def _labels_of(tx: Tx, name: str) -> dict[str, str]:

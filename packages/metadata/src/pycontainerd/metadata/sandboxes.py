@@ -24,25 +24,27 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from pycontainerd.core import filters, identifiers
-from pycontainerd.core.errdefs import AlreadyExistsError, InvalidArgumentError, NotFoundError
 from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.namespaces import namespace_required
 from pycontainerd.metadata._rows import (
-    apply_map_paths,
+    RecordTable,
+    any_value,
+    apply_mask,
     dump_map,
-    ensure_namespace,
+    list_matching,
     load_map,
-    matcher,
+    prefixed,
+    update_paths,
     validate_labels,
 )
 from pycontainerd.metadata.db import now_ns
 
 if TYPE_CHECKING:
     import builtins
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     from pycontainerd.core.types import AnyValue
     from pycontainerd.metadata.db import MetadataDB, Tx
@@ -77,9 +79,21 @@ class Sandbox:
     updated_at_ns: int = 0
 
 
-_COLUMNS = (
-    "id, runtime_name, runtime_options_type_url, runtime_options_value,"
-    " spec_type_url, spec_value, labels, sandboxer, created_at, updated_at"
+_TABLE = RecordTable(
+    "sandboxes",
+    (
+        "id",
+        "runtime_name",
+        "runtime_options_type_url",
+        "runtime_options_value",
+        "spec_type_url",
+        "spec_value",
+        "labels",
+        "sandboxer",
+        "created_at",
+        "updated_at",
+    ),
+    owner="sandbox",
 )
 
 #: Paths replaced when an update carries no field mask (upstream's order).
@@ -91,14 +105,6 @@ def sandbox_adaptor(sb: Sandbox) -> filters.Adaptor:
     return filters.adapt({"id": sb.id or None, "labels": filters.joined_map(sb.labels)})
 
 
-def _any(type_url: str | None, value: bytes | None) -> AnyValue | None:
-    from pycontainerd.core.types import AnyValue
-
-    if type_url is None:
-        return None
-    return AnyValue(type_url=type_url, value=bytes(value or b""))
-
-
 def _from_row(row: tuple[Any, ...], extensions: Mapping[str, AnyValue]) -> Sandbox:
     (sid, rt_name, rt_url, rt_value, spec_url, spec_value, labels, sandboxer, created, updated) = (
         row
@@ -106,8 +112,8 @@ def _from_row(row: tuple[Any, ...], extensions: Mapping[str, AnyValue]) -> Sandb
     return Sandbox(
         id=sid,
         runtime_name=rt_name,
-        runtime_options=_any(rt_url, rt_value),
-        spec=_any(spec_url, spec_value),
+        runtime_options=any_value(rt_url, rt_value),
+        spec=any_value(spec_url, spec_value),
         labels=load_map(labels),
         extensions=dict(extensions),
         sandboxer=sandboxer,
@@ -116,35 +122,21 @@ def _from_row(row: tuple[Any, ...], extensions: Mapping[str, AnyValue]) -> Sandb
     )
 
 
-def _extensions(tx: Tx, namespace: str, sid: str | None) -> dict[str, dict[str, AnyValue]]:
-    from pycontainerd.core.types import AnyValue
-
-    query = "SELECT sandbox_id, name, type_url, value FROM sandbox_extensions WHERE namespace = ?"
-    args: tuple[str, ...] = (namespace,)
-    if sid is not None:
-        query += " AND sandbox_id = ?"
-        args = (namespace, sid)
-    out: dict[str, dict[str, AnyValue]] = {}
-    for sandbox_id, name, type_url, value in tx.execute(query, args):
-        out.setdefault(sandbox_id, {})[name] = AnyValue(type_url=type_url, value=bytes(value))
-    return out
-
-
 def _read(tx: Tx, namespace: str, sid: str) -> Sandbox:
-    row = tx.execute(
-        f"SELECT {_COLUMNS} FROM sandboxes WHERE namespace = ? AND id = ?",  # noqa: S608
-        (namespace, sid),
-    ).fetchone()
-    if row is None:
-        # upstream: `bucket "<id>" not found` (bolt's bucket per sandbox)
-        msg = f"bucket {go_quote(sid)}"
-        raise NotFoundError(msg)
-    return _from_row(row, _extensions(tx, namespace, sid).get(sid, {}))
+    # upstream: `bucket "<id>" not found` (bolt's bucket per sandbox)
+    return _TABLE.read(tx, namespace, sid, _from_row, f"bucket {go_quote(sid)}")
 
 
-def _write(tx: Tx, namespace: str, sb: Sandbox, *, insert: bool) -> None:
+def _all(tx: Tx, namespace: str) -> Iterator[Sandbox]:
+    exts = _TABLE.extensions(tx, namespace)
+    return (_from_row(row, exts.get(row[0], {})) for row in _TABLE.all(tx, namespace))
+
+
+def _values(sb: Sandbox) -> tuple[Any, ...]:
+    """The row of ``sb``, in the columns' order."""
     opts = sb.runtime_options
-    values = (
+    return (
+        sb.id,
         sb.runtime_name,
         opts.type_url if opts else None,
         opts.value if opts else None,
@@ -155,67 +147,21 @@ def _write(tx: Tx, namespace: str, sb: Sandbox, *, insert: bool) -> None:
         sb.created_at_ns,
         sb.updated_at_ns,
     )
-    if insert:
-        tx.execute(
-            f"INSERT INTO sandboxes (namespace, {_COLUMNS})"  # noqa: S608
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (namespace, sb.id, *values),
-        )
-    else:
-        tx.execute(
-            "UPDATE sandboxes SET runtime_name = ?, runtime_options_type_url = ?,"
-            " runtime_options_value = ?, spec_type_url = ?, spec_value = ?, labels = ?,"
-            " sandboxer = ?, created_at = ?, updated_at = ? WHERE namespace = ? AND id = ?",
-            (*values, namespace, sb.id),
-        )
-        tx.execute(
-            "DELETE FROM sandbox_extensions WHERE namespace = ? AND sandbox_id = ?",
-            (namespace, sb.id),
-        )
-    tx.executemany(
-        "INSERT INTO sandbox_extensions (namespace, sandbox_id, name, type_url, value)"
-        " VALUES (?, ?, ?, ?, ?)",
-        [(namespace, sb.id, name, a.type_url, a.value) for name, a in sb.extensions.items()],
-    )
 
 
 def _validate(sb: Sandbox) -> None:
-    try:
+    with prefixed("invalid sandbox ID"):
         identifiers.validate(sb.id)
-    except InvalidArgumentError as exc:
-        msg = f"invalid sandbox ID: {exc.message}"
-        raise InvalidArgumentError(msg) from exc
     validate_labels(sb.labels, "sandbox.Labels")
 
 
-def _apply_mask(current: Sandbox, req: Sandbox, paths: Iterable[str]) -> Sandbox:
-    labels = dict(current.labels)
-    extensions = dict(current.extensions)
-    out = current
-    for path in paths:
-        if path.startswith("labels."):
-            labels = apply_map_paths(labels, req.labels, [path.removeprefix("labels.")])
-        elif path.startswith("extensions."):
-            name = path.removeprefix("extensions.")
-            if name in req.extensions:
-                extensions[name] = req.extensions[name]
-            else:
-                extensions.pop(name, None)
-        elif path == "labels":
-            labels = dict(req.labels)
-        elif path == "extensions":
-            extensions = dict(req.extensions)
-        elif path == "runtime":
-            out = dataclasses.replace(
-                out, runtime_name=req.runtime_name, runtime_options=req.runtime_options
-            )
-        elif path == "spec":
-            out = dataclasses.replace(out, spec=req.spec)
-        else:
-            msg = f"cannot update {go_quote(path)} field on sandbox {go_quote(req.id)}"
-            raise InvalidArgumentError(msg)
-    labels = {k: v for k, v in labels.items() if v != ""}
-    return dataclasses.replace(out, labels=labels, extensions=extensions)
+#: How each path of a field mask other than labels and extensions sets a field.
+_MASK_FIELDS: Final[Mapping[str, Callable[[Sandbox, Sandbox], Sandbox]]] = {
+    "runtime": lambda out, req: dataclasses.replace(
+        out, runtime_name=req.runtime_name, runtime_options=req.runtime_options
+    ),
+    "spec": lambda out, req: dataclasses.replace(out, spec=req.spec),
+}
 
 
 class SandboxStore:
@@ -231,7 +177,6 @@ class SandboxStore:
             InvalidArgumentError: ``failed to validate sandbox: invalid sandbox ID: ...``.
             AlreadyExistsError: ``write error: sandbox bucket "<id>" already exists``.
         """
-        ns = namespace_required()
         now = now_ns()
         sandbox = dataclasses.replace(
             sandbox,
@@ -239,24 +184,11 @@ class SandboxStore:
             created_at_ns=now,
             updated_at_ns=now,
         )
-        try:
+        with prefixed("failed to validate sandbox"):
             _validate(sandbox)
-        except InvalidArgumentError as exc:
-            msg = f"failed to validate sandbox: {exc.message}"
-            raise InvalidArgumentError(msg) from exc
 
-        def run(tx: Tx) -> Sandbox:
-            ensure_namespace(tx, ns)
-            exists = tx.execute(
-                "SELECT 1 FROM sandboxes WHERE namespace = ? AND id = ?", (ns, sandbox.id)
-            ).fetchone()
-            if exists:
-                msg = f"write error: sandbox bucket {go_quote(sandbox.id)} already exists"
-                raise AlreadyExistsError(msg)
-            _write(tx, ns, sandbox, insert=True)
-            return sandbox
-
-        return await self._db.aupdate_point(run)
+        exists = f"write error: sandbox bucket {go_quote(sandbox.id)} already exists"
+        return await _TABLE.create(self._db, sandbox, _values, exists)
 
     async def update(self, sandbox: Sandbox, *paths: str) -> Sandbox:
         """Update ``sandbox.id`` from ``sandbox``; ``paths`` is the field mask.
@@ -269,16 +201,12 @@ class SandboxStore:
 
         def run(tx: Tx) -> Sandbox:
             current = _read(tx, ns, sandbox.id)
-            mask: Iterable[str] = paths
-            if not paths:
-                mask = _FULL_REPLACE
-                if current.runtime_name != sandbox.runtime_name:
-                    msg = "sandbox.Runtime.Name field is immutable"
-                    raise InvalidArgumentError(msg)
-            updated = _apply_mask(current, sandbox, mask)
+            immutable = ((current.runtime_name, sandbox.runtime_name, "sandbox.Runtime.Name"),)
+            mask = update_paths(paths, _FULL_REPLACE, immutable)
+            updated = apply_mask(current, sandbox, mask, _MASK_FIELDS, "sandbox ")
             _validate(updated)
             updated = dataclasses.replace(updated, updated_at_ns=now_ns())
-            _write(tx, ns, updated, insert=False)
+            _TABLE.write(tx, ns, _values(updated), updated.extensions, insert=False)
             if updated.labels != current.labels:
                 tx.mark_dirty()
             return updated
@@ -300,19 +228,7 @@ class SandboxStore:
         Raises:
             InvalidArgumentError: a filter does not parse.
         """
-        ns = namespace_required()
-        match = matcher(fs, sandbox_adaptor)
-
-        def run(tx: Tx) -> builtins.list[Sandbox]:
-            exts = _extensions(tx, ns, None)
-            rows = tx.execute(
-                f"SELECT {_COLUMNS} FROM sandboxes WHERE namespace = ? ORDER BY id",  # noqa: S608
-                (ns,),
-            )
-            found = (_from_row(row, exts.get(row[0], {})) for row in rows)
-            return [sb for sb in found if match(sb)]
-
-        return await self._db.aview(run)
+        return await list_matching(self._db, fs, sandbox_adaptor, _all)
 
     async def delete(self, sid: str) -> None:
         """Delete the sandbox ``sid`` (its containers keep their ``sandbox_id``, as upstream).
@@ -320,13 +236,6 @@ class SandboxStore:
         Raises:
             NotFoundError: ``failed to delete sandbox "<id>"``.
         """
-        ns = namespace_required()
-
-        def run(tx: Tx) -> None:
-            cur = tx.execute("DELETE FROM sandboxes WHERE namespace = ? AND id = ?", (ns, sid))
-            if cur.rowcount == 0:
-                msg = f"failed to delete sandbox {go_quote(sid)}"
-                raise NotFoundError(msg)
-            tx.mark_dirty()
-
-        await self._db.aupdate_point(run)
+        await _TABLE.delete(
+            self._db, namespace_required(), sid, f"failed to delete sandbox {go_quote(sid)}"
+        )

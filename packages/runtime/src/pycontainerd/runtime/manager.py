@@ -355,16 +355,8 @@ class TaskManager:
         published = await asyncio.to_thread(lambda: t.bundle.exit_published)
         self._tasks.pop((t.namespace, t.id), None)
         if not published:
-            await self.task_events.publish_exit(
-                t.namespace,
-                t.id,
-                pid=resp.pid,
-                exit_status=resp.exit_status,
-                exited_at=resp.exited_at,
-            )
-        await self.task_events.publish_delete(
-            t.namespace, t.id, pid=resp.pid, exit_status=resp.exit_status, exited_at=resp.exited_at
-        )
+            await self.task_events.publish_exit(t.namespace, t.id, resp)
+        await self.task_events.publish_delete(t.namespace, t.id, resp)
         await asyncio.to_thread(delete_quietly, t.bundle)
         if not t.dead.done():
             t.dead.set_result(resp)

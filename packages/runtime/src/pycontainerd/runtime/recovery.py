@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from pycontainerd.api.runtime.task.v2 import shim_pb2 as pb
 from pycontainerd.api.ttrpc import Client
@@ -37,11 +37,13 @@ from pycontainerd.runtime.bundle import (
 from pycontainerd.runtime.shims import CONNECT_TIMEOUT, ShimTask, parse_address
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
     from pathlib import Path
 
-    from pycontainerd.runtime.manager import TaskManager
+    from pycontainerd.runtime.shims import Shims
+    from pycontainerd.runtime.task_events import TaskEvents
 
-__all__ = ["EXIT_GRACE", "Recovery"]
+__all__ = ["EXIT_GRACE", "RecoveredManager", "Recovery"]
 
 log = logging.getLogger("pycontainerd.runtime")
 
@@ -53,10 +55,39 @@ a still missing exit is published by the manager.
 """
 
 
+class RecoveredManager(Protocol):
+    """What recovery uses of the task manager it restores (``manager.TaskManager``).
+
+    Recovery fills the manager's task table and hands each reconnected task to
+    the manager's own shim watch, so it reaches into the manager's private
+    parts: they are declared here, where they are used.
+    """
+
+    @property
+    def state_dir(self) -> Path: ...
+    @property
+    def root_dir(self) -> Path: ...
+    @property
+    def shims(self) -> Shims: ...
+    @property
+    def task_events(self) -> TaskEvents: ...
+    @property
+    def exit_grace(self) -> float: ...
+    @property
+    def _container_runtime(self) -> Callable[[str, str], Awaitable[str]] | None: ...
+    @property
+    def _tasks(self) -> dict[tuple[str, str], ShimTask]: ...
+
+    def resolve_binary(self, runtime: str, runtime_path: str = "") -> str: ...
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]: ...
+    async def _watch_shim(self, t: ShimTask) -> None: ...
+    async def _cleanup_dead(self, t: ShimTask) -> None: ...
+
+
 class Recovery:
     """Restores the tasks of ``manager`` from the bundles on disk (once, at start)."""
 
-    def __init__(self, manager: TaskManager) -> None:
+    def __init__(self, manager: RecoveredManager) -> None:
         self._manager = manager
 
     async def restore(self) -> None:
@@ -136,13 +167,7 @@ class Recovery:
         if await asyncio.to_thread(lambda: t.bundle.exit_published):
             return
         log.info("publishing exit the shim did not deliver", extra={"id": t.id})
-        await self._manager.task_events.publish_exit(
-            t.namespace,
-            t.id,
-            pid=state.pid,
-            exit_status=state.exit_status,
-            exited_at=state.exited_at,
-        )
+        await self._manager.task_events.publish_exit(t.namespace, t.id, state)
         await asyncio.to_thread(t.bundle.mark_exit_published)
 
 

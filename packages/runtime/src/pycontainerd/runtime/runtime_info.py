@@ -14,21 +14,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from pycontainerd.core.errdefs import ContainerdError, UnimplementedError, UnknownError
 
-if TYPE_CHECKING:
-    from pycontainerd.runtime.manager import TaskManager
-
-__all__ = ["REQUEST_URL", "RESPONSE_URL", "plugin_info"]
+__all__ = ["REQUEST_URL", "RESPONSE_URL", "ShimResolver", "plugin_info"]
 
 REQUEST_URL: Final = "containerd.types.RuntimeRequest"
 RESPONSE_URL: Final = "containerd.types.RuntimeInfo"
 INFO_TIMEOUT: Final = 30.0
 
 
-async def plugin_info(manager: TaskManager, type_url: str, value: bytes) -> tuple[str, bytes]:
+class ShimResolver(Protocol):
+    """What ``-info`` needs of the task manager (``manager.TaskManager``): a shim and its env."""
+
+    def resolve_binary(self, runtime: str, runtime_path: str = "") -> str: ...
+    def shim_env(self, namespace: str) -> dict[str, str]: ...
+
+
+async def plugin_info(manager: ShimResolver, type_url: str, value: bytes) -> tuple[str, bytes]:
     """The ``RuntimeInfo`` (type URL, marshalled) for a marshalled ``RuntimeRequest``.
 
     Raises:

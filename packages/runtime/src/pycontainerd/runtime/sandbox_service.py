@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from pycontainerd.api.errgrpc import aborting_on_error
+from pycontainerd.api.errgrpc import unary_rpc
 from pycontainerd.api.events import sandbox_pb2 as events_pb2
-from pycontainerd.api.grpcutil import request_scope
 from pycontainerd.api.services.sandbox.v1 import sandbox_pb2 as pb
 from pycontainerd.api.services.sandbox.v1 import sandbox_pb2_grpc as pb_grpc
 from pycontainerd.core.errdefs import UnknownError
@@ -67,45 +66,43 @@ class ControllerService(pb_grpc.ControllerServicer):
         assert controller is not None  # noqa: S101 - abort raised otherwise
         return controller
 
+    @unary_rpc
     async def Create(  # noqa: N802
         self, request: pb.ControllerCreateRequest, context: _Ctx
     ) -> pb.ControllerCreateResponse:
         ctrl = await self._controller(request.sandboxer, context)
-        with request_scope(context):
-            async with aborting_on_error(context):
-                ns = namespace_required()
-                sb = request.sandbox
-                await ctrl.create(
-                    ns,
-                    request.sandbox_id,
-                    runtime=sb.runtime.name,
-                    runtime_options=sb.runtime.options if sb.runtime.HasField("options") else None,
-                    spec=sb.spec.value if sb.HasField("spec") else b"",
-                    rootfs=request.rootfs,
-                    options=request.options if request.HasField("options") else None,
-                    netns_path=request.netns_path,
-                    annotations=request.annotations,
-                )
-                await self._events.publish(
-                    "/sandboxes/create", events_pb2.SandboxCreate(sandbox_id=request.sandbox_id)
-                )
+        ns = namespace_required()
+        sb = request.sandbox
+        await ctrl.create(
+            ns,
+            request.sandbox_id,
+            runtime=sb.runtime.name,
+            runtime_options=sb.runtime.options if sb.runtime.HasField("options") else None,
+            spec=sb.spec.value if sb.HasField("spec") else b"",
+            rootfs=request.rootfs,
+            options=request.options if request.HasField("options") else None,
+            netns_path=request.netns_path,
+            annotations=request.annotations,
+        )
+        await self._events.publish(
+            "/sandboxes/create", events_pb2.SandboxCreate(sandbox_id=request.sandbox_id)
+        )
         return pb.ControllerCreateResponse(sandbox_id=request.sandbox_id)
 
+    @unary_rpc
     async def Start(  # noqa: N802
         self, request: pb.ControllerStartRequest, context: _Ctx
     ) -> pb.ControllerStartResponse:
         ctrl = await self._controller(request.sandboxer, context)
-        with request_scope(context):
-            async with aborting_on_error(context):
-                try:
-                    result = await ctrl.start(namespace_required(), request.sandbox_id)
-                except UnknownError as exc:
-                    # A plain error upstream: its text goes out as is, without ": unknown".
-                    await context.abort(grpc.StatusCode.UNKNOWN, exc.message)
-                    raise  # abort raised already
-                await self._events.publish(
-                    "/sandboxes/start", events_pb2.SandboxStart(sandbox_id=request.sandbox_id)
-                )
+        try:
+            result = await ctrl.start(namespace_required(), request.sandbox_id)
+        except UnknownError as exc:
+            # A plain error upstream: its text goes out as is, without ": unknown".
+            await context.abort(grpc.StatusCode.UNKNOWN, exc.message)
+            raise  # abort raised already
+        await self._events.publish(
+            "/sandboxes/start", events_pb2.SandboxStart(sandbox_id=request.sandbox_id)
+        )
         resp = pb.ControllerStartResponse(
             sandbox_id=request.sandbox_id,
             pid=result.pid,
@@ -115,49 +112,41 @@ class ControllerService(pb_grpc.ControllerServicer):
         _set_ts(resp.created_at, result.created_at_ns)
         return resp
 
+    @unary_rpc
     async def Platform(  # noqa: N802
         self, request: pb.ControllerPlatformRequest, context: _Ctx
     ) -> pb.ControllerPlatformResponse:
         ctrl = await self._controller(request.sandboxer, context)
-        with request_scope(context):
-            async with aborting_on_error(context):
-                platform = await ctrl.platform(namespace_required(), request.sandbox_id)
+        platform = await ctrl.platform(namespace_required(), request.sandbox_id)
         return pb.ControllerPlatformResponse(platform=platform)
 
+    @unary_rpc
     async def Stop(  # noqa: N802
         self, request: pb.ControllerStopRequest, context: _Ctx
     ) -> pb.ControllerStopResponse:
         ctrl = await self._controller(request.sandboxer, context)
-        with request_scope(context):
-            async with aborting_on_error(context):
-                await ctrl.stop(namespace_required(), request.sandbox_id, request.timeout_secs)
+        await ctrl.stop(namespace_required(), request.sandbox_id, request.timeout_secs)
         return pb.ControllerStopResponse()
 
+    @unary_rpc
     async def Wait(  # noqa: N802
         self, request: pb.ControllerWaitRequest, context: _Ctx
     ) -> pb.ControllerWaitResponse:
         ctrl = await self._controller(request.sandboxer, context)
-        with request_scope(context):
-            async with aborting_on_error(context):
-                exit_ = await ctrl.wait(namespace_required(), request.sandbox_id)
-                event = events_pb2.SandboxExit(
-                    sandbox_id=request.sandbox_id, exit_status=exit_.exit_status
-                )
-                _set_ts(event.exited_at, exit_.exited_at_ns)
-                await self._events.publish("/sandboxes/exit", event)
+        exit_ = await ctrl.wait(namespace_required(), request.sandbox_id)
+        event = events_pb2.SandboxExit(sandbox_id=request.sandbox_id, exit_status=exit_.exit_status)
+        _set_ts(event.exited_at, exit_.exited_at_ns)
+        await self._events.publish("/sandboxes/exit", event)
         resp = pb.ControllerWaitResponse(exit_status=exit_.exit_status)
         _set_ts(resp.exited_at, exit_.exited_at_ns)
         return resp
 
+    @unary_rpc
     async def Status(  # noqa: N802
         self, request: pb.ControllerStatusRequest, context: _Ctx
     ) -> pb.ControllerStatusResponse:
         ctrl = await self._controller(request.sandboxer, context)
-        with request_scope(context):
-            async with aborting_on_error(context):
-                st = await ctrl.status(
-                    namespace_required(), request.sandbox_id, verbose=request.verbose
-                )
+        st = await ctrl.status(namespace_required(), request.sandbox_id, verbose=request.verbose)
         resp = pb.ControllerStatusResponse(
             sandbox_id=st.sandbox_id,
             pid=st.pid,
@@ -172,22 +161,20 @@ class ControllerService(pb_grpc.ControllerServicer):
             resp.extra.CopyFrom(st.extra)
         return resp
 
+    @unary_rpc
     async def Shutdown(  # noqa: N802
         self, request: pb.ControllerShutdownRequest, context: _Ctx
     ) -> pb.ControllerShutdownResponse:
         ctrl = await self._controller(request.sandboxer, context)
-        with request_scope(context):
-            async with aborting_on_error(context):
-                await ctrl.shutdown(namespace_required(), request.sandbox_id)
+        await ctrl.shutdown(namespace_required(), request.sandbox_id)
         return pb.ControllerShutdownResponse()
 
+    @unary_rpc
     async def Metrics(  # noqa: N802
         self, request: pb.ControllerMetricsRequest, context: _Ctx
     ) -> pb.ControllerMetricsResponse:
         ctrl = await self._controller(request.sandboxer, context)
-        with request_scope(context):
-            async with aborting_on_error(context):
-                metrics = await ctrl.metrics(namespace_required(), request.sandbox_id)
+        metrics = await ctrl.metrics(namespace_required(), request.sandbox_id)
         return pb.ControllerMetricsResponse(metrics=metrics)
 
     async def Update(  # noqa: N802

@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from google.protobuf import empty_pb2, timestamp_pb2
 
-from pycontainerd.api.errgrpc import aborting_on_error
-from pycontainerd.api.grpcutil import request_scope
+from pycontainerd.api.errgrpc import unary_rpc
 from pycontainerd.api.runtime.task.v2 import shim_pb2 as shim
 from pycontainerd.api.services.tasks.v1 import tasks_pb2 as pb
 from pycontainerd.api.services.tasks.v1 import tasks_pb2_grpc as pb_grpc
@@ -58,6 +57,13 @@ def _process(state: shim.StateResponse, container_id: str) -> task_types.Process
         terminal=state.terminal,
         exit_status=state.exit_status,
         exited_at=state.exited_at,
+    )
+
+
+def _deleted(process_id: str, resp: shim.DeleteResponse) -> pb.DeleteResponse:
+    """The answer to a deletion of ``process_id`` (a task or an exec), from the shim's."""
+    return pb.DeleteResponse(
+        id=process_id, pid=resp.pid, exit_status=resp.exit_status, exited_at=resp.exited_at
     )
 
 
@@ -118,97 +124,80 @@ class TasksService(pb_grpc.TasksServicer):
 
     # -- RPCs ---------------------------------------------------------------
 
+    @unary_rpc
     async def Create(  # noqa: N802
         self, request: pb.CreateTaskRequest, context: _Ctx
     ) -> pb.CreateTaskResponse:
-        with request_scope(context):
-            async with aborting_on_error(context):
-                ns = namespaces.namespace_required()
-                c = await self._containers.get(request.container_id)
-                if request.HasField("checkpoint") and request.checkpoint.digest:
-                    raise UnimplementedError(CHECKPOINT_UNSUPPORTED)
-                if c.spec is None or not c.spec.value:
-                    msg = f"container {c.id} has no OCI spec"
-                    raise InvalidArgumentError(msg)
-                rootfs = await self._rootfs(c, request)
-                runtime_options = None
-                if c.runtime.options is not None:
-                    from google.protobuf import any_pb2
+        ns = namespaces.namespace_required()
+        c = await self._containers.get(request.container_id)
+        if request.HasField("checkpoint") and request.checkpoint.digest:
+            raise UnimplementedError(CHECKPOINT_UNSUPPORTED)
+        if c.spec is None or not c.spec.value:
+            msg = f"container {c.id} has no OCI spec"
+            raise InvalidArgumentError(msg)
+        rootfs = await self._rootfs(c, request)
+        runtime_options = None
+        if c.runtime.options is not None:
+            from google.protobuf import any_pb2
 
-                    runtime_options = any_pb2.Any(
-                        type_url=c.runtime.options.type_url, value=c.runtime.options.value
-                    )
-                t = await self._manager.create(
-                    ns,
-                    request.container_id,
-                    spec=c.spec.value,
-                    runtime=c.runtime.name,
-                    runtime_path=request.runtime_path,
-                    runtime_options=runtime_options,
-                    task_options=request.options if request.HasField("options") else None,
-                    rootfs=rootfs,
-                    stdin=request.stdin,
-                    stdout=request.stdout,
-                    stderr=request.stderr,
-                    terminal=request.terminal,
-                    sandbox_id=c.sandbox_id,
-                )
+            runtime_options = any_pb2.Any(
+                type_url=c.runtime.options.type_url, value=c.runtime.options.value
+            )
+        t = await self._manager.create(
+            ns,
+            request.container_id,
+            spec=c.spec.value,
+            runtime=c.runtime.name,
+            runtime_path=request.runtime_path,
+            runtime_options=runtime_options,
+            task_options=request.options if request.HasField("options") else None,
+            rootfs=rootfs,
+            stdin=request.stdin,
+            stdout=request.stdout,
+            stderr=request.stderr,
+            terminal=request.terminal,
+            sandbox_id=c.sandbox_id,
+        )
         return pb.CreateTaskResponse(container_id=request.container_id, pid=t.pid)
 
+    @unary_rpc
     async def Start(self, request: pb.StartRequest, context: _Ctx) -> pb.StartResponse:  # noqa: N802
-        with request_scope(context):
-            async with aborting_on_error(context):
-                t = await self._task(request.container_id)
-                resp: shim.StartResponse = await t.call(
-                    "Start", shim.StartRequest(id=t.id, exec_id=request.exec_id)
-                )
+        t = await self._task(request.container_id)
+        resp: shim.StartResponse = await t.call(
+            "Start", shim.StartRequest(id=t.id, exec_id=request.exec_id)
+        )
         return pb.StartResponse(pid=resp.pid)
 
+    @unary_rpc
     async def Delete(self, request: pb.DeleteTaskRequest, context: _Ctx) -> pb.DeleteResponse:  # noqa: N802
-        with request_scope(context):
-            async with aborting_on_error(context):
-                t = await self._task(request.container_id)
-                resp = await self._manager.delete(t.namespace, t.id)
-        return pb.DeleteResponse(
-            id=request.container_id,
-            pid=resp.pid,
-            exit_status=resp.exit_status,
-            exited_at=resp.exited_at,
-        )
+        t = await self._task(request.container_id)
+        return _deleted(request.container_id, await self._manager.delete(t.namespace, t.id))
 
+    @unary_rpc
     async def DeleteProcess(  # noqa: N802
         self, request: pb.DeleteProcessRequest, context: _Ctx
     ) -> pb.DeleteResponse:
-        with request_scope(context):
-            async with aborting_on_error(context):
-                t = await self._task(request.container_id)
-                if not request.exec_id:
-                    msg = "exec id must not be empty"
-                    raise InvalidArgumentError(msg)
-                await t.state(request.exec_id)
-                resp: shim.DeleteResponse = await t.call(
-                    "Delete", shim.DeleteRequest(id=t.id, exec_id=request.exec_id)
-                )
-        return pb.DeleteResponse(
-            id=request.exec_id,
-            pid=resp.pid,
-            exit_status=resp.exit_status,
-            exited_at=resp.exited_at,
+        t = await self._task(request.container_id)
+        if not request.exec_id:
+            msg = "exec id must not be empty"
+            raise InvalidArgumentError(msg)
+        await t.state(request.exec_id)
+        resp: shim.DeleteResponse = await t.call(
+            "Delete", shim.DeleteRequest(id=t.id, exec_id=request.exec_id)
         )
+        return _deleted(request.exec_id, resp)
 
+    @unary_rpc
     async def Get(self, request: pb.GetRequest, context: _Ctx) -> pb.GetResponse:  # noqa: N802
-        with request_scope(context):
-            async with aborting_on_error(context):
-                t = await self._task(request.container_id)
-                state = await t.state(request.exec_id)
+        t = await self._task(request.container_id)
+        state = await t.state(request.exec_id)
         return pb.GetResponse(process=_process(state, t.id))
 
+    @unary_rpc
     async def List(self, request: pb.ListTasksRequest, context: _Ctx) -> pb.ListTasksResponse:  # noqa: N802
-        with request_scope(context):
-            async with aborting_on_error(context):
-                ns = namespaces.namespace_required()
-                tasks = self._manager.tasks(ns)
-                states = await asyncio.gather(*(t.state() for t in tasks), return_exceptions=True)
+        ns = namespaces.namespace_required()
+        tasks = self._manager.tasks(ns)
+        states = await asyncio.gather(*(t.state() for t in tasks), return_exceptions=True)
         out = pb.ListTasksResponse()
         for t, state in zip(tasks, states, strict=True):
             if isinstance(state, BaseException):
@@ -216,134 +205,126 @@ class TasksService(pb_grpc.TasksServicer):
             out.tasks.append(_process(state, t.id))
         return out
 
+    @unary_rpc
     async def Kill(self, request: pb.KillRequest, context: _Ctx) -> empty_pb2.Empty:  # noqa: N802
-        with request_scope(context):
-            async with aborting_on_error(context):
-                t = await self._task(request.container_id)
-                if request.exec_id:
-                    await t.state(request.exec_id)
-                await t.call(
-                    "Kill",
-                    shim.KillRequest(
-                        id=t.id, exec_id=request.exec_id, signal=request.signal, all=request.all
-                    ),
-                )
-        return empty_pb2.Empty()
+        kill = shim.KillRequest(
+            id=request.container_id,
+            exec_id=request.exec_id,
+            signal=request.signal,
+            all=request.all,
+        )
+        return await self._forward(request.container_id, "Kill", kill, exec_id=request.exec_id)
 
+    @unary_rpc
     async def Exec(self, request: pb.ExecProcessRequest, context: _Ctx) -> empty_pb2.Empty:  # noqa: N802
-        with request_scope(context):
-            async with aborting_on_error(context):
-                if not request.exec_id:
-                    msg = "exec id cannot be empty"
-                    raise InvalidArgumentError(msg)
-                t = await self._task(request.container_id)
-                from pycontainerd.core import identifiers
+        if not request.exec_id:
+            msg = "exec id cannot be empty"
+            raise InvalidArgumentError(msg)
+        t = await self._task(request.container_id)
+        from pycontainerd.core import identifiers
 
-                try:
-                    identifiers.validate(request.exec_id)
-                except InvalidArgumentError as exc:
-                    msg = f"invalid exec id {request.exec_id}: {exc.message}"
-                    raise InvalidArgumentError(msg) from exc
-                await t.call(
-                    "Exec",
-                    shim.ExecProcessRequest(
-                        id=t.id,
-                        exec_id=request.exec_id,
-                        terminal=request.terminal,
-                        stdin=request.stdin,
-                        stdout=request.stdout,
-                        stderr=request.stderr,
-                        spec=request.spec,
-                    ),
-                )
+        try:
+            identifiers.validate(request.exec_id)
+        except InvalidArgumentError as exc:
+            msg = f"invalid exec id {request.exec_id}: {exc.message}"
+            raise InvalidArgumentError(msg) from exc
+        await t.call(
+            "Exec",
+            shim.ExecProcessRequest(
+                id=t.id,
+                exec_id=request.exec_id,
+                terminal=request.terminal,
+                stdin=request.stdin,
+                stdout=request.stdout,
+                stderr=request.stderr,
+                spec=request.spec,
+            ),
+        )
         return empty_pb2.Empty()
 
+    @unary_rpc
     async def ResizePty(self, request: pb.ResizePtyRequest, context: _Ctx) -> empty_pb2.Empty:  # noqa: N802
-        with request_scope(context):
-            async with aborting_on_error(context):
-                t = await self._task(request.container_id)
-                await t.call(
-                    "ResizePty",
-                    shim.ResizePtyRequest(
-                        id=t.id,
-                        exec_id=request.exec_id,
-                        width=request.width,
-                        height=request.height,
-                    ),
-                )
-        return empty_pb2.Empty()
+        resize = shim.ResizePtyRequest(
+            id=request.container_id,
+            exec_id=request.exec_id,
+            width=request.width,
+            height=request.height,
+        )
+        return await self._forward(request.container_id, "ResizePty", resize)
 
+    @unary_rpc
     async def CloseIO(self, request: pb.CloseIORequest, context: _Ctx) -> empty_pb2.Empty:  # noqa: N802
-        with request_scope(context):
-            async with aborting_on_error(context):
-                t = await self._task(request.container_id)
-                await t.call(
-                    "CloseIO",
-                    shim.CloseIORequest(id=t.id, exec_id=request.exec_id, stdin=request.stdin),
-                )
-        return empty_pb2.Empty()
+        close = shim.CloseIORequest(
+            id=request.container_id, exec_id=request.exec_id, stdin=request.stdin
+        )
+        return await self._forward(request.container_id, "CloseIO", close)
 
+    @unary_rpc
     async def Pause(self, request: pb.PauseTaskRequest, context: _Ctx) -> empty_pb2.Empty:  # noqa: N802
-        return await self._simple(context, request.container_id, "Pause", shim.PauseRequest)
+        pause = shim.PauseRequest(id=request.container_id)
+        return await self._forward(request.container_id, "Pause", pause)
 
+    @unary_rpc
     async def Resume(self, request: pb.ResumeTaskRequest, context: _Ctx) -> empty_pb2.Empty:  # noqa: N802
-        return await self._simple(context, request.container_id, "Resume", shim.ResumeRequest)
+        resume = shim.ResumeRequest(id=request.container_id)
+        return await self._forward(request.container_id, "Resume", resume)
 
-    async def _simple(
-        self, context: _Ctx, container_id: str, method: str, req_type: Callable[..., Any]
+    async def _forward(
+        self, container_id: str, method: str, request: Any, *, exec_id: str = ""
     ) -> empty_pb2.Empty:
-        with request_scope(context):
-            async with aborting_on_error(context):
-                t = await self._task(container_id)
-                await t.call(method, req_type(id=t.id))
+        """Call ``method`` of the shim of ``container_id``'s task with ``request``.
+
+        The container and its task must exist, and with ``exec_id`` that process.
+        """
+        t = await self._process_task(container_id, exec_id)
+        await t.call(method, request)
         return empty_pb2.Empty()
 
+    async def _process_task(self, container_id: str, exec_id: str) -> ShimTask:
+        """:meth:`_task`, and with ``exec_id`` its exec must exist too."""
+        t = await self._task(container_id)
+        if exec_id:
+            await t.state(exec_id)
+        return t
+
+    @unary_rpc
     async def ListPids(self, request: pb.ListPidsRequest, context: _Ctx) -> pb.ListPidsResponse:  # noqa: N802
-        with request_scope(context):
-            async with aborting_on_error(context):
-                t = await self._task(request.container_id)
-                resp: shim.PidsResponse = await t.call("Pids", shim.PidsRequest(id=t.id))
+        t = await self._task(request.container_id)
+        resp: shim.PidsResponse = await t.call("Pids", shim.PidsRequest(id=t.id))
         return pb.ListPidsResponse(processes=list(resp.processes))
 
+    @unary_rpc
     async def Checkpoint(  # noqa: N802
         self, request: pb.CheckpointTaskRequest, context: _Ctx
     ) -> pb.CheckpointTaskResponse:
-        with request_scope(context):
-            async with aborting_on_error(context):
-                await self._task(request.container_id)
-                _checkpoint_unsupported()
+        await self._task(request.container_id)
+        _checkpoint_unsupported()
         return pb.CheckpointTaskResponse()
 
+    @unary_rpc
     async def Update(self, request: pb.UpdateTaskRequest, context: _Ctx) -> empty_pb2.Empty:  # noqa: N802
-        with request_scope(context):
-            async with aborting_on_error(context):
-                t = await self._task(request.container_id)
-                await t.call(
-                    "Update",
-                    shim.UpdateTaskRequest(
-                        id=t.id,
-                        resources=request.resources,
-                        annotations=dict(request.annotations),
-                    ),
-                )
-        return empty_pb2.Empty()
+        update = shim.UpdateTaskRequest(
+            id=request.container_id,
+            resources=request.resources,
+            annotations=dict(request.annotations),
+        )
+        return await self._forward(request.container_id, "Update", update)
 
+    @unary_rpc
     async def Metrics(self, request: pb.MetricsRequest, context: _Ctx) -> pb.MetricsResponse:  # noqa: N802
-        with request_scope(context):
-            async with aborting_on_error(context):
-                ns = namespaces.namespace_required()
-                flt = filters.parse(*request.filters)
-                tasks = [
-                    t
-                    for t in self._manager.tasks(ns)
-                    if flt.match(
-                        filters.adapt({"id": t.id, "namespace": t.namespace, "runtime": t.runtime})
-                    )
-                ]
-                stats = await asyncio.gather(
-                    *(t.call("Stats", shim.StatsRequest(id=t.id)) for t in tasks),
-                    return_exceptions=True,
-                )
+        ns = namespaces.namespace_required()
+        flt = filters.parse(*request.filters)
+        tasks = [
+            t
+            for t in self._manager.tasks(ns)
+            if flt.match(
+                filters.adapt({"id": t.id, "namespace": t.namespace, "runtime": t.runtime})
+            )
+        ]
+        stats = await asyncio.gather(
+            *(t.call("Stats", shim.StatsRequest(id=t.id)) for t in tasks),
+            return_exceptions=True,
+        )
         out = pb.MetricsResponse()
         now = timestamp_pb2.Timestamp()
         now.FromDatetime(datetime.now(UTC))
@@ -353,11 +334,8 @@ class TasksService(pb_grpc.TasksServicer):
             out.metrics.append(metrics_pb2.Metric(timestamp=now, id=t.id, data=st.stats))
         return out
 
+    @unary_rpc
     async def Wait(self, request: pb.WaitRequest, context: _Ctx) -> pb.WaitResponse:  # noqa: N802
-        with request_scope(context):
-            async with aborting_on_error(context):
-                t = await self._task(request.container_id)
-                if request.exec_id:
-                    await t.state(request.exec_id)
-                resp = await t.wait(request.exec_id)
+        t = await self._process_task(request.container_id, request.exec_id)
+        resp = await t.wait(request.exec_id)
         return pb.WaitResponse(exit_status=resp.exit_status, exited_at=resp.exited_at)

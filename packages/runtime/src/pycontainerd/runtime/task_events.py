@@ -12,7 +12,7 @@ This module imports protobuf (never grpc).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from pycontainerd.api.events import task_pb2 as events_pb2
 from pycontainerd.core import namespaces
@@ -25,12 +25,23 @@ if TYPE_CHECKING:
 
     from pycontainerd.core.events import Envelope, EventBus
 
-__all__ = ["DELETE_TOPIC", "EXIT_TOPIC", "TaskEvents", "task_exit"]
+__all__ = ["DELETE_TOPIC", "EXIT_TOPIC", "Ended", "TaskEvents", "task_exit"]
 
 log = logging.getLogger("pycontainerd.runtime")
 
 EXIT_TOPIC: Final = "/tasks/exit"
 DELETE_TOPIC: Final = "/tasks/delete"
+
+
+class Ended(Protocol):
+    """How a process ended: a shim's ``DeleteResponse`` or ``StateResponse``."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def exit_status(self) -> int: ...
+    @property
+    def exited_at(self) -> timestamp_pb2.Timestamp: ...
 
 
 class TaskEvents:
@@ -61,48 +72,24 @@ class TaskEvents:
             if callable(close):
                 close()
 
-    async def publish_exit(
-        self,
-        namespace: str,
-        task_id: str,
-        *,
-        pid: int,
-        exit_status: int,
-        exited_at: timestamp_pb2.Timestamp,
-    ) -> None:
+    async def publish_exit(self, namespace: str, task_id: str, ended: Ended) -> None:
         """Publish ``/tasks/exit`` for the init process of ``task_id`` in ``namespace``."""
-        with namespaces.with_namespace(namespace):
-            await self.bus.publish(
-                EXIT_TOPIC,
-                events_pb2.TaskExit(
-                    container_id=task_id,
-                    id=task_id,
-                    pid=pid,
-                    exit_status=exit_status,
-                    exited_at=exited_at,
-                ),
-            )
+        exited = events_pb2.TaskExit(container_id=task_id, id=task_id, **_how(ended))
+        await self._publish_in(namespace, EXIT_TOPIC, exited)
 
-    async def publish_delete(
-        self,
-        namespace: str,
-        task_id: str,
-        *,
-        pid: int,
-        exit_status: int,
-        exited_at: timestamp_pb2.Timestamp,
-    ) -> None:
+    async def publish_delete(self, namespace: str, task_id: str, ended: Ended) -> None:
         """Publish ``/tasks/delete`` for ``task_id`` in ``namespace``."""
+        deleted = events_pb2.TaskDelete(container_id=task_id, **_how(ended))
+        await self._publish_in(namespace, DELETE_TOPIC, deleted)
+
+    async def _publish_in(self, namespace: str, topic: str, event: Any) -> None:
         with namespaces.with_namespace(namespace):
-            await self.bus.publish(
-                DELETE_TOPIC,
-                events_pb2.TaskDelete(
-                    container_id=task_id,
-                    pid=pid,
-                    exit_status=exit_status,
-                    exited_at=exited_at,
-                ),
-            )
+            await self.bus.publish(topic, event)
+
+
+def _how(ended: Ended) -> dict[str, Any]:
+    """The fields an exit and a delete event share: pid, exit status and time."""
+    return {"pid": ended.pid, "exit_status": ended.exit_status, "exited_at": ended.exited_at}
 
 
 def task_exit(env: Envelope) -> events_pb2.TaskExit | None:

@@ -199,16 +199,13 @@ class StreamingServer:
         supported = rc.SPDY_PORTFORWARD if sreq.kind == "portforward" else rc.SPDY_REMOTECOMMAND
         offered = req.tokens("x-stream-protocol-version")
         if offered:
-            chosen = next((p for p in offered if p in supported), None)
+            refusal = (
+                "unable to upgrade: unable to negotiate protocol: "
+                f"client supports {offered}, server accepts {list(supported)}"
+            )
+            header = "X-Accepted-Stream-Protocol-Versions"
+            chosen = _negotiate(writer, offered, supported, header, refusal)
             if chosen is None:
-                writer.write(
-                    response(
-                        400,
-                        [("X-Accepted-Stream-Protocol-Versions", ", ".join(supported))],
-                        "unable to upgrade: unable to negotiate protocol: "
-                        f"client supports {offered}, server accepts {list(supported)}",
-                    )
-                )
                 return
         else:
             chosen = rc.SPDY_V1 if sreq.kind != "portforward" else rc.SPDY_PORTFORWARD[0]
@@ -398,16 +395,9 @@ class StreamingServer:
             return
         supported = rc.WS_PORTFORWARD if sreq.kind == "portforward" else rc.WS_REMOTECOMMAND
         offered = req.tokens("sec-websocket-protocol")
-        chosen = next((p for p in offered if p in supported), None)
+        refusal = f"requested protocol(s) are not supported: {offered}; supports {list(supported)}"
+        chosen = _negotiate(writer, offered, supported, "Sec-WebSocket-Protocol", refusal)
         if chosen is None:
-            writer.write(
-                response(
-                    400,
-                    [("Sec-WebSocket-Protocol", ", ".join(supported))],
-                    f"requested protocol(s) are not supported: {offered}; "
-                    f"supports {list(supported)}",
-                )
-            )
             return
         writer.write(
             response(
@@ -563,7 +553,81 @@ class SpdyStream:
             await self.conn.drain()
 
 
-class SpdyConnection:
+def _negotiate(
+    writer: asyncio.StreamWriter,
+    offered: list[str],
+    supported: tuple[str, ...],
+    header: str,
+    refusal: str,
+) -> str | None:
+    """The first of the client's ``offered`` protocols that is ``supported``.
+
+    None when there is none, after answering 400 with ``refusal`` and the
+    supported ones in ``header``.
+    """
+    chosen = next((p for p in offered if p in supported), None)
+    if chosen is None:
+        writer.write(response(400, [(header, ", ".join(supported))], refusal))
+    return chosen
+
+
+class _Connection:
+    """What both sessions' server sides share: the transport, its idle watch, its reader task.
+
+    A subclass says what the end of the connection releases (``_close``) and
+    what a chunk read carries (``_received``).
+    """
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, idle_timeout: float | None
+    ) -> None:
+        self.idle = IdleWatch(idle_timeout, self._close)
+        self.reader = reader
+        self.writer = writer
+        self.closed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._read_loop())
+        self.idle.start()
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def _received(self, data: bytes) -> bool:
+        """Handle ``data`` read from the peer; True when the session is over."""
+        raise NotImplementedError
+
+    async def _drain(self) -> None:
+        try:
+            await self.writer.drain()
+        except ConnectionError as e:
+            self._close()
+            msg = "connection lost"
+            raise BrokenPipeError(msg) from e
+
+    async def _stop(self) -> None:
+        """Close the transport and stop reading (the end of ``shutdown``)."""
+        self._close()
+        self.idle.stop()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _read_loop(self) -> None:
+        try:
+            while data := await self.reader.read(READ_CHUNK):
+                self.idle.touch()
+                if self._received(data):
+                    return
+        except ConnectionError:
+            pass
+        finally:
+            self._close()
+
+
+class SpdyConnection(_Connection):
     """The server side of one SPDY/3.1 session (streams are created by the client).
 
     Flow control: the server returns window space (WINDOW_UPDATE) as the
@@ -578,21 +642,13 @@ class SpdyConnection:
         writer: asyncio.StreamWriter,
         idle_timeout: float | None = None,
     ) -> None:
-        self.idle = IdleWatch(idle_timeout, self._close)
-        self.reader = reader
-        self.writer = writer
+        super().__init__(reader, writer, idle_timeout)
         self.parser = spdy.FrameParser()
         self.compressor = spdy.HeaderCompressor()
         self.streams: dict[int, SpdyStream] = {}
         self.new_streams: asyncio.Queue[SpdyStream | None] = asyncio.Queue()
-        self.closed = asyncio.Event()
         self.last_stream_id = 0
         self.peer_initial_window = spdy.DEFAULT_WINDOW
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._read_loop())
-        self.idle.start()
 
     def send(self, frame: bytes) -> None:
         if not self.closed.is_set():
@@ -600,12 +656,7 @@ class SpdyConnection:
             self.writer.write(frame)
 
     async def drain(self) -> None:
-        try:
-            await self.writer.drain()
-        except ConnectionError as e:
-            self._close()
-            msg = "connection lost"
-            raise BrokenPipeError(msg) from e
+        await self._drain()
 
     def consumed(self, stream_id: int, n: int) -> None:
         if n and stream_id in self.streams:
@@ -635,28 +686,19 @@ class SpdyConnection:
         self.send(spdy.encode_goaway(self.last_stream_id))
         with contextlib.suppress(ConnectionError):
             await self.writer.drain()
-        self._close()
-        self.idle.stop()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._stop()
 
-    async def _read_loop(self) -> None:
+    def _received(self, data: bytes) -> bool:
         try:
-            while data := await self.reader.read(READ_CHUNK):
-                self.idle.touch()
-                for frame in self.parser.feed(data):
-                    self._handle(frame)
-                    if self.closed.is_set():
-                        return
+            for frame in self.parser.feed(data):
+                self._handle(frame)
+                if self.closed.is_set():
+                    return True
         except spdy.ProtocolError as e:
             log.info("streaming: malformed SPDY frame, closing the connection: %s", e)
             self.send(spdy.encode_goaway(self.last_stream_id, spdy.GOAWAY_PROTOCOL_ERROR))
-        except ConnectionError:
-            pass
-        finally:
-            self._close()
+            return True
+        return False
 
     def _handle(self, frame: spdy.Frame) -> None:  # noqa: PLR0912
         if isinstance(frame, spdy.SynStream):
@@ -699,7 +741,7 @@ class SpdyConnection:
         # SYN_REPLY (we create no streams), WINDOW_UPDATE (see class doc), unknown: ignored.
 
 
-class WsConnection:
+class WsConnection(_Connection):
     """The server side of one channel-multiplexed WebSocket (k8s channel protocols)."""
 
     def __init__(
@@ -710,21 +752,13 @@ class WsConnection:
         max_message: int,
         idle_timeout: float | None = None,
     ) -> None:
-        self.idle = IdleWatch(idle_timeout, self._close)
-        self.reader = reader
-        self.writer = writer
+        super().__init__(reader, writer, idle_timeout)
         self.protocol = protocol
         self.base64 = protocol in rc.WS_BASE64
         self.v5 = protocol == rc.WS_V5
         self.parser = websocket.FrameParser(require_mask=True, max_message=max_message)
         self.inputs: dict[int, InputStream] = {}
-        self.closed = asyncio.Event()
         self.close_sent = False
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._read_loop())
-        self.idle.start()
 
     def input(self, channel: int) -> InputStream:
         stream = self.inputs.get(channel)
@@ -759,12 +793,7 @@ class WsConnection:
             frame = websocket.encode_frame(websocket.OP_BINARY, bytes([channel]) + data)
         self.idle.touch()
         self.writer.write(frame)
-        try:
-            await self.writer.drain()
-        except ConnectionError as e:
-            self._close()
-            msg = "connection lost"
-            raise BrokenPipeError(msg) from e
+        await self._drain()
 
     async def close(self, code: int = websocket.CLOSE_NORMAL, reason: str = "") -> None:
         if not self.close_sent and not self.closed.is_set():
@@ -786,38 +815,29 @@ class WsConnection:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLOSE_WAIT):
                 await self.closed.wait()
-        self._close()
-        self.idle.stop()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._stop()
 
-    async def _read_loop(self) -> None:
+    def _received(self, data: bytes) -> bool:
         try:
-            while data := await self.reader.read(READ_CHUNK):
-                self.idle.touch()
-                for msg in self.parser.feed(data):
-                    if msg.opcode == websocket.OP_PING:
-                        if not self.close_sent:
-                            self.writer.write(websocket.encode_frame(websocket.OP_PONG, msg.data))
-                    elif msg.opcode == websocket.OP_CLOSE:
-                        if not self.close_sent:
-                            self.close_sent = True
-                            code = msg.close_code or websocket.CLOSE_NORMAL
-                            self.writer.write(websocket.encode_close(code))
-                        return
-                    elif msg.opcode != websocket.OP_PONG:
-                        self._deliver(msg)
+            for msg in self.parser.feed(data):
+                if msg.opcode == websocket.OP_PING:
+                    if not self.close_sent:
+                        self.writer.write(websocket.encode_frame(websocket.OP_PONG, msg.data))
+                elif msg.opcode == websocket.OP_CLOSE:
+                    if not self.close_sent:
+                        self.close_sent = True
+                        code = msg.close_code or websocket.CLOSE_NORMAL
+                        self.writer.write(websocket.encode_close(code))
+                    return True
+                elif msg.opcode != websocket.OP_PONG:
+                    self._deliver(msg)
         except websocket.ProtocolError as e:
             log.info("streaming: malformed WebSocket frame, closing the connection: %s", e)
             if not self.close_sent:
                 self.close_sent = True
                 self.writer.write(websocket.encode_close(e.code, str(e)[:100]))
-        except ConnectionError:
-            pass
-        finally:
-            self._close()
+            return True
+        return False
 
     def _deliver(self, msg: websocket.Message) -> None:
         data = msg.data

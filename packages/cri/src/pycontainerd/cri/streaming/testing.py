@@ -74,8 +74,10 @@ class _ClientStream:
     reset: bool = False
 
 
-class SpdyClient:
-    """A SPDY/3.1 client session over an upgraded connection."""
+class _UpgradedClient:
+    """An upgraded connection that a task reads: each chunk goes to :meth:`_process`,
+    and waiters on :attr:`changed` are woken after it; :attr:`closed` is set at the end.
+    """  # noqa: D205
 
     def __init__(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, protocol: str
@@ -83,14 +85,62 @@ class SpdyClient:
         self.reader = reader
         self.writer = writer
         self.protocol = protocol
+        self.closed = asyncio.Event()
+        self.changed = asyncio.Condition()
+        self._task = asyncio.create_task(self._read())
+
+    def _process(self, data: bytes) -> bool:
+        """Take in ``data``; True when the session is over."""
+        raise NotImplementedError
+
+    def _on_closed(self) -> None:
+        """What else the end of the connection releases."""
+
+    async def _read(self) -> None:
+        try:
+            while data := await self.reader.read(65536):
+                done = self._process(data)
+                async with self.changed:
+                    self.changed.notify_all()
+                if done:
+                    return
+        except ConnectionError:
+            pass
+        finally:
+            self.closed.set()
+            async with self.changed:
+                self.changed.notify_all()
+            self._on_closed()
+
+    def send_raw(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        """Wait until ``predicate()`` holds (checked as data arrives) or the connection closes."""
+        async with self.changed:
+            await self.changed.wait_for(lambda: predicate() or self.closed.is_set())
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+class SpdyClient(_UpgradedClient):
+    """A SPDY/3.1 client session over an upgraded connection."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, protocol: str
+    ) -> None:
         self.comp = spdy.HeaderCompressor()
         self.parser = spdy.FrameParser()
         self.streams: dict[int, _ClientStream] = {}
         self.next_id = 1
         self.frames: list[spdy.Frame] = []  # every frame received that is not stream data
-        self.closed = asyncio.Event()
-        self.changed = asyncio.Condition()
-        self._task = asyncio.create_task(self._read())
+        super().__init__(reader, writer, protocol)
 
     @classmethod
     async def connect(
@@ -127,23 +177,10 @@ class SpdyClient:
                 self.streams[frame.stream_id].eof.set()
         return False
 
-    async def _read(self) -> None:
-        try:
-            while data := await self.reader.read(65536):
-                done = self._process(data)
-                async with self.changed:
-                    self.changed.notify_all()
-                if done:
-                    return
-        except ConnectionError:
-            pass
-        finally:
-            self.closed.set()
-            async with self.changed:
-                self.changed.notify_all()
-            for s in self.streams.values():
-                s.eof.set()
-                s.replied.set()
+    def _on_closed(self) -> None:
+        for s in self.streams.values():
+            s.eof.set()
+            s.replied.set()
 
     async def create_stream(self, headers: dict[str, str], *, fin: bool = False) -> int:
         """Create a stream and wait for the server's SYN_REPLY."""
@@ -161,25 +198,9 @@ class SpdyClient:
         self.writer.write(spdy.encode_data(sid, data, fin=fin))
         await self.writer.drain()
 
-    def send_raw(self, data: bytes) -> None:
-        self.writer.write(data)
-
     async def read_all(self, sid: int) -> bytes:
         await self.streams[sid].eof.wait()
         return bytes(self.streams[sid].data)
-
-    async def wait_for(self, predicate: Callable[[], bool]) -> None:
-        """Wait until ``predicate()`` holds (checked as data arrives) or the connection closes."""
-        async with self.changed:
-            await self.changed.wait_for(lambda: predicate() or self.closed.is_set())
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(Exception):
-            await self.writer.wait_closed()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
 
 
 @dataclass
@@ -232,24 +253,19 @@ async def spdy_exec(
         await c.close()
 
 
-class WsClient:
+class WsClient(_UpgradedClient):
     """A WebSocket client speaking Kubernetes' channel protocols."""
 
     def __init__(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, protocol: str
     ) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.protocol = protocol
         self.base64 = protocol in rc.WS_BASE64
         self.parser = websocket.FrameParser(require_mask=False)
         self.channels: dict[int, bytearray] = {}
         self.messages: list[tuple[int, bytes]] = []
         self.closed_channels: set[int] = set()
         self.close_code: int | None = None
-        self.closed = asyncio.Event()
-        self.changed = asyncio.Condition()
-        self._task = asyncio.create_task(self._read())
+        super().__init__(reader, writer, protocol)
 
     @classmethod
     async def connect(cls, url: str, protocols: tuple[str, ...]) -> WsClient:
@@ -291,21 +307,6 @@ class WsClient:
                     self.channels.setdefault(ch, bytearray()).extend(payload)
         return False
 
-    async def _read(self) -> None:
-        try:
-            while data := await self.reader.read(65536):
-                done = self._process(data)
-                async with self.changed:
-                    self.changed.notify_all()
-                if done:
-                    return
-        except ConnectionError:
-            pass
-        finally:
-            self.closed.set()
-            async with self.changed:
-                self.changed.notify_all()
-
     async def send(self, channel: int, data: bytes) -> None:
         if self.base64:
             body, op = str(channel).encode() + base64.b64encode(data), websocket.OP_TEXT
@@ -314,24 +315,8 @@ class WsClient:
         self.writer.write(websocket.encode_frame(op, body, mask_key=os.urandom(4)))
         await self.writer.drain()
 
-    def send_raw(self, data: bytes) -> None:
-        self.writer.write(data)
-
     def channel(self, ch: int) -> bytes:
         return bytes(self.channels.get(ch, b""))
-
-    async def wait_for(self, predicate: Callable[[], bool]) -> None:
-        """Wait until ``predicate()`` holds (checked as data arrives) or the connection closes."""
-        async with self.changed:
-            await self.changed.wait_for(lambda: predicate() or self.closed.is_set())
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(Exception):
-            await self.writer.wait_closed()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
 
 
 async def ws_exec(

@@ -42,6 +42,9 @@ def plugin_to_proto(result: PluginResult) -> introspection_pb2.Plugin:
     return plugin
 
 
+_Ctx = Any  # grpc.aio.ServicerContext[request, response]
+
+
 class IntrospectionService(introspection_pb2_grpc.IntrospectionServicer):
     """Thin gRPC adaptor over :class:`~pycontainerd.daemon.introspection.Introspection`."""
 
@@ -53,18 +56,14 @@ class IntrospectionService(introspection_pb2_grpc.IntrospectionServicer):
 
     @unary_rpc
     async def Plugins(  # noqa: N802 - name fixed by the proto
-        self,
-        request: introspection_pb2.PluginsRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        self, request: introspection_pb2.PluginsRequest, context: _Ctx
     ) -> introspection_pb2.PluginsResponse:
         results = self._local.plugins(list(request.filters))
         return introspection_pb2.PluginsResponse(plugins=[plugin_to_proto(r) for r in results])
 
     @unary_rpc
     async def Server(  # noqa: N802 - name fixed by the proto
-        self,
-        request: empty_pb2.Empty,
-        context: grpc.aio.ServicerContext[Any, Any],
+        self, request: empty_pb2.Empty, context: _Ctx
     ) -> introspection_pb2.ServerResponse:
         info = self._local.server()
         deprecations = []
@@ -82,9 +81,7 @@ class IntrospectionService(introspection_pb2_grpc.IntrospectionServicer):
 
     @unary_rpc
     async def PluginInfo(  # noqa: N802 - name fixed by the proto
-        self,
-        request: introspection_pb2.PluginInfoRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        self, request: introspection_pb2.PluginInfoRequest, context: _Ctx
     ) -> introspection_pb2.PluginInfoResponse:
         options = None
         if request.HasField("options"):

@@ -9,17 +9,19 @@ This module is an edge: it may import grpc and the generated code.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pycontainerd.api.grpcutil import request_scope
 from pycontainerd.core import namespaces
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     from google.protobuf import field_mask_pb2, message
 
     from pycontainerd.core.events import Publisher
 
-__all__ = ["mask_paths", "publish_in", "request_scope"]
+__all__ = ["announce", "mask_paths", "publish_in", "request_scope"]
 
 
 def mask_paths(msg: message.Message, field: str = "update_mask") -> list[str]:
@@ -36,3 +38,27 @@ async def publish_in(publisher: Publisher | None, ns: str | None, topic: str, ev
         return
     with namespaces.with_namespace(ns):
         await publisher.publish(topic, event)
+
+
+class Labelled(Protocol):
+    """A record with a name and labels (an image, a namespace)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+
+
+async def announce(
+    publisher: Publisher | None,
+    topic: str,
+    event: Callable[..., Any],
+    record: Labelled,
+    ns: str | None = None,
+) -> None:
+    """Publish the ``event`` type (a create or update) of ``record``'s name and labels.
+
+    In namespace ``ns``, by default the request's.
+    """
+    announced = event(name=record.name, labels=dict(record.labels))
+    await publish_in(publisher, namespaces.namespace() if ns is None else ns, topic, announced)

@@ -20,7 +20,7 @@ from pycontainerd.api.events import image_pb2 as events_pb2
 from pycontainerd.api.services.images.v1 import images_pb2 as pb
 from pycontainerd.api.services.images.v1 import images_pb2_grpc as pb_grpc
 from pycontainerd.core.namespaces import namespace
-from pycontainerd.metadata.services._common import mask_paths, publish_in
+from pycontainerd.metadata.services._common import announce, mask_paths, publish_in
 
 if TYPE_CHECKING:
     import grpc
@@ -58,23 +58,13 @@ class ImagesService(pb_grpc.ImagesServicer):
     @unary_rpc
     async def Create(self, request: pb.CreateImageRequest, context: _Ctx) -> pb.CreateImageResponse:  # noqa: N802
         image = await self._store.create(image_from_proto(request.image))
-        await publish_in(
-            self._publisher,
-            namespace(),
-            "/images/create",
-            events_pb2.ImageCreate(name=image.name, labels=dict(image.labels)),
-        )
+        await announce(self._publisher, "/images/create", events_pb2.ImageCreate, image)
         return pb.CreateImageResponse(image=image_to_proto(image))
 
     @unary_rpc
     async def Update(self, request: pb.UpdateImageRequest, context: _Ctx) -> pb.UpdateImageResponse:  # noqa: N802
         image = await self._store.update(image_from_proto(request.image), *mask_paths(request))
-        await publish_in(
-            self._publisher,
-            namespace(),
-            "/images/update",
-            events_pb2.ImageUpdate(name=image.name, labels=dict(image.labels)),
-        )
+        await announce(self._publisher, "/images/update", events_pb2.ImageUpdate, image)
         return pb.UpdateImageResponse(image=image_to_proto(image))
 
     @unary_rpc

@@ -19,7 +19,7 @@ from pycontainerd.api.errgrpc import unary_rpc
 from pycontainerd.api.events import namespace_pb2 as events_pb2
 from pycontainerd.api.services.namespaces.v1 import namespace_pb2 as pb
 from pycontainerd.api.services.namespaces.v1 import namespace_pb2_grpc as pb_grpc
-from pycontainerd.metadata.services._common import mask_paths, publish_in
+from pycontainerd.metadata.services._common import announce, mask_paths, publish_in
 
 if TYPE_CHECKING:
     import grpc
@@ -62,28 +62,19 @@ class NamespacesService(pb_grpc.NamespacesServicer):
     async def Create(  # noqa: N802
         self, request: pb.CreateNamespaceRequest, context: _Ctx
     ) -> pb.CreateNamespaceResponse:
-        name = request.namespace.name
-        ns = await self._store.create(name, dict(request.namespace.labels))
-        await publish_in(
-            self._publisher,
-            name,
-            "/namespaces/create",
-            events_pb2.NamespaceCreate(name=name, labels=dict(ns.labels)),
-        )
+        ns = await self._store.create(request.namespace.name, dict(request.namespace.labels))
+        event = events_pb2.NamespaceCreate
+        await announce(self._publisher, "/namespaces/create", event, ns, ns.name)
         return pb.CreateNamespaceResponse(namespace=namespace_to_proto(ns))
 
     @unary_rpc
     async def Update(  # noqa: N802
         self, request: pb.UpdateNamespaceRequest, context: _Ctx
     ) -> pb.UpdateNamespaceResponse:
-        name = request.namespace.name
-        ns = await self._store.update(name, dict(request.namespace.labels), mask_paths(request))
-        await publish_in(
-            self._publisher,
-            name,
-            "/namespaces/update",
-            events_pb2.NamespaceUpdate(name=name, labels=dict(ns.labels)),
-        )
+        target = request.namespace
+        ns = await self._store.update(target.name, dict(target.labels), mask_paths(request))
+        event = events_pb2.NamespaceUpdate
+        await announce(self._publisher, "/namespaces/update", event, ns, ns.name)
         return pb.UpdateNamespaceResponse(namespace=namespace_to_proto(ns))
 
     @unary_rpc

@@ -43,7 +43,7 @@ from pycontainerd.runtime.shim.runc import Runc, RuncOptions, kill_error
 from pycontainerd.runtime.shim.stdio import ProcessIO
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Collection
 
     from pycontainerd.api.ttrpc import CallContext
     from pycontainerd.runtime.shim.events import Forwarder
@@ -86,6 +86,19 @@ CREATED, RUNNING, STOPPED, PAUSED = (
     task_types.STOPPED,
     task_types.PAUSED,
 )
+
+
+def _check_new(key: str, taken: Collection[str], empty: str, exists: str) -> None:
+    """A new container's or exec's id: not empty (``empty``) and not ``taken`` (``exists``).
+
+    Raises:
+        InvalidArgumentError: the id is empty.
+        AlreadyExistsError: it is taken.
+    """
+    if not key:
+        raise InvalidArgumentError(empty)
+    if key in taken:
+        raise AlreadyExistsError(exists)
 
 
 def _ts(at: float) -> timestamp_pb2.Timestamp:
@@ -370,12 +383,7 @@ class TaskService:
 
     async def Create(self, ctx: CallContext, req: pb.CreateTaskRequest) -> pb.CreateTaskResponse:  # noqa: N802
         """Create the container with ``runc create`` (not started)."""
-        if not req.id:
-            msg = "task id must not be empty"
-            raise InvalidArgumentError(msg)
-        if req.id in self.containers:
-            msg = f"container {req.id}"
-            raise AlreadyExistsError(msg)
+        _check_new(req.id, self.containers, "task id must not be empty", f"container {req.id}")
         if req.checkpoint:
             msg = "restoring from a checkpoint is not supported by the pyrunc shim"
             raise UnimplementedError(msg)
@@ -524,12 +532,7 @@ class TaskService:
     async def Exec(self, ctx: CallContext, req: pb.ExecProcessRequest) -> empty_pb2.Empty:  # noqa: N802
         """Add an exec process (started by ``Start`` with its exec id)."""
         c = self._container(req.id)
-        if not req.exec_id:
-            msg = "exec id must not be empty"
-            raise InvalidArgumentError(msg)
-        if req.exec_id in c.execs:
-            msg = f"id {req.exec_id}"
-            raise AlreadyExistsError(msg)
+        _check_new(req.exec_id, c.execs, "exec id must not be empty", f"id {req.exec_id}")
         if c.init is None or c.init.exited.is_set():
             msg = f"container {c.id} is not running"
             raise FailedPreconditionError(msg)
