@@ -107,6 +107,7 @@ async def test_crud_round_trip(store: Any) -> None:
     await store.Delete(pb.StoreDeleteRequest(sandbox_id="sb1"), metadata=NS)
     err = await _error(store.Get(pb.StoreGetRequest(sandbox_id="sb1"), metadata=NS))
     assert err.code() == grpc.StatusCode.NOT_FOUND
+    assert err.details() == 'bucket "sb1" not found: not found'  # containerd 2.1's text
     err = await _error(store.Delete(pb.StoreDeleteRequest(sandbox_id="sb1"), metadata=NS))
     assert err.code() == grpc.StatusCode.NOT_FOUND
     assert err.details() == 'failed to delete sandbox "sb1": not found'

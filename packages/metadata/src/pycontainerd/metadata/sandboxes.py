@@ -124,7 +124,7 @@ def _from_row(row: tuple[Any, ...], extensions: Mapping[str, AnyValue]) -> Sandb
 
 def _read(tx: Tx, namespace: str, sid: str) -> Sandbox:
     # upstream: `bucket "<id>" not found` (bolt's bucket per sandbox)
-    return _TABLE.read(tx, namespace, sid, _from_row, f"bucket {go_quote(sid)}")
+    return _TABLE.read(tx, namespace, sid, _from_row, f"bucket {go_quote(sid)} not found")
 
 
 def _all(tx: Tx, namespace: str) -> Iterator[Sandbox]:
