@@ -35,6 +35,7 @@ from pycontainerd.api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from pycontainerd.api.types.task import task_pb2
 from pycontainerd.client._errors import rpc_errors
 from pycontainerd.client.oci import spec_bytes
+from pycontainerd.client.proxies import Proxy
 from pycontainerd.core.errdefs import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from pycontainerd.core.types import UNSET_TIME, AnyValue
 
@@ -137,15 +138,10 @@ def _process_from_proto(p: task_pb2.Process) -> ProcessState:
     )
 
 
-class TaskService:
+class TaskService(Proxy["tasks_pb2_grpc.TasksAsyncStub"]):
     """The Tasks service (``containerd.services.tasks.v1.Tasks``) of the client's namespace."""
 
-    def __init__(self, client: Client) -> None:
-        self._client = client
-        self._stub = tasks_pb2_grpc.TasksStub(client.channel)
-
-    def _opts(self) -> dict[str, Any]:
-        return {"metadata": self._client.metadata(), "timeout": self._client.timeout}
+    new_stub = tasks_pb2_grpc.TasksStub
 
     async def create(
         self,

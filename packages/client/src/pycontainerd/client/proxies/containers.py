@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import builtins
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from google.protobuf import field_mask_pb2
 
 from pycontainerd.api.convert import container_from_proto, container_to_proto
 from pycontainerd.api.services.containers.v1 import containers_pb2, containers_pb2_grpc
 from pycontainerd.client._errors import rpc_errors
+from pycontainerd.client.proxies import Proxy
 
 if TYPE_CHECKING:
-    from pycontainerd.client.proxies import Connection
     from pycontainerd.core.containers import Container
 
 
-class RemoteContainerStore:
+class RemoteContainerStore(Proxy["containers_pb2_grpc.ContainersAsyncStub"]):
     """Container records of the client's namespace."""
 
-    def __init__(self, client: Connection) -> None:
-        self._client = client
-        self._stub = containers_pb2_grpc.ContainersStub(client.channel)
-
-    def _opts(self) -> dict[str, Any]:
-        return {"metadata": self._client.metadata(), "timeout": self._client.timeout}
+    new_stub = containers_pb2_grpc.ContainersStub
 
     async def get(self, container_id: str) -> Container:
         with rpc_errors():

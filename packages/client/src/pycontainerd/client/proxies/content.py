@@ -32,6 +32,7 @@ from pycontainerd.client._convert import (
     status_from_proto,
 )
 from pycontainerd.client._errors import rpc_errors
+from pycontainerd.client.proxies import Proxy
 from pycontainerd.core.content import Status
 from pycontainerd.core.errdefs import (
     FailedPreconditionError,
@@ -56,15 +57,10 @@ WRITE_CHUNK = 1 << 20
 WRITE_WINDOW = 4
 
 
-class RemoteContentStore:
+class RemoteContentStore(Proxy["content_pb2_grpc.ContentAsyncStub"]):
     """A content ``Store`` backed by a daemon's Content service."""
 
-    def __init__(self, client: Connection) -> None:
-        self._client = client
-        self._stub = content_pb2_grpc.ContentStub(client.channel)
-
-    def _opts(self) -> dict[str, Any]:
-        return {"metadata": self._client.metadata(), "timeout": self._client.timeout}
+    new_stub = content_pb2_grpc.ContentStub
 
     async def info(self, dgst: str) -> Info:
         with rpc_errors():

@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import builtins
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from google.protobuf import field_mask_pb2
 
 from pycontainerd.api.convert import image_from_proto, image_to_proto
 from pycontainerd.api.services.images.v1 import images_pb2, images_pb2_grpc
 from pycontainerd.client._errors import rpc_errors
+from pycontainerd.client.proxies import Proxy
 
 if TYPE_CHECKING:
-    from pycontainerd.client.proxies import Connection
     from pycontainerd.core.images import Image
 
 
-class RemoteImageStore:
+class RemoteImageStore(Proxy["images_pb2_grpc.ImagesAsyncStub"]):
     """Image records of the client's namespace."""
 
-    def __init__(self, client: Connection) -> None:
-        self._client = client
-        self._stub = images_pb2_grpc.ImagesStub(client.channel)
-
-    def _opts(self) -> dict[str, Any]:
-        return {"metadata": self._client.metadata(), "timeout": self._client.timeout}
+    new_stub = images_pb2_grpc.ImagesStub
 
     async def get(self, name: str) -> Image:
         with rpc_errors():

@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import builtins
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pycontainerd.api.convert import lease_from_proto, resource_from_proto, resource_to_proto
 from pycontainerd.api.services.leases.v1 import leases_pb2, leases_pb2_grpc
 from pycontainerd.client._errors import rpc_errors
+from pycontainerd.client.proxies import Proxy
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from pycontainerd.client.proxies import Connection
     from pycontainerd.core.leases import Lease, Resource
 
 
-class RemoteLeaseManager:
+class RemoteLeaseManager(Proxy["leases_pb2_grpc.LeasesAsyncStub"]):
     """Leases of the client's namespace."""
 
-    def __init__(self, client: Connection) -> None:
-        self._client = client
-        self._stub = leases_pb2_grpc.LeasesStub(client.channel)
-
-    def _opts(self) -> dict[str, Any]:
-        return {"metadata": self._client.metadata(), "timeout": self._client.timeout}
+    new_stub = leases_pb2_grpc.LeasesStub
 
     async def create(self, lease_id: str = "", *, labels: Mapping[str, str] | None = None) -> Lease:
         """Create a lease; an empty ``lease_id`` lets the daemon choose one."""

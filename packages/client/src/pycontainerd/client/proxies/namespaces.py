@@ -7,29 +7,23 @@ namespace header, but the client sends its own anyway, as Go's does.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from google.protobuf import field_mask_pb2
 
 from pycontainerd.api.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
 from pycontainerd.client._errors import rpc_errors
+from pycontainerd.client.proxies import Proxy
 
 if TYPE_CHECKING:
     import builtins
     from collections.abc import Mapping
 
-    from pycontainerd.client.proxies import Connection
 
-
-class RemoteNamespaceStore:
+class RemoteNamespaceStore(Proxy["namespace_pb2_grpc.NamespacesAsyncStub"]):
     """Namespaces of a daemon."""
 
-    def __init__(self, client: Connection) -> None:
-        self._client = client
-        self._stub = namespace_pb2_grpc.NamespacesStub(client.channel)
-
-    def _opts(self) -> dict[str, Any]:
-        return {"metadata": self._client.metadata(), "timeout": self._client.timeout}
+    new_stub = namespace_pb2_grpc.NamespacesStub
 
     async def create(self, name: str, labels: Mapping[str, str] | None = None) -> None:
         """Create ``name``; ``AlreadyExistsError`` when it exists."""
