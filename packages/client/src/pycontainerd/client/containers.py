@@ -12,7 +12,6 @@ spec points at that host directory instead and no snapshot is made.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -21,6 +20,7 @@ from pycontainerd.client.oci import SPEC_TYPE_URL, generate_spec, spec_bytes
 from pycontainerd.core import platforms
 from pycontainerd.core.containers import Container, RuntimeInfo
 from pycontainerd.core.errdefs import InvalidArgumentError, NotFoundError
+from pycontainerd.core.jsonload import load_json
 from pycontainerd.core.types import AnyValue, Descriptor
 from pycontainerd.remotes.unpack import chain_ids, descriptor_from_json, read_json, unpack
 
@@ -344,14 +344,10 @@ def container_spec(container: Container) -> dict[str, Any]:
         msg = f"container {container.id!r} has no spec"
         raise InvalidArgumentError(msg)
     try:
-        spec = json.loads(container.spec.value)
+        return load_json(container.spec.value, dict)
     except ValueError as exc:
-        msg = f"container {container.id!r}: spec is not JSON: {exc}"
+        msg = f"container {container.id!r} spec: {exc}"
         raise InvalidArgumentError(msg) from None
-    if not isinstance(spec, dict):
-        msg = f"container {container.id!r}: spec is not a JSON object"
-        raise InvalidArgumentError(msg)
-    return spec
 
 
 async def delete_container(
