@@ -22,6 +22,8 @@ import copy
 import json
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
+from pycontainerd.core.oci import DEFAULT_CAPABILITIES, DEFAULT_PATH, MASKED_PATHS, READONLY_PATHS
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
@@ -30,23 +32,7 @@ SpecOpt: TypeAlias = "Callable[[Spec], None]"
 
 SPEC_TYPE_URL: Final = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 OCI_VERSION: Final = "1.0.2-dev"
-DEFAULT_PATH_ENV: Final = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-DEFAULT_CAPABILITIES: Final = (
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-)
+DEFAULT_PATH_ENV: Final = f"PATH={DEFAULT_PATH}"
 ALL_CAPABILITIES: Final = (
     *DEFAULT_CAPABILITIES,
     "CAP_DAC_READ_SEARCH",
@@ -75,25 +61,6 @@ ALL_CAPABILITIES: Final = (
     "CAP_AUDIT_READ",
 )
 DEFAULT_NAMESPACES: Final = ("pid", "ipc", "uts", "mount", "network")
-MASKED_PATHS: Final = (
-    "/proc/acpi",
-    "/proc/asound",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/sys/firmware",
-    "/proc/scsi",
-)
-READONLY_PATHS: Final = (
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-)
 _MOUNTS: Final = (
     ("/proc", "proc", "proc", ("nosuid", "noexec", "nodev")),
     ("/dev", "tmpfs", "tmpfs", ("nosuid", "strictatime", "mode=755", "size=65536k")),

@@ -44,18 +44,13 @@ from pycontainerd.core.errdefs import (
 )
 from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.namespaces import with_namespace
+from pycontainerd.core.oci import DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS
 from pycontainerd.core.types import AnyValue
 from pycontainerd.cri import cio, security
 from pycontainerd.cri.attach import ContainerStdio
 from pycontainerd.cri.images import chain_id
 from pycontainerd.cri.sandbox import K8S_NAMESPACE, KIND_LABEL, READY, SPEC_TYPE_URL
-from pycontainerd.cri.spec import (
-    DEFAULT_CAPS,
-    MASKED_PATHS,
-    READONLY_PATHS,
-    cgroups_path,
-    default_mounts,
-)
+from pycontainerd.cri.spec import cgroups_path, default_mounts
 from pycontainerd.cri.stats import oom_killed
 
 if TYPE_CHECKING:
@@ -542,7 +537,7 @@ class ContainerManager:
             )
             devices = [x for x in devices if x["path"] != dev["path"]] + [dev]
             rules.append(rule)
-        caps = security.capabilities(sec, DEFAULT_CAPS, privileged=privileged)
+        caps = security.capabilities(sec, DEFAULT_CAPABILITIES, privileged=privileged)
         seccomp = security.seccomp_profile(sec, caps, privileged=privileged)
         masked = [str(p) for p in sec.get("masked_paths") or []] or list(MASKED_PATHS)
         readonly = [str(p) for p in sec.get("readonly_paths") or []] or list(READONLY_PATHS)

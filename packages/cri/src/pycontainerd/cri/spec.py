@@ -12,42 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-DEFAULT_CAPS = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-]
-MASKED_PATHS = [
-    "/proc/acpi",
-    "/proc/asound",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/sys/firmware",
-    "/proc/scsi",
-]
-READONLY_PATHS = [
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-]
+from pycontainerd.core.oci import DEFAULT_CAPABILITIES, DEFAULT_PATH, MASKED_PATHS, READONLY_PATHS
 
 
 def _mount(destination: str, kind: str, source: str, *options: str) -> dict[str, Any]:
@@ -123,7 +88,9 @@ def sandbox_spec(
             "args": args,
             "env": env,
             "cwd": "/",
-            "capabilities": {k: list(DEFAULT_CAPS) for k in ("bounding", "effective", "permitted")},
+            "capabilities": {
+                k: list(DEFAULT_CAPABILITIES) for k in ("bounding", "effective", "permitted")
+            },
             "noNewPrivileges": True,
         },
         "root": {"path": "rootfs", "readonly": True},
