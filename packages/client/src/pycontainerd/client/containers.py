@@ -27,8 +27,8 @@ from pycontainerd.remotes.unpack import chain_ids, descriptor_from_json, read_js
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from pycontainerd.client.client import Client
     from pycontainerd.client.oci import Spec, SpecOpt
+    from pycontainerd.client.proxies import Services
     from pycontainerd.core.images import Image
     from pycontainerd.core.types import Mount
 
@@ -72,7 +72,7 @@ class ImageConfig:
 
 
 async def image_manifest(
-    client: Client, image: Image, platform: platforms.Platform | None = None
+    client: Services, image: Image, platform: platforms.Platform | None = None
 ) -> Descriptor:
     """The manifest of ``image`` for ``platform`` (default: this host), through indexes.
 
@@ -109,7 +109,7 @@ async def image_manifest(
     raise InvalidArgumentError(msg)
 
 
-async def image_config(client: Client, manifest: Descriptor) -> ImageConfig:
+async def image_config(client: Services, manifest: Descriptor) -> ImageConfig:
     """The config of the image manifest ``manifest``."""
     store = client.content_store()
     doc = await read_json(store, manifest)
@@ -134,7 +134,7 @@ async def image_config(client: Client, manifest: Descriptor) -> ImageConfig:
 
 
 async def ensure_unpacked(
-    client: Client, manifest: Descriptor, config: ImageConfig, snapshotter: str
+    client: Services, manifest: Descriptor, config: ImageConfig, snapshotter: str
 ) -> str:
     """Unpack the image into ``snapshotter`` unless its top chain is there; return the chain ID."""
     chain = config.chain_id
@@ -250,7 +250,7 @@ def resolve_user(user: str, mounts: Sequence[Mount] = (), rootfs_path: str = "")
 
 
 async def new_container(
-    client: Client,
+    client: Services,
     container_id: str,
     *,
     image: str = "",
@@ -351,7 +351,7 @@ def container_spec(container: Container) -> dict[str, Any]:
 
 
 async def delete_container(
-    client: Client, container_id: str, *, snapshot_cleanup: bool = True
+    client: Services, container_id: str, *, snapshot_cleanup: bool = True
 ) -> None:
     """Delete the record of ``container_id`` and, with ``snapshot_cleanup``, its snapshot."""
     store = client.container_store()

@@ -32,10 +32,10 @@ from pycontainerd.core.closing import AsyncClosing
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 
-    from pycontainerd.client.client import Client
     from pycontainerd.client.objects import Container, Event, Image
     from pycontainerd.client.oci import SpecOpt
     from pycontainerd.client.progress import Job, Tracker
+    from pycontainerd.client.proxies import Services
     from pycontainerd.client.remotes.resolver import Resolver
     from pycontainerd.core.events import Envelope
     from pycontainerd.core.platforms import Platform
@@ -51,8 +51,8 @@ class ClientFacade:
 
     __slots__ = ()
 
-    def _client(self) -> Client:
-        return cast("Client", self)
+    def _client(self) -> Services:
+        return cast("Services", self)
 
     # -- images ---------------------------------------------------------------------
 
@@ -342,7 +342,7 @@ class Subscription(AsyncClosing):
     PROBE_PREFIX: Final = "/pycontainerd/subscribe/"
     PROBE_NAMESPACE_PREFIX: Final = "pycontainerd-subscribe-"
 
-    def __init__(self, client: Client, filters: Sequence[str]) -> None:
+    def __init__(self, client: Services, filters: Sequence[str]) -> None:
         self._client = client
         self._filters = tuple(filters)
         self._probe = ""

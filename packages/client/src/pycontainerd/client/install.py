@@ -46,7 +46,7 @@ from pycontainerd.remotes.pull import select_manifests
 from pycontainerd.remotes.unpack import manifest_parts
 
 if TYPE_CHECKING:
-    from pycontainerd.client.client import Client
+    from pycontainerd.client.proxies import Services
     from pycontainerd.core.platforms import Platform
     from pycontainerd.core.types import Descriptor
 
@@ -71,7 +71,7 @@ class MissingDirectoryError(NotFoundError):
         return self.message
 
 
-async def opt_path(client: Client) -> str:
+async def opt_path(client: Services) -> str:
     """The install directory the daemon's ``opt`` plugin exports.
 
     Raises:
@@ -227,7 +227,7 @@ async def _spool(store: content.Store, desc: Descriptor) -> IO[bytes]:
 
 
 async def install(
-    client: Client,
+    client: Services,
     image_name: str,
     *,
     path: str | None = None,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 import select
 import shutil
@@ -37,6 +36,7 @@ from pycontainerd.client._errors import rpc_errors
 from pycontainerd.client.oci import spec_bytes
 from pycontainerd.client.proxies import Proxy
 from pycontainerd.core.errdefs import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from pycontainerd.core.fdio import open_fifo_writer, retry_delays
 from pycontainerd.core.types import UNSET_TIME, AnyValue
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from datetime import datetime
 
-    from pycontainerd.client.client import Client
+    from pycontainerd.client.proxies import Services
     from pycontainerd.core.containers import Container
     from pycontainerd.core.types import Mount
 
@@ -509,16 +509,11 @@ class StdioCopier:
         Never a blocking open (it would wait for ever for a reader that is
         gone): a non-blocking one, tried again while the FIFO has no reader.
         """
-        delay = 0.001
-        while True:
-            try:
-                return os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            except OSError as exc:
-                if exc.errno != errno.ENXIO:
-                    raise
-            if self._stdin_stop.wait(delay):
+        delays = retry_delays()
+        while (fd := open_fifo_writer(path)) is None:
+            if self._stdin_stop.wait(next(delays)):
                 return None
-            delay = min(delay * 2, 0.1)
+        return fd
 
 
 # -- tasks -----------------------------------------------------------------------
@@ -589,7 +584,7 @@ class Task:
         return await self.service.delete(self.container_id, self.exec_id)
 
 
-async def load_task(client: Client, container_id: str, exec_id: str = "") -> Task:
+async def load_task(client: Services, container_id: str, exec_id: str = "") -> Task:
     """The task of ``container_id`` (or its exec ``exec_id``).
 
     Raises:
@@ -605,7 +600,7 @@ async def load_task(client: Client, container_id: str, exec_id: str = "") -> Tas
 
 
 async def new_task(
-    client: Client,
+    client: Services,
     container: Container,
     fifos: FifoSet | None,
     *,
@@ -635,7 +630,7 @@ async def new_task(
 
 
 async def exec_process(
-    client: Client,
+    client: Services,
     container_id: str,
     exec_id: str,
     process: Mapping[str, Any],

@@ -6,7 +6,9 @@ implementation (``pycontainerd.core.content.Store``,
 run against local and remote stores alike (containerd's ``core/*/proxy``).
 They are obtained from a :class:`pycontainerd.client.Client`, which supplies
 the channel and the namespace/lease headers (:class:`Connection`, so that no
-proxy imports the client that builds it); failed calls raise
+proxy imports the client that builds it); the modules built on the proxies
+(containers, tasks, objects, the facade, install) take a :class:`Services`,
+the client as far as they use it. Failed calls raise
 ``pycontainerd.core.errdefs`` kinds. A proxy of one service derives from
 :class:`Proxy`, which holds its stub and the options of each call.
 """
@@ -16,9 +18,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
+    from contextlib import AbstractAsyncContextManager
+    from datetime import timedelta
 
     import grpc.aio
+
+    from pycontainerd.client.proxies.containers import RemoteContainerStore
+    from pycontainerd.client.proxies.content import RemoteContentStore
+    from pycontainerd.client.proxies.diff import RemoteDiff
+    from pycontainerd.client.proxies.events import RemoteEventService
+    from pycontainerd.client.proxies.images import RemoteImageStore
+    from pycontainerd.client.proxies.introspection import RemoteIntrospection
+    from pycontainerd.client.proxies.leases import RemoteLeaseManager
+    from pycontainerd.client.proxies.snapshots import RemoteSnapshotter
 
 StubT = TypeVar("StubT")
 
@@ -35,6 +48,55 @@ class Connection(Protocol):
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         """Headers for one call: the namespace and, if any, the lease."""
+        ...
+
+
+class Services(Connection, Protocol):
+    """The proxies a client hands out (:class:`pycontainerd.client.Client` has them).
+
+    What the modules built on the proxies need of the client, so that none of
+    them imports the class that composes them.
+    """
+
+    snapshotter: str
+    """The default snapshotter's name."""
+
+    def content_store(self) -> RemoteContentStore:
+        """The content store."""
+        ...
+
+    def snapshot_service(self, snapshotter: str | None = None) -> RemoteSnapshotter:
+        """The snapshotter ``snapshotter`` (default: :attr:`snapshotter`)."""
+        ...
+
+    def image_store(self) -> RemoteImageStore:
+        """Image records."""
+        ...
+
+    def container_store(self) -> RemoteContainerStore:
+        """Container records."""
+        ...
+
+    def lease_manager(self) -> RemoteLeaseManager:
+        """Leases."""
+        ...
+
+    def event_service(self) -> RemoteEventService:
+        """Publish, forward and subscribe."""
+        ...
+
+    def introspection(self) -> RemoteIntrospection:
+        """Plugins and server information."""
+        ...
+
+    def diff_service(self) -> RemoteDiff:
+        """Apply and create layer diffs."""
+        ...
+
+    def with_lease(
+        self, *, expire: timedelta | None = ..., labels: Mapping[str, str] | None = None
+    ) -> AbstractAsyncContextManager[str]:
+        """Run a block under a new lease (reusing the current one, if any)."""
         ...
 
 
