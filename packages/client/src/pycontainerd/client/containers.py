@@ -22,6 +22,7 @@ from pycontainerd.core.containers import Container, RuntimeInfo
 from pycontainerd.core.errdefs import InvalidArgumentError, NotFoundError
 from pycontainerd.core.jsonload import load_json
 from pycontainerd.core.types import AnyValue, Descriptor
+from pycontainerd.remotes.pull import best_platform_match
 from pycontainerd.remotes.unpack import chain_ids, descriptor_from_json, read_json, unpack
 
 if TYPE_CHECKING:
@@ -89,22 +90,11 @@ async def image_manifest(
         if not isinstance(raw, list):
             msg = f"index {desc.digest}: manifests is not a list"
             raise InvalidArgumentError(msg)
-        candidates = [descriptor_from_json(m, desc.digest) for m in raw]
-        for candidate in platforms.compatible(want):
-            found = next(
-                (
-                    m
-                    for m in candidates
-                    if m.platform is not None and platforms.matches(candidate, m.platform)
-                ),
-                None,
-            )
-            if found is not None:
-                desc = found
-                break
-        else:
+        found = best_platform_match(want, [descriptor_from_json(m, desc.digest) for m in raw])
+        if found is None:
             msg = f"no match for platform in manifest {desc.digest}: not found"
             raise NotFoundError(msg)
+        desc = found
     msg = f"{image.name}: indexes nested too deeply"
     raise InvalidArgumentError(msg)
 
