@@ -210,13 +210,8 @@ async def _spool(store: content.Store, desc: Descriptor) -> IO[bytes]:
     out: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_MAX)  # noqa: SIM115
     reader = await store.reader_at(desc.digest)
     try:
-        offset = 0
-        while offset < reader.size:
-            data = await reader.read_at(offset, min(_READ_CHUNK, reader.size - offset))
-            if not data:
-                break
+        async for data in content.read_chunks(reader, _READ_CHUNK):
             out.write(data)
-            offset += len(data)
     except BaseException:
         out.close()
         raise

@@ -471,12 +471,7 @@ async def compress_blob(store: content.Store, desc: Descriptor) -> Descriptor:
         await writer.truncate(0)
         deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: a gzip wrapper
         size = 0
-        offset = 0
-        while offset < reader.size:
-            chunk = await reader.read_at(offset, min(CHUNK, reader.size - offset))
-            if not chunk:
-                break
-            offset += len(chunk)
+        async for chunk in content.read_chunks(reader, CHUNK):
             out = await asyncio.to_thread(deflate.compress, chunk)
             if out:
                 await writer.write(out)
