@@ -38,6 +38,7 @@ from pycontainerd.client.facade import ClientFacade
 from pycontainerd.config import client as client_config
 from pycontainerd.config.errors import ConfigError
 from pycontainerd.core import namespaces
+from pycontainerd.core.closing import AsyncClosing
 from pycontainerd.core.errdefs import (
     DeadlineExceededError,
     InvalidArgumentError,
@@ -47,7 +48,6 @@ from pycontainerd.core.leases import EXPIRE_LABEL
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping
-    from types import TracebackType
 
     from pycontainerd.client import transfer
     from pycontainerd.client.proxies.containers import RemoteContainerStore
@@ -99,7 +99,7 @@ def generate_lease_id() -> str:
     return f"{nanos}-{suffix}"
 
 
-class Client(ClientFacade):
+class Client(ClientFacade, AsyncClosing):
     """A connection to a daemon; see the module docstring.
 
     The high-level methods (``pull``, ``new_container``, ``subscribe``, ...)
@@ -226,17 +226,11 @@ class Client(ClientFacade):
             channel, self._channel = self._channel, None
             await channel.close()
 
+    aclose = close  # what leaving ``async with`` awaits (AsyncClosing)
+
     async def __aenter__(self) -> Self:
         await self.connect()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         """Headers for one call: the current namespace and, if any, the lease."""
