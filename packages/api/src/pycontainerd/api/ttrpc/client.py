@@ -219,13 +219,8 @@ class Client(AsyncClosing):
             metadata=metadata,
             namespace=namespace,
         )
-        out = response_type()
-        try:
-            out.ParseFromString(payload)
-        except DecodeError as exc:
-            msg = f"ttrpc: cannot decode {response_type.DESCRIPTOR.full_name}: {exc}"
-            raise InternalError(msg) from exc
-        return out
+        what = f"ttrpc: cannot decode {response_type.DESCRIPTOR.full_name}"
+        return _wire.decode(response_type(), payload, what)
 
     async def call_raw(
         self,

@@ -419,12 +419,7 @@ def _typed_handler(
     resp_type: type[message.Message],
 ) -> Handler:
     async def handle(ctx: CallContext, payload: bytes) -> message.Message:
-        req = req_type()
-        try:
-            req.ParseFromString(payload)
-        except DecodeError as exc:
-            msg = f"ttrpc: error unmarshalling payload: {exc}"
-            raise InternalError(msg) from exc
+        req = _wire.decode(req_type(), payload, "ttrpc: error unmarshalling payload")
         resp = await fn(ctx, req)
         if not isinstance(resp, resp_type):
             msg = (
