@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -193,33 +193,36 @@ async def test_fetch_resumes_after_break(kind: str) -> None:
         server.stop()
 
 
-async def test_fetch_gives_up_cleanly() -> None:
-    server = faulty("drop", 100)
+WHOLE = len(LAYER.data)
+
+
+@pytest.mark.parametrize(
+    ("fault", "size", "options", "expected"),
+    [
+        (
+            ("drop", 100),
+            WHOLE,
+            {"retries": 2, "backoff": 0.01},
+            (UnavailableError, "after 3 attempts"),
+        ),
+        (("corrupt", 100), WHOLE, {}, (DataLossError, "digest mismatch")),
+        # the server sends more than the descriptor says
+        (("none", 0), 1000, {}, (DataLossError, "more than")),
+    ],
+    ids=["gives-up-cleanly", "detects-digest-mismatch", "detects-oversize-blob"],
+)
+async def test_fetch_fails_cleanly(
+    fault: tuple[str, int],
+    size: int,
+    options: dict[str, Any],
+    expected: tuple[type[Exception], str],
+) -> None:
+    server = faulty(*fault)
+    desc = Descriptor(media_type=LAYER.media_type, digest=LAYER.digest, size=size)
     try:
-        async with plain_resolver(retries=2, backoff=0.01) as resolver:
-            with pytest.raises(UnavailableError, match="after 3 attempts"):
-                await resolver.fetcher(f"{server.host}/x/y:v1").fetch_bytes(desc_of(LAYER))
-    finally:
-        server.stop()
-
-
-async def test_fetch_detects_digest_mismatch() -> None:
-    server = faulty("corrupt", 100)
-    try:
-        async with plain_resolver() as resolver:
-            with pytest.raises(DataLossError, match="digest mismatch"):
-                await resolver.fetcher(f"{server.host}/x/y:v1").fetch_bytes(desc_of(LAYER))
-    finally:
-        server.stop()
-
-
-async def test_fetch_detects_oversize_blob() -> None:
-    server = faulty("none", 0)
-    short = Descriptor(media_type=LAYER.media_type, digest=LAYER.digest, size=1000)
-    try:
-        async with plain_resolver() as resolver:
-            with pytest.raises(DataLossError, match="more than"):
-                await resolver.fetcher(f"{server.host}/x/y:v1").fetch_bytes(short)
+        async with plain_resolver(**options) as resolver:
+            with pytest.raises(expected[0], match=expected[1]):
+                await resolver.fetcher(f"{server.host}/x/y:v1").fetch_bytes(desc)
     finally:
         server.stop()
 
