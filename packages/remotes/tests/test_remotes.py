@@ -37,7 +37,6 @@ from pycontainerd.remotes.testing import (
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 
 IMAGE = build_image([{"bin/hello": b"hello\n"}, {"etc/motd": b"hi\n" * 1000}])
@@ -135,13 +134,23 @@ async def test_index_resolves(plain: Registry) -> None:
         assert desc.digest == index.root.digest
 
 
-async def test_unknown_root_media_type() -> None:
-    # docker-registry refuses such manifests, so a tiny server of our own serves it
-    odd = Blob("application/vnd.example.thing.v1+json", b'{"schemaVersion": 2}')
-    server = FaultyBlobServer({odd.digest: odd}, {"v1": odd}).start()
+@pytest.mark.parametrize(
+    ("root", "expected"),
+    [
+        # docker-registry refuses such manifests, so a tiny server of our own serves them
+        (
+            Blob("application/vnd.example.thing.v1+json", b'{"schemaVersion": 2}'),
+            (UnimplementedError, "unsupported media type"),
+        ),
+        (Blob(mt.OCI_MANIFEST, b" " * ((4 << 20) + 1)), (OutOfRangeError, "exceeds the limit")),
+    ],
+    ids=["unknown-root-media-type", "oversized-manifest-from-registry"],
+)
+async def test_resolve_refuses_the_root(root: Blob, expected: tuple[type[Exception], str]) -> None:
+    server = FaultyBlobServer({root.digest: root}, {"v1": root}).start()
     try:
         async with plain_resolver() as resolver:
-            with pytest.raises(UnimplementedError, match="unsupported media type"):
+            with pytest.raises(expected[0], match=expected[1]):
                 await resolver.resolve(f"{server.host}/test/odd:v1")
     finally:
         server.stop()
@@ -153,17 +162,6 @@ async def test_oversized_manifest_is_refused(plain: Registry) -> None:
         fetcher = resolver.fetcher(f"{plain.host}/test/multi:v1")
         with pytest.raises(OutOfRangeError, match="exceeds the limit"):
             await fetcher.fetch_bytes(big)
-
-
-async def test_oversized_manifest_from_registry(tmp_path: Path) -> None:
-    big = Blob(mt.OCI_MANIFEST, b" " * ((4 << 20) + 1))
-    server = FaultyBlobServer({big.digest: big}, {"v1": big}).start()
-    try:
-        async with plain_resolver() as resolver:
-            with pytest.raises(OutOfRangeError, match="exceeds the limit"):
-                await resolver.resolve(f"{server.host}/x/y:v1")
-    finally:
-        server.stop()
 
 
 # -- a misbehaving server -------------------------------------------------------------------------
