@@ -1,9 +1,10 @@
-"""``AsyncClosing``: ``async with obj:`` ends with ``await obj.aclose()``.
+"""``AsyncClosing``: ``async with obj:`` ends with ``await obj.aclose()``; ``Closing``: ``with``.
 
 The one ``__aenter__``/``__aexit__`` pair of the objects that own a
 connection, a server or a stream and close it on leaving the block (the ttrpc
-client and server, the registry resolver, event subscriptions). A class whose
-entry does more (connects, starts a stream) overrides ``__aenter__`` only.
+client and server, the registry resolver, event subscriptions, the client),
+and the one ``__exit__`` of their blocking twins (the sync client). A class
+whose entry does more (connects, starts a stream) overrides the entry only.
 """
 
 from __future__ import annotations
@@ -31,3 +32,22 @@ class AsyncClosing:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+class Closing:
+    """Mixin: a context manager whose exit calls :meth:`close`."""
+
+    def close(self) -> None:
+        """Release what the object holds (a subclass's job)."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
