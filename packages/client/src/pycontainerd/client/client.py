@@ -35,6 +35,7 @@ import grpc
 from pycontainerd.client import address as addresses
 from pycontainerd.client._errors import rpc_errors
 from pycontainerd.client.facade import ClientFacade
+from pycontainerd.client.proxies import call_options
 from pycontainerd.config import client as client_config
 from pycontainerd.config.errors import ConfigError
 from pycontainerd.core import namespaces
@@ -318,9 +319,7 @@ class Client(ClientFacade, AsyncClosing):
 
         stub = version_pb2_grpc.VersionStub(self.channel)
         with rpc_errors():
-            resp = await stub.Version(
-                empty_pb2.Empty(), metadata=self.metadata(), timeout=self.timeout
-            )
+            resp = await stub.Version(empty_pb2.Empty(), **call_options(self))
         return Version(version=resp.version, revision=resp.revision)
 
     async def server(self) -> ServerInfo:

@@ -56,6 +56,7 @@ from pycontainerd.client.client import (
     lease_labels,
 )
 from pycontainerd.client.client import Client as AsyncClient
+from pycontainerd.client.proxies import call_options
 from pycontainerd.core import namespaces
 from pycontainerd.core.closing import Closing
 
@@ -530,7 +531,7 @@ class Client(Closing):
         self._loop.refuse_own_thread()
         call, request = self._version or self._version_call()
         with rpc_errors():
-            resp = call(request, metadata=self.aio.metadata(), timeout=self.aio.timeout)
+            resp = call(request, **call_options(self.aio))
         return Version(version=resp.version, revision=resp.revision)
 
     def _version_call(self) -> tuple[Callable[..., Any], object]:

@@ -116,4 +116,9 @@ class Proxy(Generic[StubT]):
 
     def _opts(self) -> dict[str, Any]:
         """A call's keyword arguments: the namespace and lease headers, and the timeout."""
-        return {"metadata": self._client.metadata(), "timeout": self._client.timeout}
+        return call_options(self._client)
+
+
+def call_options(client: Connection) -> dict[str, Any]:
+    """The keyword arguments of one unary call: ``metadata`` (namespace, lease) and ``timeout``."""
+    return {"metadata": client.metadata(), "timeout": client.timeout}
