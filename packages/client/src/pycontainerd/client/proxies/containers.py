@@ -5,9 +5,7 @@ from __future__ import annotations
 import builtins
 from typing import TYPE_CHECKING
 
-from google.protobuf import field_mask_pb2
-
-from pycontainerd.api.convert import container_from_proto, container_to_proto
+from pycontainerd.api.convert import container_from_proto, container_to_proto, field_mask
 from pycontainerd.api.services.containers.v1 import containers_pb2, containers_pb2_grpc
 from pycontainerd.client._errors import rpc_errors
 from pycontainerd.client.proxies import Proxy
@@ -45,9 +43,9 @@ class RemoteContainerStore(Proxy["containers_pb2_grpc.ContainersAsyncStub"]):
         return container_from_proto(resp.container)
 
     async def update(self, container: Container, *fieldpaths: str) -> Container:
-        req = containers_pb2.UpdateContainerRequest(container=container_to_proto(container))
-        if fieldpaths:
-            req.update_mask.CopyFrom(field_mask_pb2.FieldMask(paths=builtins.list(fieldpaths)))
+        req = containers_pb2.UpdateContainerRequest(
+            container=container_to_proto(container), update_mask=field_mask(fieldpaths)
+        )
         with rpc_errors():
             resp = await self._stub.Update(req, **self._opts())
         return container_from_proto(resp.container)

@@ -22,9 +22,8 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import field_mask_pb2
 
-from pycontainerd.api.convert import time_from_proto
+from pycontainerd.api.convert import field_mask, time_from_proto
 from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
 from pycontainerd.client._convert import (
     content_info_from_proto,
@@ -68,9 +67,9 @@ class RemoteContentStore(Proxy["content_pb2_grpc.ContentAsyncStub"]):
         return content_info_from_proto(resp.info)
 
     async def update(self, info: Info, *fieldpaths: str) -> Info:
-        req = content_pb2.UpdateRequest(info=content_info_to_proto(info))
-        if fieldpaths:
-            req.update_mask.CopyFrom(field_mask_pb2.FieldMask(paths=list(fieldpaths)))
+        req = content_pb2.UpdateRequest(
+            info=content_info_to_proto(info), update_mask=field_mask(fieldpaths)
+        )
         with rpc_errors():
             resp = await self._stub.Update(req, **self._opts())
         return content_info_from_proto(resp.info)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import builtins
 from typing import TYPE_CHECKING
 
-from google.protobuf import field_mask_pb2
-
-from pycontainerd.api.convert import image_from_proto, image_to_proto
+from pycontainerd.api.convert import field_mask, image_from_proto, image_to_proto
 from pycontainerd.api.services.images.v1 import images_pb2, images_pb2_grpc
 from pycontainerd.client._errors import rpc_errors
 from pycontainerd.client.proxies import Proxy
@@ -41,9 +39,9 @@ class RemoteImageStore(Proxy["images_pb2_grpc.ImagesAsyncStub"]):
         return image_from_proto(resp.image)
 
     async def update(self, image: Image, *fieldpaths: str) -> Image:
-        req = images_pb2.UpdateImageRequest(image=image_to_proto(image))
-        if fieldpaths:
-            req.update_mask.CopyFrom(field_mask_pb2.FieldMask(paths=builtins.list(fieldpaths)))
+        req = images_pb2.UpdateImageRequest(
+            image=image_to_proto(image), update_mask=field_mask(fieldpaths)
+        )
         with rpc_errors():
             resp = await self._stub.Update(req, **self._opts())
         return image_from_proto(resp.image)
