@@ -165,16 +165,14 @@ class TaskService(Proxy["tasks_pb2_grpc.TasksAsyncStub"]):
         )
         if options is not None:
             req.options.CopyFrom(any_pb2.Any(type_url=options.type_url, value=options.value))
-        with rpc_errors():
-            resp = await self._stub.Create(req, **self._opts())
+        resp = await self._call(self._stub.Create, req)
         return resp.pid
 
     async def start(self, container_id: str, exec_id: str = "") -> int:
         """Start the init process (or exec ``exec_id``); return its pid."""
-        with rpc_errors():
-            resp = await self._stub.Start(
-                tasks_pb2.StartRequest(container_id=container_id, exec_id=exec_id), **self._opts()
-            )
+        resp = await self._call(
+            self._stub.Start, tasks_pb2.StartRequest(container_id=container_id, exec_id=exec_id)
+        )
         return resp.pid
 
     async def delete(self, container_id: str, exec_id: str = "") -> ExitStatus:
@@ -194,16 +192,14 @@ class TaskService(Proxy["tasks_pb2_grpc.TasksAsyncStub"]):
 
     async def get(self, container_id: str, exec_id: str = "") -> ProcessState:
         """The state of the init process (or exec ``exec_id``)."""
-        with rpc_errors():
-            resp = await self._stub.Get(
-                tasks_pb2.GetRequest(container_id=container_id, exec_id=exec_id), **self._opts()
-            )
+        resp = await self._call(
+            self._stub.Get, tasks_pb2.GetRequest(container_id=container_id, exec_id=exec_id)
+        )
         return _process_from_proto(resp.process)
 
     async def list(self, filter: str = "") -> builtins.list[ProcessState]:
         """Every task of the namespace."""
-        with rpc_errors():
-            resp = await self._stub.List(tasks_pb2.ListTasksRequest(filter=filter), **self._opts())
+        resp = await self._call(self._stub.List, tasks_pb2.ListTasksRequest(filter=filter))
         return [_process_from_proto(p) for p in resp.tasks]
 
     async def kill(
@@ -215,13 +211,10 @@ class TaskService(Proxy["tasks_pb2_grpc.TasksAsyncStub"]):
         all: bool = False,
     ) -> None:
         """Send ``sig`` to the init process, exec ``exec_id``, or (``all``) every process."""
-        with rpc_errors():
-            await self._stub.Kill(
-                tasks_pb2.KillRequest(
-                    container_id=container_id, exec_id=exec_id, signal=sig, all=all
-                ),
-                **self._opts(),
-            )
+        await self._call(
+            self._stub.Kill,
+            tasks_pb2.KillRequest(container_id=container_id, exec_id=exec_id, signal=sig, all=all),
+        )
 
     async def exec(
         self,
@@ -236,60 +229,50 @@ class TaskService(Proxy["tasks_pb2_grpc.TasksAsyncStub"]):
     ) -> None:
         """Add the process ``process`` (an OCI ``Process`` dict) as exec ``exec_id``."""
         spec = any_pb2.Any(type_url=PROCESS_SPEC_TYPE_URL, value=spec_bytes(dict(process)))
-        with rpc_errors():
-            await self._stub.Exec(
-                tasks_pb2.ExecProcessRequest(
-                    container_id=container_id,
-                    exec_id=exec_id,
-                    spec=spec,
-                    stdin=stdin,
-                    stdout=stdout,
-                    stderr=stderr,
-                    terminal=terminal,
-                ),
-                **self._opts(),
-            )
+        await self._call(
+            self._stub.Exec,
+            tasks_pb2.ExecProcessRequest(
+                container_id=container_id,
+                exec_id=exec_id,
+                spec=spec,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                terminal=terminal,
+            ),
+        )
 
     async def resize_pty(
         self, container_id: str, width: int, height: int, exec_id: str = ""
     ) -> None:
         """Set the terminal size of a process with a terminal."""
-        with rpc_errors():
-            await self._stub.ResizePty(
-                tasks_pb2.ResizePtyRequest(
-                    container_id=container_id, exec_id=exec_id, width=width, height=height
-                ),
-                **self._opts(),
-            )
+        await self._call(
+            self._stub.ResizePty,
+            tasks_pb2.ResizePtyRequest(
+                container_id=container_id, exec_id=exec_id, width=width, height=height
+            ),
+        )
 
     async def close_io(self, container_id: str, exec_id: str = "") -> None:
         """Close the process's stdin."""
-        with rpc_errors():
-            await self._stub.CloseIO(
-                tasks_pb2.CloseIORequest(container_id=container_id, exec_id=exec_id, stdin=True),
-                **self._opts(),
-            )
+        await self._call(
+            self._stub.CloseIO,
+            tasks_pb2.CloseIORequest(container_id=container_id, exec_id=exec_id, stdin=True),
+        )
 
     async def pause(self, container_id: str) -> None:
         """Freeze every process of the task."""
-        with rpc_errors():
-            await self._stub.Pause(
-                tasks_pb2.PauseTaskRequest(container_id=container_id), **self._opts()
-            )
+        await self._call(self._stub.Pause, tasks_pb2.PauseTaskRequest(container_id=container_id))
 
     async def resume(self, container_id: str) -> None:
         """Thaw a paused task."""
-        with rpc_errors():
-            await self._stub.Resume(
-                tasks_pb2.ResumeTaskRequest(container_id=container_id), **self._opts()
-            )
+        await self._call(self._stub.Resume, tasks_pb2.ResumeTaskRequest(container_id=container_id))
 
     async def pids(self, container_id: str) -> builtins.list[tuple[int, AnyValue | None]]:
         """Host pids of the task's processes, each with runtime details (``ProcessDetails``)."""
-        with rpc_errors():
-            resp = await self._stub.ListPids(
-                tasks_pb2.ListPidsRequest(container_id=container_id), **self._opts()
-            )
+        resp = await self._call(
+            self._stub.ListPids, tasks_pb2.ListPidsRequest(container_id=container_id)
+        )
         return [
             (
                 p.pid,
@@ -302,10 +285,7 @@ class TaskService(Proxy["tasks_pb2_grpc.TasksAsyncStub"]):
 
     async def metrics(self, *filters: str) -> builtins.list[Metric]:
         """One metrics sample per task matching any of ``filters`` (``id==<container>``)."""
-        with rpc_errors():
-            resp = await self._stub.Metrics(
-                tasks_pb2.MetricsRequest(filters=list(filters)), **self._opts()
-            )
+        resp = await self._call(self._stub.Metrics, tasks_pb2.MetricsRequest(filters=list(filters)))
         return [
             Metric(
                 id=m.id,

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from pycontainerd.client._errors import rpc_errors
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from contextlib import AbstractAsyncContextManager
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
     from pycontainerd.client.proxies.snapshots import RemoteSnapshotter
 
 StubT = TypeVar("StubT")
+ReqT = TypeVar("ReqT")
+RespT = TypeVar("RespT")
 
 
 class Connection(Protocol):
@@ -104,7 +108,7 @@ class Proxy(Generic[StubT]):
     """A proxy of one gRPC service: its stub on the client's channel, and per-call options.
 
     A subclass names its stub class in ``new_stub`` (``<service>_pb2_grpc.<Service>Stub``)
-    and passes ``**self._opts()`` to each call.
+    and makes unary calls with :meth:`_call` (streams take ``**self._opts()``).
     """
 
     new_stub: Callable[[grpc.aio.Channel], StubT]
@@ -117,6 +121,13 @@ class Proxy(Generic[StubT]):
     def _opts(self) -> dict[str, Any]:
         """A call's keyword arguments: the namespace and lease headers, and the timeout."""
         return call_options(self._client)
+
+    async def _call(
+        self, method: grpc.aio.UnaryUnaryMultiCallable[ReqT, RespT], request: ReqT
+    ) -> RespT:
+        """One unary call with the call's options; a failure raises its errdefs kind."""
+        with rpc_errors():
+            return await method(request, **self._opts())
 
 
 def call_options(client: Connection) -> dict[str, Any]:

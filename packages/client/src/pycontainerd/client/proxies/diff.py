@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 
 from pycontainerd.api.convert import descriptor_from_proto, descriptor_to_proto, mount_to_proto
 from pycontainerd.api.services.diff.v1 import diff_pb2, diff_pb2_grpc
-from pycontainerd.client._errors import rpc_errors
 from pycontainerd.client.proxies import Proxy
 
 if TYPE_CHECKING:
@@ -29,8 +28,7 @@ class RemoteDiff(Proxy["diff_pb2_grpc.DiffAsyncStub"]):
             mounts=[mount_to_proto(m) for m in mounts],
             sync_fs=sync_fs,
         )
-        with rpc_errors():
-            resp = await self._stub.Apply(req, **self._opts())
+        resp = await self._call(self._stub.Apply, req)
         return descriptor_from_proto(resp.applied)
 
     async def compare(
@@ -50,6 +48,5 @@ class RemoteDiff(Proxy["diff_pb2_grpc.DiffAsyncStub"]):
             ref=ref,
             labels=dict(labels or {}),
         )
-        with rpc_errors():
-            resp = await self._stub.Diff(req, **self._opts())
+        resp = await self._call(self._stub.Diff, req)
         return descriptor_from_proto(resp.diff)

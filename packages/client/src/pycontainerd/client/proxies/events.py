@@ -34,13 +34,11 @@ class RemoteEventService(Proxy["events_pb2_grpc.EventsAsyncStub"]):
             msg = f"event must be a protobuf message, not {type(event).__name__}"
             raise InvalidArgumentError(msg)
         req = events_pb2.PublishRequest(topic=topic, event=typeurl.pack(event))
-        with rpc_errors():
-            await self._stub.Publish(req, **self._opts())
+        await self._call(self._stub.Publish, req)
 
     async def forward(self, envelope: Envelope) -> None:
         req = events_pb2.ForwardRequest(envelope=envelope_to_proto(envelope))
-        with rpc_errors():
-            await self._stub.Forward(req, **self._opts())
+        await self._call(self._stub.Forward, req)
 
     async def subscribe(self, *filters: str) -> AsyncIterator[Envelope]:
         call = self._stub.Subscribe(

@@ -10,7 +10,6 @@ from google.protobuf import empty_pb2
 
 from pycontainerd.api.convert import platform_from_proto, time_from_proto
 from pycontainerd.api.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
-from pycontainerd.client._errors import rpc_errors
 from pycontainerd.client.proxies import Proxy
 
 if TYPE_CHECKING:
@@ -67,10 +66,9 @@ class RemoteIntrospection(Proxy["introspection_pb2_grpc.IntrospectionAsyncStub"]
 
     async def plugins(self, *filters: str) -> builtins.list[PluginInfo]:
         """Plugins matching any of ``filters`` (fields ``type``, ``id``), in load order."""
-        with rpc_errors():
-            resp = await self._stub.Plugins(
-                introspection_pb2.PluginsRequest(filters=builtins.list(filters)), **self._opts()
-            )
+        resp = await self._call(
+            self._stub.Plugins, introspection_pb2.PluginsRequest(filters=builtins.list(filters))
+        )
         return [
             PluginInfo(
                 type=p.type,
@@ -90,8 +88,7 @@ class RemoteIntrospection(Proxy["introspection_pb2_grpc.IntrospectionAsyncStub"]
 
     async def server(self) -> ServerInfo:
         """The daemon's UUID and, from 1.7, pid, pid namespace and deprecations."""
-        with rpc_errors():
-            resp = await self._stub.Server(empty_pb2.Empty(), **self._opts())
+        resp = await self._call(self._stub.Server, empty_pb2.Empty())
         return ServerInfo(
             uuid=resp.uuid,
             pid=resp.pid,
