@@ -152,3 +152,10 @@ def test_envelope_round_trip_and_unset_timestamp() -> None:
     bare = convert.envelope_from_proto(event_pb2.Envelope(topic="/y"))
     assert bare.timestamp == UNSET_TIME
     assert bare.timestamp.timestamp() == 0
+
+
+def test_field_mask_is_none_without_paths_and_lists_them_otherwise() -> None:
+    assert convert.field_mask(()) is None
+    mask = convert.field_mask(iter(["labels.a", "target"]))
+    assert mask is not None
+    assert list(mask.paths) == ["labels.a", "target"]

@@ -1348,6 +1348,34 @@ FACT_ENUMS: dict[str, dict[str, int]] = {
     **CRI_ENUMS,
 }
 
+# Messages that cgroups v1 and v2 metrics declare alike (same fields, same numbers).
+CGROUP_SHARED_MESSAGES: dict[str, list[str]] = {
+    "PidsStat": [
+        "uint64 current = 1",
+        "uint64 limit = 2",
+    ],
+    "RdmaStat": [
+        "repeated RdmaEntry current = 1",
+        "repeated RdmaEntry limit = 2",
+    ],
+    "RdmaEntry": [
+        "string device = 1",
+        "uint32 hca_handles = 2",
+        "uint32 hca_objects = 3",
+    ],
+    "NetworkStat": [
+        "string name = 1",
+        "uint64 rx_bytes = 2",
+        "uint64 rx_packets = 3",
+        "uint64 rx_errors = 4",
+        "uint64 rx_dropped = 5",
+        "uint64 tx_bytes = 6",
+        "uint64 tx_packets = 7",
+        "uint64 tx_errors = 8",
+        "uint64 tx_dropped = 9",
+    ],
+}
+
 FACT_MESSAGES: dict[str, dict[str, list[str]]] = {
     "runtime.v1": CRI_MESSAGES,
     "containerd.types": {
@@ -1665,6 +1693,7 @@ FACT_MESSAGES: dict[str, dict[str, list[str]]] = {
         "SandboxMetricsResponse": [".containerd.types.Metric metrics = 1"],
     },
     "io.containerd.cgroups.v1": {
+        **CGROUP_SHARED_MESSAGES,
         "Metrics": [
             "repeated HugetlbStat hugetlb = 1",
             "PidsStat pids = 2",
@@ -1681,10 +1710,6 @@ FACT_MESSAGES: dict[str, dict[str, list[str]]] = {
             "uint64 max = 2",
             "uint64 failcnt = 3",
             "string pagesize = 4",
-        ],
-        "PidsStat": [
-            "uint64 current = 1",
-            "uint64 limit = 2",
         ],
         "CPUStat": [
             "CPUUsage usage = 1",
@@ -1767,26 +1792,6 @@ FACT_MESSAGES: dict[str, dict[str, list[str]]] = {
             "uint64 minor = 4",
             "uint64 value = 5",
         ],
-        "RdmaStat": [
-            "repeated RdmaEntry current = 1",
-            "repeated RdmaEntry limit = 2",
-        ],
-        "RdmaEntry": [
-            "string device = 1",
-            "uint32 hca_handles = 2",
-            "uint32 hca_objects = 3",
-        ],
-        "NetworkStat": [
-            "string name = 1",
-            "uint64 rx_bytes = 2",
-            "uint64 rx_packets = 3",
-            "uint64 rx_errors = 4",
-            "uint64 rx_dropped = 5",
-            "uint64 tx_bytes = 6",
-            "uint64 tx_packets = 7",
-            "uint64 tx_errors = 8",
-            "uint64 tx_dropped = 9",
-        ],
         "CgroupStats": [
             "uint64 nr_sleeping = 1",
             "uint64 nr_running = 2",
@@ -1796,6 +1801,7 @@ FACT_MESSAGES: dict[str, dict[str, list[str]]] = {
         ],
     },
     "io.containerd.cgroups.v2": {
+        **CGROUP_SHARED_MESSAGES,
         "Metrics": [
             "PidsStat pids = 1",
             "CPUStat cpu = 2",
@@ -1815,10 +1821,6 @@ FACT_MESSAGES: dict[str, dict[str, list[str]]] = {
         "PSIStats": [
             "PSIData some = 1",
             "PSIData full = 2",
-        ],
-        "PidsStat": [
-            "uint64 current = 1",
-            "uint64 limit = 2",
         ],
         "CPUStat": [
             "uint64 usage_usec = 1",
@@ -1883,15 +1885,6 @@ FACT_MESSAGES: dict[str, dict[str, list[str]]] = {
             "uint64 oom_kill = 5",
             "uint64 oom_group_kill = 6",
         ],
-        "RdmaStat": [
-            "repeated RdmaEntry current = 1",
-            "repeated RdmaEntry limit = 2",
-        ],
-        "RdmaEntry": [
-            "string device = 1",
-            "uint32 hca_handles = 2",
-            "uint32 hca_objects = 3",
-        ],
         "IOStat": [
             "repeated IOEntry usage = 1",
             "PSIStats psi = 2",
@@ -1909,17 +1902,6 @@ FACT_MESSAGES: dict[str, dict[str, list[str]]] = {
             "uint64 max = 2",
             "string pagesize = 3",
             "uint64 failcnt = 4",
-        ],
-        "NetworkStat": [
-            "string name = 1",
-            "uint64 rx_bytes = 2",
-            "uint64 rx_packets = 3",
-            "uint64 rx_errors = 4",
-            "uint64 rx_dropped = 5",
-            "uint64 tx_bytes = 6",
-            "uint64 tx_packets = 7",
-            "uint64 tx_errors = 8",
-            "uint64 tx_dropped = 9",
         ],
     },
 }

@@ -47,6 +47,9 @@ KINDS = [
     (errdefs.InternalError, SC.INTERNAL, errdefs.InternalError),
 ]
 
+KindCase = tuple[type[errdefs.ContainerdError], grpc.StatusCode, type[errdefs.ContainerdError]]
+EVERY_KIND = pytest.mark.parametrize("case", KINDS, ids=lambda case: case[0].__name__)
+
 
 def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
@@ -56,12 +59,9 @@ def test_every_kind_is_in_the_table() -> None:
     assert {k for k, _, _ in KINDS} == set(errdefs.ALL_KINDS)
 
 
-@pytest.mark.parametrize(("kind", "code", "back"), KINDS, ids=lambda v: getattr(v, "__name__", v))
-def test_kind_to_code_and_back(
-    kind: type[errdefs.ContainerdError],
-    code: grpc.StatusCode,
-    back: type[errdefs.ContainerdError],
-) -> None:
+@EVERY_KIND
+def test_kind_to_code_and_back(case: KindCase) -> None:
+    kind, code, back = case
     err = kind("object x is odd")
     assert errgrpc.to_status_code(err) is code
     message = errgrpc.to_grpc_message(err)
@@ -178,12 +178,9 @@ def test_status_code_numbers() -> None:
     assert errgrpc.code_to_status_code(42) is SC.UNKNOWN
 
 
-@pytest.mark.parametrize(("kind", "code", "back"), KINDS, ids=lambda v: getattr(v, "__name__", v))
-def test_google_rpc_status_both_ways(
-    kind: type[errdefs.ContainerdError],
-    code: grpc.StatusCode,
-    back: type[errdefs.ContainerdError],
-) -> None:
+@EVERY_KIND
+def test_google_rpc_status_both_ways(case: KindCase) -> None:
+    kind, code, back = case
     st = errgrpc.to_status_proto(kind("bad"))
     assert isinstance(st, status_pb2.Status)
     assert st.code == code.value[0]

@@ -185,15 +185,25 @@ def _load_tool() -> ModuleType:
     return module
 
 
-def test_gen_protos_check_reports_drift(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def drifted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ModuleType, Path]:
+    """gen_protos writing to a copy of the generated tree, one file edited and one stale.
+
+    Returns the tool and the copy's ``pycontainerd/api`` directory.
+    """
     tool = _load_tool()
     out = tmp_path / "src"
     shutil.copytree(tool.OUT_ROOT, out)
     api = out / "pycontainerd" / "api"
     (api / "types" / "mount_pb2.py").write_text("# edited by hand\n")
-    (api / "types" / "platform_pb2.pyi").unlink()
     (api / "types" / "gone_pb2.py").write_text("")
     monkeypatch.setattr(tool, "OUT_ROOT", out)
+    return tool, api
+
+
+def test_gen_protos_check_reports_drift(drifted: tuple[ModuleType, Path]) -> None:
+    tool, api = drifted
+    (api / "types" / "platform_pb2.pyi").unlink()
 
     problems = tool.check()
 
@@ -204,14 +214,8 @@ def test_gen_protos_check_reports_drift(tmp_path: Path, monkeypatch: pytest.Monk
     assert tool.main(["--check"]) == 1
 
 
-def test_gen_protos_write_repairs_drift(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    tool = _load_tool()
-    out = tmp_path / "src"
-    shutil.copytree(tool.OUT_ROOT, out)
-    api = out / "pycontainerd" / "api"
-    (api / "types" / "mount_pb2.py").write_text("# edited by hand\n")
-    (api / "types" / "gone_pb2.py").write_text("")
-    monkeypatch.setattr(tool, "OUT_ROOT", out)
+def test_gen_protos_write_repairs_drift(drifted: tuple[ModuleType, Path]) -> None:
+    tool, api = drifted
 
     changed = tool.write()
 

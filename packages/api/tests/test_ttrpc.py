@@ -579,8 +579,10 @@ async def test_listen_mode(served: Served) -> None:
     assert os.stat(path).st_mode & 0o777 == 0o600
 
 
-def test_import_loads_no_grpc() -> None:
-    probe = "import sys, pycontainerd.api.ttrpc; print('grpc' in sys.modules)"
+@pytest.mark.parametrize("module", ["pycontainerd.api.ttrpc", "pycontainerd.api.typeurl"])
+def test_import_loads_no_grpc(module: str) -> None:
+    """What the shim imports of api (ttrpc, typeurl) loads no grpc."""
+    probe = f"import sys, {module}; print('grpc' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout

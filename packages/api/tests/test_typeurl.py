@@ -186,11 +186,3 @@ def test_raw_passthrough_and_upgrade_to_a_message() -> None:
 def test_legacy_runc_options_pass_through_as_bytes() -> None:
     packed = any_pb2.Any(type_url=typeurl.RUNC_OPTIONS_V1, value=b"\x01\x02")
     assert typeurl.unpack(packed) == b"\x01\x02"
-
-
-def test_typeurl_does_not_import_grpc() -> None:
-    probe = "import sys, pycontainerd.api.typeurl; print('grpc' in sys.modules)"
-    out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    ).stdout
-    assert out.strip() == "False"

@@ -110,6 +110,14 @@ async def test_read_blob_reads_everything_and_closes() -> None:
         await content.read_blob(provider, "missing")
 
 
+async def test_read_chunks_reads_from_an_offset_in_chunks_and_stops_at_a_short_blob() -> None:
+    reader = _Reader(b"hello world", chunk=100)
+    got = [c async for c in content.read_chunks(reader, 4, offset=1)]
+    assert got == [b"ello", b" wor", b"ld"]
+    reader.size = 20  # says more than it holds: the empty read ends it
+    assert b"".join([c async for c in content.read_chunks(reader, 4)]) == b"hello world"
+
+
 def test_protocols_reject_incomplete_objects() -> None:
     assert not isinstance(_Blobs({}), content.Store)
     assert not isinstance(object(), snapshots.Snapshotter)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -37,7 +37,6 @@ from pycontainerd.remotes.testing import (
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
 
 IMAGE = build_image([{"bin/hello": b"hello\n"}, {"etc/motd": b"hi\n" * 1000}])
@@ -135,13 +134,23 @@ async def test_index_resolves(plain: Registry) -> None:
         assert desc.digest == index.root.digest
 
 
-async def test_unknown_root_media_type() -> None:
-    # docker-registry refuses such manifests, so a tiny server of our own serves it
-    odd = Blob("application/vnd.example.thing.v1+json", b'{"schemaVersion": 2}')
-    server = FaultyBlobServer({odd.digest: odd}, {"v1": odd}).start()
+@pytest.mark.parametrize(
+    ("root", "expected"),
+    [
+        # docker-registry refuses such manifests, so a tiny server of our own serves them
+        (
+            Blob("application/vnd.example.thing.v1+json", b'{"schemaVersion": 2}'),
+            (UnimplementedError, "unsupported media type"),
+        ),
+        (Blob(mt.OCI_MANIFEST, b" " * ((4 << 20) + 1)), (OutOfRangeError, "exceeds the limit")),
+    ],
+    ids=["unknown-root-media-type", "oversized-manifest-from-registry"],
+)
+async def test_resolve_refuses_the_root(root: Blob, expected: tuple[type[Exception], str]) -> None:
+    server = FaultyBlobServer({root.digest: root}, {"v1": root}).start()
     try:
         async with plain_resolver() as resolver:
-            with pytest.raises(UnimplementedError, match="unsupported media type"):
+            with pytest.raises(expected[0], match=expected[1]):
                 await resolver.resolve(f"{server.host}/test/odd:v1")
     finally:
         server.stop()
@@ -153,17 +162,6 @@ async def test_oversized_manifest_is_refused(plain: Registry) -> None:
         fetcher = resolver.fetcher(f"{plain.host}/test/multi:v1")
         with pytest.raises(OutOfRangeError, match="exceeds the limit"):
             await fetcher.fetch_bytes(big)
-
-
-async def test_oversized_manifest_from_registry(tmp_path: Path) -> None:
-    big = Blob(mt.OCI_MANIFEST, b" " * ((4 << 20) + 1))
-    server = FaultyBlobServer({big.digest: big}, {"v1": big}).start()
-    try:
-        async with plain_resolver() as resolver:
-            with pytest.raises(OutOfRangeError, match="exceeds the limit"):
-                await resolver.resolve(f"{server.host}/x/y:v1")
-    finally:
-        server.stop()
 
 
 # -- a misbehaving server -------------------------------------------------------------------------
@@ -193,33 +191,36 @@ async def test_fetch_resumes_after_break(kind: str) -> None:
         server.stop()
 
 
-async def test_fetch_gives_up_cleanly() -> None:
-    server = faulty("drop", 100)
+WHOLE = len(LAYER.data)
+
+
+@pytest.mark.parametrize(
+    ("fault", "size", "options", "expected"),
+    [
+        (
+            ("drop", 100),
+            WHOLE,
+            {"retries": 2, "backoff": 0.01},
+            (UnavailableError, "after 3 attempts"),
+        ),
+        (("corrupt", 100), WHOLE, {}, (DataLossError, "digest mismatch")),
+        # the server sends more than the descriptor says
+        (("none", 0), 1000, {}, (DataLossError, "more than")),
+    ],
+    ids=["gives-up-cleanly", "detects-digest-mismatch", "detects-oversize-blob"],
+)
+async def test_fetch_fails_cleanly(
+    fault: tuple[str, int],
+    size: int,
+    options: dict[str, Any],
+    expected: tuple[type[Exception], str],
+) -> None:
+    server = faulty(*fault)
+    desc = Descriptor(media_type=LAYER.media_type, digest=LAYER.digest, size=size)
     try:
-        async with plain_resolver(retries=2, backoff=0.01) as resolver:
-            with pytest.raises(UnavailableError, match="after 3 attempts"):
-                await resolver.fetcher(f"{server.host}/x/y:v1").fetch_bytes(desc_of(LAYER))
-    finally:
-        server.stop()
-
-
-async def test_fetch_detects_digest_mismatch() -> None:
-    server = faulty("corrupt", 100)
-    try:
-        async with plain_resolver() as resolver:
-            with pytest.raises(DataLossError, match="digest mismatch"):
-                await resolver.fetcher(f"{server.host}/x/y:v1").fetch_bytes(desc_of(LAYER))
-    finally:
-        server.stop()
-
-
-async def test_fetch_detects_oversize_blob() -> None:
-    server = faulty("none", 0)
-    short = Descriptor(media_type=LAYER.media_type, digest=LAYER.digest, size=1000)
-    try:
-        async with plain_resolver() as resolver:
-            with pytest.raises(DataLossError, match="more than"):
-                await resolver.fetcher(f"{server.host}/x/y:v1").fetch_bytes(short)
+        async with plain_resolver(**options) as resolver:
+            with pytest.raises(expected[0], match=expected[1]):
+                await resolver.fetcher(f"{server.host}/x/y:v1").fetch_bytes(desc)
     finally:
         server.stop()
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
-from google.protobuf import any_pb2, timestamp_pb2
+from google.protobuf import any_pb2, field_mask_pb2, timestamp_pb2
 
 from pycontainerd.api.services.containers.v1 import containers_pb2
 from pycontainerd.api.services.images.v1 import images_pb2
@@ -38,6 +38,8 @@ from pycontainerd.core.platforms import Platform
 from pycontainerd.core.types import UNSET_TIME, AnyValue, Descriptor, Mount
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from pycontainerd.api.types import platform_pb2
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "descriptor_to_proto",
     "envelope_from_proto",
     "envelope_to_proto",
+    "field_mask",
     "image_from_proto",
     "image_to_proto",
     "lease_from_proto",
@@ -94,6 +97,12 @@ def time_to_proto(when: datetime) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
     set_timestamp(ts, when)
     return ts
+
+
+def field_mask(paths: Iterable[str]) -> field_mask_pb2.FieldMask | None:
+    """An Update call's mask of ``paths``; ``None`` (no mask: the whole record) for none."""
+    listed = list(paths)
+    return field_mask_pb2.FieldMask(paths=listed) if listed else None
 
 
 def any_from_proto(value: any_pb2.Any) -> AnyValue:

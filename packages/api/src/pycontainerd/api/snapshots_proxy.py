@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from google.protobuf import field_mask_pb2
-
 from pycontainerd.api.convert import (
+    field_mask,
     mount_from_proto,
     snapshot_info_from_proto,
     snapshot_info_to_proto,
@@ -67,10 +66,10 @@ class SnapshotsProxy:
 
     async def update(self, info: Info, *fieldpaths: str) -> Info:
         req = snapshots_pb2.UpdateSnapshotRequest(
-            snapshotter=self.name, info=snapshot_info_to_proto(info)
+            snapshotter=self.name,
+            info=snapshot_info_to_proto(info),
+            update_mask=field_mask(fieldpaths),
         )
-        if fieldpaths:
-            req.update_mask.CopyFrom(field_mask_pb2.FieldMask(paths=list(fieldpaths)))
         with rpc_errors():
             resp = await self._stub.Update(req, **self._opts())
         return snapshot_info_from_proto(resp.info)

@@ -35,9 +35,11 @@ import grpc
 from pycontainerd.client import address as addresses
 from pycontainerd.client._errors import rpc_errors
 from pycontainerd.client.facade import ClientFacade
+from pycontainerd.client.proxies import call_options
 from pycontainerd.config import client as client_config
 from pycontainerd.config.errors import ConfigError
 from pycontainerd.core import namespaces
+from pycontainerd.core.closing import AsyncClosing
 from pycontainerd.core.errdefs import (
     DeadlineExceededError,
     InvalidArgumentError,
@@ -47,7 +49,6 @@ from pycontainerd.core.leases import EXPIRE_LABEL
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping
-    from types import TracebackType
 
     from pycontainerd.client import transfer
     from pycontainerd.client.proxies.containers import RemoteContainerStore
@@ -99,7 +100,7 @@ def generate_lease_id() -> str:
     return f"{nanos}-{suffix}"
 
 
-class Client(ClientFacade):
+class Client(ClientFacade, AsyncClosing):
     """A connection to a daemon; see the module docstring.
 
     The high-level methods (``pull``, ``new_container``, ``subscribe``, ...)
@@ -226,17 +227,11 @@ class Client(ClientFacade):
             channel, self._channel = self._channel, None
             await channel.close()
 
+    aclose = close  # what leaving ``async with`` awaits (AsyncClosing)
+
     async def __aenter__(self) -> Self:
         await self.connect()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         """Headers for one call: the current namespace and, if any, the lease."""
@@ -324,9 +319,7 @@ class Client(ClientFacade):
 
         stub = version_pb2_grpc.VersionStub(self.channel)
         with rpc_errors():
-            resp = await stub.Version(
-                empty_pb2.Empty(), metadata=self.metadata(), timeout=self.timeout
-            )
+            resp = await stub.Version(empty_pb2.Empty(), **call_options(self))
         return Version(version=resp.version, revision=resp.revision)
 
     async def server(self) -> ServerInfo:

@@ -12,7 +12,6 @@ spec points at that host directory instead and no snapshot is made.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -21,14 +20,16 @@ from pycontainerd.client.oci import SPEC_TYPE_URL, generate_spec, spec_bytes
 from pycontainerd.core import platforms
 from pycontainerd.core.containers import Container, RuntimeInfo
 from pycontainerd.core.errdefs import InvalidArgumentError, NotFoundError
+from pycontainerd.core.jsonload import load_json
 from pycontainerd.core.types import AnyValue, Descriptor
+from pycontainerd.remotes.pull import best_platform_match
 from pycontainerd.remotes.unpack import chain_ids, descriptor_from_json, read_json, unpack
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from pycontainerd.client.client import Client
     from pycontainerd.client.oci import Spec, SpecOpt
+    from pycontainerd.client.proxies import Services
     from pycontainerd.core.images import Image
     from pycontainerd.core.types import Mount
 
@@ -72,7 +73,7 @@ class ImageConfig:
 
 
 async def image_manifest(
-    client: Client, image: Image, platform: platforms.Platform | None = None
+    client: Services, image: Image, platform: platforms.Platform | None = None
 ) -> Descriptor:
     """The manifest of ``image`` for ``platform`` (default: this host), through indexes.
 
@@ -89,27 +90,16 @@ async def image_manifest(
         if not isinstance(raw, list):
             msg = f"index {desc.digest}: manifests is not a list"
             raise InvalidArgumentError(msg)
-        candidates = [descriptor_from_json(m, desc.digest) for m in raw]
-        for candidate in platforms.compatible(want):
-            found = next(
-                (
-                    m
-                    for m in candidates
-                    if m.platform is not None and platforms.matches(candidate, m.platform)
-                ),
-                None,
-            )
-            if found is not None:
-                desc = found
-                break
-        else:
+        found = best_platform_match(want, [descriptor_from_json(m, desc.digest) for m in raw])
+        if found is None:
             msg = f"no match for platform in manifest {desc.digest}: not found"
             raise NotFoundError(msg)
+        desc = found
     msg = f"{image.name}: indexes nested too deeply"
     raise InvalidArgumentError(msg)
 
 
-async def image_config(client: Client, manifest: Descriptor) -> ImageConfig:
+async def image_config(client: Services, manifest: Descriptor) -> ImageConfig:
     """The config of the image manifest ``manifest``."""
     store = client.content_store()
     doc = await read_json(store, manifest)
@@ -134,7 +124,7 @@ async def image_config(client: Client, manifest: Descriptor) -> ImageConfig:
 
 
 async def ensure_unpacked(
-    client: Client, manifest: Descriptor, config: ImageConfig, snapshotter: str
+    client: Services, manifest: Descriptor, config: ImageConfig, snapshotter: str
 ) -> str:
     """Unpack the image into ``snapshotter`` unless its top chain is there; return the chain ID."""
     chain = config.chain_id
@@ -250,7 +240,7 @@ def resolve_user(user: str, mounts: Sequence[Mount] = (), rootfs_path: str = "")
 
 
 async def new_container(
-    client: Client,
+    client: Services,
     container_id: str,
     *,
     image: str = "",
@@ -344,18 +334,14 @@ def container_spec(container: Container) -> dict[str, Any]:
         msg = f"container {container.id!r} has no spec"
         raise InvalidArgumentError(msg)
     try:
-        spec = json.loads(container.spec.value)
+        return load_json(container.spec.value, dict)
     except ValueError as exc:
-        msg = f"container {container.id!r}: spec is not JSON: {exc}"
+        msg = f"container {container.id!r} spec: {exc}"
         raise InvalidArgumentError(msg) from None
-    if not isinstance(spec, dict):
-        msg = f"container {container.id!r}: spec is not a JSON object"
-        raise InvalidArgumentError(msg)
-    return spec
 
 
 async def delete_container(
-    client: Client, container_id: str, *, snapshot_cleanup: bool = True
+    client: Services, container_id: str, *, snapshot_cleanup: bool = True
 ) -> None:
     """Delete the record of ``container_id`` and, with ``snapshot_cleanup``, its snapshot."""
     store = client.container_store()

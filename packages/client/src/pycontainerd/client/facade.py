@@ -25,16 +25,17 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-from typing import IO, TYPE_CHECKING, Any, Final, cast
+from typing import IO, TYPE_CHECKING, Any, Final, Self, cast
+
+from pycontainerd.core.closing import AsyncClosing
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-    from types import TracebackType
 
-    from pycontainerd.client.client import Client
     from pycontainerd.client.objects import Container, Event, Image
     from pycontainerd.client.oci import SpecOpt
     from pycontainerd.client.progress import Job, Tracker
+    from pycontainerd.client.proxies import Services
     from pycontainerd.client.remotes.resolver import Resolver
     from pycontainerd.core.events import Envelope
     from pycontainerd.core.platforms import Platform
@@ -50,8 +51,8 @@ class ClientFacade:
 
     __slots__ = ()
 
-    def _client(self) -> Client:
-        return cast("Client", self)
+    def _client(self) -> Services:
+        return cast("Services", self)
 
     # -- images ---------------------------------------------------------------------
 
@@ -318,7 +319,7 @@ class ClientFacade:
         return Subscription(self._client(), filters)
 
 
-class Subscription:
+class Subscription(AsyncClosing):
     """An event stream: an async iterator of :class:`Event`, and an async context manager.
 
     Entering it starts the stream and waits until it is live: it publishes a
@@ -341,7 +342,7 @@ class Subscription:
     PROBE_PREFIX: Final = "/pycontainerd/subscribe/"
     PROBE_NAMESPACE_PREFIX: Final = "pycontainerd-subscribe-"
 
-    def __init__(self, client: Client, filters: Sequence[str]) -> None:
+    def __init__(self, client: Services, filters: Sequence[str]) -> None:
         self._client = client
         self._filters = tuple(filters)
         self._probe = ""
@@ -359,7 +360,7 @@ class Subscription:
             self._stream = self._client.event_service().subscribe(*filters)
         return self._stream
 
-    async def start(self) -> Subscription:
+    async def start(self) -> Self:
         """Start the stream and wait until it is live (see the class docstring)."""
         import uuid
 
@@ -425,16 +426,8 @@ class Subscription:
         if aclose is not None:
             await aclose()
 
-    async def __aenter__(self) -> Subscription:
+    async def __aenter__(self) -> Self:
         return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 def _event(envelope: Envelope) -> Event:

@@ -46,7 +46,7 @@ from pycontainerd.remotes.pull import select_manifests
 from pycontainerd.remotes.unpack import manifest_parts
 
 if TYPE_CHECKING:
-    from pycontainerd.client.client import Client
+    from pycontainerd.client.proxies import Services
     from pycontainerd.core.platforms import Platform
     from pycontainerd.core.types import Descriptor
 
@@ -71,7 +71,7 @@ class MissingDirectoryError(NotFoundError):
         return self.message
 
 
-async def opt_path(client: Client) -> str:
+async def opt_path(client: Services) -> str:
     """The install directory the daemon's ``opt`` plugin exports.
 
     Raises:
@@ -210,13 +210,8 @@ async def _spool(store: content.Store, desc: Descriptor) -> IO[bytes]:
     out: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_MAX)  # noqa: SIM115
     reader = await store.reader_at(desc.digest)
     try:
-        offset = 0
-        while offset < reader.size:
-            data = await reader.read_at(offset, min(_READ_CHUNK, reader.size - offset))
-            if not data:
-                break
+        async for data in content.read_chunks(reader, _READ_CHUNK):
             out.write(data)
-            offset += len(data)
     except BaseException:
         out.close()
         raise
@@ -227,7 +222,7 @@ async def _spool(store: content.Store, desc: Descriptor) -> IO[bytes]:
 
 
 async def install(
-    client: Client,
+    client: Services,
     image_name: str,
     *,
     path: str | None = None,

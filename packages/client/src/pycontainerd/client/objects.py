@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
     from datetime import datetime
 
-    from pycontainerd.client.client import Client
     from pycontainerd.client.containers import ImageConfig
+    from pycontainerd.client.proxies import Services
     from pycontainerd.client.stdio import Output, Stdio
     from pycontainerd.client.tasks import ExitStatus, Metric, ProcessState
     from pycontainerd.core import containers, images
@@ -53,7 +53,7 @@ def parse_platform(platform: str | Platform | None) -> Platform | None:
 class Image:
     """An image record with the client it came from (containerd's ``Image``)."""
 
-    def __init__(self, client: Client, record: images.Image) -> None:
+    def __init__(self, client: Services, record: images.Image) -> None:
         self.client = client
         self.record = record
 
@@ -132,7 +132,7 @@ class ProcessInfo:
 class Process:
     """A process of a task: its init process (a :class:`Task`) or an exec."""
 
-    def __init__(self, client: Client, low: _LowTask, io: ProcessIO) -> None:
+    def __init__(self, client: Services, low: _LowTask, io: ProcessIO) -> None:
         self.client = client
         self._low = low
         self._io = io
@@ -207,7 +207,9 @@ class Process:
 class Task(Process):
     """A container's running task (containerd's ``Task``): its init process and the rest."""
 
-    def __init__(self, client: Client, container: Container, low: _LowTask, io: ProcessIO) -> None:
+    def __init__(
+        self, client: Services, container: Container, low: _LowTask, io: ProcessIO
+    ) -> None:
         super().__init__(client, low, io)
         self.container = container
 
@@ -276,7 +278,7 @@ class Task(Process):
 class Container:
     """A container record with the client it came from (containerd's ``Container``)."""
 
-    def __init__(self, client: Client, record: containers.Container) -> None:
+    def __init__(self, client: Services, record: containers.Container) -> None:
         self.client = client
         self.record = record
 

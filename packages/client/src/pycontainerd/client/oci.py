@@ -22,12 +22,7 @@ import copy
 import json
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
-from pycontainerd.core.ocidefaults import (
-    DEFAULT_CAPABILITIES,
-    DEFAULT_PATH,
-    MASKED_PATHS,
-    READONLY_PATHS,
-)
+from pycontainerd.core.oci import DEFAULT_CAPABILITIES, DEFAULT_PATH, MASKED_PATHS, READONLY_PATHS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal
 
 from pycontainerd.core.errdefs import InvalidArgumentError
-from pycontainerd.core.fdio import write_all
+from pycontainerd.core.fdio import open_fifo_writer, retry_delays, write_all
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -241,10 +240,6 @@ class ProcessIO:
         self.fifos.remove()
 
 
-#: How long :func:`_open_stdin` waits between tries while the FIFO has no reader.
-_OPEN_RETRY_MAX: Final = 0.1
-
-
 async def _open_stdin(path: str) -> int:
     """The write end of the stdin FIFO ``path``, opened without blocking a thread.
 
@@ -252,15 +247,10 @@ async def _open_stdin(path: str) -> int:
     it is tried again, more and more slowly, until a reader came or the caller
     is cancelled (its process is deleted), never waiting for ever in ``open``.
     """
-    delay = 0.001
-    while True:
-        try:
-            return os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as exc:
-            if exc.errno != errno.ENXIO:
-                raise
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, _OPEN_RETRY_MAX)
+    delays = retry_delays()
+    while (fd := open_fifo_writer(path)) is None:  # noqa: ASYNC110 - polls for a reader
+        await asyncio.sleep(next(delays))
+    return fd
 
 
 async def _feed(path: str, data: bytes) -> None:

@@ -44,7 +44,7 @@ import contextlib
 import contextvars
 import inspect
 import threading
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
 import grpc
 
@@ -56,7 +56,9 @@ from pycontainerd.client.client import (
     lease_labels,
 )
 from pycontainerd.client.client import Client as AsyncClient
+from pycontainerd.client.proxies import call_options
 from pycontainerd.core import namespaces
+from pycontainerd.core.closing import Closing
 
 # The async classes (``Async*``) are named in the ``_twin(lambda: ...)``
 # declarations, whose lambdas are never called: they give the type checker the
@@ -432,7 +434,7 @@ class Container(_Twinned["AsyncContainer"]):
     delete = _twin(lambda: AsyncContainer.delete)
 
 
-class Client:
+class Client(Closing):
     """The sync twin of :class:`pycontainerd.client.client.Client` (same arguments).
 
     ``with Client(...) as client`` waits for the daemon (``connect_timeout``)
@@ -509,21 +511,13 @@ class Client:
                     self._blocking = grpc.secure_channel(target, credentials, options=options)
             return self._blocking
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         try:
             self.connect()
         except BaseException:
             self.close()
             raise
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __del__(self) -> None:
         loop = getattr(self, "_loop", None)
@@ -537,7 +531,7 @@ class Client:
         self._loop.refuse_own_thread()
         call, request = self._version or self._version_call()
         with rpc_errors():
-            resp = call(request, metadata=self.aio.metadata(), timeout=self.aio.timeout)
+            resp = call(request, **call_options(self.aio))
         return Version(version=resp.version, revision=resp.revision)
 
     def _version_call(self) -> tuple[Callable[..., Any], object]:
@@ -649,7 +643,7 @@ class Client:
         return Subscription(self._loop, self.aio.subscribe(*filters))
 
 
-class Subscription:
+class Subscription(Closing):
     """The sync twin of :class:`pycontainerd.client.facade.Subscription`: an iterator of events."""
 
     def __init__(self, loop: _Loop, aio: AsyncSubscription) -> None:
@@ -657,7 +651,7 @@ class Subscription:
         self.aio = aio
         self._iter: Iterator[Event] | None = None
 
-    def start(self) -> Subscription:
+    def start(self) -> Self:
         """Start the stream and wait until it is live."""
         self._loop.run(self.aio.start())
         return self
@@ -676,13 +670,5 @@ class Subscription:
         if not self._loop.loop.is_closed():
             self._loop.run(self.aio.aclose())
 
-    def __enter__(self) -> Subscription:
+    def __enter__(self) -> Self:
         return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

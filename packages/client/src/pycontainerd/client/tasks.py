@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 import select
 import shutil
@@ -35,7 +34,9 @@ from pycontainerd.api.services.tasks.v1 import tasks_pb2, tasks_pb2_grpc
 from pycontainerd.api.types.task import task_pb2
 from pycontainerd.client._errors import rpc_errors
 from pycontainerd.client.oci import spec_bytes
+from pycontainerd.client.proxies import Proxy
 from pycontainerd.core.errdefs import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from pycontainerd.core.fdio import open_fifo_writer, retry_delays
 from pycontainerd.core.types import UNSET_TIME, AnyValue
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from datetime import datetime
 
-    from pycontainerd.client.client import Client
+    from pycontainerd.client.proxies import Services
     from pycontainerd.core.containers import Container
     from pycontainerd.core.types import Mount
 
@@ -137,15 +138,10 @@ def _process_from_proto(p: task_pb2.Process) -> ProcessState:
     )
 
 
-class TaskService:
+class TaskService(Proxy["tasks_pb2_grpc.TasksAsyncStub"]):
     """The Tasks service (``containerd.services.tasks.v1.Tasks``) of the client's namespace."""
 
-    def __init__(self, client: Client) -> None:
-        self._client = client
-        self._stub = tasks_pb2_grpc.TasksStub(client.channel)
-
-    def _opts(self) -> dict[str, Any]:
-        return {"metadata": self._client.metadata(), "timeout": self._client.timeout}
+    new_stub = tasks_pb2_grpc.TasksStub
 
     async def create(
         self,
@@ -169,16 +165,14 @@ class TaskService:
         )
         if options is not None:
             req.options.CopyFrom(any_pb2.Any(type_url=options.type_url, value=options.value))
-        with rpc_errors():
-            resp = await self._stub.Create(req, **self._opts())
+        resp = await self._call(self._stub.Create, req)
         return resp.pid
 
     async def start(self, container_id: str, exec_id: str = "") -> int:
         """Start the init process (or exec ``exec_id``); return its pid."""
-        with rpc_errors():
-            resp = await self._stub.Start(
-                tasks_pb2.StartRequest(container_id=container_id, exec_id=exec_id), **self._opts()
-            )
+        resp = await self._call(
+            self._stub.Start, tasks_pb2.StartRequest(container_id=container_id, exec_id=exec_id)
+        )
         return resp.pid
 
     async def delete(self, container_id: str, exec_id: str = "") -> ExitStatus:
@@ -198,16 +192,14 @@ class TaskService:
 
     async def get(self, container_id: str, exec_id: str = "") -> ProcessState:
         """The state of the init process (or exec ``exec_id``)."""
-        with rpc_errors():
-            resp = await self._stub.Get(
-                tasks_pb2.GetRequest(container_id=container_id, exec_id=exec_id), **self._opts()
-            )
+        resp = await self._call(
+            self._stub.Get, tasks_pb2.GetRequest(container_id=container_id, exec_id=exec_id)
+        )
         return _process_from_proto(resp.process)
 
     async def list(self, filter: str = "") -> builtins.list[ProcessState]:
         """Every task of the namespace."""
-        with rpc_errors():
-            resp = await self._stub.List(tasks_pb2.ListTasksRequest(filter=filter), **self._opts())
+        resp = await self._call(self._stub.List, tasks_pb2.ListTasksRequest(filter=filter))
         return [_process_from_proto(p) for p in resp.tasks]
 
     async def kill(
@@ -219,13 +211,10 @@ class TaskService:
         all: bool = False,
     ) -> None:
         """Send ``sig`` to the init process, exec ``exec_id``, or (``all``) every process."""
-        with rpc_errors():
-            await self._stub.Kill(
-                tasks_pb2.KillRequest(
-                    container_id=container_id, exec_id=exec_id, signal=sig, all=all
-                ),
-                **self._opts(),
-            )
+        await self._call(
+            self._stub.Kill,
+            tasks_pb2.KillRequest(container_id=container_id, exec_id=exec_id, signal=sig, all=all),
+        )
 
     async def exec(
         self,
@@ -240,60 +229,50 @@ class TaskService:
     ) -> None:
         """Add the process ``process`` (an OCI ``Process`` dict) as exec ``exec_id``."""
         spec = any_pb2.Any(type_url=PROCESS_SPEC_TYPE_URL, value=spec_bytes(dict(process)))
-        with rpc_errors():
-            await self._stub.Exec(
-                tasks_pb2.ExecProcessRequest(
-                    container_id=container_id,
-                    exec_id=exec_id,
-                    spec=spec,
-                    stdin=stdin,
-                    stdout=stdout,
-                    stderr=stderr,
-                    terminal=terminal,
-                ),
-                **self._opts(),
-            )
+        await self._call(
+            self._stub.Exec,
+            tasks_pb2.ExecProcessRequest(
+                container_id=container_id,
+                exec_id=exec_id,
+                spec=spec,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                terminal=terminal,
+            ),
+        )
 
     async def resize_pty(
         self, container_id: str, width: int, height: int, exec_id: str = ""
     ) -> None:
         """Set the terminal size of a process with a terminal."""
-        with rpc_errors():
-            await self._stub.ResizePty(
-                tasks_pb2.ResizePtyRequest(
-                    container_id=container_id, exec_id=exec_id, width=width, height=height
-                ),
-                **self._opts(),
-            )
+        await self._call(
+            self._stub.ResizePty,
+            tasks_pb2.ResizePtyRequest(
+                container_id=container_id, exec_id=exec_id, width=width, height=height
+            ),
+        )
 
     async def close_io(self, container_id: str, exec_id: str = "") -> None:
         """Close the process's stdin."""
-        with rpc_errors():
-            await self._stub.CloseIO(
-                tasks_pb2.CloseIORequest(container_id=container_id, exec_id=exec_id, stdin=True),
-                **self._opts(),
-            )
+        await self._call(
+            self._stub.CloseIO,
+            tasks_pb2.CloseIORequest(container_id=container_id, exec_id=exec_id, stdin=True),
+        )
 
     async def pause(self, container_id: str) -> None:
         """Freeze every process of the task."""
-        with rpc_errors():
-            await self._stub.Pause(
-                tasks_pb2.PauseTaskRequest(container_id=container_id), **self._opts()
-            )
+        await self._call(self._stub.Pause, tasks_pb2.PauseTaskRequest(container_id=container_id))
 
     async def resume(self, container_id: str) -> None:
         """Thaw a paused task."""
-        with rpc_errors():
-            await self._stub.Resume(
-                tasks_pb2.ResumeTaskRequest(container_id=container_id), **self._opts()
-            )
+        await self._call(self._stub.Resume, tasks_pb2.ResumeTaskRequest(container_id=container_id))
 
     async def pids(self, container_id: str) -> builtins.list[tuple[int, AnyValue | None]]:
         """Host pids of the task's processes, each with runtime details (``ProcessDetails``)."""
-        with rpc_errors():
-            resp = await self._stub.ListPids(
-                tasks_pb2.ListPidsRequest(container_id=container_id), **self._opts()
-            )
+        resp = await self._call(
+            self._stub.ListPids, tasks_pb2.ListPidsRequest(container_id=container_id)
+        )
         return [
             (
                 p.pid,
@@ -306,10 +285,7 @@ class TaskService:
 
     async def metrics(self, *filters: str) -> builtins.list[Metric]:
         """One metrics sample per task matching any of ``filters`` (``id==<container>``)."""
-        with rpc_errors():
-            resp = await self._stub.Metrics(
-                tasks_pb2.MetricsRequest(filters=list(filters)), **self._opts()
-            )
+        resp = await self._call(self._stub.Metrics, tasks_pb2.MetricsRequest(filters=list(filters)))
         return [
             Metric(
                 id=m.id,
@@ -513,16 +489,11 @@ class StdioCopier:
         Never a blocking open (it would wait for ever for a reader that is
         gone): a non-blocking one, tried again while the FIFO has no reader.
         """
-        delay = 0.001
-        while True:
-            try:
-                return os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            except OSError as exc:
-                if exc.errno != errno.ENXIO:
-                    raise
-            if self._stdin_stop.wait(delay):
+        delays = retry_delays()
+        while (fd := open_fifo_writer(path)) is None:
+            if self._stdin_stop.wait(next(delays)):
                 return None
-            delay = min(delay * 2, 0.1)
+        return fd
 
 
 # -- tasks -----------------------------------------------------------------------
@@ -593,7 +564,7 @@ class Task:
         return await self.service.delete(self.container_id, self.exec_id)
 
 
-async def load_task(client: Client, container_id: str, exec_id: str = "") -> Task:
+async def load_task(client: Services, container_id: str, exec_id: str = "") -> Task:
     """The task of ``container_id`` (or its exec ``exec_id``).
 
     Raises:
@@ -609,7 +580,7 @@ async def load_task(client: Client, container_id: str, exec_id: str = "") -> Tas
 
 
 async def new_task(
-    client: Client,
+    client: Services,
     container: Container,
     fifos: FifoSet | None,
     *,
@@ -639,7 +610,7 @@ async def new_task(
 
 
 async def exec_process(
-    client: Client,
+    client: Services,
     container_id: str,
     exec_id: str,
     process: Mapping[str, Any],

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from pycontainerd.config.errors import ConfigError
 
 _BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
+_V = TypeVar("_V")
 
 
 def key_part(key: str) -> str:
@@ -83,12 +84,7 @@ class TableReader:
 
     def string(self, key: str, default: str) -> str:
         """A string value."""
-        value = self.raw(key)
-        if value is None:
-            return default
-        if not isinstance(value, str):
-            raise self.error(key, f"expected a string, got {show(value)}")
-        return value
+        return self._value(key, default, str, "a string")
 
     def integer(self, key: str, default: int, *, minimum: int, maximum: int) -> int:
         """An integer value within ``[minimum, maximum]`` (booleans are not integers)."""
@@ -103,11 +99,15 @@ class TableReader:
 
     def boolean(self, key: str, default: bool) -> bool:
         """A boolean value."""
+        return self._value(key, default, bool, "a boolean")
+
+    def _value(self, key: str, default: _V, kind: type[_V], what: str) -> _V:
+        """The value of ``key`` if it is a ``kind`` (``what`` names it in the error)."""
         value = self.raw(key)
         if value is None:
             return default
-        if not isinstance(value, bool):
-            raise self.error(key, f"expected a boolean, got {show(value)}")
+        if not isinstance(value, kind):
+            raise self.error(key, f"expected {what}, got {show(value)}")
         return value
 
     def string_list(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:

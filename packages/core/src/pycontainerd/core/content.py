@@ -240,14 +240,19 @@ async def read_blob(provider: Provider, dgst: str) -> bytes:
     """
     reader = await provider.reader_at(dgst)
     try:
-        chunks: list[bytes] = []
-        offset = 0
-        while offset < reader.size:
-            data = await reader.read_at(offset, reader.size - offset)
-            if not data:
-                break
-            chunks.append(data)
-            offset += len(data)
-        return b"".join(chunks)
+        return b"".join([data async for data in read_chunks(reader, reader.size)])
     finally:
         await reader.close()
+
+
+async def read_chunks(reader: ReaderAt, chunk_size: int, offset: int = 0) -> AsyncIterator[bytes]:
+    """What ``reader`` holds from ``offset`` to its end, at most ``chunk_size`` bytes a time.
+
+    Stops early if a read returns nothing (the blob is shorter than it said).
+    """
+    while offset < reader.size:
+        data = await reader.read_at(offset, min(chunk_size, reader.size - offset))
+        if not data:
+            return
+        offset += len(data)
+        yield data

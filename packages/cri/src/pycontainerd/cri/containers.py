@@ -45,7 +45,7 @@ from pycontainerd.core.errdefs import (
 )
 from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.namespaces import with_namespace
-from pycontainerd.core.ocidefaults import DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS
+from pycontainerd.core.oci import DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS
 from pycontainerd.core.types import AnyValue
 from pycontainerd.cri import apparmor, cio, security
 from pycontainerd.cri.attach import ContainerStdio

@@ -12,12 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pycontainerd.core.ocidefaults import (
-    DEFAULT_CAPABILITIES,
-    DEFAULT_PATH,
-    MASKED_PATHS,
-    READONLY_PATHS,
-)
+from pycontainerd.core.oci import DEFAULT_CAPABILITIES, DEFAULT_PATH, MASKED_PATHS, READONLY_PATHS
 
 
 def _mount(destination: str, kind: str, source: str, *options: str) -> dict[str, Any]:

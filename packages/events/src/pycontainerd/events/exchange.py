@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Final
 
 from pycontainerd.core import filters as core_filters
 from pycontainerd.core import identifiers, namespaces
+from pycontainerd.core.closing import AsyncClosing
 from pycontainerd.core.errdefs import (
     ContainerdError,
     InvalidArgumentError,
@@ -51,7 +52,6 @@ from pycontainerd.core.types import AnyValue
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-    from types import TracebackType
 
     from google.protobuf import message
 
@@ -230,7 +230,7 @@ def message_field(  # noqa: PLR0911 - one answer per field kind
     return "", False
 
 
-class Subscription:
+class Subscription(AsyncClosing):
     """An async iterator of envelopes; ``close`` (or ``async with``) ends it.
 
     Iteration stops when the subscription is closed or the exchange shuts
@@ -288,15 +288,8 @@ class Subscription:
         self._queued -= 1
         return item
 
-    async def __aenter__(self) -> Subscription:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
+        """:meth:`close`, for ``async with`` (nothing to wait for)."""
         self.close()
 
 

@@ -118,6 +118,19 @@ def _wanted(want: Sequence[Platform]) -> list[Platform]:
     return list(want) or [platforms.host()]
 
 
+def best_platform_match(want: Platform, descs: Sequence[Descriptor]) -> Descriptor | None:
+    """The first of ``descs`` for ``want`` itself, else for the next platform it can also run.
+
+    The order is :func:`pycontainerd.core.platforms.compatible`'s; a descriptor
+    without a platform never matches.
+    """
+    for candidate in platforms.compatible(want):
+        for desc in descs:
+            if desc.platform is not None and platforms.matches(candidate, desc.platform):
+                return desc
+    return None
+
+
 def select_manifests(
     children: Sequence[Descriptor], want: Sequence[Platform], *, all_platforms: bool
 ) -> list[Descriptor]:
@@ -135,18 +148,7 @@ def select_manifests(
         return known
     out: list[Descriptor] = []
     for plat in _wanted(want):
-        pick: Descriptor | None = None
-        for candidate in platforms.compatible(plat):
-            pick = next(
-                (
-                    c
-                    for c in known
-                    if c.platform is not None and platforms.matches(candidate, c.platform)
-                ),
-                None,
-            )
-            if pick is not None:
-                break
+        pick = best_platform_match(plat, known)
         if pick is None:
             pick = next((c for c in known if c.platform is None), None)
         if pick is not None and pick not in out:

@@ -173,11 +173,7 @@ async def _push_manifest(
 async def _read(store: content.Store, dgst: str, offset: int) -> AsyncIterator[bytes]:
     reader = await store.reader_at(dgst)
     try:
-        while offset < reader.size:
-            data = await reader.read_at(offset, min(_READ_CHUNK, reader.size - offset))
-            if not data:
-                break
-            offset += len(data)
+        async for data in content.read_chunks(reader, _READ_CHUNK, offset):
             yield data
     finally:
         await reader.close()

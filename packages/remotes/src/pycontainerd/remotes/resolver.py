@@ -25,11 +25,12 @@ import contextlib
 import logging
 import random
 import urllib.request
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
 from pycontainerd.core import digests
+from pycontainerd.core.closing import AsyncClosing
 from pycontainerd.core.errdefs import (
     ContainerdError,
     DataLossError,
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
         Iterable,
         Sequence,
     )
-    from types import TracebackType
 
     from pycontainerd.remotes.hosts import TLSOptions
 
@@ -107,7 +107,7 @@ def _is_plain_http_answer(exc: httpx.ConnectError) -> bool:
     )
 
 
-class Resolver:
+class Resolver(AsyncClosing):
     """Talks to registries; see the module docstring.
 
     Args:
@@ -154,17 +154,6 @@ class Resolver:
         clients, self._clients = self._clients, {}
         for client in clients.values():
             await client.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- plumbing ----------------------------------------------------------------
 

@@ -657,19 +657,22 @@ class FaultyBlobServer:
                 pass
 
             def _find(self) -> Blob | None:
+                """The blob or manifest asked for; else ``None``, having answered 404."""
                 outer.requests.append(f"{self.command} {self.path}")
                 path = urlsplit(self.path).path
                 last = path.rsplit("/", 1)[-1]
                 if "/manifests/" in path and last in outer.tags:
                     return outer.tags[last]
-                return outer.content.get(last)
-
-            def do_HEAD(self) -> None:
-                blob = self._find()
+                blob = outer.content.get(last)
                 if blob is None:
                     self.send_response(404)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
+                return blob
+
+            def do_HEAD(self) -> None:
+                blob = self._find()
+                if blob is None:
                     return
                 self.send_response(200)
                 self.send_header("Content-Type", blob.media_type)
@@ -682,9 +685,6 @@ class FaultyBlobServer:
                 n = outer.hits[path] = outer.hits.get(path, 0) + 1
                 blob = self._find()
                 if blob is None:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
                     return
                 data = blob.data
                 start = 0

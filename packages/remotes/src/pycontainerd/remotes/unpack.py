@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import time
@@ -32,6 +31,7 @@ from pycontainerd.core.errdefs import (
     InvalidArgumentError,
     NotFoundError,
 )
+from pycontainerd.core.jsonload import load_json
 from pycontainerd.core.types import Descriptor
 from pycontainerd.remotes import mediatypes as mt
 from pycontainerd.remotes._cleanup import finish_shielded
@@ -94,14 +94,10 @@ def parse_json(data: bytes, desc: Descriptor) -> dict[str, object]:
         InvalidArgumentError: not a JSON object.
     """
     try:
-        doc = json.loads(data)
+        return load_json(data, dict)
     except ValueError as exc:
-        msg = f"{desc.digest} ({desc.media_type}): invalid JSON: {exc}"
+        msg = f"{desc.digest} ({desc.media_type}): {exc}"
         raise InvalidArgumentError(msg) from None
-    if not isinstance(doc, dict):
-        msg = f"{desc.digest} ({desc.media_type}): not a JSON object"
-        raise InvalidArgumentError(msg)
-    return doc
 
 
 def descriptor_from_json(raw: object, where: str) -> Descriptor:

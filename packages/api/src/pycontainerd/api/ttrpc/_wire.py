@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from typing import Final
+from typing import Final, TypeVar
 
-from pycontainerd.core.errdefs import ResourceExhaustedError, UnavailableError
+from google.protobuf import message
+from google.protobuf.message import DecodeError
+
+from pycontainerd.core.errdefs import InternalError, ResourceExhaustedError, UnavailableError
+
+M = TypeVar("M", bound=message.Message)
 
 HEADER = struct.Struct(">IIBB")
 HEADER_LENGTH: Final = 10
@@ -117,3 +122,17 @@ class FramedProtocol(asyncio.Protocol):
             del buf[:pos]
         elif pos < end:
             buf += data[pos:]
+
+
+def decode(msg: M, payload: bytes, what: str) -> M:
+    """``msg`` filled from ``payload``.
+
+    Raises:
+        InternalError: ``<what>: <the parser's reason>`` when it does not parse.
+    """
+    try:
+        msg.ParseFromString(payload)
+    except DecodeError as exc:
+        text = f"{what}: {exc}"
+        raise InternalError(text) from exc
+    return msg

@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError
 from pycontainerd.api.status import error_from_code
 from pycontainerd.api.ttrpc import _wire
 from pycontainerd.api.ttrpc.ttrpc_pb2 import Request, Response
+from pycontainerd.core.closing import AsyncClosing
 from pycontainerd.core.errdefs import (
     DeadlineExceededError,
     InternalError,
@@ -27,7 +28,6 @@ from pycontainerd.core.errdefs import (
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-    from types import TracebackType
 
     from pycontainerd.api.ttrpc.services import ServiceSpec
 
@@ -132,7 +132,7 @@ class _ClientProtocol(_wire.FramedProtocol):
             self.closed.set_result(None)
 
 
-class Client:
+class Client(AsyncClosing):
     """A ttrpc connection that makes unary calls.
 
     Create it with :meth:`connect`; use it as an async context manager or call
@@ -219,13 +219,8 @@ class Client:
             metadata=metadata,
             namespace=namespace,
         )
-        out = response_type()
-        try:
-            out.ParseFromString(payload)
-        except DecodeError as exc:
-            msg = f"ttrpc: cannot decode {response_type.DESCRIPTOR.full_name}: {exc}"
-            raise InternalError(msg) from exc
-        return out
+        what = f"ttrpc: cannot decode {response_type.DESCRIPTOR.full_name}"
+        return _wire.decode(response_type(), payload, what)
 
     async def call_raw(
         self,
@@ -275,17 +270,6 @@ class Client:
         """Close the connection and wait until it is closed."""
         self.close()
         await self.wait_closed()
-
-    async def __aenter__(self) -> Client:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 class ServiceClient:

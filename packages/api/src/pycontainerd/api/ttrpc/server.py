@@ -38,6 +38,7 @@ from pycontainerd.api.ttrpc import _wire
 from pycontainerd.api.ttrpc.services import CallContext, Handler, ServiceSpec
 from pycontainerd.api.ttrpc.ttrpc_pb2 import Request, Response
 from pycontainerd.api.varint import uvarint
+from pycontainerd.core.closing import AsyncClosing
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
     InternalError,
@@ -47,7 +48,6 @@ from pycontainerd.core.errdefs import (
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from types import TracebackType
 
 __all__ = ["Server"]
 
@@ -247,7 +247,7 @@ class _Connection(_wire.FramedProtocol):
         self.transport.close()
 
 
-class Server:
+class Server(AsyncClosing):
     """A ttrpc server.
 
     Example:
@@ -389,24 +389,16 @@ class Server:
                 await self._no_connections.wait()
         except TimeoutError:
             log.warning("ttrpc: %d connections still busy after grace", len(self._connections))
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close as :meth:`close` does, and wait until every connection is gone."""
         self.close()
         await self._no_connections.wait()
 
     async def wait_closed(self) -> None:
         """Wait until :meth:`close` or :meth:`shutdown` has finished."""
         await self._closed.wait()
-
-    async def __aenter__(self) -> Server:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-        await self._no_connections.wait()
 
 
 def _marshal(result: object) -> bytes:
@@ -427,12 +419,7 @@ def _typed_handler(
     resp_type: type[message.Message],
 ) -> Handler:
     async def handle(ctx: CallContext, payload: bytes) -> message.Message:
-        req = req_type()
-        try:
-            req.ParseFromString(payload)
-        except DecodeError as exc:
-            msg = f"ttrpc: error unmarshalling payload: {exc}"
-            raise InternalError(msg) from exc
+        req = _wire.decode(req_type(), payload, "ttrpc: error unmarshalling payload")
         resp = await fn(ctx, req)
         if not isinstance(resp, resp_type):
             msg = (

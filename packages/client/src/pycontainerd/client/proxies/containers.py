@@ -3,62 +3,44 @@
 from __future__ import annotations
 
 import builtins
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from google.protobuf import field_mask_pb2
-
-from pycontainerd.api.convert import container_from_proto, container_to_proto
+from pycontainerd.api.convert import container_from_proto, container_to_proto, field_mask
 from pycontainerd.api.services.containers.v1 import containers_pb2, containers_pb2_grpc
-from pycontainerd.client._errors import rpc_errors
+from pycontainerd.client.proxies import Proxy
 
 if TYPE_CHECKING:
-    from pycontainerd.client.proxies import Connection
     from pycontainerd.core.containers import Container
 
 
-class RemoteContainerStore:
+class RemoteContainerStore(Proxy["containers_pb2_grpc.ContainersAsyncStub"]):
     """Container records of the client's namespace."""
 
-    def __init__(self, client: Connection) -> None:
-        self._client = client
-        self._stub = containers_pb2_grpc.ContainersStub(client.channel)
-
-    def _opts(self) -> dict[str, Any]:
-        return {"metadata": self._client.metadata(), "timeout": self._client.timeout}
+    new_stub = containers_pb2_grpc.ContainersStub
 
     async def get(self, container_id: str) -> Container:
-        with rpc_errors():
-            resp = await self._stub.Get(
-                containers_pb2.GetContainerRequest(id=container_id), **self._opts()
-            )
+        resp = await self._call(self._stub.Get, containers_pb2.GetContainerRequest(id=container_id))
         return container_from_proto(resp.container)
 
     async def list(self, *filters: str) -> builtins.list[Container]:
-        with rpc_errors():
-            resp = await self._stub.List(
-                containers_pb2.ListContainersRequest(filters=builtins.list(filters)),
-                **self._opts(),
-            )
+        resp = await self._call(
+            self._stub.List, containers_pb2.ListContainersRequest(filters=builtins.list(filters))
+        )
         return [container_from_proto(c) for c in resp.containers]
 
     async def create(self, container: Container) -> Container:
-        with rpc_errors():
-            resp = await self._stub.Create(
-                containers_pb2.CreateContainerRequest(container=container_to_proto(container)),
-                **self._opts(),
-            )
+        resp = await self._call(
+            self._stub.Create,
+            containers_pb2.CreateContainerRequest(container=container_to_proto(container)),
+        )
         return container_from_proto(resp.container)
 
     async def update(self, container: Container, *fieldpaths: str) -> Container:
-        req = containers_pb2.UpdateContainerRequest(container=container_to_proto(container))
-        if fieldpaths:
-            req.update_mask.CopyFrom(field_mask_pb2.FieldMask(paths=builtins.list(fieldpaths)))
-        with rpc_errors():
-            resp = await self._stub.Update(req, **self._opts())
+        req = containers_pb2.UpdateContainerRequest(
+            container=container_to_proto(container), update_mask=field_mask(fieldpaths)
+        )
+        resp = await self._call(self._stub.Update, req)
         return container_from_proto(resp.container)
 
     async def delete(self, container_id: str) -> None:
-        with rpc_errors():
-            await self._stub.Delete(
-                containers_pb2.DeleteContainerRequest(id=container_id), **self._opts()
-            )
+        await self._call(self._stub.Delete, containers_pb2.DeleteContainerRequest(id=container_id))

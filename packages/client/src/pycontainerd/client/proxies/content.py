@@ -22,9 +22,8 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import field_mask_pb2
 
-from pycontainerd.api.convert import time_from_proto
+from pycontainerd.api.convert import field_mask, time_from_proto
 from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
 from pycontainerd.client._convert import (
     content_info_from_proto,
@@ -32,6 +31,7 @@ from pycontainerd.client._convert import (
     status_from_proto,
 )
 from pycontainerd.client._errors import rpc_errors
+from pycontainerd.client.proxies import Proxy
 from pycontainerd.core.content import Status
 from pycontainerd.core.errdefs import (
     FailedPreconditionError,
@@ -56,27 +56,20 @@ WRITE_CHUNK = 1 << 20
 WRITE_WINDOW = 4
 
 
-class RemoteContentStore:
+class RemoteContentStore(Proxy["content_pb2_grpc.ContentAsyncStub"]):
     """A content ``Store`` backed by a daemon's Content service."""
 
-    def __init__(self, client: Connection) -> None:
-        self._client = client
-        self._stub = content_pb2_grpc.ContentStub(client.channel)
-
-    def _opts(self) -> dict[str, Any]:
-        return {"metadata": self._client.metadata(), "timeout": self._client.timeout}
+    new_stub = content_pb2_grpc.ContentStub
 
     async def info(self, dgst: str) -> Info:
-        with rpc_errors():
-            resp = await self._stub.Info(content_pb2.InfoRequest(digest=dgst), **self._opts())
+        resp = await self._call(self._stub.Info, content_pb2.InfoRequest(digest=dgst))
         return content_info_from_proto(resp.info)
 
     async def update(self, info: Info, *fieldpaths: str) -> Info:
-        req = content_pb2.UpdateRequest(info=content_info_to_proto(info))
-        if fieldpaths:
-            req.update_mask.CopyFrom(field_mask_pb2.FieldMask(paths=list(fieldpaths)))
-        with rpc_errors():
-            resp = await self._stub.Update(req, **self._opts())
+        req = content_pb2.UpdateRequest(
+            info=content_info_to_proto(info), update_mask=field_mask(fieldpaths)
+        )
+        resp = await self._call(self._stub.Update, req)
         return content_info_from_proto(resp.info)
 
     async def walk(self, *filters: str) -> AsyncIterator[Info]:
@@ -90,28 +83,24 @@ class RemoteContentStore:
                     yield content_info_from_proto(info)
 
     async def delete(self, dgst: str) -> None:
-        with rpc_errors():
-            await self._stub.Delete(content_pb2.DeleteContentRequest(digest=dgst), **self._opts())
+        await self._call(self._stub.Delete, content_pb2.DeleteContentRequest(digest=dgst))
 
     async def reader_at(self, dgst: str) -> RemoteReaderAt:
         info = await self.info(dgst)
         return RemoteReaderAt(self._client, self._stub, info.digest, info.size)
 
     async def status(self, ref: str) -> Status:
-        with rpc_errors():
-            resp = await self._stub.Status(content_pb2.StatusRequest(ref=ref), **self._opts())
+        resp = await self._call(self._stub.Status, content_pb2.StatusRequest(ref=ref))
         return status_from_proto(resp.status)
 
     async def list_statuses(self, *filters: str) -> list[Status]:
-        with rpc_errors():
-            resp = await self._stub.ListStatuses(
-                content_pb2.ListStatusesRequest(filters=list(filters)), **self._opts()
-            )
+        resp = await self._call(
+            self._stub.ListStatuses, content_pb2.ListStatusesRequest(filters=list(filters))
+        )
         return [status_from_proto(s) for s in resp.statuses]
 
     async def abort(self, ref: str) -> None:
-        with rpc_errors():
-            await self._stub.Abort(content_pb2.AbortRequest(ref=ref), **self._opts())
+        await self._call(self._stub.Abort, content_pb2.AbortRequest(ref=ref))
 
     async def writer(self, ref: str, *, total: int = 0, expected: str = "") -> RemoteWriter:
         if not ref:

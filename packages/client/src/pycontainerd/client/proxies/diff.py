@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pycontainerd.api.convert import descriptor_from_proto, descriptor_to_proto, mount_to_proto
 from pycontainerd.api.services.diff.v1 import diff_pb2, diff_pb2_grpc
-from pycontainerd.client._errors import rpc_errors
+from pycontainerd.client.proxies import Proxy
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from pycontainerd.client.proxies import Connection
     from pycontainerd.core.types import Descriptor, Mount
 
 
-class RemoteDiff:
+class RemoteDiff(Proxy["diff_pb2_grpc.DiffAsyncStub"]):
     """The daemon's Diff service (containerd's ``diff.Applier`` and ``diff.Comparer``)."""
 
-    def __init__(self, client: Connection) -> None:
-        self._client = client
-        self._stub = diff_pb2_grpc.DiffStub(client.channel)
-
-    def _opts(self) -> dict[str, Any]:
-        return {"metadata": self._client.metadata(), "timeout": self._client.timeout}
+    new_stub = diff_pb2_grpc.DiffStub
 
     async def apply(
         self, desc: Descriptor, mounts: Sequence[Mount], *, sync_fs: bool = False
@@ -34,8 +28,7 @@ class RemoteDiff:
             mounts=[mount_to_proto(m) for m in mounts],
             sync_fs=sync_fs,
         )
-        with rpc_errors():
-            resp = await self._stub.Apply(req, **self._opts())
+        resp = await self._call(self._stub.Apply, req)
         return descriptor_from_proto(resp.applied)
 
     async def compare(
@@ -55,6 +48,5 @@ class RemoteDiff:
             ref=ref,
             labels=dict(labels or {}),
         )
-        with rpc_errors():
-            resp = await self._stub.Diff(req, **self._opts())
+        resp = await self._call(self._stub.Diff, req)
         return descriptor_from_proto(resp.diff)

@@ -15,38 +15,30 @@ from pycontainerd.api import typeurl
 from pycontainerd.api.convert import envelope_from_proto, envelope_to_proto
 from pycontainerd.api.services.events.v1 import events_pb2, events_pb2_grpc
 from pycontainerd.client._errors import rpc_errors
+from pycontainerd.client.proxies import Proxy
 from pycontainerd.core.errdefs import InvalidArgumentError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from pycontainerd.client.proxies import Connection
     from pycontainerd.core.events import Envelope
 
 
-class RemoteEventService:
+class RemoteEventService(Proxy["events_pb2_grpc.EventsAsyncStub"]):
     """Events of a daemon."""
 
-    def __init__(self, client: Connection) -> None:
-        self._client = client
-        self._stub = events_pb2_grpc.EventsStub(client.channel)
+    new_stub = events_pb2_grpc.EventsStub
 
     async def publish(self, topic: str, event: object) -> None:
         if not isinstance(event, message.Message):
             msg = f"event must be a protobuf message, not {type(event).__name__}"
             raise InvalidArgumentError(msg)
         req = events_pb2.PublishRequest(topic=topic, event=typeurl.pack(event))
-        with rpc_errors():
-            await self._stub.Publish(
-                req, metadata=self._client.metadata(), timeout=self._client.timeout
-            )
+        await self._call(self._stub.Publish, req)
 
     async def forward(self, envelope: Envelope) -> None:
         req = events_pb2.ForwardRequest(envelope=envelope_to_proto(envelope))
-        with rpc_errors():
-            await self._stub.Forward(
-                req, metadata=self._client.metadata(), timeout=self._client.timeout
-            )
+        await self._call(self._stub.Forward, req)
 
     async def subscribe(self, *filters: str) -> AsyncIterator[Envelope]:
         call = self._stub.Subscribe(

@@ -3,58 +3,43 @@
 from __future__ import annotations
 
 import builtins
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from google.protobuf import field_mask_pb2
-
-from pycontainerd.api.convert import image_from_proto, image_to_proto
+from pycontainerd.api.convert import field_mask, image_from_proto, image_to_proto
 from pycontainerd.api.services.images.v1 import images_pb2, images_pb2_grpc
-from pycontainerd.client._errors import rpc_errors
+from pycontainerd.client.proxies import Proxy
 
 if TYPE_CHECKING:
-    from pycontainerd.client.proxies import Connection
     from pycontainerd.core.images import Image
 
 
-class RemoteImageStore:
+class RemoteImageStore(Proxy["images_pb2_grpc.ImagesAsyncStub"]):
     """Image records of the client's namespace."""
 
-    def __init__(self, client: Connection) -> None:
-        self._client = client
-        self._stub = images_pb2_grpc.ImagesStub(client.channel)
-
-    def _opts(self) -> dict[str, Any]:
-        return {"metadata": self._client.metadata(), "timeout": self._client.timeout}
+    new_stub = images_pb2_grpc.ImagesStub
 
     async def get(self, name: str) -> Image:
-        with rpc_errors():
-            resp = await self._stub.Get(images_pb2.GetImageRequest(name=name), **self._opts())
+        resp = await self._call(self._stub.Get, images_pb2.GetImageRequest(name=name))
         return image_from_proto(resp.image)
 
     async def list(self, *filters: str) -> builtins.list[Image]:
-        with rpc_errors():
-            resp = await self._stub.List(
-                images_pb2.ListImagesRequest(filters=builtins.list(filters)), **self._opts()
-            )
+        resp = await self._call(
+            self._stub.List, images_pb2.ListImagesRequest(filters=builtins.list(filters))
+        )
         return [image_from_proto(i) for i in resp.images]
 
     async def create(self, image: Image) -> Image:
-        with rpc_errors():
-            resp = await self._stub.Create(
-                images_pb2.CreateImageRequest(image=image_to_proto(image)), **self._opts()
-            )
+        resp = await self._call(
+            self._stub.Create, images_pb2.CreateImageRequest(image=image_to_proto(image))
+        )
         return image_from_proto(resp.image)
 
     async def update(self, image: Image, *fieldpaths: str) -> Image:
-        req = images_pb2.UpdateImageRequest(image=image_to_proto(image))
-        if fieldpaths:
-            req.update_mask.CopyFrom(field_mask_pb2.FieldMask(paths=builtins.list(fieldpaths)))
-        with rpc_errors():
-            resp = await self._stub.Update(req, **self._opts())
+        req = images_pb2.UpdateImageRequest(
+            image=image_to_proto(image), update_mask=field_mask(fieldpaths)
+        )
+        resp = await self._call(self._stub.Update, req)
         return image_from_proto(resp.image)
 
     async def delete(self, name: str, *, sync: bool = False) -> None:
-        with rpc_errors():
-            await self._stub.Delete(
-                images_pb2.DeleteImageRequest(name=name, sync=sync), **self._opts()
-            )
+        await self._call(self._stub.Delete, images_pb2.DeleteImageRequest(name=name, sync=sync))

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import builtins
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from google.protobuf import empty_pb2
 
 from pycontainerd.api.convert import platform_from_proto, time_from_proto
 from pycontainerd.api.services.introspection.v1 import introspection_pb2, introspection_pb2_grpc
-from pycontainerd.client._errors import rpc_errors
+from pycontainerd.client.proxies import Proxy
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from datetime import datetime
 
-    from pycontainerd.client.proxies import Connection
     from pycontainerd.core.platforms import Platform
 
 
@@ -60,22 +59,16 @@ class ServerInfo:
     deprecations: tuple[Deprecation, ...] = ()
 
 
-class RemoteIntrospection:
+class RemoteIntrospection(Proxy["introspection_pb2_grpc.IntrospectionAsyncStub"]):
     """The daemon's Introspection service."""
 
-    def __init__(self, client: Connection) -> None:
-        self._client = client
-        self._stub = introspection_pb2_grpc.IntrospectionStub(client.channel)
-
-    def _opts(self) -> dict[str, Any]:
-        return {"metadata": self._client.metadata(), "timeout": self._client.timeout}
+    new_stub = introspection_pb2_grpc.IntrospectionStub
 
     async def plugins(self, *filters: str) -> builtins.list[PluginInfo]:
         """Plugins matching any of ``filters`` (fields ``type``, ``id``), in load order."""
-        with rpc_errors():
-            resp = await self._stub.Plugins(
-                introspection_pb2.PluginsRequest(filters=builtins.list(filters)), **self._opts()
-            )
+        resp = await self._call(
+            self._stub.Plugins, introspection_pb2.PluginsRequest(filters=builtins.list(filters))
+        )
         return [
             PluginInfo(
                 type=p.type,
@@ -95,8 +88,7 @@ class RemoteIntrospection:
 
     async def server(self) -> ServerInfo:
         """The daemon's UUID and, from 1.7, pid, pid namespace and deprecations."""
-        with rpc_errors():
-            resp = await self._stub.Server(empty_pb2.Empty(), **self._opts())
+        resp = await self._call(self._stub.Server, empty_pb2.Empty())
         return ServerInfo(
             uuid=resp.uuid,
             pid=resp.pid,

@@ -7,44 +7,31 @@ namespace header, but the client sends its own anyway, as Go's does.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from google.protobuf import field_mask_pb2
 
 from pycontainerd.api.services.namespaces.v1 import namespace_pb2, namespace_pb2_grpc
-from pycontainerd.client._errors import rpc_errors
+from pycontainerd.client.proxies import Proxy
 
 if TYPE_CHECKING:
     import builtins
     from collections.abc import Mapping
 
-    from pycontainerd.client.proxies import Connection
 
-
-class RemoteNamespaceStore:
+class RemoteNamespaceStore(Proxy["namespace_pb2_grpc.NamespacesAsyncStub"]):
     """Namespaces of a daemon."""
 
-    def __init__(self, client: Connection) -> None:
-        self._client = client
-        self._stub = namespace_pb2_grpc.NamespacesStub(client.channel)
-
-    def _opts(self) -> dict[str, Any]:
-        return {"metadata": self._client.metadata(), "timeout": self._client.timeout}
+    new_stub = namespace_pb2_grpc.NamespacesStub
 
     async def create(self, name: str, labels: Mapping[str, str] | None = None) -> None:
         """Create ``name``; ``AlreadyExistsError`` when it exists."""
         ns = namespace_pb2.Namespace(name=name, labels=dict(labels or {}))
-        with rpc_errors():
-            await self._stub.Create(
-                namespace_pb2.CreateNamespaceRequest(namespace=ns), **self._opts()
-            )
+        await self._call(self._stub.Create, namespace_pb2.CreateNamespaceRequest(namespace=ns))
 
     async def labels(self, name: str) -> dict[str, str]:
         """The labels of ``name``."""
-        with rpc_errors():
-            resp = await self._stub.Get(
-                namespace_pb2.GetNamespaceRequest(name=name), **self._opts()
-            )
+        resp = await self._call(self._stub.Get, namespace_pb2.GetNamespaceRequest(name=name))
         return dict(resp.namespace.labels)
 
     async def set_label(self, name: str, key: str, value: str) -> None:
@@ -53,22 +40,18 @@ class RemoteNamespaceStore:
         req = namespace_pb2.UpdateNamespaceRequest(
             namespace=ns, update_mask=field_mask_pb2.FieldMask(paths=[f"labels.{key}"])
         )
-        with rpc_errors():
-            await self._stub.Update(req, **self._opts())
+        await self._call(self._stub.Update, req)
 
     async def list(self) -> builtins.list[str]:
         """Every namespace's name, in the daemon's order."""
-        with rpc_errors():
-            resp = await self._stub.List(namespace_pb2.ListNamespacesRequest(), **self._opts())
+        resp = await self._call(self._stub.List, namespace_pb2.ListNamespacesRequest())
         return [ns.name for ns in resp.namespaces]
 
     async def list_with_labels(self) -> builtins.list[tuple[str, dict[str, str]]]:
         """Every namespace with its labels, in one call."""
-        with rpc_errors():
-            resp = await self._stub.List(namespace_pb2.ListNamespacesRequest(), **self._opts())
+        resp = await self._call(self._stub.List, namespace_pb2.ListNamespacesRequest())
         return [(ns.name, dict(ns.labels)) for ns in resp.namespaces]
 
     async def delete(self, name: str) -> None:
         """Delete an empty namespace (``FailedPreconditionError`` if it holds anything)."""
-        with rpc_errors():
-            await self._stub.Delete(namespace_pb2.DeleteNamespaceRequest(name=name), **self._opts())
+        await self._call(self._stub.Delete, namespace_pb2.DeleteNamespaceRequest(name=name))

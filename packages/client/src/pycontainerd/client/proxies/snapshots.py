@@ -7,9 +7,11 @@ lease headers and its call timeout.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import functools
+from typing import TYPE_CHECKING
 
 from pycontainerd.api.snapshots_proxy import SnapshotsProxy
+from pycontainerd.client.proxies import call_options
 
 if TYPE_CHECKING:
     from pycontainerd.client.proxies import Connection
@@ -19,8 +21,5 @@ class RemoteSnapshotter(SnapshotsProxy):
     """A ``Snapshotter`` backed by a daemon's Snapshots service."""
 
     def __init__(self, client: Connection, name: str) -> None:
-        def options() -> dict[str, Any]:
-            return {"metadata": client.metadata(), "timeout": client.timeout}
-
-        super().__init__(client.channel, name, options)
+        super().__init__(client.channel, name, functools.partial(call_options, client))
         self._client = client

@@ -50,6 +50,7 @@ from pycontainerd.core.errdefs import (
     UnimplementedError,
 )
 from pycontainerd.core.images import Image
+from pycontainerd.core.jsonload import load_json
 from pycontainerd.core.platforms import Platform
 from pycontainerd.core.types import Descriptor
 from pycontainerd.remotes import mediatypes as mt
@@ -162,16 +163,11 @@ async def _read_small(f: IO[bytes], member: tarfile.TarInfo) -> bytes:
 
 
 def _json_entry(data: bytes, member: tarfile.TarInfo, kind: type[_T]) -> _T:
-    doc: object
     try:
-        doc = json.loads(data)
+        return load_json(data, kind)
     except ValueError as exc:
-        msg = f"archive entry {member.name!r}: invalid JSON: {exc}"
+        msg = f"archive entry {member.name!r}: {exc}"
         raise InvalidArgumentError(msg) from None
-    if not isinstance(doc, kind):
-        msg = f"archive entry {member.name!r}: not a JSON {kind.__name__}"
-        raise InvalidArgumentError(msg)
-    return doc
 
 
 async def _ingest(store: content.Store, f: IO[bytes], name: str, size: int) -> Descriptor:
@@ -475,12 +471,7 @@ async def compress_blob(store: content.Store, desc: Descriptor) -> Descriptor:
         await writer.truncate(0)
         deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: a gzip wrapper
         size = 0
-        offset = 0
-        while offset < reader.size:
-            chunk = await reader.read_at(offset, min(CHUNK, reader.size - offset))
-            if not chunk:
-                break
-            offset += len(chunk)
+        async for chunk in content.read_chunks(reader, CHUNK):
             out = await asyncio.to_thread(deflate.compress, chunk)
             if out:
                 await writer.write(out)

@@ -1,23 +1,16 @@
-"""The defaults every OCI runtime spec written here starts from (Linux containers).
+"""containerd's Linux defaults for an OCI runtime spec, shared by every spec builder.
 
-containerd's own defaults: the ``PATH`` of a process, the capabilities a
-non-privileged container keeps, and the ``/proc`` and ``/sys`` paths masked or
-made read-only. The client's spec builder (``pycontainerd.client.oci``) and
-the CRI's (``pycontainerd.cri.spec``, ``pycontainerd.cri.containers``) both
-use them.
-
-Pure standard library.
+The client's default spec (``pycontainerd.client.oci``, containerd's
+``oci.populateDefaultUnixSpec``) and the CRI's container and sandbox specs
+start from the same capability set, masked and read-only paths and ``PATH``.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["DEFAULT_CAPABILITIES", "DEFAULT_PATH", "MASKED_PATHS", "READONLY_PATHS"]
-
 DEFAULT_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-"""A process's ``PATH`` when its image sets none."""
-
+"""The ``PATH`` a process gets when its image sets none."""
 DEFAULT_CAPABILITIES: Final = (
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
@@ -34,8 +27,7 @@ DEFAULT_CAPABILITIES: Final = (
     "CAP_KILL",
     "CAP_AUDIT_WRITE",
 )
-"""The capabilities of a non-privileged container, in containerd's order."""
-
+"""The bounding, permitted and effective set of an unprivileged process."""
 MASKED_PATHS: Final = (
     "/proc/acpi",
     "/proc/asound",
@@ -48,8 +40,7 @@ MASKED_PATHS: Final = (
     "/sys/firmware",
     "/proc/scsi",
 )
-"""Paths hidden from a non-privileged container."""
-
+"""Paths hidden from the container."""
 READONLY_PATHS: Final = (
     "/proc/bus",
     "/proc/fs",
@@ -57,4 +48,4 @@ READONLY_PATHS: Final = (
     "/proc/sys",
     "/proc/sysrq-trigger",
 )
-"""Paths a non-privileged container sees read-only."""
+"""Paths the container sees read-only."""
