@@ -49,6 +49,7 @@ from pycontainerd.api.types.transfer import (
 )
 from pycontainerd.client._errors import rpc_errors
 from pycontainerd.core.errdefs import InvalidArgumentError
+from pycontainerd.remotes.progress import TransferProgress as Progress
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -67,19 +68,6 @@ __all__ = [
     "Progress",
     "transfer",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """One progress event of a transfer (``containerd.types.transfer.Progress``)."""
-
-    event: str
-    name: str = ""
-    parents: tuple[str, ...] = ()
-    progress: int = 0
-    total: int = 0
-    digest: str = ""
-    media_type: str = ""
 
 
 @dataclass(slots=True)

@@ -10,6 +10,23 @@ import time
 from dataclasses import dataclass, field
 
 
+@dataclass(frozen=True, slots=True)
+class TransferProgress:
+    """One progress event of a transfer (``containerd.types.transfer.Progress``).
+
+    Its descriptor is flattened to ``digest`` and ``media_type``. The daemon's
+    Transfer service streams these; the client's transfer hands them to its caller.
+    """
+
+    event: str
+    name: str = ""
+    parents: tuple[str, ...] = ()
+    progress: int = 0
+    total: int = 0
+    digest: str = ""
+    media_type: str = ""
+
+
 @dataclass(slots=True)
 class Job:
     """One blob's state.

@@ -20,10 +20,10 @@ Status events (``Resolving from …``, ``saved``) are sent by the transferrer.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pycontainerd.remotes.progress import Job, Tracker
+from pycontainerd.remotes.progress import TransferProgress as Event
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,19 +33,6 @@ __all__ = ["Event", "EventTracker"]
 _BLOB_PREFIXES = ("index-", "manifest-", "config-", "layer-", "attestation-", "unknown-")
 # a blob a registry mounted from another repository is "already exists" upstream too
 _TERMINAL = {"done": "complete", "exists": "already exists", "mounted": "already exists"}
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One progress event (``containerd.types.transfer.Progress`` without the descriptor)."""
-
-    event: str
-    name: str = ""
-    parents: tuple[str, ...] = ()
-    progress: int = 0
-    total: int = 0
-    digest: str = ""
-    media_type: str = field(default="")
 
 
 class EventTracker(Tracker):
