@@ -128,6 +128,7 @@ class TaskManager:
             self._exit_watch.cancel()
         for t in list(self._tasks.values()):
             self.shims.disconnect(t)
+        await self.shims.aclose()
         await asyncio.gather(*self._background, return_exceptions=True)
         if self._exit_watch is not None:
             with contextlib.suppress(BaseException):

@@ -46,7 +46,10 @@ from pycontainerd.runtime.shim import paths, wire
 # typing pulls in re: this module is on the start path, so no typing import.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pycontainerd.runtime.shim.flags import Flags
+    from pycontainerd.runtime.shim.spare import Spare
 
 __all__ = [
     "BOOTSTRAP_SERVICE",
@@ -145,11 +148,14 @@ def _spawn(
     *,
     env: dict[str, str] | None = None,
     detach: bool = False,
+    spare: Callable[[], Spare | None] | None = None,
 ) -> int:
     """Bind ``path`` and start a shim server on it; returns the server's pid.
 
     ``detach`` (the daemon starting a shim in its own process) starts the
     server through ``/bin/sh`` so that the daemon does not become its parent.
+    ``spare`` gives a spare shim (:mod:`.spare`) to hand the server's work to
+    instead; when there is none, or it fails, a server is started as usual.
     """
     import subprocess
 
@@ -178,6 +184,11 @@ def _spawn(
             argv.append("-debug")
         env = dict(os.environ if env is None else env)
         env[STATE_ENV] = state
+        ready = spare() if spare is not None else None
+        if ready is not None:
+            pid = _hand(ready, argv[3:], env, listener, log_path)
+            if pid is not None:
+                return pid
         env[LISTEN_FD_ENV] = str(listener.fileno())
         if detach:
             out = subprocess.run(
@@ -215,6 +226,24 @@ def _spawn(
         return proc.pid
     finally:
         listener.close()
+
+
+def _hand(
+    spare: Spare, argv: list[str], env: dict[str, str], listener: socket.socket, log: str
+) -> int | None:
+    """Hand the server's work to ``spare``; its pid, or None when it cannot take it."""
+    try:
+        log_fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        spare.stop()
+        return None
+    try:
+        return spare.hand(argv, env, listener.fileno(), log_fd)
+    except OSError as exc:
+        sys.stderr.write(f"containerd-shim-pyrunc-v2: {exc}; starting a new shim\n")
+        return None
+    finally:
+        os.close(log_fd)
 
 
 def _socket_of(
@@ -289,7 +318,13 @@ def start(flags: Flags) -> int:
 
 
 def _start(
-    bundle: str, flags: Flags, options: bytes, env: dict[str, str] | None, *, detach: bool = False
+    bundle: str,
+    flags: Flags,
+    options: bytes,
+    env: dict[str, str] | None,
+    *,
+    detach: bool = False,
+    spare: Callable[[], Spare | None] | None = None,
 ) -> str:
     """Reserve the group's running shim or start one; its address.
 
@@ -310,7 +345,7 @@ def _start(
         pid = _reserve(path, flags.id)
         if pid is None:
             try:
-                pid = _spawn(flags, path, state, env=env, detach=detach)
+                pid = _spawn(flags, path, state, env=env, detach=detach, spare=spare)
             except OSError as exc:
                 msg = f"cannot start shim: {exc}"
                 raise OSError(msg) from exc
@@ -334,11 +369,13 @@ def start_here(
     *,
     options: bytes = b"",
     debug: bool = False,
+    spare: Callable[[], Spare | None] | None = None,
 ) -> str:
     """What ``start`` does, in the daemon's own process (no ``start`` process to pay for).
 
     A new shim server is started through ``/bin/sh``, which exits at once, so
-    the daemon does not become the shim's parent.
+    the daemon does not become the shim's parent; or, when ``spare`` gives
+    one, a spare shim started that way earlier is handed the work.
 
     Args:
         bundle: the task's bundle directory.
@@ -348,6 +385,8 @@ def start_here(
         env: the shim's environment (``PYCONTAINERD_SHIM_GROUPING`` in it chooses the policy).
         options: the runtime options ``start`` would read on stdin.
         debug: start the server with ``-debug``.
+        spare: called (under the group's lock) only when a new shim is needed:
+            a spare shim to use, or None.
 
     Returns:
         The shim's address (``unix://...``).
@@ -360,7 +399,7 @@ def start_here(
 
     flags = Flags()
     flags.namespace, flags.id, flags.address, flags.debug = namespace, task_id, address, debug
-    return _start(bundle, flags, options, env, detach=True)
+    return _start(bundle, flags, options, env, detach=True, spare=spare)
 
 
 def _kill(pid: int) -> None:
