@@ -46,6 +46,7 @@ from pycontainerd.runtime.shim import paths, wire
 # typing pulls in re: this module is on the start path, so no typing import.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import ctypes
     from collections.abc import Callable
 
     from pycontainerd.runtime.shim.flags import Flags
@@ -57,6 +58,7 @@ __all__ = [
     "delete",
     "group_of",
     "join",
+    "libc",
     "reuse",
     "start",
 ]
@@ -552,18 +554,29 @@ def _runc_delete(binary: str, root: str, bundle: str, task_id: str, *, systemd: 
         sys.stderr.write(f"runc delete {task_id}: {exc}\n")
 
 
+_LIBC: list[ctypes.CDLL] = []
+
+
+def libc() -> ctypes.CDLL:
+    """The C library, found once (``find_library`` runs ``ldconfig -p`` each time)."""
+    if not _LIBC:
+        import ctypes
+        import ctypes.util
+
+        _LIBC.append(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True))
+    return _LIBC[0]
+
+
 def _unmount(target: str) -> None:
     """Unmount everything mounted on ``target`` (lazily); not mounted is fine."""
     # Nothing mounted there (the usual case after a clean Delete): skip ctypes.
     if not _is_mountpoint(target):
         return
     import ctypes
-    import ctypes.util
 
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     mnt_detach = 2
     for _ in range(32):
-        if libc.umount2(target.encode(), mnt_detach) == 0:
+        if libc().umount2(target.encode(), mnt_detach) == 0:
             continue
         err = ctypes.get_errno()
         if err in {errno.EINVAL, errno.ENOENT}:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import fcntl
 import logging
 import os
@@ -51,20 +50,9 @@ LINGER_ENV = "PYCONTAINERD_SHIM_LINGER"
 RUNTIME = "io.containerd.pyrunc.v2"
 
 
-_libc: ctypes.CDLL | None = None
-
-
-def libc() -> ctypes.CDLL:
-    """The C library (found once: ``find_library`` runs ``ldconfig -p``)."""
-    global _libc  # noqa: PLW0603 - loaded once, on first use
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    return _libc
-
-
 def set_child_subreaper() -> None:
     """Make this process the reaper of its orphaned descendants."""
-    if libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+    if bootstrap.libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
 

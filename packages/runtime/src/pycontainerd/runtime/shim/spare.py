@@ -188,10 +188,10 @@ def _preload() -> None:
     """Import what a shim's first Create imports lazily, and find libc (``ldconfig -p``) now."""
     from pycontainerd.core import mount
     from pycontainerd.core import types as _types  # noqa: F401 - _mount_rootfs's import
-    from pycontainerd.runtime.shim import server
+    from pycontainerd.runtime.shim import bootstrap
 
     mount._lib()
-    server.libc()
+    bootstrap.libc()
 
 
 def run(fd: int) -> int:
