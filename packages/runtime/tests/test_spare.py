@@ -154,9 +154,12 @@ async def test_pool_keeps_a_spare_only_once_one_is_wanted_and_replaces_a_dead_on
 ) -> None:
     pool = Spares(layout.address, lambda: dict(os.environ))
     pool.give_back(None, wanted=False)  # a group's running shim was reserved
+    pool.refill()  # (the task manager's, once the task is created)
     await asyncio.sleep(0)
     assert (pool.waiting, pool._starting) == (None, None)
     pool.give_back(None, wanted=True)  # a new shim was needed
+    assert pool._starting is None  # not while the new shim creates its task
+    pool.refill()
     await _wait_async(lambda: pool.waiting is not None, "a spare")
     first = pool.waiting
     assert first is not None
@@ -178,6 +181,7 @@ async def test_pool_keeps_a_spare_only_once_one_is_wanted_and_replaces_a_dead_on
     assert _waiting(pool) is None
     await _wait_async(lambda: not is_our_shim(second.pid), "the pool's spare to be killed")
     pool.give_back(None, wanted=True)
+    pool.refill()
     assert pool._starting is None  # closed: no new spare
 
 

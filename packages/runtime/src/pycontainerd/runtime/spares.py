@@ -3,8 +3,10 @@
 :mod:`pycontainerd.runtime.shim.spare` explains the mechanism. :class:`Spares`
 keeps at most one spare, and only once one is wanted: the first time the
 daemon needs a new shim of its own (``containerd-shim-pyrunc-v2`` on the
-daemon's interpreter) it starts one as usual and a spare in the background;
-from then on a new shim is the spare, and the next spare starts right after.
+daemon's interpreter) it starts one as usual, and a spare in the background
+once that shim has created its task; from then on a new shim is the spare,
+and the next spare starts once the task it serves is created (not earlier: its
+imports would compete with that ``runc create`` for the CPU).
 A daemon whose tasks all run on other shims (the Go runc shim, a shim on
 another interpreter) never has a spare.
 
@@ -74,9 +76,12 @@ class Spares:
         return s
 
     def give_back(self, s: Spare | None, *, wanted: bool) -> None:
-        """Return what :meth:`take` gave (used or not); start the next spare if needed.
+        """Return what :meth:`take` gave (used or not).
 
         ``wanted``: a new shim was needed (from now on a spare is kept ready).
+        The next spare is started by :meth:`refill`, which the task manager
+        calls once the task is created: a spare importing meanwhile would slow
+        the new shim's ``runc create`` down.
         """
         self._wanted = self._wanted or wanted
         if s is not None and not s.used and not self._closed and self._spare is None:
@@ -84,7 +89,6 @@ class Spares:
             self._watch(s)
         elif s is not None and not s.used:
             s.stop()
-        self.refill()
 
     def refill(self) -> None:
         """Start a spare in the background unless one waits or starts (or none is wanted)."""
