@@ -100,11 +100,19 @@ def test_start_here_hands_the_new_shim_to_the_spare(layout: Layout) -> None:
     assert is_our_shim(s.pid)
     assert _ppid(s.pid) != os.getpid()  # started through /bin/sh, as any shim
     assert s.alive()
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    if os.geteuid() == 0 and ours < spare.SPARE_NICE:
+        # It imports in the background, at a lower priority than the daemon's work.
+        wait_for(
+            lambda: os.getpriority(os.PRIO_PROCESS, s.pid) == spare.SPARE_NICE,
+            what="the spare's lower priority",
+        )
     b1, b2 = layout.bundle("a"), layout.bundle("b")
     env = {**os.environ, bootstrap.GROUPING_ENV: "namespace"}
     address = bootstrap.start_here(b1, "ns", "a", layout.address, env, spare=lambda: s)
     assert s.used
     assert layout.shim_pid(b1) == s.pid
+    assert os.getpriority(os.PRIO_PROCESS, s.pid) == ours  # a shim runs at the daemon's
     # It serves the task API on the group's socket, as the pid it was before.
     assert asyncio.run(_connect_pid(address)) == s.pid
     # Its output now goes to the shim's log next to the socket.

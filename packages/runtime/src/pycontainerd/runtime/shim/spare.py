@@ -36,6 +36,9 @@ from pycontainerd.runtime.shim.main import SPARE_FD_ENV
 
 __all__ = ["SPARE_FD_ENV", "Spare", "run", "start"]
 
+SPARE_NICE = 10
+"""A spare imports at this nice value (when it may go back), so that the daemon's
+foreground work (the shims' ``runc create``) gets the CPU first."""
 HAND_TIMEOUT = 5.0
 """How long :meth:`Spare.hand` waits for the spare's answer (it may still be importing)."""
 _MAX_MESSAGE = 1 << 20
@@ -92,6 +95,10 @@ class Spare:
             msg = "spare shim already used"
             raise OSError(msg)
         self.used = True
+        if self.alive():  # (then ``pid`` is still the spare's)
+            # Back to the daemon's priority now: the rest of its imports are urgent.
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, self.pid, os.getpriority(os.PRIO_PROCESS, 0))
         try:
             message = json.dumps({"argv": argv, "env": env}).encode()
             fds = array.array("i", [listener, log])
@@ -194,10 +201,29 @@ def _preload() -> None:
     bootstrap.libc()
 
 
+def _background() -> int | None:
+    """Lower this process's CPU priority; the nice value to go back to (None: unchanged).
+
+    Only where going back is allowed: root in the initial user namespace
+    (``CAP_SYS_NICE`` is checked there).
+    """
+    try:
+        with open("/proc/self/uid_map") as f:
+            initial = f.read().split() == ["0", "0", "4294967295"]
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+        if os.geteuid() != 0 or not initial or base >= SPARE_NICE:
+            return None
+        os.setpriority(os.PRIO_PROCESS, 0, SPARE_NICE)
+    except OSError:
+        return None
+    return base
+
+
 def run(fd: int) -> int:
     """The spare's life: import, wait for the daemon's message, then serve as the shim."""
     channel = socket.socket(fileno=fd)
     channel.set_inheritable(False)
+    base = _background()
     from pycontainerd.runtime.shim import server
     from pycontainerd.runtime.shim.bootstrap import LISTEN_FD_ENV
     from pycontainerd.runtime.shim.flags import parse_args
@@ -213,6 +239,9 @@ def run(fd: int) -> int:
         return 0  # the daemon stopped (or sent something this spare cannot use)
     import json
 
+    if base is not None:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, base)
     job = json.loads(data)
     listener, log = fds
     os.dup2(log, 1)
