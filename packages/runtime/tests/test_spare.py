@@ -109,7 +109,7 @@ def test_start_here_hands_the_new_shim_to_the_spare(layout: Layout) -> None:
         )
     b1, b2 = layout.bundle("a"), layout.bundle("b")
     env = {**os.environ, bootstrap.GROUPING_ENV: "namespace"}
-    address = bootstrap.start_here(b1, "ns", "a", layout.address, env, spare=lambda: s)
+    address = bootstrap.start_here(b1, "ns", "a", layout.address, env, spare=s.take_over)
     assert s.used
     assert layout.shim_pid(b1) == s.pid
     assert os.getpriority(os.PRIO_PROCESS, s.pid) == ours  # a shim runs at the daemon's
@@ -120,7 +120,7 @@ def test_start_here_hands_the_new_shim_to_the_spare(layout: Layout) -> None:
     # The next task of the group is reserved in it; no spare is asked for then.
     asked: list[str] = []
 
-    def offer() -> spare.Spare | None:
+    def offer(argv: list[str], env: dict[str, str], listener: int, log: str) -> int | None:
         asked.append("b")
         return None
 
@@ -135,7 +135,9 @@ def test_a_dead_spare_gives_way_to_a_new_shim(layout: Layout) -> None:
     os.kill(s.pid, signal.SIGKILL)
     wait_for(lambda: not s.alive(), what="the spare's end of the socketpair to close")
     b1 = layout.bundle("a")
-    address = bootstrap.start_here(b1, "ns", "a", layout.address, dict(os.environ), spare=lambda: s)
+    address = bootstrap.start_here(
+        b1, "ns", "a", layout.address, dict(os.environ), spare=s.take_over
+    )
     pid = layout.shim_pid(b1)
     assert pid != s.pid
     assert s.used

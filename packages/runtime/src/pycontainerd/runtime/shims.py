@@ -48,7 +48,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from pycontainerd.runtime.bundle import Bundle
-    from pycontainerd.runtime.shim.spare import Spare
 
 __all__ = [
     "DEFAULT_SHIMS",
@@ -405,10 +404,10 @@ class Shims:
         spare = self.spares.take()
         needed = False
 
-        def offer() -> Spare | None:  # in the thread, only when a new shim is needed
-            nonlocal needed
+        def offer(argv: list[str], env: dict[str, str], listener: int, log: str) -> int | None:
+            nonlocal needed  # in the thread, only when a new shim is needed
             needed = True
-            return spare
+            return None if spare is None else spare.take_over(argv, env, listener, log)
 
         try:
             return await asyncio.to_thread(

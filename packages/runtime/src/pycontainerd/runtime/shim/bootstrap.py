@@ -50,7 +50,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from pycontainerd.runtime.shim.flags import Flags
-    from pycontainerd.runtime.shim.spare import Spare
+
+    Handoff = Callable[[list[str], dict[str, str], int, str], int | None]
+    """Gives a new shim's work to a spare shim: (flags, environment, listening
+    socket fd, log path) -> the spare's pid, or None (start a server as usual)."""
 
 __all__ = [
     "BOOTSTRAP_SERVICE",
@@ -150,13 +153,13 @@ def _spawn(
     *,
     env: dict[str, str] | None = None,
     detach: bool = False,
-    spare: Callable[[], Spare | None] | None = None,
+    spare: Handoff | None = None,
 ) -> int:
     """Bind ``path`` and start a shim server on it; returns the server's pid.
 
     ``detach`` (the daemon starting a shim in its own process) starts the
     server through ``/bin/sh`` so that the daemon does not become its parent.
-    ``spare`` gives a spare shim (:mod:`.spare`) to hand the server's work to
+    ``spare`` hands the server's work to a spare shim (:mod:`.spare`)
     instead; when there is none, or it fails, a server is started as usual.
     """
     import subprocess
@@ -186,11 +189,9 @@ def _spawn(
             argv.append("-debug")
         env = dict(os.environ if env is None else env)
         env[STATE_ENV] = state
-        ready = spare() if spare is not None else None
-        if ready is not None:
-            pid = _hand(ready, argv[3:], env, listener, log_path)
-            if pid is not None:
-                return pid
+        pid = None if spare is None else spare(argv[3:], env, listener.fileno(), log_path)
+        if pid is not None:
+            return pid
         env[LISTEN_FD_ENV] = str(listener.fileno())
         if detach:
             out = subprocess.run(
@@ -228,24 +229,6 @@ def _spawn(
         return proc.pid
     finally:
         listener.close()
-
-
-def _hand(
-    spare: Spare, argv: list[str], env: dict[str, str], listener: socket.socket, log: str
-) -> int | None:
-    """Hand the server's work to ``spare``; its pid, or None when it cannot take it."""
-    try:
-        log_fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError:
-        spare.stop()
-        return None
-    try:
-        return spare.hand(argv, env, listener.fileno(), log_fd)
-    except OSError as exc:
-        sys.stderr.write(f"containerd-shim-pyrunc-v2: {exc}; starting a new shim\n")
-        return None
-    finally:
-        os.close(log_fd)
 
 
 def _socket_of(
@@ -326,7 +309,7 @@ def _start(
     env: dict[str, str] | None,
     *,
     detach: bool = False,
-    spare: Callable[[], Spare | None] | None = None,
+    spare: Handoff | None = None,
 ) -> str:
     """Reserve the group's running shim or start one; its address.
 
@@ -371,13 +354,13 @@ def start_here(
     *,
     options: bytes = b"",
     debug: bool = False,
-    spare: Callable[[], Spare | None] | None = None,
+    spare: Handoff | None = None,
 ) -> str:
     """What ``start`` does, in the daemon's own process (no ``start`` process to pay for).
 
     A new shim server is started through ``/bin/sh``, which exits at once, so
-    the daemon does not become the shim's parent; or, when ``spare`` gives
-    one, a spare shim started that way earlier is handed the work.
+    the daemon does not become the shim's parent; or ``spare`` hands the work
+    to a spare shim started that way earlier.
 
     Args:
         bundle: the task's bundle directory.
@@ -387,8 +370,9 @@ def start_here(
         env: the shim's environment (``PYCONTAINERD_SHIM_GROUPING`` in it chooses the policy).
         options: the runtime options ``start`` would read on stdin.
         debug: start the server with ``-debug``.
-        spare: called (under the group's lock) only when a new shim is needed:
-            a spare shim to use, or None.
+        spare: called (under the group's lock) only when a new shim is needed,
+            with the server's flags, environment, listening socket and log
+            path: the pid of the spare shim that took the work, or None.
 
     Returns:
         The shim's address (``unix://...``).

@@ -17,14 +17,12 @@ from __future__ import annotations
 import os
 import sys
 
-from pycontainerd.runtime.shim.flags import Flags, UsageError, parse_args
+from pycontainerd.runtime.shim.flags import SPARE_FD_ENV, Flags, UsageError, parse_args
 
 __all__ = ["Flags", "UsageError", "main", "parse_args"]
 
 VERSION = "0.1.0.dev0"
 RUNTIME_NAME = "io.containerd.pyrunc.v2"
-SPARE_FD_ENV = "PYCONTAINERD_SHIM_SPARE_FD"
-"""Set for a spare shim (:mod:`.spare`): its end of the socketpair to the daemon."""
 
 
 def _answer_and_exit(flags: Flags) -> int | None:

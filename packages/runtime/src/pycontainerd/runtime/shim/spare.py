@@ -32,7 +32,7 @@ import socket
 import subprocess
 import sys
 
-from pycontainerd.runtime.shim.main import SPARE_FD_ENV
+from pycontainerd.runtime.shim.flags import SPARE_FD_ENV
 
 __all__ = ["SPARE_FD_ENV", "Spare", "run", "start"]
 
@@ -115,6 +115,26 @@ class Spare:
             raise OSError(msg) from exc
         self.close()
         return pid
+
+    def take_over(
+        self, argv: list[str], env: dict[str, str], listener: int, log: str
+    ) -> int | None:
+        """:meth:`hand` with the log opened here; the pid, or None when it cannot take the work.
+
+        This is the ``spare`` argument of ``bootstrap.start_here``.
+        """
+        try:
+            log_fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            self.stop()
+            return None
+        try:
+            return self.hand(argv, env, listener, log_fd)
+        except OSError as exc:
+            sys.stderr.write(f"containerd-shim-pyrunc-v2: {exc}; starting a new shim\n")
+            return None
+        finally:
+            os.close(log_fd)
 
     def stop(self) -> None:
         """Kill the spare (if it still runs) and release the handle."""
