@@ -131,7 +131,9 @@ class Spare:
         try:
             return self.hand(argv, env, listener, log_fd)
         except OSError as exc:
-            sys.stderr.write(f"containerd-shim-pyrunc-v2: {exc}; starting a new shim\n")
+            import logging
+
+            logging.getLogger("pycontainerd.runtime").warning("%s; starting a new shim", exc)
             return None
         finally:
             os.close(log_fd)
