@@ -1,22 +1,19 @@
 """The spare shim: handed a new shim's work, replaced when it dies, stopped with the daemon.
 
-The first tests drive :mod:`pycontainerd.runtime.shim.spare` and
-``bootstrap.start_here`` directly (a fake daemon layout, as test_bootstrap);
-the pool tests run :class:`pycontainerd.runtime.spares.Spares` on an event
-loop; the last runs our daemon with the Go ``ctr`` and restarts it.
+These drive :mod:`pycontainerd.runtime.shim.spare` and ``bootstrap.start_here``
+directly (a fake daemon layout, as test_bootstrap), and run
+:class:`pycontainerd.runtime.spares.Spares` on an event loop; the daemon's use
+of its spare across a restart is in test_e2e_tasks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,7 +24,7 @@ from pycontainerd.api.ttrpc import Client, ServiceClient
 from pycontainerd.runtime.shim import bootstrap, spare
 from pycontainerd.runtime.shim.service import TASK_SPEC
 from pycontainerd.runtime.spares import Spares
-from pycontainerd.runtime.testing import is_our_shim, make_rootfs, require, wait_for
+from pycontainerd.runtime.testing import is_our_shim, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -202,93 +199,3 @@ def _waiting(pool: Spares) -> spare.Spare | None:
 async def _wait_async(cond: Callable[[], bool], what: str) -> None:
     """``wait_for`` in a thread: the pool's loop runs meanwhile."""
     await asyncio.to_thread(wait_for, cond, 30, what)
-
-
-# -- the daemon ------------------------------------------------------------------------------
-
-
-def _spares_of(address: str) -> set[int]:
-    """Live spare shims started for the daemon at ``address`` (no ``-namespace`` yet)."""
-    found = set()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        argv = _cmdline(int(proc.name))
-        if "pycontainerd.runtime.shim" in argv and address in argv and "-namespace" not in argv:
-            found.add(int(proc.name))
-    return found
-
-
-@pytest.mark.system
-def test_daemon_uses_its_spare_and_the_shim_survives_a_restart() -> None:
-    testing = pytest.importorskip("pycontainerd.daemon.testing")
-    require(CTR, "runc", "busybox")
-    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="sp-"))
-    rootfs = make_rootfs(base / "rootfs")
-    modules = (
-        "pycontainerd.daemon.plugin",
-        "pycontainerd.content.plugin",
-        "pycontainerd.events.plugin",
-        "pycontainerd.metadata.plugin",
-        "pycontainerd.snapshots.plugin",
-        "pycontainerd.runtime.plugin",
-    )
-    d = testing.Daemon(base, config="version = 2\n", env=testing.daemon_env(modules))
-    tag = uuid.uuid4().hex[:8]
-    shims: set[int] = set()
-
-    def ctr(*args: str) -> str:
-        res = subprocess.run(
-            [CTR, "-a", d.address, *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-        assert res.returncode == 0, f"ctr {' '.join(args)}: {res.stderr}\n{d.log()}"
-        return res.stdout
-
-    def bundle(ns: str, cid: str) -> Path:
-        return Path(d.state, "io.containerd.runtime.v2.task", ns, cid)
-
-    try:
-        d.start()
-        assert _spares_of(d.address) == set()  # none before a shim is needed
-        ctr("-n", "one", "run", "-d", "--rootfs", str(rootfs), f"a-{tag}", "/bin/sleep", "300")
-        shims.add(int((bundle("one", f"a-{tag}") / "shim.pid").read_text()))
-        wait_for(lambda: len(_spares_of(d.address)) == 1, what="a spare after the first shim")
-        (waiting,) = _spares_of(d.address)
-        # Another namespace needs a new shim: the spare becomes it.
-        ctr("-n", "two", "run", "-d", "--rootfs", str(rootfs), f"b-{tag}", "/bin/sleep", "300")
-        pid = int((bundle("two", f"b-{tag}") / "shim.pid").read_text())
-        shims.add(pid)
-        assert pid == waiting
-        assert d.proc is not None
-        assert _ppid(pid) != d.proc.pid
-        # (a spare keeps its command line: the shim it became is still listed)
-        wait_for(lambda: len(_spares_of(d.address) - shims) == 1, what="the next spare")
-        (following,) = _spares_of(d.address) - shims
-        assert following != waiting
-        # The daemon's stop kills its spare; the shim it became keeps its task.
-        assert d.stop(signal.SIGTERM) == 0
-        wait_for(lambda: not is_our_shim(following), what="the spare to be killed")
-        assert is_our_shim(pid)
-        d.start()
-        tasks = ctr("-n", "two", "tasks", "ls")
-        assert f"b-{tag}" in tasks
-        assert "RUNNING" in tasks
-        ctr("-n", "two", "tasks", "kill", "-s", "SIGKILL", f"b-{tag}")
-        wait_for(lambda: "STOPPED" in ctr("-n", "two", "tasks", "ls"), what="the task to stop")
-        ctr("-n", "two", "tasks", "rm", f"b-{tag}")
-        wait_for(lambda: not is_our_shim(pid), what="the shim to exit after its last task")
-        ctr("-n", "one", "tasks", "kill", "-s", "SIGKILL", f"a-{tag}")
-        wait_for(lambda: "STOPPED" in ctr("-n", "one", "tasks", "ls"), what="the task to stop")
-        ctr("-n", "one", "tasks", "rm", f"a-{tag}")
-    finally:
-        with contextlib.suppress(Exception):
-            d.kill()
-        for p in shims | _spares_of(d.address):
-            if is_our_shim(p):
-                os.kill(p, signal.SIGKILL)
-        shutil.rmtree(base, ignore_errors=True)

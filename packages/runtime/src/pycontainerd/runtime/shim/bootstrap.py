@@ -141,9 +141,49 @@ def _adjust_oom_score(pid: int, daemon: int) -> None:
         pass  # unprivileged or in a user namespace: upstream ignores this too
 
 
-# Starts "$@" in the background with its output appended to $1 and prints its
-# pid: the shim's parent exits at once, so the shim is nobody's child.
-_DETACH = 'log=$1; shift; "$@" </dev/null >>"$log" 2>&1 & echo $!'
+# Start "$@" in the background and print its pid: the shim's parent exits at
+# once, so the shim is nobody's child. Its output is appended to $1, or (no
+# log) its stdout discarded and its stderr the caller's.
+_DETACH_TO_LOG = 'log=$1; shift; "$@" </dev/null >>"$log" 2>&1 & echo $!'
+_DETACH = '"$@" </dev/null >/dev/null & echo $!'
+
+
+def spawn_detached(argv: list[str], env: dict[str, str], fd: int, log: str | None = None) -> int:
+    """Start ``argv`` through ``/bin/sh`` (so it is not our child), passing it ``fd``; its pid.
+
+    It runs in a new session, in ``/``, with our ``oom_score_adj`` + 1 and its
+    output appended to ``log`` (without one: stdout discarded, stderr ours).
+
+    Raises:
+        OSError: no pid came back.
+    """
+    import subprocess
+
+    script = ["-c", _DETACH_TO_LOG, "sh", log] if log is not None else ["-c", _DETACH, "sh"]
+    try:
+        out = subprocess.run(
+            ["/bin/sh", *script, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=None if log is None else subprocess.PIPE,
+            cwd="/",
+            env=env,
+            start_new_session=True,
+            pass_fds=(fd,),
+            check=False,
+            timeout=_CONNECT_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as exc:
+        msg = "no shim pid from /bin/sh in time"
+        raise OSError(msg) from exc
+    try:
+        pid = int(out.stdout.strip())
+    except ValueError:
+        why = (out.stderr or b"").decode(errors="replace").strip()
+        msg = f"no shim pid from /bin/sh: {why or f'exit status {out.returncode}'}"
+        raise OSError(msg) from None
+    _adjust_oom_score(pid, os.getpid())
+    return pid
 
 
 def _spawn(
@@ -194,24 +234,7 @@ def _spawn(
             return pid
         env[LISTEN_FD_ENV] = str(listener.fileno())
         if detach:
-            out = subprocess.run(
-                ["/bin/sh", "-c", _DETACH, "sh", log_path, *argv],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                cwd="/",
-                env=env,
-                start_new_session=True,
-                pass_fds=(listener.fileno(),),
-                check=False,
-                timeout=_CONNECT_TIMEOUT,
-            )
-            try:
-                pid = int(out.stdout.strip())
-            except ValueError:
-                msg = f"no shim pid from /bin/sh: {out.stderr.decode(errors='replace').strip()}"
-                raise OSError(msg) from None
-            _adjust_oom_score(pid, os.getpid())
-            return pid
+            return spawn_detached(argv, env, listener.fileno(), log_path)
         with open(log_path, "ab") as log, open(os.devnull, "rb") as null:
             proc = subprocess.Popen(
                 argv,

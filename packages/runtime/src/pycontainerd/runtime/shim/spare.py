@@ -29,7 +29,6 @@ import os
 import select
 import signal
 import socket
-import subprocess
 import sys
 
 from pycontainerd.runtime.shim.flags import SPARE_FD_ENV
@@ -42,11 +41,6 @@ foreground work (the shims' ``runc create``) gets the CPU first."""
 HAND_TIMEOUT = 5.0
 """How long :meth:`Spare.hand` waits for the spare's answer (it may still be importing)."""
 _MAX_MESSAGE = 1 << 20
-
-# "$@" in the background, its output gone, its pid printed: the shell exits at
-# once, so the spare is nobody's child. Its stderr is the daemon's (a failing
-# import shows in the daemon's log) until it is handed its own log.
-_DETACH = '"$@" </dev/null >/dev/null & echo $!'
 
 
 class Spare:
@@ -161,32 +155,14 @@ def start(address: str, env: dict[str, str]) -> Spare:
     Raises:
         OSError: it could not be started.
     """
-    from pycontainerd.runtime.shim.bootstrap import _adjust_oom_score
+    from pycontainerd.runtime.shim.bootstrap import spawn_detached
 
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         argv = [sys.executable, "-m", "pycontainerd.runtime.shim", "-address", address]
         env = {**env, SPARE_FD_ENV: str(theirs.fileno())}
-        try:
-            out = subprocess.run(
-                ["/bin/sh", "-c", _DETACH, "sh", *argv],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                cwd="/",
-                env=env,
-                start_new_session=True,
-                pass_fds=(theirs.fileno(),),
-                check=False,
-                timeout=HAND_TIMEOUT,
-            )
-        except subprocess.TimeoutExpired as exc:
-            msg = "no spare shim pid from /bin/sh in time"
-            raise OSError(msg) from exc
-        try:
-            pid = int(out.stdout.strip())
-        except ValueError:
-            msg = f"no spare shim pid from /bin/sh (exit status {out.returncode})"
-            raise OSError(msg) from None
+        # (its stderr is the daemon's, so a failing import shows in the daemon's log)
+        pid = spawn_detached(argv, env, theirs.fileno())
     except BaseException:
         ours.close()
         raise
@@ -197,7 +173,6 @@ def start(address: str, env: dict[str, str]) -> Spare:
         pidfd = os.pidfd_open(pid)
     except OSError:
         pidfd = -1
-    _adjust_oom_score(pid, os.getpid())
     return Spare(pid, ours, pidfd)
 
 
