@@ -540,3 +540,45 @@ def test_client_default_spec_runs(pyrig: Rig) -> None:
         tasks.Start(tasks_pb2.StartRequest(container_id=cid), metadata=md)
         assert waiting.result(30).exit_status == 9  # /proc/kcore is masked (empty)
         tasks.Delete(tasks_pb2.DeleteTaskRequest(container_id=cid), metadata=md)
+
+
+def _spares_of(address: str) -> set[int]:
+    """Live spare shims started for the daemon at ``address`` (no ``-namespace`` given)."""
+    found = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            if "pycontainerd.runtime.shim" in argv and address in argv and "-namespace" not in argv:
+                found.add(int(proc.name))
+    return found
+
+
+def test_a_new_shim_is_the_spare_and_survives_a_restart(pyrig: Rig) -> None:
+    d = pyrig.daemon
+    a, b = pyrig.id("a"), pyrig.id("b")
+    assert _spares_of(d.address) == set()  # none before a new shim was needed
+    pyrig.ok("-n", "one", "run", "-d", "--rootfs", str(pyrig.rootfs), a, "/bin/sleep", "300")
+    wait_for(lambda: len(_spares_of(d.address)) == 1, what="a spare after the first new shim")
+    (waiting,) = _spares_of(d.address)
+    # Another namespace needs a new shim: the spare becomes it.
+    pyrig.ok("-n", "two", "run", "-d", "--rootfs", str(pyrig.rootfs), b, "/bin/sleep", "300")
+    shim = int((pyrig.bundle(b, "two") / "shim.pid").read_text())
+    assert shim == waiting
+    # (a spare keeps its command line: the shim it became is still listed)
+    wait_for(lambda: len(_spares_of(d.address) - {shim}) == 1, what="the next spare")
+    (following,) = _spares_of(d.address) - {shim}
+    # The daemon's stop kills its spare; the shim made of one keeps its task.
+    assert d.stop(signal.SIGTERM) == 0
+    wait_for(lambda: not _spares_of(d.address) - {shim}, what="the spare to be killed")
+    assert following not in _spares_of(d.address)
+    d.start()
+    assert "RUNNING" in pyrig.ok("-n", "two", "tasks", "ls")
+    for ns, cid in (("two", b), ("one", a)):
+        _kill_and_remove(pyrig, ns, cid)
+    wait_for(lambda: shim not in _spares_of(d.address), what="the shim to exit after its task")
+
+
+def _kill_and_remove(rig: Rig, ns: str, cid: str) -> None:
+    rig.ok("-n", ns, "tasks", "kill", "-s", "SIGKILL", cid)
+    wait_for(lambda: "STOPPED" in rig.ok("-n", ns, "tasks", "ls"), what=f"{cid} to stop")
+    rig.ok("-n", ns, "tasks", "rm", cid)

@@ -19,7 +19,8 @@ def _loaded(modules: str, heavy: list[str]) -> list[str]:
 
 
 def test_shim_server_imports_no_grpc() -> None:
-    modules = "pycontainerd.runtime.shim.main, pycontainerd.runtime.shim.server"
+    modules = "pycontainerd.runtime.shim.main, pycontainerd.runtime.shim.server, "
+    modules += "pycontainerd.runtime.shim.spare"
     assert _loaded(modules, ["grpc"]) == []
 
 

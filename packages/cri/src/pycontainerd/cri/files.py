@@ -13,6 +13,7 @@ Importing this module must not import grpc.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -76,7 +77,9 @@ _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
 _MNT_DETACH = 2
 
 
-def _libc() -> Any:
+@functools.cache
+def libc() -> Any:
+    """The C library, loaded once (``find_library`` runs ``ldconfig -p`` each time)."""
     import ctypes
     import ctypes.util
 
@@ -94,7 +97,7 @@ def mount_shm(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
     data = f"mode=1777,size={SHM_SIZE}".encode()
-    if _libc().mount(b"shm", os.fsencode(path), b"tmpfs", flags, data) != 0:
+    if libc().mount(b"shm", os.fsencode(path), b"tmpfs", flags, data) != 0:
         errno = ctypes.get_errno()
         raise OSError(errno, f"mounting the pod's /dev/shm: {os.strerror(errno)}", str(path))
 
@@ -102,4 +105,4 @@ def mount_shm(path: Path) -> None:
 def unmount_shm(path: Path) -> None:
     """Unmount a pod's ``/dev/shm`` (lazily); not mounted or missing is fine."""
     if os.path.ismount(path):
-        _libc().umount2(os.fsencode(path), _MNT_DETACH)
+        libc().umount2(os.fsencode(path), _MNT_DETACH)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import os
 from typing import TYPE_CHECKING
+
+from pycontainerd.cri.files import libc
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -73,8 +74,7 @@ def remove(path: Path) -> None:
     """
     if not path.exists():
         return
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    if libc.umount2(os.fsencode(path), MNT_DETACH) != 0:
+    if libc().umount2(os.fsencode(path), MNT_DETACH) != 0:
         errno = ctypes.get_errno()
         if errno not in (22, 2):  # EINVAL: not a mount point; ENOENT
             msg = f"failed to unmount network namespace {path.name}: {os.strerror(errno)}"

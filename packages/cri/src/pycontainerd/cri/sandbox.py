@@ -289,9 +289,21 @@ class SandboxManager:
             # ADD only fills it, so it runs while the shim and runc start.
             await self._create_netns(sb, undo)
             network = asyncio.create_task(self._setup_network(sb, undo))
+
+        async def networked() -> None:
+            if network is not None:
+                await network
+                await self._persist(sb)  # the record was written before CNI's results
+
         try:
             await self._start_pause(
-                sb, img=img, image_name=image_name, config=config, runtime=runtime, undo=undo
+                sb,
+                img=img,
+                image_name=image_name,
+                config=config,
+                runtime=runtime,
+                undo=undo,
+                alongside_start=networked,
             )
         except BaseException:
             if network is not None:
@@ -299,9 +311,6 @@ class SandboxManager:
                 with contextlib.suppress(BaseException):
                     await asyncio.shield(network)
             raise
-        if network is not None:
-            await network
-            await self._persist(sb)  # the record was written before CNI's results
         return sb
 
     async def _start_pause(
@@ -313,8 +322,13 @@ class SandboxManager:
         config: dict[str, Any],
         runtime: Any,
         undo: list[Callable[[], Awaitable[object]]],
+        alongside_start: Callable[[], Awaitable[None]],
     ) -> None:
-        """Files, /dev/shm, snapshot, record, then the pause task, created and started."""
+        """Files, /dev/shm, snapshot, record, then the pause task, created and started.
+
+        ``alongside_start`` runs while the task starts (both finish before
+        this returns, or raises the first failure).
+        """
         sid = sb.id
         meta = sb.metadata
         host_network = sb.host_network
@@ -398,7 +412,12 @@ class SandboxManager:
             rootfs=[mount_to_proto(m) for m in mounts],
         )
         undo.append(lambda: self._delete_task(sid))
-        await t.call("Start", shim.StartRequest(id=sid))
+        results = await asyncio.gather(
+            t.call("Start", shim.StartRequest(id=sid)), alongside_start(), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         sb.pid = t.pid
 
     async def _create_netns(
@@ -544,11 +563,14 @@ class SandboxManager:
                     raise UnknownError(msg) from net_done
                 if isinstance(net_done, BaseException):
                     raise net_done
-                await asyncio.to_thread(netns.remove, Path(sb.netns_path))
+            shm = asyncio.to_thread(unmount_shm, self.sandboxes_dir / sb.id / "shm")
+            if sb.netns_path:
+                await asyncio.gather(asyncio.to_thread(netns.remove, Path(sb.netns_path)), shm)
                 sb.netns_path = ""
+            else:
+                await shm
             sb.ips = []
             sb.cni_results = {}
-            await asyncio.to_thread(unmount_shm, self.sandboxes_dir / sb.id / "shm")
             await self._persist(sb)
 
     async def _persist(self, sb: PodSandbox) -> None:
@@ -612,16 +634,20 @@ class SandboxManager:
             return
         await self.stop(sb.id)
         async with self._lock(sb.id):
-            with with_namespace(K8S_NAMESPACE):
-                with contextlib.suppress(NotFoundError):
-                    await self.md.container_store().delete(sb.id)
-                with contextlib.suppress(NotFoundError):
-                    await self.md.snapshotter(self.config.snapshotter).remove(sb.id)
-            await asyncio.to_thread(shutil.rmtree, self.sandboxes_dir / sb.id, True)
+            files = asyncio.to_thread(shutil.rmtree, self.sandboxes_dir / sb.id, True)
+            await asyncio.gather(self._remove_record(sb.id), files)
             self.sandboxes.pop(sb.id, None)
             if self.names.get(sb.name) == sb.id:
                 del self.names[sb.name]
         self._locks.pop(sb.id, None)
+
+    async def _remove_record(self, sid: str) -> None:
+        """Delete the pause container's record, then its snapshot (either may be gone)."""
+        with with_namespace(K8S_NAMESPACE):
+            with contextlib.suppress(NotFoundError):
+                await self.md.container_store().delete(sid)
+            with contextlib.suppress(NotFoundError):
+                await self.md.snapshotter(self.config.snapshotter).remove(sid)
 
     async def refresh(self, sb: PodSandbox) -> PodSandbox:
         """Mark a sandbox NOTREADY when its pause task is gone or exited."""

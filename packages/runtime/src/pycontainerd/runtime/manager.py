@@ -128,6 +128,7 @@ class TaskManager:
             self._exit_watch.cancel()
         for t in list(self._tasks.values()):
             self.shims.disconnect(t)
+        await self.shims.aclose()
         await asyncio.gather(*self._background, return_exceptions=True)
         if self._exit_watch is not None:
             with contextlib.suppress(BaseException):
@@ -270,6 +271,7 @@ class TaskManager:
             return t
         finally:
             self._creating.discard(key)
+            self.shims.spares.refill()
 
     async def start_shim(
         self,
@@ -291,7 +293,10 @@ class TaskManager:
             UnavailableError: it does not answer.
         """
         launch = Launch(namespace, shim_id, binary, options, grouping=grouping)
-        return await self.shims.start(bundle, launch, "")
+        try:
+            return await self.shims.start(bundle, launch, "")
+        finally:
+            self.shims.spares.refill()
 
     async def _abandon(self, t: ShimTask) -> None:
         """Undo a task whose Create failed: tell the shim, stop it if idle, drop the bundle."""

@@ -42,6 +42,7 @@ from pycontainerd.runtime.shim import bootstrap
 
 # One description of the shim task API serves both sides (the shim serves it).
 from pycontainerd.runtime.shim.service import TASK_SPEC
+from pycontainerd.runtime.spares import Spares
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -232,6 +233,12 @@ class Shims:
         self._resolve = resolve
         self._env = env or (lambda: dict(os.environ))
         self.debug = debug
+        self.spares = Spares(grpc_address, lambda: self.shim_env(""))
+        """The spare pyrunc shim a new shim of ours is made of (:mod:`.spares`)."""
+
+    async def aclose(self) -> None:
+        """Stop the spare shim (shims serving tasks keep running)."""
+        await self.spares.aclose()
 
     def shim_env(self, namespace: str) -> dict[str, str]:
         """A shim's environment: the daemon's (``opt`` bin first) plus upstream's variables."""
@@ -349,22 +356,10 @@ class Shims:
         if os.path.basename(launch.binary) == PYRUNC_SHIM:
             # Our own shim: reserving a running one needs no ``start`` process
             # (a Python start-up, ~40 ms); when the shim runs on this interpreter,
-            # starting a new one does not either.
+            # starting a new one does not either, and a spare shim started
+            # earlier saves the new shim's own start-up and imports.
             if _runs_on_this_python(launch.binary):
-                try:
-                    return await asyncio.to_thread(
-                        bootstrap.start_here,
-                        str(bundle.path),
-                        launch.namespace,
-                        launch.task_id,
-                        self.grpc_address,
-                        env,
-                        options=launch.options,
-                        debug=self.debug,
-                    )
-                except (OSError, ValueError) as exc:
-                    msg = f"failed to start shim: start failed: {PYRUNC_SHIM}: {exc}"
-                    raise UnknownError(msg) from exc
+                return await self._start_here(bundle, launch, env)
             address = await asyncio.to_thread(
                 bootstrap.reuse,
                 str(bundle.path),
@@ -404,6 +399,33 @@ class Shims:
             msg = f"failed to start shim: start failed: {text}: exit status {proc.returncode}"
             raise UnknownError(msg)
         return parse_address(text)
+
+    async def _start_here(self, bundle: Bundle, launch: Launch, env: dict[str, str]) -> str:
+        spare = self.spares.take()
+        needed = False
+
+        def offer(argv: list[str], env: dict[str, str], listener: int, log: str) -> int | None:
+            nonlocal needed  # in the thread, only when a new shim is needed
+            needed = True
+            return None if spare is None else spare.take_over(argv, env, listener, log)
+
+        try:
+            return await asyncio.to_thread(
+                bootstrap.start_here,
+                str(bundle.path),
+                launch.namespace,
+                launch.task_id,
+                self.grpc_address,
+                env,
+                options=launch.options,
+                debug=self.debug,
+                spare=offer,
+            )
+        except (OSError, ValueError) as exc:
+            msg = f"failed to start shim: start failed: {PYRUNC_SHIM}: {exc}"
+            raise UnknownError(msg) from exc
+        finally:
+            self.spares.give_back(spare, wanted=needed)
 
     async def delete(self, t: ShimTask) -> pb.DeleteResponse:
         """Run ``<shim> ... -bundle B delete``; exit status 255 when it says nothing."""

@@ -46,7 +46,14 @@ from pycontainerd.runtime.shim import paths, wire
 # typing pulls in re: this module is on the start path, so no typing import.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import ctypes
+    from collections.abc import Callable
+
     from pycontainerd.runtime.shim.flags import Flags
+
+    Handoff = Callable[[list[str], dict[str, str], int, str], int | None]
+    """Gives a new shim's work to a spare shim: (flags, environment, listening
+    socket fd, log path) -> the spare's pid, or None (start a server as usual)."""
 
 __all__ = [
     "BOOTSTRAP_SERVICE",
@@ -54,6 +61,7 @@ __all__ = [
     "delete",
     "group_of",
     "join",
+    "libc",
     "reuse",
     "start",
 ]
@@ -133,9 +141,49 @@ def _adjust_oom_score(pid: int, daemon: int) -> None:
         pass  # unprivileged or in a user namespace: upstream ignores this too
 
 
-# Starts "$@" in the background with its output appended to $1 and prints its
-# pid: the shim's parent exits at once, so the shim is nobody's child.
-_DETACH = 'log=$1; shift; "$@" </dev/null >>"$log" 2>&1 & echo $!'
+# Start "$@" in the background and print its pid: the shim's parent exits at
+# once, so the shim is nobody's child. Its output is appended to $1, or (no
+# log) its stdout discarded and its stderr the caller's.
+_DETACH_TO_LOG = 'log=$1; shift; "$@" </dev/null >>"$log" 2>&1 & echo $!'
+_DETACH = '"$@" </dev/null >/dev/null & echo $!'
+
+
+def spawn_detached(argv: list[str], env: dict[str, str], fd: int, log: str | None = None) -> int:
+    """Start ``argv`` through ``/bin/sh`` (so it is not our child), passing it ``fd``; its pid.
+
+    It runs in a new session, in ``/``, with our ``oom_score_adj`` + 1 and its
+    output appended to ``log`` (without one: stdout discarded, stderr ours).
+
+    Raises:
+        OSError: no pid came back.
+    """
+    import subprocess
+
+    script = ["-c", _DETACH_TO_LOG, "sh", log] if log is not None else ["-c", _DETACH, "sh"]
+    try:
+        out = subprocess.run(
+            ["/bin/sh", *script, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=None if log is None else subprocess.PIPE,
+            cwd="/",
+            env=env,
+            start_new_session=True,
+            pass_fds=(fd,),
+            check=False,
+            timeout=_CONNECT_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as exc:
+        msg = "no shim pid from /bin/sh in time"
+        raise OSError(msg) from exc
+    try:
+        pid = int(out.stdout.strip())
+    except ValueError:
+        why = (out.stderr or b"").decode(errors="replace").strip()
+        msg = f"no shim pid from /bin/sh: {why or f'exit status {out.returncode}'}"
+        raise OSError(msg) from None
+    _adjust_oom_score(pid, os.getpid())
+    return pid
 
 
 def _spawn(
@@ -145,11 +193,14 @@ def _spawn(
     *,
     env: dict[str, str] | None = None,
     detach: bool = False,
+    spare: Handoff | None = None,
 ) -> int:
     """Bind ``path`` and start a shim server on it; returns the server's pid.
 
     ``detach`` (the daemon starting a shim in its own process) starts the
     server through ``/bin/sh`` so that the daemon does not become its parent.
+    ``spare`` hands the server's work to a spare shim (:mod:`.spare`)
+    instead; when there is none, or it fails, a server is started as usual.
     """
     import subprocess
 
@@ -178,26 +229,12 @@ def _spawn(
             argv.append("-debug")
         env = dict(os.environ if env is None else env)
         env[STATE_ENV] = state
+        pid = None if spare is None else spare(argv[3:], env, listener.fileno(), log_path)
+        if pid is not None:
+            return pid
         env[LISTEN_FD_ENV] = str(listener.fileno())
         if detach:
-            out = subprocess.run(
-                ["/bin/sh", "-c", _DETACH, "sh", log_path, *argv],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                cwd="/",
-                env=env,
-                start_new_session=True,
-                pass_fds=(listener.fileno(),),
-                check=False,
-                timeout=_CONNECT_TIMEOUT,
-            )
-            try:
-                pid = int(out.stdout.strip())
-            except ValueError:
-                msg = f"no shim pid from /bin/sh: {out.stderr.decode(errors='replace').strip()}"
-                raise OSError(msg) from None
-            _adjust_oom_score(pid, os.getpid())
-            return pid
+            return spawn_detached(argv, env, listener.fileno(), log_path)
         with open(log_path, "ab") as log, open(os.devnull, "rb") as null:
             proc = subprocess.Popen(
                 argv,
@@ -289,7 +326,13 @@ def start(flags: Flags) -> int:
 
 
 def _start(
-    bundle: str, flags: Flags, options: bytes, env: dict[str, str] | None, *, detach: bool = False
+    bundle: str,
+    flags: Flags,
+    options: bytes,
+    env: dict[str, str] | None,
+    *,
+    detach: bool = False,
+    spare: Handoff | None = None,
 ) -> str:
     """Reserve the group's running shim or start one; its address.
 
@@ -310,7 +353,7 @@ def _start(
         pid = _reserve(path, flags.id)
         if pid is None:
             try:
-                pid = _spawn(flags, path, state, env=env, detach=detach)
+                pid = _spawn(flags, path, state, env=env, detach=detach, spare=spare)
             except OSError as exc:
                 msg = f"cannot start shim: {exc}"
                 raise OSError(msg) from exc
@@ -334,11 +377,13 @@ def start_here(
     *,
     options: bytes = b"",
     debug: bool = False,
+    spare: Handoff | None = None,
 ) -> str:
     """What ``start`` does, in the daemon's own process (no ``start`` process to pay for).
 
     A new shim server is started through ``/bin/sh``, which exits at once, so
-    the daemon does not become the shim's parent.
+    the daemon does not become the shim's parent; or ``spare`` hands the work
+    to a spare shim started that way earlier.
 
     Args:
         bundle: the task's bundle directory.
@@ -348,6 +393,9 @@ def start_here(
         env: the shim's environment (``PYCONTAINERD_SHIM_GROUPING`` in it chooses the policy).
         options: the runtime options ``start`` would read on stdin.
         debug: start the server with ``-debug``.
+        spare: called (under the group's lock) only when a new shim is needed,
+            with the server's flags, environment, listening socket and log
+            path: the pid of the spare shim that took the work, or None.
 
     Returns:
         The shim's address (``unix://...``).
@@ -360,7 +408,7 @@ def start_here(
 
     flags = Flags()
     flags.namespace, flags.id, flags.address, flags.debug = namespace, task_id, address, debug
-    return _start(bundle, flags, options, env, detach=True)
+    return _start(bundle, flags, options, env, detach=True, spare=spare)
 
 
 def _kill(pid: int) -> None:
@@ -513,18 +561,29 @@ def _runc_delete(binary: str, root: str, bundle: str, task_id: str, *, systemd: 
         sys.stderr.write(f"runc delete {task_id}: {exc}\n")
 
 
+_LIBC: list[ctypes.CDLL] = []
+
+
+def libc() -> ctypes.CDLL:
+    """The C library, found once (``find_library`` runs ``ldconfig -p`` each time)."""
+    if not _LIBC:
+        import ctypes
+        import ctypes.util
+
+        _LIBC.append(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True))
+    return _LIBC[0]
+
+
 def _unmount(target: str) -> None:
     """Unmount everything mounted on ``target`` (lazily); not mounted is fine."""
     # Nothing mounted there (the usual case after a clean Delete): skip ctypes.
     if not _is_mountpoint(target):
         return
     import ctypes
-    import ctypes.util
 
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     mnt_detach = 2
     for _ in range(32):
-        if libc.umount2(target.encode(), mnt_detach) == 0:
+        if libc().umount2(target.encode(), mnt_detach) == 0:
             continue
         err = ctypes.get_errno()
         if err in {errno.EINVAL, errno.ENOENT}:

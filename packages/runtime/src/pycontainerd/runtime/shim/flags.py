@@ -16,6 +16,8 @@ from __future__ import annotations
 __all__ = ["Flags", "UsageError", "parse_args"]
 
 _BOOL_FLAGS = frozenset({"debug", "v", "info"})
+SPARE_FD_ENV = "PYCONTAINERD_SHIM_SPARE_FD"
+"""Set for a spare shim (:mod:`.spare`): its end of the socketpair to the daemon."""
 _VALUE_FLAGS = frozenset({"namespace", "id", "socket", "bundle", "address", "publish-binary"})
 
 

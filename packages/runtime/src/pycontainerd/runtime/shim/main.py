@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import sys
 
-from pycontainerd.runtime.shim.flags import Flags, UsageError, parse_args
+from pycontainerd.runtime.shim.flags import SPARE_FD_ENV, Flags, UsageError, parse_args
 
 __all__ = ["Flags", "UsageError", "main", "parse_args"]
 
@@ -50,19 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     early = _answer_and_exit(flags)
     if early is not None:
         return early
+    spare_fd = os.environ.pop(SPARE_FD_ENV, "")
+    if spare_fd and not flags.action:
+        from pycontainerd.runtime.shim import spare
+
+        return spare.run(int(spare_fd))
     if not flags.namespace:
         flags.namespace = os.environ.get("NAMESPACE", "")
     if not flags.namespace:
         sys.stderr.write("shim namespace cannot be empty\n")
         return 1
-    if flags.action == "start":
+    if flags.action in {"start", "delete"}:
         from pycontainerd.runtime.shim import bootstrap
 
-        return bootstrap.start(flags)
-    if flags.action == "delete":
-        from pycontainerd.runtime.shim import bootstrap
-
-        return bootstrap.delete(flags)
+        return bootstrap.start(flags) if flags.action == "start" else bootstrap.delete(flags)
     from pycontainerd.runtime.shim import server
 
     return server.serve(flags)
