@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
+import os
+import random
 import re
+import tempfile
+import threading
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -52,6 +57,7 @@ DOCKER = build_image([{"etc/docker": b"schema 2\n"}], docker=True)
 AMD = build_image([{"arch": b"amd64\n"}])
 ARM = build_image([{"arch": b"arm64\n"}], architecture="arm64", variant="v8")
 INDEX = build_index({"linux/amd64": AMD, "linux/arm64/v8": ARM})
+BIG = build_image([{"blob.bin": random.Random(7).randbytes(4 << 20)}])  # noqa: S311 - filler
 MANY = build_image([{f"layer/{i}": bytes([i]) * (20000 + i)} for i in range(8)])
 HOST = Platform(os="linux", architecture="amd64")
 BOTH = [HOST, Platform(os="linux", architecture="arm64", variant="v8")]
@@ -66,6 +72,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         reg.seed("test/docker", "v1", DOCKER)
         reg.seed("test/index", "v1", INDEX)
         reg.seed("test/many", "v1", MANY)
+        reg.seed("test/big", "v1", BIG)
         yield reg
 
 
@@ -277,6 +284,61 @@ async def test_export_matches_client_export_and_imports_back(
         )
         assert (await client.image_store().get(ref)).target.digest == IMAGE.root.digest
         await client.snapshot_service(SNAPSHOTTER).stat(chain_ids(IMAGE.diff_ids)[-1])
+        await no_leases(client)
+
+
+class _StalledOut(io.BytesIO):
+    """An export's destination that takes one chunk, then waits until ``go`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = threading.Event()
+        self.go = threading.Event()
+
+    def write(self, data: Any) -> int:
+        n = super().write(data)
+        self.first.set()
+        self.go.wait(60)
+        return n
+
+
+def _spool_files(pid: int) -> list[str]:
+    """The daemon's open files in the temporary directory that are already unlinked."""
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(tempfile.gettempdir()) and target.endswith("(deleted)"):
+            found.append(target)
+    return found
+
+
+@pytest.mark.system
+async def test_export_streams_at_the_clients_pace_without_a_spool_file(
+    daemon: Daemon, registry: Registry, namespace: str
+) -> None:
+    ref = f"{registry.host}/test/big:v1"
+    assert daemon.proc is not None
+    async with Client(daemon.address, namespace) as client:
+        await pull(client, ref)
+        out = _StalledOut()
+        export = asyncio.create_task(
+            client.transfer(ImageStore(ref), ImageExportStream(out, platforms=[HOST]))
+        )
+        try:
+            await asyncio.to_thread(out.first.wait, 30)
+            # the client holds its window: the daemon waits, with no copy of the archive aside
+            assert not export.done()
+            assert _spool_files(daemon.proc.pid) == []
+        finally:
+            out.go.set()
+        await export
+        local = io.BytesIO()
+        await export_images(client, local, [ref])
+        assert out.getvalue() == local.getvalue()
+        assert len(out.getvalue()) > 4 << 20
         await no_leases(client)
 
 

@@ -596,11 +596,8 @@ class LocalTransferrer:
         sender = Sender(dst.stream)
         sender.start()
         try:
-            with tempfile.TemporaryFile() as spool:
-                await export_images(self.services, spool, names, opts)
-                spool.seek(0)
-                while chunk := await asyncio.to_thread(spool.read, 1 << 20):
-                    await sender.write(chunk)
+            # straight into the stream, as the client's credit allows: no copy on disk
+            await export_images(self.services, _StreamOut(sender), names, opts)
         finally:
             await sender.close()
         emit(Event("Completed export"))
@@ -716,6 +713,22 @@ def _prefixed(exc: Exception, prefix: str) -> Exception:
         except TypeError:
             return exc
     return exc
+
+
+class _StreamOut:
+    """A file-like ``write`` into a byte stream, for the archive writer's worker threads.
+
+    Each write waits (in its thread) until the stream has taken the data, so
+    the export goes at the pace of the client's window.
+    """
+
+    def __init__(self, sender: Sender) -> None:
+        self._sender = sender
+        self._loop = asyncio.get_running_loop()
+
+    def write(self, data: bytes) -> int:
+        asyncio.run_coroutine_threadsafe(self._sender.write(data), self._loop).result()
+        return len(data)
 
 
 async def _spool(receiver: Receiver, out: IO[bytes]) -> int:

@@ -19,7 +19,7 @@ import asyncio
 import json
 import tarfile
 from dataclasses import dataclass, field, replace
-from typing import IO, TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from pycontainerd.core import content, digests, platforms
 from pycontainerd.core.errdefs import DataLossError, InvalidArgumentError, NotFoundError
@@ -212,9 +212,21 @@ def _small(name: str, data: bytes, mode: int) -> _Record:
     return _Record(name=name, size=len(data), mode=mode, data=data)
 
 
+class Writer(Protocol):
+    """Where an archive goes: a binary file, or anything with its ``write``.
+
+    ``write`` is called from worker threads, one call at a time; a ``flush``,
+    if there is one, is called at the end.
+    """
+
+    def write(self, data: bytes, /) -> object:
+        """Take ``data`` (all of it) or raise."""
+        ...
+
+
 async def export_images(
     client: ImageServices,
-    out: IO[bytes],
+    out: Writer,
     names: Sequence[str],
     options: ExportOptions | None = None,
 ) -> None:
@@ -240,7 +252,7 @@ async def export_images(
 
 async def write_archive(
     store: content.Provider,
-    out: IO[bytes],
+    out: Writer,
     targets: Sequence[Descriptor],
     options: ExportOptions | None = None,
 ) -> None:
@@ -265,7 +277,7 @@ async def write_archive(
     await _write_tar(store, out, ex.records)
 
 
-async def _write_tar(store: content.Provider, out: IO[bytes], records: list[_Record]) -> None:
+async def _write_tar(store: content.Provider, out: Writer, records: list[_Record]) -> None:
     write: Callable[[bytes], object] = out.write
     last = ""
     for record in sorted(records, key=lambda r: r.name):
