@@ -315,6 +315,19 @@ def _spool_files(pid: int) -> list[str]:
     return found
 
 
+async def _held_without_spool(
+    held: threading.Event, go: threading.Event, transfer: asyncio.Task[None], pid: int
+) -> None:
+    """Once the client holds (``held``): the transfer waits and the daemon keeps no spool."""
+    try:
+        await asyncio.to_thread(held.wait, 30)
+        assert not transfer.done()
+        assert _spool_files(pid) == []
+    finally:
+        go.set()
+    await transfer
+
+
 @pytest.mark.system
 async def test_export_streams_at_the_clients_pace_without_a_spool_file(
     daemon: Daemon, registry: Registry, namespace: str
@@ -327,18 +340,55 @@ async def test_export_streams_at_the_clients_pace_without_a_spool_file(
         export = asyncio.create_task(
             client.transfer(ImageStore(ref), ImageExportStream(out, platforms=[HOST]))
         )
-        try:
-            await asyncio.to_thread(out.first.wait, 30)
-            # the client holds its window: the daemon waits, with no copy of the archive aside
-            assert not export.done()
-            assert _spool_files(daemon.proc.pid) == []
-        finally:
-            out.go.set()
-        await export
+        # the client holds its window: the daemon waits, with no copy of the archive aside
+        await _held_without_spool(out.first, out.go, export, daemon.proc.pid)
         local = io.BytesIO()
         await export_images(client, local, [ref])
         assert out.getvalue() == local.getvalue()
         assert len(out.getvalue()) > 4 << 20
+        await no_leases(client)
+
+
+class _StalledIn(io.BytesIO):
+    """An import's source that gives one read's worth, then waits until ``go`` is set.
+
+    ``first`` is set when the second read comes: the first one's data has been
+    sent, within the daemon's window, so the daemon has most of it.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.first = threading.Event()
+        self.go = threading.Event()
+        self._reads = 0
+
+    def read(self, n: int | None = -1) -> bytes:
+        self._reads += 1
+        if self._reads == 2:
+            self.first.set()
+            self.go.wait(60)
+        return super().read(n)
+
+
+@pytest.mark.system
+async def test_import_reads_the_stream_as_it_comes_without_a_spool_file(
+    daemon: Daemon, registry: Registry, namespace: str
+) -> None:
+    ref = f"{registry.host}/test/big:v1"
+    assert daemon.proc is not None
+    async with Client(daemon.address, namespace) as client:
+        await pull(client, ref)
+        archive = io.BytesIO()
+        await export_images(client, archive, [ref])
+    other = namespace + "-in"
+    async with Client(daemon.address, other) as client:
+        source = _StalledIn(archive.getvalue())
+        task = asyncio.create_task(
+            client.transfer(ImageImportStream(source), ImageStore("imported:big"))
+        )
+        # the first read's data is in, the rest held back: no copy set aside in the daemon
+        await _held_without_spool(source.first, source.go, task, daemon.proc.pid)
+        assert (await client.image_store().get(ref)).target.digest == BIG.root.digest
         await no_leases(client)
 
 

@@ -24,12 +24,11 @@ import concurrent.futures
 import contextlib
 import logging
 import sys
-import tempfile
 import threading
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from pycontainerd.api import typeurl
 from pycontainerd.api.convert import platform_from_proto
@@ -631,14 +630,16 @@ class LocalTransferrer:
                 opts.skip_digest_for_named = ref.skip_named_digest
         emit(Event("Importing"))
         receiver = Receiver(src.stream)
-        with tempfile.TemporaryFile() as spool:
-            received = await _spool(receiver, spool)
+        first = await receiver.chunk()
+        if not first:
             await src.stream.close()
-            if received == 0:
-                msg = "import stream closed before any data was received"
-                raise InvalidArgumentError(msg)
-            spool.seek(0)
-            imported = await import_images(self.services, spool, opts)
+            msg = "import stream closed before any data was received"
+            raise InvalidArgumentError(msg)
+        # read straight from the stream, granting the client credit as it goes
+        imported = await import_images(self.services, _StreamIn(receiver, first), opts)
+        while await receiver.chunk():  # what follows the tar's end (padding)
+            pass
+        await src.stream.close()
         for image in imported:
             target = image.target
             emit(
@@ -731,12 +732,22 @@ class _StreamOut:
         return len(data)
 
 
-async def _spool(receiver: Receiver, out: IO[bytes]) -> int:
-    total = 0
-    while chunk := await receiver.chunk():
-        await asyncio.to_thread(out.write, chunk)
-        total += len(chunk)
-    return total
+class _StreamIn:
+    """A file-like ``read`` from a byte stream, for the archive reader's worker threads."""
+
+    def __init__(self, receiver: Receiver, first: bytes) -> None:
+        self._receiver = receiver
+        self._buffer = first
+        self._loop = asyncio.get_running_loop()
+
+    def read(self, n: int = -1) -> bytes:
+        if self._buffer:
+            if n < 0 or n >= len(self._buffer):
+                data, self._buffer = self._buffer, b""
+            else:
+                data, self._buffer = self._buffer[:n], self._buffer[n:]
+            return data
+        return asyncio.run_coroutine_threadsafe(self._receiver.read(n), self._loop).result()
 
 
 async def _log_dump(data: bytes) -> None:

@@ -38,7 +38,7 @@ import posixpath
 import re
 import tarfile
 from dataclasses import dataclass, field, replace
-from typing import IO, TYPE_CHECKING, Any, Final, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
 
 from pycontainerd.core import content, digests, platforms
 from pycontainerd.core.errdefs import (
@@ -235,16 +235,32 @@ async def _entry(
         out.blobs[name] = await _ingest(store, f, name, member.size)
 
 
+class Reader(Protocol):
+    """What an archive is read from: a binary file, or anything with its ``read``.
+
+    ``read`` is called from worker threads, one call at a time, and may return
+    fewer bytes than asked for (``b""`` only at the end).
+    """
+
+    def read(self, n: int = -1, /) -> bytes:
+        """Up to ``n`` bytes (all that is left when ``n`` is negative)."""
+        ...
+
+
+def _open_tar(stream: IO[bytes], decompress: bool) -> tarfile.TarFile:
+    if decompress:
+        return tarfile.open(fileobj=stream, mode="r|*")
+    return tarfile.open(fileobj=stream, mode="r|")
+
+
 async def _read_archive(
-    store: content.Store, stream: IO[bytes], *, decompress: bool = True
+    store: content.Store, stream: Reader, *, decompress: bool = True
 ) -> _Contents:
     out = _Contents()
+    # a compressed archive is read through (gzip, bzip2, xz) unless told it is a tar;
+    # opening reads the first block, so it runs in a thread like every other read
     try:
-        # a compressed archive is read through (gzip, bzip2, xz) unless told it is a tar
-        if decompress:
-            tf = tarfile.open(fileobj=stream, mode="r|*")  # noqa: SIM115 - closed below
-        else:
-            tf = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115 - closed below
+        tf = await asyncio.to_thread(_open_tar, cast("IO[bytes]", stream), decompress)
     except tarfile.TarError as exc:
         msg = f"not a tar archive: {exc}"
         raise InvalidArgumentError(msg) from None
@@ -266,7 +282,7 @@ async def _read_archive(
 
 async def import_index(
     store: content.Store,
-    stream: IO[bytes],
+    stream: Reader,
     *,
     decompress: bool = True,
     compress_layers: bool = False,
@@ -597,7 +613,7 @@ def _named(entries: Sequence[Descriptor], opts: ImportOptions) -> list[Image]:
 
 
 async def import_images(
-    client: ImageServices, stream: IO[bytes], options: ImportOptions | None = None
+    client: ImageServices, stream: Reader, options: ImportOptions | None = None
 ) -> list[Image]:
     """Import the archive ``stream`` (containerd's ``Client.Import``); return the images.
 
