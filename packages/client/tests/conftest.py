@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pycontainerd.client.remotes import mediatypes as mt
-from pycontainerd.client.remotes.testing import Blob, Image, Registry, require_registry, sha256
+from pycontainerd.client.remotes.testing import (
+    Blob,
+    Image,
+    Registry,
+    require_registry,
+    seeded_registry,
+    sha256,
+)
 from pycontainerd.client.testing import RealContainerd
 from pycontainerd.core import platforms
 from pycontainerd.core.testing import STORE_PLUGINS, busybox_layer
@@ -50,11 +57,7 @@ def registry(
 
     That is a mapping of ``"<repository>:<tag>"`` to the image to push there.
     """
-    require_registry()
-    with Registry(tmp_path_factory.mktemp("reg")).running() as reg:
-        for name, image in request.module.REGISTRY_IMAGES.items():
-            repository, tag = name.split(":")
-            reg.seed(repository, tag, image)
+    with seeded_registry(tmp_path_factory.mktemp("reg"), request.module.REGISTRY_IMAGES) as reg:
         yield reg
 
 

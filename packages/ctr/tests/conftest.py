@@ -11,7 +11,7 @@ import pytest
 from pycontainerd.client.testing import RealContainerd
 from pycontainerd.core.testing import TRANSFER_PLUGINS, runtime_daemon
 from pycontainerd.daemon.testing import Daemon, daemon_env, short_tempdir
-from pycontainerd.remotes.testing import Registry, require_registry
+from pycontainerd.remotes.testing import Registry, seeded_registry
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -110,11 +110,7 @@ def registry(
 
     That is a mapping of ``"<repository>:<tag>"`` to the image to push there.
     """
-    require_registry()
-    with Registry(tmp_path_factory.mktemp("reg")).running() as reg:
-        for name, image in request.module.REGISTRY_IMAGES.items():
-            repository, tag = name.split(":")
-            reg.seed(repository, tag, image)
+    with seeded_registry(tmp_path_factory.mktemp("reg"), request.module.REGISTRY_IMAGES) as reg:
         yield reg
 
 

@@ -46,6 +46,7 @@ from pycontainerd.remotes.testing import (
     build_index,
     layer_tar,
     require_registry,
+    seeded_registry,
 )
 from pycontainerd.remotes.unpack import chain_ids
 
@@ -66,13 +67,14 @@ SNAPSHOTTER = "native"
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    require_registry()
-    with Registry(tmp_path_factory.mktemp("reg")).running() as reg:
-        reg.seed("test/oci", "v1", IMAGE)
-        reg.seed("test/docker", "v1", DOCKER)
-        reg.seed("test/index", "v1", INDEX)
-        reg.seed("test/many", "v1", MANY)
-        reg.seed("test/big", "v1", BIG)
+    images = {
+        "test/oci:v1": IMAGE,
+        "test/docker:v1": DOCKER,
+        "test/index:v1": INDEX,
+        "test/many:v1": MANY,
+        "test/big:v1": BIG,
+    }
+    with seeded_registry(tmp_path_factory.mktemp("reg"), images) as reg:
         yield reg
 
 

@@ -13,7 +13,7 @@ from pycontainerd.client.transfer import ImageStore, OCIRegistry
 from pycontainerd.core.errdefs import NotFoundError, UnknownError
 from pycontainerd.core.testing import wait_for
 from pycontainerd.core.types import Descriptor
-from pycontainerd.remotes.testing import Registry, build_image, require_registry
+from pycontainerd.remotes.testing import Registry, build_image, seeded_registry
 from pycontainerd.transfer.verifier import BinDirVerifier, VerifierError
 
 if TYPE_CHECKING:
@@ -143,9 +143,7 @@ async def test_a_verifier_that_cannot_run_is_an_error(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    require_registry()
-    with Registry(tmp_path_factory.mktemp("reg")).running() as reg:
-        reg.seed("test/verified", "v1", IMAGE)
+    with seeded_registry(tmp_path_factory.mktemp("reg"), {"test/verified:v1": IMAGE}) as reg:
         yield reg
 
 

@@ -613,6 +613,21 @@ class Registry:
         return f"{self.host}/{repo}:{tag}"
 
 
+@contextlib.contextmanager
+def seeded_registry(base: Path, images: Mapping[str, Image]) -> Iterator[Registry]:
+    """A running :class:`Registry` under ``base`` holding ``images``, then stopped.
+
+    ``images`` maps ``"<repository>:<tag>"`` to the image pushed there. Skips
+    (fails under ``CI=true``) without ``docker-registry``, as :func:`require_registry`.
+    """
+    require_registry()
+    with Registry(base).running() as reg:
+        for name, image in images.items():
+            repository, tag = name.split(":")
+            reg.seed(repository, tag, image)
+        yield reg
+
+
 # -- a misbehaving server -------------------------------------------------------------------
 
 
