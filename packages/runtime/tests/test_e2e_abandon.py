@@ -23,9 +23,8 @@ from pycontainerd.runtime.testing import (
     CTR,
     delete_runc_containers,
     is_our_shim,
-    kill_shims,
+    kill_with_shims,
     our_daemon,
-    recorded_shim_pids,
     runc_containers,
     wait_for,
 )
@@ -46,9 +45,7 @@ def daemon() -> Iterator[Daemon]:
             d.start()
             yield d
         finally:
-            pids = recorded_shim_pids(d.state)
-            d.kill()
-            kill_shims(pids)
+            kill_with_shims(d)
             delete_runc_containers(d.state / "runc" / "default")
 
 

@@ -37,9 +37,8 @@ from pycontainerd.api.types.task import task_pb2 as task_types
 from pycontainerd.runtime.testing import (
     CTR,
     is_our_shim,
-    kill_shims,
+    kill_with_shims,
     our_daemon,
-    recorded_shim_pids,
     require,
     wait_for,
 )
@@ -119,9 +118,7 @@ def api() -> Iterator[Api]:
         finally:
             if a is not None:
                 a.channel.close()
-            pids = recorded_shim_pids(d.state)
-            d.kill()
-            kill_shims(pids)
+            kill_with_shims(d)
 
 
 @contextlib.contextmanager

@@ -25,10 +25,9 @@ from pycontainerd.core.testing import wait_for
 from pycontainerd.runtime.testing import (
     CTR,
     CtrRig,
-    kill_shims,
+    kill_with_shims,
     on_a_terminal,
     our_daemon,
-    recorded_shim_pids,
 )
 
 if TYPE_CHECKING:
@@ -128,9 +127,7 @@ def _cleanup(rig: Rig) -> None:
     d = rig.daemon
     if d.proc is not None and d.proc.poll() is None:
         rig.kill_tasks()
-    pids = recorded_shim_pids(d.state)
-    d.kill()
-    kill_shims(pids, any_shim=True)
+    kill_with_shims(d, any_shim=True)
 
 
 @pytest.fixture(params=["pyshim", "goshim"])

@@ -29,10 +29,9 @@ from pycontainerd.runtime.testing import (
     Containerd,
     CtrRig,
     delete_runc_containers,
-    kill_shims,
+    kill_with_shims,
     on_a_terminal,
     our_daemon,
-    recorded_shim_pids,
     wait_for,
 )
 
@@ -181,9 +180,7 @@ def _cleanup(rig: Rig) -> None:
         rig.kill_tasks()
     if rig._channel is not None:
         rig._channel.close()
-    pids = recorded_shim_pids(d.state)
-    d.kill()
-    kill_shims(pids, any_shim=True)
+    kill_with_shims(d, any_shim=True)
     delete_runc_containers(rig.runc_root, rig.tag)
 
 

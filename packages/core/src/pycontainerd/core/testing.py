@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Final, Self, TypeAlias
+from typing import IO, TYPE_CHECKING, Final, Protocol, Self, TypeAlias
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -454,6 +454,23 @@ def kill_shims(pids: Iterable[int], *, any_shim: bool = False) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+class ShimOwner(Protocol):
+    """A daemon whose task bundles live under ``state`` (ours, or a stand-in for containerd)."""
+
+    state: Path
+
+    def kill(self) -> object:
+        """Kill it (or nothing, where someone else stops it)."""
+        ...
+
+
+def kill_with_shims(daemon: ShimOwner, *, any_shim: bool = False) -> None:
+    """Kill ``daemon``, then the shims it recorded before (see :func:`kill_shims`)."""
+    pids = recorded_shim_pids(daemon.state)
+    daemon.kill()
+    kill_shims(pids, any_shim=any_shim)
+
+
 @contextlib.contextmanager
 def runtime_daemon(
     prefix: str, modules: Iterable[str] = RUNTIME_PLUGINS, *, extra: dict[str, str] | None = None
@@ -468,9 +485,7 @@ def runtime_daemon(
         daemon.start()
         yield daemon
     finally:
-        pids = recorded_shim_pids(daemon.state)
-        daemon.kill()
-        kill_shims(pids, any_shim=True)
+        kill_with_shims(daemon, any_shim=True)
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -29,6 +29,7 @@ from pycontainerd.core.testing import (
     daemon_env,
 )
 from pycontainerd.core.testing import kill_shims as kill_shims  # noqa: PLC0414 - re-exported
+from pycontainerd.core.testing import kill_with_shims as kill_with_shims  # noqa: PLC0414
 from pycontainerd.core.testing import recorded_shim_pids as recorded_shim_pids  # noqa: PLC0414
 from pycontainerd.core.testing import wait_for as wait_for  # noqa: PLC0414 - re-exported
 
