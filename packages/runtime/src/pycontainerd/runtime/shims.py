@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import os
 import shutil
@@ -37,6 +36,7 @@ from pycontainerd.core.errdefs import (
     UnavailableError,
     UnknownError,
 )
+from pycontainerd.core.jsonload import load_json
 from pycontainerd.runtime.bundle import ADDRESS, SHIM_BINARY_PATH, SHIM_PID, close_log, open_log
 from pycontainerd.runtime.shim import bootstrap
 
@@ -517,13 +517,10 @@ def parse_address(text: str) -> str:
     text = text.strip()
     if text.startswith("{"):
         try:
-            boot = json.loads(text)
+            boot = load_json(text, dict)
         except ValueError as exc:
             msg = f"failed to start shim: invalid bootstrap {text!r}"
             raise UnknownError(msg) from exc
-        if not isinstance(boot, dict):
-            msg = f"failed to start shim: invalid bootstrap {text!r}"
-            raise UnknownError(msg)
         protocol = boot.get("protocol", "ttrpc")
         if protocol != "ttrpc":
             msg = f"failed to start shim: unsupported shim protocol {protocol!r}"
