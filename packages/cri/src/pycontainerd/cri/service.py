@@ -401,7 +401,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
     ) -> pb.ContainerStatsResponse:
         async with aborting_on_error(context):
             c = self.cri.containers.get(request.container_id)
-            stats = await self._stats(c)
+            stats = await self._stats(c, _cgroups_of(c))
         return pb.ContainerStatsResponse(stats=stats)
 
     async def ListContainerStats(  # noqa: N802
@@ -412,11 +412,12 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             cid=f.id, sandbox_id=f.pod_sandbox_id, labels=dict(f.label_selector)
         )
         async with aborting_on_error(context):
-            stats = [await self._stats(c) for c in found]
+            stats = [await self._stats(c, _cgroups_of(c)) for c in found]
         return pb.ListContainerStatsResponse(stats=stats)
 
-    async def _stats(self, c: CriContainer) -> pb.ContainerStats:
-        usage = await asyncio.to_thread(read_usage, _cgroups_of(c))
+    async def _stats(self, c: CriContainer, cgroups: str) -> pb.ContainerStats:
+        """``c``'s usage, read from its cgroup ``cgroups`` (its spec's ``cgroupsPath``)."""
+        usage = await asyncio.to_thread(read_usage, cgroups)
         now = time.time_ns()
         out = pb.ContainerStats(
             attributes=pb.ContainerAttributes(
@@ -462,7 +463,8 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             for c in self.cri.containers.select(sandbox_id=sb.id)
             if c.state == "CONTAINER_RUNNING"
         ]
-        containers = [await self._stats(c) for c in running]
+        paths = [_cgroups_of(c) for c in running]
+        containers = [await self._stats(c, path) for c, path in zip(running, paths, strict=True)]
         parent = str((sb.config.get("linux") or {}).get("cgroup_parent") or "")
         if parent and self.cri.config.cgroup_driver == "cgroupfs":
             pod = await asyncio.to_thread(read_usage, parent)
@@ -498,7 +500,7 @@ class RuntimeService(pb_grpc.RuntimeServiceServicer):
             out.linux.memory.working_set_bytes.value = pod.working_set_bytes
         out.linux.containers.extend(containers)
         # upstream counts the processes of the pod's running containers (the pause one not)
-        counts = await asyncio.to_thread(lambda: [process_count(_cgroups_of(c)) for c in running])
+        counts = await asyncio.to_thread(lambda: [process_count(path) for path in paths])
         out.linux.process.timestamp = now
         out.linux.process.process_count.value = sum(n or 0 for n in counts)
         if sb.pid and not sb.host_network:
