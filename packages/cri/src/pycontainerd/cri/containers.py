@@ -412,9 +412,11 @@ class ContainerManager:
             msg = "no privileged container allowed in sandbox"
             raise InvalidArgumentError(msg)
         enabled = not self.sandboxes.config.disable_apparmor and apparmor_enabled()
-        profile = await asyncio.to_thread(
+        decide = functools.partial(
             apparmor.profile_for, sec, privileged=privileged, enabled=enabled
         )
+        # only a host with AppArmor reads securityfs or runs apparmor_parser: off the loop
+        profile = await asyncio.to_thread(decide) if enabled else decide()
         async with self.sandboxes.lease():
             return await self._create_leased(req, diff_ids, icfg, args, profile)
 
