@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import io
 import os
 import random
 import re
+import subprocess
+import sys
 import tempfile
 import threading
 from typing import TYPE_CHECKING, Any
@@ -687,8 +690,45 @@ async def test_registry_stack_loads_on_the_first_pull_not_at_boot(
         async with Client(fresh.address, namespace) as client:
             await pull(client, f"{registry.host}/test/oci:v1")
         assert _imported(fresh.log(), "httpx")
-        # nor httpx's command-line client, which brings rich where it is installed (dev tools)
+        # nor httpx's command-line client, which brings rich where it is installed (dev tools),
+        # nor the HTTP/2 library httpcore would load to offer HTTP/2 (a test dependency here)
         assert not _imported(fresh.log(), "rich")
+        assert importlib.util.find_spec("h2") is not None, "h2 is a test dependency"
+        assert not _imported(fresh.log(), "h2")
+
+
+def test_a_trimmed_registry_stack_stops_searching_for_sniffio() -> None:
+    # httpcore tries ``import sniffio`` for every lock and event it sets up; where
+    # sniffio is not installed each try searched the whole sys.path again.
+    assert importlib.util.find_spec("sniffio") is None, "sniffio is not installed here"
+    probe = """
+import importlib.machinery, sys
+from httpcore import _synchronization
+from pycontainerd.transfer.local import trim_registry_stack
+
+searches = 0
+find_spec = importlib.machinery.PathFinder.find_spec
+
+def counting(*args, **kwargs):
+    global searches
+    searches += 1
+    return find_spec(*args, **kwargs)
+
+importlib.machinery.PathFinder.find_spec = counting
+for _ in range(10):
+    assert _synchronization.current_async_library() == "asyncio"
+before = searches
+trim_registry_stack()
+before_tries = searches
+for _ in range(10):
+    assert _synchronization.current_async_library() == "asyncio"
+print(before, searches - before_tries)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[0] == "10"  # a path search per try before
+    assert out[1] == "0"  # none after
 
 
 async def _open_stream(client: Client, name: str, lease: str = "") -> Any:

@@ -158,17 +158,32 @@ _warming: concurrent.futures.Future[None] | None = None
 #: rich and pygments are importable (they are in a development environment):
 #: 80 ms on the first pull of a daemon that never runs it.
 HTTPX_CLI = "httpx._main"
+#: What httpcore tries to import each time it sets up a lock or an event (about
+#: a hundred times per pull); an import that fails is retried, and each retry
+#: searches every ``sys.path`` entry again.
+SNIFFIO = "sniffio"
+#: The HTTP/2 library httpcore imports when it is installed (a test dependency
+#: here). The resolver speaks HTTP/1.1 only, and httpcore imports it only to
+#: offer HTTP/2, which it never does for us.
+HTTP2 = "h2"
 
 
-def skip_httpx_cli() -> None:
-    """Keep httpx from importing its command-line client in this (daemon) process.
+def trim_registry_stack() -> None:
+    """Keep the registry stack from importing what this (daemon) process never uses.
 
-    ``import httpx`` falls back to a stub ``httpx.main`` when its CLI module
-    cannot be imported; a ``None`` entry in ``sys.modules`` makes it so.
-    Nothing in the daemon runs httpx's CLI. Only for the daemon's process: a
-    library must not do this to its user's.
+    - httpx's command-line client: ``import httpx`` falls back to a stub
+      ``httpx.main`` when its CLI module cannot be imported; a ``None`` entry
+      in ``sys.modules`` makes it so. Nothing in the daemon runs httpx's CLI.
+    - ``sniffio`` when it is not installed: its ``None`` entry makes httpcore's
+      repeated ``import sniffio`` fail at once instead of searching the path.
+
+    Only for the daemon's process: a library must not do this to its user's.
     """
+    import importlib.util
+
     sys.modules.setdefault(HTTPX_CLI, None)  # type: ignore[arg-type]
+    if SNIFFIO not in sys.modules and importlib.util.find_spec(SNIFFIO) is None:
+        sys.modules[SNIFFIO] = None  # type: ignore[assignment]
 
 
 def start_warm_up() -> concurrent.futures.Future[None]:
@@ -198,7 +213,10 @@ async def warmed_up() -> None:
 def _import_all(done: concurrent.futures.Future[None]) -> None:
     import importlib
 
-    skip_httpx_cli()
+    trim_registry_stack()
+    hide_http2 = HTTP2 not in sys.modules
+    if hide_http2:  # httpcore then defines its HTTP/2 connection as a stub
+        sys.modules[HTTP2] = None  # type: ignore[assignment]
     try:
         for name in WARM_MODULES:
             try:
@@ -207,6 +225,8 @@ def _import_all(done: concurrent.futures.Future[None]) -> None:
                 log.debug("warm-up: cannot import %s", name, exc_info=True)
                 break
     finally:
+        if hide_http2 and sys.modules.get(HTTP2, 0) is None:
+            del sys.modules[HTTP2]
         done.set_result(None)
 
 

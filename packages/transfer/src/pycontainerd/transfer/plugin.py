@@ -76,10 +76,10 @@ async def _init_local(ic: InitContext) -> LocalTransferrer:
         LocalServices,
         LocalTransferrer,
         TransferConfig,
-        skip_httpx_cli,
+        trim_registry_stack,
     )
 
-    skip_httpx_cli()  # for every later import of httpx in the daemon (CRI pulls too)
+    trim_registry_stack()  # for every later import of httpx in the daemon (CRI pulls too)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # no log line per registry request
     md = ic.get_single(PluginType.METADATA)
     differ = ic.get_by_id(PluginType.DIFF, "walking")
