@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from pycontainerd.core.content import ReaderAt, Store
+    from pycontainerd.snapshots.applyworker import ApplyWorkers
 
 __all__ = [
     "MEDIA_TYPE_LAYER",
@@ -357,13 +358,33 @@ def _overlay_upper(mounts: Sequence[Mount]) -> tuple[str, archive.OverlayUpper] 
 
 
 class WalkingDiffer:
-    """Applies layers to mounts and computes layers from two mount sets."""
+    """Applies layers to mounts and computes layers from two mount sets.
+
+    With ``workers``, a layer whose blob is a local file is extracted by a
+    worker process (:mod:`pycontainerd.snapshots.applyworker`) instead of a
+    thread of this one; :meth:`aclose` stops them.
+    """
 
     def __init__(
-        self, store: Store, *, temp_location: str | os.PathLike[str] | None = None
+        self,
+        store: Store,
+        *,
+        temp_location: str | os.PathLike[str] | None = None,
+        workers: ApplyWorkers | None = None,
     ) -> None:
         self._store = store
         self._temp = temp_location
+        self.workers = workers
+
+    def prestart(self) -> None:
+        """Start an applier process ahead of a pull's first layer (with ``workers``)."""
+        if self.workers is not None:
+            self.workers.prestart()
+
+    async def aclose(self) -> None:
+        """Stop the applier processes (daemon stop)."""
+        if self.workers is not None:
+            await self.workers.aclose()
 
     async def apply(
         self,
@@ -410,8 +431,14 @@ class WalkingDiffer:
     ) -> tuple[str, int]:
         fileno = getattr(reader, "fileno", None)
         if callable(fileno):
+            fd = cast("int", fileno())
+            if self.workers is not None:
+                # a local blob: a worker process reads, inflates, digests and extracts
+                return await self.workers.apply(
+                    fd, reader.size, compression, target, sync_fs=sync_fs, overlay=overlay
+                )
             # a local blob: one worker thread reads, inflates, digests and extracts
-            chunks = _fd_chunks(cast("int", fileno()), reader.size)
+            chunks = _fd_chunks(fd, reader.size)
             return await asyncio.to_thread(
                 _apply_chunks, chunks, compression, target, sync_fs, overlay
             )
