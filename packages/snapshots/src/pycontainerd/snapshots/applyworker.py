@@ -1,4 +1,4 @@
-"""Layer applies in worker processes: the walking differ's extraction, off the daemon's GIL.
+"""Layer applies in a worker process: the walking differ's extraction, off the daemon's GIL.
 
 A daemon that pulls an image downloads and applies at once. In one process
 the two take turns on one GIL: each of the applier's system calls (four per
@@ -7,27 +7,31 @@ A worker process applies with a GIL of its own, on another core when one is
 free, and the scheduler counts it as a process of its own on a busy machine.
 
 The worker runs the same code as the in-thread path
-(``differ._apply_chunks``: inflate, digest, every check of the archive
+(``differ._apply_fd``: read, inflate, digest, every check of the archive
 reader, extraction); only the process differs. The daemon hands it one
 request per layer over a ``SOCK_SEQPACKET`` socket pair: the blob's open file
 descriptor (``SCM_RIGHTS``) and a JSON header (size, compression, target
 directory, overlay layout, sync), and reads one JSON reply: the diff ID and
-size, or the error (its kind and message, or errno and file name).
+size, or the error (its kind and message, or errno and file names).
 
-Lifecycle:
+Lifecycle (:class:`ApplyWorkers`):
 
-- Workers start on demand (``python -m pycontainerd.snapshots.applyworker``),
-  or ahead of a pull with :meth:`ApplyWorkers.prestart`; never at daemon
-  start. After an apply a worker waits for the next one (at most
-  ``max_idle`` do; an idle worker exits after ``idle_seconds``).
+- :meth:`~ApplyWorkers.start` (the differ plugin's init) starts one worker
+  and returns at once: the worker imports the applier meanwhile, and a
+  request sent before it is ready waits in its socket. That worker stays
+  ready for the daemon's whole life; applies that overlap it get a worker
+  each, which exits after its apply.
+- A worker that died while ready is replaced by the next apply. An apply in
+  flight when its worker dies fails with :class:`InternalError` naming the
+  process and how it ended (the caller does not commit the snapshot).
 - An apply that is cancelled (a pull that failed elsewhere) kills its worker
   and reaps it before returning, so nothing writes into the snapshot once the
-  caller removes it.
-- A worker that dies mid-apply fails that apply with :class:`InternalError`
-  (the caller does not commit the snapshot); the next apply starts another.
-- :meth:`ApplyWorkers.aclose` (daemon stop) closes every worker's socket and
-  reaps it. A worker exits at end of file on its socket, and is killed when
-  the daemon dies (``PR_SET_PDEATHSIG``).
+  caller removes it; a fresh worker is started for the next apply.
+- :meth:`~ApplyWorkers.aclose` (daemon stop) closes the ready worker's
+  socket (it exits at end of file), kills a busy one, and reaps them. A
+  worker is killed when the daemon dies (``PR_SET_PDEATHSIG``): that signal
+  follows the *thread* that started the worker, so workers are only started
+  on the event loop's thread.
 
 Importing this module must not import grpc; neither does the worker.
 """
@@ -42,7 +46,7 @@ import signal
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from pycontainerd.core import errdefs
@@ -54,7 +58,7 @@ __all__ = ["ApplyWorkers"]
 
 _MAX_MESSAGE: Final = 1 << 16
 _PR_SET_PDEATHSIG: Final = 1
-#: Seconds an apply's worker may take to exit once killed or closed.
+#: Seconds a closed worker may take to exit before it is killed.
 _REAP_SECONDS: Final = 10.0
 
 
@@ -62,7 +66,6 @@ _REAP_SECONDS: Final = 10.0
 class _Worker:
     proc: subprocess.Popen[bytes]
     sock: socket.socket
-    expiry: asyncio.TimerHandle | None = field(default=None)
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -70,33 +73,35 @@ class _Worker:
         self.sock.close()
 
 
-async def _reap(worker: _Worker) -> int | None:
-    """Wait for ``worker`` to exit, killing it if it takes too long; its exit code.
+def _wait(worker: _Worker) -> int:
+    try:
+        return worker.proc.wait(_REAP_SECONDS)
+    except subprocess.TimeoutExpired:
+        worker.kill()  # closed but still running: stop it
+        return worker.proc.wait()
+
+
+async def _reap(worker: _Worker) -> int:
+    """Wait for ``worker`` to exit; its exit status (negative: the signal that killed it).
 
     A caller cancelled meanwhile still waits (then raises ``CancelledError``):
     whoever removes what the worker wrote must know it has stopped.
     """
+    waiting = asyncio.ensure_future(asyncio.to_thread(_wait, worker))
     cancelled = False
-    for _ in range(2):
-        waiting = asyncio.ensure_future(asyncio.to_thread(worker.proc.wait, _REAP_SECONDS))
-        while not waiting.done():
-            try:
-                await asyncio.shield(waiting)
-            except asyncio.CancelledError:
-                cancelled = True
-            except subprocess.TimeoutExpired:
-                pass
-        if waiting.exception() is None:
-            break
-        worker.kill()  # closed but still running: stop it
+    while not waiting.done():
+        try:
+            await asyncio.shield(waiting)
+        except asyncio.CancelledError:
+            if waiting.cancelled():  # the loop itself is going away
+                raise
+            cancelled = True
     if cancelled:
         raise asyncio.CancelledError
-    return worker.proc.returncode
+    return waiting.result()
 
 
-def _exit_text(code: int | None) -> str:
-    if code is None:
-        return "did not exit"
+def _exit_text(code: int) -> str:
     if code < 0:
         with contextlib.suppress(ValueError):
             return f"was killed by {signal.Signals(-code).name}"
@@ -105,27 +110,35 @@ def _exit_text(code: int | None) -> str:
 
 
 class ApplyWorkers:
-    """A pool of applier processes for the walking differ."""
+    """The walking differ's applier processes: one kept ready, one more per overlapping apply."""
 
-    def __init__(self, *, max_idle: int = 1, idle_seconds: float = 300.0) -> None:
-        self.max_idle = max_idle
-        self.idle_seconds = idle_seconds
-        self._idle: list[_Worker] = []
+    def __init__(self) -> None:
+        self._ready: _Worker | None = None
         self._busy: set[_Worker] = set()
-        self._retiring: set[asyncio.Future[int | None]] = set()
+        self._retiring: set[asyncio.Future[int]] = set()
         self._closed = False
 
+    @property
+    def ready_pid(self) -> int | None:
+        """The process ID of the worker waiting for the next apply, if one was started."""
+        return None if self._ready is None else self._ready.proc.pid
+
     def pids(self) -> list[int]:
-        """The process IDs of the workers alive now (idle or applying)."""
-        return [w.proc.pid for w in (*self._idle, *self._busy) if w.proc.poll() is None]
+        """The process IDs of the workers not yet reaped (ready or applying)."""
+        workers = [*([self._ready] if self._ready else []), *self._busy]
+        return [w.proc.pid for w in workers if w.proc.returncode is None]
 
     def _spawn(self) -> _Worker:
+        # PR_SET_PDEATHSIG fires when the spawning *thread* exits: only the loop's thread spawns
+        asyncio.get_running_loop()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", __name__, str(theirs.fileno()), str(os.getpid())],
                 stdin=subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(),),
+                env=env,
             )
         except BaseException:
             ours.close()
@@ -135,46 +148,45 @@ class ApplyWorkers:
         ours.setblocking(False)
         return _Worker(proc, ours)
 
-    def prestart(self) -> None:
-        """Start a worker now unless one is idle, so the next apply does not wait for it."""
-        if not self._closed and not self._idle:
-            self._park(self._spawn())
+    def start(self) -> None:
+        """Start the ready worker unless there is one; returns without waiting for it.
+
+        Call it on the event loop's thread (never in ``asyncio.to_thread``).
+        """
+        if not self._closed and self._ready is None:
+            self._ready = self._spawn()
 
     def _take(self) -> _Worker:
         if self._closed:
             msg = "the layer applier is shut down"
             raise errdefs.UnavailableError(msg)
-        while self._idle:
-            worker = self._idle.pop()
-            if worker.expiry is not None:
-                worker.expiry.cancel()
-                worker.expiry = None
-            if worker.proc.poll() is None:
-                self._busy.add(worker)
-                return worker
-            worker.kill()  # died while idle: reaped by poll()
-        worker = self._spawn()
+        worker, self._ready = self._ready, None
+        if worker is not None and worker.proc.poll() is not None:
+            worker.sock.close()  # died while ready (poll reaped it): replace it
+            worker = None
+        if worker is None:
+            worker = self._spawn()
         self._busy.add(worker)
         return worker
 
-    def _park(self, worker: _Worker) -> None:
-        if self._closed or len(self._idle) >= self.max_idle:
-            self._close_later(worker)
+    def _release(self, worker: _Worker) -> None:
+        self._busy.discard(worker)
+        if self._ready is None and not self._closed:
+            self._ready = worker
             return
-        loop = asyncio.get_running_loop()
-        worker.expiry = loop.call_later(self.idle_seconds, self._expire, worker)
-        self._idle.append(worker)
-
-    def _expire(self, worker: _Worker) -> None:
-        if worker in self._idle:
-            self._idle.remove(worker)
-            self._close_later(worker)
-
-    def _close_later(self, worker: _Worker) -> None:
-        worker.sock.close()  # the worker exits at end of file
+        worker.sock.close()  # an extra worker: it exits at end of file
         reaping = asyncio.ensure_future(_reap(worker))
         self._retiring.add(reaping)
         reaping.add_done_callback(self._retiring.discard)
+
+    async def _discard(self, worker: _Worker) -> int:
+        """Kill ``worker``, reap it, and have a fresh one ready for the next apply."""
+        self._busy.discard(worker)
+        worker.kill()
+        try:
+            return await _reap(worker)
+        finally:
+            self.start()
 
     async def apply(
         self,
@@ -190,8 +202,9 @@ class ApplyWorkers:
 
         Raises:
             InvalidArgumentError: a hostile or malformed archive (as in a thread).
-            OSError: the filesystem refused (errno and file name as in a thread).
+            OSError: the filesystem refused (errno and file names as in a thread).
             InternalError: the worker died before it answered.
+            UnavailableError: :meth:`aclose` was called.
         """
         header = {
             "size": size,
@@ -209,7 +222,7 @@ class ApplyWorkers:
             try:
                 socket.send_fds(worker.sock, [request], [fd])
             except OSError:
-                # died between its last apply and this one: nothing was applied, start another
+                # it died since the poll in _take: nothing was applied, start another
                 self._busy.discard(worker)
                 worker.kill()
                 worker = self._spawn()
@@ -217,33 +230,28 @@ class ApplyWorkers:
                 socket.send_fds(worker.sock, [request], [fd])
             reply = await loop.sock_recv(worker.sock, _MAX_MESSAGE)
         except BaseException:
-            self._busy.discard(worker)
-            worker.kill()
-            await _reap(worker)
+            await self._discard(worker)
             raise
         if not reply:
-            self._busy.discard(worker)
-            worker.kill()
-            code = await _reap(worker)
+            code = await self._discard(worker)
             msg = (
                 f"layer applier process {worker.proc.pid} {_exit_text(code)} "
                 f"while applying to {target}"
             )
             raise errdefs.InternalError(msg)
-        self._busy.discard(worker)
-        self._park(worker)
+        self._release(worker)
         return _result(json.loads(reply))
 
     async def aclose(self) -> None:
-        """Stop every worker (idle ones at once; an applying one is killed) and reap them."""
+        """Stop every worker (the ready one at end of file, an applying one killed); reap them."""
         self._closed = True
-        workers = [*self._idle, *self._busy]
-        self._idle.clear()
-        for worker in workers:
-            if worker.expiry is not None:
-                worker.expiry.cancel()
+        ready, self._ready = self._ready, None
+        busy = list(self._busy)
+        if ready is not None:
+            ready.sock.close()
+        for worker in busy:
             worker.kill()
-        for worker in workers:
+        for worker in [*([ready] if ready else []), *busy]:
             await _reap(worker)
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
@@ -254,7 +262,11 @@ def _result(reply: dict[str, Any]) -> tuple[str, int]:
     if error is None:
         return str(reply["digest"]), int(reply["size"])
     if "errno" in error:
-        raise OSError(error["errno"], error["strerror"], error.get("filename"))
+        names = [
+            None if name is None else os.fsencode(name) if error["bytes"] else name
+            for name in (error["filename"], error["filename2"])
+        ]
+        raise OSError(error["errno"], error["strerror"], *names)
     kind = getattr(errdefs, str(error.get("kind")), None)
     if not (isinstance(kind, type) and issubclass(kind, errdefs.ContainerdError)):
         kind = errdefs.InternalError
@@ -264,32 +276,43 @@ def _result(reply: dict[str, Any]) -> tuple[str, int]:
 # --- the worker process ----------------------------------------------------------------
 
 
+def _os_error(exc: OSError) -> dict[str, Any]:
+    names = (exc.filename, exc.filename2)
+    return {
+        "errno": exc.errno,
+        "strerror": exc.strerror,
+        "filename": None if names[0] is None else os.fsdecode(names[0]),
+        "filename2": None if names[1] is None else os.fsdecode(names[1]),
+        "bytes": isinstance(names[0], bytes),
+    }
+
+
 def _apply_request(header: dict[str, Any], fd: int) -> dict[str, Any]:
     from pycontainerd.snapshots import differ
     from pycontainerd.snapshots.apply import OverlayUpper
 
-    raw = header.get("overlay")
+    raw = header["overlay"]
     overlay = (
         None
         if raw is None
         else OverlayUpper(lowers=tuple(raw["lowers"]), xattr_prefix=str(raw["xattr_prefix"]))
     )
     try:
-        dgst, size = differ._apply_chunks(  # noqa: SLF001 - the same code as the thread path
-            differ._fd_chunks(fd, int(header["size"])),  # noqa: SLF001
+        dgst, size = differ._apply_fd(  # the same code as the thread path
+            fd,
+            int(header["size"]),
             str(header["compression"]),
             str(header["target"]),
-            bool(header["sync_fs"]),
-            overlay,
+            sync_fs=bool(header["sync_fs"]),
+            overlay=overlay,
         )
     except errdefs.ContainerdError as exc:
         return {"error": {"kind": type(exc).__name__, "message": exc.message}}
     except OSError as exc:
         if exc.errno is None:
-            return {"error": {"kind": "InternalError", "message": str(exc)}}
-        fname = exc.filename if isinstance(exc.filename, str) else None
-        return {"error": {"errno": exc.errno, "strerror": exc.strerror, "filename": fname}}
-    except Exception as exc:  # noqa: BLE001 - reported to the daemon, which raises it
+            return {"error": {"kind": "InternalError", "message": f"layer applier: {exc}"}}
+        return {"error": _os_error(exc)}
+    except Exception as exc:  # reported to the daemon, which raises it
         return {"error": {"kind": "InternalError", "message": f"layer applier: {exc!r}"}}
     return {"digest": dgst, "size": size}
 
@@ -322,9 +345,12 @@ def serve(sock: socket.socket) -> None:
 
 
 def main(argv: list[str]) -> int:
+    """The worker: ``<socket fd> <daemon pid>``."""
     fd, parent = int(argv[0]), int(argv[1])
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C on the daemon's terminal is for it
+    import pycontainerd.snapshots.differ  # noqa: F401 - before the first request, not during it
+
     with socket.socket(fileno=fd) as sock:
         serve(sock)
     return 0

@@ -298,6 +298,19 @@ def _apply_chunks(
         raise InvalidArgumentError(msg) from exc
 
 
+def _apply_fd(
+    fd: int,
+    size: int,
+    compression: str,
+    target: str,
+    *,
+    sync_fs: bool,
+    overlay: archive.OverlayUpper | None = None,
+) -> tuple[str, int]:
+    """:func:`_apply_chunks` of the local blob open as ``fd`` (a thread's or an applier's)."""
+    return _apply_chunks(_fd_chunks(fd, size), compression, target, sync_fs, overlay)
+
+
 def _apply_from_pipe(
     pipe: _Pipe,
     compression: str,
@@ -360,9 +373,10 @@ def _overlay_upper(mounts: Sequence[Mount]) -> tuple[str, archive.OverlayUpper] 
 class WalkingDiffer:
     """Applies layers to mounts and computes layers from two mount sets.
 
-    With ``workers``, a layer whose blob is a local file is extracted by a
-    worker process (:mod:`pycontainerd.snapshots.applyworker`) instead of a
-    thread of this one; :meth:`aclose` stops them.
+    With ``workers``, a layer whose blob is a local file is extracted by an
+    applier process (:mod:`pycontainerd.snapshots.applyworker`) instead of a
+    thread of this one; :meth:`aclose` stops them. A blob that is not a local
+    file is streamed into a thread either way.
     """
 
     def __init__(
@@ -375,11 +389,6 @@ class WalkingDiffer:
         self._store = store
         self._temp = temp_location
         self.workers = workers
-
-    def prestart(self) -> None:
-        """Start an applier process ahead of a pull's first layer (with ``workers``)."""
-        if self.workers is not None:
-            self.workers.prestart()
 
     async def aclose(self) -> None:
         """Stop the applier processes (daemon stop)."""
@@ -438,9 +447,8 @@ class WalkingDiffer:
                     fd, reader.size, compression, target, sync_fs=sync_fs, overlay=overlay
                 )
             # a local blob: one worker thread reads, inflates, digests and extracts
-            chunks = _fd_chunks(fd, reader.size)
             return await asyncio.to_thread(
-                _apply_chunks, chunks, compression, target, sync_fs, overlay
+                _apply_fd, fd, reader.size, compression, target, sync_fs=sync_fs, overlay=overlay
             )
         pipe = _Pipe()
 

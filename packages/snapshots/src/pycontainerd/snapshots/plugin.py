@@ -69,10 +69,10 @@ async def _init_walking(ic: InitContext) -> WalkingDiffer:
     location = ic.root.parent / TEMP_MOUNTS
     await asyncio.to_thread(mount.clean_temp_mounts, location)
     mount.set_temp_location(location)
-    # layers are extracted in applier processes, started on the first apply (or prestart)
-    differ = WalkingDiffer(_content_store(ic), temp_location=location, workers=ApplyWorkers())
-    differ.prestart()
-    return differ
+    # layers are extracted by an applier process, started now (without waiting for it)
+    workers = ApplyWorkers()
+    workers.start()
+    return WalkingDiffer(_content_store(ic), temp_location=location, workers=workers)
 
 
 def _namespaced(ic: InitContext) -> dict[str, Snapshotter]:

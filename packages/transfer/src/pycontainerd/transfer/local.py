@@ -367,12 +367,6 @@ class LocalTransferrer:
         self.verifiers = dict(sorted((verifiers or {}).items()))
         self._uploads = asyncio.Semaphore(max(1, self.config.max_concurrent_uploaded_layers))
 
-    def prestart_unpack(self) -> None:
-        """Have the differ start what its first apply needs (an applier process), if it can."""
-        prestart = getattr(self.services.diff_service(), "prestart", None)
-        if callable(prestart):
-            prestart()
-
     async def transfer(
         self, src: Endpoint, dst: Endpoint, progress: Callable[[Event], None] | None = None
     ) -> None:

@@ -164,8 +164,6 @@ class TransferService(transfer_pb2_grpc.TransferServicer):
     async def Transfer(  # noqa: N802
         self, request: transfer_pb2.TransferRequest, context: _Ctx
     ) -> empty_pb2.Empty:
-        if request.destination.type_url.endswith(".ImageStore"):
-            self._transferrer.prestart_unpack()  # meanwhile: imports, resolve, first layers
         await warmed_up()
         ns = namespace_of(context) or ""
         sender: _ProgressSender | None = None
