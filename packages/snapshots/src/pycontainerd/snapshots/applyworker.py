@@ -228,7 +228,10 @@ class ApplyWorkers:
                 worker = self._spawn()
                 self._busy.add(worker)
                 socket.send_fds(worker.sock, [request], [fd])
-            reply = await loop.sock_recv(worker.sock, _MAX_MESSAGE)
+            try:
+                reply = await loop.sock_recv(worker.sock, _MAX_MESSAGE)
+            except ConnectionResetError:  # it died with our request unread
+                reply = b""
         except BaseException:
             await self._discard(worker)
             raise
@@ -267,13 +270,25 @@ def _result(reply: dict[str, Any]) -> tuple[str, int]:
             for name in (error["filename"], error["filename2"])
         ]
         raise OSError(error["errno"], error["strerror"], *names)
-    kind = getattr(errdefs, str(error.get("kind")), None)
-    if not (isinstance(kind, type) and issubclass(kind, errdefs.ContainerdError)):
-        kind = errdefs.InternalError
-    raise kind(str(error.get("message", "")))
+    raise _error_class(str(error["module"]), str(error["kind"]))(str(error["message"]))
+
+
+def _error_class(module: str, name: str) -> type[errdefs.ContainerdError]:
+    """The worker's error class (a :class:`ContainerdError` of pycontainerd), else InternalError."""
+    found = None
+    if module.startswith("pycontainerd.") and module in sys.modules:
+        found = getattr(sys.modules[module], name, None)
+    if isinstance(found, type) and issubclass(found, errdefs.ContainerdError):
+        return found
+    return errdefs.InternalError
 
 
 # --- the worker process ----------------------------------------------------------------
+
+
+def _containerd_error(exc: errdefs.ContainerdError) -> dict[str, Any]:
+    kind = type(exc)
+    return {"module": kind.__module__, "kind": kind.__qualname__, "message": exc.message}
 
 
 def _os_error(exc: OSError) -> dict[str, Any]:
@@ -307,14 +322,20 @@ def _apply_request(header: dict[str, Any], fd: int) -> dict[str, Any]:
             overlay=overlay,
         )
     except errdefs.ContainerdError as exc:
-        return {"error": {"kind": type(exc).__name__, "message": exc.message}}
+        return {"error": _containerd_error(exc)}
     except OSError as exc:
         if exc.errno is None:
-            return {"error": {"kind": "InternalError", "message": f"layer applier: {exc}"}}
+            return {"error": _containerd_error(errdefs.InternalError(f"layer applier: {exc}"))}
         return {"error": _os_error(exc)}
     except Exception as exc:  # reported to the daemon, which raises it
-        return {"error": {"kind": "InternalError", "message": f"layer applier: {exc!r}"}}
+        return {"error": _containerd_error(errdefs.InternalError(f"layer applier: {exc!r}"))}
     return {"digest": dgst, "size": size}
+
+
+def load_applier() -> None:
+    """Import what an apply needs (the worker does it before its first request)."""
+    import pycontainerd.snapshots.apply
+    import pycontainerd.snapshots.differ  # noqa: F401
 
 
 def _die_with_parent(parent: int) -> None:
@@ -335,7 +356,8 @@ def serve(sock: socket.socket) -> None:
             return
         try:
             if len(fds) != 1:
-                reply = {"error": {"kind": "InternalError", "message": "no blob descriptor"}}
+                missing = errdefs.InternalError("layer applier: no blob descriptor")
+                reply = {"error": _containerd_error(missing)}
             else:
                 reply = _apply_request(json.loads(message), fds[0])
         finally:
@@ -349,7 +371,7 @@ def main(argv: list[str]) -> int:
     fd, parent = int(argv[0]), int(argv[1])
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C on the daemon's terminal is for it
-    import pycontainerd.snapshots.differ  # noqa: F401 - before the first request, not during it
+    load_applier()
 
     with socket.socket(fileno=fd) as sock:
         serve(sock)
