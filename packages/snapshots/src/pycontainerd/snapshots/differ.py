@@ -34,7 +34,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Final, cast
+from typing import IO, TYPE_CHECKING, Final, Protocol, cast
 
 from pycontainerd.core import digests
 from pycontainerd.core.errdefs import (
@@ -52,13 +52,13 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from pycontainerd.core.content import ReaderAt, Store
-    from pycontainerd.snapshots.applyworker import ApplyWorkers
 
 __all__ = [
     "MEDIA_TYPE_LAYER",
     "MEDIA_TYPE_LAYER_GZIP",
     "MEDIA_TYPE_LAYER_ZSTD",
     "UNCOMPRESSED_LABEL",
+    "LayerApplier",
     "WalkingDiffer",
     "compression_of",
 ]
@@ -370,6 +370,27 @@ def _overlay_upper(mounts: Sequence[Mount]) -> tuple[str, archive.OverlayUpper] 
     return upper, archive.OverlayUpper(lowers=tuple(lowers), xattr_prefix=prefix)
 
 
+class LayerApplier(Protocol):
+    """Applies local blobs elsewhere than this process's threads (``applyworker.ApplyWorkers``)."""
+
+    async def apply(
+        self,
+        fd: int,
+        size: int,
+        compression: str,
+        target: str,
+        *,
+        sync_fs: bool = False,
+        overlay: archive.OverlayUpper | None = None,
+    ) -> tuple[str, int]:
+        """:func:`_apply_fd`'s result for the blob open as ``fd``, with its errors."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop applying (daemon stop)."""
+        ...
+
+
 class WalkingDiffer:
     """Applies layers to mounts and computes layers from two mount sets.
 
@@ -384,7 +405,7 @@ class WalkingDiffer:
         store: Store,
         *,
         temp_location: str | os.PathLike[str] | None = None,
-        workers: ApplyWorkers | None = None,
+        workers: LayerApplier | None = None,
     ) -> None:
         self._store = store
         self._temp = temp_location
