@@ -259,6 +259,30 @@ async def test_overlay_upper_whiteouts_and_opaque_directories_alike(
     assert os.getxattr(opaque, "trusted.overlay.opaque") == b"y"
 
 
+async def test_a_request_too_large_for_a_message_is_applied_in_a_thread(
+    tmp_path: Path, store: Store, pool: ApplyWorkers
+) -> None:
+    ready = pool.ready_pid
+    lower = tmp_path / "lower"
+    (lower / "d").mkdir(parents=True)
+    os.chmod(lower / "d", 0o700)
+    # thousands of lower directories, most of them absent: a JSON request of megabytes
+    lowers = [str(tmp_path / f"{'x' * 200}-{i}") for i in range(10_000)]
+    upper, work = tmp_path / "upper", tmp_path / "work"
+    upper.mkdir()
+    work.mkdir()
+    options = (f"lowerdir={':'.join([str(lower), *lowers])}", f"upperdir={upper}", "workdir=/w")
+    desc = await layer(store, tar_entry("d/f", data=b"hi"))
+    mounts = [Mount(type="overlay", source="overlay", options=options)]
+    applied = await WalkingDiffer(store, workers=pool).apply(desc, mounts)
+    assert applied.digest == desc.digest
+    assert (upper / "d" / "f").read_bytes() == b"hi"
+    assert stat.S_IMODE(os.stat(upper / "d").st_mode) == 0o700  # taken from the lower
+    assert pool.ready_pid == ready
+    assert ready is not None
+    assert alive(ready)
+
+
 class _RemoteLikeStore:
     """The real store, its readers without a file descriptor (as a store behind gRPC)."""
 

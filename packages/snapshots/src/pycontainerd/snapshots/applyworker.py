@@ -29,9 +29,12 @@ Lifecycle (:class:`ApplyWorkers`):
   caller removes it; a fresh worker is started for the next apply.
 - :meth:`~ApplyWorkers.aclose` (daemon stop) closes the ready worker's
   socket (it exits at end of file), kills a busy one, and reaps them. A
-  worker is killed when the daemon dies (``PR_SET_PDEATHSIG``): that signal
+  worker ignores SIGINT and SIGTERM (meant for the daemon, whose stop closes
+  it) and is killed when the daemon dies (``PR_SET_PDEATHSIG``): that signal
   follows the *thread* that started the worker, so workers are only started
   on the event loop's thread.
+- A request too large for one socket message (an overlay with thousands of
+  lower directories) is applied in a thread instead.
 
 Importing this module must not import grpc; neither does the worker.
 """
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -56,7 +60,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ApplyWorkers"]
 
-_MAX_MESSAGE: Final = 1 << 16
+#: The largest request (bytes): the worker's receive size; the daemon's send buffer is at most this.
+_MAX_REQUEST: Final = 1 << 20
+_MAX_REPLY: Final = 1 << 16
 _PR_SET_PDEATHSIG: Final = 1
 #: Seconds a closed worker may take to exit before it is killed.
 _REAP_SECONDS: Final = 10.0
@@ -146,6 +152,8 @@ class ApplyWorkers:
         finally:
             theirs.close()
         ours.setblocking(False)
+        # the kernel doubles it: a request that fits in the buffer fits in the worker's receive
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _MAX_REQUEST // 2)
         return _Worker(proc, ours)
 
     def start(self) -> None:
@@ -175,9 +183,33 @@ class ApplyWorkers:
             self._ready = worker
             return
         worker.sock.close()  # an extra worker: it exits at end of file
+        self._reap_later(worker)
+
+    def _reap_later(self, worker: _Worker) -> None:
         reaping = asyncio.ensure_future(_reap(worker))
         self._retiring.add(reaping)
         reaping.add_done_callback(self._retiring.discard)
+
+    def _send(self, worker: _Worker, request: bytes, fd: int) -> _Worker | None:
+        """Send the request to ``worker`` (or a fresh one if it died); the worker, or None.
+
+        None: the request is larger than a socket message (an overlay with
+        thousands of lower directories); ``worker`` is ready again.
+        """
+        try:
+            socket.send_fds(worker.sock, [request], [fd])
+        except OSError as exc:
+            if exc.errno == errno.EMSGSIZE:
+                self._release(worker)
+                return None
+            # it died since the poll in _take: nothing was applied, start another
+            self._busy.discard(worker)
+            worker.kill()
+            self._reap_later(worker)
+            worker = self._spawn()
+            self._busy.add(worker)
+            socket.send_fds(worker.sock, [request], [fd])
+        return worker
 
     async def _discard(self, worker: _Worker) -> int:
         """Kill ``worker``, reap it, and have a fresh one ready for the next apply."""
@@ -217,19 +249,28 @@ class ApplyWorkers:
         }
         request = json.dumps(header).encode()
         loop = asyncio.get_running_loop()
-        worker = self._take()
+        taken = self._take()
+        try:
+            sent = self._send(taken, request, fd)
+        except BaseException:
+            await self._discard(taken)
+            raise
+        if sent is None:
+            from pycontainerd.snapshots import differ
+
+            return await asyncio.to_thread(
+                differ._apply_fd,  # what the worker would run
+                fd,
+                size,
+                compression,
+                target,
+                sync_fs=sync_fs,
+                overlay=overlay,
+            )
+        worker = sent
         try:
             try:
-                socket.send_fds(worker.sock, [request], [fd])
-            except OSError:
-                # it died since the poll in _take: nothing was applied, start another
-                self._busy.discard(worker)
-                worker.kill()
-                worker = self._spawn()
-                self._busy.add(worker)
-                socket.send_fds(worker.sock, [request], [fd])
-            try:
-                reply = await loop.sock_recv(worker.sock, _MAX_MESSAGE)
+                reply = await loop.sock_recv(worker.sock, _MAX_REPLY)
             except ConnectionResetError:  # it died with our request unread
                 reply = b""
         except BaseException:
@@ -351,11 +392,14 @@ def _die_with_parent(parent: int) -> None:
 def serve(sock: socket.socket) -> None:
     """Answer apply requests on ``sock`` until end of file."""
     while True:
-        message, fds, _flags, _addr = socket.recv_fds(sock, _MAX_MESSAGE, 1)
+        message, fds, flags, _addr = socket.recv_fds(sock, _MAX_REQUEST, 1)
         if not message:
             return
         try:
-            if len(fds) != 1:
+            if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+                cut = errdefs.InternalError("layer applier: request truncated")
+                reply = {"error": _containerd_error(cut)}
+            elif len(fds) != 1:
                 missing = errdefs.InternalError("layer applier: no blob descriptor")
                 reply = {"error": _containerd_error(missing)}
             else:
@@ -370,7 +414,10 @@ def main(argv: list[str]) -> int:
     """The worker: ``<socket fd> <daemon pid>``."""
     fd, parent = int(argv[0]), int(argv[1])
     _die_with_parent(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C on the daemon's terminal is for it
+    # a ^C on the daemon's terminal, or a stop signal to its whole group, is for the daemon:
+    # it closes this process when it stops (and its death kills it)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     load_applier()
 
     with socket.socket(fileno=fd) as sock:
