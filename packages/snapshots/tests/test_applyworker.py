@@ -335,6 +335,23 @@ async def test_the_ready_worker_serves_applies_and_stays(
     assert pool.pids() == [ready]
 
 
+async def test_the_worker_leaves_sigterm_and_sigint_to_the_daemon(
+    tmp_path: Path, store: Store, pool: ApplyWorkers
+) -> None:
+    desc = await layer(store, *SIMPLE)
+    differ = WalkingDiffer(store, workers=pool)
+    (tmp_path / "a").mkdir()
+    await differ.apply(desc, bind(tmp_path / "a"))  # it runs: its handlers are set
+    ready = pool.ready_pid
+    assert ready is not None
+    os.kill(ready, signal.SIGTERM)
+    os.kill(ready, signal.SIGINT)
+    (tmp_path / "b").mkdir()
+    await differ.apply(desc, bind(tmp_path / "b"))
+    assert pool.ready_pid == ready
+    assert alive(ready)
+
+
 async def test_overlapping_applies_get_a_worker_each_and_one_stays(
     target: Path, store: Store, pool: ApplyWorkers
 ) -> None:
