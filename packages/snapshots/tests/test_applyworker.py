@@ -19,6 +19,7 @@ import pytest
 
 from pycontainerd.core import testing
 from pycontainerd.core.errdefs import InternalError, UnavailableError
+from pycontainerd.core.plugin import Closable
 from pycontainerd.core.types import Descriptor, Mount
 from pycontainerd.snapshots.applyworker import ApplyWorkers
 from pycontainerd.snapshots.differ import MEDIA_TYPE_LAYER, WalkingDiffer
@@ -430,7 +431,9 @@ async def test_aclose_ends_and_reaps_every_worker(target: Path, store: Store) ->
     ready = pool.ready_pid
     assert ready is not None
     await WalkingDiffer(store, workers=pool).apply(await layer(store, *SIMPLE), bind(target))
-    await WalkingDiffer(store, workers=pool).aclose()
+    differ = WalkingDiffer(store, workers=pool)
+    assert isinstance(differ, Closable)  # the daemon closes it at stop
+    await differ.aclose()
     assert pool.pids() == []
     assert reaped(ready)
     assert appliers_of(os.getpid()) == []
