@@ -425,6 +425,37 @@ async def test_a_cancelled_apply_kills_and_reaps_its_worker_before_returning(
     assert alive(fresh)
 
 
+async def test_a_worker_that_cannot_start_leaves_applies_to_threads(
+    tmp_path: Path,
+    target: Path,
+    store: Store,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # the worker's interpreter finds a broken applier first on its path (this one has its own)
+    fake = tmp_path / "fake" / "pycontainerd" / "snapshots"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "applyworker.py").write_text("raise SystemExit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "fake"))
+    pool = ApplyWorkers()
+    try:
+        pool.start()
+        broken = pool.ready_pid
+        assert broken is not None
+        testing.wait_for(lambda: zombie(broken), what="the broken worker to exit")
+        desc = await layer(store, *SIMPLE)
+        for name in ("a", "b"):
+            (target / name).mkdir()
+            await WalkingDiffer(store, workers=pool).apply(desc, bind(target / name))
+            assert (target / name / "d" / "f").read_bytes() == b"hi"
+        assert pool.pids() == []
+        assert reaped(broken)
+        assert f"layer applier process {broken} exited with status 3" in caplog.text
+    finally:
+        await pool.aclose()
+
+
 async def test_aclose_ends_and_reaps_every_worker(target: Path, store: Store) -> None:
     pool = ApplyWorkers()
     pool.start()

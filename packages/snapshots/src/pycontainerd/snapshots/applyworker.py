@@ -34,7 +34,9 @@ Lifecycle (:class:`ApplyWorkers`):
   follows the *thread* that started the worker, so workers are only started
   on the event loop's thread.
 - A request too large for one socket message (an overlay with thousands of
-  lower directories) is applied in a thread instead.
+  lower directories) is applied in a thread instead; so is every apply after
+  a worker exited by itself before answering anything (it cannot start here),
+  which is logged.
 
 Importing this module must not import grpc; neither does the worker.
 """
@@ -45,6 +47,7 @@ import asyncio
 import contextlib
 import errno
 import json
+import logging
 import os
 import signal
 import socket
@@ -60,6 +63,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ApplyWorkers"]
 
+log = logging.getLogger(__name__)
+
 #: The largest request (bytes): the worker's receive size; the daemon's send buffer is at most this.
 _MAX_REQUEST: Final = 1 << 20
 _MAX_REPLY: Final = 1 << 16
@@ -72,6 +77,7 @@ _REAP_SECONDS: Final = 10.0
 class _Worker:
     proc: subprocess.Popen[bytes]
     sock: socket.socket
+    served: bool = False
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -123,6 +129,7 @@ class ApplyWorkers:
         self._busy: set[_Worker] = set()
         self._retiring: set[asyncio.Future[int]] = set()
         self._closed = False
+        self._broken = False
 
     @property
     def ready_pid(self) -> int | None:
@@ -161,21 +168,43 @@ class ApplyWorkers:
 
         Call it on the event loop's thread (never in ``asyncio.to_thread``).
         """
-        if not self._closed and self._ready is None:
+        if not (self._closed or self._broken) and self._ready is None:
             self._ready = self._spawn()
 
-    def _take(self) -> _Worker:
+    def _take(self) -> _Worker | None:
+        """The ready worker (or a new one); None: apply in a thread (see :meth:`_exited`)."""
         if self._closed:
             msg = "the layer applier is shut down"
             raise errdefs.UnavailableError(msg)
         worker, self._ready = self._ready, None
         if worker is not None and worker.proc.poll() is not None:
             worker.sock.close()  # died while ready (poll reaped it): replace it
+            self._exited(worker)
             worker = None
+        if self._broken:
+            return None
         if worker is None:
             worker = self._spawn()
         self._busy.add(worker)
         return worker
+
+    def _exited(self, worker: _Worker) -> None:
+        """Note how a reaped ``worker`` ended.
+
+        One that exited by itself before it answered anything cannot start
+        here (say, the interpreter cannot import the applier): the applies
+        after it run in threads.
+        """
+        code = worker.proc.returncode
+        if self._broken or worker.served or code is None or code <= 0:
+            return
+        self._broken = True
+        log.error(
+            "layer applier process %d exited with status %d before it applied anything: "
+            "applying layers in threads from now on",
+            worker.proc.pid,
+            code,
+        )
 
     def _release(self, worker: _Worker) -> None:
         self._busy.discard(worker)
@@ -208,7 +237,13 @@ class ApplyWorkers:
             self._reap_later(worker)
             worker = self._spawn()
             self._busy.add(worker)
-            socket.send_fds(worker.sock, [request], [fd])
+            try:
+                socket.send_fds(worker.sock, [request], [fd])
+            except BaseException:
+                self._busy.discard(worker)
+                worker.kill()
+                self._reap_later(worker)
+                raise
         return worker
 
     async def _discard(self, worker: _Worker) -> int:
@@ -216,9 +251,11 @@ class ApplyWorkers:
         self._busy.discard(worker)
         worker.kill()
         try:
-            return await _reap(worker)
+            code = await _reap(worker)
         finally:
+            self._exited(worker)
             self.start()
+        return code
 
     async def apply(
         self,
@@ -249,24 +286,16 @@ class ApplyWorkers:
         }
         request = json.dumps(header).encode()
         loop = asyncio.get_running_loop()
-        taken = self._take()
+        taken = None if self._broken else self._take()
+        if taken is None:
+            return await _in_thread(fd, size, compression, target, sync_fs=sync_fs, overlay=overlay)
         try:
             sent = self._send(taken, request, fd)
         except BaseException:
             await self._discard(taken)
             raise
         if sent is None:
-            from pycontainerd.snapshots import differ
-
-            return await asyncio.to_thread(
-                differ._apply_fd,  # what the worker would run
-                fd,
-                size,
-                compression,
-                target,
-                sync_fs=sync_fs,
-                overlay=overlay,
-            )
+            return await _in_thread(fd, size, compression, target, sync_fs=sync_fs, overlay=overlay)
         worker = sent
         try:
             try:
@@ -283,6 +312,7 @@ class ApplyWorkers:
                 f"while applying to {target}"
             )
             raise errdefs.InternalError(msg)
+        worker.served = True
         self._release(worker)
         return _result(json.loads(reply))
 
@@ -299,6 +329,23 @@ class ApplyWorkers:
             await _reap(worker)
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
+
+
+async def _in_thread(
+    fd: int,
+    size: int,
+    compression: str,
+    target: str,
+    *,
+    sync_fs: bool,
+    overlay: OverlayUpper | None,
+) -> tuple[str, int]:
+    """What the worker would do, in a thread of this process."""
+    from pycontainerd.snapshots import differ
+
+    return await asyncio.to_thread(
+        differ._apply_fd, fd, size, compression, target, sync_fs=sync_fs, overlay=overlay
+    )
 
 
 def _result(reply: dict[str, Any]) -> tuple[str, int]:
