@@ -23,7 +23,7 @@ from pycontainerd.core.plugin import Closable
 from pycontainerd.core.types import Descriptor, Mount
 from pycontainerd.snapshots.applyworker import ApplyWorkers
 from pycontainerd.snapshots.differ import MEDIA_TYPE_LAYER, WalkingDiffer
-from pycontainerd.snapshots.testing import make_tar, put_blob, tar_entry
+from pycontainerd.snapshots.testing import applier_pids, make_tar, put_blob, tar_entry
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -92,22 +92,6 @@ def zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return False
-
-
-def appliers_of(parent: int) -> list[int]:
-    """The running applier processes whose parent is ``parent``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue
-        if ppid == parent and WORKER_MODULE.encode() in cmdline and alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
 
 
 def bind(path: Path) -> list[Mount]:
@@ -325,7 +309,7 @@ async def test_the_ready_worker_serves_applies_and_stays(
 ) -> None:
     ready = pool.ready_pid
     assert ready is not None
-    assert appliers_of(os.getpid()) == [ready]
+    assert applier_pids(os.getpid()) == [ready]
     desc = await layer(store, *SIMPLE)
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
@@ -365,7 +349,7 @@ async def test_overlapping_applies_get_a_worker_each_and_one_stays(
     assert {r.digest for r in results} == {desc.digest}
     assert all((t / "d" / "f").read_bytes() == b"hi" for t in targets)
     assert len(pool.pids()) == 1
-    await testing.wait_for_async(lambda: len(appliers_of(os.getpid())) == 1, what="extras exit")
+    await testing.wait_for_async(lambda: len(applier_pids(os.getpid())) == 1, what="extras exit")
 
 
 async def test_a_worker_killed_while_ready_is_replaced_by_the_next_apply(
@@ -467,7 +451,7 @@ async def test_aclose_ends_and_reaps_every_worker(target: Path, store: Store) ->
     await differ.aclose()
     assert pool.pids() == []
     assert reaped(ready)
-    assert appliers_of(os.getpid()) == []
+    assert applier_pids(os.getpid()) == []
     pool.start()  # closed: starts nothing
     assert pool.ready_pid is None
 
@@ -492,8 +476,8 @@ def _boot(base: Path) -> tuple[testing.Daemon, int]:
     daemon = testing.Daemon(base, env=testing.daemon_env(testing.STORE_PLUGINS))
     proc = daemon.start().proc
     assert proc is not None
-    testing.wait_for(lambda: appliers_of(proc.pid), what="the applier process")
-    return daemon, appliers_of(proc.pid)[0]
+    testing.wait_for(lambda: applier_pids(proc.pid), what="the applier process")
+    return daemon, applier_pids(proc.pid)[0]
 
 
 @pytest.mark.system
@@ -501,7 +485,7 @@ def test_the_daemon_starts_one_applier_and_stops_it(base: Path) -> None:
     daemon, worker = _boot(base)
     try:
         assert daemon.proc is not None
-        assert appliers_of(daemon.proc.pid) == [worker]
+        assert applier_pids(daemon.proc.pid) == [worker]
         assert daemon.stop() == 0
         assert not alive(worker)
         assert "failed to close plugin" not in daemon.log()
