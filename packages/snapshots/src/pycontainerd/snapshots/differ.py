@@ -463,7 +463,7 @@ class WalkingDiffer:
         if callable(fileno):
             fd = cast("int", fileno())
             if self.workers is not None:
-                # a local blob: a worker process reads, inflates, digests and extracts
+                # a local blob: the applier process reads, inflates, digests and extracts
                 return await self.workers.apply(
                     fd, reader.size, compression, target, sync_fs=sync_fs, overlay=overlay
                 )
