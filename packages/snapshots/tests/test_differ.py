@@ -28,6 +28,7 @@ from pycontainerd.snapshots.testing import make_tar, put_blob, tar_entry
 
 if TYPE_CHECKING:
     from pycontainerd.core.content import Store
+    from pycontainerd.snapshots.applyworker import ApplyWorkers
 
 pytestmark = pytest.mark.usefixtures("needs_root")
 
@@ -98,12 +99,14 @@ def populate(root: Path) -> None:
     os.utime(root / "etc" / "conf", ns=(1_500_000_000_123_456_789, 1_500_000_000_123_456_789))
 
 
-async def test_diff_then_apply_reproduces_tree(tmp_path: Path, store: Store) -> None:
+async def test_diff_then_apply_reproduces_tree(
+    tmp_path: Path, store: Store, workers: ApplyWorkers | None
+) -> None:
     lower, upper, out = tmp_path / "lower", tmp_path / "upper", tmp_path / "out"
     for d in (lower, upper, out):
         d.mkdir()
     populate(upper)
-    differ = WalkingDiffer(store, temp_location=tmp_path / "tmpmounts")
+    differ = WalkingDiffer(store, temp_location=tmp_path / "tmpmounts", workers=workers)
     desc = await differ.compare(bind(lower), bind(upper), labels={"extra": "1"})
     assert desc.media_type == MEDIA_TYPE_LAYER_GZIP
     info = await store.info(desc.digest)
@@ -116,7 +119,9 @@ async def test_diff_then_apply_reproduces_tree(tmp_path: Path, store: Store) -> 
     assert list((tmp_path / "tmpmounts").iterdir()) == []
 
 
-async def test_diff_with_deletions_and_changes(tmp_path: Path, store: Store) -> None:
+async def test_diff_with_deletions_and_changes(
+    tmp_path: Path, store: Store, workers: ApplyWorkers | None
+) -> None:
     lower, upper, out = tmp_path / "lower", tmp_path / "upper", tmp_path / "out"
     lower.mkdir()
     populate(lower)
@@ -130,7 +135,7 @@ async def test_diff_with_deletions_and_changes(tmp_path: Path, store: Store) -> 
     (upper / "gone-dir").rmdir()
     (upper / "etc" / "conf").write_bytes(b"changed\n")
     (upper / "etc" / "new").write_bytes(b"new\n")
-    differ = WalkingDiffer(store, temp_location=tmp_path / "tmpmounts")
+    differ = WalkingDiffer(store, temp_location=tmp_path / "tmpmounts", workers=workers)
     desc = await differ.compare(bind(lower), bind(upper), media_type=MEDIA_TYPE_LAYER)
     reader = await store.reader_at(desc.digest)
     data = await reader.read_at(0, reader.size)
@@ -156,15 +161,15 @@ async def test_diff_with_deletions_and_changes(tmp_path: Path, store: Store) -> 
     ],
 )
 async def test_apply_media_types(
-    tmp_path: Path, store: Store, media_type: str, compress: object
+    tmp_path: Path, store: Store, media_type: str, compress: object, workers: ApplyWorkers | None
 ) -> None:
     raw = make_tar(tar_entry("d", tarfile.DIRTYPE, mode=0o755), tar_entry("d/f", data=b"hi"))
     blob = compress(raw)  # type: ignore[operator]
     dgst = await put_blob(store, blob)
     out = tmp_path / "out"
     out.mkdir()
-    applied = await WalkingDiffer(store).apply(
-        Descriptor(media_type=media_type, digest=dgst, size=len(blob)), bind(out)
+    applied = await WalkingDiffer(store, workers=workers).apply(
+        Descriptor(media_type=media_type, digest=dgst, size=len(blob)), bind(out), sync_fs=True
     )
     assert applied.digest == "sha256:" + hashlib.sha256(raw).hexdigest()
     assert applied.size == len(raw)
@@ -186,13 +191,15 @@ async def test_apply_rejects_unknown_media_type_and_missing_blob(
     assert compression_of("application/vnd.docker.image.rootfs.diff.tar.gzip") == "gzip"
 
 
-async def test_apply_corrupt_gzip_is_invalid_argument(tmp_path: Path, store: Store) -> None:
+async def test_apply_corrupt_gzip_is_invalid_argument(
+    tmp_path: Path, store: Store, workers: ApplyWorkers | None
+) -> None:
     blob = gzip.compress(make_tar(tar_entry("f", data=b"x" * 1000)))[:-12] + b"garbage-tail"
     dgst = await put_blob(store, blob)
     out = tmp_path / "out"
     out.mkdir()
-    with pytest.raises(InvalidArgumentError):
-        await WalkingDiffer(store).apply(
+    with pytest.raises(InvalidArgumentError, match="invalid compressed layer stream"):
+        await WalkingDiffer(store, workers=workers).apply(
             Descriptor(media_type=MEDIA_TYPE_LAYER_GZIP, digest=dgst, size=len(blob)), bind(out)
         )
 

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import tarfile
@@ -29,6 +30,7 @@ import pytest
 
 from pycontainerd.core.testing import STORE_PLUGINS
 from pycontainerd.snapshots.mount import unmount
+from pycontainerd.snapshots.testing import applier_pids
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -500,3 +502,40 @@ def test_pull_and_mount_128_layers(daemon: Daemon, registry: Registry, mount_dir
         assert len(list(mount_dir.iterdir())) == 129
     finally:
         daemon.ctr("images", "unmount", "--rm", str(mount_dir))
+
+
+def _queued_bytes(pid: int) -> int:
+    """Bytes waiting in the receive queues of ``pid``'s unix sockets (``ss``)."""
+    out = subprocess.run(
+        ["ss", "-x", "-p", "-H"], capture_output=True, text=True, check=True
+    ).stdout
+    return sum(int(line.split()[2]) for line in out.splitlines() if f"pid={pid}," in line)
+
+
+def test_pull_fails_cleanly_when_the_applier_dies(daemon: Daemon, oci_image: Seeded) -> None:
+    testing = pytest.importorskip("pycontainerd.daemon.testing")
+    assert daemon.proc is not None
+    (worker,) = applier_pids(daemon.proc.pid)
+    os.kill(worker, signal.SIGSTOP)  # a layer's request waits in its socket: in flight
+    puller = subprocess.Popen(
+        [CTR, "-a", daemon.address, "images", "pull", "--plain-http", oci_image.ref],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        testing.wait_for(lambda: _queued_bytes(worker) > 0, what="an apply sent to the applier")
+        os.kill(worker, signal.SIGKILL)
+        _out, err = puller.communicate(timeout=60)
+    finally:
+        if puller.poll() is None:
+            puller.kill()
+            puller.wait()
+    assert puller.returncode != 0
+    assert f"layer applier process {worker} was killed by SIGKILL" in err
+    assert oci_image.chain[0] not in snapshot_rows(daemon)  # nothing committed
+    (fresh,) = applier_pids(daemon.proc.pid)
+    assert fresh != worker
+    pull(daemon, oci_image.ref)
+    rows = snapshot_rows(daemon)
+    assert all(rows[chain][1] == "Committed" for chain in oci_image.chain)

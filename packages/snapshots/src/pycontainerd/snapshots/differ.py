@@ -34,7 +34,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Final, cast
+from typing import IO, TYPE_CHECKING, Final, Protocol, cast
 
 from pycontainerd.core import digests
 from pycontainerd.core.errdefs import (
@@ -58,6 +58,7 @@ __all__ = [
     "MEDIA_TYPE_LAYER_GZIP",
     "MEDIA_TYPE_LAYER_ZSTD",
     "UNCOMPRESSED_LABEL",
+    "LayerApplier",
     "WalkingDiffer",
     "compression_of",
 ]
@@ -297,6 +298,19 @@ def _apply_chunks(
         raise InvalidArgumentError(msg) from exc
 
 
+def _apply_fd(
+    fd: int,
+    size: int,
+    compression: str,
+    target: str,
+    *,
+    sync_fs: bool,
+    overlay: archive.OverlayUpper | None = None,
+) -> tuple[str, int]:
+    """:func:`_apply_chunks` of the local blob open as ``fd`` (a thread's or an applier's)."""
+    return _apply_chunks(_fd_chunks(fd, size), compression, target, sync_fs, overlay)
+
+
 def _apply_from_pipe(
     pipe: _Pipe,
     compression: str,
@@ -356,14 +370,51 @@ def _overlay_upper(mounts: Sequence[Mount]) -> tuple[str, archive.OverlayUpper] 
     return upper, archive.OverlayUpper(lowers=tuple(lowers), xattr_prefix=prefix)
 
 
+class LayerApplier(Protocol):
+    """Applies local blobs elsewhere than this process's threads (``applyworker.ApplyWorkers``)."""
+
+    async def apply(
+        self,
+        fd: int,
+        size: int,
+        compression: str,
+        target: str,
+        *,
+        sync_fs: bool = False,
+        overlay: archive.OverlayUpper | None = None,
+    ) -> tuple[str, int]:
+        """:func:`_apply_fd`'s result for the blob open as ``fd``, with its errors."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop applying (daemon stop)."""
+        ...
+
+
 class WalkingDiffer:
-    """Applies layers to mounts and computes layers from two mount sets."""
+    """Applies layers to mounts and computes layers from two mount sets.
+
+    With ``workers``, a layer whose blob is a local file is extracted by an
+    applier process (:mod:`pycontainerd.snapshots.applyworker`) instead of a
+    thread of this one; :meth:`aclose` stops them. A blob that is not a local
+    file is streamed into a thread either way.
+    """
 
     def __init__(
-        self, store: Store, *, temp_location: str | os.PathLike[str] | None = None
+        self,
+        store: Store,
+        *,
+        temp_location: str | os.PathLike[str] | None = None,
+        workers: LayerApplier | None = None,
     ) -> None:
         self._store = store
         self._temp = temp_location
+        self.workers = workers
+
+    async def aclose(self) -> None:
+        """Stop the applier processes (daemon stop)."""
+        if self.workers is not None:
+            await self.workers.aclose()
 
     async def apply(
         self,
@@ -410,10 +461,15 @@ class WalkingDiffer:
     ) -> tuple[str, int]:
         fileno = getattr(reader, "fileno", None)
         if callable(fileno):
+            fd = cast("int", fileno())
+            if self.workers is not None:
+                # a local blob: the applier process reads, inflates, digests and extracts
+                return await self.workers.apply(
+                    fd, reader.size, compression, target, sync_fs=sync_fs, overlay=overlay
+                )
             # a local blob: one worker thread reads, inflates, digests and extracts
-            chunks = _fd_chunks(cast("int", fileno()), reader.size)
             return await asyncio.to_thread(
-                _apply_chunks, chunks, compression, target, sync_fs, overlay
+                _apply_fd, fd, reader.size, compression, target, sync_fs=sync_fs, overlay=overlay
             )
         pipe = _Pipe()
 

@@ -63,12 +63,16 @@ def _content_store(ic: InitContext) -> Store:
 
 async def _init_walking(ic: InitContext) -> WalkingDiffer:
     from pycontainerd.snapshots import mount
+    from pycontainerd.snapshots.applyworker import ApplyWorkers
     from pycontainerd.snapshots.differ import WalkingDiffer
 
     location = ic.root.parent / TEMP_MOUNTS
     await asyncio.to_thread(mount.clean_temp_mounts, location)
     mount.set_temp_location(location)
-    return WalkingDiffer(_content_store(ic), temp_location=location)
+    # layers are extracted by an applier process, started now (without waiting for it)
+    workers = ApplyWorkers()
+    workers.start()
+    return WalkingDiffer(_content_store(ic), temp_location=location, workers=workers)
 
 
 def _namespaced(ic: InitContext) -> dict[str, Snapshotter]:

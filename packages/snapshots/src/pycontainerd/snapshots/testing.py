@@ -42,7 +42,29 @@ if TYPE_CHECKING:
     from pycontainerd.core.content import Store
     from pycontainerd.core.types import Mount
 
-__all__ = ["SnapshotterSuite", "make_tar", "mounted", "put_blob", "tar_entry"]
+__all__ = ["SnapshotterSuite", "applier_pids", "make_tar", "mounted", "put_blob", "tar_entry"]
+
+
+def applier_pids(parent: int) -> list[int]:
+    """The live layer applier processes (``applyworker``) whose parent is ``parent``."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"{entry.path}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            with open(f"{entry.path}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if (
+            int(fields[1]) == parent
+            and fields[0] != "Z"
+            and b"pycontainerd.snapshots.applyworker" in argv
+        ):
+            found.append(int(entry.name))
+    return found
 
 
 @contextlib.asynccontextmanager
