@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-#: The request extension that asks for a direct connection (value ``True``).
+#: The request extension that asks for a direct connection (value ``True``); in the
+#: response's extensions it is the :class:`DirectBody` (``httpx`` wraps the stream).
 DIRECT: Final = "pycontainerd.direct"
 #: Bytes a drain reads per ``recv_into`` at most.
 BUFFER: Final = 1 << 20
@@ -299,7 +300,8 @@ async def _in_thread(fn: Callable[[], T], conn: _Connection) -> T:
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
             loop.call_soon_threadsafe(settle, *outcome)
 
-    threading.Thread(target=run, name="blob-download", daemon=True).start()
+    thread = threading.Thread(target=run, name="blob-download", daemon=True)
+    thread.start()
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
@@ -307,6 +309,9 @@ async def _in_thread(fn: Callable[[], T], conn: _Connection) -> T:
         with contextlib.suppress(Exception):
             await finish_shielded(asyncio.wait([future]))
         raise
+    finally:
+        if future.done():
+            thread.join()  # it only has to return: the future was its last step
 
 
 class DirectBody(httpx.AsyncByteStream):
@@ -370,11 +375,12 @@ class DirectTransport(httpx.AsyncBaseTransport):
         except BaseException:
             conn.close()
             raise
+        body = DirectBody(conn)
         return httpx.Response(
             status,
             headers=headers,
-            stream=DirectBody(conn),
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
+            stream=body,
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason, DIRECT: body},
             request=request,
         )
 

@@ -235,9 +235,9 @@ class Resolver(AsyncClosing):
         """One request with auth, retries on 5xx and broken connections, and HTTP fallback.
 
         The caller closes a streamed response. ``direct``: a ``GET`` whose
-        body may be drained by a thread (see :mod:`._direct`); its response's
-        stream is then a :class:`~._direct.DirectBody` (unless the client
-        goes through a proxy).
+        body may be drained by a thread (see :mod:`._direct`); the response's
+        ``extensions[DIRECT]`` is then its :class:`~._direct.DirectBody`
+        (unless the client goes through a proxy).
 
         Raises:
             httpx.ConnectError: the server cannot be reached.
@@ -683,9 +683,9 @@ async def _drain(resp: httpx.Response, take: Callable[[bytes | memoryview], None
     (through a proxy, or content-encoded) is gathered from ``httpx`` into
     pieces of about :data:`CHUNK` bytes, each handed over in a thread.
     """
-    stream = resp.stream
-    if isinstance(stream, DirectBody) and "content-encoding" not in resp.headers:
-        await stream.drain(take)
+    body = resp.extensions.get(DIRECT)
+    if isinstance(body, DirectBody) and "content-encoding" not in resp.headers:
+        await body.drain(take)
         return
     pending: list[bytes] = []
     size = 0

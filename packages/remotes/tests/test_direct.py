@@ -1,0 +1,476 @@
+"""``Fetcher.fetch_into``: blob bodies read by a thread (see ``remotes._direct``).
+
+Against a real docker-registry (plain, basic auth, bearer tokens, TLS), the
+misbehaving blob server, and a scripted raw HTTP server for what a registry
+never sends but a server may: other framings, lies about the length, broken
+heads, redirects, stalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import os
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pycontainerd.content.local import LocalStore
+from pycontainerd.core.errdefs import DataLossError, UnauthenticatedError, UnavailableError
+from pycontainerd.core.types import Descriptor
+from pycontainerd.remotes import mediatypes as mt
+from pycontainerd.remotes import pull, reference
+from pycontainerd.remotes.hosts import HostsConfig, TLSOptions
+from pycontainerd.remotes.progress import Tracker
+from pycontainerd.remotes.resolver import Resolver
+from pycontainerd.remotes.testing import (
+    Blob,
+    FaultyBlobServer,
+    Registry,
+    TokenServer,
+    build_image,
+    make_ca,
+    require_registry,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+
+IMAGE = build_image([{"bin/hello": b"hello\n"}, {"etc/big": os.urandom(3 << 20)}])
+BIG = IMAGE.blobs[1]
+LAYER = Blob(mt.OCI_LAYER_GZIP, os.urandom(300_000))
+
+
+def plain_resolver(**kw: object) -> Resolver:
+    return Resolver(HostsConfig(default_scheme="http"), **kw)  # type: ignore[arg-type]
+
+
+def desc_of(blob: Blob) -> Descriptor:
+    return Descriptor(media_type=blob.media_type, digest=blob.digest, size=len(blob.data))
+
+
+class Sink:
+    """Collects what ``fetch_into`` hands over, and in which threads."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.threads: set[str] = set()
+        self.progress: list[int] = []
+
+    def __call__(self, piece: bytes | memoryview) -> None:
+        self.threads.add(threading.current_thread().name)
+        self.data += piece
+
+
+async def fetch_into(resolver: Resolver, ref: str, desc: Descriptor) -> Sink:
+    sink = Sink()
+    await resolver.fetcher(ref).fetch_into(desc, sink, progress=sink.progress.append)
+    return sink
+
+
+def no_download_threads() -> bool:
+    return not any(t.name == "blob-download" for t in threading.enumerate())
+
+
+# -- real registries ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    require_registry()
+    with Registry(tmp_path_factory.mktemp("reg")).running() as reg:
+        reg.seed("test/direct", "v1", IMAGE)
+        yield reg
+
+
+async def test_fetch_into_reads_in_a_thread(plain: Registry) -> None:
+    async with plain_resolver() as resolver:
+        sink = await fetch_into(resolver, f"{plain.host}/test/direct:v1", desc_of(BIG))
+    assert bytes(sink.data) == BIG.data
+    assert sink.threads == {"blob-download"}
+    # about every MiB, and the end
+    assert sink.progress[-1] == len(BIG.data)
+    assert len(sink.progress) >= 3
+    assert sink.progress == sorted(sink.progress)
+    assert no_download_threads()
+
+
+async def test_fetch_into_http_dump(plain: Registry) -> None:
+    dumps: list[bytes] = []
+
+    async def dump(data: bytes) -> None:
+        dumps.append(data)
+
+    async with plain_resolver(http_dump=dump) as resolver:
+        sink = await fetch_into(resolver, f"{plain.host}/test/direct:v1", desc_of(BIG))
+    assert bytes(sink.data) == BIG.data
+    assert dumps[-2].startswith(f"GET /v2/test/direct/blobs/{BIG.digest} HTTP/1.1\r\n".encode())
+    assert dumps[-1].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert f"Content-Length: {len(BIG.data)}\r\n".encode() in dumps[-1]
+
+
+async def test_pull_resumes_a_local_ingest_through_the_thread(tmp_path: Path) -> None:
+    server = FaultyBlobServer({LAYER.digest: LAYER}, {}).start()
+    try:
+        store = LocalStore(tmp_path / "content")
+        desc = desc_of(LAYER)
+        ref = mt.ref_key(desc.media_type, desc.digest)
+        writer = await store.writer(ref, total=desc.size, expected=desc.digest)
+        await writer.write(LAYER.data[:100_000])
+        await writer.close()
+        async with plain_resolver() as resolver:
+            name = f"{server.host}/x/y:v1"
+            walker = pull._Walker(
+                store,
+                resolver.fetcher(name),
+                reference.parse(name),
+                want=[],
+                all_platforms=False,
+                tracker=Tracker(),
+            )
+            await walker.store_blob(desc)
+        assert server.ranges == ["bytes=100000-"]
+        reader = await store.reader_at(desc.digest)
+        try:
+            assert await reader.read_at(0, desc.size) == LAYER.data
+        finally:
+            await reader.close()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def basic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    require_registry()
+    reg = Registry(tmp_path_factory.mktemp("basic"), htpasswd={"alice": "s3cret"})
+    with reg.running():
+        reg.seed("test/private", "v1", IMAGE, user=("alice", "s3cret"))
+        yield reg
+
+
+async def test_fetch_into_basic_auth(basic: Registry) -> None:
+    ref = f"{basic.host}/test/private:v1"
+    async with plain_resolver(credentials=lambda _h: ("alice", "s3cret")) as resolver:
+        sink = await fetch_into(resolver, ref, desc_of(BIG))
+        assert bytes(sink.data) == BIG.data
+    async with plain_resolver(credentials=lambda _h: ("alice", "wrong")) as resolver:
+        with pytest.raises(UnauthenticatedError, match="authorization failed"):
+            await fetch_into(resolver, ref, desc_of(BIG))
+
+
+async def test_fetch_into_bearer_token(tmp_path: Path) -> None:
+    require_registry()
+    ca = make_ca(tmp_path / "ca")
+    server = TokenServer(ca, users={"bob": "pw"}, anonymous=True).start()
+    try:
+        with Registry(tmp_path, token=server).running() as reg:
+            reg.seed("test/tok", "v1", IMAGE, user=("bob", "pw"))
+            server.requests.clear()
+            async with plain_resolver(credentials=lambda _h: ("bob", "pw")) as resolver:
+                ref = f"{reg.host}/test/tok:v1"
+                for blob in (BIG, IMAGE.blobs[0]):
+                    sink = await fetch_into(resolver, ref, desc_of(blob))
+                    assert bytes(sink.data) == blob.data
+            assert server.requests == [("bob", ["repository:test/tok:pull"])]
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    require_registry()
+    base = tmp_path_factory.mktemp("tls")
+    ca = make_ca(base / "ca")
+    reg = Registry(base, tls=ca.issue(base, "server"))
+    reg.tls_ca = ca.cert
+    with reg.running():
+        reg.seed("test/secure", "v1", IMAGE)
+        yield reg
+
+
+async def test_fetch_into_tls(tls: Registry) -> None:
+    ref = f"{tls.host}/test/secure:v1"
+    assert tls.tls_ca is not None
+    conf = HostsConfig(default_tls=TLSOptions(ca_files=(str(tls.tls_ca),)))
+    async with Resolver(conf) as resolver:
+        sink = await fetch_into(resolver, ref, desc_of(BIG))
+    assert bytes(sink.data) == BIG.data
+    assert sink.threads == {"blob-download"}
+    async with Resolver(HostsConfig(default_tls=TLSOptions(skip_verify=True))) as resolver:
+        sink = await fetch_into(resolver, ref, desc_of(BIG))
+    assert bytes(sink.data) == BIG.data
+    async with Resolver(HostsConfig(default_tls=TLSOptions(skip_verify=False))) as resolver:
+        with pytest.raises(UnavailableError, match="CERTIFICATE_VERIFY_FAILED"):
+            await fetch_into(resolver, ref, desc_of(BIG))
+
+
+# -- the misbehaving blob server -----------------------------------------------------------------
+
+
+def faulty(kind: str, times: int) -> FaultyBlobServer:
+    def fault(path: str, n: int) -> str | None:
+        return kind if "/blobs/" in path and n <= times else None
+
+    return FaultyBlobServer({LAYER.digest: LAYER}, {}, fault).start()
+
+
+@pytest.mark.parametrize("kind", ["drop", "stall"])
+async def test_fetch_into_resumes_after_break(kind: str) -> None:
+    server = faulty(kind, 1)
+    try:
+        async with plain_resolver(read_timeout=0.5, backoff=0.01) as resolver:
+            sink = await fetch_into(resolver, f"{server.host}/x/y:v1", desc_of(LAYER))
+        assert bytes(sink.data) == LAYER.data
+        assert len(server.ranges) == 1
+        assert server.ranges[0] != "bytes=0-"
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("fault", "size", "expected"),
+    [
+        (("drop", 100), len(LAYER.data), (UnavailableError, "after 3 attempts")),
+        (("none", 0), 1000, (DataLossError, "more than")),
+    ],
+    ids=["gives-up-cleanly", "detects-oversize-blob"],
+)
+async def test_fetch_into_fails_cleanly(
+    fault: tuple[str, int], size: int, expected: tuple[type[Exception], str]
+) -> None:
+    server = faulty(*fault)
+    desc = Descriptor(media_type=LAYER.media_type, digest=LAYER.digest, size=size)
+    try:
+        async with plain_resolver(retries=2, backoff=0.01) as resolver:
+            sink = Sink()
+            with pytest.raises(expected[0], match=expected[1]):
+                await resolver.fetcher(f"{server.host}/x/y:v1").fetch_into(desc, sink)
+        assert len(sink.data) <= size
+        assert no_download_threads()
+    finally:
+        server.stop()
+
+
+# -- a scripted raw HTTP server -------------------------------------------------------------------
+
+Answer = list[bytes | threading.Event]
+
+
+class Scripted:
+    """Answers the n-th request (from 0) with ``script(n, head)``: bytes to send, in order.
+
+    An ``Event`` in the answer makes the server wait for it before going on;
+    then the connection is closed.
+    """
+
+    def __init__(self, script: Callable[[int, bytes], Answer]) -> None:
+        self.script = script
+        self.heads: list[bytes] = []
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.host = f"127.0.0.1:{self._sock.getsockname()[1]}"
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                head += data
+            n = len(self.heads)
+            self.heads.append(head)
+            for part in self.script(n, head):
+                if isinstance(part, threading.Event):
+                    part.wait(30)
+                else:
+                    conn.sendall(part)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def ok_head(length: int | None, *extra: str, status: str = "200 OK") -> bytes:
+    lines = [f"HTTP/1.1 {status}", "Content-Type: application/octet-stream", *extra]
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def chunked(data: bytes) -> bytes:
+    out = b""
+    for i in range(0, len(data), 70_000):
+        piece = data[i : i + 70_000]
+        out += f"{len(piece):x};ext=1\r\n".encode() + piece + b"\r\n"
+    return out + b"0\r\nX-Trailer: yes\r\n\r\n"
+
+
+def byte_by_byte(data: bytes) -> Answer:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+DATA = LAYER.data
+HALF = len(DATA) // 2
+
+
+def rest_from(head: bytes) -> Answer:
+    """A 206 with what the request's Range asks for (a 200 without one)."""
+    if b"\r\nRange: bytes=" not in head:
+        return [ok_head(len(DATA)), DATA]
+    start = int(head.split(b"\r\nRange: bytes=", 1)[1].split(b"-", 1)[0])
+    rng = f"Content-Range: bytes {start}-{len(DATA) - 1}/{len(DATA)}"
+    return [ok_head(len(DATA) - start, rng, status="206 Partial Content"), DATA[start:]]
+
+
+SCRIPTS: dict[str, Callable[[int, bytes], Answer]] = {
+    "chunked": lambda _n, _h: [ok_head(None, "Transfer-Encoding: chunked"), chunked(DATA)],
+    "until-close": lambda _n, _h: [ok_head(None), DATA],
+    "head-byte-by-byte": lambda _n, _h: [*byte_by_byte(ok_head(len(DATA))), DATA],
+    "interim-100": lambda _n, _h: [b"HTTP/1.1 100 Continue\r\n\r\n", ok_head(len(DATA)), DATA],
+    # says more than it sends, then closes: resumed from where it stopped
+    "length-too-long": lambda n, h: (
+        [ok_head(len(DATA) + 10), DATA[:HALF]] if n == 0 else rest_from(h)
+    ),
+    # says less than the blob: the first answer is short, the rest is asked for
+    "length-too-short": lambda n, h: [ok_head(HALF), DATA] if n == 0 else rest_from(h),
+    # a broken chunk size: retried
+    "bad-chunk": lambda n, h: (
+        [ok_head(None, "Transfer-Encoding: chunked"), b"zz\r\n"] if n == 0 else rest_from(h)
+    ),
+    "bad-status-line": lambda n, h: [b"HTTX 200\r\n\r\n"] if n == 0 else rest_from(h),
+    "server-error-first": lambda n, _h: (
+        [ok_head(0, status="503 Service Unavailable")] if n == 0 else [ok_head(len(DATA)), DATA]
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(SCRIPTS))
+async def test_fetch_into_framings_and_lies(name: str) -> None:
+    server = Scripted(SCRIPTS[name])
+    try:
+        async with plain_resolver(backoff=0.01, read_timeout=5) as resolver:
+            sink = await fetch_into(resolver, f"{server.host}/x/y:v1", desc_of(LAYER))
+        assert bytes(sink.data) == DATA
+        assert sink.progress[-1] == len(DATA)
+    finally:
+        server.close()
+
+
+async def test_fetch_into_extra_bytes_are_refused() -> None:
+    server = Scripted(lambda _n, _h: [ok_head(len(DATA) + 5), DATA + b"extra"])
+    try:
+        async with plain_resolver() as resolver:
+            with pytest.raises(DataLossError, match="more than"):
+                await fetch_into(resolver, f"{server.host}/x/y:v1", desc_of(LAYER))
+    finally:
+        server.close()
+
+
+async def test_fetch_into_content_encoding_is_decoded() -> None:
+    packed = gzip.compress(DATA)
+    server = Scripted(lambda _n, _h: [ok_head(len(packed), "Content-Encoding: gzip"), packed])
+    try:
+        async with plain_resolver() as resolver:
+            sink = await fetch_into(resolver, f"{server.host}/x/y:v1", desc_of(LAYER))
+        assert bytes(sink.data) == DATA
+        assert b"accept-encoding: identity" in server.heads[0].lower()
+    finally:
+        server.close()
+
+
+async def test_fetch_into_follows_a_redirect_after_auth() -> None:
+    store = FaultyBlobServer({LAYER.digest: LAYER}, {}).start()
+    location = f"http://{store.host}/storage/blobs/{LAYER.digest}"
+
+    def script(_n: int, head: bytes) -> Answer:
+        if b"\r\nauthorization: basic " not in head.lower():
+            return [ok_head(0, 'WWW-Authenticate: Basic realm="r"', status="401 Unauthorized")]
+        return [ok_head(0, f"Location: {location}", status="307 Temporary Redirect")]
+
+    server = Scripted(script)
+    try:
+        async with plain_resolver(credentials=lambda _h: ("u", "p")) as resolver:
+            sink = await fetch_into(resolver, f"{server.host}/x/y:v1", desc_of(LAYER))
+        assert bytes(sink.data) == DATA
+        assert sink.threads == {"blob-download"}
+        assert store.requests == [f"GET /storage/blobs/{LAYER.digest}"]
+    finally:
+        server.close()
+        store.stop()
+
+
+async def test_cancel_stops_the_reading_thread() -> None:
+    release = threading.Event()
+    server = Scripted(lambda _n, _h: [ok_head(len(DATA)), DATA[:HALF], release])
+    loop = asyncio.get_running_loop()
+    first = loop.create_future()
+    sink = Sink()
+
+    def arrived() -> None:
+        if not first.done():
+            first.set_result(None)
+
+    def sink_first(piece: bytes | memoryview) -> None:
+        sink(piece)
+        loop.call_soon_threadsafe(arrived)
+
+    try:
+        async with plain_resolver(read_timeout=60) as resolver:
+            fetcher = resolver.fetcher(f"{server.host}/x/y:v1")
+            task = asyncio.create_task(fetcher.fetch_into(desc_of(LAYER), sink_first))
+            await first
+            started = time.monotonic()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert time.monotonic() - started < 5
+            # the thread was waited for: nothing reads or calls the sink any more
+            assert no_download_threads()
+            got = len(sink.data)
+            assert 0 < got <= HALF
+            release.set()
+            assert len(sink.data) == got
+    finally:
+        release.set()
+        server.close()
+
+
+async def test_cancel_while_waiting_for_the_head() -> None:
+    release = threading.Event()
+    loop = asyncio.get_running_loop()
+    asked = loop.create_future()
+
+    def script(_n: int, _h: bytes) -> Answer:
+        loop.call_soon_threadsafe(asked.set_result, None)
+        return [release]
+
+    server = Scripted(script)
+    try:
+        async with plain_resolver(read_timeout=60) as resolver:
+            fetcher = resolver.fetcher(f"{server.host}/x/y:v1")
+            task = asyncio.create_task(fetcher.fetch_into(desc_of(LAYER), Sink()))
+            await asked
+            started = time.monotonic()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert time.monotonic() - started < 5
+            assert no_download_threads()
+    finally:
+        release.set()
+        server.close()
