@@ -22,8 +22,8 @@ import pytest
 from pycontainerd.content.local import LocalStore
 from pycontainerd.core.errdefs import DataLossError, UnauthenticatedError, UnavailableError
 from pycontainerd.core.types import Descriptor
+from pycontainerd.remotes import _direct, pull, reference
 from pycontainerd.remotes import mediatypes as mt
-from pycontainerd.remotes import pull, reference
 from pycontainerd.remotes.hosts import HostsConfig, TLSOptions
 from pycontainerd.remotes.progress import Tracker
 from pycontainerd.remotes.resolver import Resolver
@@ -75,7 +75,7 @@ async def fetch_into(resolver: Resolver, ref: str, desc: Descriptor) -> Sink:
 
 
 def no_download_threads() -> bool:
-    return not any(t.name == "blob-download" for t in threading.enumerate())
+    return _direct.busy() == 0
 
 
 # -- real registries ------------------------------------------------------------------------------

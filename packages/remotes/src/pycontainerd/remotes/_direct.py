@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
 import socket
 import threading
 from typing import TYPE_CHECKING, Final, TypeVar
@@ -277,8 +278,47 @@ class _Connection:
             self.done = True
 
 
+class _Workers:
+    """Daemon threads for direct reads, started when none is idle and kept for the next."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self.busy = 0
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            self.busy += 1
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1
+        self._jobs.put(job)
+        if spawn:
+            threading.Thread(target=self._work, name="blob-download", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            job()
+
+    def done(self) -> None:
+        """Called by a job as its last step."""
+        with self._lock:
+            self.busy -= 1
+            self._idle += 1
+
+
+_WORKERS: Final = _Workers()
+
+
+def busy() -> int:
+    """How many direct reads (connect, head or body) run in threads now."""
+    return _WORKERS.busy
+
+
 async def _in_thread(fn: Callable[[], T], conn: _Connection) -> T:
-    """``fn()`` in a thread of its own; a cancelled caller aborts ``conn`` and waits for it."""
+    """``fn()`` in a worker thread; a cancelled caller aborts ``conn`` and waits for ``fn``."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
@@ -297,11 +337,11 @@ async def _in_thread(fn: Callable[[], T], conn: _Connection) -> T:
             outcome: tuple[T | None, BaseException | None] = (None, exc)
         else:
             outcome = (result, None)
+        _WORKERS.done()
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
             loop.call_soon_threadsafe(settle, *outcome)
 
-    thread = threading.Thread(target=run, name="blob-download", daemon=True)
-    thread.start()
+    _WORKERS.submit(run)
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
@@ -309,9 +349,6 @@ async def _in_thread(fn: Callable[[], T], conn: _Connection) -> T:
         with contextlib.suppress(Exception):
             await finish_shielded(asyncio.wait([future]))
         raise
-    finally:
-        if future.done():
-            thread.join()  # it only has to return: the future was its last step
 
 
 class DirectBody(httpx.AsyncByteStream):
