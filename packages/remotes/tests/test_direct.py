@@ -265,12 +265,14 @@ Answer = list[bytes | threading.Event]
 class Scripted:
     """Answers the n-th request (from 0) with ``script(n, head)``: bytes to send, in order.
 
-    An ``Event`` in the answer makes the server wait for it before going on;
-    then the connection is closed.
+    An ``Event`` in the answer makes the server wait for it before going on.
+    The connection is then closed, or with ``keep_alive`` serves the next request.
     """
 
-    def __init__(self, script: Callable[[int, bytes], Answer]) -> None:
+    def __init__(self, script: Callable[[int, bytes], Answer], *, keep_alive: bool = False) -> None:
         self.script = script
+        self.keep_alive = keep_alive
+        self.connections = 0
         self.heads: list[bytes] = []
         self._sock = socket.create_server(("127.0.0.1", 0))
         self.host = f"127.0.0.1:{self._sock.getsockname()[1]}"
@@ -286,20 +288,26 @@ class Scripted:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        self.connections += 1
         with conn, contextlib.suppress(OSError):
-            head = b""
-            while b"\r\n\r\n" not in head:
-                data = conn.recv(65536)
-                if not data:
+            buf = b""
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                end = buf.index(b"\r\n\r\n") + 4
+                head, buf = buf[:end], buf[end:]
+                n = len(self.heads)
+                self.heads.append(head)
+                for part in self.script(n, head):
+                    if isinstance(part, threading.Event):
+                        part.wait(30)
+                    else:
+                        conn.sendall(part)
+                if not self.keep_alive:
                     return
-                head += data
-            n = len(self.heads)
-            self.heads.append(head)
-            for part in self.script(n, head):
-                if isinstance(part, threading.Event):
-                    part.wait(30)
-                else:
-                    conn.sendall(part)
 
     def close(self) -> None:
         self._sock.close()
@@ -473,4 +481,37 @@ async def test_cancel_while_waiting_for_the_head() -> None:
             assert no_download_threads()
     finally:
         release.set()
+        server.close()
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+async def test_connections_are_kept_for_the_next_blob(keep_alive: bool) -> None:
+    # a server that closes after each answer (without saying so) gets a new connection
+    server = Scripted(lambda _n, _h: [ok_head(len(DATA)), DATA], keep_alive=keep_alive)
+    try:
+        async with plain_resolver() as resolver:
+            for _ in range(3):
+                sink = await fetch_into(resolver, f"{server.host}/x/y:v1", desc_of(LAYER))
+                assert bytes(sink.data) == DATA
+        assert len(server.heads) == 3
+        assert server.connections == (1 if keep_alive else 3)
+    finally:
+        server.close()
+
+
+async def test_a_connection_is_not_kept_after_connection_close_or_a_short_read() -> None:
+    answers: dict[int, Answer] = {
+        0: [ok_head(len(DATA), "Connection: close"), DATA],
+        1: [ok_head(len(DATA)), DATA[:HALF]],  # then waits for the next request
+    }
+    server = Scripted(lambda n, h: answers.get(n) or rest_from(h), keep_alive=True)
+    try:
+        async with plain_resolver(read_timeout=0.5, backoff=0.01) as resolver:
+            for _ in range(2):
+                sink = await fetch_into(resolver, f"{server.host}/x/y:v1", desc_of(LAYER))
+                assert bytes(sink.data) == DATA
+        # one each for the first answer, the stalled one and its resumption
+        assert server.connections == 3
+        assert b"\r\nRange: bytes=" in server.heads[2]
+    finally:
         server.close()

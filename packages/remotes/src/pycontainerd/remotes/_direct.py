@@ -13,7 +13,9 @@ thread into a sink (:meth:`DirectBody.drain`: ``recv_into`` a reused buffer,
 the sink hashes and writes it, all without the GIL) or, for any other
 reader, iterated like any ``httpx`` stream.
 
-Each direct request has a connection of its own, closed with its response.
+A response read to its end leaves its connection (HTTP/1.1 keep-alive, a
+known length) in the transport's pool for the next direct request to that
+server; an idle connection the server closed meanwhile is replaced.
 A task cancelled while the thread works shuts the socket down and waits for
 the thread, so no thread goes on reading, or writing into a sink, after the
 caller has moved on.
@@ -24,8 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
+import select
 import socket
 import threading
+import time
 from typing import TYPE_CHECKING, Final, TypeVar
 
 import httpx
@@ -44,6 +48,8 @@ DIRECT: Final = "pycontainerd.direct"
 #: Bytes a drain reads per ``recv_into`` at most.
 BUFFER: Final = 1 << 20
 _MAX_HEAD: Final = 64 * 1024
+_MAX_IDLE: Final = 8  # idle connections kept per server
+_KEEP_IDLE: Final = 60.0  # seconds an idle connection is kept
 _NO_BODY: Final = frozenset({204, 304})
 
 
@@ -51,13 +57,60 @@ class _AbortedError(Exception):
     """The connection was shut down on purpose (the caller was cancelled)."""
 
 
-class _Connection:
-    """One blocking HTTP/1.1 connection for one request (used by one thread at a time)."""
+_Key = tuple[str, str, int]
 
-    def __init__(self, request: httpx.Request, context: Callable[[], ssl.SSLContext]) -> None:
+
+class _Pool:
+    """Idle keep-alive connections by ``(scheme, host, port)``, shared by worker threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: dict[_Key, list[tuple[float, socket.socket]]] = {}
+        self._closed = False
+
+    def take(self, key: _Key) -> socket.socket | None:
+        """An idle connection still open (nothing to read on it), or ``None``."""
+        while True:
+            with self._lock:
+                idle = self._idle.get(key)
+                if not idle:
+                    return None
+                since, sock = idle.pop()
+            fresh = time.monotonic() - since < _KEEP_IDLE
+            if fresh and not select.select([sock], [], [], 0)[0]:
+                return sock
+            sock.close()  # expired, closed by the server, or sent something unasked
+
+    def give(self, key: _Key, sock: socket.socket) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            if not self._closed and len(idle) < _MAX_IDLE:
+                idle.append((time.monotonic(), sock))
+                return
+        sock.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, {}
+        for socks in idle.values():
+            for _, sock in socks:
+                sock.close()
+
+
+class _Connection:
+    """One blocking HTTP/1.1 exchange (used by one thread at a time), on a pooled connection."""
+
+    def __init__(
+        self, request: httpx.Request, context: Callable[[], ssl.SSLContext], pool: _Pool
+    ) -> None:
         self.request = request
         self._context = context
+        self._pool = pool
+        url = request.url
+        self._key = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         self.sock: socket.socket | None = None
+        self.reusable = False  # the server keeps the connection open after the response
         self.aborted = False
         self.pending = bytearray()  # bytes read past what was consumed
         self.framing = "eof"  # "length", "chunked" or "eof"
@@ -76,8 +129,13 @@ class _Connection:
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def close(self) -> None:
+        """Release the connection: to the pool when the whole response was read."""
         sock, self.sock = self.sock, None
-        if sock is not None:
+        if sock is None:
+            return
+        if self.done and self.reusable and not self.pending and not self.aborted:
+            self._pool.give(self._key, sock)
+        else:
             sock.close()
 
     # -- the thread's side -------------------------------------------------------------
@@ -87,12 +145,25 @@ class _Connection:
         return timeout.get("connect"), timeout.get("read")
 
     def open(self) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        """Connect, send the request, read the response head (blocking)."""
+        """Connect (or take an idle connection), send the request, read the response head."""
+        self.sock = self._pool.take(self._key)
+        if self.sock is not None:
+            try:
+                return self._exchange()
+            except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
+                if self.pending or self.aborted:
+                    raise
+                # the server closed the idle connection meanwhile: a new one
+                self.sock.close()
+                self.sock = None
+        self._open_new()
+        return self._exchange()
+
+    def _open_new(self) -> None:
         url = self.request.url
-        connect_timeout, read_timeout = self._timeouts()
-        port = url.port or (443 if url.scheme == "https" else 80)
+        connect_timeout, _ = self._timeouts()
         try:
-            self._connect(url.host, port, connect_timeout)
+            self._connect(url.host, self._key[2], connect_timeout)
             if url.scheme == "https":
                 assert self.sock is not None  # noqa: S101 - set by _connect
                 self.sock = self._context().wrap_socket(self.sock, server_hostname=url.host)
@@ -101,13 +172,17 @@ class _Connection:
         except OSError as exc:
             self._check_aborted()
             raise httpx.ConnectError(str(exc)) from None
-        assert self.sock is not None  # noqa: S101 - connected above
-        self.sock.settimeout(read_timeout)
+
+    def _exchange(self) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        assert self.sock is not None  # noqa: S101 - connected
+        self.sock.settimeout(self._timeouts()[1])
         self._send_head()
         while True:
-            status, reason, headers = self._read_head()
+            status, reason, headers, version = self._read_head()
             if status >= 200 or status == 101:
                 break
+        connection = b",".join(v for k, v in headers if k.lower() == b"connection").lower()
+        self.reusable = version == b"HTTP/1.1" and b"close" not in connection
         self._frame(status, headers)
         return status, reason, headers
 
@@ -167,7 +242,7 @@ class _Connection:
         self._check_aborted()
         return data
 
-    def _read_head(self) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    def _read_head(self) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes]:
         while (end := self.pending.find(b"\r\n\r\n")) < 0:
             if len(self.pending) > _MAX_HEAD:
                 msg = "response head too large"
@@ -189,7 +264,7 @@ class _Connection:
                 msg = f"malformed header line {line[:100]!r}"
                 raise httpx.RemoteProtocolError(msg)
             headers.append((name, value.strip()))
-        return int(parts[1]), parts[2] if len(parts) > 2 else b"", headers
+        return int(parts[1]), parts[2] if len(parts) > 2 else b"", headers, parts[0]
 
     def _frame(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         if status in _NO_BODY:
@@ -211,6 +286,8 @@ class _Connection:
             self.framing = "length"
             self.remaining = int(next(iter(lengths)))
             self.done = self.remaining == 0
+        else:
+            self.reusable = False  # the body ends when the server closes
 
     def read_into(self, view: memoryview) -> int:
         """Body bytes into ``view`` (at least one); ``0`` at the end of the body."""
@@ -402,11 +479,12 @@ class DirectTransport(httpx.AsyncBaseTransport):
     ) -> None:
         self._inner = inner
         self._context = context
+        self._pool = _Pool()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if not request.extensions.get(DIRECT) or request.method != "GET":
             return await self._inner.handle_async_request(request)
-        conn = _Connection(request, self._context)
+        conn = _Connection(request, self._context, self._pool)
         try:
             status, reason, headers = await _in_thread(conn.open, conn)
         except BaseException:
@@ -422,4 +500,5 @@ class DirectTransport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
+        self._pool.close()
         await self._inner.aclose()
