@@ -48,6 +48,7 @@ DIRECT: Final = "pycontainerd.direct"
 #: Bytes a drain reads per ``recv_into`` at most.
 BUFFER: Final = 1 << 20
 _MAX_HEAD: Final = 64 * 1024
+_INCOMPLETE: Final = "peer closed connection without sending complete message body"
 _MAX_IDLE: Final = 8  # idle connections kept per server
 _KEEP_IDLE: Final = 60.0  # seconds an idle connection is kept
 _NO_BODY: Final = frozenset({204, 304})
@@ -226,32 +227,26 @@ class _Connection:
 
     def _recv_more(self) -> bool:
         """Append what the socket has to ``pending``; ``False`` at the end of the stream."""
-        data = self._recv(_MAX_HEAD)
-        self.pending += data
-        return bool(data)
+        buf = memoryview(bytearray(_MAX_HEAD))
+        n = self._recv_into(buf)
+        self.pending += buf[:n]
+        return n > 0
 
-    def _recv(self, size: int) -> bytes:
-        assert self.sock is not None  # noqa: S101 - connected
-        try:
-            data = self.sock.recv(size)
-        except TimeoutError as exc:
-            raise httpx.ReadTimeout(str(exc) or "read timed out") from None
-        except OSError as exc:
-            self._check_aborted()
-            raise httpx.ReadError(str(exc)) from None
-        self._check_aborted()
+    def _take_until(self, mark: bytes, what: str, closed: str) -> bytes:
+        """The pending bytes up to ``mark`` (read as needed), consumed with it."""
+        while (end := self.pending.find(mark)) < 0:
+            if len(self.pending) > _MAX_HEAD:
+                msg = f"{what} too large"
+                raise httpx.RemoteProtocolError(msg)
+            if not self._recv_more():
+                raise httpx.RemoteProtocolError(closed)
+        data = bytes(self.pending[:end])
+        del self.pending[: end + len(mark)]
         return data
 
     def _read_head(self) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes]:
-        while (end := self.pending.find(b"\r\n\r\n")) < 0:
-            if len(self.pending) > _MAX_HEAD:
-                msg = "response head too large"
-                raise httpx.RemoteProtocolError(msg)
-            if not self._recv_more():
-                msg = "server disconnected without sending a response"
-                raise httpx.RemoteProtocolError(msg)
-        head = bytes(self.pending[:end])
-        del self.pending[: end + 4]
+        closed = "server disconnected without sending a response"
+        head = self._take_until(b"\r\n\r\n", "response head", closed)
         status_line, *lines = head.split(b"\r\n")
         parts = status_line.split(b" ", 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
@@ -306,8 +301,7 @@ class _Connection:
                 if self.framing == "eof":
                     self.done = True
                     return 0
-                msg = "peer closed connection without sending complete message body"
-                raise httpx.RemoteProtocolError(msg)
+                raise httpx.RemoteProtocolError(_INCOMPLETE)
             if self.framing != "eof":
                 self.remaining -= n
                 if self.framing == "length" and self.remaining == 0:
@@ -328,16 +322,7 @@ class _Connection:
         return n
 
     def _line(self) -> bytes:
-        while (end := self.pending.find(b"\r\n")) < 0:
-            if len(self.pending) > _MAX_HEAD:
-                msg = "chunk header too large"
-                raise httpx.RemoteProtocolError(msg)
-            if not self._recv_more():
-                msg = "peer closed connection without sending complete message body"
-                raise httpx.RemoteProtocolError(msg)
-        line = bytes(self.pending[:end])
-        del self.pending[: end + 2]
-        return line
+        return self._take_until(b"\r\n", "chunk header", _INCOMPLETE)
 
     def _chunk_boundary(self) -> None:
         if self.remaining == 0 and self._line():  # the CRLF after a chunk's data
@@ -425,6 +410,8 @@ async def _in_thread(fn: Callable[[], T], conn: _Connection) -> T:
         conn.abort()
         with contextlib.suppress(Exception):
             await finish_shielded(asyncio.wait([future]))
+        if future.done() and not future.cancelled():
+            future.exception()  # retrieved: the cancellation is what the caller sees
         raise
 
 
