@@ -386,6 +386,14 @@ async def test_fetch_into_http_dump(plain: Registry) -> None:
     assert f"Content-Length: {len(BIG.data)}\r\n".encode() in dumps[-1]
 
 
+async def test_fetch_into_falls_back_to_http_on_localhost(plain: Registry) -> None:
+    # no --plain-http and nothing resolved first: the blob request itself finds out
+    async with Resolver() as resolver:
+        sink = await fetch_into(resolver, f"{plain.host}/test/multi:v1", desc_of(BIG))
+    assert bytes(sink.data) == BIG.data
+    assert sink.threads == {"blob-download"}
+
+
 async def test_fetch_into_from_an_offset() -> None:
     # what a pull does for an ingest it resumes
     server = FaultyBlobServer({LAYER.digest: LAYER}, {}).start()
