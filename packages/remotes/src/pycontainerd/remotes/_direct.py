@@ -77,8 +77,7 @@ class _Pool:
                 if not idle:
                     return None
                 since, sock = idle.pop()
-            fresh = time.monotonic() - since < _KEEP_IDLE
-            if fresh and not select.select([sock], [], [], 0)[0]:
+            if time.monotonic() - since < _KEEP_IDLE and not _readable(sock):
                 return sock
             sock.close()  # expired, closed by the server, or sent something unasked
 
@@ -97,6 +96,13 @@ class _Pool:
         for socks in idle.values():
             for _, sock in socks:
                 sock.close()
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether ``sock`` has something to read (or hung up) now: ``poll``, any fd number."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class _Connection:
@@ -176,6 +182,7 @@ class _Connection:
 
     def _exchange(self) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         assert self.sock is not None  # noqa: S101 - connected
+        self._check_aborted()  # an abort that shut down the socket before TLS wrapped it
         self.sock.settimeout(self._timeouts()[1])
         self._send_head()
         while True:
@@ -195,6 +202,7 @@ class _Connection:
             self._check_aborted()
             sock = socket.socket(family, kind, proto)
             self.sock = sock
+            self._check_aborted()  # an abort that came before the socket was there
             try:
                 sock.settimeout(timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
