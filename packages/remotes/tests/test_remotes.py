@@ -615,6 +615,24 @@ async def test_fetch_into_extra_bytes_are_refused() -> None:
         server.close()
 
 
+async def test_fetch_into_through_a_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the proxy (a scripted server) answers for the registry; the body comes through httpx
+    proxy = Scripted(lambda _n, _h: [ok_head(len(DATA)), DATA])
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://{proxy.host}")
+    try:
+        async with plain_resolver() as resolver:
+            sink = await fetch_into(resolver, "registry.invalid/x/y:v1", desc_of(LAYER))
+        assert bytes(sink.data) == DATA
+        assert "blob-download" not in sink.threads
+        assert proxy.heads[0].startswith(
+            f"GET http://registry.invalid/v2/x/y/blobs/{LAYER.digest} HTTP/1.1".encode()
+        )
+    finally:
+        proxy.close()
+
+
 async def test_fetch_into_content_encoding_is_decoded() -> None:
     packed = gzip.compress(DATA)
     server = Scripted(lambda _n, _h: [ok_head(len(packed), "Content-Encoding: gzip"), packed])
