@@ -3,8 +3,14 @@ and against a misbehaving server."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gzip
 import json
 import os
+import socket
+import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -19,8 +25,8 @@ from pycontainerd.core.errdefs import (
     UnimplementedError,
 )
 from pycontainerd.core.types import Descriptor
+from pycontainerd.remotes import _direct, reference
 from pycontainerd.remotes import mediatypes as mt
-from pycontainerd.remotes import reference
 from pycontainerd.remotes.auth import parse_challenges
 from pycontainerd.remotes.hosts import HostsConfig, TLSOptions
 from pycontainerd.remotes.resolver import Resolver
@@ -36,10 +42,13 @@ from pycontainerd.remotes.testing import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 
-IMAGE = build_image([{"bin/hello": b"hello\n"}, {"etc/motd": b"hi\n" * 1000}])
+IMAGE = build_image(
+    [{"bin/hello": b"hello\n"}, {"etc/motd": b"hi\n" * 1000}, {"etc/big": os.urandom(3 << 20)}]
+)
+BIG = IMAGE.blobs[2]
 
 
 @pytest.fixture(scope="module")
@@ -320,3 +329,431 @@ async def test_bearer_token_anonymous_and_with_credentials(token_registry: Regis
     async with plain_resolver(credentials=lambda _h: ("bob", "bad")) as resolver:
         with pytest.raises(UnauthenticatedError, match="refused user 'bob'"):
             await resolver.resolve(ref)
+
+
+# -- fetch_into: blob bodies read by a thread (remotes._direct) ----------------------------------
+# Against the registries above, the misbehaving blob server, and a scripted raw
+# HTTP server for what a registry never sends but a server may: other framings,
+# lies about the length, broken heads, redirects, stalls.
+
+
+class Sink:
+    """Collects what ``fetch_into`` hands over, and in which threads."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.threads: set[str] = set()
+        self.progress: list[int] = []
+
+    def __call__(self, piece: bytes | memoryview) -> None:
+        self.threads.add(threading.current_thread().name)
+        self.data += piece
+
+
+async def fetch_into(resolver: Resolver, ref: str, desc: Descriptor) -> Sink:
+    sink = Sink()
+    await resolver.fetcher(ref).fetch_into(desc, sink, progress=sink.progress.append)
+    return sink
+
+
+def no_download_threads() -> bool:
+    return _direct.busy() == 0
+
+
+async def test_fetch_into_reads_in_a_thread(plain: Registry) -> None:
+    async with plain_resolver() as resolver:
+        sink = await fetch_into(resolver, f"{plain.host}/test/multi:v1", desc_of(BIG))
+    assert bytes(sink.data) == BIG.data
+    assert sink.threads == {"blob-download"}
+    # about every MiB, and the end
+    assert sink.progress[-1] == len(BIG.data)
+    assert len(sink.progress) >= 3
+    assert sink.progress == sorted(sink.progress)
+    assert no_download_threads()
+
+
+async def test_fetch_into_http_dump(plain: Registry) -> None:
+    dumps: list[bytes] = []
+
+    async def dump(data: bytes) -> None:
+        dumps.append(data)
+
+    async with plain_resolver(http_dump=dump) as resolver:
+        sink = await fetch_into(resolver, f"{plain.host}/test/multi:v1", desc_of(BIG))
+    assert bytes(sink.data) == BIG.data
+    assert dumps[-2].startswith(f"GET /v2/test/multi/blobs/{BIG.digest} HTTP/1.1\r\n".encode())
+    assert dumps[-1].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert f"Content-Length: {len(BIG.data)}\r\n".encode() in dumps[-1]
+
+
+async def test_fetch_into_falls_back_to_http_on_localhost(plain: Registry) -> None:
+    # no --plain-http and nothing resolved first: the blob request itself finds out
+    async with Resolver() as resolver:
+        sink = await fetch_into(resolver, f"{plain.host}/test/multi:v1", desc_of(BIG))
+    assert bytes(sink.data) == BIG.data
+    assert sink.threads == {"blob-download"}
+
+
+async def test_fetch_into_from_an_offset() -> None:
+    # what a pull does for an ingest it resumes
+    server = FaultyBlobServer({LAYER.digest: LAYER}, {}).start()
+    try:
+        async with plain_resolver() as resolver:
+            sink = Sink()
+            fetcher = resolver.fetcher(f"{server.host}/x/y:v1")
+            await fetcher.fetch_into(desc_of(LAYER), sink, offset=100_000)
+        assert server.ranges == ["bytes=100000-"]
+        assert bytes(sink.data) == LAYER.data[100_000:]
+    finally:
+        server.stop()
+
+
+async def test_fetch_into_basic_auth(basic: Registry) -> None:
+    ref = f"{basic.host}/test/private:v1"
+    async with plain_resolver(credentials=lambda _h: ("alice", "s3cret")) as resolver:
+        sink = await fetch_into(resolver, ref, desc_of(BIG))
+        assert bytes(sink.data) == BIG.data
+    async with plain_resolver(credentials=lambda _h: ("alice", "wrong")) as resolver:
+        with pytest.raises(UnauthenticatedError, match="authorization failed"):
+            await fetch_into(resolver, ref, desc_of(BIG))
+
+
+async def test_fetch_into_bearer_token(token_registry: Registry) -> None:
+    server = token_registry.token
+    assert server is not None
+    server.requests.clear()
+    async with plain_resolver(credentials=lambda _h: ("bob", "pw")) as resolver:
+        ref = f"{token_registry.host}/test/tok:v1"
+        for blob in (BIG, IMAGE.blobs[0]):
+            sink = await fetch_into(resolver, ref, desc_of(blob))
+            assert bytes(sink.data) == blob.data
+    assert server.requests == [("bob", ["repository:test/tok:pull"])]
+
+
+async def test_fetch_into_tls(tls: Registry) -> None:
+    ref = f"{tls.host}/test/secure:v1"
+    assert tls.tls_ca is not None
+    conf = HostsConfig(default_tls=TLSOptions(ca_files=(str(tls.tls_ca),)))
+    async with Resolver(conf) as resolver:
+        sink = await fetch_into(resolver, ref, desc_of(BIG))
+    assert bytes(sink.data) == BIG.data
+    assert sink.threads == {"blob-download"}
+    async with Resolver(HostsConfig(default_tls=TLSOptions(skip_verify=True))) as resolver:
+        sink = await fetch_into(resolver, ref, desc_of(BIG))
+    assert bytes(sink.data) == BIG.data
+    async with Resolver(HostsConfig(default_tls=TLSOptions(skip_verify=False))) as resolver:
+        with pytest.raises(UnavailableError, match="CERTIFICATE_VERIFY_FAILED"):
+            await fetch_into(resolver, ref, desc_of(BIG))
+
+
+@pytest.mark.parametrize("kind", ["drop", "stall"])
+async def test_fetch_into_resumes_after_break(kind: str) -> None:
+    server = faulty(kind, 1)
+    try:
+        async with plain_resolver(read_timeout=0.5, backoff=0.01) as resolver:
+            sink = await fetch_into(resolver, f"{server.host}/x/y:v1", desc_of(LAYER))
+        assert bytes(sink.data) == LAYER.data
+        assert len(server.ranges) == 1
+        assert server.ranges[0] != "bytes=0-"
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("fault", "size", "expected"),
+    [
+        (("drop", 100), len(LAYER.data), (UnavailableError, "after 3 attempts")),
+        (("none", 0), 1000, (DataLossError, "more than")),
+    ],
+    ids=["gives-up-cleanly", "detects-oversize-blob"],
+)
+async def test_fetch_into_fails_cleanly(
+    fault: tuple[str, int], size: int, expected: tuple[type[Exception], str]
+) -> None:
+    server = faulty(*fault)
+    desc = Descriptor(media_type=LAYER.media_type, digest=LAYER.digest, size=size)
+    try:
+        async with plain_resolver(retries=2, backoff=0.01) as resolver:
+            sink = Sink()
+            with pytest.raises(expected[0], match=expected[1]):
+                await resolver.fetcher(f"{server.host}/x/y:v1").fetch_into(desc, sink)
+        assert len(sink.data) <= size
+        assert no_download_threads()
+    finally:
+        server.stop()
+
+
+# -- a scripted raw HTTP server -------------------------------------------------------------------
+
+Answer = list[bytes | threading.Event]
+
+
+class Scripted:
+    """Answers the n-th request (from 0) with ``script(n, head)``: bytes to send, in order.
+
+    An ``Event`` in the answer makes the server wait for it before going on.
+    The connection is then closed, or with ``keep_alive`` serves the next request.
+    """
+
+    def __init__(self, script: Callable[[int, bytes], Answer], *, keep_alive: bool = False) -> None:
+        self.script = script
+        self.keep_alive = keep_alive
+        self.connections = 0
+        self.heads: list[bytes] = []
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.host = f"127.0.0.1:{self._sock.getsockname()[1]}"
+        self._closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        self.connections += 1
+        with conn, contextlib.suppress(OSError):
+            buf = b""
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                end = buf.index(b"\r\n\r\n") + 4
+                head, buf = buf[:end], buf[end:]
+                n = len(self.heads)
+                self.heads.append(head)
+                for part in self.script(n, head):
+                    if isinstance(part, threading.Event):
+                        part.wait(30)
+                    else:
+                        conn.sendall(part)
+                if not self.keep_alive:
+                    return
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def ok_head(length: int | None, *extra: str, status: str = "200 OK") -> bytes:
+    lines = [f"HTTP/1.1 {status}", "Content-Type: application/octet-stream", *extra]
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def chunked(data: bytes) -> bytes:
+    out = b""
+    for i in range(0, len(data), 70_000):
+        piece = data[i : i + 70_000]
+        out += f"{len(piece):x};ext=1\r\n".encode() + piece + b"\r\n"
+    return out + b"0\r\nX-Trailer: yes\r\n\r\n"
+
+
+def byte_by_byte(data: bytes) -> Answer:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+DATA = LAYER.data
+HALF = len(DATA) // 2
+
+
+def rest_from(head: bytes) -> Answer:
+    """A 206 with what the request's Range asks for (a 200 without one)."""
+    if b"\r\nRange: bytes=" not in head:
+        return [ok_head(len(DATA)), DATA]
+    start = int(head.split(b"\r\nRange: bytes=", 1)[1].split(b"-", 1)[0])
+    rng = f"Content-Range: bytes {start}-{len(DATA) - 1}/{len(DATA)}"
+    return [ok_head(len(DATA) - start, rng, status="206 Partial Content"), DATA[start:]]
+
+
+SCRIPTS: dict[str, Callable[[int, bytes], Answer]] = {
+    "chunked": lambda _n, _h: [ok_head(None, "Transfer-Encoding: chunked"), chunked(DATA)],
+    "until-close": lambda _n, _h: [ok_head(None), DATA],
+    "head-byte-by-byte": lambda _n, _h: [*byte_by_byte(ok_head(len(DATA))), DATA],
+    "interim-100": lambda _n, _h: [b"HTTP/1.1 100 Continue\r\n\r\n", ok_head(len(DATA)), DATA],
+    # says more than it sends, then closes: resumed from where it stopped
+    "length-too-long": lambda n, h: (
+        [ok_head(len(DATA) + 10), DATA[:HALF]] if n == 0 else rest_from(h)
+    ),
+    # says less than the blob: the first answer is short, the rest is asked for
+    "length-too-short": lambda n, h: [ok_head(HALF), DATA] if n == 0 else rest_from(h),
+    # a broken chunk size: retried
+    "bad-chunk": lambda n, h: (
+        [ok_head(None, "Transfer-Encoding: chunked"), b"zz\r\n"] if n == 0 else rest_from(h)
+    ),
+    "bad-status-line": lambda n, h: [b"HTTX 200\r\n\r\n"] if n == 0 else rest_from(h),
+    "server-error-first": lambda n, _h: (
+        [ok_head(0, status="503 Service Unavailable")] if n == 0 else [ok_head(len(DATA)), DATA]
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(SCRIPTS))
+async def test_fetch_into_framings_and_lies(name: str) -> None:
+    server = Scripted(SCRIPTS[name])
+    try:
+        async with plain_resolver(backoff=0.01, read_timeout=5) as resolver:
+            sink = await fetch_into(resolver, f"{server.host}/x/y:v1", desc_of(LAYER))
+        assert bytes(sink.data) == DATA
+        assert sink.progress[-1] == len(DATA)
+    finally:
+        server.close()
+
+
+async def test_fetch_into_extra_bytes_are_refused() -> None:
+    server = Scripted(lambda _n, _h: [ok_head(len(DATA) + 5), DATA + b"extra"])
+    try:
+        async with plain_resolver() as resolver:
+            with pytest.raises(DataLossError, match="more than"):
+                await fetch_into(resolver, f"{server.host}/x/y:v1", desc_of(LAYER))
+    finally:
+        server.close()
+
+
+async def test_fetch_into_through_a_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the proxy (a scripted server) answers for the registry; the body comes through httpx
+    proxy = Scripted(lambda _n, _h: [ok_head(len(DATA)), DATA])
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://{proxy.host}")
+    try:
+        async with plain_resolver() as resolver:
+            sink = await fetch_into(resolver, "registry.invalid/x/y:v1", desc_of(LAYER))
+        assert bytes(sink.data) == DATA
+        assert "blob-download" not in sink.threads
+        assert proxy.heads[0].startswith(
+            f"GET http://registry.invalid/v2/x/y/blobs/{LAYER.digest} HTTP/1.1".encode()
+        )
+    finally:
+        proxy.close()
+
+
+async def test_fetch_into_content_encoding_is_decoded() -> None:
+    packed = gzip.compress(DATA)
+    server = Scripted(lambda _n, _h: [ok_head(len(packed), "Content-Encoding: gzip"), packed])
+    try:
+        async with plain_resolver() as resolver:
+            sink = await fetch_into(resolver, f"{server.host}/x/y:v1", desc_of(LAYER))
+        assert bytes(sink.data) == DATA
+        assert b"accept-encoding: identity" in server.heads[0].lower()
+    finally:
+        server.close()
+
+
+async def test_fetch_into_follows_a_redirect_after_auth() -> None:
+    store = FaultyBlobServer({LAYER.digest: LAYER}, {}).start()
+    location = f"http://{store.host}/storage/blobs/{LAYER.digest}"
+
+    def script(_n: int, head: bytes) -> Answer:
+        if b"\r\nauthorization: basic " not in head.lower():
+            return [ok_head(0, 'WWW-Authenticate: Basic realm="r"', status="401 Unauthorized")]
+        return [ok_head(0, f"Location: {location}", status="307 Temporary Redirect")]
+
+    server = Scripted(script)
+    try:
+        async with plain_resolver(credentials=lambda _h: ("u", "p")) as resolver:
+            sink = await fetch_into(resolver, f"{server.host}/x/y:v1", desc_of(LAYER))
+        assert bytes(sink.data) == DATA
+        assert sink.threads == {"blob-download"}
+        assert store.requests == [f"GET /storage/blobs/{LAYER.digest}"]
+    finally:
+        server.close()
+        store.stop()
+
+
+async def cancel_once(
+    ready: asyncio.Future[None], server: Scripted, sink: Callable[[bytes | memoryview], None]
+) -> None:
+    """Start a ``fetch_into``, cancel it once ``ready``: it ends at once, no thread left."""
+    async with plain_resolver(read_timeout=60) as resolver:
+        fetcher = resolver.fetcher(f"{server.host}/x/y:v1")
+        task = asyncio.create_task(fetcher.fetch_into(desc_of(LAYER), sink))
+        await ready
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert time.monotonic() - started < 5
+        assert no_download_threads()
+
+
+async def test_cancel_stops_the_reading_thread() -> None:
+    release = threading.Event()
+    server = Scripted(lambda _n, _h: [ok_head(len(DATA)), DATA[:HALF], release])
+    loop = asyncio.get_running_loop()
+    first: asyncio.Future[None] = loop.create_future()
+    sink = Sink()
+
+    def arrived() -> None:
+        if not first.done():
+            first.set_result(None)
+
+    def sink_first(piece: bytes | memoryview) -> None:
+        sink(piece)
+        loop.call_soon_threadsafe(arrived)
+
+    try:
+        await cancel_once(first, server, sink_first)
+        # the thread was waited for: nothing reads or calls the sink any more
+        got = len(sink.data)
+        assert 0 < got <= HALF
+        release.set()
+        assert len(sink.data) == got
+    finally:
+        release.set()
+        server.close()
+
+
+async def test_cancel_while_waiting_for_the_head() -> None:
+    release = threading.Event()
+    loop = asyncio.get_running_loop()
+    asked: asyncio.Future[None] = loop.create_future()
+
+    def script(_n: int, _h: bytes) -> Answer:
+        loop.call_soon_threadsafe(asked.set_result, None)
+        return [release]
+
+    server = Scripted(script)
+    try:
+        await cancel_once(asked, server, Sink())
+    finally:
+        release.set()
+        server.close()
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+async def test_connections_are_kept_for_the_next_blob(keep_alive: bool) -> None:
+    # a server that closes after each answer (without saying so) gets a new connection
+    server = Scripted(lambda _n, _h: [ok_head(len(DATA)), DATA], keep_alive=keep_alive)
+    try:
+        async with plain_resolver() as resolver:
+            for _ in range(3):
+                sink = await fetch_into(resolver, f"{server.host}/x/y:v1", desc_of(LAYER))
+                assert bytes(sink.data) == DATA
+        assert len(server.heads) == 3
+        assert server.connections == (1 if keep_alive else 3)
+    finally:
+        server.close()
+
+
+async def test_a_connection_is_not_kept_after_connection_close_or_a_short_read() -> None:
+    answers: dict[int, Answer] = {
+        0: [ok_head(len(DATA), "Connection: close"), DATA],
+        1: [ok_head(len(DATA)), DATA[:HALF]],  # then waits for the next request
+    }
+    server = Scripted(lambda n, h: answers.get(n) or rest_from(h), keep_alive=True)
+    try:
+        async with plain_resolver(read_timeout=0.5, backoff=0.01) as resolver:
+            for _ in range(2):
+                sink = await fetch_into(resolver, f"{server.host}/x/y:v1", desc_of(LAYER))
+                assert bytes(sink.data) == DATA
+        # one each for the first answer, the stalled one and its resumption
+        assert server.connections == 3
+        assert b"\r\nRange: bytes=" in server.heads[2]
+    finally:
+        server.close()

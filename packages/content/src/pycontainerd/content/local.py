@@ -345,25 +345,31 @@ class LocalWriter:
 
     async def write(self, data: bytes) -> int:
         """Append ``data``; returns the number of bytes written (always ``len(data)``)."""
-        fd = self._require_open()
+        self._require_open()
         if not data:
             return 0
-        hasher = self._hasher
-        start = self._offset
-
-        def _do() -> None:
-            view = memoryview(data)
-            pos = start
-            while view:
-                n = os.pwrite(fd, view, pos)
-                view = view[n:]
-                pos += n
-            hasher.update(data)
-
-        await asyncio.to_thread(_do)
-        self._offset += len(data)
-        self._updated_at = _now()
+        await asyncio.to_thread(self._append, data)
         return len(data)
+
+    def thread_sink(self) -> Callable[[bytes | memoryview], None]:
+        """``append(data)`` for a worker thread: writes and hashes ``data`` there.
+
+        The writer's other methods must not be called while the thread uses it.
+        """
+        self._require_open()
+        return self._append
+
+    def _append(self, data: bytes | memoryview) -> None:
+        fd = self._require_open()
+        view = memoryview(data)
+        pos = self._offset
+        while view:
+            n = os.pwrite(fd, view, pos)
+            view = view[n:]
+            pos += n
+        self._hasher.update(data)
+        self._offset = pos
+        self._updated_at = _now()
 
     async def truncate(self, size: int) -> None:
         """Discard the data written so far; only ``size == 0`` is supported (as upstream)."""

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from pycontainerd.core.types import UNSET_TIME
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator, Callable, Mapping
     from datetime import datetime
 
 
@@ -121,6 +121,20 @@ class Writer(Protocol):
 
     async def close(self) -> None:
         """Release the ref, keeping the data for a later resume."""
+        ...
+
+
+@runtime_checkable
+class ThreadSinkWriter(Protocol):
+    """A writer that can also be appended to from a worker thread (an optional capability)."""
+
+    def thread_sink(self) -> Callable[[bytes | memoryview], None] | None:
+        """A blocking ``append(data)`` for a worker thread, or ``None`` if this writer has none.
+
+        While a thread appends with it, the writer's other methods must not
+        be called; ``digest()`` and ``status()`` include what it appended once
+        it has returned.
+        """
         ...
 
 

@@ -33,7 +33,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Final
 
 from pycontainerd.core import digests, filters
-from pycontainerd.core.content import BlobFastReader, Info, Status
+from pycontainerd.core.content import BlobFastReader, Info, Status, ThreadSinkWriter
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
     ContainerdError,
@@ -57,7 +57,7 @@ from pycontainerd.metadata.db import now_ns
 from pycontainerd.metadata.leases import CONTENT, INGESTS, attach, detach
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator, Mapping
+    from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
     from pycontainerd.core.content import ReaderAt, Store, Writer
     from pycontainerd.metadata.db import MetadataDB, Tx
@@ -202,6 +202,10 @@ class NamespacedWriter:
     async def write(self, data: bytes) -> int:
         """Append ``data``."""
         return await self._w.write(data)
+
+    def thread_sink(self) -> Callable[[bytes | memoryview], None] | None:
+        """The backend writer's sink for a worker thread, if it has one."""
+        return self._w.thread_sink() if isinstance(self._w, ThreadSinkWriter) else None
 
     async def truncate(self, size: int) -> None:
         """Discard what was written (``size`` must be 0)."""

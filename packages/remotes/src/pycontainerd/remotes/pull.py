@@ -343,6 +343,23 @@ class _Walker:
             return
         # The writer hashes what it is given (or the daemon does), so the
         # fetcher need not: one digest of the blob instead of two.
+        sink = writer.thread_sink() if isinstance(writer, content.ThreadSinkWriter) else None
+        if sink is not None:
+            # a writer on this machine: a thread reads, hashes and writes each blob
+            def progress(done: int) -> None:
+                self.tracker.set(ref, "downloading", offset=done)
+
+            await self.fetcher.fetch_into(desc, sink, offset=offset, progress=progress)
+        else:
+            await self._write_chunks(writer, ref, desc, offset)
+        actual = writer.digest()
+        if actual != desc.digest:
+            msg = f"{desc.digest}: digest mismatch: the registry sent content with {actual}"
+            raise DataLossError(msg)
+
+    async def _write_chunks(
+        self, writer: content.Writer, ref: str, desc: Descriptor, offset: int
+    ) -> None:
         pending: list[bytes] = []
         size = 0
         stream = self.fetcher.fetch(desc, offset=offset, verify=False)
@@ -360,10 +377,6 @@ class _Walker:
             await writer.write(b"".join(pending))
             offset += size
         self.tracker.set(ref, "downloading", offset=offset)
-        actual = writer.digest()
-        if actual != desc.digest:
-            msg = f"{desc.digest}: digest mismatch: the registry sent content with {actual}"
-            raise DataLossError(msg)
 
     async def _small(self, desc: Descriptor) -> bytes:
         ref = mt.ref_key(desc.media_type, desc.digest)

@@ -43,10 +43,13 @@ from pycontainerd.core.errdefs import (
 from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.types import Descriptor
 from pycontainerd.remotes import mediatypes, reference
+from pycontainerd.remotes._cleanup import finish_shielded
+from pycontainerd.remotes._direct import DIRECT, DirectBody, DirectTransport
 from pycontainerd.remotes.auth import Authorizer, Credentials, scope
 from pycontainerd.remotes.hosts import Capability, HostsConfig, RegistryHost
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import (
         AsyncGenerator,
         AsyncIterator,
@@ -81,6 +84,13 @@ class _LazyTLSTransport(httpx.AsyncBaseTransport):
         self._tls = tls
         self._plain: httpx.AsyncHTTPTransport | None = None
         self._secure: httpx.AsyncHTTPTransport | None = None
+        self._context: ssl.SSLContext | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """The SSL context of ``tls`` (made once, on the first call)."""
+        if self._context is None:
+            self._context = self._tls.ssl_context()
+        return self._context
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.scheme == "http":
@@ -90,7 +100,7 @@ class _LazyTLSTransport(httpx.AsyncBaseTransport):
             transport = self._plain
         else:
             if self._secure is None:
-                self._secure = httpx.AsyncHTTPTransport(verify=self._tls.ssl_context())
+                self._secure = httpx.AsyncHTTPTransport(verify=self.context())
             transport = self._secure
         return await transport.handle_async_request(request)
 
@@ -174,7 +184,8 @@ class Resolver(AsyncClosing):
                 # proxy transports take the client's TLS settings: build them now
                 options["verify"] = host.tls.ssl_context()
             else:
-                options["transport"] = _LazyTLSTransport(host.tls)
+                lazy = _LazyTLSTransport(host.tls)
+                options["transport"] = DirectTransport(lazy, lazy.context)
             if self._http_dump is not None:
                 options["event_hooks"] = {
                     "request": [self._dump_request],
@@ -219,10 +230,14 @@ class Resolver(AsyncClosing):
         body: bytes | Callable[[], AsyncIterator[bytes]] | None = None,
         stream: bool = False,
         retry: bool = True,
+        direct: bool = False,
     ) -> httpx.Response:
         """One request with auth, retries on 5xx and broken connections, and HTTP fallback.
 
-        The caller closes a streamed response.
+        The caller closes a streamed response. ``direct``: a ``GET`` whose
+        body may be drained by a thread (see :mod:`._direct`); the response's
+        ``extensions[DIRECT]`` is then its :class:`~._direct.DirectBody`
+        (unless the client goes through a proxy).
 
         Raises:
             httpx.ConnectError: the server cannot be reached.
@@ -240,7 +255,9 @@ class Resolver(AsyncClosing):
             if auth:
                 hdrs.append(("Authorization", auth))
             content = body() if callable(body) else body
-            request = client.build_request(method, url, headers=hdrs, content=content)
+            request = client.build_request(
+                method, url, headers=hdrs, content=content, extensions={DIRECT: direct}
+            )
             try:
                 resp = await client.send(request, stream=True)
             except httpx.ConnectError as exc:
@@ -451,6 +468,47 @@ class Fetcher:
             OutOfRangeError: a manifest larger than ``MAX_MANIFEST_SIZE``.
             UnavailableError: every server failed or the transfer kept breaking.
         """
+        stream = self._stream(desc, offset, verify=verify)
+        async with contextlib.aclosing(stream):
+            async for chunk in stream:
+                yield chunk
+
+    async def fetch_into(
+        self,
+        desc: Descriptor,
+        sink: Callable[[memoryview | bytes], None],
+        *,
+        offset: int = 0,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Pass the bytes of ``desc`` from ``offset`` on to ``sink``, checking their size.
+
+        ``sink`` runs in a worker thread, never in two at once, and must not
+        keep the piece it is given beyond the call: a blob's body is read by
+        one thread into a reused buffer and handed to ``sink`` there (see
+        :mod:`._direct`), so hashing and writing it costs the event loop
+        nothing. ``sink`` hashes the bytes itself if they are to be checked
+        against the digest (as a content writer does). ``progress(offset)`` is
+        called on the event loop about every MiB. Resumes, retries and
+        errors are :meth:`fetch`'s.
+
+        Raises:
+            as :meth:`fetch`, and whatever ``sink`` raises.
+        """
+        stream = self._stream(desc, offset, verify=False, sink=sink, progress=progress)
+        async with contextlib.aclosing(stream):
+            async for _ in stream:
+                pass
+
+    async def _stream(
+        self,
+        desc: Descriptor,
+        offset: int,
+        *,
+        verify: bool,
+        sink: Callable[[memoryview | bytes], None] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> AsyncGenerator[bytes, None]:
         is_manifest = mediatypes.is_manifest(desc.media_type) or mediatypes.is_index(
             desc.media_type
         )
@@ -461,7 +519,9 @@ class Fetcher:
         errors: list[str] = []
         async with self.resolver.limit:
             for host in hosts:
-                stream = self._from_host(host, endpoint, desc, offset, verify=verify)
+                stream = self._from_host(
+                    host, endpoint, desc, offset, verify=verify, sink=sink, progress=progress
+                )
                 try:
                     async with contextlib.aclosing(stream):
                         async for chunk in stream:
@@ -476,24 +536,72 @@ class Fetcher:
         raise NotFoundError(msg)
 
     async def _from_host(  # noqa: PLR0912, PLR0915 - one resumable transfer loop
-        self, host: RegistryHost, endpoint: str, desc: Descriptor, offset: int, *, verify: bool
+        self,
+        host: RegistryHost,
+        endpoint: str,
+        desc: Descriptor,
+        offset: int,
+        *,
+        verify: bool,
+        sink: Callable[[memoryview | bytes], None] | None,
+        progress: Callable[[int], None] | None,
     ) -> AsyncGenerator[bytes, None]:
         resolver = self.resolver
+        loop = asyncio.get_running_loop()
         url = resolver.url(host, self.ref, endpoint, desc.digest)
         scopes = [scope(self.ref.repository)]
         hasher = (
             digests.hasher(digests.parse(desc.digest).algorithm) if offset == 0 and verify else None
         )
         pos = offset
+        reported = offset
         attempt = 0
         sent_any = False
+        skip = 0
+
+        def accept(piece: bytes | memoryview) -> bytes | memoryview:
+            """What of ``piece`` is new (past a range the server ignored), size-checked."""
+            nonlocal skip
+            if skip:
+                cut = min(skip, len(piece))
+                piece = piece[cut:]
+                skip -= cut
+            if desc.size and pos + len(piece) > desc.size:
+                msg = f"{desc.digest}: server sent more than the descriptor's {desc.size} bytes"
+                raise DataLossError(msg)
+            return piece
+
+        def take(piece: bytes | memoryview) -> None:
+            """Pass ``piece`` to ``sink`` (in a worker thread)."""
+            nonlocal pos, sent_any, reported
+            piece = accept(piece)
+            if not piece:
+                return
+            assert sink is not None  # noqa: S101 - only called with a sink
+            if hasher is not None:
+                hasher.update(piece)
+            sink(piece)
+            pos += len(piece)
+            sent_any = True
+            if progress is not None and pos - reported >= CHUNK:
+                reported = pos
+                loop.call_soon_threadsafe(progress, pos)
+
         while True:
             headers = {"Accept": desc.media_type or "*/*"}
+            if sink is not None:
+                headers["Accept-Encoding"] = "identity"
             if pos > 0:
                 headers["Range"] = f"bytes={pos}-"
             try:
                 resp = await resolver.send(
-                    host, "GET", url, scopes=scopes, headers=headers, stream=True
+                    host,
+                    "GET",
+                    url,
+                    scopes=scopes,
+                    headers=headers,
+                    stream=True,
+                    direct=sink is not None,
                 )
             except (httpx.ConnectError, UnavailableError) as exc:
                 if not sent_any:
@@ -515,24 +623,21 @@ class Fetcher:
                 if resp.status_code == 200 and pos > 0:
                     log.debug("%s ignored the range request; skipping %d bytes", host.host, pos)
                 try:
-                    async for chunk in resp.aiter_bytes():
-                        if skip:
-                            cut = min(skip, len(chunk))
-                            chunk = chunk[cut:]  # noqa: PLW2901
-                            skip -= cut
+                    if sink is None:
+                        async for data in resp.aiter_bytes():
+                            chunk = accept(data)
                             if not chunk:
                                 continue
-                        if desc.size and pos + len(chunk) > desc.size:
-                            msg = (
-                                f"{desc.digest}: server sent more than the descriptor's "
-                                f"{desc.size} bytes"
-                            )
-                            raise DataLossError(msg)
-                        if hasher is not None:
-                            hasher.update(chunk)
-                        pos += len(chunk)
-                        sent_any = True
-                        yield chunk
+                            if hasher is not None:
+                                hasher.update(chunk)
+                            pos += len(chunk)
+                            sent_any = True
+                            yield bytes(chunk)
+                    else:
+                        await _drain(resp, take)
+                        if progress is not None and pos != reported:
+                            reported = pos
+                            progress(pos)
                     if desc.size and pos < desc.size:
                         msg = f"short read: {pos} of {desc.size} bytes"
                         raise httpx.ReadError(msg)
@@ -569,6 +674,30 @@ class Fetcher:
         async for chunk in self.fetch(desc):
             buf += chunk
         return bytes(buf)
+
+
+async def _drain(resp: httpx.Response, take: Callable[[bytes | memoryview], None]) -> None:
+    """Hand the body of ``resp`` to ``take`` in worker threads.
+
+    A direct response is read and handed over by one thread; any other
+    (through a proxy, or content-encoded) is gathered from ``httpx`` into
+    pieces of about :data:`CHUNK` bytes, each handed over in a thread.
+    """
+    body = resp.extensions.get(DIRECT)
+    if isinstance(body, DirectBody) and "content-encoding" not in resp.headers:
+        await body.drain(take)
+        return
+    pending: list[bytes] = []
+    size = 0
+    async for chunk in resp.aiter_bytes():
+        pending.append(chunk)
+        size += len(chunk)
+        if size >= CHUNK:
+            await finish_shielded(asyncio.to_thread(take, b"".join(pending)))
+            pending.clear()
+            size = 0
+    if pending:
+        await finish_shielded(asyncio.to_thread(take, b"".join(pending)))
 
 
 class Pusher:
