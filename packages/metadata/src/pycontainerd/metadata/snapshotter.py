@@ -110,7 +110,8 @@ class NamespacedSnapshotter:
 
     async def _get(self, key: str) -> records.SnapshotRecord:
         ns = namespaces.namespace_required()
-        return await self._db.aview(lambda tx: records.get(tx, ns, self.name, key))
+        # one row by primary key: cheaper on the loop than a trip to the reader pool
+        return await self._db.aview_point(lambda tx: records.get(tx, ns, self.name, key))
 
     async def stat(self, key: str) -> Info:
         """Info of ``key`` in the current namespace."""
