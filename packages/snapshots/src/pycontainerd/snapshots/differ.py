@@ -272,6 +272,9 @@ def _syncfs(path: str) -> None:
 _DIGEST_THREAD_FROM: Final = 256 * 1024
 #: Chunks waiting for the digest thread of one apply (each up to :data:`_CHUNK`).
 _DIGEST_DEPTH: Final = 3
+#: At most this many applies digest in helper threads at once; one more waits for a
+#: helper (made on demand; idle ones cost no CPU).
+_DIGEST_THREADS: Final = 32
 _digest_pool: tuple[int, ThreadPoolExecutor] | None = None
 _digest_pool_lock = threading.Lock()
 
@@ -282,7 +285,10 @@ def _digest_executor() -> ThreadPoolExecutor:
     pid = os.getpid()
     with _digest_pool_lock:
         if _digest_pool is None or _digest_pool[0] != pid:
-            _digest_pool = (pid, ThreadPoolExecutor(8, thread_name_prefix="layer-digest"))
+            _digest_pool = (
+                pid,
+                ThreadPoolExecutor(_DIGEST_THREADS, thread_name_prefix="layer-digest"),
+            )
         return _digest_pool[1]
 
 
