@@ -41,7 +41,6 @@ from pycontainerd.metadata import snapshots as records
 from pycontainerd.metadata._rows import (
     apply_map_paths,
     dump_map,
-    next_sequence,
     ns_to_datetime,
     validate_labels,
 )
@@ -83,6 +82,18 @@ def _info(rec: records.SnapshotRecord) -> Info:
         created_at=ns_to_datetime(rec.created_at),
         updated_at=ns_to_datetime(rec.updated_at),
     )
+
+
+def _committed_backend_key(active: str, ns: str, name: str) -> str:
+    """The backend key of ``name`` committed from the active backend key ``active``.
+
+    ``<ns>/<seq>/<name>`` with the active snapshot's sequence number: that number
+    was drawn for the active snapshot alone, and the backend commit replaces it,
+    so the key is unique without drawing (and durably writing) another one.
+    """
+    prefix = f"{ns}/"
+    seq = active.removeprefix(prefix).partition("/")[0]
+    return f"{prefix}{seq}/{name}"
 
 
 def _backend_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
@@ -245,13 +256,15 @@ class NamespacedSnapshotter:
             if exists is not None:
                 msg = f"snapshot {go_quote(name)}"
                 raise AlreadyExistsError(msg)
-            seq = next_sequence(tx, f"snapshots/{self.name}")
-            return rec, f"{ns}/{seq}/{name}"
+            return rec, _committed_backend_key(rec.backend_key, ns, name)
 
         # The backend commit creates ``backend_name`` before its row exists: hold the GC
         # lock shared across both, or a collection in between removes the new layer.
+        # The checks are two point reads (on the loop, no write transaction): prepare,
+        # commit and remove of this snapshotter wait for the lock, so what they read
+        # still holds when ``record`` writes the row.
         async with self._lock, self._db.gc_lock.shared():
-            rec, backend_name = await self._db.aupdate(check)
+            rec, backend_name = await self._db.aview_point(check)
             final = dict(labels) if labels else dict(rec.labels)
             final = {k: v for k, v in final.items() if v}
             validate_labels(final, "snapshot.Labels")
