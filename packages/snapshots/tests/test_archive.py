@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 import pytest
 import zstandard
 
+from pycontainerd.core import digests
 from pycontainerd.core.errdefs import InvalidArgumentError
 from pycontainerd.snapshots.archive import OverlayUpper, TarReader, apply_chunks
-from pycontainerd.snapshots.differ import _apply_chunks, _decompressed
+from pycontainerd.snapshots.differ import _apply_chunks, _decompressed, _Digester
 from pycontainerd.snapshots.diffwrite import GoTarWriter
 from pycontainerd.snapshots.diffwrite import _pax_record as _pax
 from pycontainerd.snapshots.testing import make_tar, tar_entry
@@ -464,3 +465,16 @@ def test_large_layer_failing_midway_fails_the_same_and_leaves_no_busy_helper(
     (tmp_path / "ok").mkdir()
     dgst, _ = _apply_chunks(iter([_BIG_GZ]), "gzip", str(tmp_path / "ok"), sync_fs=False)
     assert dgst == "sha256:" + hashlib.sha256(_BIG_TAR).hexdigest()
+
+
+def test_a_failing_digest_helper_neither_blocks_the_apply_nor_goes_unseen() -> None:
+    class BrokenHasher(digests.Hasher):
+        def update(self, data: bytes | bytearray | memoryview) -> None:
+            del data
+            raise MemoryError
+
+    digester = _Digester(BrokenHasher())
+    chunks = [b"x" * (1 << 20)] * 10  # far more than the helper's queue holds
+    assert sum(len(c) for c in digester.feed(iter(chunks))) == 10 << 20
+    with pytest.raises(MemoryError):
+        digester.finish()

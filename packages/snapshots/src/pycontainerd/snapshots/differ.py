@@ -308,8 +308,16 @@ class _Digester:
         self._helper: Future[None] | None = None
 
     def _run(self, q: queue.Queue[bytes | None]) -> None:
+        failed: BaseException | None = None
         while (chunk := q.get()) is not None:
-            self.hasher.update(chunk)
+            if failed is None:
+                try:
+                    self.hasher.update(chunk)
+                except BaseException as exc:  # raised again by finish(), in the caller
+                    failed = exc
+            # after a failure keep taking chunks: the caller never blocks on a full queue
+        if failed is not None:
+            raise failed
 
     def feed(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         """``chunks``, each handed to the hasher before it is passed on."""
