@@ -104,9 +104,33 @@ async def test_namespaces_are_isolated_and_share_the_backend(
         await b.stat("base")
     assert (await b.stat("k")).kind is Kind.ACTIVE
     backend_keys = sorted([i.name async for i in backend.walk()])
-    assert backend_keys == ["a/3/base", "b/2/k"]
+    # a committed snapshot keeps its active snapshot's sequence number
+    assert backend_keys == ["a/1/base", "b/2/k"]
     await a.remove("base")
     assert sorted([i.name async for i in backend.walk()]) == ["b/2/k"]
+
+
+async def test_commit_keeps_the_active_sequence_and_its_checks(
+    namespaced: NamespacedSnapshotter, backend: NativeSnapshotter
+) -> None:
+    from pycontainerd.core.errdefs import AlreadyExistsError, FailedPreconditionError
+
+    a = InNamespace(namespaced, "a")
+    await a.prepare("extract-1 sha256:ab/cd")  # keys may hold '/' and spaces
+    await a.prepare("other")
+    await a.commit("sha256:ab/cd", "extract-1 sha256:ab/cd")
+    assert sorted([i.name async for i in backend.walk()]) == ["a/1/sha256:ab/cd", "a/2/other"]
+    with pytest.raises(AlreadyExistsError, match='snapshot "sha256:ab/cd"'):
+        await a.commit("sha256:ab/cd", "other")
+    with pytest.raises(FailedPreconditionError, match='snapshot "sha256:ab/cd" is not active'):
+        await a.commit("again", "sha256:ab/cd")
+    with pytest.raises(NotFoundError, match="snapshot gone does not exist"):
+        await a.commit("again", "gone")
+    # the refused commits changed nothing, here or in the backend
+    assert (await a.stat("other")).kind is Kind.ACTIVE
+    assert sorted([i.name async for i in backend.walk()]) == ["a/1/sha256:ab/cd", "a/2/other"]
+    await a.commit("layer2", "other")
+    assert sorted([i.name async for i in backend.walk()]) == ["a/1/sha256:ab/cd", "a/2/layer2"]
 
 
 async def test_namespace_is_required(namespaced: NamespacedSnapshotter) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import stat
@@ -14,9 +15,10 @@ from typing import TYPE_CHECKING
 import pytest
 import zstandard
 
+from pycontainerd.core import digests
 from pycontainerd.core.errdefs import InvalidArgumentError
 from pycontainerd.snapshots.archive import OverlayUpper, TarReader, apply_chunks
-from pycontainerd.snapshots.differ import _apply_chunks, _decompressed
+from pycontainerd.snapshots.differ import _apply_chunks, _decompressed, _Digester
 from pycontainerd.snapshots.diffwrite import GoTarWriter
 from pycontainerd.snapshots.diffwrite import _pax_record as _pax
 from pycontainerd.snapshots.testing import make_tar, tar_entry
@@ -416,3 +418,63 @@ _TAR = make_tar(tar_entry("f", data=b"data" * 1000))
 def test_bad_gzip_streams_fail(tmp_path: Path, blob: bytes) -> None:
     with pytest.raises(InvalidArgumentError, match="invalid compressed layer stream"):
         _apply_chunks(iter([blob]), "gzip", str(tmp_path), sync_fs=False)
+
+
+# --- large layers: the digest is taken in a helper thread --------------------------------
+
+_BIG = os.urandom(5 << 20) + b"tail"
+_BIG_TAR = make_tar(tar_entry("d", D), tar_entry("d/big", data=_BIG), tar_entry("after", data=b"x"))
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd", ""])
+def test_large_layer_digest_covers_every_byte_in_order(tmp_path: Path, kind: str) -> None:
+    if kind == "gzip":
+        blob = gzip.compress(_BIG_TAR, compresslevel=1)
+    elif kind == "zstd":
+        blob = zstandard.ZstdCompressor().compress(_BIG_TAR)
+    else:
+        blob = _BIG_TAR
+    # small input chunks first (digested in line), then large ones (the helper thread)
+    chunks = [blob[:1000], blob[1000:5000], *_chunks(blob[5000:], 700_000)]
+    dgst, size = _apply_chunks(iter(chunks), kind, str(tmp_path), sync_fs=False)
+    assert (dgst, size) == ("sha256:" + hashlib.sha256(_BIG_TAR).hexdigest(), len(_BIG_TAR))
+    assert (tmp_path / "d" / "big").read_bytes() == _BIG
+    assert (tmp_path / "after").read_bytes() == b"x"
+
+
+_BIG_GZ = gzip.compress(_BIG_TAR, compresslevel=1)
+
+
+@pytest.mark.parametrize(
+    ("blob", "why"),
+    [
+        (_BIG_GZ[: len(_BIG_GZ) // 2], "invalid compressed layer stream"),
+        (_BIG_GZ[:-20] + bytes(b ^ 0xFF for b in _BIG_GZ[-20:]), "invalid compressed layer stream"),
+        (gzip.compress(_BIG_TAR[: 3 << 20], compresslevel=1), "unexpected end of data"),
+    ],
+    ids=["truncated-gzip", "corrupt-gzip-trailer", "truncated-tar"],
+)
+def test_large_layer_failing_midway_fails_the_same_and_leaves_no_busy_helper(
+    tmp_path: Path, blob: bytes, why: str
+) -> None:
+    for attempt in range(12):  # more failures than helper threads: none may stay busy
+        target = tmp_path / str(attempt)
+        target.mkdir()
+        with pytest.raises(InvalidArgumentError, match=why):
+            _apply_chunks(_chunks(blob, 1 << 20), "gzip", str(target), sync_fs=False)
+    (tmp_path / "ok").mkdir()
+    dgst, _ = _apply_chunks(iter([_BIG_GZ]), "gzip", str(tmp_path / "ok"), sync_fs=False)
+    assert dgst == "sha256:" + hashlib.sha256(_BIG_TAR).hexdigest()
+
+
+def test_a_failing_digest_helper_neither_blocks_the_apply_nor_goes_unseen() -> None:
+    class BrokenHasher(digests.Hasher):
+        def update(self, data: bytes | bytearray | memoryview) -> None:
+            del data
+            raise MemoryError
+
+    digester = _Digester(BrokenHasher())
+    chunks = [b"x" * (1 << 20)] * 10  # far more than the helper's queue holds
+    assert sum(len(c) for c in digester.feed(iter(chunks))) == 10 << 20
+    with pytest.raises(MemoryError):
+        digester.finish()

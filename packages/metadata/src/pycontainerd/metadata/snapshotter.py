@@ -41,7 +41,6 @@ from pycontainerd.metadata import snapshots as records
 from pycontainerd.metadata._rows import (
     apply_map_paths,
     dump_map,
-    next_sequence,
     ns_to_datetime,
     validate_labels,
 )
@@ -85,6 +84,18 @@ def _info(rec: records.SnapshotRecord) -> Info:
     )
 
 
+def _committed_backend_key(active: str, ns: str, name: str) -> str:
+    """The backend key of ``name`` committed from the active backend key ``active``.
+
+    ``<ns>/<seq>/<name>`` with the active snapshot's sequence number: that number
+    was drawn for the active snapshot alone, and the backend commit replaces it,
+    so the key is unique without drawing (and durably writing) another one.
+    """
+    prefix = f"{ns}/"
+    seq = active.removeprefix(prefix).partition("/")[0]
+    return f"{prefix}{seq}/{name}"
+
+
 def _backend_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
     return {k: v for k, v in (labels or {}).items() if k.startswith(BACKEND_LABEL_PREFIX)}
 
@@ -110,7 +121,8 @@ class NamespacedSnapshotter:
 
     async def _get(self, key: str) -> records.SnapshotRecord:
         ns = namespaces.namespace_required()
-        return await self._db.aview(lambda tx: records.get(tx, ns, self.name, key))
+        # one row by primary key: cheaper on the loop than a trip to the reader pool
+        return await self._db.aview_point(lambda tx: records.get(tx, ns, self.name, key))
 
     async def stat(self, key: str) -> Info:
         """Info of ``key`` in the current namespace."""
@@ -244,13 +256,15 @@ class NamespacedSnapshotter:
             if exists is not None:
                 msg = f"snapshot {go_quote(name)}"
                 raise AlreadyExistsError(msg)
-            seq = next_sequence(tx, f"snapshots/{self.name}")
-            return rec, f"{ns}/{seq}/{name}"
+            return rec, _committed_backend_key(rec.backend_key, ns, name)
 
         # The backend commit creates ``backend_name`` before its row exists: hold the GC
         # lock shared across both, or a collection in between removes the new layer.
+        # The checks are two point reads (on the loop, no write transaction): prepare,
+        # commit and remove of this snapshotter wait for the lock, so what they read
+        # still holds when ``record`` writes the row.
         async with self._lock, self._db.gc_lock.shared():
-            rec, backend_name = await self._db.aupdate(check)
+            rec, backend_name = await self._db.aview_point(check)
             final = dict(labels) if labels else dict(rec.labels)
             final = {k: v for k, v in final.items() if v}
             validate_labels(final, "snapshot.Labels")

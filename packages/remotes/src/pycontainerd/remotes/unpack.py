@@ -8,13 +8,15 @@ skipped. Otherwise an active snapshot is prepared on the previous chain
 applied into its mounts by the Diff service, the uncompressed digest it
 reports is checked against the config's diff ID, and the snapshot is
 committed as the chain ID. The layer blob then gets
-``containerd.io/uncompressed=<diffID>`` and, at the end, the config blob
-``containerd.io/gc.ref.snapshot.<snapshotter>=<top chainID>`` so the
-garbage collector keeps the snapshots while the image exists.
+``containerd.io/uncompressed=<diffID>`` (written while the next layer
+unpacks; all are written before the unpack returns) and, at the end, the
+config blob ``containerd.io/gc.ref.snapshot.<snapshotter>=<top chainID>`` so
+the garbage collector keeps the snapshots while the image exists.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -218,28 +220,62 @@ async def unpack_layers(
     for layer in layers:
         mt.compression(layer.media_type)  # UnimplementedError for what cannot be applied
     chains = chain_ids([str(d) for d in diff_ids])
-    parent = ""
-    for layer, diff_id, chain in zip(layers, diff_ids, chains, strict=True):
-        if ready is not None:
-            await ready(layer)
-        if progress:
-            progress(layer.digest, "extracting")
-        await _apply_layer(
-            store,
-            snapshotter,
-            applier,
-            layer=layer,
-            diff_id=str(diff_id),
-            chain=chain,
-            parent=parent,
-        )
-        parent = chain
+    steps = list(zip(layers, [str(d) for d in diff_ids], chains, strict=True))
+    await _apply_chain(store, snapshotter, applier, steps, progress=progress, ready=ready)
     if chains:
         info = content.Info(
             digest=config.digest, labels={mt.GC_SNAPSHOT_PREFIX + snapshotter_name: chains[-1]}
         )
         await store.update(info, f"labels.{mt.GC_SNAPSHOT_PREFIX}{snapshotter_name}")
     return chains[-1] if chains else ""
+
+
+async def _apply_chain(
+    store: content.Store,
+    snapshotter: Snapshotter,
+    applier: Applier,
+    steps: Sequence[tuple[Descriptor, str, str]],
+    *,
+    progress: Callable[[str, str], None] | None,
+    ready: Callable[[Descriptor], Awaitable[None]] | None,
+) -> None:
+    """Apply every ``(layer, diff ID, chain ID)`` on the previous one; label it with its diff ID.
+
+    A layer's ``containerd.io/uncompressed`` label is written while the next
+    layer is unpacked (at most one such write in flight), and all of them are
+    done when this returns or raises; a failed label write fails the unpack.
+    """
+    parent = ""
+    labelling: asyncio.Future[None] | None = None
+    try:
+        for layer, diff_id, chain in steps:
+            if ready is not None:
+                await ready(layer)
+            if progress:
+                progress(layer.digest, "extracting")
+            await _apply_layer(
+                store,
+                snapshotter,
+                applier,
+                layer=layer,
+                diff_id=diff_id,
+                chain=chain,
+                parent=parent,
+            )
+            if labelling is not None:
+                await labelling
+            labelling = asyncio.ensure_future(_label_uncompressed(store, layer, diff_id))
+            parent = chain
+        if labelling is not None:
+            await labelling
+    finally:
+        if labelling is not None:
+            # also when a later layer failed: the label of a committed layer is written,
+            # as it was when each label was awaited before the next layer started
+            if not labelling.done():
+                await asyncio.wait([labelling])
+            if not labelling.cancelled():
+                labelling.exception()  # seen: a failure behind another one is not "never retrieved"
 
 
 async def _apply_layer(
@@ -258,7 +294,6 @@ async def _apply_layer(
         pass
     else:
         log.debug("layer %s already unpacked as %s", layer.digest, chain)
-        await _label_uncompressed(store, layer, diff_id)
         return
     key = _extract_key(chain)
     mounts = await sn.prepare(key, parent, labels={SNAPSHOT_REF_LABEL: chain})
@@ -282,7 +317,6 @@ async def _apply_layer(
             # shielded: a pull cancelled mid-apply (another blob failed) still removes it
             with contextlib.suppress(ContainerdError):
                 await finish_shielded(sn.remove(key))
-    await _label_uncompressed(store, layer, diff_id)
 
 
 async def _label_uncompressed(store: content.Store, layer: Descriptor, diff_id: str) -> None:

@@ -66,6 +66,7 @@ class DirSnapshotter:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.snapshots_dir = self.root / "snapshots"
+        self._snapshots_path = str(self.snapshots_dir)
         self.snapshots_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         self._store = MetaStore(self.root / "metadata.db")

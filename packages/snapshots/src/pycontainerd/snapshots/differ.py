@@ -33,6 +33,7 @@ import secrets
 import threading
 import time
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Final, Protocol, cast
 
@@ -235,12 +236,6 @@ def _decompressed(chunks: Iterator[bytes], compression: str) -> Iterator[bytes]:
     return rest
 
 
-def _digesting(chunks: Iterator[bytes], hasher: digests.Hasher) -> Iterator[bytes]:
-    for chunk in chunks:
-        hasher.update(chunk)
-        yield chunk
-
-
 def _fd_chunks(fd: int, size: int) -> Iterator[bytes]:
     offset = 0
     while offset < size:
@@ -272,6 +267,79 @@ def _syncfs(path: str) -> None:
         os.close(fd)
 
 
+#: A chunk at least this large starts the digest thread of an apply (smaller ones are
+#: digested in line: handing them over would cost more than it saves).
+_DIGEST_THREAD_FROM: Final = 256 * 1024
+#: Chunks waiting for the digest thread of one apply (each up to :data:`_CHUNK`).
+_DIGEST_DEPTH: Final = 3
+#: At most this many applies digest in helper threads at once; one more waits for a
+#: helper (made on demand; idle ones cost no CPU).
+_DIGEST_THREADS: Final = 32
+_digest_pool: tuple[int, ThreadPoolExecutor] | None = None
+_digest_pool_lock = threading.Lock()
+
+
+def _digest_executor() -> ThreadPoolExecutor:
+    """The process's digest threads (made again in a forked child, whose threads are gone)."""
+    global _digest_pool  # noqa: PLW0603 - one pool per process, made on first use
+    pid = os.getpid()
+    with _digest_pool_lock:
+        if _digest_pool is None or _digest_pool[0] != pid:
+            _digest_pool = (
+                pid,
+                ThreadPoolExecutor(_DIGEST_THREADS, thread_name_prefix="layer-digest"),
+            )
+        return _digest_pool[1]
+
+
+class _Digester:
+    """Digest a layer's uncompressed chunks, in a helper thread once they are large.
+
+    SHA-256 is the largest single cost of applying a big layer and releases
+    the GIL, so a helper thread digests while the caller's thread inflates
+    and writes files. The helper only ever waits for the next chunk: the
+    chunks reach the hasher in stream order, and :meth:`finish` (always
+    called, also when the apply failed) returns once all of them are in.
+    """
+
+    def __init__(self, hasher: digests.Hasher) -> None:
+        self.hasher = hasher
+        self._q: queue.Queue[bytes | None] | None = None
+        self._helper: Future[None] | None = None
+
+    def _run(self, q: queue.Queue[bytes | None]) -> None:
+        failed: BaseException | None = None
+        while (chunk := q.get()) is not None:
+            if failed is None:
+                try:
+                    self.hasher.update(chunk)
+                except BaseException as exc:  # raised again by finish(), in the caller
+                    failed = exc
+            # after a failure keep taking chunks: the caller never blocks on a full queue
+        if failed is not None:
+            raise failed
+
+    def feed(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        """``chunks``, each handed to the hasher before it is passed on."""
+        for chunk in chunks:
+            if self._q is not None:
+                self._q.put(chunk)
+            elif len(chunk) >= _DIGEST_THREAD_FROM:
+                self._q = queue.Queue(_DIGEST_DEPTH)
+                self._helper = _digest_executor().submit(self._run, self._q)
+                self._q.put(chunk)
+            else:
+                self.hasher.update(chunk)
+            yield chunk
+
+    def finish(self) -> None:
+        """Wait until every chunk fed so far is digested."""
+        if self._q is not None and self._helper is not None:
+            self._q.put(None)
+            self._helper.result()
+            self._q = self._helper = None
+
+
 def _apply_chunks(
     chunks: Iterator[bytes],
     compression: str,
@@ -281,11 +349,15 @@ def _apply_chunks(
 ) -> tuple[str, int]:
     """Decompress, digest and extract ``chunks`` into ``target``; ``(diff ID, size)``."""
     hasher = digests.hasher()
+    digester = _Digester(hasher)
     try:
-        stream = _digesting(_decompressed(chunks, compression), hasher)
-        archive.apply_chunks(stream, target, overlay=overlay)
-        for _ in stream:  # the digest covers the tar's trailing padding too
-            pass
+        try:
+            stream = digester.feed(_decompressed(chunks, compression))
+            archive.apply_chunks(stream, target, overlay=overlay)
+            for _ in stream:  # the digest covers the tar's trailing padding too
+                pass
+        finally:
+            digester.finish()
         if sync_fs:
             _syncfs(target)
         return str(hasher.digest()), hasher.size

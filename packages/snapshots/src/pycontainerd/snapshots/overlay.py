@@ -88,12 +88,16 @@ class OverlaySnapshotter(DirSnapshotter):
         if snap.kind is Kind.ACTIVE:
             os.mkdir(path / "work", 0o711)
 
+    def _fs(self, sid: str) -> str:
+        """``str(self._data_dir(sid))`` without building a path object per layer."""
+        return f"{self._snapshots_path}/{sid}/fs"
+
     def _mounts(self, snap: Snapshot) -> list[Mount]:
-        fs = str(self._data_dir(snap.id))
+        fs = self._fs(snap.id)
         if not snap.parent_ids:
             flag = "ro" if snap.kind is Kind.VIEW else "rw"
             return [Mount(type="bind", source=fs, options=(flag, "rbind"))]
-        lowers = [str(self._data_dir(pid)) for pid in snap.parent_ids]
+        lowers = [self._fs(pid) for pid in snap.parent_ids]
         if snap.kind is Kind.VIEW:
             if len(lowers) == 1:
                 return [Mount(type="bind", source=lowers[0], options=("ro", "rbind"))]
@@ -104,7 +108,7 @@ class OverlaySnapshotter(DirSnapshotter):
                     options=("index=off", "lowerdir=" + ":".join(lowers)),
                 )
             ]
-        work = str(self.snapshot_dir(snap.id) / "work")
+        work = f"{self._snapshots_path}/{snap.id}/work"
         return [
             Mount(
                 type="overlay",

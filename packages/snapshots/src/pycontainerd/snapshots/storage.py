@@ -54,6 +54,17 @@ _SCHEMA: Final = (
 )
 
 
+#: A snapshot's id and those of its ancestors, nearest first.
+_CHAIN_SQL: Final = (
+    "WITH RECURSIVE chain (id, parent_id, depth) AS ("
+    " SELECT id, parent_id, 0 FROM snapshots WHERE id = ?"
+    " UNION ALL"
+    " SELECT s.id, s.parent_id, chain.depth + 1 FROM snapshots AS s"
+    " JOIN chain ON s.id = chain.parent_id)"
+    " SELECT id FROM chain ORDER BY depth"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """A snapshot as its snapshotter needs it: the id and the ids of its parents.
@@ -106,14 +117,11 @@ class Tx:
         return str(row[0]) if row else ""
 
     def _chain(self, sid: int | None) -> tuple[str, ...]:
-        out: list[str] = []
-        while sid is not None:
-            out.append(str(sid))
-            row = self.conn.execute(
-                "SELECT parent_id FROM snapshots WHERE id = ?", (sid,)
-            ).fetchone()
-            sid = row[0] if row else None
-        return tuple(out)
+        """``sid`` and its ancestors' ids, nearest first (one query, however deep)."""
+        if sid is None:
+            return ()
+        rows = self.conn.execute(_CHAIN_SQL, (sid,)).fetchall()
+        return tuple(str(row[0]) for row in rows)
 
     def get_snapshot(self, key: str) -> Snapshot:
         """Id, kind and parent ids of ``key``.
