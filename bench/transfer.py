@@ -30,23 +30,26 @@ dropped, the cache goes to a temporary ``PYTHONPYCACHEPREFIX``), as an
 installed package has its bytecode: otherwise the first pull of each fresh
 daemon would also compile the registry stack it imports.
 
-Where our time goes (session 5, load 9-12 on two shared cores, traced in the
-daemon; a typical 1.8 s pull of ours against 1.3-1.6 s for containerd 2.1):
+Where our time goes (session 6, a quiet two-core machine, traced in the
+daemon; a typical 0.8 s cold pull of ours, times from the ``ctr`` start):
 
-- 0.25-0.30 s waiting for the first transfer's imports (the registry stack,
-  about 0.11 s of CPU; nothing else runs meanwhile);
-- 0.05-0.15 s resolving and fetching the manifest, config and bottom layer;
-- 0.6-0.9 s applying the 5 000-file layer (0.17 s of CPU alone), while the
-  upper layers download (downloads end at about 1.4 s);
-- 0.3-0.4 s applying the 18 filler layers left once the downloads end
-  (about 8 ms of CPU each, plus 2.5 ms of snapshot and label updates).
+- 0.01-0.13 s the first transfer's imports (the registry stack, about
+  0.11 s of CPU; a warm daemon skips them);
+- 0.13-0.24 s resolving, the manifest, the config and the bottom layer;
+- downloads end at about 0.46 s: a blob's body is read, hashed and written
+  by a thread on a blocking socket (``pycontainerd.remotes._direct``);
+- the 5 000-file layer is applied in 0.25-0.3 s (0.14 s of CPU alone) by the
+  applier process (``pycontainerd.snapshots.applyworker``), which the daemon
+  starts at boot and keeps, so it does not fight the downloads for a GIL;
+- the 18 filler layers then take about 13 ms each (a 4.7 MB layer's digest
+  runs beside its inflate and write; the snapshot steps around it ~3 ms).
 
-The daemon's CPU for the pull is 0.8-1.05 s against containerd's 0.7-0.95 s;
-on a busy machine the pull is CPU-share bound, and Go's threads get more of it
-than one GIL. Applying in a worker process (tried: the blob's fd handed over a
-socket pair) lost here: a fresh daemon per pull pays the worker's interpreter
-start and imports (0.10-0.16 s of CPU) during its own warm-up imports, 1.60x
-against 1.21x for threads in the same interleaved runs.
+Before these (session 5) the same pull was 1.68x containerd 2.1's: the
+downloads went through httpx on the event loop and the layers were applied in
+a thread of the daemon, the 5 000-file layer taking 0.7 s of wall time for
+its 0.14 s of CPU. Tried and dropped: downloads at a lower thread priority,
+and holding the downloads at most a few layers ahead of the applies (no gain
+beyond the noise).
 """
 
 from __future__ import annotations
