@@ -21,7 +21,7 @@ from pycontainerd.core import testing
 from pycontainerd.core.errdefs import InternalError, UnavailableError
 from pycontainerd.core.plugin import Closable
 from pycontainerd.core.types import Descriptor, Mount
-from pycontainerd.snapshots.applyworker import ApplyWorkers
+from pycontainerd.snapshots.applyworker import BACKGROUND_NICE, ApplyWorkers
 from pycontainerd.snapshots.differ import MEDIA_TYPE_LAYER, WalkingDiffer
 from pycontainerd.snapshots.testing import applier_pids, make_tar, put_blob, tar_entry
 
@@ -318,6 +318,33 @@ async def test_the_ready_worker_serves_applies_and_stays(
         assert (tmp_path / name / "d" / "f").read_bytes() == b"hi"
     assert pool.ready_pid == ready
     assert pool.pids() == [ready]
+
+
+def _may_go_back() -> bool:
+    """Root in the initial user namespace: a lowered priority may be raised again."""
+    with open("/proc/self/uid_map") as f:
+        return os.geteuid() == 0 and f.read().split() == ["0", "0", "4294967295"]
+
+
+async def test_the_ready_worker_waits_in_the_background_until_its_first_apply(
+    tmp_path: Path, store: Store, pool: ApplyWorkers
+) -> None:
+    # started with the daemon, it imports at a lower priority than the daemon's boot;
+    # the first apply brings it back (where it may go back: root in the initial namespace)
+    pid = pool.ready_pid
+    assert pid is not None
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    waiting = BACKGROUND_NICE if _may_go_back() and base < BACKGROUND_NICE else base
+    testing.wait_for(
+        lambda: os.getpriority(os.PRIO_PROCESS, pid) == waiting, what="the worker's priority"
+    )
+    applied = await WalkingDiffer(store, workers=pool).apply(
+        await layer(store, *SIMPLE), bind(tmp_path)
+    )
+    assert (tmp_path / "d" / "f").read_bytes() == b"hi"
+    assert applied.size > 0
+    assert pool.ready_pid == pid
+    assert os.getpriority(os.PRIO_PROCESS, pid) == base
 
 
 async def test_the_worker_leaves_sigterm_and_sigint_to_the_daemon(

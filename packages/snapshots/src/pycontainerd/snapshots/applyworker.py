@@ -20,7 +20,10 @@ Lifecycle (:class:`ApplyWorkers`):
   and returns at once: the worker imports the applier meanwhile, and a
   request sent before it is ready waits in its socket. That worker stays
   ready for the daemon's whole life; applies that overlap it get a worker
-  each, which exits after its apply.
+  each, which exits after its apply. A worker started ahead of need waits at
+  nice :data:`BACKGROUND_NICE` (the daemon's boot comes first) and gets the
+  daemon's priority back with its first apply; only where it may go back
+  (root in the initial user namespace).
 - A worker that died while ready is replaced by the next apply. An apply in
   flight when its worker dies fails with :class:`InternalError` naming the
   process and how it ended (the caller does not commit the snapshot).
@@ -73,11 +76,17 @@ _PR_SET_PDEATHSIG: Final = 1
 _REAP_SECONDS: Final = 10.0
 
 
+#: The nice value a ready worker waits at until its first apply (where it may go
+#: back): started with the daemon, it imports while the daemon boots, which comes first.
+BACKGROUND_NICE: Final = 10
+
+
 @dataclass(eq=False)
 class _Worker:
     proc: subprocess.Popen[bytes]
     sock: socket.socket
     served: bool = False
+    background: bool = False  # started at a lower priority, until its first apply
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -170,6 +179,8 @@ class ApplyWorkers:
         """
         if not (self._closed or self._broken) and self._ready is None:
             self._ready = self._spawn()
+            # it imports while the daemon boots (or works): the daemon's work comes first
+            self._ready.background = _to_background(self._ready.proc.pid)
 
     def _take(self) -> _Worker | None:
         """The ready worker (or a new one); None: apply in a thread (see :meth:`_exited`)."""
@@ -186,6 +197,9 @@ class ApplyWorkers:
         if worker is None:
             worker = self._spawn()
         self._busy.add(worker)
+        if worker.background:
+            worker.background = False
+            _to_foreground(worker.proc.pid)
         return worker
 
     def _exited(self, worker: _Worker) -> None:
@@ -424,6 +438,31 @@ def load_applier() -> None:
     """Import what an apply needs (the worker does it before its first request)."""
     import pycontainerd.snapshots.apply
     import pycontainerd.snapshots.differ  # noqa: F401
+
+
+def _to_background(pid: int) -> bool:
+    """Lower process ``pid``'s CPU priority to :data:`BACKGROUND_NICE`; whether it was.
+
+    Only where it may go back (:func:`_to_foreground`): root in the initial
+    user namespace, where ``CAP_SYS_NICE`` counts.
+    """
+    try:
+        with open("/proc/self/uid_map") as f:
+            initial = f.read().split() == ["0", "0", "4294967295"]
+        if os.geteuid() != 0 or not initial:
+            return False
+        if os.getpriority(os.PRIO_PROCESS, 0) >= BACKGROUND_NICE:
+            return False
+        os.setpriority(os.PRIO_PROCESS, pid, BACKGROUND_NICE)
+    except OSError:
+        return False
+    return True
+
+
+def _to_foreground(pid: int) -> None:
+    """Give process ``pid`` this process's CPU priority."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, pid, os.getpriority(os.PRIO_PROCESS, 0))
 
 
 def _die_with_parent(parent: int) -> None:
