@@ -347,6 +347,20 @@ async def test_the_ready_worker_waits_in_the_background_until_its_first_apply(
     assert os.getpriority(os.PRIO_PROCESS, pid) == base
 
 
+async def test_a_starting_pull_brings_the_ready_worker_to_the_foreground(
+    tmp_path: Path, store: Store, pool: ApplyWorkers
+) -> None:
+    # a pull calls expect() as it starts: the worker finishes its imports at full speed
+    pid = pool.ready_pid
+    assert pid is not None
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    if _may_go_back() and base < BACKGROUND_NICE:
+        assert os.getpriority(os.PRIO_PROCESS, pid) == BACKGROUND_NICE
+    WalkingDiffer(store, workers=pool).expect_applies()
+    assert os.getpriority(os.PRIO_PROCESS, pid) == base
+    assert pool.ready_pid == pid
+
+
 async def test_the_worker_leaves_sigterm_and_sigint_to_the_daemon(
     tmp_path: Path, store: Store, pool: ApplyWorkers
 ) -> None:

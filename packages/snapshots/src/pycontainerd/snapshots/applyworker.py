@@ -22,8 +22,9 @@ Lifecycle (:class:`ApplyWorkers`):
   ready for the daemon's whole life; applies that overlap it get a worker
   each, which exits after its apply. A worker started ahead of need waits at
   nice :data:`BACKGROUND_NICE` (the daemon's boot comes first) and gets the
-  daemon's priority back with its first apply; only where it may go back
-  (root in the initial user namespace).
+  daemon's priority back when a pull starts (:meth:`~ApplyWorkers.expect`)
+  or with its first apply; only where it may go back (root in the initial
+  user namespace).
 - A worker that died while ready is replaced by the next apply. An apply in
   flight when its worker dies fails with :class:`InternalError` naming the
   process and how it ended (the caller does not commit the snapshot).
@@ -197,10 +198,23 @@ class ApplyWorkers:
         if worker is None:
             worker = self._spawn()
         self._busy.add(worker)
+        self._foreground(worker)
+        return worker
+
+    def expect(self) -> None:
+        """Applies are coming: the ready worker gets the daemon's priority back now.
+
+        A pull calls it as it starts, so a worker still importing (started
+        with the daemon, in the background) is done before the first layer.
+        """
+        if self._ready is not None:
+            self._foreground(self._ready)
+
+    @staticmethod
+    def _foreground(worker: _Worker) -> None:
         if worker.background:
             worker.background = False
             _to_foreground(worker.proc.pid)
-        return worker
 
     def _exited(self, worker: _Worker) -> None:
         """Note how a reaped ``worker`` ended.

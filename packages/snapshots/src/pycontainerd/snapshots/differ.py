@@ -462,6 +462,10 @@ class LayerApplier(Protocol):
         """Stop applying (daemon stop)."""
         ...
 
+    def expect(self) -> None:
+        """Applies are coming (a pull has started): be ready for them at full speed."""
+        ...
+
 
 class WalkingDiffer:
     """Applies layers to mounts and computes layers from two mount sets.
@@ -487,6 +491,11 @@ class WalkingDiffer:
         """Stop the applier processes (daemon stop)."""
         if self.workers is not None:
             await self.workers.aclose()
+
+    def expect_applies(self) -> None:
+        """Layers are about to be applied (a pull has started): let the applier get ready."""
+        if self.workers is not None:
+            self.workers.expect()
 
     async def apply(
         self,

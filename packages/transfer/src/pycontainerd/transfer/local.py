@@ -387,6 +387,12 @@ class LocalTransferrer:
         self.verifiers = dict(sorted((verifiers or {}).items()))
         self._uploads = asyncio.Semaphore(max(1, self.config.max_concurrent_uploaded_layers))
 
+    def expect_applies(self) -> None:
+        """A transfer into the image store is starting: let the differ get its applier ready."""
+        expect = getattr(self.services.diff_service(), "expect_applies", None)
+        if callable(expect):
+            expect()
+
     async def transfer(
         self, src: Endpoint, dst: Endpoint, progress: Callable[[Event], None] | None = None
     ) -> None:

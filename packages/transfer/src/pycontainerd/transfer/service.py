@@ -30,7 +30,7 @@ from pycontainerd.api.services.streaming.v1 import streaming_pb2, streaming_pb2_
 from pycontainerd.api.services.transfer.v1 import transfer_pb2, transfer_pb2_grpc
 from pycontainerd.api.streams import StreamClosedError
 from pycontainerd.api.types import descriptor_pb2
-from pycontainerd.api.types.transfer import progress_pb2
+from pycontainerd.api.types.transfer import imagestore_pb2, progress_pb2
 from pycontainerd.core.errdefs import UnimplementedError
 from pycontainerd.transfer.local import (
     ExportStream,
@@ -164,6 +164,8 @@ class TransferService(transfer_pb2_grpc.TransferServicer):
     async def Transfer(  # noqa: N802
         self, request: transfer_pb2.TransferRequest, context: _Ctx
     ) -> empty_pb2.Empty:
+        if typeurl.is_type(request.destination, imagestore_pb2.ImageStore):
+            self._transferrer.expect_applies()  # the applier gets ready during the imports
         await warmed_up()
         ns = namespace_of(context) or ""
         sender: _ProgressSender | None = None
