@@ -326,39 +326,27 @@ def _may_go_back() -> bool:
         return os.geteuid() == 0 and f.read().split() == ["0", "0", "4294967295"]
 
 
-async def test_the_ready_worker_waits_in_the_background_until_its_first_apply(
-    tmp_path: Path, store: Store, pool: ApplyWorkers
+@pytest.mark.parametrize("woken_by", ["first apply", "starting pull"])
+async def test_the_ready_worker_waits_in_the_background_until_it_is_needed(
+    tmp_path: Path, store: Store, pool: ApplyWorkers, woken_by: str
 ) -> None:
-    # started with the daemon, it imports at a lower priority than the daemon's boot;
-    # the first apply brings it back (where it may go back: root in the initial namespace)
+    # started with the daemon, it imports at a lower priority than the daemon's boot; a
+    # pull that starts (expect_applies) or its first apply brings it back (where it may
+    # go back: root in the initial user namespace)
     pid = pool.ready_pid
     assert pid is not None
     base = os.getpriority(os.PRIO_PROCESS, 0)
     waiting = BACKGROUND_NICE if _may_go_back() and base < BACKGROUND_NICE else base
-    testing.wait_for(
-        lambda: os.getpriority(os.PRIO_PROCESS, pid) == waiting, what="the worker's priority"
-    )
-    applied = await WalkingDiffer(store, workers=pool).apply(
-        await layer(store, *SIMPLE), bind(tmp_path)
-    )
-    assert (tmp_path / "d" / "f").read_bytes() == b"hi"
-    assert applied.size > 0
+    assert os.getpriority(os.PRIO_PROCESS, pid) == waiting
+    differ = WalkingDiffer(store, workers=pool)
+    if woken_by == "starting pull":
+        differ.expect_applies()
+    else:
+        applied = await differ.apply(await layer(store, *SIMPLE), bind(tmp_path))
+        assert (tmp_path / "d" / "f").read_bytes() == b"hi"
+        assert applied.size > 0
     assert pool.ready_pid == pid
     assert os.getpriority(os.PRIO_PROCESS, pid) == base
-
-
-async def test_a_starting_pull_brings_the_ready_worker_to_the_foreground(
-    tmp_path: Path, store: Store, pool: ApplyWorkers
-) -> None:
-    # a pull calls expect() as it starts: the worker finishes its imports at full speed
-    pid = pool.ready_pid
-    assert pid is not None
-    base = os.getpriority(os.PRIO_PROCESS, 0)
-    if _may_go_back() and base < BACKGROUND_NICE:
-        assert os.getpriority(os.PRIO_PROCESS, pid) == BACKGROUND_NICE
-    WalkingDiffer(store, workers=pool).expect_applies()
-    assert os.getpriority(os.PRIO_PROCESS, pid) == base
-    assert pool.ready_pid == pid
 
 
 async def test_the_worker_leaves_sigterm_and_sigint_to_the_daemon(
