@@ -164,6 +164,32 @@ class Peer:
                     return int(line.split()[1]) / 1024
         return float("nan")
 
+    def tree_rss_mib(self) -> float:
+        """Resident memory of the daemon and every process below it (its helper processes)."""
+        assert self.proc is not None
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile
+            children.setdefault(ppid, []).append(int(entry))
+        total_kib, todo = 0, [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            todo += children.get(pid, [])
+            try:
+                with open(f"/proc/{pid}/status") as fh:
+                    total_kib += next(
+                        (int(line.split()[1]) for line in fh if line.startswith("VmRSS:")), 0
+                    )
+            except OSError:
+                continue
+        return total_kib / 1024
+
     def cpu_s(self) -> float:
         """User + system CPU seconds the daemon process has used so far."""
         assert self.proc is not None

@@ -13,6 +13,8 @@ Metrics (more are added by later subsystems through ``METRICS``):
   (polled with ``ctr`` itself, so both daemons pay the same client cost);
 - ``ctr_version_ms``: median wall time of ``ctr version`` against a booted daemon;
 - ``idle_rss_mib``: resident memory two seconds after boot;
+- ``idle_tree_rss_mib``: the same for the daemon and every process below it
+  (pycontainerd keeps a layer applier process; containerd has none at idle);
 - ``pull_<image>_s``: ``ctr images pull --plain-http`` of each image that
   ``images.py`` builds and seeds into a local docker-registry (``n/a`` when a
   daemon cannot do it yet).
@@ -64,6 +66,12 @@ def idle_rss_mib(peer: Peer, args: argparse.Namespace) -> float:
         return peer.rss_mib()
 
 
+def idle_tree_rss_mib(peer: Peer, args: argparse.Namespace) -> float:
+    with running(peer):
+        time.sleep(2.0)
+        return peer.tree_rss_mib()
+
+
 def pull(which: str) -> Metric:
     """``ctr images pull --plain-http`` (with unpack) of a seeded image, in seconds."""
 
@@ -86,6 +94,7 @@ METRICS: dict[str, Metric] = {
     "start_to_version_s": start_to_version_s,
     "ctr_version_ms": ctr_version_ms,
     "idle_rss_mib": idle_rss_mib,
+    "idle_tree_rss_mib": idle_tree_rss_mib,
     "pull_busybox_s": pull("busybox"),
     "pull_big_s": pull("big"),
     "pull_multi_s": pull("multi"),
