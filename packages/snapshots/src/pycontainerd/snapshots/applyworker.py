@@ -61,6 +61,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from pycontainerd.core import errdefs
+from pycontainerd.core.userns import root_in_initial_namespace
 
 if TYPE_CHECKING:
     from pycontainerd.snapshots.apply import OverlayUpper
@@ -460,11 +461,9 @@ def _to_background(pid: int) -> bool:
     Only where it may go back (:func:`_to_foreground`): root in the initial
     user namespace, where ``CAP_SYS_NICE`` counts.
     """
+    if not root_in_initial_namespace():
+        return False
     try:
-        with open("/proc/self/uid_map") as f:
-            initial = f.read().split() == ["0", "0", "4294967295"]
-        if os.geteuid() != 0 or not initial:
-            return False
         if os.getpriority(os.PRIO_PROCESS, 0) >= BACKGROUND_NICE:
             return False
         os.setpriority(os.PRIO_PROCESS, pid, BACKGROUND_NICE)

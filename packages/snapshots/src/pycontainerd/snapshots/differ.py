@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
-import functools
 import gzip
 import io
 import itertools
@@ -45,6 +44,7 @@ from pycontainerd.core.errdefs import (
     UnimplementedError,
 )
 from pycontainerd.core.types import Descriptor, Mount
+from pycontainerd.core.userns import root_in_initial_namespace
 from pycontainerd.snapshots import archive
 from pycontainerd.snapshots.mount import read_only, with_temp_mounts
 
@@ -405,17 +405,9 @@ def _direct_target(mounts: Sequence[Mount]) -> str | None:
     return None
 
 
-@functools.cache
 def _can_write_whiteouts() -> bool:
-    """Root in the initial user namespace: may create the 0/0 devices of overlay whiteouts."""
-    if os.geteuid() != 0:
-        return False
-    try:
-        with open("/proc/self/uid_map") as fh:
-            fields = fh.read().split()
-    except OSError:
-        return False
-    return fields == ["0", "0", "4294967295"]
+    """Whether this process may create the 0/0 devices of overlay whiteouts."""
+    return root_in_initial_namespace()
 
 
 def _overlay_upper(mounts: Sequence[Mount]) -> tuple[str, archive.OverlayUpper] | None:

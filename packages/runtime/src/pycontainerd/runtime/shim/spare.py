@@ -31,6 +31,7 @@ import signal
 import socket
 import sys
 
+from pycontainerd.core.userns import root_in_initial_namespace
 from pycontainerd.runtime.shim.flags import SPARE_FD_ENV
 
 __all__ = ["SPARE_FD_ENV", "Spare", "run", "start"]
@@ -204,11 +205,11 @@ def _background() -> int | None:
     Only where going back is allowed: root in the initial user namespace
     (``CAP_SYS_NICE`` is checked there).
     """
+    if not root_in_initial_namespace():
+        return None
     try:
-        with open("/proc/self/uid_map") as f:
-            initial = f.read().split() == ["0", "0", "4294967295"]
         base = os.getpriority(os.PRIO_PROCESS, 0)
-        if os.geteuid() != 0 or not initial or base >= SPARE_NICE:
+        if base >= SPARE_NICE:
             return None
         os.setpriority(os.PRIO_PROCESS, 0, SPARE_NICE)
     except OSError:
