@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from pycontainerd.core.types import UNSET_TIME
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Mapping
+    from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
     from datetime import datetime
 
 
@@ -257,6 +257,25 @@ async def read_blob(provider: Provider, dgst: str) -> bytes:
         return b"".join([data async for data in read_chunks(reader, reader.size)])
     finally:
         await reader.close()
+
+
+async def gather_chunks(chunks: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
+    """``chunks`` joined into blocks of at least ``size`` bytes (the last one may be shorter).
+
+    For a sink that pays per call (a ``Writer.write`` message, a hop to a
+    worker thread) fed by a source of small pieces (an HTTP body).
+    """
+    pending: list[bytes] = []
+    held = 0
+    async for chunk in chunks:
+        pending.append(chunk)
+        held += len(chunk)
+        if held >= size:
+            yield b"".join(pending)
+            pending.clear()
+            held = 0
+    if pending:
+        yield b"".join(pending)
 
 
 async def read_chunks(reader: ReaderAt, chunk_size: int, offset: int = 0) -> AsyncIterator[bytes]:

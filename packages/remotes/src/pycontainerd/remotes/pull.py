@@ -360,22 +360,13 @@ class _Walker:
     async def _write_chunks(
         self, writer: content.Writer, ref: str, desc: Descriptor, offset: int
     ) -> None:
-        pending: list[bytes] = []
-        size = 0
         stream = self.fetcher.fetch(desc, offset=offset, verify=False)
         async with contextlib.aclosing(stream):
-            async for chunk in stream:
-                pending.append(chunk)
-                size += len(chunk)
-                if size >= WRITE_BUFFER:
-                    await writer.write(b"".join(pending))
-                    offset += size
-                    pending.clear()
-                    size = 0
+            async for block in content.gather_chunks(stream, WRITE_BUFFER):
+                await writer.write(block)
+                offset += len(block)
+                if len(block) >= WRITE_BUFFER:  # the last, shorter block: reported below
                     self.tracker.set(ref, "downloading", offset=offset)
-        if pending:
-            await writer.write(b"".join(pending))
-            offset += size
         self.tracker.set(ref, "downloading", offset=offset)
 
     async def _small(self, desc: Descriptor) -> bytes:

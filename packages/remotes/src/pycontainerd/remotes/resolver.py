@@ -31,6 +31,7 @@ import httpx
 
 from pycontainerd.core import digests
 from pycontainerd.core.closing import AsyncClosing
+from pycontainerd.core.content import gather_chunks
 from pycontainerd.core.errdefs import (
     ContainerdError,
     DataLossError,
@@ -687,17 +688,8 @@ async def _drain(resp: httpx.Response, take: Callable[[bytes | memoryview], None
     if isinstance(body, DirectBody) and "content-encoding" not in resp.headers:
         await body.drain(take)
         return
-    pending: list[bytes] = []
-    size = 0
-    async for chunk in resp.aiter_bytes():
-        pending.append(chunk)
-        size += len(chunk)
-        if size >= CHUNK:
-            await finish_shielded(asyncio.to_thread(take, b"".join(pending)))
-            pending.clear()
-            size = 0
-    if pending:
-        await finish_shielded(asyncio.to_thread(take, b"".join(pending)))
+    async for block in gather_chunks(resp.aiter_bytes(), CHUNK):
+        await finish_shielded(asyncio.to_thread(take, block))
 
 
 class Pusher:
