@@ -7,7 +7,9 @@ import os
 import re
 from typing import TYPE_CHECKING
 
-from pycontainerd.api import typeurl
+import pytest
+
+from pycontainerd.api import streams, typeurl
 from pycontainerd.api.streams import (
     MAX_READ,
     WINDOW_SIZE,
@@ -45,6 +47,10 @@ class End:
         if msg is None:
             raise StreamClosedError("closed by peer")
         return msg
+
+    def ended(self) -> bool:
+        """Whether this end is closed (a call, so that a later check is not narrowed away)."""
+        return self.closed
 
     async def close(self) -> None:
         if not self.closed:
@@ -114,6 +120,61 @@ async def test_receiver_closed_sender_raises() -> None:
         pass
     else:
         raise AssertionError("write should fail when the receiver closed")
+
+
+async def test_sender_ends_only_once_the_receiver_will_not_grant_again() -> None:
+    """A short stream: the end waits for the grant the receiver sends after its first read.
+
+    Ending first would race that grant, and over grpc.aio a grant that loses
+    the race costs the client every message it has not read yet.
+    """
+    send_end, recv_end = pair()
+    sender = Sender(send_end)
+    receiver = Receiver(recv_end)
+    first = asyncio.create_task(receiver.chunk())  # grants a window, then reads
+    await sender.write(b"x" * 100)
+    assert await first == b"x" * 100
+    assert len(recv_end.sent) == 1
+    closing = asyncio.create_task(sender.close())
+    done, _ = await asyncio.wait([closing], timeout=0.2)
+    assert not done
+    assert not send_end.ended()  # the receiver's window is below a whole one: it will grant
+    assert await receiver.chunk() == b""  # grants again, then sees the end
+    assert len(recv_end.sent) == 2
+    assert send_end.ended()
+    await recv_end.close()
+    await closing
+
+
+async def test_sender_ends_at_once_when_the_receiver_holds_a_whole_window() -> None:
+    send_end, recv_end = pair()
+    sender = Sender(send_end)
+    sender.start()
+    await send_end.inbox.put(typeurl.pack(streaming_pb2.WindowUpdate(update=2 * WINDOW_SIZE)))
+    await sender.write(b"y" * 10)
+    closing = asyncio.create_task(sender.close())
+    assert await recv_end.recv() == typeurl.pack(streaming_pb2.Data(data=b"y" * 10))
+    with pytest.raises(StreamClosedError):
+        await recv_end.recv()
+    assert send_end.closed
+    await recv_end.close()
+    await closing
+
+
+async def test_sender_ends_after_close_wait_when_the_receiver_stops_granting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(streams, "CLOSE_WAIT", 0.1)
+    send_end, recv_end = pair()
+    sender = Sender(send_end)
+    sender.start()
+    await send_end.inbox.put(typeurl.pack(streaming_pb2.WindowUpdate(update=16)))
+    await sender.write(b"z" * 16)
+    await sender.close()  # no further grant: the end goes out after CLOSE_WAIT, twice
+    assert send_end.closed
+    assert (await recv_end.recv()).type_url == "containerd.types.transfer.Data"
+    with pytest.raises(StreamClosedError):
+        await recv_end.recv()
 
 
 async def test_receiver_read_sizes() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import importlib.util
 import io
@@ -22,8 +23,10 @@ from google.protobuf import any_pb2
 from pycontainerd.api import typeurl
 from pycontainerd.api.services.streaming.v1 import streaming_pb2, streaming_pb2_grpc
 from pycontainerd.api.services.transfer.v1 import transfer_pb2, transfer_pb2_grpc
-from pycontainerd.api.streams import Sender
+from pycontainerd.api.streams import WINDOW_SIZE, Sender, StreamClosedError
+from pycontainerd.api.types import platform_pb2
 from pycontainerd.api.types.transfer import imagestore_pb2, importexport_pb2
+from pycontainerd.api.types.transfer import streaming_pb2 as stream_types
 from pycontainerd.client.client import Client
 from pycontainerd.client.transfer import (
     ImageExportStream,
@@ -352,6 +355,48 @@ async def test_export_streams_at_the_clients_pace_without_a_spool_file(
         assert out.getvalue() == local.getvalue()
         assert len(out.getvalue()) > 4 << 20
         await no_leases(client)
+
+
+@pytest.mark.system
+async def test_a_short_export_ends_only_after_the_clients_grant(
+    daemon: Daemon, registry: Registry, namespace: str
+) -> None:
+    """The archive fits the first window; the end waits for the grant after the first read.
+
+    A client grants again whenever its window falls below a whole one. Ending
+    before that grant has come would race it, and a Python client whose grant
+    loses the race (grpc.aio fails the whole call) loses the unread messages.
+    """
+    ref = f"{registry.host}/test/oci:v1"
+    async with Client(daemon.address, namespace) as client:
+        await pull(client, ref)
+        local = io.BytesIO()
+        await export_images(client, local, [ref])
+        assert len(local.getvalue()) < WINDOW_SIZE
+        stream = await _ClientStream.open(client, "short-export")
+        stub = transfer_pb2_grpc.TransferStub(client.channel)
+        req = transfer_pb2.TransferRequest(
+            source=typeurl.pack(imagestore_pb2.ImageStore(name=ref)),
+            destination=typeurl.pack(
+                importexport_pb2.ImageExportStream(
+                    stream="short-export",
+                    platforms=[platform_pb2.Platform(os="linux", architecture="amd64")],
+                )
+            ),
+        )
+        call = asyncio.ensure_future(stub.Transfer(req, metadata=client.metadata()))
+        grant = typeurl.pack(stream_types.WindowUpdate(update=WINDOW_SIZE))
+        await stream.send(grant)
+        got = [typeurl.unpack_as(await stream.recv(), stream_types.Data).data]
+        done, _ = await asyncio.wait([call], timeout=0.5)
+        assert not done  # everything is sent, but the stream stays open for the grant
+        await stream.send(grant)
+        with contextlib.suppress(StreamClosedError):
+            while True:
+                got.append(typeurl.unpack_as(await stream.recv(), stream_types.Data).data)
+        await call
+        stream.cancel()
+        assert b"".join(got) == local.getvalue()
 
 
 class _StalledIn(io.BytesIO):

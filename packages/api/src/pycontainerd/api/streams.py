@@ -193,12 +193,27 @@ class Sender:
             view = view[n:]
 
     async def close(self) -> None:
-        """End the byte stream, then wait (at most ``CLOSE_WAIT`` s) for the receiver to close.
+        """End the byte stream once the receiver has read it; wait for the receiver to close.
 
-        The credit reader is not cancelled at once: with grpc.aio, cancelling a
-        pending read cancels the whole call, and the receiver would see a reset
-        instead of the end of the stream.
+        Before the end goes out, wait (at most ``CLOSE_WAIT`` s) until the
+        credit held is a whole window: a receiver grants whenever its own
+        window falls below ``WINDOW_SIZE``, so from then on it reads what is
+        left without sending another grant. A grant sent after the end would
+        race it, and with grpc.aio a write that loses that race fails the call
+        on the client, which then drops the messages it had not read yet: the
+        receiver would see a short stream and no error.
+
+        After the end, wait (at most ``CLOSE_WAIT`` s again) for the receiver
+        to close. The credit reader is not cancelled at once: with grpc.aio,
+        cancelling a pending read cancels the whole call, and the receiver
+        would see a reset instead of the end of the stream.
         """
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_WAIT):
+                    while self._credit < WINDOW_SIZE and not self._closed:
+                        self._updated.clear()
+                        await self._updated.wait()
         await self._stream.close()
         if self._task is not None:
             done, _ = await asyncio.wait([self._task], timeout=CLOSE_WAIT)

@@ -180,9 +180,35 @@ class _ClientStream:
             if self._done_writing:
                 raise StreamClosedError("stream closed")
             try:
-                await self._call.write(msg)
+                await self._write(msg)
             except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
                 raise StreamClosedError(str(exc)) from None
+
+    async def _write(self, msg: any_pb2.Any) -> None:
+        """Write ``msg``; a write that fails leaves the call readable.
+
+        A daemon may end the call right after its last message (containerd's
+        export does), while a grant of ours is on its way. grpc.aio's
+        ``write`` turns that failed write into an INTERNAL status of the whole
+        call, and every later ``read`` raises it: the messages that had
+        arrived but were not read yet would be lost, and an export would end
+        short without an error. So the message goes to the call's core object,
+        whose failure only ends the writing; where that object is not there
+        (another grpc version), ``write`` is used.
+        """
+        core = getattr(self._call, "_cython_call", None)
+        send = getattr(core, "send_serialized_message", None)
+        if send is None or self._call.done():
+            await self._call.write(msg)
+            return
+        try:
+            await send(msg.SerializeToString())
+        except asyncio.CancelledError:
+            self._call.cancel()
+            raise
+        except Exception as exc:  # cygrpc.InternalError: the call is over for writes
+            self._done_writing = True
+            raise StreamClosedError(f"stream closed: {exc}") from None
 
     async def recv(self) -> any_pb2.Any:
         try:
