@@ -9,6 +9,8 @@ import gzip
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -757,3 +759,53 @@ async def test_a_connection_is_not_kept_after_connection_close_or_a_short_read()
         assert b"\r\nRange: bytes=" in server.heads[2]
     finally:
         server.close()
+
+
+async def test_a_head_and_the_reads_after_it_share_one_direct_connection() -> None:
+    # resolve (HEAD: a Content-Length but no body), the manifest, a layer: one connection
+    root = IMAGE.root
+    head = (
+        f"HTTP/1.1 200 OK\r\nContent-Type: {root.media_type}\r\n"
+        f"Docker-Content-Digest: {root.digest}\r\nContent-Length: {len(root.data)}\r\n\r\n"
+    ).encode()
+
+    def script(n: int, request: bytes) -> Answer:
+        if n == 0:
+            return [head]
+        data = root.data if root.digest.encode() in request.split(b"\r\n", 1)[0] else DATA
+        return [ok_head(len(data)), data]
+
+    server = Scripted(script, keep_alive=True)
+    try:
+        async with plain_resolver() as resolver:
+            name, desc = await resolver.resolve(f"{server.host}/x/y:v1")
+            assert desc == desc_of(root)
+            fetcher = resolver.fetcher(name)
+            assert await fetcher.fetch_bytes(desc) == root.data
+            sink = await fetch_into(resolver, name, desc_of(LAYER))
+            assert bytes(sink.data) == DATA
+        assert [h.split(b" ", 1)[0] for h in server.heads] == [b"HEAD", b"GET", b"GET"]
+        assert server.connections == 1
+    finally:
+        server.close()
+
+
+def test_a_resolver_that_only_reads_never_imports_httpcore(plain: Registry) -> None:
+    # httpcore, h11 and anyio's backend cost a fresh daemon's first pull tens of milliseconds
+    probe = f"""
+import asyncio, json, sys
+from pycontainerd.remotes.hosts import HostsConfig
+from pycontainerd.remotes.resolver import Resolver
+
+async def main():
+    async with Resolver(HostsConfig(default_scheme="http")) as resolver:
+        name, desc = await resolver.resolve("{plain.host}/test/multi:v1")
+        await resolver.fetcher(name).fetch_bytes(desc)
+
+asyncio.run(main())
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("httpcore", "h11", "anyio"))))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert json.loads(out.stdout) == []

@@ -735,11 +735,13 @@ async def test_registry_stack_loads_on_the_first_pull_not_at_boot(
         async with Client(fresh.address, namespace) as client:
             await pull(client, f"{registry.host}/test/oci:v1")
         assert _imported(fresh.log(), "httpx")
-        # nor httpx's command-line client, which brings rich where it is installed (dev tools),
-        # nor the HTTP/2 library httpcore would load to offer HTTP/2 (a test dependency here)
+        # nor httpx's command-line client, which brings rich where it is installed (dev tools);
+        # a pull only reads, on the direct transport: not httpcore, h11 or anyio either, nor
+        # the HTTP/2 library httpcore would load to offer HTTP/2 (a test dependency here)
         assert not _imported(fresh.log(), "rich")
-        assert importlib.util.find_spec("h2") is not None, "h2 is a test dependency"
-        assert not _imported(fresh.log(), "h2")
+        for unused in ("httpcore", "h11", "anyio", "h2"):
+            assert importlib.util.find_spec(unused) is not None, f"{unused} is installed here"
+            assert not _imported(fresh.log(), unused), unused
 
 
 def test_a_trimmed_registry_stack_stops_searching_for_sniffio() -> None:

@@ -1,17 +1,21 @@
-"""Blob bodies read by a thread on a blocking socket, outside the event loop.
+"""Registry reads (``GET`` and ``HEAD``) on a blocking socket, by a thread, outside the event loop.
 
-A pull's blobs are most of its bytes. Read through ``httpx`` they cross the
-event loop in ~64 KiB pieces, each copied by the protocol buffers, woken
-through the loop and handed to a worker thread to be written: CPU that the
-registry and the layer applier on the same machine want too. A request sent
-with the :data:`DIRECT` extension goes through :class:`DirectTransport`
-instead: a thread connects (TLS with the host's ``ssl`` context), sends the
-request and reads the response head; the ``httpx`` client still follows
-redirects, runs the event hooks and hands the answer to the resolver's
-authentication and retry logic. The body is then either drained by one
-thread into a sink (:meth:`DirectBody.drain`: ``recv_into`` a reused buffer,
-the sink hashes and writes it, all without the GIL) or, for any other
-reader, iterated like any ``httpx`` stream.
+A pull's blobs are most of its bytes. Read through ``httpx`` and httpcore they
+cross the event loop in ~64 KiB pieces, each copied by the protocol buffers,
+woken through the loop and handed to a worker thread to be written: CPU that
+the registry and the layer applier on the same machine want too. And the
+first request through httpcore imports it, h11 and anyio's asyncio backend:
+tens of milliseconds of a fresh daemon's first pull.
+
+So :class:`DirectTransport` serves every ``GET`` and ``HEAD`` without a
+request body itself: a thread connects (TLS with the host's ``ssl``
+context), sends the request and reads the response head; the ``httpx``
+client still follows redirects, runs the event hooks and hands the answer to
+the resolver's authentication and retry logic. Other requests (uploads, a
+token ``POST``) go to the inner transport. A body is then either drained by
+one thread into a sink (:meth:`DirectBody.drain`: ``recv_into`` a reused
+buffer, the sink hashes and writes it, all without the GIL; the response's
+:data:`DIRECT` extension is the body), or iterated like any ``httpx`` stream.
 
 A response read to its end leaves its connection (HTTP/1.1 keep-alive, a
 known length) in the transport's pool for the next direct request to that
@@ -42,8 +46,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-#: The request extension that asks for a direct connection (value ``True``); in the
-#: response's extensions it is the :class:`DirectBody` (``httpx`` wraps the stream).
+#: The response extension that holds the :class:`DirectBody` of a direct response
+#: (``httpx`` wraps the stream).
 DIRECT: Final = "pycontainerd.direct"
 #: Bytes a drain reads per ``recv_into`` at most.
 BUFFER: Final = 1 << 20
@@ -52,6 +56,7 @@ _INCOMPLETE: Final = "peer closed connection without sending complete message bo
 _MAX_IDLE: Final = 8  # idle connections kept per server
 _KEEP_IDLE: Final = 60.0  # seconds an idle connection is kept
 _NO_BODY: Final = frozenset({204, 304})
+_READS: Final = frozenset({"GET", "HEAD"})
 
 
 class _AbortedError(Exception):
@@ -96,6 +101,11 @@ class _Pool:
         for socks in idle.values():
             for _, sock in socks:
                 sock.close()
+
+
+def _has_body(request: httpx.Request) -> bool:
+    headers = request.headers
+    return "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
 
 
 def _readable(sock: socket.socket) -> bool:
@@ -221,7 +231,7 @@ class _Connection:
 
     def _send_head(self) -> None:
         request = self.request
-        lines = [b"GET " + request.url.raw_path + b" HTTP/1.1"]
+        lines = [request.method.encode("ascii") + b" " + request.url.raw_path + b" HTTP/1.1"]
         lines += [name + b": " + value for name, value in request.headers.raw]
         data = b"\r\n".join(lines) + b"\r\n\r\n"
         try:
@@ -270,7 +280,7 @@ class _Connection:
         return int(parts[1]), parts[2] if len(parts) > 2 else b"", headers, parts[0]
 
     def _frame(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        if status in _NO_BODY:
+        if status in _NO_BODY or self.request.method == "HEAD":
             self.done = True
             return
         lengths = {v for k, v in headers if k.lower() == b"content-length"}
@@ -462,7 +472,10 @@ class DirectBody(httpx.AsyncByteStream):
 
 
 class DirectTransport(httpx.AsyncBaseTransport):
-    """Serves ``GET`` requests marked :data:`DIRECT` itself; passes the others on to ``inner``.
+    """Serves ``GET`` and ``HEAD`` requests without a body itself; passes the others to ``inner``.
+
+    ``inner`` is not touched by a client that only reads: httpcore, which
+    ``httpx``'s own transports are built on, is then never imported.
 
     Args:
         inner: the transport of every other request.
@@ -477,7 +490,7 @@ class DirectTransport(httpx.AsyncBaseTransport):
         self._pool = _Pool()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if not request.extensions.get(DIRECT) or request.method != "GET":
+        if request.method not in _READS or _has_body(request):
             return await self._inner.handle_async_request(request)
         conn = _Connection(request, self._context, self._pool)
         try:

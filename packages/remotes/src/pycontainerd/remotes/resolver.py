@@ -79,6 +79,10 @@ class _LazyTLSTransport(httpx.AsyncBaseTransport):
     of CPU (the CA bundle is parsed), which a pull from a plain-HTTP registry
     never needs. The HTTPS transport, with ``tls``'s context, is made on the
     first ``https://`` request (a redirect to HTTPS storage included).
+
+    Behind a :class:`~._direct.DirectTransport` only uploads and other
+    requests with a body come here, so a client that only pulls never imports
+    httpcore.
     """
 
     def __init__(self, tls: TLSOptions) -> None:
@@ -94,6 +98,8 @@ class _LazyTLSTransport(httpx.AsyncBaseTransport):
         return self._context
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._plain is None and self._secure is None:
+            larger_reads()  # the first request here: httpcore is imported now
         if request.url.scheme == "http":
             if self._plain is None:
                 # a context is required but never used: no request over it speaks TLS
@@ -175,7 +181,6 @@ class Resolver(AsyncClosing):
     def _client(self, host: RegistryHost) -> httpx.AsyncClient:
         client = self._clients.get(host.tls)
         if client is None:
-            larger_reads()
             options: dict[str, Any] = {
                 "timeout": self._timeout,
                 "follow_redirects": True,
@@ -183,6 +188,7 @@ class Resolver(AsyncClosing):
             }
             if urllib.request.getproxies():
                 # proxy transports take the client's TLS settings: build them now
+                larger_reads()
                 options["verify"] = host.tls.ssl_context()
             else:
                 lazy = _LazyTLSTransport(host.tls)
@@ -231,14 +237,13 @@ class Resolver(AsyncClosing):
         body: bytes | Callable[[], AsyncIterator[bytes]] | None = None,
         stream: bool = False,
         retry: bool = True,
-        direct: bool = False,
     ) -> httpx.Response:
         """One request with auth, retries on 5xx and broken connections, and HTTP fallback.
 
-        The caller closes a streamed response. ``direct``: a ``GET`` whose
-        body may be drained by a thread (see :mod:`._direct`); the response's
-        ``extensions[DIRECT]`` is then its :class:`~._direct.DirectBody`
-        (unless the client goes through a proxy).
+        The caller closes a streamed response. A ``GET`` or ``HEAD`` is read
+        by a thread (see :mod:`._direct`), unless the client goes through a
+        proxy; the response's ``extensions[DIRECT]`` is then its
+        :class:`~._direct.DirectBody`, which a caller may drain.
 
         Raises:
             httpx.ConnectError: the server cannot be reached.
@@ -256,9 +261,7 @@ class Resolver(AsyncClosing):
             if auth:
                 hdrs.append(("Authorization", auth))
             content = body() if callable(body) else body
-            request = client.build_request(
-                method, url, headers=hdrs, content=content, extensions={DIRECT: direct}
-            )
+            request = client.build_request(method, url, headers=hdrs, content=content)
             try:
                 resp = await client.send(request, stream=True)
             except httpx.ConnectError as exc:
@@ -602,7 +605,6 @@ class Fetcher:
                     scopes=scopes,
                     headers=headers,
                     stream=True,
-                    direct=sink is not None,
                 )
             except (httpx.ConnectError, UnavailableError) as exc:
                 if not sent_any:

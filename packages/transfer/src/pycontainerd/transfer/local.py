@@ -142,14 +142,12 @@ class LocalServices:
 # -- warm-up ---------------------------------------------------------------------------
 
 #: What the first transfer would otherwise import while it runs: the registry
-#: stack (httpx) and what httpx itself imports only on its first connection.
+#: stack (httpx) and the pull. httpcore and anyio are not among them: a pull's
+#: requests are all reads, which never reach them (``remotes._direct``). A
+#: push, an import or an export imports the rest of what it needs when it runs.
 WARM_MODULES: tuple[str, ...] = (
     "pycontainerd.remotes.resolver",
     "pycontainerd.remotes.pull",
-    "pycontainerd.remotes.push",
-    "pycontainerd.remotes.archive",
-    "httpcore",
-    "anyio._backends._asyncio",
 )
 
 _warming: concurrent.futures.Future[None] | None = None
@@ -162,10 +160,6 @@ HTTPX_CLI = "httpx._main"
 #: a hundred times per pull); an import that fails is retried, and each retry
 #: searches every ``sys.path`` entry again.
 SNIFFIO = "sniffio"
-#: The HTTP/2 library httpcore imports when it is installed (a test dependency
-#: here). The resolver speaks HTTP/1.1 only, and httpcore imports it only to
-#: offer HTTP/2, which it never does for us.
-HTTP2 = "h2"
 
 
 def trim_registry_stack() -> None:
@@ -214,9 +208,6 @@ def _import_all(done: concurrent.futures.Future[None]) -> None:
     import importlib
 
     trim_registry_stack()
-    hide_http2 = HTTP2 not in sys.modules
-    if hide_http2:  # httpcore then defines its HTTP/2 connection as a stub
-        sys.modules[HTTP2] = None  # type: ignore[assignment]
     try:
         for name in WARM_MODULES:
             try:
@@ -225,8 +216,6 @@ def _import_all(done: concurrent.futures.Future[None]) -> None:
                 log.debug("warm-up: cannot import %s", name, exc_info=True)
                 break
     finally:
-        if hide_http2 and sys.modules.get(HTTP2, 0) is None:
-            del sys.modules[HTTP2]
         done.set_result(None)
 
 
