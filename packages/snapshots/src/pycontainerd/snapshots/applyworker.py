@@ -42,6 +42,14 @@ Lifecycle (:class:`ApplyWorkers`):
   a worker exited by itself before answering anything (it cannot start here),
   which is logged.
 
+The worker keeps the memory its applies free (glibc's ``mallopt``: no
+``mmap`` per large buffer, no trimming of the heap): otherwise every
+megabyte-sized read, inflate and write buffer of every layer is mapped and
+unmapped again, about 1 500 page faults per 4.7 MB layer, which made a
+worker's apply of such a layer about half as fast again as the same apply
+in the daemon's long-lived heap. Its resident size then stays at its
+largest apply's (a few MB more than at start).
+
 Importing this module must not import grpc; neither does the worker.
 """
 
@@ -74,6 +82,13 @@ log = logging.getLogger(__name__)
 _MAX_REQUEST: Final = 1 << 20
 _MAX_REPLY: Final = 1 << 16
 _PR_SET_PDEATHSIG: Final = 1
+# glibc's mallopt parameters and what the worker sets them to
+_M_TRIM_THRESHOLD: Final = -1
+_M_MMAP_THRESHOLD: Final = -3
+#: Allocations below this come from the heap, not a mapping of their own (glibc's maximum).
+MMAP_THRESHOLD: Final = 32 << 20
+#: Free memory at the top of the heap the worker keeps rather than give back.
+TRIM_THRESHOLD: Final = 64 << 20
 #: Seconds a closed worker may take to exit before it is killed.
 _REAP_SECONDS: Final = 10.0
 
@@ -509,10 +524,29 @@ def serve(sock: socket.socket) -> None:
         sock.send(json.dumps(reply).encode())
 
 
+def keep_freed_memory() -> bool:
+    """Have this process's allocator keep freed memory for the next layer (see module).
+
+    Returns whether it could (glibc); elsewhere nothing changes.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    )
+
+
 def main(argv: list[str]) -> int:
     """The worker: ``<socket fd> <daemon pid>``."""
     fd, parent = int(argv[0]), int(argv[1])
     _die_with_parent(parent)
+    keep_freed_memory()
     # a ^C on the daemon's terminal, or a stop signal to its whole group, is for the daemon:
     # it closes this process when it stops (and its death kills it)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
