@@ -791,7 +791,8 @@ async def test_a_head_and_the_reads_after_it_share_one_direct_connection() -> No
 
 
 def test_a_resolver_that_only_reads_never_imports_httpcore(plain: Registry) -> None:
-    # httpcore, h11 and anyio's backend cost a fresh daemon's first pull tens of milliseconds
+    # httpcore, h11 and anyio's backend cost a fresh daemon's first pull tens of milliseconds;
+    # tomllib is for hosts.toml files (none here)
     probe = f"""
 import asyncio, json, sys
 from pycontainerd.remotes.hosts import HostsConfig
@@ -803,7 +804,7 @@ async def main():
         await resolver.fetcher(name).fetch_bytes(desc)
 
 asyncio.run(main())
-print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("httpcore", "h11", "anyio"))))
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("httpcore", "h11", "anyio", "tomllib"))))
 """
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60

@@ -25,7 +25,6 @@ import enum
 import ipaddress
 import logging
 import ssl
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -301,6 +300,8 @@ def parse_hosts_file(file: Path, data: str | None = None) -> list[_Entry]:
     Raises:
         InvalidArgumentError: bad TOML, an unknown key or a value of the wrong type.
     """
+    import tomllib  # only here: a pull without a hosts.toml does not pay its import
+
     text = file.read_text() if data is None else data
     try:
         doc = tomllib.loads(text)
