@@ -206,8 +206,11 @@ class _Connection:
 
     def _connect(self, host: str, port: int, timeout: float | None) -> None:
         error: OSError | None = None
+        # an ASCII name as bytes: a str goes through the "idna" codec, whose first use
+        # imports it (with stringprep and unicodedata) on a pull's first connection
+        name: str | bytes = host.encode("ascii") if host.isascii() else host
         for family, kind, proto, _, address in socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM
+            name, port, type=socket.SOCK_STREAM
         ):
             self._check_aborted()
             sock = socket.socket(family, kind, proto)
