@@ -41,7 +41,7 @@ from pycontainerd.api.grpcutil import (
 )
 from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
 from pycontainerd.core import digests, namespaces
-from pycontainerd.core.content import FastReader, Info, Status
+from pycontainerd.core.content import FastReader, Info, LeasingManager, Status
 from pycontainerd.core.errdefs import AlreadyExistsError, ContainerdError
 from pycontainerd.core.types import UNSET_TIME
 
@@ -343,10 +343,20 @@ class ContentService(content_pb2_grpc.ContentServicer):
     async def _check_late_expected(
         self, context: _Ctx, writer: Writer, ref: str, expected: str
     ) -> None:
-        """An expected digest that arrives late and is already present ends the ingest."""
+        """An expected digest that arrives late and is already present ends the ingest.
+
+        Upstream checks with ``Info`` alone. Here a store with leases also adds
+        the blob to the call's lease (``info_leased``), as its writer does when
+        the digest comes first: the client skips the blob on AlreadyExists and
+        relies on it, and a blob nothing else references (left by an earlier
+        import, say) would otherwise be collectable until the client's labels
+        or image name it.
+        """
+        store = self._store
+        check = store.info_leased if isinstance(store, LeasingManager) else store.info
         async with aborting_on_error(context):
             try:
-                await self._store.info(expected)
+                await check(expected)
             except ContainerdError:
                 return
             await writer.close()
