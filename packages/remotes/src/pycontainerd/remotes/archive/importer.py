@@ -6,7 +6,8 @@ the content store through ``Content.Write`` under the ref ``tar-<path>``
 hold a lease: :func:`import_images` takes one. A file under
 ``blobs/<algorithm>/<hex>`` must hash to that digest, otherwise its ingest
 is discarded and the import fails with ``DataLossError`` before any image
-record is written.
+record is written. A blob the namespace has already is skipped, held by the
+import's lease all the same (:func:`commit_holding`).
 
 * With ``oci-layout`` the tar is an OCI image layout and ``index.json`` is
   the root.
@@ -202,8 +203,7 @@ async def _ingest(store: content.Store, f: IO[bytes], name: str, size: int) -> D
         if expected and dgst != expected:
             msg = f"archive blob {name!r}: digest mismatch: content is {dgst}, expected {expected}"
             raise DataLossError(msg)
-        with contextlib.suppress(AlreadyExistsError):
-            await writer.commit(size, dgst)
+        await commit_holding(writer, size, dgst)
         committed = True
         return Descriptor(digest=dgst, size=size)
     finally:
@@ -211,6 +211,34 @@ async def _ingest(store: content.Store, f: IO[bytes], name: str, size: int) -> D
         if not committed:
             with contextlib.suppress(NotFoundError):
                 await finish_shielded(store.abort(ref))
+
+
+async def commit_holding(
+    writer: content.Writer, size: int, dgst: str, *, labels: Mapping[str, str] | None = None
+) -> None:
+    """Commit ``writer`` (the bytes of ``dgst``); a blob the namespace has already is fine.
+
+    The digest is not named on the commit, and the store's digest of what
+    it got is compared here instead: containerd's Content service checks a
+    digest named on COMMIT with a bare ``Info`` and answers AlreadyExists
+    for a blob the namespace has without adding it to the call's lease. The
+    importer relies on such a blob (it skips it), and one that nothing else
+    references (an earlier import's ``index.json``) could then be collected
+    before the import's labels and images name it. Unnamed, the commit goes
+    through the metadata store, which adds an existing blob to the lease
+    before it answers AlreadyExists (containerd's and ours). A writer opened
+    with an expected digest is still checked against it by the store.
+
+    Raises:
+        DataLossError: the store committed the bytes under another digest.
+    """
+    try:
+        got = await writer.commit(size, labels=labels)
+    except AlreadyExistsError:
+        return
+    if got != dgst:
+        msg = f"committed content is {got}, expected {dgst}"
+        raise DataLossError(msg)
 
 
 async def _entry(
@@ -410,8 +438,7 @@ async def write_bytes(store: content.Store, ref: str, data: bytes, desc: Descrip
     try:
         await writer.truncate(0)
         await writer.write(data)
-        with contextlib.suppress(AlreadyExistsError):
-            await writer.commit(desc.size, desc.digest)
+        await commit_holding(writer, desc.size, desc.digest)
         committed = True
     finally:
         await writer.close()
@@ -496,8 +523,7 @@ async def compress_blob(store: content.Store, desc: Descriptor) -> Descriptor:
         await writer.write(tail)
         size += len(tail)
         dgst = writer.digest()
-        with contextlib.suppress(AlreadyExistsError):
-            await writer.commit(size, dgst, labels=labels)
+        await commit_holding(writer, size, dgst, labels=labels)
         committed = True
     finally:
         await reader.close()
