@@ -282,6 +282,41 @@ async def test_docker_save_import_and_unpack(
         assert (await _labels(client, diff_ids[0]))[mt.UNCOMPRESSED_LABEL] == diff_ids[0]
 
 
+async def test_docker_reimport_leases_the_compressed_layers_it_reuses(
+    daemon: RealContainerd | Daemon, namespace: str
+) -> None:
+    """A layer's compressed blob found by its label is held by the import's lease.
+
+    The first import gzips the ``docker save`` layers (``compress_layers``);
+    the second finds those blobs by their ``containerd.io/uncompressed``
+    label and names them in its manifest instead of the tars, so it must hold
+    them until the manifest's labels do (a lease of the test's keeps the
+    first import's blobs, so the outcome does not depend on the collector).
+    """
+    data, diff_ids = docker_archive(["foo/bar:v1"])
+    async with Client(daemon.address, namespace) as client:
+        store = client.content_store()
+        keep = await client.lease_manager().create("keep-first-import")
+        with namespaces.with_lease(keep.id):
+            await import_images(client, io.BytesIO(data), ImportOptions(compress_layers=True))
+        gz = {
+            info.labels[mt.UNCOMPRESSED_LABEL]: info.digest
+            async for info in store.walk(
+                *(f'labels."{mt.UNCOMPRESSED_LABEL}"=={d}' for d in diff_ids)
+            )
+        }
+        async with client.with_lease() as lease:
+            await import_images(client, io.BytesIO(data))
+            held = await client.lease_manager().list_resources(lease)
+            image = await client.image_store().get("docker.io/foo/bar:v1")
+        await client.lease_manager().delete(keep.id)
+        doc = json.loads(await content.read_blob(store, image.target.digest))
+    assert [x["digest"] for x in doc["layers"]] == [gz[d] for d in diff_ids]
+    assert [x["mediaType"] for x in doc["layers"]] == [mt.DOCKER_LAYER_GZIP] * 2
+    for d in diff_ids:
+        assert Resource(id=gz[d], type="content") in held
+
+
 async def test_docker_import_matches_go_ctr(
     containerd: RealContainerd, namespace: str, tmp_path: Path
 ) -> None:

@@ -15,7 +15,8 @@ import's lease all the same (:func:`commit_holding`).
   1.1/1.2 formats): a Docker schema 2 manifest is written for each entry
   (config media type ``application/vnd.docker.container.image.v1+json``,
   layer media types from the layers' compression, reusing a compressed blob
-  already labelled ``containerd.io/uncompressed=<layer digest>``), and an
+  already labelled ``containerd.io/uncompressed=<layer digest>``, which the
+  import's lease then holds: :func:`hold`), and an
   OCI index names each tag (``io.containerd.image.name`` with the normalised
   name, ``org.opencontainers.image.ref.name`` with its tag).
 
@@ -447,6 +448,27 @@ async def write_bytes(store: content.Store, ref: str, data: bytes, desc: Descrip
                 await store.abort(ref)
 
 
+async def hold(store: content.Store, desc: Descriptor) -> bool:
+    """Whether the store has the blob ``desc``; if so the current lease now holds it.
+
+    For a blob the import did not write but will name (a compressed layer
+    found by its label): until the manifest's labels reference it, nothing
+    may, and the collector could take it. A writer opened with its digest
+    is how containerd's metadata store (and ours) adds an existing blob to
+    the caller's lease; it answers AlreadyExists. A writer that opens
+    instead (the blob is gone) is given up at once.
+    """
+    ref = f"hold-{desc.digest}"
+    try:
+        writer = await store.writer(ref, total=desc.size, expected=desc.digest)
+    except AlreadyExistsError:
+        return True
+    await writer.close()
+    with contextlib.suppress(NotFoundError):
+        await finish_shielded(store.abort(ref))
+    return False
+
+
 _GZIP_MAGIC: Final = b"\x1f\x8b"
 _ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
 
@@ -481,7 +503,9 @@ async def _resolve_layers(
         if uncompressed and uncompressed not in compressed:
             compressed[uncompressed] = Descriptor(digest=info.digest, size=info.size)
     for i, desc in enumerate(out):
-        use = compressed.get(desc.digest, desc)
+        use = compressed.get(desc.digest)
+        if use is None or not await hold(store, use):
+            use = desc  # the archive's own tar (gone since the walk: collected)
         media_type = await _layer_media_type(store, use)
         if compress and media_type == mt.DOCKER_LAYER:
             use = await compress_blob(store, use)
