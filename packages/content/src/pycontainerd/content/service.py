@@ -13,8 +13,8 @@ Errors are upstream's: errdefs kinds raised by the store go through
 ``aborting_on_error`` (message ending in the sentinel); the checks upstream
 makes with a literal gRPC status (``"<d>" failed validation``,
 ``first message must have a reference``, ``write @N must occur at current
-offset M``, ``read past object length N bytes``) are answered the same way,
-without a sentinel.
+offset M``, ``read past object length N bytes``, ``blob with expected digest
+D exists``) are answered the same way, without a sentinel.
 
 Memory stays bounded: Read sends at most 1 MiB per message and Write appends
 each message's data as it arrives.
@@ -42,7 +42,7 @@ from pycontainerd.api.grpcutil import (
 from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
 from pycontainerd.core import digests, namespaces
 from pycontainerd.core.content import FastReader, Info, LeasingManager, Status
-from pycontainerd.core.errdefs import AlreadyExistsError, ContainerdError
+from pycontainerd.core.errdefs import ContainerdError
 from pycontainerd.core.types import UNSET_TIME
 
 if TYPE_CHECKING:
@@ -361,8 +361,9 @@ class ContentService(content_pb2_grpc.ContentServicer):
                 return
             await writer.close()
             await self._store.abort(ref)
-            msg = f"blob with expected digest {expected} exists"
-            raise AlreadyExistsError(msg)
+        await context.abort(
+            grpc.StatusCode.ALREADY_EXISTS, f"blob with expected digest {expected} exists"
+        )
 
     async def _write_step(
         self,
