@@ -11,13 +11,14 @@ import pytest
 
 from pycontainerd.client.client import Client
 from pycontainerd.client.testing import CTR, require_binary
-from pycontainerd.core import content, platforms
+from pycontainerd.core import content, namespaces, platforms
 from pycontainerd.core.errdefs import (
     DataLossError,
     InvalidArgumentError,
     NotFoundError,
     UnimplementedError,
 )
+from pycontainerd.core.leases import Resource
 from pycontainerd.remotes import mediatypes as mt
 from pycontainerd.remotes.archive import (
     ExportOptions,
@@ -217,6 +218,35 @@ async def test_oci_import_platform_and_all_platforms(ours: Daemon, namespace: st
         assert sorted(labels.values()) == sorted([AMD.root.digest, ARM.root.digest])
 
 
+async def test_reimport_leases_the_blobs_it_finds(
+    daemon: RealContainerd | Daemon, namespace: str
+) -> None:
+    """A blob the namespace has already is held by the import's lease all the same.
+
+    An earlier import of the archive left its ``index.json`` (no image names
+    it); the second import writes it, hears AlreadyExists and relies on it.
+    Were it not in the second import's lease, a collection between that and
+    the import's read of it would remove it (NotFound: the flake this test
+    pins). Here a lease of the test's keeps the first copy alive, so the
+    outcome does not depend on when the collector runs.
+    """
+    data = oci_archive(INDEX, {refs.IMAGE_NAME_ANNOTATION: NAME})
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        index_json = sha256(tf.extractfile("index.json").read())  # type: ignore[union-attr]
+    async with Client(daemon.address, namespace) as client:
+        keep = await client.lease_manager().create("keep-first-import")
+        with namespaces.with_lease(keep.id):
+            await import_images(client, io.BytesIO(data))
+        async with client.with_lease() as lease:
+            await import_images(client, io.BytesIO(data))
+            held = await client.lease_manager().list_resources(lease)
+        await client.lease_manager().delete(keep.id)
+    assert Resource(id=index_json, type="content") in held
+    # every blob of the archive (the host's platform: what the import walks)
+    for blob in [INDEX.root, AMD.root, *AMD.blobs]:
+        assert Resource(id=blob.digest, type="content") in held
+
+
 async def test_docker_save_import_and_unpack(
     daemon: RealContainerd | Daemon, namespace: str
 ) -> None:
@@ -250,6 +280,41 @@ async def test_docker_save_import_and_unpack(
             )
         assert top == chain_ids(diff_ids)[-1]
         assert (await _labels(client, diff_ids[0]))[mt.UNCOMPRESSED_LABEL] == diff_ids[0]
+
+
+async def test_docker_reimport_leases_the_compressed_layers_it_reuses(
+    daemon: RealContainerd | Daemon, namespace: str
+) -> None:
+    """A layer's compressed blob found by its label is held by the import's lease.
+
+    The first import gzips the ``docker save`` layers (``compress_layers``);
+    the second finds those blobs by their ``containerd.io/uncompressed``
+    label and names them in its manifest instead of the tars, so it must hold
+    them until the manifest's labels do (a lease of the test's keeps the
+    first import's blobs, so the outcome does not depend on the collector).
+    """
+    data, diff_ids = docker_archive(["foo/bar:v1"])
+    async with Client(daemon.address, namespace) as client:
+        store = client.content_store()
+        keep = await client.lease_manager().create("keep-first-import")
+        with namespaces.with_lease(keep.id):
+            await import_images(client, io.BytesIO(data), ImportOptions(compress_layers=True))
+        gz = {
+            info.labels[mt.UNCOMPRESSED_LABEL]: info.digest
+            async for info in store.walk(
+                *(f'labels."{mt.UNCOMPRESSED_LABEL}"=={d}' for d in diff_ids)
+            )
+        }
+        async with client.with_lease() as lease:
+            await import_images(client, io.BytesIO(data))
+            held = await client.lease_manager().list_resources(lease)
+            image = await client.image_store().get("docker.io/foo/bar:v1")
+        await client.lease_manager().delete(keep.id)
+        doc = json.loads(await content.read_blob(store, image.target.digest))
+    assert [x["digest"] for x in doc["layers"]] == [gz[d] for d in diff_ids]
+    assert [x["mediaType"] for x in doc["layers"]] == [mt.DOCKER_LAYER_GZIP] * 2
+    for d in diff_ids:
+        assert Resource(id=gz[d], type="content") in held
 
 
 async def test_docker_import_matches_go_ctr(

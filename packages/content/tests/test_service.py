@@ -481,7 +481,7 @@ async def test_write_expected_already_present(stub: content_pb2_grpc.ContentAsyn
         ),
         grpc.StatusCode.ALREADY_EXISTS,
     )
-    assert details == f"blob with expected digest {dgst} exists: already exists"
+    assert details == f"blob with expected digest {dgst} exists"
     await expect_error(
         stub.Status(content_pb2.StatusRequest(ref="late"), metadata=NS), grpc.StatusCode.NOT_FOUND
     )

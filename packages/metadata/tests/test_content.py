@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 DATA = b"hello content"
 DGST = "sha256:" + hashlib.sha256(DATA).hexdigest()
+OTHER = "sha256:" + "0" * 64
 
 
 pytestmark = pytest.mark.usefixtures("default_namespace")
@@ -148,6 +149,23 @@ async def test_lease_holds_ingest_then_content(cs: MetadataContentStore, db: Met
     assert expire == 0
     with with_lease("ghost"), pytest.raises(NotFoundError, match=r"lease does not exist"):
         await cs.writer("r9")
+
+
+async def test_info_leased_holds_what_the_namespace_has(
+    cs: MetadataContentStore, db: MetadataDB
+) -> None:
+    await write(cs, "r1")
+    assert (await cs.info_leased(DGST)).size == len(DATA)  # no lease: only info
+    leases = LeaseStore(db)
+    await leases.create("l1")
+    with with_lease("l1"):
+        info = await cs.info_leased(DGST)
+        with pytest.raises(NotFoundError, match=f"^content digest {OTHER}: not found$"):
+            await cs.info_leased(OTHER)
+    assert info == await cs.info(DGST)
+    assert await leases.list_resources("l1") == [Resource(id=DGST, type="content")]
+    with with_namespace("other"), with_lease("l1"), pytest.raises(NotFoundError):
+        await cs.info_leased(DGST)  # another namespace's blob is not lent
 
 
 async def test_unleased_ingest_expires_in_a_day(cs: MetadataContentStore, db: MetadataDB) -> None:

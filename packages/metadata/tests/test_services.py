@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from google.protobuf import any_pb2, field_mask_pb2
 
 from pycontainerd.api.services.containers.v1 import containers_pb2 as cpb
 from pycontainerd.api.services.containers.v1 import containers_pb2_grpc as cgrpc
+from pycontainerd.api.services.content.v1 import content_pb2 as ctpb
+from pycontainerd.api.services.content.v1 import content_pb2_grpc as ctgrpc
 from pycontainerd.api.services.images.v1 import images_pb2 as ipb
 from pycontainerd.api.services.images.v1 import images_pb2_grpc as igrpc
 from pycontainerd.api.services.leases.v1 import leases_pb2 as lpb
@@ -22,10 +25,13 @@ from pycontainerd.api.services.namespaces.v1 import namespace_pb2 as npb
 from pycontainerd.api.services.namespaces.v1 import namespace_pb2_grpc as ngrpc
 from pycontainerd.api.types import descriptor_pb2
 from pycontainerd.content.local import LocalStore
+from pycontainerd.content.service import ContentService
+from pycontainerd.content.store import EventStore
 from pycontainerd.core.namespaces import with_namespace
 from pycontainerd.events.exchange import Envelope, Exchange
 from pycontainerd.metadata.containers import ContainerStore
 from pycontainerd.metadata.content import MetadataContentStore
+from pycontainerd.metadata.gc import Collector
 from pycontainerd.metadata.images import ImageStore
 from pycontainerd.metadata.leases import LeaseStore
 from pycontainerd.metadata.namespaces import NamespaceStore
@@ -51,6 +57,7 @@ class Api:
     images: Any
     containers: Any
     leases: Any
+    content_rpc: Any
     events: Subscription
     db: MetadataDB
     content: MetadataContentStore
@@ -68,6 +75,8 @@ async def api(request: pytest.FixtureRequest, db: MetadataDB, tmp_path: Path) ->
     ImagesService(ImageStore(db), db, exchange).register(server)
     ContainersService(ContainerStore(db), exchange).register(server)
     LeasesService(LeaseStore(db), db).register(server)
+    content = MetadataContentStore(db, LocalStore(tmp_path / "content"))
+    ContentService(EventStore(content, exchange)).register(server)
     sockdir = tempfile.mkdtemp(dir="/tmp")
     path = str(Path(sockdir) / "m.sock")
     address = f"unix://{path}"
@@ -83,9 +92,10 @@ async def api(request: pytest.FixtureRequest, db: MetadataDB, tmp_path: Path) ->
                 images=igrpc.ImagesStub(channel),
                 containers=cgrpc.ContainersStub(channel),
                 leases=lgrpc.LeasesStub(channel),
+                content_rpc=ctgrpc.ContentStub(channel),
                 events=sub,
                 db=db,
-                content=MetadataContentStore(db, LocalStore(tmp_path / "content")),
+                content=content,
             )
     finally:
         sub.close()
@@ -533,3 +543,47 @@ async def test_lease_header_attaches_new_content(api: Api) -> None:
         dgst = await w.commit()
     got = await api.leases.ListResources(lpb.ListResourcesRequest(id="pull"), metadata=NS)
     assert [(r.type, r.id) for r in got.resources] == [("content", dgst)]
+
+
+async def test_late_expected_digest_of_a_present_blob_joins_the_lease(api: Api) -> None:
+    """A Write that names its digest at COMMIT, of a blob the namespace has but nothing holds.
+
+    Upstream's answer (AlreadyExists, ingest aborted) stands, and the call's
+    lease now holds the blob: the client (an archive import writing
+    ``index.json``) skips it and relies on it, so a collection before its
+    labels or image exist must keep it. Before, the blob went with the next
+    collection and the import's next read of it failed with NotFound.
+    """
+    data = b'{"schemaVersion":2,"manifests":[]}'
+    dgst = "sha256:" + hashlib.sha256(data).hexdigest()
+    with with_namespace("default"):  # an earlier import, its lease gone: nothing holds it
+        w = await api.content.writer("tar-index.json")
+        await w.write(data)
+        await w.commit(len(data), dgst)
+    await api.leases.Create(lpb.CreateRequest(id="import"), metadata=NS)
+    call = api.content_rpc.Write(metadata=(*NS, ("containerd-lease", "import")))
+    await call.write(ctpb.WriteContentRequest(action=ctpb.STAT, ref="tar-index.json"))
+    assert (await call.read()).offset == 0
+    await call.write(ctpb.WriteContentRequest(action=ctpb.WRITE, offset=0, data=data))
+    assert (await call.read()).offset == len(data)
+    await call.write(
+        ctpb.WriteContentRequest(
+            action=ctpb.COMMIT, offset=len(data), total=len(data), expected=dgst
+        )
+    )
+    err = await rpc_error(call.read())
+    assert err.code() is grpc.StatusCode.ALREADY_EXISTS
+    assert err.details() == f"blob with expected digest {dgst} exists"
+    statuses = await api.content_rpc.ListStatuses(ctpb.ListStatusesRequest(), metadata=NS)
+    assert list(statuses.statuses) == []
+    got = await api.leases.ListResources(lpb.ListResourcesRequest(id="import"), metadata=NS)
+    assert [(r.type, r.id) for r in got.resources] == [("content", dgst)]
+    collector = Collector(api.db, api.content.backend)
+    await collector.collect()
+    info = await api.content_rpc.Info(ctpb.InfoRequest(digest=dgst), metadata=NS)
+    assert info.info.size == len(data)
+    # the lease was all that kept it
+    await api.leases.Delete(lpb.DeleteRequest(id="import"), metadata=NS)
+    await collector.collect()
+    err = await rpc_error(api.content_rpc.Info(ctpb.InfoRequest(digest=dgst), metadata=NS))
+    assert err.code() is grpc.StatusCode.NOT_FOUND

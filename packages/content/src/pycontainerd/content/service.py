@@ -13,8 +13,8 @@ Errors are upstream's: errdefs kinds raised by the store go through
 ``aborting_on_error`` (message ending in the sentinel); the checks upstream
 makes with a literal gRPC status (``"<d>" failed validation``,
 ``first message must have a reference``, ``write @N must occur at current
-offset M``, ``read past object length N bytes``) are answered the same way,
-without a sentinel.
+offset M``, ``read past object length N bytes``, ``blob with expected digest
+D exists``) are answered the same way, without a sentinel.
 
 Memory stays bounded: Read sends at most 1 MiB per message and Write appends
 each message's data as it arrives.
@@ -41,8 +41,8 @@ from pycontainerd.api.grpcutil import (
 )
 from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
 from pycontainerd.core import digests, namespaces
-from pycontainerd.core.content import FastReader, Info, Status
-from pycontainerd.core.errdefs import AlreadyExistsError, ContainerdError
+from pycontainerd.core.content import FastReader, Info, LeasingManager, Status
+from pycontainerd.core.errdefs import ContainerdError
 from pycontainerd.core.types import UNSET_TIME
 
 if TYPE_CHECKING:
@@ -343,16 +343,27 @@ class ContentService(content_pb2_grpc.ContentServicer):
     async def _check_late_expected(
         self, context: _Ctx, writer: Writer, ref: str, expected: str
     ) -> None:
-        """An expected digest that arrives late and is already present ends the ingest."""
+        """An expected digest that arrives late and is already present ends the ingest.
+
+        Upstream checks with ``Info`` alone. Here a store with leases also adds
+        the blob to the call's lease (``info_leased``), as its writer does when
+        the digest comes first: the client skips the blob on AlreadyExists and
+        relies on it, and a blob nothing else references (left by an earlier
+        import, say) would otherwise be collectable until the client's labels
+        or image name it.
+        """
+        store = self._store
+        check = store.info_leased if isinstance(store, LeasingManager) else store.info
         async with aborting_on_error(context):
             try:
-                await self._store.info(expected)
+                await check(expected)
             except ContainerdError:
                 return
             await writer.close()
             await self._store.abort(ref)
-            msg = f"blob with expected digest {expected} exists"
-            raise AlreadyExistsError(msg)
+        await context.abort(
+            grpc.StatusCode.ALREADY_EXISTS, f"blob with expected digest {expected} exists"
+        )
 
     async def _write_step(
         self,

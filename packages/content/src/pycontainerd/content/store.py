@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from pycontainerd.core.content import FastReader
+from pycontainerd.core.content import FastReader, LeasingManager
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -34,6 +34,12 @@ class EventStore:
         self._fast = store if isinstance(store, FastReader) else None
 
     async def info(self, dgst: str) -> Info:
+        return await self.store.info(dgst)
+
+    async def info_leased(self, dgst: str) -> Info:
+        """The wrapped store's ``info_leased`` if it has one (else ``info``: no leases)."""
+        if isinstance(self.store, LeasingManager):
+            return await self.store.info_leased(dgst)
         return await self.store.info(dgst)
 
     async def update(self, info: Info, *fieldpaths: str) -> Info:

@@ -211,6 +211,24 @@ class Store(Provider, Ingester, Manager, IngestManager, Protocol):
 
 
 @runtime_checkable
+class LeasingManager(Protocol):
+    """A store whose "already have it" check also protects the blob for the caller.
+
+    The metadata store: the blob, if the namespace has it, is added to the
+    current lease in the same transaction, as its writer does when opened
+    with the digest of a blob it has. The Content service asks this when a
+    Write names its expected digest only late (at COMMIT) and answers
+    ``AlreadyExists`` for a blob it has: the client then skips the blob and
+    relies on it, so the blob must not be collected before the client's
+    own references (labels, an image) exist.
+    """
+
+    async def info_leased(self, dgst: str) -> Info:
+        """:meth:`Manager.info`, the blob now also held by the current lease (if any)."""
+        ...
+
+
+@runtime_checkable
 class FastReader(Protocol):
     """Synchronous reads a namespaced store answers on the event loop, when it can at once.
 

@@ -15,8 +15,11 @@ namespace must write the bytes itself.
 
 Lease: the lease of the request (``pycontainerd.core.namespaces.lease()``,
 from the ``containerd-lease`` header) references every blob committed and
-every ingest opened under it, in the same transaction. Unleased ingests get
-an expiry 24 h ahead for the GC.
+every ingest opened under it, in the same transaction, and every blob an
+"already exists" answer reports (a writer opened with its digest, a commit of
+bytes the namespace has, :meth:`MetadataContentStore.info_leased`): a client
+told it need not write a blob relies on it. Unleased ingests get an expiry
+24 h ahead for the GC.
 
 Deleting a blob removes it from the namespace and marks the database dirty;
 the garbage collector removes the bytes from the backend once no namespace
@@ -292,6 +295,30 @@ class MetadataContentStore:
         if info is None:
             raise _content_not_found(dgst)
         return info
+
+    async def info_leased(self, dgst: str) -> Info:
+        """:meth:`info`, and the current lease (if any) now references the blob.
+
+        One transaction, as a writer opened with the digest of a blob the
+        namespace has: the caller may skip writing it and rely on it.
+
+        Raises:
+            NotFoundError: ``content digest <dgst>: not found``, or ``lease
+                does not exist``.
+        """
+        ns = namespace_required()
+        lease_id = lease()
+        if not lease_id:
+            return await self.info(dgst)
+
+        def run(tx: Tx) -> Info:
+            row = _blob_row(tx, ns, dgst)
+            if row is None:
+                raise _content_not_found(dgst)
+            attach(tx, ns, lease_id, CONTENT, dgst)
+            return _info(dgst, row)
+
+        return await self.db.aupdate(run)
 
     async def update(self, info: Info, *fieldpaths: str) -> Info:
         """Update a blob's labels (paths ``labels`` and ``labels.<key>``; none = all).

@@ -6,7 +6,8 @@ the content store through ``Content.Write`` under the ref ``tar-<path>``
 hold a lease: :func:`import_images` takes one. A file under
 ``blobs/<algorithm>/<hex>`` must hash to that digest, otherwise its ingest
 is discarded and the import fails with ``DataLossError`` before any image
-record is written.
+record is written. A blob the namespace has already is skipped, held by the
+import's lease all the same (:func:`commit_holding`).
 
 * With ``oci-layout`` the tar is an OCI image layout and ``index.json`` is
   the root.
@@ -14,7 +15,8 @@ record is written.
   1.1/1.2 formats): a Docker schema 2 manifest is written for each entry
   (config media type ``application/vnd.docker.container.image.v1+json``,
   layer media types from the layers' compression, reusing a compressed blob
-  already labelled ``containerd.io/uncompressed=<layer digest>``), and an
+  already labelled ``containerd.io/uncompressed=<layer digest>``, which the
+  import's lease then holds: :func:`hold`), and an
   OCI index names each tag (``io.containerd.image.name`` with the normalised
   name, ``org.opencontainers.image.ref.name`` with its tag).
 
@@ -202,8 +204,7 @@ async def _ingest(store: content.Store, f: IO[bytes], name: str, size: int) -> D
         if expected and dgst != expected:
             msg = f"archive blob {name!r}: digest mismatch: content is {dgst}, expected {expected}"
             raise DataLossError(msg)
-        with contextlib.suppress(AlreadyExistsError):
-            await writer.commit(size, dgst)
+        await commit_holding(writer, size, dgst)
         committed = True
         return Descriptor(digest=dgst, size=size)
     finally:
@@ -211,6 +212,34 @@ async def _ingest(store: content.Store, f: IO[bytes], name: str, size: int) -> D
         if not committed:
             with contextlib.suppress(NotFoundError):
                 await finish_shielded(store.abort(ref))
+
+
+async def commit_holding(
+    writer: content.Writer, size: int, dgst: str, *, labels: Mapping[str, str] | None = None
+) -> None:
+    """Commit ``writer`` (the bytes of ``dgst``); a blob the namespace has already is fine.
+
+    The digest is not named on the commit, and the store's digest of what
+    it got is compared here instead: containerd's Content service checks a
+    digest named on COMMIT with a bare ``Info`` and answers AlreadyExists
+    for a blob the namespace has without adding it to the call's lease. The
+    importer relies on such a blob (it skips it), and one that nothing else
+    references (an earlier import's ``index.json``) could then be collected
+    before the import's labels and images name it. Unnamed, the commit goes
+    through the metadata store, which adds an existing blob to the lease
+    before it answers AlreadyExists (containerd's and ours). A writer opened
+    with an expected digest is still checked against it by the store.
+
+    Raises:
+        DataLossError: the store committed the bytes under another digest.
+    """
+    try:
+        got = await writer.commit(size, labels=labels)
+    except AlreadyExistsError:
+        return
+    if got != dgst:
+        msg = f"committed content is {got}, expected {dgst}"
+        raise DataLossError(msg)
 
 
 async def _entry(
@@ -410,14 +439,34 @@ async def write_bytes(store: content.Store, ref: str, data: bytes, desc: Descrip
     try:
         await writer.truncate(0)
         await writer.write(data)
-        with contextlib.suppress(AlreadyExistsError):
-            await writer.commit(desc.size, desc.digest)
+        await commit_holding(writer, desc.size, desc.digest)
         committed = True
     finally:
         await writer.close()
         if not committed:
             with contextlib.suppress(NotFoundError):
                 await store.abort(ref)
+
+
+async def hold(store: content.Store, desc: Descriptor) -> bool:
+    """Whether the store has the blob ``desc``; if so the current lease now holds it.
+
+    For a blob the import did not write but will name (a compressed layer
+    found by its label): until the manifest's labels reference it, nothing
+    may, and the collector could take it. A writer opened with its digest
+    is how containerd's metadata store (and ours) adds an existing blob to
+    the caller's lease; it answers AlreadyExists. A writer that opens
+    instead (the blob is gone) is given up at once.
+    """
+    ref = f"hold-{desc.digest}"
+    try:
+        writer = await store.writer(ref, total=desc.size, expected=desc.digest)
+    except AlreadyExistsError:
+        return True
+    await writer.close()
+    with contextlib.suppress(NotFoundError):
+        await finish_shielded(store.abort(ref))
+    return False
 
 
 _GZIP_MAGIC: Final = b"\x1f\x8b"
@@ -454,7 +503,9 @@ async def _resolve_layers(
         if uncompressed and uncompressed not in compressed:
             compressed[uncompressed] = Descriptor(digest=info.digest, size=info.size)
     for i, desc in enumerate(out):
-        use = compressed.get(desc.digest, desc)
+        use = compressed.get(desc.digest)
+        if use is None or not await hold(store, use):
+            use = desc  # the archive's own tar (gone since the walk: collected)
         media_type = await _layer_media_type(store, use)
         if compress and media_type == mt.DOCKER_LAYER:
             use = await compress_blob(store, use)
@@ -496,8 +547,7 @@ async def compress_blob(store: content.Store, desc: Descriptor) -> Descriptor:
         await writer.write(tail)
         size += len(tail)
         dgst = writer.digest()
-        with contextlib.suppress(AlreadyExistsError):
-            await writer.commit(size, dgst, labels=labels)
+        await commit_holding(writer, size, dgst, labels=labels)
         committed = True
     finally:
         await reader.close()
