@@ -13,6 +13,7 @@ import pytest
 from pycontainerd.client.client import Client
 from pycontainerd.core import content, namespaces, platforms
 from pycontainerd.core.errdefs import DataLossError, NotFoundError, UnavailableError
+from pycontainerd.core.leases import Resource
 from pycontainerd.core.snapshots import Kind
 from pycontainerd.remotes import mediatypes as mt
 from pycontainerd.remotes.hosts import HostsConfig
@@ -89,6 +90,32 @@ async def test_pull_multi_layer_image(registry: Registry, address: str, namespac
         assert {j.status for j in tracker2.jobs.values() if j.ref.startswith("layer-")} == {
             "exists"
         }
+
+
+async def test_a_pull_leases_the_blobs_it_finds(
+    registry: Registry, address: str, namespace: str
+) -> None:
+    """A blob the namespace has already is held by the pull's lease, not just skipped.
+
+    The pull does not download it and counts on it until the manifest's labels
+    and the image reference it; were it not in the pull's lease, a collection
+    in between could remove it (say, one an ``images rm`` just triggered). A
+    lease of the test's keeps the first copies, so the outcome does not depend
+    on when the collector runs.
+    """
+    ref = f"{registry.host}/test/multi:v1"
+    async with Client(address, namespace) as client, resolver() as res:
+        keep = await client.lease_manager().create("keep-first-fetch")
+        with namespaces.with_lease(keep.id):
+            await fetch(client, ref, res, create_image=False)
+        async with client.with_lease() as lease:
+            tracker = Tracker()
+            await pull(client, ref, res, tracker=tracker, snapshotter="native")
+            held = await client.lease_manager().list_resources(lease)
+        await client.lease_manager().delete(keep.id)
+    assert {j.status for j in tracker.jobs.values() if j.ref.startswith("layer-")} == {"exists"}
+    for blob in [IMAGE.root, *IMAGE.blobs]:
+        assert Resource(id=blob.digest, type="content") in held, blob.media_type
 
 
 async def test_pull_index_platforms(registry: Registry, address: str, namespace: str) -> None:

@@ -36,12 +36,14 @@ from pycontainerd.client.transfer import (
     Progress,
     _ClientStream,
 )
+from pycontainerd.core import namespaces
 from pycontainerd.core.errdefs import (
     InvalidArgumentError,
     NotFoundError,
     UnauthenticatedError,
     UnimplementedError,
 )
+from pycontainerd.core.leases import Resource
 from pycontainerd.core.platforms import Platform
 from pycontainerd.daemon.testing import Daemon, short_tempdir
 from pycontainerd.remotes import mediatypes as mt
@@ -334,6 +336,25 @@ async def _held_without_spool(
     finally:
         go.set()
     await transfer
+
+
+@pytest.mark.system
+async def test_a_pull_leases_the_blobs_it_finds(
+    daemon: Daemon, registry: Registry, namespace: str
+) -> None:
+    # the daemon's pull skips a blob the namespace has and counts on it: its lease holds it
+    ref = f"{registry.host}/test/oci:v1"
+    async with Client(daemon.address, namespace) as client:
+        keep = await client.lease_manager().create("keep-first-pull")
+        with namespaces.with_lease(keep.id):
+            await pull(client, ref)
+        await client.image_store().delete(ref)
+        async with client.with_lease() as lease:
+            await pull(client, ref)
+            held = await client.lease_manager().list_resources(lease)
+        await client.lease_manager().delete(keep.id)
+    for blob in [IMAGE.root, *IMAGE.blobs]:
+        assert Resource(id=blob.digest, type="content") in held, blob.media_type
 
 
 @pytest.mark.system

@@ -234,7 +234,7 @@ class _Walker:
     # -- blobs ------------------------------------------------------------------------
 
     async def _open(self, ref: str, desc: Descriptor) -> content.Writer | None:
-        """A writer for ``ref``, or ``None`` when the blob exists already."""
+        """A writer for ``ref``, or ``None`` when the blob exists already (now leased)."""
         delay = 0.016
         loop = asyncio.get_running_loop()
         deadline = loop.time() + LOCK_RETRY_SECONDS
@@ -244,16 +244,12 @@ class _Walker:
             except AlreadyExistsError:
                 return None
             except UnavailableError:
-                # another pull holds this ingest: wait for it (upstream's OpenWriter)
+                # another pull holds this ingest: wait for it (upstream's OpenWriter);
+                # once it has committed, the next try answers AlreadyExists, leased
                 if loop.time() > deadline:
                     raise
                 await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter
                 delay = min(delay * 2, 2.0)
-                try:
-                    await self.store.info(desc.digest)
-                except NotFoundError:
-                    continue
-                return None
 
     def _event(self, dgst: str) -> asyncio.Event:
         event = self._stored.get(dgst)
@@ -286,14 +282,10 @@ class _Walker:
         labels = labels or {}
         ref = mt.ref_key(desc.media_type, desc.digest)
         all_labels = {**labels, **self._source_labels()}
-        try:
-            await self.store.info(desc.digest)
-        except NotFoundError:
-            pass
-        else:
-            await self._merge_labels(desc.digest, labels)
-            self.tracker.set(ref, "exists", total=desc.size, media_type=desc.media_type)
-            return
+        # No "do we have it" Info first: a writer opened with the digest of a blob the
+        # namespace has answers AlreadyExists *and* adds the blob to the pull's lease (as
+        # upstream's Fetch relies on), so the collector cannot take a blob nothing else
+        # references yet (an image just removed, say) while this pull counts on it.
         writer = await self._open(ref, desc)
         if writer is None:
             await self._merge_labels(desc.digest, labels)
