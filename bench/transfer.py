@@ -23,33 +23,43 @@ Metrics:
 - ``progress_overhead_pct`` (ours only): the median of a library
   ``Client.transfer`` pull with a progress stream over the median without one,
   each on a daemon warmed by one pull (so the first pull's imports do not
-  drown the difference).
+  drown the difference), the two kinds in alternating order. A pull of
+  ``bench/big`` sends about 70 progress events; the spread of this number
+  from run to run (several per cent either way on a two-core machine) is
+  larger than their cost.
 
 Our daemons run with bytecode caching on (``PYTHONDONTWRITEBYTECODE`` is
 dropped, the cache goes to a temporary ``PYTHONPYCACHEPREFIX``), as an
 installed package has its bytecode: otherwise the first pull of each fresh
 daemon would also compile the registry stack it imports.
 
-Where our time goes (session 6, a quiet two-core machine, traced in the
-daemon; a typical 0.8 s cold pull of ours, times from the ``ctr`` start):
+Where our time goes (a two-core machine, traced in the daemon; a typical
+0.85-0.95 s cold pull of ours, times from the ``ctr`` start):
 
-- 0.01-0.13 s the first transfer's imports (the registry stack, about
-  0.11 s of CPU; a warm daemon skips them);
-- 0.13-0.24 s resolving, the manifest, the config and the bottom layer;
-- downloads end at about 0.46 s: a blob's body is read, hashed and written
-  by a thread on a blocking socket (``pycontainerd.remotes._direct``);
-- the 5 000-file layer is applied in 0.25-0.3 s (0.14 s of CPU alone) by the
-  applier process (``pycontainerd.snapshots.applyworker``), which the daemon
-  starts at boot and keeps, so it does not fight the downloads for a GIL;
-- the 18 filler layers then take about 13 ms each (a 4.7 MB layer's digest
-  runs beside its inflate and write; the snapshot steps around it ~3 ms).
+- 0.02-0.12 s the first transfer's imports (httpx and the resolver, about
+  60-90 ms of CPU; a warm daemon skips them). A pull's requests are all
+  reads, which the direct transport serves (``pycontainerd.remotes._direct``),
+  so httpcore, h11 and anyio are never imported;
+- 0.12-0.21 s resolving, the manifest, the config and the bottom layer;
+- downloads end at about 0.5 s: a blob's body is read, hashed and written by
+  a thread on a blocking socket;
+- the 5 000-file layer is applied by the applier process
+  (``pycontainerd.snapshots.applyworker``) in 0.25-0.4 s for its 0.2 s of
+  CPU: until the downloads end, the two cores also serve them and the
+  registry;
+- the 18 filler layers then take about 13.5 ms each: 10 ms to apply a
+  4.7 MB layer (its digest beside its inflate and write) and 3.5 ms of
+  snapshot steps and the round trip to the applier.
 
-Before these (session 5) the same pull was 1.68x containerd 2.1's: the
-downloads went through httpx on the event loop and the layers were applied in
-a thread of the daemon, the 5 000-file layer taking 0.7 s of wall time for
-its 0.14 s of CPU. Tried and dropped: downloads at a lower thread priority,
-and holding the downloads at most a few layers ahead of the applies (no gain
-beyond the noise).
+Before session 6 the same pull was 1.68x containerd 2.1's: the downloads
+went through httpx on the event loop and the layers were applied in a
+thread of the daemon, the 5 000-file layer taking 0.7 s of wall time for its
+0.14 s of CPU. Session 7 took httpcore off the pull path and had the applier
+process keep the memory it frees: a fresh process's small heap mapped and
+page-faulted every megabyte buffer again for each layer, so a filler layer
+took 17-19 ms there. Tried and dropped: downloads at a lower thread
+priority, and holding the downloads at most a few layers ahead of the
+applies (no gain beyond the noise).
 """
 
 from __future__ import annotations
@@ -124,7 +134,7 @@ def main() -> int:
     with images.Registry() as registry:
         ref, warm_ref = images.seed(registry, [big, warm])
         theirs, ours = containerd_peer(), pycontainerd_peer()
-        for _ in range(args.runs):
+        for run in range(args.runs):
             pulls = {
                 "transfer": lambda p: _pull(p, ref),
                 "warm": lambda p: _warm_pull(p, warm_ref, ref),
@@ -136,7 +146,8 @@ def main() -> int:
                         value = pull(peer)
                     if value is not None:
                         samples.setdefault((metric, peer.name), []).append(value)
-            for progress in (True, False):
+            # alternated, so that neither kind always runs right after the heavier pulls
+            for progress in (True, False) if run % 2 == 0 else (False, True):
                 with running(ours):
                     pull = _library_pull(ours.address, warm_ref, ref, progress=progress)
                     value = asyncio.run(pull)
