@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -424,15 +425,21 @@ async def test_collection_logs_duration_and_counts_at_debug(
 
 
 class _PausingCommit(NativeSnapshotter):
-    """Native snapshots whose commit waits, after the backend rename, for ``release``."""
+    """Native snapshots whose commit waits, after the backend rename, for ``release``.
 
-    committed: asyncio.Event
-    release: asyncio.Event
+    The metadata snapshotter commits through the blocking step (on its writer
+    thread, the row right after): that is where it waits.
+    """
 
-    async def commit(self, name: str, key: str, *, labels: Mapping[str, str] | None = None) -> None:
-        await super().commit(name, key, labels=labels)
+    committed: threading.Event
+    release: threading.Event
+
+    def commit_blocking(
+        self, name: str, key: str, *, labels: Mapping[str, str] | None = None
+    ) -> None:
+        super().commit_blocking(name, key, labels=labels)
         self.committed.set()
-        await self.release.wait()
+        self.release.wait(60)
 
 
 async def test_collection_during_a_commit_keeps_the_new_layer(
@@ -443,14 +450,14 @@ async def test_collection_during_a_commit_keeps_the_new_layer(
     from pycontainerd.metadata.snapshotter import NamespacedSnapshotter
 
     sn = _PausingCommit(tmp_path / "native")
-    sn.committed, sn.release = asyncio.Event(), asyncio.Event()
+    sn.committed, sn.release = threading.Event(), threading.Event()
     meta = NamespacedSnapshotter(db, "native", sn)
     collector = Collector(db, backend, {"native": sn})
     lease = (await LeaseStore(db).create("pull")).id
     with with_lease(lease):
         await meta.prepare("extract", "")
         commit = asyncio.create_task(meta.commit("layer", "extract"))
-        await sn.committed.wait()
+        assert await asyncio.to_thread(sn.committed.wait, 30)
         collect = asyncio.create_task(collector.collect())
         done, _ = await asyncio.wait({collect}, timeout=0.2)
         assert not done, "the collection ran in the middle of a commit"

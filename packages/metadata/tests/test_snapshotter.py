@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
 
 from pycontainerd.core import namespaces
 from pycontainerd.core.errdefs import NotFoundError
-from pycontainerd.core.snapshots import Info, Kind, Usage
+from pycontainerd.core.snapshots import BlockingSteps, Info, Kind, Usage
 from pycontainerd.metadata.snapshotter import NamespacedSnapshotter
 from pycontainerd.snapshots.native import NativeSnapshotter
 from pycontainerd.snapshots.testing import SnapshotterSuite
@@ -171,3 +172,51 @@ async def test_backend_failure_leaves_no_record(
         await ns.prepare("child", "c")
     with pytest.raises(NotFoundError):
         await ns.stat("child")
+
+
+async def test_prepare_and_commit_run_on_the_writer_thread_in_one_trip(
+    namespaced: NamespacedSnapshotter, backend: NativeSnapshotter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a backend with blocking steps: its part runs beside the row, on the metadata writer
+    threads: list[tuple[str, str]] = []
+    for step in ("_new", "_commit"):
+        original = getattr(backend, step)
+
+        def record(*args: object, _step: str = step, _original: object = original) -> object:
+            threads.append((_step, threading.current_thread().name))
+            return _original(*args)  # type: ignore[operator]
+
+        monkeypatch.setattr(backend, step, record)
+    ns = InNamespace(namespaced, "ns")
+    await ns.prepare("base")
+    await ns.commit("c", "base")
+    assert [s for s, _ in threads] == ["_new", "_commit"]
+    assert all(name.startswith("metadata-write") for _, name in threads), threads
+    assert (await ns.stat("c")).kind is Kind.COMMITTED
+
+
+class AsyncOnly:
+    """A backend with only the asynchronous snapshotter methods (a proxy, a plugin's)."""
+
+    def __init__(self, inner: NativeSnapshotter) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        if name.endswith("_blocking"):
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+async def test_a_backend_without_blocking_steps_is_awaited(
+    db: MetadataDB, backend: NativeSnapshotter
+) -> None:
+    plain = AsyncOnly(backend)
+    assert not isinstance(plain, BlockingSteps)
+    sn = NamespacedSnapshotter(db, "native", plain)  # type: ignore[arg-type]
+    ns = InNamespace(sn, "ns")
+    await ns.prepare("base")
+    await ns.commit("c", "base")
+    mounts = await ns.prepare("child", "c")
+    assert mounts
+    assert (await ns.stat("c")).kind is Kind.COMMITTED
+    assert (await ns.stat("child")).parent == "c"

@@ -437,6 +437,22 @@ class MetadataDB:
             self._writer, functools.partial(self.update, fn, notify=notify)
         )
 
+    async def on_writer(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on the writer thread: :meth:`update` calls and other blocking steps in one trip.
+
+        The steps run one after another with no other write in between, and
+        to the end even if the caller is cancelled (a cancelled caller gets
+        ``CancelledError`` once they have ended, and what they did stays done).
+        """
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._writer, fn)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.wait([future])
+            raise
+
     # -- GC hooks ------------------------------------------------------------
 
     def add_mutation_callback(self, callback: Callable[[bool], None]) -> None:

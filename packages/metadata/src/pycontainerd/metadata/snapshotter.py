@@ -36,7 +36,7 @@ from pycontainerd.core.errdefs import (
     NotFoundError,
 )
 from pycontainerd.core.gostr import go_quote
-from pycontainerd.core.snapshots import Cleaner, Info, Kind, Snapshotter, Usage
+from pycontainerd.core.snapshots import BlockingSteps, Cleaner, Info, Kind, Snapshotter, Usage
 from pycontainerd.metadata import snapshots as records
 from pycontainerd.metadata._rows import (
     apply_map_paths,
@@ -217,10 +217,27 @@ class NamespacedSnapshotter:
             )
             return rec, parent_key
 
+        backend = self.backend
         # The row comes first, but a collection may have read the rows it keeps
         # before this one and walk the backend after the snapshot exists: hold the
         # GC lock shared across both, as commit does, or it removes the new snapshot.
         async with self._lock, self._db.gc_lock.shared():
+            if kind is Kind.ACTIVE and isinstance(backend, BlockingSteps):
+                steps = backend
+
+                def both() -> list[Mount]:  # the row and the backend in one trip
+                    rec, parent_key = self._db.update(record)
+                    try:
+                        return steps.prepare_blocking(
+                            rec.backend_key, parent_key, labels=_backend_labels(labels)
+                        )
+                    except BaseException:
+                        self._db.update(
+                            lambda tx: records.remove(tx, ns, self.name, key, lease_id=lease)
+                        )
+                        raise
+
+                return await self._db.on_writer(both)
             rec, parent_key = await self._db.aupdate(record)
             try:
                 if kind is Kind.VIEW:
@@ -268,7 +285,10 @@ class NamespacedSnapshotter:
             final = dict(labels) if labels else dict(rec.labels)
             final = {k: v for k, v in final.items() if v}
             validate_labels(final, "snapshot.Labels")
-            await self.backend.commit(backend_name, rec.backend_key, labels=_backend_labels(final))
+            backend = self.backend
+            blocking = backend if isinstance(backend, BlockingSteps) else None
+            if blocking is None:
+                await backend.commit(backend_name, rec.backend_key, labels=_backend_labels(final))
 
             def record(tx: Tx) -> None:
                 records.remove(tx, ns, self.name, key, lease_id=lease)
@@ -290,7 +310,16 @@ class NamespacedSnapshotter:
                 )
                 attach(tx, ns, lease, self._rtype, name)
 
-            await self._db.aupdate(record)
+            if blocking is None:
+                await self._db.aupdate(record)
+                return
+            steps = blocking
+
+            def both() -> None:  # the backend and the row in one trip
+                steps.commit_blocking(backend_name, rec.backend_key, labels=_backend_labels(final))
+                self._db.update(record)
+
+            await self._db.on_writer(both)
 
     async def remove(self, key: str) -> None:
         """Remove ``key`` from the namespace and its data from the backend.

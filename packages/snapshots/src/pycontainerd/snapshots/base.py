@@ -58,6 +58,12 @@ class DirSnapshotter:
 
     Subclasses implement :meth:`_create`, :meth:`_mounts` and, when needed,
     :meth:`_data_dir`, :meth:`_delete`, :meth:`_on_commit`.
+
+    Prepare and commit also exist as blocking steps (``prepare_blocking``,
+    ``commit_blocking``: ``core.snapshots.BlockingSteps``), which the
+    metadata snapshotter runs on its writer thread beside its own rows: a
+    subclass changes what they do through the hooks above (or those two),
+    not by overriding the asynchronous methods, which that path does not call.
     """
 
     #: The name used in messages (``overlayfs``, ``native``...).
@@ -210,6 +216,18 @@ class DirSnapshotter:
     async def commit(self, name: str, key: str, *, labels: Mapping[str, str] | None = None) -> None:
         """Commit active ``key`` as ``name``."""
         await asyncio.to_thread(self._commit, name, key, labels)
+
+    def prepare_blocking(
+        self, key: str, parent: str = "", *, labels: Mapping[str, str] | None = None
+    ) -> list[Mount]:
+        """:meth:`prepare` on the calling thread (``core.snapshots.BlockingSteps``)."""
+        return self._new(Kind.ACTIVE, key, parent, labels)
+
+    def commit_blocking(
+        self, name: str, key: str, *, labels: Mapping[str, str] | None = None
+    ) -> None:
+        """:meth:`commit` on the calling thread (``core.snapshots.BlockingSteps``)."""
+        self._commit(name, key, labels)
 
     async def remove(self, key: str) -> None:
         """Remove ``key``; ``FailedPreconditionError`` when it has children."""
