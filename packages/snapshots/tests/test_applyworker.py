@@ -337,7 +337,8 @@ async def test_the_worker_keeps_freed_memory_for_the_next_layer(
         ready = pool.ready_pid
         assert ready is not None
         faults.append(minor_faults(ready))
-    assert faults[2] - faults[1] < 200, faults
+    # 0 most times; now and then one fresh 1 MiB buffer (256 pages, another thread's arena)
+    assert faults[2] - faults[1] <= 512, faults
 
 
 def _may_go_back() -> bool:

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import os
+import posixpath
 import stat
 import subprocess
 import tarfile
@@ -478,3 +479,60 @@ def test_a_failing_digest_helper_neither_blocks_the_apply_nor_goes_unseen() -> N
     assert sum(len(c) for c in digester.feed(iter(chunks))) == 10 << 20
     with pytest.raises(MemoryError):
         digester.finish()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a",
+        "a/b/c.txt",
+        "file.",
+        "dir/",
+        "/abs/path",
+        "./rel",
+        "../up",
+        "a/../b",
+        "a/./b",
+        "a//b",
+        "a/.hidden",
+        "a/..",
+        "a/.",
+        ".",
+        "..",
+        "",
+        "/",
+        "...",
+        "a/...b",
+        "a.b/c..d",
+    ],
+)
+def test_clean_name_is_normpath_also_on_its_fast_path(name: str) -> None:
+    from pycontainerd.snapshots.pathres import clean_name
+
+    assert clean_name(name) == posixpath.normpath("/" + name).lstrip("/")
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        b"0000644\x00",
+        b"0000644 ",
+        b"  644 \x00",
+        b"\x00" * 8,
+        b"0777\x00junk",
+        b"\x80" + b"\x00" * 6 + b"\x05",
+    ],
+)
+def test_numbers_read_the_same_the_second_time(field: bytes) -> None:
+    from pycontainerd.snapshots.tarread import _number, _parse_number
+
+    assert _number(field) == _parse_number(field)
+    assert _number(field) == _parse_number(field)  # now from what was remembered
+
+
+def test_a_bad_number_is_refused_every_time() -> None:
+    from pycontainerd.snapshots.tarread import _number
+
+    for _ in range(2):
+        with pytest.raises(InvalidArgumentError, match="bad octal number"):
+            _number(b"0009\x00\x00\x00\x00")

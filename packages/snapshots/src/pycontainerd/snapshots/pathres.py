@@ -42,6 +42,14 @@ class BreakoutError(InvalidArgumentError):
 
 def clean_name(name: str) -> str:
     """The entry's path relative to the root, cleaned lexically (``""`` for the root itself)."""
+    if (
+        name
+        and name[0] not in "/."
+        and name[-1] not in "/."
+        and "//" not in name
+        and "/." not in name
+    ):
+        return name  # nothing for normpath to do: most names of a layer
     return posixpath.normpath("/" + name).lstrip("/")
 
 

@@ -71,8 +71,22 @@ def _text(field: bytes) -> str:
     return field.partition(b"\0")[0].decode("utf-8", "surrogateescape")
 
 
+#: Numeric fields already parsed (modes, owners and times repeat from entry to entry).
+_NUMBERS: dict[bytes, int] = {}
+_NUMBERS_MAX: Final = 4096
+
+
 def _number(field: bytes) -> int:
     """A numeric header field: NUL/space padded octal, or base-256 (high bit set)."""
+    value = _NUMBERS.get(field)
+    if value is None:
+        value = _parse_number(field)
+        if len(_NUMBERS) < _NUMBERS_MAX:
+            _NUMBERS[field] = value
+    return value
+
+
+def _parse_number(field: bytes) -> int:
     first = field[0]
     if first & 0x80:
         if first == 0x80:
@@ -96,7 +110,7 @@ def _number(field: bytes) -> int:
 def _checksum_ok(block: bytes) -> bool:
     """Whether the stored checksum matches the header's byte sum (unsigned or signed)."""
     field = block[148:156]
-    stored = _number(field)
+    stored = _parse_number(field)  # differs from header to header: not worth remembering
     # Adler-32's low half is 1 + the byte sum modulo 65521: exact for 256 bytes (at most
     # 65 280), and far cheaper than summing 512 Python ints
     total = (zlib.adler32(block[:256]) & 0xFFFF) + (zlib.adler32(block[256:]) & 0xFFFF) - 2
