@@ -38,9 +38,9 @@ Lifecycle (:class:`ApplyWorkers`):
   follows the *thread* that started the worker, so workers are only started
   on the event loop's thread.
 - A request too large for one socket message (an overlay with thousands of
-  lower directories) is applied in a thread instead; so is every apply after
-  a worker exited by itself before answering anything (it cannot start here),
-  which is logged.
+  lower directories) is left to the caller, which applies it in a thread; so
+  is every apply after a worker exited by itself before answering anything
+  (it cannot start here), which is logged.
 
 The worker keeps the memory its applies free (glibc's ``mallopt``: no
 ``mmap`` per large buffer, no trimming of the heap): otherwise every
@@ -310,8 +310,11 @@ class ApplyWorkers:
         *,
         sync_fs: bool = False,
         overlay: OverlayUpper | None = None,
-    ) -> tuple[str, int]:
+    ) -> tuple[str, int] | None:
         """Apply the blob open as ``fd`` (``size`` bytes) to ``target``; ``(diff ID, size)``.
+
+        ``None``: not applied, the caller applies it in a thread of its own
+        (no worker can start here, or the request does not fit a message).
 
         Raises:
             InvalidArgumentError: a hostile or malformed archive (as in a thread).
@@ -332,14 +335,14 @@ class ApplyWorkers:
         loop = asyncio.get_running_loop()
         taken = None if self._broken else self._take()
         if taken is None:
-            return await _in_thread(fd, size, compression, target, sync_fs=sync_fs, overlay=overlay)
+            return None
         try:
             sent = self._send(taken, request, fd)
         except BaseException:
             await self._discard(taken)
             raise
         if sent is None:
-            return await _in_thread(fd, size, compression, target, sync_fs=sync_fs, overlay=overlay)
+            return None
         worker = sent
         try:
             try:
@@ -373,23 +376,6 @@ class ApplyWorkers:
             await _reap(worker)
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
-
-
-async def _in_thread(
-    fd: int,
-    size: int,
-    compression: str,
-    target: str,
-    *,
-    sync_fs: bool,
-    overlay: OverlayUpper | None,
-) -> tuple[str, int]:
-    """What the worker would do, in a thread of this process."""
-    from pycontainerd.snapshots import differ
-
-    return await asyncio.to_thread(
-        differ._apply_fd, fd, size, compression, target, sync_fs=sync_fs, overlay=overlay
-    )
 
 
 def _result(reply: dict[str, Any]) -> tuple[str, int]:

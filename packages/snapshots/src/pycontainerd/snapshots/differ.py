@@ -446,8 +446,11 @@ class LayerApplier(Protocol):
         *,
         sync_fs: bool = False,
         overlay: archive.OverlayUpper | None = None,
-    ) -> tuple[str, int]:
-        """:func:`_apply_fd`'s result for the blob open as ``fd``, with its errors."""
+    ) -> tuple[str, int] | None:
+        """:func:`_apply_fd`'s result for the blob open as ``fd``, with its errors.
+
+        ``None``: not applied; the caller applies it in a thread.
+        """
         ...
 
     async def aclose(self) -> None:
@@ -537,9 +540,11 @@ class WalkingDiffer:
             fd = cast("int", fileno())
             if self.workers is not None:
                 # a local blob: the applier process reads, inflates, digests and extracts
-                return await self.workers.apply(
+                applied = await self.workers.apply(
                     fd, reader.size, compression, target, sync_fs=sync_fs, overlay=overlay
                 )
+                if applied is not None:
+                    return applied
             # a local blob: one worker thread reads, inflates, digests and extracts
             return await asyncio.to_thread(
                 _apply_fd, fd, reader.size, compression, target, sync_fs=sync_fs, overlay=overlay
