@@ -217,6 +217,9 @@ class NamespacedSnapshotter:
             )
             return rec, parent_key
 
+        def forget(tx: Tx) -> None:  # the row again, when the backend failed
+            records.remove(tx, ns, self.name, key, lease_id=lease)
+
         backend = self.backend
         # The row comes first, but a collection may have read the rows it keeps
         # before this one and walk the backend after the snapshot exists: hold the
@@ -232,9 +235,7 @@ class NamespacedSnapshotter:
                             rec.backend_key, parent_key, labels=_backend_labels(labels)
                         )
                     except BaseException:
-                        self._db.update(
-                            lambda tx: records.remove(tx, ns, self.name, key, lease_id=lease)
-                        )
+                        self._db.update(forget)
                         raise
 
                 return await self._db.on_writer(both)
@@ -248,9 +249,7 @@ class NamespacedSnapshotter:
                     rec.backend_key, parent_key, labels=_backend_labels(labels)
                 )
             except BaseException:
-                await self._db.aupdate(
-                    lambda tx: records.remove(tx, ns, self.name, key, lease_id=lease)
-                )
+                await self._db.aupdate(forget)
                 raise
 
     async def commit(self, name: str, key: str, *, labels: Mapping[str, str] | None = None) -> None:
