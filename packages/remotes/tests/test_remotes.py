@@ -790,9 +790,10 @@ async def test_a_head_and_the_reads_after_it_share_one_direct_connection() -> No
         server.close()
 
 
-def test_a_resolver_that_only_reads_never_imports_httpcore(plain: Registry) -> None:
-    # httpcore, h11 and anyio's backend cost a fresh daemon's first pull tens of milliseconds;
-    # tomllib is for hosts.toml files (none here); stringprep comes with the "idna" codec
+def test_a_resolver_that_only_reads_never_imports_httpx(plain: Registry) -> None:
+    # httpx (with urllib.request), httpcore, h11 and anyio's backend cost a fresh daemon's
+    # first pull tens of milliseconds; tomllib is for hosts.toml files (none here);
+    # stringprep comes with the "idna" codec
     probe = f"""
 import asyncio, json, sys
 from pycontainerd.remotes.hosts import HostsConfig
@@ -804,8 +805,8 @@ async def main():
         await resolver.fetcher(name).fetch_bytes(desc)
 
 asyncio.run(main())
-unused = ("httpcore", "h11", "anyio", "tomllib", "stringprep")
-print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in unused)))
+unused = ("httpx", "httpcore", "h11", "anyio", "tomllib", "stringprep", "urllib.request")
+print(json.dumps(sorted(m for m in sys.modules if m in unused or m.split(".")[0] in unused)))
 """
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60

@@ -8,14 +8,12 @@ first request through httpcore imports it, h11 and anyio's asyncio backend:
 tens of milliseconds of a fresh daemon's first pull.
 
 So :class:`DirectTransport` serves every ``GET`` and ``HEAD`` without a
-request body itself: a thread connects (TLS with the host's ``ssl``
-context), sends the request and reads the response head; the ``httpx``
-client still follows redirects, runs the event hooks and hands the answer to
-the resolver's authentication and retry logic. Other requests (uploads, a
-token ``POST``) go to the inner transport. A body is then either drained by
-one thread into a sink (:meth:`DirectBody.drain`: ``recv_into`` a reused
-buffer, the sink hashes and writes it, all without the GIL; the response's
-:data:`DIRECT` extension is the body), or iterated like any ``httpx`` stream.
+request body (see :class:`._http.Client`, which also follows redirects and
+runs the dump hooks): a thread connects (TLS with the host's ``ssl``
+context), sends the request and reads the response head. A body is then
+either drained by one thread into a sink (:meth:`DirectBody.drain`:
+``recv_into`` a reused buffer, the sink hashes and writes it, all without the
+GIL; the response's :data:`DIRECT` extension is the body), or iterated.
 
 A response read to its end leaves its connection (HTTP/1.1 keep-alive, a
 known length) in the transport's pool for the next direct request to that
@@ -36,18 +34,28 @@ import threading
 import time
 from typing import TYPE_CHECKING, Final, TypeVar
 
-import httpx
-
 from pycontainerd.remotes._cleanup import finish_shielded
+from pycontainerd.remotes._http import (
+    ConnectError,
+    ConnectTimeout,
+    Headers,
+    ReadError,
+    ReadTimeout,
+    RemoteProtocolError,
+    Response,
+    WriteError,
+    WriteTimeout,
+)
 
 if TYPE_CHECKING:
     import ssl
     from collections.abc import AsyncIterator, Callable
 
+    from pycontainerd.remotes._http import Request
+
 T = TypeVar("T")
 
-#: The response extension that holds the :class:`DirectBody` of a direct response
-#: (``httpx`` wraps the stream).
+#: The response extension that holds the :class:`DirectBody` of a direct response.
 DIRECT: Final = "pycontainerd.direct"
 #: Bytes a drain reads per ``recv_into`` at most.
 BUFFER: Final = 1 << 20
@@ -56,7 +64,6 @@ _INCOMPLETE: Final = "peer closed connection without sending complete message bo
 _MAX_IDLE: Final = 8  # idle connections kept per server
 _KEEP_IDLE: Final = 60.0  # seconds an idle connection is kept
 _NO_BODY: Final = frozenset({204, 304})
-_READS: Final = frozenset({"GET", "HEAD"})
 
 
 class _AbortedError(Exception):
@@ -103,11 +110,6 @@ class _Pool:
                 sock.close()
 
 
-def _has_body(request: httpx.Request) -> bool:
-    headers = request.headers
-    return "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
-
-
 def _readable(sock: socket.socket) -> bool:
     """Whether ``sock`` has something to read (or hung up) now: ``poll``, any fd number."""
     poller = select.poll()
@@ -119,7 +121,7 @@ class _Connection:
     """One blocking HTTP/1.1 exchange (used by one thread at a time), on a pooled connection."""
 
     def __init__(
-        self, request: httpx.Request, context: Callable[[], ssl.SSLContext], pool: _Pool
+        self, request: Request, context: Callable[[], ssl.SSLContext], pool: _Pool
     ) -> None:
         self.request = request
         self._context = context
@@ -158,8 +160,7 @@ class _Connection:
     # -- the thread's side -------------------------------------------------------------
 
     def _timeouts(self) -> tuple[float | None, float | None]:
-        timeout = self.request.extensions.get("timeout", {})
-        return timeout.get("connect"), timeout.get("read")
+        return self.request.timeout
 
     def open(self) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         """Connect (or take an idle connection), send the request, read the response head."""
@@ -167,7 +168,7 @@ class _Connection:
         if self.sock is not None:
             try:
                 return self._exchange()
-            except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
+            except (ReadError, WriteError, RemoteProtocolError):
                 if self.pending or self.aborted:
                     raise
                 # the server closed the idle connection meanwhile: a new one
@@ -185,10 +186,10 @@ class _Connection:
                 assert self.sock is not None  # noqa: S101 - set by _connect
                 self.sock = self._context().wrap_socket(self.sock, server_hostname=url.host)
         except TimeoutError as exc:
-            raise httpx.ConnectTimeout(str(exc) or "connect timed out") from None
+            raise ConnectTimeout(str(exc) or "connect timed out") from None
         except OSError as exc:
             self._check_aborted()
-            raise httpx.ConnectError(str(exc)) from None
+            raise ConnectError(str(exc)) from None
 
     def _exchange(self) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         assert self.sock is not None  # noqa: S101 - connected
@@ -241,10 +242,10 @@ class _Connection:
             assert self.sock is not None  # noqa: S101 - connected
             self.sock.sendall(data)
         except TimeoutError as exc:
-            raise httpx.WriteTimeout(str(exc) or "write timed out") from None
+            raise WriteTimeout(str(exc) or "write timed out") from None
         except OSError as exc:
             self._check_aborted()
-            raise httpx.WriteError(str(exc)) from None
+            raise WriteError(str(exc)) from None
 
     def _recv_more(self) -> bool:
         """Append what the socket has to ``pending``; ``False`` at the end of the stream."""
@@ -258,9 +259,9 @@ class _Connection:
         while (end := self.pending.find(mark)) < 0:
             if len(self.pending) > _MAX_HEAD:
                 msg = f"{what} too large"
-                raise httpx.RemoteProtocolError(msg)
+                raise RemoteProtocolError(msg)
             if not self._recv_more():
-                raise httpx.RemoteProtocolError(closed)
+                raise RemoteProtocolError(closed)
         data = bytes(self.pending[:end])
         del self.pending[: end + len(mark)]
         return data
@@ -272,13 +273,13 @@ class _Connection:
         parts = status_line.split(b" ", 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
             msg = f"malformed status line {status_line[:100]!r}"
-            raise httpx.RemoteProtocolError(msg)
+            raise RemoteProtocolError(msg)
         headers = []
         for line in lines:
             name, sep, value = line.partition(b":")
             if not sep or not name or name != name.strip():
                 msg = f"malformed header line {line[:100]!r}"
-                raise httpx.RemoteProtocolError(msg)
+                raise RemoteProtocolError(msg)
             headers.append((name, value.strip()))
         return int(parts[1]), parts[2] if len(parts) > 2 else b"", headers, parts[0]
 
@@ -291,14 +292,14 @@ class _Connection:
         if codings:
             if codings.rsplit(b",", 1)[-1].strip() != b"chunked":
                 msg = f"unsupported transfer encoding {codings!r}"
-                raise httpx.RemoteProtocolError(msg)
+                raise RemoteProtocolError(msg)
             self.framing = "chunked"
             self.remaining = -1  # a size line comes first
             return
         if lengths:
             if len(lengths) > 1 or not next(iter(lengths)).isdigit():
                 msg = f"bad Content-Length {sorted(lengths)!r}"
-                raise httpx.RemoteProtocolError(msg)
+                raise RemoteProtocolError(msg)
             self.framing = "length"
             self.remaining = int(next(iter(lengths)))
             self.done = self.remaining == 0
@@ -322,7 +323,7 @@ class _Connection:
                 if self.framing == "eof":
                     self.done = True
                     return 0
-                raise httpx.RemoteProtocolError(_INCOMPLETE)
+                raise RemoteProtocolError(_INCOMPLETE)
             if self.framing != "eof":
                 self.remaining -= n
                 if self.framing == "length" and self.remaining == 0:
@@ -335,10 +336,10 @@ class _Connection:
         try:
             n = self.sock.recv_into(view)
         except TimeoutError as exc:
-            raise httpx.ReadTimeout(str(exc) or "read timed out") from None
+            raise ReadTimeout(str(exc) or "read timed out") from None
         except OSError as exc:
             self._check_aborted()
-            raise httpx.ReadError(str(exc)) from None
+            raise ReadError(str(exc)) from None
         self._check_aborted()
         return n
 
@@ -348,13 +349,13 @@ class _Connection:
     def _chunk_boundary(self) -> None:
         if self.remaining == 0 and self._line():  # the CRLF after a chunk's data
             msg = "chunk data not followed by CRLF"
-            raise httpx.RemoteProtocolError(msg)
+            raise RemoteProtocolError(msg)
         size = self._line().split(b";", 1)[0].strip()
         try:
             self.remaining = int(size, 16)
         except ValueError:
             msg = f"bad chunk size {size[:20]!r}"
-            raise httpx.RemoteProtocolError(msg) from None
+            raise RemoteProtocolError(msg) from None
         if self.remaining == 0:
             while self._line():  # trailers
                 pass
@@ -436,7 +437,7 @@ async def _in_thread(fn: Callable[[], T], conn: _Connection) -> T:
         raise
 
 
-class DirectBody(httpx.AsyncByteStream):
+class DirectBody:
     """The body of a direct response: drained into a sink, or iterated."""
 
     def __init__(self, conn: _Connection) -> None:
@@ -449,7 +450,7 @@ class DirectBody(httpx.AsyncByteStream):
         (its exception is raised here). A piece is only valid during the call.
 
         Raises:
-            httpx.TransportError: the connection broke, stalled or misbehaved.
+            TransportError: the connection broke, stalled or misbehaved.
         """
         conn = self._conn
 
@@ -474,27 +475,23 @@ class DirectBody(httpx.AsyncByteStream):
         self._conn.close()
 
 
-class DirectTransport(httpx.AsyncBaseTransport):
-    """Serves ``GET`` and ``HEAD`` requests without a body itself; passes the others to ``inner``.
-
-    ``inner`` is not touched by a client that only reads: httpcore, which
-    ``httpx``'s own transports are built on, is then never imported.
+class DirectTransport:
+    """Serves ``GET`` and ``HEAD`` requests without a body, each on a pooled connection.
 
     Args:
-        inner: the transport of every other request.
         context: the TLS context of ``https://`` requests (called when first needed).
     """
 
-    def __init__(
-        self, inner: httpx.AsyncBaseTransport, context: Callable[[], ssl.SSLContext]
-    ) -> None:
-        self._inner = inner
+    def __init__(self, context: Callable[[], ssl.SSLContext]) -> None:
         self._context = context
         self._pool = _Pool()
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method not in _READS or _has_body(request):
-            return await self._inner.handle_async_request(request)
+    async def send(self, request: Request) -> Response:
+        """Send ``request`` and read the response head; the body is read on demand.
+
+        Raises:
+            TransportError: the connection failed, broke or misbehaved.
+        """
         conn = _Connection(request, self._context, self._pool)
         try:
             status, reason, headers = await _in_thread(conn.open, conn)
@@ -502,14 +499,15 @@ class DirectTransport(httpx.AsyncBaseTransport):
             conn.close()
             raise
         body = DirectBody(conn)
-        return httpx.Response(
+        return Response(
             status,
-            headers=headers,
-            stream=body,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason, DIRECT: body},
             request=request,
+            headers=Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in headers),
+            reason_phrase=reason.decode("latin-1"),
+            body=body,
+            extensions={DIRECT: body},
         )
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
+        """Close the idle connections; none are kept from now on."""
         self._pool.close()
-        await self._inner.aclose()

@@ -26,7 +26,8 @@ from pycontainerd.core.errdefs import UnauthenticatedError
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    import httpx
+    from pycontainerd.remotes._client import Client
+    from pycontainerd.remotes._http import Response
 
 Credentials: TypeAlias = Callable[
     [str], "tuple[str, str] | Awaitable[tuple[str, str] | None] | None"
@@ -114,9 +115,7 @@ class Authorizer:
             return await found
         return found
 
-    async def authorization(
-        self, client: httpx.AsyncClient, host: str, scopes: Iterable[str]
-    ) -> str | None:
+    async def authorization(self, client: Client, host: str, scopes: Iterable[str]) -> str | None:
         """The ``Authorization`` value for a request to ``host``, or ``None``.
 
         Only hosts that challenged before get one, as upstream: the first
@@ -133,7 +132,7 @@ class Authorizer:
         return None
 
     async def challenged(
-        self, client: httpx.AsyncClient, host: str, response: httpx.Response, scopes: Iterable[str]
+        self, client: Client, host: str, response: Response, scopes: Iterable[str]
     ) -> str:
         """Take a ``401`` answer's challenge; return the header to retry with.
 
@@ -175,7 +174,7 @@ class Authorizer:
         return "Bearer " + await self._token(client, host, state, key)
 
     async def _token(
-        self, client: httpx.AsyncClient, host: str, state: _HostAuth, scopes: tuple[str, ...]
+        self, client: Client, host: str, state: _HostAuth, scopes: tuple[str, ...]
     ) -> str:
         async with self._lock:
             cached = state.tokens.get(scopes)
@@ -187,15 +186,15 @@ class Authorizer:
             return token
 
     async def _fetch_token(
-        self, client: httpx.AsyncClient, host: str, challenge: Challenge, scopes: tuple[str, ...]
+        self, client: Client, host: str, challenge: Challenge, scopes: tuple[str, ...]
     ) -> tuple[str, float]:
-        import httpx
+        from pycontainerd.remotes._http import HTTPError
 
         realm = challenge.params.get("realm")
         if not realm:
             msg = f"{host}: bearer challenge without a realm"
             raise UnauthenticatedError(msg)
-        params: list[tuple[str, str | int | float | bool | None]] = []
+        params: list[tuple[str, str]] = []
         if challenge.params.get("service"):
             params.append(("service", challenge.params["service"]))
         params += [("scope", s) for s in scopes]
@@ -206,7 +205,7 @@ class Authorizer:
         log.debug("fetching token from %s for %s", realm, " ".join(scopes))
         try:
             resp = await client.get(realm, params=params, headers=headers)
-        except httpx.HTTPError as exc:
+        except HTTPError as exc:
             msg = f"{host}: fetching token from {realm}: {exc}"
             raise UnauthenticatedError(msg) from None
         if resp.status_code != 200:
@@ -227,13 +226,9 @@ class Authorizer:
         return token, float(ttl) if isinstance(ttl, int | float) else _DEFAULT_TOKEN_TTL
 
 
-def _sent_authorization(response: httpx.Response) -> str:
+def _sent_authorization(response: Response) -> str:
     """The ``Authorization`` header of the request ``response`` answers ("" if none)."""
-    try:
-        request = response.request
-    except RuntimeError:  # a response built without a request
-        return ""
-    return str(request.headers.get("authorization", ""))
+    return response.request.headers.get("authorization") or ""
 
 
 def scope(repository: str, *actions: str) -> str:

@@ -11,8 +11,9 @@ manifests.
 
 Requests to a server other than the registry itself carry
 ``?ns=<registry host>``, as containerd does for mirrors. Authentication is
-:class:`~.auth.Authorizer`'s; each TLS setting gets its own ``httpx``
-client. Server errors (5xx) and broken connections are retried with
+:class:`~.auth.Authorizer`'s; each TLS setting gets its own
+:class:`~._client.Client` (reads on :mod:`._direct`'s connections, uploads
+through ``httpx``). Server errors (5xx) and broken connections are retried with
 exponential back-off; a refused connection moves on to the next server at
 once (a mirror that is down). At most ``max_concurrent`` blobs are fetched at
 the same time.
@@ -24,10 +25,7 @@ import asyncio
 import contextlib
 import logging
 import random
-import urllib.request
-from typing import TYPE_CHECKING, Any, Final
-
-import httpx
+from typing import TYPE_CHECKING, Final
 
 from pycontainerd.core import digests
 from pycontainerd.core.closing import AsyncClosing
@@ -43,9 +41,9 @@ from pycontainerd.core.errdefs import (
 )
 from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.types import Descriptor
-from pycontainerd.remotes import mediatypes, reference
+from pycontainerd.remotes import _client, _http, mediatypes, reference
 from pycontainerd.remotes._cleanup import finish_shielded
-from pycontainerd.remotes._direct import DIRECT, DirectBody, DirectTransport
+from pycontainerd.remotes._direct import DIRECT, DirectBody
 from pycontainerd.remotes.auth import Authorizer, Credentials, scope
 from pycontainerd.remotes.hosts import Capability, HostsConfig, RegistryHost
 
@@ -72,52 +70,7 @@ class _HostFailedError(Exception):
     """This server cannot serve the request: try the next one."""
 
 
-class _LazyTLSTransport(httpx.AsyncBaseTransport):
-    """``http://`` requests on a transport without TLS; ``https://`` on one made when needed.
-
-    Building an SSL context with the system's roots costs tens of milliseconds
-    of CPU (the CA bundle is parsed), which a pull from a plain-HTTP registry
-    never needs. The HTTPS transport, with ``tls``'s context, is made on the
-    first ``https://`` request (a redirect to HTTPS storage included).
-
-    Behind a :class:`~._direct.DirectTransport` only uploads and other
-    requests with a body come here, so a client that only pulls never imports
-    httpcore.
-    """
-
-    def __init__(self, tls: TLSOptions) -> None:
-        self._tls = tls
-        self._plain: httpx.AsyncHTTPTransport | None = None
-        self._secure: httpx.AsyncHTTPTransport | None = None
-        self._context: ssl.SSLContext | None = None
-
-    def context(self) -> ssl.SSLContext:
-        """The SSL context of ``tls`` (made once, on the first call)."""
-        if self._context is None:
-            self._context = self._tls.ssl_context()
-        return self._context
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._plain is None and self._secure is None:
-            larger_reads()  # the first request here: httpcore is imported now
-        if request.url.scheme == "http":
-            if self._plain is None:
-                # a context is required but never used: no request over it speaks TLS
-                self._plain = httpx.AsyncHTTPTransport(verify=False)
-            transport = self._plain
-        else:
-            if self._secure is None:
-                self._secure = httpx.AsyncHTTPTransport(verify=self.context())
-            transport = self._secure
-        return await transport.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        for transport in (self._plain, self._secure):
-            if transport is not None:
-                await transport.aclose()
-
-
-def _is_plain_http_answer(exc: httpx.ConnectError) -> bool:
+def _is_plain_http_answer(exc: _http.ConnectError) -> bool:
     text = str(exc)
     return (
         "WRONG_VERSION_NUMBER" in text or "record layer failure" in text or "wrong version" in text
@@ -159,10 +112,11 @@ class Resolver(AsyncClosing):
         self.authorizer = Authorizer(credentials)
         self.retries = retries
         self.backoff = backoff
-        self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
         self.max_concurrent = max(1, max_concurrent)
         self.limit = asyncio.Semaphore(self.max_concurrent)
-        self._clients: dict[TLSOptions, httpx.AsyncClient] = {}
+        self._clients: dict[TLSOptions, _client.Client] = {}
         self._plain: set[str] = set()
         self._http_dump = http_dump
 
@@ -178,66 +132,54 @@ class Resolver(AsyncClosing):
         """The servers for ``registry`` that have ``cap``, in order."""
         return [h for h in self._hosts(registry) if cap in h.capabilities]
 
-    def _client(self, host: RegistryHost) -> httpx.AsyncClient:
+    def _client(self, host: RegistryHost) -> _client.Client:
         client = self._clients.get(host.tls)
         if client is None:
-            options: dict[str, Any] = {
-                "timeout": self._timeout,
-                "follow_redirects": True,
-                "headers": {"User-Agent": USER_AGENT},
-            }
-            if urllib.request.getproxies():
-                # proxy transports take the client's TLS settings: build them now
-                larger_reads()
-                options["verify"] = host.tls.ssl_context()
-            else:
-                lazy = _LazyTLSTransport(host.tls)
-                options["transport"] = DirectTransport(lazy, lazy.context)
-            if self._http_dump is not None:
-                options["event_hooks"] = {
-                    "request": [self._dump_request],
-                    "response": [self._dump_response],
-                }
-            client = httpx.AsyncClient(**options)
+            dumping = self._http_dump is not None
+            client = _client.Client(
+                _context_of(host.tls),
+                connect_timeout=self._connect_timeout,
+                read_timeout=self._read_timeout,
+                user_agent=USER_AGENT,
+                on_request=self._dump_request if dumping else None,
+                on_response=self._dump_response if dumping else None,
+            )
             self._clients[host.tls] = client
         return client
 
-    async def _dump_request(self, request: httpx.Request) -> None:
+    async def _dump_request(self, request: _http.Request, body: bytes) -> None:
         assert self._http_dump is not None  # noqa: S101 - installed only with a dump
         target = request.url.raw_path.decode("ascii", "replace")
-        lines = [f"{request.method} {target} HTTP/1.1", f"Host: {request.url.netloc.decode()}"]
+        lines = [f"{request.method} {target} HTTP/1.1", f"Host: {request.url.netloc}"]
         lines += _header_lines(request.headers, skip=("host",))
-        body = b""
-        if isinstance(request.stream, httpx.ByteStream):
-            body = request.content
         await self._http_dump(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
 
-    async def _dump_response(self, response: httpx.Response) -> None:
+    async def _dump_response(self, response: _http.Response) -> None:
         assert self._http_dump is not None  # noqa: S101 - installed only with a dump
         status = f"HTTP/1.1 {response.status_code} {response.reason_phrase}"
         lines = [status, *_header_lines(response.headers)]
         await self._http_dump(("\r\n".join(lines) + "\r\n\r\n").encode())
 
-    def url(self, host: RegistryHost, ref: reference.Reference, *parts: str) -> httpx.URL:
+    def url(self, host: RegistryHost, ref: reference.Reference, *parts: str) -> _http.URL:
         """``<server>/<repo>/<parts...>``, with ``?ns=`` when the server is a mirror."""
         scheme = "http" if host.host in self._plain else host.scheme
-        url = httpx.URL(f"{scheme}://{host.host}{host.path}/{ref.repository}/{'/'.join(parts)}")
+        url = _http.URL(f"{scheme}://{host.host}{host.path}/{ref.repository}/{'/'.join(parts)}")
         if host.host != ref.host:
             url = url.copy_merge_params({"ns": ref.host})
         return url
 
-    async def send(
+    async def send(  # noqa: PLR0912, PLR0915 - one loop: auth, retries, plain-HTTP fallback
         self,
         host: RegistryHost,
         method: str,
-        url: httpx.URL,
+        url: _http.URL,
         *,
         scopes: Sequence[str],
         headers: dict[str, str] | None = None,
         body: bytes | Callable[[], AsyncIterator[bytes]] | None = None,
         stream: bool = False,
         retry: bool = True,
-    ) -> httpx.Response:
+    ) -> _http.Response:
         """One request with auth, retries on 5xx and broken connections, and HTTP fallback.
 
         The caller closes a streamed response. A ``GET`` or ``HEAD`` is read
@@ -246,7 +188,7 @@ class Resolver(AsyncClosing):
         :class:`~._direct.DirectBody`, which a caller may drain.
 
         Raises:
-            httpx.ConnectError: the server cannot be reached.
+            _http.ConnectError: the server cannot be reached.
             UnauthenticatedError: authentication failed.
             UnavailableError: the server kept failing.
         """
@@ -261,22 +203,24 @@ class Resolver(AsyncClosing):
             if auth:
                 hdrs.append(("Authorization", auth))
             content = body() if callable(body) else body
-            request = client.build_request(method, url, headers=hdrs, content=content)
             try:
-                resp = await client.send(request, stream=True)
-            except httpx.ConnectError as exc:
+                resp = await client.send(method, url, headers=hdrs, content=content)
+            except _http.ConnectError as exc:
                 if host.http_fallback and url.scheme == "https" and _is_plain_http_answer(exc):
                     log.debug("%s does not speak TLS; using plain HTTP", host.host)
                     self._plain.add(host.host)
                     continue
                 raise
-            except httpx.TransportError as exc:
+            except _http.TransportError as exc:
                 attempt += 1
                 if not retry or attempt > self.retries:
                     msg = f"{method} {url}: {exc!r}"
                     raise UnavailableError(msg) from None
                 await self.backoff_sleep(attempt)
                 continue
+            except _http.HTTPError as exc:  # too many redirects
+                msg = f"{method} {url}: {exc}"
+                raise UnavailableError(msg) from None
             if resp.status_code == 401 and not challenged:
                 await resp.aclose()
                 challenged = True
@@ -352,7 +296,7 @@ class Resolver(AsyncClosing):
         scopes = [scope(ref.repository)]
         try:
             resp = await self.send(host, "HEAD", url, scopes=scopes, headers=accept)
-        except (httpx.ConnectError, UnavailableError) as exc:
+        except (_http.ConnectError, UnavailableError) as exc:
             log.debug("resolve %s on %s failed: %s", ref, host.host, exc)
             msg = f"{host.host}: {exc}"
             raise _HostFailedError(msg) from None
@@ -407,7 +351,7 @@ def _check_manifest_size(size: int, what: str) -> None:
         raise OutOfRangeError(msg)
 
 
-async def _read_bounded(resp: httpx.Response, what: str) -> bytes:
+async def _read_bounded(resp: _http.Response, what: str) -> bytes:
     length = resp.headers.get("content-length", "")
     if length.isdigit():
         _check_manifest_size(int(length), what)
@@ -418,27 +362,23 @@ async def _read_bounded(resp: httpx.Response, what: str) -> bytes:
     return bytes(buf)
 
 
-#: Bytes httpcore asks the socket stream for per read (its default: 64 KiB).
-READ_SIZE: Final = 1 << 20
+def _context_of(tls: TLSOptions) -> Callable[[], ssl.SSLContext]:
+    """``tls``'s SSL context, made on the first call (a plain-HTTP pull never needs one).
 
-
-def larger_reads() -> None:
-    """Let httpcore's HTTP/1.1 connections read up to :data:`READ_SIZE` at a time.
-
-    A blob body then passes through httpcore, h11 and httpx in chunks as large
-    as the socket delivers (up to 256 KiB from asyncio) instead of 64 KiB
-    slices: about a third less CPU for a pull's downloads, measured on the
-    20-layer bench image. httpcore has no option for it; the class attribute
-    is the knob (process-wide, only ever raised).
+    Building it with the system's roots costs tens of milliseconds of CPU (the
+    CA bundle is parsed).
     """
-    from httpcore._async import http11
+    made: list[ssl.SSLContext] = []
 
-    conn = http11.AsyncHTTP11Connection
-    if getattr(conn, "READ_NUM_BYTES", READ_SIZE) < READ_SIZE:
-        conn.READ_NUM_BYTES = READ_SIZE
+    def context() -> ssl.SSLContext:
+        if not made:
+            made.append(tls.ssl_context())
+        return made[0]
+
+    return context
 
 
-def _header_lines(headers: httpx.Headers, skip: Sequence[str] = ()) -> list[str]:
+def _header_lines(headers: _http.Headers, skip: Sequence[str] = ()) -> list[str]:
     out = []
     for name, value in headers.multi_items():
         if name.lower() in skip:
@@ -606,7 +546,7 @@ class Fetcher:
                     headers=headers,
                     stream=True,
                 )
-            except (httpx.ConnectError, UnavailableError) as exc:
+            except (_http.ConnectError, UnavailableError) as exc:
                 if not sent_any:
                     msg = f"{host.host}: {exc}"
                     raise _HostFailedError(msg) from None
@@ -643,8 +583,8 @@ class Fetcher:
                             progress(pos)
                     if desc.size and pos < desc.size:
                         msg = f"short read: {pos} of {desc.size} bytes"
-                        raise httpx.ReadError(msg)
-                except httpx.TransportError as exc:
+                        raise _http.ReadError(msg)
+                except _http.TransportError as exc:
                     attempt += 1
                     if attempt > resolver.retries:
                         raise self._broken(desc, pos, exc) from None
@@ -679,11 +619,11 @@ class Fetcher:
         return bytes(buf)
 
 
-async def _drain(resp: httpx.Response, take: Callable[[bytes | memoryview], None]) -> None:
+async def _drain(resp: _http.Response, take: Callable[[bytes | memoryview], None]) -> None:
     """Hand the body of ``resp`` to ``take`` in worker threads.
 
     A direct response is read and handed over by one thread; any other
-    (through a proxy, or content-encoded) is gathered from ``httpx`` into
+    (through a proxy, or content-encoded) is gathered from its decoded bytes into
     pieces of about :data:`CHUNK` bytes, each handed over in a thread.
     """
     body = resp.extensions.get(DIRECT)
@@ -713,21 +653,21 @@ class Pusher:
     async def _send(
         self,
         method: str,
-        url: httpx.URL,
+        url: _http.URL,
         *,
         scopes: Iterable[str] = (),
         headers: dict[str, str] | None = None,
         body: bytes | Callable[[], AsyncIterator[bytes]] | None = None,
-    ) -> httpx.Response:
+    ) -> _http.Response:
         try:
             return await self.resolver.send(
                 self.host, method, url, scopes=[*self._scopes, *scopes], headers=headers, body=body
             )
-        except httpx.ConnectError as exc:
+        except _http.ConnectError as exc:
             msg = f"{method} {url}: {exc}"
             raise UnavailableError(msg) from None
 
-    def _url(self, *parts: str) -> httpx.URL:
+    def _url(self, *parts: str) -> _http.URL:
         return self.resolver.url(self.host, self.ref, *parts)
 
     async def exists(self, desc: Descriptor) -> bool:
@@ -760,12 +700,12 @@ class Pusher:
             # not mounted; cancel the upload session it opened
             location = resp.headers.get("location")
             if location:
-                with contextlib.suppress(ContainerdError, httpx.HTTPError):
+                with contextlib.suppress(ContainerdError, _http.HTTPError):
                     await self._send("DELETE", self._location(location))
             return False
         raise _status_error("POST", url, resp)
 
-    def _location(self, location: str) -> httpx.URL:
+    def _location(self, location: str) -> _http.URL:
         base = self._url("blobs", "uploads", "")
         return base.join(location)
 
@@ -845,8 +785,8 @@ class Pusher:
             raise _status_error("PUT", url, resp)
 
 
-def _status_error(method: str, url: httpx.URL, resp: httpx.Response) -> ContainerdError:
-    detail = resp.text[:300].strip() if not resp.is_stream_consumed or resp.content else ""
+def _status_error(method: str, url: _http.URL, resp: _http.Response) -> ContainerdError:
+    detail = resp.text[:300].strip()
     msg = f"{method} {url}: unexpected status {resp.status_code} {resp.reason_phrase}"
     if detail:
         msg += f": {detail}"

@@ -141,10 +141,10 @@ class LocalServices:
 
 # -- warm-up ---------------------------------------------------------------------------
 
-#: What the first transfer would otherwise import while it runs: the registry
-#: stack (httpx) and the pull. httpcore and anyio are not among them: a pull's
-#: requests are all reads, which never reach them (``remotes._direct``). A
-#: push, an import or an export imports the rest of what it needs when it runs.
+#: What the first transfer would otherwise import while it runs: the resolver
+#: and the pull. httpx, httpcore and anyio are not among them: a pull's requests
+#: are all reads, which never reach them (``remotes._http``). A push, an import
+#: or an export imports the rest of what it needs when it runs.
 WARM_MODULES: tuple[str, ...] = (
     "pycontainerd.remotes.resolver",
     "pycontainerd.remotes.pull",

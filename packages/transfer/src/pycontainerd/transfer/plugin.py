@@ -69,8 +69,9 @@ async def _init_manager(ic: InitContext) -> StreamManager:
 async def _init_local(ic: InitContext) -> LocalTransferrer:
     import logging
 
-    # The registry stack (the resolver and httpx, about 6 MiB resident) is imported by
-    # the first transfer that needs it, not here: a daemon that never pulls never pays.
+    # The registry stack (the resolver, about 2 MiB resident; httpx as well once something
+    # is pushed) is imported by the first transfer that needs it, not here: a daemon that
+    # never pulls never pays.
     from pycontainerd.transfer.local import (
         DEFAULT_SNAPSHOTTER,
         LocalServices,
@@ -79,7 +80,7 @@ async def _init_local(ic: InitContext) -> LocalTransferrer:
         trim_registry_stack,
     )
 
-    trim_registry_stack()  # for every later import of httpx in the daemon (CRI pulls too)
+    trim_registry_stack()  # for every later import of httpx in the daemon (pushes, proxies)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # no log line per registry request
     md = ic.get_single(PluginType.METADATA)
     differ = ic.get_by_id(PluginType.DIFF, "walking")
