@@ -25,8 +25,9 @@ Metrics:
   progress stream and one without, in alternating order, after an untimed
   pull (so the first pull's imports do not drown the difference); the image
   is removed and collected after each. A pull of ``bench/big`` sends about
-  70 progress events. Pulls on separate fresh daemons (how this was measured
-  before) spread by 20 % either way here, more than those events cost.
+  50 progress events, as containerd 2.1's does. Pulls on separate fresh
+  daemons (how this was measured before) spread by 20 % either way here,
+  more than those events cost.
 
 Our daemons run with bytecode caching on (``PYTHONDONTWRITEBYTECODE`` is
 dropped, the cache goes to a temporary ``PYTHONPYCACHEPREFIX``), as an
@@ -34,12 +35,13 @@ installed package has its bytecode: otherwise the first pull of each fresh
 daemon would also compile the registry stack it imports.
 
 Where our time goes (a two-core machine, traced in the daemon; a typical
-0.85-0.95 s cold pull of ours, times from the ``ctr`` start):
+0.85-0.95 s cold pull of ours in session 7, times from the ``ctr`` start):
 
-- 0.02-0.12 s the first transfer's imports (httpx and the resolver, about
-  60-90 ms of CPU; a warm daemon skips them). A pull's requests are all
-  reads, which the direct transport serves (``pycontainerd.remotes._direct``),
-  so httpcore, h11 and anyio are never imported;
+- 0.02-0.12 s the first transfer's imports (then httpx and the resolver,
+  60-90 ms of CPU; since session 8 the resolver alone, about 20 ms; a warm
+  daemon skips them). A pull's requests are all reads, which the registry
+  client serves on its own connections (``pycontainerd.remotes._client``),
+  so httpx, httpcore, h11 and anyio are never imported;
 - 0.12-0.21 s resolving, the manifest, the config and the bottom layer;
 - downloads end at about 0.5 s: a blob's body is read, hashed and written by
   a thread on a blocking socket;
@@ -59,7 +61,10 @@ process keep the memory it frees: a fresh process's small heap mapped and
 page-faulted every megabyte buffer again for each layer, so a filler layer
 took 17-19 ms there. Tried and dropped: downloads at a lower thread
 priority, and holding the downloads at most a few layers ahead of the
-applies (no gain beyond the noise).
+applies (no gain beyond the noise). Session 8 took httpx off the pull path
+and sent a blob's first ``downloading`` event only once it has been moving
+for 300 ms, as upstream's ticker does (71 events to 50; each costs a grpcio
+client about 300 µs of CPU).
 """
 
 from __future__ import annotations
