@@ -473,10 +473,13 @@ def test_kill9_during_a_sweep_of_snapshots_and_blobs(make_daemon: MakeDaemon) ->
         d.commit_rooted(f"kept {i}".encode(), root="yes")
     assert len(holdings(d).snapshots_db["native"]) == 200
 
-    before = len(holdings(d).snapshot_dirs["native"])
+    # watched with one listdir per poll: reading all the holdings took long enough,
+    # under load, for the whole sweep to end before the kill
+    sdir = d.root / "io.containerd.snapshotter.v1.native" / "snapshots"
+    before = len(os.listdir(sdir))
     d.ok("leases", "rm", "hold")  # the next collection sweeps everything it held
     wait_for(
-        lambda: len(holdings(d).snapshot_dirs["native"]) < before - 5,
+        lambda: len(os.listdir(sdir)) < before - 5,
         timeout=30,
         what="the sweep to start removing snapshot directories",
     )

@@ -109,6 +109,7 @@ def test_url_parts_and_derivations() -> None:
     assert str(secure.join("http://other/z")) == "http://other/z"
     assert _http.URL("https://reg:443/").origin == ("https", "reg", 443)
     assert _http.URL("http://reg/a b").raw_path == b"/a%20b"
+    assert _http.URL("http://reg/a?x=\u00e9 b&y=%2F").raw_path == b"/a?x=%C3%A9%20b&y=%2F"
 
 
 @pytest.mark.parametrize("bad", ["http://reg:port/", "http://reg:99999/"])

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 #: What a path may hold unquoted (RFC 3986 ``pchar`` and ``/``; ``%`` keeps escapes).
 _PATH_SAFE: Final = "/%:@!$&'()*+,;=-._~"
+#: What a query may hold unquoted (``pchar``, ``/`` and ``?``).
+_QUERY_SAFE: Final = _PATH_SAFE + "?"
 
 
 # -- errors -----------------------------------------------------------------------------
@@ -95,8 +97,8 @@ class URL:
     """An absolute ``http(s)`` URL: its parts, and the few derivations the resolver needs.
 
     The host is lowercase and without brackets (as a socket wants it); a
-    default port is dropped. The path is kept as given, with characters a
-    path may not hold percent-encoded.
+    default port is dropped. The path and the query are kept as given, with
+    characters they may not hold (spaces, non-ASCII) percent-encoded.
     """
 
     __slots__ = ("host", "path", "port", "query", "scheme")
@@ -112,7 +114,7 @@ class URL:
         self.host = parts.hostname or ""
         self.port = None if port == DEFAULT_PORTS.get(self.scheme) else port
         self.path = quote(parts.path, safe=_PATH_SAFE) or "/"
-        self.query = parts.query
+        self.query = quote(parts.query, safe=_QUERY_SAFE)
 
     @property
     def netloc(self) -> str:
