@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from pycontainerd.core.errdefs import OutOfRangeError
 from pycontainerd.remotes import _client, _http
+from pycontainerd.remotes.hosts import HostsConfig
+from pycontainerd.remotes.resolver import Resolver
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -195,6 +198,49 @@ async def test_a_body_that_does_not_decode_is_an_error(
 ) -> None:
     with pytest.raises(_http.DecodingError, match=message):
         await answer_of(packed, encoding).aread()
+
+
+def test_a_compression_bomb_inflates_a_piece_at_a_time() -> None:
+    bomb = gzip.compress(bytes(64 << 20), compresslevel=9)  # 64 MiB of zeros in ~64 KiB
+    assert len(bomb) < 128 << 10
+    stages = _http._decoders("gzip")
+    sizes = [len(piece) for piece in _http._through(stages, bomb)]
+    assert max(sizes) <= _http.PIECE
+    assert sum(sizes) == 64 << 20
+
+
+async def test_a_body_read_whole_has_a_limit() -> None:
+    resp = answer_of(gzip.compress(bytes(64 << 20)), "gzip")
+    with pytest.raises(_http.TooLarge, match="larger than 4194304 bytes"):
+        await resp.aread()
+
+
+async def test_a_cut_compressed_body_is_an_error_and_an_empty_one_is_not() -> None:
+    with pytest.raises(_http.DecodingError, match="cut short"):
+        await answer_of(gzip.compress(PLAIN)[:-20], "gzip").aread()
+    request = _http.Request("HEAD", _http.URL("http://reg/"), _http.Headers())
+    head = _http.Response(
+        200,
+        request=request,
+        headers=_http.Headers([("Content-Encoding", "gzip")]),
+        body=Pieces(b""),
+    )
+    assert await head.aread() == b""
+
+
+async def test_a_manifest_bomb_is_refused_at_the_manifest_limit() -> None:
+    bomb = gzip.compress(bytes(64 << 20), compresslevel=9)
+
+    def answer(head: bytes, _body: bytes) -> bytes:
+        if head.startswith(b"HEAD "):
+            return response("200 OK")  # uninformative: the manifest is read instead
+        media = "Content-Type: application/vnd.oci.image.manifest.v1+json"
+        return response("200 OK", media, "Content-Encoding: gzip", body=bomb)
+
+    with serving(answer) as reg:
+        async with Resolver(HostsConfig(default_scheme="http")) as resolver:
+            with pytest.raises(OutOfRangeError, match="exceeds the limit"):
+                await resolver.resolve(f"127.0.0.1:{reg.port}/x/y:v1")
 
 
 # -- redirects -----------------------------------------------------------------------------------

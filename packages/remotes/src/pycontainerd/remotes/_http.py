@@ -17,8 +17,13 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, overload
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable
+    from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 
+#: Most bytes a decoding step produces at a time.
+PIECE: Final = 1 << 20
+#: What :meth:`Response.aread` takes at most by default: answers read whole
+#: (tokens, errors, upload replies) are small.
+MAX_READ: Final = 4 << 20
 #: The default port of each scheme a request may use.
 DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 #: What a path may hold unquoted (RFC 3986 ``pchar`` and ``/``; ``%`` keeps escapes).
@@ -44,6 +49,10 @@ class TooManyRedirects(HTTPError):  # noqa: N818 - httpx's name
 
 class DecodingError(HTTPError):
     """A ``Content-Encoding`` that is unknown or does not decode."""
+
+
+class TooLarge(HTTPError):  # noqa: N818 - as the others
+    """A body read whole is larger than its limit."""
 
 
 class TransportError(HTTPError):
@@ -294,22 +303,28 @@ class Response:
             msg = "the response body was read already"
             raise RuntimeError(msg)
         self.is_stream_consumed = True
-        decoders = [] if self._decoded else _decoders(self.headers.get("content-encoding", ""))
+        stages = [] if self._decoded else _decoders(self.headers.get("content-encoding", ""))
         async for chunk in self._body:
-            for decoder in decoders:
-                chunk = _decode(decoder, chunk)  # noqa: PLW2901 - one piece through each stage
-            if chunk:
-                yield chunk
-        tail = b""
-        for decoder in decoders:
-            tail = _decode(decoder, tail) + _flush(decoder)
-        if tail:
-            yield tail
+            for piece in _through(stages, chunk):
+                yield piece
+        for piece in _ends(stages):
+            yield piece
 
-    async def aread(self) -> bytes:
-        """The whole body (read once, then kept)."""
+    async def aread(self, limit: int = MAX_READ) -> bytes:
+        """The whole body (read once, then kept).
+
+        Raises:
+            TooLarge: it is larger than ``limit`` bytes (decoded).
+            TransportError, DecodingError: as :meth:`aiter_bytes`.
+        """
         if self._content is None:
-            self._content = b"".join([chunk async for chunk in self.aiter_bytes()])
+            buf = bytearray()
+            async for chunk in self.aiter_bytes():
+                buf += chunk
+                if len(buf) > limit:
+                    msg = f"{self.request.method} {self.url}: answer larger than {limit} bytes"
+                    raise TooLarge(msg)
+            self._content = bytes(buf)
         return self._content
 
     @property
@@ -336,59 +351,86 @@ class Response:
             await self._body.aclose()
 
 
-def _decoders(encoding: str) -> list[Any]:
-    """One zlib decompressor per ``Content-Encoding`` stage, in decoding order."""
-    out: list[Any] = []
+def _decoders(encoding: str) -> list[_Stage]:
+    """One stage per ``Content-Encoding`` step, in decoding order."""
+    out = []
     for coding in reversed([c.strip().lower() for c in encoding.split(",") if c.strip()]):
         if coding == "identity":
             continue
-        if coding in ("gzip", "x-gzip"):
-            out.append(zlib.decompressobj(zlib.MAX_WBITS | 16))
-        elif coding == "deflate":
-            out.append(_Deflate())
-        else:
+        if coding not in ("gzip", "x-gzip", "deflate"):
             msg = f"unsupported Content-Encoding {coding!r}"
             raise DecodingError(msg)
+        out.append(_Stage(coding))
     return out
 
 
-class _Deflate:
-    """``deflate``: zlib-wrapped as the RFC says, or raw as some servers send it."""
+class _Stage:
+    """One decoding step, whose output comes in pieces of at most :data:`PIECE` bytes.
 
-    def __init__(self) -> None:
-        self._inner: Any = None
-        self._start = b""
+    A body of a few KiB may inflate to GiBs (a "zip bomb"): no step ever
+    produces more than a piece at a time, so a reader that stops at a limit
+    (a manifest's size) holds no more than that.
+    """
 
-    def decompress(self, data: bytes) -> bytes:
-        if self._inner is None:
-            self._start += data
-            if not self._start:
-                return b""
-            try:
-                inner = zlib.decompressobj()
-                out = inner.decompress(self._start)
-            except zlib.error:
-                inner = zlib.decompressobj(-zlib.MAX_WBITS)
-                out = inner.decompress(self._start)
-            self._inner, self._start = inner, b""
-            return out
-        return bytes(self._inner.decompress(data))
+    def __init__(self, coding: str) -> None:
+        self._inflater: Any = None
+        self._head = b""
+        self._fed = False  # an empty body (a HEAD's, a 204) has nothing to decode
+        if coding != "deflate":
+            self._inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
 
-    def flush(self) -> bytes:
-        return bytes(self._inner.flush()) if self._inner is not None else b""
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """The output for ``data``, piece by piece."""
+        self._fed = self._fed or bool(data)
+        if self._inflater is None:
+            # deflate: zlib-wrapped as the RFC says, or raw as some servers send it;
+            # the first two bytes tell (a zlib header is a multiple of 31, method 8)
+            self._head += data
+            if len(self._head) < 2:
+                return
+            cmf, flg = self._head[0], self._head[1]
+            wrapped = cmf & 0x0F == 8 and (cmf << 8 | flg) % 31 == 0
+            self._inflater = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+            data, self._head = self._head, b""
+        try:
+            while True:
+                out = self._inflater.decompress(data, PIECE)
+                data = self._inflater.unconsumed_tail
+                if out:
+                    yield out
+                if not data and len(out) < PIECE:
+                    return
+        except zlib.error as exc:
+            msg = f"the body does not decode: {exc}"
+            raise DecodingError(msg) from None
+
+    def end(self) -> Iterator[bytes]:
+        """What is left at the end of the body (nothing, unless it was cut short)."""
+        if not self._fed:
+            return
+        if self._inflater is None:
+            if self._head:
+                msg = "the body does not decode: it ends after one byte"
+                raise DecodingError(msg)
+            return
+        yield from self.feed(b"")
+        if not self._inflater.eof:
+            msg = "the body does not decode: the compressed stream is cut short"
+            raise DecodingError(msg)
 
 
-def _decode(decoder: Any, data: bytes) -> bytes:
-    try:
-        return bytes(decoder.decompress(data))
-    except zlib.error as exc:
-        msg = f"the body does not decode: {exc}"
-        raise DecodingError(msg) from None
+def _through(stages: Sequence[_Stage], data: bytes) -> Iterator[bytes]:
+    """``data`` through each of ``stages`` in turn, piece by piece."""
+    if not stages:
+        if data:
+            yield data
+        return
+    for piece in stages[0].feed(data):
+        yield from _through(stages[1:], piece)
 
 
-def _flush(decoder: Any) -> bytes:
-    try:
-        return bytes(decoder.flush())
-    except zlib.error as exc:
-        msg = f"the body does not decode: {exc}"
-        raise DecodingError(msg) from None
+def _ends(stages: Sequence[_Stage]) -> Iterator[bytes]:
+    """The ends of ``stages``, each through the stages after it."""
+    for i, stage in enumerate(stages):
+        for piece in stage.end():
+            yield from _through(stages[i + 1 :], piece)

@@ -239,6 +239,9 @@ class Resolver(AsyncClosing):
             if not stream:
                 try:
                     await resp.aread()
+                except _http.HTTPError as exc:
+                    msg = f"{method} {url}: reading the answer: {exc}"
+                    raise UnavailableError(msg) from None
                 finally:
                     await resp.aclose()
             return resp
