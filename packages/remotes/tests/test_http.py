@@ -243,6 +243,18 @@ async def test_a_manifest_bomb_is_refused_at_the_manifest_limit() -> None:
                 await resolver.resolve(f"127.0.0.1:{reg.port}/x/y:v1")
 
 
+async def test_endless_chunk_trailers_are_refused() -> None:
+    trailers = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"p" * 100) for i in range(2000))
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    with serving(lambda _h, _b: head + b"2\r\nok\r\n0\r\n" + trailers + b"\r\n") as reg:
+        http = client()
+        resp = await http.send("GET", _http.URL(f"{reg.origin}/blob"))
+        with pytest.raises(_http.RemoteProtocolError, match="trailers too large"):
+            await resp.aread()
+        await resp.aclose()
+        await http.aclose()
+
+
 # -- redirects -----------------------------------------------------------------------------------
 
 

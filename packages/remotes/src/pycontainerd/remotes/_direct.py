@@ -357,8 +357,12 @@ class _Connection:
             msg = f"bad chunk size {size[:20]!r}"
             raise RemoteProtocolError(msg) from None
         if self.remaining == 0:
-            while self._line():  # trailers
-                pass
+            trailers = 0
+            while line := self._line():  # trailers: read, ignored, bounded as a head is
+                trailers += len(line) + 2
+                if trailers > _MAX_HEAD:
+                    msg = "chunk trailers too large"
+                    raise RemoteProtocolError(msg)
             self.done = True
 
 
