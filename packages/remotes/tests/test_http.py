@@ -15,9 +15,11 @@ from pycontainerd.core.errdefs import OutOfRangeError
 from pycontainerd.remotes import _client, _http
 from pycontainerd.remotes.hosts import HostsConfig
 from pycontainerd.remotes.resolver import Resolver
+from pycontainerd.remotes.testing import FaultyBlobServer, build_image
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
+    from pathlib import Path
 
 
 class Server:
@@ -313,6 +315,33 @@ async def test_a_redirect_to_another_scheme_is_refused() -> None:
         with pytest.raises(_http.UnsupportedProtocol, match="not http or https"):
             await http.send("GET", _http.URL(f"{reg.origin}/blob"))
         await http.aclose()
+
+
+async def test_a_mirror_is_asked_with_the_registrys_name(tmp_path: Path) -> None:
+    # hosts.toml names a mirror for a registry that cannot be reached: every read goes
+    # there, with ?ns=<registry> as containerd adds it
+    image = build_image([{"etc/motd": b"mirrored\n"}])
+    content = {b.digest: b for b in [*image.blobs, image.root]}
+    mirror = FaultyBlobServer(content, {"v1": image.root}).start()
+    try:
+        conf = tmp_path / "registry.invalid"
+        conf.mkdir()
+        (conf / "hosts.toml").write_text(
+            'server = "http://registry.invalid"\n'
+            f'[host."http://{mirror.host}"]\n'
+            'capabilities = ["pull", "resolve"]\n'
+        )
+        async with Resolver(HostsConfig(hosts_dir=tmp_path)) as resolver:
+            name, desc = await resolver.resolve("registry.invalid/x/y:v1")
+            assert desc.digest == image.root.digest
+            data = await resolver.fetcher(name).fetch_bytes(desc)
+        assert data == image.root.data
+        assert mirror.requests == [
+            "HEAD /v2/x/y/manifests/v1?ns=registry.invalid",
+            f"GET /v2/x/y/manifests/{image.root.digest}?ns=registry.invalid",
+        ]
+    finally:
+        mirror.stop()
 
 
 # -- the httpx path ------------------------------------------------------------------------------
