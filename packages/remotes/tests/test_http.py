@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import os
 import socket
 import threading
 import zlib
@@ -366,6 +367,21 @@ async def test_an_upload_goes_through_httpx_with_the_same_hooks() -> None:
     assert seen == [("PUT", f"{reg.origin}/v2/x/manifests/v1", b"doc")]
     assert answers == [201]
     assert resp.request.headers.get("user-agent") == "test/1"
+
+
+@pytest.mark.parametrize(
+    ("env", "proxied"),
+    [({}, False), ({"NO_PROXY": "localhost"}, False), ({"https_proxy": "http://p:3128"}, True)],
+)
+def test_only_a_named_proxy_sends_reads_through_httpx(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], proxied: bool
+) -> None:
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert client().proxied is proxied
 
 
 async def test_httpx_errors_arrive_as_ours() -> None:

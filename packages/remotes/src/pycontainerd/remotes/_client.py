@@ -43,9 +43,13 @@ _READS: Final = frozenset({"GET", "HEAD"})
 def environment_proxies() -> bool:
     """Whether the environment names a proxy (``*_proxy``, any case, not empty).
 
-    What ``urllib.request.getproxies()`` finds on Linux, without importing it.
+    What ``urllib.request.getproxies()`` finds on Linux, without importing it,
+    less ``no_proxy``: exceptions alone name no proxy to go through.
     """
-    return any(k.lower().endswith("_proxy") and v for k, v in os.environ.items())
+    return any(
+        key.endswith("_proxy") and key != "no_proxy" and value
+        for key, value in ((k.lower(), v) for k, v in os.environ.items())
+    )
 
 
 class Client:
