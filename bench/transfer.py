@@ -20,11 +20,11 @@ Metrics:
   imports (ours loads its registry stack lazily, containerd has it linked in);
 - ``local_pull_big_s``: the same with ``--local`` (the client-side path), for
   reference;
-- ``progress_overhead_pct`` (ours only): the median, over the runs, of the
-  ratio of two library ``Client.transfer`` pulls on one daemon, one with a
-  progress stream and one without, in alternating order, after an untimed
-  pull (so the first pull's imports do not drown the difference); the image
-  is removed and collected after each. A pull of ``bench/big`` sends about
+- ``progress_overhead_pct`` (ours only): the median, over ``PAIRS`` pairs per
+  run, of the ratio of two library ``Client.transfer`` pulls on one daemon,
+  one with a progress stream and one without, in alternating order, after an
+  untimed pull (so the first pull's imports do not drown the difference); the
+  image is removed and collected after each. A pull of ``bench/big`` sends about
   50 progress events, as containerd 2.1's does. Pulls on separate fresh
   daemons (how this was measured before) spread by 20 % either way here,
   more than those events cost.
@@ -127,6 +127,16 @@ async def _library_pulls(
     return times[1:]
 
 
+#: Pairs of library pulls (with and without progress) per run: one pull varies by
+#: about 10 % from the next on this machine, so a median of few pairs wanders by
+#: several per cent.
+PAIRS = 3
+
+
+def _pair(with_first: bool) -> tuple[bool, bool]:
+    return (True, False) if with_first else (False, True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--ctr", required=True, help="containerd 2.x's ctr binary")
@@ -161,15 +171,18 @@ def main() -> int:
                         value = pull(peer)
                     if value is not None:
                         samples.setdefault((metric, peer.name), []).append(value)
-            # both kinds on one daemon, in alternating order: a pair shares the daemon's state
-            order = (True, False) if run % 2 == 0 else (False, True)
+            # both kinds on one daemon, PAIRS pairs in alternating order: a pair shares the
+            # daemon's state and the machine's moment
+            first = run % 2 == 0
+            order = tuple(k for i in range(PAIRS) for k in _pair(first ^ (i % 2 == 1)))
             with running(ours):
                 times = asyncio.run(_library_pulls(ours.address, warm_ref, ref, order))
-            paired = dict(zip(order, times, strict=True))
-            samples.setdefault(("progress=True", ours.name), []).append(paired[True])
-            samples.setdefault(("progress=False", ours.name), []).append(paired[False])
-            ratio = paired[True] / paired[False]
-            samples.setdefault(("progress ratio", ours.name), []).append(ratio)
+            for i in range(PAIRS):
+                paired = dict(zip(order[2 * i : 2 * i + 2], times[2 * i : 2 * i + 2], strict=True))
+                samples.setdefault(("progress=True", ours.name), []).append(paired[True])
+                samples.setdefault(("progress=False", ours.name), []).append(paired[False])
+                ratio = paired[True] / paired[False]
+                samples.setdefault(("progress ratio", ours.name), []).append(ratio)
             print(".", end="", flush=True)
     print()
 
@@ -202,7 +215,11 @@ def main() -> int:
         ]
     )
     if overhead is not None:
-        print(f"progress_overhead_pct (pycontainerd, library pull): {overhead:+.1f} %  (<= 2 %)")
+        pairs = len(samples.get(("progress ratio", ours.name), []))
+        print(
+            f"progress_overhead_pct (pycontainerd, library pull): {overhead:+.1f} %  (<= 2 %)"
+            f"  median of {pairs} pairs"
+        )
     print(f"runs: {args.runs}; binaries: {Path(args.ctr).name}, {Path(args.containerd).name}")
     return 0
 
