@@ -46,6 +46,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from pycontainerd.core.closing import finish_shielded
 from pycontainerd.core.errdefs import FailedPreconditionError, InternalError
 from pycontainerd.metadata.schema import MIGRATIONS
 
@@ -445,13 +446,7 @@ class MetadataDB:
         ``CancelledError`` once they have ended, and what they did stays done).
         """
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._writer, fn)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await asyncio.wait([future])
-            raise
+        return await finish_shielded(loop.run_in_executor(self._writer, fn))
 
     # -- GC hooks ------------------------------------------------------------
 

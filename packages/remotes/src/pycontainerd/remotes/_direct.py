@@ -34,7 +34,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Final, TypeVar
 
-from pycontainerd.remotes._cleanup import finish_shielded
+from pycontainerd.core.closing import finish_shielded
 from pycontainerd.remotes._http import (
     ConnectError,
     ConnectTimeout,

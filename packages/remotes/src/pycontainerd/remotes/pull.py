@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from pycontainerd.core import content, platforms
+from pycontainerd.core.closing import finish_shielded
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
     ContainerdError,
@@ -46,7 +47,6 @@ from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.images import Image
 from pycontainerd.remotes import mediatypes as mt
 from pycontainerd.remotes import reference
-from pycontainerd.remotes._cleanup import finish_shielded
 from pycontainerd.remotes.progress import Tracker
 from pycontainerd.remotes.unpack import descriptor_from_json, parse_json
 from pycontainerd.remotes.unpack import unpack_layers as apply_layers

@@ -28,7 +28,7 @@ import random
 from typing import TYPE_CHECKING, Final
 
 from pycontainerd.core import digests
-from pycontainerd.core.closing import AsyncClosing
+from pycontainerd.core.closing import AsyncClosing, finish_shielded
 from pycontainerd.core.content import gather_chunks
 from pycontainerd.core.errdefs import (
     ContainerdError,
@@ -42,7 +42,6 @@ from pycontainerd.core.errdefs import (
 from pycontainerd.core.gostr import go_quote
 from pycontainerd.core.types import Descriptor
 from pycontainerd.remotes import _client, _http, mediatypes, reference
-from pycontainerd.remotes._cleanup import finish_shielded
 from pycontainerd.remotes._direct import DIRECT, DirectBody
 from pycontainerd.remotes.auth import Authorizer, Credentials, scope
 from pycontainerd.remotes.hosts import Capability, HostsConfig, RegistryHost

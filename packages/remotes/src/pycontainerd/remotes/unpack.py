@@ -26,6 +26,7 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from pycontainerd.core import content
+from pycontainerd.core.closing import finish_shielded
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
     ContainerdError,
@@ -36,7 +37,6 @@ from pycontainerd.core.errdefs import (
 from pycontainerd.core.jsonload import load_json
 from pycontainerd.core.types import Descriptor
 from pycontainerd.remotes import mediatypes as mt
-from pycontainerd.remotes._cleanup import finish_shielded
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence

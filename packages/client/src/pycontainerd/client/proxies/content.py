@@ -32,6 +32,7 @@ from pycontainerd.client._convert import (
 )
 from pycontainerd.client._errors import rpc_errors
 from pycontainerd.client.proxies import Proxy
+from pycontainerd.core.closing import finish_shielded
 from pycontainerd.core.content import Status
 from pycontainerd.core.errdefs import (
     FailedPreconditionError,
@@ -39,7 +40,6 @@ from pycontainerd.core.errdefs import (
     NotFoundError,
     UnknownError,
 )
-from pycontainerd.remotes._cleanup import finish_shielded
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field, replace
 from typing import IO, TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
 
 from pycontainerd.core import content, digests, platforms
+from pycontainerd.core.closing import finish_shielded
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
     DataLossError,
@@ -56,7 +57,6 @@ from pycontainerd.core.jsonload import load_json
 from pycontainerd.core.platforms import Platform
 from pycontainerd.core.types import Descriptor
 from pycontainerd.remotes import mediatypes as mt
-from pycontainerd.remotes._cleanup import finish_shielded
 from pycontainerd.remotes.archive import refs
 from pycontainerd.remotes.unpack import descriptor_from_json, parse_json
 

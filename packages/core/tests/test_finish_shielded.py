@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from pycontainerd.remotes._cleanup import finish_shielded
+from pycontainerd.core.closing import finish_shielded
 
 
 async def test_cancelled_caller_waits_for_the_step_then_is_cancelled() -> None:
