@@ -41,7 +41,7 @@ from pycontainerd.api.grpcutil import (
 )
 from pycontainerd.api.services.content.v1 import content_pb2, content_pb2_grpc
 from pycontainerd.core import digests, namespaces
-from pycontainerd.core.content import FastReader, Info, LeasingManager, Status
+from pycontainerd.core.content import FastReader, Info, Status, info_leased
 from pycontainerd.core.errdefs import ContainerdError
 from pycontainerd.core.types import UNSET_TIME
 
@@ -352,11 +352,9 @@ class ContentService(content_pb2_grpc.ContentServicer):
         import, say) would otherwise be collectable until the client's labels
         or image name it.
         """
-        store = self._store
-        check = store.info_leased if isinstance(store, LeasingManager) else store.info
         async with aborting_on_error(context):
             try:
-                await check(expected)
+                await info_leased(self._store, expected)
             except ContainerdError:
                 return
             await writer.close()

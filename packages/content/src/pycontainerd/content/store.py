@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from pycontainerd.core.content import FastReader, LeasingManager
+from pycontainerd.core.content import FastReader, info_leased
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -38,9 +38,7 @@ class EventStore:
 
     async def info_leased(self, dgst: str) -> Info:
         """The wrapped store's ``info_leased`` if it has one (else ``info``: no leases)."""
-        if isinstance(self.store, LeasingManager):
-            return await self.store.info_leased(dgst)
-        return await self.store.info(dgst)
+        return await info_leased(self.store, dgst)
 
     async def update(self, info: Info, *fieldpaths: str) -> Info:
         return await self.store.update(info, *fieldpaths)

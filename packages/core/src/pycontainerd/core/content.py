@@ -228,6 +228,13 @@ class LeasingManager(Protocol):
         ...
 
 
+async def info_leased(store: Manager, dgst: str) -> Info:
+    """``store``'s :meth:`LeasingManager.info_leased`, or its ``info`` (a store without leases)."""
+    if isinstance(store, LeasingManager):
+        return await store.info_leased(dgst)
+    return await store.info(dgst)
+
+
 @runtime_checkable
 class FastReader(Protocol):
     """Synchronous reads a namespaced store answers on the event loop, when it can at once.
