@@ -126,8 +126,7 @@ class _Connection:
         self.request = request
         self._context = context
         self._pool = pool
-        url = request.url
-        self._key = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        self._key = request.url.origin
         self.sock: socket.socket | None = None
         self.reusable = False  # the server keeps the connection open after the response
         self.aborted = False

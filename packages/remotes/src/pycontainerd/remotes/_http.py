@@ -408,11 +408,9 @@ class _Stage:
         """What is left at the end of the body (nothing, unless it was cut short)."""
         if not self._fed:
             return
-        if self._inflater is None:
-            if self._head:
-                msg = "the body does not decode: it ends after one byte"
-                raise DecodingError(msg)
-            return
+        if self._inflater is None:  # fed, but too little to tell the kind of deflate
+            msg = "the body does not decode: it ends after one byte"
+            raise DecodingError(msg)
         yield from self.feed(b"")
         if not self._inflater.eof:
             msg = "the body does not decode: the compressed stream is cut short"

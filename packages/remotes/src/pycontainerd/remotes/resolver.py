@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from typing import TYPE_CHECKING, Final
@@ -47,7 +48,6 @@ from pycontainerd.remotes.auth import Authorizer, Credentials, scope
 from pycontainerd.remotes.hosts import Capability, HostsConfig, RegistryHost
 
 if TYPE_CHECKING:
-    import ssl
     from collections.abc import (
         AsyncGenerator,
         AsyncIterator,
@@ -136,7 +136,10 @@ class Resolver(AsyncClosing):
         if client is None:
             dumping = self._http_dump is not None
             client = _client.Client(
-                _context_of(host.tls),
+                # made on first use: building it with the system's roots costs tens of
+                # milliseconds of CPU (the CA bundle is parsed), which a plain-HTTP pull
+                # never needs
+                functools.cache(host.tls.ssl_context),
                 connect_timeout=self._connect_timeout,
                 read_timeout=self._read_timeout,
                 user_agent=USER_AGENT,
@@ -362,22 +365,6 @@ async def _read_bounded(resp: _http.Response, what: str) -> bytes:
         buf += chunk
         _check_manifest_size(len(buf), what)
     return bytes(buf)
-
-
-def _context_of(tls: TLSOptions) -> Callable[[], ssl.SSLContext]:
-    """``tls``'s SSL context, made on the first call (a plain-HTTP pull never needs one).
-
-    Building it with the system's roots costs tens of milliseconds of CPU (the
-    CA bundle is parsed).
-    """
-    made: list[ssl.SSLContext] = []
-
-    def context() -> ssl.SSLContext:
-        if not made:
-            made.append(tls.ssl_context())
-        return made[0]
-
-    return context
 
 
 def _header_lines(headers: _http.Headers, skip: Sequence[str] = ()) -> list[str]:
