@@ -11,7 +11,7 @@ import signal
 import socket
 import stat
 import subprocess
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -202,6 +202,38 @@ async def test_sigterm_lets_in_flight_calls_finish(
         assert await call == b"done"
     assert await asyncio.to_thread(d.stop) == 0
     assert not await asyncio.to_thread(os.path.exists, d.address)
+
+
+async def test_taking_the_stop_handlers_back_never_restores_the_default_action(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # after shutdown the daemon ignores SIGTERM/SIGINT, so a client's second signal as
+    # it ends cannot kill it; the default action must not be in force even for the
+    # moment between the loop giving its handler back and the signal being ignored
+    from pycontainerd.daemon.server import Daemon
+
+    stops = (signal.SIGTERM, signal.SIGINT)
+    loop = asyncio.get_running_loop()
+    before = {sig: signal.getsignal(sig) for sig in stops}
+    real = signal.signal
+    set_to: list[tuple[int, object]] = []
+
+    def record(sig: int, handler: Any) -> Any:
+        set_to.append((sig, handler))
+        return real(sig, handler)
+
+    for sig in stops:
+        loop.add_signal_handler(sig, lambda: None)
+    monkeypatch.setattr(signal, "signal", record)
+    try:
+        Daemon._ignore_stop_signals(cast("Daemon", None))
+    finally:
+        monkeypatch.undo()
+        for sig in stops:
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, before[sig])
+    assert [sig for sig, _ in set_to] == list(stops)
+    assert all(handler is signal.SIG_IGN for _, handler in set_to), set_to
 
 
 def test_sigterm_during_hung_plugin_init(make_daemon: MakeDaemon) -> None:

@@ -692,11 +692,21 @@ class Daemon:
 
         The loop would restore the default actions when it closes; taking the
         handlers back first and ignoring the signals keeps the exit status 0.
+        The signals are ignored first: the loop's ``remove_signal_handler``
+        sets the default action, and a signal in that moment (a client's second
+        SIGTERM as the daemon ends) would kill the process, from whatever
+        thread takes it. The loop then only forgets its handlers (its table of
+        them, private to asyncio's Unix loop; without one, the public call).
         """
         loop = asyncio.get_running_loop()
+        handlers = getattr(loop, "_signal_handlers", None)
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
             signal.signal(sig, signal.SIG_IGN)
+            if isinstance(handlers, dict):
+                handlers.pop(sig, None)
+            else:
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, signal.SIG_IGN)
 
 
 def raise_nofile_limit() -> int:
