@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -81,6 +82,40 @@ async def test_ref_stays_locked_until_the_commit_published_the_blob(tmp_path: Pa
     with pytest.raises(AlreadyExistsError):
         await again.commit(len(data), sha256(data))
     assert await store.list_statuses() == []
+
+
+async def test_a_cancelled_commit_publishes_before_the_ref_is_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelling the committer does not free the ref while its blob is being published."""
+    store = LocalStore(tmp_path, lock_retries=0)
+    data = b"cancelled commit " * 4096
+    publishing, go_on = threading.Event(), threading.Event()
+    publish = store._publish
+
+    def held_publish(ingest: Path, dgst: str) -> None:
+        publishing.set()
+        go_on.wait(60)
+        publish(ingest, dgst)
+
+    monkeypatch.setattr(store, "_publish", held_publish)
+    writer = await store.writer("ref", total=len(data))
+    await writer.write(data)
+    commit = asyncio.create_task(writer.commit(len(data), sha256(data)))
+    try:
+        await asyncio.to_thread(publishing.wait, 60)
+        commit.cancel()
+        for _ in range(3):  # let the task take its cancellation
+            await asyncio.sleep(0)
+        with pytest.raises(UnavailableError, match="ref ref locked"):
+            await store.writer("ref")
+    finally:
+        go_on.set()
+    with pytest.raises(asyncio.CancelledError):
+        await commit
+    assert await read_all(store, sha256(data)) == data
+    assert await store.list_statuses() == []
+    await (await store.writer("ref")).close()
 
 
 async def test_racing_writers_of_one_ref_get_only_upstream_answers(tmp_path: Path) -> None:

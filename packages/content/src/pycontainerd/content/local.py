@@ -53,6 +53,7 @@ from pycontainerd.content._timefmt import (
     parse_rfc3339,
 )
 from pycontainerd.core import digests
+from pycontainerd.core.closing import finish_shielded
 from pycontainerd.core.content import Info, Status
 from pycontainerd.core.errdefs import (
     AlreadyExistsError,
@@ -411,13 +412,15 @@ class LocalWriter:
             msg = "cannot commit on closed writer"
             raise FailedPreconditionError(msg)
         self._fd = None
+
         # The ref stays locked until the blob is published and the ingest
         # removed: a second writer of the same ref waits for the lock, then
         # finds either the blob (AlreadyExists) or no ingest, never a
         # half-removed one.
-        try:
+        def finish() -> str:
+            """Sync, validate and publish: one trip to a worker thread."""
             try:
-                await asyncio.to_thread(os.fsync, fd)
+                os.fsync(fd)
             finally:
                 os.close(fd)
             if size > 0 and size != self._offset:
@@ -427,7 +430,13 @@ class LocalWriter:
             if expected and expected != dgst:
                 msg = f"unexpected commit digest {dgst}, expected {expected}"
                 raise FailedPreconditionError(msg)
-            await asyncio.to_thread(self._store._publish, self._path, dgst)
+            self._store._publish(self._path, dgst)
+            return dgst
+
+        try:
+            # to its end even if the caller is cancelled: the ref is released
+            # only once the ingest is published or kept
+            dgst = await finish_shielded(asyncio.to_thread(finish))
             if labels:
                 self._store._set_labels(dgst, dict(labels))
         finally:
