@@ -110,6 +110,32 @@ def _blob_row(tx: Tx, ns: str, dgst: str) -> tuple[int, str, int, int] | None:
     return None if row is None else (row[0], row[1], row[2], row[3])
 
 
+def _open_ingest(tx: Tx, ns: str, lease_id: str | None, ref: str, expected: str) -> str:
+    """The backend ref of the namespace's ingest ``ref``, its row written if new."""
+    ensure_namespace(tx, ns)
+    row = tx.execute(
+        "SELECT backend_ref FROM ingests WHERE namespace = ? AND ref = ?", (ns, ref)
+    ).fetchone()
+    if row is not None:
+        bref = str(row[0])
+    else:
+        bref = f"{ns}/{next_sequence(tx, 'ingests')}/{ref}"
+        tx.execute(
+            "INSERT INTO ingests (namespace, ref, backend_ref, expected, expire_at,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                ns,
+                ref,
+                bref,
+                expected,
+                None if lease_id else now_ns() + INGEST_EXPIRY_NS,
+                now_ns(),
+            ),
+        )
+    attach(tx, ns, lease_id, INGESTS, ref)
+    return bref
+
+
 def _content_not_found(dgst: str) -> NotFoundError:
     return NotFoundError(f"content digest {dgst}")
 
@@ -523,74 +549,47 @@ class MetadataContentStore:
     async def _open(
         self, ns: str, lease_id: str | None, ref: str, total: int, expected: str
     ) -> NamespacedWriter:
-        if expected:
-            if self.policy == SHARED:
-                await self._share(ns, lease_id, expected, total)
-            else:
-                row = await self.db.aview(lambda tx: _blob_row(tx, ns, expected))
-                if row is not None:
-                    await self.db.aupdate(lambda tx: attach(tx, ns, lease_id, CONTENT, expected))
-                    msg = f"content {expected}"
-                    raise AlreadyExistsError(msg)
+        """The ingest row and the backend writer, in one trip to the writer thread.
 
-        def open_ingest(tx: Tx) -> str:
-            ensure_namespace(tx, ns)
-            row = tx.execute(
-                "SELECT backend_ref FROM ingests WHERE namespace = ? AND ref = ?", (ns, ref)
-            ).fetchone()
-            if row is not None:
-                bref = str(row[0])
-            else:
-                bref = f"{ns}/{next_sequence(tx, 'ingests')}/{ref}"
-                tx.execute(
-                    "INSERT INTO ingests (namespace, ref, backend_ref, expected, expire_at,"
-                    " created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        ns,
-                        ref,
-                        bref,
-                        expected,
-                        None if lease_id else now_ns() + INGEST_EXPIRY_NS,
-                        now_ns(),
-                    ),
-                )
-            attach(tx, ns, lease_id, INGESTS, ref)
-            return bref
-
-        # The collector aborts backend ingests without a row: it must not
-        # look between this row and the backend ingest it names.
+        With an expected digest the same transaction first looks for the blob:
+        in the namespace, or (``shared`` policy) in the backend, whose blob is
+        then shared into the namespace. Either way the lease takes it and
+        ``AlreadyExists`` is raised, with no ingest opened.
+        """
+        # The collector must not delete a backend blob between our seeing it
+        # and its row being written, nor abort the backend ingest between its
+        # row and its opening (it aborts backend ingests that have no row).
         async with self.db.gc_lock.shared():
-            bref = await self.db.aupdate(open_ingest)
+            shared = None
+            if expected and self.policy == SHARED:
+                shared = await self._backend_blob(expected, total)
+
+            def run(tx: Tx) -> str | None:
+                if expected:
+                    if _blob_row(tx, ns, expected) is not None:
+                        attach(tx, ns, lease_id, CONTENT, expected)
+                        return None
+                    if shared is not None:
+                        _add_blob(tx, ns, lease_id, expected, size=shared.size, labels={})
+                        return None
+                return _open_ingest(tx, ns, lease_id, ref, expected)
+
+            bref = await self.db.aupdate(run)
+            if bref is None:
+                msg = f"content {expected}"
+                raise AlreadyExistsError(msg)
             # The expected digest was checked against the namespace above; the
             # backend must not short-cut on it, or the namespace would never get
             # the blob.
             backend = await self.backend.writer(bref, total=total)
         return NamespacedWriter(self, ns, ref, lease_id, backend)
 
-    async def _share(self, ns: str, lease_id: str | None, dgst: str, total: int) -> None:
-        """Raise AlreadyExists if ``dgst`` is (now) in the namespace, sharing from the backend."""
-        # Between seeing the backend blob and writing its row, the collector must not delete it.
-        async with self.db.gc_lock.shared():
-            await self._share_locked(ns, lease_id, dgst, total)
-
-    async def _share_locked(self, ns: str, lease_id: str | None, dgst: str, total: int) -> None:
+    async def _backend_blob(self, dgst: str, total: int) -> Info | None:
+        """The backend's blob ``dgst``, if it has one of the size given (when one is)."""
         try:
-            backend_info = await self.backend.info(dgst)
+            info = await self.backend.info(dgst)
         except ContainerdError:
-            backend_info = None
-        if backend_info is not None and total > 0 and backend_info.size != total:
-            backend_info = None  # a wrong descriptor: let the client write and fail
-        size = backend_info.size if backend_info is not None else 0
-
-        def run(tx: Tx) -> bool:
-            if _blob_row(tx, ns, dgst) is not None:
-                attach(tx, ns, lease_id, CONTENT, dgst)
-                return True
-            if backend_info is None:
-                return False
-            _add_blob(tx, ns, lease_id, dgst, size=size, labels={})
-            return True
-
-        if await self.db.aupdate(run):
-            msg = f"content {dgst}"
-            raise AlreadyExistsError(msg)
+            return None
+        if total > 0 and info.size != total:
+            return None  # a wrong descriptor: let the client write and fail
+        return info
