@@ -93,6 +93,33 @@ def test_preface_split_over_reads_is_reassembled() -> None:
     assert frames(conn.data_to_send()) == [(SETTINGS, ACK, 0, b"")]
 
 
+def test_frames_split_anywhere_over_reads_give_the_same_events() -> None:
+    # a read may end inside a frame's header or payload, or hold several frames
+    block = Encoder().encode([(":method", "POST"), (":path", "/svc/Method")])
+    padded = bytes([3]) + b"\x00\x00\x00\x00\x05hello" + b"\x00" * 3
+    data = (
+        frame(HEADERS, END_HEADERS, 1, block)
+        + frame(h2conn.DATA, h2conn.PADDED, 1, padded)
+        + frame(PING, 0, 0, b"12345678")
+        + frame(h2conn.DATA, 0, 1, b"\x00\x00\x00\x00\x03abc")
+        + frame(h2conn.DATA, END_STREAM, 1, b"")
+    )
+    whole = settled()
+    expected = whole.receive_data(data)
+    assert [type(e) for e in expected] == [RequestHeaders, RequestData, RequestData, StreamEnded]
+    answer = whole.data_to_send()
+    for size in (1, 2, 7, 9, 10, 31):
+        conn = settled()
+        pieces = [data[i : i + size] for i in range(0, len(data), size)]
+        assert [e for piece in pieces for e in conn.receive_data(piece)] == expected, size
+        assert conn.data_to_send() == answer
+    for cut in range(1, len(data)):
+        conn = settled()
+        events = conn.receive_data(data[:cut]) + conn.receive_data(data[cut:])
+        assert events == expected, cut
+        assert conn.buf == bytearray()
+
+
 def test_ping_gets_a_ping_ack_with_its_payload() -> None:
     conn = settled()
     conn.receive_data(frame(PING, 0, 0, b"12345678"))

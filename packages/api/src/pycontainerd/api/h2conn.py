@@ -267,12 +267,8 @@ class H2Connection:
     def receive_data(self, data: bytes) -> list[Event]:
         """Take bytes from the client; the events they caused (and clear them)."""
         if not self.terminated:
-            if self.buf:
-                self.buf += data
-                data = bytes(self.buf)
-                self.buf.clear()
             try:
-                self._receive(data)
+                self._feed(data)
             except H2ConnectionError as exc:
                 self.terminate(exc.code, exc.reason)
         events, self.events = self.events, []
@@ -313,11 +309,14 @@ class H2Connection:
         self.streams[sid] = stream
         self.events.append(RequestHeaders(sid, headers, stream.ended))
 
-    def _stream_data(self, stream: H2Stream, data: bytes) -> None:
-        """Request bytes on ``stream`` (held until taken: :meth:`consumed`)."""
+    def _stream_data(self, stream: H2Stream, data: bytes | memoryview) -> None:
+        """Request bytes on ``stream`` (held until taken: :meth:`consumed`).
+
+        ``data`` may be a view of the bytes read: valid during the call only.
+        """
         stream.held += len(data)
         self.buffered += len(data)
-        self.events.append(RequestData(stream.id, data))
+        self.events.append(RequestData(stream.id, bytes(data)))
 
     def _stream_end(self, stream: H2Stream) -> None:
         """The client half-closed ``stream``."""
@@ -341,8 +340,32 @@ class H2Connection:
 
     # -- receiving -----------------------------------------------------------
 
-    def _receive(self, data: bytes) -> None:
+    def _feed(self, data: bytes) -> None:
+        """Parse ``data``, after the partial frame ``buf`` may hold.
+
+        Only what that frame lacks is copied into ``buf``; the rest of ``data``
+        is parsed where it is (a read of 256 KiB mostly ends inside a frame,
+        and copying every read whole was two copies of each request byte).
+        """
+        buf = self.buf
         pos = 0
+        while buf:
+            take = self.need - len(buf)
+            if take > len(data) - pos:
+                buf += data[pos:]  # a frame dribbled in: nothing to parse yet
+                return
+            buf += data[pos : pos + take]
+            pos += take
+            head = bytes(buf)
+            buf.clear()
+            self._receive(head)  # a frame's header alone goes back into ``buf``
+            if self._closing():
+                return
+        if pos < len(data):
+            self._receive(data, pos)
+
+    def _receive(self, data: bytes, pos: int = 0) -> None:
+        """Parse the frames of ``data`` from ``pos``; keep a partial last one in ``buf``."""
         if not self.preface:
             if len(data) < len(PREFACE):
                 if not PREFACE.startswith(data):
@@ -356,6 +379,7 @@ class H2Connection:
             self.preface = True
         end = len(data)
         on_frame = self._on_frame
+        view = memoryview(data)  # DATA payloads are handed on uncopied
         while end - pos >= 9:
             length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
             if length > MAX_FRAME_ACCEPTED:
@@ -366,9 +390,12 @@ class H2Connection:
             kind = data[pos + 3]
             flags = data[pos + 4]
             sid = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
-            payload = data[pos + 9 : pos + 9 + length]
-            pos += 9 + length
-            on_frame(kind, flags, sid, payload)
+            start = pos + 9
+            pos = start + length
+            if kind == DATA and self.header_block is None and self.settled:
+                self._on_data(flags, sid, view[start:pos])
+            else:
+                on_frame(kind, flags, sid, data[start:pos])
             if self._closing():
                 return
         else:
@@ -434,7 +461,7 @@ class H2Connection:
         else:  # unknown frame types are ignored (RFC 9113 §4.1), but not for free
             self._strike("unknown")
 
-    def _on_data(self, flags: int, sid: int, payload: bytes) -> None:
+    def _on_data(self, flags: int, sid: int, payload: bytes | memoryview) -> None:
         if sid == 0:
             raise H2ConnectionError(PROTOCOL_ERROR, "DATA on stream 0")
         size = len(payload)

@@ -278,7 +278,8 @@ class _Stream(H2Stream):
 
     # -- receiving -------------------------------------------------------
 
-    def on_data(self, data: bytes) -> None:
+    def on_data(self, data: bytes | memoryview) -> None:
+        """Take a DATA payload (a view, valid during the call only) and split off whole messages."""
         buf = self.buffer
         buf += data
         self.held += len(data)
@@ -302,7 +303,8 @@ class _Stream(H2Stream):
                     "grpc: compressed messages are not supported (no grpc-accept-encoding)",
                 )
                 return
-            self.messages.append(bytes(buf[5 : 5 + length]))
+            with memoryview(buf) as view:  # one copy of the message, not two
+                self.messages.append(bytes(view[5 : 5 + length]))
             del buf[: 5 + length]
         self._wake()
 
@@ -584,16 +586,13 @@ class _Connection(H2Connection, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         # Frames written while these are handled (PING and SETTINGS acks) go out
         # after the calls they start have run their first step, with their answers.
-        if self.buf:
-            self.buf += data
-            if len(self.buf) < self.need:
-                return  # a frame dribbled in: nothing to parse yet, and no copy
-            data = bytes(self.buf)
-            self.buf.clear()
+        if self.buf and len(self.buf) + len(data) < self.need:
+            self.buf += data  # a frame dribbled in: nothing to parse yet
+            return
         self.receiving = True
         self.spawned = False
         try:
-            self._receive(data)
+            self._feed(data)
         except H2ConnectionError as exc:
             self._abort_connection(exc.code, exc.reason)
         except Exception:  # a bug must cost this connection, never the event loop
@@ -615,7 +614,7 @@ class _Connection(H2Connection, asyncio.Protocol):
     def _refusing(self) -> bool:
         return self.going_away or self.server.stopping
 
-    def _stream_data(self, stream: H2Stream, data: bytes) -> None:
+    def _stream_data(self, stream: H2Stream, data: bytes | memoryview) -> None:
         cast("_Stream", stream).on_data(data)
 
     def _stream_end(self, stream: H2Stream) -> None:
