@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import shutil
 import struct
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 import grpc
 import grpc.aio
 import pytest
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import empty_pb2, timestamp_pb2, wrappers_pb2
 from hpack import Decoder, Encoder
 
 from pycontainerd.api import h2grpc
@@ -89,6 +90,9 @@ class Recorder:
 
     async def echo(self, request: bytes, context: Context) -> bytes:
         return request
+
+    async def digest(self, request: wrappers_pb2.BytesValue, context: Context) -> bytes:
+        return hashlib.sha256(request.value).digest()
 
     async def meta(self, request: bytes, context: Context) -> bytes:
         self.metadata = context.invocation_metadata()
@@ -233,6 +237,7 @@ class Recorder:
         ts = timestamp_pb2.Timestamp
         handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
             "Echo": uu(self.echo),
+            "Digest": uu(self.digest, request_deserializer=wrappers_pb2.BytesValue.FromString),
             "Meta": uu(self.meta),
             "Abort": uu(self.abort),
             "SetCode": uu(self.set_code),
@@ -657,6 +662,21 @@ async def test_large_client_stream_messages(env: Env) -> None:
 
     got = await within(env.client_stream("Total")(requests()))
     assert got == b"6:%d" % (18 * MIB)
+
+
+async def test_messages_around_the_handover_size_arrive_whole(env: Env) -> None:
+    # A message of HANDOVER bytes or more that fills its stream's buffer is
+    # passed on as a view of that buffer: a method without a deserializer
+    # still gets bytes, a protobuf one parses the view.
+    call = env.bidi("Chat")()
+    for size in (h2grpc.HANDOVER - 1, h2grpc.HANDOVER, 10, 3 * MIB, h2grpc.HANDOVER + 1):
+        data = pattern(size)
+        await call.write(data)
+        assert await within(call.read()) == data.upper(), size
+    await call.done_writing()
+    value = pattern(3 * MIB + 7)
+    request = wrappers_pb2.BytesValue(value=value).SerializeToString()
+    assert await within(env.unary("Digest")(request)) == hashlib.sha256(value).digest()
 
 
 async def test_big_message_after_small_unacknowledged_ones(env: Env) -> None:

@@ -226,6 +226,11 @@ class _CallDetails(NamedTuple):
     invocation_metadata: tuple[tuple[str, str | bytes], ...]
 
 
+#: A request message of at least this size that fills its stream's buffer is
+#: handed on as a view of that buffer (which the stream then replaces), not copied.
+HANDOVER: Final = 64 * 1024
+
+
 class _Stream(H2Stream):
     """One HTTP/2 stream: one call.
 
@@ -258,7 +263,8 @@ class _Stream(H2Stream):
         self.metadata: tuple[tuple[str, str | bytes], ...] = ()
         self.deadline: float | None = None
         self.buffer = bytearray()
-        self.messages: collections.deque[bytes] = collections.deque()
+        # a large message is a view of the buffer it arrived in (see ``HANDOVER``)
+        self.messages: collections.deque[bytes | memoryview] = collections.deque()
         self.ended = False  # the client half-closed (END_STREAM received)
         self.waiter: asyncio.Future[None] | None = None
         self.send_window = conn.peer_initial_window
@@ -303,7 +309,12 @@ class _Stream(H2Stream):
                     "grpc: compressed messages are not supported (no grpc-accept-encoding)",
                 )
                 return
-            with memoryview(buf) as view:  # one copy of the message, not two
+            if length >= HANDOVER and len(buf) == 5 + length:
+                # the buffer holds just this message: handed over, not copied
+                self.messages.append(memoryview(buf)[5:])
+                self.buffer = buf = bytearray()
+                break
+            with memoryview(buf) as view:
                 self.messages.append(bytes(view[5 : 5 + length]))
             del buf[: 5 + length]
         self._wake()
@@ -325,7 +336,7 @@ class _Stream(H2Stream):
         if w is not None and not w.done():
             w.set_result(None)
 
-    async def next_raw(self) -> bytes | None:
+    async def next_raw(self) -> bytes | memoryview | None:
         """The next request message's bytes; None once the client half-closed."""
         while not self.messages:
             if self.ended or self.cancelled:
@@ -378,11 +389,13 @@ class _Stream(H2Stream):
             return None
         return self.decode(data)
 
-    def decode(self, data: bytes) -> Any:
+    def decode(self, data: bytes | memoryview) -> Any:
         """A request message; bytes that do not parse end the call with INTERNAL (as grpc-go)."""
         deserialize = self.deserializer or _identity
+        if deserialize is _identity:
+            return bytes(data)  # a method without a deserializer takes bytes, not a view
         try:
-            return deserialize(data)
+            return deserialize(cast("bytes", data))  # protobuf's FromString takes any buffer
         except Exception as exc:
             msg = f"grpc: error unmarshalling request: {exc}"
             raise _CallError(grpc.StatusCode.INTERNAL, msg) from exc
@@ -726,7 +739,7 @@ class _Connection(H2Connection, asyncio.Protocol):
         answer: bytes | None = None
         if len(stream.messages) == 1 and not stream.buffer:
             try:
-                answer = fast(stream.messages[0], stream.metadata)
+                answer = fast(bytes(stream.messages[0]), stream.metadata)
             except Exception:  # the full path gives the error its proper status
                 log.debug("fast path declined with an error", exc_info=True)
                 answer = None
