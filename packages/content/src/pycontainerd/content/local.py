@@ -413,10 +413,6 @@ class LocalWriter:
             raise FailedPreconditionError(msg)
         self._fd = None
 
-        # The ref stays locked until the blob is published and the ingest
-        # removed: a second writer of the same ref waits for the lock, then
-        # finds either the blob (AlreadyExists) or no ingest, never a
-        # half-removed one.
         def finish() -> str:
             """Sync, validate and publish: one trip to a worker thread."""
             try:
@@ -433,9 +429,12 @@ class LocalWriter:
             self._store._publish(self._path, dgst)
             return dgst
 
+        # The ref stays locked until the blob is published and the ingest
+        # removed: a second writer of the same ref waits for the lock, then
+        # finds either the blob (AlreadyExists) or no ingest, never a
+        # half-removed one. So the step runs to its end even if the caller
+        # is cancelled.
         try:
-            # to its end even if the caller is cancelled: the ref is released
-            # only once the ingest is published or kept
             dgst = await finish_shielded(asyncio.to_thread(finish))
             if labels:
                 self._store._set_labels(dgst, dict(labels))

@@ -549,9 +549,9 @@ class MetadataContentStore:
     async def _open(
         self, ns: str, lease_id: str | None, ref: str, total: int, expected: str
     ) -> NamespacedWriter:
-        """The ingest row and the backend writer, in one trip to the writer thread.
+        """Write the ingest's row in one transaction, then open the backend writer.
 
-        With an expected digest the same transaction first looks for the blob:
+        With an expected digest that transaction first looks for the blob:
         in the namespace, or (``shared`` policy) in the backend, whose blob is
         then shared into the namespace. Either way the lease takes it and
         ``AlreadyExists`` is raised, with no ingest opened.
