@@ -129,8 +129,9 @@ async def _library_pulls(
 
 #: Pairs of library pulls (with and without progress) per run: one pull varies by
 #: about 10 % from the next on this machine, so a median of few pairs wanders by
-#: several per cent.
-PAIRS = 3
+#: several per cent (27 pairs, at ``--runs 9``, gave -3.0 to +3.5 % over five
+#: runs; the spread of a median shrinks with the square root of the count).
+PAIRS = 8
 
 
 def _pair(with_first: bool) -> tuple[bool, bool]:
