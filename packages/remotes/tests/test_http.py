@@ -6,7 +6,6 @@ import contextlib
 import gzip
 import os
 import socket
-import threading
 import zlib
 from typing import TYPE_CHECKING
 
@@ -16,53 +15,11 @@ from pycontainerd.core.errdefs import OutOfRangeError
 from pycontainerd.remotes import _client, _http
 from pycontainerd.remotes.hosts import HostsConfig
 from pycontainerd.remotes.resolver import Resolver
-from pycontainerd.remotes.testing import FaultyBlobServer, build_image
+from pycontainerd.remotes.testing import FaultyBlobServer, Scripted, build_image
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
     from pathlib import Path
-
-
-class Server:
-    """Answers each request with ``answer(head, body)``, one request per connection."""
-
-    def __init__(self, answer: Callable[[bytes, bytes], bytes]) -> None:
-        self.answer = answer
-        self.requests: list[tuple[bytes, bytes]] = []
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self._sock.getsockname()[1]
-        self.origin = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            with conn, contextlib.suppress(OSError):
-                buf = b""
-                while b"\r\n\r\n" not in buf:
-                    data = conn.recv(65536)
-                    if not data:
-                        break
-                    buf += data
-                head, _, body = buf.partition(b"\r\n\r\n")
-                length = next(
-                    (
-                        int(line.split(b":", 1)[1])
-                        for line in head.split(b"\r\n")
-                        if line.lower().startswith(b"content-length:")
-                    ),
-                    0,
-                )
-                while len(body) < length:
-                    body += conn.recv(65536)
-                self.requests.append((head, body))
-                conn.sendall(self.answer(head, body))
-
-    def close(self) -> None:
-        self._sock.close()
 
 
 def response(status: str, *headers: str, body: bytes = b"") -> bytes:
@@ -71,8 +28,9 @@ def response(status: str, *headers: str, body: bytes = b"") -> bytes:
 
 
 @contextlib.contextmanager
-def serving(answer: Callable[[bytes, bytes], bytes]) -> Iterator[Server]:
-    server = Server(answer)
+def serving(answer: Callable[[bytes, bytes], bytes]) -> Iterator[Scripted]:
+    """A server answering each request, on its own connection, with ``answer(head, body)``."""
+    server = Scripted(lambda n, head: [answer(head, server.bodies[n])])
     try:
         yield server
     finally:

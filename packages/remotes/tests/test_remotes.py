@@ -4,11 +4,9 @@ and against a misbehaving server."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -33,9 +31,11 @@ from pycontainerd.remotes.auth import parse_challenges
 from pycontainerd.remotes.hosts import HostsConfig, TLSOptions
 from pycontainerd.remotes.resolver import CHUNK, Resolver
 from pycontainerd.remotes.testing import (
+    Answer,
     Blob,
     FaultyBlobServer,
     Registry,
+    Scripted,
     TokenServer,
     build_image,
     build_index,
@@ -489,60 +489,7 @@ async def test_fetch_into_fails_cleanly(
         server.stop()
 
 
-# -- a scripted raw HTTP server -------------------------------------------------------------------
-
-Answer = list[bytes | threading.Event]
-
-
-class Scripted:
-    """Answers the n-th request (from 0) with ``script(n, head)``: bytes to send, in order.
-
-    An ``Event`` in the answer makes the server wait for it before going on.
-    The connection is then closed, or with ``keep_alive`` serves the next request.
-    """
-
-    def __init__(self, script: Callable[[int, bytes], Answer], *, keep_alive: bool = False) -> None:
-        self.script = script
-        self.keep_alive = keep_alive
-        self.connections = 0
-        self.heads: list[bytes] = []
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self.host = f"127.0.0.1:{self._sock.getsockname()[1]}"
-        self._closed = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        self.connections += 1
-        with conn, contextlib.suppress(OSError):
-            buf = b""
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    data = conn.recv(65536)
-                    if not data:
-                        return
-                    buf += data
-                end = buf.index(b"\r\n\r\n") + 4
-                head, buf = buf[:end], buf[end:]
-                n = len(self.heads)
-                self.heads.append(head)
-                for part in self.script(n, head):
-                    if isinstance(part, threading.Event):
-                        part.wait(30)
-                    else:
-                        conn.sendall(part)
-                if not self.keep_alive:
-                    return
-
-    def close(self) -> None:
-        self._sock.close()
+# -- a scripted raw HTTP server (pycontainerd.remotes.testing.Scripted) ---------------------------
 
 
 def ok_head(length: int | None, *extra: str, status: str = "200 OK") -> bytes:

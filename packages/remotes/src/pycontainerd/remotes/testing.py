@@ -1,4 +1,4 @@
-"""Test helpers: a real ``docker-registry`` on 127.0.0.1, test images, a CA and a token server.
+"""Test helpers: a real ``docker-registry`` on 127.0.0.1, test images, a CA, raw HTTP servers.
 
 For this package's registry tests and for ``pycontainerd-ctr``'s. Nothing
 here talks to anything but 127.0.0.1. :class:`Registry` runs Debian's
@@ -626,6 +626,91 @@ def seeded_registry(base: Path, images: Mapping[str, Image]) -> Iterator[Registr
             repository, tag = name.split(":")
             reg.seed(repository, tag, image)
         yield reg
+
+
+# -- a scripted raw HTTP server ---------------------------------------------------------------
+
+#: What :class:`Scripted` sends for one request: bytes, in order; an ``Event``
+#: makes it wait for the event (at most 30 s) before going on.
+Answer = list[bytes | threading.Event]
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
+
+
+class Scripted:
+    """A raw HTTP/1.1 server on 127.0.0.1: the n-th request (from 0) gets ``script(n, head)``.
+
+    The request's body (as its ``Content-Length`` says) is read before the
+    script runs; ``requests`` holds each ``(head, body)``. The connection is
+    then closed, or with ``keep_alive`` serves the next request.
+    """
+
+    def __init__(self, script: Callable[[int, bytes], Answer], *, keep_alive: bool = False) -> None:
+        self.script = script
+        self.keep_alive = keep_alive
+        self.connections = 0
+        self.requests: list[tuple[bytes, bytes]] = []
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+        self.host = f"127.0.0.1:{self.port}"
+        self.origin = f"http://{self.host}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def heads(self) -> list[bytes]:
+        """The head of each request so far (request line and headers, with the blank line)."""
+        return [head for head, _ in self.requests]
+
+    @property
+    def bodies(self) -> list[bytes]:
+        """The body of each request so far."""
+        return [body for _, body in self.requests]
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        self.connections += 1
+        with conn, contextlib.suppress(OSError):
+            buf = b""
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                end = buf.index(b"\r\n\r\n") + 4
+                head, buf = buf[:end], buf[end:]
+                length = _content_length(head)
+                while len(buf) < length:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                n = len(self.requests)
+                self.requests.append((head, buf[:length]))
+                buf = buf[length:]
+                for part in self.script(n, head):
+                    if isinstance(part, threading.Event):
+                        part.wait(30)
+                    else:
+                        conn.sendall(part)
+                if not self.keep_alive:
+                    return
+
+    def close(self) -> None:
+        self._sock.close()
 
 
 # -- a misbehaving server -------------------------------------------------------------------
